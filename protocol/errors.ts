@@ -1,0 +1,43 @@
+// Typed failures that cross module, actor or node boundaries.
+// Expected failures are values in an Effect's error channel; bugs are defects.
+import { Schema } from "effect";
+
+/** A bounded actor mailbox was full; the caller should answer 421/451 and retry later. */
+export class MailboxFull extends Schema.TaggedError<MailboxFull>()("MailboxFull", {
+  actor: Schema.String,
+}) {}
+
+/** An ask got no reply in time. Temporary by nature. */
+export class AskTimeout extends Schema.TaggedError<AskTimeout>()("AskTimeout", {
+  actor: Schema.String,
+  timeoutMs: Schema.Number,
+}) {}
+
+/** The actor's handler died while handling this message; it is being restarted. */
+export class ActorCrashed extends Schema.TaggedError<ActorCrashed>()("ActorCrashed", {
+  actor: Schema.String,
+  reason: Schema.String,
+}) {}
+
+/** The actor has stopped (node shutting down or restart budget exhausted). */
+export class ActorStopped extends Schema.TaggedError<ActorStopped>()("ActorStopped", {
+  actor: Schema.String,
+}) {}
+
+/** A message crossing NATS did not match its schema. */
+export class MalformedMessage extends Schema.TaggedError<MalformedMessage>()("MalformedMessage", {
+  subject: Schema.String,
+  detail: Schema.String,
+}) {}
+
+/** No one answered on a NATS subject (no responders / timeout / connection closed). */
+export class RemoteUnavailable extends Schema.TaggedError<RemoteUnavailable>()("RemoteUnavailable", {
+  subject: Schema.String,
+  detail: Schema.String,
+}) {}
+
+/** The durable store failed; nothing half-written is visible. */
+export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
+  operation: Schema.String,
+  detail: Schema.String,
+}) {}
