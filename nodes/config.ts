@@ -1,0 +1,226 @@
+// Node configuration: a JSON file validated at start, then environment overrides.
+// Every field is optional in the file; defaults give a one-node cluster on
+// unprivileged loopback ports with data in ./data.
+import { readFile } from "node:fs/promises";
+import { Cause, Exit, Schema } from "effect";
+import { isSafeToken } from "../protocol/subjects.ts";
+
+const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
+const Positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1));
+const Token = Schema.String.check(Schema.makeFilter((s: string) => isSafeToken(s) || "letters, digits, '-' and '_' only"));
+const HostPort = Schema.String.check(Schema.makeFilter((s: string) => /^[^\s:]+:\d{1,5}$/.test(s) || "expected host:port"));
+const Cidr = Schema.String.check(Schema.makeFilter((s: string) => parseCidr(s) !== undefined || "expected an IPv4 or IPv6 CIDR such as 127.0.0.0/8"));
+
+const User = Schema.Struct({
+  address: Schema.String.check(Schema.makeFilter((s: string) => /^[^@\s]+@[^@\s]+$/.test(s) || "expected local@domain")),
+  password: Schema.String,
+  /** Node that holds this user's mailbox; unset: the first node that receives mail for it. */
+  home: Schema.optional(Token),
+});
+
+const ConfigFile = Schema.Struct({
+  nodeId: Schema.optional(Token),
+  cluster: Schema.optional(Token),
+  hostname: Schema.optional(Schema.String),
+  dataDir: Schema.optional(Schema.String),
+  nats: Schema.optional(
+    Schema.Struct({ servers: Schema.optional(Schema.Array(Schema.String)), embedded: Schema.optional(Schema.Boolean) }),
+  ),
+  listen: Schema.optional(
+    Schema.Struct({ host: Schema.optional(Schema.String), smtp: Schema.optional(Port), pop3: Schema.optional(Port), http: Schema.optional(Port) }),
+  ),
+  localDomains: Schema.optional(Schema.Array(Schema.String)),
+  users: Schema.optional(Schema.Array(User)),
+  trustedNetworks: Schema.optional(Schema.Array(Cidr)),
+  dns: Schema.optional(
+    Schema.Struct({ servers: Schema.optional(Schema.Array(HostPort)), timeoutMs: Schema.optional(Positive), tries: Schema.optional(Positive) }),
+  ),
+  delivery: Schema.optional(
+    Schema.Struct({
+      remotePort: Schema.optional(Port),
+      connectionsPerSite: Schema.optional(Positive),
+      maxInFlight: Schema.optional(Positive),
+      pollMs: Schema.optional(Positive),
+      retryBaseMs: Schema.optional(Positive),
+      retryMaxMs: Schema.optional(Positive),
+      connectTimeoutMs: Schema.optional(Positive),
+    }),
+  ),
+  limits: Schema.optional(Schema.Struct({ maxMessageBytes: Schema.optional(Positive), maxRecipients: Schema.optional(Positive) })),
+});
+type ConfigFile = typeof ConfigFile.Type;
+
+export interface NodeConfig {
+  readonly nodeId: string;
+  readonly cluster: string;
+  readonly hostname: string;
+  readonly dataDir: string;
+  readonly nats: { readonly servers: ReadonlyArray<string>; readonly embedded: boolean };
+  readonly listen: { readonly host: string; readonly smtp: number; readonly pop3: number; readonly http: number };
+  readonly localDomains: ReadonlyArray<string>;
+  readonly users: ReadonlyArray<{ readonly address: string; readonly password: string; readonly home?: string | undefined }>;
+  readonly trustedNetworks: ReadonlyArray<string>;
+  readonly dns: { readonly servers: ReadonlyArray<{ host: string; port: number }>; readonly timeoutMs: number; readonly tries: number };
+  readonly delivery: {
+    readonly remotePort: number;
+    readonly connectionsPerSite: number;
+    readonly maxInFlight: number;
+    readonly pollMs: number;
+    readonly retryBaseMs: number;
+    readonly retryMaxMs: number;
+    readonly connectTimeoutMs: number;
+  };
+  readonly limits: { readonly maxMessageBytes: number; readonly maxRecipients: number };
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+/** Development defaults: loopback only, one local domain, one user (documented in the README). */
+const withDefaults = (file: ConfigFile): NodeConfig => ({
+  nodeId: file.nodeId ?? "node1",
+  cluster: file.cluster ?? "tern",
+  hostname: file.hostname ?? "tern.localhost",
+  dataDir: file.dataDir ?? "./data",
+  nats: { servers: file.nats?.servers ?? ["nats://127.0.0.1:4222"], embedded: file.nats?.embedded ?? true },
+  listen: {
+    host: file.listen?.host ?? "127.0.0.1",
+    smtp: file.listen?.smtp ?? 2525,
+    pop3: file.listen?.pop3 ?? 1110,
+    http: file.listen?.http ?? 9025,
+  },
+  localDomains: (file.localDomains ?? ["localhost"]).map((d) => d.toLowerCase()),
+  users: (file.users ?? [{ address: "me@localhost", password: "tern" }]).map((u) => ({ ...u, address: u.address.toLowerCase() })),
+  trustedNetworks: file.trustedNetworks ?? ["127.0.0.0/8", "::1/128"],
+  dns: {
+    servers: (file.dns?.servers ?? ["127.0.0.1:53"]).map(parseHostPort),
+    timeoutMs: file.dns?.timeoutMs ?? 2_000,
+    tries: file.dns?.tries ?? 2,
+  },
+  delivery: {
+    remotePort: file.delivery?.remotePort ?? 25,
+    connectionsPerSite: file.delivery?.connectionsPerSite ?? 4,
+    maxInFlight: file.delivery?.maxInFlight ?? 512,
+    pollMs: file.delivery?.pollMs ?? 250,
+    retryBaseMs: file.delivery?.retryBaseMs ?? 60_000,
+    retryMaxMs: file.delivery?.retryMaxMs ?? 3_600_000,
+    connectTimeoutMs: file.delivery?.connectTimeoutMs ?? 30_000,
+  },
+  limits: { maxMessageBytes: file.limits?.maxMessageBytes ?? 25 * 1024 * 1024, maxRecipients: file.limits?.maxRecipients ?? 100 },
+});
+
+const parseHostPort = (value: string) => {
+  const at = value.lastIndexOf(":");
+  return { host: value.slice(0, at), port: Number(value.slice(at + 1)) };
+};
+
+/** Overrides from the environment, for containers and tests. */
+const environmentOverrides = (env: NodeJS.ProcessEnv): ConfigFile => {
+  const port = (name: string) => (env[name] !== undefined ? Number(env[name]) : undefined);
+  return {
+    ...(env.TERN_NODE_ID ? { nodeId: env.TERN_NODE_ID } : {}),
+    ...(env.TERN_DATA_DIR ? { dataDir: env.TERN_DATA_DIR } : {}),
+    ...(env.TERN_NATS_URL ? { nats: { servers: env.TERN_NATS_URL.split(",") } } : {}),
+    listen: { smtp: port("TERN_SMTP_PORT"), pop3: port("TERN_POP3_PORT"), http: port("TERN_HTTP_PORT") },
+  };
+};
+
+const merge = (file: ConfigFile, overrides: ConfigFile): ConfigFile => ({
+  ...file,
+  ...Object.fromEntries(Object.entries(overrides).filter(([key]) => key !== "listen" && key !== "nats")),
+  nats: { ...file.nats, ...overrides.nats },
+  listen: { ...file.listen, ...Object.fromEntries(Object.entries(overrides.listen ?? {}).filter(([, v]) => v !== undefined)) },
+});
+
+/** Validates raw JSON; errors name each bad field and the value found there. */
+export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConfig => {
+  const decode = Schema.decodeUnknownExit(ConfigFile, { onExcessProperty: "error", errors: "all" });
+  const file = decode(raw);
+  if (Exit.isFailure(file)) throw new ConfigError(`invalid config:\n${describeIssues(schemaMessage(file.cause), raw)}`);
+  const merged = decode(merge(file.value, environmentOverrides(env)));
+  if (Exit.isFailure(merged)) throw new ConfigError(`invalid environment override:\n${describeIssues(schemaMessage(merged.cause), {})}`);
+  const config = withDefaults(merged.value);
+  const homeless = config.users.filter((u) => !config.localDomains.includes(domainOf(u.address)));
+  if (homeless.length > 0) {
+    throw new ConfigError(`invalid config: users[].address ${JSON.stringify(homeless[0]!.address)} is not in localDomains`);
+  }
+  return config;
+};
+
+export const loadConfig = async (path: string | undefined, env: NodeJS.ProcessEnv): Promise<NodeConfig> => {
+  if (path === undefined) return parseConfig({}, env);
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    throw new ConfigError(`cannot read config file ${path}: ${(error as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${(error as Error).message}`);
+  }
+  return parseConfig(raw, env);
+};
+
+export const domainOf = (address: string): string => address.slice(address.lastIndexOf("@") + 1).toLowerCase();
+
+const schemaMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
+  const error = Cause.findErrorOption(cause);
+  return error._tag === "Some" ? error.value.message : Cause.pretty(cause);
+};
+
+/** Rewrites Schema's `at ["a"][0]["b"]` lines as `a[0].b = <value>: <problem>`. */
+const describeIssues = (message: string, raw: unknown): string => {
+  const lines = message.split("\n").map((l) => l.trim()).filter(Boolean);
+  const described: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const problem = lines[i]!;
+    const where = lines[i + 1]?.startsWith("at ") ? lines[++i]!.slice(3) : "";
+    const path = [...where.matchAll(/\["([^"]*)"\]|\[(\d+)\]/g)].map((m) => m[1] ?? Number(m[2]));
+    const value = path.reduce<unknown>((at, key) => (at as Record<string | number, unknown> | undefined)?.[key], raw);
+    const name = path.map((k, n) => (typeof k === "number" ? `[${k}]` : n === 0 ? k : `.${k}`)).join("");
+    described.push(`  ${name || "(root)"} = ${JSON.stringify(value)}: ${problem}`);
+  }
+  return described.join("\n");
+};
+
+/** Parses "a.b.c.d/n" or "x::y/n" into comparable parts; undefined when malformed. */
+export const parseCidr = (cidr: string): { bytes: Uint8Array; prefix: number } | undefined => {
+  const [address, prefixText] = cidr.split("/");
+  const bytes = address === undefined ? undefined : parseIp(address);
+  const prefix = prefixText === undefined ? (bytes ? bytes.length * 8 : 0) : Number(prefixText);
+  if (!bytes || !Number.isInteger(prefix) || prefix < 0 || prefix > bytes.length * 8) return undefined;
+  return { bytes, prefix };
+};
+
+export const parseIp = (address: string): Uint8Array | undefined => {
+  const mapped = address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(mapped)) {
+    const parts = mapped.split(".").map(Number);
+    return parts.every((p) => p <= 255) ? Uint8Array.from(parts) : undefined;
+  }
+  if (!mapped.includes(":")) return undefined;
+  const [head = "", tail] = mapped.split("::");
+  const groups = (s: string) => (s === "" ? [] : s.split(":"));
+  const missing = 8 - groups(head).length - groups(tail ?? "").length;
+  const all = tail === undefined ? groups(head) : [...groups(head), ...Array(missing).fill("0"), ...groups(tail)];
+  if (all.length !== 8 || !all.every((g) => /^[0-9a-f]{1,4}$/i.test(g))) return undefined;
+  return Uint8Array.from(all.flatMap((g) => [parseInt(g, 16) >> 8, parseInt(g, 16) & 255]));
+};
+
+export const inNetworks = (address: string, networks: ReadonlyArray<string>): boolean => {
+  const ip = parseIp(address);
+  if (!ip) return false;
+  return networks.some((network) => {
+    const cidr = parseCidr(network);
+    if (!cidr || cidr.bytes.length !== ip.length) return false;
+    for (let bit = 0; bit < cidr.prefix; bit++) {
+      const mask = 0x80 >> bit % 8;
+      if ((ip[bit >> 3]! & mask) !== (cidr.bytes[bit >> 3]! & mask)) return false;
+    }
+    return true;
+  });
+};

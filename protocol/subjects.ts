@@ -1,0 +1,34 @@
+// Every NATS subject and KV bucket name Tern uses is built here, from the cluster name,
+// so two clusters (or two test runs) on one NATS never see each other's traffic.
+
+export type MailboxOperation = "deliver" | "list" | "retrieve" | "remove";
+
+export interface Subjects {
+  readonly cluster: string;
+  /** Stateless resolver actors listen here in one queue group. */
+  readonly resolve: string;
+  readonly resolverQueueGroup: string;
+  /** Mailbox actors of one node: asks go to the owner node of the mailbox. */
+  readonly mailbox: (nodeId: string, operation: MailboxOperation) => string;
+  /** Delivery events (accepted, delivered, deferred, failed) for watchers. */
+  readonly event: (kind: string) => string;
+  /** KV bucket holding mailbox owner → node. */
+  readonly mailboxOwnersBucket: string;
+}
+
+const safeToken = /^[A-Za-z0-9_-]+$/;
+
+export const isSafeToken = (token: string): boolean => safeToken.test(token);
+
+export const makeSubjects = (cluster: string): Subjects => {
+  if (!isSafeToken(cluster)) throw new Error(`cluster name must match ${safeToken}: ${JSON.stringify(cluster)}`);
+  const root = `tern.${cluster}`;
+  return {
+    cluster,
+    resolve: `${root}.resolver.resolve`,
+    resolverQueueGroup: `${root}.resolver`,
+    mailbox: (nodeId, operation) => `${root}.mailbox.${nodeId}.${operation}`,
+    event: (kind) => `${root}.events.${kind}`,
+    mailboxOwnersBucket: `tern_${cluster}_mailbox_owners`,
+  };
+};
