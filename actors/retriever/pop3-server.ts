@@ -249,7 +249,7 @@ const authorizationCommand = async (
 const login = async (user: string, password: string, context: SessionContext, log: Log): Promise<Outcome> => {
   // Whatever happens, a new PASS needs a new USER (RFC 1939 §7).
   const restart: SessionState = { phase: "authorization", user: undefined };
-  const authenticated = await runAccess(context.access.authenticate(user, password));
+  const authenticated = await runAccess(() => context.access.authenticate(user, password));
   if (authenticated._tag !== "Success") {
     return { reply: temporaryFailure(log, "authenticate", detailOf(authenticated)), next: restart };
   }
@@ -261,7 +261,7 @@ const login = async (user: string, password: string, context: SessionContext, lo
   if (context.locks.has(mailbox)) return { reply: err("[IN-USE] maildrop already locked"), next: restart };
   // Taken before listing, so two sessions logging in at once cannot both get the maildrop.
   context.locks.add(mailbox);
-  const listing = await runAccess(context.access.list(mailbox));
+  const listing = await runAccess(() => context.access.list(mailbox));
   if (listing._tag !== "Success") {
     context.locks.delete(mailbox);
     return { reply: temporaryFailure(log, "list", detailOf(listing)), next: restart };
@@ -359,7 +359,7 @@ const retrieve = async (
 ): Promise<Reply> => {
   const message = findMessage(state.messages, msg);
   if (isReply(message)) return message;
-  const fetched = await runAccess(context.access.retrieve(state.user, message.uid));
+  const fetched = await runAccess(() => context.access.retrieve(state.user, message.uid));
   if (fetched._tag === "Failure" && fetched.error._tag === "NoSuchMessage") return err(`message ${msg} has vanished`);
   if (fetched._tag !== "Success") return temporaryFailure(log, "retrieve", detailOf(fetched));
   const content = topLines === undefined ? fetched.value : topOfMessage(fetched.value, topLines);
@@ -370,7 +370,7 @@ const retrieve = async (
 const update = async (state: TransactionState, context: SessionContext, log: Log): Promise<Reply> => {
   const doomed = state.messages.filter((message) => message.deleted).map((message) => message.uid);
   if (doomed.length > 0) {
-    const removed = await runAccess(context.access.remove(state.user, doomed));
+    const removed = await runAccess(() => context.access.remove(state.user, doomed));
     if (removed._tag !== "Success") return { ...temporaryFailure(log, "remove", detailOf(removed)), close: true };
   }
   log({ event: "update", user: state.user, removed: doomed.length });
@@ -391,8 +391,9 @@ type AccessOutcome<A, E> =
   | { readonly _tag: "Failure"; readonly error: E }
   | { readonly _tag: "Defect"; readonly detail: string };
 
-const runAccess = async <A, E>(effect: Effect.Effect<A, E>): Promise<AccessOutcome<A, E>> => {
-  const exit = await Effect.runPromiseExit(effect);
+const runAccess = async <A, E>(ask: () => Effect.Effect<A, E>): Promise<AccessOutcome<A, E>> => {
+  // suspend turns an access method that throws instead of failing into a defect we can answer.
+  const exit = await Effect.runPromiseExit(Effect.suspend(ask));
   if (Exit.isSuccess(exit)) return { _tag: "Success", value: exit.value };
   const error = Cause.findError(exit.cause);
   // Defects are bugs or lost peers: the client still gets a temporary -ERR, never a crash.

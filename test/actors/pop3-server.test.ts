@@ -508,15 +508,17 @@ test("raw: a defect in retrieve answers -ERR [SYS/TEMP]; the session carries on"
     session.socket.destroy();
   }));
 
-test("raw: a MaildropAccess that throws ends that connection, not the server", () =>
+test("raw: a MaildropAccess that throws is answered like a defect", () =>
   withServer({ faults: { authenticateThrows: true } }, async ({ server, logged }) => {
     const session = await connectRaw(server.port);
-    session.send("USER alice\r\nPASS open sesame\r\n");
-    assert.equal(await session.closed, "+OK pop.example.test POP3 ready\r\n+OK send PASS\r\n");
-    await logged((fields) => fields.event === "session-defect");
-    const next = await connectRaw(server.port);
-    assert.deepEqual(await next.lines(1), ["+OK pop.example.test POP3 ready"]);
-    next.socket.destroy();
+    session.send("USER alice\r\nPASS open sesame\r\nQUIT\r\n");
+    assert.deepEqual(await session.lines(4), [
+      "+OK pop.example.test POP3 ready",
+      "+OK send PASS",
+      "-ERR [SYS/TEMP] mailbox temporarily unavailable, try again later",
+      "+OK pop.example.test POP3 signing off",
+    ]);
+    await logged((fields) => fields.event === "maildrop-unavailable" && fields.operation === "authenticate");
   }));
 
 test("raw: an idle session is closed silently", () =>
