@@ -1,6 +1,7 @@
 // Node configuration: a JSON file validated at start, then environment overrides.
 // Every field is optional in the file; defaults give a one-node cluster on
 // unprivileged loopback ports with data in ./data.
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { Cause, Exit, Schema } from "effect";
 import { isSafeToken } from "../protocol/subjects.ts";
@@ -94,7 +95,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
   users: (file.users ?? [{ address: "me@localhost", password: "tern" }]).map((u) => ({ ...u, address: u.address.toLowerCase() })),
   trustedNetworks: file.trustedNetworks ?? ["127.0.0.0/8", "::1/128"],
   dns: {
-    servers: (file.dns?.servers ?? ["127.0.0.1:53"]).map(parseHostPort),
+    servers: (file.dns?.servers ?? systemNameservers()).map(parseHostPort),
     timeoutMs: file.dns?.timeoutMs ?? 2_000,
     tries: file.dns?.tries ?? 2,
   },
@@ -109,6 +110,18 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
   },
   limits: { maxMessageBytes: file.limits?.maxMessageBytes ?? 25 * 1024 * 1024, maxRecipients: file.limits?.maxRecipients ?? 100 },
 });
+
+/** The machine's resolvers from /etc/resolv.conf (IPv4 only for now), else 127.0.0.1:53. */
+const systemNameservers = (): string[] => {
+  let text = "";
+  try {
+    text = readFileSync("/etc/resolv.conf", "utf8");
+  } catch {
+    // no resolv.conf: fall through to the loopback default
+  }
+  const servers = [...text.matchAll(/^nameserver\s+(\d{1,3}(?:\.\d{1,3}){3})\s*$/gm)].map((m) => `${m[1]}:53`);
+  return servers.length > 0 ? servers : ["127.0.0.1:53"];
+};
 
 const parseHostPort = (value: string) => {
   const at = value.lastIndexOf(":");

@@ -1,0 +1,37 @@
+// Prometheus metrics of one node, in a registry of its own (not prom-client's global one).
+import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+
+export interface NodeMetrics {
+  readonly registry: Registry;
+  readonly accepted: Counter;
+  readonly acceptedBytes: Counter;
+  readonly rejected: Counter<"reason">;
+  readonly delivered: Counter<"route">;
+  readonly deferred: Counter<"route">;
+  readonly failed: Counter<"route">;
+  readonly actorRestarts: Counter<"actor">;
+}
+
+export const makeNodeMetrics = (nodeId: string, queueDepth: () => number, inFlight: () => number): NodeMetrics => {
+  const registry = new Registry();
+  registry.setDefaultLabels({ node: nodeId });
+  collectDefaultMetrics({ register: registry });
+  const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
+    new Counter<L>({ name, help, labelNames, registers: [registry] });
+  new Gauge({ name: "tern_queue_depth", help: "Queue entries waiting or in flight on this node", registers: [registry], collect() {
+    this.set(queueDepth());
+  } });
+  new Gauge({ name: "tern_queue_in_flight", help: "Queue entries being delivered now", registers: [registry], collect() {
+    this.set(inFlight());
+  } });
+  return {
+    registry,
+    accepted: counter("tern_messages_accepted_total", "Messages committed to the spool and answered 250"),
+    acceptedBytes: counter("tern_messages_accepted_bytes_total", "Bytes of messages accepted"),
+    rejected: counter("tern_smtp_rejections_total", "SMTP commands refused, by reason", ["reason"]),
+    delivered: counter("tern_recipients_delivered_total", "Recipients delivered to the next hop", ["route"]),
+    deferred: counter("tern_recipients_deferred_total", "Recipient attempts deferred for a retry", ["route"]),
+    failed: counter("tern_recipients_failed_total", "Recipients failed permanently", ["route"]),
+    actorRestarts: counter("tern_actor_restarts_total", "Actor handler restarts after a crash", ["actor"]),
+  };
+};
