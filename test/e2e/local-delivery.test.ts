@@ -1,0 +1,104 @@
+// swaks → session → spool → mailbox → read back with Python's poplib and curl.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { makeDataDir, removeDataDir, run, startTernNode, uniqueCluster, eventually, type TernNode } from "../support/tern-node.ts";
+
+let node: TernNode;
+let dataDir: string;
+
+before(async () => {
+  dataDir = await makeDataDir();
+  node = await startTernNode({
+    nodeId: "solo",
+    cluster: uniqueCluster(),
+    dataDir,
+    localDomains: ["example.test"],
+    users: [
+      { address: "alice@example.test", password: "alice-pw" },
+      { address: "bob@example.test", password: "bob-pw" },
+    ],
+    trustedNetworks: ["192.0.2.0/24"], // loopback is NOT trusted here: relaying must be refused
+  });
+});
+
+after(async () => {
+  await node.kill("SIGTERM");
+  await removeDataDir(dataDir);
+});
+
+const swaks = (args: string[]) => run("swaks", ["--server", `127.0.0.1:${node.ports.smtp}`, "--hide-informational", ...args]);
+
+const popMessages = async (user: string, password: string) => {
+  const script = `
+import poplib, json, sys
+p = poplib.POP3("127.0.0.1", ${node.ports.pop3}, timeout=10)
+p.user(${JSON.stringify(user)}); p.pass_(${JSON.stringify(password)})
+count, size = p.stat()
+out = []
+for n in range(1, count + 1):
+    resp, lines, octets = p.retr(n)
+    out.append(b"\\r\\n".join(lines).decode("latin-1"))
+print(json.dumps(out))
+p.quit()
+`;
+  const result = await run("python3", ["-c", script]);
+  assert.equal(result.code, 0, result.stderr);
+  return JSON.parse(result.stdout) as string[];
+};
+
+test("mail for a local user is accepted with its queue id and read back over POP3 byte for byte", async () => {
+  const body = "Line one\r\n.leading dot line\r\nLast line";
+  const sent = await swaks([
+    "--to", "alice@example.test",
+    "--from", "sender@elsewhere.test",
+    "--header", "Subject: first message",
+    "--body", body,
+  ]);
+  assert.equal(sent.code, 0, sent.stdout + sent.stderr);
+  const queueId = /250 2\.0\.0 Ok: queued as ([0-9A-Z]+)/.exec(sent.stdout)?.[1];
+  assert.ok(queueId, `no queue id in: ${sent.stdout}`);
+  await node.waitForEvent("recipient.delivered", { msg: queueId });
+
+  const messages = await popMessages("alice@example.test", "alice-pw");
+  assert.equal(messages.length, 1);
+  const message = messages[0]!;
+  assert.match(message, /^Received: from .*\r\n\tby .* \(Tern\) with ESMTP id [0-9A-Z]+;/);
+  assert.match(message, /\r\nSubject: first message\r\n/);
+  // swaks ends the body with blank lines of its own
+  assert.match(message, new RegExp(`\r\n\r\n${body.replace(".", "\\.")}(\r\n)*$`), `body differs: ${JSON.stringify(message.slice(-80))}`);
+
+  // bob's mailbox is his alone
+  assert.deepEqual(await popMessages("bob@example.test", "bob-pw"), []);
+});
+
+test("curl lists and retrieves the same mailbox", async () => {
+  await swaks(["--to", "bob@example.test", "--from", "x@elsewhere.test", "--body", "for curl"]);
+  const listing = await eventually(async () => {
+    const result = await run("curl", ["-s", `pop3://bob%40example.test:bob-pw@127.0.0.1:${node.ports.pop3}/`]);
+    return result.stdout.trim() !== "" ? result.stdout : undefined;
+  }, 10_000, "bob's mail");
+  assert.match(listing, /^1 \d+\r?\n$/);
+  const retrieved = await run("curl", ["-s", `pop3://bob%40example.test:bob-pw@127.0.0.1:${node.ports.pop3}/1`]);
+  assert.match(retrieved.stdout, /\r\n\r\nfor curl\r\n/);
+});
+
+test("relaying from an untrusted network is refused with 554 5.7.1, unknown local users with 550 5.1.1", async () => {
+  const relay = await swaks(["--to", "someone@remote.test", "--from", "a@example.test", "--quit-after", "RCPT"]);
+  assert.match(relay.stdout, /<\*\* +554 5\.7\.1 Relay access denied/);
+  const unknown = await swaks(["--to", "nobody@example.test", "--from", "a@elsewhere.test", "--quit-after", "RCPT"]);
+  assert.match(unknown.stdout, /<\*\* +550 5\.1\.1 No such user here/);
+  const metrics = await (await fetch(`http://127.0.0.1:${node.ports.http}/metrics`)).text();
+  assert.match(metrics, /tern_smtp_rejections_total\{reason="relay-denied",node="solo"\} 1/);
+  assert.match(metrics, /tern_smtp_rejections_total\{reason="unknown-user",node="solo"\} 1/);
+});
+
+test("the node reports healthy and ready and exposes delivery metrics", async () => {
+  assert.equal((await fetch(`http://127.0.0.1:${node.ports.http}/healthz`)).status, 200);
+  const ready = await fetch(`http://127.0.0.1:${node.ports.http}/readyz`);
+  assert.equal(ready.status, 200);
+  const metrics = await (await fetch(`http://127.0.0.1:${node.ports.http}/metrics`)).text();
+  assert.match(metrics, /tern_messages_accepted_total\{node="solo"\} [1-9]/);
+  assert.match(metrics, /tern_recipients_delivered_total\{route="local",node="solo"\} [1-9]/);
+  assert.match(metrics, /tern_queue_depth\{node="solo"\} 0/);
+  assert.match(metrics, /process_resident_memory_bytes/);
+});
