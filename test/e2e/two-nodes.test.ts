@@ -1,0 +1,194 @@
+// Two node processes of one cluster on the shared NATS: mail for bob (home "b") sent to
+// node A is stored on B, readable over POP3 on either node; with B killed, A accepts and
+// keeps new mail queued and its POP3 answers [SYS/TEMP]; once B is back the queue drains.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import nodemailer from "nodemailer";
+import { eventually, makeDataDir, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+
+const cluster = uniqueCluster();
+const users = [
+  { address: "alice@example.test", password: "alice-pw", home: "a" },
+  { address: "bob@example.test", password: "bob-pw", home: "b" },
+];
+const common = { cluster, localDomains: ["example.test"], users };
+const configA = () => ({ ...common, nodeId: "a", dataDir: dirA, delivery: { retryBaseMs: 200, retryMaxMs: 1000, pollMs: 50 } });
+const configB = () => ({ ...common, nodeId: "b", dataDir: dirB });
+
+let dirA: string;
+let dirB: string;
+let nodeA: TernNode | undefined;
+let nodeB: TernNode | undefined;
+
+before(async () => {
+  dirA = await makeDataDir();
+  dirB = await makeDataDir();
+  // Both up before any mail: bob's mailbox is claimed by B when B starts.
+  [nodeA, nodeB] = await Promise.all([startTernNode(configA()), startTernNode(configB())]);
+});
+
+after(async () => {
+  await Promise.all([nodeA?.kill("SIGTERM"), nodeB?.kill("SIGTERM")]);
+  await Promise.all([removeDataDir(dirA), removeDataDir(dirB)]);
+});
+
+const messageFor = (tag: string) =>
+  [
+    "From: Sender <sender@elsewhere.test>",
+    "To: Bob <bob@example.test>",
+    `Subject: two nodes ${tag}`,
+    `Message-ID: <${tag}@elsewhere.test>`,
+    "",
+    `Body of ${tag}.`,
+    ".a line that starts with a dot",
+    "..and one with two",
+    "",
+    "8-bit: café ☃, trailing spaces   ",
+    "",
+  ].join("\r\n");
+
+/** Sends `raw` to a node's SMTP port with nodemailer; returns the queue id from the 250 reply. */
+const send = async (node: TernNode, to: string, raw: string) => {
+  const transport = nodemailer.createTransport({ host: "127.0.0.1", port: node.ports.smtp, secure: false, ignoreTLS: true });
+  try {
+    const info = await transport.sendMail({ envelope: { from: "sender@elsewhere.test", to }, raw });
+    assert.deepEqual(info.accepted, [to]);
+    assert.deepEqual(info.rejected, []);
+    const id = /^250 2\.0\.0 Ok: queued as ([0-9A-Za-z]+)$/.exec(info.response)?.[1];
+    assert.ok(id, `no queue id in: ${info.response}`);
+    return id;
+  } finally {
+    transport.close();
+  }
+};
+
+interface Popped {
+  /** Size given by LIST. */
+  readonly listed: number;
+  /** Octets poplib counted while reading RETR (dot-unstuffed, CRLFs included). */
+  readonly octets: number;
+  readonly bytes: Buffer;
+}
+
+const popScript = `
+import poplib, json, sys, base64
+port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+p = poplib.POP3("127.0.0.1", port, timeout=20)
+try:
+    p.user(user)
+    p.pass_(password)
+except poplib.error_proto as e:
+    print(json.dumps({"error": e.args[0].decode("latin-1")}))
+    sys.exit(0)
+resp, listing, _ = p.list()
+sizes = [tuple(int(x) for x in line.split()) for line in listing]
+out = []
+for n, size in sizes:
+    resp, lines, octets = p.retr(n)
+    out.append({"n": n, "listed": size, "octets": octets, "b64": base64.b64encode(b"".join(l + b"\\r\\n" for l in lines)).decode()})
+p.quit()
+print(json.dumps({"messages": out}))
+`;
+
+const pop = async (node: TernNode, user: string, password: string): Promise<{ messages: Popped[] } | { error: string }> => {
+  const result = await run("python3", ["-c", popScript, String(node.ports.pop3), user, password]);
+  assert.equal(result.code, 0, result.stderr);
+  const parsed = JSON.parse(result.stdout) as { error: string } | { messages: Array<{ n: number; listed: number; octets: number; b64: string }> };
+  if ("error" in parsed) return parsed;
+  parsed.messages.forEach((m, i) => assert.equal(m.n, i + 1, "LIST numbers messages from 1"));
+  return { messages: parsed.messages.map((m) => ({ listed: m.listed, octets: m.octets, bytes: Buffer.from(m.b64, "base64") })) };
+};
+
+const popMessages = async (node: TernNode, user: string, password: string) => {
+  const result = await pop(node, user, password);
+  assert.ok("messages" in result, `POP3 login for ${user} failed: ${JSON.stringify(result)}`);
+  return result.messages;
+};
+
+/** The stored message is one Received header (naming the queue id) followed by exactly what was sent. */
+const assertStored = (message: Popped, queueId: string, raw: string) => {
+  const text = message.bytes.toString("latin1");
+  const received = /^Received: [^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n/.exec(text)?.[0];
+  assert.ok(received, `no leading Received header: ${JSON.stringify(text.slice(0, 200))}`);
+  assert.match(received, new RegExp(`\\(Tern\\) with ESMTP id ${queueId};`));
+  assert.equal(message.bytes.subarray(Buffer.byteLength(received, "latin1")).toString("hex"), Buffer.from(raw, "utf8").toString("hex"), "body bytes differ");
+  assert.equal(message.listed, message.bytes.length, "LIST size is not the exact size of the message");
+  assert.equal(message.octets, message.bytes.length);
+};
+
+const rawOne = messageFor("first");
+const rawTwo = messageFor("second");
+let firstId: string;
+
+test("mail for bob sent to A is stored on B and readable over POP3 on both nodes", async () => {
+  const a = nodeA!;
+  const b = nodeB!;
+  firstId = await send(a, "bob@example.test", rawOne);
+  const delivered = await a.waitForEvent("recipient.delivered", { msg: firstId });
+  assert.equal(delivered.rcpt, "bob@example.test");
+  assert.equal(delivered.server, "mailbox/bob@example.test");
+  assert.match(String(delivered.reply), /^250 2\.0\.0 stored as uid \S+$/);
+
+  const onB = await popMessages(b, "bob@example.test", "bob-pw");
+  assert.equal(onB.length, 1, "B holds exactly one message for bob");
+  assertStored(onB[0]!, firstId, rawOne);
+
+  const onA = await popMessages(a, "bob@example.test", "bob-pw");
+  assert.equal(onA.length, 1);
+  assertStored(onA[0]!, firstId, rawOne);
+  assert.ok(onA[0]!.bytes.equals(onB[0]!.bytes), "A and B serve different bytes for the same message");
+
+  // Routing is per user: nothing landed in alice's mailbox (on A).
+  assert.deepEqual(await popMessages(a, "alice@example.test", "alice-pw"), []);
+  assert.deepEqual(await popMessages(b, "alice@example.test", "alice-pw"), []);
+  // Wrong password is refused (so a successful login above really checked credentials).
+  const refused = await pop(a, "bob@example.test", "wrong");
+  assert.ok("error" in refused && refused.error.startsWith("-ERR"), JSON.stringify(refused));
+  assert.doesNotMatch("error" in refused ? refused.error : "", /SYS\/TEMP/);
+});
+
+test("with B killed, A accepts and defers bob's mail, POP3 on A answers [SYS/TEMP]; after B restarts nothing is lost", async () => {
+  const a = nodeA!;
+  assert.ok(firstId, "the first test must have run");
+  await nodeB!.kill("SIGKILL");
+  nodeB = undefined;
+
+  const secondId = await send(a, "bob@example.test", rawTwo);
+  assert.notEqual(secondId, firstId);
+  const deferred = await a.waitForEvent("recipient.deferred", { msg: secondId });
+  assert.equal(deferred.rcpt, "bob@example.test");
+  assert.match(String(deferred.reply), /^451 4\.2\.0 mailbox: MailboxUnavailable: /);
+  assert.equal(a.events("recipient.delivered").filter((e) => e.msg === secondId).length, 0, "delivered while B is down");
+
+  const whileDown = await pop(a, "bob@example.test", "bob-pw");
+  assert.ok("error" in whileDown, `POP3 login on A succeeded with B down: ${JSON.stringify(whileDown)}`);
+  assert.match(whileDown.error, /^-ERR \[SYS\/TEMP\] /);
+
+  // Still queued: A keeps retrying (quickly, per its delivery config) and keeps deferring.
+  await eventually(() => (a.events("recipient.deferred").filter((e) => e.msg === secondId).length >= 2 ? true : undefined), 10_000, "a retry");
+  assert.equal(a.events("recipient.delivered").filter((e) => e.msg === secondId).length, 0);
+
+  nodeB = await startTernNode(configB());
+  const b = nodeB;
+  const delivered = await a.waitForEvent("recipient.delivered", { msg: secondId }, 20_000);
+  assert.equal(delivered.rcpt, "bob@example.test");
+
+  const onB = await popMessages(b, "bob@example.test", "bob-pw");
+  assert.equal(onB.length, 2, "B should hold both messages (the first survived SIGKILL, the second arrived after restart)");
+  assertStored(onB[0]!, firstId, rawOne);
+  assertStored(onB[1]!, secondId, rawTwo);
+
+  const onA = await popMessages(a, "bob@example.test", "bob-pw");
+  assert.equal(onA.length, 2);
+  assertStored(onA[0]!, firstId, rawOne);
+  assertStored(onA[1]!, secondId, rawTwo);
+
+  // Delivered exactly once: one delivered event per message on A.
+  assert.equal(a.events("recipient.delivered").filter((e) => e.msg === secondId).length, 1);
+  assert.equal(a.events("recipient.delivered").filter((e) => e.msg === firstId).length, 1);
+  // The queue on A has drained.
+  await eventually(async () => {
+    const metrics = await (await fetch(`http://127.0.0.1:${a.ports.http}/metrics`)).text();
+    return /^tern_queue_depth\{node="a"\} 0$/m.test(metrics) ? true : undefined;
+  }, 5_000, "A's queue to drain");
+});
