@@ -1,0 +1,92 @@
+// The node process as a user runs it: config errors, NATS missing, the embedded
+// nats-server default, and a graceful stop.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createConnection, createServer } from "node:net";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster } from "../support/tern-node.ts";
+
+const tern = (args: string[], env: Record<string, string> = {}) =>
+  new Promise<{ code: number; stderr: string }>((resolve) => {
+    import("node:child_process").then(({ spawn }) => {
+      const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), ...args], {
+        cwd: projectRoot,
+        env: { ...process.env, ...env },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let stderr = "";
+      child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+      child.once("exit", (code) => resolve({ code: code ?? -1, stderr }));
+    });
+  });
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+
+const portAnswers = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = createConnection({ host: "127.0.0.1", port });
+    socket.once("connect", () => (socket.destroy(), resolve(true)));
+    socket.once("error", () => resolve(false));
+  });
+
+test("a bad config file stops the node at start with the field and value named (exit 78)", async () => {
+  const dir = await makeDataDir();
+  const path = join(dir, "bad.json");
+  await writeFile(path, JSON.stringify({ listen: { pop3: "110" } }));
+  const result = await tern(["node", "--config", path]);
+  assert.equal(result.code, 78);
+  assert.match(result.stderr, /^tern: invalid config:\n {2}listen\.pop3 = "110": Expected number/);
+  await removeDataDir(dir);
+});
+
+test("with no NATS and no embedded server, one line says how to get one", async () => {
+  const dir = await makeDataDir();
+  const path = join(dir, "config.json");
+  const port = await freePort();
+  await writeFile(path, JSON.stringify({ dataDir: dir, nats: { servers: [`nats://127.0.0.1:${port}`], embedded: false } }));
+  const result = await tern(["node", "--config", path]);
+  assert.equal(result.code, 78);
+  assert.equal(result.stderr.trim().split("\n").length, 1);
+  assert.match(result.stderr, /no NATS server answers at nats:\/\/127\.0\.0\.1:\d+; install one \(apt-get install nats-server\) or set TERN_NATS_URL/);
+  await removeDataDir(dir);
+});
+
+test("when nothing answers, the node starts nats-server itself, works, and stops it on SIGTERM", async () => {
+  const dataDir = await makeDataDir();
+  const natsPort = await freePort();
+  const node = await startTernNode({
+    nodeId: "embedded",
+    cluster: uniqueCluster(),
+    dataDir,
+    nats: { servers: [`nats://127.0.0.1:${natsPort}`], embedded: true },
+    localDomains: ["example.test"],
+    users: [{ address: "me@example.test", password: "pw" }],
+  });
+  assert.equal(node.events("nats.embedded.started").length, 1);
+  assert.equal(await portAnswers(natsPort), true);
+
+  const sent = await run("swaks", ["--server", `127.0.0.1:${node.ports.smtp}`, "--to", "me@example.test", "--from", "x@y.test", "--body", "via embedded nats"]);
+  assert.equal(sent.code, 0, sent.stdout);
+  await node.waitForEvent("recipient.delivered", { rcpt: "me@example.test" });
+  const listed = await run("curl", ["-s", `pop3://me%40example.test:pw@127.0.0.1:${node.ports.pop3}/1`]);
+  assert.match(listed.stdout, /via embedded nats/);
+
+  await node.kill("SIGTERM");
+  assert.equal(node.events("node.stopped").length, 1, node.logs());
+  assert.equal(await portAnswers(node.ports.smtp), false);
+  // nats-server takes a moment to exit after SIGTERM
+  let natsGone = false;
+  for (let i = 0; i < 50 && !natsGone; i++) {
+    natsGone = !(await portAnswers(natsPort));
+    if (!natsGone) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(natsGone, true, "the embedded nats-server was left running");
+  await removeDataDir(dataDir);
+});

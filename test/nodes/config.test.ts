@@ -1,0 +1,56 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { ConfigError, inNetworks, parseConfig } from "../../nodes/config.ts";
+
+test("defaults give a one-node cluster on unprivileged loopback ports", () => {
+  const config = parseConfig({});
+  assert.equal(config.listen.host, "127.0.0.1");
+  assert.deepEqual([config.listen.smtp, config.listen.pop3, config.listen.http], [2525, 1110, 9025]);
+  assert.deepEqual(config.nats.servers, ["nats://127.0.0.1:4222"]);
+  assert.equal(config.dataDir, "./data");
+});
+
+test("every bad field is named with the value found", () => {
+  assert.throws(
+    () => parseConfig({ listen: { smtp: 70000 }, users: [{ address: "nobody" }], colour: "blue" }),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(error.message, /listen\.smtp = 70000: Expected a value between 0 and 65535/);
+      assert.match(error.message, /users\[0\]\.address = "nobody": expected local@domain/);
+      assert.match(error.message, /users\[0\]\.password = undefined: Missing key/);
+      assert.match(error.message, /colour = "blue": Expected no excess property/);
+      return true;
+    },
+  );
+});
+
+test("users must belong to a local domain", () => {
+  assert.throws(
+    () => parseConfig({ localDomains: ["a.test"], users: [{ address: "x@b.test", password: "p" }] }),
+    /users\[\]\.address "x@b\.test" is not in localDomains/,
+  );
+});
+
+test("environment overrides win over the file", () => {
+  const config = parseConfig(
+    { listen: { smtp: 2600, pop3: 1200 }, dataDir: "/from/file" },
+    { TERN_SMTP_PORT: "2700", TERN_DATA_DIR: "/from/env", TERN_NATS_URL: "nats://a:1,nats://b:2" },
+  );
+  assert.equal(config.listen.smtp, 2700);
+  assert.equal(config.listen.pop3, 1200);
+  assert.equal(config.dataDir, "/from/env");
+  assert.deepEqual(config.nats.servers, ["nats://a:1", "nats://b:2"]);
+  assert.throws(() => parseConfig({}, { TERN_SMTP_PORT: "http" }), /invalid environment override/);
+});
+
+test("trusted networks match IPv4, IPv6 and IPv4-mapped addresses by prefix", () => {
+  assert.equal(inNetworks("127.0.0.5", ["127.0.0.0/8"]), true);
+  assert.equal(inNetworks("::ffff:127.0.0.1", ["127.0.0.0/8"]), true);
+  assert.equal(inNetworks("128.0.0.1", ["127.0.0.0/8"]), false);
+  assert.equal(inNetworks("::1", ["::1/128"]), true);
+  assert.equal(inNetworks("2001:db8::1", ["2001:db8::/32"]), true);
+  assert.equal(inNetworks("2001:db9::1", ["2001:db8::/32"]), false);
+  assert.equal(inNetworks("192.168.1.7", ["192.168.1.0/25"]), true);
+  assert.equal(inNetworks("192.168.1.200", ["192.168.1.0/25"]), false);
+  assert.throws(() => parseConfig({ trustedNetworks: ["10.0.0.0/33"] }), /trustedNetworks\[0\] = "10\.0\.0\.0\/33"/);
+});
