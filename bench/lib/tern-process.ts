@@ -1,0 +1,130 @@
+// Runs real Tern node processes, for end-to-end tests and benchmarks: each with its own
+// data dir, loopback ports chosen by the OS, and a cluster name unique to the run, on the
+// machine's NATS (127.0.0.1:4222) unless told otherwise.
+import { spawn } from "node:child_process";
+import { mkdtemp, writeFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+
+export const uniqueCluster = () => `t${randomBytes(5).toString("hex")}`;
+
+export const projectRoot = new URL("../..", import.meta.url).pathname;
+
+export interface TernNode {
+  readonly pid: number;
+  readonly ports: { smtp: number; pop3: number; http: number };
+  readonly dataDir: string;
+  readonly logs: () => string;
+  /** Resolves with the first log line whose event matches (and whose fields match `where`). */
+  readonly waitForEvent: (event: string, where?: Record<string, unknown>, timeoutMs?: number) => Promise<Record<string, unknown>>;
+  readonly events: (event: string) => Array<Record<string, unknown>>;
+  readonly kill: (signal: NodeJS.Signals) => Promise<void>;
+}
+
+export const makeDataDir = () => mkdtemp(join(tmpdir(), "tern-test-"));
+
+export const removeDataDir = (dir: string) => rm(dir, { recursive: true, force: true });
+
+/** Starts `tern node --config <file>` and waits for its node.started line. */
+export const startTernNode = async (config: Record<string, unknown> & { dataDir: string }): Promise<TernNode> => {
+  const configPath = join(config.dataDir, `config-${String(config.nodeId ?? "node")}.json`);
+  const full = {
+    nats: { servers: ["nats://127.0.0.1:4222"], embedded: false },
+    ...config,
+    listen: { host: "127.0.0.1", smtp: 0, pop3: 0, http: 0, ...(config.listen as object | undefined) },
+  };
+  await writeFile(configPath, JSON.stringify(full, null, 2));
+  const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "node", "--config", configPath], {
+    cwd: projectRoot,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const parsed: Array<Record<string, unknown>> = [];
+  const waiters = new Set<() => void>();
+  let partial = "";
+  child.stdout!.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+    partial += chunk.toString();
+    const lines = partial.split("\n");
+    partial = lines.pop() ?? "";
+    for (const line of lines) {
+      try {
+        parsed.push(JSON.parse(line));
+      } catch {
+        // not a log line
+      }
+    }
+    waiters.forEach((wake) => wake());
+  });
+  child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+
+  const matches = (line: Record<string, unknown>, event: string, where: Record<string, unknown>) =>
+    line.event === event && Object.entries(where).every(([key, value]) => line[key] === value);
+
+  const waitForEvent: TernNode["waitForEvent"] = (event, where = {}, timeoutMs = 20_000) =>
+    new Promise((resolve, reject) => {
+      const check = () => {
+        const found = parsed.find((line) => matches(line, event, where));
+        if (found) {
+          cleanup();
+          resolve(found);
+        } else if (child.exitCode !== null) {
+          cleanup();
+          reject(new Error(`node exited (${child.exitCode}) before ${event}:\n${output}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`timed out waiting for ${event} ${JSON.stringify(where)}:\n${output.slice(-4000)}`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        waiters.delete(check);
+      };
+      waiters.add(check);
+      child.once("exit", check);
+      check();
+    });
+
+  const started = await waitForEvent("node.started");
+  return {
+    pid: child.pid!,
+    ports: { smtp: Number(started.smtp), pop3: Number(started.pop3), http: Number(started.http) },
+    dataDir: config.dataDir,
+    logs: () => output,
+    waitForEvent,
+    events: (event) => parsed.filter((line) => line.event === event),
+    kill: async (signal) => {
+      if (child.exitCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+};
+
+/** Runs a command to completion; resolves with its exit code and output. */
+export const run = (command: string, args: string[], input?: string) =>
+  new Promise<{ code: number; stdout: string; stderr: string }>((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    child.once("error", reject);
+    child.once("exit", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(input ?? "");
+  });
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls `probe` until it returns a value other than undefined. */
+export const eventually = async <T>(probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000, what = "condition"): Promise<T> => {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    await sleep(50);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+};
