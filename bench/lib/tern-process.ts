@@ -70,9 +70,9 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
         if (found) {
           cleanup();
           resolve(found);
-        } else if (child.exitCode !== null) {
+        } else if (child.exitCode !== null || child.signalCode !== null) {
           cleanup();
-          reject(new Error(`node exited (${child.exitCode}) before ${event}:\n${output}`));
+          reject(new Error(`node exited (${child.exitCode ?? child.signalCode}) before ${event}:\n${output}`));
         }
       };
       const timer = setTimeout(() => {

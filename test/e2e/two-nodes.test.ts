@@ -3,7 +3,9 @@
 // keeps new mail queued and its POP3 answers [SYS/TEMP]; once B is back the queue drains.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import nodemailer from "nodemailer";
+import { makeSubjects } from "../../protocol/subjects.ts";
 import { eventually, makeDataDir, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
 
 const cluster = uniqueCluster();
@@ -19,15 +21,18 @@ let dirA: string;
 let dirB: string;
 let nodeA: TernNode | undefined;
 let nodeB: TernNode | undefined;
+let nc: NatsConnection | undefined;
 
 before(async () => {
   dirA = await makeDataDir();
   dirB = await makeDataDir();
   // Both up before any mail: bob's mailbox is claimed by B when B starts.
   [nodeA, nodeB] = await Promise.all([startTernNode(configA()), startTernNode(configB())]);
+  nc = await connect({ servers: ["nats://127.0.0.1:4222"], name: "tern-test-two-nodes" });
 });
 
 after(async () => {
+  await nc?.close();
   await Promise.all([nodeA?.kill("SIGTERM"), nodeB?.kill("SIGTERM")]);
   await Promise.all([removeDataDir(dirA), removeDataDir(dirB)]);
 });
@@ -116,6 +121,9 @@ const assertStored = (message: Popped, queueId: string, raw: string) => {
   assert.equal(message.octets, message.bytes.length);
 };
 
+const isNoResponders = (error: unknown): boolean =>
+  error instanceof Error && (error.name === "NoResponders" || isNoResponders(error.cause));
+
 const rawOne = messageFor("first");
 const rawTwo = messageFor("second");
 let firstId: string;
@@ -152,6 +160,17 @@ test("with B killed, A accepts and defers bob's mail, POP3 on A answers [SYS/TEM
   assert.ok(firstId, "the first test must have run");
   await nodeB!.kill("SIGKILL");
   nodeB = undefined;
+  // Wait until NATS has dropped B's subscriptions, so A's asks fail fast (no responders)
+  // rather than waiting out their 30 s timeout.
+  const bList = makeSubjects(cluster).mailbox("b", "list");
+  await eventually(async () => {
+    try {
+      await nc!.request(bList, new Uint8Array(), { timeout: 1_000 });
+      return undefined;
+    } catch (error) {
+      return isNoResponders(error) ? true : undefined;
+    }
+  }, 10_000, "B's mailbox subjects to lose their responder");
 
   const secondId = await send(a, "bob@example.test", rawTwo);
   assert.notEqual(secondId, firstId);
