@@ -1,0 +1,117 @@
+// Everything a benchmark run needs, started and stopped by the harness itself:
+// DNS (dnsmasq) pointing the bench domain at the sink, the sink process, and N Tern
+// nodes as separate processes on one NATS, each with its own data dir and fixed ports.
+import { startDnsmasq, findFreePort, type RunningDnsmasq } from "../../test/support/dnsmasq.ts";
+import { startSinkProcess, type SinkOptions, type SinkProcess } from "./sink.ts";
+import { makeDataDir, removeDataDir, startTernNode, uniqueCluster, type TernNode } from "./tern-process.ts";
+
+export const REMOTE_DOMAIN = "remote.bench";
+export const LOCAL_DOMAIN = "local.bench";
+
+export interface EnvironmentOptions {
+  readonly nodes: number;
+  readonly sink: Omit<SinkOptions, "port"> & { readonly port?: number };
+  readonly localUsers: number;
+  /** Extra `delivery` config for every node. */
+  readonly delivery?: Record<string, unknown>;
+}
+
+export interface Environment {
+  readonly dns: RunningDnsmasq;
+  readonly sink: SinkProcess;
+  readonly nodes: TernNode[];
+  /** kill -9 node i, then start it again on the same data dir and ports. */
+  readonly crashAndRestart: (i: number) => Promise<TernNode>;
+  readonly stop: () => Promise<void>;
+}
+
+/** Everything started and not yet stopped, so Ctrl-C can stop it all. */
+const running = new Set<() => Promise<void>>();
+
+export const stopEverything = async () => {
+  await Promise.all([...running].map((stop) => stop()));
+};
+
+export const whileRunning = <T extends { stop: () => Promise<void> }>(thing: T): T => {
+  const stop = thing.stop;
+  const tracked = { ...thing, stop: async () => {
+    running.delete(tracked.stop);
+    await stop();
+  } };
+  running.add(tracked.stop);
+  return tracked;
+};
+
+export const localUser = (n: number) => ({ address: `u${n}@${LOCAL_DOMAIN}`, password: `pw${n}` });
+
+export const startEnvironment = async (options: EnvironmentOptions): Promise<Environment> => {
+  const cleanups: Array<() => Promise<void>> = [];
+  const stop = async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+  };
+  try {
+    const sinkPort = options.sink.port ?? (await findFreePort());
+    const sink = await startSinkProcess({ ...options.sink, port: sinkPort });
+    cleanups.push(() => sink.stop());
+    const dns = await startDnsmasq({
+      mx: [{ domain: REMOTE_DOMAIN, host: `mx.${REMOTE_DOMAIN}`, preference: 10 }],
+      hosts: [{ name: `mx.${REMOTE_DOMAIN}`, address: "127.0.0.1" }],
+    });
+    cleanups.push(() => dns.stop());
+
+    const cluster = uniqueCluster();
+    const configs = await Promise.all(
+      Array.from({ length: options.nodes }, async (_, i) => {
+        const dataDir = await makeDataDir();
+        cleanups.push(() => removeDataDir(dataDir));
+        return {
+          nodeId: `n${i}`,
+          cluster,
+          dataDir,
+          listen: { host: "127.0.0.1", smtp: await findFreePort(), pop3: await findFreePort(), http: await findFreePort() },
+          localDomains: [LOCAL_DOMAIN],
+          users: Array.from({ length: options.localUsers }, (_, u) => ({ ...localUser(u), home: `n${u % options.nodes}` })),
+          dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2 },
+          delivery: { remotePort: sinkPort, pollMs: 50, retryBaseMs: 1000, retryMaxMs: 2000, connectTimeoutMs: 2000, ...options.delivery },
+          limits: { maxMessageBytes: 100 * 1024 * 1024, maxRecipients: 1000 },
+        };
+      }),
+    );
+    const nodes: TernNode[] = [];
+    for (const config of configs) {
+      const node = await startTernNode(config);
+      nodes.push(node);
+    }
+    cleanups.push(async () => {
+      await Promise.all(nodes.map((node) => node.kill("SIGKILL")));
+    });
+
+    return whileRunning({
+      dns,
+      sink,
+      nodes,
+      crashAndRestart: async (i: number) => {
+        await nodes[i]!.kill("SIGKILL");
+        nodes[i] = await startTernNode(configs[i]!);
+        return nodes[i]!;
+      },
+      stop,
+    });
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+};
+
+/** Reads one gauge or counter (summed over label sets) from a node's /metrics. */
+export const readMetric = async (node: TernNode, name: string, labelFilter = ""): Promise<number> => {
+  const text = await (await fetch(`http://127.0.0.1:${node.ports.http}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) {
+      if (labelFilter && !line.includes(labelFilter)) continue;
+      sum += Number(line.slice(line.lastIndexOf(" ") + 1));
+    }
+  }
+  return sum;
+};

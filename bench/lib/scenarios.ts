@@ -1,0 +1,303 @@
+// The benchmark scenarios. Each starts its own environment, drives load, measures,
+// and stops everything it started.
+import { cpus } from "node:os";
+import { sampleUsage, type ProcessUsage } from "./procstats.ts";
+import { percentiles, perSecond, type Percentiles } from "./stats.ts";
+import { runLoad, type LoadOptions, type LoadResult } from "./load.ts";
+import { startSinkProcess } from "./sink.ts";
+import { LOCAL_DOMAIN, REMOTE_DOMAIN, localUser, readMetric, startEnvironment, whileRunning, type Environment } from "./environment.ts";
+import { Pop3Connection } from "./pop3-client.ts";
+import { benchIdIn } from "./load.ts";
+import { findFreePort } from "../../test/support/dnsmasq.ts";
+
+export interface BenchOptions {
+  readonly messages: number;
+  readonly connections: number;
+  readonly reuse: boolean;
+  readonly size: { readonly min: number; readonly max: number };
+  readonly rate: number | undefined;
+  readonly durationSec: number;
+  readonly drainTimeoutSec: number;
+  readonly nodes: number;
+  readonly recipients: number;
+  readonly localUsers: number;
+}
+
+export interface RunReport {
+  readonly label: string;
+  readonly nodes: number;
+  readonly attempted: number;
+  readonly accepted: number;
+  readonly refused: number;
+  readonly connectionErrors: number;
+  readonly injectSeconds: number;
+  readonly acceptedPerSec: number;
+  readonly acceptLatencyMs: Percentiles;
+  readonly delivered?: number;
+  readonly deliveredPerSec?: number;
+  readonly endToEndMs?: Percentiles;
+  readonly lost?: number;
+  readonly duplicates?: number;
+  readonly retrievedPerSec?: number;
+  readonly drainPerSec?: number;
+  readonly processes: ReadonlyArray<ProcessUsage>;
+  readonly queueDepth: ReadonlyArray<readonly [number, number]>;
+  readonly acceptTimes: ReadonlyArray<number>;
+  readonly arrivalTimes: ReadonlyArray<number>;
+  readonly startedAt: number;
+  readonly notes: ReadonlyArray<string>;
+  ratioToBaseline?: number;
+}
+
+const runId = () => `r${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+
+const loadOptions = (options: BenchOptions, targets: LoadOptions["targets"], domain: string, users: number): LoadOptions => ({
+  targets,
+  connections: options.connections,
+  reuse: options.reuse,
+  messages: options.messages,
+  durationMs: options.durationSec * 1000,
+  rate: options.rate,
+  size: options.size,
+  recipients: options.recipients,
+  recipientDomain: domain,
+  recipientUsers: users,
+  runId: runId(),
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Samples the summed queue depth of all nodes until stopped. */
+const watchQueueDepth = (environment: Environment, origin: number) => {
+  const points: Array<[number, number]> = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const depths = await Promise.all(environment.nodes.map((node) => readMetric(node, "tern_queue_depth").catch(() => 0)));
+      points.push([(Date.now() - origin) / 1000, depths.reduce((a, b) => a + b, 0)]);
+      await sleep(250);
+    }
+  })();
+  return async () => {
+    running = false;
+    await loop;
+    return points;
+  };
+};
+
+type AcceptedRecords = LoadResult["records"];
+
+/** The accept-side figures, and the records that got 250 (what the run owes the sink). */
+const acceptSide = (load: LoadResult) => {
+  const accepted = load.records.filter((r) => r.code === 250);
+  const lastAccept = accepted.reduce((latest, r) => Math.max(latest, r.acceptedAt ?? 0), load.startedAt);
+  return [accepted, {
+    accepted: accepted.length,
+    attempted: load.records.length,
+    refused: load.records.filter((r) => r.code !== 250 && r.code !== 0).length,
+    connectionErrors: load.connectionErrors,
+    injectSeconds: (lastAccept - load.startedAt) / 1000,
+    acceptedPerSec: perSecond(accepted.length, lastAccept - load.startedAt),
+    acceptLatencyMs: percentiles(accepted.map((r) => r.acceptLatencyMs ?? 0)),
+    acceptTimes: accepted.map((r) => r.acceptedAt ?? 0),
+  }] as const;
+};
+
+/** Waits until every accepted id arrived (or the drain timeout), then accounts loss and duplicates. */
+const arrivalSide = async (environment: Environment, load: LoadResult, accepted: AcceptedRecords, timeoutSec: number) => {
+  const deadline = Date.now() + timeoutSec * 1000;
+  const missing = () => accepted.filter((r) => !environment.sink.arrivals.has(r.id)).length;
+  while (missing() > 0 && Date.now() < deadline) await sleep(100);
+  await environment.sink.flush();
+  const arrivals = accepted.flatMap((r) => environment.sink.arrivals.get(r.id)?.slice(0, 1) ?? []);
+  const endToEnd = accepted.flatMap((r) => {
+    const first = environment.sink.arrivals.get(r.id)?.[0];
+    return first !== undefined && r.acceptedAt !== undefined ? [first - r.acceptedAt] : [];
+  });
+  const lastArrival = arrivals.reduce((latest, t) => Math.max(latest, t), load.startedAt);
+  return {
+    delivered: arrivals.length,
+    deliveredPerSec: perSecond(arrivals.length, lastArrival - load.startedAt),
+    endToEndMs: percentiles(endToEnd),
+    lost: missing(),
+    duplicates: [...environment.sink.arrivals.values()].reduce((sum, times) => sum + times.length - 1, 0),
+    arrivalTimes: arrivals,
+  };
+};
+
+const trackAll = (environment: Environment) => {
+  const usage = sampleUsage();
+  environment.nodes.forEach((node, i) => usage.track(`tern n${i}`, node.pid));
+  usage.track("sink", environment.sink.pid);
+  return usage;
+};
+
+/** Relay end to end: SMTP in → spool → resolver → delivery → sink. Optionally kill -9 a node midway. */
+export const relay = async (options: BenchOptions, label = "relay", crashMidway = false): Promise<RunReport> => {
+  const environment = await startEnvironment({ nodes: options.nodes, sink: { record: true }, localUsers: 1 });
+  const notes: string[] = [];
+  try {
+    const usage = trackAll(environment);
+    const origin = Date.now();
+    const stopDepth = watchQueueDepth(environment, origin);
+    const loading = runLoad(loadOptions(options, environment.nodes.map((n) => ({ host: "127.0.0.1", port: n.ports.smtp })), REMOTE_DOMAIN, 1_000));
+    if (crashMidway) {
+      await sleep((options.durationSec * 1000) / 3);
+      const restarted = await environment.crashAndRestart(0);
+      usage.track("tern n0", restarted.pid);
+      notes.push(`node n0 killed with SIGKILL and restarted at ${((Date.now() - origin) / 1000).toFixed(1)} s; it resumed ${restarted.events("node.started")[0]?.queued} queued entries`);
+    }
+    const load = await loading;
+    const [acceptedRecords, accept] = acceptSide(load);
+    const arrival = await arrivalSide(environment, load, acceptedRecords, options.drainTimeoutSec);
+    return { label, nodes: options.nodes, ...accept, ...arrival, processes: usage.stop(), queueDepth: await stopDepth(), startedAt: origin, notes };
+  } finally {
+    await environment.stop();
+  }
+};
+
+/** Accept only: the next hop is down, so the node only receives, commits and queues. */
+export const acceptOnly = async (options: BenchOptions): Promise<RunReport> => {
+  const environment = await startEnvironment({
+    nodes: options.nodes,
+    sink: { record: true, startClosed: true },
+    localUsers: 1,
+    delivery: { retryBaseMs: 3_600_000, retryMaxMs: 3_600_000 },
+  });
+  try {
+    const usage = trackAll(environment);
+    const origin = Date.now();
+    const stopDepth = watchQueueDepth(environment, origin);
+    const load = await runLoad(loadOptions(options, environment.nodes.map((n) => ({ host: "127.0.0.1", port: n.ports.smtp })), REMOTE_DOMAIN, 1_000));
+    const [acceptedRecords, accept] = acceptSide(load);
+    const queued = (await Promise.all(environment.nodes.map((node) => readMetric(node, "tern_queue_depth")))).reduce((a, b) => a + b, 0);
+    return {
+      label: "accept",
+      nodes: options.nodes,
+      ...accept,
+      lost: Math.max(0, accept.accepted - queued),
+      processes: usage.stop(),
+      queueDepth: await stopDepth(),
+      arrivalTimes: [],
+      startedAt: origin,
+      notes: [`${queued} entries queued after the run for ${accept.accepted} accepted messages`],
+    };
+  } finally {
+    await environment.stop();
+  }
+};
+
+/** A backlog builds while the next hop is down, then drains when it comes up. */
+export const backlog = async (options: BenchOptions): Promise<RunReport> => {
+  const environment = await startEnvironment({
+    nodes: options.nodes,
+    sink: { record: true, startClosed: true, port: await findFreePort() },
+    localUsers: 1,
+    delivery: { retryBaseMs: 500, retryMaxMs: 1000 },
+  });
+  try {
+    const usage = trackAll(environment);
+    const origin = Date.now();
+    const stopDepth = watchQueueDepth(environment, origin);
+    const load = await runLoad(loadOptions(options, environment.nodes.map((n) => ({ host: "127.0.0.1", port: n.ports.smtp })), REMOTE_DOMAIN, 1_000));
+    const [acceptedRecords, accept] = acceptSide(load);
+    const opened = Date.now();
+    environment.sink.open();
+    const arrival = await arrivalSide(environment, load, acceptedRecords, options.drainTimeoutSec);
+    const lastArrival = arrival.arrivalTimes.reduce((latest, t) => Math.max(latest, t), opened);
+    return {
+      label: "backlog",
+      nodes: options.nodes,
+      ...accept,
+      ...arrival,
+      drainPerSec: perSecond(arrival.delivered, lastArrival - opened),
+      processes: usage.stop(),
+      queueDepth: await stopDepth(),
+      startedAt: origin,
+      notes: [`sink opened at ${((opened - origin) / 1000).toFixed(1)} s with ${accept.accepted} messages queued`],
+    };
+  } finally {
+    await environment.stop();
+  }
+};
+
+/** Local delivery into mailboxes, then every mailbox read back over POP3 (from node 0). */
+export const local = async (options: BenchOptions): Promise<RunReport> => {
+  const environment = await startEnvironment({ nodes: options.nodes, sink: { record: false }, localUsers: options.localUsers });
+  try {
+    const usage = trackAll(environment);
+    const origin = Date.now();
+    const stopDepth = watchQueueDepth(environment, origin);
+    const load = await runLoad(loadOptions(options, environment.nodes.map((n) => ({ host: "127.0.0.1", port: n.ports.smtp })), LOCAL_DOMAIN, options.localUsers));
+    const [acceptedRecords, accept] = acceptSide(load);
+    const expected = accept.accepted * options.recipients;
+    const deadline = Date.now() + options.drainTimeoutSec * 1000;
+    const delivered = async () =>
+      (await Promise.all(environment.nodes.map((node) => readMetric(node, "tern_recipients_delivered_total", 'route="local"')))).reduce((a, b) => a + b, 0);
+    while ((await delivered()) < expected && Date.now() < deadline) await sleep(100);
+    const storedAt = Date.now();
+
+    const found = new Map<string, number>();
+    const retrievalStart = Date.now();
+    let retrieved = 0;
+    for (let u = 0; u < options.localUsers; u++) {
+      const user = localUser(u);
+      const pop = await Pop3Connection.open("127.0.0.1", environment.nodes[0]!.ports.pop3, user.address, user.password);
+      const count = await pop.count();
+      for (let n = 1; n <= count; n++) {
+        const id = benchIdIn((await pop.retrieve(n)).toString("latin1"));
+        retrieved++;
+        if (id) found.set(id, (found.get(id) ?? 0) + 1);
+      }
+      await pop.quit();
+    }
+    const retrievalMs = Date.now() - retrievalStart;
+    const lost = acceptedRecords.filter((r) => !found.has(r.id)).length;
+    return {
+      label: "local",
+      nodes: options.nodes,
+      ...accept,
+      delivered: await delivered(),
+      deliveredPerSec: perSecond(await delivered(), storedAt - load.startedAt),
+      lost,
+      duplicates: [...found.values()].reduce((sum, n) => sum + Math.max(0, n - options.recipients), 0),
+      retrievedPerSec: perSecond(retrieved, retrievalMs),
+      processes: usage.stop(),
+      queueDepth: await stopDepth(),
+      arrivalTimes: [],
+      startedAt: origin,
+      notes: [`${retrieved} messages retrieved over POP3 from node n0 in ${(retrievalMs / 1000).toFixed(2)} s`],
+    };
+  } finally {
+    await environment.stop();
+  }
+};
+
+/** The ceiling: a bare smtp-server that drains and answers 250, storing nothing. */
+export const baseline = async (options: BenchOptions): Promise<RunReport> => {
+  const sink = whileRunning(await startSinkProcess({ port: 0, record: false }));
+  try {
+    const usage = sampleUsage();
+    usage.track("bare smtp-server", sink.pid);
+    const origin = Date.now();
+    const load = await runLoad(loadOptions(options, [{ host: "127.0.0.1", port: sink.port }], REMOTE_DOMAIN, 1_000));
+    const [acceptedRecords, accept] = acceptSide(load);
+    return { label: "baseline", nodes: 0, ...accept, processes: usage.stop(), queueDepth: [], arrivalTimes: [], startedAt: origin, notes: [] };
+  } finally {
+    await sink.stop();
+  }
+};
+
+/** 1 → N nodes, the same load spread over their SMTP ports. */
+export const scale = async (options: BenchOptions): Promise<RunReport[]> => {
+  const reports: RunReport[] = [];
+  for (let nodes = 1; nodes <= options.nodes; nodes++) {
+    const report = await relay({ ...options, nodes }, `relay ×${nodes}`);
+    reports.push(
+      nodes > cpus().length
+        ? { ...report, notes: [...report.notes, `${nodes} nodes on ${cpus().length} cores: this shows overhead, not capacity`] }
+        : report,
+    );
+  }
+  return reports;
+};

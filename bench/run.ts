@@ -1,0 +1,177 @@
+// `npm run bench -- [options]`: runs a benchmark scenario against real Tern nodes,
+// prints a table, and writes result.json and chart.svg under the results folder.
+// Exits 1 when a run lost a message that had been answered 250.
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { renderChart, ratePoints } from "./lib/chart.ts";
+import { stopEverything } from "./lib/environment.ts";
+import { describeMachine } from "./lib/machine.ts";
+import { acceptOnly, backlog, baseline, local, relay, scale, type BenchOptions, type RunReport } from "./lib/scenarios.ts";
+import { round } from "./lib/stats.ts";
+import { projectRoot } from "./lib/tern-process.ts";
+
+const scenarios = {
+  relay: "SMTP in → spool → DNS → delivery → sink, end to end (default)",
+  accept: "accept only: the next hop is down, the node receives, commits and queues",
+  local: "local delivery into mailboxes, then every message read back over POP3",
+  scale: "relay with 1, 2 … --nodes nodes, the load spread over them",
+  backlog: "queue --messages while the sink is down, then open it and measure the drain",
+  kill: "relay, with kill -9 of node n0 a third of the way in and a restart (nothing may be lost)",
+  baseline: "only the bare smtp-server ceiling (drain and answer 250)",
+} as const;
+type Scenario = keyof typeof scenarios;
+
+const help = `usage: npm run bench -- [options]
+
+scenarios (--scenario NAME):
+${Object.entries(scenarios).map(([name, text]) => `  ${name.padEnd(9)} ${text}`).join("\n")}
+
+options:
+  --messages N       messages to send at most (default 5000)
+  --duration S       seconds of injection at most (default 60)
+  --connections N    concurrent SMTP connections (default 20)
+  --no-reuse         a new connection for every message (default: reuse)
+  --size B | A-B     message size in bytes, fixed or uniform in [A, B] (default 5120)
+  --rate R           open loop at R messages/s (default: closed loop, as fast as answered)
+  --recipients N     recipients per message (default 1)
+  --nodes N          Tern nodes (default 1; for scale: the largest count)
+  --users N          local mailboxes for the local scenario (default 10)
+  --drain S          seconds to wait for deliveries after injection (default 120)
+  --no-baseline      skip the bare smtp-server baseline run (default: run it first)
+  --results DIR      where result.json and chart.svg go (default bench/results)
+
+Everything runs on loopback on this machine: dnsmasq, a sink, N node processes on the
+NATS at 127.0.0.1:4222. Ctrl-C stops all of it.`;
+
+const parseSize = (text: string) => {
+  const [min, max] = text.split("-").map(Number);
+  if (!Number.isInteger(min) || (max !== undefined && !Number.isInteger(max))) throw new Error(`--size: expected B or A-B, got ${text}`);
+  return { min: min!, max: max ?? min! };
+};
+
+const parse = () => {
+  const { values } = parseArgs({
+    options: {
+      scenario: { type: "string", default: "relay" },
+      messages: { type: "string", default: "5000" },
+      duration: { type: "string", default: "60" },
+      connections: { type: "string", default: "20" },
+      "no-reuse": { type: "boolean", default: false },
+      size: { type: "string", default: "5120" },
+      rate: { type: "string" },
+      recipients: { type: "string", default: "1" },
+      nodes: { type: "string", default: "1" },
+      users: { type: "string", default: "10" },
+      drain: { type: "string", default: "120" },
+      "no-baseline": { type: "boolean", default: false },
+      results: { type: "string", default: join(projectRoot, "bench/results") },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) return undefined;
+  if (!(values.scenario in scenarios)) throw new Error(`unknown scenario ${values.scenario}; see --help`);
+  const options: BenchOptions = {
+    messages: Number(values.messages),
+    durationSec: Number(values.duration),
+    connections: Number(values.connections),
+    reuse: !values["no-reuse"],
+    size: parseSize(values.size),
+    rate: values.rate === undefined ? undefined : Number(values.rate),
+    recipients: Number(values.recipients),
+    nodes: Number(values.nodes),
+    localUsers: Number(values.users),
+    drainTimeoutSec: Number(values.drain),
+  };
+  return { scenario: values.scenario as Scenario, options, baseline: !values["no-baseline"] && values.scenario !== "baseline", results: values.results };
+};
+
+const runScenario = async (scenario: Scenario, options: BenchOptions): Promise<RunReport[]> => {
+  switch (scenario) {
+    case "relay": return [await relay(options)];
+    case "accept": return [await acceptOnly(options)];
+    case "local": return [await local(options)];
+    case "scale": return scale(options);
+    case "backlog": return [await backlog(options)];
+    case "kill": return [await relay(options, "kill -9", true)];
+    case "baseline": return [await baseline(options)];
+  }
+};
+
+const cell = (value: number | undefined, digits = 0) => (value === undefined ? "-" : String(round(value, digits)));
+
+const printTable = (reports: ReadonlyArray<RunReport>) => {
+  const header = ["run", "nodes", "accepted", "acc/s", "acc p50", "p90", "p99", "max ms", "delivered", "del/s", "e2e p50", "p99 ms", "lost", "dup", "×ceiling", "node CPU", "node RSS MiB"];
+  const rows = reports.map((r) => {
+    const nodes = r.processes.filter((p) => p.name.startsWith("tern") || p.name.startsWith("bare"));
+    return [
+      r.label, String(r.nodes), String(r.accepted), cell(r.acceptedPerSec),
+      cell(r.acceptLatencyMs.p50, 1), cell(r.acceptLatencyMs.p90, 1), cell(r.acceptLatencyMs.p99, 1), cell(r.acceptLatencyMs.max, 1),
+      cell(r.delivered), cell(r.drainPerSec ?? r.deliveredPerSec), cell(r.endToEndMs?.p50, 1), cell(r.endToEndMs?.p99, 1),
+      cell(r.lost), cell(r.duplicates), r.ratioToBaseline === undefined ? "-" : round(r.ratioToBaseline, 2).toFixed(2),
+      nodes.map((p) => p.cores.toFixed(2)).join("+"), nodes.map((p) => Math.round(p.peakRssMiB)).join("+"),
+    ];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  console.log(line(header));
+  rows.forEach((row) => console.log(line(row)));
+  for (const r of reports) for (const note of r.notes) console.log(`  ${r.label}: ${note}`);
+};
+
+const chartFor = (scenario: string, reports: ReadonlyArray<RunReport>) => {
+  const main = reports[reports.length - 1]!;
+  return renderChart(`tern bench: ${scenario}`, [
+    {
+      title: "throughput",
+      unit: "msg/s",
+      series: [
+        { name: "accepted", color: "#1f77b4", points: ratePoints(main.acceptTimes, main.startedAt) },
+        { name: "delivered", color: "#2ca02c", points: ratePoints(main.arrivalTimes, main.startedAt) },
+      ],
+    },
+    { title: "queue depth", unit: "entries", series: [{ name: "queued", color: "#d62728", points: main.queueDepth }] },
+  ]);
+};
+
+const main = async () => {
+  const parsed = parse();
+  if (!parsed) return void console.log(help);
+  const { scenario, options } = parsed;
+  const machine = describeMachine();
+  console.log(`tern bench ${scenario}: ${options.messages} messages × ${options.recipients} rcpt, ${options.size.min === options.size.max ? options.size.min : `${options.size.min}-${options.size.max}`} B, ${options.connections} connections (${options.reuse ? "reused" : "one per message"}), ${options.rate ? `${options.rate} msg/s open loop` : "closed loop"}`);
+  console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, load ${machine.loadAverage.join(" ")}, node ${machine.node}, ${machine.nats}`);
+
+  const reports: RunReport[] = [];
+  const ceiling = parsed.baseline ? await baseline(options) : undefined;
+  if (ceiling) reports.push(ceiling);
+  for (const report of await runScenario(scenario, options)) {
+    if (ceiling && ceiling.acceptedPerSec > 0) report.ratioToBaseline = report.acceptedPerSec / ceiling.acceptedPerSec;
+    reports.push(report);
+  }
+  printTable(reports);
+
+  const folder = join(parsed.results, `${new Date().toISOString().replace(/[:.]/g, "-")}-${scenario}`);
+  await mkdir(folder, { recursive: true });
+  const slim = reports.map(({ acceptTimes, arrivalTimes, ...rest }) => rest);
+  const lost = reports.reduce((sum, r) => sum + (r.lost ?? 0), 0);
+  await writeFile(join(folder, "result.json"), JSON.stringify({ scenario, options, machine, passed: lost === 0, reports: slim }, null, 2));
+  await writeFile(join(folder, "chart.svg"), chartFor(scenario, reports));
+  console.log(`results: ${join(folder, "result.json")} and chart.svg`);
+  if (lost > 0) {
+    console.error(`FAILED: ${lost} message(s) answered 250 never arrived`);
+    process.exitCode = 1;
+  }
+};
+
+process.once("SIGINT", () => {
+  console.error("\ninterrupted: stopping everything the bench started");
+  stopEverything().finally(() => process.exit(130));
+});
+
+main()
+  .catch((error) => {
+    console.error(error instanceof Error ? error.message : error);
+    process.exitCode = 2;
+  })
+  .finally(() => stopEverything());

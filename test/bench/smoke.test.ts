@@ -1,0 +1,47 @@
+// A short run of the benchmark harness, so it keeps working. Its figures are not judged
+// here (benchmarks are not timed tests); its loss accounting is.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readdir, readFile, rm, mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { projectRoot, run } from "../support/tern-node.ts";
+
+const bench = async (args: string[]) => {
+  const results = await mkdtemp(join(tmpdir(), "tern-bench-"));
+  const outcome = await run(process.execPath, ["--import", "tsx", join(projectRoot, "bench/run.ts"), "--results", results, ...args]);
+  const [folder] = await readdir(results);
+  const report = folder ? JSON.parse(await readFile(join(results, folder, "result.json"), "utf8")) : undefined;
+  const chart = folder ? await readFile(join(results, folder, "chart.svg"), "utf8") : "";
+  await rm(results, { recursive: true, force: true });
+  return { ...outcome, report, chart };
+};
+
+test("relay smoke run: every message answered 250 arrives at the sink, with a baseline beside it", async () => {
+  const { code, stdout, stderr, report, chart } = await bench(["--messages", "300", "--connections", "5", "--size", "2000-6000"]);
+  assert.equal(code, 0, stdout + stderr);
+  assert.equal(report.passed, true);
+  const [ceiling, relay] = report.reports;
+  assert.equal(ceiling.label, "baseline");
+  assert.equal(ceiling.accepted, 300);
+  assert.equal(relay.label, "relay");
+  assert.equal(relay.accepted, 300);
+  assert.equal(relay.delivered, 300);
+  assert.equal(relay.lost, 0);
+  assert.ok(relay.acceptLatencyMs.p99 > 0 && relay.acceptLatencyMs.p99 >= relay.acceptLatencyMs.p50);
+  assert.ok(relay.ratioToBaseline > 0);
+  assert.ok(relay.processes.some((p: { name: string; peakRssMiB: number }) => p.name === "tern n0" && p.peakRssMiB > 10));
+  assert.ok(report.machine.cores >= 1 && report.machine.nats.includes("nats-server"));
+  assert.match(stdout, /^relay +1 +300 /m);
+  assert.match(chart, /^<svg .*queue depth/s);
+});
+
+test("kill smoke run: kill -9 of the node midway loses nothing that was answered 250", async () => {
+  const { code, stdout, stderr, report } = await bench(["--scenario", "kill", "--messages", "100000", "--duration", "4", "--connections", "4", "--no-baseline", "--rate", "150"]);
+  assert.equal(code, 0, stdout + stderr);
+  const [killed] = report.reports;
+  assert.equal(killed.lost, 0);
+  assert.ok(killed.accepted > 100, `only ${killed.accepted} accepted`);
+  assert.match(killed.notes.join("\n"), /node n0 killed with SIGKILL and restarted/);
+  assert.ok(killed.connectionErrors > 0, "the kill should have broken client connections");
+});
