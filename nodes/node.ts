@@ -134,7 +134,7 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
         metrics.accepted.inc();
         metrics.acceptedBytes.inc(bytes);
         publish("accepted", { msg: messageId, entries: entries.map((e) => e.id) });
-        scheduler.wake();
+        scheduler.submit(entries);
       },
       rejected: (reason) => metrics.rejected.inc({ reason }),
       log,

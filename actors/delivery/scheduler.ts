@@ -14,8 +14,8 @@ export interface SchedulerHooks {
 }
 
 export interface Scheduler {
-  /** New work arrived: look for due entries now instead of at the next poll. */
-  readonly wake: () => void;
+  /** Entries just committed: dispatched at once when there is room, else left for the due-index scan. */
+  readonly submit: (entries: ReadonlyArray<QueueEntry>) => void;
   readonly inFlight: () => number;
   /** Stops taking work and waits (up to `graceMs`) for attempts in flight to be recorded. */
   readonly stop: (graceMs: number) => Promise<void>;
@@ -63,17 +63,24 @@ export const startScheduler = (options: SchedulerOptions): Scheduler => {
     }).pipe(
       Effect.catch((error) => Effect.sync(() => hooks.log("queue.record.failed", { entry: entry.id, error: error.detail }))),
       Effect.catchDefect((defect) => Effect.sync(() => hooks.log("queue.attempt.crashed", { entry: entry.id, error: String(defect) }))),
-      Effect.ensuring(Effect.sync(() => inFlight.delete(entry.id))),
+      Effect.ensuring(
+        Effect.sync(() => {
+          inFlight.delete(entry.id);
+          // Room again after being full: entries left to the scan need not wait for the poll.
+          if (inFlight.size === options.maxInFlight - 1) wake();
+        }),
+      ),
     );
 
+  const dispatch = (entry: QueueEntry) => {
+    inFlight.add(entry.id);
+    Effect.runFork(attempt(entry));
+  };
+
+  // In-flight entries keep their due time until recorded, so the scan passes over them.
   const takeDueWork = () => {
     const room = options.maxInFlight - inFlight.size;
-    if (room <= 0) return [];
-    // In-flight entries keep their due time until recorded, so skip past them.
-    return spool
-      .due(Date.now(), room + inFlight.size)
-      .filter((entry) => !inFlight.has(entry.id))
-      .slice(0, room);
+    return room > 0 ? spool.due(Date.now(), room, (id) => inFlight.has(id)) : [];
   };
 
   const pause = () =>
@@ -91,21 +98,25 @@ export const startScheduler = (options: SchedulerOptions): Scheduler => {
       wakeUp = done;
     });
 
+  const wake = () => {
+    if (wakeUp) wakeUp();
+    else woken = true;
+  };
+
   const loop = async () => {
     while (running) {
-      for (const entry of takeDueWork()) {
-        inFlight.add(entry.id);
-        Effect.runFork(attempt(entry));
-      }
+      takeDueWork().forEach(dispatch);
       await pause();
     }
   };
   const looping = loop();
 
   return {
-    wake: () => {
-      if (wakeUp) wakeUp();
-      else woken = true;
+    submit: (entries) => {
+      for (const entry of entries) {
+        if (!running || inFlight.size >= options.maxInFlight) return wake(); // the scan finds the rest
+        if (!inFlight.has(entry.id)) dispatch(entry);
+      }
     },
     inFlight: () => inFlight.size,
     stop: async (graceMs) => {

@@ -24,8 +24,8 @@ export interface NewMessage {
 
 export interface Spool {
   readonly accept: (message: NewMessage) => Effect.Effect<ReadonlyArray<QueueEntry>, StoreError>;
-  /** Entries due at or before `now`, oldest first, at most `limit`. */
-  readonly due: (now: number, limit: number) => ReadonlyArray<QueueEntry>;
+  /** Entries due at or before `now`, oldest first, at most `limit`, passing over ids `skip` names (read keys only). */
+  readonly due: (now: number, limit: number, skip?: (entryId: string) => boolean) => ReadonlyArray<QueueEntry>;
   readonly body: (messageId: string) => Uint8Array | undefined;
   /** The entry is done (delivered or failed for good): removes it, and the message once no entry needs it. */
   readonly finish: (entry: QueueEntry) => Effect.Effect<void, StoreError>;
@@ -87,9 +87,11 @@ export const openSpool = (root: RootDatabase): Spool => {
       }).pipe(Effect.as(queued));
     },
 
-    due: (now, limit) => {
+    due: (now, limit, skip) => {
       const found: QueueEntry[] = [];
-      for (const key of dueIndex.getKeys({ end: [now, "\uffff"], limit })) {
+      for (const key of dueIndex.getKeys({ end: [now, "\uffff"] })) {
+        if (found.length >= limit) break;
+        if (skip?.(key[1])) continue;
         const entry = entries.get(key[1]);
         if (entry && entry.nextAttemptAt === key[0]) found.push(entry);
       }

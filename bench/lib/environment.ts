@@ -42,6 +42,13 @@ export const whileRunning = <T extends { stop: () => Promise<void> }>(thing: T):
   return tracked;
 };
 
+/** SIGTERM, and SIGKILL if the node has not stopped within 10 s. */
+const stopGracefully = async (node: TernNode) => {
+  const killer = setTimeout(() => void node.kill("SIGKILL"), 10_000);
+  await node.kill("SIGTERM");
+  clearTimeout(killer);
+};
+
 export const localUser = (n: number) => ({ address: `u${n}@${LOCAL_DOMAIN}`, password: `pw${n}` });
 
 export const startEnvironment = async (options: EnvironmentOptions): Promise<Environment> => {
@@ -72,7 +79,7 @@ export const startEnvironment = async (options: EnvironmentOptions): Promise<Env
           localDomains: [LOCAL_DOMAIN],
           users: Array.from({ length: options.localUsers }, (_, u) => ({ ...localUser(u), home: `n${u % options.nodes}` })),
           dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2 },
-          delivery: { remotePort: sinkPort, pollMs: 50, retryBaseMs: 1000, retryMaxMs: 2000, connectTimeoutMs: 2000, ...options.delivery },
+          delivery: { remotePort: sinkPort, pollMs: 50, connectionsPerSite: Number(process.env.BENCH_SITE_CONNECTIONS ?? 4), retryBaseMs: 1000, retryMaxMs: 2000, connectTimeoutMs: 2000, ...options.delivery },
           limits: { maxMessageBytes: 100 * 1024 * 1024, maxRecipients: 1000 },
         };
       }),
@@ -83,7 +90,7 @@ export const startEnvironment = async (options: EnvironmentOptions): Promise<Env
       nodes.push(node);
     }
     cleanups.push(async () => {
-      await Promise.all(nodes.map((node) => node.kill("SIGKILL")));
+      await Promise.all(nodes.map(stopGracefully));
     });
 
     return whileRunning({

@@ -35,7 +35,9 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
     listen: { host: "127.0.0.1", smtp: 0, pop3: 0, http: 0, ...(config.listen as object | undefined) },
   };
   await writeFile(configPath, JSON.stringify(full, null, 2));
-  const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "node", "--config", configPath], {
+  // TERN_NODE_EXEC_ARGV passes extra flags to node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const extra = (process.env.TERN_NODE_EXEC_ARGV ?? "").split(" ").filter(Boolean);
+  const child = spawn(process.execPath, [...extra, "--import", "tsx", join(projectRoot, "nodes/cli.ts"), "node", "--config", configPath], {
     cwd: projectRoot,
     stdio: ["ignore", "pipe", "pipe"],
   });
