@@ -8,7 +8,7 @@ const usage = `usage: tern node [--config FILE]
 
 Runs one Tern node. Without --config, a one-node cluster on loopback defaults.
 Environment overrides: TERN_NATS_URL, TERN_DATA_DIR, TERN_NODE_ID,
-TERN_SMTP_PORT, TERN_POP3_PORT, TERN_HTTP_PORT.`;
+TERN_SMTP_PORT, TERN_SMTPS_PORT, TERN_POP3_PORT, TERN_HTTP_PORT.`;
 
 const runNode = async (args: string[]) => {
   const { values } = parseArgs({ args, options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } } });
@@ -17,6 +17,7 @@ const runNode = async (args: string[]) => {
   const node = await startNode(config);
   console.error(
     `tern: node ${config.nodeId} of cluster ${config.cluster} is up: smtp ${config.listen.host}:${node.ports.smtp}, ` +
+      `smtps ${config.listen.host}:${node.ports.smtps}, ` +
       `pop3 ${config.listen.host}:${node.ports.pop3}, http http://${config.listen.host}:${node.ports.http}/metrics`,
   );
   const shutdown = () => {

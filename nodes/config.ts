@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { Cause, Exit, Schema } from "effect";
 import { isSafeToken } from "../protocol/subjects.ts";
+import { isPasswordHash, type UserRecord } from "./users.ts";
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
 const Positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1));
@@ -14,10 +15,15 @@ const Cidr = Schema.String.check(Schema.makeFilter((s: string) => parseCidr(s) !
 
 const User = Schema.Struct({
   address: Schema.String.check(Schema.makeFilter((s: string) => /^[^@\s]+@[^@\s]+$/.test(s) || "expected local@domain")),
-  password: Schema.String,
+  /** Plain password: development only; hashed in memory at start. */
+  password: Schema.optional(Schema.String),
+  /** scrypt hash as written by `tern user hash`. */
+  passwordHash: Schema.optional(Schema.String.check(Schema.makeFilter((s: string) => isPasswordHash(s) || "expected scrypt$N$r$p$salt$hash"))),
   /** Node that holds this user's mailbox; unset: the first node that receives mail for it. */
   home: Schema.optional(Token),
-});
+  /** Other addresses the user may send as (MAIL FROM) when authenticated. */
+  aliases: Schema.optional(Schema.Array(Schema.String)),
+}).check(Schema.makeFilter((u: { password?: string; passwordHash?: string }) => u.password !== undefined || u.passwordHash !== undefined || "needs password or passwordHash"));
 
 const ConfigFile = Schema.Struct({
   nodeId: Schema.optional(Token),
@@ -28,13 +34,48 @@ const ConfigFile = Schema.Struct({
     Schema.Struct({ servers: Schema.optional(Schema.Array(Schema.String)), embedded: Schema.optional(Schema.Boolean) }),
   ),
   listen: Schema.optional(
-    Schema.Struct({ host: Schema.optional(Schema.String), smtp: Schema.optional(Port), pop3: Schema.optional(Port), http: Schema.optional(Port) }),
+    Schema.Struct({
+      host: Schema.optional(Schema.String),
+      smtp: Schema.optional(Port),
+      smtps: Schema.optional(Port),
+      pop3: Schema.optional(Port),
+      http: Schema.optional(Port),
+    }),
+  ),
+  tls: Schema.optional(Schema.Struct({ certFile: Schema.optional(Schema.String), keyFile: Schema.optional(Schema.String) })),
+  smtp: Schema.optional(
+    Schema.Struct({
+      bareLineEndings: Schema.optional(Schema.Literals(["reject", "normalize"])),
+      accept8bitWithoutBodyParameter: Schema.optional(Schema.Boolean),
+      authRequiresTls: Schema.optional(Schema.Boolean),
+      idleTimeoutMs: Schema.optional(Positive),
+      maxErrors: Schema.optional(Positive),
+      maxConnectionsPerIp: Schema.optional(Positive),
+      maxMessagesPerIpPerMinute: Schema.optional(Positive),
+      maxAuthFailuresPerIp: Schema.optional(Positive),
+      maxAuthFailuresPerUserAndIp: Schema.optional(Positive),
+      authFailureWindowMs: Schema.optional(Positive),
+      /** Domain → address receiving mail for unknown users of that local domain. */
+      catchAll: Schema.optional(Schema.Record(Schema.String, Schema.String)),
+    }),
   ),
   localDomains: Schema.optional(Schema.Array(Schema.String)),
   users: Schema.optional(Schema.Array(User)),
   trustedNetworks: Schema.optional(Schema.Array(Cidr)),
   dns: Schema.optional(
-    Schema.Struct({ servers: Schema.optional(Schema.Array(HostPort)), timeoutMs: Schema.optional(Positive), tries: Schema.optional(Positive) }),
+    Schema.Struct({
+      servers: Schema.optional(Schema.Array(HostPort)),
+      timeoutMs: Schema.optional(Positive),
+      tries: Schema.optional(Positive),
+      cacheEntries: Schema.optional(Positive),
+      minTtlSec: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))),
+      maxTtlSec: Schema.optional(Positive),
+      maxNegativeTtlSec: Schema.optional(Positive),
+      addressFamilies: Schema.optional(Schema.Literals(["ipv4", "ipv6", "ipv4-first", "ipv6-first"])),
+      /** Non-public networks MX targets may still resolve to (loopback, private, link-local are refused otherwise). */
+      allowedTargetNetworks: Schema.optional(Schema.Array(Cidr)),
+      ptrTimeoutMs: Schema.optional(Positive),
+    }),
   ),
   delivery: Schema.optional(
     Schema.Struct({
@@ -57,11 +98,37 @@ export interface NodeConfig {
   readonly hostname: string;
   readonly dataDir: string;
   readonly nats: { readonly servers: ReadonlyArray<string>; readonly embedded: boolean };
-  readonly listen: { readonly host: string; readonly smtp: number; readonly pop3: number; readonly http: number };
+  readonly listen: { readonly host: string; readonly smtp: number; readonly smtps: number; readonly pop3: number; readonly http: number };
+  readonly smtp: {
+    readonly bareLineEndings: "reject" | "normalize";
+    readonly accept8bitWithoutBodyParameter: boolean;
+    readonly authRequiresTls: boolean;
+    readonly idleTimeoutMs: number;
+    readonly maxErrors: number;
+    readonly maxConnectionsPerIp: number;
+    readonly maxMessagesPerIpPerMinute: number;
+    readonly maxAuthFailuresPerIp: number;
+    readonly maxAuthFailuresPerUserAndIp: number;
+    readonly authFailureWindowMs: number;
+    readonly catchAll: Readonly<Record<string, string>>;
+  };
+  /** Certificate for STARTTLS/STLS and implicit TLS; unset: a generated self-signed one. */
+  readonly tls: { readonly certFile?: string | undefined; readonly keyFile?: string | undefined };
   readonly localDomains: ReadonlyArray<string>;
-  readonly users: ReadonlyArray<{ readonly address: string; readonly password: string; readonly home?: string | undefined }>;
+  readonly users: ReadonlyArray<UserRecord>;
   readonly trustedNetworks: ReadonlyArray<string>;
-  readonly dns: { readonly servers: ReadonlyArray<{ host: string; port: number }>; readonly timeoutMs: number; readonly tries: number };
+  readonly dns: {
+    readonly servers: ReadonlyArray<{ host: string; port: number }>;
+    readonly timeoutMs: number;
+    readonly tries: number;
+    readonly cacheEntries: number;
+    readonly minTtlSec: number;
+    readonly maxTtlSec: number;
+    readonly maxNegativeTtlSec: number;
+    readonly addressFamilies: "ipv4" | "ipv6" | "ipv4-first" | "ipv6-first";
+    readonly allowedTargetNetworks: ReadonlyArray<string>;
+    readonly ptrTimeoutMs: number;
+  };
   readonly delivery: {
     readonly remotePort: number;
     readonly connectionsPerSite: number;
@@ -88,8 +155,23 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
   listen: {
     host: file.listen?.host ?? "127.0.0.1",
     smtp: file.listen?.smtp ?? 2525,
+    smtps: file.listen?.smtps ?? 4465,
     pop3: file.listen?.pop3 ?? 1110,
     http: file.listen?.http ?? 9025,
+  },
+  tls: { certFile: file.tls?.certFile, keyFile: file.tls?.keyFile },
+  smtp: {
+    bareLineEndings: file.smtp?.bareLineEndings ?? "reject",
+    accept8bitWithoutBodyParameter: file.smtp?.accept8bitWithoutBodyParameter ?? true, // as Postfix: real clients (nodemailer too) send 8-bit without BODY=8BITMIME
+    authRequiresTls: file.smtp?.authRequiresTls ?? true,
+    idleTimeoutMs: file.smtp?.idleTimeoutMs ?? 5 * 60_000, // RFC 5321 §4.5.3.2.7
+    maxErrors: file.smtp?.maxErrors ?? 20,
+    maxConnectionsPerIp: file.smtp?.maxConnectionsPerIp ?? 100,
+    maxMessagesPerIpPerMinute: file.smtp?.maxMessagesPerIpPerMinute ?? 100_000,
+    maxAuthFailuresPerIp: file.smtp?.maxAuthFailuresPerIp ?? 20,
+    maxAuthFailuresPerUserAndIp: file.smtp?.maxAuthFailuresPerUserAndIp ?? 5,
+    authFailureWindowMs: file.smtp?.authFailureWindowMs ?? 15 * 60_000,
+    catchAll: Object.fromEntries(Object.entries(file.smtp?.catchAll ?? {}).map(([d, a]) => [d.toLowerCase(), a.toLowerCase()])),
   },
   localDomains: (file.localDomains ?? ["localhost"]).map((d) => d.toLowerCase()),
   users: (file.users ?? [{ address: "me@localhost", password: "tern" }]).map((u) => ({ ...u, address: u.address.toLowerCase() })),
@@ -98,6 +180,13 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     servers: (file.dns?.servers ?? systemNameservers()).map(parseHostPort),
     timeoutMs: file.dns?.timeoutMs ?? 2_000,
     tries: file.dns?.tries ?? 2,
+    cacheEntries: file.dns?.cacheEntries ?? 10_000,
+    minTtlSec: file.dns?.minTtlSec ?? 5,
+    maxTtlSec: file.dns?.maxTtlSec ?? 3600,
+    maxNegativeTtlSec: file.dns?.maxNegativeTtlSec ?? 900,
+    addressFamilies: file.dns?.addressFamilies ?? "ipv4-first",
+    allowedTargetNetworks: file.dns?.allowedTargetNetworks ?? [],
+    ptrTimeoutMs: file.dns?.ptrTimeoutMs ?? 1_000,
   },
   delivery: {
     remotePort: file.delivery?.remotePort ?? 25,
@@ -135,7 +224,7 @@ const environmentOverrides = (env: NodeJS.ProcessEnv): ConfigFile => {
     ...(env.TERN_NODE_ID ? { nodeId: env.TERN_NODE_ID } : {}),
     ...(env.TERN_DATA_DIR ? { dataDir: env.TERN_DATA_DIR } : {}),
     ...(env.TERN_NATS_URL ? { nats: { servers: env.TERN_NATS_URL.split(",") } } : {}),
-    listen: { smtp: port("TERN_SMTP_PORT"), pop3: port("TERN_POP3_PORT"), http: port("TERN_HTTP_PORT") },
+    listen: { smtp: port("TERN_SMTP_PORT"), smtps: port("TERN_SMTPS_PORT"), pop3: port("TERN_POP3_PORT"), http: port("TERN_HTTP_PORT") },
   };
 };
 

@@ -14,21 +14,25 @@ import { makeLocalMailboxes } from "../actors/mailbox/actor.ts";
 import { makeMailboxRouter } from "../actors/mailbox/router.ts";
 import { openMailboxStore } from "../actors/mailbox/store.ts";
 import type { QueueEntry, RecipientResult } from "../actors/queue/entry.ts";
-import { openSpool } from "../actors/queue/spool.ts";
+import { openSpool, type Spool } from "../actors/queue/spool.ts";
 import { startResolverActor, resolveOverNats } from "../actors/resolver/actor.ts";
 import { makeDnsClient } from "../actors/resolver/dns-client.ts";
-import { makeCachedResolver } from "../actors/resolver/mail-route.ts";
+import { makeResolverMetrics } from "../actors/resolver/metrics.ts";
+import { makeCachedResolver } from "../actors/resolver/resolver.ts";
 import { makeMaildropAccess } from "../actors/retriever/access.ts";
 import { startPop3Server } from "../actors/retriever/pop3-server.ts";
 import { makeSupervisor } from "../actors/runtime/supervisor.ts";
-import { startSmtpListener } from "../actors/session/smtp.ts";
+import { makeClientGuard } from "../actors/session/guard.ts";
+import { startSmtpListeners } from "../actors/session/smtp.ts";
 import type { NodeConfig } from "./config.ts";
 import { startHttp } from "./http.ts";
 import { makeLog, type Log } from "./log.ts";
 import { makeNodeMetrics } from "./metrics.ts";
+import { loadTlsCredentials } from "./tls.ts";
+import { makeUserStore } from "./users.ts";
 
 export interface RunningNode {
-  readonly ports: { readonly smtp: number; readonly pop3: number; readonly http: number };
+  readonly ports: { readonly smtp: number; readonly smtps: number; readonly pop3: number; readonly http: number };
   readonly stop: () => Promise<void>;
 }
 
@@ -59,7 +63,8 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
     onEscalate: (actor, reason) => log("actor.escalated", { actor, reason }),
   });
 
-  const users = new Map(config.users.map((user) => [user.address, user]));
+  const users = await makeUserStore(config.users);
+  const tls = await loadTlsCredentials(config.tls, config.dataDir, config.hostname, log);
   const owners = await openMailboxOwners(nc, subjects.mailboxOwnersBucket);
   for (const user of config.users.filter((u) => u.home === config.nodeId)) {
     const owner = await owners.claim(user.address, config.nodeId);
@@ -73,15 +78,24 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
     subjects,
     owners,
     local: localMailboxes,
-    homeOf: (user) => users.get(user)?.home,
+    homeOf: users.homeOf,
     timeoutMs: 30_000,
   });
   const mailboxSubscriptions = mailboxes.serve();
 
-  const dns = makeDnsClient({ servers: config.dns.servers, timeoutMs: config.dns.timeoutMs, tries: config.dns.tries });
-  const resolver = await Effect.runPromise(
-    startResolverActor(nc, subjects, makeCachedResolver(dns, { maxEntries: 10_000, minTtlSec: 5, maxTtlSec: 3600 }), supervisor),
-  );
+  const dnsMetrics = makeResolverMetrics(metrics.registry);
+  const dns = makeDnsClient({ servers: config.dns.servers, timeoutMs: config.dns.timeoutMs, tries: config.dns.tries, observer: dnsMetrics.client });
+  // One cache per node: routing here, and TXT/PTR/TLSA (dnsResolver.txt/ptr/tlsa) for the other actors.
+  const dnsResolver = makeCachedResolver(dns, {
+    maxEntries: config.dns.cacheEntries,
+    minTtlSec: config.dns.minTtlSec,
+    maxTtlSec: config.dns.maxTtlSec,
+    maxNegativeTtlSec: config.dns.maxNegativeTtlSec,
+    policy: { families: config.dns.addressFamilies, allowedNetworks: config.dns.allowedTargetNetworks },
+    ptrTimeoutMs: config.dns.ptrTimeoutMs,
+    observer: dnsMetrics.cache,
+  });
+  const resolver = await Effect.runPromise(startResolverActor(nc, subjects, dnsResolver, supervisor));
 
   const sites = makeSites(
     {
@@ -117,27 +131,41 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
   });
   inFlight = scheduler.inFlight;
 
-  const smtp = await startSmtpListener({
+  const spoolHealth = watchSpoolHealth(spool, log);
+  const smtp = await startSmtpListeners({
     host: config.listen.host,
-    port: config.listen.smtp,
-    spool,
-    policy: {
-      hostname: config.hostname,
-      localDomains: config.localDomains,
-      isLocalUser: (address) => users.has(address.toLowerCase()),
-      trustedNetworks: config.trustedNetworks,
-      maxMessageBytes: config.limits.maxMessageBytes,
-      maxRecipients: config.limits.maxRecipients,
-    },
-    hooks: {
-      accepted: (messageId, entries, bytes) => {
-        metrics.accepted.inc();
-        metrics.acceptedBytes.inc(bytes);
-        publish("accepted", { msg: messageId, entries: entries.map((e) => e.id) });
-        scheduler.submit(entries);
+    ports: { smtp: config.listen.smtp, smtps: config.listen.smtps },
+    deps: {
+      config: {
+        hostname: config.hostname,
+        localDomains: config.localDomains,
+        isLocalUser: users.exists,
+        catchAll: config.smtp.catchAll,
+        trustedNetworks: config.trustedNetworks,
+        maxMessageBytes: config.limits.maxMessageBytes,
+        maxRecipients: config.limits.maxRecipients,
+        maxErrors: config.smtp.maxErrors,
+        bareLineEndings: config.smtp.bareLineEndings,
+        accept8bitWithoutBodyParameter: config.smtp.accept8bitWithoutBodyParameter,
+        authRequiresTls: config.smtp.authRequiresTls,
+        idleTimeoutMs: config.smtp.idleTimeoutMs,
       },
-      rejected: (reason) => metrics.rejected.inc({ reason }),
-      log,
+      spool,
+      users,
+      guard: makeClientGuard(config.smtp),
+      tls,
+      spoolHealthy: spoolHealth.healthy,
+      spoolFailed: spoolHealth.failed,
+      hooks: {
+        accepted: (messageId, entries, bytes) => {
+          metrics.accepted.inc();
+          metrics.acceptedBytes.inc(bytes);
+          publish("accepted", { msg: messageId, entries: entries.map((e) => e.id) });
+          scheduler.submit(entries);
+        },
+        rejected: (reason) => metrics.rejected.inc({ reason }),
+        log,
+      },
     },
   });
 
@@ -145,7 +173,7 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
     host: config.listen.host,
     port: config.listen.pop3,
     hostname: config.hostname,
-    access: makeMaildropAccess(new Map(config.users.map((u) => [u.address, u.password])), mailboxes),
+    access: makeMaildropAccess(users, mailboxes),
     log: (fields) => log("pop3", fields),
   });
 
@@ -156,7 +184,7 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
     ],
   });
 
-  const ports = { smtp: smtp.port, pop3: pop3.port, http: http.port };
+  const ports = { ...smtp.ports, pop3: pop3.port, http: http.port };
   log("node.started", { cluster: config.cluster, host: config.listen.host, ...ports, dataDir: config.dataDir, queued: spool.depth() });
 
   let stopping: Promise<void> | undefined;
@@ -164,6 +192,7 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
     (stopping ??= (async () => {
       log("node.stopping", {});
       await Promise.all([smtp.close(), pop3.close()]);
+      spoolHealth.stop();
       await scheduler.stop(GRACE_MS);
       await Effect.runPromise(Effect.all([sites.stop(GRACE_MS), localMailboxes.stop(GRACE_MS), resolver.actor.stop(1_000)]));
       resolver.subscription.unsubscribe();
@@ -174,4 +203,31 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
       log("node.stopped", {});
     })());
   return { ports, stop };
+};
+
+/** After a failed commit the spool counts as unhealthy (new SMTP connections get 421) until a probe write succeeds. */
+const watchSpoolHealth = (spool: Spool, log: Log) => {
+  let healthy = true;
+  let timer: NodeJS.Timeout | undefined;
+  const probe = () => {
+    Effect.runPromise(Effect.result(spool.probe())).then((result) => {
+      if (result._tag === "Success") {
+        healthy = true;
+        timer = undefined;
+        log("spool.healthy", {});
+      } else {
+        timer = setTimeout(probe, 2_000);
+      }
+    });
+  };
+  return {
+    healthy: () => healthy,
+    failed: () => {
+      if (!healthy) return;
+      healthy = false;
+      log("spool.unhealthy", {});
+      timer = setTimeout(probe, 2_000);
+    },
+    stop: () => clearTimeout(timer),
+  };
 };

@@ -1,20 +1,22 @@
-// Asks to a mailbox actor on its owner node, as they cross NATS.
-// Bodies travel as the frame's attachment (protocol/wire.ts), not inside the JSON.
+// Asks to a mailbox actor on its owner node, as they cross NATS, and the typed errors
+// it answers with. Bodies travel as the frame's attachment (protocol/wire.ts), not
+// inside the JSON; bodies over NATS's max payload take the chunked path.
 import { Schema } from "effect";
 import { StoreError } from "./errors.ts";
-import { MaildropEntry, MailboxUnavailable, NoSuchMessage } from "../actors/retriever/maildrop.ts";
 
-export const DeliverRequest = Schema.Struct({ user: Schema.String, entryId: Schema.String });
-export const DeliverReply = Schema.Struct({ uid: Schema.String });
+// ---------------------------------------------------------------------------
+// Errors
 
-export const ListRequest = Schema.Struct({ user: Schema.String });
-export const ListReply = Schema.Struct({ messages: Schema.Array(MaildropEntry) });
+/** The owner node of the mailbox cannot be reached now; mail is safe, try later. */
+export class MailboxUnavailable extends Schema.TaggedError<MailboxUnavailable>()("MailboxUnavailable", {
+  user: Schema.String,
+  detail: Schema.String,
+}) {}
 
-export const RetrieveRequest = Schema.Struct({ user: Schema.String, uid: Schema.String });
-export const RetrieveReply = Schema.Struct({ size: Schema.Number });
-
-export const RemoveRequest = Schema.Struct({ user: Schema.String, uids: Schema.Array(Schema.String) });
-export const RemoveReply = Schema.Struct({ removed: Schema.Number });
+export class NoSuchMessage extends Schema.TaggedError<NoSuchMessage>()("NoSuchMessage", {
+  user: Schema.String,
+  uid: Schema.String,
+}) {}
 
 /** The user has no mailbox on the node asked (ownership moved or misrouted). */
 export class NotOwner extends Schema.TaggedError<NotOwner>()("NotOwner", {
@@ -22,12 +24,126 @@ export class NotOwner extends Schema.TaggedError<NotOwner>()("NotOwner", {
   node: Schema.String,
 }) {}
 
-export const MailboxError = Schema.Union([StoreError, MailboxUnavailable, NoSuchMessage, NotOwner]);
+/** No such local user (removed from the config after the mail was accepted). */
+export class UnknownUser extends Schema.TaggedError<UnknownUser>()("UnknownUser", {
+  user: Schema.String,
+}) {}
+
+/**
+ * Storing the message would take the user over their quota. Temporary (RFC 3463 4.2.2):
+ * the queue entry waits for the user to make room, and only the queue's expiry bounces it.
+ * `detail` carries the enhanced status so any reply built from it says 4.2.2.
+ */
+export class OverQuota extends Schema.TaggedError<OverQuota>()("OverQuota", {
+  user: Schema.String,
+  usedBytes: Schema.Number,
+  quotaBytes: Schema.Number,
+  messageBytes: Schema.Number,
+  detail: Schema.String,
+}) {}
+
+/** Another session holds the maildrop's lock (POP3 `[IN-USE]`), on this node or another. */
+export class MaildropInUse extends Schema.TaggedError<MaildropInUse>()("MaildropInUse", {
+  user: Schema.String,
+  holder: Schema.String,
+}) {}
+
+/** The lock this session held is gone (lease expired, or the owner node restarted). */
+export class LockLost extends Schema.TaggedError<LockLost>()("LockLost", {
+  user: Schema.String,
+}) {}
+
+export const MailboxError = Schema.Union([
+  StoreError,
+  MailboxUnavailable,
+  NoSuchMessage,
+  NotOwner,
+  UnknownUser,
+  OverQuota,
+  MaildropInUse,
+  LockLost,
+]);
 export type MailboxError = typeof MailboxError.Type;
+
+export const overQuota = (user: string, usedBytes: number, quotaBytes: number, messageBytes: number): OverQuota =>
+  new OverQuota({
+    user,
+    usedBytes,
+    quotaBytes,
+    messageBytes,
+    detail: `4.2.2 mailbox full: ${usedBytes} of ${quotaBytes} bytes used, message is ${messageBytes}`,
+  });
+
+// ---------------------------------------------------------------------------
+// Asks
+
+/** One message as POP3 sees it: `uid` is the UIDL (`<uidvalidity>.<uid>`), stable and never reused. */
+export const MaildropEntry = Schema.Struct({
+  uid: Schema.String,
+  /** Size in octets of the stored message (CRLF line endings). */
+  size: Schema.Number,
+});
+export type MaildropEntry = typeof MaildropEntry.Type;
+
+export const DeliverRequest = Schema.Struct({ user: Schema.String, entryId: Schema.String });
+/** `duplicate`: the entry had been stored before (a redelivery after a lost ack); nothing new was written. */
+export const DeliverReply = Schema.Struct({ uid: Schema.String, duplicate: Schema.optional(Schema.Boolean) });
+
+export const ListRequest = Schema.Struct({ user: Schema.String });
+export const ListReply = Schema.Struct({ messages: Schema.Array(MaildropEntry) });
+
+/** With `lock`, the session's lease is checked and renewed; `topLines` asks for the header and that many body lines. */
+export const RetrieveRequest = Schema.Struct({
+  user: Schema.String,
+  uid: Schema.String,
+  lock: Schema.optional(Schema.String),
+  topLines: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))),
+});
+export const RetrieveReply = Schema.Struct({ size: Schema.Number });
+
+/** Locks the maildrop for one retrieval session and lists INBOX under the lock. */
+export const OpenRequest = Schema.Struct({
+  user: Schema.String,
+  /** Who holds the lock, for logs and the [IN-USE] reply: `<node>/pop3/<conn>`. */
+  holder: Schema.String,
+  leaseMs: Schema.Int.check(Schema.isBetween({ minimum: 1_000, maximum: 3_600_000 })),
+});
+export const OpenReply = Schema.Struct({ lock: Schema.String, messages: Schema.Array(MaildropEntry) });
+
+export const RenewRequest = Schema.Struct({ user: Schema.String, lock: Schema.String });
+export const RenewReply = Schema.Struct({});
+
+/** POP3 UPDATE: removes `remove` and marks `seen` \Seen in one transaction, then releases the lock. */
+export const CommitRequest = Schema.Struct({
+  user: Schema.String,
+  lock: Schema.String,
+  remove: Schema.Array(Schema.String),
+  seen: Schema.Array(Schema.String),
+});
+export const CommitReply = Schema.Struct({ removed: Schema.Number });
+
+export const ReleaseRequest = Schema.Struct({ user: Schema.String, lock: Schema.String });
+export const ReleaseReply = Schema.Struct({});
 
 export const mailboxEndpoints = {
   deliver: { request: DeliverRequest, response: DeliverReply, error: MailboxError },
   list: { request: ListRequest, response: ListReply, error: MailboxError },
   retrieve: { request: RetrieveRequest, response: RetrieveReply, error: MailboxError },
-  remove: { request: RemoveRequest, response: RemoveReply, error: MailboxError },
+  open: { request: OpenRequest, response: OpenReply, error: MailboxError },
+  renew: { request: RenewRequest, response: RenewReply, error: MailboxError },
+  commit: { request: CommitRequest, response: CommitReply, error: MailboxError },
+  release: { request: ReleaseRequest, response: ReleaseReply, error: MailboxError },
 } as const;
+
+export type MailboxEndpoints = typeof mailboxEndpoints;
+export type MailboxOperationName = keyof MailboxEndpoints;
+export type RequestOf<K extends MailboxOperationName> = MailboxEndpoints[K]["request"]["Type"];
+export type ResponseOf<K extends MailboxOperationName> = MailboxEndpoints[K]["response"]["Type"];
+
+/** UIDL of message `uid` in a folder of `uidValidity`: unique for the mailbox's whole life. */
+export const uidlOf = (uidValidity: number, uid: number): string => `${uidValidity}.${uid}`;
+
+export const parseUidl = (uidl: string): { readonly uidValidity: number; readonly uid: number } | undefined => {
+  const match = /^(\d{1,15})\.(\d{1,15})$/.exec(uidl);
+  return match ? { uidValidity: Number(match[1]), uid: Number(match[2]) } : undefined;
+};

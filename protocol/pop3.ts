@@ -1,5 +1,6 @@
 // POP3 (RFC 1939) wire format, kept pure: command lines in, command values out,
 // and message bodies out as multi-line responses. The server maps commands to maildrop asks.
+// Extensions: CAPA (RFC 2449), STLS (RFC 2595), AUTH with SASL PLAIN (RFC 5034, RFC 4616).
 
 // ---------------------------------------------------------------------------
 // Commands
@@ -16,7 +17,10 @@ export type Pop3Command =
   | { readonly _tag: "Noop" }
   | { readonly _tag: "Quit" }
   | { readonly _tag: "Capa" }
-  | { readonly _tag: "Top"; readonly msg: number; readonly lines: number };
+  | { readonly _tag: "Top"; readonly msg: number; readonly lines: number }
+  | { readonly _tag: "Stls" }
+  /** No mechanism: list the mechanisms. `initialResponse` is the base64 text as sent ("=" is empty). */
+  | { readonly _tag: "Auth"; readonly mechanism?: string; readonly initialResponse?: string };
 
 export type Pop3ParseError =
   | { readonly _tag: "UnknownCommand"; readonly verb: string }
@@ -65,7 +69,10 @@ const parseWithArguments = (verb: string, args: ReadonlyArray<string>): Pop3Comm
     case "NOOP":
     case "QUIT":
     case "CAPA":
+    case "STLS":
       return args.length === 0 ? noArgumentCommand(verb) : { _tag: "UnexpectedArgument", verb };
+    case "AUTH":
+      return parseAuth(args);
     case "LIST":
     case "UIDL":
       return parseOptionalMessage(verb, args);
@@ -81,9 +88,18 @@ const parseWithArguments = (verb: string, args: ReadonlyArray<string>): Pop3Comm
   }
 };
 
-const noArgumentCommand = (verb: "STAT" | "RSET" | "NOOP" | "QUIT" | "CAPA"): Pop3Command => {
-  const tags = { STAT: "Stat", RSET: "Rset", NOOP: "Noop", QUIT: "Quit", CAPA: "Capa" } as const;
+const noArgumentCommand = (verb: "STAT" | "RSET" | "NOOP" | "QUIT" | "CAPA" | "STLS"): Pop3Command => {
+  const tags = { STAT: "Stat", RSET: "Rset", NOOP: "Noop", QUIT: "Quit", CAPA: "Capa", STLS: "Stls" } as const;
   return { _tag: tags[verb] };
+};
+
+const parseAuth = (args: ReadonlyArray<string>): Pop3Command | Pop3ParseError => {
+  const [mechanism, initialResponse] = args;
+  if (args.length > 2) return { _tag: "UnexpectedArgument", verb: "AUTH" };
+  if (mechanism === undefined) return { _tag: "Auth" };
+  return initialResponse === undefined
+    ? { _tag: "Auth", mechanism: mechanism.toUpperCase() }
+    : { _tag: "Auth", mechanism: mechanism.toUpperCase(), initialResponse };
 };
 
 const exactlyOne = (
@@ -146,6 +162,31 @@ export const describeParseError = (error: Pop3ParseError): string => {
     case "LineTooLong":
       return `command line too long (${error.octets} octets)`;
   }
+};
+
+// ---------------------------------------------------------------------------
+// SASL PLAIN (RFC 4616): base64 of authzid NUL authcid NUL password
+
+export interface SaslPlain {
+  /** Identity to act as; empty means the same as `authcid`. */
+  readonly authzid: string;
+  readonly authcid: string;
+  readonly password: string;
+}
+
+/** A client's `*` line cancels the exchange (RFC 5034 §4). */
+export const SASL_CANCEL = "*";
+
+/** Decodes one PLAIN response; a string says what is wrong with it. */
+export const decodeSaslPlain = (response: string): SaslPlain | string => {
+  const text = response.trim();
+  if (text === "=" || text === "") return "empty PLAIN response";
+  if (text.length % 4 !== 0 || !/^[A-Za-z0-9+/]+={0,2}$/.test(text)) return "PLAIN response is not base64";
+  const parts = Buffer.from(text, "base64").toString("utf8").split("\0");
+  if (parts.length !== 3) return "PLAIN response must be authzid NUL authcid NUL password";
+  const [authzid, authcid, password] = parts as [string, string, string];
+  if (authcid === "" || password === "") return "PLAIN response lacks a user name or password";
+  return { authzid, authcid, password };
 };
 
 // ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // Every NATS subject and KV bucket name Tern uses is built here, from the cluster name,
 // so two clusters (or two test runs) on one NATS never see each other's traffic.
 
-export type MailboxOperation = "deliver" | "list" | "retrieve" | "remove";
+export type MailboxOperation = "deliver" | "list" | "retrieve" | "open" | "renew" | "commit" | "release";
 
 export interface Subjects {
   readonly cluster: string;

@@ -1,77 +1,267 @@
 // The mailbox actors of this node: one per local user whose mailbox this node owns,
-// spawned on first use. Each serialises its user's writes; the store does the I/O.
+// spawned on first use and passivated (stopped, forgotten) after `idleMs` without asks.
+// Each actor orders its user's asks; the store does the I/O. Up to WRITE_CONCURRENCY
+// asks of one mailbox run at once so their LMDB commits share an fsync (LMDB still
+// applies the writes one at a time, in order).
+//
+// The maildrop lock (POP3 [IN-USE], RFC 1939 §4) lives here, with the data, so it holds
+// across the cluster: a retriever on any node opens the maildrop through this actor and
+// gets a lease it renews; a retriever node that dies leaves a lease that simply expires.
+// A restart of this node forgets every lock, and sessions holding one get LockLost.
+import { randomUUID } from "node:crypto";
 import { Effect } from "effect";
-import type { ActorRef } from "../runtime/actor.ts";
-import { spawnActor, type AskError } from "../runtime/actor.ts";
+import type { ActorRef, AskError } from "../runtime/actor.ts";
+import { spawnActor } from "../runtime/actor.ts";
+import type { Reply } from "../runtime/remote.ts";
 import type { Supervisor } from "../runtime/supervisor.ts";
-import { MailboxUnavailable, NoSuchMessage, type MaildropEntry } from "../retriever/maildrop.ts";
-import type { MailboxError } from "../../protocol/mailbox.ts";
-import type { MailboxStore } from "./store.ts";
+import {
+  LockLost,
+  MailboxUnavailable,
+  MaildropInUse,
+  NoSuchMessage,
+  UnknownUser,
+  parseUidl,
+  uidlOf,
+  type MailboxError,
+  type MailboxOperationName,
+  type RequestOf,
+  type ResponseOf,
+} from "../../protocol/mailbox.ts";
+import { topOfMessage } from "../../protocol/pop3.ts";
+import { INBOX, type MailboxStore } from "./store.ts";
 
-export type MailboxAsk =
-  | { readonly _tag: "Deliver"; readonly entryId: string; readonly body: Uint8Array }
-  | { readonly _tag: "List" }
-  | { readonly _tag: "Retrieve"; readonly uid: string }
-  | { readonly _tag: "Remove"; readonly uids: ReadonlyArray<string> };
+/** One handler per mailbox operation: the same shape locally and over NATS. */
+export type MailboxService = {
+  readonly [K in MailboxOperationName]: (request: RequestOf<K>, attachment?: Uint8Array) => Effect.Effect<Reply<ResponseOf<K>>, MailboxError>;
+};
 
-export type MailboxAnswer =
-  | { readonly _tag: "Delivered"; readonly uid: string }
-  | { readonly _tag: "Listing"; readonly messages: ReadonlyArray<MaildropEntry> }
-  | { readonly _tag: "Body"; readonly body: Uint8Array }
-  | { readonly _tag: "Removed"; readonly count: number };
-
-export interface LocalMailboxes {
-  readonly ask: (user: string, message: MailboxAsk) => Effect.Effect<MailboxAnswer, MailboxError>;
+export interface LocalMailboxes extends MailboxService {
+  /** Mailbox actors alive now. */
+  readonly active: () => number;
+  /** Passivates every actor idle for `idleMs` or more that holds no live lock. */
+  readonly sweep: () => Effect.Effect<void>;
   readonly stop: (graceMs: number) => Effect.Effect<void>;
 }
 
-const ASK_TIMEOUT_MS = 30_000;
+export interface MailboxObserver {
+  readonly stored?: (user: string, bytes: number) => void;
+  readonly duplicate?: (user: string, entryId: string) => void;
+  readonly overQuota?: (user: string) => void;
+  readonly passivated?: (user: string) => void;
+}
 
-export const makeLocalMailboxes = (store: MailboxStore, supervisor: Supervisor): LocalMailboxes => {
-  const actors = new Map<string, ActorRef<MailboxAsk, MailboxAnswer, MailboxError>>();
+export interface LocalMailboxesOptions {
+  readonly store: MailboxStore;
+  readonly supervisor: Supervisor;
+  /** Is this a local user? Mail for anyone else is refused with UnknownUser. */
+  readonly knows: (user: string) => boolean;
+  readonly quotaOf: (user: string) => number | undefined;
+  readonly idleMs: number;
+  readonly askTimeoutMs: number;
+  readonly now?: () => number;
+  readonly observer?: MailboxObserver;
+}
 
-  const handlerFor = (user: string) => (message: MailboxAsk): Effect.Effect<MailboxAnswer, MailboxError> => {
-    switch (message._tag) {
-      case "Deliver":
-        return store.deliver(user, message.entryId, message.body).pipe(
-          Effect.map((uid) => ({ _tag: "Delivered" as const, uid: String(uid) })),
-        );
-      case "List":
-        return Effect.sync(() => ({
-          _tag: "Listing" as const,
-          messages: store.list(user).map((info) => ({ uid: String(info.uid), size: info.size })),
-        }));
-      case "Retrieve": {
-        const body = store.body(user, Number(message.uid));
-        return body ? Effect.succeed({ _tag: "Body" as const, body }) : Effect.fail(new NoSuchMessage({ user, uid: message.uid }));
-      }
-      case "Remove":
-        return store.remove(user, message.uids.map(Number)).pipe(
-          Effect.as({ _tag: "Removed" as const, count: message.uids.length }),
-        );
+const WRITE_CONCURRENCY = 16;
+const MAILBOX_CAPACITY = 1_000;
+
+type Ask = { [K in MailboxOperationName]: { readonly op: K; readonly request: RequestOf<K>; readonly attachment: Uint8Array | undefined } }[MailboxOperationName];
+
+interface Lock {
+  readonly token: string;
+  readonly holder: string;
+  readonly leaseMs: number;
+  expiresAt: number;
+}
+
+interface Resident {
+  readonly actor: ActorRef<Ask, Reply<unknown>, MailboxError>;
+  lastUsed: number;
+  lock: Lock | undefined;
+}
+
+export const makeLocalMailboxes = (options: LocalMailboxesOptions): LocalMailboxes => {
+  const { store, observer = {} } = options;
+  const now = options.now ?? Date.now;
+  const residents = new Map<string, Resident>();
+  let stopping = false;
+
+  // -- the operations, run inside the user's actor ---------------------------
+
+  const inboxUidOf = (user: string, uidl: string): number | undefined => {
+    const parsed = parseUidl(uidl);
+    const folder = store.status(user, INBOX);
+    return parsed && folder && parsed.uidValidity === folder.uidValidity ? parsed.uid : undefined;
+  };
+
+  const listing = (user: string) => {
+    const uidValidity = store.status(user, INBOX)?.uidValidity ?? 0;
+    return store.list(user, INBOX).map((message) => ({ uid: uidlOf(uidValidity, message.uid), size: message.size }));
+  };
+
+  /** The session's lock, renewed; a lock replaced by another session or forgotten by a restart is lost. */
+  const holdLock = (user: string, resident: Resident, token: string): Effect.Effect<Lock, LockLost> => {
+    const lock = resident.lock;
+    if (lock === undefined || lock.token !== token) return Effect.fail(new LockLost({ user }));
+    lock.expiresAt = now() + lock.leaseMs;
+    return Effect.succeed(lock);
+  };
+
+  const liveLock = (resident: Resident): Lock | undefined =>
+    resident.lock !== undefined && resident.lock.expiresAt > now() ? resident.lock : undefined;
+
+  const operations = (user: string, resident: Resident) => ({
+    deliver: (request: RequestOf<"deliver">, body: Uint8Array | undefined) => {
+      if (!options.knows(user)) return Effect.fail(new UnknownUser({ user }));
+      return store.deliver(user, request.entryId, body ?? new Uint8Array(), { quotaBytes: options.quotaOf(user) }).pipe(
+        Effect.tap((stored) =>
+          Effect.sync(() => (stored.duplicate ? observer.duplicate?.(user, request.entryId) : observer.stored?.(user, body?.length ?? 0))),
+        ),
+        Effect.tapError((error) => Effect.sync(() => (error._tag === "OverQuota" ? observer.overQuota?.(user) : undefined))),
+        Effect.map((stored) => ({ value: { uid: uidlOf(stored.uidValidity, stored.uid), duplicate: stored.duplicate } })),
+      );
+    },
+
+    list: () => (options.knows(user) ? Effect.succeed({ value: { messages: listing(user) } }) : Effect.fail(new UnknownUser({ user }))),
+
+    retrieve: (request: RequestOf<"retrieve">) =>
+      Effect.gen(function* () {
+        if (request.lock !== undefined) yield* holdLock(user, resident, request.lock);
+        const uid = inboxUidOf(user, request.uid);
+        const body = uid === undefined ? undefined : store.body(user, INBOX, uid);
+        if (body === undefined) return yield* new NoSuchMessage({ user, uid: request.uid });
+        const content = request.topLines === undefined ? body : topOfMessage(body, request.topLines);
+        return { value: { size: content.length }, attachment: content };
+      }),
+
+    open: (request: RequestOf<"open">) => {
+      if (!options.knows(user)) return Effect.fail(new UnknownUser({ user }));
+      const held = liveLock(resident);
+      if (held) return Effect.fail(new MaildropInUse({ user, holder: held.holder }));
+      const lock: Lock = { token: randomUUID(), holder: request.holder, leaseMs: request.leaseMs, expiresAt: now() + request.leaseMs };
+      resident.lock = lock;
+      return Effect.succeed({ value: { lock: lock.token, messages: listing(user) } });
+    },
+
+    renew: (request: RequestOf<"renew">) => holdLock(user, resident, request.lock).pipe(Effect.as({ value: {} })),
+
+    commit: (request: RequestOf<"commit">) =>
+      Effect.gen(function* () {
+        yield* holdLock(user, resident, request.lock);
+        const uidsOf = (uidls: ReadonlyArray<string>) => uidls.flatMap((uidl) => inboxUidOf(user, uidl) ?? []);
+        const removed = yield* store.expunge(user, INBOX, uidsOf(request.remove), uidsOf(request.seen));
+        return { value: { removed } };
+      }).pipe(Effect.ensuring(Effect.sync(() => releaseIfHeld(resident, request.lock)))),
+
+    release: (request: RequestOf<"release">) => Effect.sync(() => releaseIfHeld(resident, request.lock)).pipe(Effect.as({ value: {} })),
+  });
+
+  const releaseIfHeld = (resident: Resident, token: string) => {
+    if (resident.lock?.token === token) resident.lock = undefined;
+  };
+
+  const handlerFor = (user: string, resident: () => Resident) => (ask: Ask): Effect.Effect<Reply<unknown>, MailboxError> => {
+    const ops = operations(user, resident());
+    switch (ask.op) {
+      case "deliver":
+        return ops.deliver(ask.request, ask.attachment);
+      case "list":
+        return ops.list();
+      case "retrieve":
+        return ops.retrieve(ask.request);
+      case "open":
+        return ops.open(ask.request);
+      case "renew":
+        return ops.renew(ask.request);
+      case "commit":
+        return ops.commit(ask.request);
+      case "release":
+        return ops.release(ask.request);
     }
   };
 
-  const actorFor = (user: string) =>
-    Effect.gen(function* () {
-      const existing = actors.get(user);
-      if (existing) return existing;
-      const actor = yield* spawnActor({ name: `mailbox/${user}`, capacity: 1_000, init: Effect.succeed(handlerFor(user)) }, supervisor);
-      actors.set(user, actor);
-      return actor;
+  // -- residents: spawned on demand, passivated when idle --------------------
+
+  /** Synchronous, so two asks racing for a new user cannot spawn two actors. */
+  const residentFor = (user: string): Resident => {
+    const existing = residents.get(user);
+    if (existing) return existing;
+    let resident: Resident | undefined;
+    const actor = Effect.runSync(
+      spawnActor<Ask, Reply<unknown>, MailboxError>(
+        {
+          name: `mailbox/${user}`,
+          capacity: MAILBOX_CAPACITY,
+          concurrency: WRITE_CONCURRENCY,
+          init: Effect.succeed(handlerFor(user, () => resident!)),
+        },
+        options.supervisor,
+      ),
+    );
+    resident = { actor, lastUsed: now(), lock: undefined };
+    residents.set(user, resident);
+    return resident;
+  };
+
+  const asUnavailable = (user: string) => (error: MailboxError | AskError): MailboxError => {
+    switch (error._tag) {
+      case "MailboxFull":
+      case "AskTimeout":
+      case "ActorCrashed":
+      case "ActorStopped":
+        return new MailboxUnavailable({ user, detail: error._tag });
+      default:
+        return error;
+    }
+  };
+
+  const ask = (user: string, message: Ask, retries = 1): Effect.Effect<Reply<unknown>, MailboxError> =>
+    Effect.suspend(() => {
+      if (stopping) return Effect.fail(new MailboxUnavailable({ user, detail: "node stopping" }));
+      const resident = residentFor(user);
+      resident.lastUsed = now();
+      return resident.actor.ask(message, options.askTimeoutMs).pipe(
+        Effect.catch((error: MailboxError | AskError): Effect.Effect<Reply<unknown>, MailboxError> =>
+          // Passivated between lookup and enqueue: a fresh actor takes the ask.
+          error._tag === "ActorStopped" && retries > 0 && !stopping ? ask(user, message, retries - 1) : Effect.fail(asUnavailable(user)(error)),
+        ),
+      );
     });
 
-  const asUnavailable = (user: string) => (error: MailboxError | AskError): MailboxError =>
-    "_tag" in error && (error._tag === "MailboxFull" || error._tag === "AskTimeout" || error._tag === "ActorCrashed" || error._tag === "ActorStopped")
-      ? new MailboxUnavailable({ user, detail: `${error._tag}` })
-      : (error as MailboxError);
+  const sweep = () =>
+    Effect.gen(function* () {
+      const cutoff = now() - options.idleMs;
+      for (const [user, resident] of [...residents]) {
+        if (resident.lastUsed > cutoff || resident.actor.load() > 0 || liveLock(resident)) continue;
+        residents.delete(user);
+        yield* resident.actor.stop(0);
+        observer.passivated?.(user);
+      }
+    });
+
+  const service = {} as { -readonly [K in keyof MailboxService]: MailboxService[K] };
+  for (const op of ["deliver", "list", "retrieve", "open", "renew", "commit", "release"] as const) {
+    service[op] = ((request: { user: string }, attachment?: Uint8Array) =>
+      ask(request.user, { op, request, attachment } as Ask)) as never;
+  }
 
   return {
-    ask: (user, message) =>
-      actorFor(user).pipe(
-        Effect.flatMap((actor) => actor.ask(message, ASK_TIMEOUT_MS)),
-        Effect.mapError(asUnavailable(user)),
-      ),
-    stop: (graceMs) => Effect.forEach([...actors.values()], (actor) => actor.stop(graceMs), { discard: true }),
+    ...service,
+    active: () => residents.size,
+    sweep,
+    stop: (graceMs) =>
+      Effect.suspend(() => {
+        stopping = true;
+        const all = [...residents.values()];
+        residents.clear();
+        return Effect.forEach(all, (resident) => resident.actor.stop(graceMs), { concurrency: "unbounded", discard: true });
+      }),
   };
+};
+
+/** Runs `sweep` every `everyMs` until the returned function is called. */
+export const passivateIdle = (mailboxes: LocalMailboxes, everyMs: number): (() => void) => {
+  const timer = setInterval(() => void Effect.runPromise(mailboxes.sweep()), everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
 };

@@ -1,20 +1,32 @@
 // Routes mailbox asks to the owner node: straight to the local actor when this node
-// owns the mailbox, over NATS otherwise. Also serves this node's mailboxes on NATS.
-// Any failure to reach the owner is MailboxUnavailable: the caller defers, never bounces.
+// owns the mailbox, over NATS otherwise (bodies over NATS's max payload take the chunked
+// path). Also serves this node's mailboxes on NATS. Any failure to reach the owner is
+// MailboxUnavailable: the caller defers (delivery) or answers [SYS/TEMP] (POP3), never bounces.
 import { Effect } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { MailboxOwners } from "../../cluster/ownership.ts";
-import { mailboxEndpoints, NotOwner, type MailboxError } from "../../protocol/mailbox.ts";
+import {
+  MailboxUnavailable,
+  mailboxEndpoints,
+  NotOwner,
+  type MailboxError,
+  type MailboxOperationName,
+  type RequestOf,
+  type ResponseOf,
+} from "../../protocol/mailbox.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
-import { callEndpoint, serveEndpoint, type Endpoint, type Reply } from "../runtime/remote.ts";
-import { MailboxUnavailable, type MaildropEntry } from "../retriever/maildrop.ts";
+import { callChunkedEndpoint, serveChunkedEndpoint, type Endpoint, type Reply } from "../runtime/remote.ts";
 import type { LocalMailboxes } from "./actor.ts";
 
 export interface MailboxRouter {
+  /** Stores a queue entry's body in the user's mailbox; resolves to its UID once committed on the owner. */
   readonly deliver: (user: string, entryId: string, body: Uint8Array) => Effect.Effect<string, MailboxError>;
-  readonly list: (user: string) => Effect.Effect<ReadonlyArray<MaildropEntry>, MailboxError>;
-  readonly retrieve: (user: string, uid: string) => Effect.Effect<Uint8Array, MailboxError>;
-  readonly remove: (user: string, uids: ReadonlyArray<string>) => Effect.Effect<void, MailboxError>;
+  /** Any mailbox operation, on whichever node owns the mailbox. */
+  readonly call: <K extends MailboxOperationName>(
+    op: K,
+    request: RequestOf<K>,
+    attachment?: Uint8Array,
+  ) => Effect.Effect<Reply<ResponseOf<K>>, MailboxError>;
   /** Answers asks for the mailboxes this node owns. */
   readonly serve: () => ReadonlyArray<Subscription>;
 }
@@ -28,7 +40,14 @@ export interface MailboxRouterOptions {
   /** The node a user's mailbox is configured to live on, if the config says. */
   readonly homeOf: (user: string) => string | undefined;
   readonly timeoutMs: number;
+  /** Called when an owner's reply says a stored entry was a duplicate (the owner counts it too). */
+  readonly onDuplicate?: (user: string, entryId: string) => void;
 }
+
+/** Lock token of a maildrop that has no owner node yet: empty, nothing to guard. */
+export const UNOWNED_LOCK = "unowned";
+
+const OPERATIONS: ReadonlyArray<MailboxOperationName> = ["deliver", "list", "retrieve", "open", "renew", "commit", "release"];
 
 export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter => {
   const { nodeId, nc, subjects, owners, local } = options;
@@ -48,101 +67,76 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
       catch: (error) => unavailable(user, `owner lookup failed: ${String(error)}`),
     });
 
-  const remote = <Req, Res>(
-    owner: string,
-    operation: keyof typeof mailboxEndpoints,
-    request: Req,
-    attachment?: Uint8Array,
-  ): Effect.Effect<Reply<Res>, MailboxError> =>
-    callEndpoint(nc, subjects.mailbox(owner, operation), mailboxEndpoints[operation] as unknown as Endpoint<Req, Res, MailboxError>, request, {
-      timeoutMs: options.timeoutMs,
-      attachment,
-    }).pipe(
-      Effect.mapError((error): MailboxError =>
-        error._tag === "RemoteUnavailable" || error._tag === "MalformedMessage"
-          ? unavailable((request as { user: string }).user, `${error._tag}: node ${owner}: ${error.detail}`)
-          : error,
-      ),
+  const endpoint = <K extends MailboxOperationName>(op: K) =>
+    mailboxEndpoints[op] as unknown as Endpoint<RequestOf<K>, ResponseOf<K>, MailboxError>;
+
+  const remote = <K extends MailboxOperationName>(owner: string, op: K, request: RequestOf<K>, attachment?: Uint8Array) =>
+    callChunkedEndpoint(nc, subjects.mailbox(owner, op), endpoint(op), request, { timeoutMs: options.timeoutMs, attachment }).pipe(
+      Effect.mapError((error): MailboxError => {
+        switch (error._tag) {
+          case "RemoteUnavailable":
+          case "MalformedMessage":
+            return unavailable(request.user, `${error._tag}: node ${owner}: ${error.detail}`);
+          case "NotOwner":
+            // A stale owner record; ownership is sticky, so this clears up on a retry.
+            return unavailable(request.user, `node ${owner} does not own the mailbox`);
+          default:
+            return error;
+        }
+      }),
     );
 
-  const withOwner = <A>(
-    user: string,
-    claimIfFree: boolean,
-    whenUnowned: Effect.Effect<A, MailboxError>,
-    onOwner: (owner: string) => Effect.Effect<A, MailboxError>,
-  ) => lookUpOwner(user, claimIfFree).pipe(Effect.flatMap((owner) => (owner === undefined ? whenUnowned : onOwner(owner))));
+  const onOwner = <K extends MailboxOperationName>(owner: string, op: K, request: RequestOf<K>, attachment?: Uint8Array) =>
+    owner === nodeId
+      ? (local[op] as (request: RequestOf<K>, attachment?: Uint8Array) => Effect.Effect<Reply<ResponseOf<K>>, MailboxError>)(request, attachment)
+      : remote(owner, op, request, attachment);
 
-  const router: MailboxRouter = {
-    deliver: (user, entryId, body) =>
-      withOwner(user, true, Effect.fail(unavailable(user, "mailbox has no owner node yet")), (owner) =>
-        owner === nodeId
-          ? local.ask(user, { _tag: "Deliver", entryId, body }).pipe(Effect.map((answer) => (answer._tag === "Delivered" ? answer.uid : "")))
-          : remote<{ user: string; entryId: string }, { uid: string }>(owner, "deliver", { user, entryId }, body).pipe(
-              Effect.map((reply) => reply.value.uid),
-            ),
-      ),
-
-    list: (user) =>
-      withOwner(user, false, Effect.succeed([]), (owner) =>
-        owner === nodeId
-          ? local.ask(user, { _tag: "List" }).pipe(Effect.map((answer) => (answer._tag === "Listing" ? answer.messages : [])))
-          : remote<{ user: string }, { messages: ReadonlyArray<MaildropEntry> }>(owner, "list", { user }).pipe(
-              Effect.map((reply) => reply.value.messages),
-            ),
-      ),
-
-    retrieve: (user, uid) =>
-      withOwner(user, false, Effect.fail(unavailable(user, "mailbox has no owner node")), (owner) =>
-        owner === nodeId
-          ? local.ask(user, { _tag: "Retrieve", uid }).pipe(Effect.map((answer) => (answer._tag === "Body" ? answer.body : new Uint8Array())))
-          : remote<{ user: string; uid: string }, { size: number }>(owner, "retrieve", { user, uid }).pipe(
-              Effect.map((reply) => reply.attachment ?? new Uint8Array()),
-            ),
-      ),
-
-    remove: (user, uids) =>
-      withOwner(user, false, Effect.void, (owner) =>
-        owner === nodeId
-          ? local.ask(user, { _tag: "Remove", uids }).pipe(Effect.asVoid)
-          : remote<{ user: string; uids: ReadonlyArray<string> }, { removed: number }>(owner, "remove", { user, uids }).pipe(Effect.asVoid),
-      ),
-
-    serve: () => {
-      // Only answer for mailboxes this node really owns: a stale route gets NotOwner.
-      const ownedHere = (user: string) =>
-        Effect.promise(() => owners.ownerOf(user)).pipe(
-          Effect.flatMap((owner) => (owner === nodeId ? Effect.void : Effect.fail(new NotOwner({ user, node: nodeId })))),
-        );
-      return [
-        serveEndpoint(nc, subjects.mailbox(nodeId, "deliver"), mailboxEndpoints.deliver, (request, body) =>
-          ownedHere(request.user).pipe(
-            Effect.andThen(local.ask(request.user, { _tag: "Deliver", entryId: request.entryId, body: body ?? new Uint8Array() })),
-            Effect.map((answer) => ({ value: { uid: answer._tag === "Delivered" ? answer.uid : "" } })),
-          ),
-        ),
-        serveEndpoint(nc, subjects.mailbox(nodeId, "list"), mailboxEndpoints.list, (request) =>
-          ownedHere(request.user).pipe(
-            Effect.andThen(local.ask(request.user, { _tag: "List" })),
-            Effect.map((answer) => ({ value: { messages: answer._tag === "Listing" ? answer.messages : [] } })),
-          ),
-        ),
-        serveEndpoint(nc, subjects.mailbox(nodeId, "retrieve"), mailboxEndpoints.retrieve, (request) =>
-          ownedHere(request.user).pipe(
-            Effect.andThen(local.ask(request.user, { _tag: "Retrieve", uid: request.uid })),
-            Effect.map((answer) => {
-              const body = answer._tag === "Body" ? answer.body : new Uint8Array();
-              return { value: { size: body.length }, attachment: body };
-            }),
-          ),
-        ),
-        serveEndpoint(nc, subjects.mailbox(nodeId, "remove"), mailboxEndpoints.remove, (request) =>
-          ownedHere(request.user).pipe(
-            Effect.andThen(local.ask(request.user, { _tag: "Remove", uids: request.uids })),
-            Effect.map(() => ({ value: { removed: request.uids.length } })),
-          ),
-        ),
-      ];
-    },
+  /** What a mailbox nobody owns yet answers: it has never received mail, so it is empty. */
+  const unowned = <K extends MailboxOperationName>(op: K, request: RequestOf<K>): Effect.Effect<Reply<ResponseOf<K>>, MailboxError> => {
+    const user = request.user;
+    switch (op) {
+      case "deliver":
+        return Effect.fail(unavailable(user, "mailbox has no owner node yet"));
+      case "list":
+        return Effect.succeed({ value: { messages: [] } as ResponseOf<K> });
+      case "open":
+        return Effect.succeed({ value: { lock: UNOWNED_LOCK, messages: [] } as ResponseOf<K> });
+      case "commit":
+        return Effect.succeed({ value: { removed: 0 } as ResponseOf<K> });
+      case "retrieve":
+        return Effect.fail(unavailable(user, "mailbox has no owner node"));
+      default:
+        return Effect.succeed({ value: {} as ResponseOf<K> });
+    }
   };
-  return router;
+
+  const call = <K extends MailboxOperationName>(op: K, request: RequestOf<K>, attachment?: Uint8Array) =>
+    lookUpOwner(request.user, op === "deliver").pipe(
+      Effect.flatMap((owner) => (owner === undefined ? unowned(op, request) : onOwner(owner, op, request, attachment))),
+    );
+
+  /** Only answer for mailboxes this node really owns: a stale route gets NotOwner. */
+  const ownedHere = (user: string) =>
+    Effect.tryPromise({ try: () => owners.ownerOf(user), catch: (error) => unavailable(user, `owner lookup failed: ${String(error)}`) }).pipe(
+      Effect.flatMap((owner) => (owner === nodeId ? Effect.void : Effect.fail(new NotOwner({ user, node: nodeId })))),
+    );
+
+  const serveOne = <K extends MailboxOperationName>(op: K) =>
+    serveChunkedEndpoint(
+      nc,
+      subjects.mailbox(nodeId, op),
+      endpoint(op),
+      (request, attachment) => ownedHere(request.user).pipe(Effect.andThen(onOwner(nodeId, op, request, attachment))),
+      { timeoutMs: options.timeoutMs },
+    );
+
+  return {
+    deliver: (user, entryId, body) =>
+      call("deliver", { user, entryId }, body).pipe(
+        Effect.tap((reply) => Effect.sync(() => (reply.value.duplicate ? options.onDuplicate?.(user, entryId) : undefined))),
+        Effect.map((reply) => reply.value.uid),
+      ),
+    call,
+    serve: () => OPERATIONS.map(serveOne),
+  };
 };

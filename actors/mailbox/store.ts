@@ -1,70 +1,346 @@
 // Local users' mailboxes in this node's LMDB (only on the mailbox's owner node).
 //
-// `deliver` is idempotent by queue-entry id: a redelivery after a crash (the sender's
-// queue entry survived, our ack was lost) finds the first copy and returns its uid.
-// It resolves only after the commit is flushed, so an ack means the mail is safe.
-import { Effect } from "effect";
+// Layout (every key sorts so a directory-style range read finds what it needs):
+//   mbox.users       user                     → Usage (bytes and messages over all folders; quota)
+//   mbox.folders     [user, folder]           → Folder (UIDVALIDITY, UIDNEXT, counts)
+//   mbox.messages    [user, folder, uid]      → StoredMessage (size, internal date, flags, body hash)
+//   mbox.bodies      [sha256, chunk]          → bytes, 256 KB chunks
+//   mbox.bodyrefs    sha256                   → how many messages share the body
+//   mbox.deliveries  [user, queue entry id]   → where that entry was stored
+//
+// A body is stored once, content-addressed: a message copied to another folder, or the
+// same message delivered to two users of this node, shares it; the last reference
+// removes it. `deliver` is idempotent by queue-entry id: a redelivery after a crash (the
+// sender's entry survived, our ack was lost) finds the first copy and stores nothing.
+// Writes resolve only after the commit is flushed, so an ack means the mail is safe.
+// Every write is one LMDB transaction; LMDB applies them one at a time in call order, so
+// concurrent writes to one mailbox stay consistent while sharing an fsync.
+import { createHash } from "node:crypto";
+import { Effect, Schema } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
+import { overQuota, type OverQuota } from "../../protocol/mailbox.ts";
 
-export interface StoredMessageInfo {
-  readonly uid: number;
-  readonly size: number;
-  readonly internalDate: number;
-  readonly entryId: string;
-}
+export const INBOX = "INBOX";
 
-interface MailboxMeta {
+/** Stored bodies are split so no single LMDB value gets huge (overflow pages fragment the file). */
+const BODY_CHUNK_BYTES = 256 * 1024;
+const LAST_UID = Number.MAX_SAFE_INTEGER;
+
+export interface Folder {
   readonly uidValidity: number;
   readonly uidNext: number;
+  readonly messages: number;
+  readonly bytes: number;
 }
 
-type MessageKey = [string, number];
+export interface FolderStatus extends Folder {
+  readonly name: string;
+}
+
+export interface StoredMessage {
+  readonly uid: number;
+  readonly size: number;
+  /** IMAP INTERNALDATE: when the message arrived here (ms since the epoch). */
+  readonly internalDate: number;
+  /** System flags (\Seen, \Answered, \Flagged, \Deleted, \Draft) and keywords, sorted. */
+  readonly flags: ReadonlyArray<string>;
+  /** SHA-256 of the body: the key of its chunks. */
+  readonly body: string;
+  /** Queue entry that delivered it, when it came through the queue. */
+  readonly entryId?: string | undefined;
+}
+
+interface Usage {
+  readonly bytes: number;
+  readonly messages: number;
+  /** Last UIDVALIDITY given to any folder of the user, so a recreated folder never repeats one. */
+  readonly lastUidValidity: number;
+}
+
+interface BodyRecord {
+  readonly refs: number;
+  readonly size: number;
+  readonly chunks: number;
+}
+
+interface DeliveryRecord {
+  readonly folder: string;
+  readonly uid: number;
+  readonly at: number;
+}
+
+export interface Stored {
+  readonly folder: string;
+  readonly uid: number;
+  readonly uidValidity: number;
+  /** True when the queue entry had been stored before: nothing was written this time. */
+  readonly duplicate: boolean;
+}
+
+export class NoSuchFolder extends Schema.TaggedError<NoSuchFolder>()("NoSuchFolder", {
+  user: Schema.String,
+  folder: Schema.String,
+}) {}
+
+export class FolderExists extends Schema.TaggedError<FolderExists>()("FolderExists", {
+  user: Schema.String,
+  folder: Schema.String,
+}) {}
+
+export type FlagChange = "add" | "remove" | "replace";
+
+export interface StoreOptions {
+  /** Folder to store into (default INBOX; created when missing). */
+  readonly folder?: string;
+  readonly flags?: ReadonlyArray<string>;
+  readonly internalDate?: number;
+  /** Refuse with OverQuota when the user's messages would exceed this many bytes. */
+  readonly quotaBytes?: number | undefined;
+}
 
 export interface MailboxStore {
-  readonly deliver: (user: string, entryId: string, body: Uint8Array) => Effect.Effect<number, StoreError>;
-  readonly list: (user: string) => ReadonlyArray<StoredMessageInfo>;
-  readonly body: (user: string, uid: number) => Uint8Array | undefined;
-  readonly remove: (user: string, uids: ReadonlyArray<number>) => Effect.Effect<void, StoreError>;
+  /** Stores a body that came through the queue, once per (user, entry id). */
+  readonly deliver: (user: string, entryId: string, body: Uint8Array, options?: StoreOptions) => Effect.Effect<Stored, StoreError | OverQuota>;
+  /** Stores a body with no queue entry (IMAP APPEND): every call adds a message. */
+  readonly append: (user: string, body: Uint8Array, options?: StoreOptions) => Effect.Effect<Stored, StoreError | OverQuota>;
+  readonly folders: (user: string) => ReadonlyArray<FolderStatus>;
+  readonly status: (user: string, folder: string) => FolderStatus | undefined;
+  readonly createFolder: (user: string, folder: string) => Effect.Effect<FolderStatus, StoreError | FolderExists>;
+  /** Removes a folder and its messages (INBOX cannot be removed, only emptied). */
+  readonly deleteFolder: (user: string, folder: string) => Effect.Effect<void, StoreError | NoSuchFolder>;
+  /** Messages of a folder in UID order. */
+  readonly list: (user: string, folder: string) => ReadonlyArray<StoredMessage>;
+  readonly message: (user: string, folder: string, uid: number) => StoredMessage | undefined;
+  readonly body: (user: string, folder: string, uid: number) => Uint8Array | undefined;
+  readonly setFlags: (user: string, folder: string, uids: ReadonlyArray<number>, flags: ReadonlyArray<string>, change: FlagChange) => Effect.Effect<void, StoreError>;
+  /** Copies messages (sharing their bodies); returns the new UIDs in order. */
+  readonly copy: (user: string, from: string, uids: ReadonlyArray<number>, to: string, quotaBytes?: number) => Effect.Effect<ReadonlyArray<number>, StoreError | NoSuchFolder | OverQuota>;
+  /** Removes messages and, atomically with it, sets flags on others (POP3 UPDATE). Returns how many were removed. */
+  readonly expunge: (user: string, folder: string, uids: ReadonlyArray<number>, markSeen?: ReadonlyArray<number>) => Effect.Effect<number, StoreError>;
+  readonly usage: (user: string) => { readonly bytes: number; readonly messages: number };
 }
 
-export const openMailboxStore = (root: RootDatabase): MailboxStore => {
-  const meta: Database<MailboxMeta, string> = root.openDB({ name: "mailbox.meta" });
-  const infos: Database<StoredMessageInfo, MessageKey> = root.openDB({ name: "mailbox.messages" });
-  const bodies: Database<Buffer, MessageKey> = root.openDB({ name: "mailbox.bodies", encoding: "binary" });
-  const delivered: Database<number, string> = root.openDB({ name: "mailbox.delivered" });
+/** IMAP: INBOX is case-insensitive, every other name is taken as given. */
+export const folderName = (name: string): string => (name.toUpperCase() === INBOX ? INBOX : name);
 
-  const commit = <T>(operation: string, action: () => T) =>
+const sortedFlags = (flags: Iterable<string>): ReadonlyArray<string> => [...new Set(flags)].sort();
+
+type Done<T> = { readonly _tag: "Done"; readonly value: T };
+type Refused<E> = { readonly _tag: "Refused"; readonly error: E };
+type CommitOutcome<T, E> = Done<T> | Refused<E>;
+
+const done = <T>(value: T): Done<T> => ({ _tag: "Done", value });
+const refused = <E>(error: E): Refused<E> => ({ _tag: "Refused", error });
+
+export const openMailboxStore = (root: RootDatabase, now: () => number = Date.now): MailboxStore => {
+  const usages: Database<Usage, string> = root.openDB({ name: "mbox.users" });
+  const folders: Database<Folder, [string, string]> = root.openDB({ name: "mbox.folders" });
+  const messages: Database<StoredMessage, [string, string, number]> = root.openDB({ name: "mbox.messages" });
+  const bodies: Database<Buffer, [string, number]> = root.openDB({ name: "mbox.bodies", encoding: "binary" });
+  const bodyRefs: Database<BodyRecord, string> = root.openDB({ name: "mbox.bodyrefs" });
+  const deliveries: Database<DeliveryRecord, [string, string]> = root.openDB({ name: "mbox.deliveries" });
+
+  /** Runs `action` as one transaction; a refusal it returns becomes a typed failure. */
+  const commit = <T, E = never>(operation: string, action: () => CommitOutcome<T, E>): Effect.Effect<T, StoreError | E> =>
     Effect.tryPromise({
       try: () => root.transaction(action),
       catch: (error) => new StoreError({ operation, detail: String(error) }),
+    }).pipe(Effect.flatMap((outcome) => (outcome._tag === "Done" ? Effect.succeed(outcome.value) : Effect.fail(outcome.error))));
+
+  // -- pieces used inside transactions ---------------------------------------
+
+  const usageOf = (user: string): Usage => usages.get(user) ?? { bytes: 0, messages: 0, lastUidValidity: 0 };
+
+  const adjustUsage = (user: string, bytes: number, count: number) => {
+    const usage = usageOf(user);
+    usages.put(user, { ...usage, bytes: usage.bytes + bytes, messages: usage.messages + count });
+  };
+
+  /** A new folder's UIDVALIDITY: the time in seconds, but always above any the user had. */
+  const newFolder = (user: string): Folder => {
+    const usage = usageOf(user);
+    const uidValidity = Math.max(Math.floor(now() / 1000), usage.lastUidValidity + 1);
+    usages.put(user, { ...usage, lastUidValidity: uidValidity });
+    return { uidValidity, uidNext: 1, messages: 0, bytes: 0 };
+  };
+
+  const addBodyRef = (hash: string, body: Uint8Array) => {
+    const existing = bodyRefs.get(hash);
+    if (existing) return bodyRefs.put(hash, { ...existing, refs: existing.refs + 1 });
+    const chunks = Math.max(1, Math.ceil(body.length / BODY_CHUNK_BYTES));
+    const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+    for (let n = 0; n < chunks; n++) bodies.put([hash, n], bytes.subarray(n * BODY_CHUNK_BYTES, (n + 1) * BODY_CHUNK_BYTES));
+    return bodyRefs.put(hash, { refs: 1, size: body.length, chunks });
+  };
+
+  const dropBodyRef = (hash: string) => {
+    const existing = bodyRefs.get(hash);
+    if (!existing) return;
+    if (existing.refs > 1) return bodyRefs.put(hash, { ...existing, refs: existing.refs - 1 });
+    for (let n = 0; n < existing.chunks; n++) bodies.remove([hash, n]);
+    return bodyRefs.remove(hash);
+  };
+
+  /** Adds one message record to `folder` (created if missing); bodies and usage are the caller's. */
+  const addMessage = (user: string, folder: string, record: Omit<StoredMessage, "uid">): { uid: number; uidValidity: number } => {
+    const current = folders.get([user, folder]) ?? newFolder(user);
+    const uid = current.uidNext;
+    messages.put([user, folder, uid], { ...record, uid });
+    folders.put([user, folder], { ...current, uidNext: uid + 1, messages: current.messages + 1, bytes: current.bytes + record.size });
+    return { uid, uidValidity: current.uidValidity };
+  };
+
+  const removeMessage = (user: string, folder: string, uid: number): boolean => {
+    const record = messages.get([user, folder, uid]);
+    const current = folders.get([user, folder]);
+    if (!record || !current) return false;
+    messages.remove([user, folder, uid]);
+    dropBodyRef(record.body);
+    folders.put([user, folder], { ...current, messages: current.messages - 1, bytes: current.bytes - record.size });
+    adjustUsage(user, -record.size, -1);
+    return true;
+  };
+
+  const wouldExceed = (user: string, bytes: number, quotaBytes: number | undefined): OverQuota | undefined => {
+    if (quotaBytes === undefined) return undefined;
+    const used = usageOf(user).bytes;
+    return used + bytes > quotaBytes ? overQuota(user, used, quotaBytes, bytes) : undefined;
+  };
+
+  const storeNew = (user: string, body: Uint8Array, hash: string, entryId: string | undefined, options: StoreOptions): CommitOutcome<Stored, OverQuota> => {
+    const exceeded = wouldExceed(user, body.length, options.quotaBytes);
+    if (exceeded) return refused(exceeded);
+    const folder = folderName(options.folder ?? INBOX);
+    addBodyRef(hash, body);
+    const { uid, uidValidity } = addMessage(user, folder, {
+      size: body.length,
+      internalDate: options.internalDate ?? now(),
+      flags: sortedFlags(options.flags ?? []),
+      body: hash,
+      entryId,
     });
+    adjustUsage(user, body.length, 1);
+    if (entryId !== undefined) deliveries.put([user, entryId], { folder, uid, at: now() });
+    return done({ folder, uid, uidValidity, duplicate: false });
+  };
+
+  const sha256 = (body: Uint8Array) => createHash("sha256").update(body).digest("hex");
+
+  const statusOf = (user: string, name: string): FolderStatus | undefined => {
+    const folder = folders.get([user, name]);
+    return folder ? { name, ...folder } : undefined;
+  };
+
+  const list = (user: string, folder: string) =>
+    [...messages.getRange({ start: [user, folder, 0], end: [user, folder, LAST_UID] }).map(({ value }) => value)];
 
   return {
-    deliver: (user, entryId, body) =>
-      commit("mailbox.deliver", () => {
-        const deliveryKey = `${user}\n${entryId}`;
-        const earlier = delivered.get(deliveryKey);
-        if (earlier !== undefined) return earlier;
-        const current = meta.get(user) ?? { uidValidity: Math.floor(Date.now() / 1000), uidNext: 1 };
-        const uid = current.uidNext;
-        meta.put(user, { ...current, uidNext: uid + 1 });
-        infos.put([user, uid], { uid, size: body.length, internalDate: Date.now(), entryId });
-        bodies.put([user, uid], Buffer.from(body.buffer, body.byteOffset, body.byteLength));
-        delivered.put(deliveryKey, uid);
-        return uid;
-      }),
+    deliver: (user, entryId, body, options = {}) => {
+      // Hashing a 50 MB body takes a while: do it before the write transaction, not in it.
+      const hash = sha256(body);
+      return commit("mailbox.deliver", (): CommitOutcome<Stored, OverQuota> => {
+        const earlier = deliveries.get([user, entryId]);
+        if (earlier === undefined) return storeNew(user, body, hash, entryId, options);
+        const uidValidity = folders.get([user, earlier.folder])?.uidValidity ?? 0;
+        return done({ folder: earlier.folder, uid: earlier.uid, uidValidity, duplicate: true });
+      });
+    },
 
-    list: (user) => [...infos.getRange({ start: [user, 0], end: [user, Number.MAX_SAFE_INTEGER] }).map(({ value }) => value)],
+    append: (user, body, options = {}) => {
+      const hash = sha256(body);
+      return commit("mailbox.append", () => storeNew(user, body, hash, undefined, options));
+    },
 
-    body: (user, uid) => bodies.get([user, uid]),
+    folders: (user) =>
+      [...folders.getRange({ start: [user, ""], end: [user, "\uffff"] }).map(({ key, value }) => ({ name: key[1], ...value }))],
 
-    remove: (user, uids) =>
-      commit("mailbox.remove", () => {
+    status: (user, folder) => statusOf(user, folderName(folder)),
+
+    createFolder: (user, name) => {
+      const folder = folderName(name);
+      return commit("mailbox.createFolder", (): CommitOutcome<FolderStatus, FolderExists> => {
+        if (folders.get([user, folder])) return refused(new FolderExists({ user, folder }));
+        const created = newFolder(user);
+        folders.put([user, folder], created);
+        return done({ name: folder, ...created });
+      });
+    },
+
+    deleteFolder: (user, name) => {
+      const folder = folderName(name);
+      return commit("mailbox.deleteFolder", (): CommitOutcome<void, NoSuchFolder> => {
+        if (!folders.get([user, folder])) return refused(new NoSuchFolder({ user, folder }));
+        for (const message of list(user, folder)) removeMessage(user, folder, message.uid);
+        if (folder !== INBOX) folders.remove([user, folder]);
+        return done(undefined);
+      });
+    },
+
+    list: (user, folder) => list(user, folderName(folder)),
+
+    message: (user, folder, uid) => messages.get([user, folderName(folder), uid]),
+
+    body: (user, folder, uid) => {
+      const record = messages.get([user, folderName(folder), uid]);
+      const stored = record && bodyRefs.get(record.body);
+      if (!record || !stored) return undefined;
+      const chunks: Buffer[] = [];
+      for (let n = 0; n < stored.chunks; n++) {
+        const chunk = bodies.get([record.body, n]);
+        if (chunk === undefined) return undefined;
+        chunks.push(chunk);
+      }
+      return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, stored.size);
+    },
+
+    setFlags: (user, name, uids, flags, change) => {
+      const folder = folderName(name);
+      return commit("mailbox.setFlags", () => {
         for (const uid of uids) {
-          infos.remove([user, uid]);
-          bodies.remove([user, uid]);
+          const record = messages.get([user, folder, uid]);
+          if (!record) continue;
+          const next =
+            change === "replace" ? flags : change === "add" ? [...record.flags, ...flags] : record.flags.filter((flag) => !flags.includes(flag));
+          messages.put([user, folder, uid], { ...record, flags: sortedFlags(next) });
         }
-      }),
+        return done(undefined);
+      });
+    },
+
+    copy: (user, fromName, uids, toName, quotaBytes) => {
+      const [from, to] = [folderName(fromName), folderName(toName)];
+      return commit("mailbox.copy", (): CommitOutcome<ReadonlyArray<number>, NoSuchFolder | OverQuota> => {
+        if (!folders.get([user, from])) return refused(new NoSuchFolder({ user, folder: from }));
+        if (!folders.get([user, to])) return refused(new NoSuchFolder({ user, folder: to }));
+        const sources = uids.flatMap((uid) => messages.get([user, from, uid]) ?? []);
+        const exceeded = wouldExceed(user, sources.reduce((sum, m) => sum + m.size, 0), quotaBytes);
+        if (exceeded) return refused(exceeded);
+        return done(
+          sources.map((source) => {
+            const existing = bodyRefs.get(source.body)!;
+            bodyRefs.put(source.body, { ...existing, refs: existing.refs + 1 });
+            adjustUsage(user, source.size, 1);
+            return addMessage(user, to, { ...source, entryId: undefined }).uid;
+          }),
+        );
+      });
+    },
+
+    expunge: (user, name, uids, markSeen = []) => {
+      const folder = folderName(name);
+      return commit("mailbox.expunge", () => {
+        for (const uid of markSeen) {
+          const record = messages.get([user, folder, uid]);
+          if (record && !record.flags.includes("\\Seen")) messages.put([user, folder, uid], { ...record, flags: sortedFlags([...record.flags, "\\Seen"]) });
+        }
+        return done(uids.filter((uid) => removeMessage(user, folder, uid)).length);
+      });
+    },
+
+    usage: (user) => {
+      const { bytes, messages: count } = usageOf(user);
+      return { bytes, messages: count };
+    },
   };
 };

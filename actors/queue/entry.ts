@@ -34,6 +34,8 @@ export interface MessageRecord {
   readonly size: number;
   /** Queue entries not yet finished; the body is deleted when this reaches 0. */
   readonly openEntries: number;
+  /** What the session learned that later hops need: DSN parameters, the authenticated user. */
+  readonly attributes?: Readonly<Record<string, unknown>>;
 }
 
 /** What happened to each recipient in one attempt. */

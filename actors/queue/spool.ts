@@ -6,23 +6,42 @@
 // Invariant 2: an entry leaves the queue only through `finish`, called after the
 // next hop accepted it (or it failed permanently).
 // Invariant 5: due work is found through the `due` index, keyed [time, entryId],
-// never by scanning all entries.
+// never by scanning all entries; bodies are written in chunks as they arrive, so
+// a large message never sits whole in memory on its way in.
 import { Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
 import type { MessageRecord, QueueEntry, Route, WaitReason } from "./entry.ts";
 
 type DueKey = [number, string];
+type ChunkKey = [string, number];
+
+/** Chunks of at most this size are written to LMDB as the body streams in. */
+const CHUNK_BYTES = 256 * 1024;
 
 export interface NewMessage {
   readonly id: string;
   readonly sender: string;
   readonly receivedAt: number;
-  readonly body: Uint8Array;
+  /** The body written so far through `openBody(id)`. */
+  readonly body: BodyWriter;
   readonly routes: ReadonlyArray<{ readonly route: Route; readonly recipients: ReadonlyArray<string> }>;
+  /** Extra data kept with the message (DSN parameters, auth user…). */
+  readonly attributes?: Readonly<Record<string, unknown>> | undefined;
+}
+
+/** Streams one message body into the spool; nothing is visible until `accept` commits. */
+export interface BodyWriter {
+  readonly append: (chunk: Uint8Array) => void;
+  readonly size: () => number;
+  /** Drops what was written (the transaction was refused or aborted). */
+  readonly discard: () => void;
+  /** Resolves when every chunk written so far is on disk; fails if any write failed. */
+  readonly flushed: () => Promise<void>;
 }
 
 export interface Spool {
+  readonly openBody: (messageId: string) => BodyWriter;
   readonly accept: (message: NewMessage) => Effect.Effect<ReadonlyArray<QueueEntry>, StoreError>;
   /** Entries due at or before `now`, oldest first, at most `limit`, passing over ids `skip` names (read keys only). */
   readonly due: (now: number, limit: number, skip?: (entryId: string) => boolean) => ReadonlyArray<QueueEntry>;
@@ -35,11 +54,17 @@ export interface Spool {
     change: { recipients: ReadonlyArray<string>; nextAttemptAt: number; reason: WaitReason; lastResult: string; countsAsAttempt: boolean },
   ) => Effect.Effect<QueueEntry, StoreError>;
   readonly depth: () => number;
+  /** A small durable write, to tell whether the store can commit again after a failure. */
+  readonly probe: () => Effect.Effect<void, StoreError>;
 }
 
 export const openSpool = (root: RootDatabase): Spool => {
   const messages: Database<MessageRecord, string> = root.openDB({ name: "spool.messages" });
-  const bodies: Database<Buffer, string> = root.openDB({ name: "spool.bodies", encoding: "binary" });
+  const bodies: Database<Buffer, ChunkKey> = root.openDB({ name: "spool.bodies", encoding: "binary" });
+  // Bodies being received: chunks of a message still listed here at start belong to a
+  // transaction that never got its 250, and are removed.
+  const incoming: Database<true, string> = root.openDB({ name: "spool.incoming" });
+  const health: Database<number, string> = root.openDB({ name: "spool.health" });
   const entries: Database<QueueEntry, string> = root.openDB({ name: "spool.entries" });
   const dueIndex: Database<true, DueKey> = root.openDB({ name: "spool.due" });
 
@@ -59,6 +84,51 @@ export const openSpool = (root: RootDatabase): Spool => {
     dueIndex.remove([entry.nextAttemptAt, entry.id]);
   };
 
+  const chunkRange = (messageId: string) => ({ start: [messageId, 0] as ChunkKey, end: [messageId, Number.MAX_SAFE_INTEGER] as ChunkKey });
+
+  const removeChunks = (messageId: string) => {
+    for (const key of bodies.getKeys(chunkRange(messageId))) bodies.remove(key);
+  };
+
+  for (const messageId of incoming.getKeys()) {
+    if (!messages.doesExist(messageId)) removeChunks(messageId);
+    incoming.remove(messageId);
+  }
+
+  const openBody = (messageId: string): BodyWriter => {
+    const writes: Array<Promise<unknown>> = [incoming.put(messageId, true)];
+    let pending: Uint8Array[] = [];
+    let pendingBytes = 0;
+    let seq = 0;
+    let total = 0;
+    const writePending = () => {
+      if (pendingBytes === 0) return;
+      writes.push(bodies.put([messageId, seq++], Buffer.concat(pending, pendingBytes)));
+      pending = [];
+      pendingBytes = 0;
+    };
+    return {
+      append: (chunk) => {
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        total += chunk.length;
+        if (pendingBytes >= CHUNK_BYTES) writePending();
+      },
+      size: () => total,
+      discard: () => {
+        pending = [];
+        void root.transaction(() => {
+          removeChunks(messageId);
+          incoming.remove(messageId);
+        });
+      },
+      flushed: () => {
+        writePending();
+        return Promise.all(writes).then(() => undefined);
+      },
+    };
+  };
+
   return {
     accept: (message) => {
       const queued = message.routes.map(
@@ -74,17 +144,26 @@ export const openSpool = (root: RootDatabase): Spool => {
           reason: "received",
         }),
       );
-      return commit("accept", () => {
+      const chunksOnDisk = Effect.tryPromise({
+        try: () => message.body.flushed(),
+        catch: (error) => new StoreError({ operation: "accept.body", detail: String(error) }),
+      });
+      const record = commit("accept", () => {
         messages.put(message.id, {
           id: message.id,
           sender: message.sender,
           receivedAt: message.receivedAt,
-          size: message.body.length,
+          size: message.body.size(),
           openEntries: queued.length,
+          ...(message.attributes ? { attributes: message.attributes } : {}),
         });
-        bodies.put(message.id, Buffer.from(message.body.buffer, message.body.byteOffset, message.body.byteLength));
+        incoming.remove(message.id);
         queued.forEach(putEntry);
-      }).pipe(Effect.as(queued));
+      });
+      return Effect.all([chunksOnDisk, record]).pipe(
+        Effect.tapError(() => Effect.sync(() => message.body.discard())),
+        Effect.as(queued),
+      );
     },
 
     due: (now, limit, skip) => {
@@ -98,7 +177,12 @@ export const openSpool = (root: RootDatabase): Spool => {
       return found;
     },
 
-    body: (messageId) => bodies.get(messageId),
+    openBody,
+
+    body: (messageId) => {
+      const chunks = [...bodies.getRange(chunkRange(messageId)).map(({ value }) => value)];
+      return chunks.length === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+    },
 
     finish: (entry) =>
       commit("finish", () => {
@@ -108,7 +192,7 @@ export const openSpool = (root: RootDatabase): Spool => {
         const message = messages.get(entry.messageId);
         if (!message || message.openEntries <= 1) {
           messages.remove(entry.messageId);
-          bodies.remove(entry.messageId);
+          removeChunks(entry.messageId);
         } else {
           messages.put(entry.messageId, { ...message, openEntries: message.openEntries - 1 });
         }
@@ -131,5 +215,7 @@ export const openSpool = (root: RootDatabase): Spool => {
     },
 
     depth: () => entries.getCount(),
+
+    probe: () => commit("probe", () => health.put("probe", Date.now())).pipe(Effect.asVoid),
   };
 };

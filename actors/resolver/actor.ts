@@ -7,7 +7,7 @@ import type { Subjects } from "../../protocol/subjects.ts";
 import { spawnActor, type ActorRef } from "../runtime/actor.ts";
 import { callEndpoint, serveEndpoint, type Endpoint } from "../runtime/remote.ts";
 import type { Supervisor } from "../runtime/supervisor.ts";
-import type { CachedResolver } from "./mail-route.ts";
+import type { CachedResolver } from "./resolver.ts";
 
 export const resolveEndpoint: Endpoint<ResolveRequest, MailRoute, ResolveFailure> = {
   request: ResolveRequest,

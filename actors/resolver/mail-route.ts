@@ -1,44 +1,58 @@
-// From a recipient domain to the ordered hosts delivery must try (RFC 5321 §5.1),
-// with every DNS outcome classified as temporary (retry later) or permanent (bounce).
+// From a recipient domain to the ordered hosts delivery must try (RFC 5321 §5.1), with
+// every DNS outcome classified as temporary (retry later) or permanent (bounce).
 import { isIP } from "node:net";
-import { Deferred, Effect } from "effect";
-import { DnsPermanentFailure, DnsTemporaryFailure, type MailHost, type MailRoute } from "../../protocol/route.ts";
-import { normalizeName, type DnsAnswer, type DnsClient, type DnsQueryType, type DnsRecord } from "./dns-client.ts";
+import { Effect } from "effect";
+import { DnsPermanentFailure, DnsTemporaryFailure, type DnsSource, type MailHost, type MailRoute } from "../../protocol/route.ts";
+import { addressTypes, defaultAddressPolicy, makeAddressFilter, type AddressFilter, type AddressPolicy } from "./addresses.ts";
+import { normalizeName, type DnsClient, type DnsRecordOf } from "./dns-client.ts";
+import { recordsFrom, type DnsLookupError, type RecordSet, type RecordSource } from "./records.ts";
 
 export type ResolveFailure = DnsTemporaryFailure | DnsPermanentFailure;
 
-/** A route plus how long it may be reused: the smallest TTL among the records it rests on. */
-export interface ResolvedRoute {
-  readonly route: MailRoute;
-  readonly ttlSec: number;
-}
-
-type MxRecord = Extract<DnsRecord, { type: "MX" }>;
-type AddressRecord = Extract<DnsRecord, { address: string }>;
+type MxRecord = DnsRecordOf<"MX">;
 
 /** How one host's address lookup ended; a failed host is skipped unless every host fails. */
 type HostLookup =
-  | { readonly ok: true; readonly host: MailHost; readonly ttlSec: number }
-  | { readonly ok: false; readonly temporary: boolean; readonly detail: string };
+  | { readonly ok: true; readonly host: MailHost }
+  | { readonly ok: false; readonly failure: ResolveFailure };
 
-// Parallel A lookups for MX hosts, bounded so one domain with many MX cannot flood the server.
+// Parallel address lookups for MX hosts, bounded so one domain with many MX cannot flood the server.
 const HOST_LOOKUP_CONCURRENCY = 4;
 
-export const resolveMailRoute = (client: DnsClient, domain: string): Effect.Effect<MailRoute, ResolveFailure> =>
-  Effect.map(resolveMailRouteWithTtl(client, domain), (resolved) => resolved.route);
+export type MailRouter = (domain: string) => Effect.Effect<MailRoute, ResolveFailure>;
 
-export const resolveMailRouteWithTtl = Effect.fn("Resolver.resolveMailRoute")(function* (client: DnsClient, domain: string) {
-  const name = normalizeName(domain);
-  const literal = addressLiteral(name);
-  if (literal !== undefined) return literalRoute(name, literal);
-  const mx = yield* lookup(client, name, "MX");
-  const mxRecords = mx.answers.filter((record): record is MxRecord => record.type === "MX");
-  if (mxRecords.length === 0) return yield* implicitMxRoute(client, name);
-  if (mxRecords.some((record) => record.exchange === "")) {
-    return yield* new DnsPermanentFailure({ domain: name, detail: "null MX: the domain accepts no mail (RFC 7505)" });
-  }
-  return yield* explicitMxRoute(client, name, mxRecords, mx.additionals);
-});
+/** One-off resolution (tests, tools); the node keeps one router over its cache instead. */
+export const resolveMailRoute = (
+  source: RecordSource | DnsClient,
+  domain: string,
+  policy: AddressPolicy = defaultAddressPolicy,
+): Effect.Effect<MailRoute, ResolveFailure> => makeMailRouter("lookup" in source ? source : recordsFrom(source), policy)(domain);
+
+export const makeMailRouter = (records: RecordSource, policy: AddressPolicy): MailRouter => {
+  const filter = makeAddressFilter(policy.allowedNetworks);
+  const hosts = hostLookup(records, policy, filter);
+  return Effect.fn("Resolver.resolveMailRoute")(function* (domain: string) {
+    const name = normalizeName(domain);
+    const literal = addressLiteral(name);
+    if (literal !== undefined) return yield* literalRoute(name, literal, filter);
+    const mx = yield* records.lookup(name, "MX").pipe(Effect.mapError(temporaryFailure(name)));
+    const source: DnsSource = { server: mx.server, rcode: mx.rcode };
+    if (mx.rcode === "NXDOMAIN") {
+      return yield* new DnsPermanentFailure({ domain: name, reason: "nxdomain", detail: `MX ${name}: NXDOMAIN from ${mx.server}`, ...source });
+    }
+    const exchanges = mx.records.filter((record): record is MxRecord => record.type === "MX");
+    if (exchanges.length === 0) return yield* implicitMxRoute(name, source, hosts);
+    if (exchanges.every((record) => record.exchange === "")) {
+      const detail = `null MX: ${name} accepts no mail (RFC 7505), answered by ${mx.server}`;
+      return yield* new DnsPermanentFailure({ domain: name, reason: "null-mx", detail, ...source });
+    }
+    // A "." beside real exchanges breaks RFC 7505 §3; the real ones still say where mail goes.
+    return yield* explicitMxRoute(name, exchanges.filter((record) => record.exchange !== ""), source, hosts);
+  });
+};
+
+export const temporaryFailure = (domain: string) => (error: DnsLookupError) =>
+  new DnsTemporaryFailure({ domain, detail: `${error.type} ${error.reason}: ${error.detail}`, rcode: error.rcode, server: error.server });
 
 /** `[192.0.2.1]` or `[IPv6:2001:db8::1]` (RFC 5321 §4.1.3): no DNS at all. */
 const addressLiteral = (name: string): string | undefined => {
@@ -46,174 +60,99 @@ const addressLiteral = (name: string): string | undefined => {
   return inner !== undefined && isIP(inner) !== 0 ? inner : undefined;
 };
 
-const literalRoute = (domain: string, address: string): ResolvedRoute => ({
-  route: { domain, hosts: [{ name: address, preference: 0, addresses: [address] }], implicitMx: true },
-  ttlSec: Number.POSITIVE_INFINITY,
-});
-
-/** One query, with every rcode but NOERROR turned into the failure the caller must report. */
-const lookup = (client: DnsClient, name: string, type: DnsQueryType) =>
-  client.query(name, type).pipe(
-    Effect.mapError((error) => new DnsTemporaryFailure({ domain: name, detail: `${type} ${error.reason}: ${error.detail}` })),
-    Effect.flatMap((answer) => requireNoError(name, type, answer)),
-  );
-
-const requireNoError = (name: string, type: DnsQueryType, answer: DnsAnswer): Effect.Effect<DnsAnswer, ResolveFailure> => {
-  if (answer.rcode === "NOERROR") return Effect.succeed(answer);
-  const detail = `${type} ${name}: ${answer.rcode} from ${answer.server}`;
-  // Only NXDOMAIN says the name does not exist; SERVFAIL, REFUSED and the rest may heal.
-  return answer.rcode === "NXDOMAIN"
-    ? Effect.fail(new DnsPermanentFailure({ domain: name, detail }))
-    : Effect.fail(new DnsTemporaryFailure({ domain: name, detail }));
-};
+const literalRoute = (domain: string, address: string, filter: AddressFilter): Effect.Effect<MailRoute, ResolveFailure> =>
+  Effect.map(usableHost(address, 0, [address], filter), (host) => ({ domain, hosts: [host], implicitMx: true }));
 
 /** No MX: the domain itself is the one host, at preference 0 (RFC 5321 §5.1). */
-const implicitMxRoute = (client: DnsClient, domain: string) =>
-  Effect.flatMap(lookupHost(client, domain, domain, 0, []), (result): Effect.Effect<ResolvedRoute, ResolveFailure> => {
-    if (result.ok) return Effect.succeed({ route: { domain, hosts: [result.host], implicitMx: true }, ttlSec: result.ttlSec });
-    const detail = `no MX, and ${result.detail}`;
-    return Effect.fail(result.temporary ? new DnsTemporaryFailure({ domain, detail }) : new DnsPermanentFailure({ domain, detail }));
+const implicitMxRoute = (domain: string, source: DnsSource, hosts: HostLookupFn) =>
+  Effect.flatMap(hosts(domain, 0), (result): Effect.Effect<MailRoute, ResolveFailure> => {
+    if (result.ok) return Effect.succeed({ domain, hosts: [result.host], implicitMx: true, dns: source });
+    const detail = `no MX, and ${result.failure.detail}`;
+    return Effect.fail(
+      result.failure._tag === "DnsTemporaryFailure"
+        ? new DnsTemporaryFailure({ ...result.failure, domain, detail })
+        : new DnsPermanentFailure({ ...result.failure, domain, detail }),
+    );
   });
 
-const explicitMxRoute = (client: DnsClient, domain: string, mxRecords: ReadonlyArray<MxRecord>, glue: ReadonlyArray<DnsRecord>) =>
+const explicitMxRoute = (domain: string, mxRecords: ReadonlyArray<MxRecord>, source: DnsSource, hosts: HostLookupFn) =>
   Effect.gen(function* () {
-    const exchanges = byPreference(mxRecords);
-    const lookups = yield* Effect.forEach(exchanges, (mx) => lookupHost(client, domain, mx.exchange, mx.preference, glue), {
+    const lookups = yield* Effect.forEach(byPreference(mxRecords), (mx) => hosts(mx.exchange, mx.preference), {
       concurrency: HOST_LOOKUP_CONCURRENCY,
     });
-    const found = lookups.filter((result) => result.ok);
-    if (found.length === 0) return yield* allHostsFailed(domain, lookups);
-    const ttlSec = Math.min(...mxRecords.map((mx) => mx.ttl), ...found.map((result) => result.ttlSec));
-    return { route: { domain, hosts: found.map((result) => result.host), implicitMx: false }, ttlSec } satisfies ResolvedRoute;
+    const found = lookups.flatMap((result) => (result.ok ? [result.host] : []));
+    if (found.length === 0) return yield* allHostsFailed(domain, lookups.flatMap((result) => (result.ok ? [] : [result.failure])));
+    return { domain, hosts: found, implicitMx: false, dns: source } satisfies MailRoute;
   });
 
-/** Lowest preference first; Array.sort is stable, so equal preferences keep DNS order. Duplicates dropped. */
-const byPreference = (mxRecords: ReadonlyArray<MxRecord>): ReadonlyArray<MxRecord> => {
-  const sorted = [...mxRecords].sort((a, b) => a.preference - b.preference);
-  return sorted.filter((mx, index) => sorted.findIndex((other) => other.exchange === mx.exchange) === index);
+/**
+ * Lowest preference first, in random order among equal preferences (RFC 5321 §5.1) so
+ * load spreads over them; duplicates dropped. Shuffling then stable-sorting does both.
+ */
+export const byPreference = (mxRecords: ReadonlyArray<MxRecord>): ReadonlyArray<MxRecord> => {
+  const lowestFirst = [...mxRecords].sort((a, b) => a.preference - b.preference);
+  const unique = lowestFirst.filter((mx, index) => lowestFirst.findIndex((other) => other.exchange === mx.exchange) === index);
+  for (let i = unique.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [unique[i], unique[j]] = [unique[j]!, unique[i]!];
+  }
+  return unique.sort((a, b) => a.preference - b.preference);
 };
 
-const allHostsFailed = (domain: string, lookups: ReadonlyArray<HostLookup>) => {
-  const failures = lookups.filter((result) => !result.ok);
-  const detail = `no MX host has an address: ${failures.map((failure) => failure.detail).join("; ")}`;
+const allHostsFailed = (domain: string, failures: ReadonlyArray<ResolveFailure>) => {
+  const detail = `no usable MX host: ${failures.map((failure) => failure.detail).join("; ")}`;
   // One host failing temporarily may have an address tomorrow: do not bounce yet.
-  return failures.some((failure) => failure.temporary)
-    ? Effect.fail(new DnsTemporaryFailure({ domain, detail }))
-    : Effect.fail(new DnsPermanentFailure({ domain, detail }));
+  const temporary = failures.find((failure) => failure._tag === "DnsTemporaryFailure");
+  if (temporary !== undefined) return Effect.fail(new DnsTemporaryFailure({ ...temporary, domain, detail }));
+  const refused = failures.some((failure) => failure._tag === "DnsPermanentFailure" && failure.reason === "non-public-address");
+  return Effect.fail(new DnsPermanentFailure({ domain, detail, reason: refused ? "non-public-address" : "no-address" }));
 };
 
-/** Addresses of one host: an IP literal as is, glue from the MX answer if present, else an A query. */
-const lookupHost = (
-  client: DnsClient,
-  domain: string,
-  hostName: string,
-  preference: number,
-  glue: ReadonlyArray<DnsRecord>,
-): Effect.Effect<HostLookup> => {
-  const found = (records: ReadonlyArray<AddressRecord>): HostLookup => ({
-    ok: true,
-    host: { name: hostName, preference, addresses: records.map((record) => record.address) },
-    ttlSec: Math.min(...records.map((record) => record.ttl)),
-  });
+type HostLookupFn = (hostName: string, preference: number) => Effect.Effect<HostLookup>;
+
+const hostLookup = (records: RecordSource, policy: AddressPolicy, filter: AddressFilter): HostLookupFn => (hostName, preference) =>
+  hostAddresses(records, hostName, policy).pipe(
+    Effect.flatMap((addresses) => usableHost(hostName, preference, addresses, filter)),
+    Effect.match({ onSuccess: (host): HostLookup => ({ ok: true, host }), onFailure: (failure): HostLookup => ({ ok: false, failure }) }),
+    Effect.withSpan("Resolver.lookupHost", { attributes: { host: hostName } }),
+  );
+
+/** An IP literal as is, else A and/or AAAA per the family policy, preferred family first. */
+const hostAddresses = (records: RecordSource, hostName: string, policy: AddressPolicy): Effect.Effect<ReadonlyArray<string>, ResolveFailure> => {
   // Some MX records name an IP instead of a host (RFC-violating but common); use it directly.
-  if (isIP(hostName) !== 0) return Effect.succeed({ ok: true, host: { name: hostName, preference, addresses: [hostName] }, ttlSec: Number.POSITIVE_INFINITY });
-  const glueRecords = glue.filter((record): record is AddressRecord => record.type === "A" && record.name === hostName);
-  if (glueRecords.length > 0) return Effect.succeed(found(glueRecords));
-  return lookup(client, hostName, "A").pipe(
-    Effect.map((answer): HostLookup => {
-      const records = answer.answers.filter((record): record is AddressRecord => record.type === "A");
-      return records.length > 0 ? found(records) : { ok: false, temporary: false, detail: `${hostName} has no A record` };
+  if (isIP(hostName) !== 0) return Effect.succeed([hostName]);
+  const types = addressTypes(policy.families);
+  return Effect.forEach(types, (type) => Effect.result(records.lookup(hostName, type)), { concurrency: "unbounded" }).pipe(
+    Effect.flatMap((outcomes): Effect.Effect<ReadonlyArray<string>, ResolveFailure> => {
+      const sets = outcomes.flatMap((outcome) => (outcome._tag === "Success" ? [outcome.success] : []));
+      const addresses = sets.flatMap((set) => set.records.flatMap((record) => ("address" in record ? [record.address] : [])));
+      // One family answering is enough; the other one failing must not hold the mail back.
+      if (addresses.length > 0) return Effect.succeed(addresses);
+      const error = outcomes.find((outcome) => outcome._tag === "Failure");
+      if (error !== undefined) return Effect.fail(temporaryFailure(hostName)(error.failure));
+      return Effect.fail(noAddress(hostName, types, sets.find((set) => set.rcode === "NXDOMAIN")));
     }),
-    Effect.catch((failure) =>
-      Effect.succeed<HostLookup>({ ok: false, temporary: failure._tag === "DnsTemporaryFailure", detail: failure.detail })),
-    Effect.withSpan("Resolver.lookupHost", { attributes: { domain, host: hostName } }),
   );
 };
 
-export interface CachedResolverOptions {
-  readonly maxEntries: number;
-  readonly minTtlSec: number;
-  readonly maxTtlSec: number;
-  /** How long a permanent failure (NXDOMAIN, no address) is remembered. Default 60 s. */
-  readonly negativeTtlSec?: number;
-  /** Milliseconds clock, for tests. Default Date.now. */
-  readonly now?: () => number;
-}
+const noAddress = (hostName: string, types: ReadonlyArray<string>, nxdomain: RecordSet | undefined) =>
+  new DnsPermanentFailure({
+    domain: hostName,
+    reason: "no-address",
+    detail: `${hostName} has no ${types.join("/")} record${nxdomain ? ` (NXDOMAIN from ${nxdomain.server})` : ""}`,
+    rcode: nxdomain?.rcode,
+    server: nxdomain?.server,
+  });
 
-export interface CachedResolver {
-  resolve(domain: string): Effect.Effect<MailRoute, ResolveFailure>;
-  /** Entries held, fresh or not yet evicted. */
-  size(): number;
-}
-
-interface CacheEntry {
-  readonly expiresAtMs: number;
-  readonly outcome: Effect.Effect<MailRoute, DnsPermanentFailure>;
-}
-
-/**
- * Caches routes and permanent failures, LRU-bounded, and coalesces concurrent lookups of one
- * domain into a single DNS conversation. Temporary failures are never cached: the next try may work.
- */
-export const makeCachedResolver = (client: DnsClient, options: CachedResolverOptions): CachedResolver => {
-  const now = options.now ?? Date.now;
-  const negativeTtlSec = options.negativeTtlSec ?? 60;
-  const entries = new Map<string, CacheEntry>(); // insertion order = least recently used first
-  const inFlight = new Map<string, Deferred.Deferred<MailRoute, ResolveFailure>>();
-
-  const readFresh = (key: string): CacheEntry | undefined => {
-    const entry = entries.get(key);
-    if (entry === undefined) return undefined;
-    entries.delete(key); // re-inserted below if still fresh, moving it to the recent end
-    if (entry.expiresAtMs <= now()) return undefined;
-    entries.set(key, entry);
-    return entry;
-  };
-
-  const remember = (key: string, ttlSec: number, outcome: CacheEntry["outcome"]): void => {
-    if (ttlSec <= 0) return;
-    entries.delete(key);
-    entries.set(key, { expiresAtMs: now() + ttlSec * 1000, outcome });
-    for (const oldest of entries.keys()) {
-      if (entries.size <= options.maxEntries) break;
-      entries.delete(oldest);
-    }
-  };
-
-  const clampTtl = (ttlSec: number) => Math.min(options.maxTtlSec, Math.max(options.minTtlSec, ttlSec));
-
-  const lookupAndRemember = (key: string) =>
-    resolveMailRouteWithTtl(client, key).pipe(
-      Effect.tap((resolved) => Effect.sync(() => remember(key, clampTtl(resolved.ttlSec), Effect.succeed(resolved.route)))),
-      Effect.tapError((failure) =>
-        Effect.sync(() => {
-          if (failure._tag === "DnsPermanentFailure") remember(key, negativeTtlSec, Effect.fail(failure));
-        })),
-      Effect.map((resolved) => resolved.route),
-    );
-
-  // The lookup runs detached so a caller that gives up does not cancel it for the others waiting.
-  const startLookup = (key: string) => {
-    const done = Deferred.makeUnsafe<MailRoute, ResolveFailure>();
-    inFlight.set(key, done);
-    const run = lookupAndRemember(key).pipe(
-      Effect.onExit((exit) =>
-        Effect.sync(() => {
-          inFlight.delete(key);
-          Deferred.doneUnsafe(done, exit);
-        })),
-    );
-    return Effect.andThen(Effect.forkDetach(run), Deferred.await(done));
-  };
-
-  const resolve = (domain: string): Effect.Effect<MailRoute, ResolveFailure> =>
-    Effect.suspend(() => {
-      const key = normalizeName(domain);
-      const cached = readFresh(key);
-      if (cached !== undefined) return cached.outcome;
-      const pending = inFlight.get(key);
-      return pending !== undefined ? Deferred.await(pending) : startLookup(key);
-    });
-
-  return { resolve, size: () => entries.size };
+/** The host with the addresses mail may go to; refused when none are left. */
+const usableHost = (
+  hostName: string,
+  preference: number,
+  addresses: ReadonlyArray<string>,
+  filter: AddressFilter,
+): Effect.Effect<MailHost, DnsPermanentFailure> => {
+  const { allowed, refused } = filter.partition(addresses);
+  if (allowed.length > 0) return Effect.succeed({ name: hostName, preference, addresses: allowed });
+  const detail = `${hostName} resolves only to non-public addresses (${refused.join(", ")}); dns.allowedTargetNetworks can allow them`;
+  return Effect.fail(new DnsPermanentFailure({ domain: hostName, reason: "non-public-address", detail }));
 };

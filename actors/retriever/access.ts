@@ -1,40 +1,67 @@
-// The retriever's view of mailboxes: credentials from the node's user list, mail
-// through the mailbox router (the owner node's mailbox actor, local or over NATS).
-import { timingSafeEqual, createHash } from "node:crypto";
+// The retriever's view of mailboxes: credentials from the node's user store (the same
+// one SMTP AUTH uses), mail through the mailbox router (the owner node's mailbox actor,
+// local or over NATS), the maildrop lock held by that actor for the whole cluster.
 import { Effect } from "effect";
+import type { UserStore } from "../../nodes/users.ts";
 import type { MailboxRouter } from "../mailbox/router.ts";
-import { MailboxUnavailable, type MaildropAccess } from "./maildrop.ts";
-import type { MailboxError } from "../../protocol/mailbox.ts";
+import { MailboxUnavailable, type LockLost, type MailboxError, type MaildropInUse, type NoSuchMessage } from "../../protocol/mailbox.ts";
+import type { MaildropAccess, OpenMaildrop } from "./maildrop.ts";
 
-const digest = (text: string) => createHash("sha256").update(text, "utf8").digest();
+export interface MaildropAccessOptions {
+  /** The lock's lease: a session that neither asks nor renews for this long loses it. */
+  readonly leaseMs: number;
+}
 
-/** Equal-time comparison of two secrets of any length. */
-const sameSecret = (a: string, b: string) => timingSafeEqual(digest(a), digest(b));
-
-const asMaildropError = (user: string) => (error: MailboxError) =>
-  error._tag === "NoSuchMessage" || error._tag === "MailboxUnavailable"
-    ? error
-    : new MailboxUnavailable({ user, detail: error._tag === "StoreError" ? error.detail : `${error._tag} ${error.node}` });
-
-/** A login is the full address, or the bare local part when exactly one user has it. */
-const canonicalUser = (passwords: ReadonlyMap<string, string>, login: string): string => {
-  const lower = login.toLowerCase();
-  if (lower.includes("@")) return lower;
-  const matches = [...passwords.keys()].filter((address) => address.slice(0, address.lastIndexOf("@")) === lower);
-  return matches.length === 1 ? matches[0]! : lower;
+/** Anything unexpected means the mailbox cannot be served right now: mail is safe, try later. */
+const unavailable = (user: string, error: MailboxError): MailboxUnavailable => {
+  switch (error._tag) {
+    case "MailboxUnavailable":
+      return error;
+    case "StoreError":
+      return new MailboxUnavailable({ user, detail: `${error.operation}: ${error.detail}` });
+    case "NotOwner":
+      return new MailboxUnavailable({ user, detail: `not owner: ${error.node}` });
+    default:
+      return new MailboxUnavailable({ user, detail: error._tag });
+  }
 };
 
-export const makeMaildropAccess = (
-  passwords: ReadonlyMap<string, string>,
+const inUseOrUnavailable = (user: string, error: MailboxError): MaildropInUse | MailboxUnavailable =>
+  error._tag === "MaildropInUse" ? error : unavailable(user, error);
+
+const lostOrUnavailable = (user: string, error: MailboxError): LockLost | MailboxUnavailable =>
+  error._tag === "LockLost" ? error : unavailable(user, error);
+
+const missingLostOrUnavailable = (user: string, error: MailboxError): NoSuchMessage | LockLost | MailboxUnavailable =>
+  error._tag === "NoSuchMessage" ? error : lostOrUnavailable(user, error);
+
+const openMaildrop = (
   mailboxes: MailboxRouter,
-): MaildropAccess => ({
-  authenticate: (user, password) =>
-    Effect.sync(() => {
-      const address = canonicalUser(passwords, user);
-      const expected = passwords.get(address);
-      return expected !== undefined && sameSecret(expected, password) ? address : null;
-    }),
-  list: (user) => mailboxes.list(user).pipe(Effect.mapError((e) => asMaildropError(user)(e) as MailboxUnavailable)),
-  retrieve: (user, uid) => mailboxes.retrieve(user, uid).pipe(Effect.mapError(asMaildropError(user))),
-  remove: (user, uids) => mailboxes.remove(user, uids).pipe(Effect.mapError((e) => asMaildropError(user)(e) as MailboxUnavailable)),
+  user: string,
+  lock: string,
+  messages: OpenMaildrop["messages"],
+  leaseMs: number,
+): OpenMaildrop => ({
+  messages,
+  renewEveryMs: Math.floor(leaseMs / 3),
+  retrieve: (uid, topLines) =>
+    mailboxes.call("retrieve", { user, uid, lock, ...(topLines !== undefined && { topLines }) }).pipe(
+      Effect.map((reply) => reply.attachment ?? new Uint8Array()),
+      Effect.mapError((error) => missingLostOrUnavailable(user, error)),
+    ),
+  keepAlive: () => mailboxes.call("renew", { user, lock }).pipe(Effect.asVoid, Effect.mapError((error) => lostOrUnavailable(user, error))),
+  commit: ({ remove, seen }) =>
+    mailboxes.call("commit", { user, lock, remove, seen }).pipe(Effect.asVoid, Effect.mapError((error) => lostOrUnavailable(user, error))),
+  // Best effort: if the owner cannot be told, the lease runs out on its own.
+  release: () => mailboxes.call("release", { user, lock }).pipe(Effect.ignore),
 });
+
+export const makeMaildropAccess = (users: UserStore, mailboxes: MailboxRouter, options: MaildropAccessOptions): MaildropAccess => ({
+  authenticate: (login, password) => Effect.promise(() => users.verify(login, password)).pipe(Effect.map((user) => user ?? null)),
+  open: (user, holder) =>
+    mailboxes.call("open", { user, holder, leaseMs: options.leaseMs }).pipe(
+      Effect.map((reply) => openMaildrop(mailboxes, user, reply.value.lock, reply.value.messages, options.leaseMs)),
+      Effect.mapError((error) => inUseOrUnavailable(user, error)),
+    ),
+});
+

@@ -1,35 +1,29 @@
 // What the POP3 (and later IMAP) server needs from the mailbox layer.
 // The retriever never touches storage itself: the owner node's mailbox actor answers,
-// locally or over NATS, so a retriever on any node can serve any user.
+// locally or over NATS, so a retriever on any node can serve any user. The maildrop
+// lock (RFC 1939 §4) lives with the owner's mailbox actor too, so it holds cluster-wide.
 import type { Effect } from "effect";
-import { Schema } from "effect";
+import { LockLost, MailboxUnavailable, MaildropEntry, MaildropInUse, NoSuchMessage } from "../../protocol/mailbox.ts";
 
-export const MaildropEntry = Schema.Struct({
-  /** Stable unique id of the message within the user's mailbox (POP3 UIDL). */
-  uid: Schema.String,
-  /** Size in octets of the stored message (CRLF line endings). */
-  size: Schema.Number,
-});
-export type MaildropEntry = typeof MaildropEntry.Type;
-
-/** The owner node of the mailbox cannot be reached now; mail is safe, try later. */
-export class MailboxUnavailable extends Schema.TaggedError<MailboxUnavailable>()("MailboxUnavailable", {
-  user: Schema.String,
-  detail: Schema.String,
-}) {}
-
-export class NoSuchMessage extends Schema.TaggedError<NoSuchMessage>()("NoSuchMessage", {
-  user: Schema.String,
-  uid: Schema.String,
-}) {}
+export { LockLost, MailboxUnavailable, MaildropEntry, MaildropInUse, NoSuchMessage };
 
 export interface MaildropAccess {
   /** Checks credentials; resolves to the canonical user address on success, null on failure. */
-  readonly authenticate: (user: string, password: string) => Effect.Effect<string | null>;
-  /** Messages in arrival order. */
-  readonly list: (user: string) => Effect.Effect<ReadonlyArray<MaildropEntry>, MailboxUnavailable>;
-  /** The full message, CRLF line endings, not byte-stuffed. */
-  readonly retrieve: (user: string, uid: string) => Effect.Effect<Uint8Array, MailboxUnavailable | NoSuchMessage>;
-  /** Deletes the given messages atomically (POP3 UPDATE state). */
-  readonly remove: (user: string, uids: ReadonlyArray<string>) => Effect.Effect<void, MailboxUnavailable>;
+  readonly authenticate: (login: string, password: string) => Effect.Effect<string | null>;
+  /** Locks the user's maildrop for this session and lists it (arrival order). */
+  readonly open: (user: string, holder: string) => Effect.Effect<OpenMaildrop, MailboxUnavailable | MaildropInUse>;
+}
+
+/** A maildrop locked by one session. Every call renews the lock's lease. */
+export interface OpenMaildrop {
+  readonly messages: ReadonlyArray<MaildropEntry>;
+  /** How often an idle session must call `keepAlive` to keep the lock. */
+  readonly renewEveryMs: number;
+  /** The full message (or its header and `topLines` body lines), CRLF line endings, not byte-stuffed. */
+  readonly retrieve: (uid: string, topLines?: number) => Effect.Effect<Uint8Array, MailboxUnavailable | NoSuchMessage | LockLost>;
+  readonly keepAlive: () => Effect.Effect<void, MailboxUnavailable | LockLost>;
+  /** POP3 UPDATE: deletes `remove` and marks `seen` read, atomically, and releases the lock. */
+  readonly commit: (changes: { readonly remove: ReadonlyArray<string>; readonly seen: ReadonlyArray<string> }) => Effect.Effect<void, MailboxUnavailable | LockLost>;
+  /** Gives the lock back without changing anything (connection dropped). Never fails. */
+  readonly release: () => Effect.Effect<void>;
 }

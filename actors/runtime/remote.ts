@@ -5,7 +5,8 @@
 import { Cause, Effect, Exit, Schema } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { MalformedMessage, RemoteUnavailable } from "../../protocol/errors.ts";
-import { decodeFrame, encodeFrame } from "../../protocol/wire.ts";
+import { decodeFrame, encodeBlobFrame, encodeFrame } from "../../protocol/wire.ts";
+import { fetchBlob, inlineLimitOf, offerBlob, transferAllowanceMs } from "./blobs.ts";
 
 export interface Endpoint<Req, Res, Err> {
   readonly request: Schema.Codec<Req, unknown>;
@@ -109,3 +110,93 @@ const interpretReply = <Req, Res, Err>(
 
 const describeNatsError = (error: unknown): string =>
   error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+
+// ---------------------------------------------------------------------------
+// Endpoints whose requests or replies may be larger than NATS's max payload (mail
+// bodies): a frame over the limit is offered as a blob and only its reference crosses
+// NATS; the other side pulls it in chunks (actors/runtime/blobs.ts). Small frames are
+// sent exactly as by serveEndpoint/callEndpoint, so both ends interoperate with them.
+
+/** How long an offered reply waits to be pulled before it is dropped. */
+const REPLY_OFFER_TTL_MS = 120_000;
+
+export const serveChunkedEndpoint = <Req, Res, Err>(
+  nc: NatsConnection,
+  subject: string,
+  endpoint: Endpoint<Req, Res, Err>,
+  handle: Handle<Req, Res, Err>,
+  options: { readonly queue?: string; readonly timeoutMs: number },
+): Subscription =>
+  nc.subscribe(subject, {
+    ...(options.queue ? { queue: options.queue } : {}),
+    callback: (error, msg) => {
+      if (error) return;
+      const reply = msg.reply;
+      void Effect.runPromise(
+        receiveFrame(nc, subject, msg.data, options.timeoutMs).pipe(
+          Effect.matchEffect({
+            onFailure: (failure) =>
+              Effect.succeed({
+                json: failure._tag === "MalformedMessage"
+                  ? ({ ok: false, malformed: failure.detail } as WireReply)
+                  : ({ ok: false, internal: failure.detail } as WireReply),
+                attachment: undefined,
+              }),
+            onSuccess: (frame) => answer(endpoint, handle, frame),
+          }),
+        ),
+      ).then(({ json, attachment }) => {
+        if (reply) respondFramed(nc, (data) => msg.respond(data), json, attachment);
+      });
+    },
+  });
+
+export const callChunkedEndpoint = <Req, Res, Err>(
+  nc: NatsConnection,
+  subject: string,
+  endpoint: Endpoint<Req, Res, Err>,
+  request: Req,
+  options: { readonly timeoutMs: number; readonly attachment?: Uint8Array | undefined },
+): Effect.Effect<Reply<Res>, Err | RemoteUnavailable | MalformedMessage> =>
+  Effect.gen(function* () {
+    const frame = encodeFrame(Schema.encodeSync(endpoint.request)(request), options.attachment);
+    const offer = frame.length > inlineLimitOf(nc) ? offerBlob(nc, frame, options.timeoutMs + transferAllowanceMs(frame.length)) : undefined;
+    const payload = offer ? encodeBlobFrame(offer.ref) : frame;
+    // The callee pulls our blob before it can answer, so the wait grows with its size.
+    const timeout = options.timeoutMs + (offer ? transferAllowanceMs(frame.length) : 0);
+    const msg = yield* Effect.tryPromise({
+      try: () => nc.request(subject, payload, { timeout }),
+      catch: (error) => new RemoteUnavailable({ subject, detail: describeNatsError(error) }),
+    }).pipe(Effect.ensuring(Effect.sync(() => offer?.close())));
+    const replyFrame = yield* receiveFrame(nc, subject, msg.data, options.timeoutMs);
+    const decoded = decodeFrame(replyFrame);
+    if (typeof decoded === "string") return yield* new MalformedMessage({ subject, detail: decoded });
+    return yield* interpretReply(subject, endpoint, decoded.json as WireReply, decoded.attachment);
+  });
+
+/** The bytes of the frame `data` stands for: itself, or the blob it references, pulled. */
+const receiveFrame = (
+  nc: NatsConnection,
+  subject: string,
+  data: Uint8Array,
+  timeoutMs: number,
+): Effect.Effect<Uint8Array, RemoteUnavailable | MalformedMessage> => {
+  const frame = decodeFrame(data);
+  if (typeof frame === "string" || !frame.blob) return Effect.succeed(data);
+  return fetchBlob(nc, subject, frame.json, timeoutMs);
+};
+
+/** Sends a reply frame inline when it fits, else offers it as a blob and sends the reference. */
+const respondFramed = (
+  nc: NatsConnection,
+  respond: (data: Uint8Array) => boolean,
+  json: WireReply,
+  attachment: Uint8Array | undefined,
+): void => {
+  const frame = encodeFrame(json, attachment);
+  if (frame.length <= inlineLimitOf(nc)) {
+    respond(frame);
+    return;
+  }
+  respond(encodeBlobFrame(offerBlob(nc, frame, REPLY_OFFER_TTL_MS).ref));
+};

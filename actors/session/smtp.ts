@@ -1,21 +1,30 @@
-// The session actor: one per SMTP connection, on `smtp-server`.
-// Accepts mail for local users from anyone and relays for trusted networks only
-// (no open relay); answers 250 only after the spool committed the message and its
-// queue entries (with fsync). The 250 text carries the queue id.
+// The session actor: one per SMTP connection, on `smtp-server`, for MX traffic and
+// authenticated submission. Listeners: plain SMTP with STARTTLS, and implicit TLS
+// (the 465 role). A message is answered 250 only after the spool committed its
+// body, record and queue entries with fsync; the 250 text carries the queue id.
+import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import { Effect } from "effect";
-import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
-import { domainOf, inNetworks } from "../../nodes/config.ts";
+import "./enhanced-codes.ts";
+import type { UserStore } from "../../nodes/users.ts";
 import type { QueueEntry, Route } from "../queue/entry.ts";
 import { newMessageId } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
+import type { ClientGuard } from "./guard.ts";
+import { missingSubmissionHeaders, receivedHeader } from "./headers.ts";
+import { ingest, type BareLineEndings, type IngestProblem } from "./ingest.ts";
+import { decideRecipient, decideSender, type ClientFacts, type Decision, type RecipientPolicy } from "./policy.ts";
 
-export interface SessionPolicy {
+export interface SessionConfig extends RecipientPolicy {
   readonly hostname: string;
-  readonly localDomains: ReadonlyArray<string>;
-  readonly isLocalUser: (address: string) => boolean;
-  readonly trustedNetworks: ReadonlyArray<string>;
   readonly maxMessageBytes: number;
   readonly maxRecipients: number;
+  /** Refused commands tolerated per connection before 421 and close. */
+  readonly maxErrors: number;
+  readonly bareLineEndings: BareLineEndings;
+  readonly accept8bitWithoutBodyParameter: boolean;
+  /** AUTH only after STARTTLS (or on the implicit-TLS listener). */
+  readonly authRequiresTls: boolean;
+  readonly idleTimeoutMs: number;
 }
 
 export interface SessionHooks {
@@ -24,118 +33,254 @@ export interface SessionHooks {
   readonly log: (event: string, fields: Record<string, unknown>) => void;
 }
 
-export interface SmtpListener {
-  readonly port: number;
-  /** Stops accepting connections and waits for open sessions to end (or closes them after a grace time). */
+export interface SessionDeps {
+  readonly config: SessionConfig;
+  readonly spool: Spool;
+  readonly users: UserStore;
+  readonly guard: ClientGuard;
+  readonly tls: { readonly key: Buffer; readonly cert: Buffer };
+  /** False while the spool cannot commit: new connections get 421. */
+  readonly spoolHealthy: () => boolean;
+  readonly spoolFailed: () => void;
+  readonly hooks: SessionHooks;
+}
+
+export interface SmtpListeners {
+  readonly ports: { readonly smtp: number; readonly smtps: number };
+  /** Stops accepting; open sessions may finish their transaction (10 s at most). */
   readonly close: () => Promise<void>;
 }
 
-/** An SMTP reply as smtp-server expects it: an Error carrying the reply code. */
-const reply = (code: number, text: string) => Object.assign(new Error(text), { responseCode: code });
+/** Per-connection state kept beside smtp-server's session. */
+interface Connection {
+  counted: boolean;
+  errors: number;
+  /** Envelope recipient → where it is delivered (differs for catch-all). */
+  deliverTo: Map<string, string>;
+}
 
-export const startSmtpListener = (
-  options: { host: string; port: number; policy: SessionPolicy; spool: Spool; hooks: SessionHooks },
-): Promise<SmtpListener> => {
-  const { policy, spool, hooks } = options;
+const replyError = (code: number, text: string) => Object.assign(new Error(text), { responseCode: code });
 
-  const onRcptTo = (address: SMTPServerAddress, session: SMTPServerSession, callback: (error?: Error | null) => void) => {
-    const rcpt = address.address;
-    const domain = domainOf(rcpt);
-    if (session.envelope.rcptTo.length >= policy.maxRecipients) {
-      hooks.rejected("too-many-recipients");
-      return callback(reply(452, "4.5.3 Too many recipients"));
-    }
-    if (policy.localDomains.includes(domain)) {
-      if (policy.isLocalUser(rcpt)) return callback();
-      hooks.rejected("unknown-user");
-      return callback(reply(550, "5.1.1 No such user here"));
-    }
-    if (inNetworks(session.remoteAddress, policy.trustedNetworks)) return callback();
-    hooks.rejected("relay-denied");
-    return callback(reply(554, "5.7.1 Relay access denied"));
+const problemReplies: Record<IngestProblem, { code: number; text: string }> = {
+  "bare-line-ending": { code: 550, text: "5.6.11 Bare CR or LF in message data is not allowed" },
+  nul: { code: 554, text: "5.6.0 NUL characters are not allowed in message data" },
+  "8bit-without-8bitmime": { code: 554, text: "5.6.1 8-bit message data requires BODY=8BITMIME" },
+  "too-large": { code: 552, text: "5.3.4 Message exceeds the maximum size" },
+};
+
+export const startSmtpListeners = async (options: {
+  host: string;
+  ports: { smtp: number; smtps: number };
+  deps: SessionDeps;
+}): Promise<SmtpListeners> => {
+  const { deps } = options;
+  const connections = new WeakMap<SMTPServerSession, Connection>();
+  const connectionOf = (session: SMTPServerSession) => {
+    let connection = connections.get(session);
+    if (!connection) connections.set(session, (connection = { counted: false, errors: 0, deliverTo: new Map() }));
+    return connection;
   };
-
-  const onData = (stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void) => {
-    const chunks: Buffer[] = [];
-    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-    stream.on("error", (error) => callback(reply(451, `4.3.0 Error reading message: ${error.message}`)));
-    stream.on("end", () => {
-      if (stream.sizeExceeded) {
-        hooks.rejected("message-too-large");
-        return callback(reply(552, "5.3.4 Message exceeds the maximum size"));
-      }
-      const receivedAt = Date.now();
-      const id = newMessageId(receivedAt);
-      const body = Buffer.concat([receivedHeader(policy.hostname, session, id, receivedAt), ...chunks]);
-      const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
-      const recipients = session.envelope.rcptTo.map((r) => r.address);
-      const commit = spool.accept({ id, sender, receivedAt, body, routes: routesFor(recipients, policy) });
-      Effect.runPromise(Effect.result(commit)).then(
-        (result) => {
-          if (result._tag === "Failure") {
-            hooks.log("spool.commit.failed", { conn: session.id, msg: id, error: result.failure.detail });
-            return callback(reply(451, "4.3.0 Temporary storage failure, try again later"));
-          }
-          hooks.accepted(id, result.success, body.length);
-          hooks.log("message.accepted", { conn: session.id, msg: id, from: sender, rcpts: recipients.length, bytes: body.length });
-          callback(null, `2.0.0 Ok: queued as ${id}`);
-        },
-        (defect) => {
-          hooks.log("spool.commit.crashed", { conn: session.id, msg: id, error: String(defect) });
-          callback(reply(451, "4.3.0 Temporary failure, try again later"));
-        },
-      );
-    });
-  };
-
-  const server = new SMTPServer({
-    name: policy.hostname,
+  const handlers = makeHandlers(deps, connectionOf);
+  const common = {
+    name: deps.config.hostname,
     banner: "Tern ESMTP",
-    size: policy.maxMessageBytes,
+    size: deps.config.maxMessageBytes,
+    maxRecipients: deps.config.maxRecipients,
+    hideENHANCEDSTATUSCODES: false,
+    hideDSN: false,
+    authMethods: ["PLAIN", "LOGIN"],
     authOptional: true,
-    disabledCommands: ["AUTH", "STARTTLS"],
+    allowInsecureAuth: !deps.config.authRequiresTls,
+    disabledCommands: [] as string[],
+    socketTimeout: deps.config.idleTimeoutMs,
+    closeTimeout: 10_000,
+    disableReverseLookup: true, // PTR lookups belong to the resolver and must not block a session
     logger: false,
-    disableReverseLookup: true, // PTR lookups belong to the resolver (and must not block a session)
-    onRcptTo,
-    onData,
-  });
-  server.on("error", (error) => hooks.log("smtp.error", { error: error.message }));
-
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port, options.host, () => {
-      const address = server.server.address();
-      resolve({
-        port: typeof address === "object" && address ? address.port : options.port,
-        close: () => new Promise<void>((done) => server.close(() => done())),
+    key: deps.tls.key,
+    cert: deps.tls.cert,
+    ...handlers,
+  };
+  const plain = new SMTPServer({ ...common, secure: false });
+  const implicit = new SMTPServer({ ...common, secure: true });
+  for (const server of [plain, implicit]) server.on("error", (error) => deps.hooks.log("smtp.error", { error: error.message }));
+  const listen = (server: SMTPServer, port: number) =>
+    new Promise<number>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, options.host, () => {
+        const address = server.server.address();
+        resolve(typeof address === "object" && address ? address.port : port);
       });
     });
-  });
+  const ports = { smtp: await listen(plain, options.ports.smtp), smtps: await listen(implicit, options.ports.smtps) };
+  return {
+    ports,
+    close: () => Promise.all([plain, implicit].map((server) => new Promise<void>((done) => server.close(() => done())))).then(() => undefined),
+  };
 };
+
+type Callback = (error?: Error | null) => void;
+
+const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSession) => Connection) => {
+  const { config, hooks, guard } = deps;
+
+  const facts = (session: SMTPServerSession): ClientFacts => ({
+    remoteAddress: session.remoteAddress,
+    user: typeof session.user === "string" ? session.user : undefined,
+    smtpUtf8: session.envelope.smtpUtf8 === true,
+  });
+
+  /** Refuses with the decision's reply; too many refusals end the connection (421). */
+  const refuse = (session: SMTPServerSession, decision: Extract<Decision, { ok: false }>, callback: Callback) => {
+    hooks.rejected(decision.reason);
+    const connection = connectionOf(session);
+    connection.errors++;
+    if (connection.errors > config.maxErrors) {
+      hooks.rejected("too-many-errors");
+      return callback(replyError(421, "4.7.0 Too many errors, closing connection"));
+    }
+    callback(replyError(decision.reply.code, decision.reply.text));
+  };
+
+  return {
+    onConnect(session: SMTPServerSession, callback: Callback) {
+      if (!deps.spoolHealthy()) {
+        hooks.rejected("spool-unhealthy");
+        return callback(replyError(421, "4.3.2 Service temporarily unavailable, try again later"));
+      }
+      if (!guard.connect(session.remoteAddress)) {
+        hooks.rejected("too-many-connections");
+        return callback(replyError(421, "4.7.0 Too many connections from your address, try again later"));
+      }
+      connectionOf(session).counted = true;
+      // AUTH is not even offered before TLS unless configured (RFC 4954 §4: no plaintext passwords).
+      if (config.authRequiresTls && !session.secure) session.disabledCommands = ["AUTH"];
+      callback();
+    },
+
+    onSecure(_socket: unknown, session: SMTPServerSession, callback: Callback) {
+      session.disabledCommands = [];
+      callback();
+    },
+
+    onClose(session: SMTPServerSession) {
+      if (connectionOf(session).counted) guard.disconnect(session.remoteAddress);
+    },
+
+    onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (error: Error | null | undefined, response?: { user: string }) => void) {
+      const login = auth.username ?? "";
+      if (guard.authBlocked(session.remoteAddress, login)) {
+        hooks.rejected("auth-rate-limited");
+        return callback(replyError(454, "4.7.0 Too many failed authentication attempts, try again later"));
+      }
+      deps.users.verify(login, auth.password ?? "").then((user) => {
+        if (user) return callback(null, { user });
+        guard.authFailed(session.remoteAddress, login);
+        hooks.rejected("auth-failed");
+        callback(replyError(535, "5.7.8 Authentication credentials invalid"));
+      }, (error) => callback(replyError(454, `4.7.0 Temporary authentication failure: ${String(error)}`)));
+    },
+
+    onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
+      connectionOf(session).deliverTo = new Map();
+      if (!guard.message(session.remoteAddress)) {
+        return refuse(session, { ok: false, reply: { code: 450, text: "4.7.1 Message rate limit exceeded, slow down" }, reason: "rate-limited" }, callback);
+      }
+      const decision = decideSender(address.address, facts(session), deps.users.mayUseSender);
+      if (!decision.ok) return refuse(session, decision, callback);
+      callback();
+    },
+
+    onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
+      const { decision, deliverTo } = decideRecipient(address.address, facts(session), config);
+      if (!decision.ok) return refuse(session, decision, callback);
+      connectionOf(session).deliverTo.set(address.address, deliverTo);
+      callback();
+    },
+
+    onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void) {
+      receive(deps, session, connectionOf(session), stream).then(
+        (outcome) => (outcome.ok ? callback(null, outcome.text) : callback(replyError(outcome.code, outcome.text))),
+        (defect) => {
+          hooks.log("session.data.crashed", { conn: session.id, error: String(defect) });
+          callback(replyError(451, "4.3.0 Temporary failure, try again later"));
+        },
+      );
+    },
+  };
+};
+
+type DataOutcome = { readonly ok: true; readonly text: string } | { readonly ok: false; readonly code: number; readonly text: string };
+
+/** Streams DATA into the spool and commits it: the whole life of one accepted message. */
+const receive = async (deps: SessionDeps, session: SMTPServerSession, connection: Connection, stream: SMTPServerDataStream): Promise<DataOutcome> => {
+  const { config, hooks } = deps;
+  const receivedAt = Date.now();
+  const id = newMessageId(receivedAt);
+  const user = typeof session.user === "string" ? session.user : undefined;
+  const recipients = session.envelope.rcptTo.map((r) => r.address);
+  const body = deps.spool.openBody(id);
+  const result = await ingest(stream, body, {
+    bareLineEndings: config.bareLineEndings,
+    allow8bit: config.accept8bitWithoutBodyParameter || session.envelope.bodyType === "8bitmime",
+    prepend: (headerSection) =>
+      receivedHeader({
+        hostname: config.hostname,
+        helo: session.hostNameAppearsAs,
+        clientHostname: session.clientHostname,
+        remoteAddress: session.remoteAddress,
+        secure: session.secure,
+        authenticated: user !== undefined,
+        id,
+        recipients,
+        at: receivedAt,
+      }) + (user !== undefined ? missingSubmissionHeaders(headerSection, { id, hostname: config.hostname, at: receivedAt }) : ""),
+  });
+  if (result.problem) {
+    body.discard();
+    hooks.rejected(result.problem);
+    return { ok: false, ...problemReplies[result.problem] };
+  }
+  const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
+  const deliverTo = recipients.map((r) => connection.deliverTo.get(r) ?? r);
+  const committed = await Effect.runPromise(
+    Effect.result(
+      deps.spool.accept({ id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes: attributesOf(session, user) }),
+    ),
+  );
+  if (committed._tag === "Failure") {
+    deps.spoolFailed();
+    hooks.log("spool.commit.failed", { conn: session.id, msg: id, error: committed.failure.detail });
+    return { ok: false, code: 451, text: "4.3.0 Temporary storage failure, try again later" };
+  }
+  hooks.accepted(id, committed.success, result.size);
+  hooks.log("message.accepted", { conn: session.id, txn: `${session.id}.${session.transaction}`, msg: id, from: sender, rcpts: recipients.length, bytes: result.size, user });
+  return { ok: true, text: `2.0.0 Ok: queued as ${id}` };
+};
+
+/** DSN parameters (RFC 3461) and who submitted it, kept with the message for later DSNs. */
+const attributesOf = (session: SMTPServerSession, user: string | undefined) => ({
+  ...(user !== undefined ? { user } : {}),
+  ...(session.envelope.dsn && (session.envelope.dsn.ret || session.envelope.dsn.envid) ? { dsn: session.envelope.dsn } : {}),
+  ...(session.envelope.rcptTo.some((r) => r.dsn)
+    ? { recipientDsn: Object.fromEntries(session.envelope.rcptTo.filter((r) => r.dsn).map((r) => [r.address, r.dsn])) }
+    : {}),
+  client: { address: session.remoteAddress, helo: session.hostNameAppearsAs, secure: session.secure },
+});
 
 /** One queue entry per local user (each mailbox is its own next hop) and one per remote domain. */
 export const routesFor = (
   recipients: ReadonlyArray<string>,
-  policy: Pick<SessionPolicy, "isLocalUser">,
+  isLocalUser: (address: string) => boolean,
 ): Array<{ route: Route; recipients: string[] }> => {
   const byKey = new Map<string, { route: Route; recipients: string[] }>();
   for (const recipient of recipients) {
-    const local = policy.isLocalUser(recipient);
-    const route: Route = local ? { kind: "local", user: recipient.toLowerCase() } : { kind: "remote", domain: domainOf(recipient) };
+    const route: Route = isLocalUser(recipient)
+      ? { kind: "local", user: recipient.toLowerCase() }
+      : { kind: "remote", domain: recipient.slice(recipient.lastIndexOf("@") + 1).toLowerCase() };
     const key = route.kind === "local" ? `local:${route.user}` : `remote:${route.domain}`;
     const group = byKey.get(key) ?? { route, recipients: [] };
     if (!group.recipients.includes(recipient)) group.recipients.push(recipient);
     byKey.set(key, group);
   }
   return [...byKey.values()];
-};
-
-/** RFC 5321 §4.4: every relay prepends a trace header. */
-const receivedHeader = (hostname: string, session: SMTPServerSession, id: string, at: number) => {
-  const helo = session.hostNameAppearsAs || "unknown";
-  const client = session.clientHostname && !session.clientHostname.startsWith("[") ? `${session.clientHostname} ` : "";
-  const date = new Date(at).toUTCString().replace("GMT", "+0000");
-  return Buffer.from(
-    `Received: from ${helo} (${client}[${session.remoteAddress}])\r\n\tby ${hostname} (Tern) with ESMTP id ${id};\r\n\t${date}\r\n`,
-  );
 };

@@ -78,7 +78,7 @@ export const startEnvironment = async (options: EnvironmentOptions): Promise<Env
           listen: { host: "127.0.0.1", smtp: await findFreePort(), pop3: await findFreePort(), http: await findFreePort() },
           localDomains: [LOCAL_DOMAIN],
           users: Array.from({ length: options.localUsers }, (_, u) => ({ ...localUser(u), home: `n${u % options.nodes}` })),
-          dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2 },
+          dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2, allowedTargetNetworks: ["127.0.0.0/8"] },
           delivery: { remotePort: sinkPort, pollMs: 50, connectionsPerSite: Number(process.env.BENCH_SITE_CONNECTIONS ?? 4), retryBaseMs: 1000, retryMaxMs: 2000, connectTimeoutMs: 2000, ...options.delivery },
           limits: { maxMessageBytes: 100 * 1024 * 1024, maxRecipients: 1000 },
         };

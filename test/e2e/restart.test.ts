@@ -43,7 +43,7 @@ test("queued mail survives kill -9 and is delivered after restart when the sink 
     dataDir,
     localDomains: ["example.test"],
     users: [{ address: "alice@example.test", password: "pw" }],
-    dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2 },
+    dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2, allowedTargetNetworks: ["127.0.0.0/8"] },
     delivery: { remotePort: sinkPort, retryBaseMs: 300, retryMaxMs: 600, pollMs: 50, connectTimeoutMs: 1000 },
   };
   node = await startTernNode(config);
@@ -70,7 +70,7 @@ test("queued mail survives kill -9 and is delivered after restart when the sink 
 
   sink = await startSink(sinkPort);
   await eventually(() => (new Set(sink!.received.map((m) => m.to[0])).size === count ? true : undefined), 30_000, "all messages at the sink");
-  const arrivedIds = new Set(sink.received.map((m) => /id ([0-9A-Z]+);/.exec(m.body.toString())?.[1]));
+  const arrivedIds = new Set(sink.received.map((m) => /ESMTP id ([0-9A-Z]+)[;\r]/.exec(m.body.toString())?.[1]));
   for (const id of ids) assert.ok(arrivedIds.has(id), `message ${id} was lost`);
   await eventually(async () => {
     const metrics = await (await fetch(`http://127.0.0.1:${node!.ports.http}/metrics`)).text();

@@ -115,7 +115,7 @@ const assertStored = (message: Popped, queueId: string, raw: string) => {
   const text = message.bytes.toString("latin1");
   const received = /^Received: [^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n/.exec(text)?.[0];
   assert.ok(received, `no leading Received header: ${JSON.stringify(text.slice(0, 200))}`);
-  assert.match(received, new RegExp(`\\(Tern\\) with ESMTP id ${queueId};`));
+  assert.match(received, new RegExp(`\\(Tern\\) with ESMTP id ${queueId}[;\\r]`));
   assert.equal(message.bytes.subarray(Buffer.byteLength(received, "latin1")).toString("hex"), Buffer.from(raw, "utf8").toString("hex"), "body bytes differ");
   assert.equal(message.listed, message.bytes.length, "LIST size is not the exact size of the message");
   assert.equal(message.octets, message.bytes.length);

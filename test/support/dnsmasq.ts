@@ -13,11 +13,23 @@ const READY_TIMEOUT_MS = 5000;
 
 export interface DnsmasqOptions {
   mx?: Array<{ domain: string; host: string; preference: number }>;
+  /** A and/or AAAA: `address` may be "192.0.2.1", "2001:db8::1" or both comma-separated. */
   hosts?: Array<{ name: string; address: string }>;
+  cnames?: Array<{ alias: string; target: string }>;
+  /** One TXT record per entry, made of these character-strings (no commas inside). */
+  txt?: Array<{ name: string; strings: string[] }>;
+  ptr?: Array<{ name: string; target: string }>;
+  /** Any other record, as its type number and RDATA in hex (e.g. TLSA is 52). */
+  raw?: Array<{ name: string; type: number; hex: string }>;
   /** Zones answered locally only (NXDOMAIN instead of REFUSED). Default: the TLDs of all names given. */
   localZones?: string[];
   /** TTL on every answer (dnsmasq's default for local records is 0). Default 300. */
   ttlSec?: number;
+  /**
+   * Serve the zones authoritatively instead: negative answers then carry the zone's SOA
+   * (RFC 2308), whose TTL and MINIMUM are ttlSec. Reverse (PTR) zones are not served so.
+   */
+  authoritative?: boolean;
 }
 
 export interface RunningDnsmasq {
@@ -55,11 +67,29 @@ const dnsmasqArgs = (options: DnsmasqOptions, port: number, workDir: string): st
   `--local-ttl=${options.ttlSec ?? 300}`,
   ...(options.mx ?? []).map((mx) => `--mx-host=${mx.domain},${mx.host},${mx.preference}`),
   ...(options.hosts ?? []).map((host) => `--host-record=${host.name},${host.address}`),
-  ...(options.localZones ?? defaultZones(options)).map((zone) => `--local=/${zone}/`),
+  ...(options.cnames ?? []).map((cname) => `--cname=${cname.alias},${cname.target}`),
+  ...(options.txt ?? []).map((txt) => `--txt-record=${[txt.name, ...txt.strings].join(",")}`),
+  ...(options.ptr ?? []).map((ptr) => `--ptr-record=${ptr.name},${ptr.target}`),
+  ...(options.raw ?? []).map((rr) => `--dns-rr=${rr.name},${rr.type},${rr.hex}`),
+  ...zoneArgs(options),
 ];
 
+/** `--local` zones, or the same zones served authoritatively (with an SOA) on the listen address. */
+const zoneArgs = (options: DnsmasqOptions): string[] => {
+  const zones = options.localZones ?? defaultZones(options);
+  if (!options.authoritative) return zones.map((zone) => `--local=/${zone}/`);
+  return ["--auth-server=ns.tern-test,127.0.0.1", `--auth-ttl=${options.ttlSec ?? 300}`, ...zones.map((zone) => `--auth-zone=${zone}`)];
+};
+
 const defaultZones = (options: DnsmasqOptions): string[] => {
-  const names = [...(options.mx ?? []).map((mx) => mx.domain), ...(options.hosts ?? []).map((host) => host.name)];
+  const names = [
+    ...(options.mx ?? []).map((mx) => mx.domain),
+    ...(options.hosts ?? []).map((host) => host.name),
+    ...(options.cnames ?? []).map((cname) => cname.alias),
+    ...(options.txt ?? []).map((txt) => txt.name),
+    ...(options.ptr ?? []).map((ptr) => ptr.name),
+    ...(options.raw ?? []).map((rr) => rr.name),
+  ];
   return [...new Set(names.map((name) => name.replace(/\.$/, "").split(".").at(-1) ?? name))];
 };
 

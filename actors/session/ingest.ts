@@ -1,0 +1,119 @@
+// Reads a DATA stream (already dot-unstuffed by smtp-server) into the spool chunk by
+// chunk, checking what RFC 5321 forbids on the way: bare CR or LF (the SMTP smuggling
+// family, CVE-2023-51764), NUL bytes, and 8-bit octets without BODY=8BITMIME. The
+// header section is held back (bounded) so trace and missing headers can go first.
+import type { Readable } from "node:stream";
+import type { BodyWriter } from "../queue/spool.ts";
+
+const CR = 13;
+const LF = 10;
+
+export type BareLineEndings = "reject" | "normalize";
+
+export interface IngestOptions {
+  readonly bareLineEndings: BareLineEndings;
+  /** Whether octets ≥ 0x80 are allowed (BODY=8BITMIME, or configured to accept). */
+  readonly allow8bit: boolean;
+  /** Headers to put first, given the message's own header section (Received, Message-ID…). */
+  readonly prepend: (headerSection: string) => string;
+}
+
+export type IngestProblem = "bare-line-ending" | "nul" | "8bit-without-8bitmime" | "too-large";
+
+export interface IngestResult {
+  readonly problem: IngestProblem | undefined;
+  readonly size: number;
+}
+
+/** Bytes of header section held back at most; a longer header section streams on unchanged. */
+const HEADER_LIMIT = 64 * 1024;
+
+/** Rewrites bare CR and bare LF as CRLF. `carryCR`: the previous chunk ended in CR (held back). */
+export const normalizeLineEndings = (chunk: Uint8Array, carryCR: boolean): { out: Buffer; endsInCR: boolean } => {
+  const out = Buffer.allocUnsafe(chunk.length * 2 + 2);
+  let n = 0;
+  let pendingCR = carryCR;
+  for (const byte of chunk) {
+    if (pendingCR) {
+      out[n++] = CR;
+      out[n++] = LF;
+      pendingCR = false;
+      if (byte === LF) continue; // that CR had its LF
+    }
+    if (byte === CR) {
+      pendingCR = true;
+    } else if (byte === LF) {
+      out[n++] = CR;
+      out[n++] = LF;
+    } else {
+      out[n++] = byte;
+    }
+  }
+  return { out: out.subarray(0, n), endsInCR: pendingCR };
+};
+
+/** True when the chunk has a bare CR or LF. `carryCR`: the previous chunk ended in CR. */
+export const hasBareLineEnding = (bytes: Uint8Array, carryCR: boolean): boolean => {
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes[i]!;
+    const previous = i === 0 ? (carryCR ? CR : -1) : bytes[i - 1]!;
+    if (byte === LF && previous !== CR) return true;
+    if (previous === CR && byte !== LF) return true;
+  }
+  return false;
+};
+
+const has8bit = (bytes: Uint8Array) => {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) return true;
+  return false;
+};
+
+export const ingest = (stream: Readable, body: BodyWriter, options: IngestOptions): Promise<IngestResult> =>
+  new Promise((resolve, reject) => {
+    let problem: IngestProblem | undefined;
+    let carryCR = false;
+    let header: Buffer[] | undefined = [];
+    let headerBytes = 0;
+
+    const write = (bytes: Buffer) => {
+      if (!header) return body.append(bytes);
+      header.push(bytes);
+      headerBytes += bytes.length;
+      const joined = Buffer.concat(header);
+      // The header section ends at the first empty line (or is empty when the message starts with one).
+      const end = joined.subarray(0, 2).toString("latin1") === "\r\n" ? -2 : joined.indexOf("\r\n\r\n");
+      if (end !== -1 || headerBytes >= HEADER_LIMIT) releaseHeader(joined, end !== -1 ? end + 2 : joined.length);
+    };
+
+    const releaseHeader = (joined: Buffer, headerEnd: number) => {
+      header = undefined;
+      body.append(Buffer.from(options.prepend(joined.subarray(0, headerEnd).toString("latin1")), "latin1"));
+      body.append(joined);
+    };
+
+    stream.on("data", (chunk: Buffer) => {
+      if (problem) return; // drain the rest; the transaction will be refused
+      if (chunk.indexOf(0) >= 0) problem = "nul";
+      else if (!options.allow8bit && has8bit(chunk)) problem = "8bit-without-8bitmime";
+      else if (options.bareLineEndings === "reject" && hasBareLineEnding(chunk, carryCR)) problem = "bare-line-ending";
+      if (problem) return;
+      if (options.bareLineEndings === "normalize") {
+        const normalized = normalizeLineEndings(chunk, carryCR);
+        carryCR = normalized.endsInCR;
+        write(normalized.out);
+      } else {
+        carryCR = chunk[chunk.length - 1] === CR;
+        write(chunk);
+      }
+    });
+    stream.once("error", reject);
+    stream.once("end", () => {
+      if (carryCR && options.bareLineEndings === "normalize") write(Buffer.from([CR, LF]));
+      if (header) {
+        const joined = Buffer.concat(header);
+        releaseHeader(joined, joined.length);
+      }
+      const sizeExceeded = (stream as Readable & { sizeExceeded?: boolean }).sizeExceeded === true;
+      resolve({ problem: problem ?? (sizeExceeded ? "too-large" : undefined), size: body.size() });
+    });
+  });

@@ -1,0 +1,72 @@
+// Who may send what to whom: the session's decisions as pure functions returning an
+// SMTP reply (or acceptance), so each rule is testable without a socket.
+import { domainOf, inNetworks } from "../../nodes/config.ts";
+
+export interface Reply {
+  readonly code: number;
+  /** Text starting with the enhanced status code. */
+  readonly text: string;
+}
+
+export type Decision = { readonly ok: true } | { readonly ok: false; readonly reply: Reply; readonly reason: string };
+
+const accept: Decision = { ok: true };
+const refuse = (code: number, text: string, reason: string): Decision => ({ ok: false, reply: { code, text }, reason });
+
+export interface RecipientPolicy {
+  readonly localDomains: ReadonlyArray<string>;
+  readonly isLocalUser: (address: string) => boolean;
+  /** Domain → address that takes mail for unknown users of that domain. */
+  readonly catchAll: Readonly<Record<string, string>>;
+  readonly trustedNetworks: ReadonlyArray<string>;
+}
+
+export interface ClientFacts {
+  readonly remoteAddress: string;
+  /** The authenticated user, if any. */
+  readonly user: string | undefined;
+  readonly smtpUtf8: boolean;
+}
+
+const hasNonAscii = (text: string) => /[^\x00-\x7f]/.test(text);
+
+/** RFC 6531 §3.4: a non-ASCII address needs SMTPUTF8 on MAIL FROM. */
+export const checkAddressCharset = (address: string, client: ClientFacts): Decision =>
+  hasNonAscii(address) && !client.smtpUtf8
+    ? refuse(553, "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter", "utf8-without-smtputf8")
+    : accept;
+
+/** Where a recipient's mail goes, or why it is refused. Relaying needs auth or a trusted network (no open relay). */
+export const decideRecipient = (
+  address: string,
+  client: ClientFacts,
+  policy: RecipientPolicy,
+): { readonly decision: Decision; readonly deliverTo: string } => {
+  const charset = checkAddressCharset(address, client);
+  if (!charset.ok) return { decision: charset, deliverTo: address };
+  const domain = domainOf(address);
+  if (policy.localDomains.includes(domain)) {
+    if (policy.isLocalUser(address)) return { decision: accept, deliverTo: address };
+    const catchAll = policy.catchAll[domain];
+    if (catchAll) return { decision: accept, deliverTo: catchAll };
+    return { decision: refuse(550, "5.1.1 No such user here", "unknown-user"), deliverTo: address };
+  }
+  if (client.user !== undefined || inNetworks(client.remoteAddress, policy.trustedNetworks)) {
+    return { decision: accept, deliverTo: address };
+  }
+  return { decision: refuse(554, "5.7.1 Relay access denied", "relay-denied"), deliverTo: address };
+};
+
+/** An authenticated user may only send as its own address or an alias (else 553 5.7.1). */
+export const decideSender = (
+  address: string,
+  client: ClientFacts,
+  mayUseSender: (user: string, address: string) => boolean,
+): Decision => {
+  const charset = checkAddressCharset(address, client);
+  if (!charset.ok) return charset;
+  if (client.user === undefined || address === "") return accept;
+  return mayUseSender(client.user, address)
+    ? accept
+    : refuse(553, `5.7.1 Sender address rejected: not owned by user ${client.user}`, "sender-not-owned");
+};

@@ -1,0 +1,85 @@
+// The one user store behind SMTP AUTH (submission), POP3 and IMAP logins and local
+// delivery: who exists, where their mailbox lives, which addresses they may send as.
+// Passwords are kept as scrypt hashes ("scrypt$N$r$p$salt$hash", base64 parts); a plain
+// `password` in the config is accepted for development and hashed in memory at start.
+import { randomBytes, scrypt as scryptCallback, timingSafeEqual } from "node:crypto";
+
+export interface UserRecord {
+  readonly address: string;
+  readonly password?: string | undefined;
+  readonly passwordHash?: string | undefined;
+  readonly home?: string | undefined;
+  readonly aliases?: ReadonlyArray<string> | undefined;
+}
+
+export interface UserStore {
+  readonly exists: (address: string) => boolean;
+  /** The canonical address for a login (full address, or a local part that is unique). */
+  readonly canonical: (login: string) => string | undefined;
+  /** Resolves to the canonical address when the password is right, else undefined. */
+  readonly verify: (login: string, password: string) => Promise<string | undefined>;
+  /** May `user` use `address` as its MAIL FROM? Its own address or one of its aliases. */
+  readonly mayUseSender: (user: string, address: string) => boolean;
+  readonly homeOf: (address: string) => string | undefined;
+  readonly addresses: () => ReadonlyArray<string>;
+}
+
+const SCRYPT = { N: 16384, r: 8, p: 1, keyLength: 32 };
+
+const scrypt = (password: string, salt: Buffer, N: number, r: number, p: number, keyLength: number) =>
+  new Promise<Buffer>((resolve, reject) =>
+    scryptCallback(password, salt, keyLength, { N, r, p, maxmem: 256 * N * r }, (error, key) => (error ? reject(error) : resolve(key))),
+  );
+
+export const hashPassword = async (password: string): Promise<string> => {
+  const salt = randomBytes(16);
+  const key = await scrypt(password, salt, SCRYPT.N, SCRYPT.r, SCRYPT.p, SCRYPT.keyLength);
+  return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString("base64")}$${key.toString("base64")}`;
+};
+
+export const isPasswordHash = (text: string): boolean => /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/.test(text);
+
+export const verifyPassword = async (password: string, stored: string): Promise<boolean> => {
+  if (!isPasswordHash(stored)) return false;
+  const [, n, r, p, salt, hash] = stored.split("$");
+  const expected = Buffer.from(hash!, "base64");
+  const actual = await scrypt(password, Buffer.from(salt!, "base64"), Number(n), Number(r), Number(p), expected.length);
+  return timingSafeEqual(actual, expected);
+};
+
+/** A hash to verify against when the user does not exist, so timing does not reveal it. */
+let decoy: Promise<string> | undefined;
+
+export const makeUserStore = async (records: ReadonlyArray<UserRecord>): Promise<UserStore> => {
+  const users = new Map<string, { hash: string; home?: string | undefined; aliases: Set<string> }>();
+  for (const record of records) {
+    const address = record.address.toLowerCase();
+    const hash = record.passwordHash ?? (await hashPassword(record.password ?? randomBytes(16).toString("hex")));
+    users.set(address, { hash, home: record.home, aliases: new Set((record.aliases ?? []).map((a) => a.toLowerCase())) });
+  }
+  const canonical = (login: string) => {
+    const lower = login.toLowerCase();
+    if (lower.includes("@")) return users.has(lower) ? lower : undefined;
+    const matches = [...users.keys()].filter((address) => address.slice(0, address.lastIndexOf("@")) === lower);
+    return matches.length === 1 ? matches[0] : undefined;
+  };
+  return {
+    exists: (address) => users.has(address.toLowerCase()),
+    canonical,
+    verify: async (login, password) => {
+      const address = canonical(login);
+      const user = address === undefined ? undefined : users.get(address);
+      if (!user) {
+        await verifyPassword(password, await (decoy ??= hashPassword("decoy")));
+        return undefined;
+      }
+      return (await verifyPassword(password, user.hash)) ? address : undefined;
+    },
+    mayUseSender: (user, address) => {
+      const lower = address.toLowerCase();
+      return lower === user.toLowerCase() || (users.get(user.toLowerCase())?.aliases.has(lower) ?? false);
+    },
+    homeOf: (address) => users.get(address.toLowerCase())?.home,
+    addresses: () => [...users.keys()],
+  };
+};
