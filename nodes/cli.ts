@@ -40,6 +40,21 @@ const main = async () => {
   process.exit(command === undefined || command === "--help" ? 0 : 2);
 };
 
+// lmdb-js starts each write batch with an internal write whose promise nobody holds; when
+// the batch cannot commit (disk full, I/O error) that promise rejects unobserved. The
+// failure already reaches the writes that matter (our commits answer 451/defer), so such
+// rejections, recognised by lmdb's `commitError` property, are not fatal. Any other
+// unhandled rejection is a bug: log it and exit non-zero so a supervisor restarts us.
+process.on("unhandledRejection", (reason) => {
+  const commitError = (reason as { commitError?: Promise<unknown> } | null)?.commitError;
+  if (commitError && typeof commitError.catch === "function") {
+    commitError.catch(() => undefined);
+    return;
+  }
+  console.error("tern: unhandled rejection", reason);
+  process.exit(70); // EX_SOFTWARE
+});
+
 main().catch((error) => {
   if (error instanceof ConfigError || error instanceof NatsUnavailable) {
     console.error(`tern: ${error.message}`);

@@ -10,7 +10,8 @@ import type { QueueEntry, RecipientResult } from "../queue/entry.ts";
 import type { Attempt } from "./smtp-client.ts";
 import type { Sites } from "./sites.ts";
 
-export type Dispatch = (entry: QueueEntry, body: Uint8Array) => Effect.Effect<Attempt>;
+/** `body` loads the message only when a next hop is ready for it (bodies can be large). */
+export type Dispatch = (entry: QueueEntry, body: () => Uint8Array) => Effect.Effect<Attempt>;
 
 const everyone = (entry: QueueEntry, status: RecipientResult["status"], reply: string, server: string): Attempt => ({
   server,
@@ -25,7 +26,7 @@ export const makeDispatch = (deps: {
 }): Dispatch => (entry, body) => {
   const route = entry.route;
   if (route.kind === "local") {
-    return deps.mailboxes.deliver(route.user, entry.id, body).pipe(
+    return Effect.suspend(() => deps.mailboxes.deliver(route.user, entry.id, body())).pipe(
       Effect.map((uid) => everyone(entry, "delivered", `250 2.0.0 stored as uid ${uid}`, `mailbox/${route.user}`)),
       Effect.catch((error) => Effect.succeed(everyone(entry, "deferred", `451 4.2.0 mailbox: ${describe(error)}`, `mailbox/${route.user}`))),
     );
@@ -38,7 +39,8 @@ export const makeDispatch = (deps: {
             ? everyone(entry, "failed", `550 5.1.2 ${failure.detail}`, "dns")
             : everyone(entry, "deferred", `451 4.4.3 ${failure.detail}`, "dns"),
         ),
-      onSuccess: (mailRoute) => deps.sites.deliver({ route: mailRoute, sender: entry.sender, recipients: entry.recipients, body }),
+      onSuccess: (mailRoute) =>
+        Effect.suspend(() => deps.sites.deliver({ route: mailRoute, sender: entry.sender, recipients: entry.recipients, body: body() })),
     }),
   );
 };

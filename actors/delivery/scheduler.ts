@@ -53,12 +53,11 @@ export const startScheduler = (options: SchedulerOptions): Scheduler => {
 
   const attempt = (entry: QueueEntry) =>
     Effect.gen(function* () {
-      const body = spool.body(entry.messageId);
-      if (!body) {
+      if (!spool.hasMessage(entry.messageId)) {
         hooks.log("queue.body.missing", { entry: entry.id, msg: entry.messageId });
         return yield* spool.finish(entry);
       }
-      const { results, server } = yield* options.dispatch(entry, body);
+      const { results, server } = yield* options.dispatch(entry, () => spool.body(entry.messageId) ?? new Uint8Array());
       yield* record(entry, results, server);
     }).pipe(
       Effect.catch((error) => Effect.sync(() => hooks.log("queue.record.failed", { entry: entry.id, error: error.detail }))),

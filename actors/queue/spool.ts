@@ -16,8 +16,10 @@ import type { MessageRecord, QueueEntry, Route, WaitReason } from "./entry.ts";
 type DueKey = [number, string];
 type ChunkKey = [string, number];
 
-/** Chunks of at most this size are written to LMDB as the body streams in. */
-const CHUNK_BYTES = 256 * 1024;
+/** Pieces are gathered up to this size before they are written to LMDB as one chunk. */
+const CHUNK_BYTES = 64 * 1024;
+/** Body bytes handed to LMDB but not yet committed, beyond which the sender is paused. */
+const MAX_UNCOMMITTED_BYTES = 2 * 1024 * 1024;
 
 export interface NewMessage {
   readonly id: string;
@@ -32,7 +34,8 @@ export interface NewMessage {
 
 /** Streams one message body into the spool; nothing is visible until `accept` commits. */
 export interface BodyWriter {
-  readonly append: (chunk: Uint8Array) => void;
+  /** Returns a promise when too much is waiting for the disk: wait for it before appending more. */
+  readonly append: (chunk: Uint8Array) => Promise<void> | undefined;
   readonly size: () => number;
   /** Drops what was written (the transaction was refused or aborted). */
   readonly discard: () => void;
@@ -46,6 +49,7 @@ export interface Spool {
   /** Entries due at or before `now`, oldest first, at most `limit`, passing over ids `skip` names (read keys only). */
   readonly due: (now: number, limit: number, skip?: (entryId: string) => boolean) => ReadonlyArray<QueueEntry>;
   readonly body: (messageId: string) => Uint8Array | undefined;
+  readonly hasMessage: (messageId: string) => boolean;
   /** The entry is done (delivered or failed for good): removes it, and the message once no entry needs it. */
   readonly finish: (entry: QueueEntry) => Effect.Effect<void, StoreError>;
   /** The entry waits again for the given recipients until `nextAttemptAt`. */
@@ -71,7 +75,7 @@ export const openSpool = (root: RootDatabase): Spool => {
   const commit = <T>(operation: string, action: () => T) =>
     Effect.tryPromise({
       try: () => root.transaction(action),
-      catch: (error) => new StoreError({ operation, detail: String(error) }),
+      catch: (error) => new StoreError({ operation, detail: describeStoreError(error) }),
     });
 
   const putEntry = (entry: QueueEntry) => {
@@ -96,16 +100,27 @@ export const openSpool = (root: RootDatabase): Spool => {
   }
 
   const openBody = (messageId: string): BodyWriter => {
-    const writes: Array<Promise<unknown>> = [incoming.put(messageId, true)];
+    const writes: Array<Promise<unknown>> = [observed(incoming.put(messageId, true))];
     let pending: Uint8Array[] = [];
     let pendingBytes = 0;
     let seq = 0;
     let total = 0;
+    let uncommitted = 0;
+    let waiting: Promise<unknown> | undefined;
     const writePending = () => {
       if (pendingBytes === 0) return;
-      writes.push(bodies.put([messageId, seq++], Buffer.concat(pending, pendingBytes)));
+      const bytes = pendingBytes;
+      const value = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      const written = observed(bodies.put([messageId, seq++], value as Buffer));
+      uncommitted += bytes;
+      const settled = written.then(
+        () => void (uncommitted -= bytes),
+        () => void (uncommitted -= bytes),
+      );
+      writes.push(written);
       pending = [];
       pendingBytes = 0;
+      if (uncommitted > MAX_UNCOMMITTED_BYTES) waiting = settled;
     };
     return {
       append: (chunk) => {
@@ -113,14 +128,21 @@ export const openSpool = (root: RootDatabase): Spool => {
         pendingBytes += chunk.length;
         total += chunk.length;
         if (pendingBytes >= CHUNK_BYTES) writePending();
+        if (!waiting) return undefined;
+        const wait = waiting.then(() => undefined);
+        waiting = undefined;
+        return wait;
       },
       size: () => total,
       discard: () => {
         pending = [];
-        void root.transaction(() => {
-          removeChunks(messageId);
-          incoming.remove(messageId);
-        });
+        // If this fails too (disk full), the chunks stay listed as incoming and go at the next start.
+        void observed(
+          root.transaction(() => {
+            removeChunks(messageId);
+            incoming.remove(messageId);
+          }),
+        );
       },
       flushed: () => {
         writePending();
@@ -179,6 +201,8 @@ export const openSpool = (root: RootDatabase): Spool => {
 
     openBody,
 
+    hasMessage: (messageId) => messages.doesExist(messageId),
+
     body: (messageId) => {
       const chunks = [...bodies.getRange(chunkRange(messageId)).map(({ value }) => value)];
       return chunks.length === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
@@ -218,4 +242,24 @@ export const openSpool = (root: RootDatabase): Spool => {
 
     probe: () => commit("probe", () => health.put("probe", Date.now())).pipe(Effect.asVoid),
   };
+};
+
+/**
+ * Marks a write whose failure is reported elsewhere (through `flushed` or the commit it
+ * precedes) as handled, so a failed write never becomes an unhandled rejection.
+ */
+const observed = <T>(promise: Promise<T>): Promise<T> => {
+  promise.catch(silence);
+  return promise;
+};
+
+const silence = (error: unknown) => {
+  // lmdb-js attaches the underlying failure as a second, separately rejected promise.
+  const inner = (error as { commitError?: Promise<unknown> } | null)?.commitError;
+  if (inner && typeof inner.catch === "function") inner.catch(() => undefined);
+};
+
+const describeStoreError = (error: unknown): string => {
+  silence(error);
+  return error instanceof Error ? `${error.message}${"code" in error ? ` (code ${String(error.code)})` : ""}` : String(error);
 };

@@ -75,8 +75,16 @@ export const ingest = (stream: Readable, body: BodyWriter, options: IngestOption
     let header: Buffer[] | undefined = [];
     let headerBytes = 0;
 
+    /** Appends, pausing the client while LMDB catches up, so a large body never piles up in memory. */
+    const appendWithBackpressure = (bytes: Buffer) => {
+      const wait = body.append(bytes);
+      if (!wait) return;
+      stream.pause();
+      void wait.then(() => stream.resume());
+    };
+
     const write = (bytes: Buffer) => {
-      if (!header) return body.append(bytes);
+      if (!header) return appendWithBackpressure(bytes);
       header.push(bytes);
       headerBytes += bytes.length;
       const joined = Buffer.concat(header);
@@ -87,8 +95,8 @@ export const ingest = (stream: Readable, body: BodyWriter, options: IngestOption
 
     const releaseHeader = (joined: Buffer, headerEnd: number) => {
       header = undefined;
-      body.append(Buffer.from(options.prepend(joined.subarray(0, headerEnd).toString("latin1")), "latin1"));
-      body.append(joined);
+      appendWithBackpressure(Buffer.from(options.prepend(joined.subarray(0, headerEnd).toString("latin1")), "latin1"));
+      appendWithBackpressure(joined);
     };
 
     stream.on("data", (chunk: Buffer) => {

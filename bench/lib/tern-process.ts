@@ -2,7 +2,7 @@
 // data dir, loopback ports chosen by the OS, and a cluster name unique to the run, on the
 // machine's NATS (127.0.0.1:4222) unless told otherwise.
 import { spawn } from "node:child_process";
-import { mkdtemp, writeFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, writeFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -28,6 +28,7 @@ export const removeDataDir = (dir: string) => rm(dir, { recursive: true, force: 
 
 /** Starts `tern node --config <file>` and waits for its node.started line. */
 export const startTernNode = async (config: Record<string, unknown> & { dataDir: string }): Promise<TernNode> => {
+  await mkdir(config.dataDir, { recursive: true });
   const configPath = join(config.dataDir, `config-${String(config.nodeId ?? "node")}.json`);
   const full = {
     nats: { servers: ["nats://127.0.0.1:4222"], embedded: false },

@@ -29,6 +29,7 @@ export const startSink = (port = 0, script: SinkScript = {}): Promise<Sink> => {
     authOptional: true,
     disabledCommands: ["AUTH", "STARTTLS"],
     disableReverseLookup: true,
+    closeTimeout: 500, // do not wait for clients' pooled connections when a test ends
     logger: false,
     onRcptTo: (address, _session, callback) => {
       const scripted = script.rcpt?.(address.address);
