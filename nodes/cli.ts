@@ -1,12 +1,18 @@
 // `tern node [--config FILE]`: runs one node until SIGTERM/SIGINT, then stops gracefully.
 import { parseArgs } from "node:util";
-import { ConfigError, loadConfig } from "./config.ts";
+import { readFile, writeFile } from "node:fs/promises";
+import { ConfigError, loadConfig, parseConfig } from "./config.ts";
+import { hashPassword } from "./users.ts";
 import { startNode } from "./node.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";
 
 const usage = `usage: tern node [--config FILE]
+       tern user add --config FILE ADDRESS [--home NODE]   (password on stdin)
+       tern user hash                                       (password on stdin)
 
-Runs one Tern node. Without --config, a one-node cluster on loopback defaults.
+tern node runs one Tern node. Without --config, a one-node cluster on loopback defaults.
+tern user add stores the user with an scrypt hash of the password in the config file;
+tern user hash prints such a hash for a config written by other means.
 Environment overrides: TERN_NATS_URL, TERN_DATA_DIR, TERN_NODE_ID,
 TERN_SMTP_PORT, TERN_SMTPS_PORT, TERN_POP3_PORT, TERN_HTTP_PORT.`;
 
@@ -33,9 +39,32 @@ const runNode = async (args: string[]) => {
   process.once("SIGINT", shutdown);
 };
 
+const readPassword = async (): Promise<string> => {
+  let text = "";
+  for await (const chunk of process.stdin) text += chunk;
+  const password = text.replace(/\r?\n$/, "");
+  if (password === "") throw new ConfigError("no password on standard input");
+  return password;
+};
+
+const runUser = async (args: string[]) => {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { config: { type: "string" }, home: { type: "string" } } });
+  const [action, address] = positionals;
+  if (action === "hash") return void console.log(await hashPassword(await readPassword()));
+  if (action !== "add" || !values.config || !address) throw new ConfigError(`usage: tern user add --config FILE ADDRESS [--home NODE]`);
+  const raw = JSON.parse(await readFile(values.config, "utf8").catch(() => "{}")) as { users?: Array<Record<string, unknown>> };
+  const users = (raw.users ?? []).filter((user) => String(user.address).toLowerCase() !== address.toLowerCase());
+  users.push({ address, passwordHash: await hashPassword(await readPassword()), ...(values.home ? { home: values.home } : {}) });
+  const updated = { ...raw, users };
+  parseConfig(updated); // refuse to write a config the node would refuse
+  await writeFile(values.config, `${JSON.stringify(updated, null, 2)}\n`);
+  console.error(`tern: ${address} saved in ${values.config}`);
+};
+
 const main = async () => {
   const [command, ...rest] = process.argv.slice(2);
   if (command === "node") return runNode(rest);
+  if (command === "user") return runUser(rest);
   console.error(usage);
   process.exit(command === undefined || command === "--help" ? 0 : 2);
 };

@@ -90,3 +90,30 @@ test("when nothing answers, the node starts nats-server itself, works, and stops
   assert.equal(natsGone, true, "the embedded nats-server was left running");
   await removeDataDir(dataDir);
 });
+
+test("tern user add stores an scrypt hash that SMTP AUTH then accepts", async () => {
+  const dataDir = await makeDataDir();
+  const configPath = join(dataDir, "users.json");
+  await writeFile(configPath, JSON.stringify({ localDomains: ["example.test"], users: [] }));
+  const added = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "user", "add", "--config", configPath, "carol@example.test"], "correct horse\n");
+  assert.equal(added.code, 0, added.stderr);
+  const saved = JSON.parse(await import("node:fs/promises").then((fs) => fs.readFile(configPath, "utf8")));
+  assert.match(saved.users[0].passwordHash, /^scrypt\$16384\$8\$1\$/);
+  assert.equal(JSON.stringify(saved).includes("correct horse"), false);
+
+  const node = await startTernNode({ ...saved, nodeId: "users", cluster: uniqueCluster(), dataDir });
+  const login = (password: string) =>
+    run("python3", ["-c", `
+import smtplib, ssl
+s = smtplib.SMTP("127.0.0.1", ${node.ports.smtp}, timeout=10)
+s.starttls(context=ssl._create_unverified_context())
+try:
+    s.login("carol@example.test", ${JSON.stringify(password)}); print("ok")
+except smtplib.SMTPAuthenticationError as e:
+    print(e.smtp_code)
+s.close()`]);
+  assert.equal((await login("correct horse")).stdout.trim(), "ok");
+  assert.equal((await login("wrong horse")).stdout.trim(), "535");
+  await node.kill("SIGTERM");
+  await removeDataDir(dataDir);
+});
