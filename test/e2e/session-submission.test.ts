@@ -144,3 +144,14 @@ s.quit()`]);
   assert.match(attributes.recipientDsn["waiting@unresolvable.example"].orcpt, /waiting@unresolvable\.example/);
   node = await startTernNode(config); // for the hooks that follow
 });
+
+test("swaks with PIPELINING (and 8-bit text) is accepted in one go", async () => {
+  const sent = await swaks([
+    "--port", String(node.ports.smtp), "--pipeline", "--tls", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "alice-secret",
+    "--from", "alice@example.test", "--to", "bob@example.test", "--data", "Subject: caf\u00e9\r\n\r\ncr\u00e8me br\u00fbl\u00e9e\r\n",
+  ]);
+  assert.equal(sent.code, 0, sent.stdout + sent.stderr);
+  assert.match(sent.stdout, /250-PIPELINING/);
+  assert.match(sent.stdout, / ~> MAIL FROM:<alice@example\.test>\n ~> RCPT TO:<bob@example\.test>\n ~> DATA\n/); // sent together
+  assert.match(sent.stdout, /queued as [0-9A-Z]+/);
+});
