@@ -12,28 +12,50 @@ export interface GuardLimits {
   readonly authFailureWindowMs: number;
 }
 
-/** Timestamps within a sliding window, per key; bounded by pruning on every touch. */
+/**
+ * Events per key over a sliding window, kept as counts in 10 sub-buckets: O(1) per
+ * event and a few numbers per key, however busy the key (one IP may send 100k/min).
+ */
 class SlidingCounter {
-  private readonly hits = new Map<string, number[]>();
+  private static readonly BUCKETS = 10;
+  private readonly counts = new Map<string, { bucket: number; counts: number[] }>();
   constructor(private readonly windowMs: number) {}
 
+  private bucketOf(now: number) {
+    return Math.floor((now * SlidingCounter.BUCKETS) / this.windowMs);
+  }
+
+  /** Drops sub-buckets that left the window. */
+  private advance(key: string, now: number) {
+    const current = this.bucketOf(now);
+    const entry = this.counts.get(key);
+    if (!entry) return undefined;
+    const shift = Math.min(current - entry.bucket, SlidingCounter.BUCKETS);
+    for (let i = 0; i < shift; i++) {
+      entry.counts.pop();
+      entry.counts.unshift(0);
+    }
+    entry.bucket = current;
+    if (entry.counts.every((c) => c === 0)) {
+      this.counts.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
   count(key: string, now: number): number {
-    const recent = (this.hits.get(key) ?? []).filter((t) => now - t < this.windowMs);
-    if (recent.length === 0) this.hits.delete(key);
-    else this.hits.set(key, recent);
-    return recent.length;
+    return this.advance(key, now)?.counts.reduce((a, b) => a + b, 0) ?? 0;
   }
 
   add(key: string, now: number) {
-    this.count(key, now);
-    const list = this.hits.get(key) ?? [];
-    list.push(now);
-    this.hits.set(key, list);
+    const entry = this.advance(key, now) ?? { bucket: this.bucketOf(now), counts: new Array<number>(SlidingCounter.BUCKETS).fill(0) };
+    entry.counts[0]!++;
+    this.counts.set(key, entry);
   }
 
-  /** Forgets keys with no recent hits (called periodically so memory stays bounded). */
+  /** Forgets keys with no recent events (called periodically so memory stays bounded). */
   sweep(now: number) {
-    for (const key of [...this.hits.keys()]) this.count(key, now);
+    for (const key of [...this.counts.keys()]) this.advance(key, now);
   }
 }
 
