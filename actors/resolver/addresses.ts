@@ -67,14 +67,24 @@ export interface AddressFilter {
   partition(addresses: ReadonlyArray<string>): { readonly allowed: ReadonlyArray<string>; readonly refused: ReadonlyArray<string> };
 }
 
+const VERDICTS_KEPT = 4096;
+
 export const makeAddressFilter = (allowedNetworks: ReadonlyArray<string>): AddressFilter => {
   const allowed = blockListOf(allowedNetworks.flatMap((cidr) => {
     const parsed = parseCidr(cidr);
     return parsed === undefined ? [] : [parsed];
   }));
+  // BlockList.check builds a SocketAddress per call, a tenth of a cached route's cost; the
+  // same few MX addresses come back all the time, so remember verdicts (bounded: cleared when full).
+  const verdicts = new Map<string, boolean>();
   const permitted = (address: string) => {
+    const known = verdicts.get(address);
+    if (known !== undefined) return known;
     const family = isIPv4(address) ? "ipv4" : "ipv6";
-    return !nonPublic.check(address, family) || allowed.check(address, family);
+    const verdict = !nonPublic.check(address, family) || allowed.check(address, family);
+    if (verdicts.size >= VERDICTS_KEPT) verdicts.clear();
+    verdicts.set(address, verdict);
+    return verdict;
   };
   return {
     partition: (addresses) => ({ allowed: addresses.filter(permitted), refused: addresses.filter((address) => !permitted(address)) }),

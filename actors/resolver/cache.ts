@@ -92,7 +92,13 @@ export const makeRecordCache = (source: RecordSource, options: RecordCacheOption
       return pending !== undefined ? Deferred.await(pending) : startLookup(key, normalized, type, queryOptions);
     });
 
-  return { lookup, size: () => entries.size };
+  const peek = (name: string, type: DnsQueryType): RecordSet | undefined => {
+    const found = readFresh(`${type} ${normalizeName(name)}`);
+    if (found !== undefined) observer.looked?.(type, "hit");
+    return found;
+  };
+
+  return { lookup, peek, size: () => entries.size };
 };
 
 /** The TTL a result is kept for: clamped, with negative answers under their own cap. */

@@ -7,7 +7,7 @@ import * as dgram from "node:dgram";
 import * as net from "node:net";
 import { performance } from "node:perf_hooks";
 import * as dnsPacket from "dns-packet";
-import { Effect, Schema } from "effect";
+import { Cause, Effect, Exit, Option, Schema } from "effect";
 import { decodeMatchingReply, encodeQuery, toAnswer, type DnsAnswer, type DnsQueryType } from "./dns-wire.ts";
 
 export { normalizeName, type DnsAnswer, type DnsQueryType, type DnsRecord, type DnsRecordOf } from "./dns-wire.ts";
@@ -62,44 +62,52 @@ const RCODES_WORTH_ANOTHER_SERVER = new Set(["SERVFAIL", "REFUSED", "NOTIMP"]);
 
 export const makeDnsClient = (options: DnsClientOptions): DnsClient => {
   const observer = options.observer ?? {};
-  const exchangeOptions = { observer };
-  const query = Effect.fn("DnsClient.query")(function* (name: string, type: DnsQueryType, overrides: QueryOptions = {}) {
-    const started = performance.now();
-    const timeoutMs = overrides.timeoutMs ?? options.timeoutMs;
-    const attempts = Array.from({ length: overrides.tries ?? options.tries }, () => options.servers).flat();
-    const outcome = yield* Effect.result(firstUsefulAnswer(attempts, name, type, timeoutMs, exchangeOptions));
-    const label = outcome._tag === "Success" ? outcome.success.rcode.toLowerCase() : outcome.failure.reason;
-    observer.queried?.(type, label, (performance.now() - started) / 1000);
-    return yield* Effect.fromResult(outcome);
-  });
+  // Untraced: this is the hot path, and a traced Effect.fn (it captures a stack per call)
+  // measured at about a quarter of a loopback query's cost in bench/resolver.ts.
+  const query = (name: string, type: DnsQueryType, overrides: QueryOptions = {}): Effect.Effect<DnsAnswer, DnsQueryError> =>
+    Effect.suspend(() => {
+      const started = performance.now();
+      const timeoutMs = overrides.timeoutMs ?? options.timeoutMs;
+      const attempts = Array.from({ length: overrides.tries ?? options.tries }, () => options.servers).flat();
+      return firstUsefulAnswer(attempts, name, type, timeoutMs, observer).pipe(
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            const outcome = exit._tag === "Success" ? exit.value.rcode.toLowerCase() : queryErrorOf(exit)?.reason ?? "interrupted";
+            observer.queried?.(type, outcome, (performance.now() - started) / 1000);
+          })),
+      );
+    });
   return { query };
 };
+
+const queryErrorOf = (exit: Exit.Exit<DnsAnswer, DnsQueryError>) =>
+  Exit.isFailure(exit) ? Option.getOrUndefined(Cause.findErrorOption(exit.cause)) : undefined;
 
 /**
  * Tries the servers in order until one gives an answer worth keeping. When all fail,
  * the last answer received (it names an rcode and a server) beats the last error.
  */
-const firstUsefulAnswer = (
+const firstUsefulAnswer = Effect.fnUntraced(function* (
   attempts: ReadonlyArray<DnsServer>,
   name: string,
   type: DnsQueryType,
   timeoutMs: number,
-  context: { readonly observer: DnsClientObserver },
-): Effect.Effect<DnsAnswer, DnsQueryError> =>
-  Effect.gen(function* () {
-    let lastAnswer: DnsAnswer | undefined;
-    let lastError = new DnsQueryError({ reason: "network", name, type, detail: "no DNS servers configured" });
-    for (const server of attempts) {
-      const outcome = yield* Effect.result(exchange(server, name, type, timeoutMs, context.observer));
-      if (outcome._tag === "Failure") {
-        lastError = outcome.failure;
-        continue;
-      }
-      if (!RCODES_WORTH_ANOTHER_SERVER.has(outcome.success.rcode)) return outcome.success;
-      lastAnswer = outcome.success;
+  observer: DnsClientObserver,
+) {
+  let lastAnswer: DnsAnswer | undefined;
+  let lastError: DnsQueryError | undefined; // built only when needed: a Schema error costs a stack trace
+  for (const server of attempts) {
+    const outcome = yield* Effect.result(exchange(server, name, type, timeoutMs, observer));
+    if (outcome._tag === "Failure") {
+      lastError = outcome.failure;
+      continue;
     }
-    return lastAnswer ?? (yield* lastError);
-  });
+    if (!RCODES_WORTH_ANOTHER_SERVER.has(outcome.success.rcode)) return outcome.success;
+    lastAnswer = outcome.success;
+  }
+  if (lastAnswer !== undefined) return lastAnswer;
+  return yield* lastError ?? new DnsQueryError({ reason: "network", name, type, detail: "no DNS servers configured" });
+});
 
 /** UDP first; a truncated answer is asked again over TCP, from the same server. */
 const exchange = (server: DnsServer, name: string, type: DnsQueryType, timeoutMs: number, observer: DnsClientObserver) =>
@@ -112,57 +120,71 @@ const exchange = (server: DnsServer, name: string, type: DnsQueryType, timeoutMs
     Effect.tapError((error) => Effect.sync(() => (error.reason === "timeout" ? observer.timedOut?.(serverLabel(server)) : undefined))),
   );
 
-const withTimeout = (server: DnsServer, name: string, type: DnsQueryType, timeoutMs: number, transport: string) =>
-  Effect.timeoutOrElse({
-    duration: timeoutMs,
-    orElse: () =>
-      Effect.fail(
-        new DnsQueryError({ reason: "timeout", name, type, server: serverLabel(server), detail: `no ${transport} reply from ${serverLabel(server)} in ${timeoutMs} ms` }),
-      ),
+type Finish = (outcome: Effect.Effect<DnsAnswer, DnsQueryError>) => void;
+
+/**
+ * One exchange on a socket of its own: `open` creates the socket, wires its events to
+ * `finish` and returns how to release it. The first outcome wins; the timer and the socket
+ * are released then, or on interruption. (A plain timer here instead of Effect.timeout:
+ * the latter forks a fiber per query, which the bench showed costs more than the query.)
+ */
+const boundedExchange = (timeoutMs: number, timedOut: () => DnsQueryError, open: (finish: Finish) => () => void) =>
+  Effect.callback<DnsAnswer, DnsQueryError>((resume) => {
+    let done = false;
+    let release = () => {};
+    const finish: Finish = (outcome) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      release();
+      resume(outcome);
+    };
+    const timer = setTimeout(() => finish(Effect.fail(timedOut())), timeoutMs);
+    release = open(finish);
+    if (done) release(); // finished while opening: release what was just opened
+    return Effect.sync(() => {
+      done = true;
+      clearTimeout(timer);
+      release();
+    });
   });
+
+const timeoutError = (server: DnsServer, name: string, type: DnsQueryType, timeoutMs: number, transport: string) => () => {
+  const detail = `no ${transport} reply from ${serverLabel(server)} in ${timeoutMs} ms`;
+  return new DnsQueryError({ reason: "timeout", name, type, server: serverLabel(server), detail });
+};
 
 const networkError = (server: DnsServer, name: string, type: DnsQueryType, detail: string) =>
   new DnsQueryError({ reason: "network", name, type, server: serverLabel(server), detail: `${serverLabel(server)}: ${detail}` });
 
-/** One UDP query to one server, with its own socket, bounded by timeoutMs. */
+/** One UDP query to one server from a fresh socket, so a fresh random source port. */
 const udpExchange = (server: DnsServer, name: string, type: DnsQueryType, timeoutMs: number) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() => dgram.createSocket(net.isIPv6(server.host) ? "udp6" : "udp4")),
-    (socket) => awaitUdpReply(socket, server, name, type),
-    (socket) => Effect.sync(() => closeQuietly(socket)),
-  ).pipe(withTimeout(server, name, type, timeoutMs, "UDP"));
-
-const awaitUdpReply = (socket: dgram.Socket, server: DnsServer, name: string, type: DnsQueryType) =>
-  Effect.callback<DnsAnswer, DnsQueryError>((resume) => {
+  boundedExchange(timeoutMs, timeoutError(server, name, type, timeoutMs, "UDP"), (finish) => {
+    const socket = dgram.createSocket(net.isIPv6(server.host) ? "udp6" : "udp4");
     const id = randomInt(0, 0x10000);
     socket.on("message", (message, from) => {
       if (from.port !== server.port || !sameAddress(from.address, server.host)) return;
       const reply = decodeMatchingReply(message, id, name, type);
-      if (reply !== undefined) resume(Effect.succeed(toAnswer(reply, serverLabel(server), "udp")));
+      if (reply !== undefined) finish(Effect.succeed(toAnswer(reply, serverLabel(server), "udp")));
     });
-    socket.on("error", (error) => resume(Effect.fail(networkError(server, name, type, error.message))));
+    socket.on("error", (error) => finish(Effect.fail(networkError(server, name, type, error.message))));
     socket.send(dnsPacket.encode(encodeQuery(id, name, type)), server.port, server.host);
+    return () => closeQuietly(socket);
   });
 
-/** One TCP query (RFC 7766 framing: a 2-byte length before each message), bounded by timeoutMs. */
+/** One TCP query (RFC 7766 framing: a 2-byte length before each message). */
 const tcpExchange = (server: DnsServer, name: string, type: DnsQueryType, timeoutMs: number) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() => net.connect({ host: server.host, port: server.port })),
-    (socket) => awaitTcpReply(socket, server, name, type),
-    (socket) => Effect.sync(() => socket.destroy()),
-  ).pipe(withTimeout(server, name, type, timeoutMs, "TCP"));
-
-const awaitTcpReply = (socket: net.Socket, server: DnsServer, name: string, type: DnsQueryType) =>
-  Effect.callback<DnsAnswer, DnsQueryError>((resume) => {
+  boundedExchange(timeoutMs, timeoutError(server, name, type, timeoutMs, "TCP"), (finish) => {
+    const socket = net.connect({ host: server.host, port: server.port });
     const id = randomInt(0, 0x10000); // a fresh id: the UDP one may have been seen by a spoofer
-    const frames = frameReader((message) => {
-      const reply = decodeMatchingReply(message, id, name, type);
-      if (reply !== undefined) resume(Effect.succeed(toAnswer(reply, serverLabel(server), "tcp")));
-    });
     socket.on("connect", () => socket.write(dnsPacket.streamEncode(encodeQuery(id, name, type))));
-    socket.on("data", frames);
-    socket.on("error", (error) => resume(Effect.fail(networkError(server, name, type, `TCP: ${error.message}`))));
-    socket.on("close", () => resume(Effect.fail(networkError(server, name, type, "TCP connection closed without an answer"))));
+    socket.on("data", frameReader((message) => {
+      const reply = decodeMatchingReply(message, id, name, type);
+      if (reply !== undefined) finish(Effect.succeed(toAnswer(reply, serverLabel(server), "tcp")));
+    }));
+    socket.on("error", (error) => finish(Effect.fail(networkError(server, name, type, `TCP: ${error.message}`))));
+    socket.on("close", () => finish(Effect.fail(networkError(server, name, type, "TCP connection closed without an answer"))));
+    return () => socket.destroy();
   });
 
 /** Splits a TCP byte stream into DNS messages; a message may arrive in several chunks. */

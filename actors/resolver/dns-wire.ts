@@ -11,7 +11,15 @@ export type DnsRecord =
   /** One TXT record: its character-strings as sent (SPF and DKIM join them without separator). */
   | { readonly type: "TXT"; readonly name: string; readonly ttl: number; readonly strings: ReadonlyArray<string> }
   /** DANE (RFC 6698); the association data in lower-case hex. */
-  | { readonly type: "TLSA"; readonly name: string; readonly ttl: number; readonly usage: number; readonly selector: number; readonly matchingType: number; readonly data: string }
+  | {
+      readonly type: "TLSA";
+      readonly name: string;
+      readonly ttl: number;
+      readonly usage: number;
+      readonly selector: number;
+      readonly matchingType: number;
+      readonly data: string;
+    }
   /** Only `minimum` matters here: the negative-caching TTL of RFC 2308. */
   | { readonly type: "SOA"; readonly name: string; readonly ttl: number; readonly minimum: number };
 
@@ -28,7 +36,7 @@ export interface DnsAnswer {
   readonly server: string;
   /** How the answer came: "tcp" after a truncated UDP reply. */
   readonly transport: "udp" | "tcp";
-  /** TC bit of this answer; never set on an answer the client returns. */
+  /** TC bit of this answer; the client retries those over TCP, so callers see it unset. */
   readonly truncated: boolean;
   /** AD bit: a validating resolver vouches for the data (DANE needs it). */
   readonly authenticated: boolean;
@@ -104,8 +112,10 @@ const toRecord = (answer: dnsPacket.Answer): DnsRecord | undefined => {
       return { type: answer.type, ...common, target: normalizeName(answer.data) };
     case "TXT":
       return { type: "TXT", ...common, strings: txtStrings(answer.data) };
-    case "TLSA":
-      return { type: "TLSA", ...common, usage: answer.data.usage, selector: answer.data.selector, matchingType: answer.data.matchingType, data: answer.data.certificate.toString("hex") };
+    case "TLSA": {
+      const { usage, selector, matchingType, certificate } = answer.data;
+      return { type: "TLSA", ...common, usage, selector, matchingType, data: certificate.toString("hex") };
+    }
     case "SOA":
       return { type: "SOA", ...common, minimum: answer.data.minimum ?? 0 };
     default:

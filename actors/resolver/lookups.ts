@@ -66,12 +66,16 @@ export const reverseName = (address: string): string | undefined => {
 /** The 32 hex digits of an IPv6 address, "::" and an embedded IPv4 tail expanded. */
 const expandIPv6 = (address: string): string => {
   const ipv4Tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(address)?.[1];
-  const withoutTail = ipv4Tail === undefined
-    ? address
-    : address.slice(0, -ipv4Tail.length) + ipv4Tail.split(".").map(Number).reduce((hex, byte, i) => hex + (i === 2 ? ":" : "") + byte.toString(16).padStart(2, "0"), "");
+  const withoutTail = ipv4Tail === undefined ? address : address.slice(0, -ipv4Tail.length) + ipv4AsGroups(ipv4Tail);
   const [head = "", tail] = withoutTail.split("::");
   const groups = (part: string) => (part === "" ? [] : part.split(":"));
   const missing = 8 - groups(head).length - groups(tail ?? "").length;
   const all = tail === undefined ? groups(head) : [...groups(head), ...Array<string>(missing).fill("0"), ...groups(tail)];
   return all.map((group) => group.padStart(4, "0")).join("").toLowerCase();
+};
+
+/** 192.0.2.1 → "c000:0201": the two IPv6 groups an embedded IPv4 address stands for. */
+const ipv4AsGroups = (ipv4: string): string => {
+  const hex = ipv4.split(".").map((byte) => Number(byte).toString(16).padStart(2, "0"));
+  return `${hex[0]}${hex[1]}:${hex[2]}${hex[3]}`;
 };

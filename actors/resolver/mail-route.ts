@@ -1,7 +1,7 @@
 // From a recipient domain to the ordered hosts delivery must try (RFC 5321 §5.1), with
 // every DNS outcome classified as temporary (retry later) or permanent (bounce).
 import { isIP } from "node:net";
-import { Effect } from "effect";
+import { Effect, Result } from "effect";
 import { DnsPermanentFailure, DnsTemporaryFailure, type DnsSource, type MailHost, type MailRoute } from "../../protocol/route.ts";
 import { addressTypes, defaultAddressPolicy, makeAddressFilter, type AddressFilter, type AddressPolicy } from "./addresses.ts";
 import { normalizeName, type DnsClient, type DnsRecordOf } from "./dns-client.ts";
@@ -31,7 +31,9 @@ export const resolveMailRoute = (
 export const makeMailRouter = (records: RecordSource, policy: AddressPolicy): MailRouter => {
   const filter = makeAddressFilter(policy.allowedNetworks);
   const hosts = hostLookup(records, policy, filter);
-  return Effect.fn("Resolver.resolveMailRoute")(function* (domain: string) {
+  // Untraced: a cached route is a few map reads, and a traced Effect.fn (a stack captured
+  // per call) measured at half its cost in bench/resolver.ts. Misses are traced in records.ts.
+  return Effect.fnUntraced(function* (domain: string) {
     const name = normalizeName(domain);
     const literal = addressLiteral(name);
     if (literal !== undefined) return yield* literalRoute(name, literal, filter);
@@ -67,18 +69,23 @@ const literalRoute = (domain: string, address: string, filter: AddressFilter): E
 const implicitMxRoute = (domain: string, source: DnsSource, hosts: HostLookupFn) =>
   Effect.flatMap(hosts(domain, 0), (result): Effect.Effect<MailRoute, ResolveFailure> => {
     if (result.ok) return Effect.succeed({ domain, hosts: [result.host], implicitMx: true, dns: source });
-    const detail = `no MX, and ${result.failure.detail}`;
-    return Effect.fail(
-      result.failure._tag === "DnsTemporaryFailure"
-        ? new DnsTemporaryFailure({ ...result.failure, domain, detail })
-        : new DnsPermanentFailure({ ...result.failure, domain, detail }),
-    );
+    return Effect.fail(restated(result.failure, domain, `no MX, and ${result.failure.detail}`));
   });
+
+/** The same failure, told about the domain instead of the host it happened on. */
+const restated = (failure: ResolveFailure, domain: string, detail: string): ResolveFailure => {
+  const source = { domain, detail, rcode: failure.rcode, server: failure.server };
+  return failure._tag === "DnsTemporaryFailure"
+    ? new DnsTemporaryFailure(source)
+    : new DnsPermanentFailure({ ...source, reason: failure.reason });
+};
 
 const explicitMxRoute = (domain: string, mxRecords: ReadonlyArray<MxRecord>, source: DnsSource, hosts: HostLookupFn) =>
   Effect.gen(function* () {
-    const lookups = yield* Effect.forEach(byPreference(mxRecords), (mx) => hosts(mx.exchange, mx.preference), {
-      concurrency: HOST_LOOKUP_CONCURRENCY,
+    const exchanges = byPreference(mxRecords);
+    // No more workers than hosts: one host (the common case) then runs without forking.
+    const lookups = yield* Effect.forEach(exchanges, (mx) => hosts(mx.exchange, mx.preference), {
+      concurrency: Math.min(HOST_LOOKUP_CONCURRENCY, exchanges.length),
     });
     const found = lookups.flatMap((result) => (result.ok ? [result.host] : []));
     if (found.length === 0) return yield* allHostsFailed(domain, lookups.flatMap((result) => (result.ok ? [] : [result.failure])));
@@ -103,7 +110,7 @@ const allHostsFailed = (domain: string, failures: ReadonlyArray<ResolveFailure>)
   const detail = `no usable MX host: ${failures.map((failure) => failure.detail).join("; ")}`;
   // One host failing temporarily may have an address tomorrow: do not bounce yet.
   const temporary = failures.find((failure) => failure._tag === "DnsTemporaryFailure");
-  if (temporary !== undefined) return Effect.fail(new DnsTemporaryFailure({ ...temporary, domain, detail }));
+  if (temporary !== undefined) return Effect.fail(restated(temporary, domain, detail));
   const refused = failures.some((failure) => failure._tag === "DnsPermanentFailure" && failure.reason === "non-public-address");
   return Effect.fail(new DnsPermanentFailure({ domain, detail, reason: refused ? "non-public-address" : "no-address" }));
 };
@@ -114,25 +121,35 @@ const hostLookup = (records: RecordSource, policy: AddressPolicy, filter: Addres
   hostAddresses(records, hostName, policy).pipe(
     Effect.flatMap((addresses) => usableHost(hostName, preference, addresses, filter)),
     Effect.match({ onSuccess: (host): HostLookup => ({ ok: true, host }), onFailure: (failure): HostLookup => ({ ok: false, failure }) }),
-    Effect.withSpan("Resolver.lookupHost", { attributes: { host: hostName } }),
   );
+
+type AddressOutcome = Result.Result<RecordSet, DnsLookupError>;
 
 /** An IP literal as is, else A and/or AAAA per the family policy, preferred family first. */
 const hostAddresses = (records: RecordSource, hostName: string, policy: AddressPolicy): Effect.Effect<ReadonlyArray<string>, ResolveFailure> => {
   // Some MX records name an IP instead of a host (RFC-violating but common); use it directly.
   if (isIP(hostName) !== 0) return Effect.succeed([hostName]);
   const types = addressTypes(policy.families);
+  // All cached (the common case): no fibers to fork for the parallel lookups below.
+  const cached = types.map((type) => records.peek?.(hostName, type));
+  if (cached.every((set) => set !== undefined)) return settleAddresses(hostName, types, cached.map((set) => Result.succeed(set)));
   return Effect.forEach(types, (type) => Effect.result(records.lookup(hostName, type)), { concurrency: "unbounded" }).pipe(
-    Effect.flatMap((outcomes): Effect.Effect<ReadonlyArray<string>, ResolveFailure> => {
-      const sets = outcomes.flatMap((outcome) => (outcome._tag === "Success" ? [outcome.success] : []));
-      const addresses = sets.flatMap((set) => set.records.flatMap((record) => ("address" in record ? [record.address] : [])));
-      // One family answering is enough; the other one failing must not hold the mail back.
-      if (addresses.length > 0) return Effect.succeed(addresses);
-      const error = outcomes.find((outcome) => outcome._tag === "Failure");
-      if (error !== undefined) return Effect.fail(temporaryFailure(hostName)(error.failure));
-      return Effect.fail(noAddress(hostName, types, sets.find((set) => set.rcode === "NXDOMAIN")));
-    }),
+    Effect.flatMap((outcomes) => settleAddresses(hostName, types, outcomes)),
   );
+};
+
+/** One family answering is enough; the other one failing must not hold the mail back. */
+const settleAddresses = (
+  hostName: string,
+  types: ReadonlyArray<string>,
+  outcomes: ReadonlyArray<AddressOutcome>,
+): Effect.Effect<ReadonlyArray<string>, ResolveFailure> => {
+  const sets = outcomes.flatMap((outcome) => (outcome._tag === "Success" ? [outcome.success] : []));
+  const addresses = sets.flatMap((set) => set.records.flatMap((record) => ("address" in record ? [record.address] : [])));
+  if (addresses.length > 0) return Effect.succeed(addresses);
+  const error = outcomes.find((outcome) => outcome._tag === "Failure");
+  if (error !== undefined) return Effect.fail(temporaryFailure(hostName)(error.failure));
+  return Effect.fail(noAddress(hostName, types, sets.find((set) => set.rcode === "NXDOMAIN")));
 };
 
 const noAddress = (hostName: string, types: ReadonlyArray<string>, nxdomain: RecordSet | undefined) =>

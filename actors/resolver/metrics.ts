@@ -14,13 +14,20 @@ const LATENCY_BUCKETS_SEC = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.
 
 export const makeResolverMetrics = (registry: Registry): ResolverMetrics => {
   const registers = [registry];
-  const queries = new Counter({ name: "tern_dns_queries_total", help: "DNS queries by type and outcome (rcode, timeout, network)", labelNames: ["type", "outcome"], registers });
-  const latency = new Histogram({ name: "tern_dns_query_duration_seconds", help: "DNS query time, all servers and tries included", labelNames: ["type"], buckets: LATENCY_BUCKETS_SEC, registers });
-  const timeouts = new Counter({ name: "tern_dns_timeouts_total", help: "DNS exchanges that got no reply in time, by server", labelNames: ["server"], registers });
-  const tcp = new Counter({ name: "tern_dns_tcp_fallbacks_total", help: "Truncated UDP answers asked again over TCP, by server", labelNames: ["server"], registers });
-  const hits = new Counter({ name: "tern_dns_cache_hits_total", help: "DNS lookups answered from the cache", labelNames: ["type"], registers });
-  const misses = new Counter({ name: "tern_dns_cache_misses_total", help: "DNS lookups that sent a query", labelNames: ["type"], registers });
-  const coalesced = new Counter({ name: "tern_dns_cache_coalesced_total", help: "DNS lookups that joined an identical one already under way", labelNames: ["type"], registers });
+  const counter = (name: string, help: string, labelNames: string[]) => new Counter({ name, help, labelNames, registers });
+  const queries = counter("tern_dns_queries_total", "DNS queries by type and outcome (rcode, timeout, network)", ["type", "outcome"]);
+  const timeouts = counter("tern_dns_timeouts_total", "DNS exchanges that got no reply in time, by server", ["server"]);
+  const tcp = counter("tern_dns_tcp_fallbacks_total", "Truncated UDP answers asked again over TCP, by server", ["server"]);
+  const hits = counter("tern_dns_cache_hits_total", "DNS lookups answered from the cache", ["type"]);
+  const misses = counter("tern_dns_cache_misses_total", "DNS lookups that sent a query", ["type"]);
+  const coalesced = counter("tern_dns_cache_coalesced_total", "DNS lookups that joined an identical one already under way", ["type"]);
+  const latency = new Histogram({
+    name: "tern_dns_query_duration_seconds",
+    help: "DNS query time, all servers and tries included",
+    labelNames: ["type"],
+    buckets: LATENCY_BUCKETS_SEC,
+    registers,
+  });
   const entries = new Gauge({ name: "tern_dns_cache_entries", help: "Answers held in the DNS cache", registers });
   const byResult = { hit: hits, miss: misses, coalesced };
   return {

@@ -35,6 +35,8 @@ export class DnsLookupError extends Schema.TaggedError<DnsLookupError>()("DnsLoo
 /** Anything that answers questions: the bare client, or the node's cache in front of it. */
 export interface RecordSource {
   lookup(name: string, type: DnsQueryType, options?: QueryOptions): Effect.Effect<RecordSet, DnsLookupError>;
+  /** A fresh cached answer, without asking anyone; lets callers skip forking when all is cached. */
+  peek?(name: string, type: DnsQueryType): RecordSet | undefined;
 }
 
 // Unbound allows 11 restarts and BIND 16; real mail domains use one or two aliases.
@@ -73,9 +75,14 @@ const lookupRecords = Effect.fn("Resolver.lookupRecords")(function* (
     if (walk.kind === "loop") return yield* fail("cname-loop", `CNAME loop at ${walk.at} (chain ${chain.join(" → ")})`);
     if (walk.kind === "too-long") return yield* fail("cname-chain-too-long", `more than ${MAX_CNAME_HOPS} CNAMEs from ${name}`);
     const result = { name, type, canonicalName: chain.at(-1)!, server: answer.server, authenticated };
-    if (walk.kind === "found") return { ...result, rcode: "NOERROR", records: walk.records, ttlSec: Math.min(...ttls, ...walk.records.map((r) => r.ttl)) } satisfies RecordSet;
+    if (walk.kind === "found") {
+      const ttlSec = Math.min(...ttls, ...walk.records.map((record) => record.ttl));
+      return { ...result, rcode: "NOERROR", records: walk.records, ttlSec } satisfies RecordSet;
+    }
+    // Final unless the server stopped part-way through a chain (no SOA vouching for "no data").
     if (answer.rcode === "NXDOMAIN" || walk.at === current || hasSoa(answer)) {
-      return { ...result, rcode: answer.rcode === "NXDOMAIN" ? "NXDOMAIN" : "NOERROR", records: [], ttlSec: negativeTtl(answer, walk.at, ttls) } satisfies RecordSet;
+      const rcode = answer.rcode === "NXDOMAIN" ? "NXDOMAIN" : "NOERROR";
+      return { ...result, rcode, records: [], ttlSec: negativeTtl(answer, walk.at, ttls) } satisfies RecordSet;
     }
   }
 });
@@ -88,7 +95,14 @@ const ask = (client: DnsClient, current: string, type: DnsQueryType, options: Qu
       answer.rcode === "NOERROR" || answer.rcode === "NXDOMAIN"
         ? Effect.succeed(answer)
         : Effect.fail(
-            new DnsLookupError({ name: asked, type, reason: "rcode", rcode: answer.rcode, server: answer.server, detail: `${type} ${current}: ${answer.rcode} from ${answer.server}` }),
+            new DnsLookupError({
+              name: asked,
+              type,
+              reason: "rcode",
+              rcode: answer.rcode,
+              server: answer.server,
+              detail: `${type} ${current}: ${answer.rcode} from ${answer.server}`,
+            }),
           )),
   );
 

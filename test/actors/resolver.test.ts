@@ -58,6 +58,7 @@ describe("mail routing against dnsmasq", () => {
         { name: "mx.mixed.test", address: "10.1.2.3,192.0.2.50" },
         { name: "mx.linklocal.test", address: "169.254.1.1,fe80::1" },
       ],
+      txt: [{ name: "textonly.test", strings: ["no mail here"] }],
       cnames: [
         { alias: "alias.aliased.test", target: "middle.aliased.test" },
         { alias: "middle.aliased.test", target: "final.aliased.test" },
@@ -98,6 +99,14 @@ describe("mail routing against dnsmasq", () => {
     const route = await Effect.runPromise(resolve("plain.test"));
     assert.deepEqual(route.hosts, [{ name: "plain.test", preference: 0, addresses: ["192.0.2.9"] }]);
     assert.equal(route.implicitMx, true);
+  });
+
+  test("no MX and no address at all is permanent", async () => {
+    const failure = await failureOf(resolve("textonly.test"));
+    assert.ok(failure instanceof DnsPermanentFailure, String(failure));
+    assert.equal(failure.reason, "no-address");
+    assert.match(failure.detail, /no MX, and textonly\.test has no A\/AAAA record/);
+    assert.match(dnsFailureReply(failure), /^550 5\.4\.4 /);
   });
 
   test("a null MX is permanent, with the RFC 7505 reply 556 5.1.10", async () => {

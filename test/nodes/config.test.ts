@@ -17,11 +17,15 @@ test("every bad field is named with the value found", () => {
       assert.ok(error instanceof ConfigError);
       assert.match(error.message, /listen\.smtp = 70000: Expected a value between 0 and 65535/);
       assert.match(error.message, /users\[0\]\.address = "nobody": expected local@domain/);
-      assert.match(error.message, /users\[0\]\.password = undefined: Missing key/);
       assert.match(error.message, /colour = "blue": Expected no excess property/);
       return true;
     },
   );
+});
+
+test("a user needs a password or a password hash", () => {
+  assert.throws(() => parseConfig({ users: [{ address: "a@localhost" }] }), /users\[0\] = \{"address":"a@localhost"\}: needs password or passwordHash/);
+  assert.throws(() => parseConfig({ users: [{ address: "a@localhost", passwordHash: "md5$x" }] }), /users\[0\]\.passwordHash = "md5\$x": expected scrypt/);
 });
 
 test("users must belong to a local domain", () => {
