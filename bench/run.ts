@@ -8,6 +8,7 @@ import { renderChart, ratePoints } from "./lib/chart.ts";
 import { stopEverything } from "./lib/environment.ts";
 import { describeMachine } from "./lib/machine.ts";
 import { acceptOnly, backlog, baseline, local, relay, scale, type BenchOptions, type RunReport } from "./lib/scenarios.ts";
+import { mailbox } from "./lib/mailbox-scenario.ts";
 import { round } from "./lib/stats.ts";
 import { projectRoot } from "./lib/tern-process.ts";
 
@@ -15,6 +16,7 @@ const scenarios = {
   relay: "SMTP in → spool → DNS → delivery → sink, end to end (default)",
   accept: "accept only: the next hop is down, the node receives, commits and queues",
   local: "local delivery into mailboxes, then every message read back over POP3",
+  mailbox: "one mailbox of --messages: delivery rate, then POP3 RETR rate (owner and other node), for 1 … --nodes nodes",
   scale: "relay with 1, 2 … --nodes nodes, the load spread over them",
   backlog: "queue --messages while the sink is down, then open it and measure the drain",
   kill: "relay, with kill -9 of node n0 a third of the way in and a restart (nothing may be lost)",
@@ -91,6 +93,7 @@ const runScenario = async (scenario: Scenario, options: BenchOptions): Promise<R
     case "relay": return [await relay(options)];
     case "accept": return [await acceptOnly(options)];
     case "local": return [await local(options)];
+    case "mailbox": return mailbox(options);
     case "scale": return scale(options);
     case "backlog": return [await backlog(options)];
     case "kill": return [await relay(options, "kill -9", true)];

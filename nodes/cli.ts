@@ -5,10 +5,12 @@ import { ConfigError, loadConfig, parseConfig } from "./config.ts";
 import { hashPassword } from "./users.ts";
 import { startNode } from "./node.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";
+import { runQueue } from "./queue-command.ts";
 
 const usage = `usage: tern node [--config FILE]
        tern user add --config FILE ADDRESS [--home NODE]   (password on stdin)
        tern user hash                                       (password on stdin)
+       tern queue [--config FILE] [--node ID] COMMAND ...    (tern queue --help)
 
 tern node runs one Tern node. Without --config, a one-node cluster on loopback defaults.
 tern user add stores the user with an scrypt hash of the password in the config file;
@@ -65,6 +67,7 @@ const main = async () => {
   const [command, ...rest] = process.argv.slice(2);
   if (command === "node") return runNode(rest);
   if (command === "user") return runUser(rest);
+  if (command === "queue") return void (process.exitCode = await runQueue(rest));
   console.error(usage);
   process.exit(command === undefined || command === "--help" ? 0 : 2);
 };

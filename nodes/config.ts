@@ -23,6 +23,8 @@ const User = Schema.Struct({
   home: Schema.optional(Token),
   /** Other addresses the user may send as (MAIL FROM) when authenticated. */
   aliases: Schema.optional(Schema.Array(Schema.String)),
+  /** Mailbox quota in bytes (overrides mailbox.quotaBytes); over it, delivery defers with 4.2.2. */
+  quotaBytes: Schema.optional(Positive),
 }).check(Schema.makeFilter((u: { password?: string; passwordHash?: string }) => u.password !== undefined || u.passwordHash !== undefined || "needs password or passwordHash"));
 
 const ConfigFile = Schema.Struct({
@@ -86,9 +88,58 @@ const ConfigFile = Schema.Struct({
       retryBaseMs: Schema.optional(Positive),
       retryMaxMs: Schema.optional(Positive),
       connectTimeoutMs: Schema.optional(Positive),
+      /** RFC 5321 §4.5.3.2: the 220 greeting. */
+      greetingTimeoutMs: Schema.optional(Positive),
+      /** Silence allowed after any SMTP command (the longest RFC 5321 wait is 10 minutes, after DATA's dot). */
+      socketTimeoutMs: Schema.optional(Positive),
+      messagesPerConnection: Schema.optional(Positive),
+      maxRecipientsPerTransaction: Schema.optional(Positive),
+      connectionIdleMs: Schema.optional(Positive),
+      /** Outbound SMTP connections of this node, all sites together. */
+      maxConnections: Schema.optional(Positive),
+      /** MX host name (or ".suffix") → connections per node for sites with such a host. */
+      siteConnections: Schema.optional(Schema.Record(Schema.String, Positive)),
+      /** Domains (".example.org": and subdomains) whose mail is only sent over TLS. */
+      requireTls: Schema.optional(Schema.Array(Schema.String)),
+      maxInFlightPerQueue: Schema.optional(Positive),
+      /** Queue lifetime: recipients still deferred after this age bounce. */
+      maxAgeMs: Schema.optional(Positive),
+      /** Age after which a still-deferred message sends its one delay notice. */
+      delayNoticeMs: Schema.optional(Positive),
+      /** A destination that rate-limits us or cannot be reached is left alone this long (default: retryBaseMs). */
+      holdMs: Schema.optional(Positive),
+      /** A message that waited this long for a connection to its site is deferred unsent. */
+      maxQueueWaitMs: Schema.optional(Positive),
+      /** JSON rules file for bounce classification. */
+      bounceRulesFile: Schema.optional(Schema.String),
+      /** Failure DSNs carry the whole message up to this size, else its headers. */
+      dsnMaxReturnBytes: Schema.optional(Positive),
     }),
   ),
   limits: Schema.optional(Schema.Struct({ maxMessageBytes: Schema.optional(Positive), maxRecipients: Schema.optional(Positive) })),
+  pop3: Schema.optional(
+    Schema.Struct({
+      /** Clients allowed to log in without STLS (default loopback only). */
+      plaintextLoginNetworks: Schema.optional(Schema.Array(Cidr)),
+      /** Maildrop lock lease; a session's node renews it every third of this. */
+      lockLeaseMs: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 3_000, maximum: 3_600_000 }))),
+      maxFailedLoginsPerIp: Schema.optional(Positive),
+      maxFailedLoginsPerUser: Schema.optional(Positive),
+      maxFailedLoginsPerUserAndIp: Schema.optional(Positive),
+      failedLoginWindowMs: Schema.optional(Positive),
+      failedLoginDelayMs: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))),
+    }),
+  ),
+  mailbox: Schema.optional(
+    Schema.Struct({
+      /** Default quota in bytes for every user (unset: none). */
+      quotaBytes: Schema.optional(Positive),
+      /** A mailbox actor idle this long is passivated. */
+      idleMs: Schema.optional(Positive),
+      /** Time allowed for an ask to the owner node (bodies add 1 s per MB). */
+      askTimeoutMs: Schema.optional(Positive),
+    }),
+  ),
 });
 type ConfigFile = typeof ConfigFile.Type;
 
@@ -137,8 +188,39 @@ export interface NodeConfig {
     readonly retryBaseMs: number;
     readonly retryMaxMs: number;
     readonly connectTimeoutMs: number;
+    readonly greetingTimeoutMs: number;
+    readonly socketTimeoutMs: number;
+    readonly messagesPerConnection: number;
+    readonly maxRecipientsPerTransaction: number;
+    readonly connectionIdleMs: number;
+    readonly maxConnections: number;
+    readonly siteConnections: Readonly<Record<string, number>>;
+    readonly requireTls: ReadonlyArray<string>;
+    readonly maxInFlightPerQueue: number;
+    readonly maxAgeMs: number;
+    readonly delayNoticeMs: number;
+    readonly holdMs: number;
+    readonly maxQueueWaitMs: number;
+    readonly bounceRulesFile: string | undefined;
+    readonly dsnMaxReturnBytes: number;
   };
   readonly limits: { readonly maxMessageBytes: number; readonly maxRecipients: number };
+  readonly pop3: {
+    readonly plaintextLoginNetworks: ReadonlyArray<string>;
+    readonly lockLeaseMs: number;
+    readonly maxFailedLoginsPerIp: number;
+    readonly maxFailedLoginsPerUser: number;
+    readonly maxFailedLoginsPerUserAndIp: number;
+    readonly failedLoginWindowMs: number;
+    readonly failedLoginDelayMs: number;
+  };
+  readonly mailbox: {
+    readonly quotaBytes: number | undefined;
+    /** Per-user quotas from users[].quotaBytes. */
+    readonly quotas: Readonly<Record<string, number>>;
+    readonly idleMs: number;
+    readonly askTimeoutMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -196,8 +278,40 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     retryBaseMs: file.delivery?.retryBaseMs ?? 60_000,
     retryMaxMs: file.delivery?.retryMaxMs ?? 3_600_000,
     connectTimeoutMs: file.delivery?.connectTimeoutMs ?? 30_000,
+    greetingTimeoutMs: file.delivery?.greetingTimeoutMs ?? 300_000,
+    socketTimeoutMs: file.delivery?.socketTimeoutMs ?? 600_000,
+    messagesPerConnection: file.delivery?.messagesPerConnection ?? 100,
+    maxRecipientsPerTransaction: file.delivery?.maxRecipientsPerTransaction ?? 100,
+    connectionIdleMs: file.delivery?.connectionIdleMs ?? 5_000,
+    maxConnections: file.delivery?.maxConnections ?? 200,
+    siteConnections: file.delivery?.siteConnections ?? {},
+    requireTls: file.delivery?.requireTls ?? [],
+    maxInFlightPerQueue: file.delivery?.maxInFlightPerQueue ?? 128,
+    maxAgeMs: file.delivery?.maxAgeMs ?? 5 * 24 * 3_600_000,
+    delayNoticeMs: file.delivery?.delayNoticeMs ?? 4 * 3_600_000,
+    // As long as a first retry waits: a hold must not outlast the retry schedule.
+    holdMs: file.delivery?.holdMs ?? file.delivery?.retryBaseMs ?? 60_000,
+    maxQueueWaitMs: file.delivery?.maxQueueWaitMs ?? 15 * 60_000,
+    bounceRulesFile: file.delivery?.bounceRulesFile,
+    dsnMaxReturnBytes: file.delivery?.dsnMaxReturnBytes ?? 1024 * 1024,
   },
   limits: { maxMessageBytes: file.limits?.maxMessageBytes ?? 25 * 1024 * 1024, maxRecipients: file.limits?.maxRecipients ?? 100 },
+  pop3: {
+    // Loopback cannot be listened in on; everywhere else the password needs TLS first.
+    plaintextLoginNetworks: file.pop3?.plaintextLoginNetworks ?? ["127.0.0.0/8", "::1/128"],
+    lockLeaseMs: file.pop3?.lockLeaseMs ?? 30_000,
+    maxFailedLoginsPerIp: file.pop3?.maxFailedLoginsPerIp ?? 20,
+    maxFailedLoginsPerUser: file.pop3?.maxFailedLoginsPerUser ?? 10,
+    maxFailedLoginsPerUserAndIp: file.pop3?.maxFailedLoginsPerUserAndIp ?? 5,
+    failedLoginWindowMs: file.pop3?.failedLoginWindowMs ?? 15 * 60_000,
+    failedLoginDelayMs: file.pop3?.failedLoginDelayMs ?? 1_000,
+  },
+  mailbox: {
+    quotaBytes: file.mailbox?.quotaBytes,
+    quotas: Object.fromEntries((file.users ?? []).flatMap((u) => (u.quotaBytes === undefined ? [] : [[u.address.toLowerCase(), u.quotaBytes]]))),
+    idleMs: file.mailbox?.idleMs ?? 60_000,
+    askTimeoutMs: file.mailbox?.askTimeoutMs ?? 30_000,
+  },
 });
 
 /** The machine's resolvers from /etc/resolv.conf (IPv4 only for now), else 127.0.0.1:53. */

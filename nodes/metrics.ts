@@ -7,8 +7,9 @@ export interface NodeMetrics {
   readonly acceptedBytes: Counter;
   readonly rejected: Counter<"reason">;
   readonly delivered: Counter<"route">;
-  readonly deferred: Counter<"route">;
-  readonly failed: Counter<"route">;
+  /** `category`: bounce classification (actors/delivery/classify.ts). */
+  readonly deferred: Counter<"route" | "category">;
+  readonly failed: Counter<"route" | "category">;
   readonly actorRestarts: Counter<"actor">;
 }
 
@@ -30,8 +31,8 @@ export const makeNodeMetrics = (nodeId: string, queueDepth: () => number, inFlig
     acceptedBytes: counter("tern_messages_accepted_bytes_total", "Bytes of messages accepted"),
     rejected: counter("tern_smtp_rejections_total", "SMTP commands refused, by reason", ["reason"]),
     delivered: counter("tern_recipients_delivered_total", "Recipients delivered to the next hop", ["route"]),
-    deferred: counter("tern_recipients_deferred_total", "Recipient attempts deferred for a retry", ["route"]),
-    failed: counter("tern_recipients_failed_total", "Recipients failed permanently", ["route"]),
+    deferred: counter("tern_recipients_deferred_total", "Recipient attempts deferred for a retry, by bounce category", ["route", "category"]),
+    failed: counter("tern_recipients_failed_total", "Recipients failed permanently (bounced or expired), by bounce category", ["route", "category"]),
     actorRestarts: counter("tern_actor_restarts_total", "Actor handler restarts after a crash", ["actor"]),
   };
 };

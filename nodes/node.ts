@@ -7,24 +7,24 @@ import { open } from "lmdb";
 import { linkToNats } from "../cluster/nats.ts";
 import { openMailboxOwners } from "../cluster/ownership.ts";
 import { makeSubjects } from "../protocol/subjects.ts";
-import { makeDispatch } from "../actors/delivery/dispatch.ts";
-import { startScheduler } from "../actors/delivery/scheduler.ts";
-import { makeSites } from "../actors/delivery/sites.ts";
-import { makeLocalMailboxes } from "../actors/mailbox/actor.ts";
+import { startOutbound } from "../actors/delivery/outbound.ts";
+import { makeLocalMailboxes, passivateIdle } from "../actors/mailbox/actor.ts";
+import { withFaults } from "../actors/mailbox/faults.ts";
+import { makeMailboxMetrics } from "../actors/mailbox/metrics.ts";
 import { makeMailboxRouter } from "../actors/mailbox/router.ts";
 import { openMailboxStore } from "../actors/mailbox/store.ts";
-import type { QueueEntry, RecipientResult } from "../actors/queue/entry.ts";
 import { openSpool, type Spool } from "../actors/queue/spool.ts";
 import { startResolverActor, resolveOverNats } from "../actors/resolver/actor.ts";
 import { makeDnsClient } from "../actors/resolver/dns-client.ts";
 import { makeResolverMetrics } from "../actors/resolver/metrics.ts";
 import { makeCachedResolver } from "../actors/resolver/resolver.ts";
 import { makeMaildropAccess } from "../actors/retriever/access.ts";
+import { defaultLoginThrottle } from "../actors/retriever/login-throttle.ts";
 import { startPop3Server } from "../actors/retriever/pop3-server.ts";
 import { makeSupervisor } from "../actors/runtime/supervisor.ts";
 import { makeClientGuard } from "../actors/session/guard.ts";
 import { startSmtpListeners } from "../actors/session/smtp.ts";
-import type { NodeConfig } from "./config.ts";
+import { ConfigError, type NodeConfig } from "./config.ts";
 import { startHttp } from "./http.ts";
 import { makeLog, type Log } from "./log.ts";
 import { makeNodeMetrics } from "./metrics.ts";
@@ -41,7 +41,8 @@ const GRACE_MS = 10_000;
 export const startNode = async (config: NodeConfig, log: Log = makeLog(config.nodeId)): Promise<RunningNode> => {
   await mkdir(config.dataDir, { recursive: true });
   // Default lmdb-js options: an awaited write resolves only once flushed (never noSync).
-  const root = open({ path: join(config.dataDir, "tern.lmdb") });
+  // maxDbs: lmdb-js's default of 12 named databases is too few for the spool's indexes and the mailboxes.
+  const root = open({ path: join(config.dataDir, "tern.lmdb"), maxDbs: 64 });
   const nats = await linkToNats({
     servers: config.nats.servers,
     embedded: config.nats.embedded,
@@ -71,7 +72,17 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
     if (owner !== config.nodeId) log("mailbox.claim.refused", { user: user.address, owner });
   }
 
-  const localMailboxes = makeLocalMailboxes(openMailboxStore(root), supervisor);
+  const mailboxMetrics = makeMailboxMetrics(metrics.registry, () => localMailboxes.active());
+  const localMailboxes = makeLocalMailboxes({
+    store: openMailboxStore(root),
+    supervisor,
+    knows: users.exists,
+    quotaOf: (user) => config.mailbox.quotas[user] ?? config.mailbox.quotaBytes,
+    idleMs: config.mailbox.idleMs,
+    askTimeoutMs: config.mailbox.askTimeoutMs,
+    observer: withFaults(mailboxMetrics.observer, process.env),
+  });
+  const stopPassivating = passivateIdle(localMailboxes, Math.max(1_000, Math.floor(config.mailbox.idleMs / 2)));
   const mailboxes = makeMailboxRouter({
     nodeId: config.nodeId,
     nc,
@@ -79,7 +90,7 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
     owners,
     local: localMailboxes,
     homeOf: users.homeOf,
-    timeoutMs: 30_000,
+    timeoutMs: config.mailbox.askTimeoutMs,
   });
   const mailboxSubscriptions = mailboxes.serve();
 
@@ -97,38 +108,29 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
   });
   const resolver = await Effect.runPromise(startResolverActor(nc, subjects, dnsResolver, supervisor));
 
-  const sites = makeSites(
-    {
-      heloName: config.hostname,
-      port: config.delivery.remotePort,
-      connectTimeoutMs: config.delivery.connectTimeoutMs,
-      maxConnectionsPerHost: 1,
-      connectionsPerSite: config.delivery.connectionsPerSite,
-    },
-    supervisor,
-  );
-
   const publish = (kind: string, event: Record<string, unknown>) => {
     if (!nc.isClosed()) nc.publish(subjects.event(kind), JSON.stringify({ node: config.nodeId, time: Date.now(), ...event }));
   };
 
-  const finished = (entry: QueueEntry, results: ReadonlyArray<RecipientResult>, server: string) => {
-    for (const result of results) {
-      const route = entry.route.kind;
-      (result.status === "delivered" ? metrics.delivered : result.status === "failed" ? metrics.failed : metrics.deferred).inc({ route });
-      publish(result.status, { msg: entry.messageId, entry: entry.id, recipient: result.recipient, server, reply: result.reply, attempts: entry.attempts + 1 });
-      log(`recipient.${result.status}`, { msg: entry.messageId, entry: entry.id, rcpt: result.recipient, server, reply: result.reply });
-    }
-  };
-
-  const scheduler = startScheduler({
+  // Delivery, DSNs and queue administration (`tern queue`): actors/delivery/outbound.ts.
+  const outbound = await startOutbound({
+    nodeId: config.nodeId,
+    hostname: config.hostname,
+    delivery: config.delivery,
+    nc,
+    subjects,
     spool,
-    dispatch: makeDispatch({ nodeId: config.nodeId, mailboxes, sites, resolve: (domain) => resolveOverNats(nc, subjects, domain) }),
-    maxInFlight: config.delivery.maxInFlight,
-    pollMs: config.delivery.pollMs,
-    retry: { baseMs: config.delivery.retryBaseMs, maxMs: config.delivery.retryMaxMs },
-    hooks: { finished, log },
+    mailboxes,
+    supervisor,
+    resolve: (domain) => resolveOverNats(nc, subjects, domain),
+    isLocalUser: users.exists,
+    metrics,
+    publish,
+    log,
+  }).catch((error: Error) => {
+    throw new ConfigError(error.message);
   });
+  const { scheduler, sites } = outbound;
   inFlight = scheduler.inFlight;
 
   const spoolHealth = watchSpoolHealth(spool, log);
@@ -173,7 +175,19 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
     host: config.listen.host,
     port: config.listen.pop3,
     hostname: config.hostname,
-    access: makeMaildropAccess(users, mailboxes),
+    nodeId: config.nodeId,
+    access: makeMaildropAccess(users, mailboxes, { leaseMs: config.pop3.lockLeaseMs }),
+    tls: { key: tls.key, cert: tls.cert },
+    plaintextLoginNetworks: config.pop3.plaintextLoginNetworks,
+    throttle: {
+      ...defaultLoginThrottle,
+      windowMs: config.pop3.failedLoginWindowMs,
+      maxFailuresPerIp: config.pop3.maxFailedLoginsPerIp,
+      maxFailuresPerUser: config.pop3.maxFailedLoginsPerUser,
+      maxFailuresPerUserAndIp: config.pop3.maxFailedLoginsPerUserAndIp,
+    },
+    failureDelayMs: config.pop3.failedLoginDelayMs,
+    onLogin: mailboxMetrics.onLogin,
     log: (fields) => log("pop3", fields),
   });
 
@@ -194,6 +208,8 @@ export const startNode = async (config: NodeConfig, log: Log = makeLog(config.no
       await Promise.all([smtp.close(), pop3.close()]);
       spoolHealth.stop();
       await scheduler.stop(GRACE_MS);
+      outbound.close();
+      stopPassivating();
       await Effect.runPromise(Effect.all([sites.stop(GRACE_MS), localMailboxes.stop(GRACE_MS), resolver.actor.stop(1_000)]));
       resolver.subscription.unsubscribe();
       mailboxSubscriptions.forEach((subscription) => subscription.unsubscribe());

@@ -30,9 +30,9 @@ export class UnknownUser extends Schema.TaggedError<UnknownUser>()("UnknownUser"
 }) {}
 
 /**
- * Storing the message would take the user over their quota. Temporary (RFC 3463 4.2.2):
- * the queue entry waits for the user to make room, and only the queue's expiry bounces it.
- * `detail` carries the enhanced status so any reply built from it says 4.2.2.
+ * Storing the message would take the user over their quota. Temporary (RFC 3463 4.2.2,
+ * "mailbox full"): the queue entry waits for the user to make room, and only the queue's
+ * expiry bounces it (5.2.2). `detail` is the human part of that reply.
  */
 export class OverQuota extends Schema.TaggedError<OverQuota>()("OverQuota", {
   user: Schema.String,
@@ -71,7 +71,7 @@ export const overQuota = (user: string, usedBytes: number, quotaBytes: number, m
     usedBytes,
     quotaBytes,
     messageBytes,
-    detail: `4.2.2 mailbox full: ${usedBytes} of ${quotaBytes} bytes used, message is ${messageBytes}`,
+    detail: `${usedBytes} of ${quotaBytes} bytes used, message is ${messageBytes}`,
   });
 
 // ---------------------------------------------------------------------------

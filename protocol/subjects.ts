@@ -14,6 +14,10 @@ export interface Subjects {
   readonly event: (kind: string) => string;
   /** KV bucket holding mailbox owner → node. */
   readonly mailboxOwnersBucket: string;
+  /** Queue administration (`tern queue`): every node answers requests sent here. */
+  readonly queueAdmin: string;
+  /** Queue administration of one node. */
+  readonly queueAdminOf: (nodeId: string) => string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -30,5 +34,7 @@ export const makeSubjects = (cluster: string): Subjects => {
     mailbox: (nodeId, operation) => `${root}.mailbox.${nodeId}.${operation}`,
     event: (kind) => `${root}.events.${kind}`,
     mailboxOwnersBucket: `tern_${cluster}_mailbox_owners`,
+    queueAdmin: `${root}.queue.admin`,
+    queueAdminOf: (nodeId) => `${root}.queue.admin.${nodeId}`,
   };
 };

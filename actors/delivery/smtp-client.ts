@@ -1,100 +1,268 @@
-// One delivery attempt of one queue entry to one site, with nodemailer's SMTP client.
-// MX hosts (and their addresses) are tried in order while the trouble is reaching
-// them; once a host answers, its replies decide each recipient's outcome.
-import nodemailer, { type Transporter } from "nodemailer";
-import type { MailRoute } from "../../protocol/route.ts";
+// SMTP out with nodemailer's SMTPConnection: one connection to one MX address, used
+// for many messages (RSET between them), and the transactions of one message on it.
+//
+// Opening a connection fails over to the next address on connection trouble, a 4xx/5xx
+// greeting or EHLO, or (when TLS is required) no STARTTLS; once a host has taken MAIL
+// FROM, its replies decide each recipient's outcome and no other host is tried, so a
+// message is never sent twice because a connection broke in the middle of DATA.
+import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { RecipientResult } from "../queue/entry.ts";
+import { everyone, type Trouble } from "./attempt.ts";
+import type { DsnParams } from "./dsn.ts";
+import { decodeXtext } from "./dsn.ts";
+import { downgradeTo7bit, hasEightBit, isAscii } from "./downgrade.ts";
 
 export interface OutboundOptions {
   readonly heloName: string;
   /** 25 in production; tests point it at a loopback sink. */
   readonly port: number;
+  /** TCP connect. */
   readonly connectTimeoutMs: number;
-  readonly maxConnectionsPerHost: number;
+  /** RFC 5321 §4.5.3.2.1: the 220 greeting (5 minutes). */
+  readonly greetingTimeoutMs: number;
+  /** Silence allowed after any command; RFC 5321 §4.5.3.2 asks for up to 10 minutes after the final dot. */
+  readonly socketTimeoutMs: number;
+  /** Messages sent over one connection before it is closed and a new one opened. */
+  readonly messagesPerConnection: number;
+  /** Recipients per transaction; more go in further transactions on the same connection. */
+  readonly maxRecipientsPerTransaction: number;
 }
 
-export interface Attempt {
-  readonly results: ReadonlyArray<RecipientResult>;
-  /** The host and address that answered, or the last one tried. */
-  readonly server: string;
+export interface OutboundJob {
+  readonly sender: string;
+  readonly recipients: ReadonlyArray<string>;
+  /** Loaded once a host is ready for it. */
+  readonly body: () => Uint8Array;
+  readonly dsn: DsnParams;
 }
 
-interface SmtpError extends Error {
-  code?: string;
-  responseCode?: number;
-  response?: string;
-  recipient?: string;
-  rejectedErrors?: SmtpError[];
-}
-
-/** A pool of nodemailer transports, one per remote address, reused across messages. */
-export interface TransportPool {
-  readonly send: (
-    route: MailRoute,
-    envelope: { sender: string; recipients: ReadonlyArray<string> },
-    body: Uint8Array,
-  ) => Promise<Attempt>;
+/** An open, greeted connection to one MX address. */
+export interface Connection {
+  readonly host: string;
+  readonly ip: string;
+  readonly secure: boolean;
+  readonly extensions: ReadonlySet<string>;
+  /** Messages sent over it so far. */
+  sent: number;
+  /** Set once the server or the network closed it. */
+  readonly closed: () => boolean;
   readonly close: () => void;
 }
 
-export const makeTransportPool = (options: OutboundOptions): TransportPool => {
-  const transports = new Map<string, Transporter>();
+export type TlsPolicy = "require" | "opportunistic";
 
-  const transportFor = (address: string, hostName: string) => {
-    const existing = transports.get(address);
-    if (existing) return existing;
-    const created = nodemailer.createTransport({
-      host: address,
+export type OpenFailure = { readonly trouble: Trouble; readonly reply: string };
+
+interface SmtpError extends Error {
+  code?: string;
+  originalCode?: string;
+  responseCode?: number;
+  response?: string;
+  command?: string;
+  recipient?: string;
+  rejectedErrors?: SmtpError[];
+  timeoutType?: string;
+}
+
+export const openConnection = (
+  target: { readonly host: string; readonly ip: string },
+  options: OutboundOptions,
+  tls: TlsPolicy,
+  /** Called once when the connection is gone, however it went (permits are returned here). */
+  onClosed: () => void,
+  plaintextOnly = false,
+): Promise<Connection | OpenFailure> =>
+  new Promise((resolve) => {
+    const conn = new SMTPConnection({
+      host: target.ip,
       port: options.port,
       name: options.heloName,
       secure: false,
-      pool: true,
-      maxConnections: options.maxConnectionsPerHost,
-      maxMessages: 100,
-      connectionTimeout: options.connectTimeoutMs,
-      greetingTimeout: options.connectTimeoutMs,
-      socketTimeout: 10 * 60_000, // RFC 5321 §4.5.3.2: 10 minutes for the final reply to DATA
-      tls: { rejectUnauthorized: false, servername: hostName }, // opportunistic STARTTLS
+      requireTLS: tls === "require",
+      opportunisticTLS: tls === "opportunistic",
+      ignoreTLS: plaintextOnly,
+      connectionTimeout: options.connectTimeoutMs + options.greetingTimeoutMs,
+      greetingTimeout: options.greetingTimeoutMs,
+      socketTimeout: options.socketTimeoutMs,
+      socketCloseTimeout: 1_000,
+      // Certificates of MX hosts are not verified (opportunistic TLS, RFC 7435); MTA-STS/DANE would.
+      tls: { rejectUnauthorized: false, servername: target.host },
       logger: false,
     });
-    transports.set(address, created);
-    return created;
-  };
-
-  const forget = (address: string) => {
-    transports.get(address)?.close();
-    transports.delete(address);
-  };
-
-  const send: TransportPool["send"] = async (route, envelope, body) => {
-    let lastTrouble = "no MX host has an address";
-    let lastServer = route.domain;
-    for (const host of route.hosts) {
-      for (const address of host.addresses) {
-        lastServer = `${host.name}[${address}]`;
-        try {
-          const info = await transportFor(address, host.name).sendMail({
-            envelope: { from: envelope.sender, to: [...envelope.recipients] },
-            raw: Buffer.from(body.buffer, body.byteOffset, body.byteLength),
-          });
-          return { results: fromSuccess(envelope.recipients, info), server: lastServer };
-        } catch (error) {
-          const failure = error as SmtpError;
-          if (failure.responseCode !== undefined) return { results: fromReplyError(envelope.recipients, failure), server: lastServer };
-          // No reply to judge: connection refused, timeout, TLS, broken socket. Next address.
-          forget(address);
-          lastTrouble = `${failure.code ?? "ERROR"}: ${failure.message}`;
-        }
+    let closed = false;
+    let settled = false;
+    conn.on("error", (error: SmtpError) => {
+      closed = true;
+      if (!settled) {
+        settled = true;
+        resolve(openFailure(error));
       }
-    }
-    return { results: envelope.recipients.map((recipient) => ({ recipient, status: "deferred", reply: lastTrouble })), server: lastServer };
-  };
+    });
+    conn.once("end", () => {
+      closed = true;
+      // The permit comes back when the socket is really gone, not when nodemailer lets go of it,
+      // so the limit holds as the remote host counts connections.
+      const socket = conn._socket;
+      if (socket && !socket.destroyed) socket.once("close", onClosed);
+      else onClosed();
+      if (!settled) {
+        settled = true;
+        resolve({ trouble: "connection", reply: "connection closed before the greeting" });
+      }
+    });
+    conn.connect(() => {
+      if (settled) return;
+      settled = true;
+      resolve({
+        host: target.host,
+        ip: target.ip,
+        secure: conn.secure,
+        extensions: new Set(extensionsOf(conn)),
+        sent: 0,
+        closed: () => closed,
+        close: () => {
+          closed = true;
+          conn.quit();
+          conn.close();
+        },
+        [CONN]: conn,
+      } as Connection);
+    });
+  });
 
-  return { send, close: () => [...transports.keys()].forEach(forget) };
+const CONN = Symbol("smtp-connection");
+const rawOf = (connection: Connection): SMTPConnection => (connection as unknown as { [CONN]: SMTPConnection })[CONN];
+
+/**
+ * The extensions nodemailer parsed from EHLO. It keeps them in a field it marks internal;
+ * reading it is the only way to learn them before sending (8BITMIME, SMTPUTF8, DSN).
+ */
+const extensionsOf = (conn: SMTPConnection): string[] => {
+  const found = (conn as unknown as { _supportedExtensions?: unknown })._supportedExtensions;
+  return Array.isArray(found) ? found.map(String) : [];
 };
 
-const statusOf = (code: number | undefined): "deferred" | "failed" =>
-  code !== undefined && code >= 500 && code < 600 ? "failed" : "deferred";
+const openFailure = (error: SmtpError): OpenFailure => {
+  const trouble: Trouble = error.code === "ETLS" || error.code === "EREQUIRETLS" ? "tls" : error.code === "ETIMEDOUT" ? "timeout" : error.code === "EPROTOCOL" && !error.response ? "protocol" : "connection";
+  return { trouble, reply: error.response ?? `${error.originalCode ?? error.code ?? "ERROR"}: ${error.message}` };
+};
+
+/** What a message's transactions on one connection came to. */
+export interface Sent {
+  readonly results: ReadonlyArray<RecipientResult>;
+  /** No reply decided (the connection broke or timed out): results are all deferrals. */
+  readonly trouble?: Trouble | undefined;
+  /** The connection broke before the first MAIL FROM was answered: a reused connection gone stale, safe to retry elsewhere. */
+  readonly stale: boolean;
+  /** The connection can carry the next message. */
+  readonly reusable: boolean;
+}
+
+/** Sends one message to its recipients over an open connection, in as many transactions as its DSN parameters and the recipient limit need. */
+export const sendOver = async (connection: Connection, job: OutboundJob, options: OutboundOptions): Promise<Sent> => {
+  const conn = rawOf(connection);
+  const original = job.body();
+  const utf8 = !isAscii(job.sender) || job.recipients.some((r) => !isAscii(r));
+  if (utf8 && !connection.extensions.has("SMTPUTF8")) {
+    return { results: everyone(job.recipients, "failed", "553 5.6.7 UTF-8 addresses for a host without SMTPUTF8"), trouble: "conversion", stale: false, reusable: true };
+  }
+  let body = Buffer.from(original.buffer, original.byteOffset, original.byteLength);
+  const eightBit = hasEightBit(body);
+  if (eightBit && !connection.extensions.has("8BITMIME") && !utf8) {
+    const converted = downgradeTo7bit(body);
+    if (!converted.ok) return { results: everyone(job.recipients, "failed", converted.reply), trouble: "conversion", stale: false, reusable: true };
+    body = converted.body;
+  }
+  const results: RecipientResult[] = [];
+  const groups = transactionsOf(job, options.maxRecipientsPerTransaction);
+  // A transaction that ended in a 250 needs no RSET before the next MAIL (RFC 5321 §4.1.1.5); one refused part way does.
+  let needsReset = false;
+  for (const [n, group] of groups.entries()) {
+    if (needsReset && !(await reset(conn))) return brokeOff(results, groups.slice(n), { trouble: "connection", reply: "connection lost between transactions" }, false);
+    const outcome = await transaction(conn, group, job, body, eightBit);
+    if ("broken" in outcome) return brokeOff(results, groups.slice(n), outcome.broken, n === 0 && connection.sent > 0 && outcome.beforeMail);
+    results.push(...outcome.results);
+    // 421: the host answered, and is closing the connection (RFC 5321 §3.8); the rest wait for next time.
+    if (outcome.closing) return { results: [...results, ...everyone(groups.slice(n + 1).flatMap((g) => g.recipients), "deferred", outcome.results[0]!.reply)], stale: false, reusable: false };
+    needsReset = outcome.refused === true;
+  }
+  connection.sent++;
+  const reusable = !connection.closed() && connection.sent < options.messagesPerConnection;
+  return { results, stale: false, reusable: reusable && (!needsReset || (await reset(conn))) };
+};
+
+const reset = (conn: SMTPConnection) => new Promise<boolean>((resolve) => conn.reset((error) => resolve(!error)));
+
+const brokeOff = (done: RecipientResult[], rest: ReadonlyArray<Group>, failure: OpenFailure, stale: boolean): Sent => ({
+  results: [...done, ...everyone(rest.flatMap((g) => g.recipients), "deferred", failure.reply)],
+  trouble: failure.trouble,
+  stale,
+  reusable: false,
+});
+
+interface Group {
+  readonly recipients: ReadonlyArray<string>;
+  readonly notify: string | undefined;
+  readonly orcpt: string | undefined;
+}
+
+/**
+ * Recipients that share NOTIFY and ORCPT go in one transaction (nodemailer sends one set
+ * of RCPT parameters per transaction), up to the recipient limit. Without DSN parameters
+ * (the usual case) that is one transaction for the whole message.
+ */
+export const transactionsOf = (job: OutboundJob, limit: number): Group[] => {
+  const byParams = new Map<string, { notify: string | undefined; orcpt: string | undefined; recipients: string[] }>();
+  for (const recipient of job.recipients) {
+    const params = job.dsn.recipient(recipient);
+    const notify = params.notify?.join(",");
+    const key = `${notify ?? ""}\u0000${params.orcpt ?? ""}`;
+    const group = byParams.get(key) ?? { notify, orcpt: params.orcpt, recipients: [] };
+    group.recipients.push(recipient);
+    byParams.set(key, group);
+  }
+  return [...byParams.values()].flatMap((group) => {
+    const chunks: Group[] = [];
+    for (let i = 0; i < group.recipients.length; i += limit) chunks.push({ ...group, recipients: group.recipients.slice(i, i + limit) });
+    return chunks;
+  });
+};
+
+type TransactionOutcome =
+  /** `refused`: the host refused the transaction part way (MAIL, every RCPT, DATA): RSET before the next one. */
+  | { readonly results: RecipientResult[]; readonly closing?: boolean; readonly refused?: boolean }
+  | { readonly broken: OpenFailure; readonly beforeMail: boolean };
+
+const transaction = (conn: SMTPConnection, group: Group, job: OutboundJob, body: Buffer, eightBit: boolean): Promise<TransactionOutcome> =>
+  new Promise((resolve) => {
+    const dsn = {
+      ...(job.dsn.ret ? { ret: job.dsn.ret } : {}),
+      ...(job.dsn.envid ? { envid: job.dsn.envid } : {}),
+      ...(group.notify ? { notify: group.notify } : {}),
+      ...(group.orcpt ? { orcpt: orcptForNodemailer(group.orcpt) } : {}),
+    };
+    const envelope = {
+      from: job.sender === "" ? false : job.sender,
+      to: [...group.recipients],
+      size: body.length,
+      use8BitMime: eightBit,
+      ...(Object.keys(dsn).length > 0 ? { dsn } : {}),
+    } as const;
+    // Cleared so that afterwards it tells whether the host answered anything at all.
+    conn.lastServerResponse = false;
+    conn.send(envelope as Parameters<SMTPConnection["send"]>[0], body, (error, info) => {
+      if (!error) return resolve({ results: fromSuccess(group.recipients, info ?? { rejectedErrors: undefined, response: undefined }) });
+      resolve(fromError(group.recipients, error as SmtpError, conn.lastServerResponse === false));
+    });
+  });
+
+/** nodemailer xtext-encodes ORCPT itself: hand it the decoded address, keeping the type. */
+const orcptForNodemailer = (orcpt: string): string => {
+  const semicolon = orcpt.indexOf(";");
+  return semicolon === -1 ? decodeXtext(orcpt) : `${orcpt.slice(0, semicolon)};${decodeXtext(orcpt.slice(semicolon + 1))}`;
+};
+
+const statusOfCode = (code: number | undefined): "deferred" | "failed" => (code !== undefined && code >= 500 && code < 600 ? "failed" : "deferred");
 
 const fromSuccess = (
   recipients: ReadonlyArray<string>,
@@ -104,16 +272,29 @@ const fromSuccess = (
   return recipients.map((recipient) => {
     const error = rejected.get(recipient);
     return error
-      ? { recipient, status: statusOf(error.responseCode), reply: error.response ?? error.message }
+      ? { recipient, status: statusOfCode(error.responseCode), reply: error.response ?? error.message }
       : { recipient, status: "delivered", reply: info.response ?? "250" };
   });
 };
 
-/** The server answered with an error: per-recipient replies when it rejected RCPTs, else one reply for all. */
-const fromReplyError = (recipients: ReadonlyArray<string>, error: SmtpError): RecipientResult[] => {
-  const perRecipient = new Map((error.rejectedErrors ?? []).map((e) => [e.recipient ?? "", e]));
-  return recipients.map((recipient) => {
-    const specific = perRecipient.get(recipient) ?? error;
-    return { recipient, status: statusOf(specific.responseCode), reply: specific.response ?? specific.message };
-  });
+const fromError = (recipients: ReadonlyArray<string>, error: SmtpError, unanswered: boolean): TransactionOutcome => {
+  // The host answered: per-recipient replies when it refused RCPTs, else one reply for all.
+  if (error.responseCode !== undefined && error.response) {
+    if (error.responseCode === 421) return { results: [...everyone(recipients, "deferred", error.response)], closing: true };
+    const perRecipient = new Map((error.rejectedErrors ?? []).map((e) => [e.recipient ?? "", e]));
+    return {
+      refused: true,
+      results: recipients.map((recipient) => {
+        const specific = perRecipient.get(recipient) ?? error;
+        return { recipient, status: statusOfCode(specific.responseCode), reply: specific.response ?? specific.message } as RecipientResult;
+      }),
+    };
+  }
+  // nodemailer refuses locally a message above the SIZE the host announced.
+  if (error.code === "EMESSAGE" && error.command === "MAIL FROM") {
+    return { results: [...everyone(recipients, "failed", `552 5.3.4 ${error.message}`)], refused: true };
+  }
+  // No reply to judge: the connection broke, timed out or the host spoke nonsense. Never delivered.
+  const trouble: Trouble = error.code === "ETIMEDOUT" ? "timeout" : error.code === "EPROTOCOL" ? "protocol" : error.code === "ETLS" ? "tls" : "connection";
+  return { broken: { trouble, reply: `${error.originalCode ?? error.code ?? "ERROR"}: ${error.message}` }, beforeMail: unanswered };
 };

@@ -160,8 +160,15 @@ export const makeLocalMailboxes = (options: LocalMailboxesOptions): LocalMailbox
     if (resident.lock?.token === token) resident.lock = undefined;
   };
 
-  const handlerFor = (user: string, resident: () => Resident) => (ask: Ask): Effect.Effect<Reply<unknown>, MailboxError> => {
-    const ops = operations(user, resident());
+  const handlerFor = (user: string, resident: () => Resident) => {
+    let built: ReturnType<typeof operations> | undefined;
+    return (ask: Ask): Effect.Effect<Reply<unknown>, MailboxError> => {
+      const ops = (built ??= operations(user, resident()));
+      return runOperation(ops, ask);
+    };
+  };
+
+  const runOperation = (ops: ReturnType<typeof operations>, ask: Ask): Effect.Effect<Reply<unknown>, MailboxError> => {
     switch (ask.op) {
       case "deliver":
         return ops.deliver(ask.request, ask.attachment);

@@ -40,8 +40,6 @@ export interface MailboxRouterOptions {
   /** The node a user's mailbox is configured to live on, if the config says. */
   readonly homeOf: (user: string) => string | undefined;
   readonly timeoutMs: number;
-  /** Called when an owner's reply says a stored entry was a duplicate (the owner counts it too). */
-  readonly onDuplicate?: (user: string, entryId: string) => void;
 }
 
 /** Lock token of a maildrop that has no owner node yet: empty, nothing to guard. */
@@ -132,10 +130,7 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
 
   return {
     deliver: (user, entryId, body) =>
-      call("deliver", { user, entryId }, body).pipe(
-        Effect.tap((reply) => Effect.sync(() => (reply.value.duplicate ? options.onDuplicate?.(user, entryId) : undefined))),
-        Effect.map((reply) => reply.value.uid),
-      ),
+      call("deliver", { user, entryId }, body).pipe(Effect.map((reply) => reply.value.uid)),
     call,
     serve: () => OPERATIONS.map(serveOne),
   };

@@ -3,23 +3,30 @@
 // Invariant 1: `accept` resolves only after message, body and queue entries are
 // committed and flushed (lmdb-js's default: an awaited write resolves once synced;
 // concurrent writes share one commit, which is the group commit).
-// Invariant 2: an entry leaves the queue only through `finish`, called after the
-// next hop accepted it (or it failed permanently).
-// Invariant 5: due work is found through the `due` index, keyed [time, entryId],
-// never by scanning all entries; bodies are written in chunks as they arrive, so
-// a large message never sits whole in memory on its way in.
+// Invariant 2: an entry leaves the queue only through `settle`/`finish`, called after
+// the next hop accepted it, it failed permanently or expired, or an operator removed it;
+// a DSN for it is written in the same transaction.
+// Invariant 5: due work is found through indexes sorted by time, never by scanning all
+// entries: each queue (destination domain, or local mailbox) keeps its entries in
+// [queue, time, entryId] order, and `heads` lists each queue once at its earliest due
+// time, [time, queue]. A suspended queue has no head, so it costs nothing while it waits.
+// Bodies are written in chunks as they arrive, so a large message never sits whole in
+// memory on its way in.
 import { Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
-import type { MessageRecord, QueueEntry, Route, WaitReason } from "./entry.ts";
+import { arrivalOf, queueOf, type MessageRecord, type QueueEntry, type Route } from "./entry.ts";
 
-type DueKey = [number, string];
+type QueueKey = [string, number, string];
+type HeadKey = [number, string];
 type ChunkKey = [string, number];
 
 /** Pieces are gathered up to this size before they are written to LMDB as one chunk. */
 const CHUNK_BYTES = 64 * 1024;
 /** Body bytes handed to LMDB but not yet committed, beyond which the sender is paused. */
 const MAX_UNCOMMITTED_BYTES = 2 * 1024 * 1024;
+/** Keys read per page by operations that walk a whole queue (admin), so memory stays bounded. */
+const PAGE = 1_000;
 
 export interface NewMessage {
   readonly id: string;
@@ -29,6 +36,16 @@ export interface NewMessage {
   readonly body: BodyWriter;
   readonly routes: ReadonlyArray<{ readonly route: Route; readonly recipients: ReadonlyArray<string> }>;
   /** Extra data kept with the message (DSN parameters, auth user…). */
+  readonly attributes?: Readonly<Record<string, unknown>> | undefined;
+}
+
+/** A message made by this node (a DSN): small, its body in memory, committed with the outcome that caused it. */
+export interface GeneratedMessage {
+  readonly id: string;
+  readonly sender: string;
+  readonly receivedAt: number;
+  readonly body: Uint8Array;
+  readonly routes: ReadonlyArray<{ readonly route: Route; readonly recipients: ReadonlyArray<string> }>;
   readonly attributes?: Readonly<Record<string, unknown>> | undefined;
 }
 
@@ -43,23 +60,63 @@ export interface BodyWriter {
   readonly flushed: () => Promise<void>;
 }
 
+/** Queue entries per destination and age, like Postfix's qshape. */
+export interface QueueShape {
+  /** Upper bounds of the age buckets, in minutes; the last bucket is everything older. */
+  readonly bucketsMinutes: ReadonlyArray<number>;
+  readonly total: { readonly entries: number; readonly buckets: ReadonlyArray<number> };
+  /** The largest queues first, at most `limit` of them. */
+  readonly queues: ReadonlyArray<{ readonly queue: string; readonly entries: number; readonly buckets: ReadonlyArray<number>; readonly suspended: boolean }>;
+  readonly queueCount: number;
+}
+
+export const SHAPE_BUCKETS_MINUTES = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+
+/** Which entries an admin operation applies to. */
+export type Selection = { readonly queue?: string | undefined; readonly sender?: string | undefined };
+
 export interface Spool {
   readonly openBody: (messageId: string) => BodyWriter;
   readonly accept: (message: NewMessage) => Effect.Effect<ReadonlyArray<QueueEntry>, StoreError>;
-  /** Entries due at or before `now`, oldest first, at most `limit`, passing over ids `skip` names (read keys only). */
-  readonly due: (now: number, limit: number, skip?: (entryId: string) => boolean) => ReadonlyArray<QueueEntry>;
+  /** Queues with entries due at or before `now`, earliest first (read lazily). */
+  readonly dueQueues: (now: number) => Iterable<{ readonly queue: string; readonly at: number }>;
+  /** Entries of one queue due at or before `now`, oldest first, at most `limit`, passing over ids `skip` names (read keys only). */
+  readonly dueIn: (queue: string, now: number, limit: number, skip?: (entryId: string) => boolean) => ReadonlyArray<QueueEntry>;
   readonly body: (messageId: string) => Uint8Array | undefined;
+  /** The start of the body, at least through the blank line ending the header section when it is within `maxBytes`. */
+  readonly head: (messageId: string, maxBytes: number) => Uint8Array | undefined;
   readonly hasMessage: (messageId: string) => boolean;
-  /** The entry is done (delivered or failed for good): removes it, and the message once no entry needs it. */
-  readonly finish: (entry: QueueEntry) => Effect.Effect<void, StoreError>;
-  /** The entry waits again for the given recipients until `nextAttemptAt`. */
-  readonly reschedule: (
+  readonly message: (messageId: string) => MessageRecord | undefined;
+  readonly entry: (entryId: string) => QueueEntry | undefined;
+  /**
+   * Records an attempt's outcome in one transaction: the entry waits again as `next`, or is
+   * removed when `next` is undefined; `created` (DSNs) are queued with it. Returns the
+   * created entries (none when the entry was already gone: an operator removed it).
+   */
+  readonly settle: (
     entry: QueueEntry,
-    change: { recipients: ReadonlyArray<string>; nextAttemptAt: number; reason: WaitReason; lastResult: string; countsAsAttempt: boolean },
-  ) => Effect.Effect<QueueEntry, StoreError>;
+    next: QueueEntry | undefined,
+    created: ReadonlyArray<GeneratedMessage>,
+  ) => Effect.Effect<ReadonlyArray<QueueEntry>, StoreError>;
+  /** The entry is done (delivered, failed for good, or removed): removes it, and the message once no entry needs it. */
+  readonly finish: (entry: QueueEntry) => Effect.Effect<void, StoreError>;
   readonly depth: () => number;
   /** A small durable write, to tell whether the store can commit again after a failure. */
   readonly probe: () => Effect.Effect<void, StoreError>;
+
+  // Administration (`tern queue`). Walks go page by page, so memory stays bounded.
+  readonly isSuspended: (queue: string) => boolean;
+  readonly suspended: () => ReadonlyArray<string>;
+  /** Takes the queue out of the due order until `resume`; its entries stay (and do not expire meanwhile). */
+  readonly suspend: (queue: string) => Effect.Effect<void, StoreError>;
+  readonly resume: (queue: string) => Effect.Effect<void, StoreError>;
+  readonly shape: (now: number, limit: number) => Promise<QueueShape>;
+  /** Entries matching the selection, in queue order, after the entry id `after`, at most `limit`. */
+  readonly list: (selection: Selection, limit: number, after?: string) => Promise<ReadonlyArray<QueueEntry>>;
+  /** Calls `each` for every entry matching the selection, a page at a time (awaited between pages). */
+  readonly walk: (selection: Selection, each: (entries: ReadonlyArray<QueueEntry>) => Promise<void>) => Promise<void>;
+  /** Makes the entries due at `now` (retry now); returns how many entries (and their recipients) moved. */
+  readonly redate: (entries: ReadonlyArray<QueueEntry>, now: number) => Effect.Effect<{ entries: number; recipients: number }, StoreError>;
 }
 
 export const openSpool = (root: RootDatabase): Spool => {
@@ -70,7 +127,11 @@ export const openSpool = (root: RootDatabase): Spool => {
   const incoming: Database<true, string> = root.openDB({ name: "spool.incoming" });
   const health: Database<number, string> = root.openDB({ name: "spool.health" });
   const entries: Database<QueueEntry, string> = root.openDB({ name: "spool.entries" });
-  const dueIndex: Database<true, DueKey> = root.openDB({ name: "spool.due" });
+  const queued: Database<true, QueueKey> = root.openDB({ name: "spool.queues" });
+  const heads: Database<true, HeadKey> = root.openDB({ name: "spool.heads" });
+  const headOf: Database<number, string> = root.openDB({ name: "spool.head-of" });
+  const suspendedQueues: Database<{ readonly at: number }, string> = root.openDB({ name: "spool.suspended" });
+  const suspendedSet = new Set<string>(suspendedQueues.getKeys());
 
   const commit = <T>(operation: string, action: () => T) =>
     Effect.tryPromise({
@@ -78,14 +139,37 @@ export const openSpool = (root: RootDatabase): Spool => {
       catch: (error) => new StoreError({ operation, detail: describeStoreError(error) }),
     });
 
+  const queueRange = (queue: string, until = Number.MAX_VALUE) => ({
+    start: [queue] as unknown as QueueKey,
+    end: [queue, until, "\uffff"] as QueueKey,
+  });
+
+  /** Keeps `heads` listing the queue at its earliest entry's time (none when empty or suspended). Inside a transaction. */
+  const refreshHead = (queue: string) => {
+    const previous = headOf.get(queue);
+    const first = suspendedSet.has(queue) ? undefined : [...queued.getKeys({ ...queueRange(queue), limit: 1 })][0];
+    if (previous === first?.[1]) return;
+    if (previous !== undefined) heads.remove([previous, queue]);
+    if (first) {
+      heads.put([first[1], queue], true);
+      headOf.put(queue, first[1]);
+    } else {
+      headOf.remove(queue);
+    }
+  };
+
   const putEntry = (entry: QueueEntry) => {
+    const queue = queueOf(entry.route);
     entries.put(entry.id, entry);
-    dueIndex.put([entry.nextAttemptAt, entry.id], true);
+    queued.put([queue, entry.nextAttemptAt, entry.id], true);
+    refreshHead(queue);
   };
 
   const removeEntry = (entry: QueueEntry) => {
+    const queue = queueOf(entry.route);
     entries.remove(entry.id);
-    dueIndex.remove([entry.nextAttemptAt, entry.id]);
+    queued.remove([queue, entry.nextAttemptAt, entry.id]);
+    refreshHead(queue);
   };
 
   const chunkRange = (messageId: string) => ({ start: [messageId, 0] as ChunkKey, end: [messageId, Number.MAX_SAFE_INTEGER] as ChunkKey });
@@ -93,6 +177,56 @@ export const openSpool = (root: RootDatabase): Spool => {
   const removeChunks = (messageId: string) => {
     for (const key of bodies.getKeys(chunkRange(messageId))) bodies.remove(key);
   };
+
+  /** Removes a finished entry, and its message once no other entry needs it. Inside a transaction. */
+  const retire = (entry: QueueEntry): boolean => {
+    const current = entries.get(entry.id);
+    if (!current) return false; // already finished: a duplicate completion is harmless
+    removeEntry(current);
+    const message = messages.get(entry.messageId);
+    if (!message || message.openEntries <= 1) {
+      messages.remove(entry.messageId);
+      removeChunks(entry.messageId);
+    } else {
+      messages.put(entry.messageId, { ...message, openEntries: message.openEntries - 1 });
+    }
+    return true;
+  };
+
+  const entriesFor = (message: { id: string; sender: string; receivedAt: number; routes: NewMessage["routes"] }) =>
+    message.routes.map(
+      ({ route, recipients }, n): QueueEntry => ({
+        id: `${message.id}.${n}`,
+        messageId: message.id,
+        route,
+        sender: message.sender,
+        recipients,
+        createdAt: message.receivedAt,
+        attempts: 0,
+        nextAttemptAt: message.receivedAt,
+        reason: "received",
+      }),
+    );
+
+  /** Writes a generated message whole: record, body chunks and entries. Inside a transaction. */
+  const writeGenerated = (message: GeneratedMessage, created: QueueEntry[]) => {
+    const fresh = entriesFor(message);
+    messages.put(message.id, {
+      id: message.id,
+      sender: message.sender,
+      receivedAt: message.receivedAt,
+      size: message.body.length,
+      openEntries: fresh.length,
+      ...(message.attributes ? { attributes: message.attributes } : {}),
+    });
+    for (let offset = 0, seq = 0; offset < message.body.length; offset += CHUNK_BYTES, seq++) {
+      bodies.put([message.id, seq], Buffer.from(message.body.subarray(offset, offset + CHUNK_BYTES)));
+    }
+    fresh.forEach(putEntry);
+    created.push(...fresh);
+  };
+
+  migrateGlobalDueIndex(root, entries, putEntry);
 
   for (const messageId of incoming.getKeys()) {
     if (!messages.doesExist(messageId)) removeChunks(messageId);
@@ -151,21 +285,30 @@ export const openSpool = (root: RootDatabase): Spool => {
     };
   };
 
+  /** Pages of entries matching a selection: one queue's range, or every queue when none is named. */
+  async function* pages(selection: Selection, after?: string): AsyncGenerator<QueueEntry[]> {
+    const sender = selection.sender?.toLowerCase();
+    let cursor: QueueKey | undefined;
+    if (after) {
+      const from = entries.get(after);
+      if (from) cursor = [queueOf(from.route), from.nextAttemptAt, from.id];
+    }
+    for (;;) {
+      const range = selection.queue !== undefined ? queueRange(selection.queue) : {};
+      const keys = [...queued.getKeys({ ...range, ...(cursor ? { start: cursor, exclusiveStart: true } : {}), limit: PAGE })];
+      if (keys.length === 0) return;
+      cursor = keys[keys.length - 1];
+      const page = keys
+        .map((key) => entries.get(key[2]))
+        .filter((entry): entry is QueueEntry => entry !== undefined && (sender === undefined || entry.sender.toLowerCase() === sender));
+      if (page.length > 0) yield page;
+      await new Promise((resolve) => setImmediate(resolve)); // let delivery run between pages
+    }
+  }
+
   return {
     accept: (message) => {
-      const queued = message.routes.map(
-        ({ route, recipients }, n): QueueEntry => ({
-          id: `${message.id}.${n}`,
-          messageId: message.id,
-          route,
-          sender: message.sender,
-          recipients,
-          createdAt: message.receivedAt,
-          attempts: 0,
-          nextAttemptAt: message.receivedAt,
-          reason: "received",
-        }),
-      );
+      const fresh = entriesFor(message);
       const chunksOnDisk = Effect.tryPromise({
         try: () => message.body.flushed(),
         catch: (error) => new StoreError({ operation: "accept.body", detail: String(error) }),
@@ -176,25 +319,31 @@ export const openSpool = (root: RootDatabase): Spool => {
           sender: message.sender,
           receivedAt: message.receivedAt,
           size: message.body.size(),
-          openEntries: queued.length,
+          openEntries: fresh.length,
           ...(message.attributes ? { attributes: message.attributes } : {}),
         });
         incoming.remove(message.id);
-        queued.forEach(putEntry);
+        fresh.forEach(putEntry);
       });
       return Effect.all([chunksOnDisk, record]).pipe(
         Effect.tapError(() => Effect.sync(() => message.body.discard())),
-        Effect.as(queued),
+        Effect.as(fresh),
       );
     },
 
-    due: (now, limit, skip) => {
+    dueQueues: (now) => ({
+      *[Symbol.iterator]() {
+        for (const [at, queue] of heads.getKeys({ end: [now, "\uffff"] })) yield { queue, at };
+      },
+    }),
+
+    dueIn: (queue, now, limit, skip) => {
       const found: QueueEntry[] = [];
-      for (const key of dueIndex.getKeys({ end: [now, "\uffff"] })) {
+      for (const key of queued.getKeys(queueRange(queue, now))) {
         if (found.length >= limit) break;
-        if (skip?.(key[1])) continue;
-        const entry = entries.get(key[1]);
-        if (entry && entry.nextAttemptAt === key[0]) found.push(entry);
+        if (skip?.(key[2])) continue;
+        const entry = entries.get(key[2]);
+        if (entry && entry.nextAttemptAt === key[1]) found.push(entry);
       }
       return found;
     },
@@ -203,45 +352,141 @@ export const openSpool = (root: RootDatabase): Spool => {
 
     hasMessage: (messageId) => messages.doesExist(messageId),
 
+    message: (messageId) => messages.get(messageId),
+
+    entry: (entryId) => entries.get(entryId),
+
     body: (messageId) => {
       const chunks = [...bodies.getRange(chunkRange(messageId)).map(({ value }) => value)];
       return chunks.length === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
     },
 
-    finish: (entry) =>
-      commit("finish", () => {
+    head: (messageId, maxBytes) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for (const { value } of bodies.getRange(chunkRange(messageId))) {
+        chunks.push(value);
+        size += value.length;
+        if (size >= maxBytes || value.indexOf("\r\n\r\n") !== -1) break;
+      }
+      return chunks.length === 0 ? undefined : Buffer.concat(chunks, size);
+    },
+
+    settle: (entry, next, created) =>
+      commit("settle", () => {
+        const fresh: QueueEntry[] = [];
         const current = entries.get(entry.id);
-        if (!current) return; // already finished: a duplicate completion is harmless
-        removeEntry(current);
-        const message = messages.get(entry.messageId);
-        if (!message || message.openEntries <= 1) {
-          messages.remove(entry.messageId);
-          removeChunks(entry.messageId);
+        if (!current) return fresh; // removed meanwhile (an operator): nothing to record
+        if (next) {
+          removeEntry(current);
+          putEntry(next);
         } else {
-          messages.put(entry.messageId, { ...message, openEntries: message.openEntries - 1 });
+          retire(current);
         }
+        for (const message of created) writeGenerated(message, fresh);
+        return fresh;
       }),
 
-    reschedule: (entry, change) => {
-      const next: QueueEntry = {
-        ...entry,
-        recipients: change.recipients,
-        attempts: entry.attempts + (change.countsAsAttempt ? 1 : 0),
-        nextAttemptAt: change.nextAttemptAt,
-        reason: change.reason,
-        lastResult: change.lastResult,
-      };
-      return commit("reschedule", () => {
-        const current = entries.get(entry.id);
-        if (current) removeEntry(current);
-        putEntry(next);
-      }).pipe(Effect.as(next));
-    },
+    finish: (entry) => commit("finish", () => void retire(entry)),
 
     depth: () => entries.getCount(),
 
     probe: () => commit("probe", () => health.put("probe", Date.now())).pipe(Effect.asVoid),
+
+    isSuspended: (queue) => suspendedSet.has(queue),
+
+    suspended: () => [...suspendedSet],
+
+    suspend: (queue) =>
+      commit("suspend", () => {
+        suspendedQueues.put(queue, { at: Date.now() });
+        suspendedSet.add(queue);
+        refreshHead(queue);
+      }).pipe(Effect.tapError(() => Effect.sync(() => suspendedSet.delete(queue)))),
+
+    resume: (queue) =>
+      commit("resume", () => {
+        suspendedQueues.remove(queue);
+        suspendedSet.delete(queue);
+        refreshHead(queue);
+      }),
+
+    shape: async (now, limit) => {
+      const byQueue = new Map<string, number[]>();
+      const total = new Array<number>(SHAPE_BUCKETS_MINUTES.length + 1).fill(0);
+      let cursor: QueueKey | undefined;
+      for (;;) {
+        const keys = [...queued.getKeys({ ...(cursor ? { start: cursor, exclusiveStart: true } : {}), limit: PAGE * 10 })];
+        if (keys.length === 0) break;
+        cursor = keys[keys.length - 1];
+        for (const [queue, , id] of keys) {
+          const bucket = bucketOf(now - arrivalOf(id));
+          const counts = byQueue.get(queue) ?? new Array<number>(SHAPE_BUCKETS_MINUTES.length + 1).fill(0);
+          counts[bucket]!++;
+          total[bucket]!++;
+          byQueue.set(queue, counts);
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const sum = (counts: number[]) => counts.reduce((a, b) => a + b, 0);
+      const queues = [...byQueue.entries()]
+        .map(([queue, buckets]) => ({ queue, entries: sum(buckets), buckets, suspended: suspendedSet.has(queue) }))
+        .sort((a, b) => b.entries - a.entries || a.queue.localeCompare(b.queue));
+      for (const queue of suspendedSet) {
+        if (!byQueue.has(queue)) queues.push({ queue, entries: 0, buckets: total.map(() => 0), suspended: true });
+      }
+      return { bucketsMinutes: SHAPE_BUCKETS_MINUTES, total: { entries: sum(total), buckets: total }, queues: queues.slice(0, limit), queueCount: queues.length };
+    },
+
+    list: async (selection, limit, after) => {
+      const found: QueueEntry[] = [];
+      for await (const page of pages(selection, after)) {
+        found.push(...page.slice(0, limit - found.length));
+        if (found.length >= limit) break;
+      }
+      return found;
+    },
+
+    walk: async (selection, each) => {
+      for await (const page of pages(selection)) await each(page);
+    },
+
+    redate: (list, now) =>
+      commit("redate", () => {
+        const moved = { entries: 0, recipients: 0 };
+        for (const entry of list) {
+          const current = entries.get(entry.id);
+          if (!current || current.nextAttemptAt <= now) continue;
+          removeEntry(current);
+          putEntry({ ...current, nextAttemptAt: now, reason: "retry-now" });
+          moved.entries++;
+          moved.recipients += current.recipients.length;
+        }
+        return moved;
+      }),
   };
+};
+
+const bucketOf = (ageMs: number): number => {
+  const minutes = ageMs / 60_000;
+  const index = SHAPE_BUCKETS_MINUTES.findIndex((limit) => minutes < limit);
+  return index === -1 ? SHAPE_BUCKETS_MINUTES.length : index;
+};
+
+/**
+ * Spools written before per-queue indexes kept one due index, [time, entryId]. Its
+ * entries are moved into the queue indexes once, at start, in one transaction.
+ */
+const migrateGlobalDueIndex = (root: RootDatabase, entries: Database<QueueEntry, string>, putEntry: (entry: QueueEntry) => void) => {
+  const legacy: Database<true, [number, string]> = root.openDB({ name: "spool.due" });
+  if (legacy.getCount() === 0) return;
+  root.transactionSync(() => {
+    for (const key of legacy.getKeys()) {
+      const entry = entries.get(key[1]);
+      if (entry) putEntry(entry);
+      legacy.remove(key);
+    }
+  });
 };
 
 /**

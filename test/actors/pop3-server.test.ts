@@ -3,11 +3,18 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as tls from "node:tls";
 import * as net from "node:net";
 import { promisify } from "node:util";
 import { Effect } from "effect";
-import { MailboxUnavailable, NoSuchMessage, type MaildropAccess } from "../../actors/retriever/maildrop.ts";
-import { startPop3Server, type Pop3Server } from "../../actors/retriever/pop3-server.ts";
+import { LockLost, MailboxUnavailable, MaildropInUse, NoSuchMessage, type MaildropAccess, type OpenMaildrop } from "../../actors/retriever/maildrop.ts";
+import { topOfMessage } from "../../protocol/pop3.ts";
+import { loadTlsCredentials, type TlsCredentials } from "../../nodes/tls.ts";
+import type { LoginOutcome } from "../../actors/retriever/pop3-session.ts";
+import { startPop3Server, type Pop3Server, type Pop3ServerOptions } from "../../actors/retriever/pop3-server.ts";
 
 const run = promisify(execFile);
 
@@ -26,14 +33,22 @@ const BOB_MESSAGES: ReadonlyArray<readonly [uid: string, content: string]> = [
 
 interface MemoryMaildrop extends MaildropAccess {
   readonly messagesOf: (user: string) => ReadonlyArray<string>;
-  readonly removeCalls: Array<{ user: string; uids: ReadonlyArray<string> }>;
+  readonly commitCalls: Array<{ user: string; remove: ReadonlyArray<string>; seen: ReadonlyArray<string> }>;
+  /** Who holds each user's lock now. */
+  readonly locks: Map<string, string>;
+  readonly renewals: { count: number };
 }
 
 interface MaildropFaults {
-  readonly listFails?: boolean;
-  readonly removeFails?: boolean;
+  readonly openFails?: boolean;
+  readonly commitFails?: boolean;
   /** retrieve dies with a defect (a bug downstream), not a typed failure. */
   readonly retrieveDies?: boolean;
+  /** retrieve finds the lock gone (the owner node restarted). */
+  readonly retrieveLosesLock?: boolean;
+  /** keepAlive finds the lock gone; renewals come every `renewEveryMs`. */
+  readonly keepAliveLosesLock?: boolean;
+  readonly renewEveryMs?: number;
   /** authenticate throws before returning an Effect at all. */
   readonly authenticateThrows?: boolean;
 }
@@ -48,30 +63,54 @@ const makeMemoryMaildrop = (faults: MaildropFaults = {}): MemoryMaildrop => {
     ["bob@example.test", new Map(BOB_MESSAGES.map(([uid, text]) => [uid, Buffer.from(text, "latin1")]))],
   ]);
   const boxOf = (user: string) => boxes.get(user) ?? new Map<string, Buffer>();
-  const removeCalls: Array<{ user: string; uids: ReadonlyArray<string> }> = [];
+  const commitCalls: MemoryMaildrop["commitCalls"] = [];
+  const locks = new Map<string, string>();
+  const renewals = { count: 0 };
   const unavailable = (user: string) => new MailboxUnavailable({ user, detail: "owner node unreachable" });
+  const openMaildrop = (user: string, holder: string): OpenMaildrop => {
+    const release = () => {
+      if (locks.get(user) === holder) locks.delete(user);
+    };
+    return {
+      messages: [...boxOf(user)].map(([uid, content]) => ({ uid, size: content.length })),
+      renewEveryMs: faults.renewEveryMs ?? 60_000,
+      retrieve: (uid, topLines) => {
+        if (faults.retrieveDies) return Effect.die(new Error("store exploded"));
+        if (faults.retrieveLosesLock) return Effect.fail(new LockLost({ user }));
+        const content = boxOf(user).get(uid);
+        if (content === undefined) return Effect.fail(new NoSuchMessage({ user, uid }));
+        return Effect.succeed(topLines === undefined ? content : topOfMessage(content, topLines));
+      },
+      keepAlive: () => {
+        renewals.count++;
+        return faults.keepAliveLosesLock ? Effect.fail(new LockLost({ user })) : Effect.void;
+      },
+      commit: ({ remove, seen }) => {
+        if (faults.commitFails) return Effect.fail(unavailable(user));
+        commitCalls.push({ user, remove, seen });
+        for (const uid of remove) boxOf(user).delete(uid);
+        release();
+        return Effect.void;
+      },
+      release: () => Effect.sync(release),
+    };
+  };
   return {
-    removeCalls,
+    commitCalls,
+    locks,
+    renewals,
     messagesOf: (user) => [...boxOf(user).keys()],
     authenticate: (user, password) => {
       if (faults.authenticateThrows) throw new Error("broken MaildropAccess");
       const account = accounts.get(user);
       return Effect.succeed(account !== undefined && account.password === password ? account.address : null);
     },
-    list: (user) =>
-      faults.listFails
-        ? Effect.fail(unavailable(user))
-        : Effect.succeed([...boxOf(user)].map(([uid, content]) => ({ uid, size: content.length }))),
-    retrieve: (user, uid) => {
-      if (faults.retrieveDies) return Effect.die(new Error("store exploded"));
-      const content = boxOf(user).get(uid);
-      return content === undefined ? Effect.fail(new NoSuchMessage({ user, uid })) : Effect.succeed(content);
-    },
-    remove: (user, uids) => {
-      if (faults.removeFails) return Effect.fail(unavailable(user));
-      removeCalls.push({ user, uids });
-      for (const uid of uids) boxOf(user).delete(uid);
-      return Effect.void;
+    open: (user, holder) => {
+      if (faults.openFails) return Effect.fail(unavailable(user));
+      const current = locks.get(user);
+      if (current !== undefined) return Effect.fail(new MaildropInUse({ user, holder: current }));
+      locks.set(user, holder);
+      return Effect.succeed(openMaildrop(user, holder));
     },
   };
 };
@@ -87,7 +126,7 @@ interface Harness {
 }
 
 const withServer = async (
-  setup: { faults?: MaildropFaults; idleTimeoutMs?: number },
+  setup: { faults?: MaildropFaults; idleTimeoutMs?: number; server?: Partial<Pop3ServerOptions> },
   body: (harness: Harness) => Promise<void>,
 ): Promise<void> => {
   const maildrop = makeMemoryMaildrop(setup.faults);
@@ -98,7 +137,9 @@ const withServer = async (
     port: 0,
     hostname: "pop.example.test",
     access: maildrop,
+    failureDelayMs: 0,
     ...(setup.idleTimeoutMs !== undefined && { idleTimeoutMs: setup.idleTimeoutMs }),
+    ...setup.server,
     log: (fields) => {
       entries.push(fields);
       for (const watcher of watchers) watcher();
@@ -125,14 +166,19 @@ const withServer = async (
 // Python's poplib
 
 const POPLIB_SCRIPT = `
-import base64, json, poplib, sys
+import base64, json, poplib, ssl, sys
 host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 steps = json.loads(sys.argv[5])
+use_stls = len(sys.argv) > 6 and sys.argv[6] == "stls"
 text = lambda b: b.decode("latin-1")
 out = []
 try:
     box = poplib.POP3(host, port, timeout=10)
     out.append(["welcome", text(box.getwelcome())])
+    if use_stls:
+        out.append(["capa-before", sorted(box.capa().keys())])
+        out.append(["stls", text(box.stls(ssl._create_unverified_context()))])
+        out.append(["cipher", box.sock.version()])
     box.user(user)
     out.append(["pass", text(box.pass_(password))])
     for name, *args in steps:
@@ -158,10 +204,10 @@ print(json.dumps(out))
 
 type PoplibStep = readonly [name: string, ...args: Array<string | number>];
 
-const poplib = async (port: number, user: string, password: string, steps: ReadonlyArray<PoplibStep>) => {
+const poplib = async (port: number, user: string, password: string, steps: ReadonlyArray<PoplibStep>, mode: "plain" | "stls" = "plain") => {
   const { stdout } = await run(
     "python3",
-    ["-c", POPLIB_SCRIPT, "127.0.0.1", String(port), user, password, JSON.stringify(steps)],
+    ["-c", POPLIB_SCRIPT, "127.0.0.1", String(port), user, password, JSON.stringify(steps), mode],
     { timeout: 15_000 },
   );
   return JSON.parse(stdout) as Array<[string, ...unknown[]]>;
@@ -195,7 +241,7 @@ test("poplib: STAT, LIST, UIDL, RETR and TOP see the maildrop exactly", () =>
     assert.deepEqual(out, [
       ["welcome", "+OK pop.example.test POP3 ready"],
       ["pass", `+OK maildrop has 3 messages (${total} octets)`],
-      ["capa", ["AUTH-RESP-CODE", "RESP-CODES", "TOP", "UIDL", "USER"]],
+      ["capa", ["AUTH-RESP-CODE", "PIPELINING", "RESP-CODES", "SASL", "TOP", "UIDL", "USER"]],
       ["stat", [3, total]],
       ["list", `+OK 3 messages (${total} octets)`, [`1 ${m1.length}`, `2 ${m2.length}`, `3 ${m3.length}`]],
       ["list", `+OK 2 ${m2.length}`],
@@ -233,7 +279,7 @@ test("poplib: DELE then QUIT removes; the next session sees the deletion", () =>
       ["dele", "+OK message 2 deleted"],
       ["quit", "+OK pop.example.test POP3 signing off (2 messages left)"],
     ]);
-    assert.deepEqual(maildrop.removeCalls, [{ user: "alice@example.test", uids: ["a-2"] }]);
+    assert.deepEqual(maildrop.commitCalls, [{ user: "alice@example.test", remove: ["a-2"], seen: [] }]);
 
     const third = await poplib(server.port, "alice", "open sesame", [["uidl"], ["retr", 2], ["quit"]]);
     assert.deepEqual(third.slice(1, 4), [
@@ -254,7 +300,7 @@ test("poplib: RSET undeletes", () =>
       ["stat", [1, size]],
       ["quit", "+OK pop.example.test POP3 signing off (1 messages left)"],
     ]);
-    assert.deepEqual(maildrop.removeCalls, []);
+    assert.deepEqual(maildrop.commitCalls, [{ user: "bob@example.test", remove: [], seen: [] }]);
   }));
 
 test("poplib: a wrong password is refused with [AUTH]", () =>
@@ -325,8 +371,8 @@ interface RawSession {
   readonly socket: net.Socket;
 }
 
-const connectRaw = async (port: number): Promise<RawSession> => {
-  const socket = net.connect(port, "127.0.0.1");
+const connectRaw = async (port: number, localAddress?: string): Promise<RawSession> => {
+  const socket = net.connect({ port, host: "127.0.0.1", ...(localAddress && { localAddress }) });
   let received = "";
   let wake = () => {};
   socket.on("data", (chunk: Buffer) => {
@@ -404,14 +450,16 @@ test("raw: bare LF line endings are accepted; control characters are not echoed"
   withServer({}, async ({ server }) => {
     const session = await connectRaw(server.port);
     session.send("CAPA\nBAD\rVERB\nQUIT\n");
-    assert.deepEqual(await session.lines(10), [
+    assert.deepEqual(await session.lines(12), [
       "+OK pop.example.test POP3 ready",
       "+OK capability list follows",
       "USER",
-      "UIDL",
+      "SASL PLAIN",
       "TOP",
+      "UIDL",
       "RESP-CODES",
       "AUTH-RESP-CODE",
+      "PIPELINING",
       ".",
       "-ERR unknown command BAD?VERB",
       "+OK pop.example.test POP3 signing off",
@@ -446,7 +494,7 @@ test("raw: a dropped connection after DELE deletes nothing", () =>
     assert.deepEqual(await session.lines(2), ["+OK message 1 deleted", "+OK message 2 deleted"]);
     session.socket.destroy();
     await logged((fields) => fields.event === "close");
-    assert.deepEqual(maildrop.removeCalls, []);
+    assert.deepEqual(maildrop.commitCalls, []);
     assert.deepEqual(maildrop.messagesOf("alice@example.test"), ["a-1", "a-2", "a-3"]);
     // The lock died with the connection, so a new session gets in and sees everything.
     const again = await loginRaw(server.port);
@@ -472,7 +520,7 @@ test("raw: a second concurrent session on the same maildrop is refused [IN-USE]"
   }));
 
 test("raw: MailboxUnavailable from list answers -ERR [SYS/TEMP] at login", () =>
-  withServer({ faults: { listFails: true } }, async ({ server }) => {
+  withServer({ faults: { openFails: true } }, async ({ server }) => {
     const session = await connectRaw(server.port);
     session.send("USER alice\r\nPASS open sesame\r\nSTAT\r\nQUIT\r\n");
     assert.deepEqual(await session.lines(5), [
@@ -486,7 +534,7 @@ test("raw: MailboxUnavailable from list answers -ERR [SYS/TEMP] at login", () =>
   }));
 
 test("raw: a failed UPDATE answers -ERR [SYS/TEMP] and keeps the messages", () =>
-  withServer({ faults: { removeFails: true } }, async ({ server, maildrop }) => {
+  withServer({ faults: { commitFails: true } }, async ({ server, maildrop }) => {
     const session = await loginRaw(server.port);
     session.send("DELE 1\r\nQUIT\r\n");
     assert.deepEqual(await session.lines(2), [
@@ -536,3 +584,248 @@ test("close() ends open sessions", () =>
     await server.close();
     await session.closed;
   }));
+
+// ---------------------------------------------------------------------------
+// STLS, AUTH PLAIN, who may log in without TLS, failed-login limits, lost locks
+
+let credentials: Promise<TlsCredentials> | undefined;
+/** A self-signed certificate, made once for this file. */
+const testCredentials = () =>
+  (credentials ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), "tern-pop3-tls-"));
+    try {
+      return await loadTlsCredentials({}, dir, "pop.example.test", () => undefined);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  })());
+
+const withTlsServer = async (server: Partial<Pop3ServerOptions>, body: (harness: Harness) => Promise<void>) => {
+  const { key, cert } = await testCredentials();
+  return withServer({ server: { tls: { key, cert }, ...server } }, body);
+};
+
+/** Reads CRLF lines from any stream (plain or TLS). */
+const lineReader = (socket: net.Socket) => {
+  let received = "";
+  let wake = () => {};
+  socket.on("data", (chunk: Buffer) => {
+    received += chunk.toString("latin1");
+    wake();
+  });
+  socket.on("close", () => wake());
+  return async (count: number): Promise<string[]> => {
+    for (;;) {
+      const parts = received.split("\r\n");
+      if (parts.length > count) {
+        received = parts.slice(count).join("\r\n");
+        return parts.slice(0, count);
+      }
+      if (socket.destroyed) throw new Error(`connection closed; got only ${JSON.stringify(received)}`);
+      await new Promise<void>((resolve) => (wake = resolve));
+    }
+  };
+};
+
+const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64");
+
+test("poplib over STLS: STLS offered before, USER and SASL only after; the session runs over TLS", () =>
+  withTlsServer({ plaintextLoginNetworks: [] }, async ({ server }) => {
+    const m1 = messageText(ALICE_MESSAGES, 0);
+    const out = await poplib(server.port, "alice", "open sesame", [["capa"], ["retr", 1], ["quit"]], "stls");
+    assert.deepEqual(out, [
+      ["welcome", "+OK pop.example.test POP3 ready"],
+      ["capa-before", ["AUTH-RESP-CODE", "PIPELINING", "RESP-CODES", "STLS", "TOP", "UIDL"]],
+      ["stls", "+OK begin TLS negotiation"],
+      ["cipher", "TLSv1.3"],
+      ["pass", `+OK maildrop has 3 messages (${ALICE_MESSAGES.reduce((sum, [, text]) => sum + text.length, 0)} octets)`],
+      ["capa", ["AUTH-RESP-CODE", "PIPELINING", "RESP-CODES", "SASL", "TOP", "UIDL", "USER"]],
+      ["retr", `+OK ${m1.length} octets`, Buffer.from(m1, "latin1").toString("base64")],
+      ["quit", "+OK pop.example.test POP3 signing off (3 messages left)"],
+    ]);
+  }));
+
+test("without TLS, USER, PASS and AUTH are refused where plaintext login is not allowed", () =>
+  withTlsServer({ plaintextLoginNetworks: [] }, async ({ server, maildrop }) => {
+    const refusal = "-ERR [AUTH] plaintext login is not allowed on this connection: use STLS first";
+    const session = await connectRaw(server.port);
+    session.send(`USER alice\r\nPASS open sesame\r\nAUTH PLAIN ${b64("\0alice\0open sesame")}\r\nSTAT\r\n`);
+    assert.deepEqual(await session.lines(5), ["+OK pop.example.test POP3 ready", refusal, refusal, refusal, "-ERR STAT not allowed before login"]);
+    assert.equal(maildrop.locks.size, 0);
+    session.socket.destroy();
+    // poplib, which does not try STLS on its own, gets the same answer.
+    const plain = await poplib(server.port, "alice", "open sesame", []);
+    assert.deepEqual(plain.at(-1), ["error", refusal]);
+  }));
+
+test("STLS: what was pipelined after it in the clear is dropped; STLS twice, after login or without TLS is refused", async () => {
+  await withTlsServer({ plaintextLoginNetworks: [] }, async ({ server }) => {
+    const plain = net.connect(server.port, "127.0.0.1");
+    const readPlain = lineReader(plain);
+    assert.deepEqual(await readPlain(1), ["+OK pop.example.test POP3 ready"]);
+    // An attacker in the middle appends a USER to the client's STLS.
+    plain.write("STLS\r\nUSER mallory\r\n");
+    assert.deepEqual(await readPlain(1), ["+OK begin TLS negotiation"]);
+    plain.removeAllListeners("data");
+    const secure = tls.connect({ socket: plain, rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) => secure.once("secureConnect", resolve).once("error", reject));
+    const read = lineReader(secure);
+    secure.write("PASS open sesame\r\nSTLS\r\nUSER alice\r\nPASS open sesame\r\nSTLS\r\nQUIT\r\n");
+    assert.deepEqual(await read(6), [
+      "-ERR USER first",
+      "-ERR TLS already active",
+      "+OK send PASS",
+      "+OK maildrop has 3 messages (" + ALICE_MESSAGES.reduce((sum, [, text]) => sum + text.length, 0) + " octets)",
+      "-ERR STLS not allowed after login",
+      "+OK pop.example.test POP3 signing off (3 messages left)",
+    ]);
+    secure.destroy();
+  });
+  await withServer({}, async ({ server }) => {
+    const session = await connectRaw(server.port);
+    session.send("CAPA\r\nSTLS\r\n");
+    const lines = await session.lines(11);
+    assert.ok(!lines.includes("STLS"), "STLS is not offered without a certificate");
+    assert.equal(lines.at(-1), "-ERR STLS not available");
+    session.socket.destroy();
+  });
+});
+
+test("AUTH PLAIN: with an initial response, after a continuation, cancelled, malformed, wrong, or for someone else", () =>
+  withServer({}, async ({ server }) => {
+    const session = await connectRaw(server.port);
+    session.send(
+      [
+        "AUTH",
+        "AUTH CRAM-MD5",
+        "AUTH PLAIN",
+        "*",
+        "AUTH PLAIN",
+        "!!!",
+        `AUTH PLAIN ${b64("\0alice\0wrong")}`,
+        `AUTH PLAIN ${b64("bob\0alice\0open sesame")}`,
+        "AUTH PLAIN",
+        b64("alice\0alice\0open sesame"),
+        "QUIT",
+        "",
+      ].join("\r\n"),
+    );
+    assert.deepEqual(await session.lines(13), [
+      "+OK pop.example.test POP3 ready",
+      "+OK SASL mechanisms follow",
+      "PLAIN",
+      ".",
+      "-ERR unsupported authentication mechanism CRAM-MD5",
+      "+ ",
+      "-ERR authentication cancelled",
+      "+ ",
+      "-ERR PLAIN response is not base64",
+      "-ERR [AUTH] invalid user name or password",
+      "-ERR [AUTH] invalid user name or password",
+      "+ ",
+      `+OK maildrop has 3 messages (${ALICE_MESSAGES.reduce((sum, [, text]) => sum + text.length, 0)} octets)`,
+    ]);
+    assert.deepEqual(await session.lines(1), ["+OK pop.example.test POP3 signing off (3 messages left)"]);
+  }));
+
+test("curl over STLS logs in with AUTH PLAIN and retrieves", () =>
+  withTlsServer({ plaintextLoginNetworks: [] }, async ({ server, logged }) => {
+    const { stdout, stderr } = await run(
+      "curl",
+      ["--silent", "--show-error", "--verbose", "--ssl-reqd", "--insecure", "--max-time", "10", "--user", "alice:open sesame", `pop3://127.0.0.1:${server.port}/2`],
+      { encoding: "buffer", timeout: 15_000 },
+    );
+    assert.equal(stdout.toString("latin1"), messageText(ALICE_MESSAGES, 1));
+    assert.match(stderr.toString(), /> STLS/);
+    assert.match(stderr.toString(), /> AUTH PLAIN/);
+    await logged((fields) => fields.event === "login" && fields.tls === true);
+  }));
+
+test("failed logins: per (user, IP) and per user limits, but a user's known address still gets in", () => {
+  const outcomes: LoginOutcome[] = [];
+  return withServer(
+    {
+      server: {
+        throttle: { windowMs: 60_000, maxFailuresPerIp: 100, maxFailuresPerUser: 3, maxFailuresPerUserAndIp: 2, rememberGoodIpMs: 60_000, maxEntries: 100 },
+        onLogin: (outcome) => outcomes.push(outcome),
+      },
+    },
+    async ({ server }) => {
+      const attempt = async (from: string, password: string) => {
+        const session = await connectRaw(server.port, from);
+        session.send(`USER alice\r\nPASS ${password}\r\n`);
+        const [, , reply] = await session.lines(3);
+        session.socket.destroy();
+        return reply;
+      };
+      const throttled = "-ERR [AUTH] too many failed logins, try again later";
+      assert.match((await attempt("127.0.0.2", "open sesame"))!, /^\+OK/, "alice's usual address");
+      await new Promise((resolve) => setTimeout(resolve, 50)); // let the lock go
+      assert.equal(await attempt("127.0.0.3", "guess1"), "-ERR [AUTH] invalid user name or password");
+      assert.equal(await attempt("127.0.0.3", "guess2"), "-ERR [AUTH] invalid user name or password");
+      assert.equal(await attempt("127.0.0.3", "open sesame"), throttled, "the pair's limit: even the right password is not checked");
+      assert.equal(await attempt("127.0.0.4", "guess3"), "-ERR [AUTH] invalid user name or password");
+      assert.equal(await attempt("127.0.0.5", "open sesame"), throttled, "the user's limit, from an address alice never used");
+      assert.match((await attempt("127.0.0.2", "open sesame"))!, /^\+OK/, "alice is not locked out where she logged in before");
+      assert.deepEqual(outcomes, ["ok", "failed", "failed", "throttled", "failed", "throttled", "ok"]);
+    },
+  );
+});
+
+test("a failed login is answered after a delay; the third on one connection closes it", () =>
+  withServer({ server: { failureDelayMs: 200 } }, async ({ server }) => {
+    const session = await connectRaw(server.port);
+    const started = Date.now();
+    session.send("USER alice\r\nPASS a\r\nUSER alice\r\nPASS b\r\nUSER alice\r\nPASS c\r\n");
+    assert.deepEqual((await session.lines(7)).filter((line) => line.startsWith("-ERR")), [
+      "-ERR [AUTH] invalid user name or password",
+      "-ERR [AUTH] invalid user name or password",
+      "-ERR [AUTH] invalid user name or password",
+    ]);
+    assert.ok(Date.now() - started >= 600, `three failures took only ${Date.now() - started} ms`);
+    await session.closed;
+  }));
+
+test("a session whose lock is lost ends at once, without UPDATE", () =>
+  withServer({ faults: { retrieveLosesLock: true } }, async ({ server, maildrop }) => {
+    const session = await loginRaw(server.port);
+    session.send("DELE 1\r\nRETR 2\r\nQUIT\r\n");
+    assert.deepEqual(await session.lines(2), [
+      "+OK message 1 deleted",
+      "-ERR [SYS/TEMP] maildrop lock lost (mailbox node restarted?); nothing was changed, log in again",
+    ]);
+    assert.equal(await session.closed, "");
+    assert.deepEqual(maildrop.commitCalls, []);
+  }));
+
+test("the lock is renewed while the session idles; a renewal that finds it lost ends the session at the next command", async () => {
+  await withServer({ faults: { renewEveryMs: 20 } }, async ({ server, maildrop }) => {
+    const session = await loginRaw(server.port);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    assert.ok(maildrop.renewals.count >= 3, `only ${maildrop.renewals.count} renewals`);
+    session.socket.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    const after = maildrop.renewals.count;
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.equal(maildrop.renewals.count, after, "renewals stop with the session");
+  });
+  await withServer({ faults: { renewEveryMs: 20, keepAliveLosesLock: true } }, async ({ server, logged }) => {
+    const session = await loginRaw(server.port);
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    session.send("NOOP\r\n");
+    assert.deepEqual(await session.lines(1), ["-ERR [SYS/TEMP] maildrop lock lost (mailbox node restarted?); nothing was changed, log in again"]);
+    await session.closed;
+    await logged((fields) => fields.event === "close");
+  });
+});
+
+test("a client that stalls in the TLS handshake after STLS is timed out like an idle one", async () => {
+  const { key, cert } = await testCredentials();
+  await withServer({ idleTimeoutMs: 200, server: { tls: { key, cert } } }, async ({ server, logged }) => {
+    const session = await connectRaw(server.port);
+    session.send("STLS\r\n");
+    assert.deepEqual(await session.lines(2), ["+OK pop.example.test POP3 ready", "+OK begin TLS negotiation"]);
+    await session.closed;
+    await logged((fields) => fields.event === "idle-timeout");
+  });
+});

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { byteStuff, describeParseError, isPop3ParseError, parsePop3Command, topOfMessage } from "../../protocol/pop3.ts";
+import { byteStuff, decodeSaslPlain, describeParseError, isPop3ParseError, parsePop3Command, topOfMessage } from "../../protocol/pop3.ts";
 
 const bytes = (text: string): Buffer => Buffer.from(text, "latin1");
 
@@ -114,4 +114,27 @@ test("topOfMessage returns the header, the blank line and N body lines", () => {
   assert.equal(Buffer.from(topOfMessage(message, 99)).toString("latin1"), message.toString("latin1"));
   const headerOnly = bytes("A: 1\r\n");
   assert.equal(Buffer.from(topOfMessage(headerOnly, 5)).toString("latin1"), "A: 1\r\n");
+});
+
+test("STLS takes no argument; AUTH takes a mechanism and an optional initial response", () => {
+  assert.deepEqual(parsePop3Command("stls"), { _tag: "Stls" });
+  assert.deepEqual(parsePop3Command("STLS now"), { _tag: "UnexpectedArgument", verb: "STLS" });
+  assert.deepEqual(parsePop3Command("AUTH"), { _tag: "Auth" });
+  assert.deepEqual(parsePop3Command("auth plain"), { _tag: "Auth", mechanism: "PLAIN" });
+  assert.deepEqual(parsePop3Command("AUTH PLAIN AGFsaWNlAHNlY3JldA=="), { _tag: "Auth", mechanism: "PLAIN", initialResponse: "AGFsaWNlAHNlY3JldA==" });
+  assert.deepEqual(parsePop3Command("AUTH PLAIN ="), { _tag: "Auth", mechanism: "PLAIN", initialResponse: "=" });
+  assert.deepEqual(parsePop3Command("AUTH PLAIN a b"), { _tag: "UnexpectedArgument", verb: "AUTH" });
+});
+
+test("SASL PLAIN responses decode to authzid, authcid and password, or say what is wrong", () => {
+  const b64 = (text: string) => Buffer.from(text, "utf8").toString("base64");
+  assert.deepEqual(decodeSaslPlain(b64("\0alice\0open sesame")), { authzid: "", authcid: "alice", password: "open sesame" });
+  assert.deepEqual(decodeSaslPlain(b64("alice\0alice\0pw")), { authzid: "alice", authcid: "alice", password: "pw" });
+  assert.deepEqual(decodeSaslPlain(b64("\0zoë\0pässwörd")), { authzid: "", authcid: "zoë", password: "pässwörd" });
+  assert.equal(decodeSaslPlain("="), "empty PLAIN response");
+  assert.equal(decodeSaslPlain("not base64!"), "PLAIN response is not base64");
+  assert.equal(decodeSaslPlain("YWJj="), "PLAIN response is not base64");
+  assert.equal(decodeSaslPlain(b64("alice:pw")), "PLAIN response must be authzid NUL authcid NUL password");
+  assert.equal(decodeSaslPlain(b64("\0\0pw")), "PLAIN response lacks a user name or password");
+  assert.equal(decodeSaslPlain(b64("\0alice\0")), "PLAIN response lacks a user name or password");
 });

@@ -1,0 +1,127 @@
+// Bounce classification: every failure and deferral gets one category, so operators
+// (and events, and metrics) can tell a bad address from a block or a full mailbox.
+//
+// Order of evidence, most trusted first:
+//   1. what went wrong when no reply decided (TLS or DNS trouble);
+//   2. the operator's rules file (regular expressions over the reply text);
+//   3. a specific enhanced status code (RFC 3463), e.g. 5.1.1, 5.2.2, 5.3.4;
+//   4. built-in text patterns, because generic codes (x.0.0, x.7.0, x.7.1) are used for
+//      anything from "rate limited" to "listed at Spamhaus";
+//   5. the generic enhanced code's subject, then "other".
+import { readFile } from "node:fs/promises";
+import { Effect, Schema } from "effect";
+import type { BounceCategory } from "../queue/entry.ts";
+import type { Trouble } from "./attempt.ts";
+import { parseReply, subjectDetail, type Reply } from "./reply.ts";
+
+export type { BounceCategory };
+
+export const bounceCategories: ReadonlyArray<BounceCategory> = ["bad-mailbox", "bad-domain", "policy", "quota", "rate-limited", "tls", "dns", "too-large", "other"];
+
+const Category = Schema.Literals(["bad-mailbox", "bad-domain", "policy", "quota", "rate-limited", "tls", "dns", "too-large", "other"]);
+
+/** One rule of the rules file: `{"match": "mailbox is full", "category": "quota"}`. */
+const RuleFile = Schema.Array(
+  Schema.Struct({
+    /** A JavaScript regular expression, matched against the whole reply (codes included). */
+    match: Schema.String,
+    /** Regular expression flags; default "i". */
+    flags: Schema.optional(Schema.String),
+    category: Category,
+    /** Only replies of this class: "4" (deferrals) or "5" (bounces); default both. */
+    class: Schema.optional(Schema.Literals(["4", "5"])),
+  }),
+);
+
+export interface Rule {
+  readonly pattern: RegExp;
+  readonly category: BounceCategory;
+  readonly class?: "4" | "5" | undefined;
+}
+
+/** The rules file could not be read, parsed, or has a bad regular expression. */
+export class RulesFileError extends Schema.TaggedError<RulesFileError>()("RulesFileError", {
+  path: Schema.String,
+  detail: Schema.String,
+}) {}
+
+export const parseRules = (path: string, text: string): Effect.Effect<ReadonlyArray<Rule>, RulesFileError> =>
+  Effect.gen(function* () {
+    const json = yield* Effect.try({ try: () => JSON.parse(text) as unknown, catch: (e) => new RulesFileError({ path, detail: String(e) }) });
+    const rules = yield* Schema.decodeUnknownEffect(RuleFile)(json).pipe(Effect.mapError((e) => new RulesFileError({ path, detail: e.message })));
+    return yield* Effect.forEach(rules, (rule, n) =>
+      Effect.try({
+        try: (): Rule => ({ pattern: new RegExp(rule.match, rule.flags ?? "i"), category: rule.category, class: rule.class }),
+        catch: (e) => new RulesFileError({ path, detail: `rule ${n}: ${String(e)}` }),
+      }),
+    );
+  });
+
+export const loadRules = (path: string): Effect.Effect<ReadonlyArray<Rule>, RulesFileError> =>
+  Effect.tryPromise({ try: () => readFile(path, "utf8"), catch: (e) => new RulesFileError({ path, detail: String(e) }) }).pipe(
+    Effect.flatMap((text) => parseRules(path, text)),
+  );
+
+/** Enhanced codes whose subject.detail says exactly what happened. */
+const SPECIFIC: Readonly<Record<string, BounceCategory>> = {
+  "1.1": "bad-mailbox", // bad destination mailbox address
+  "1.3": "bad-mailbox", // bad destination mailbox address syntax
+  "1.6": "bad-mailbox", // destination mailbox has moved
+  "2.1": "bad-mailbox", // mailbox disabled
+  "1.2": "bad-domain", // bad destination system address
+  "1.10": "bad-domain", // null MX (RFC 7505)
+  "4.4": "bad-domain", // unable to route
+  "2.2": "quota", // mailbox full
+  "3.1": "quota", // mail system full
+  "2.3": "too-large", // message length exceeds administrative limit
+  "3.4": "too-large", // message too big for system
+  "4.3": "dns", // directory server failure
+  "4.5": "rate-limited", // mail system congestion
+  "5.3": "rate-limited", // too many recipients
+  "7.4": "tls", // security features not supported
+  "7.5": "tls", // cryptographic failure
+  "7.10": "tls", // encryption needed
+  "7.11": "tls", // encryption required for requested authentication mechanism
+  "7.28": "rate-limited", // mail flood detected (Gmail: unusual rate)
+};
+
+/** What the subject alone suggests, for generic details such as 5.7.1 or 5.2.0. */
+const BY_SUBJECT: Readonly<Record<string, BounceCategory>> = { "1": "bad-mailbox", "7": "policy" };
+
+/** Phrases providers use, most specific first. */
+const BUILT_IN: ReadonlyArray<Rule> = [
+  { pattern: /rate.?limit|too many (messages|mails|emails|connections)|throttl|slow down|unusual rate/i, category: "rate-limited" },
+  { pattern: /over ?quota|quota exceeded|(mailbox|inbox|disk|storage) (is )?full|insufficient (system )?storage|exceeded (its|the) storage/i, category: "quota" },
+  { pattern: /(message|mail) (size|is too (big|large))|size (limit|exceeds)|too large/i, category: "too-large" },
+  { pattern: /no such (user|mailbox|recipient)|(user|mailbox|recipient|address)( \S+)? (is )?(unknown|not found|does not exist|doesn't exist|invalid|disabled|unavailable)|unknown (user|recipient)|undeliverable address/i, category: "bad-mailbox" },
+  { pattern: /spam|blocked|block ?list|blacklist|listed (at|on|in|by)|reputation|dmarc|\bspf\b|dkim|not authori[sz]ed|policy/i, category: "policy" },
+  { pattern: /starttls|\btls\b|encryption|certificate/i, category: "tls" },
+  { pattern: /domain (not found|does not exist)|host (or domain name )?not found|nxdomain|no mx/i, category: "bad-domain" },
+];
+
+const GENERIC_DETAILS = new Set(["0", "1"]);
+
+export type Classifier = (reply: string, trouble?: Trouble) => BounceCategory;
+
+export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => (raw, trouble) => {
+  const reply = parseReply(raw);
+  if (trouble === "tls") return "tls";
+  // DNS trouble that may pass is "dns"; a definite answer (NXDOMAIN, null MX) is a bad domain, by its code.
+  if (trouble === "dns" && classOf(reply) !== "5") return "dns";
+  const matching = (list: ReadonlyArray<Rule>) => list.find((rule) => (!rule.class || classOf(reply) === rule.class) && rule.pattern.test(raw));
+  const operator = matching(rules);
+  if (operator) return operator.category;
+  const enhanced = reply.enhanced ? subjectDetail(reply.enhanced) : undefined;
+  const [subject, detail] = enhanced ? enhanced.split(".") : [];
+  if (enhanced && SPECIFIC[enhanced] && !(enhanced === "7.1")) return SPECIFIC[enhanced];
+  const phrase = matching(BUILT_IN);
+  if (phrase) return phrase.category;
+  if (subject && detail && GENERIC_DETAILS.has(detail) && BY_SUBJECT[subject]) return BY_SUBJECT[subject];
+  if (subject === "7") return "policy";
+  return "other";
+};
+
+const classOf = (reply: Reply): "4" | "5" | undefined => {
+  const first = reply.code !== undefined ? String(reply.code)[0] : undefined;
+  return first === "4" || first === "5" ? first : undefined;
+};

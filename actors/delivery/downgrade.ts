@@ -1,0 +1,49 @@
+// 8-bit and UTF-8 mail for hosts that did not announce 8BITMIME (RFC 6152) or SMTPUTF8
+// (RFC 6531). A single-part message whose header section is ASCII is re-encoded as
+// quoted-printable, which keeps its meaning; anything else (multipart bodies, 8-bit
+// headers, UTF-8 addresses) cannot be converted here and fails with a 5.6.x status.
+import { encode as encodeQp, wrap as wrapQp } from "nodemailer/lib/qp";
+import { headerSectionEnd } from "./dsn.ts";
+
+export const hasEightBit = (bytes: Uint8Array): boolean => {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) return true;
+  return false;
+};
+
+export const isAscii = (text: string): boolean => /^[\x00-\x7f]*$/.test(text);
+
+export type Downgrade = { readonly ok: true; readonly body: Buffer } | { readonly ok: false; readonly reply: string };
+
+/** The message as 7-bit, or the reply the recipients fail with (RFC 3463 5.6.3: conversion required but not supported). */
+export const downgradeTo7bit = (message: Uint8Array): Downgrade => {
+  const bytes = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+  const end = headerSectionEnd(bytes);
+  const header = bytes.subarray(0, end);
+  const unsupported = { ok: false, reply: "554 5.6.3 8-bit message for a host without 8BITMIME, and it cannot be converted" } as const;
+  if (hasEightBit(header)) return unsupported;
+  const headerText = header.toString("latin1");
+  const contentType = fieldValue(headerText, "content-type")?.toLowerCase() ?? "text/plain";
+  if (contentType.startsWith("multipart/") || contentType.startsWith("message/")) return unsupported;
+  const body = bytes.subarray(end);
+  const encoded = wrapQp(encodeQp(body), 76).replace(/\r?\n/g, "\r\n");
+  const kept = unfoldedFields(headerText).filter((field) => !/^content-transfer-encoding:/i.test(field));
+  const mime = /^mime-version:/im.test(headerText) ? [] : ["MIME-Version: 1.0"];
+  const newHeader = [...kept, ...mime, "Content-Transfer-Encoding: quoted-printable"].join("\r\n") + "\r\n\r\n";
+  return { ok: true, body: Buffer.concat([Buffer.from(newHeader, "latin1"), Buffer.from(encoded.endsWith("\r\n") ? encoded : `${encoded}\r\n`, "latin1")]) };
+};
+
+/** Header fields, each with its continuation lines, without the blank line that ends them. */
+const unfoldedFields = (headerText: string): string[] => {
+  const fields: string[] = [];
+  for (const line of headerText.replace(/\r\n\r\n$|\r\n$/, "").split("\r\n")) {
+    if (line === "") continue;
+    if (/^[ \t]/.test(line) && fields.length > 0) fields[fields.length - 1] += `\r\n${line}`;
+    else fields.push(line);
+  }
+  return fields;
+};
+
+const fieldValue = (headerText: string, name: string): string | undefined => {
+  const field = unfoldedFields(headerText).find((f) => f.toLowerCase().startsWith(`${name}:`));
+  return field?.slice(name.length + 1).replace(/\r\n[ \t]+/g, " ").trim();
+};

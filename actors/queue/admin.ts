@@ -1,0 +1,167 @@
+// Queue administration of one node, served over NATS (`tern queue …` talks to it):
+// shape, list, show, suspend/resume a queue, retry now, bounce or delete by queue or
+// sender. Operations that touch many entries go page by page, so memory stays bounded
+// whatever the queue size; entries with an attempt in flight are passed over (and counted),
+// because that attempt's outcome is about to be recorded.
+import { Effect } from "effect";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { QueueAdminError, QueueAdminReply, QueueAdminRequest, type EntryView } from "../../protocol/queue-admin.ts";
+import type { Subjects } from "../../protocol/subjects.ts";
+import { everyone } from "../delivery/attempt.ts";
+import type { Scheduler } from "../delivery/scheduler.ts";
+import { serveEndpoint, type Endpoint } from "../runtime/remote.ts";
+import { queueOf, type QueueEntry } from "./entry.ts";
+import type { Selection, Spool } from "./spool.ts";
+
+export const queueAdminEndpoint: Endpoint<QueueAdminRequest, QueueAdminReply, QueueAdminError> = {
+  request: QueueAdminRequest,
+  response: QueueAdminReply,
+  error: QueueAdminError,
+};
+
+export interface QueueAdminDeps {
+  readonly nodeId: string;
+  readonly spool: Spool;
+  readonly scheduler: Scheduler;
+  readonly log: (event: string, fields: Record<string, unknown>) => void;
+}
+
+export const serveQueueAdmin = (nc: NatsConnection, subjects: Subjects, deps: QueueAdminDeps): ReadonlyArray<Subscription> => {
+  const handle = (request: QueueAdminRequest) => answer(deps, request).pipe(Effect.map((value) => ({ value })));
+  return [serveEndpoint(nc, subjects.queueAdmin, queueAdminEndpoint, handle), serveEndpoint(nc, subjects.queueAdminOf(deps.nodeId), queueAdminEndpoint, handle)];
+};
+
+const DEFAULT_LIST = 100;
+const DEFAULT_SHAPE = 50;
+
+export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect.Effect<QueueAdminReply, QueueAdminError> => {
+  const { spool, scheduler, nodeId } = deps;
+  const failed = (detail: string) => new QueueAdminError({ node: nodeId, detail });
+  const stored = <A>(effect: Effect.Effect<A, { readonly detail: string }>) => effect.pipe(Effect.mapError((e) => failed(e.detail)));
+  const view = (entry: QueueEntry): EntryView => ({
+    id: entry.id,
+    queue: queueOf(entry.route),
+    sender: entry.sender,
+    recipients: entry.recipients,
+    createdAt: entry.createdAt,
+    attempts: entry.attempts,
+    nextAttemptAt: entry.nextAttemptAt,
+    reason: entry.reason,
+    ...(entry.lastResult !== undefined ? { lastResult: entry.lastResult } : {}),
+    inFlight: scheduler.isInFlight(entry.id),
+    suspended: spool.isSuspended(queueOf(entry.route)),
+    ...(entry.history ? { history: entry.history } : {}),
+  });
+  const selection = (r: { queue?: string | undefined; sender?: string | undefined }): Selection => ({ queue: r.queue?.toLowerCase(), sender: r.sender });
+  const needsSelection = (r: { queue?: string | undefined; sender?: string | undefined }): Effect.Effect<void, QueueAdminError> =>
+    r.queue === undefined && r.sender === undefined ? Effect.fail(failed("name a queue (--domain) or a sender (--sender)")) : Effect.void;
+
+  switch (request._tag) {
+    case "Shape":
+      return Effect.promise(() => spool.shape(Date.now(), request.limit ?? DEFAULT_SHAPE)).pipe(
+        Effect.map((shape) => ({
+          _tag: "Shape" as const,
+          node: nodeId,
+          ...shape,
+          held: [...scheduler.holds()].filter(([, until]) => until > Date.now()).map(([queue, until]) => ({ queue, until })),
+          inFlight: scheduler.inFlight(),
+        })),
+      );
+    case "List":
+      return Effect.promise(() => spool.list(selection(request), request.limit ?? DEFAULT_LIST, request.after)).pipe(
+        Effect.map((entries) => ({ _tag: "List" as const, node: nodeId, entries: entries.map(view) })),
+      );
+    case "Show":
+      return Effect.sync(() => {
+        const entry = spool.entry(request.id);
+        return { _tag: "Show" as const, node: nodeId, entry: entry ? view(entry) : null };
+      });
+    case "Suspend":
+    case "Resume": {
+      const queue = request.queue.toLowerCase();
+      const suspend = request._tag === "Suspend";
+      return stored(suspend ? spool.suspend(queue) : spool.resume(queue)).pipe(
+        Effect.tap(() => Effect.sync(() => {
+          deps.log(suspend ? "queue.suspended" : "queue.resumed", { queue });
+          if (!suspend) scheduler.wake();
+        })),
+        Effect.as({ _tag: "Suspended" as const, node: nodeId, queue, suspended: suspend }),
+      );
+    }
+    case "Retry":
+      return walkChanging(deps, selection(request), (page, tally) =>
+        stored(spool.redate(page, Date.now())).pipe(Effect.map((moved) => {
+          tally.entries += moved.entries;
+          tally.recipients += moved.recipients;
+        })),
+      ).pipe(
+        Effect.tap(() => Effect.sync(() => {
+          scheduler.release(request.queue?.toLowerCase());
+          deps.log("queue.retry", { queue: request.queue, sender: request.sender });
+        })),
+      );
+    case "Bounce": {
+      const reply = `554 5.0.0 Returned by the mail system administrator${request.reason ? `: ${request.reason.replace(/[\r\n]+/g, " ")}` : ""}`;
+      return needsSelection(request).pipe(
+        Effect.flatMap(() =>
+          walkChanging(deps, selection(request), (page, tally) =>
+            Effect.forEach(page, (entry) =>
+              stored(scheduler.recordNow(entry, { server: "admin", results: everyone(entry.recipients, "failed", reply) })).pipe(
+                Effect.map((recorded) => {
+                  if (!recorded) return void tally.skipped++;
+                  tally.entries++;
+                  tally.recipients += entry.recipients.length;
+                  if (entry.sender !== "") tally.notices++;
+                }),
+              ),
+            ),
+          ),
+        ),
+        Effect.tap(() => Effect.sync(() => deps.log("queue.bounced", { queue: request.queue, sender: request.sender }))),
+      );
+    }
+    case "Delete":
+      return needsSelection(request).pipe(
+        Effect.flatMap(() =>
+          walkChanging(deps, selection(request), (page, tally) =>
+            Effect.forEach(page, (entry) =>
+              stored(spool.finish(entry)).pipe(
+                Effect.map(() => {
+                  tally.entries++;
+                  tally.recipients += entry.recipients.length;
+                  deps.log("queue.deleted", { entry: entry.id, msg: entry.messageId, sender: entry.sender, rcpts: entry.recipients.length });
+                }),
+              ),
+            ),
+          ),
+        ),
+      );
+  }
+};
+
+interface Tally {
+  entries: number;
+  recipients: number;
+  skipped: number;
+  notices: number;
+}
+
+/** Walks the selection a page at a time, passing over entries in flight, and reports the tally. */
+const walkChanging = (
+  deps: QueueAdminDeps,
+  selection: Selection,
+  change: (page: ReadonlyArray<QueueEntry>, tally: Tally) => Effect.Effect<unknown, QueueAdminError>,
+): Effect.Effect<QueueAdminReply, QueueAdminError> =>
+  Effect.tryPromise({
+    try: async () => {
+      const tally: Tally = { entries: 0, recipients: 0, skipped: 0, notices: 0 };
+      await deps.spool.walk(selection, async (page) => {
+        const idle = page.filter((entry) => !deps.scheduler.isInFlight(entry.id));
+        tally.skipped += page.length - idle.length;
+        const exit = await Effect.runPromiseExit(change(idle, tally));
+        if (exit._tag === "Failure") throw exit;
+      });
+      return { _tag: "Changed" as const, node: deps.nodeId, ...tally };
+    },
+    catch: (error) => new QueueAdminError({ node: deps.nodeId, detail: `stopped part way: ${String(error)}` }),
+  });

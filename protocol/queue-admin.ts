@@ -1,0 +1,85 @@
+// Queue administration over NATS (`tern queue …`): requests to one node, or to every
+// node of the cluster at once, and their replies. A queue is a destination domain, or
+// `local:<user>` for a local mailbox.
+import { Schema } from "effect";
+
+const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0));
+const Limit = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 10_000 }));
+const QueueName = Schema.String.check(Schema.isMinLength(1));
+
+/** Which entries an operation applies to: a queue, a sender, or both. */
+const Selection = {
+  queue: Schema.optional(QueueName),
+  /** Envelope sender; "" is the null sender. */
+  sender: Schema.optional(Schema.String),
+};
+
+export const QueueAdminRequest = Schema.Union([
+  /** Entries per queue and age bucket, like Postfix's qshape. */
+  Schema.TaggedStruct("Shape", { limit: Schema.optional(Limit) }),
+  Schema.TaggedStruct("List", { ...Selection, limit: Schema.optional(Limit), after: Schema.optional(Schema.String) }),
+  Schema.TaggedStruct("Show", { id: Schema.String }),
+  Schema.TaggedStruct("Suspend", { queue: QueueName }),
+  Schema.TaggedStruct("Resume", { queue: QueueName }),
+  /** Every matching entry becomes due now (no selection: the whole queue). */
+  Schema.TaggedStruct("Retry", Selection),
+  /** Fails every matching recipient now, with a DSN to the sender. Needs a selection. */
+  Schema.TaggedStruct("Bounce", { ...Selection, reason: Schema.optional(Schema.String) }),
+  /** Removes matching entries without a DSN. Needs a selection. */
+  Schema.TaggedStruct("Delete", Selection),
+]);
+export type QueueAdminRequest = typeof QueueAdminRequest.Type;
+
+const Status = Schema.Literals(["delivered", "deferred", "failed", "expired"]);
+
+export const AttemptView = Schema.Struct({
+  at: Schema.Number,
+  mx: Schema.optional(Schema.String),
+  ip: Schema.optional(Schema.String),
+  via: Schema.optional(Schema.String),
+  results: Schema.Array(Schema.Struct({ rcpt: Schema.String, status: Status, reply: Schema.String, category: Schema.optional(Schema.String) })),
+  requeued: Schema.optional(Schema.String),
+});
+
+export const EntryView = Schema.Struct({
+  id: Schema.String,
+  queue: Schema.String,
+  sender: Schema.String,
+  recipients: Schema.Array(Schema.String),
+  createdAt: Schema.Number,
+  attempts: Count,
+  nextAttemptAt: Schema.Number,
+  reason: Schema.String,
+  lastResult: Schema.optional(Schema.String),
+  inFlight: Schema.Boolean,
+  suspended: Schema.Boolean,
+  history: Schema.optional(Schema.Array(AttemptView)),
+});
+export type EntryView = typeof EntryView.Type;
+
+const ShapeRow = Schema.Struct({ queue: Schema.String, entries: Count, buckets: Schema.Array(Count), suspended: Schema.Boolean });
+
+export const QueueAdminReply = Schema.Union([
+  Schema.TaggedStruct("Shape", {
+    node: Schema.String,
+    bucketsMinutes: Schema.Array(Schema.Number),
+    total: Schema.Struct({ entries: Count, buckets: Schema.Array(Count) }),
+    queues: Schema.Array(ShapeRow),
+    queueCount: Count,
+    /** Queues held back after trouble, with the time they are released. */
+    held: Schema.Array(Schema.Struct({ queue: Schema.String, until: Schema.Number })),
+    inFlight: Count,
+  }),
+  Schema.TaggedStruct("List", { node: Schema.String, entries: Schema.Array(EntryView) }),
+  Schema.TaggedStruct("Show", { node: Schema.String, entry: Schema.NullOr(EntryView) }),
+  Schema.TaggedStruct("Suspended", { node: Schema.String, queue: Schema.String, suspended: Schema.Boolean }),
+  /** For retry, bounce and delete: entries changed, and entries passed over because an attempt was in flight. */
+  Schema.TaggedStruct("Changed", { node: Schema.String, entries: Count, recipients: Count, skipped: Count, notices: Count }),
+]);
+export type QueueAdminReply = typeof QueueAdminReply.Type;
+
+/** The request cannot be carried out (bad selection, store failure). */
+export class QueueAdminError extends Schema.TaggedError<QueueAdminError>()("QueueAdminError", {
+  node: Schema.String,
+  detail: Schema.String,
+}) {}

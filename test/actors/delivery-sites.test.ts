@@ -1,0 +1,228 @@
+// Site actors and the SMTP client against scripted loopback SMTP servers: per-recipient
+// outcomes, MX fallback, broken and stalled servers, required TLS, rate limits,
+// connection reuse and limits, DSN parameters, 8-bit downgrade.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { Effect } from "effect";
+import { makeConnectionBudget } from "../../actors/delivery/connections.ts";
+import { makeClassifier } from "../../actors/delivery/classify.ts";
+import { dsnParamsOf } from "../../actors/delivery/dsn.ts";
+import { makeSites, type DeliveryJob, type SiteOptions } from "../../actors/delivery/sites.ts";
+import { makeSupervisor } from "../../actors/runtime/supervisor.ts";
+import type { MailRoute } from "../../protocol/route.ts";
+import { startScriptedSmtp, type Script, type ScriptedServer } from "../support/scripted-smtp.ts";
+
+const servers: ScriptedServer[] = [];
+const stops: Array<() => Promise<void>> = [];
+after(async () => {
+  await Promise.all(stops.map((stop) => stop()));
+  await Promise.all(servers.map((s) => s.close()));
+});
+
+const serve = async (script: Script, port = 0, host = "127.0.0.1") => {
+  const server = await startScriptedSmtp(script, port, host);
+  servers.push(server);
+  return server;
+};
+
+const options = (port: number, extra: Partial<SiteOptions> = {}): SiteOptions => ({
+  heloName: "tern.test",
+  port,
+  connectTimeoutMs: 1_000,
+  greetingTimeoutMs: 1_000,
+  socketTimeoutMs: 2_000,
+  messagesPerConnection: 100,
+  maxRecipientsPerTransaction: 100,
+  connectionsPerSite: 2,
+  siteConnections: {},
+  idleMs: 2_000,
+  maxQueueWaitMs: 60_000,
+  ...extra,
+});
+
+const sitesFor = (port: number, extra: Partial<SiteOptions> = {}, maxConnections = 50) => {
+  const sites = makeSites(options(port, extra), makeConnectionBudget(maxConnections), makeSupervisor());
+  stops.push(() => Effect.runPromise(sites.stop(0)));
+  return sites;
+};
+
+const route = (...hosts: Array<[string, string]>): MailRoute => ({
+  domain: "remote.test",
+  implicitMx: false,
+  hosts: hosts.map(([name, address], n) => ({ name, preference: 10 * (n + 1), addresses: [address] })),
+});
+
+const job = (r: MailRoute, recipients: string[], extra: Partial<DeliveryJob> = {}): DeliveryJob => ({
+  route: r,
+  sender: "sender@origin.test",
+  recipients,
+  body: () => Buffer.from("From: sender@origin.test\r\nSubject: hi\r\n\r\nhello\r\n"),
+  dsn: dsnParamsOf(undefined),
+  tls: "opportunistic",
+  ...extra,
+});
+
+const classify = makeClassifier();
+
+test("5xx for one recipient and 2xx for another in the same transaction", async () => {
+  const server = await serve({ rcpt: (to) => (to.startsWith("nobody@") ? "550 5.1.1 no such user here" : undefined) });
+  const sites = sitesFor(server.port);
+  const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["nobody@remote.test", "fine@remote.test"])));
+  const byRcpt = Object.fromEntries(attempt.results.map((r) => [r.recipient, r]));
+  assert.equal(byRcpt["nobody@remote.test"]!.status, "failed");
+  assert.match(byRcpt["nobody@remote.test"]!.reply, /^550 5\.1\.1/);
+  assert.equal(classify(byRcpt["nobody@remote.test"]!.reply), "bad-mailbox");
+  assert.equal(byRcpt["fine@remote.test"]!.status, "delivered");
+  assert.equal(server.finished.length, 1, "one transaction");
+  assert.deepEqual(server.accepted[0]!.to.map((t) => t.address), ["fine@remote.test"]);
+  assert.deepEqual(attempt.mx, { host: "mx.remote.test", ip: "127.0.0.1" });
+});
+
+test("the first MX refuses connections, the second takes the mail", async () => {
+  const server = await serve({});
+  const sites = sitesFor(server.port);
+  // Nothing listens on 127.0.0.2 at that port: connection refused.
+  const attempt = await Effect.runPromise(sites.deliver(job(route(["mx1.remote.test", "127.0.0.2"], ["mx2.remote.test", "127.0.0.1"]), ["a@remote.test"])));
+  assert.equal(attempt.results[0]!.status, "delivered");
+  assert.equal(attempt.mx?.host, "mx2.remote.test");
+  assert.equal(server.accepted.length, 1);
+});
+
+test("a 4xx greeting sends delivery to the next MX; when every MX greets 4xx the mail is deferred, never bounced", async () => {
+  const busy = await serve({ greeting: () => "421 4.3.2 busy, try another" }, 0, "127.0.0.3");
+  const good = await serve({}, busy.port, "127.0.0.1");
+  const sites = sitesFor(busy.port);
+  const attempt = await Effect.runPromise(sites.deliver(job(route(["mx1.remote.test", "127.0.0.3"], ["mx2.remote.test", "127.0.0.1"]), ["a@remote.test"])));
+  assert.equal(attempt.results[0]!.status, "delivered");
+  assert.equal(attempt.mx?.host, "mx2.remote.test");
+  assert.equal(busy.connections(), 1);
+  assert.equal(good.accepted.length, 1);
+
+  const alone = sitesFor(busy.port);
+  const deferred = await Effect.runPromise(alone.deliver(job(route(["mx1.remote.test", "127.0.0.3"]), ["b@remote.test"])));
+  assert.equal(deferred.results[0]!.status, "deferred");
+  assert.equal(deferred.trouble, "connection");
+  assert.match(deferred.results[0]!.reply, /^421 4\.3\.2/);
+});
+
+test("a connection dropped in the middle of DATA defers the message (never delivered, never failed); the next attempt delivers it once", async () => {
+  const server = await serve({ duringData: (ctx) => (ctx.connection === 0 ? { afterBytes: 10, action: { close: true } } : undefined) });
+  const sites = sitesFor(server.port);
+  const body = () => Buffer.from(`Subject: big\r\n\r\n${"x".repeat(5_000)}\r\n`);
+  const first = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"], { body })));
+  assert.equal(first.results[0]!.status, "deferred");
+  assert.equal(first.trouble, "connection");
+  assert.equal(server.accepted.length, 0);
+  const second = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"], { body })));
+  assert.equal(second.results[0]!.status, "delivered");
+  assert.equal(server.accepted.length, 1);
+});
+
+test("a server that stops answering times out and the mail is deferred", async () => {
+  const server = await serve({ mail: () => ({ stall: true }) });
+  const sites = sitesFor(server.port, { socketTimeoutMs: 300 });
+  const started = Date.now();
+  const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"])));
+  assert.equal(attempt.results[0]!.status, "deferred");
+  assert.equal(attempt.trouble, "timeout");
+  assert.ok(Date.now() - started < 5_000);
+  const silent = await serve({ greeting: () => ({ stall: true }) });
+  const greeting = await Effect.runPromise(sitesFor(silent.port, { greetingTimeoutMs: 300 }).deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"])));
+  assert.equal(greeting.results[0]!.status, "deferred");
+  assert.equal(greeting.trouble, "timeout");
+});
+
+test("TLS required but not offered: nothing is sent, the mail is deferred as a TLS problem", async () => {
+  const server = await serve({ extensions: ["PIPELINING", "8BITMIME"] });
+  const sites = sitesFor(server.port);
+  const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"], { tls: "require" })));
+  assert.equal(attempt.results[0]!.status, "deferred");
+  assert.equal(attempt.trouble, "tls");
+  assert.equal(classify(attempt.results[0]!.reply, attempt.trouble), "tls");
+  assert.ok(!server.commands.some((c) => c.startsWith("MAIL")), "no MAIL FROM over plaintext");
+});
+
+test("a rate-limit reply defers and is classified as rate limited", async () => {
+  const server = await serve({ mail: () => "451 4.7.1 Rate limit exceeded, slow down" });
+  const sites = sitesFor(server.port);
+  const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test", "b@remote.test"])));
+  assert.deepEqual(attempt.results.map((r) => r.status), ["deferred", "deferred"]);
+  assert.equal(classify(attempt.results[0]!.reply, attempt.trouble), "rate-limited");
+});
+
+test("connections are reused across messages, up to messagesPerConnection; RSET only after a refused transaction", async () => {
+  const server = await serve({ rcpt: (to) => (to.startsWith("nobody@") ? "550 5.1.1 no such user" : undefined) });
+  const sites = sitesFor(server.port, { connectionsPerSite: 1, messagesPerConnection: 3 });
+  const r = route(["mx.remote.test", "127.0.0.1"]);
+  const statuses = [];
+  for (const rcpt of ["r1", "nobody", "r2", "r3"]) statuses.push((await Effect.runPromise(sites.deliver(job(r, [`${rcpt}@remote.test`])))).results[0]!.status);
+  assert.deepEqual(statuses, ["delivered", "failed", "delivered", "delivered"]);
+  assert.equal(server.accepted.length, 3);
+  assert.equal(server.connections(), 2, "three messages on the first connection, the fourth on a new one");
+  assert.deepEqual(server.commands.filter((c) => /^(MAIL|RSET)/.test(c)).map((c) => c.slice(0, 4)), ["MAIL", "MAIL", "RSET", "MAIL", "MAIL"]);
+});
+
+test("per-site and per-node connection limits hold with many messages at once", async () => {
+  const server = await serve({ data: () => undefined });
+  const sites = sitesFor(server.port, { connectionsPerSite: 3 });
+  const r = route(["mx.remote.test", "127.0.0.1"]);
+  const attempts = await Effect.runPromise(Effect.all(Array.from({ length: 30 }, (_, n) => sites.deliver(job(r, [`r${n}@remote.test`]))), { concurrency: "unbounded" }));
+  assert.ok(attempts.every((a) => a.results[0]!.status === "delivered"));
+  assert.ok(server.peakConnections() <= 3, `at most 3 connections, saw ${server.peakConnections()}`);
+
+  const other = await serve({});
+  const capped = sitesFor(other.port, { connectionsPerSite: 10 }, 2);
+  const more = await Effect.runPromise(Effect.all(Array.from({ length: 20 }, (_, n) => capped.deliver(job(r, [`s${n}@remote.test`]))), { concurrency: "unbounded" }));
+  assert.ok(more.every((a) => a.results[0]!.status === "delivered"));
+  assert.ok(other.peakConnections() <= 2, `node limit of 2 connections, saw ${other.peakConnections()}`);
+});
+
+test("siteConnections overrides the limit for sites with a matching MX host", async () => {
+  const server = await serve({});
+  const sites = sitesFor(server.port, { connectionsPerSite: 5, siteConnections: { ".limited.test": 1 } });
+  const r = route(["mx.limited.test", "127.0.0.1"]);
+  await Effect.runPromise(Effect.all(Array.from({ length: 8 }, (_, n) => sites.deliver(job(r, [`r${n}@remote.test`]))), { concurrency: "unbounded" }));
+  assert.equal(server.peakConnections(), 1);
+  assert.equal(server.accepted.length, 8);
+});
+
+test("ENVID, RET, NOTIFY and ORCPT go to a host that speaks DSN; recipients with different NOTIFY go in separate transactions", async () => {
+  const server = await serve({});
+  const sites = sitesFor(server.port);
+  const dsn = dsnParamsOf({
+    dsn: { ret: "HDRS", envid: "env+2B1" },
+    recipientDsn: { "a@remote.test": { notify: ["SUCCESS", "FAILURE"], orcpt: "rfc822;orig+2Ba@remote.test" }, "b@remote.test": { notify: ["NEVER"] } },
+  });
+  const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test", "b@remote.test", "c@remote.test"], { dsn })));
+  assert.ok(attempt.results.every((r) => r.status === "delivered"));
+  assert.equal(attempt.peerDsn, true);
+  assert.equal(server.accepted.length, 3);
+  const a = server.accepted.find((t) => t.to[0]!.address === "a@remote.test")!;
+  assert.match(a.mailParams, /RET=HDRS/);
+  assert.match(a.mailParams, /ENVID=env\+2B1/);
+  assert.match(a.to[0]!.params, /NOTIFY=SUCCESS,FAILURE/);
+  assert.match(a.to[0]!.params, /ORCPT=rfc822;orig\+2Ba@remote\.test/);
+  const b = server.accepted.find((t) => t.to[0]!.address === "b@remote.test")!;
+  assert.match(b.to[0]!.params, /NOTIFY=NEVER/);
+  const c = server.accepted.find((t) => t.to[0]!.address === "c@remote.test")!;
+  assert.doesNotMatch(c.to[0]!.params, /NOTIFY/);
+});
+
+test("8-bit mail to a host without 8BITMIME: a single-part message is sent as quoted-printable, a multipart one fails with 5.6.3", async () => {
+  const server = await serve({ extensions: ["PIPELINING"] });
+  const sites = sitesFor(server.port);
+  const r = route(["mx.remote.test", "127.0.0.1"]);
+  const text = () => Buffer.from("Subject: caf\r\nContent-Type: text/plain; charset=utf-8\r\n\r\ncafé\r\n", "utf8");
+  const sent = await Effect.runPromise(sites.deliver(job(r, ["a@remote.test"], { body: text })));
+  assert.equal(sent.results[0]!.status, "delivered");
+  const body = server.accepted[0]!.body.toString("latin1");
+  assert.match(body, /Content-Transfer-Encoding: quoted-printable/);
+  assert.match(body, /caf=C3=A9/);
+  assert.ok(![...server.accepted[0]!.body].some((byte) => byte >= 0x80), "7-bit on the wire");
+
+  const multipart = () => Buffer.from('Subject: m\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\ncafé\r\n--b--\r\n', "utf8");
+  const refused = await Effect.runPromise(sites.deliver(job(r, ["b@remote.test"], { body: multipart })));
+  assert.equal(refused.results[0]!.status, "failed");
+  assert.match(refused.results[0]!.reply, /^554 5\.6\.3/);
+  assert.equal(server.accepted.length, 1);
+});

@@ -1,0 +1,159 @@
+// The LMDB mailbox store on its own: UIDs and UIDVALIDITY, idempotent delivery, bodies
+// stored once, quota, folders and flags (what IMAP will need), atomic expunge.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { Effect, Exit } from "effect";
+import { open, type RootDatabase } from "lmdb";
+import { INBOX, openMailboxStore, type MailboxStore } from "../../actors/mailbox/store.ts";
+
+const withStore = async (body: (store: MailboxStore, root: RootDatabase, clock: { now: number }, reopen: () => MailboxStore) => Promise<void>) => {
+  const dir = await mkdtemp(join(tmpdir(), "tern-mbox-"));
+  const clock = { now: 1_700_000_000_000 };
+  let root = open({ path: join(dir, "db") });
+  const reopen = () => {
+    void root.close();
+    root = open({ path: join(dir, "db") });
+    return openMailboxStore(root, () => clock.now);
+  };
+  try {
+    await body(openMailboxStore(root, () => clock.now), root, clock, reopen);
+  } finally {
+    await root.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+};
+
+const run = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(effect);
+const failure = async <A, E>(effect: Effect.Effect<A, E>): Promise<E> => {
+  const exit = await Effect.runPromiseExit(effect);
+  assert.ok(Exit.isFailure(exit), "expected a failure");
+  const error = exit.cause.reasons.find((reason) => reason._tag === "Fail");
+  assert.ok(error && error._tag === "Fail", "expected a typed failure");
+  return error.error;
+};
+
+const text = (s: string) => Buffer.from(s, "latin1");
+const bodyRefCount = (root: RootDatabase) => root.openDB({ name: "mbox.bodyrefs" }).getKeysCount();
+const bodyChunkCount = (root: RootDatabase) => root.openDB({ name: "mbox.bodies", encoding: "binary" }).getKeysCount();
+
+test("deliveries get increasing UIDs under one UIDVALIDITY, with size and internal date", () =>
+  withStore(async (store, _root, clock) => {
+    const first = await run(store.deliver("a@x", "E1.1", text("one\r\n")));
+    clock.now += 5_000;
+    const second = await run(store.deliver("a@x", "E2.1", text("second\r\n")));
+    assert.deepEqual([first.uid, second.uid], [1, 2]);
+    assert.equal(first.uidValidity, second.uidValidity);
+    assert.equal(first.uidValidity, 1_700_000_000);
+    assert.deepEqual(
+      store.list("a@x", "inbox").map((m) => [m.uid, m.size, m.internalDate, m.flags, m.entryId]),
+      [
+        [1, 5, 1_700_000_000_000, [], "E1.1"],
+        [2, 8, 1_700_000_005_000, [], "E2.1"],
+      ],
+    );
+    assert.deepEqual(store.status("a@x", INBOX), { name: INBOX, uidValidity: 1_700_000_000, uidNext: 3, messages: 2, bytes: 13 });
+    assert.deepEqual(store.usage("a@x"), { bytes: 13, messages: 2 });
+    assert.equal(store.list("b@x", INBOX).length, 0, "another user's mailbox is separate");
+  }));
+
+test("a redelivered queue entry is not stored twice and reports the first copy", () =>
+  withStore(async (store, _root, _clock, reopen) => {
+    const first = await run(store.deliver("a@x", "E1.1", text("hello\r\n")));
+    const again = await run(store.deliver("a@x", "E1.1", text("hello\r\n")));
+    assert.equal(first.duplicate, false);
+    assert.deepEqual(again, { ...first, duplicate: true });
+    // Also after a restart (the crash case): the record is durable.
+    const reopened = reopen();
+    assert.deepEqual(await run(reopened.deliver("a@x", "E1.1", text("hello\r\n"))), { ...first, duplicate: true });
+    assert.equal(reopened.list("a@x", INBOX).length, 1);
+    assert.deepEqual(reopened.usage("a@x"), { bytes: 7, messages: 1 });
+    // The same entry id for another user is another delivery.
+    assert.equal((await run(reopened.deliver("b@x", "E1.1", text("hello\r\n")))).duplicate, false);
+  }));
+
+test("a body is stored once however many messages share it, and removed with the last", () =>
+  withStore(async (store, root) => {
+    const body = randomBytes(600 * 1024); // three chunks
+    await run(store.deliver("a@x", "E1.1", body));
+    await run(store.deliver("b@x", "E1.2", body));
+    await run(store.createFolder("a@x", "Archive"));
+    const [copied] = await run(store.copy("a@x", INBOX, [1], "Archive"));
+    assert.equal(copied, 1);
+    assert.equal(bodyRefCount(root), 1);
+    assert.equal(bodyChunkCount(root), 3);
+    assert.ok(Buffer.from(store.body("a@x", "Archive", 1)!).equals(body));
+
+    assert.equal(await run(store.expunge("a@x", INBOX, [1])), 1);
+    assert.equal(await run(store.expunge("b@x", INBOX, [1])), 1);
+    assert.ok(Buffer.from(store.body("a@x", "Archive", 1)!).equals(body), "the copy still reads");
+    assert.equal(bodyChunkCount(root), 3);
+    await run(store.expunge("a@x", "Archive", [1]));
+    assert.equal(bodyRefCount(root), 0);
+    assert.equal(bodyChunkCount(root), 0, "the last reference removes the chunks");
+  }));
+
+test("a large body reads back byte for byte", () =>
+  withStore(async (store) => {
+    const body = randomBytes(5 * 1024 * 1024 + 17);
+    const { uid } = await run(store.deliver("a@x", "big", body));
+    assert.ok(Buffer.from(store.body("a@x", INBOX, uid)!).equals(body));
+    assert.equal(store.message("a@x", INBOX, uid)!.size, body.length);
+  }));
+
+test("quota: a message that would exceed it is refused OverQuota, a redelivery is not, and deleting makes room", () =>
+  withStore(async (store) => {
+    const quotaBytes = 100;
+    await run(store.deliver("a@x", "E1", Buffer.alloc(60), { quotaBytes }));
+    const refused = await failure(store.deliver("a@x", "E2", Buffer.alloc(50), { quotaBytes }));
+    assert.equal(refused._tag, "OverQuota");
+    assert.ok(refused._tag === "OverQuota");
+    assert.deepEqual([refused.usedBytes, refused.quotaBytes, refused.messageBytes], [60, 100, 50]);
+    assert.equal(refused.detail, "60 of 100 bytes used, message is 50");
+    assert.equal(store.list("a@x", INBOX).length, 1, "nothing was stored");
+    // A redelivery of what is already stored succeeds whatever the quota.
+    assert.equal((await run(store.deliver("a@x", "E1", Buffer.alloc(60), { quotaBytes: 10 }))).duplicate, true);
+    await run(store.expunge("a@x", INBOX, [1]));
+    assert.equal((await run(store.deliver("a@x", "E2", Buffer.alloc(50), { quotaBytes }))).uid, 2);
+  }));
+
+test("expunge removes and marks \\Seen in one step; UIDs are never reused", () =>
+  withStore(async (store) => {
+    for (const n of [1, 2, 3]) await run(store.deliver("a@x", `E${n}`, text(`m${n}\r\n`)));
+    assert.equal(await run(store.expunge("a@x", INBOX, [2, 3, 99], [1])), 2);
+    assert.deepEqual(store.list("a@x", INBOX).map((m) => [m.uid, m.flags]), [[1, ["\\Seen"]]]);
+    const next = await run(store.deliver("a@x", "E4", text("m4\r\n")));
+    assert.equal(next.uid, 4, "UID 4, not a reused 2 or 3");
+    assert.equal(store.status("a@x", INBOX)!.uidNext, 5);
+  }));
+
+test("folders: create, flags, copy, delete; a recreated folder gets a new UIDVALIDITY", () =>
+  withStore(async (store) => {
+    await run(store.deliver("a@x", "E1", text("m1\r\n")));
+    const archive = await run(store.createFolder("a@x", "Archive"));
+    assert.equal((await failure(store.createFolder("a@x", "Archive")))._tag, "FolderExists");
+    assert.equal((await failure(store.createFolder("a@x", "inbox")))._tag, "FolderExists", "INBOX is case-insensitive");
+    assert.deepEqual(store.folders("a@x").map((f) => f.name), ["Archive", INBOX]);
+
+    await run(store.setFlags("a@x", INBOX, [1], ["\\Flagged", "$Label1"], "add"));
+    await run(store.setFlags("a@x", INBOX, [1], ["$Label1"], "remove"));
+    assert.deepEqual(store.message("a@x", INBOX, 1)!.flags, ["\\Flagged"]);
+    await run(store.setFlags("a@x", INBOX, [1], ["\\Answered"], "replace"));
+    assert.deepEqual(store.message("a@x", INBOX, 1)!.flags, ["\\Answered"]);
+
+    assert.deepEqual(await run(store.copy("a@x", INBOX, [1], "Archive")), [1]);
+    assert.deepEqual(store.list("a@x", "Archive").map((m) => [m.uid, m.flags]), [[1, ["\\Answered"]]]);
+    assert.equal((await failure(store.copy("a@x", INBOX, [1], "Nowhere")))._tag, "NoSuchFolder");
+    assert.deepEqual(store.usage("a@x"), { bytes: 8, messages: 2 });
+
+    await run(store.deleteFolder("a@x", "Archive"));
+    assert.equal(store.status("a@x", "Archive"), undefined);
+    assert.deepEqual(store.usage("a@x"), { bytes: 4, messages: 1 });
+    const recreated = await run(store.createFolder("a@x", "Archive"));
+    assert.ok(recreated.uidValidity > archive.uidValidity, "a recreated folder must not repeat a UIDVALIDITY");
+    assert.equal(recreated.uidNext, 1);
+    assert.equal((await failure(store.deleteFolder("a@x", "Nowhere")))._tag, "NoSuchFolder");
+  }));

@@ -1,0 +1,133 @@
+// The spool's per-queue indexes: due order per destination, suspension, outcomes
+// committed with their DSNs, and the page-by-page walks queue administration uses.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Effect } from "effect";
+import { open, type RootDatabase } from "lmdb";
+import { newMessageId, type QueueEntry } from "../../actors/queue/entry.ts";
+import { openSpool, type Spool } from "../../actors/queue/spool.ts";
+
+const dirs: string[] = [];
+const roots: RootDatabase[] = [];
+after(async () => {
+  await Promise.all(roots.map((r) => r.close()));
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+const openAt = (dir: string) => {
+  const root = open({ path: join(dir, "tern.lmdb"), maxDbs: 64 });
+  roots.push(root);
+  return { root, spool: openSpool(root) };
+};
+
+const fresh = async () => {
+  const dir = await mkdtemp(join(tmpdir(), "tern-spool-"));
+  dirs.push(dir);
+  return { dir, ...openAt(dir) };
+};
+
+const accept = async (spool: Spool, at: number, sender: string, recipients: string[]) => {
+  const id = newMessageId(at);
+  const body = spool.openBody(id);
+  body.append(Buffer.from(`Subject: ${id}\r\n\r\nbody\r\n`));
+  const byDomain = new Map<string, string[]>();
+  for (const r of recipients) byDomain.set(r.split("@")[1]!, [...(byDomain.get(r.split("@")[1]!) ?? []), r]);
+  const routes = [...byDomain].map(([domain, rcpts]) => ({ route: { kind: "remote" as const, domain }, recipients: rcpts }));
+  return Effect.runPromise(spool.accept({ id, sender, receivedAt: at, body, routes }));
+};
+
+const queues = (spool: Spool, now: number) => [...spool.dueQueues(now)].map((q) => q.queue);
+
+test("due work is found per queue, oldest first, and a rescheduled entry moves its queue's head", async () => {
+  const { spool } = await fresh();
+  const t = 1_000_000;
+  const [a1] = await accept(spool, t, "s@x.test", ["r@a.test"]);
+  const [b1] = await accept(spool, t + 10, "s@x.test", ["r@b.test"]);
+  const [a2] = await accept(spool, t + 20, "s@x.test", ["r@a.test"]);
+  assert.deepEqual(queues(spool, t + 100), ["a.test", "b.test"]);
+  assert.deepEqual(queues(spool, t + 5), ["a.test"]);
+  assert.deepEqual(spool.dueIn("a.test", t + 100, 10).map((e) => e.id), [a1!.id, a2!.id]);
+  assert.deepEqual(spool.dueIn("a.test", t + 100, 10, (id) => id === a1!.id).map((e) => e.id), [a2!.id]);
+
+  await Effect.runPromise(spool.settle(a1!, { ...a1!, nextAttemptAt: t + 500, attempts: 1, reason: "temporary-reply" }, []));
+  assert.deepEqual([...spool.dueQueues(t + 100)].map((q) => [q.queue, q.at]), [["b.test", t + 10], ["a.test", t + 20]]);
+  await Effect.runPromise(spool.settle(a2!, undefined, []));
+  await Effect.runPromise(spool.settle(b1!, undefined, []));
+  assert.deepEqual(queues(spool, t + 100), []);
+  assert.deepEqual([...spool.dueQueues(t + 1000)].map((q) => [q.queue, q.at]), [["a.test", t + 500]]);
+  assert.equal(spool.depth(), 1);
+});
+
+test("an outcome and the DSN it causes are committed together; the original goes once its last entry is done", async () => {
+  const { spool } = await fresh();
+  const [entry] = await accept(spool, 2_000_000, "s@x.test", ["r@a.test"]);
+  const dsnId = newMessageId(2_000_100);
+  const created = await Effect.runPromise(
+    spool.settle(entry!, undefined, [{ id: dsnId, sender: "", receivedAt: 2_000_100, body: Buffer.alloc(150_000, 65), routes: [{ route: { kind: "remote", domain: "x.test" }, recipients: ["s@x.test"] }] }]),
+  );
+  assert.equal(created.length, 1);
+  assert.equal(created[0]!.sender, "");
+  assert.equal(spool.hasMessage(entry!.messageId), false);
+  assert.equal(spool.body(dsnId)?.length, 150_000, "a DSN larger than one chunk reads back whole");
+  assert.deepEqual(queues(spool, 2_000_200), ["x.test"]);
+  // Settling an entry an operator removed records nothing, and queues no DSN.
+  const again = await Effect.runPromise(spool.settle(entry!, undefined, [{ id: newMessageId(1), sender: "", receivedAt: 1, body: Buffer.from("x"), routes: [{ route: { kind: "remote", domain: "x.test" }, recipients: ["s@x.test"] }] }]));
+  assert.equal(again.length, 0);
+  assert.equal(spool.depth(), 1);
+});
+
+test("a suspended queue leaves the due order until resumed, also across a reopen", async () => {
+  const { dir, root, spool } = await fresh();
+  await accept(spool, 3_000_000, "s@x.test", ["r@a.test"]);
+  await accept(spool, 3_000_000, "s@x.test", ["r@b.test"]);
+  await Effect.runPromise(spool.suspend("a.test"));
+  assert.deepEqual(queues(spool, 3_000_100), ["b.test"]);
+  await root.close();
+  roots.splice(roots.indexOf(root), 1);
+  const reopened = openAt(dir).spool;
+  assert.equal(reopened.isSuspended("a.test"), true);
+  assert.deepEqual(queues(reopened, 3_000_100), ["b.test"]);
+  await accept(reopened, 3_000_050, "s@x.test", ["r2@a.test"]);
+  assert.deepEqual(queues(reopened, 3_000_100), ["b.test"], "new mail for a suspended queue waits too");
+  await Effect.runPromise(reopened.resume("a.test"));
+  assert.deepEqual(queues(reopened, 3_000_100), ["a.test", "b.test"]);
+  assert.equal(reopened.dueIn("a.test", 3_000_100, 10).length, 2);
+});
+
+test("shape counts entries per queue and age; walks, lists and retry-now go page by page", async () => {
+  const { spool } = await fresh();
+  const now = Date.now();
+  for (let n = 0; n < 1_205; n++) await accept(spool, now - 30 * 60_000, n % 5 === 0 ? "bulk@x.test" : "s@x.test", [`r${n}@big.test`]);
+  await accept(spool, now - 2 * 60_000, "s@x.test", ["r@small.test"]);
+  await Effect.runPromise(spool.suspend("idle.test"));
+  const shape = await spool.shape(now, 10);
+  assert.equal(shape.total.entries, 1_206);
+  assert.deepEqual(shape.queues.map((q) => [q.queue, q.entries, q.suspended]), [["big.test", 1_205, false], ["small.test", 1, false], ["idle.test", 0, true]]);
+  assert.equal(shape.queues[0]!.buckets[SHAPE_INDEX_40M], 1_205, "30 minutes old: the 20–40 minute bucket");
+  assert.equal(shape.queues[1]!.buckets[0], 1, "2 minutes old: the first bucket");
+
+  let bulk = 0;
+  let pages = 0;
+  await spool.walk({ sender: "BULK@x.test" }, async (page) => {
+    pages++;
+    bulk += page.length;
+  });
+  assert.equal(bulk, 241);
+  assert.ok(pages >= 2, "more than one page");
+  const listed = await spool.list({ queue: "big.test" }, 5);
+  assert.equal(listed.length, 5);
+  const next = await spool.list({ queue: "big.test" }, 5, listed[4]!.id);
+  assert.equal(next.length, 5);
+  assert.ok(!next.some((e) => listed.some((l) => l.id === e.id)), "the next page starts after the cursor");
+
+  const later: QueueEntry = { ...listed[0]!, nextAttemptAt: now + 3_600_000 };
+  await Effect.runPromise(spool.settle(listed[0]!, later, []));
+  const moved = await Effect.runPromise(spool.redate([later, listed[1]!], now));
+  assert.deepEqual(moved, { entries: 1, recipients: 1 }, "only entries not yet due move");
+  assert.equal(spool.entry(later.id)?.reason, "retry-now");
+});
+
+const SHAPE_INDEX_40M = 3;

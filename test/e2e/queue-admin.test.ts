@@ -1,0 +1,154 @@
+// `tern queue …` against a running node, over NATS: suspend and resume a destination,
+// show an entry's attempts, retry now, bounce by sender (with a DSN), delete by domain.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import nodemailer from "nodemailer";
+import { simpleParser } from "mailparser";
+import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
+import { startScriptedSmtp, type ScriptedServer } from "../support/scripted-smtp.ts";
+import { queueCommand } from "../../nodes/queue-command.ts";
+import { makeDataDir, projectRoot, removeDataDir, run, sleep, startTernNode, uniqueCluster, eventually, type TernNode } from "../support/tern-node.ts";
+
+let dns: RunningDnsmasq;
+let origin: ScriptedServer;
+let node: TernNode;
+let dataDir: string;
+const refusedOnce = new Set<string>();
+
+before(async () => {
+  origin = await startScriptedSmtp({
+    // The first RCPT for each flaky address is deferred; later ones are taken.
+    rcpt: (to) => {
+      if (!to.endsWith("@flaky.test") || refusedOnce.has(to)) return undefined;
+      refusedOnce.add(to);
+      return "451 4.3.0 not now";
+    },
+  });
+  dns = await startDnsmasq({
+    mx: ["origin.test", "held.test", "flaky.test", "dead.test"].map((domain) => ({ domain, host: `mx.${domain}`, preference: 10 })),
+    hosts: [
+      { name: "mx.origin.test", address: "127.0.0.1" },
+      { name: "mx.held.test", address: "127.0.0.1" },
+      { name: "mx.flaky.test", address: "127.0.0.1" },
+      { name: "mx.dead.test", address: "127.0.0.9" }, // nothing listens there: refused
+    ],
+  });
+  dataDir = await makeDataDir();
+  node = await startTernNode({
+    nodeId: "admin",
+    cluster: uniqueCluster(),
+    dataDir,
+    localDomains: ["example.test"],
+    users: [{ address: "alice@example.test", password: "pw" }],
+    dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2, allowedTargetNetworks: ["127.0.0.0/8"] },
+    // A retry an hour away: anything delivered in these tests was asked for.
+    delivery: { remotePort: origin.port, retryBaseMs: 3_600_000, retryMaxMs: 3_600_000, pollMs: 50, connectTimeoutMs: 1000, holdMs: 100 },
+  });
+});
+
+after(async () => {
+  await node?.kill("SIGTERM");
+  await origin?.close();
+  await Promise.all([dns?.stop(), removeDataDir(dataDir)]);
+});
+
+/**
+ * `tern queue …` in this process (a CLI process costs a second of start-up each time),
+ * asking the node by name: asking the whole cluster waits a second for late answers.
+ */
+const queue = async (...args: string[]) => {
+  let stdout = "";
+  let stderr = "";
+  const code = await queueCommand(["--config", join(dataDir, "config-admin.json"), ...(args.includes("--node") ? [] : ["--node", "admin"]), ...args], { out: (t) => (stdout += `${t}\n`), err: (t) => (stderr += `${t}\n`) }).catch(
+    (error: Error) => {
+      stderr += error.message;
+      return 78;
+    },
+  );
+  return { code, stdout, stderr, json: () => JSON.parse(stdout) };
+};
+
+const send = async (from: string, to: string, subject: string) => {
+  const transport = nodemailer.createTransport({ host: "127.0.0.1", port: node.ports.smtp, secure: false, ignoreTLS: true });
+  const info = await transport.sendMail({ envelope: { from, to: [to] }, raw: `From: ${from}\r\nSubject: ${subject}\r\n\r\nbody\r\n` });
+  transport.close();
+  return /queued as ([0-9A-Z]+)/.exec(info.response)![1]!;
+};
+
+const arrived = (to: string) => origin.accepted.filter((m) => m.to.some((t) => t.address === to));
+
+test("a suspended destination keeps its mail queued (qshape and list show it) until it is resumed", async () => {
+  const suspended = await queue("suspend", "held.test");
+  assert.equal(suspended.code, 0, suspended.stderr);
+  assert.match(suspended.stdout, /held\.test suspended/);
+  const queueId = await send("s@origin.test", "u@held.test", "held");
+  await sleep(800);
+  assert.equal(arrived("u@held.test").length, 0, "nothing goes to a suspended destination");
+  const shape = await queue("shape");
+  assert.equal(shape.code, 0, shape.stderr);
+  assert.match(shape.stdout, /\(suspended\) held\.test\s+1\s+1/);
+  const listed = (await queue("list", "--domain", "held.test", "--json")).json();
+  assert.equal(listed.entries.length, 1);
+  assert.equal(listed.entries[0].id, `${queueId}.0`);
+  assert.equal(listed.entries[0].suspended, true);
+  assert.equal((await queue("resume", "held.test")).code, 0);
+  await eventually(() => (arrived("u@held.test").length === 1 ? true : undefined), 10_000, "delivery after resume");
+});
+
+test("show lists every attempt with host, address, reply and requeue reason; retry makes a deferred entry go now", async () => {
+  const queueId = await send("s@origin.test", "x@flaky.test", "flaky");
+  await node.waitForEvent("recipient.deferred", { msg: queueId });
+  const shown = (await queue("show", `${queueId}.0`, "--json")).json();
+  assert.equal(shown.entry.attempts, 1);
+  assert.equal(shown.entry.reason, "temporary-reply");
+  assert.ok(shown.entry.nextAttemptAt > Date.now() + 30 * 60_000, "the next attempt is far away");
+  assert.deepEqual(
+    { mx: shown.entry.history[0].mx, ip: shown.entry.history[0].ip, requeued: shown.entry.history[0].requeued, reply: shown.entry.history[0].results[0].reply },
+    { mx: "mx.flaky.test", ip: "127.0.0.1", requeued: "temporary-reply", reply: "451 4.3.0 not now" },
+  );
+  const text = await queue("show", `${queueId}.0`);
+  assert.match(text.stdout, /mx\.flaky\.test\[127\.0\.0\.1\] requeued: temporary-reply\n\s+x@flaky\.test deferred \(other\): 451 4\.3\.0 not now/);
+  const retried = await queue("retry", "--domain", "flaky.test");
+  assert.equal(retried.code, 0, retried.stderr);
+  assert.match(retried.stdout, /1 entries \(1 recipients\) changed/);
+  await node.waitForEvent("recipient.delivered", { msg: queueId }, 10_000);
+  assert.equal(arrived("x@flaky.test").length, 1);
+});
+
+test("bounce by sender fails the entries now with a DSN; delete by domain removes them without one", async () => {
+  const bounced = await send("bob@origin.test", "y@dead.test", "to bounce");
+  const deleted = await send("carol@origin.test", "z@dead.test", "to delete");
+  await node.waitForEvent("recipient.deferred", { msg: bounced });
+  await node.waitForEvent("recipient.deferred", { msg: deleted });
+
+  const bounce = await queue("bounce", "--sender", "bob@origin.test", "--reason", "cleanup after outage");
+  assert.equal(bounce.code, 0, bounce.stderr);
+  assert.match(bounce.stdout, /1 entries \(1 recipients\) changed, 0 in flight passed over, 1 DSNs queued/);
+  const dsn = await eventually(() => arrived("bob@origin.test").find((m) => m.from === ""), 10_000, "the DSN for bob");
+  const parsed = await simpleParser(dsn.body, { keepDeliveryStatus: true });
+  const status = parsed.attachments.find((a) => a.contentType === "message/delivery-status")!.content.toString();
+  assert.match(status, /Final-Recipient: rfc822; y@dead\.test\r\nAction: failed\r\nStatus: 5\.0\.0/);
+  assert.match(status, /Returned by the mail system administrator: cleanup after outage/);
+
+  const del = await queue("delete", "--domain", "dead.test");
+  assert.equal(del.code, 0, del.stderr);
+  assert.match(del.stdout, /1 entries \(1 recipients\) changed/);
+  assert.match((await queue("list", "--domain", "dead.test")).stdout, /no entries/);
+  await sleep(500);
+  assert.equal(arrived("carol@origin.test").length, 0, "no DSN for a deletion");
+  await node.waitForEvent("queue.deleted", { msg: deleted });
+});
+
+test("the tern CLI runs queue commands: qshape of the running node; usage errors and unknown nodes exit non-zero", async () => {
+  const cli = (...args: string[]) => run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "queue", "--config", join(dataDir, "config-admin.json"), ...args]);
+  const shape = await cli("shape"); // every node of the cluster: here, one
+  assert.equal(shape.code, 0, shape.stderr);
+  assert.match(shape.stdout, /^node admin: \d+ entries in \d+ queues, \d+ in flight/);
+  assert.match(shape.stdout, /TOTAL/);
+  const usage = await cli("bounce");
+  assert.equal(usage.code, 78);
+  assert.match(usage.stderr, /needs --domain or --sender/);
+  const nobody = await queue("--node", "ghost", "--timeout", "500", "shape");
+  assert.notEqual(nobody.code, 0);
+});
