@@ -2,7 +2,8 @@
 // nats-server default, and a graceful stop.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createConnection, createServer } from "node:net";
+import { findFreePort } from "../support/dnsmasq.ts";
+import { createConnection } from "node:net";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster } from "../support/tern-node.ts";
@@ -21,13 +22,6 @@ const tern = (args: string[], env: Record<string, string> = {}) =>
     });
   });
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
 
 const portAnswers = (port: number) =>
   new Promise<boolean>((resolve) => {
@@ -49,7 +43,7 @@ test("a bad config file stops the node at start with the field and value named (
 test("with no NATS and no embedded server, one line says how to get one", async () => {
   const dir = await makeDataDir();
   const path = join(dir, "config.json");
-  const port = await freePort();
+  const port = await findFreePort();
   await writeFile(path, JSON.stringify({ dataDir: dir, nats: { servers: [`nats://127.0.0.1:${port}`], embedded: false } }));
   const result = await tern(["node", "--config", path]);
   assert.equal(result.code, 78);
@@ -60,7 +54,7 @@ test("with no NATS and no embedded server, one line says how to get one", async 
 
 test("when nothing answers, the node starts nats-server itself, works, and stops it on SIGTERM", async () => {
   const dataDir = await makeDataDir();
-  const natsPort = await freePort();
+  const natsPort = await findFreePort();
   const node = await startTernNode({
     nodeId: "embedded",
     cluster: uniqueCluster(),

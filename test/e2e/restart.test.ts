@@ -2,7 +2,7 @@
 // node resumes every queued entry once the next hop is back.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { createServer } from "node:net";
+import { findFreePort } from "../support/dnsmasq.ts";
 import nodemailer from "nodemailer";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startSink, type Sink } from "../support/sink.ts";
@@ -13,13 +13,6 @@ let dataDir: string;
 let sink: Sink | undefined;
 let node: TernNode | undefined;
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
 
 before(async () => {
   dns = await startDnsmasq({
@@ -36,7 +29,7 @@ after(async () => {
 });
 
 test("queued mail survives kill -9 and is delivered after restart when the sink comes up", async () => {
-  const sinkPort = await freePort(); // nothing listens here yet: every attempt is refused
+  const sinkPort = await findFreePort(); // nothing listens here yet: every attempt is refused
   const config = {
     nodeId: "crashy",
     cluster: uniqueCluster(),
