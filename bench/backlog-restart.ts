@@ -52,6 +52,12 @@ const firstDeliveryMs = Date.now() - spawnedAt;
 await new Promise((resolve) => setTimeout(resolve, drainMs));
 const asFilled = { delivered: await delivered(), memory: memory(node.pid) };
 
+const shapeStarted = Date.now();
+let shapeOut = "";
+await queueCommand(["--config", `${values.data}/config-n0.json`, "--node", "n0", "--timeout", "600000", "shape", "--limit", "3"], { out: (t) => (shapeOut += t), err: (t) => (shapeOut += t) });
+const shapeMs = Date.now() - shapeStarted;
+console.error(shapeOut);
+
 const retryStarted = Date.now();
 let retryOut = "";
 await queueCommand(["--config", `${values.data}/config-n0.json`, "--node", "n0", "--timeout", "600000", "retry", "--domain", values.domain!], { out: (t) => (retryOut += t), err: (t) => (retryOut += t) });
@@ -75,6 +81,7 @@ console.log(
       startMs: startedMs,
       firstDeliveryMs,
       asFilled: { delivered: asFilled.delivered, rssMiB: mib(asFilled.memory.rss), anonMiB: mib(asFilled.memory.anon) },
+      shapeMs,
       retryAll: { ms: retryMs, reply: retryOut.trim() },
       allDue: { delivered: allDue.delivered, perSec: Math.round(allDue.perSec), rssMiB: mib(allDue.memory.rss), anonMiB: mib(allDue.memory.anon) },
       peak: { rssMiB: mib(peak.rss), anonMiB: mib(peak.anon), fileMiB: mib(peak.file) },

@@ -118,7 +118,8 @@ const render = (reply: QueueAdminReply): string => {
     case "Shape": {
       const heads = ["T", ...reply.bucketsMinutes.map(String), `${reply.bucketsMinutes.at(-1)}+`];
       const width = Math.max(12, ...reply.queues.map((q) => q.queue.length + (q.suspended ? 12 : 0)));
-      const row = (name: string, cells: ReadonlyArray<number | string>) => `${name.padStart(width)} ${cells.map((c) => String(c).padStart(6)).join("")}`;
+      const cell = Math.max(6, String(reply.total.entries).length + 1);
+      const row = (name: string, cells: ReadonlyArray<number | string>) => `${name.padStart(width)} ${cells.map((c) => String(c).padStart(cell)).join("")}`;
       const held = reply.held.map((h) => `${h.queue} until ${time(h.until)}`);
       return [
         `node ${reply.node}: ${reply.total.entries} entries in ${reply.queueCount} queues, ${reply.inFlight} in flight (age buckets in minutes)`,

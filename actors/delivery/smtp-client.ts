@@ -121,8 +121,8 @@ export const openConnection = (
         sent: 0,
         closed: () => closed,
         close: () => {
+          if (!closed) conn.quit(); // say goodbye when the host is still listening
           closed = true;
-          conn.quit();
           conn.close();
         },
         [CONN]: conn,

@@ -2,8 +2,11 @@
 // the operator's rules before everything else that reads text.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Effect } from "effect";
-import { makeClassifier, parseRules } from "../../actors/delivery/classify.ts";
+import { loadRules, makeClassifier, parseRules } from "../../actors/delivery/classify.ts";
 import { parseReply, statusOf } from "../../actors/delivery/reply.ts";
 
 test("replies parse into code, enhanced code and text, multi-line included", () => {
@@ -63,4 +66,20 @@ test("the operator's rules come first, optionally per reply class; bad rules are
   assert.equal(bad._tag, "RulesFileError");
   const unknown = await Effect.runPromise(Effect.flip(parseRules("rules.json", JSON.stringify([{ match: "x", category: "weird" }]))));
   assert.equal(unknown._tag, "RulesFileError");
+});
+
+test("the rules file is read from disk; a missing one is a typed error", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "tern-rules-"));
+  try {
+    const path = join(dir, "bounce-rules.json");
+    await writeFile(path, JSON.stringify([{ match: "greylist", category: "other", class: "4" }]));
+    const classify = makeClassifier(await Effect.runPromise(loadRules(path)));
+    assert.equal(classify("451 4.7.1 Greylisted, see https://example.org/greylisting"), "other");
+    assert.equal(makeClassifier()("451 4.7.1 Greylisted, see https://example.org/greylisting"), "policy", "without the rule");
+    const missing = await Effect.runPromise(Effect.flip(loadRules(join(dir, "nope.json"))));
+    assert.equal(missing._tag, "RulesFileError");
+    assert.match(missing.detail, /ENOENT/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -10,6 +10,7 @@ import { dsnParamsOf } from "../../actors/delivery/dsn.ts";
 import { makeSites, type DeliveryJob, type SiteOptions } from "../../actors/delivery/sites.ts";
 import { makeSupervisor } from "../../actors/runtime/supervisor.ts";
 import type { MailRoute } from "../../protocol/route.ts";
+import { SMTPServer } from "smtp-server";
 import { startScriptedSmtp, type Script, type ScriptedServer } from "../support/scripted-smtp.ts";
 
 const servers: ScriptedServer[] = [];
@@ -140,6 +141,31 @@ test("TLS required but not offered: nothing is sent, the mail is deferred as a T
   assert.equal(attempt.trouble, "tls");
   assert.equal(classify(attempt.results[0]!.reply, attempt.trouble), "tls");
   assert.ok(!server.commands.some((c) => c.startsWith("MAIL")), "no MAIL FROM over plaintext");
+});
+
+test("TLS required and offered: the mail goes over STARTTLS; opportunistic TLS is used when offered too", async () => {
+  const secure: boolean[] = [];
+  // smtp-server offers STARTTLS with its built-in self-signed certificate (not verified: opportunistic, RFC 7435).
+  const server = new SMTPServer({
+    authOptional: true,
+    logger: false,
+    closeTimeout: 200,
+    onData: (stream, session, callback) => {
+      secure.push(session.secure);
+      stream.resume();
+      stream.on("end", () => callback());
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  stops.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const port = (server.server.address() as { port: number }).port;
+  const sites = sitesFor(port);
+  const r = route(["mx.remote.test", "127.0.0.1"]);
+  const required = await Effect.runPromise(sites.deliver(job(r, ["a@remote.test"], { tls: "require" })));
+  assert.equal(required.results[0]!.status, "delivered");
+  const opportunistic = await Effect.runPromise(sitesFor(port).deliver(job(r, ["b@remote.test"])));
+  assert.equal(opportunistic.results[0]!.status, "delivered");
+  assert.deepEqual(secure, [true, true]);
 });
 
 test("a rate-limit reply defers and is classified as rate limited", async () => {

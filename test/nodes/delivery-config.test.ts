@@ -1,0 +1,31 @@
+// The `delivery` section: defaults (the README's retry schedule, queue lifetime, notices,
+// limits) and refused values.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { parseConfig } from "../../nodes/config.ts";
+import { retryDelayMs } from "../../actors/delivery/backoff.ts";
+
+test("delivery defaults: 5-day lifetime, delay notice at 4 hours, small per-site limits, RFC 5321 timeouts", () => {
+  const d = parseConfig({}).delivery;
+  assert.equal(d.maxAgeMs, 5 * 24 * 3_600_000);
+  assert.equal(d.delayNoticeMs, 4 * 3_600_000);
+  assert.equal(d.connectionsPerSite, 4);
+  assert.equal(d.maxConnections, 200);
+  assert.equal(d.greetingTimeoutMs, 300_000);
+  assert.equal(d.socketTimeoutMs, 600_000);
+  assert.equal(d.holdMs, d.retryBaseMs);
+  assert.deepEqual(d.requireTls, []);
+  assert.equal(d.bounceRulesFile, undefined);
+  // The default schedule (no jitter): 1, 2, 4, 8, 16, 32 minutes, then hourly.
+  const minutes = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => retryDelayMs({ baseMs: d.retryBaseMs, maxMs: d.retryMaxMs }, n, 0.5) / 60_000);
+  assert.deepEqual(minutes, [1, 2, 4, 8, 16, 32, 60, 60]);
+});
+
+test("delivery values are checked, and named when refused", () => {
+  const config = parseConfig({ delivery: { requireTls: ["bank.example", ".gov.example"], siteConnections: { ".google.com": 10 }, retryBaseMs: 500 } });
+  assert.deepEqual(config.delivery.requireTls, ["bank.example", ".gov.example"]);
+  assert.equal(config.delivery.holdMs, 500, "a hold lasts as long as a first retry");
+  assert.throws(() => parseConfig({ delivery: { maxAgeMs: 0 } }), /delivery\.maxAgeMs = 0/);
+  assert.throws(() => parseConfig({ delivery: { siteConnections: { "mx.example": -1 } } }), /delivery\.siteConnections\.mx\.example = -1/);
+  assert.throws(() => parseConfig({ delivery: { requireTls: "bank.example" } }), /delivery\.requireTls = "bank\.example"/);
+});
