@@ -62,6 +62,7 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
   });
   child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.once("exit", () => waiters.forEach((wake) => wake())); // waiters learn the node is gone
 
   const matches = (line: Record<string, unknown>, event: string, where: Record<string, unknown>) =>
     line.event === event && Object.entries(where).every(([key, value]) => line[key] === value);
@@ -87,7 +88,6 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
         waiters.delete(check);
       };
       waiters.add(check);
-      child.once("exit", check);
       check();
     });
 
