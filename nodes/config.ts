@@ -6,6 +6,7 @@ import { readFile } from "node:fs/promises";
 import { Cause, Exit, Schema } from "effect";
 import { isSafeToken } from "../protocol/subjects.ts";
 import { isPasswordHash, type UserRecord } from "./users.ts";
+import type { DeliveryConfig } from "../actors/delivery/outbound.ts";
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
 const Positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1));
@@ -180,30 +181,7 @@ export interface NodeConfig {
     readonly allowedTargetNetworks: ReadonlyArray<string>;
     readonly ptrTimeoutMs: number;
   };
-  readonly delivery: {
-    readonly remotePort: number;
-    readonly connectionsPerSite: number;
-    readonly maxInFlight: number;
-    readonly pollMs: number;
-    readonly retryBaseMs: number;
-    readonly retryMaxMs: number;
-    readonly connectTimeoutMs: number;
-    readonly greetingTimeoutMs: number;
-    readonly socketTimeoutMs: number;
-    readonly messagesPerConnection: number;
-    readonly maxRecipientsPerTransaction: number;
-    readonly connectionIdleMs: number;
-    readonly maxConnections: number;
-    readonly siteConnections: Readonly<Record<string, number>>;
-    readonly requireTls: ReadonlyArray<string>;
-    readonly maxInFlightPerQueue: number;
-    readonly maxAgeMs: number;
-    readonly delayNoticeMs: number;
-    readonly holdMs: number;
-    readonly maxQueueWaitMs: number;
-    readonly bounceRulesFile: string | undefined;
-    readonly dsnMaxReturnBytes: number;
-  };
+  readonly delivery: DeliveryConfig;
   readonly limits: { readonly maxMessageBytes: number; readonly maxRecipients: number };
   readonly pop3: {
     readonly plaintextLoginNetworks: ReadonlyArray<string>;
