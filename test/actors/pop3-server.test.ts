@@ -12,6 +12,7 @@ import { promisify } from "node:util";
 import { Effect } from "effect";
 import { LockLost, MailboxUnavailable, MaildropInUse, NoSuchMessage, type MaildropAccess, type OpenMaildrop } from "../../actors/retriever/maildrop.ts";
 import { topOfMessage } from "../../protocol/pop3.ts";
+import { connectPop3, type RawPop3 } from "../support/pop3.ts";
 import { loadTlsCredentials, type TlsCredentials } from "../../nodes/tls.ts";
 import type { LoginOutcome } from "../../actors/retriever/pop3-session.ts";
 import { startPop3Server, type Pop3Server, type Pop3ServerOptions } from "../../actors/retriever/pop3-server.ts";
@@ -362,39 +363,11 @@ test("curl: a wrong password fails the transfer", () =>
 // ---------------------------------------------------------------------------
 // Raw sockets
 
-interface RawSession {
-  readonly send: (text: string | Buffer) => void;
-  /** The next `count` reply lines, without their CRLF. */
-  readonly lines: (count: number) => Promise<string[]>;
-  /** Resolves when the server closes the connection; yields what arrived but was not read. */
-  readonly closed: Promise<string>;
-  readonly socket: net.Socket;
-}
+type RawSession = RawPop3;
 
-const connectRaw = async (port: number, localAddress?: string): Promise<RawSession> => {
-  const socket = net.connect({ port, host: "127.0.0.1", ...(localAddress && { localAddress }) });
-  let received = "";
-  let wake = () => {};
-  socket.on("data", (chunk: Buffer) => {
-    received += chunk.toString("latin1");
-    wake();
-  });
-  const closed = new Promise<string>((resolve) => socket.on("close", () => resolve(received)));
-  socket.on("close", () => wake());
-  const lines = async (count: number): Promise<string[]> => {
-    for (;;) {
-      const parts = received.split("\r\n");
-      if (parts.length > count) {
-        received = parts.slice(count).join("\r\n");
-        return parts.slice(0, count);
-      }
-      if (socket.destroyed) throw new Error(`connection closed; got only ${JSON.stringify(received)}`);
-      await new Promise<void>((resolve) => (wake = resolve));
-    }
-  };
-  await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
-  return { send: (text) => socket.write(text), lines, closed, socket };
-};
+/** A raw session that has not read the greeting yet. */
+const connectRaw = (port: number, localAddress?: string): Promise<RawSession> =>
+  connectPop3(port, { ...(localAddress && { localAddress }), readGreeting: false });
 
 const loginRaw = async (port: number, user = "alice", password = "open sesame"): Promise<RawSession> => {
   const session = await connectRaw(port);

@@ -5,7 +5,7 @@ import { run } from "./tern-node.ts";
 
 export interface RawPop3 {
   readonly socket: net.Socket;
-  readonly send: (text: string) => void;
+  readonly send: (text: string | Buffer) => void;
   /** The next `count` reply lines, without their CRLF. */
   readonly lines: (count: number) => Promise<string[]>;
   /** Sends one command and returns its status line. */
@@ -14,7 +14,8 @@ export interface RawPop3 {
   readonly closed: Promise<string>;
 }
 
-export const connectPop3 = async (port: number, options: { localAddress?: string } = {}): Promise<RawPop3> => {
+/** Connects and, unless `readGreeting` is false, reads the greeting line. */
+export const connectPop3 = async (port: number, options: { localAddress?: string; readGreeting?: boolean } = {}): Promise<RawPop3> => {
   const socket = net.connect({ port, host: "127.0.0.1", ...(options.localAddress && { localAddress: options.localAddress }) });
   let received = "";
   let wake = () => {};
@@ -37,8 +38,8 @@ export const connectPop3 = async (port: number, options: { localAddress?: string
     }
   };
   await new Promise<void>((resolve, reject) => socket.once("connect", resolve).once("error", reject));
-  await lines(1); // greeting
-  const send = (text: string) => void socket.write(text);
+  if (options.readGreeting !== false) await lines(1);
+  const send = (text: string | Buffer) => void socket.write(text);
   return {
     socket,
     send,
