@@ -125,6 +125,15 @@ const arrivalSide = async (environment: Environment, load: LoadResult, accepted:
   };
 };
 
+const smtpTargets = (environment: Environment) => environment.nodes.map((n) => ({ host: "127.0.0.1", port: n.ports.smtp }));
+
+/** CPU/RSS sampling and the queue-depth series, from now on. */
+const startMeasuring = (environment: Environment) => {
+  const usage = trackAll(environment);
+  const origin = Date.now();
+  return { usage, origin, stopDepth: watchQueueDepth(environment, origin) };
+};
+
 const trackAll = (environment: Environment) => {
   const usage = sampleUsage();
   environment.nodes.forEach((node, i) => usage.track(`tern n${i}`, node.pid));
@@ -137,10 +146,8 @@ export const relay = async (options: BenchOptions, label = "relay", crashMidway 
   const environment = await startEnvironment({ nodes: options.nodes, sink: { record: true }, localUsers: 1 });
   const notes: string[] = [];
   try {
-    const usage = trackAll(environment);
-    const origin = Date.now();
-    const stopDepth = watchQueueDepth(environment, origin);
-    const loading = runLoad(loadOptions(options, environment.nodes.map((n) => ({ host: "127.0.0.1", port: n.ports.smtp })), REMOTE_DOMAIN, 1_000));
+    const { usage, origin, stopDepth } = startMeasuring(environment);
+    const loading = runLoad(loadOptions(options, smtpTargets(environment), REMOTE_DOMAIN, 1_000));
     if (crashMidway) {
       await sleep((options.durationSec * 1000) / 3);
       const restarted = await environment.crashAndRestart(0);
@@ -165,10 +172,8 @@ export const acceptOnly = async (options: BenchOptions): Promise<RunReport> => {
     delivery: { retryBaseMs: 3_600_000, retryMaxMs: 3_600_000 },
   });
   try {
-    const usage = trackAll(environment);
-    const origin = Date.now();
-    const stopDepth = watchQueueDepth(environment, origin);
-    const load = await runLoad(loadOptions(options, environment.nodes.map((n) => ({ host: "127.0.0.1", port: n.ports.smtp })), REMOTE_DOMAIN, 1_000));
+    const { usage, origin, stopDepth } = startMeasuring(environment);
+    const load = await runLoad(loadOptions(options, smtpTargets(environment), REMOTE_DOMAIN, 1_000));
     const [acceptedRecords, accept] = acceptSide(load);
     const queued = (await Promise.all(environment.nodes.map((node) => readMetric(node, "tern_queue_depth")))).reduce((a, b) => a + b, 0);
     return {
@@ -196,10 +201,8 @@ export const backlog = async (options: BenchOptions): Promise<RunReport> => {
     delivery: { retryBaseMs: 500, retryMaxMs: 1000 },
   });
   try {
-    const usage = trackAll(environment);
-    const origin = Date.now();
-    const stopDepth = watchQueueDepth(environment, origin);
-    const load = await runLoad(loadOptions(options, environment.nodes.map((n) => ({ host: "127.0.0.1", port: n.ports.smtp })), REMOTE_DOMAIN, 1_000));
+    const { usage, origin, stopDepth } = startMeasuring(environment);
+    const load = await runLoad(loadOptions(options, smtpTargets(environment), REMOTE_DOMAIN, 1_000));
     const [acceptedRecords, accept] = acceptSide(load);
     const opened = Date.now();
     environment.sink.open();
@@ -225,10 +228,8 @@ export const backlog = async (options: BenchOptions): Promise<RunReport> => {
 export const local = async (options: BenchOptions): Promise<RunReport> => {
   const environment = await startEnvironment({ nodes: options.nodes, sink: { record: false }, localUsers: options.localUsers });
   try {
-    const usage = trackAll(environment);
-    const origin = Date.now();
-    const stopDepth = watchQueueDepth(environment, origin);
-    const load = await runLoad(loadOptions(options, environment.nodes.map((n) => ({ host: "127.0.0.1", port: n.ports.smtp })), LOCAL_DOMAIN, options.localUsers));
+    const { usage, origin, stopDepth } = startMeasuring(environment);
+    const load = await runLoad(loadOptions(options, smtpTargets(environment), LOCAL_DOMAIN, options.localUsers));
     const [acceptedRecords, accept] = acceptSide(load);
     const expected = accept.accepted * options.recipients;
     const deadline = Date.now() + options.drainTimeoutSec * 1000;
