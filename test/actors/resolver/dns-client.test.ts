@@ -6,11 +6,11 @@ import assert from "node:assert/strict";
 import * as dgram from "node:dgram";
 import * as dnsPacket from "dns-packet";
 import { Effect } from "effect";
-import { makeDnsClient, type DnsServer } from "../../actors/resolver/dns-client.ts";
-import { resolveMailRoute } from "../../actors/resolver/mail-route.ts";
-import { DnsTemporaryFailure } from "../../protocol/route.ts";
-import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
-import { replyTo, startScriptedDns, startZoneDns, type ScriptedDns } from "../support/fake-dns.ts";
+import { makeDnsClient, type DnsServer } from "../../../actors/resolver/dns-client.ts";
+import { resolveMailRoute } from "../../../actors/resolver/mail-route.ts";
+import { DnsTemporaryFailure } from "../../../protocol/route.ts";
+import { startDnsmasq, type RunningDnsmasq } from "../../support/dnsmasq.ts";
+import { replyTo, startScriptedDns, startZoneDns, type ScriptedDns } from "../../support/fake-dns.ts";
 
 const clientFor = (...servers: DnsServer[]) => makeDnsClient({ servers, timeoutMs: 300, tries: 1 });
 const failureOf = <E>(effect: Effect.Effect<unknown, E>) => Effect.runPromise(Effect.flip(effect));

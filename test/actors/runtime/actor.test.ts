@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Effect, Schema } from "effect";
-import { spawnActor, restartDelayMs, type RestartPolicy } from "../../actors/runtime/actor.ts";
-import { makeSupervisor } from "../../actors/runtime/supervisor.ts";
+import { spawnActor, restartDelayMs, type RestartPolicy } from "../../../actors/runtime/actor.ts";
+import { makeSupervisor } from "../../../actors/runtime/supervisor.ts";
 
 class Odd extends Schema.TaggedError<Odd>()("Odd", { n: Schema.Number }) {}
 

@@ -4,14 +4,14 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { Effect } from "effect";
-import { makeConnectionBudget } from "../../actors/delivery/connections.ts";
-import { makeClassifier } from "../../actors/delivery/classify.ts";
-import { dsnParamsOf } from "../../actors/delivery/dsn.ts";
-import { makeSites, type DeliveryJob, type SiteOptions } from "../../actors/delivery/sites.ts";
-import { makeSupervisor } from "../../actors/runtime/supervisor.ts";
-import type { MailRoute } from "../../protocol/route.ts";
+import { makeConnectionBudget } from "../../../actors/delivery/connections.ts";
+import { makeClassifier } from "../../../actors/delivery/classify.ts";
+import { dsnParamsOf } from "../../../actors/delivery/dsn.ts";
+import { makeSites, type DeliveryJob, type SiteOptions } from "../../../actors/delivery/sites.ts";
+import { makeSupervisor } from "../../../actors/runtime/supervisor.ts";
+import type { MailRoute } from "../../../protocol/route.ts";
 import { SMTPServer } from "smtp-server";
-import { startScriptedSmtp, type Script, type ScriptedServer } from "../support/scripted-smtp.ts";
+import { startScriptedSmtp, type Script, type ScriptedServer } from "../../support/scripted-smtp.ts";
 
 const servers: ScriptedServer[] = [];
 const stops: Array<() => Promise<void>> = [];

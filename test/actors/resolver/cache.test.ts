@@ -5,12 +5,12 @@ import assert from "node:assert/strict";
 import type * as dnsPacket from "dns-packet";
 import { Effect } from "effect";
 import { Registry } from "prom-client";
-import { makeDnsClient, type DnsServer } from "../../actors/resolver/dns-client.ts";
-import { makeResolverMetrics } from "../../actors/resolver/metrics.ts";
-import { makeCachedResolver, type CachedResolverOptions } from "../../actors/resolver/resolver.ts";
-import { DnsPermanentFailure, DnsTemporaryFailure } from "../../protocol/route.ts";
-import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
-import { replyTo, startScriptedDns, startZoneDns, type ScriptedDns } from "../support/fake-dns.ts";
+import { makeDnsClient, type DnsServer } from "../../../actors/resolver/dns-client.ts";
+import { makeResolverMetrics } from "../../../actors/resolver/metrics.ts";
+import { makeCachedResolver, type CachedResolverOptions } from "../../../actors/resolver/resolver.ts";
+import { DnsPermanentFailure, DnsTemporaryFailure } from "../../../protocol/route.ts";
+import { startDnsmasq, type RunningDnsmasq } from "../../support/dnsmasq.ts";
+import { replyTo, startScriptedDns, startZoneDns, type ScriptedDns } from "../../support/fake-dns.ts";
 
 const clientFor = (...servers: DnsServer[]) => makeDnsClient({ servers, timeoutMs: 300, tries: 1 });
 const failureOf = <E>(effect: Effect.Effect<unknown, E>) => Effect.runPromise(Effect.flip(effect));

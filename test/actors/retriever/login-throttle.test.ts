@@ -2,7 +2,7 @@
 // known-good exemption that keeps an attacker from locking the real user out.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { makeLoginThrottle, type LoginThrottleOptions } from "../../actors/retriever/login-throttle.ts";
+import { makeLoginThrottle, type LoginThrottleOptions } from "../../../actors/retriever/login-throttle.ts";
 
 const options: LoginThrottleOptions = {
   windowMs: 60_000,

@@ -3,11 +3,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { simpleParser, type Attachment } from "mailparser";
-import { makeClassifier } from "../../actors/delivery/classify.ts";
-import { composeDsn, dsnParamsOf, mustNotNotify, wants } from "../../actors/delivery/dsn.ts";
-import { decide, type OutcomePolicy } from "../../actors/delivery/outcome.ts";
-import type { Attempt } from "../../actors/delivery/attempt.ts";
-import { HISTORY_LIMIT, type QueueEntry } from "../../actors/queue/entry.ts";
+import { makeClassifier } from "../../../actors/delivery/classify.ts";
+import { composeDsn, dsnParamsOf, mustNotNotify, wants } from "../../../actors/delivery/dsn.ts";
+import { decide, type OutcomePolicy } from "../../../actors/delivery/outcome.ts";
+import type { Attempt } from "../../../actors/delivery/attempt.ts";
+import { HISTORY_LIMIT, type QueueEntry } from "../../../actors/queue/entry.ts";
 
 const HOUR = 3_600_000;
 const policy: OutcomePolicy = { maxAgeMs: 120 * HOUR, delayNoticeMs: 4 * HOUR, retry: { baseMs: 60_000, maxMs: HOUR }, classify: makeClassifier() };

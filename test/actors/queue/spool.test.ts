@@ -7,8 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
 import { open, type RootDatabase } from "lmdb";
-import { newMessageId, type QueueEntry } from "../../actors/queue/entry.ts";
-import { openSpool, type Spool } from "../../actors/queue/spool.ts";
+import { newMessageId, type QueueEntry } from "../../../actors/queue/entry.ts";
+import { openSpool, type Spool } from "../../../actors/queue/spool.ts";
 
 const dirs: string[] = [];
 const roots: RootDatabase[] = [];

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { Effect, Exit } from "effect";
 import { open, type RootDatabase } from "lmdb";
-import { INBOX, openMailboxStore, type MailboxStore } from "../../actors/mailbox/store.ts";
+import { INBOX, openMailboxStore, type MailboxStore } from "../../../actors/mailbox/store.ts";
 
 const withStore = async (body: (store: MailboxStore, root: RootDatabase, clock: { now: number }, reopen: () => MailboxStore) => Promise<void>) => {
   const dir = await mkdtemp(join(tmpdir(), "tern-mbox-"));

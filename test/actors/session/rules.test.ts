@@ -1,9 +1,9 @@
 // The session's pure parts: line-ending checks, relay and sender policy, client guard.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { hasBareLineEnding, normalizeLineEndings } from "../../actors/session/ingest.ts";
-import { decideRecipient, decideSender } from "../../actors/session/policy.ts";
-import { makeClientGuard } from "../../actors/session/guard.ts";
+import { hasBareLineEnding, normalizeLineEndings } from "../../../actors/session/ingest.ts";
+import { decideRecipient, decideSender } from "../../../actors/session/policy.ts";
+import { makeClientGuard } from "../../../actors/session/guard.ts";
 
 const bytes = (text: string) => Buffer.from(text, "latin1");
 

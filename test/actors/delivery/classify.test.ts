@@ -6,8 +6,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
-import { loadRules, makeClassifier, parseRules } from "../../actors/delivery/classify.ts";
-import { parseReply, statusOf } from "../../actors/delivery/reply.ts";
+import { loadRules, makeClassifier, parseRules } from "../../../actors/delivery/classify.ts";
+import { parseReply, statusOf } from "../../../actors/delivery/reply.ts";
 
 test("replies parse into code, enhanced code and text, multi-line included", () => {
   assert.deepEqual(parseReply("550 5.1.1 <x@y>: Recipient address rejected"), { code: 550, enhanced: "5.1.1", text: "<x@y>: Recipient address rejected" });

@@ -2,12 +2,12 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Effect } from "effect";
-import { makeDnsClient } from "../../actors/resolver/dns-client.ts";
-import { reverseName } from "../../actors/resolver/lookups.ts";
-import { makeCachedResolver } from "../../actors/resolver/resolver.ts";
-import { DnsTemporaryFailure } from "../../protocol/route.ts";
-import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
-import { startScriptedDns, type ScriptedDns } from "../support/fake-dns.ts";
+import { makeDnsClient } from "../../../actors/resolver/dns-client.ts";
+import { reverseName } from "../../../actors/resolver/lookups.ts";
+import { makeCachedResolver } from "../../../actors/resolver/resolver.ts";
+import { DnsTemporaryFailure } from "../../../protocol/route.ts";
+import { startDnsmasq, type RunningDnsmasq } from "../../support/dnsmasq.ts";
+import { startScriptedDns, type ScriptedDns } from "../../support/fake-dns.ts";
 
 describe("TXT, PTR and TLSA against dnsmasq", () => {
   let dnsmasq: RunningDnsmasq;

@@ -7,9 +7,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect, Exit } from "effect";
 import { open } from "lmdb";
-import { makeLocalMailboxes, type LocalMailboxes } from "../../actors/mailbox/actor.ts";
-import { openMailboxStore } from "../../actors/mailbox/store.ts";
-import { makeSupervisor } from "../../actors/runtime/supervisor.ts";
+import { makeLocalMailboxes, type LocalMailboxes } from "../../../actors/mailbox/actor.ts";
+import { openMailboxStore } from "../../../actors/mailbox/store.ts";
+import { makeSupervisor } from "../../../actors/runtime/supervisor.ts";
 
 interface Harness {
   readonly mailboxes: LocalMailboxes;

@@ -6,9 +6,9 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { Effect, Exit, Schema } from "effect";
 import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
-import { fetchBlob, maxPayloadOf, MAX_BLOB_BYTES, offerBlob } from "../../actors/runtime/blobs.ts";
-import { callChunkedEndpoint, callEndpoint, serveChunkedEndpoint, serveEndpoint, type Endpoint } from "../../actors/runtime/remote.ts";
-import { MalformedMessage, StoreError } from "../../protocol/errors.ts";
+import { fetchBlob, maxPayloadOf, MAX_BLOB_BYTES, offerBlob } from "../../../actors/runtime/blobs.ts";
+import { callChunkedEndpoint, callEndpoint, serveChunkedEndpoint, serveEndpoint, type Endpoint } from "../../../actors/runtime/remote.ts";
+import { MalformedMessage, StoreError } from "../../../protocol/errors.ts";
 
 let nc: NatsConnection;
 
