@@ -3,9 +3,11 @@ import { parseArgs } from "node:util";
 import { readFile, writeFile } from "node:fs/promises";
 import { ConfigError, loadConfig, parseConfig } from "./config.ts";
 import { hashPassword } from "./users.ts";
-import { startNode } from "./node.ts";
+import { Cause, Effect, Exit, Fiber } from "effect";
+import { runNode, type NodePorts } from "./node.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";
 import { runQueue } from "./queue-command.ts";
+import { StartFailure } from "./services/core.ts";
 
 const usage = `usage: tern node [--config FILE]
        tern user add --config FILE ADDRESS [--home NODE]   (password on stdin)
@@ -18,27 +20,30 @@ tern user hash prints such a hash for a config written by other means.
 Environment overrides: TERN_NATS_URL, TERN_DATA_DIR, TERN_NODE_ID,
 TERN_SMTP_PORT, TERN_SMTPS_PORT, TERN_POP3_PORT, TERN_HTTP_PORT.`;
 
-const runNode = async (args: string[]) => {
+const runNodeCommand = async (args: string[]) => {
   const { values } = parseArgs({ args, options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } } });
   if (values.help) return void console.log(usage);
   const config = await loadConfig(values.config, process.env);
-  const node = await startNode(config);
-  console.error(
-    `tern: node ${config.nodeId} of cluster ${config.cluster} is up: smtp ${config.listen.host}:${node.ports.smtp}, ` +
-      `smtps ${config.listen.host}:${node.ports.smtps}, ` +
-      `pop3 ${config.listen.host}:${node.ports.pop3}, http http://${config.listen.host}:${node.ports.http}/metrics`,
-  );
-  const shutdown = () => {
-    node.stop().then(
-      () => process.exit(0),
-      (error) => {
-        console.error(`tern: error while stopping: ${String(error)}`);
-        process.exit(1);
-      },
+  const announce = (ports: NodePorts) =>
+    console.error(
+      `tern: node ${config.nodeId} of cluster ${config.cluster} is up: smtp ${config.listen.host}:${ports.smtp}, ` +
+        `smtps ${config.listen.host}:${ports.smtps}, ` +
+        `pop3 ${config.listen.host}:${ports.pop3}, http http://${config.listen.host}:${ports.http}/metrics`,
     );
-  };
+  // The edge of the Effect program: the node runs until a signal interrupts it, and the
+  // interruption closes its scope, which is the graceful stop.
+  const node = Effect.runFork(runNode(config, announce));
+  const shutdown = () => void Effect.runFork(Fiber.interrupt(node));
   process.once("SIGTERM", shutdown);
   process.once("SIGINT", shutdown);
+  const exit = await Effect.runPromise(Fiber.await(node));
+  process.off("SIGTERM", shutdown);
+  process.off("SIGINT", shutdown);
+  // Stopped by a signal: exit now, whatever handles (idle sockets, timers) are left.
+  if (Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause)) process.exit(0);
+  const failure = Cause.findErrorOption(exit.cause);
+  if (failure._tag === "Some") throw failure.value;
+  throw new Error(Cause.pretty(exit.cause));
 };
 
 const readPassword = async (): Promise<string> => {
@@ -65,7 +70,7 @@ const runUser = async (args: string[]) => {
 
 const main = async () => {
   const [command, ...rest] = process.argv.slice(2);
-  if (command === "node") return runNode(rest);
+  if (command === "node") return runNodeCommand(rest);
   if (command === "user") return runUser(rest);
   if (command === "queue") return void (process.exitCode = await runQueue(rest));
   console.error(usage);
@@ -91,6 +96,10 @@ main().catch((error) => {
   if (error instanceof ConfigError || error instanceof NatsUnavailable) {
     console.error(`tern: ${error.message}`);
     process.exit(78); // EX_CONFIG
+  }
+  if (error instanceof StartFailure) {
+    console.error(`tern: could not start ${error.part}: ${error.detail}`);
+    process.exit(1);
   }
   console.error(error);
   process.exit(1);

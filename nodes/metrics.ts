@@ -13,18 +13,12 @@ export interface NodeMetrics {
   readonly actorRestarts: Counter<"actor">;
 }
 
-export const makeNodeMetrics = (nodeId: string, queueDepth: () => number, inFlight: () => number): NodeMetrics => {
+export const makeNodeMetrics = (nodeId: string): NodeMetrics => {
   const registry = new Registry();
   registry.setDefaultLabels({ node: nodeId });
   collectDefaultMetrics({ register: registry });
   const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
     new Counter<L>({ name, help, labelNames, registers: [registry] });
-  new Gauge({ name: "tern_queue_depth", help: "Queue entries waiting or in flight on this node", registers: [registry], collect() {
-    this.set(queueDepth());
-  } });
-  new Gauge({ name: "tern_queue_in_flight", help: "Queue entries being delivered now", registers: [registry], collect() {
-    this.set(inFlight());
-  } });
   return {
     registry,
     accepted: counter("tern_messages_accepted_total", "Messages committed to the spool and answered 250"),
@@ -35,4 +29,11 @@ export const makeNodeMetrics = (nodeId: string, queueDepth: () => number, inFlig
     failed: counter("tern_recipients_failed_total", "Recipients failed permanently (bounced or expired), by bounce category", ["route", "category"]),
     actorRestarts: counter("tern_actor_restarts_total", "Actor handler restarts after a crash", ["actor"]),
   };
+};
+
+/** A gauge read when Prometheus scrapes: registered by the part that knows the value. */
+export const registerGauge = (registry: Registry, name: string, help: string, read: () => number): void => {
+  new Gauge({ name, help, registers: [registry], collect() {
+    this.set(read());
+  } });
 };

@@ -1,22 +1,9 @@
-// The outbound half of a node, assembled in one place: the connection budget, the site
-// actors, dispatch, DSNs, the scheduler, queue administration over NATS, and what each
-// outcome reports (events, metrics, logs). nodes/node.ts calls `startOutbound` once.
-import { Effect } from "effect";
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+// What the outbound half reports: the delivery settings it runs on, and for every
+// committed outcome the events on NATS, the metrics and the log lines.
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { MailRoute, DnsPermanentFailure, DnsTemporaryFailure } from "../../protocol/route.ts";
-import type { Subjects } from "../../protocol/subjects.ts";
-import type { MailboxRouter } from "../mailbox/router.ts";
-import { serveQueueAdmin } from "../queue/admin.ts";
 import type { QueueEntry, Route } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
-import type { Supervisor } from "../runtime/supervisor.ts";
-import { loadRules, makeClassifier, type RulesFileError } from "./classify.ts";
-import { makeConnectionBudget } from "./connections.ts";
-import { domainMatcher, makeDispatch } from "./dispatch.ts";
-import { makeNotices } from "./notices.ts";
-import { startScheduler, type Scheduler, type SchedulerHooks } from "./scheduler.ts";
-import { makeSites, type Sites } from "./sites.ts";
+import type { Scheduler, SchedulerHooks } from "./scheduler.ts";
 
 export interface DeliveryConfig {
   readonly remotePort: number;
@@ -43,19 +30,10 @@ export interface DeliveryConfig {
   readonly dsnMaxReturnBytes: number;
 }
 
-export interface OutboundDeps {
-  readonly nodeId: string;
-  readonly hostname: string;
-  readonly delivery: DeliveryConfig;
-  readonly nc: NatsConnection;
-  readonly subjects: Subjects;
-  readonly spool: Spool;
-  readonly mailboxes: MailboxRouter;
-  readonly supervisor: Supervisor;
-  readonly resolve: (domain: string) => Effect.Effect<MailRoute, DnsTemporaryFailure | DnsPermanentFailure>;
-  readonly isLocalUser: (address: string) => boolean;
+/** Where outcomes are reported once committed. */
+export interface ReportDeps {
+  readonly registry: Registry;
   readonly metrics: {
-    readonly registry: Registry;
     readonly delivered: Counter<"route">;
     readonly deferred: Counter<"route" | "category">;
     readonly failed: Counter<"route" | "category">;
@@ -64,68 +42,15 @@ export interface OutboundDeps {
   readonly log: (event: string, fields: Record<string, unknown>) => void;
 }
 
-export interface Outbound {
-  readonly scheduler: Scheduler;
-  readonly sites: Sites;
-  /** Stops answering queue administration. */
-  readonly close: () => void;
-}
-
-/** Fails when the bounce rules file cannot be read or has a bad rule. */
-export const startOutbound = async (deps: OutboundDeps): Promise<Outbound> => {
-  const { delivery, spool } = deps;
-  const rules = delivery.bounceRulesFile ? await Effect.runPromise(loadRulesOrThrow(delivery.bounceRulesFile)) : [];
-  const budget = makeConnectionBudget(delivery.maxConnections);
-  const sites = makeSites(
-    {
-      heloName: deps.hostname,
-      port: delivery.remotePort,
-      connectTimeoutMs: delivery.connectTimeoutMs,
-      greetingTimeoutMs: delivery.greetingTimeoutMs,
-      socketTimeoutMs: delivery.socketTimeoutMs,
-      messagesPerConnection: delivery.messagesPerConnection,
-      maxRecipientsPerTransaction: delivery.maxRecipientsPerTransaction,
-      connectionsPerSite: delivery.connectionsPerSite,
-      siteConnections: delivery.siteConnections,
-      idleMs: delivery.connectionIdleMs,
-      maxQueueWaitMs: delivery.maxQueueWaitMs,
-    },
-    budget,
-    deps.supervisor,
-  );
-  const scheduler = startScheduler({
-    spool,
-    dispatch: makeDispatch({ mailboxes: deps.mailboxes, sites, resolve: deps.resolve, requireTls: domainMatcher(delivery.requireTls) }),
-    maxInFlight: delivery.maxInFlight,
-    maxInFlightPerQueue: delivery.maxInFlightPerQueue,
-    pollMs: delivery.pollMs,
-    holdMs: delivery.holdMs,
-    policy: {
-      maxAgeMs: delivery.maxAgeMs,
-      delayNoticeMs: delivery.delayNoticeMs,
-      retry: { baseMs: delivery.retryBaseMs, maxMs: delivery.retryMaxMs },
-      classify: makeClassifier(rules),
-    },
-    notices: makeNotices({ hostname: deps.hostname, routeOf: routeOf(deps.isLocalUser), maxReturnBytes: delivery.dsnMaxReturnBytes }, spool),
-    hooks: { recorded: reporter(deps), log: deps.log },
-  });
-  registerGauges(deps.metrics.registry, { budget, spool, scheduler });
-  const subscriptions: ReadonlyArray<Subscription> = serveQueueAdmin(deps.nc, deps.subjects, { nodeId: deps.nodeId, spool, scheduler, log: deps.log });
-  return { scheduler, sites, close: () => subscriptions.forEach((s) => s.unsubscribe()) };
-};
-
-const loadRulesOrThrow = (path: string) =>
-  loadRules(path).pipe(Effect.mapError((e: RulesFileError) => new Error(`delivery.bounceRulesFile ${e.path}: ${e.detail}`)));
-
 /** Where a DSN to `address` goes from here: its mailbox when local, else its domain. */
-const routeOf = (isLocalUser: (address: string) => boolean) => (address: string): Route =>
+export const routeOf = (isLocalUser: (address: string) => boolean) => (address: string): Route =>
   isLocalUser(address) ? { kind: "local", user: address.toLowerCase() } : { kind: "remote", domain: address.slice(address.lastIndexOf("@") + 1).toLowerCase() };
 
 /** Events on NATS, metrics and log lines for every recorded outcome, after it is committed. */
-const reporter = (deps: OutboundDeps): SchedulerHooks["recorded"] => {
-  const dsnQueued = new Counter({ name: "tern_dsn_queued_total", help: "Delivery status notifications queued, by action", labelNames: ["action"], registers: [deps.metrics.registry] });
-  const dsnSuppressed = new Counter({ name: "tern_dsn_suppressed_total", help: "Notices not sent: null sender or Auto-Submitted mail", registers: [deps.metrics.registry] });
-  const expired = new Counter({ name: "tern_recipients_expired_total", help: "Recipients failed because they were still deferred at the queue lifetime", labelNames: ["route", "category"], registers: [deps.metrics.registry] });
+export const reporter = (deps: ReportDeps): SchedulerHooks["recorded"] => {
+  const dsnQueued = new Counter({ name: "tern_dsn_queued_total", help: "Delivery status notifications queued, by action", labelNames: ["action"], registers: [deps.registry] });
+  const dsnSuppressed = new Counter({ name: "tern_dsn_suppressed_total", help: "Notices not sent: null sender or Auto-Submitted mail", registers: [deps.registry] });
+  const expired = new Counter({ name: "tern_recipients_expired_total", help: "Recipients failed because they were still deferred at the queue lifetime", labelNames: ["route", "category"], registers: [deps.registry] });
   return (entry: QueueEntry, attempt, decision, notices) => {
     const route = entry.route.kind;
     for (const outcome of decision.outcomes) {
@@ -160,10 +85,7 @@ const reporter = (deps: OutboundDeps): SchedulerHooks["recorded"] => {
   };
 };
 
-const registerGauges = (registry: Registry, sources: { budget: { open: () => number }; spool: Spool; scheduler: Scheduler }) => {
-  new Gauge({ name: "tern_outbound_connections", help: "Outbound SMTP connections open (busy or idle)", registers: [registry], collect() {
-    this.set(sources.budget.open());
-  } });
+export const registerDeliveryGauges = (registry: Registry, sources: { spool: Spool; scheduler: Scheduler }) => {
   new Gauge({ name: "tern_queue_suspended", help: "Queues suspended by an operator", registers: [registry], collect() {
     this.set(sources.spool.suspended().length);
   } });

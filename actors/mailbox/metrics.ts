@@ -1,5 +1,5 @@
 // Prometheus metrics of the mailbox actors and the POP3 retriever, on the node's registry.
-import { Counter, Gauge, type Registry } from "prom-client";
+import { Counter, type Registry } from "prom-client";
 import type { LoginOutcome } from "../retriever/pop3-session.ts";
 import type { MailboxObserver } from "./actor.ts";
 
@@ -8,7 +8,7 @@ export interface MailboxMetrics {
   readonly onLogin: (outcome: LoginOutcome) => void;
 }
 
-export const makeMailboxMetrics = (registry: Registry, activeMailboxes: () => number): MailboxMetrics => {
+export const makeMailboxMetrics = (registry: Registry): MailboxMetrics => {
   const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
     new Counter<L>({ name, help, labelNames, registers: [registry] });
   const stored = counter("tern_mailbox_messages_stored_total", "Messages committed to a mailbox on this node");
@@ -20,9 +20,6 @@ export const makeMailboxMetrics = (registry: Registry, activeMailboxes: () => nu
   const overQuota = counter("tern_mailbox_over_quota_total", "Deliveries deferred because the mailbox was over quota (4.2.2)");
   const passivated = counter("tern_mailbox_passivations_total", "Idle mailbox actors stopped");
   const logins = counter("tern_pop3_logins_total", "POP3 login attempts by outcome", ["outcome"]);
-  new Gauge({ name: "tern_mailbox_actors", help: "Mailbox actors alive on this node", registers: [registry], collect() {
-    this.set(activeMailboxes());
-  } });
   return {
     observer: {
       stored: (_user, bytes) => {

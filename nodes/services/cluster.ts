@@ -1,0 +1,80 @@
+// The node's link to NATS and what lives directly on it: the cluster's subjects,
+// mailbox ownership in KV, and delivery events.
+import { Clock, Context, Effect, Layer } from "effect";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { linkToNats } from "../../cluster/nats.ts";
+import { openMailboxOwners, type MailboxOwners } from "../../cluster/ownership.ts";
+import { makeSubjects, type Subjects } from "../../protocol/subjects.ts";
+import { Config, Log, starting } from "./core.ts";
+import { Lmdb } from "./storage.ts";
+import { Users } from "./identity.ts";
+
+export interface NatsShape {
+  readonly nc: NatsConnection;
+  readonly subjects: Subjects;
+}
+
+export class Nats extends Context.Service<Nats, NatsShape>()("tern/Nats") {
+  /**
+   * Requires Lmdb only to be released before it: draining NATS may still hand messages
+   * to handlers that write to LMDB, so LMDB closes after the drain.
+   */
+  static readonly layer = Layer.effect(
+    Nats,
+    Effect.gen(function* () {
+      const config = yield* Config;
+      const log = yield* Log;
+      yield* Lmdb;
+      const link = yield* Effect.acquireRelease(
+        starting("nats", () =>
+          linkToNats({
+            servers: config.nats.servers,
+            embedded: config.nats.embedded,
+            dataDir: config.dataDir,
+            clientName: `tern-${config.cluster}-${config.nodeId}`,
+          }),
+        ),
+        (link) => Effect.promise(() => link.close()),
+      );
+      if (link.embedded) log("nats.embedded.started", { servers: config.nats.servers });
+      return { nc: link.nc, subjects: makeSubjects(config.cluster) };
+    }),
+  );
+}
+
+/** Which node owns each mailbox; at start this node claims the mailboxes configured to live here. */
+export class MailboxOwnership extends Context.Service<MailboxOwnership, MailboxOwners>()("tern/MailboxOwnership") {
+  static readonly layer = Layer.effect(
+    MailboxOwnership,
+    Effect.gen(function* () {
+      const config = yield* Config;
+      const log = yield* Log;
+      const { nc, subjects } = yield* Nats;
+      yield* Users;
+      const owners = yield* starting("mailbox ownership", () => openMailboxOwners(nc, subjects.mailboxOwnersBucket));
+      for (const user of config.users.filter((u) => u.home === config.nodeId)) {
+        const owner = yield* starting("mailbox ownership", () => owners.claim(user.address, config.nodeId));
+        if (owner !== config.nodeId) log("mailbox.claim.refused", { user: user.address, owner });
+      }
+      return owners;
+    }),
+  );
+}
+
+/** Publishes delivery events (accepted, delivered, deferred, failed, expired, dsn) on NATS. */
+export type PublishEvent = (kind: string, event: Record<string, unknown>) => void;
+
+export class Events extends Context.Service<Events, PublishEvent>()("tern/Events") {
+  static readonly layer = Layer.effect(
+    Events,
+    Effect.gen(function* () {
+      const config = yield* Config;
+      const { nc, subjects } = yield* Nats;
+      const clock = yield* Clock.Clock;
+      return (kind: string, event: Record<string, unknown>) => {
+        if (nc.isClosed()) return;
+        nc.publish(subjects.event(kind), JSON.stringify({ node: config.nodeId, time: clock.currentTimeMillisUnsafe(), ...event }));
+      };
+    }),
+  );
+}

@@ -1,0 +1,111 @@
+// The outbound half of a node: the site actors (one per destination site, with the
+// node's connection budget), the scheduler that takes due entries from the spool and
+// records their outcomes, and queue administration over NATS (`tern queue`).
+//
+// Stop order follows from the graph: queue administration stops answering, then the
+// scheduler stops taking work and lets attempts in flight be recorded, then the site
+// actors close their connections; the spool outlives all three.
+import { Context, Effect, Layer } from "effect";
+import { loadRules } from "../../actors/delivery/classify.ts";
+import { makeConnectionBudget } from "../../actors/delivery/connections.ts";
+import { domainMatcher, makeDispatch } from "../../actors/delivery/dispatch.ts";
+import { makeNotices } from "../../actors/delivery/notices.ts";
+import { makeClassifier } from "../../actors/delivery/classify.ts";
+import { registerDeliveryGauges, reporter, routeOf } from "../../actors/delivery/outbound.ts";
+import { startScheduler, type Scheduler as SchedulerShape } from "../../actors/delivery/scheduler.ts";
+import { makeSites, type Sites as SitesShape } from "../../actors/delivery/sites.ts";
+import { serveQueueAdmin } from "../../actors/queue/admin.ts";
+import { registerGauge } from "../metrics.ts";
+import { Events, Nats } from "./cluster.ts";
+import { ConfigError } from "../config.ts";
+import { Config, Log, Metrics, Supervisor } from "./core.ts";
+import { Users } from "./identity.ts";
+import { Mailboxes } from "./mailboxes.ts";
+import { Resolver } from "./resolver.ts";
+import { Spool } from "./storage.ts";
+
+/** Deliveries in flight get this long to finish (and be recorded) when the node stops. */
+const STOP_GRACE_MS = 10_000;
+
+export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
+  static readonly layer = Layer.effect(
+    Sites,
+    Effect.gen(function* () {
+      const { delivery, hostname } = yield* Config;
+      const budget = makeConnectionBudget(delivery.maxConnections);
+      registerGauge((yield* Metrics).registry, "tern_outbound_connections", "Outbound SMTP connections open (busy or idle)", budget.open);
+      const sites = makeSites(
+        {
+          heloName: hostname,
+          port: delivery.remotePort,
+          connectTimeoutMs: delivery.connectTimeoutMs,
+          greetingTimeoutMs: delivery.greetingTimeoutMs,
+          socketTimeoutMs: delivery.socketTimeoutMs,
+          messagesPerConnection: delivery.messagesPerConnection,
+          maxRecipientsPerTransaction: delivery.maxRecipientsPerTransaction,
+          connectionsPerSite: delivery.connectionsPerSite,
+          siteConnections: delivery.siteConnections,
+          idleMs: delivery.connectionIdleMs,
+          maxQueueWaitMs: delivery.maxQueueWaitMs,
+        },
+        budget,
+        yield* Supervisor,
+      );
+      yield* Effect.addFinalizer(() => sites.stop(STOP_GRACE_MS));
+      return sites;
+    }),
+  );
+}
+
+export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("tern/Scheduler") {
+  /** Fails with ConfigError when the bounce rules file cannot be read or has a bad rule. */
+  static readonly layer = Layer.effect(
+    Scheduler,
+    Effect.gen(function* () {
+      const config = yield* Config;
+      const { delivery, hostname } = config;
+      const spool = yield* Spool;
+      const users = yield* Users;
+      const mailboxes = yield* Mailboxes;
+      const { resolve } = yield* Resolver;
+      const metrics = yield* Metrics;
+      const log = yield* Log;
+      const rules = delivery.bounceRulesFile
+        ? yield* loadRules(delivery.bounceRulesFile).pipe(Effect.mapError((e) => new ConfigError(`delivery.bounceRulesFile ${e.path}: ${e.detail}`)))
+        : [];
+      const scheduler = startScheduler({
+        spool,
+        dispatch: makeDispatch({ mailboxes, sites: yield* Sites, resolve, requireTls: domainMatcher(delivery.requireTls) }),
+        maxInFlight: delivery.maxInFlight,
+        maxInFlightPerQueue: delivery.maxInFlightPerQueue,
+        pollMs: delivery.pollMs,
+        holdMs: delivery.holdMs,
+        policy: {
+          maxAgeMs: delivery.maxAgeMs,
+          delayNoticeMs: delivery.delayNoticeMs,
+          retry: { baseMs: delivery.retryBaseMs, maxMs: delivery.retryMaxMs },
+          classify: makeClassifier(rules),
+        },
+        notices: makeNotices({ hostname, routeOf: routeOf(users.exists), maxReturnBytes: delivery.dsnMaxReturnBytes }, spool),
+        hooks: { recorded: reporter({ registry: metrics.registry, metrics, publish: yield* Events, log }), log },
+      });
+      yield* Effect.addFinalizer(() => Effect.promise(() => scheduler.stop(STOP_GRACE_MS)));
+      registerGauge(metrics.registry, "tern_queue_in_flight", "Queue entries being delivered now", scheduler.inFlight);
+      registerDeliveryGauges(metrics.registry, { spool, scheduler });
+      return scheduler;
+    }),
+  );
+}
+
+/** `tern queue …` over NATS: answers until the node stops. */
+export const QueueAdminLayer = Layer.effectDiscard(
+  Effect.gen(function* () {
+    const config = yield* Config;
+    const { nc, subjects } = yield* Nats;
+    const deps = { nodeId: config.nodeId, spool: yield* Spool, scheduler: yield* Scheduler, log: yield* Log };
+    yield* Effect.acquireRelease(
+      Effect.sync(() => serveQueueAdmin(nc, subjects, deps)),
+      (subscriptions) => Effect.sync(() => subscriptions.forEach((subscription) => subscription.unsubscribe())),
+    );
+  }),
+);

@@ -1,0 +1,135 @@
+// The node's listeners: SMTP (plain and implicit TLS), POP3 and HTTP (/metrics,
+// /healthz, /readyz). Each is released first when the node stops, because each
+// depends on what serves it: no new client arrives while the rest winds down.
+import type { Server } from "node:http";
+import { Context, Effect, Layer } from "effect";
+import { makeMaildropAccess } from "../../actors/retriever/access.ts";
+import { defaultLoginThrottle } from "../../actors/retriever/login-throttle.ts";
+import { startPop3Server } from "../../actors/retriever/pop3-server.ts";
+import { makeClientGuard } from "../../actors/session/guard.ts";
+import { startSmtpListeners, type SessionDeps } from "../../actors/session/smtp.ts";
+import { startHttp } from "../http.ts";
+import { Events, Nats } from "./cluster.ts";
+import { Config, Log, Metrics, starting, Supervisor } from "./core.ts";
+import { Tls, Users } from "./identity.ts";
+import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
+import { Scheduler } from "./delivery.ts";
+import { Spool, SpoolHealth } from "./storage.ts";
+
+export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp: number; readonly smtps: number }>()("tern/SmtpListener") {
+  static readonly layer = Layer.effect(
+    SmtpListener,
+    Effect.gen(function* () {
+      const config = yield* Config;
+      const log = yield* Log;
+      const metrics = yield* Metrics;
+      const spoolHealth = yield* SpoolHealth;
+      const scheduler = yield* Scheduler;
+      const publish = yield* Events;
+      const users = yield* Users;
+      const tls = yield* Tls;
+      const deps: SessionDeps = {
+        config: {
+          hostname: config.hostname,
+          localDomains: config.localDomains,
+          isLocalUser: users.exists,
+          catchAll: config.smtp.catchAll,
+          trustedNetworks: config.trustedNetworks,
+          maxMessageBytes: config.limits.maxMessageBytes,
+          maxRecipients: config.limits.maxRecipients,
+          maxErrors: config.smtp.maxErrors,
+          bareLineEndings: config.smtp.bareLineEndings,
+          accept8bitWithoutBodyParameter: config.smtp.accept8bitWithoutBodyParameter,
+          authRequiresTls: config.smtp.authRequiresTls,
+          idleTimeoutMs: config.smtp.idleTimeoutMs,
+        },
+        spool: yield* Spool,
+        users,
+        guard: makeClientGuard(config.smtp),
+        tls,
+        spoolHealthy: spoolHealth.healthy,
+        spoolFailed: spoolHealth.failed,
+        hooks: {
+          accepted: (messageId, entries, bytes) => {
+            metrics.accepted.inc();
+            metrics.acceptedBytes.inc(bytes);
+            publish("accepted", { msg: messageId, entries: entries.map((e) => e.id) });
+            scheduler.submit(entries);
+          },
+          rejected: (reason) => metrics.rejected.inc({ reason }),
+          log,
+        },
+      };
+      const listeners = yield* Effect.acquireRelease(
+        starting("smtp listener", () => startSmtpListeners({ host: config.listen.host, ports: { smtp: config.listen.smtp, smtps: config.listen.smtps }, deps })),
+        (listeners) => Effect.promise(() => listeners.close()),
+      );
+      return listeners.ports;
+    }),
+  );
+}
+
+export class Pop3Listener extends Context.Service<Pop3Listener, { readonly port: number }>()("tern/Pop3Listener") {
+  static readonly layer = Layer.effect(
+    Pop3Listener,
+    Effect.gen(function* () {
+      const config = yield* Config;
+      const log = yield* Log;
+      const tls = yield* Tls;
+      const access = makeMaildropAccess(yield* Users, yield* Mailboxes, { leaseMs: config.pop3.lockLeaseMs });
+      const { onLogin } = yield* MailboxMetrics;
+      const server = yield* Effect.acquireRelease(
+        starting("pop3 listener", () =>
+          startPop3Server({
+            host: config.listen.host,
+            port: config.listen.pop3,
+            hostname: config.hostname,
+            nodeId: config.nodeId,
+            access,
+            tls: { key: tls.key, cert: tls.cert },
+            plaintextLoginNetworks: config.pop3.plaintextLoginNetworks,
+            throttle: {
+              ...defaultLoginThrottle,
+              windowMs: config.pop3.failedLoginWindowMs,
+              maxFailuresPerIp: config.pop3.maxFailedLoginsPerIp,
+              maxFailuresPerUser: config.pop3.maxFailedLoginsPerUser,
+              maxFailuresPerUserAndIp: config.pop3.maxFailedLoginsPerUserAndIp,
+            },
+            failureDelayMs: config.pop3.failedLoginDelayMs,
+            onLogin,
+            log: (fields) => log("pop3", fields),
+          }),
+        ),
+        (server) => Effect.promise(() => server.close()),
+      );
+      return { port: server.port };
+    }),
+  );
+}
+
+export class HttpListener extends Context.Service<HttpListener, { readonly port: number }>()("tern/HttpListener") {
+  /** `/readyz` fails while an actor is escalated or NATS is closed. */
+  static readonly layer = Layer.effect(
+    HttpListener,
+    Effect.gen(function* () {
+      const config = yield* Config;
+      const supervisor = yield* Supervisor;
+      const { nc } = yield* Nats;
+      const { registry } = yield* Metrics;
+      const http = yield* Effect.acquireRelease(
+        starting("http listener", () =>
+          startHttp(config.listen.host, config.listen.http, registry, {
+            problems: () => [
+              ...[...supervisor.escalated()].map(([actor, reason]) => `actor ${actor} escalated: ${reason}`),
+              ...(nc.isClosed() ? ["NATS connection closed"] : []),
+            ],
+          }),
+        ),
+        ({ server }) => Effect.promise(() => closeHttp(server)),
+      );
+      return { port: http.port };
+    }),
+  );
+}
+
+const closeHttp = (server: Server) => new Promise<void>((resolve) => server.close(() => resolve()));

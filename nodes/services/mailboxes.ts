@@ -1,0 +1,69 @@
+// Mailboxes: the actors for the mailboxes this node owns, and the router that sends
+// every mailbox ask (delivery, POP3) to whichever node owns the mailbox.
+import { Context, Effect, Layer } from "effect";
+import { makeLocalMailboxes, passivateIdle, type LocalMailboxes as LocalMailboxesShape } from "../../actors/mailbox/actor.ts";
+import { withFaults } from "../../actors/mailbox/faults.ts";
+import { makeMailboxMetrics, type MailboxMetrics as MailboxMetricsShape } from "../../actors/mailbox/metrics.ts";
+import { makeMailboxRouter, type MailboxRouter } from "../../actors/mailbox/router.ts";
+import { openMailboxStore } from "../../actors/mailbox/store.ts";
+import { MailboxOwnership, Nats } from "./cluster.ts";
+import { Config, Metrics, Supervisor } from "./core.ts";
+import { Users } from "./identity.ts";
+import { Lmdb } from "./storage.ts";
+import { registerGauge } from "../metrics.ts";
+
+/** In-flight mailbox writes get this long to finish when the node stops. */
+const STOP_GRACE_MS = 10_000;
+
+export class MailboxMetrics extends Context.Service<MailboxMetrics, MailboxMetricsShape>()("tern/MailboxMetrics") {}
+
+export class LocalMailboxes extends Context.Service<LocalMailboxes, LocalMailboxesShape>()("tern/LocalMailboxes") {
+  /** Also provides MailboxMetrics: the POP3 listener counts logins there. */
+  static readonly layer = Layer.effectContext(
+    Effect.gen(function* () {
+      const config = yield* Config;
+      const users = yield* Users;
+      const registry = (yield* Metrics).registry;
+      const metrics = makeMailboxMetrics(registry);
+      const mailboxes = makeLocalMailboxes({
+        store: openMailboxStore(yield* Lmdb),
+        supervisor: yield* Supervisor,
+        knows: users.exists,
+        quotaOf: (user) => config.mailbox.quotas[user] ?? config.mailbox.quotaBytes,
+        idleMs: config.mailbox.idleMs,
+        askTimeoutMs: config.mailbox.askTimeoutMs,
+        observer: withFaults(metrics.observer, process.env),
+      });
+      registerGauge(registry, "tern_mailbox_actors", "Mailbox actors alive on this node", mailboxes.active);
+      yield* Effect.addFinalizer(() => mailboxes.stop(STOP_GRACE_MS));
+      const stopPassivating = passivateIdle(mailboxes, Math.max(1_000, Math.floor(config.mailbox.idleMs / 2)));
+      yield* Effect.addFinalizer(() => Effect.sync(stopPassivating));
+      return LocalMailboxes.context(mailboxes).pipe(Context.add(MailboxMetrics, metrics));
+    }),
+  );
+}
+
+export class Mailboxes extends Context.Service<Mailboxes, MailboxRouter>()("tern/Mailboxes") {
+  /** Serves this node's mailboxes on NATS until the node stops. */
+  static readonly layer = Layer.effect(
+    Mailboxes,
+    Effect.gen(function* () {
+      const config = yield* Config;
+      const { nc, subjects } = yield* Nats;
+      const router = makeMailboxRouter({
+        nodeId: config.nodeId,
+        nc,
+        subjects,
+        owners: yield* MailboxOwnership,
+        local: yield* LocalMailboxes,
+        homeOf: (yield* Users).homeOf,
+        timeoutMs: config.mailbox.askTimeoutMs,
+      });
+      yield* Effect.acquireRelease(
+        Effect.sync(() => router.serve()),
+        (subscriptions) => Effect.sync(() => subscriptions.forEach((subscription) => subscription.unsubscribe())),
+      );
+      return router;
+    }),
+  );
+}
