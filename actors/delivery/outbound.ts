@@ -1,7 +1,7 @@
 // The outbound half of a node, assembled in one place: the connection budget, the site
 // actors, dispatch, DSNs, the scheduler, queue administration over NATS, and what each
 // outcome reports (events, metrics, logs). nodes/node.ts calls `startOutbound` once.
-import { Effect } from "effect";
+import { Effect, Scope } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { MailRoute, DnsPermanentFailure, DnsTemporaryFailure } from "../../protocol/route.ts";
@@ -76,7 +76,9 @@ export const startOutbound = async (deps: OutboundDeps): Promise<Outbound> => {
   const { delivery, spool } = deps;
   const rules = delivery.bounceRulesFile ? await Effect.runPromise(loadRulesOrThrow(delivery.bounceRulesFile)) : [];
   const budget = makeConnectionBudget(delivery.maxConnections);
-  const sites = makeSites(
+  // Until the node is one layer graph (issue 10) this scope is never closed: nodes/node.ts stops the sites with sites.stop.
+  const sites = Effect.runSync(
+    makeSites(
     {
       heloName: deps.hostname,
       port: delivery.remotePort,
@@ -92,6 +94,7 @@ export const startOutbound = async (deps: OutboundDeps): Promise<Outbound> => {
     },
     budget,
     deps.supervisor,
+    ).pipe(Scope.provide(Scope.makeUnsafe())),
   );
   const scheduler = startScheduler({
     spool,

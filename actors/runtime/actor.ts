@@ -166,28 +166,31 @@ export const spawnActor = <M, R, E>(spec: ActorSpec<M, R, E>, supervisor: Superv
         if (!accepted) return yield* new MailboxFull({ actor: spec.name });
       });
 
-    /** Handles one message. A defect is returned (not raised) so the caller decides to restart. */
+    /** Handles one message and answers it. A defect is returned (not raised) so the caller decides to restart. */
     const handleOne = (handler: Handler<M, R, E>, envelope: Envelope<M, R, E>) =>
-      Effect.gen(function* () {
+      Effect.suspend(() => {
         inFlight++;
-        const exit = yield* Effect.exit(Effect.suspend(() => handler(envelope.message))).pipe(
+        return Effect.gen(function* () {
+          const exit = yield* Effect.exit(Effect.suspend(() => handler(envelope.message)));
+          if (Exit.isSuccess(exit)) {
+            if (envelope.reply) yield* Deferred.succeed(envelope.reply, exit.value);
+            return undefined;
+          }
+          const defect = Cause.findDefect(exit.cause);
+          const failure = Cause.findErrorOption(exit.cause);
+          if (defect._tag === "Success" || failure._tag === "None") {
+            const reason = defect._tag === "Success" ? describe(defect.success) : Cause.pretty(exit.cause);
+            if (envelope.reply) yield* Deferred.fail(envelope.reply, new ActorCrashed({ actor: spec.name, reason }));
+            return reason;
+          }
+          if (envelope.reply) yield* Deferred.fail(envelope.reply, failure.value);
+          return undefined;
+        }).pipe(
           // Interrupted mid-message (the actor stopped, or escalated and the drain ran out): the asker still gets an answer.
           Effect.onInterrupt(() => (envelope.reply ? Deferred.fail(envelope.reply, refusal()) : Effect.void)),
+          // Counted out only once answered, so a stop that sees nothing in flight interrupts no one owed a reply.
           Effect.ensuring(Effect.suspend(() => (inFlight--, notifyIfDrained))),
         );
-        if (Exit.isSuccess(exit)) {
-          if (envelope.reply) yield* Deferred.succeed(envelope.reply, exit.value);
-          return undefined;
-        }
-        const defect = Cause.findDefect(exit.cause);
-        const failure = Cause.findErrorOption(exit.cause);
-        if (defect._tag === "Success" || failure._tag === "None") {
-          const reason = defect._tag === "Success" ? describe(defect.success) : Cause.pretty(exit.cause);
-          if (envelope.reply) yield* Deferred.fail(envelope.reply, new ActorCrashed({ actor: spec.name, reason }));
-          return reason;
-        }
-        if (envelope.reply) yield* Deferred.fail(envelope.reply, failure.value);
-        return undefined;
       });
 
     /** One life of the handler, in its own scope: build it, then serve until it crashes. Returns the crash reason. */
