@@ -170,26 +170,35 @@ export const spawnActor = <M, R, E>(spec: ActorSpec<M, R, E>, supervisor: Superv
     const handleOne = (handler: Handler<M, R, E>, envelope: Envelope<M, R, E>) =>
       Effect.suspend(() => {
         inFlight++;
+        let settled = false;
+        // Answers and counts the message out in one step: no one sees it done but unanswered (a stop would
+        // interrupt it and lose the reply), or answered but still in flight.
+        const settle = (answer: Exit.Exit<R, E | ActorCrashed | ActorStopped | ActorEscalated>) =>
+          Effect.suspend(() => {
+            if (settled) return Effect.void;
+            settled = true;
+            inFlight--;
+            if (envelope.reply) Deferred.doneUnsafe(envelope.reply, answer);
+            return notifyIfDrained;
+          });
         return Effect.gen(function* () {
           const exit = yield* Effect.exit(Effect.suspend(() => handler(envelope.message)));
           if (Exit.isSuccess(exit)) {
-            if (envelope.reply) yield* Deferred.succeed(envelope.reply, exit.value);
+            yield* settle(exit);
             return undefined;
           }
           const defect = Cause.findDefect(exit.cause);
           const failure = Cause.findErrorOption(exit.cause);
           if (defect._tag === "Success" || failure._tag === "None") {
             const reason = defect._tag === "Success" ? describe(defect.success) : Cause.pretty(exit.cause);
-            if (envelope.reply) yield* Deferred.fail(envelope.reply, new ActorCrashed({ actor: spec.name, reason }));
+            yield* settle(Exit.fail(new ActorCrashed({ actor: spec.name, reason })));
             return reason;
           }
-          if (envelope.reply) yield* Deferred.fail(envelope.reply, failure.value);
+          yield* settle(Exit.fail(failure.value));
           return undefined;
         }).pipe(
           // Interrupted mid-message (the actor stopped, or escalated and the drain ran out): the asker still gets an answer.
-          Effect.onInterrupt(() => (envelope.reply ? Deferred.fail(envelope.reply, refusal()) : Effect.void)),
-          // Counted out only once answered, so a stop that sees nothing in flight interrupts no one owed a reply.
-          Effect.ensuring(Effect.suspend(() => (inFlight--, notifyIfDrained))),
+          Effect.onInterrupt(() => settle(Exit.fail(refusal()))),
         );
       });
 
@@ -264,8 +273,11 @@ export const spawnActor = <M, R, E>(spec: ActorSpec<M, R, E>, supervisor: Superv
           if (rebuiltAt !== undefined && now - rebuiltAt >= policy.windowMs) rebuilds = yield* Schedule.toStep(rebuildSchedule(policy));
           const [, delay] = yield* rebuilds(now, reason).pipe(Pull.catchDone(() => Effect.succeed([0, Duration.millis(policy.rebuildMaxDelayMs)] as const)));
           const nextRebuildAt = now + Duration.toMillis(delay);
-          if (phase._tag === "serving" || phase._tag === "escalated") phase = { _tag: "escalated", reason, nextRebuildAt };
-          supervisor.escalate(spec.name, reason, now, nextRebuildAt);
+          // A stopping actor only refuses what is left: it is going away, not waiting to be rebuilt.
+          if (phase._tag === "serving" || phase._tag === "escalated") {
+            phase = { _tag: "escalated", reason, nextRebuildAt };
+            supervisor.escalate(spec.name, reason, now, nextRebuildAt);
+          }
           yield* refuseQueued;
           return nextRebuildAt;
         });

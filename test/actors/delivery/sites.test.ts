@@ -346,3 +346,24 @@ test("closing the Sites scope lets in-flight deliveries finish, then closes ever
   const late = await Effect.runPromise(sites.deliver(job(r, ["c@remote.test"])));
   assert.equal(late.results[0]!.status, "deferred", "after the stop, jobs defer");
 });
+
+test("an unused connection is closed after idleMs, and an unused site is stopped by the sweep (on the clock)", () =>
+  Effect.runPromise(
+    Effect.scoped(
+      Effect.gen(function* () {
+        const server = yield* Effect.promise(() => serve({}));
+        const budget = makeConnectionBudget(50);
+        const sites = yield* makeSites(options(server.port, { idleMs: 30_000 }), budget, makeSupervisor());
+        const r = route(["mx.remote.test", "127.0.0.1"]);
+        assert.equal((yield* sites.deliver(job(r, ["a@remote.test"]))).results[0]!.status, "delivered");
+        assert.deepEqual(sites.list(), [{ site: "mx.remote.test", connections: 1, queued: 0 }]);
+        yield* TestClock.adjust(29_000);
+        assert.equal(sites.list()[0]!.connections, 1, "still open before idleMs");
+        yield* TestClock.adjust(2_000);
+        assert.equal(sites.list()[0]!.connections, 0, "closed after idleMs");
+        yield* Effect.promise(() => eventually(() => server.open() === 0 && budget.open() === 0, "the peer sees the idle connection closed"));
+        yield* TestClock.adjust(6 * 60_000);
+        assert.deepEqual(sites.list(), [], "the idle site was stopped");
+      }),
+    ).pipe(Effect.provide(TestClock.layer())),
+  ));
