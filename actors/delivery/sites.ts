@@ -2,9 +2,13 @@
 // resolves to, so domains sharing MX hosts share one actor, its ready queue (the actor's
 // mailbox) and its connection limit: the actor has as many workers as the site may have
 // connections, and each worker keeps at most one connection, reused for the next message.
-import { Effect } from "effect";
+//
+// A worker's connection and its idle timer belong to the worker's incarnation (its Scope):
+// when the handler crashes, or the site stops, the scope closes and the connection with it.
+// A site whose actor escalated refuses jobs at once (they defer) until it is rebuilt.
+import { Clock, Deferred, Effect, Fiber, Schedule, Scope } from "effect";
 import type { MailRoute } from "../../protocol/route.ts";
-import { spawnActor, type ActorRef } from "../runtime/actor.ts";
+import { spawnActor, type ActorRef, type RestartPolicy } from "../runtime/actor.ts";
 import type { Supervisor } from "../runtime/supervisor.ts";
 import { everyone, type Attempt, type Trouble } from "./attempt.ts";
 import type { ConnectionBudget } from "./connections.ts";
@@ -24,6 +28,10 @@ export interface SiteOptions extends OutboundOptions {
   readonly idleMs: number;
   /** A job that waited this long in the site's queue is deferred without being sent (the site is too slow for its backlog). */
   readonly maxQueueWaitMs: number;
+  /** How long in-flight deliveries may take to finish when the Sites scope closes (default 10 s). */
+  readonly stopGraceMs?: number;
+  /** Restarts and rebuilds of each site's actor (default: the runtime's defaultRestartPolicy). */
+  readonly restart?: RestartPolicy;
 }
 
 export interface SiteInfo {
@@ -36,6 +44,10 @@ export interface Sites {
   /** Sends through the site's actor; trouble reaching the actor defers every recipient. */
   readonly deliver: (job: DeliveryJob) => Effect.Effect<Attempt>;
   readonly list: () => ReadonlyArray<SiteInfo>;
+  /**
+   * Stops every site: new jobs are deferred, in-flight ones may finish for `graceMs`, then
+   * every connection is closed. Runs once; the Sites scope's finalizer calls it with `stopGraceMs`.
+   */
   readonly stop: (graceMs: number) => Effect.Effect<void>;
 }
 
@@ -43,6 +55,8 @@ export interface Sites {
 const ASK_TIMEOUT_MS = 2 * 3_600_000;
 /** Site actors without work for this long are stopped; the next job for the site starts a new one. */
 const SITE_IDLE_MS = 5 * 60_000;
+const SWEEP_EVERY_MS = 60_000;
+const DEFAULT_STOP_GRACE_MS = 10_000;
 
 export const siteKey = (route: MailRoute): string =>
   route.hosts.map((host) => host.name.toLowerCase()).sort().join(",") || route.domain;
@@ -63,176 +77,251 @@ interface Queued {
 
 interface Site {
   readonly actor: ActorRef<Queued, Attempt, never>;
-  readonly workers: Set<Worker>;
-  readonly limit: number;
+  /** The slots of the incarnations alive now. */
+  readonly slots: Set<Slot>;
   lastUsed: number;
 }
 
-export const makeSites = (options: SiteOptions, budget: ConnectionBudget, supervisor: Supervisor): Sites => {
-  const sites = new Map<string, Site>();
+/**
+ * The site actors of this node. Scoped: the idle sweep is a fiber of the scope, and closing
+ * the scope stops every site (in-flight deliveries get `stopGraceMs` to finish).
+ */
+export const makeSites = (options: SiteOptions, budget: ConnectionBudget, supervisor: Supervisor): Effect.Effect<Sites, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const sites = new Map<string, Site>();
+    let stopped: Deferred.Deferred<void> | undefined;
 
-  const spawnSite = (key: string, route: MailRoute) =>
-    Effect.gen(function* () {
-      const workers = new Set<Worker>();
-      const limit = connectionLimit(route, options);
-      const actor = yield* spawnActor<Queued, Attempt, never>(
-        {
-          name: `delivery/${key}`,
-          capacity: 100_000,
-          concurrency: limit,
-          init: Effect.sync(() => {
-            const worker = makeWorker(options, budget);
-            workers.add(worker);
-            return (queued: Queued) =>
-              Date.now() > queued.deadline
-                ? Effect.succeed({ server: key, results: everyone(queued.job.recipients, "deferred", "451 4.4.5 the site's queue is too long, not attempted") })
-                : Effect.promise(() => worker.handle(queued.job));
-          }),
-        },
-        supervisor,
-      );
-      return { actor, workers, limit, lastUsed: Date.now() } satisfies Site;
-    });
+    const spawnSite = (key: string, route: MailRoute) =>
+      Effect.gen(function* () {
+        const slots = new Set<Slot>();
+        const actor = yield* spawnActor<Queued, Attempt, never>(
+          {
+            name: `delivery/${key}`,
+            capacity: 100_000,
+            concurrency: connectionLimit(route, options),
+            ...(options.restart ? { restart: options.restart } : {}),
+            init: Effect.gen(function* () {
+              const slot = yield* makeSlot(options, budget);
+              slots.add(slot);
+              yield* Effect.addFinalizer(() => Effect.sync(() => slots.delete(slot)));
+              return (queued: Queued) =>
+                Effect.flatMap(Clock.currentTimeMillis, (now) =>
+                  now > queued.deadline
+                    ? Effect.succeed({ server: key, results: everyone(queued.job.recipients, "deferred", "451 4.4.5 the site's queue is too long, not attempted") })
+                    : slot.send(queued.job),
+                );
+            }),
+          },
+          supervisor,
+        );
+        return { actor, slots, lastUsed: yield* Clock.currentTimeMillis } satisfies Site;
+      });
 
-  const siteFor = (route: MailRoute) =>
-    Effect.gen(function* () {
-      const key = siteKey(route);
-      const existing = sites.get(key);
-      if (existing) return existing;
-      const created = yield* spawnSite(key, route);
-      sites.set(key, created);
-      return created;
-    });
+    const siteFor = (route: MailRoute) =>
+      Effect.gen(function* () {
+        const key = siteKey(route);
+        const existing = sites.get(key);
+        if (existing) return existing;
+        const created = yield* spawnSite(key, route);
+        const raced = sites.get(key);
+        if (raced) {
+          yield* created.actor.stop(0);
+          return raced;
+        }
+        sites.set(key, created);
+        return created;
+      });
 
-  const stopSite = (key: string, site: Site, graceMs: number) => {
-    sites.delete(key);
-    return site.actor.stop(graceMs).pipe(Effect.ensuring(Effect.sync(() => site.workers.forEach((worker) => worker.close()))));
-  };
-
-  const sweep = setInterval(() => {
-    const now = Date.now();
-    for (const [key, site] of sites) {
-      if (site.actor.load() === 0 && now - site.lastUsed > SITE_IDLE_MS) Effect.runFork(stopSite(key, site, 0));
-    }
-  }, 60_000);
-  sweep.unref();
-
-  const deferAll = (job: DeliveryJob, reason: string): Attempt => ({ server: siteKey(job.route), results: everyone(job.recipients, "deferred", reason) });
-
-  const ask = (job: DeliveryJob) =>
-    siteFor(job.route).pipe(
-      Effect.tap((site) => Effect.sync(() => (site.lastUsed = Date.now()))),
-      Effect.flatMap((site) => site.actor.ask({ job, deadline: Date.now() + options.maxQueueWaitMs }, ASK_TIMEOUT_MS)),
-    );
-
-  return {
-    deliver: (job) =>
-      ask(job).pipe(
-        // A site actor stopped by the idle sweep between lookup and ask: a new one takes the job.
-        Effect.catchTag("ActorStopped", () => ask(job)),
-        Effect.catch((error) => Effect.succeed(deferAll(job, `451 4.3.0 delivery actor: ${error._tag}`))),
-      ),
-    list: () => [...sites.entries()].map(([site, s]) => ({ site, connections: [...s.workers].filter((w) => w.connected()).length, queued: s.actor.load() })),
-    stop: (graceMs) =>
+    const stopSite = (key: string, site: Site, graceMs: number) =>
       Effect.suspend(() => {
-        clearInterval(sweep);
-        return Effect.forEach([...sites.entries()], ([key, site]) => stopSite(key, site, graceMs), { discard: true, concurrency: "unbounded" });
-      }),
-  };
-};
+        if (sites.get(key) === site) sites.delete(key);
+        return site.actor.stop(graceMs);
+      });
 
-interface Worker {
-  readonly handle: (job: DeliveryJob) => Promise<Attempt>;
+    const sweepIdle = Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis;
+      for (const [key, site] of [...sites]) {
+        if (site.actor.load() === 0 && now - site.lastUsed > SITE_IDLE_MS) yield* stopSite(key, site, 0);
+      }
+    });
+    const sweeper = yield* Effect.forkScoped(Effect.repeat(sweepIdle, Schedule.spaced(SWEEP_EVERY_MS)));
+
+    const deferAll = (job: DeliveryJob, reason: string): Attempt => ({ server: siteKey(job.route), results: everyone(job.recipients, "deferred", reason) });
+
+    const ask = (job: DeliveryJob) =>
+      Effect.gen(function* () {
+        const site = yield* siteFor(job.route);
+        const now = yield* Clock.currentTimeMillis;
+        site.lastUsed = now;
+        return yield* site.actor.ask({ job, deadline: now + options.maxQueueWaitMs }, ASK_TIMEOUT_MS);
+      });
+
+    const stop = (graceMs: number) =>
+      Effect.suspend(() => {
+        if (stopped) return Deferred.await(stopped);
+        const done = (stopped = Deferred.makeUnsafe<void>());
+        return Fiber.interrupt(sweeper).pipe(
+          Effect.andThen(Effect.forEach([...sites.entries()], ([key, site]) => stopSite(key, site, graceMs), { discard: true, concurrency: "unbounded" })),
+          Effect.ensuring(Deferred.succeed(done, undefined)),
+        );
+      });
+    yield* Effect.addFinalizer(() => stop(options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS));
+
+    return {
+      deliver: (job) =>
+        Effect.suspend(() => {
+          if (stopped) return Effect.succeed(deferAll(job, "451 4.3.2 delivery is stopping"));
+          return ask(job).pipe(
+            // A site actor stopped by the idle sweep between lookup and ask: a new one takes the job.
+            Effect.catchTag("ActorStopped", () => ask(job)),
+            Effect.catch((error) => Effect.succeed(deferAll(job, `451 4.3.0 delivery actor: ${error._tag}`))),
+          );
+        }),
+      list: () => [...sites.entries()].map(([site, s]) => ({ site, connections: [...s.slots].filter((slot) => slot.connected()).length, queued: s.actor.load() })),
+      stop,
+    } satisfies Sites;
+  });
+
+/** One connection slot of a site worker. */
+interface Slot {
+  /** Sends a job over the open connection, or opens one in MX order. */
+  readonly send: (job: DeliveryJob) => Effect.Effect<Attempt>;
   readonly connected: () => boolean;
-  readonly close: () => void;
 }
 
-/** One connection slot of a site: sends a job over its open connection, or opens one in MX order. */
-const makeWorker = (options: SiteOptions, budget: ConnectionBudget): Worker => {
-  let connection: Connection | undefined;
-  let idleTimer: NodeJS.Timeout | undefined;
-  let withdrawIdle: (() => void) | undefined;
+/**
+ * A slot for one incarnation of a site worker. Its connection and idle timer belong to the
+ * incarnation's scope: closing the scope (a crash, a stop) closes the connection, stops the
+ * timer, and closes at once a connection that finishes opening afterwards.
+ */
+const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect<Slot, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const scope = yield* Effect.scope;
+    let connection: Connection | undefined;
+    let idleTimer: Fiber.Fiber<void> | undefined;
+    let withdrawIdle: (() => void) | undefined;
+    let closed = false;
 
-  const drop = () => {
-    clearTimeout(idleTimer);
-    withdrawIdle?.();
-    withdrawIdle = undefined;
-    connection?.close();
-    connection = undefined;
-  };
-
-  const park = () => {
-    idleTimer = setTimeout(drop, options.idleMs);
-    idleTimer.unref();
-    withdrawIdle = budget.idle(drop);
-  };
-
-  const unpark = () => {
-    clearTimeout(idleTimer);
-    withdrawIdle?.();
-    withdrawIdle = undefined;
-  };
-
-  const usable = (job: DeliveryJob, open: Connection) =>
-    !open.closed() &&
-    (job.tls !== "require" || open.secure) &&
-    job.route.hosts.some((host) => host.name.toLowerCase() === open.host.toLowerCase() && host.addresses.includes(open.ip));
-
-  const finish = (job: DeliveryJob, open: Connection, sent: Awaited<ReturnType<typeof sendOver>>): Attempt => {
-    if (sent.reusable) park();
-    else drop();
-    return {
-      results: sent.results,
-      server: `${open.host}[${open.ip}]`,
-      mx: { host: open.host, ip: open.ip },
-      trouble: sent.trouble,
-      peerDsn: open.extensions.has("DSN"),
+    const unpark = () => {
+      idleTimer?.interruptUnsafe();
+      idleTimer = undefined;
+      withdrawIdle?.();
+      withdrawIdle = undefined;
     };
-  };
 
-  const openFirst = async (job: DeliveryJob): Promise<{ open: Connection } | { failure: OpenFailure; last: { host: string; ip: string } | undefined }> => {
-    let failure: OpenFailure = { trouble: "connection", reply: `no MX host of ${job.route.domain} has an address` };
-    let last: { host: string; ip: string } | undefined;
-    let sawTls = false;
-    for (const host of job.route.hosts) {
-      for (const ip of host.addresses) {
-        last = { host: host.name, ip };
-        const release = await budget.acquire();
-        let opened = await openConnection(last, options, job.tls, release);
-        // Opportunistic TLS that fails in the handshake: this host gets the mail in plaintext, as Postfix does.
-        if ("trouble" in opened && opened.trouble === "tls" && job.tls === "opportunistic") {
-          opened = await openConnection(last, options, job.tls, await budget.acquire(), true);
-        }
-        if (!("trouble" in opened)) return { open: opened };
-        sawTls ||= opened.trouble === "tls";
-        failure = opened;
-      }
-    }
-    // Required TLS missing anywhere explains more than the last host's refusal.
-    return { failure: sawTls && failure.trouble !== "tls" ? { ...failure, trouble: "tls" as Trouble } : failure, last };
-  };
-
-  const handle = async (job: DeliveryJob): Promise<Attempt> => {
-    if (connection && !usable(job, connection)) drop();
-    if (connection) {
+    /** Synchronous, because the connection budget calls it from plain code when it needs room. */
+    const drop = () => {
       unpark();
-      const reused = connection;
-      const sent = await sendOver(reused, job, options);
-      if (!sent.stale) return finish(job, reused, sent);
-      drop(); // the host had closed it while it was idle: open a fresh one
-    }
-    const first = await openFirst(job);
-    if ("failure" in first) {
-      return {
-        results: everyone(job.recipients, "deferred", first.failure.reply),
-        server: first.last ? `${first.last.host}[${first.last.ip}]` : job.route.domain,
-        mx: first.last,
-        trouble: first.failure.trouble,
-      };
-    }
-    connection = first.open;
-    return finish(job, first.open, await sendOver(first.open, job, options));
-  };
+      connection?.close();
+      connection = undefined;
+    };
 
-  return { handle, connected: () => connection !== undefined && !connection.closed(), close: drop };
-};
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true;
+        drop();
+      }),
+    );
+
+    /** A connection just opened for this slot; one that arrives after the slot closed (a crash or stop while opening) is closed at once. */
+    const adopt = (opened: Connection) => {
+      if (closed) opened.close();
+      else connection = opened;
+    };
+
+    const park = Effect.gen(function* () {
+      const timer = Effect.sleep(options.idleMs).pipe(
+        Effect.andThen(
+          Effect.sync(() => {
+            idleTimer = undefined; // it is this fiber: drop must not interrupt it
+            drop();
+          }),
+        ),
+      );
+      idleTimer = yield* Effect.forkIn(timer, scope);
+      withdrawIdle = budget.idle(drop);
+    });
+
+    const usable = (job: DeliveryJob, open: Connection) =>
+      !open.closed() &&
+      (job.tls !== "require" || open.secure) &&
+      job.route.hosts.some((host) => host.name.toLowerCase() === open.host.toLowerCase() && host.addresses.includes(open.ip));
+
+    const sendOn = (open: Connection, job: DeliveryJob) => Effect.promise(() => sendOver(open, job, options));
+
+    const finish = (open: Connection, sent: Awaited<ReturnType<typeof sendOver>>) =>
+      Effect.gen(function* () {
+        if (sent.reusable) yield* park;
+        else drop();
+        return {
+          results: sent.results,
+          server: `${open.host}[${open.ip}]`,
+          mx: { host: open.host, ip: open.ip },
+          trouble: sent.trouble,
+          peerDsn: open.extensions.has("DSN"),
+        } satisfies Attempt;
+      });
+
+    /**
+     * Waits for a permit and opens one connection. Interrupted, it gives up: the open is
+     * aborted, a permit that arrives later is handed back, a connection that opens anyway is closed.
+     */
+    const openOne = (target: { host: string; ip: string }, tls: TlsPolicy, plaintextOnly: boolean) =>
+      Effect.promise((signal) =>
+        budget
+          .acquire()
+          .then((release): Promise<Connection | OpenFailure> | OpenFailure => {
+            if (!signal.aborted) return openConnection(target, options, tls, release, plaintextOnly, signal);
+            release();
+            return { trouble: "connection", reply: "abandoned" };
+          })
+          .then((opened) => {
+            if (!("trouble" in opened)) adopt(opened);
+            return opened;
+          }),
+      );
+
+    const openFirst = (job: DeliveryJob): Effect.Effect<{ open: Connection } | { failure: OpenFailure; last: { host: string; ip: string } | undefined }> =>
+      Effect.gen(function* () {
+        let failure: OpenFailure = { trouble: "connection", reply: `no MX host of ${job.route.domain} has an address` };
+        let last: { host: string; ip: string } | undefined;
+        let sawTls = false;
+        for (const host of job.route.hosts) {
+          for (const ip of host.addresses) {
+            last = { host: host.name, ip };
+            let opened = yield* openOne(last, job.tls, false);
+            // Opportunistic TLS that fails in the handshake: this host gets the mail in plaintext, as Postfix does.
+            if ("trouble" in opened && opened.trouble === "tls" && job.tls === "opportunistic") opened = yield* openOne(last, job.tls, true);
+            if (!("trouble" in opened)) return { open: opened };
+            sawTls ||= opened.trouble === "tls";
+            failure = opened;
+          }
+        }
+        // Required TLS missing anywhere explains more than the last host's refusal.
+        return { failure: sawTls && failure.trouble !== "tls" ? { ...failure, trouble: "tls" as Trouble } : failure, last };
+      });
+
+    const send = (job: DeliveryJob): Effect.Effect<Attempt> =>
+      Effect.gen(function* () {
+        if (connection && !usable(job, connection)) drop();
+        if (connection) {
+          unpark();
+          const reused = connection;
+          const sent = yield* sendOn(reused, job);
+          if (!sent.stale) return yield* finish(reused, sent);
+          drop(); // the host had closed it while it was idle: open a fresh one
+        }
+        const first = yield* openFirst(job);
+        if ("failure" in first) {
+          return {
+            results: everyone(job.recipients, "deferred", first.failure.reply),
+            server: first.last ? `${first.last.host}[${first.last.ip}]` : job.route.domain,
+            mx: first.last,
+            trouble: first.failure.trouble,
+          } satisfies Attempt;
+        }
+        return yield* finish(first.open, yield* sendOn(first.open, job));
+      });
+
+    return { send, connected: () => connection !== undefined && !connection.closed() };
+  });

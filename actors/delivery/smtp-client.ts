@@ -71,6 +71,8 @@ export const openConnection = (
   /** Called once when the connection is gone, however it went (permits are returned here). */
   onClosed: () => void,
   plaintextOnly = false,
+  /** Aborted when the caller gave up (its worker crashed or stopped): hang up at whatever stage the connection reached. */
+  signal?: AbortSignal,
 ): Promise<Connection | OpenFailure> =>
   new Promise((resolve) => {
     const conn = new SMTPConnection({
@@ -91,6 +93,7 @@ export const openConnection = (
     });
     let closed = false;
     let settled = false;
+    signal?.addEventListener("abort", () => conn.close(), { once: true });
     conn.on("error", (error: SmtpError) => {
       closed = true;
       if (!settled) {

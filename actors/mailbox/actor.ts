@@ -216,6 +216,7 @@ export const makeLocalMailboxes = (options: LocalMailboxesOptions): LocalMailbox
       case "AskTimeout":
       case "ActorCrashed":
       case "ActorStopped":
+      case "ActorEscalated":
         return new MailboxUnavailable({ user, detail: error._tag });
       default:
         return error;

@@ -45,6 +45,7 @@ export const startResolverActor = (
             AskTimeout: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
             ActorCrashed: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e.reason })),
             ActorStopped: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
+            ActorEscalated: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: `${e._tag}: ${e.reason}` })),
           }),
         ),
       { queue: subjects.resolverQueueGroup },

@@ -44,6 +44,8 @@ export interface ScriptedServer {
   readonly finished: Transaction[];
   readonly commands: string[];
   readonly connections: () => number;
+  /** Connections open right now. */
+  readonly open: () => number;
   /** Most connections open at the same time so far. */
   readonly peakConnections: () => number;
   readonly close: () => Promise<void>;
@@ -185,6 +187,7 @@ export const startScriptedSmtp = (script: Script = {}, port = 0, host = "127.0.0
         finished,
         commands,
         connections: () => connections,
+        open: () => sockets.size,
         peakConnections: () => peak,
         close: () =>
           new Promise<void>((done) => {

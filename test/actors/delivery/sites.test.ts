@@ -3,8 +3,10 @@
 // connection reuse and limits, DSN parameters, 8-bit downgrade.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { Effect } from "effect";
-import { makeConnectionBudget } from "../../../actors/delivery/connections.ts";
+import { performance } from "node:perf_hooks";
+import { Effect, Exit, Scope } from "effect";
+import { TestClock } from "effect/testing";
+import { makeConnectionBudget, type ConnectionBudget } from "../../../actors/delivery/connections.ts";
 import { makeClassifier } from "../../../actors/delivery/classify.ts";
 import { dsnParamsOf } from "../../../actors/delivery/dsn.ts";
 import { makeSites, type DeliveryJob, type SiteOptions } from "../../../actors/delivery/sites.ts";
@@ -41,10 +43,23 @@ const options = (port: number, extra: Partial<SiteOptions> = {}): SiteOptions =>
   ...extra,
 });
 
-const sitesFor = (port: number, extra: Partial<SiteOptions> = {}, maxConnections = 50) => {
-  const sites = makeSites(options(port, extra), makeConnectionBudget(maxConnections), makeSupervisor());
-  stops.push(() => Effect.runPromise(sites.stop(0)));
+/** Sites in a scope of their own, closed (which stops them) when the tests are done. */
+const sitesWith = (port: number, extra: Partial<SiteOptions>, budget: ConnectionBudget) => {
+  const scope = Scope.makeUnsafe();
+  const sites = Effect.runSync(makeSites(options(port, extra), budget, makeSupervisor()).pipe(Scope.provide(scope)));
+  stops.push(() => Effect.runPromise(Scope.close(scope, Exit.void)));
   return sites;
+};
+
+const sitesFor = (port: number, extra: Partial<SiteOptions> = {}, maxConnections = 50) => sitesWith(port, extra, makeConnectionBudget(maxConnections));
+
+/** Waits for a socket-level effect (a peer seeing a close), polling: this is I/O, not a schedule. */
+const eventually = async (check: () => boolean, what: string, timeoutMs = 3_000) => {
+  const deadline = performance.now() + timeoutMs;
+  while (!check()) {
+    if (performance.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 };
 
 const route = (...hosts: Array<[string, string]>): MailRoute => ({
@@ -122,11 +137,11 @@ test("a connection dropped in the middle of DATA defers the message (never deliv
 test("a server that stops answering times out and the mail is deferred", async () => {
   const server = await serve({ mail: () => ({ stall: true }) });
   const sites = sitesFor(server.port, { socketTimeoutMs: 300 });
-  const started = Date.now();
+  const started = performance.now();
   const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"])));
   assert.equal(attempt.results[0]!.status, "deferred");
   assert.equal(attempt.trouble, "timeout");
-  assert.ok(Date.now() - started < 5_000);
+  assert.ok(performance.now() - started < 5_000);
   const silent = await serve({ greeting: () => ({ stall: true }) });
   const greeting = await Effect.runPromise(sitesFor(silent.port, { greetingTimeoutMs: 300 }).deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"])));
   assert.equal(greeting.results[0]!.status, "deferred");
@@ -252,3 +267,103 @@ test("8-bit mail to a host without 8BITMIME: a single-part message is sent as qu
   assert.match(refused.results[0]!.reply, /^554 5\.6\.3/);
   assert.equal(server.accepted.length, 1);
 });
+
+/** A job whose body cannot be produced: the site handler dies in the middle of sending it. */
+const crashing = (r: MailRoute) =>
+  job(r, ["boom@remote.test"], {
+    body: () => {
+      throw new Error("body vanished");
+    },
+  });
+
+test("a site worker that crashes while holding a connection closes it; its successor opens a fresh one", async () => {
+  const server = await serve({});
+  const budget = makeConnectionBudget(50);
+  // A long idle time: only the crash can close the connection within the test.
+  const sites = sitesWith(server.port, { connectionsPerSite: 1, idleMs: 600_000 }, budget);
+  const r = route(["mx.remote.test", "127.0.0.1"]);
+  const first = await Effect.runPromise(sites.deliver(job(r, ["a@remote.test"])));
+  assert.equal(first.results[0]!.status, "delivered");
+  await eventually(() => server.open() === 1, "the peer sees one open connection");
+  assert.equal(budget.open(), 1);
+
+  const crashed = await Effect.runPromise(sites.deliver(crashing(r)));
+  assert.equal(crashed.results[0]!.status, "deferred", "a crash defers, never bounces");
+  assert.match(crashed.results[0]!.reply, /ActorCrashed/);
+  await eventually(() => server.open() === 0, "the crashed worker's connection is closed at the peer");
+  await eventually(() => budget.open() === 0, "its permit is back");
+
+  const after = await Effect.runPromise(sites.deliver(job(r, ["b@remote.test"])));
+  assert.equal(after.results[0]!.status, "delivered");
+  assert.equal(server.connections(), 2, "the successor opened a fresh connection");
+  assert.equal(server.open(), 1);
+  assert.deepEqual(server.accepted.map((t) => t.to[0]!.address), ["a@remote.test", "b@remote.test"]);
+});
+
+test("a site that spent its restart budget defers at once, is reported escalated, and is rebuilt after the slower delay", () =>
+  Effect.runPromise(
+    Effect.scoped(
+      Effect.gen(function* () {
+        const server = yield* Effect.promise(() => serve({}));
+        const supervisor = makeSupervisor();
+        const restart = { baseDelayMs: 10, maxDelayMs: 10, maxRestarts: 0, windowMs: 60_000, rebuildBaseDelayMs: 30_000, rebuildMaxDelayMs: 120_000 };
+        const sites = yield* makeSites(options(server.port, { connectionsPerSite: 1, restart }), makeConnectionBudget(50), supervisor);
+        const r = route(["mx.remote.test", "127.0.0.1"]);
+
+        const crashed = yield* sites.deliver(crashing(r));
+        assert.equal(crashed.results[0]!.status, "deferred");
+        yield* TestClock.adjust(1); // lets the actor escalate
+        const escalation = supervisor.escalated().get("delivery/mx.remote.test");
+        assert.ok(escalation, "the supervisor reports the site escalated");
+
+        const refused = yield* sites.deliver(job(r, ["a@remote.test"]));
+        assert.equal(refused.results[0]!.status, "deferred", "the job defers instead of waiting behind a broken site");
+        assert.match(refused.results[0]!.reply, /^451 .*ActorEscalated/);
+        assert.equal(server.accepted.length, 0);
+
+        yield* TestClock.setTime(escalation.nextRebuildAt);
+        const served = yield* sites.deliver(job(r, ["a@remote.test"]));
+        assert.equal(served.results[0]!.status, "delivered", "rebuilt, the site serves again");
+        assert.equal(supervisor.escalated().size, 0, "and is no longer reported escalated");
+        assert.equal(server.accepted.length, 1);
+      }),
+    ).pipe(Effect.provide(TestClock.layer())),
+  ));
+
+test("closing the Sites scope lets in-flight deliveries finish, then closes every connection", async () => {
+  const server = await serve({ dataReplyDelayMs: 300 });
+  const scope = Scope.makeUnsafe();
+  const budget = makeConnectionBudget(50);
+  const sites = Effect.runSync(makeSites(options(server.port, { connectionsPerSite: 2, idleMs: 600_000, stopGraceMs: 5_000 }), budget, makeSupervisor()).pipe(Scope.provide(scope)));
+  const r = route(["mx.remote.test", "127.0.0.1"]);
+  const inFlight = Effect.runPromise(Effect.all([sites.deliver(job(r, ["a@remote.test"])), sites.deliver(job(r, ["b@remote.test"]))], { concurrency: "unbounded" }));
+  await eventually(() => server.commands.filter((c) => c === "DATA").length === 2, "both messages are in DATA");
+  await Effect.runPromise(Scope.close(scope, Exit.void));
+  const attempts = await inFlight;
+  assert.deepEqual(attempts.map((a) => a.results[0]!.status), ["delivered", "delivered"]);
+  await eventually(() => server.open() === 0, "every connection is closed");
+  assert.equal(budget.open(), 0);
+  const late = await Effect.runPromise(sites.deliver(job(r, ["c@remote.test"])));
+  assert.equal(late.results[0]!.status, "deferred", "after the stop, jobs defer");
+});
+
+test("an unused connection is closed after idleMs, and an unused site is stopped by the sweep (on the clock)", () =>
+  Effect.runPromise(
+    Effect.scoped(
+      Effect.gen(function* () {
+        const server = yield* Effect.promise(() => serve({}));
+        const budget = makeConnectionBudget(50);
+        const sites = yield* makeSites(options(server.port, { idleMs: 30_000 }), budget, makeSupervisor());
+        const r = route(["mx.remote.test", "127.0.0.1"]);
+        assert.equal((yield* sites.deliver(job(r, ["a@remote.test"]))).results[0]!.status, "delivered");
+        assert.deepEqual(sites.list(), [{ site: "mx.remote.test", connections: 1, queued: 0 }]);
+        yield* TestClock.adjust(29_000);
+        assert.equal(sites.list()[0]!.connections, 1, "still open before idleMs");
+        yield* TestClock.adjust(2_000);
+        assert.equal(sites.list()[0]!.connections, 0, "closed after idleMs");
+        yield* Effect.promise(() => eventually(() => server.open() === 0 && budget.open() === 0, "the peer sees the idle connection closed"));
+        yield* TestClock.adjust(6 * 60_000);
+        assert.deepEqual(sites.list(), [], "the idle site was stopped");
+      }),
+    ).pipe(Effect.provide(TestClock.layer())),
+  ));
