@@ -1,8 +1,8 @@
 // The outbound half of a node, assembled in one place: the connection budget, the site
 // actors, dispatch, DSNs, the scheduler, queue administration over NATS, and what each
 // outcome reports (events, metrics, logs). nodes/node.ts calls `startOutbound` once.
-import { Effect } from "effect";
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { Effect, Exit, Scope } from "effect";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { MailRoute, DnsPermanentFailure, DnsTemporaryFailure } from "../../protocol/route.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
@@ -15,7 +15,7 @@ import { loadRules, makeClassifier, type RulesFileError } from "./classify.ts";
 import { makeConnectionBudget } from "./connections.ts";
 import { domainMatcher, makeDispatch } from "./dispatch.ts";
 import { makeNotices } from "./notices.ts";
-import { startScheduler, type Scheduler, type SchedulerHooks } from "./scheduler.ts";
+import { makeScheduler, type Scheduler, type SchedulerHooks } from "./scheduler.ts";
 import { makeSites, type Sites } from "./sites.ts";
 
 export interface DeliveryConfig {
@@ -65,11 +65,18 @@ export interface OutboundDeps {
 }
 
 export interface Outbound {
-  readonly scheduler: Scheduler;
+  /**
+   * The scheduler, with `stop` bridged to a Promise for nodes/node.ts until the node
+   * closes the scheduler's scope from its layer graph instead.
+   */
+  readonly scheduler: Omit<Scheduler, "stop"> & { readonly stop: (graceMs: number) => Promise<void> };
   readonly sites: Sites;
-  /** Stops answering queue administration. */
+  /** Stops answering queue administration and closes the scheduler's scope (after `scheduler.stop`). */
   readonly close: () => void;
 }
+
+/** Attempts in flight get this long to be recorded when the scheduler's scope closes (the node's grace period). */
+const STOP_GRACE_MS = 10_000;
 
 /** Fails when the bounce rules file cannot be read or has a bad rule. */
 export const startOutbound = async (deps: OutboundDeps): Promise<Outbound> => {
@@ -93,7 +100,9 @@ export const startOutbound = async (deps: OutboundDeps): Promise<Outbound> => {
     budget,
     deps.supervisor,
   );
-  const scheduler = startScheduler({
+  // The scheduler and queue administration live in this scope until the node's layer graph owns them.
+  const scope = Scope.makeUnsafe();
+  const scheduler = await Effect.runPromise(Scope.provide(scope)(makeScheduler({
     spool,
     dispatch: makeDispatch({ mailboxes: deps.mailboxes, sites, resolve: deps.resolve, requireTls: domainMatcher(delivery.requireTls) }),
     maxInFlight: delivery.maxInFlight,
@@ -108,10 +117,15 @@ export const startOutbound = async (deps: OutboundDeps): Promise<Outbound> => {
     },
     notices: makeNotices({ hostname: deps.hostname, routeOf: routeOf(deps.isLocalUser), maxReturnBytes: delivery.dsnMaxReturnBytes }, spool),
     hooks: { recorded: reporter(deps), log: deps.log },
-  });
+    graceMs: STOP_GRACE_MS,
+  })));
   registerGauges(deps.metrics.registry, { budget, spool, scheduler });
-  const subscriptions: ReadonlyArray<Subscription> = serveQueueAdmin(deps.nc, deps.subjects, { nodeId: deps.nodeId, spool, scheduler, log: deps.log });
-  return { scheduler, sites, close: () => subscriptions.forEach((s) => s.unsubscribe()) };
+  await Effect.runPromise(Scope.provide(scope)(serveQueueAdmin(deps.nc, deps.subjects, { nodeId: deps.nodeId, spool, scheduler, log: deps.log })));
+  return {
+    scheduler: { ...scheduler, stop: (graceMs) => Effect.runPromise(scheduler.stop(graceMs)) },
+    sites,
+    close: () => void Effect.runFork(Scope.close(scope, Exit.void)),
+  };
 };
 
 const loadRulesOrThrow = (path: string) =>
@@ -168,7 +182,6 @@ const registerGauges = (registry: Registry, sources: { budget: { open: () => num
     this.set(sources.spool.suspended().length);
   } });
   new Gauge({ name: "tern_queue_held", help: "Queues held back after rate limiting or an unreachable destination", registers: [registry], collect() {
-    const now = Date.now();
-    this.set([...sources.scheduler.holds().values()].filter((until) => until > now).length);
+    this.set(sources.scheduler.holds().size);
   } });
 };
