@@ -90,7 +90,6 @@ export const registerDeliveryGauges = (registry: Registry, sources: { spool: Spo
     this.set(sources.spool.suspended().length);
   } });
   new Gauge({ name: "tern_queue_held", help: "Queues held back after rate limiting or an unreachable destination", registers: [registry], collect() {
-    const now = Date.now();
-    this.set([...sources.scheduler.holds().values()].filter((until) => until > now).length);
+    this.set(sources.scheduler.holds().size); // holds() lists only holds still in force
   } });
 };

@@ -3,7 +3,10 @@
 // sender. Operations that touch many entries go page by page, so memory stays bounded
 // whatever the queue size; entries with an attempt in flight are passed over (and counted),
 // because that attempt's outcome is about to be recorded.
-import { Effect } from "effect";
+//
+// Served in a Scope: the NATS subscriptions end when it closes, and each request runs
+// with the services the server was started with (its Clock among them).
+import { Clock, Effect, type Scope } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { QueueAdminError, QueueAdminReply, QueueAdminRequest, type EntryView } from "../../protocol/queue-admin.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
@@ -26,10 +29,19 @@ export interface QueueAdminDeps {
   readonly log: (event: string, fields: Record<string, unknown>) => void;
 }
 
-export const serveQueueAdmin = (nc: NatsConnection, subjects: Subjects, deps: QueueAdminDeps): ReadonlyArray<Subscription> => {
-  const handle = (request: QueueAdminRequest) => answer(deps, request).pipe(Effect.map((value) => ({ value })));
-  return [serveEndpoint(nc, subjects.queueAdmin, queueAdminEndpoint, handle), serveEndpoint(nc, subjects.queueAdminOf(deps.nodeId), queueAdminEndpoint, handle)];
-};
+/** Answers on the cluster-wide subject and on this node's own, until the scope closes. */
+export const serveQueueAdmin = (nc: NatsConnection, subjects: Subjects, deps: QueueAdminDeps): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const context = yield* Effect.context<never>();
+    const handle = (request: QueueAdminRequest) => answer(deps, request).pipe(Effect.map((value) => ({ value })), Effect.provideContext(context));
+    yield* Effect.acquireRelease(
+      Effect.sync((): ReadonlyArray<Subscription> => [
+        serveEndpoint(nc, subjects.queueAdmin, queueAdminEndpoint, handle),
+        serveEndpoint(nc, subjects.queueAdminOf(deps.nodeId), queueAdminEndpoint, handle),
+      ]),
+      (subscriptions) => Effect.sync(() => subscriptions.forEach((subscription) => subscription.unsubscribe())),
+    );
+  });
 
 const DEFAULT_LIST = 100;
 const DEFAULT_SHAPE = 50;
@@ -58,12 +70,13 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
 
   switch (request._tag) {
     case "Shape":
-      return Effect.promise(() => spool.shape(Date.now(), request.limit ?? DEFAULT_SHAPE)).pipe(
+      return Clock.currentTimeMillis.pipe(
+        Effect.flatMap((now) => Effect.promise(() => spool.shape(now, request.limit ?? DEFAULT_SHAPE))),
         Effect.map((shape) => ({
           _tag: "Shape" as const,
           node: nodeId,
           ...shape,
-          held: [...scheduler.holds()].filter(([, until]) => until > Date.now()).map(([queue, until]) => ({ queue, until })),
+          held: [...scheduler.holds()].map(([queue, until]) => ({ queue, until })),
           inFlight: scheduler.inFlight(),
         })),
       );
@@ -90,7 +103,7 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
     }
     case "Retry":
       return walkChanging(deps, selection(request), (page, tally) =>
-        stored(spool.redate(page, Date.now())).pipe(Effect.map((moved) => {
+        Clock.currentTimeMillis.pipe(Effect.flatMap((now) => stored(spool.redate(page, now))), Effect.map((moved) => {
           tally.entries += moved.entries;
           tally.recipients += moved.recipients;
         })),
@@ -152,16 +165,16 @@ const walkChanging = (
   selection: Selection,
   change: (page: ReadonlyArray<QueueEntry>, tally: Tally) => Effect.Effect<unknown, QueueAdminError>,
 ): Effect.Effect<QueueAdminReply, QueueAdminError> =>
-  Effect.tryPromise({
-    try: async () => {
-      const tally: Tally = { entries: 0, recipients: 0, skipped: 0, notices: 0 };
-      await deps.spool.walk(selection, async (page) => {
+  Effect.suspend(() => {
+    const tally: Tally = { entries: 0, recipients: 0, skipped: 0, notices: 0 };
+    return deps.spool
+      .walk(selection, (page) => {
         const idle = page.filter((entry) => !deps.scheduler.isInFlight(entry.id));
         tally.skipped += page.length - idle.length;
-        const exit = await Effect.runPromiseExit(change(idle, tally));
-        if (exit._tag === "Failure") throw exit;
-      });
-      return { _tag: "Changed" as const, node: deps.nodeId, ...tally };
-    },
-    catch: (error) => new QueueAdminError({ node: deps.nodeId, detail: `stopped part way: ${String(error)}` }),
+        return Effect.asVoid(change(idle, tally));
+      })
+      .pipe(
+        Effect.mapError((error) => new QueueAdminError({ node: deps.nodeId, detail: `stopped part way: ${error.detail}` })),
+        Effect.map(() => ({ _tag: "Changed" as const, node: deps.nodeId, ...tally })),
+      );
   });

@@ -12,7 +12,7 @@
 // time, [time, queue]. A suspended queue has no head, so it costs nothing while it waits.
 // Bodies are written in chunks as they arrive, so a large message never sits whole in
 // memory on its way in.
-import { Effect } from "effect";
+import { Clock, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
 import { arrivalOf, queueOf, type MessageRecord, type QueueEntry, type Route } from "./entry.ts";
@@ -113,8 +113,8 @@ export interface Spool {
   readonly shape: (now: number, limit: number) => Promise<QueueShape>;
   /** Entries matching the selection, in queue order, after the entry id `after`, at most `limit`. */
   readonly list: (selection: Selection, limit: number, after?: string) => Promise<ReadonlyArray<QueueEntry>>;
-  /** Calls `each` for every entry matching the selection, a page at a time (awaited between pages). */
-  readonly walk: (selection: Selection, each: (entries: ReadonlyArray<QueueEntry>) => Promise<void>) => Promise<void>;
+  /** Runs `each` for every entry matching the selection, a page at a time, one page after the other. */
+  readonly walk: <E>(selection: Selection, each: (entries: ReadonlyArray<QueueEntry>) => Effect.Effect<void, E>) => Effect.Effect<void, E>;
   /** Makes the entries due at `now` (retry now); returns how many entries (and their recipients) moved. */
   readonly redate: (entries: ReadonlyArray<QueueEntry>, now: number) => Effect.Effect<{ entries: number; recipients: number }, StoreError>;
 }
@@ -392,18 +392,20 @@ export const openSpool = (root: RootDatabase): Spool => {
     // LMDB's own count (mdb_stat): getCount() would walk every entry, 150 ms a call at a million.
     depth: () => (entries.getStats() as { entryCount: number }).entryCount,
 
-    probe: () => commit("probe", () => health.put("probe", Date.now())).pipe(Effect.asVoid),
+    probe: () => Effect.flatMap(Clock.currentTimeMillis, (now) => commit("probe", () => health.put("probe", now))).pipe(Effect.asVoid),
 
     isSuspended: (queue) => suspendedSet.has(queue),
 
     suspended: () => [...suspendedSet],
 
     suspend: (queue) =>
-      commit("suspend", () => {
-        suspendedQueues.put(queue, { at: Date.now() });
-        suspendedSet.add(queue);
-        refreshHead(queue);
-      }).pipe(Effect.tapError(() => Effect.sync(() => suspendedSet.delete(queue)))),
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        commit("suspend", () => {
+          suspendedQueues.put(queue, { at: now });
+          suspendedSet.add(queue);
+          refreshHead(queue);
+        }),
+      ).pipe(Effect.tapError(() => Effect.sync(() => suspendedSet.delete(queue)))),
 
     resume: (queue) =>
       commit("resume", () => {
@@ -448,9 +450,15 @@ export const openSpool = (root: RootDatabase): Spool => {
       return found;
     },
 
-    walk: async (selection, each) => {
-      for await (const page of pages(selection)) await each(page);
-    },
+    walk: (selection, each) =>
+      Effect.gen(function* () {
+        const walker = pages(selection);
+        for (;;) {
+          const page = yield* Effect.promise(() => walker.next());
+          if (page.done) return;
+          yield* each(page.value);
+        }
+      }),
 
     redate: (list, now) =>
       commit("redate", () => {

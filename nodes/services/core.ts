@@ -51,7 +51,8 @@ export class Supervisor extends Context.Service<Supervisor, SupervisorShape>()("
           metrics.actorRestarts.inc({ actor: actor.split("/")[0] });
           log("actor.restarted", { actor, reason });
         },
-        onEscalate: (actor, reason) => log("actor.escalated", { actor, reason }),
+        onEscalate: (actor, escalation) => log("actor.escalated", { actor, ...escalation }),
+        onRecover: (actor) => log("actor.recovered", { actor }),
       });
     }),
   );

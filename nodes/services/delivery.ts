@@ -12,7 +12,7 @@ import { domainMatcher, makeDispatch } from "../../actors/delivery/dispatch.ts";
 import { makeNotices } from "../../actors/delivery/notices.ts";
 import { makeClassifier } from "../../actors/delivery/classify.ts";
 import { registerDeliveryGauges, reporter, routeOf } from "../../actors/delivery/outbound.ts";
-import { startScheduler, type Scheduler as SchedulerShape } from "../../actors/delivery/scheduler.ts";
+import { makeScheduler, type Scheduler as SchedulerShape } from "../../actors/delivery/scheduler.ts";
 import { makeSites, type Sites as SitesShape } from "../../actors/delivery/sites.ts";
 import { serveQueueAdmin } from "../../actors/queue/admin.ts";
 import { registerGauge } from "../metrics.ts";
@@ -34,7 +34,7 @@ export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
       const { delivery, hostname } = yield* Config;
       const budget = makeConnectionBudget(delivery.maxConnections);
       registerGauge((yield* Metrics).registry, "tern_outbound_connections", "Outbound SMTP connections open (busy or idle)", budget.open);
-      const sites = makeSites(
+      return yield* makeSites(
         {
           heloName: hostname,
           port: delivery.remotePort,
@@ -47,12 +47,11 @@ export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
           siteConnections: delivery.siteConnections,
           idleMs: delivery.connectionIdleMs,
           maxQueueWaitMs: delivery.maxQueueWaitMs,
+          stopGraceMs: STOP_GRACE_MS,
         },
         budget,
         yield* Supervisor,
       );
-      yield* Effect.addFinalizer(() => sites.stop(STOP_GRACE_MS));
-      return sites;
     }),
   );
 }
@@ -73,7 +72,7 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
       const rules = delivery.bounceRulesFile
         ? yield* loadRules(delivery.bounceRulesFile).pipe(Effect.mapError((e) => new ConfigError(`delivery.bounceRulesFile ${e.path}: ${e.detail}`)))
         : [];
-      const scheduler = startScheduler({
+      const scheduler = yield* makeScheduler({
         spool,
         dispatch: makeDispatch({ mailboxes, sites: yield* Sites, resolve, requireTls: domainMatcher(delivery.requireTls) }),
         maxInFlight: delivery.maxInFlight,
@@ -88,8 +87,8 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
         },
         notices: makeNotices({ hostname, routeOf: routeOf(users.exists), maxReturnBytes: delivery.dsnMaxReturnBytes }, spool),
         hooks: { recorded: reporter({ registry: metrics.registry, metrics, publish: yield* Events, log }), log },
+        graceMs: STOP_GRACE_MS,
       });
-      yield* Effect.addFinalizer(() => Effect.promise(() => scheduler.stop(STOP_GRACE_MS)));
       registerGauge(metrics.registry, "tern_queue_in_flight", "Queue entries being delivered now", scheduler.inFlight);
       registerDeliveryGauges(metrics.registry, { spool, scheduler });
       return scheduler;
@@ -103,9 +102,6 @@ export const QueueAdminLayer = Layer.effectDiscard(
     const config = yield* Config;
     const { nc, subjects } = yield* Nats;
     const deps = { nodeId: config.nodeId, spool: yield* Spool, scheduler: yield* Scheduler, log: yield* Log };
-    yield* Effect.acquireRelease(
-      Effect.sync(() => serveQueueAdmin(nc, subjects, deps)),
-      (subscriptions) => Effect.sync(() => subscriptions.forEach((subscription) => subscription.unsubscribe())),
-    );
+    yield* serveQueueAdmin(nc, subjects, deps);
   }),
 );

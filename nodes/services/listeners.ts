@@ -8,6 +8,7 @@ import { defaultLoginThrottle } from "../../actors/retriever/login-throttle.ts";
 import { startPop3Server } from "../../actors/retriever/pop3-server.ts";
 import { makeClientGuard } from "../../actors/session/guard.ts";
 import { startSmtpListeners, type SessionDeps } from "../../actors/session/smtp.ts";
+import { readinessProblems } from "../../actors/runtime/supervisor.ts";
 import { startHttp } from "../http.ts";
 import { Events, Nats } from "./cluster.ts";
 import { Config, Log, Metrics, starting, Supervisor } from "./core.ts";
@@ -120,7 +121,7 @@ export class HttpListener extends Context.Service<HttpListener, { readonly port:
         starting("http listener", () =>
           startHttp(config.listen.host, config.listen.http, registry, {
             problems: () => [
-              ...[...supervisor.escalated()].map(([actor, reason]) => `actor ${actor} escalated: ${reason}`),
+              ...readinessProblems(supervisor),
               ...(nc.isClosed() ? ["NATS connection closed"] : []),
             ],
           }),

@@ -3,8 +3,9 @@
 // each of them is stopped before the environment closes.
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { Context, Effect, FiberSet, Layer, Schedule } from "effect";
+import { Context, Effect, Layer } from "effect";
 import { open, type RootDatabase } from "lmdb";
+import { makeSpoolHealth, type SpoolHealth as SpoolHealthShape } from "../../actors/queue/spool-health.ts";
 import { openSpool, type Spool as SpoolShape } from "../../actors/queue/spool.ts";
 import { registerGauge } from "../metrics.ts";
 import { Config, Log, Metrics, starting } from "./core.ts";
@@ -36,41 +37,11 @@ export class Spool extends Context.Service<Spool, SpoolShape>()("tern/Spool") {
   );
 }
 
-export interface SpoolHealthShape {
-  /** False after a failed commit until a probe write succeeds: new SMTP connections get 421 meanwhile. */
-  readonly healthy: () => boolean;
-  /** Called by a session whose commit failed. */
-  readonly failed: () => void;
-}
-
-const PROBE_EVERY_MS = 2_000;
-
 export class SpoolHealth extends Context.Service<SpoolHealth, SpoolHealthShape>()("tern/SpoolHealth") {
   static readonly layer = Layer.effect(
     SpoolHealth,
     Effect.gen(function* () {
-      const spool = yield* Spool;
-      const log = yield* Log;
-      let healthy = true;
-      const probeUntilHealthy = spool.probe().pipe(
-        Effect.retry(Schedule.spaced(PROBE_EVERY_MS)),
-        Effect.delay(PROBE_EVERY_MS),
-        Effect.andThen(Effect.sync(() => {
-          healthy = true;
-          log("spool.healthy", {});
-        })),
-      );
-      const probes = yield* FiberSet.make();
-      const start = yield* FiberSet.runtime(probes)();
-      return {
-        healthy: () => healthy,
-        failed: () => {
-          if (!healthy) return;
-          healthy = false;
-          log("spool.unhealthy", {});
-          start(probeUntilHealthy);
-        },
-      };
+      return yield* makeSpoolHealth(yield* Spool, yield* Log);
     }),
   );
 }

@@ -111,10 +111,14 @@ test("shape counts entries per queue and age; walks, lists and retry-now go page
 
   let bulk = 0;
   let pages = 0;
-  await spool.walk({ sender: "BULK@x.test" }, async (page) => {
-    pages++;
-    bulk += page.length;
-  });
+  await Effect.runPromise(
+    spool.walk({ sender: "BULK@x.test" }, (page) =>
+      Effect.sync(() => {
+        pages++;
+        bulk += page.length;
+      }),
+    ),
+  );
   assert.equal(bulk, 241);
   assert.ok(pages >= 2, "more than one page");
   const listed = await spool.list({ queue: "big.test" }, 5);
