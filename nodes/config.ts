@@ -53,6 +53,10 @@ const ConfigFile = Schema.Struct({
       authRequiresTls: Schema.optional(Schema.Boolean),
       idleTimeoutMs: Schema.optional(Positive),
       maxErrors: Schema.optional(Positive),
+      /** Open sessions on the plain listener (listen.smtp), all clients together; above it 421 4.7.0. */
+      maxConnections: Schema.optional(Positive),
+      /** Open sessions on the implicit-TLS listener (listen.smtps), counted apart so an MX flood cannot lock out submission. */
+      maxSmtpsConnections: Schema.optional(Positive),
       maxConnectionsPerIp: Schema.optional(Positive),
       maxMessagesPerIpPerMinute: Schema.optional(Positive),
       maxAuthFailuresPerIp: Schema.optional(Positive),
@@ -122,6 +126,8 @@ const ConfigFile = Schema.Struct({
     Schema.Struct({
       /** Clients allowed to log in without STLS (default loopback only). */
       plaintextLoginNetworks: Schema.optional(Schema.Array(Cidr)),
+      /** Open sessions, all clients together; above it -ERR [SYS/TEMP]. */
+      maxConnections: Schema.optional(Positive),
       /** Maildrop lock lease; a session's node renews it every third of this. */
       lockLeaseMs: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 3_000, maximum: 3_600_000 }))),
       maxFailedLoginsPerIp: Schema.optional(Positive),
@@ -157,6 +163,8 @@ export interface NodeConfig {
     readonly authRequiresTls: boolean;
     readonly idleTimeoutMs: number;
     readonly maxErrors: number;
+    readonly maxConnections: number;
+    readonly maxSmtpsConnections: number;
     readonly maxConnectionsPerIp: number;
     readonly maxMessagesPerIpPerMinute: number;
     readonly maxAuthFailuresPerIp: number;
@@ -185,6 +193,7 @@ export interface NodeConfig {
   readonly limits: { readonly maxMessageBytes: number; readonly maxRecipients: number };
   readonly pop3: {
     readonly plaintextLoginNetworks: ReadonlyArray<string>;
+    readonly maxConnections: number;
     readonly lockLeaseMs: number;
     readonly maxFailedLoginsPerIp: number;
     readonly maxFailedLoginsPerUser: number;
@@ -226,6 +235,10 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     authRequiresTls: file.smtp?.authRequiresTls ?? true,
     idleTimeoutMs: file.smtp?.idleTimeoutMs ?? 5 * 60_000, // RFC 5321 §4.5.3.2.7
     maxErrors: file.smtp?.maxErrors ?? 20,
+    // Caps sized so that the three listeners, outbound delivery and a reserve fit in
+    // 4096 descriptors (nodes/fd-limit.ts warns at start when they do not fit).
+    maxConnections: file.smtp?.maxConnections ?? 1_000,
+    maxSmtpsConnections: file.smtp?.maxSmtpsConnections ?? 200,
     maxConnectionsPerIp: file.smtp?.maxConnectionsPerIp ?? 100,
     maxMessagesPerIpPerMinute: file.smtp?.maxMessagesPerIpPerMinute ?? 100_000,
     maxAuthFailuresPerIp: file.smtp?.maxAuthFailuresPerIp ?? 20,
@@ -277,6 +290,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
   pop3: {
     // Loopback cannot be listened in on; everywhere else the password needs TLS first.
     plaintextLoginNetworks: file.pop3?.plaintextLoginNetworks ?? ["127.0.0.0/8", "::1/128"],
+    maxConnections: file.pop3?.maxConnections ?? 500,
     lockLeaseMs: file.pop3?.lockLeaseMs ?? 30_000,
     maxFailedLoginsPerIp: file.pop3?.maxFailedLoginsPerIp ?? 20,
     maxFailedLoginsPerUser: file.pop3?.maxFailedLoginsPerUser ?? 10,

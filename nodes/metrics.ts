@@ -1,5 +1,7 @@
 // Prometheus metrics of one node, in a registry of its own (not prom-client's global one).
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import type { ConnectionEvent } from "../actors/runtime/connection-cap.ts";
+import type { SmtpListenerName } from "../actors/session/smtp.ts";
 
 export interface NodeMetrics {
   readonly registry: Registry;
@@ -11,6 +13,10 @@ export interface NodeMetrics {
   readonly deferred: Counter<"route" | "category">;
   readonly failed: Counter<"route" | "category">;
   readonly actorRestarts: Counter<"actor">;
+  /** For `hooks.connections` of the SMTP listeners: open sessions and refusals at the overall cap. */
+  readonly smtpConnection: (listener: SmtpListenerName, event: ConnectionEvent) => void;
+  /** For `onConnection` of the POP3 listener. */
+  readonly pop3Connection: (event: ConnectionEvent) => void;
 }
 
 export const makeNodeMetrics = (nodeId: string): NodeMetrics => {
@@ -19,6 +25,16 @@ export const makeNodeMetrics = (nodeId: string): NodeMetrics => {
   collectDefaultMetrics({ register: registry });
   const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
     new Counter<L>({ name, help, labelNames, registers: [registry] });
+  const smtpConnections = new Gauge({ name: "tern_smtp_connections", help: "Open SMTP sessions, by listener", labelNames: ["listener"], registers: [registry] });
+  const smtpRefused = counter("tern_smtp_connections_refused_total", "SMTP connections refused at the listener's overall cap", ["listener", "reason"]);
+  const pop3Connections = new Gauge({ name: "tern_pop3_connections", help: "Open POP3 sessions", registers: [registry] });
+  const pop3Refused = counter("tern_pop3_connections_refused_total", "POP3 connections refused at the overall cap", ["reason"]);
+  // Zero from the start, so a dashboard sees the series before the first client.
+  for (const listener of ["smtp", "smtps"] as const) {
+    smtpConnections.set({ listener }, 0);
+    smtpRefused.inc({ listener, reason: "cap" }, 0);
+  }
+  pop3Refused.inc({ reason: "cap" }, 0);
   return {
     registry,
     accepted: counter("tern_messages_accepted_total", "Messages committed to the spool and answered 250"),
@@ -28,6 +44,14 @@ export const makeNodeMetrics = (nodeId: string): NodeMetrics => {
     deferred: counter("tern_recipients_deferred_total", "Recipient attempts deferred for a retry, by bounce category", ["route", "category"]),
     failed: counter("tern_recipients_failed_total", "Recipients failed permanently (bounced or expired), by bounce category", ["route", "category"]),
     actorRestarts: counter("tern_actor_restarts_total", "Actor handler restarts after a crash", ["actor"]),
+    smtpConnection: (listener, event) => {
+      if (event === "refused") smtpRefused.inc({ listener, reason: "cap" });
+      else smtpConnections.inc({ listener }, event === "opened" ? 1 : -1);
+    },
+    pop3Connection: (event) => {
+      if (event === "refused") pop3Refused.inc({ reason: "cap" });
+      else pop3Connections.inc(event === "opened" ? 1 : -1);
+    },
   };
 };
 

@@ -11,7 +11,7 @@ import { Events, MailboxOwnership, Nats } from "./services/cluster.ts";
 import { Config, Log, Metrics, Supervisor, type NodeStartError } from "./services/core.ts";
 import { QueueAdminLayer, Scheduler, Sites } from "./services/delivery.ts";
 import { Tls, Users } from "./services/identity.ts";
-import { HttpListener, Pop3Listener, SmtpListener } from "./services/listeners.ts";
+import { DescriptorCheck, HttpListener, Pop3Listener, SmtpListener } from "./services/listeners.ts";
 import { LocalMailboxes, Mailboxes } from "./services/mailboxes.ts";
 import { Resolver } from "./services/resolver.ts";
 import { Lmdb, Spool, SpoolHealth } from "./services/storage.ts";
@@ -30,7 +30,7 @@ const cluster = Layer.mergeAll(MailboxOwnership.layer, Events.layer).pipe(Layer.
 const actors = Scheduler.layer.pipe(
   Layer.provideMerge(Layer.mergeAll(Sites.layer, Resolver.layer, Mailboxes.layer.pipe(Layer.provideMerge(LocalMailboxes.layer)))),
 );
-const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, HttpListener.layer, QueueAdminLayer).pipe(Layer.provideMerge(SpoolHealth.layer));
+const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, HttpListener.layer, QueueAdminLayer, DescriptorCheck).pipe(Layer.provideMerge(SpoolHealth.layer));
 
 /** The whole node, logging through `log`. */
 export const nodeLayer = (config: NodeConfig, log: LogShape) =>

@@ -6,6 +6,7 @@
 import * as net from "node:net";
 import * as tls from "node:tls";
 import { inNetworks } from "../../nodes/config.ts";
+import { makeConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
 import { defaultLoginThrottle, makeLoginThrottle, type LoginThrottleOptions } from "./login-throttle.ts";
 import type { MaildropAccess, OpenMaildrop } from "./maildrop.ts";
 import {
@@ -46,6 +47,10 @@ export interface Pop3ServerOptions {
   /** Names this node in maildrop lock holders (default: the hostname). */
   readonly nodeId?: string;
   readonly onLogin?: (outcome: LoginOutcome) => void;
+  /** Open sessions allowed, all clients together (unset: no overall cap); above it -ERR [SYS/TEMP]. */
+  readonly maxConnections?: number;
+  /** Sessions opened, ended and refused at the cap (for metrics). */
+  readonly onConnection?: (event: ConnectionEvent) => void;
 }
 
 export interface Pop3Server {
@@ -84,7 +89,17 @@ export const startPop3Server = async (options: Pop3ServerOptions): Promise<Pop3S
     sockets: new Set(),
   };
   let connectionCount = 0;
-  const server = net.createServer((socket) => runSession(socket, ++connectionCount, context));
+  const cap = makeConnectionCap({
+    max: options.maxConnections ?? Infinity,
+    observe: options.onConnection,
+    onFull: (open) => options.log?.({ actor: "pop3", event: "connections-full", open }),
+  });
+  const server = net.createServer((socket) => {
+    if (!cap.admit()) return refuseOverCap(socket);
+    // The TCP socket closes last, whether the session ended on it or on TLS after STLS.
+    socket.once("close", cap.release);
+    runSession(socket, ++connectionCount, context);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.host, () => {
@@ -100,6 +115,16 @@ export const startPop3Server = async (options: Pop3ServerOptions): Promise<Pop3S
       for (const socket of context.sockets) socket.destroy();
     }));
   return { port: address.port, close };
+};
+
+/**
+ * RFC 3206: SYS/TEMP says the refusal is temporary and not the client's fault. The
+ * descriptor is given back as soon as the reply and our FIN are with the kernel, without
+ * waiting for the client to hang up: a flood of refused clients must not hold descriptors.
+ */
+const refuseOverCap = (socket: net.Socket): void => {
+  socket.on("error", () => undefined); // a client that resets first is no concern here
+  socket.end("-ERR [SYS/TEMP] too many connections\r\n", () => socket.destroy());
 };
 
 // ---------------------------------------------------------------------------

@@ -3,12 +3,13 @@
 // (the 465 role). A message is answered 250 only after the spool committed its
 // body, record and queue entries with fsync; the 250 text carries the queue id.
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
-import { Effect } from "effect";
+import { Clock, Effect } from "effect";
 import "./enhanced-codes.ts";
 import type { UserStore } from "../../nodes/users.ts";
 import type { QueueEntry, Route } from "../queue/entry.ts";
 import { newMessageId } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
+import { makeConnectionCap, type ConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
 import type { ClientGuard } from "./guard.ts";
 import { missingSubmissionHeaders, receivedHeader } from "./headers.ts";
 import { ingest, type BareLineEndings, type IngestProblem } from "./ingest.ts";
@@ -31,7 +32,12 @@ export interface SessionHooks {
   readonly accepted: (messageId: string, entries: ReadonlyArray<QueueEntry>, bytes: number) => void;
   readonly rejected: (reason: string) => void;
   readonly log: (event: string, fields: Record<string, unknown>) => void;
+  /** Sessions opened, ended and refused at the overall cap, per listener (for metrics). */
+  readonly connections?: ((listener: SmtpListenerName, event: ConnectionEvent) => void) | undefined;
 }
+
+/** `smtp`: plain with STARTTLS; `smtps`: implicit TLS (the 465 role). */
+export type SmtpListenerName = "smtp" | "smtps";
 
 export interface SessionDeps {
   readonly config: SessionConfig;
@@ -53,6 +59,9 @@ export interface SmtpListeners {
 
 /** Per-connection state kept beside smtp-server's session. */
 interface Connection {
+  /** Holds a place under the listener's overall cap. */
+  admitted: boolean;
+  /** Counted by the per-IP guard. */
   counted: boolean;
   errors: number;
   /** Envelope recipient → where it is delivered (differs for catch-all). */
@@ -71,16 +80,27 @@ const problemReplies: Record<IngestProblem, { code: number; text: string }> = {
 export const startSmtpListeners = async (options: {
   host: string;
   ports: { smtp: number; smtps: number };
+  /**
+   * Open sessions allowed on each listener, all clients together (unset: no overall cap).
+   * Each listener has its own, so a flood on the MX port cannot lock out implicit-TLS submission.
+   */
+  maxConnections?: { smtp: number; smtps: number };
   deps: SessionDeps;
 }): Promise<SmtpListeners> => {
   const { deps } = options;
   const connections = new WeakMap<SMTPServerSession, Connection>();
   const connectionOf = (session: SMTPServerSession) => {
     let connection = connections.get(session);
-    if (!connection) connections.set(session, (connection = { counted: false, errors: 0, deliverTo: new Map() }));
+    if (!connection) connections.set(session, (connection = { admitted: false, counted: false, errors: 0, deliverTo: new Map() }));
     return connection;
   };
-  const handlers = makeHandlers(deps, connectionOf);
+  const capOf = (listener: SmtpListenerName) =>
+    makeConnectionCap({
+      max: options.maxConnections?.[listener] ?? Infinity,
+      observe: (event) => deps.hooks.connections?.(listener, event),
+      onFull: (open) => deps.hooks.log("smtp.connections.full", { listener, open }),
+    });
+  const handlers = (listener: SmtpListenerName) => makeHandlers(deps, connectionOf, capOf(listener));
   const common = {
     name: deps.config.hostname,
     banner: "Tern ESMTP",
@@ -98,10 +118,9 @@ export const startSmtpListeners = async (options: {
     logger: false,
     key: deps.tls.key,
     cert: deps.tls.cert,
-    ...handlers,
   };
-  const plain = new SMTPServer({ ...common, secure: false });
-  const implicit = new SMTPServer({ ...common, secure: true });
+  const plain = new SMTPServer({ ...common, ...handlers("smtp"), secure: false });
+  const implicit = new SMTPServer({ ...common, ...handlers("smtps"), secure: true });
   for (const server of [plain, implicit]) server.on("error", (error) => deps.hooks.log("smtp.error", { error: error.message }));
   const listen = (server: SMTPServer, port: number) =>
     new Promise<number>((resolve, reject) => {
@@ -120,7 +139,7 @@ export const startSmtpListeners = async (options: {
 
 type Callback = (error?: Error | null) => void;
 
-const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSession) => Connection) => {
+const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSession) => Connection, cap: ConnectionCap) => {
   const { config, hooks, guard } = deps;
 
   const facts = (session: SMTPServerSession): ClientFacts => ({
@@ -147,6 +166,12 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
         hooks.rejected("spool-unhealthy");
         return callback(replyError(421, "4.3.2 Service temporarily unavailable, try again later"));
       }
+      // Checked before the per-IP guard: a client refused here must not use up its IP's places.
+      if (!cap.admit()) {
+        hooks.rejected("connection-cap");
+        return callback(replyError(421, `4.7.0 ${config.hostname} too many connections, try again later`));
+      }
+      connectionOf(session).admitted = true;
       if (!guard.connect(session.remoteAddress)) {
         hooks.rejected("too-many-connections");
         return callback(replyError(421, "4.7.0 Too many connections from your address, try again later"));
@@ -163,7 +188,9 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     },
 
     onClose(session: SMTPServerSession) {
-      if (connectionOf(session).counted) guard.disconnect(session.remoteAddress);
+      const connection = connectionOf(session);
+      if (connection.counted) guard.disconnect(session.remoteAddress);
+      if (connection.admitted) cap.release();
     },
 
     onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (error: Error | null | undefined, response?: { user: string }) => void) {
@@ -198,7 +225,7 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     },
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void) {
-      receive(deps, session, connectionOf(session), stream).then(
+      Effect.runPromise(receive(deps, session, connectionOf(session), stream)).then(
         (outcome) => (outcome.ok ? callback(null, outcome.text) : callback(replyError(outcome.code, outcome.text))),
         (defect) => {
           hooks.log("session.data.crashed", { conn: session.id, error: String(defect) });
@@ -210,16 +237,21 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
 };
 
 type DataOutcome = { readonly ok: true; readonly text: string } | { readonly ok: false; readonly code: number; readonly text: string };
+const queued = (text: string): DataOutcome => ({ ok: true, text });
+const refused = (reply: { readonly code: number; readonly text: string }): DataOutcome => ({ ok: false, ...reply });
 
-/** Streams DATA into the spool and commits it: the whole life of one accepted message. */
-const receive = async (deps: SessionDeps, session: SMTPServerSession, connection: Connection, stream: SMTPServerDataStream): Promise<DataOutcome> => {
+/**
+ * Streams DATA into the spool and commits it: the whole life of one accepted message.
+ * Untraced: it runs once per message, on the hot path.
+ */
+const receive = Effect.fnUntraced(function* (deps: SessionDeps, session: SMTPServerSession, connection: Connection, stream: SMTPServerDataStream) {
   const { config, hooks } = deps;
-  const receivedAt = Date.now();
+  const receivedAt = yield* Clock.currentTimeMillis;
   const id = newMessageId(receivedAt);
   const user = typeof session.user === "string" ? session.user : undefined;
   const recipients = session.envelope.rcptTo.map((r) => r.address);
   const body = deps.spool.openBody(id);
-  const result = await ingest(stream, body, {
+  const result = yield* Effect.promise(() => ingest(stream, body, {
     bareLineEndings: config.bareLineEndings,
     allow8bit: config.accept8bitWithoutBodyParameter || session.envelope.bodyType === "8bitmime",
     prepend: (headerSection) =>
@@ -234,28 +266,26 @@ const receive = async (deps: SessionDeps, session: SMTPServerSession, connection
         recipients,
         at: receivedAt,
       }) + (user !== undefined ? missingSubmissionHeaders(headerSection, { id, hostname: config.hostname, at: receivedAt }) : ""),
-  });
+  }));
   if (result.problem) {
     body.discard();
     hooks.rejected(result.problem);
-    return { ok: false, ...problemReplies[result.problem] };
+    return refused(problemReplies[result.problem]);
   }
   const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
   const deliverTo = recipients.map((r) => connection.deliverTo.get(r) ?? r);
-  const committed = await Effect.runPromise(
-    Effect.result(
-      deps.spool.accept({ id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes: attributesOf(session, user) }),
-    ),
+  const committed = yield* Effect.result(
+    deps.spool.accept({ id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes: attributesOf(session, user) }),
   );
   if (committed._tag === "Failure") {
     deps.spoolFailed();
     hooks.log("spool.commit.failed", { conn: session.id, msg: id, error: committed.failure.detail });
-    return { ok: false, code: 451, text: "4.3.0 Temporary storage failure, try again later" };
+    return refused({ code: 451, text: "4.3.0 Temporary storage failure, try again later" });
   }
   hooks.accepted(id, committed.success, result.size);
   hooks.log("message.accepted", { conn: session.id, txn: `${session.id}.${session.transaction}`, msg: id, from: sender, rcpts: recipients.length, bytes: result.size, user });
-  return { ok: true, text: `2.0.0 Ok: queued as ${id}` };
-};
+  return queued(`2.0.0 Ok: queued as ${id}`);
+});
 
 /** DSN parameters (RFC 3461) and who submitted it, kept with the message for later DSNs. */
 const attributesOf = (session: SMTPServerSession, user: string | undefined) => ({

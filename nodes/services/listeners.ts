@@ -9,6 +9,7 @@ import { startPop3Server } from "../../actors/retriever/pop3-server.ts";
 import { makeClientGuard } from "../../actors/session/guard.ts";
 import { startSmtpListeners, type SessionDeps } from "../../actors/session/smtp.ts";
 import { readinessProblems } from "../../actors/runtime/supervisor.ts";
+import { warnIfDescriptorsShort } from "../fd-limit.ts";
 import { startHttp } from "../http.ts";
 import { Events, Nats } from "./cluster.ts";
 import { Config, Log, Metrics, starting, Supervisor } from "./core.ts";
@@ -58,11 +59,17 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
             scheduler.submit(entries);
           },
           rejected: (reason) => metrics.rejected.inc({ reason }),
+          connections: metrics.smtpConnection,
           log,
         },
       };
       const listeners = yield* Effect.acquireRelease(
-        starting("smtp listener", () => startSmtpListeners({ host: config.listen.host, ports: { smtp: config.listen.smtp, smtps: config.listen.smtps }, deps })),
+        starting("smtp listener", () => startSmtpListeners({
+            host: config.listen.host,
+            ports: { smtp: config.listen.smtp, smtps: config.listen.smtps },
+            maxConnections: { smtp: config.smtp.maxConnections, smtps: config.smtp.maxSmtpsConnections },
+            deps,
+          })),
         (listeners) => Effect.promise(() => listeners.close()),
       );
       return listeners.ports;
@@ -79,6 +86,7 @@ export class Pop3Listener extends Context.Service<Pop3Listener, { readonly port:
       const tls = yield* Tls;
       const access = makeMaildropAccess(yield* Users, yield* Mailboxes, { leaseMs: config.pop3.lockLeaseMs });
       const { onLogin } = yield* MailboxMetrics;
+      const { pop3Connection } = yield* Metrics;
       const server = yield* Effect.acquireRelease(
         starting("pop3 listener", () =>
           startPop3Server({
@@ -98,6 +106,8 @@ export class Pop3Listener extends Context.Service<Pop3Listener, { readonly port:
             },
             failureDelayMs: config.pop3.failedLoginDelayMs,
             onLogin,
+            maxConnections: config.pop3.maxConnections,
+            onConnection: pop3Connection,
             log: (fields) => log("pop3", fields),
           }),
         ),
@@ -132,5 +142,12 @@ export class HttpListener extends Context.Service<HttpListener, { readonly port:
     }),
   );
 }
+
+/** Warns at start when the connection caps cannot fit the process's file-descriptor limit. */
+export const DescriptorCheck = Layer.effectDiscard(
+  Effect.gen(function* () {
+    yield* warnIfDescriptorsShort(yield* Config, yield* Log);
+  }),
+);
 
 const closeHttp = (server: Server) => new Promise<void>((resolve) => server.close(() => resolve()));
