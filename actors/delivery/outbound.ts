@@ -4,6 +4,7 @@
 import { Effect } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { Counter, Gauge, type Registry } from "prom-client";
+import { renderResult, type RecipientEvent } from "../../protocol/delivery.ts";
 import type { MailRoute, DnsPermanentFailure, DnsTemporaryFailure } from "../../protocol/route.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
 import type { MailboxRouter } from "../mailbox/router.ts";
@@ -15,6 +16,7 @@ import { loadRules, makeClassifier, type RulesFileError } from "./classify.ts";
 import { makeConnectionBudget } from "./connections.ts";
 import { domainMatcher, makeDispatch } from "./dispatch.ts";
 import { makeNotices } from "./notices.ts";
+import { dsnStatus } from "./outcome.ts";
 import { startScheduler, type Scheduler, type SchedulerHooks } from "./scheduler.ts";
 import { makeSites, type Sites } from "./sites.ts";
 
@@ -134,17 +136,20 @@ const reporter = (deps: OutboundDeps): SchedulerHooks["recorded"] => {
       else if (outcome.status === "deferred") deps.metrics.deferred.inc({ route, category });
       else deps.metrics.failed.inc({ route, category });
       if (outcome.status === "expired") expired.inc({ route, category });
+      // Text is made here, at the edge: `reply` for people and grep, the value itself in `result`.
       const fields = {
         msg: entry.messageId,
         entry: entry.id,
+        dsn: dsnStatus(outcome),
+        reply: renderResult(outcome.result),
+        ...(outcome.category ? { category: outcome.category } : {}),
         server: attempt.server,
         ...(attempt.mx ? { mx: attempt.mx.host, ip: attempt.mx.ip } : {}),
-        reply: outcome.reply,
-        ...(outcome.category ? { category: outcome.category } : {}),
         attempts: entry.attempts + 1,
-        ...(decision.record.requeued && outcome.status === "deferred" ? { requeued: decision.record.requeued, nextAttemptAt: decision.next?.nextAttemptAt } : {}),
+        ...(decision.record.requeued && outcome.status === "deferred" && decision.next ? { requeued: decision.record.requeued, nextAttemptAt: decision.next.nextAttemptAt } : {}),
       };
-      deps.publish(outcome.status, { ...fields, recipient: outcome.recipient, route });
+      const event: RecipientEvent = { ...fields, recipient: outcome.recipient, route, status: outcome.status, result: outcome.result };
+      deps.publish(outcome.status, event);
       deps.log(`recipient.${outcome.status}`, { ...fields, rcpt: outcome.recipient });
     }
     for (const dsn of notices.queued) {

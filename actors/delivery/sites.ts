@@ -6,9 +6,9 @@ import { Effect } from "effect";
 import type { MailRoute } from "../../protocol/route.ts";
 import { spawnActor, type ActorRef } from "../runtime/actor.ts";
 import type { Supervisor } from "../runtime/supervisor.ts";
-import { everyone, type Attempt, type Trouble } from "./attempt.ts";
+import { everyone, type Attempt } from "./attempt.ts";
 import type { ConnectionBudget } from "./connections.ts";
-import { openConnection, sendOver, type Connection, type OpenFailure, type OutboundJob, type OutboundOptions, type TlsPolicy } from "./smtp-client.ts";
+import { asTlsFailure, openConnection, sendOver, type Connection, type OpenFailure, type OutboundJob, type OutboundOptions, type TlsPolicy } from "./smtp-client.ts";
 
 export interface DeliveryJob extends OutboundJob {
   readonly route: MailRoute;
@@ -85,7 +85,7 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
             workers.add(worker);
             return (queued: Queued) =>
               Date.now() > queued.deadline
-                ? Effect.succeed({ server: key, results: everyone(queued.job.recipients, "deferred", "451 4.4.5 the site's queue is too long, not attempted") })
+                ? Effect.succeed({ server: key, results: everyone(queued.job.recipients, { _tag: "QueueWaitExceeded", limitMs: options.maxQueueWaitMs }) })
                 : Effect.promise(() => worker.handle(queued.job));
           }),
         },
@@ -117,7 +117,7 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
   }, 60_000);
   sweep.unref();
 
-  const deferAll = (job: DeliveryJob, reason: string): Attempt => ({ server: siteKey(job.route), results: everyone(job.recipients, "deferred", reason) });
+  const deferAll = (job: DeliveryJob, detail: string): Attempt => ({ server: siteKey(job.route), results: everyone(job.recipients, { _tag: "Internal", detail }) });
 
   const ask = (job: DeliveryJob) =>
     siteFor(job.route).pipe(
@@ -130,7 +130,7 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
       ask(job).pipe(
         // A site actor stopped by the idle sweep between lookup and ask: a new one takes the job.
         Effect.catchTag("ActorStopped", () => ask(job)),
-        Effect.catch((error) => Effect.succeed(deferAll(job, `451 4.3.0 delivery actor: ${error._tag}`))),
+        Effect.catch((error) => Effect.succeed(deferAll(job, `delivery actor: ${error._tag}`))),
       ),
     list: () => [...sites.entries()].map(([site, s]) => ({ site, connections: [...s.workers].filter((w) => w.connected()).length, queued: s.actor.load() })),
     stop: (graceMs) =>
@@ -185,13 +185,12 @@ const makeWorker = (options: SiteOptions, budget: ConnectionBudget): Worker => {
       results: sent.results,
       server: `${open.host}[${open.ip}]`,
       mx: { host: open.host, ip: open.ip },
-      trouble: sent.trouble,
       peerDsn: open.extensions.has("DSN"),
     };
   };
 
   const openFirst = async (job: DeliveryJob): Promise<{ open: Connection } | { failure: OpenFailure; last: { host: string; ip: string } | undefined }> => {
-    let failure: OpenFailure = { trouble: "connection", reply: `no MX host of ${job.route.domain} has an address` };
+    let failure: OpenFailure = { _tag: "ConnectionFailed", detail: `no MX host of ${job.route.domain} has an address` };
     let last: { host: string; ip: string } | undefined;
     let sawTls = false;
     for (const host of job.route.hosts) {
@@ -200,16 +199,16 @@ const makeWorker = (options: SiteOptions, budget: ConnectionBudget): Worker => {
         const release = await budget.acquire();
         let opened = await openConnection(last, options, job.tls, release);
         // Opportunistic TLS that fails in the handshake: this host gets the mail in plaintext, as Postfix does.
-        if ("trouble" in opened && opened.trouble === "tls" && job.tls === "opportunistic") {
+        if ("_tag" in opened && opened._tag === "TlsFailed" && job.tls === "opportunistic") {
           opened = await openConnection(last, options, job.tls, await budget.acquire(), true);
         }
-        if (!("trouble" in opened)) return { open: opened };
-        sawTls ||= opened.trouble === "tls";
+        if (!("_tag" in opened)) return { open: opened };
+        sawTls ||= opened._tag === "TlsFailed";
         failure = opened;
       }
     }
     // Required TLS missing anywhere explains more than the last host's refusal.
-    return { failure: sawTls && failure.trouble !== "tls" ? { ...failure, trouble: "tls" as Trouble } : failure, last };
+    return { failure: sawTls ? asTlsFailure(failure) : failure, last };
   };
 
   const handle = async (job: DeliveryJob): Promise<Attempt> => {
@@ -224,10 +223,9 @@ const makeWorker = (options: SiteOptions, budget: ConnectionBudget): Worker => {
     const first = await openFirst(job);
     if ("failure" in first) {
       return {
-        results: everyone(job.recipients, "deferred", first.failure.reply),
+        results: everyone(job.recipients, first.failure),
         server: first.last ? `${first.last.host}[${first.last.ip}]` : job.route.domain,
         mx: first.last,
-        trouble: first.failure.trouble,
       };
     }
     connection = first.open;
