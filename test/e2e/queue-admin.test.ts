@@ -129,7 +129,7 @@ test("bounce by sender fails the entries now with a DSN; delete by domain remove
   const parsed = await simpleParser(dsn.body, { keepDeliveryStatus: true });
   const status = parsed.attachments.find((a) => a.contentType === "message/delivery-status")!.content.toString();
   assert.match(status, /Final-Recipient: rfc822; y@dead\.test\r\nAction: failed\r\nStatus: 5\.0\.0/);
-  assert.match(status, /Returned by the mail system administrator: cleanup after outage/);
+  assert.match(status, /Diagnostic-Code: x-tern; 5\.0\.0 returned by the mail system administrator: cleanup after outage\r\n/);
 
   const del = await queue("delete", "--domain", "dead.test");
   assert.equal(del.code, 0, del.stderr);
