@@ -59,10 +59,10 @@ export const Reply = Schema.TaggedStruct("Reply", {
 export type Reply = typeof Reply.Type;
 
 /** Local delivery: the owner node's mailbox committed the message. */
-export const Stored = Schema.TaggedStruct("Stored", { uid: Schema.String });
+const Stored = Schema.TaggedStruct("Stored", { uid: Schema.String });
 
 /** The domain could not be resolved for now (SERVFAIL, timeouts, resolver unreachable). Defers. */
-export const DnsTemporary = Schema.TaggedStruct("DnsTemporary", {
+const DnsTemporary = Schema.TaggedStruct("DnsTemporary", {
   domain: Schema.String,
   detail: Schema.String,
   rcode: Schema.optional(Schema.String),
@@ -70,7 +70,7 @@ export const DnsTemporary = Schema.TaggedStruct("DnsTemporary", {
 });
 
 /** The domain takes no mail (NXDOMAIN, null MX, no usable address). Fails. */
-export const DnsPermanent = Schema.TaggedStruct("DnsPermanent", {
+const DnsPermanent = Schema.TaggedStruct("DnsPermanent", {
   domain: Schema.String,
   reason: PermanentDnsReason,
   detail: Schema.String,
@@ -82,46 +82,46 @@ export const DnsPermanent = Schema.TaggedStruct("DnsPermanent", {
  * No MX host could be used: refused, reset, closed, or (with `reply`) the host refused
  * the connection in its greeting or its answer to EHLO. Defers.
  */
-export const ConnectionFailed = Schema.TaggedStruct("ConnectionFailed", {
+const ConnectionFailed = Schema.TaggedStruct("ConnectionFailed", {
   detail: Schema.String,
   reply: Schema.optional(Reply),
 });
 
 /** A host stopped answering (RFC 5321 §4.5.3.2 timeouts). Defers. */
-export const Timeout = Schema.TaggedStruct("Timeout", { detail: Schema.String });
+const Timeout = Schema.TaggedStruct("Timeout", { detail: Schema.String });
 
 /** TLS was required and not offered, or the handshake failed. Defers. */
-export const TlsFailed = Schema.TaggedStruct("TlsFailed", {
+const TlsFailed = Schema.TaggedStruct("TlsFailed", {
   detail: Schema.String,
   reply: Schema.optional(Reply),
 });
 
 /** The host broke the protocol (an answer that is no SMTP reply, or none where one was due). Defers. */
-export const ProtocolError = Schema.TaggedStruct("ProtocolError", {
+const ProtocolError = Schema.TaggedStruct("ProtocolError", {
   detail: Schema.String,
   reply: Schema.optional(Reply),
 });
 
 /** 8-bit or UTF-8 mail for a host without 8BITMIME or SMTPUTF8 that could not be converted. Fails. */
-export const ConversionFailed = Schema.TaggedStruct("ConversionFailed", {
+const ConversionFailed = Schema.TaggedStruct("ConversionFailed", {
   /** The extension the host lacked. */
   missing: Schema.Literals(["8BITMIME", "SMTPUTF8"]),
   detail: Schema.String,
 });
 
 /** The message is above the SIZE the host announced, so it was not sent. Fails. */
-export const TooLarge = Schema.TaggedStruct("TooLarge", { detail: Schema.String });
+const TooLarge = Schema.TaggedStruct("TooLarge", { detail: Schema.String });
 
 /** Local delivery: the mailbox's owner node could not be reached or did not take it. Defers. */
-export const MailboxUnavailable = Schema.TaggedStruct("MailboxUnavailable", {
+const MailboxUnavailable = Schema.TaggedStruct("MailboxUnavailable", {
   user: Schema.String,
   /** The mailbox error's tag (MailboxUnavailable, NotOwner, StoreError, …). */
   error: Schema.String,
   detail: Schema.String,
 });
 
-/** Local delivery: storing the message would take the user over their quota. Defers until expiry (then 5.2.2 territory). */
-export const MailboxFull = Schema.TaggedStruct("MailboxFull", {
+/** Local delivery: storing the message would take the user over their quota. Defers: the user may make room before the queue lifetime ends. */
+const MailboxFull = Schema.TaggedStruct("MailboxFull", {
   user: Schema.String,
   usedBytes: Schema.Number,
   quotaBytes: Schema.Number,
@@ -129,16 +129,16 @@ export const MailboxFull = Schema.TaggedStruct("MailboxFull", {
 });
 
 /** Local delivery: the owner node knows no such user (removed after the mail was accepted). Defers: the config may come back. */
-export const UnknownUser = Schema.TaggedStruct("UnknownUser", { user: Schema.String });
+const UnknownUser = Schema.TaggedStruct("UnknownUser", { user: Schema.String });
 
 /** The job waited in its site's queue past the limit and was not attempted (the site is too slow for its backlog). Defers. */
-export const QueueWaitExceeded = Schema.TaggedStruct("QueueWaitExceeded", { limitMs: Schema.Number });
+const QueueWaitExceeded = Schema.TaggedStruct("QueueWaitExceeded", { limitMs: Schema.Number });
 
 /** This node could not make the attempt (its delivery actor stopped or crashed). Defers. */
-export const Internal = Schema.TaggedStruct("Internal", { detail: Schema.String });
+const Internal = Schema.TaggedStruct("Internal", { detail: Schema.String });
 
 /** An operator failed the recipient (`tern queue bounce`). */
-export const Returned = Schema.TaggedStruct("Returned", { reason: Schema.optional(Schema.String) });
+const Returned = Schema.TaggedStruct("Returned", { reason: Schema.optional(Schema.String) });
 
 /** What an attempt got for one recipient: the next hop's reply, local storage, or a tagged failure. */
 export const RecipientResult = Schema.Union([
@@ -160,20 +160,19 @@ export const RecipientResult = Schema.Union([
   Returned,
 ]);
 export type RecipientResult = typeof RecipientResult.Type;
-export type Failure = Exclude<RecipientResult, { readonly _tag: "Reply" | "Stored" }>;
+/** What can go wrong with a connection before a reply decides. */
 export type ConnectionTrouble = typeof ConnectionFailed.Type | typeof Timeout.Type | typeof TlsFailed.Type | typeof ProtocolError.Type;
 
 // ---------------------------------------------------------------------------
 // The attempt record kept with a queue entry, shown by `tern queue show`
 
-export const RecipientRecord = Schema.Struct({
+const RecipientRecord = Schema.Struct({
   rcpt: Schema.String,
   status: RecipientStatus,
   result: RecipientResult,
   /** For every status but "delivered". */
   category: Schema.optional(BounceCategory),
 });
-export type RecipientRecord = typeof RecipientRecord.Type;
 
 /** One attempt: when, where, what each recipient got, and why the entry waits again. */
 export const AttemptRecord = Schema.Struct({

@@ -165,7 +165,7 @@ export const dsnStatus = (outcome: Pick<RecipientOutcome, "status" | "result">):
   outcome.status === "expired" ? "4.4.7" : enhancedStatus(outcome.result);
 
 /** Diagnostic-Code (RFC 3464 §2.3.6): `smtp` for a reply the remote MTA gave, `x-tern` for what this node saw. */
-export const diagnosticOf = (result: RecipientResult): NonNullable<DsnRecipient["diagnostic"]> => ({
+const diagnosticOf = (result: RecipientResult): NonNullable<DsnRecipient["diagnostic"]> => ({
   type: result._tag === "Reply" ? "smtp" : "x-tern",
   text: renderResult(result),
 });
