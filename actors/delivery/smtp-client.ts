@@ -149,7 +149,8 @@ const extensionsOf = (conn: SMTPConnection): string[] => {
 
 const openFailure = (error: SmtpError): OpenFailure => {
   const reply = error.response !== undefined ? parseReply(error.response) : undefined;
-  const detail = errorDetail(error);
+  // With a reply, the reply says why; the detail says where ("refused at the greeting").
+  const detail = reply ? `refused at ${error.command === undefined || error.command === "CONN" ? "the greeting" : error.command}` : errorDetail(error);
   if (error.code === "ETLS" || error.code === "EREQUIRETLS") return withReply({ _tag: "TlsFailed", detail }, reply);
   if (error.code === "ETIMEDOUT") return { _tag: "Timeout", detail };
   // A greeting that is no 220 (nodemailer's EPROTOCOL with the response) is the host refusing us.

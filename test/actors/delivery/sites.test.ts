@@ -9,7 +9,7 @@ import { makeClassifier } from "../../../actors/delivery/classify.ts";
 import { dsnParamsOf } from "../../../actors/delivery/dsn.ts";
 import { makeSites, type DeliveryJob, type SiteOptions } from "../../../actors/delivery/sites.ts";
 import { makeSupervisor } from "../../../actors/runtime/supervisor.ts";
-import { enhancedStatus, statusOfResult } from "../../../protocol/delivery.ts";
+import { enhancedStatus, renderResult, statusOfResult } from "../../../protocol/delivery.ts";
 import type { MailRoute } from "../../../protocol/route.ts";
 import type { RecipientAttempt } from "../../../actors/delivery/attempt.ts";
 import { SMTPServer } from "smtp-server";
@@ -109,6 +109,7 @@ test("a 4xx greeting sends delivery to the next MX; when every MX greets 4xx the
   assert.equal(refused._tag, "ConnectionFailed");
   assert.equal(refused._tag === "ConnectionFailed" ? refused.reply?.code : undefined, 421, "the greeting's reply is kept");
   assert.equal(enhancedStatus(refused), "4.3.2");
+  assert.equal(renderResult(refused), "4.3.2 connection failed: refused at the greeting; the host said: 421 4.3.2 busy, try another");
 });
 
 test("a connection dropped in the middle of DATA defers the message (never delivered, never failed); the next attempt delivers it once", async () => {
