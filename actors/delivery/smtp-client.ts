@@ -280,33 +280,42 @@ const orcptForNodemailer = (orcpt: string): string => {
   return semicolon === -1 ? decodeXtext(orcpt) : `${orcpt.slice(0, semicolon)};${decodeXtext(orcpt.slice(semicolon + 1))}`;
 };
 
-/** The host's reply to a command, parsed here once; text that is no SMTP reply is a protocol error. */
-const replyOf = (response: string | undefined, fallback: string): RecipientResult =>
-  parseReply(response ?? fallback) ?? { _tag: "ProtocolError", detail: `not an SMTP reply: ${JSON.stringify((response ?? fallback).slice(0, 200))}` };
+/**
+ * The host's reply to a command, parsed here once. When the text does not parse, the code
+ * nodemailer acted on still decides (a message it reports sent is delivered, never retried
+ * into a duplicate); without even that, it is a protocol error.
+ */
+const replyOf = (response: string | undefined, code: number | undefined, fallback: string): RecipientResult => {
+  const text = response ?? fallback;
+  const parsed = parseReply(text);
+  if (parsed) return parsed;
+  if (code !== undefined && code >= 200 && code < 600) return { _tag: "Reply", code, text: text.replace(/^\d+[ -]?/, "").replace(/\s*\r?\n\s*/g, " ").trim() };
+  return { _tag: "ProtocolError", detail: `not an SMTP reply: ${JSON.stringify(text.slice(0, 200))}` };
+};
 
 const fromSuccess = (
   recipients: ReadonlyArray<string>,
   info: { rejectedErrors?: SmtpError[] | undefined; response?: string | undefined },
 ): RecipientAttempt[] => {
   const rejected = new Map((info.rejectedErrors ?? []).map((e) => [e.recipient ?? "", e]));
-  const accepted = replyOf(info.response, "250");
+  const accepted = replyOf(info.response, 250, "250");
   return recipients.map((recipient) => {
     const error = rejected.get(recipient);
-    return { recipient, result: error ? replyOf(error.response, error.message) : accepted };
+    return { recipient, result: error ? replyOf(error.response, error.responseCode, error.message) : accepted };
   });
 };
 
 const fromError = (recipients: ReadonlyArray<string>, error: SmtpError, unanswered: boolean): TransactionOutcome => {
   // The host answered: per-recipient replies when it refused RCPTs, else one reply for all.
   if (error.responseCode !== undefined && error.response) {
-    const reply = replyOf(error.response, error.message);
+    const reply = replyOf(error.response, error.responseCode, error.message);
     if (error.responseCode === 421) return { results: [...everyone(recipients, reply)], closing: true };
     const perRecipient = new Map((error.rejectedErrors ?? []).map((e) => [e.recipient ?? "", e]));
     return {
       refused: true,
       results: recipients.map((recipient) => {
         const specific = perRecipient.get(recipient);
-        return { recipient, result: specific ? replyOf(specific.response, specific.message) : reply };
+        return { recipient, result: specific ? replyOf(specific.response, specific.responseCode, specific.message) : reply };
       }),
     };
   }
