@@ -51,7 +51,7 @@ while (written < total) {
         spool.accept({ id, sender: "bench@origin.bench", receivedAt: now - 60_000, body, routes: [{ route: { kind: "remote", domain: values.domain! }, recipients: [`r${written + n}@${values.domain}`] }] }),
       );
       // Deferred once already, due at some point in the coming `spread`.
-      const deferred: QueueEntry = { ...entry!, attempts: 1, nextAttemptAt: now + Math.floor(Math.random() * spreadMs), reason: "connection-failed", lastResult: "bench: filled as deferred" };
+      const deferred: QueueEntry = { ...entry!, attempts: 1, nextAttemptAt: now + Math.floor(Math.random() * spreadMs), reason: "connection-failed" };
       await Effect.runPromise(spool.settle(entry!, deferred, []));
     }),
   );

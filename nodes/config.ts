@@ -6,7 +6,7 @@ import { readFile } from "node:fs/promises";
 import { Cause, Exit, Schema } from "effect";
 import { isSafeToken } from "../protocol/subjects.ts";
 import { isPasswordHash, type UserRecord } from "./users.ts";
-import type { DeliveryConfig } from "../actors/delivery/outbound.ts";
+import type { DeliveryConfig } from "../actors/delivery/config.ts";
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
 const Positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1));

@@ -2,6 +2,7 @@
 import { parseArgs } from "node:util";
 import { connect } from "@nats-io/transport-node";
 import { askQueueAdmin, type NodeAnswer } from "../actors/queue/admin-client.ts";
+import { renderResult, type AttemptRecord } from "../protocol/delivery.ts";
 import type { EntryView, QueueAdminReply, QueueAdminRequest } from "../protocol/queue-admin.ts";
 import { makeSubjects } from "../protocol/subjects.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";
@@ -140,8 +141,19 @@ const render = (reply: QueueAdminReply): string => {
   }
 };
 
-const line = (e: EntryView) =>
-  `${e.id} ${e.queue}${e.suspended ? " (suspended)" : ""} from <${e.sender}> to ${e.recipients.join(",")} attempts=${e.attempts} next=${e.inFlight ? "in-flight" : time(e.nextAttemptAt)} reason=${e.reason}${e.lastResult ? ` last="${e.lastResult}"` : ""}`;
+const line = (e: EntryView) => {
+  const last = lastResult(e);
+  return `${e.id} ${e.queue}${e.suspended ? " (suspended)" : ""} from <${e.sender}> to ${e.recipients.join(",")} attempts=${e.attempts} next=${e.inFlight ? "in-flight" : time(e.nextAttemptAt)} reason=${e.reason}${last ? ` last="${last}"` : ""}`;
+};
+
+const hop = (a: AttemptRecord) => (a.mx ? `${a.mx}[${a.ip}]` : (a.via ?? ""));
+
+/** What the last attempt got for a recipient still waiting: "mx.example.org[192.0.2.1]: 451 4.3.0 try later". */
+const lastResult = (e: EntryView): string | undefined => {
+  const attempt = e.history?.at(-1);
+  const waiting = attempt?.results.find((r) => r.status !== "delivered") ?? attempt?.results[0];
+  return attempt && waiting ? `${hop(attempt)}: ${renderResult(waiting.result)}` : undefined;
+};
 
 const detail = (node: string, e: EntryView) =>
   [
@@ -149,7 +161,7 @@ const detail = (node: string, e: EntryView) =>
     `  queued ${time(e.createdAt)}`,
     ...(e.history ?? []).map(
       (a) =>
-        `  ${time(a.at)} ${a.mx ? `${a.mx}[${a.ip}]` : (a.via ?? "")}${a.requeued ? ` requeued: ${a.requeued}` : ""}\n` +
-        a.results.map((r) => `    ${r.rcpt} ${r.status}${r.category ? ` (${r.category})` : ""}: ${r.reply}`).join("\n"),
+        `  ${time(a.at)} ${hop(a)}${a.requeued ? ` requeued: ${a.requeued}` : ""}\n` +
+        a.results.map((r) => `    ${r.rcpt} ${r.status}${r.category ? ` (${r.category})` : ""}: ${renderResult(r.result)}`).join("\n"),
     ),
   ].join("\n");

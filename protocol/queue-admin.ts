@@ -2,6 +2,7 @@
 // node of the cluster at once, and their replies. A queue is a destination domain, or
 // `local:<user>` for a local mailbox.
 import { Schema } from "effect";
+import { AttemptRecord, WaitReason } from "./delivery.ts";
 
 const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0));
 const Limit = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 10_000 }));
@@ -30,17 +31,6 @@ export const QueueAdminRequest = Schema.Union([
 ]);
 export type QueueAdminRequest = typeof QueueAdminRequest.Type;
 
-const Status = Schema.Literals(["delivered", "deferred", "failed", "expired"]);
-
-export const AttemptView = Schema.Struct({
-  at: Schema.Number,
-  mx: Schema.optional(Schema.String),
-  ip: Schema.optional(Schema.String),
-  via: Schema.optional(Schema.String),
-  results: Schema.Array(Schema.Struct({ rcpt: Schema.String, status: Status, reply: Schema.String, category: Schema.optional(Schema.String) })),
-  requeued: Schema.optional(Schema.String),
-});
-
 export const EntryView = Schema.Struct({
   id: Schema.String,
   queue: Schema.String,
@@ -49,11 +39,11 @@ export const EntryView = Schema.Struct({
   createdAt: Schema.Number,
   attempts: Count,
   nextAttemptAt: Schema.Number,
-  reason: Schema.String,
-  lastResult: Schema.optional(Schema.String),
+  reason: WaitReason,
   inFlight: Schema.Boolean,
   suspended: Schema.Boolean,
-  history: Schema.optional(Schema.Array(AttemptView)),
+  /** The most recent attempts, oldest first (the spool's own records). */
+  history: Schema.optional(Schema.Array(AttemptRecord)),
 });
 export type EntryView = typeof EntryView.Type;
 

@@ -62,16 +62,14 @@ export class DnsPermanentFailure extends Schema.TaggedError<DnsPermanentFailure>
 export const ResolveFailure = Schema.Union([DnsTemporaryFailure, DnsPermanentFailure]);
 export type ResolveFailure = typeof ResolveFailure.Type;
 
-// RFC 7505 §4.2 asks for 556 5.1.10 on a null MX; RFC 3463 5.4.4 is "unable to route".
-const PERMANENT_REPLY: Record<PermanentDnsReason, string> = {
-  nxdomain: "550 5.1.2",
-  "null-mx": "556 5.1.10",
-  "no-address": "550 5.4.4",
-  "non-public-address": "550 5.4.4",
+// RFC 7505 §4.2 asks for 5.1.10 on a null MX; RFC 3463 5.1.2 is "bad destination system
+// address", 5.4.4 "unable to route".
+const PERMANENT_STATUS: Record<PermanentDnsReason, string> = {
+  nxdomain: "5.1.2",
+  "null-mx": "5.1.10",
+  "no-address": "5.4.4",
+  "non-public-address": "5.4.4",
 };
 
-/** The SMTP reply a recipient gets for a DNS failure: 4xx for temporary ones, so they defer. */
-export const dnsFailureReply = (failure: ResolveFailure): string =>
-  failure._tag === "DnsTemporaryFailure"
-    ? `451 4.4.3 ${failure.detail}`
-    : `${PERMANENT_REPLY[failure.reason ?? "nxdomain"]} ${failure.detail}`;
+/** The enhanced status (RFC 3463) a recipient fails with when its domain permanently takes no mail. */
+export const dnsFailureStatus = (reason: PermanentDnsReason): string => PERMANENT_STATUS[reason];

@@ -1,33 +1,26 @@
 // Bounce classification: every failure and deferral gets one category, so operators
 // (and events, and metrics) can tell a bad address from a block or a full mailbox.
 //
-// Order of evidence, most trusted first:
-//   1. what went wrong when no reply decided (TLS or DNS trouble);
-//   2. the operator's rules file (regular expressions over the reply text);
-//   3. a specific enhanced status code (RFC 3463), e.g. 5.1.1, 5.2.2, 5.3.4;
-//   4. built-in text patterns, because generic codes (x.0.0, x.7.0, x.7.1) are used for
+// A tagged failure says what happened by itself (DNS, TLS, a full mailbox…). A reply from
+// the next hop (also the one a host refused the connection with) is read in this order of
+// evidence, most trusted first:
+//   1. the operator's rules file (regular expressions over the reply's line);
+//   2. a specific enhanced status code (RFC 3463), e.g. 5.1.1, 5.2.2, 5.3.4;
+//   3. built-in text patterns, because generic codes (x.0.0, x.7.0, x.7.1) are used for
 //      anything from "rate limited" to "listed at Spamhaus";
-//   5. the generic enhanced code's subject, then "other".
+//   4. the generic enhanced code's subject, then "other".
 import { readFile } from "node:fs/promises";
 import { Effect, Schema } from "effect";
-import type { BounceCategory } from "../queue/entry.ts";
-import type { Trouble } from "./attempt.ts";
-import { parseReply, subjectDetail, type Reply } from "./reply.ts";
-
-export type { BounceCategory };
-
-export const bounceCategories: ReadonlyArray<BounceCategory> = ["bad-mailbox", "bad-domain", "policy", "quota", "rate-limited", "tls", "dns", "too-large", "other"];
-
-const Category = Schema.Literals(["bad-mailbox", "bad-domain", "policy", "quota", "rate-limited", "tls", "dns", "too-large", "other"]);
+import { BounceCategory, replyLine, subjectDetail, type RecipientResult, type Reply } from "../../protocol/delivery.ts";
 
 /** One rule of the rules file: `{"match": "mailbox is full", "category": "quota"}`. */
 const RuleFile = Schema.Array(
   Schema.Struct({
-    /** A JavaScript regular expression, matched against the whole reply (codes included). */
+    /** A JavaScript regular expression, matched against the whole reply on one line (codes included). */
     match: Schema.String,
     /** Regular expression flags; default "i". */
     flags: Schema.optional(Schema.String),
-    category: Category,
+    category: BounceCategory,
     /** Only replies of this class: "4" (deferrals) or "5" (bounces); default both. */
     class: Schema.optional(Schema.Literals(["4", "5"])),
   }),
@@ -101,14 +94,47 @@ const BUILT_IN: ReadonlyArray<Rule> = [
 
 const GENERIC_DETAILS = new Set(["0", "1"]);
 
-export type Classifier = (reply: string, trouble?: Trouble) => BounceCategory;
+export type Classifier = (result: RecipientResult) => BounceCategory;
 
-export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => (raw, trouble) => {
-  const reply = parseReply(raw);
-  if (trouble === "tls") return "tls";
-  // DNS trouble that may pass is "dns"; a definite answer (NXDOMAIN, null MX) is a bad domain, by its code.
-  if (trouble === "dns" && classOf(reply) !== "5") return "dns";
-  const matching = (list: ReadonlyArray<Rule>) => list.find((rule) => (!rule.class || classOf(reply) === rule.class) && rule.pattern.test(raw));
+export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => {
+  const classifyReply = replyClassifier(rules);
+  return (result) => {
+    switch (result._tag) {
+      case "Reply":
+        return classifyReply(result);
+      // A host that refused the connection in its greeting said why ("too many connections", "blocked").
+      case "ConnectionFailed":
+      case "ProtocolError":
+        return result.reply ? classifyReply(result.reply) : "other";
+      case "TlsFailed":
+        return "tls";
+      case "DnsTemporary":
+        return "dns";
+      case "DnsPermanent":
+        return "bad-domain";
+      case "MailboxFull":
+        return "quota";
+      case "UnknownUser":
+        return "bad-mailbox";
+      case "TooLarge":
+        return "too-large";
+      // The site's own queue is too long for its pace: hold the destination like a host that rate limits.
+      case "QueueWaitExceeded":
+        return "rate-limited";
+      case "Stored":
+      case "Timeout":
+      case "ConversionFailed":
+      case "MailboxUnavailable":
+      case "Internal":
+      case "Returned":
+        return "other";
+    }
+  };
+};
+
+const replyClassifier = (rules: ReadonlyArray<Rule>) => (reply: Reply): BounceCategory => {
+  const line = replyLine(reply);
+  const matching = (list: ReadonlyArray<Rule>) => list.find((rule) => (!rule.class || classOf(reply) === rule.class) && rule.pattern.test(line));
   const operator = matching(rules);
   if (operator) return operator.category;
   const enhanced = reply.enhanced ? subjectDetail(reply.enhanced) : undefined;
@@ -122,6 +148,6 @@ export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => (
 };
 
 const classOf = (reply: Reply): "4" | "5" | undefined => {
-  const first = reply.code !== undefined ? String(reply.code)[0] : undefined;
+  const first = String(reply.code)[0];
   return first === "4" || first === "5" ? first : undefined;
 };

@@ -2,9 +2,10 @@
 // Local entries go to the owner node's mailbox; remote ones are resolved, then handed
 // to the site's delivery actor. Only permanent answers fail a recipient; everything
 // else (DNS trouble, owner node down, 4xx, no connection) defers it.
-import { Effect } from "effect";
-import { dnsFailureReply, type DnsPermanentFailure, type DnsTemporaryFailure, type MailRoute } from "../../protocol/route.ts";
+import { Clock, Effect } from "effect";
+import type { RecipientResult } from "../../protocol/delivery.ts";
 import type { MailboxError } from "../../protocol/mailbox.ts";
+import type { DnsPermanentFailure, DnsTemporaryFailure, MailRoute, ResolveFailure } from "../../protocol/route.ts";
 import type { MailboxRouter } from "../mailbox/router.ts";
 import type { MessageRecord, QueueEntry } from "../queue/entry.ts";
 import { everyone, type Attempt } from "./attempt.ts";
@@ -30,15 +31,15 @@ const ROUTE_MEMO_ENTRIES = 10_000;
 const memoized = (resolve: DispatchDeps["resolve"]): DispatchDeps["resolve"] => {
   const memo = new Map<string, { readonly route: MailRoute; readonly until: number }>();
   return (domain) =>
-    Effect.suspend(() => {
+    Clock.clockWith((clock) => {
       const known = memo.get(domain);
-      if (known && known.until > Date.now()) return Effect.succeed(known.route);
+      if (known && known.until > clock.currentTimeMillisUnsafe()) return Effect.succeed(known.route);
       return resolve(domain).pipe(
         Effect.tap((route) =>
           Effect.sync(() => {
             memo.delete(domain);
             if (memo.size >= ROUTE_MEMO_ENTRIES) memo.delete(memo.keys().next().value!);
-            memo.set(domain, { route, until: Date.now() + ROUTE_MEMO_MS });
+            memo.set(domain, { route, until: clock.currentTimeMillisUnsafe() + ROUTE_MEMO_MS });
           }),
         ),
       );
@@ -61,18 +62,13 @@ const dispatchOne = (
   if (route.kind === "local") {
     const via = `mailbox/${route.user}`;
     return Effect.suspend(() => deps.mailboxes.deliver(route.user, entry.id, body())).pipe(
-      Effect.map((uid): Attempt => ({ server: via, results: everyone(entry.recipients, "delivered", `250 2.0.0 stored as uid ${uid}`) })),
-      Effect.catch((error) => Effect.succeed<Attempt>({ server: via, trouble: "mailbox", results: everyone(entry.recipients, "deferred", mailboxReply(error)) })),
+      Effect.map((uid): Attempt => ({ server: via, results: everyone(entry.recipients, { _tag: "Stored", uid }) })),
+      Effect.catch((error) => Effect.succeed<Attempt>({ server: via, results: everyone(entry.recipients, mailboxFailure(route.user, error)) })),
     );
   }
   return resolve(route.domain).pipe(
     Effect.matchEffect({
-      onFailure: (failure) =>
-        Effect.succeed<Attempt>({
-          server: "dns",
-          trouble: "dns",
-          results: everyone(entry.recipients, failure._tag === "DnsPermanentFailure" ? "failed" : "deferred", dnsFailureReply(failure)),
-        }),
+      onFailure: (failure) => Effect.succeed<Attempt>({ server: "dns", results: everyone(entry.recipients, dnsFailure(failure)) }),
       onSuccess: (mailRoute) =>
         deps.sites.deliver({
           route: mailRoute,
@@ -86,16 +82,39 @@ const dispatchOne = (
   );
 };
 
-/** Every mailbox trouble defers (the owner may be down, the user may make room); the text keeps the reason. */
-const mailboxReply = (error: MailboxError): string => {
+/** Every mailbox trouble defers (the owner may be down, the user may make room); the value keeps the reason. */
+const mailboxFailure = (user: string, error: MailboxError): RecipientResult => {
   switch (error._tag) {
     case "OverQuota":
-      return `452 4.2.2 mailbox full: ${error.detail}`;
+      return { _tag: "MailboxFull", user, usedBytes: error.usedBytes, quotaBytes: error.quotaBytes, messageBytes: error.messageBytes };
     case "UnknownUser":
-      return `450 4.1.1 no mailbox for ${error.user} on its owner node`;
+      return { _tag: "UnknownUser", user };
     default:
-      return `451 4.2.0 mailbox: ${error._tag}${"detail" in error && error.detail ? `: ${error.detail}` : ""}`;
+      return { _tag: "MailboxUnavailable", user, error: error._tag, detail: mailboxErrorDetail(error) };
   }
+};
+
+const mailboxErrorDetail = (error: MailboxError): string => {
+  switch (error._tag) {
+    case "NoSuchMessage":
+      return `no message ${error.uid}`;
+    case "NotOwner":
+      return `not the owner node (${error.node})`;
+    case "MaildropInUse":
+      return `in use by ${error.holder}`;
+    case "LockLost":
+      return "lock lost";
+    default:
+      return "detail" in error ? error.detail : error._tag;
+  }
+};
+
+/** Temporary DNS trouble defers; a definite answer (NXDOMAIN, null MX, no address) fails. */
+const dnsFailure = (failure: ResolveFailure): RecipientResult => {
+  const source = { ...(failure.rcode !== undefined ? { rcode: failure.rcode } : {}), ...(failure.server !== undefined ? { server: failure.server } : {}) };
+  return failure._tag === "DnsTemporaryFailure"
+    ? { _tag: "DnsTemporary", domain: failure.domain, detail: failure.detail, ...source }
+    : { _tag: "DnsPermanent", domain: failure.domain, reason: failure.reason ?? "nxdomain", detail: failure.detail, ...source };
 };
 
 /** A matcher for `delivery.requireTls`: exact domains, and ".example.org" for every subdomain. */

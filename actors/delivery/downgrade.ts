@@ -12,18 +12,18 @@ export const hasEightBit = (bytes: Uint8Array): boolean => {
 
 export const isAscii = (text: string): boolean => /^[\x00-\x7f]*$/.test(text);
 
-export type Downgrade = { readonly ok: true; readonly body: Buffer } | { readonly ok: false; readonly reply: string };
+export type Downgrade = { readonly ok: true; readonly body: Buffer } | { readonly ok: false; readonly detail: string };
 
-/** The message as 7-bit, or the reply the recipients fail with (RFC 3463 5.6.3: conversion required but not supported). */
+/** The message as 7-bit, or why it cannot be (the recipients fail with RFC 3463 5.6.3: conversion required but not supported). */
 export const downgradeTo7bit = (message: Uint8Array): Downgrade => {
   const bytes = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
   const end = headerSectionEnd(bytes);
   const header = bytes.subarray(0, end);
-  const unsupported = { ok: false, reply: "554 5.6.3 8-bit message for a host without 8BITMIME, and it cannot be converted" } as const;
-  if (hasEightBit(header)) return unsupported;
+  const unsupported = (detail: string) => ({ ok: false, detail }) as const;
+  if (hasEightBit(header)) return unsupported("8-bit header fields");
   const headerText = header.toString("latin1");
   const contentType = fieldValue(headerText, "content-type")?.toLowerCase() ?? "text/plain";
-  if (contentType.startsWith("multipart/") || contentType.startsWith("message/")) return unsupported;
+  if (contentType.startsWith("multipart/") || contentType.startsWith("message/")) return unsupported(`8-bit ${contentType.split(";")[0]} body`);
   const body = bytes.subarray(end);
   const encoded = wrapQp(encodeQp(body), 76).replace(/\r?\n/g, "\r\n");
   const kept = unfoldedFields(headerText).filter((field) => !/^content-transfer-encoding:/i.test(field));

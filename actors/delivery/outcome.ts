@@ -4,12 +4,21 @@
 //
 // Temporary trouble never bounces: a deferred recipient fails only once the entry is
 // older than the queue lifetime ("expired"), and then reports the last reply it got.
-import { HISTORY_LIMIT, type AttemptRecord, type BounceCategory, type QueueEntry, type RecipientStatus, type WaitReason } from "../queue/entry.ts";
+import {
+  enhancedStatus,
+  renderResult,
+  statusOfResult,
+  type AttemptRecord,
+  type BounceCategory,
+  type RecipientResult,
+  type RecipientStatus,
+  type WaitReason,
+} from "../../protocol/delivery.ts";
+import { HISTORY_LIMIT, type QueueEntry } from "../queue/entry.ts";
 import type { Attempt } from "./attempt.ts";
 import { retryDelayMs, type RetrySchedule } from "./backoff.ts";
 import type { Classifier } from "./classify.ts";
 import { wants, type DsnAction, type DsnParams, type DsnRecipient } from "./dsn.ts";
-import { parseReply, statusOf } from "./reply.ts";
 
 export interface OutcomePolicy {
   /** Queue lifetime: a recipient still deferred after this age fails ("expired"). */
@@ -23,7 +32,8 @@ export interface OutcomePolicy {
 export interface RecipientOutcome {
   readonly recipient: string;
   readonly status: RecipientStatus;
-  readonly reply: string;
+  /** What the attempt got; for "expired", the last thing it got. */
+  readonly result: RecipientResult;
   /** For every outcome but "delivered". */
   readonly category?: BounceCategory | undefined;
 }
@@ -55,16 +65,17 @@ export const decide = (
   dsn: DsnParams,
 ): Decision => {
   const expired = now >= expiresAt(entry, policy);
-  const outcomes = attempt.results.map((result): RecipientOutcome => {
-    const status: RecipientStatus = result.status === "deferred" && expired ? "expired" : result.status;
-    return { recipient: result.recipient, status, reply: result.reply, ...(status === "delivered" ? {} : { category: policy.classify(result.reply, attempt.trouble) }) };
+  const outcomes = attempt.results.map(({ recipient, result }): RecipientOutcome => {
+    const own = statusOfResult(result);
+    const status: RecipientStatus = own === "deferred" && expired ? "expired" : own;
+    return { recipient, status, result, ...(status === "delivered" ? {} : { category: policy.classify(result) }) };
   });
   const waiting = outcomes.filter((o) => o.status === "deferred");
-  const reason = waiting.length > 0 ? requeueReason(attempt, waiting) : undefined;
+  const reason = waiting.length > 0 ? requeueReason(waiting) : undefined;
   const record: AttemptRecord = {
     at: now,
     ...(attempt.mx ? { mx: attempt.mx.host, ip: attempt.mx.ip } : { via: attempt.server }),
-    results: outcomes.map((o) => ({ rcpt: o.recipient, status: o.status, reply: o.reply, ...(o.category ? { category: o.category } : {}) })),
+    results: outcomes.map((o) => ({ rcpt: o.recipient, status: o.status, result: o.result, ...(o.category ? { category: o.category } : {}) })),
     ...(reason ? { requeued: reason } : {}),
   };
   const delayDue = waiting.length > 0 && !entry.delayNotified && now - entry.createdAt >= policy.delayNoticeMs;
@@ -79,7 +90,6 @@ export const decide = (
           // The last attempt falls at the expiry time, so an entry never outlives it by a whole backoff.
           nextAttemptAt: Math.min(now + retryDelayMs(policy.retry, attempts, random), Math.max(expiresAt(entry, policy), now + 1)),
           reason: reason!,
-          lastResult: `${attempt.server}: ${waiting[0]!.reply}`,
           history: [...(entry.history ?? []), record].slice(-HISTORY_LIMIT),
           ...(delayDue ? { delayNotified: true } : {}),
         };
@@ -90,25 +100,27 @@ export const decide = (
     notices: notices(entry, attempt, outcomes, now, policy, dsn, delayDue),
     holdQueue: outcomes.some((o) => o.status !== "delivered" && o.category === "rate-limited")
       ? "rate-limited"
-      : attempt.trouble === "connection" || attempt.trouble === "timeout"
+      : outcomes.some((o) => o.result._tag === "ConnectionFailed" || o.result._tag === "Timeout")
         ? "unreachable"
         : undefined,
   };
 };
 
-const requeueReason = (attempt: Attempt, waiting: ReadonlyArray<RecipientOutcome>): WaitReason => {
+const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => {
   // A host that says "slow down" (even in its greeting) is rate limiting, whatever else broke.
   if (waiting.some((o) => o.category === "rate-limited")) return "rate-limited";
-  switch (attempt.trouble) {
-    case "connection":
-    case "timeout":
-    case "protocol":
+  switch (waiting[0]!.result._tag) {
+    case "ConnectionFailed":
+    case "Timeout":
+    case "ProtocolError":
       return "connection-failed";
-    case "tls":
+    case "TlsFailed":
       return "tls-unavailable";
-    case "dns":
+    case "DnsTemporary":
       return "dns-temporary";
-    case "mailbox":
+    case "MailboxUnavailable":
+    case "MailboxFull":
+    case "UnknownUser":
       return "mailbox-unavailable";
     default:
       return "temporary-reply";
@@ -124,21 +136,16 @@ const notices = (
   dsn: DsnParams,
   delayDue: boolean,
 ): Notice[] => {
-  const fromPeer = attempt.trouble === undefined && attempt.mx !== undefined;
-  const report = (o: RecipientOutcome, action: DsnAction): DsnRecipient => {
-    const reply = parseReply(o.reply);
-    return {
-      finalRecipient: o.recipient,
-      orcpt: dsn.recipient(o.recipient).orcpt,
-      action,
-      // RFC 3463 4.4.7: delivery time expired; the last reply stays in Diagnostic-Code.
-      status: o.status === "expired" ? "4.4.7" : o.status === "delivered" ? "2.0.0" : statusOf(reply, o.status === "failed" ? "5" : "4"),
-      remoteMta: attempt.mx?.host,
-      diagnostic: { type: fromPeer && reply.code !== undefined ? "smtp" : "x-tern", text: o.reply },
-      lastAttemptAt: now,
-      ...(action === "delayed" ? { willRetryUntil: expiresAt(entry, policy) } : {}),
-    };
-  };
+  const report = (o: RecipientOutcome, action: DsnAction): DsnRecipient => ({
+    finalRecipient: o.recipient,
+    orcpt: dsn.recipient(o.recipient).orcpt,
+    action,
+    status: dsnStatus(o),
+    remoteMta: attempt.mx?.host,
+    diagnostic: diagnosticOf(o.result),
+    lastAttemptAt: now,
+    ...(action === "delayed" ? { willRetryUntil: expiresAt(entry, policy) } : {}),
+  });
   const pick = (status: ReadonlyArray<RecipientStatus>, kind: "FAILURE" | "DELAY" | "SUCCESS") =>
     outcomes.filter((o) => status.includes(o.status) && wants(dsn.recipient(o.recipient).notify, kind));
   const failed = pick(["failed", "expired"], "FAILURE").map((o) => report(o, "failed"));
@@ -152,3 +159,13 @@ const notices = (
     ...(succeeded.length > 0 ? [{ action: successAction, recipients: succeeded }] : []),
   ];
 };
+
+/** RFC 3463 4.4.7 (delivery time expired) once expired, the last result staying in Diagnostic-Code; else the result's own status. */
+export const dsnStatus = (outcome: Pick<RecipientOutcome, "status" | "result">): string =>
+  outcome.status === "expired" ? "4.4.7" : enhancedStatus(outcome.result);
+
+/** Diagnostic-Code (RFC 3464 §2.3.6): `smtp` for a reply the remote MTA gave, `x-tern` for what this node saw. */
+const diagnosticOf = (result: RecipientResult): NonNullable<DsnRecipient["diagnostic"]> => ({
+  type: result._tag === "Reply" ? "smtp" : "x-tern",
+  text: renderResult(result),
+});

@@ -10,9 +10,9 @@ import { Clock, Deferred, Effect, Fiber, Schedule, Scope } from "effect";
 import type { MailRoute } from "../../protocol/route.ts";
 import { spawnActor, type ActorRef, type RestartPolicy } from "../runtime/actor.ts";
 import type { Supervisor } from "../runtime/supervisor.ts";
-import { everyone, type Attempt, type Trouble } from "./attempt.ts";
+import { everyone, type Attempt } from "./attempt.ts";
 import type { ConnectionBudget } from "./connections.ts";
-import { openConnection, sendOver, type Connection, type OpenFailure, type OutboundJob, type OutboundOptions, type TlsPolicy } from "./smtp-client.ts";
+import { asTlsFailure, openConnection, sendOver, type Connection, type OpenFailure, type OutboundJob, type OutboundOptions, type TlsPolicy } from "./smtp-client.ts";
 
 export interface DeliveryJob extends OutboundJob {
   readonly route: MailRoute;
@@ -107,7 +107,7 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
               return (queued: Queued) =>
                 Effect.flatMap(Clock.currentTimeMillis, (now) =>
                   now > queued.deadline
-                    ? Effect.succeed({ server: key, results: everyone(queued.job.recipients, "deferred", "451 4.4.5 the site's queue is too long, not attempted") })
+                    ? Effect.succeed({ server: key, results: everyone(queued.job.recipients, { _tag: "QueueWaitExceeded", limitMs: options.maxQueueWaitMs }) })
                     : slot.send(queued.job),
                 );
             }),
@@ -146,7 +146,7 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
     });
     const sweeper = yield* Effect.forkScoped(Effect.repeat(sweepIdle, Schedule.spaced(SWEEP_EVERY_MS)));
 
-    const deferAll = (job: DeliveryJob, reason: string): Attempt => ({ server: siteKey(job.route), results: everyone(job.recipients, "deferred", reason) });
+    const deferAll = (job: DeliveryJob, detail: string): Attempt => ({ server: siteKey(job.route), results: everyone(job.recipients, { _tag: "Internal", detail }) });
 
     const ask = (job: DeliveryJob) =>
       Effect.gen(function* () {
@@ -170,11 +170,11 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
     return {
       deliver: (job) =>
         Effect.suspend(() => {
-          if (stopped) return Effect.succeed(deferAll(job, "451 4.3.2 delivery is stopping"));
+          if (stopped) return Effect.succeed(deferAll(job, "delivery is stopping"));
           return ask(job).pipe(
             // A site actor stopped by the idle sweep between lookup and ask: a new one takes the job.
             Effect.catchTag("ActorStopped", () => ask(job)),
-            Effect.catch((error) => Effect.succeed(deferAll(job, `451 4.3.0 delivery actor: ${error._tag}`))),
+            Effect.catch((error) => Effect.succeed(deferAll(job, `delivery actor: ${error._tag}`))),
           );
         }),
       list: () => [...sites.entries()].map(([site, s]) => ({ site, connections: [...s.slots].filter((slot) => slot.connected()).length, queued: s.actor.load() })),
@@ -257,7 +257,6 @@ const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect
           results: sent.results,
           server: `${open.host}[${open.ip}]`,
           mx: { host: open.host, ip: open.ip },
-          trouble: sent.trouble,
           peerDsn: open.extensions.has("DSN"),
         } satisfies Attempt;
       });
@@ -273,17 +272,17 @@ const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect
           .then((release): Promise<Connection | OpenFailure> | OpenFailure => {
             if (!signal.aborted) return openConnection(target, options, tls, release, plaintextOnly, signal);
             release();
-            return { trouble: "connection", reply: "abandoned" };
+            return { _tag: "ConnectionFailed", detail: "abandoned" } satisfies OpenFailure;
           })
           .then((opened) => {
-            if (!("trouble" in opened)) adopt(opened);
+            if (!("_tag" in opened)) adopt(opened);
             return opened;
           }),
       );
 
     const openFirst = (job: DeliveryJob): Effect.Effect<{ open: Connection } | { failure: OpenFailure; last: { host: string; ip: string } | undefined }> =>
       Effect.gen(function* () {
-        let failure: OpenFailure = { trouble: "connection", reply: `no MX host of ${job.route.domain} has an address` };
+        let failure: OpenFailure = { _tag: "ConnectionFailed", detail: `no MX host of ${job.route.domain} has an address` };
         let last: { host: string; ip: string } | undefined;
         let sawTls = false;
         for (const host of job.route.hosts) {
@@ -291,14 +290,14 @@ const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect
             last = { host: host.name, ip };
             let opened = yield* openOne(last, job.tls, false);
             // Opportunistic TLS that fails in the handshake: this host gets the mail in plaintext, as Postfix does.
-            if ("trouble" in opened && opened.trouble === "tls" && job.tls === "opportunistic") opened = yield* openOne(last, job.tls, true);
-            if (!("trouble" in opened)) return { open: opened };
-            sawTls ||= opened.trouble === "tls";
+            if ("_tag" in opened && opened._tag === "TlsFailed" && job.tls === "opportunistic") opened = yield* openOne(last, job.tls, true);
+            if (!("_tag" in opened)) return { open: opened };
+            sawTls ||= opened._tag === "TlsFailed";
             failure = opened;
           }
         }
         // Required TLS missing anywhere explains more than the last host's refusal.
-        return { failure: sawTls && failure.trouble !== "tls" ? { ...failure, trouble: "tls" as Trouble } : failure, last };
+        return { failure: sawTls ? asTlsFailure(failure) : failure, last };
       });
 
     const send = (job: DeliveryJob): Effect.Effect<Attempt> =>
@@ -314,10 +313,9 @@ const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect
         const first = yield* openFirst(job);
         if ("failure" in first) {
           return {
-            results: everyone(job.recipients, "deferred", first.failure.reply),
+            results: everyone(job.recipients, first.failure),
             server: first.last ? `${first.last.host}[${first.last.ip}]` : job.route.domain,
             mx: first.last,
-            trouble: first.failure.trouble,
           } satisfies Attempt;
         }
         return yield* finish(first.open, yield* sendOn(first.open, job));

@@ -5,9 +5,13 @@
 // greeting or EHLO, or (when TLS is required) no STARTTLS; once a host has taken MAIL
 // FROM, its replies decide each recipient's outcome and no other host is tried, so a
 // message is never sent twice because a connection broke in the middle of DATA.
+//
+// Replies are parsed here, where they arrive, into Reply values; trouble without a reply
+// becomes a tagged failure. Nothing later reads reply text.
 import SMTPConnection from "nodemailer/lib/smtp-connection";
-import type { RecipientResult } from "../queue/entry.ts";
-import { everyone, type Trouble } from "./attempt.ts";
+import type { ConnectionTrouble, RecipientResult, Reply } from "../../protocol/delivery.ts";
+import { parseReply } from "../../protocol/smtp-reply.ts";
+import { everyone, type RecipientAttempt } from "./attempt.ts";
 import type { DsnParams } from "./dsn.ts";
 import { decodeXtext } from "./dsn.ts";
 import { downgradeTo7bit, hasEightBit, isAscii } from "./downgrade.ts";
@@ -51,7 +55,8 @@ export interface Connection {
 
 export type TlsPolicy = "require" | "opportunistic";
 
-export type OpenFailure = { readonly trouble: Trouble; readonly reply: string };
+/** Why a connection could not be opened (or broke): no reply decided, so the recipients wait. */
+export type OpenFailure = ConnectionTrouble;
 
 interface SmtpError extends Error {
   code?: string;
@@ -110,7 +115,7 @@ export const openConnection = (
       else onClosed();
       if (!settled) {
         settled = true;
-        resolve({ trouble: "connection", reply: "connection closed before the greeting" });
+        resolve({ _tag: "ConnectionFailed", detail: "connection closed before the greeting" });
       }
     });
     conn.connect(() => {
@@ -146,15 +151,29 @@ const extensionsOf = (conn: SMTPConnection): string[] => {
 };
 
 const openFailure = (error: SmtpError): OpenFailure => {
-  const trouble: Trouble = error.code === "ETLS" || error.code === "EREQUIRETLS" ? "tls" : error.code === "ETIMEDOUT" ? "timeout" : error.code === "EPROTOCOL" && !error.response ? "protocol" : "connection";
-  return { trouble, reply: error.response ?? `${error.originalCode ?? error.code ?? "ERROR"}: ${error.message}` };
+  const reply = error.response !== undefined ? parseReply(error.response) : undefined;
+  // With a reply, the reply says why; the detail says where ("refused at the greeting").
+  const detail = reply ? `refused at ${error.command === undefined || error.command === "CONN" ? "the greeting" : error.command}` : errorDetail(error);
+  if (error.code === "ETLS" || error.code === "EREQUIRETLS") return withReply({ _tag: "TlsFailed", detail }, reply);
+  if (error.code === "ETIMEDOUT") return { _tag: "Timeout", detail };
+  // A greeting that is no 220 (nodemailer's EPROTOCOL with the response) is the host refusing us.
+  if (error.code === "EPROTOCOL" && !reply) return { _tag: "ProtocolError", detail };
+  return withReply({ _tag: "ConnectionFailed", detail }, reply);
 };
+
+/** "ECONNREFUSED: connect ECONNREFUSED 192.0.2.1:25": the system's code first, when there is one. */
+const errorDetail = (error: SmtpError): string => `${error.originalCode ?? error.code ?? "ERROR"}: ${error.message}`;
+
+const withReply = <F extends { readonly detail: string }>(failure: F, reply: Reply | undefined): F & { readonly reply?: Reply } =>
+  reply ? { ...failure, reply } : failure;
+
+/** Required TLS missing on some host explains more than the last host's refusal. */
+export const asTlsFailure = (failure: OpenFailure): OpenFailure =>
+  failure._tag === "TlsFailed" ? failure : { _tag: "TlsFailed", detail: `TLS required and not available on some MX host; the last one: ${failure.detail}`, ...("reply" in failure && failure.reply ? { reply: failure.reply } : {}) };
 
 /** What a message's transactions on one connection came to. */
 export interface Sent {
-  readonly results: ReadonlyArray<RecipientResult>;
-  /** No reply decided (the connection broke or timed out): results are all deferrals. */
-  readonly trouble?: Trouble | undefined;
+  readonly results: ReadonlyArray<RecipientAttempt>;
   /** The connection broke before the first MAIL FROM was answered: a reused connection gone stale, safe to retry elsewhere. */
   readonly stale: boolean;
   /** The connection can carry the next message. */
@@ -167,26 +186,26 @@ export const sendOver = async (connection: Connection, job: OutboundJob, options
   const original = job.body();
   const utf8 = !isAscii(job.sender) || job.recipients.some((r) => !isAscii(r));
   if (utf8 && !connection.extensions.has("SMTPUTF8")) {
-    return { results: everyone(job.recipients, "failed", "553 5.6.7 UTF-8 addresses for a host without SMTPUTF8"), trouble: "conversion", stale: false, reusable: true };
+    return { results: everyone(job.recipients, { _tag: "ConversionFailed", missing: "SMTPUTF8", detail: "UTF-8 addresses" }), stale: false, reusable: true };
   }
   let body = Buffer.from(original.buffer, original.byteOffset, original.byteLength);
   const eightBit = hasEightBit(body);
   if (eightBit && !connection.extensions.has("8BITMIME") && !utf8) {
     const converted = downgradeTo7bit(body);
-    if (!converted.ok) return { results: everyone(job.recipients, "failed", converted.reply), trouble: "conversion", stale: false, reusable: true };
+    if (!converted.ok) return { results: everyone(job.recipients, { _tag: "ConversionFailed", missing: "8BITMIME", detail: converted.detail }), stale: false, reusable: true };
     body = converted.body;
   }
-  const results: RecipientResult[] = [];
+  const results: RecipientAttempt[] = [];
   const groups = transactionsOf(job, options.maxRecipientsPerTransaction);
   // A transaction that ended in a 250 needs no RSET before the next MAIL (RFC 5321 §4.1.1.5); one refused part way does.
   let needsReset = false;
   for (const [n, group] of groups.entries()) {
-    if (needsReset && !(await reset(conn))) return brokeOff(results, groups.slice(n), { trouble: "connection", reply: "connection lost between transactions" }, false);
+    if (needsReset && !(await reset(conn))) return brokeOff(results, groups.slice(n), { _tag: "ConnectionFailed", detail: "connection lost between transactions" }, false);
     const outcome = await transaction(conn, group, job, body, eightBit);
     if ("broken" in outcome) return brokeOff(results, groups.slice(n), outcome.broken, n === 0 && connection.sent > 0 && outcome.beforeMail);
     results.push(...outcome.results);
     // 421: the host answered, and is closing the connection (RFC 5321 §3.8); the rest wait for next time.
-    if (outcome.closing) return { results: [...results, ...everyone(groups.slice(n + 1).flatMap((g) => g.recipients), "deferred", outcome.results[0]!.reply)], stale: false, reusable: false };
+    if (outcome.closing) return { results: [...results, ...everyone(groups.slice(n + 1).flatMap((g) => g.recipients), outcome.results[0]!.result)], stale: false, reusable: false };
     needsReset = outcome.refused === true;
   }
   connection.sent++;
@@ -196,9 +215,8 @@ export const sendOver = async (connection: Connection, job: OutboundJob, options
 
 const reset = (conn: SMTPConnection) => new Promise<boolean>((resolve) => conn.reset((error) => resolve(!error)));
 
-const brokeOff = (done: RecipientResult[], rest: ReadonlyArray<Group>, failure: OpenFailure, stale: boolean): Sent => ({
-  results: [...done, ...everyone(rest.flatMap((g) => g.recipients), "deferred", failure.reply)],
-  trouble: failure.trouble,
+const brokeOff = (done: RecipientAttempt[], rest: ReadonlyArray<Group>, failure: OpenFailure, stale: boolean): Sent => ({
+  results: [...done, ...everyone(rest.flatMap((g) => g.recipients), failure)],
   stale,
   reusable: false,
 });
@@ -233,7 +251,7 @@ export const transactionsOf = (job: OutboundJob, limit: number): Group[] => {
 
 type TransactionOutcome =
   /** `refused`: the host refused the transaction part way (MAIL, every RCPT, DATA): RSET before the next one. */
-  | { readonly results: RecipientResult[]; readonly closing?: boolean; readonly refused?: boolean }
+  | { readonly results: RecipientAttempt[]; readonly closing?: boolean; readonly refused?: boolean }
   | { readonly broken: OpenFailure; readonly beforeMail: boolean };
 
 const transaction = (conn: SMTPConnection, group: Group, job: OutboundJob, body: Buffer, eightBit: boolean): Promise<TransactionOutcome> =>
@@ -265,39 +283,58 @@ const orcptForNodemailer = (orcpt: string): string => {
   return semicolon === -1 ? decodeXtext(orcpt) : `${orcpt.slice(0, semicolon)};${decodeXtext(orcpt.slice(semicolon + 1))}`;
 };
 
-const statusOfCode = (code: number | undefined): "deferred" | "failed" => (code !== undefined && code >= 500 && code < 600 ? "failed" : "deferred");
+/**
+ * The host's reply to a command, parsed here once. When the text does not parse, the code
+ * nodemailer acted on still decides (a message it reports sent is delivered, never retried
+ * into a duplicate); without even that, it is a protocol error.
+ */
+const replyOf = (response: string | undefined, code: number | undefined, fallback: string): RecipientResult => {
+  const text = response ?? fallback;
+  const parsed = parseReply(text);
+  if (parsed) return parsed;
+  if (code !== undefined && code >= 200 && code < 600) return { _tag: "Reply", code, text: text.replace(/^\d+[ -]?/, "").replace(/\s*\r?\n\s*/g, " ").trim() };
+  return { _tag: "ProtocolError", detail: `not an SMTP reply: ${JSON.stringify(text.slice(0, 200))}` };
+};
 
 const fromSuccess = (
   recipients: ReadonlyArray<string>,
   info: { rejectedErrors?: SmtpError[] | undefined; response?: string | undefined },
-): RecipientResult[] => {
+): RecipientAttempt[] => {
   const rejected = new Map((info.rejectedErrors ?? []).map((e) => [e.recipient ?? "", e]));
+  const accepted = replyOf(info.response, 250, "250");
   return recipients.map((recipient) => {
     const error = rejected.get(recipient);
-    return error
-      ? { recipient, status: statusOfCode(error.responseCode), reply: error.response ?? error.message }
-      : { recipient, status: "delivered", reply: info.response ?? "250" };
+    return { recipient, result: error ? replyOf(error.response, error.responseCode, error.message) : accepted };
   });
 };
 
 const fromError = (recipients: ReadonlyArray<string>, error: SmtpError, unanswered: boolean): TransactionOutcome => {
   // The host answered: per-recipient replies when it refused RCPTs, else one reply for all.
   if (error.responseCode !== undefined && error.response) {
-    if (error.responseCode === 421) return { results: [...everyone(recipients, "deferred", error.response)], closing: true };
+    const reply = replyOf(error.response, error.responseCode, error.message);
+    if (error.responseCode === 421) return { results: [...everyone(recipients, reply)], closing: true };
     const perRecipient = new Map((error.rejectedErrors ?? []).map((e) => [e.recipient ?? "", e]));
     return {
       refused: true,
       results: recipients.map((recipient) => {
-        const specific = perRecipient.get(recipient) ?? error;
-        return { recipient, status: statusOfCode(specific.responseCode), reply: specific.response ?? specific.message } as RecipientResult;
+        const specific = perRecipient.get(recipient);
+        return { recipient, result: specific ? replyOf(specific.response, specific.responseCode, specific.message) : reply };
       }),
     };
   }
   // nodemailer refuses locally a message above the SIZE the host announced.
   if (error.code === "EMESSAGE" && error.command === "MAIL FROM") {
-    return { results: [...everyone(recipients, "failed", `552 5.3.4 ${error.message}`)], refused: true };
+    return { results: [...everyone(recipients, { _tag: "TooLarge", detail: error.message })], refused: true };
   }
   // No reply to judge: the connection broke, timed out or the host spoke nonsense. Never delivered.
-  const trouble: Trouble = error.code === "ETIMEDOUT" ? "timeout" : error.code === "EPROTOCOL" ? "protocol" : error.code === "ETLS" ? "tls" : "connection";
-  return { broken: { trouble, reply: `${error.originalCode ?? error.code ?? "ERROR"}: ${error.message}` }, beforeMail: unanswered };
+  const detail = errorDetail(error);
+  const broken: OpenFailure =
+    error.code === "ETIMEDOUT"
+      ? { _tag: "Timeout", detail }
+      : error.code === "EPROTOCOL"
+        ? { _tag: "ProtocolError", detail }
+        : error.code === "ETLS"
+          ? { _tag: "TlsFailed", detail }
+          : { _tag: "ConnectionFailed", detail };
+  return { broken, beforeMail: unanswered };
 };

@@ -13,7 +13,7 @@ import type { Subjects } from "../../protocol/subjects.ts";
 import { everyone } from "../delivery/attempt.ts";
 import type { Scheduler } from "../delivery/scheduler.ts";
 import { serveEndpoint, type Endpoint } from "../runtime/remote.ts";
-import { queueOf, type QueueEntry } from "./entry.ts";
+import { historyOf, queueOf, type QueueEntry } from "./entry.ts";
 import type { Selection, Spool } from "./spool.ts";
 
 export const queueAdminEndpoint: Endpoint<QueueAdminRequest, QueueAdminReply, QueueAdminError> = {
@@ -59,10 +59,9 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
     attempts: entry.attempts,
     nextAttemptAt: entry.nextAttemptAt,
     reason: entry.reason,
-    ...(entry.lastResult !== undefined ? { lastResult: entry.lastResult } : {}),
     inFlight: scheduler.isInFlight(entry.id),
     suspended: spool.isSuspended(queueOf(entry.route)),
-    ...(entry.history ? { history: entry.history } : {}),
+    ...(entry.history ? { history: historyOf(entry) } : {}),
   });
   const selection = (r: { queue?: string | undefined; sender?: string | undefined }): Selection => ({ queue: r.queue?.toLowerCase(), sender: r.sender });
   const needsSelection = (r: { queue?: string | undefined; sender?: string | undefined }): Effect.Effect<void, QueueAdminError> =>
@@ -114,12 +113,12 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
         })),
       );
     case "Bounce": {
-      const reply = `554 5.0.0 Returned by the mail system administrator${request.reason ? `: ${request.reason.replace(/[\r\n]+/g, " ")}` : ""}`;
+      const returned = { _tag: "Returned" as const, ...(request.reason ? { reason: request.reason.replace(/[\r\n]+/g, " ") } : {}) };
       return needsSelection(request).pipe(
         Effect.flatMap(() =>
           walkChanging(deps, selection(request), (page, tally) =>
             Effect.forEach(page, (entry) =>
-              stored(scheduler.recordNow(entry, { server: "admin", results: everyone(entry.recipients, "failed", reply) })).pipe(
+              stored(scheduler.recordNow(entry, { server: "admin", results: everyone(entry.recipients, returned) })).pipe(
                 Effect.map((recorded) => {
                   if (!recorded) return void tally.skipped++;
                   tally.entries++;

@@ -1,57 +1,20 @@
 // What the node's durable queue holds. One message is stored once; each next hop
 // (a remote domain, or a local user's mailbox) gets its own queue entry, so each can
 // succeed, defer or fail on its own.
+import type { AttemptRecord, BounceCategory, RecipientStatus, WaitReason } from "../../protocol/delivery.ts";
+import { parseReply } from "../../protocol/smtp-reply.ts";
 
 /** Where a queue entry goes next. */
 export type Route =
   | { readonly kind: "remote"; readonly domain: string }
   | { readonly kind: "local"; readonly user: string };
 
-/**
- * Why the entry is (again) waiting: KumoMTA-style requeue reasons, kept for operators.
- * "deferred" and "dispatch-failed" are older, generic spellings still found in spools.
- */
-export type WaitReason =
-  | "received"
-  | "deferred"
-  | "dispatch-failed"
-  /** The next hop answered 4xx. */
-  | "temporary-reply"
-  /** No MX host could be reached: refused, timed out, closed, 4xx/5xx greeting. */
-  | "connection-failed"
-  | "dns-temporary"
-  /** TLS is required for the domain and the host did not offer it (or the handshake failed). */
-  | "tls-unavailable"
-  | "rate-limited"
-  /** Local delivery: the mailbox's owner node did not take it (down, busy, over quota). */
-  | "mailbox-unavailable"
-  /** The operator asked for an attempt now (`tern queue retry`). */
-  | "retry-now"
-  /** The operator resumed the entry's suspended queue. */
-  | "resumed";
+/** An attempt record as a spool may hold it: the current shape, or one written before results were values. */
+export type StoredAttemptRecord = AttemptRecord | LegacyAttemptRecord;
 
-/** How one recipient came out of one attempt. "expired" is a deferral past the queue lifetime. */
-export type RecipientStatus = "delivered" | "deferred" | "failed" | "expired";
-
-/** Failure classes for bounces and deferrals (see actors/delivery/classify.ts). */
-export type BounceCategory = "bad-mailbox" | "bad-domain" | "policy" | "quota" | "rate-limited" | "tls" | "dns" | "too-large" | "other";
-
-/** One attempt, as kept with its entry: when, where, what each recipient got, and why it waits again. */
-export interface AttemptRecord {
-  readonly at: number;
-  /** The MX host name and address that answered, or the last one tried when none did. */
-  readonly mx?: string;
-  readonly ip?: string;
-  /** The next hop when it was not an MX: "dns" (resolution failed), "mailbox/<user>". */
-  readonly via?: string;
-  readonly results: ReadonlyArray<{
-    readonly rcpt: string;
-    readonly status: RecipientStatus;
-    readonly reply: string;
-    readonly category?: BounceCategory;
-  }>;
-  /** Set when recipients are left: why the entry waits again. */
-  readonly requeued?: WaitReason;
+/** Attempt records written by Tern before typed results: each recipient's reply as text. */
+export interface LegacyAttemptRecord extends Omit<AttemptRecord, "results"> {
+  readonly results: ReadonlyArray<{ readonly rcpt: string; readonly status: RecipientStatus; readonly reply: string; readonly category?: BounceCategory }>;
 }
 
 export interface QueueEntry {
@@ -67,10 +30,11 @@ export interface QueueEntry {
   readonly attempts: number;
   readonly nextAttemptAt: number;
   readonly reason: WaitReason;
-  /** The last reply or error seen for this entry, for `tern queue` and logs. */
-  readonly lastResult?: string;
-  /** The most recent attempts (at most HISTORY_LIMIT; `attempts` counts them all). */
-  readonly history?: ReadonlyArray<AttemptRecord>;
+  /**
+   * The most recent attempts (at most HISTORY_LIMIT; `attempts` counts them all), oldest
+   * first. Copied as stored on each attempt; read through `historyOf`.
+   */
+  readonly history?: ReadonlyArray<StoredAttemptRecord>;
   /** A delay notice (RFC 3464 "delayed") went out for this entry; it is sent once. */
   readonly delayNotified?: boolean;
 }
@@ -89,12 +53,6 @@ export interface MessageRecord {
   readonly attributes?: Readonly<Record<string, unknown>>;
 }
 
-/** What happened to each recipient in one attempt. */
-export type RecipientResult =
-  | { readonly recipient: string; readonly status: "delivered"; readonly reply: string }
-  | { readonly recipient: string; readonly status: "deferred"; readonly reply: string }
-  | { readonly recipient: string; readonly status: "failed"; readonly reply: string };
-
 export const newMessageId = (now: number): string =>
   `${now.toString(36).padStart(9, "0")}${Math.floor(Math.random() * 36 ** 8).toString(36).padStart(8, "0")}`.toUpperCase();
 
@@ -107,3 +65,29 @@ export const queueOf = (route: Route): string => (route.kind === "remote" ? rout
 
 /** When the message behind a queue id arrived: ids start with the arrival time in base 36. */
 export const arrivalOf = (id: string): number => parseInt(id.slice(0, 9), 36);
+
+/**
+ * The entry's attempts in the current shape. Spools written before results were values
+ * keep a reply string per recipient; it is read here into a Reply, only where history is
+ * shown (queue administration), so the delivery path never pays for it. Those versions
+ * wrote DNS, mailbox and admin outcomes as SMTP-shaped text too; the only text that is no
+ * reply came from connection trouble (ECONNREFUSED, timeouts, TLS), hence ConnectionFailed.
+ */
+export const historyOf = (entry: QueueEntry): ReadonlyArray<AttemptRecord> => (entry.history ?? []).map(upgradeRecord);
+
+const upgradeRecord = (record: StoredAttemptRecord): AttemptRecord =>
+  record.results.every((r) => "result" in r)
+    ? (record as AttemptRecord)
+    : {
+        ...record,
+        results: record.results.map((r) =>
+          "reply" in r
+            ? {
+                rcpt: r.rcpt,
+                status: r.status,
+                result: parseReply(r.reply) ?? { _tag: "ConnectionFailed", detail: r.reply },
+                ...(r.category ? { category: r.category } : {}),
+              }
+            : r,
+        ),
+      };

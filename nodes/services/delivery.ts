@@ -11,7 +11,7 @@ import { makeConnectionBudget } from "../../actors/delivery/connections.ts";
 import { domainMatcher, makeDispatch } from "../../actors/delivery/dispatch.ts";
 import { makeNotices } from "../../actors/delivery/notices.ts";
 import { makeClassifier } from "../../actors/delivery/classify.ts";
-import { registerDeliveryGauges, reporter, routeOf } from "../../actors/delivery/outbound.ts";
+import { registerDeliveryGauges, reporter, routeOf } from "../../actors/delivery/report.ts";
 import { makeScheduler, type Scheduler as SchedulerShape } from "../../actors/delivery/scheduler.ts";
 import { makeSites, type Sites as SitesShape } from "../../actors/delivery/sites.ts";
 import { serveQueueAdmin } from "../../actors/queue/admin.ts";

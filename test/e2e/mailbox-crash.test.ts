@@ -64,7 +64,7 @@ test("one node: killed after the mailbox commit, restarted, it redelivers into t
 
   const node = await start(config);
   const delivered = await node.waitForEvent("recipient.delivered", { msg: id });
-  assert.match(String(delivered.reply), /^250 2\.0\.0 stored as uid \d+\.1$/);
+  assert.match(String(delivered.reply), /^2\.0\.0 stored as uid \d+\.1$/);
   assert.equal(await metric(node, "tern_mailbox_duplicate_deliveries_total"), 1);
   assert.equal(await metric(node, "tern_mailbox_messages_stored_total"), 0, "the redelivery stored nothing new");
 
@@ -90,7 +90,7 @@ test("two nodes: the owner dies after committing, the sender's ask times out and
   ]);
   const id = await send(a, "alice@example.test", raw("pair"));
   const deferred = await a.waitForEvent("recipient.deferred", { msg: id });
-  assert.match(String(deferred.reply), /^4\d\d 4\.\d\.\d mailbox: MailboxUnavailable: /);
+  assert.match(String(deferred.reply), /^4\.\d\.\d mailbox of \S+ unavailable: MailboxUnavailable: /);
   await doomedB.kill("SIGKILL"); // already dead; waits for the exit
 
   const b = await start(configB);

@@ -46,7 +46,8 @@ test("over quota defers with 4.2.2 and keeps the mail queued; deleting mail lets
 
   const second = await send(message("second"));
   const deferred = await node.waitForEvent("recipient.deferred", { msg: second });
-  assert.match(String(deferred.reply), /^452 4\.2\.2 mailbox full: \d+ of 4000 bytes used, message is \d+$/);
+  assert.equal(deferred.dsn, "4.2.2");
+  assert.match(String(deferred.reply), /^4\.2\.2 mailbox full: \d+ of 4000 bytes used, message is \d+$/);
   // It keeps waiting (retried, deferred again), never bounced.
   await eventually(() => (node.events("recipient.deferred").filter((e) => e.msg === second).length >= 2 ? true : undefined), 10_000, "a retry");
   assert.equal(node.events("recipient.failed").length, 0);

@@ -104,8 +104,8 @@ test("show lists every attempt with host, address, reply and requeue reason; ret
   assert.equal(shown.entry.reason, "temporary-reply");
   assert.ok(shown.entry.nextAttemptAt > Date.now() + 30 * 60_000, "the next attempt is far away");
   assert.deepEqual(
-    { mx: shown.entry.history[0].mx, ip: shown.entry.history[0].ip, requeued: shown.entry.history[0].requeued, reply: shown.entry.history[0].results[0].reply },
-    { mx: "mx.flaky.test", ip: "127.0.0.1", requeued: "temporary-reply", reply: "451 4.3.0 not now" },
+    { mx: shown.entry.history[0].mx, ip: shown.entry.history[0].ip, requeued: shown.entry.history[0].requeued, result: shown.entry.history[0].results[0].result },
+    { mx: "mx.flaky.test", ip: "127.0.0.1", requeued: "temporary-reply", result: { _tag: "Reply", code: 451, enhanced: "4.3.0", text: "not now" } },
   );
   const text = await queue("show", `${queueId}.0`);
   assert.match(text.stdout, /mx\.flaky\.test\[127\.0\.0\.1\] requeued: temporary-reply\n\s+x@flaky\.test deferred \(other\): 451 4\.3\.0 not now/);
@@ -129,7 +129,7 @@ test("bounce by sender fails the entries now with a DSN; delete by domain remove
   const parsed = await simpleParser(dsn.body, { keepDeliveryStatus: true });
   const status = parsed.attachments.find((a) => a.contentType === "message/delivery-status")!.content.toString();
   assert.match(status, /Final-Recipient: rfc822; y@dead\.test\r\nAction: failed\r\nStatus: 5\.0\.0/);
-  assert.match(status, /Returned by the mail system administrator: cleanup after outage/);
+  assert.match(status, /Diagnostic-Code: x-tern; 5\.0\.0 returned by the mail system administrator: cleanup after outage\r\n/);
 
   const del = await queue("delete", "--domain", "dead.test");
   assert.equal(del.code, 0, del.stderr);

@@ -102,7 +102,8 @@ test("a 4xx defers the message and a later attempt delivers it", async () => {
 test("a domain that does not exist fails permanently instead of waiting", async () => {
   const queueId = await send({ from: "a@example.test", to: ["x@nowhere.test"] }, "Subject: nx\r\n\r\nx\r\n");
   const failed = await node.waitForEvent("recipient.failed", { msg: queueId });
-  assert.match(String(failed.reply), /^550 5\.1\.2/);
+  assert.equal(failed.dsn, "5.1.2");
+  assert.match(String(failed.reply), /^5\.1\.2 DNS: /);
 });
 
 test("the null sender is relayed as MAIL FROM:<>", async () => {

@@ -8,6 +8,8 @@ import { composeDsn, dsnParamsOf, mustNotNotify, wants } from "../../../actors/d
 import { decide, type OutcomePolicy } from "../../../actors/delivery/outcome.ts";
 import type { Attempt } from "../../../actors/delivery/attempt.ts";
 import { HISTORY_LIMIT, type QueueEntry } from "../../../actors/queue/entry.ts";
+import type { Reply } from "../../../protocol/delivery.ts";
+import { parseReply } from "../../../protocol/smtp-reply.ts";
 
 const HOUR = 3_600_000;
 const policy: OutcomePolicy = { maxAgeMs: 120 * HOUR, delayNoticeMs: 4 * HOUR, retry: { baseMs: 60_000, maxMs: HOUR }, classify: makeClassifier() };
@@ -28,11 +30,13 @@ const entry = (extra: Partial<QueueEntry> = {}): QueueEntry => ({
 
 const remote = (results: Attempt["results"], extra: Partial<Attempt> = {}): Attempt => ({ results, server: "mx.remote.test[192.0.2.1]", mx: { host: "mx.remote.test", ip: "192.0.2.1" }, ...extra });
 const noDsn = dsnParamsOf(undefined);
+/** A reply as smtp-client makes it from the wire. */
+const reply = (raw: string): Reply => parseReply(raw)!;
 
 test("2xx and 5xx in one attempt: the entry is finished, the failure is classified and reported", () => {
   const d = decide(entry(), remote([
-    { recipient: "a@remote.test", status: "delivered", reply: "250 2.0.0 ok" },
-    { recipient: "b@remote.test", status: "failed", reply: "550 5.1.1 no such user" },
+    { recipient: "a@remote.test", result: reply("250 2.0.0 ok") },
+    { recipient: "b@remote.test", result: reply("550 5.1.1 no such user") },
   ]), t0 + 1000, 0.5, policy, noDsn);
   assert.equal(d.next, undefined);
   assert.deepEqual(d.outcomes.map((o) => [o.status, o.category]), [["delivered", undefined], ["failed", "bad-mailbox"]]);
@@ -44,8 +48,8 @@ test("2xx and 5xx in one attempt: the entry is finished, the failure is classifi
     mx: "mx.remote.test",
     ip: "192.0.2.1",
     results: [
-      { rcpt: "a@remote.test", status: "delivered", reply: "250 2.0.0 ok" },
-      { rcpt: "b@remote.test", status: "failed", reply: "550 5.1.1 no such user", category: "bad-mailbox" },
+      { rcpt: "a@remote.test", status: "delivered", result: { _tag: "Reply", code: 250, enhanced: "2.0.0", text: "ok" } },
+      { rcpt: "b@remote.test", status: "failed", result: { _tag: "Reply", code: 550, enhanced: "5.1.1", text: "no such user" }, category: "bad-mailbox" },
     ],
   });
 });
@@ -53,8 +57,8 @@ test("2xx and 5xx in one attempt: the entry is finished, the failure is classifi
 test("4xx defers on the backoff with the attempt recorded and the reason kept; temporary trouble never bounces", () => {
   const now = t0 + 1000;
   const d = decide(entry(), remote([
-    { recipient: "a@remote.test", status: "deferred", reply: "451 4.3.0 try later" },
-    { recipient: "b@remote.test", status: "delivered", reply: "250 ok" },
+    { recipient: "a@remote.test", result: reply("451 4.3.0 try later") },
+    { recipient: "b@remote.test", result: reply("250 ok") },
   ]), now, 0.5, policy, noDsn);
   assert.ok(d.next);
   assert.deepEqual(d.next.recipients, ["a@remote.test"]);
@@ -65,22 +69,22 @@ test("4xx defers on the backoff with the attempt recorded and the reason kept; t
   assert.equal(d.next.history?.[0]?.requeued, "temporary-reply");
   assert.equal(d.notices.length, 0);
 
-  const unreachable = decide(entry(), { server: "mx[192.0.2.1]", mx: { host: "mx", ip: "192.0.2.1" }, trouble: "connection", results: [{ recipient: "a@remote.test", status: "deferred", reply: "ECONNREFUSED" }] }, now, 0.5, policy, noDsn);
+  const unreachable = decide(entry(), { server: "mx[192.0.2.1]", mx: { host: "mx", ip: "192.0.2.1" }, results: [{ recipient: "a@remote.test", result: { _tag: "ConnectionFailed", detail: "ECONNREFUSED: connect ECONNREFUSED 192.0.2.1:25" } }] }, now, 0.5, policy, noDsn);
   assert.equal(unreachable.next?.reason, "connection-failed");
   assert.equal(unreachable.holdQueue, "unreachable");
-  const limited = decide(entry(), remote([{ recipient: "a@remote.test", status: "deferred", reply: "421 4.7.28 rate limited" }]), now, 0.5, policy, noDsn);
+  const limited = decide(entry(), remote([{ recipient: "a@remote.test", result: reply("421 4.7.28 rate limited") }]), now, 0.5, policy, noDsn);
   assert.equal(limited.next?.reason, "rate-limited");
   assert.equal(limited.holdQueue, "rate-limited");
 });
 
 test("the next attempt never falls after the expiry, and a deferral at the expiry fails as expired with 4.4.7", () => {
   const late = t0 + policy.maxAgeMs - 10_000;
-  const d = decide(entry({ attempts: 30 }), remote([{ recipient: "a@remote.test", status: "deferred", reply: "451 4.3.0 later" }]), late, 0.5, policy, noDsn);
+  const d = decide(entry({ attempts: 30 }), remote([{ recipient: "a@remote.test", result: reply("451 4.3.0 later") }]), late, 0.5, policy, noDsn);
   assert.equal(d.next?.nextAttemptAt, t0 + policy.maxAgeMs, "the last attempt is at the expiry");
 
   const expired = decide(entry({ attempts: 31, delayNotified: true }), remote([
-    { recipient: "a@remote.test", status: "deferred", reply: "451 4.3.0 later" },
-    { recipient: "b@remote.test", status: "deferred", reply: "451 4.3.0 later" },
+    { recipient: "a@remote.test", result: reply("451 4.3.0 later") },
+    { recipient: "b@remote.test", result: reply("451 4.3.0 later") },
   ]), t0 + policy.maxAgeMs, 0.5, policy, noDsn);
   assert.equal(expired.next, undefined);
   assert.deepEqual(expired.outcomes.map((o) => o.status), ["expired", "expired"]);
@@ -89,30 +93,90 @@ test("the next attempt never falls after the expiry, and a deferral at the expir
   assert.equal(expired.notices[0]?.recipients[0]?.diagnostic?.text, "451 4.3.0 later");
 });
 
+test("tagged failures: DNS and conversion failures bounce with their own status; the DSN says x-tern and renders the value", () => {
+  const dns = (result: Attempt["results"][number]["result"]) => decide(entry({ recipients: ["a@remote.test"] }), { server: "dns", results: [{ recipient: "a@remote.test", result }] }, t0 + 1000, 0.5, policy, noDsn);
+  const nx = dns({ _tag: "DnsPermanent", domain: "remote.test", reason: "nxdomain", detail: "MX remote.test: NXDOMAIN from 192.0.2.53:53", rcode: "NXDOMAIN", server: "192.0.2.53:53" });
+  assert.equal(nx.next, undefined);
+  assert.deepEqual(nx.outcomes.map((o) => [o.status, o.category]), [["failed", "bad-domain"]]);
+  assert.deepEqual(nx.record, { at: t0 + 1000, via: "dns", results: [{ rcpt: "a@remote.test", status: "failed", result: nx.outcomes[0]!.result, category: "bad-domain" }] });
+  const report = nx.notices[0]!.recipients[0]!;
+  assert.equal(report.status, "5.1.2");
+  assert.equal(report.remoteMta, undefined);
+  assert.deepEqual(report.diagnostic, { type: "x-tern", text: "5.1.2 DNS: MX remote.test: NXDOMAIN from 192.0.2.53:53" });
+  assert.equal(dns({ _tag: "DnsPermanent", domain: "remote.test", reason: "null-mx", detail: "null MX" }).notices[0]!.recipients[0]!.status, "5.1.10");
+
+  const temporary = dns({ _tag: "DnsTemporary", domain: "remote.test", detail: "MX remote.test: SERVFAIL", rcode: "SERVFAIL" });
+  assert.deepEqual(temporary.outcomes.map((o) => [o.status, o.category]), [["deferred", "dns"]]);
+  assert.equal(temporary.next?.reason, "dns-temporary");
+  assert.equal(temporary.notices.length, 0, "temporary trouble never bounces");
+  assert.equal(temporary.holdQueue, undefined);
+
+  const eightBit = decide(entry({ recipients: ["a@remote.test"] }), remote([{ recipient: "a@remote.test", result: { _tag: "ConversionFailed", missing: "8BITMIME", detail: "8-bit multipart/mixed body" } }]), t0, 0.5, policy, noDsn);
+  assert.equal(eightBit.outcomes[0]!.status, "failed");
+  assert.equal(eightBit.notices[0]!.recipients[0]!.status, "5.6.3");
+  assert.equal(eightBit.notices[0]!.recipients[0]!.diagnostic?.type, "x-tern");
+});
+
+test("a full mailbox defers as mailbox-unavailable with the quota category, and expires into 4.4.7 with the quota in Diagnostic-Code", () => {
+  const local = entry({ route: { kind: "local", user: "u@local.test" }, recipients: ["u@local.test"] });
+  const full: Attempt = { server: "mailbox/u@local.test", results: [{ recipient: "u@local.test", result: { _tag: "MailboxFull", user: "u@local.test", usedBytes: 3_900, quotaBytes: 4_000, messageBytes: 500 } }] };
+  const waiting = decide(local, full, t0 + 1000, 0.5, policy, noDsn);
+  assert.deepEqual(waiting.outcomes.map((o) => [o.status, o.category]), [["deferred", "quota"]]);
+  assert.equal(waiting.next?.reason, "mailbox-unavailable");
+  assert.equal(waiting.record.via, "mailbox/u@local.test");
+  const expired = decide(local, full, t0 + policy.maxAgeMs, 0.5, policy, noDsn);
+  assert.equal(expired.outcomes[0]!.status, "expired");
+  assert.deepEqual(expired.notices[0]!.recipients[0]!.status, "4.4.7");
+  assert.deepEqual(expired.notices[0]!.recipients[0]!.diagnostic, { type: "x-tern", text: "4.2.2 mailbox full: 3900 of 4000 bytes used, message is 500" });
+});
+
+test("a host that refuses the connection in its greeting: the queue is held as rate limited when it says so, else as unreachable", () => {
+  const refused = (reply?: Reply): Attempt => ({
+    server: "mx[192.0.2.1]",
+    mx: { host: "mx", ip: "192.0.2.1" },
+    results: [{ recipient: "a@remote.test", result: { _tag: "ConnectionFailed", detail: "greeting refused", ...(reply ? { reply } : {}) } }],
+  });
+  const slowDown = decide(entry(), refused(reply("421 4.7.0 Too many connections, slow down")), t0, 0.5, policy, noDsn);
+  assert.deepEqual([slowDown.outcomes[0]!.category, slowDown.next?.reason, slowDown.holdQueue], ["rate-limited", "rate-limited", "rate-limited"]);
+  const blocked = decide(entry(), refused(reply("554 5.7.1 blocked")), t0, 0.5, policy, noDsn);
+  assert.deepEqual([blocked.outcomes[0]!.status, blocked.outcomes[0]!.category, blocked.next?.reason, blocked.holdQueue], ["deferred", "policy", "connection-failed", "unreachable"]);
+  const expired = decide(entry({ delayNotified: true }), refused(reply("554 5.7.1 blocked")), t0 + policy.maxAgeMs, 0.5, policy, noDsn);
+  assert.deepEqual(expired.notices[0]!.recipients[0]!.diagnostic, { type: "x-tern", text: "4.7.1 connection failed: greeting refused; the host said: 554 5.7.1 blocked" });
+});
+
+test("an operator's bounce fails every recipient with 5.0.0 and the reason", () => {
+  const d = decide(entry(), { server: "admin", results: ["a@remote.test", "b@remote.test"].map((recipient) => ({ recipient, result: { _tag: "Returned", reason: "spam run" } as const })) }, t0, 0.5, policy, noDsn);
+  assert.equal(d.next, undefined);
+  assert.deepEqual(d.notices[0]!.recipients.map((r) => [r.status, r.diagnostic?.text]), [
+    ["5.0.0", "5.0.0 returned by the mail system administrator: spam run"],
+    ["5.0.0", "5.0.0 returned by the mail system administrator: spam run"],
+  ]);
+});
+
 test("one delay notice after delayNoticeMs, with Will-Retry-Until; not again", () => {
   const now = t0 + 5 * HOUR;
-  const d = decide(entry({ attempts: 5 }), remote([{ recipient: "a@remote.test", status: "deferred", reply: "451 4.3.0 later" }]), now, 0.5, policy, noDsn);
+  const d = decide(entry({ attempts: 5 }), remote([{ recipient: "a@remote.test", result: reply("451 4.3.0 later") }]), now, 0.5, policy, noDsn);
   assert.equal(d.notices[0]?.action, "delayed");
   assert.equal(d.notices[0]?.recipients[0]?.willRetryUntil, t0 + policy.maxAgeMs);
   assert.equal(d.next?.delayNotified, true);
-  const again = decide(d.next!, remote([{ recipient: "a@remote.test", status: "deferred", reply: "451 4.3.0 later" }]), now + HOUR, 0.5, policy, noDsn);
+  const again = decide(d.next!, remote([{ recipient: "a@remote.test", result: reply("451 4.3.0 later") }]), now + HOUR, 0.5, policy, noDsn);
   assert.equal(again.notices.length, 0);
-  const early = decide(entry(), remote([{ recipient: "a@remote.test", status: "deferred", reply: "451 4.3.0 later" }]), t0 + HOUR, 0.5, policy, noDsn);
+  const early = decide(entry(), remote([{ recipient: "a@remote.test", result: reply("451 4.3.0 later") }]), t0 + HOUR, 0.5, policy, noDsn);
   assert.equal(early.notices.length, 0);
 });
 
 test("NOTIFY decides who gets which notice; success is reported only where the next hop does not take over", () => {
   const dsn = dsnParamsOf({ recipientDsn: { "a@remote.test": { notify: ["NEVER"] }, "b@remote.test": { notify: ["SUCCESS"] } } });
   const failed = decide(entry(), remote([
-    { recipient: "a@remote.test", status: "failed", reply: "550 5.1.1 no" },
-    { recipient: "b@remote.test", status: "failed", reply: "550 5.1.1 no" },
+    { recipient: "a@remote.test", result: reply("550 5.1.1 no") },
+    { recipient: "b@remote.test", result: reply("550 5.1.1 no") },
   ]), t0, 0.5, policy, dsn);
   assert.equal(failed.notices.length, 0, "NEVER, and SUCCESS only: no failure notice");
   const delivered = (peerDsn: boolean) =>
-    decide(entry(), remote([{ recipient: "b@remote.test", status: "delivered", reply: "250 ok" }], { peerDsn }), t0, 0.5, policy, dsn).notices;
+    decide(entry(), remote([{ recipient: "b@remote.test", result: reply("250 ok") }], { peerDsn }), t0, 0.5, policy, dsn).notices;
   assert.equal(delivered(false)[0]?.action, "relayed");
   assert.equal(delivered(true).length, 0);
-  const local = decide(entry({ route: { kind: "local", user: "b@remote.test" }, recipients: ["b@remote.test"] }), { server: "mailbox/b", results: [{ recipient: "b@remote.test", status: "delivered", reply: "250 stored" }] }, t0, 0.5, policy, dsn);
+  const local = decide(entry({ route: { kind: "local", user: "b@remote.test" }, recipients: ["b@remote.test"] }), { server: "mailbox/b", results: [{ recipient: "b@remote.test", result: { _tag: "Stored", uid: "1.1" } }] }, t0, 0.5, policy, dsn);
   assert.equal(local.notices[0]?.action, "delivered");
   assert.equal(wants(undefined, "FAILURE"), true);
   assert.equal(wants(undefined, "DELAY"), true);
@@ -123,11 +187,11 @@ test("NOTIFY decides who gets which notice; success is reported only where the n
 test("the attempt history keeps the most recent attempts only", () => {
   let current = entry({ recipients: ["a@remote.test"] });
   for (let n = 0; n < HISTORY_LIMIT + 5; n++) {
-    current = decide(current, remote([{ recipient: "a@remote.test", status: "deferred", reply: `451 4.3.0 try ${n}` }]), t0 + n, 0.5, policy, noDsn).next!;
+    current = decide(current, remote([{ recipient: "a@remote.test", result: reply(`451 4.3.0 try ${n}`) }]), t0 + n, 0.5, policy, noDsn).next!;
   }
   assert.equal(current.attempts, HISTORY_LIMIT + 5);
   assert.equal(current.history?.length, HISTORY_LIMIT);
-  assert.equal(current.history?.at(-1)?.results[0]?.reply, `451 4.3.0 try ${HISTORY_LIMIT + 4}`);
+  assert.deepEqual(current.history?.at(-1)?.results[0], { rcpt: "a@remote.test", status: "deferred", result: reply(`451 4.3.0 try ${HISTORY_LIMIT + 4}`), category: "other" });
 });
 
 test("null-sender and auto-submitted mail gets no notice; Auto-Submitted: no does", () => {

@@ -16,6 +16,7 @@ import type { Decision, OutcomePolicy } from "../../../actors/delivery/outcome.t
 import { makeScheduler, MIN_SCAN_GAP_MS, type Scheduler, type SchedulerOptions } from "../../../actors/delivery/scheduler.ts";
 import { newMessageId, queueOf, type QueueEntry } from "../../../actors/queue/entry.ts";
 import { openSpool, type GeneratedMessage, type Spool } from "../../../actors/queue/spool.ts";
+import { parseReply } from "../../../protocol/smtp-reply.ts";
 
 const dirs: string[] = [];
 const roots: RootDatabase[] = [];
@@ -54,13 +55,14 @@ const accept = (spool: Spool, sender: string, recipients: ReadonlyArray<string>)
     return yield* spool.accept({ id, sender, receivedAt: now, body, routes });
   });
 
-const reply = (entry: QueueEntry, status: "delivered" | "deferred" | "failed", text: string, trouble?: Attempt["trouble"]): Attempt => ({
+/** The next hop's answer to every recipient of `entry`, as a parsed SMTP reply. */
+const reply = (entry: QueueEntry, text: string): Attempt => ({
   server: `mx.${queueOf(entry.route)}[192.0.2.1]`,
-  ...(trouble ? { trouble } : { mx: { host: `mx.${queueOf(entry.route)}`, ip: "192.0.2.1" } }),
-  results: everyone(entry.recipients, status, text),
+  mx: { host: `mx.${queueOf(entry.route)}`, ip: "192.0.2.1" },
+  results: everyone(entry.recipients, parseReply(text)!),
 });
-const deferredReply = (entry: QueueEntry) => reply(entry, "deferred", "451 4.3.0 try later");
-const delivered = (entry: QueueEntry) => reply(entry, "delivered", "250 2.0.0 ok");
+const deferredReply = (entry: QueueEntry) => reply(entry, "451 4.3.0 try later");
+const delivered = (entry: QueueEntry) => reply(entry, "250 2.0.0 ok");
 /** A stand-in dispatch whose next hop always says "try later". */
 const deferred = (entry: QueueEntry) => Effect.succeed(deferredReply(entry));
 
@@ -217,7 +219,7 @@ test("a rate-limited destination is held for holdMs: its other mail waits, then 
       const spool = yield* Effect.promise(freshSpool);
       const [limited] = yield* accept(spool, "s@x.test", ["r1@a.test"]);
       const holdMs = 5 * MINUTE;
-      const h = yield* harness(spool, (entry) => Effect.succeed(entry.id === limited!.id ? reply(entry, "deferred", "421 4.7.28 rate limited, slow down") : delivered(entry)), {
+      const h = yield* harness(spool, (entry) => Effect.succeed(entry.id === limited!.id ? reply(entry, "421 4.7.28 rate limited, slow down") : delivered(entry)), {
         holdMs,
         // The deferred entry itself comes back only much later.
         policy: policyOf({ retry: { baseMs: 60 * MINUTE, maxMs: 60 * MINUTE } }),

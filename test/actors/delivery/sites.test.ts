@@ -11,7 +11,9 @@ import { makeClassifier } from "../../../actors/delivery/classify.ts";
 import { dsnParamsOf } from "../../../actors/delivery/dsn.ts";
 import { makeSites, type DeliveryJob, type SiteOptions } from "../../../actors/delivery/sites.ts";
 import { makeSupervisor } from "../../../actors/runtime/supervisor.ts";
+import { enhancedStatus, renderResult, statusOfResult } from "../../../protocol/delivery.ts";
 import type { MailRoute } from "../../../protocol/route.ts";
+import type { RecipientAttempt } from "../../../actors/delivery/attempt.ts";
 import { SMTPServer } from "smtp-server";
 import { startScriptedSmtp, type Script, type ScriptedServer } from "../../support/scripted-smtp.ts";
 
@@ -79,16 +81,17 @@ const job = (r: MailRoute, recipients: string[], extra: Partial<DeliveryJob> = {
 });
 
 const classify = makeClassifier();
+const status = (r: RecipientAttempt) => statusOfResult(r.result);
 
 test("5xx for one recipient and 2xx for another in the same transaction", async () => {
   const server = await serve({ rcpt: (to) => (to.startsWith("nobody@") ? "550 5.1.1 no such user here" : undefined) });
   const sites = sitesFor(server.port);
   const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["nobody@remote.test", "fine@remote.test"])));
   const byRcpt = Object.fromEntries(attempt.results.map((r) => [r.recipient, r]));
-  assert.equal(byRcpt["nobody@remote.test"]!.status, "failed");
-  assert.match(byRcpt["nobody@remote.test"]!.reply, /^550 5\.1\.1/);
-  assert.equal(classify(byRcpt["nobody@remote.test"]!.reply), "bad-mailbox");
-  assert.equal(byRcpt["fine@remote.test"]!.status, "delivered");
+  assert.equal(status(byRcpt["nobody@remote.test"]!), "failed");
+  assert.deepEqual(byRcpt["nobody@remote.test"]!.result, { _tag: "Reply", code: 550, enhanced: "5.1.1", text: "no such user here" });
+  assert.equal(classify(byRcpt["nobody@remote.test"]!.result), "bad-mailbox");
+  assert.equal(status(byRcpt["fine@remote.test"]!), "delivered");
   assert.equal(server.finished.length, 1, "one transaction");
   assert.deepEqual(server.accepted[0]!.to.map((t) => t.address), ["fine@remote.test"]);
   assert.deepEqual(attempt.mx, { host: "mx.remote.test", ip: "127.0.0.1" });
@@ -99,7 +102,7 @@ test("the first MX refuses connections, the second takes the mail", async () => 
   const sites = sitesFor(server.port);
   // Nothing listens on 127.0.0.2 at that port: connection refused.
   const attempt = await Effect.runPromise(sites.deliver(job(route(["mx1.remote.test", "127.0.0.2"], ["mx2.remote.test", "127.0.0.1"]), ["a@remote.test"])));
-  assert.equal(attempt.results[0]!.status, "delivered");
+  assert.equal(status(attempt.results[0]!), "delivered");
   assert.equal(attempt.mx?.host, "mx2.remote.test");
   assert.equal(server.accepted.length, 1);
 });
@@ -109,16 +112,19 @@ test("a 4xx greeting sends delivery to the next MX; when every MX greets 4xx the
   const good = await serve({}, busy.port, "127.0.0.1");
   const sites = sitesFor(busy.port);
   const attempt = await Effect.runPromise(sites.deliver(job(route(["mx1.remote.test", "127.0.0.3"], ["mx2.remote.test", "127.0.0.1"]), ["a@remote.test"])));
-  assert.equal(attempt.results[0]!.status, "delivered");
+  assert.equal(status(attempt.results[0]!), "delivered");
   assert.equal(attempt.mx?.host, "mx2.remote.test");
   assert.equal(busy.connections(), 1);
   assert.equal(good.accepted.length, 1);
 
   const alone = sitesFor(busy.port);
   const deferred = await Effect.runPromise(alone.deliver(job(route(["mx1.remote.test", "127.0.0.3"]), ["b@remote.test"])));
-  assert.equal(deferred.results[0]!.status, "deferred");
-  assert.equal(deferred.trouble, "connection");
-  assert.match(deferred.results[0]!.reply, /^421 4\.3\.2/);
+  assert.equal(status(deferred.results[0]!), "deferred");
+  const refused = deferred.results[0]!.result;
+  assert.equal(refused._tag, "ConnectionFailed");
+  assert.equal(refused._tag === "ConnectionFailed" ? refused.reply?.code : undefined, 421, "the greeting's reply is kept");
+  assert.equal(enhancedStatus(refused), "4.3.2");
+  assert.equal(renderResult(refused), "4.3.2 connection failed: refused at the greeting; the host said: 421 4.3.2 busy, try another");
 });
 
 test("a connection dropped in the middle of DATA defers the message (never delivered, never failed); the next attempt delivers it once", async () => {
@@ -126,11 +132,11 @@ test("a connection dropped in the middle of DATA defers the message (never deliv
   const sites = sitesFor(server.port);
   const body = () => Buffer.from(`Subject: big\r\n\r\n${"x".repeat(5_000)}\r\n`);
   const first = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"], { body })));
-  assert.equal(first.results[0]!.status, "deferred");
-  assert.equal(first.trouble, "connection");
+  assert.equal(status(first.results[0]!), "deferred");
+  assert.equal(first.results[0]!.result._tag, "ConnectionFailed");
   assert.equal(server.accepted.length, 0);
   const second = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"], { body })));
-  assert.equal(second.results[0]!.status, "delivered");
+  assert.equal(status(second.results[0]!), "delivered");
   assert.equal(server.accepted.length, 1);
 });
 
@@ -139,22 +145,22 @@ test("a server that stops answering times out and the mail is deferred", async (
   const sites = sitesFor(server.port, { socketTimeoutMs: 300 });
   const started = performance.now();
   const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"])));
-  assert.equal(attempt.results[0]!.status, "deferred");
-  assert.equal(attempt.trouble, "timeout");
+  assert.equal(status(attempt.results[0]!), "deferred");
+  assert.equal(attempt.results[0]!.result._tag, "Timeout");
   assert.ok(performance.now() - started < 5_000);
   const silent = await serve({ greeting: () => ({ stall: true }) });
   const greeting = await Effect.runPromise(sitesFor(silent.port, { greetingTimeoutMs: 300 }).deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"])));
-  assert.equal(greeting.results[0]!.status, "deferred");
-  assert.equal(greeting.trouble, "timeout");
+  assert.equal(status(greeting.results[0]!), "deferred");
+  assert.equal(greeting.results[0]!.result._tag, "Timeout");
 });
 
 test("TLS required but not offered: nothing is sent, the mail is deferred as a TLS problem", async () => {
   const server = await serve({ extensions: ["PIPELINING", "8BITMIME"] });
   const sites = sitesFor(server.port);
   const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test"], { tls: "require" })));
-  assert.equal(attempt.results[0]!.status, "deferred");
-  assert.equal(attempt.trouble, "tls");
-  assert.equal(classify(attempt.results[0]!.reply, attempt.trouble), "tls");
+  assert.equal(status(attempt.results[0]!), "deferred");
+  assert.equal(attempt.results[0]!.result._tag, "TlsFailed");
+  assert.equal(classify(attempt.results[0]!.result), "tls");
   assert.ok(!server.commands.some((c) => c.startsWith("MAIL")), "no MAIL FROM over plaintext");
 });
 
@@ -177,9 +183,9 @@ test("TLS required and offered: the mail goes over STARTTLS; opportunistic TLS i
   const sites = sitesFor(port);
   const r = route(["mx.remote.test", "127.0.0.1"]);
   const required = await Effect.runPromise(sites.deliver(job(r, ["a@remote.test"], { tls: "require" })));
-  assert.equal(required.results[0]!.status, "delivered");
+  assert.equal(status(required.results[0]!), "delivered");
   const opportunistic = await Effect.runPromise(sitesFor(port).deliver(job(r, ["b@remote.test"])));
-  assert.equal(opportunistic.results[0]!.status, "delivered");
+  assert.equal(status(opportunistic.results[0]!), "delivered");
   assert.deepEqual(secure, [true, true]);
 });
 
@@ -187,8 +193,8 @@ test("a rate-limit reply defers and is classified as rate limited", async () => 
   const server = await serve({ mail: () => "451 4.7.1 Rate limit exceeded, slow down" });
   const sites = sitesFor(server.port);
   const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test", "b@remote.test"])));
-  assert.deepEqual(attempt.results.map((r) => r.status), ["deferred", "deferred"]);
-  assert.equal(classify(attempt.results[0]!.reply, attempt.trouble), "rate-limited");
+  assert.deepEqual(attempt.results.map((r) => status(r)), ["deferred", "deferred"]);
+  assert.equal(classify(attempt.results[0]!.result), "rate-limited");
 });
 
 test("connections are reused across messages, up to messagesPerConnection; RSET only after a refused transaction", async () => {
@@ -196,7 +202,7 @@ test("connections are reused across messages, up to messagesPerConnection; RSET 
   const sites = sitesFor(server.port, { connectionsPerSite: 1, messagesPerConnection: 3 });
   const r = route(["mx.remote.test", "127.0.0.1"]);
   const statuses = [];
-  for (const rcpt of ["r1", "nobody", "r2", "r3"]) statuses.push((await Effect.runPromise(sites.deliver(job(r, [`${rcpt}@remote.test`])))).results[0]!.status);
+  for (const rcpt of ["r1", "nobody", "r2", "r3"]) statuses.push(status((await Effect.runPromise(sites.deliver(job(r, [`${rcpt}@remote.test`])))).results[0]!));
   assert.deepEqual(statuses, ["delivered", "failed", "delivered", "delivered"]);
   assert.equal(server.accepted.length, 3);
   assert.equal(server.connections(), 2, "three messages on the first connection, the fourth on a new one");
@@ -208,13 +214,13 @@ test("per-site and per-node connection limits hold with many messages at once", 
   const sites = sitesFor(server.port, { connectionsPerSite: 3 });
   const r = route(["mx.remote.test", "127.0.0.1"]);
   const attempts = await Effect.runPromise(Effect.all(Array.from({ length: 30 }, (_, n) => sites.deliver(job(r, [`r${n}@remote.test`]))), { concurrency: "unbounded" }));
-  assert.ok(attempts.every((a) => a.results[0]!.status === "delivered"));
+  assert.ok(attempts.every((a) => status(a.results[0]!) === "delivered"));
   assert.ok(server.peakConnections() <= 3, `at most 3 connections, saw ${server.peakConnections()}`);
 
   const other = await serve({});
   const capped = sitesFor(other.port, { connectionsPerSite: 10 }, 2);
   const more = await Effect.runPromise(Effect.all(Array.from({ length: 20 }, (_, n) => capped.deliver(job(r, [`s${n}@remote.test`]))), { concurrency: "unbounded" }));
-  assert.ok(more.every((a) => a.results[0]!.status === "delivered"));
+  assert.ok(more.every((a) => status(a.results[0]!) === "delivered"));
   assert.ok(other.peakConnections() <= 2, `node limit of 2 connections, saw ${other.peakConnections()}`);
 });
 
@@ -235,7 +241,7 @@ test("ENVID, RET, NOTIFY and ORCPT go to a host that speaks DSN; recipients with
     recipientDsn: { "a@remote.test": { notify: ["SUCCESS", "FAILURE"], orcpt: "rfc822;orig+2Ba@remote.test" }, "b@remote.test": { notify: ["NEVER"] } },
   });
   const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test", "b@remote.test", "c@remote.test"], { dsn })));
-  assert.ok(attempt.results.every((r) => r.status === "delivered"));
+  assert.ok(attempt.results.every((r) => status(r) === "delivered"));
   assert.equal(attempt.peerDsn, true);
   assert.equal(server.accepted.length, 3);
   const a = server.accepted.find((t) => t.to[0]!.address === "a@remote.test")!;
@@ -255,7 +261,7 @@ test("8-bit mail to a host without 8BITMIME: a single-part message is sent as qu
   const r = route(["mx.remote.test", "127.0.0.1"]);
   const text = () => Buffer.from("Subject: caf\r\nContent-Type: text/plain; charset=utf-8\r\n\r\ncafé\r\n", "utf8");
   const sent = await Effect.runPromise(sites.deliver(job(r, ["a@remote.test"], { body: text })));
-  assert.equal(sent.results[0]!.status, "delivered");
+  assert.equal(status(sent.results[0]!), "delivered");
   const body = server.accepted[0]!.body.toString("latin1");
   assert.match(body, /Content-Transfer-Encoding: quoted-printable/);
   assert.match(body, /caf=C3=A9/);
@@ -263,8 +269,9 @@ test("8-bit mail to a host without 8BITMIME: a single-part message is sent as qu
 
   const multipart = () => Buffer.from('Subject: m\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\ncafé\r\n--b--\r\n', "utf8");
   const refused = await Effect.runPromise(sites.deliver(job(r, ["b@remote.test"], { body: multipart })));
-  assert.equal(refused.results[0]!.status, "failed");
-  assert.match(refused.results[0]!.reply, /^554 5\.6\.3/);
+  assert.equal(status(refused.results[0]!), "failed");
+  assert.equal(refused.results[0]!.result._tag, "ConversionFailed");
+  assert.equal(enhancedStatus(refused.results[0]!.result), "5.6.3");
   assert.equal(server.accepted.length, 1);
 });
 
@@ -283,18 +290,18 @@ test("a site worker that crashes while holding a connection closes it; its succe
   const sites = sitesWith(server.port, { connectionsPerSite: 1, idleMs: 600_000 }, budget);
   const r = route(["mx.remote.test", "127.0.0.1"]);
   const first = await Effect.runPromise(sites.deliver(job(r, ["a@remote.test"])));
-  assert.equal(first.results[0]!.status, "delivered");
+  assert.equal(status(first.results[0]!), "delivered");
   await eventually(() => server.open() === 1, "the peer sees one open connection");
   assert.equal(budget.open(), 1);
 
   const crashed = await Effect.runPromise(sites.deliver(crashing(r)));
-  assert.equal(crashed.results[0]!.status, "deferred", "a crash defers, never bounces");
-  assert.match(crashed.results[0]!.reply, /ActorCrashed/);
+  assert.equal(status(crashed.results[0]!), "deferred", "a crash defers, never bounces");
+  assert.match(renderResult(crashed.results[0]!.result), /ActorCrashed/);
   await eventually(() => server.open() === 0, "the crashed worker's connection is closed at the peer");
   await eventually(() => budget.open() === 0, "its permit is back");
 
   const after = await Effect.runPromise(sites.deliver(job(r, ["b@remote.test"])));
-  assert.equal(after.results[0]!.status, "delivered");
+  assert.equal(status(after.results[0]!), "delivered");
   assert.equal(server.connections(), 2, "the successor opened a fresh connection");
   assert.equal(server.open(), 1);
   assert.deepEqual(server.accepted.map((t) => t.to[0]!.address), ["a@remote.test", "b@remote.test"]);
@@ -311,19 +318,19 @@ test("a site that spent its restart budget defers at once, is reported escalated
         const r = route(["mx.remote.test", "127.0.0.1"]);
 
         const crashed = yield* sites.deliver(crashing(r));
-        assert.equal(crashed.results[0]!.status, "deferred");
+        assert.equal(status(crashed.results[0]!), "deferred");
         yield* TestClock.adjust(1); // lets the actor escalate
         const escalation = supervisor.escalated().get("delivery/mx.remote.test");
         assert.ok(escalation, "the supervisor reports the site escalated");
 
         const refused = yield* sites.deliver(job(r, ["a@remote.test"]));
-        assert.equal(refused.results[0]!.status, "deferred", "the job defers instead of waiting behind a broken site");
-        assert.match(refused.results[0]!.reply, /^451 .*ActorEscalated/);
+        assert.equal(status(refused.results[0]!), "deferred", "the job defers instead of waiting behind a broken site");
+        assert.match(renderResult(refused.results[0]!.result), /ActorEscalated/);
         assert.equal(server.accepted.length, 0);
 
         yield* TestClock.setTime(escalation.nextRebuildAt);
         const served = yield* sites.deliver(job(r, ["a@remote.test"]));
-        assert.equal(served.results[0]!.status, "delivered", "rebuilt, the site serves again");
+        assert.equal(status(served.results[0]!), "delivered", "rebuilt, the site serves again");
         assert.equal(supervisor.escalated().size, 0, "and is no longer reported escalated");
         assert.equal(server.accepted.length, 1);
       }),
@@ -340,11 +347,11 @@ test("closing the Sites scope lets in-flight deliveries finish, then closes ever
   await eventually(() => server.commands.filter((c) => c === "DATA").length === 2, "both messages are in DATA");
   await Effect.runPromise(Scope.close(scope, Exit.void));
   const attempts = await inFlight;
-  assert.deepEqual(attempts.map((a) => a.results[0]!.status), ["delivered", "delivered"]);
+  assert.deepEqual(attempts.map((a) => status(a.results[0]!)), ["delivered", "delivered"]);
   await eventually(() => server.open() === 0, "every connection is closed");
   assert.equal(budget.open(), 0);
   const late = await Effect.runPromise(sites.deliver(job(r, ["c@remote.test"])));
-  assert.equal(late.results[0]!.status, "deferred", "after the stop, jobs defer");
+  assert.equal(status(late.results[0]!), "deferred", "after the stop, jobs defer");
 });
 
 test("an unused connection is closed after idleMs, and an unused site is stopped by the sweep (on the clock)", () =>
@@ -355,7 +362,7 @@ test("an unused connection is closed after idleMs, and an unused site is stopped
         const budget = makeConnectionBudget(50);
         const sites = yield* makeSites(options(server.port, { idleMs: 30_000 }), budget, makeSupervisor());
         const r = route(["mx.remote.test", "127.0.0.1"]);
-        assert.equal((yield* sites.deliver(job(r, ["a@remote.test"]))).results[0]!.status, "delivered");
+        assert.equal(status((yield* sites.deliver(job(r, ["a@remote.test"]))).results[0]!), "delivered");
         assert.deepEqual(sites.list(), [{ site: "mx.remote.test", connections: 1, queued: 0 }]);
         yield* TestClock.adjust(29_000);
         assert.equal(sites.list()[0]!.connections, 1, "still open before idleMs");

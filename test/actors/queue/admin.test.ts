@@ -22,6 +22,7 @@ import { newMessageId, queueOf, type QueueEntry } from "../../../actors/queue/en
 import { openSpool, type Spool } from "../../../actors/queue/spool.ts";
 import type { QueueAdminReply, QueueAdminRequest } from "../../../protocol/queue-admin.ts";
 import { makeSubjects, type Subjects } from "../../../protocol/subjects.ts";
+import { parseReply } from "../../../protocol/smtp-reply.ts";
 
 const NODE = "n1";
 const MINUTE = 60_000;
@@ -57,10 +58,10 @@ const accept = (spool: Spool, sender: string, recipients: ReadonlyArray<string>)
     return entry!;
   });
 
-const answer = (entry: QueueEntry, status: "delivered" | "deferred", text: string): Attempt => ({
+const answer = (entry: QueueEntry, text: string): Attempt => ({
   server: `mx.${queueOf(entry.route)}[192.0.2.1]`,
   mx: { host: `mx.${queueOf(entry.route)}`, ip: "192.0.2.1" },
-  results: everyone(entry.recipients, status, text),
+  results: everyone(entry.recipients, parseReply(text)!),
 });
 
 /**
@@ -84,8 +85,8 @@ const node = Effect.gen(function* () {
       calls.push(entry.id);
       const queue = queueOf(entry.route);
       if (queue === "slow.test") return Deferred.await(slow);
-      if (queue === "held.test") return Effect.succeed(answer(entry, "deferred", "421 4.7.28 rate limited, slow down"));
-      return Effect.succeed(answer(entry, "deferred", "451 4.3.0 try later"));
+      if (queue === "held.test") return Effect.succeed(answer(entry, "421 4.7.28 rate limited, slow down"));
+      return Effect.succeed(answer(entry, "451 4.3.0 try later"));
     },
     maxInFlight: 100,
     maxInFlightPerQueue: 10,
@@ -149,7 +150,7 @@ test("list selects by queue and sender and pages on; entries show their attempts
         { queue: "a.test", sender: "s@x.test", recipients: ["r1@a.test", "r2@a.test"], attempts: 1, reason: "temporary-reply", inFlight: false, suspended: false },
       );
       assert.equal(shown.nextAttemptAt >= 48 * MINUTE, true, "deferred for about an hour");
-      assert.match(shown.lastResult!, /451 4\.3\.0 try later/);
+      assert.match(JSON.stringify(shown.history?.at(-1)), /try later/);
 
       const bySender = entriesOf(yield* ask(n.subjects, { _tag: "List", sender: "bob@X.test" }));
       assert.deepEqual(bySender.map((e) => e.id), [bobs.id], "senders match whatever their case");
@@ -248,7 +249,7 @@ test("bounce fails entries now with a DSN to their sender (none for the null sen
       assert.deepEqual(n.log.filter((l) => l.event === "queue.deleted").map((l) => l.fields.entry), [kept.id]);
 
       // The attempt in flight is recorded as it comes back, bounce or not.
-      yield* n.releaseSlow(answer(slow, "delivered", "250 2.0.0 ok"));
+      yield* n.releaseSlow(answer(slow, "250 2.0.0 ok"));
       yield* n.recordedFor(slow.id);
       assert.equal(n.spool.entry(slow.id), undefined);
     }),

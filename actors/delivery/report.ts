@@ -1,34 +1,11 @@
-// What the outbound half reports: the delivery settings it runs on, and for every
-// committed outcome the events on NATS, the metrics and the log lines.
+// What the outbound half reports for every committed outcome: events on NATS, metrics
+// and log lines. Text is made here, at the edge; the values travel in the events too.
 import { Counter, Gauge, type Registry } from "prom-client";
+import { renderResult, type RecipientEvent } from "../../protocol/delivery.ts";
 import type { QueueEntry, Route } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
+import { dsnStatus } from "./outcome.ts";
 import type { Scheduler, SchedulerHooks } from "./scheduler.ts";
-
-export interface DeliveryConfig {
-  readonly remotePort: number;
-  readonly connectionsPerSite: number;
-  readonly maxInFlight: number;
-  readonly pollMs: number;
-  readonly retryBaseMs: number;
-  readonly retryMaxMs: number;
-  readonly connectTimeoutMs: number;
-  readonly greetingTimeoutMs: number;
-  readonly socketTimeoutMs: number;
-  readonly messagesPerConnection: number;
-  readonly maxRecipientsPerTransaction: number;
-  readonly connectionIdleMs: number;
-  readonly maxConnections: number;
-  readonly siteConnections: Readonly<Record<string, number>>;
-  readonly requireTls: ReadonlyArray<string>;
-  readonly maxInFlightPerQueue: number;
-  readonly maxAgeMs: number;
-  readonly delayNoticeMs: number;
-  readonly holdMs: number;
-  readonly maxQueueWaitMs: number;
-  readonly bounceRulesFile: string | undefined;
-  readonly dsnMaxReturnBytes: number;
-}
 
 /** Where outcomes are reported once committed. */
 export interface ReportDeps {
@@ -59,17 +36,20 @@ export const reporter = (deps: ReportDeps): SchedulerHooks["recorded"] => {
       else if (outcome.status === "deferred") deps.metrics.deferred.inc({ route, category });
       else deps.metrics.failed.inc({ route, category });
       if (outcome.status === "expired") expired.inc({ route, category });
+      // Text is made here, at the edge: `reply` for people and grep, the value itself in `result`.
       const fields = {
         msg: entry.messageId,
         entry: entry.id,
+        dsn: dsnStatus(outcome),
+        reply: renderResult(outcome.result),
+        ...(outcome.category ? { category: outcome.category } : {}),
         server: attempt.server,
         ...(attempt.mx ? { mx: attempt.mx.host, ip: attempt.mx.ip } : {}),
-        reply: outcome.reply,
-        ...(outcome.category ? { category: outcome.category } : {}),
         attempts: entry.attempts + 1,
-        ...(decision.record.requeued && outcome.status === "deferred" ? { requeued: decision.record.requeued, nextAttemptAt: decision.next?.nextAttemptAt } : {}),
+        ...(decision.record.requeued && outcome.status === "deferred" && decision.next ? { requeued: decision.record.requeued, nextAttemptAt: decision.next.nextAttemptAt } : {}),
       };
-      deps.publish(outcome.status, { ...fields, recipient: outcome.recipient, route });
+      const event: RecipientEvent = { ...fields, recipient: outcome.recipient, route, status: outcome.status, result: outcome.result };
+      deps.publish(outcome.status, event);
       deps.log(`recipient.${outcome.status}`, { ...fields, rcpt: outcome.recipient });
     }
     for (const dsn of notices.queued) {

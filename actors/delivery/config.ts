@@ -1,0 +1,25 @@
+// The delivery settings a node runs with (the `delivery` section of the node's config).
+export interface DeliveryConfig {
+  readonly remotePort: number;
+  readonly connectionsPerSite: number;
+  readonly maxInFlight: number;
+  readonly pollMs: number;
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  readonly connectTimeoutMs: number;
+  readonly greetingTimeoutMs: number;
+  readonly socketTimeoutMs: number;
+  readonly messagesPerConnection: number;
+  readonly maxRecipientsPerTransaction: number;
+  readonly connectionIdleMs: number;
+  readonly maxConnections: number;
+  readonly siteConnections: Readonly<Record<string, number>>;
+  readonly requireTls: ReadonlyArray<string>;
+  readonly maxInFlightPerQueue: number;
+  readonly maxAgeMs: number;
+  readonly delayNoticeMs: number;
+  readonly holdMs: number;
+  readonly maxQueueWaitMs: number;
+  readonly bounceRulesFile: string | undefined;
+  readonly dsnMaxReturnBytes: number;
+}

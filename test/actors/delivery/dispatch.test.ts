@@ -1,0 +1,171 @@
+// Dispatch (actors/delivery/dispatch.ts) with stand-ins for its three neighbours: the
+// mailbox router (local routes), the resolver and the site actors (remote routes). What
+// comes back is the typed result per recipient; `decide` shows what the queue makes of it.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Effect } from "effect";
+import { TestClock } from "effect/testing";
+import type { Attempt } from "../../../actors/delivery/attempt.ts";
+import { makeClassifier } from "../../../actors/delivery/classify.ts";
+import { makeDispatch, type DispatchDeps } from "../../../actors/delivery/dispatch.ts";
+import { dsnParamsOf } from "../../../actors/delivery/dsn.ts";
+import { decide, type OutcomePolicy } from "../../../actors/delivery/outcome.ts";
+import type { DeliveryJob, Sites } from "../../../actors/delivery/sites.ts";
+import type { MailboxRouter } from "../../../actors/mailbox/router.ts";
+import type { MessageRecord, QueueEntry } from "../../../actors/queue/entry.ts";
+import { StoreError } from "../../../protocol/errors.ts";
+import { MailboxUnavailable, NotOwner, UnknownUser, overQuota, type MailboxError } from "../../../protocol/mailbox.ts";
+import { DnsPermanentFailure, DnsTemporaryFailure, type MailRoute } from "../../../protocol/route.ts";
+
+const HOUR = 3_600_000;
+const t0 = Date.UTC(2026, 0, 1);
+const policy: OutcomePolicy = { maxAgeMs: 120 * HOUR, delayNoticeMs: 4 * HOUR, retry: { baseMs: 60_000, maxMs: HOUR }, classify: makeClassifier() };
+
+const localEntry: QueueEntry = {
+  id: "M1.0",
+  messageId: "M1",
+  route: { kind: "local", user: "u@local.test" },
+  sender: "s@origin.test",
+  recipients: ["u@local.test"],
+  createdAt: t0,
+  attempts: 0,
+  nextAttemptAt: t0,
+  reason: "received",
+};
+const remoteEntry: QueueEntry = { ...localEntry, id: "M1.1", route: { kind: "remote", domain: "remote.test" }, recipients: ["a@remote.test", "b@remote.test"] };
+const message: MessageRecord = { id: "M1", sender: "s@origin.test", receivedAt: t0, size: 10, openEntries: 2, attributes: { dsn: { ret: "HDRS", envid: "ENV+2D1" } } };
+const body = new Uint8Array(Buffer.from("Subject: x\r\n\r\nhello\r\n"));
+
+const route: MailRoute = { domain: "remote.test", implicitMx: false, hosts: [{ name: "mx.remote.test", preference: 10, addresses: ["192.0.2.1"] }] };
+
+/** A mailbox router that answers every delivery the same way, and remembers what it stored. */
+const mailboxes = (answer: (user: string) => Effect.Effect<string, MailboxError>) => {
+  const stored: Array<{ user: string; entryId: string; bytes: number }> = [];
+  const router: MailboxRouter = {
+    deliver: (user, entryId, bytes) => answer(user).pipe(Effect.tap(() => Effect.sync(() => stored.push({ user, entryId, bytes: bytes.length })))),
+    call: () => Effect.die("not used by dispatch"),
+    serve: () => [],
+  };
+  return { router, stored };
+};
+
+/** Site actors that answer every job with `answer`, and remember the jobs. */
+const sites = (answer: (job: DeliveryJob) => Attempt = (job) => ({ server: "mx.remote.test[192.0.2.1]", mx: { host: "mx.remote.test", ip: "192.0.2.1" }, results: job.recipients.map((recipient) => ({ recipient, result: { _tag: "Reply", code: 250, enhanced: "2.0.0", text: "ok" } })) })) => {
+  const jobs: DeliveryJob[] = [];
+  const stub: Sites = { deliver: (job) => Effect.sync(() => (jobs.push(job), answer(job))), list: () => [], stop: () => Effect.void };
+  return { sites: stub, jobs };
+};
+
+const deps = (extra: Partial<DispatchDeps>): DispatchDeps => ({
+  mailboxes: mailboxes(() => Effect.succeed("7.1")).router,
+  sites: sites().sites,
+  resolve: () => Effect.succeed(route),
+  requireTls: () => false,
+  ...extra,
+});
+
+const run = (dispatch: ReturnType<typeof makeDispatch>, entry: QueueEntry, load: () => Uint8Array = () => body) =>
+  Effect.runPromise(dispatch(entry, message, load).pipe(Effect.provide(TestClock.layer())));
+
+const decided = (entry: QueueEntry, attempt: Attempt) => decide(entry, attempt, t0 + 1000, 0.5, policy, dsnParamsOf(undefined));
+
+test("a local route stores the body in the user's mailbox and reports its UID", async () => {
+  const { router, stored } = mailboxes(() => Effect.succeed("7.1"));
+  const attempt = await run(makeDispatch(deps({ mailboxes: router })), localEntry);
+  assert.deepEqual(attempt, { server: "mailbox/u@local.test", results: [{ recipient: "u@local.test", result: { _tag: "Stored", uid: "7.1" } }] });
+  assert.deepEqual(stored, [{ user: "u@local.test", entryId: "M1.0", bytes: body.length }]);
+  const d = decided(localEntry, attempt);
+  assert.equal(d.next, undefined, "delivered: the entry is finished");
+  assert.deepEqual(d.outcomes.map((o) => o.status), ["delivered"]);
+});
+
+test("each typed mailbox error becomes its tagged failure, and every one defers", async () => {
+  const cases: Array<[MailboxError, unknown, string]> = [
+    [overQuota("u@local.test", 3_900, 4_000, 500), { _tag: "MailboxFull", user: "u@local.test", usedBytes: 3_900, quotaBytes: 4_000, messageBytes: 500 }, "quota"],
+    [new UnknownUser({ user: "u@local.test" }), { _tag: "UnknownUser", user: "u@local.test" }, "bad-mailbox"],
+    [new MailboxUnavailable({ user: "u@local.test", detail: "owner node n2 does not answer" }), { _tag: "MailboxUnavailable", user: "u@local.test", error: "MailboxUnavailable", detail: "owner node n2 does not answer" }, "other"],
+    [new NotOwner({ user: "u@local.test", node: "n3" }), { _tag: "MailboxUnavailable", user: "u@local.test", error: "NotOwner", detail: "not the owner node (n3)" }, "other"],
+    [new StoreError({ operation: "deliver", detail: "MDB_MAP_FULL" }), { _tag: "MailboxUnavailable", user: "u@local.test", error: "StoreError", detail: "MDB_MAP_FULL" }, "other"],
+  ];
+  for (const [error, failure, category] of cases) {
+    const attempt = await run(makeDispatch(deps({ mailboxes: mailboxes(() => Effect.fail(error)).router })), localEntry);
+    assert.deepEqual(attempt, { server: "mailbox/u@local.test", results: [{ recipient: "u@local.test", result: failure }] }, error._tag);
+    const d = decided(localEntry, attempt);
+    assert.deepEqual(d.outcomes.map((o) => [o.status, o.category]), [["deferred", category]], error._tag);
+    assert.equal(d.next?.reason, "mailbox-unavailable", error._tag);
+    assert.equal(d.notices.length, 0, `${error._tag}: no bounce before the queue lifetime`);
+  }
+});
+
+test("DNS: a temporary failure defers as dns, a permanent one fails as bad-domain, both as values with the resolver's rcode and server", async () => {
+  const temporary = new DnsTemporaryFailure({ domain: "remote.test", detail: "MX remote.test: SERVFAIL from 192.0.2.53:53", rcode: "SERVFAIL", server: "192.0.2.53:53" });
+  const deferred = await run(makeDispatch(deps({ resolve: () => Effect.fail(temporary) })), remoteEntry);
+  assert.equal(deferred.server, "dns");
+  assert.deepEqual(deferred.results.map((r) => r.result), [
+    { _tag: "DnsTemporary", domain: "remote.test", detail: "MX remote.test: SERVFAIL from 192.0.2.53:53", rcode: "SERVFAIL", server: "192.0.2.53:53" },
+    { _tag: "DnsTemporary", domain: "remote.test", detail: "MX remote.test: SERVFAIL from 192.0.2.53:53", rcode: "SERVFAIL", server: "192.0.2.53:53" },
+  ]);
+  const waiting = decided(remoteEntry, deferred);
+  assert.deepEqual(waiting.outcomes.map((o) => [o.status, o.category]), [["deferred", "dns"], ["deferred", "dns"]]);
+  assert.equal(waiting.next?.reason, "dns-temporary");
+  assert.equal(waiting.notices.length, 0);
+
+  const permanent = new DnsPermanentFailure({ domain: "remote.test", reason: "null-mx", detail: "null MX: remote.test accepts no mail (RFC 7505)" });
+  const failed = await run(makeDispatch(deps({ resolve: () => Effect.fail(permanent) })), remoteEntry);
+  assert.deepEqual(failed.results[0]!.result, { _tag: "DnsPermanent", domain: "remote.test", reason: "null-mx", detail: "null MX: remote.test accepts no mail (RFC 7505)" });
+  const bounced = decided(remoteEntry, failed);
+  assert.deepEqual(bounced.outcomes.map((o) => [o.status, o.category]), [["failed", "bad-domain"], ["failed", "bad-domain"]]);
+  assert.equal(bounced.next, undefined);
+  assert.deepEqual(bounced.notices[0]!.recipients.map((r) => r.status), ["5.1.10", "5.1.10"]);
+
+  // A failure from a resolver older than `reason` is read as NXDOMAIN.
+  const older = await run(makeDispatch(deps({ resolve: () => Effect.fail(new DnsPermanentFailure({ domain: "remote.test", detail: "NXDOMAIN" })) })), remoteEntry);
+  assert.equal(decided(remoteEntry, older).notices[0]!.recipients[0]!.status, "5.1.2");
+});
+
+test("a remote route reaches the site actors with the resolved route, the envelope, DSN parameters and the TLS policy; the body is loaded only by them", async () => {
+  const { sites: stub, jobs } = sites();
+  let loads = 0;
+  const dispatch = makeDispatch(deps({ sites: stub, requireTls: (domain) => domain === "remote.test" }));
+  const attempt = await run(dispatch, remoteEntry, () => (loads++, body));
+  assert.equal(loads, 0, "dispatch does not load the body for a remote route");
+  assert.equal(jobs.length, 1);
+  const job = jobs[0]!;
+  assert.deepEqual(job.route, route);
+  assert.equal(job.sender, "s@origin.test");
+  assert.deepEqual(job.recipients, ["a@remote.test", "b@remote.test"]);
+  assert.equal(job.tls, "require");
+  assert.equal(job.dsn.ret, "HDRS");
+  assert.equal(job.dsn.envid, "ENV-1");
+  assert.deepEqual(job.body(), body);
+  assert.equal(loads, 1);
+  assert.deepEqual(attempt.mx, { host: "mx.remote.test", ip: "192.0.2.1" });
+
+  const other = await run(makeDispatch(deps({ sites: stub, requireTls: () => false })), { ...remoteEntry, route: { kind: "remote", domain: "other.test" } });
+  assert.equal(jobs[1]!.tls, "opportunistic");
+  assert.equal(other.results.length, 2);
+});
+
+test("a route is remembered for five seconds of the node's clock: one resolver ask per domain, not per message", async () => {
+  let asks = 0;
+  const dispatch = makeDispatch(deps({ resolve: () => Effect.sync(() => (asks++, route)) }));
+  await Effect.runPromise(
+    Effect.gen(function* () {
+      yield* dispatch(remoteEntry, message, () => body);
+      yield* dispatch(remoteEntry, message, () => body);
+      assert.equal(asks, 1, "the second message uses the remembered route");
+      yield* TestClock.adjust("4999 millis");
+      yield* dispatch(remoteEntry, message, () => body);
+      assert.equal(asks, 1);
+      yield* TestClock.adjust("1 second");
+      yield* dispatch(remoteEntry, message, () => body);
+      assert.equal(asks, 2, "asked again once the memo is stale");
+    }).pipe(Effect.provide(TestClock.layer())),
+  );
+  // Failures are not remembered: the next message asks again.
+  let failures = 0;
+  const failing = makeDispatch(deps({ resolve: () => Effect.suspend(() => (failures++, Effect.fail(new DnsTemporaryFailure({ domain: "remote.test", detail: "timeout" })))) }));
+  await run(failing, remoteEntry);
+  await run(failing, remoteEntry);
+  assert.equal(failures, 2);
+});
