@@ -29,7 +29,7 @@ import { startHttp } from "./http.ts";
 import { makeLog, type Log } from "./log.ts";
 import { makeNodeMetrics } from "./metrics.ts";
 import { loadTlsCredentials } from "./tls.ts";
-import { makeUserStore } from "./users.ts";
+import { makeUserStore } from "../actors/users/store.ts";
 
 export interface RunningNode {
   readonly ports: { readonly smtp: number; readonly smtps: number; readonly pop3: number; readonly http: number };

@@ -97,13 +97,3 @@ const mailboxReply = (error: MailboxError): string => {
       return `451 4.2.0 mailbox: ${error._tag}${"detail" in error && error.detail ? `: ${error.detail}` : ""}`;
   }
 };
-
-/** A matcher for `delivery.requireTls`: exact domains, and ".example.org" for every subdomain. */
-export const domainMatcher = (patterns: ReadonlyArray<string>) => {
-  const exact = new Set(patterns.filter((p) => !p.startsWith(".")).map((p) => p.toLowerCase()));
-  const suffixes = patterns.filter((p) => p.startsWith(".")).map((p) => p.toLowerCase());
-  return (domain: string): boolean => {
-    const d = domain.toLowerCase();
-    return exact.has(d) || suffixes.some((suffix) => d.endsWith(suffix));
-  };
-};

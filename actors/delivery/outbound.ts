@@ -6,6 +6,7 @@ import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { MailRoute, DnsPermanentFailure, DnsTemporaryFailure } from "../../protocol/route.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
+import { domainMatcher, domainOf } from "../common/domains.ts";
 import type { MailboxRouter } from "../mailbox/router.ts";
 import { serveQueueAdmin } from "../queue/admin.ts";
 import type { QueueEntry, Route } from "../queue/entry.ts";
@@ -13,7 +14,7 @@ import type { Spool } from "../queue/spool.ts";
 import type { Supervisor } from "../runtime/supervisor.ts";
 import { loadRules, makeClassifier, type RulesFileError } from "./classify.ts";
 import { makeConnectionBudget } from "./connections.ts";
-import { domainMatcher, makeDispatch } from "./dispatch.ts";
+import { makeDispatch } from "./dispatch.ts";
 import { makeNotices } from "./notices.ts";
 import { startScheduler, type Scheduler, type SchedulerHooks } from "./scheduler.ts";
 import { makeSites, type Sites } from "./sites.ts";
@@ -119,7 +120,7 @@ const loadRulesOrThrow = (path: string) =>
 
 /** Where a DSN to `address` goes from here: its mailbox when local, else its domain. */
 const routeOf = (isLocalUser: (address: string) => boolean) => (address: string): Route =>
-  isLocalUser(address) ? { kind: "local", user: address.toLowerCase() } : { kind: "remote", domain: address.slice(address.lastIndexOf("@") + 1).toLowerCase() };
+  isLocalUser(address) ? { kind: "local", user: address.toLowerCase() } : { kind: "remote", domain: domainOf(address) };
 
 /** Events on NATS, metrics and log lines for every recorded outcome, after it is committed. */
 const reporter = (deps: OutboundDeps): SchedulerHooks["recorded"] => {

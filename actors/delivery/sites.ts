@@ -4,6 +4,7 @@
 // connections, and each worker keeps at most one connection, reused for the next message.
 import { Effect } from "effect";
 import type { MailRoute } from "../../protocol/route.ts";
+import { matchesDomain } from "../common/domains.ts";
 import { spawnActor, type ActorRef } from "../runtime/actor.ts";
 import type { Supervisor } from "../runtime/supervisor.ts";
 import { everyone, type Attempt, type Trouble } from "./attempt.ts";
@@ -49,9 +50,7 @@ export const siteKey = (route: MailRoute): string =>
 
 export const connectionLimit = (route: MailRoute, options: Pick<SiteOptions, "connectionsPerSite" | "siteConnections">): number => {
   for (const [pattern, limit] of Object.entries(options.siteConnections)) {
-    const p = pattern.toLowerCase();
-    const matches = (name: string) => (p.startsWith(".") ? name.toLowerCase().endsWith(p) : name.toLowerCase() === p);
-    if (route.hosts.some((host) => matches(host.name))) return limit;
+    if (route.hosts.some((host) => matchesDomain(pattern, host.name))) return limit;
   }
   return options.connectionsPerSite;
 };

@@ -5,7 +5,7 @@
 // in pop3-session.ts; wire parsing in protocol/pop3.ts; mail through MaildropAccess.
 import * as net from "node:net";
 import * as tls from "node:tls";
-import { inNetworks } from "../../nodes/config.ts";
+import { inNetworks } from "../common/networks.ts";
 import { defaultLoginThrottle, makeLoginThrottle, type LoginThrottleOptions } from "./login-throttle.ts";
 import type { MaildropAccess, OpenMaildrop } from "./maildrop.ts";
 import {

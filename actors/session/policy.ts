@@ -1,6 +1,7 @@
 // Who may send what to whom: the session's decisions as pure functions returning an
 // SMTP reply (or acceptance), so each rule is testable without a socket.
-import { domainOf, inNetworks } from "../../nodes/config.ts";
+import { domainOf } from "../common/domains.ts";
+import { inNetworks } from "../common/networks.ts";
 
 export interface Reply {
   readonly code: number;

@@ -7,9 +7,8 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readMetric } from "../../bench/lib/environment.ts";
 import { openRaw } from "../support/raw-socket.ts";
-import { eventually, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, run, startTernNode, uniqueCluster, readMetric, type TernNode } from "../support/tern-node.ts";
 
 const mountPoint = mkdtempSync(join(tmpdir(), "tern-full-"));
 const canMount = (() => {

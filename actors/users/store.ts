@@ -3,6 +3,7 @@
 // Passwords are kept as scrypt hashes ("scrypt$N$r$p$salt$hash", base64 parts); a plain
 // `password` in the config is accepted for development and hashed in memory at start.
 import { randomBytes, scrypt as scryptCallback, timingSafeEqual } from "node:crypto";
+import { localPartOf } from "../common/domains.ts";
 
 export interface UserRecord {
   readonly address: string;
@@ -60,7 +61,7 @@ export const makeUserStore = async (records: ReadonlyArray<UserRecord>): Promise
   const canonical = (login: string) => {
     const lower = login.toLowerCase();
     if (lower.includes("@")) return users.has(lower) ? lower : undefined;
-    const matches = [...users.keys()].filter((address) => address.slice(0, address.lastIndexOf("@")) === lower);
+    const matches = [...users.keys()].filter((address) => localPartOf(address) === lower);
     return matches.length === 1 ? matches[0] : undefined;
   };
   return {
