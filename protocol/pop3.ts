@@ -34,7 +34,7 @@ export type Pop3ParseError =
  * RFC 2449 §4: a command line is at most 255 octets *including* the CRLF,
  * so the line handed to the parser (CRLF already removed) may hold 253.
  */
-export const MAX_COMMAND_LINE_OCTETS = 253;
+const MAX_COMMAND_LINE_OCTETS = 253;
 
 export const isPop3ParseError = (value: Pop3Command | Pop3ParseError): value is Pop3ParseError =>
   value._tag in parseErrorTags;

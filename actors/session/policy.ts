@@ -32,7 +32,7 @@ export interface ClientFacts {
 const hasNonAscii = (text: string) => /[^\x00-\x7f]/.test(text);
 
 /** RFC 6531 §3.4: a non-ASCII address needs SMTPUTF8 on MAIL FROM. */
-export const checkAddressCharset = (address: string, client: ClientFacts): Decision =>
+const checkAddressCharset = (address: string, client: ClientFacts): Decision =>
   hasNonAscii(address) && !client.smtpUtf8
     ? refuse(553, "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter", "utf8-without-smtputf8")
     : accept;

@@ -15,14 +15,11 @@ export interface UserRecord {
 
 export interface UserStore {
   readonly exists: (address: string) => boolean;
-  /** The canonical address for a login (full address, or a local part that is unique). */
-  readonly canonical: (login: string) => string | undefined;
-  /** Resolves to the canonical address when the password is right, else undefined. */
+  /** Resolves to the user's address when the password is right, else undefined. A login is a full address, or a local part only one user has. */
   readonly verify: (login: string, password: string) => Promise<string | undefined>;
   /** May `user` use `address` as its MAIL FROM? Its own address or one of its aliases. */
   readonly mayUseSender: (user: string, address: string) => boolean;
   readonly homeOf: (address: string) => string | undefined;
-  readonly addresses: () => ReadonlyArray<string>;
 }
 
 const SCRYPT = { N: 16384, r: 8, p: 1, keyLength: 32 };
@@ -66,7 +63,6 @@ export const makeUserStore = async (records: ReadonlyArray<UserRecord>): Promise
   };
   return {
     exists: (address) => users.has(address.toLowerCase()),
-    canonical,
     verify: async (login, password) => {
       const address = canonical(login);
       const user = address === undefined ? undefined : users.get(address);
@@ -81,6 +77,5 @@ export const makeUserStore = async (records: ReadonlyArray<UserRecord>): Promise
       return lower === user.toLowerCase() || (users.get(user.toLowerCase())?.aliases.has(lower) ?? false);
     },
     homeOf: (address) => users.get(address.toLowerCase())?.home,
-    addresses: () => [...users.keys()],
   };
 };

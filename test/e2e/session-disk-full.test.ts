@@ -1,7 +1,7 @@
 // A spool that cannot commit (disk full) answers 451, new connections get 421 while it
 // stays unhealthy, nothing half-stored remains, and service resumes once there is room.
 // Needs root to mount a small tmpfs; skipped elsewhere.
-import { after, before, test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";

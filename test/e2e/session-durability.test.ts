@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import nodemailer from "nodemailer";
 import { startDnsmasq, findFreePort, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startSink, type Sink } from "../support/sink.ts";
-import { eventually, makeDataDir, removeDataDir, run, sleep, startTernNode, uniqueCluster, readMetric, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, removeDataDir, run, sleep, startTernNode, uniqueCluster, readMetric } from "../support/tern-node.ts";
 
 let dns: RunningDnsmasq;
 const cleanups: Array<() => Promise<unknown>> = [];
