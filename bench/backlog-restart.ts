@@ -12,9 +12,8 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { startDnsmasq, findFreePort } from "../test/support/dnsmasq.ts";
 import { queueCommand } from "../nodes/queue-command.ts";
-import { readMetric } from "./lib/environment.ts";
+import { readMetric, startTernNode, uniqueCluster } from "../nodes/launcher.ts";
 import { startSinkProcess } from "./lib/sink.ts";
-import { startTernNode, uniqueCluster } from "./lib/tern-process.ts";
 
 const { values } = parseArgs({ options: { data: { type: "string" }, drain: { type: "string", default: "30" }, domain: { type: "string", default: "remote.bench" } } });
 if (!values.data) throw new Error("--data DIR is required");

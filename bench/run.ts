@@ -10,7 +10,7 @@ import { describeMachine } from "./lib/machine.ts";
 import { acceptOnly, backlog, baseline, local, relay, scale, type BenchOptions, type RunReport } from "./lib/scenarios.ts";
 import { mailbox } from "./lib/mailbox-scenario.ts";
 import { round } from "./lib/stats.ts";
-import { projectRoot } from "./lib/tern-process.ts";
+import { projectRoot } from "../nodes/launcher.ts";
 
 const scenarios = {
   relay: "SMTP in → spool → DNS → delivery → sink, end to end (default)",

@@ -23,7 +23,7 @@ const tryConnect = (servers: ReadonlyArray<string>, name: string) =>
     () => undefined,
   );
 
-export const findOnPath = (program: string): string | undefined => {
+const findOnPath = (program: string): string | undefined => {
   const candidates = (process.env.PATH ?? "").split(delimiter).concat(["/usr/sbin", "/usr/local/sbin"]);
   return candidates.map((dir) => join(dir, program)).find((path) => existsSync(path));
 };

@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 import { readFile, writeFile } from "node:fs/promises";
 import { ConfigError, loadConfig, parseConfig } from "./config.ts";
-import { hashPassword } from "./users.ts";
+import { hashPassword } from "../actors/users/store.ts";
 import { Cause, Effect, Exit, Fiber } from "effect";
 import { runNode, type NodePorts } from "./node.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";

@@ -5,7 +5,9 @@ import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { Cause, Exit, Schema } from "effect";
 import { isSafeToken } from "../protocol/subjects.ts";
-import { isPasswordHash, type UserRecord } from "./users.ts";
+import { domainOf } from "../actors/common/domains.ts";
+import { parseCidr } from "../actors/common/networks.ts";
+import { isPasswordHash, type UserRecord } from "../actors/users/store.ts";
 import type { DeliveryConfig } from "../actors/delivery/config.ts";
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
@@ -373,8 +375,6 @@ export const loadConfig = async (path: string | undefined, env: NodeJS.ProcessEn
   return parseConfig(raw, env);
 };
 
-export const domainOf = (address: string): string => address.slice(address.lastIndexOf("@") + 1).toLowerCase();
-
 const schemaMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
   const error = Cause.findErrorOption(cause);
   return error._tag === "Some" ? error.value.message : Cause.pretty(cause);
@@ -393,42 +393,4 @@ const describeIssues = (message: string, raw: unknown): string => {
     described.push(`  ${name || "(root)"} = ${JSON.stringify(value)}: ${problem}`);
   }
   return described.join("\n");
-};
-
-/** Parses "a.b.c.d/n" or "x::y/n" into comparable parts; undefined when malformed. */
-export const parseCidr = (cidr: string): { bytes: Uint8Array; prefix: number } | undefined => {
-  const [address, prefixText] = cidr.split("/");
-  const bytes = address === undefined ? undefined : parseIp(address);
-  const prefix = prefixText === undefined ? (bytes ? bytes.length * 8 : 0) : Number(prefixText);
-  if (!bytes || !Number.isInteger(prefix) || prefix < 0 || prefix > bytes.length * 8) return undefined;
-  return { bytes, prefix };
-};
-
-export const parseIp = (address: string): Uint8Array | undefined => {
-  const mapped = address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
-  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(mapped)) {
-    const parts = mapped.split(".").map(Number);
-    return parts.every((p) => p <= 255) ? Uint8Array.from(parts) : undefined;
-  }
-  if (!mapped.includes(":")) return undefined;
-  const [head = "", tail] = mapped.split("::");
-  const groups = (s: string) => (s === "" ? [] : s.split(":"));
-  const missing = 8 - groups(head).length - groups(tail ?? "").length;
-  const all = tail === undefined ? groups(head) : [...groups(head), ...Array(missing).fill("0"), ...groups(tail)];
-  if (all.length !== 8 || !all.every((g) => /^[0-9a-f]{1,4}$/i.test(g))) return undefined;
-  return Uint8Array.from(all.flatMap((g) => [parseInt(g, 16) >> 8, parseInt(g, 16) & 255]));
-};
-
-export const inNetworks = (address: string, networks: ReadonlyArray<string>): boolean => {
-  const ip = parseIp(address);
-  if (!ip) return false;
-  return networks.some((network) => {
-    const cidr = parseCidr(network);
-    if (!cidr || cidr.bytes.length !== ip.length) return false;
-    for (let bit = 0; bit < cidr.prefix; bit++) {
-      const mask = 0x80 >> bit % 8;
-      if ((ip[bit >> 3]! & mask) !== (cidr.bytes[bit >> 3]! & mask)) return false;
-    }
-    return true;
-  });
 };

@@ -8,7 +8,7 @@ import { makeSubjects } from "../protocol/subjects.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 
-export const queueUsage = `usage: tern queue [--config FILE] [--node ID] [--json] [--timeout MS] COMMAND
+const queueUsage = `usage: tern queue [--config FILE] [--node ID] [--json] [--timeout MS] COMMAND
   shape [--limit N]                         entries per destination and age, like qshape (alias: summary)
   list [--domain D] [--sender S] [--limit N] [--after ENTRY_ID]
   show ENTRY_ID                             one entry with its attempts

@@ -34,7 +34,7 @@ export type Pop3ParseError =
  * RFC 2449 §4: a command line is at most 255 octets *including* the CRLF,
  * so the line handed to the parser (CRLF already removed) may hold 253.
  */
-export const MAX_COMMAND_LINE_OCTETS = 253;
+const MAX_COMMAND_LINE_OCTETS = 253;
 
 export const isPop3ParseError = (value: Pop3Command | Pop3ParseError): value is Pop3ParseError =>
   value._tag in parseErrorTags;
@@ -163,6 +163,12 @@ export const describeParseError = (error: Pop3ParseError): string => {
       return `command line too long (${error.octets} octets)`;
   }
 };
+
+// ---------------------------------------------------------------------------
+// Login outcomes
+
+/** How a login attempt ended: the label of the login counter and of the session's log line. */
+export type LoginOutcome = "ok" | "failed" | "throttled" | "in-use" | "unavailable" | "plaintext-refused";
 
 // ---------------------------------------------------------------------------
 // SASL PLAIN (RFC 4616): base64 of authzid NUL authcid NUL password

@@ -116,13 +116,3 @@ const dnsFailure = (failure: ResolveFailure): RecipientResult => {
     ? { _tag: "DnsTemporary", domain: failure.domain, detail: failure.detail, ...source }
     : { _tag: "DnsPermanent", domain: failure.domain, reason: failure.reason ?? "nxdomain", detail: failure.detail, ...source };
 };
-
-/** A matcher for `delivery.requireTls`: exact domains, and ".example.org" for every subdomain. */
-export const domainMatcher = (patterns: ReadonlyArray<string>) => {
-  const exact = new Set(patterns.filter((p) => !p.startsWith(".")).map((p) => p.toLowerCase()));
-  const suffixes = patterns.filter((p) => p.startsWith(".")).map((p) => p.toLowerCase());
-  return (domain: string): boolean => {
-    const d = domain.toLowerCase();
-    return exact.has(d) || suffixes.some((suffix) => d.endsWith(suffix));
-  };
-};

@@ -5,6 +5,7 @@
 // header section (RET=HDRS, and always for delay notices). It goes from the null sender,
 // so it is never answered by another DSN.
 import { randomBytes } from "node:crypto";
+import { rfc5322Date } from "../common/dates.ts";
 
 /** RFC 3461 NOTIFY values. */
 export type NotifyKind = "SUCCESS" | "FAILURE" | "DELAY";
@@ -98,9 +99,6 @@ const SUBJECTS: Record<DsnAction, string> = {
   delivered: "Successful Mail Delivery Report",
   relayed: "Successful Mail Delivery Report",
 };
-
-/** RFC 5322 date-time in UTC. */
-export const rfc5322Date = (at: number): string => new Date(at).toUTCString().replace(/GMT$/, "+0000");
 
 /** The byte offset just past the blank line that ends the header section (the whole text when there is none). */
 export const headerSectionEnd = (message: Uint8Array): number => {

@@ -8,6 +8,7 @@
 // A site whose actor escalated refuses jobs at once (they defer) until it is rebuilt.
 import { Clock, Deferred, Effect, Fiber, Schedule, Scope } from "effect";
 import type { MailRoute } from "../../protocol/route.ts";
+import { matchesDomain } from "../common/domains.ts";
 import { spawnActor, type ActorRef, type RestartPolicy } from "../runtime/actor.ts";
 import type { Supervisor } from "../runtime/supervisor.ts";
 import { everyone, type Attempt } from "./attempt.ts";
@@ -63,9 +64,7 @@ export const siteKey = (route: MailRoute): string =>
 
 export const connectionLimit = (route: MailRoute, options: Pick<SiteOptions, "connectionsPerSite" | "siteConnections">): number => {
   for (const [pattern, limit] of Object.entries(options.siteConnections)) {
-    const p = pattern.toLowerCase();
-    const matches = (name: string) => (p.startsWith(".") ? name.toLowerCase().endsWith(p) : name.toLowerCase() === p);
-    if (route.hosts.some((host) => matches(host.name))) return limit;
+    if (route.hosts.some((host) => matchesDomain(pattern, host.name))) return limit;
   }
   return options.connectionsPerSite;
 };

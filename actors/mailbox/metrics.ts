@@ -1,6 +1,6 @@
 // Prometheus metrics of the mailbox actors and the POP3 retriever, on the node's registry.
 import { Counter, type Registry } from "prom-client";
-import type { LoginOutcome } from "../retriever/pop3-session.ts";
+import type { LoginOutcome } from "../../protocol/pop3.ts";
 import type { MailboxObserver } from "./actor.ts";
 
 export interface MailboxMetrics {

@@ -2,7 +2,7 @@
 // one SMTP AUTH uses), mail through the mailbox router (the owner node's mailbox actor,
 // local or over NATS), the maildrop lock held by that actor for the whole cluster.
 import { Effect } from "effect";
-import type { UserStore } from "../../nodes/users.ts";
+import type { UserStore } from "../users/store.ts";
 import type { MailboxRouter } from "../mailbox/router.ts";
 import { MailboxUnavailable, type LockLost, type MailboxError, type MaildropInUse, type NoSuchMessage } from "../../protocol/mailbox.ts";
 import type { MaildropAccess, OpenMaildrop } from "./maildrop.ts";

@@ -5,7 +5,8 @@
 // in pop3-session.ts; wire parsing in protocol/pop3.ts; mail through MaildropAccess.
 import * as net from "node:net";
 import * as tls from "node:tls";
-import { inNetworks } from "../../nodes/config.ts";
+import type { LoginOutcome } from "../../protocol/pop3.ts";
+import { inNetworks } from "../common/networks.ts";
 import { makeConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
 import { defaultLoginThrottle, makeLoginThrottle, type LoginThrottleOptions } from "./login-throttle.ts";
 import type { MaildropAccess, OpenMaildrop } from "./maildrop.ts";
@@ -17,7 +18,6 @@ import {
   keepLockAlive,
   runAccess,
   type ConnectionView,
-  type LoginOutcome,
   type Reply,
   type SessionConfig,
   type SessionState,

@@ -10,12 +10,11 @@ import {
   isPop3ParseError,
   parsePop3Command,
   SASL_CANCEL,
+  type LoginOutcome,
   type Pop3Command,
 } from "../../protocol/pop3.ts";
 import type { LoginThrottle } from "./login-throttle.ts";
 import type { MaildropAccess, MaildropEntry, OpenMaildrop } from "./maildrop.ts";
-
-export type LoginOutcome = "ok" | "failed" | "throttled" | "in-use" | "unavailable" | "plaintext-refused";
 
 export interface SessionConfig {
   /** Name shown in the greeting and sign-off. */

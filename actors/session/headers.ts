@@ -1,5 +1,6 @@
 // Headers the session adds: the Received trace (RFC 5321 §4.4) on every message, and
 // Message-ID and Date on submitted mail that lacks them (RFC 6409 §8).
+import { rfc5322Date } from "../common/dates.ts";
 
 export interface TraceFacts {
   readonly hostname: string;
@@ -12,9 +13,6 @@ export interface TraceFacts {
   readonly recipients: ReadonlyArray<string>;
   readonly at: number;
 }
-
-/** RFC 5322 date-time in UTC. */
-export const rfc5322Date = (at: number) => new Date(at).toUTCString().replace("GMT", "+0000");
 
 /** RFC 3848 protocol names: ESMTP, ESMTPS (TLS), ESMTPA (auth), ESMTPSA (both). */
 const protocolName = (secure: boolean, authenticated: boolean) => `ESMTP${secure ? "S" : ""}${authenticated ? "A" : ""}`;

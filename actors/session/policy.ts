@@ -1,6 +1,7 @@
 // Who may send what to whom: the session's decisions as pure functions returning an
 // SMTP reply (or acceptance), so each rule is testable without a socket.
-import { domainOf, inNetworks } from "../../nodes/config.ts";
+import { domainOf } from "../common/domains.ts";
+import { inNetworks } from "../common/networks.ts";
 
 export interface Reply {
   readonly code: number;
@@ -31,7 +32,7 @@ export interface ClientFacts {
 const hasNonAscii = (text: string) => /[^\x00-\x7f]/.test(text);
 
 /** RFC 6531 §3.4: a non-ASCII address needs SMTPUTF8 on MAIL FROM. */
-export const checkAddressCharset = (address: string, client: ClientFacts): Decision =>
+const checkAddressCharset = (address: string, client: ClientFacts): Decision =>
   hasNonAscii(address) && !client.smtpUtf8
     ? refuse(553, "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter", "utf8-without-smtputf8")
     : accept;

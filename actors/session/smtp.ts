@@ -5,7 +5,8 @@
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import { Clock, Effect } from "effect";
 import "./enhanced-codes.ts";
-import type { UserStore } from "../../nodes/users.ts";
+import { domainOf } from "../common/domains.ts";
+import type { UserStore } from "../users/store.ts";
 import type { QueueEntry, Route } from "../queue/entry.ts";
 import { newMessageId } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
@@ -306,7 +307,7 @@ export const routesFor = (
   for (const recipient of recipients) {
     const route: Route = isLocalUser(recipient)
       ? { kind: "local", user: recipient.toLowerCase() }
-      : { kind: "remote", domain: recipient.slice(recipient.lastIndexOf("@") + 1).toLowerCase() };
+      : { kind: "remote", domain: domainOf(recipient) };
     const key = route.kind === "local" ? `local:${route.user}` : `remote:${route.domain}`;
     const group = byKey.get(key) ?? { route, recipients: [] };
     if (!group.recipients.includes(recipient)) group.recipients.push(recipient);

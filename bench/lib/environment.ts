@@ -3,7 +3,7 @@
 // nodes as separate processes on one NATS, each with its own data dir and fixed ports.
 import { startDnsmasq, findFreePort, type RunningDnsmasq } from "../../test/support/dnsmasq.ts";
 import { startSinkProcess, type SinkOptions, type SinkProcess } from "./sink.ts";
-import { makeDataDir, removeDataDir, startTernNode, uniqueCluster, type TernNode } from "./tern-process.ts";
+import { makeDataDir, removeDataDir, startTernNode, uniqueCluster, type TernNode } from "../../nodes/launcher.ts";
 
 export const REMOTE_DOMAIN = "remote.bench";
 export const LOCAL_DOMAIN = "local.bench";
@@ -108,17 +108,4 @@ export const startEnvironment = async (options: EnvironmentOptions): Promise<Env
     await stop();
     throw error;
   }
-};
-
-/** Reads one gauge or counter (summed over label sets) from a node's /metrics. */
-export const readMetric = async (node: TernNode, name: string, labelFilter = ""): Promise<number> => {
-  const text = await (await fetch(`http://127.0.0.1:${node.ports.http}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) {
-      if (labelFilter && !line.includes(labelFilter)) continue;
-      sum += Number(line.slice(line.lastIndexOf(" ") + 1));
-    }
-  }
-  return sum;
 };

@@ -42,7 +42,7 @@ export interface LoadResult {
 
 const FILLER_LINE = "The quick brown fox jumps over the lazy dog, again and again, for Tern benchmarks.\r\n";
 
-export const messageIdFor = (runId: string, n: number) => `${runId}.${n}@bench.tern`;
+const messageIdFor = (runId: string, n: number) => `${runId}.${n}@bench.tern`;
 
 /** Extracts the bench Message-ID from a raw message (null when absent). */
 export const benchIdIn = (raw: string): string | null => /\r\nMessage-ID: <([^>]+@bench\.tern)>/i.exec(raw)?.[1] ?? null;

@@ -5,7 +5,8 @@
 // spread over all nodes (so part of it crosses NATS), and RETR is measured twice: from a
 // node that is not the owner (every RETR crosses NATS) and from the owner itself.
 import { randomBytes } from "node:crypto";
-import { LOCAL_DOMAIN, localUser, readMetric, startEnvironment, type Environment } from "./environment.ts";
+import { readMetric } from "../../nodes/launcher.ts";
+import { LOCAL_DOMAIN, localUser, startEnvironment, type Environment } from "./environment.ts";
 import { benchIdIn, runLoad, type LoadResult } from "./load.ts";
 import { Pop3Connection } from "./pop3-client.ts";
 import { sampleUsage } from "./procstats.ts";

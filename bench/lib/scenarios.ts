@@ -5,7 +5,8 @@ import { sampleUsage, type ProcessUsage } from "./procstats.ts";
 import { percentiles, perSecond, type Percentiles } from "./stats.ts";
 import { runLoad, type LoadOptions, type LoadResult } from "./load.ts";
 import { startSinkProcess } from "./sink.ts";
-import { LOCAL_DOMAIN, REMOTE_DOMAIN, localUser, readMetric, startEnvironment, whileRunning, type Environment } from "./environment.ts";
+import { readMetric } from "../../nodes/launcher.ts";
+import { LOCAL_DOMAIN, REMOTE_DOMAIN, localUser, startEnvironment, whileRunning, type Environment } from "./environment.ts";
 import { Pop3Connection } from "./pop3-client.ts";
 import { benchIdIn } from "./load.ts";
 import { findFreePort } from "../../test/support/dnsmasq.ts";
@@ -174,7 +175,7 @@ export const acceptOnly = async (options: BenchOptions): Promise<RunReport> => {
   try {
     const { usage, origin, stopDepth } = startMeasuring(environment);
     const load = await runLoad(loadOptions(options, smtpTargets(environment), REMOTE_DOMAIN, 1_000));
-    const [acceptedRecords, accept] = acceptSide(load);
+    const [, accept] = acceptSide(load);
     const queued = (await Promise.all(environment.nodes.map((node) => readMetric(node, "tern_queue_depth")))).reduce((a, b) => a + b, 0);
     return {
       label: "accept",
@@ -282,7 +283,7 @@ export const baseline = async (options: BenchOptions): Promise<RunReport> => {
     usage.track("bare smtp-server", sink.pid);
     const origin = Date.now();
     const load = await runLoad(loadOptions(options, [{ host: "127.0.0.1", port: sink.port }], REMOTE_DOMAIN, 1_000));
-    const [acceptedRecords, accept] = acceptSide(load);
+    const [, accept] = acceptSide(load);
     return { label: "baseline", nodes: 0, ...accept, processes: usage.stop(), queueDepth: [], arrivalTimes: [], startedAt: origin, notes: [] };
   } finally {
     await sink.stop();

@@ -1,7 +1,7 @@
 // Starts and talks to the sink child process (bench/sink-process.ts).
 import { fork, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { projectRoot } from "./tern-process.ts";
+import { projectRoot } from "../../nodes/launcher.ts";
 
 export interface SinkOptions {
   readonly port: number;

@@ -8,7 +8,8 @@
 import { Context, Effect, Layer } from "effect";
 import { loadRules } from "../../actors/delivery/classify.ts";
 import { makeConnectionBudget } from "../../actors/delivery/connections.ts";
-import { domainMatcher, makeDispatch } from "../../actors/delivery/dispatch.ts";
+import { makeDispatch } from "../../actors/delivery/dispatch.ts";
+import { domainMatcher } from "../../actors/common/domains.ts";
 import { makeNotices } from "../../actors/delivery/notices.ts";
 import { makeClassifier } from "../../actors/delivery/classify.ts";
 import { registerDeliveryGauges, reporter, routeOf } from "../../actors/delivery/report.ts";

@@ -1,7 +1,7 @@
 // Who the node's users are and how it proves who it is: the user store (passwords,
 // aliases, home nodes) and the TLS credentials of its listeners.
 import { Context, Effect, Layer } from "effect";
-import { makeUserStore, type UserStore } from "../users.ts";
+import { makeUserStore, type UserStore } from "../../actors/users/store.ts";
 import { loadTlsCredentials, type TlsCredentials } from "../tls.ts";
 import { Config, Log, starting } from "./core.ts";
 

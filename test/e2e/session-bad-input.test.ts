@@ -2,9 +2,8 @@
 // (CVE-2023-51764 family) never end DATA early, so no second message appears.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { makeDataDir, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { makeDataDir, removeDataDir, run, startTernNode, uniqueCluster, readMetric, type TernNode } from "../support/tern-node.ts";
 import { openRaw } from "../support/raw-socket.ts";
-import { readMetric } from "../../bench/lib/environment.ts";
 
 const baseConfig = (dataDir: string, smtp: Record<string, unknown> = {}) => ({
   nodeId: "guard",

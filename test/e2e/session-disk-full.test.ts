@@ -1,15 +1,14 @@
 // A spool that cannot commit (disk full) answers 451, new connections get 421 while it
 // stays unhealthy, nothing half-stored remains, and service resumes once there is room.
 // Needs root to mount a small tmpfs; skipped elsewhere.
-import { after, before, test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readMetric } from "../../bench/lib/environment.ts";
 import { openRaw } from "../support/raw-socket.ts";
-import { eventually, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, run, startTernNode, uniqueCluster, readMetric, type TernNode } from "../support/tern-node.ts";
 
 const mountPoint = mkdtempSync(join(tmpdir(), "tern-full-"));
 const canMount = (() => {

@@ -5,10 +5,9 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import nodemailer from "nodemailer";
-import { readMetric } from "../../bench/lib/environment.ts";
 import { startDnsmasq, findFreePort, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startSink, type Sink } from "../support/sink.ts";
-import { eventually, makeDataDir, removeDataDir, run, sleep, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, removeDataDir, run, sleep, startTernNode, uniqueCluster, readMetric } from "../support/tern-node.ts";
 
 let dns: RunningDnsmasq;
 const cleanups: Array<() => Promise<unknown>> = [];

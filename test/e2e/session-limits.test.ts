@@ -2,9 +2,8 @@
 // each refused with its reply and counted in Prometheus by reason.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { readMetric } from "../../bench/lib/environment.ts";
 import { openRaw } from "../support/raw-socket.ts";
-import { makeDataDir, removeDataDir, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { makeDataDir, removeDataDir, startTernNode, uniqueCluster, readMetric, type TernNode } from "../support/tern-node.ts";
 
 let node: TernNode;
 let dataDir: string;

@@ -11,10 +11,9 @@ import * as net from "node:net";
 import { promisify } from "node:util";
 import { Effect } from "effect";
 import { LockLost, MailboxUnavailable, MaildropInUse, NoSuchMessage, type MaildropAccess, type OpenMaildrop } from "../../../actors/retriever/maildrop.ts";
-import { topOfMessage } from "../../../protocol/pop3.ts";
+import { topOfMessage, type LoginOutcome } from "../../../protocol/pop3.ts";
 import { connectPop3, type RawPop3 } from "../../support/pop3.ts";
 import { loadTlsCredentials, type TlsCredentials } from "../../../nodes/tls.ts";
-import type { LoginOutcome } from "../../../actors/retriever/pop3-session.ts";
 import { startPop3Server, type Pop3Server, type Pop3ServerOptions } from "../../../actors/retriever/pop3-server.ts";
 
 const run = promisify(execFile);

@@ -3,6 +3,7 @@
 // Passwords are kept as scrypt hashes ("scrypt$N$r$p$salt$hash", base64 parts); a plain
 // `password` in the config is accepted for development and hashed in memory at start.
 import { randomBytes, scrypt as scryptCallback, timingSafeEqual } from "node:crypto";
+import { localPartOf } from "../common/domains.ts";
 
 export interface UserRecord {
   readonly address: string;
@@ -14,14 +15,11 @@ export interface UserRecord {
 
 export interface UserStore {
   readonly exists: (address: string) => boolean;
-  /** The canonical address for a login (full address, or a local part that is unique). */
-  readonly canonical: (login: string) => string | undefined;
-  /** Resolves to the canonical address when the password is right, else undefined. */
+  /** Resolves to the user's address when the password is right, else undefined. A login is a full address, or a local part only one user has. */
   readonly verify: (login: string, password: string) => Promise<string | undefined>;
   /** May `user` use `address` as its MAIL FROM? Its own address or one of its aliases. */
   readonly mayUseSender: (user: string, address: string) => boolean;
   readonly homeOf: (address: string) => string | undefined;
-  readonly addresses: () => ReadonlyArray<string>;
 }
 
 const SCRYPT = { N: 16384, r: 8, p: 1, keyLength: 32 };
@@ -60,12 +58,11 @@ export const makeUserStore = async (records: ReadonlyArray<UserRecord>): Promise
   const canonical = (login: string) => {
     const lower = login.toLowerCase();
     if (lower.includes("@")) return users.has(lower) ? lower : undefined;
-    const matches = [...users.keys()].filter((address) => address.slice(0, address.lastIndexOf("@")) === lower);
+    const matches = [...users.keys()].filter((address) => localPartOf(address) === lower);
     return matches.length === 1 ? matches[0] : undefined;
   };
   return {
     exists: (address) => users.has(address.toLowerCase()),
-    canonical,
     verify: async (login, password) => {
       const address = canonical(login);
       const user = address === undefined ? undefined : users.get(address);
@@ -80,6 +77,5 @@ export const makeUserStore = async (records: ReadonlyArray<UserRecord>): Promise
       return lower === user.toLowerCase() || (users.get(user.toLowerCase())?.aliases.has(lower) ?? false);
     },
     homeOf: (address) => users.get(address.toLowerCase())?.home,
-    addresses: () => [...users.keys()],
   };
 };

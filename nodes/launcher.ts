@@ -1,6 +1,7 @@
-// Runs real Tern node processes, for end-to-end tests and benchmarks: each with its own
-// data dir, loopback ports chosen by the OS, and a cluster name unique to the run, on the
-// machine's NATS (127.0.0.1:4222) unless told otherwise.
+// Runs real Tern node processes, for end-to-end tests and benchmarks (both import it from
+// here, neither from the other): each with its own data dir, loopback ports chosen by the
+// OS, and a cluster name unique to the run, on the machine's NATS (127.0.0.1:4222) unless
+// told otherwise.
 import { spawn } from "node:child_process";
 import { mkdir, mkdtemp, writeFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -9,7 +10,7 @@ import { randomBytes } from "node:crypto";
 
 export const uniqueCluster = () => `t${randomBytes(5).toString("hex")}`;
 
-export const projectRoot = new URL("../..", import.meta.url).pathname;
+export const projectRoot = new URL("..", import.meta.url).pathname;
 
 export interface TernNode {
   readonly pid: number;
@@ -106,28 +107,15 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
   };
 };
 
-/** Runs a command to completion; resolves with its exit code and output. */
-export const run = (command: string, args: string[], input?: string) =>
-  new Promise<{ code: number; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-    child.once("error", reject);
-    child.once("exit", (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(input ?? "");
-  });
-
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `probe` until it returns a value other than undefined. */
-export const eventually = async <T>(probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000, what = "condition"): Promise<T> => {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    await sleep(50);
+/** Reads one gauge or counter (summed over label sets) from a node's /metrics. */
+export const readMetric = async (node: TernNode, name: string, labelFilter = ""): Promise<number> => {
+  const text = await (await fetch(`http://127.0.0.1:${node.ports.http}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) {
+      if (labelFilter && !line.includes(labelFilter)) continue;
+      sum += Number(line.slice(line.lastIndexOf(" ") + 1));
+    }
   }
-  throw new Error(`timed out waiting for ${what}`);
+  return sum;
 };
