@@ -1,7 +1,7 @@
 // `tern queue …`: queue administration of running nodes over NATS, without a restart.
 import { parseArgs } from "node:util";
 import { connect } from "@nats-io/transport-node";
-import { askQueueAdmin, type NodeAnswer } from "../actors/queue/admin-client.ts";
+import { askQueueAdmin, type NodeAnswer } from "../actors/queue-admin/client.ts";
 import { renderResult, type AttemptRecord } from "../protocol/delivery.ts";
 import type { EntryView, QueueAdminReply, QueueAdminRequest } from "../protocol/queue-admin.ts";
 import { makeSubjects } from "../protocol/subjects.ts";

@@ -15,7 +15,7 @@ import { makeClassifier } from "../../actors/delivery/classify.ts";
 import { registerDeliveryGauges, reporter, routeOf } from "../../actors/delivery/report.ts";
 import { makeScheduler, type Scheduler as SchedulerShape } from "../../actors/delivery/scheduler.ts";
 import { makeSites, type Sites as SitesShape } from "../../actors/delivery/sites.ts";
-import { serveQueueAdmin } from "../../actors/queue/admin.ts";
+import { serveQueueAdmin } from "../../actors/queue-admin/server.ts";
 import { registerGauge } from "../metrics.ts";
 import { Events, Nats } from "./cluster.ts";
 import { ConfigError } from "../config.ts";

@@ -13,8 +13,8 @@ import type { Subjects } from "../../protocol/subjects.ts";
 import { everyone } from "../delivery/attempt.ts";
 import type { Scheduler } from "../delivery/scheduler.ts";
 import { serveEndpoint, type Endpoint } from "../runtime/remote.ts";
-import { historyOf, queueOf, type QueueEntry } from "./entry.ts";
-import type { Selection, Spool } from "./spool.ts";
+import { historyOf, queueOf, type QueueEntry } from "../queue/entry.ts";
+import type { Selection, Spool } from "../queue/spool.ts";
 
 export const queueAdminEndpoint: Endpoint<QueueAdminRequest, QueueAdminReply, QueueAdminError> = {
   request: QueueAdminRequest,
