@@ -42,6 +42,8 @@ export type SmtpListenerName = "smtp" | "smtps";
 
 export interface SessionDeps {
   readonly config: SessionConfig;
+  /** Runs a session's Effect with the node's services (its Clock among them); smtp-server's callbacks are the edge. */
+  readonly run: <A, E>(effect: Effect.Effect<A, E>) => Promise<A>;
   readonly spool: Spool;
   readonly users: UserStore;
   readonly guard: ClientGuard;
@@ -226,7 +228,7 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     },
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void) {
-      Effect.runPromise(receive(deps, session, connectionOf(session), stream)).then(
+      deps.run(receive(deps, session, connectionOf(session), stream)).then(
         (outcome) => (outcome.ok ? callback(null, outcome.text) : callback(replyError(outcome.code, outcome.text))),
         (defect) => {
           hooks.log("session.data.crashed", { conn: session.id, error: String(defect) });

@@ -31,6 +31,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
       const users = yield* Users;
       const tls = yield* Tls;
       const deps: SessionDeps = {
+        run: Effect.runPromiseWith(yield* Effect.context<never>()),
         config: {
           hostname: config.hostname,
           localDomains: config.localDomains,
