@@ -5,6 +5,7 @@
 // in pop3-session.ts; wire parsing in protocol/pop3.ts; mail through MaildropAccess.
 import * as net from "node:net";
 import * as tls from "node:tls";
+import { Effect } from "effect";
 import { inNetworks } from "../../nodes/config.ts";
 import { defaultLoginThrottle, makeLoginThrottle, type LoginThrottleOptions } from "./login-throttle.ts";
 import type { MaildropAccess, OpenMaildrop } from "./maildrop.ts";
@@ -14,7 +15,7 @@ import {
   err,
   initialState,
   keepLockAlive,
-  runAccess,
+  releaseMaildrop,
   type ConnectionView,
   type LoginOutcome,
   type Reply,
@@ -74,7 +75,7 @@ export const startPop3Server = async (options: Pop3ServerOptions): Promise<Pop3S
     config: {
       hostname: options.hostname,
       access: options.access,
-      throttle: makeLoginThrottle(options.throttle ?? defaultLoginThrottle),
+      throttle: Effect.runSync(makeLoginThrottle(options.throttle ?? defaultLoginThrottle)),
       failureDelayMs: options.failureDelayMs ?? 1_000,
       maxFailuresPerConnection: options.maxFailuresPerConnection ?? 3,
       holderPrefix: `${options.nodeId ?? options.hostname}/pop3`,
@@ -136,13 +137,16 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
   };
 
   const enter = (next: SessionState) => {
-    if (next.phase === "transaction" && state.phase !== "transaction") stopKeepAlive = keepLockAlive(next, connection);
+    if (next.phase === "transaction" && state.phase !== "transaction") {
+      const renewing = Effect.runFork(keepLockAlive(next, connection));
+      stopKeepAlive = () => renewing.interruptUnsafe();
+    }
     if (next.phase === "closed") stopKeepAlive();
     state = next;
   };
 
   const handleLine = async (line: string): Promise<LineVerdict> => {
-    const outcome = await answerLine(state, line, config, connection);
+    const outcome = await Effect.runPromise(answerLine(state, line, config, connection));
     if (state.phase === "closed") {
       // The peer left while the maildrop was being asked: undo a login that raced the drop.
       if (outcome.next?.phase === "transaction") release(outcome.next.maildrop);
@@ -207,7 +211,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
   readLines(raw, handleLine, upgrade, onDefect);
 };
 
-const release = (maildrop: OpenMaildrop) => void runAccess(() => maildrop.release());
+const release = (maildrop: OpenMaildrop) => void Effect.runFork(releaseMaildrop(maildrop));
 
 // ---------------------------------------------------------------------------
 // Line reading: pipelined commands are answered strictly one after another.
