@@ -103,7 +103,7 @@ export const makeLocalMailboxes = (options: LocalMailboxesOptions): Effect.Effec
   });
 
 /** Runs `spawn` one at a time (so two asks racing for a new user cannot spawn two actors), with the mailboxes' services. */
-type SpawnGate = <A>(spawn: Effect.Effect<A>) => Effect.Effect<A>;
+type SpawnGate = <A, E>(spawn: Effect.Effect<A, E>) => Effect.Effect<A, E>;
 
 const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate: SpawnGate): LocalMailboxes => {
   const { store, observer = {} } = options;
@@ -213,11 +213,13 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
 
   // -- residents: spawned on demand, passivated when idle --------------------
 
-  const residentFor = (user: string): Effect.Effect<Resident> =>
+  const residentFor = (user: string): Effect.Effect<Resident, MailboxUnavailable> =>
     Effect.suspend(() => {
       const existing = residents.get(user);
       if (existing) return Effect.succeed(existing);
       return gate(Effect.suspend(() => {
+        // Stopped while this ask waited for the gate: an actor spawned now would never be stopped.
+        if (stopping) return Effect.fail(new MailboxUnavailable({ user, detail: "node stopping" }));
         const spawnedMeanwhile = residents.get(user);
         return spawnedMeanwhile ? Effect.succeed(spawnedMeanwhile) : spawnResident(user);
       }));
