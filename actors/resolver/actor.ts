@@ -37,22 +37,18 @@ export const startResolverActor = (
       supervisor,
     );
     yield* Effect.addFinalizer(() => actor.stop(STOP_GRACE_MS));
-    const subscription = yield* servedInScope((services) => serveEndpoint(
-      nc,
-      subjects.resolve,
-      resolveEndpoint,
-      (request) =>
-        actor.ask(request.domain.toLowerCase(), RESOLVE_TIMEOUT_MS).pipe(
-          Effect.map((route) => ({ value: route })),
-          Effect.catchTags({
-            MailboxFull: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
-            AskTimeout: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
-            ActorCrashed: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e.reason })),
-            ActorStopped: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
-          }),
-        ),
-      { queue: subjects.resolverQueueGroup, services },
-    ));
+    const answer = (request: ResolveRequest) =>
+      actor.ask(request.domain.toLowerCase(), RESOLVE_TIMEOUT_MS).pipe(
+        Effect.map((route) => ({ value: route })),
+        Effect.catchTags({
+          MailboxFull: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
+          AskTimeout: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
+          ActorCrashed: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e.reason })),
+          ActorStopped: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
+        }),
+      );
+    const subscription = yield* servedInScope((services) =>
+      serveEndpoint(nc, subjects.resolve, resolveEndpoint, answer, { queue: subjects.resolverQueueGroup, services }));
     return { subscription, actor };
   });
 
