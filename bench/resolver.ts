@@ -78,7 +78,7 @@ const nodeResolver = (dns: RunningDnsmasq) => {
 const ternClient = (dns: RunningDnsmasq) => makeDnsClient({ servers: [dns], timeoutMs: 2000, tries: 2 });
 
 const ternCache = (dns: RunningDnsmasq) =>
-  makeCachedResolver(ternClient(dns), { maxEntries: 10_000, minTtlSec: 0, maxTtlSec: 3600 });
+  Effect.runSync(makeCachedResolver(ternClient(dns), { maxEntries: 10_000, minTtlSec: 0, maxTtlSec: 3600 }));
 
 const run = (effect: Effect.Effect<boolean, unknown>) => Effect.runPromise(effect.pipe(Effect.orElseSucceed(() => false)));
 

@@ -8,8 +8,13 @@
 // across the cluster: a retriever on any node opens the maildrop through this actor and
 // gets a lease it renews; a retriever node that dies leaves a lease that simply expires.
 // A restart of this node forgets every lock, and sessions holding one get LockLost.
+//
+// Lifetimes: the mailboxes live in the Scope they are made in (closing it stops every
+// actor, letting queued and in-flight asks finish); each actor has a Scope of its own,
+// closed when it is passivated. Time (lease expiry, idleness) comes from the Clock
+// captured when the mailboxes are made, so TestClock drives both in tests.
 import { randomUUID } from "node:crypto";
-import { Effect } from "effect";
+import { Clock, Effect, Exit, Schedule, Scope, Semaphore } from "effect";
 import type { ActorRef, AskError } from "../runtime/actor.ts";
 import { spawnActor } from "../runtime/actor.ts";
 import type { Reply } from "../runtime/remote.ts";
@@ -58,7 +63,8 @@ export interface LocalMailboxesOptions {
   readonly quotaOf: (user: string) => number | undefined;
   readonly idleMs: number;
   readonly askTimeoutMs: number;
-  readonly now?: () => number;
+  /** When the scope closes, how long queued and in-flight asks may take to finish. Default 10 s. */
+  readonly stopGraceMs?: number;
   readonly observer?: MailboxObserver;
 }
 
@@ -76,13 +82,31 @@ interface Lock {
 
 interface Resident {
   readonly actor: ActorRef<Ask, Reply<unknown>, MailboxError>;
+  /** What the actor opened; closed when it is passivated or the mailboxes stop. */
+  readonly scope: Scope.Closeable;
   lastUsed: number;
   lock: Lock | undefined;
 }
 
-export const makeLocalMailboxes = (options: LocalMailboxesOptions): LocalMailboxes => {
+const DEFAULT_STOP_GRACE_MS = 10_000;
+
+export const makeLocalMailboxes = (options: LocalMailboxesOptions): Effect.Effect<LocalMailboxes, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const clock = yield* Clock.Clock;
+    // Actors run with the services the mailboxes were made with, not those of whoever asked first.
+    const services = yield* Effect.context<never>();
+    const spawning = yield* Semaphore.make(1);
+    const mailboxes = localMailboxes(options, () => clock.currentTimeMillisUnsafe(), (spawn) =>
+      spawning.withPermits(1)(spawn).pipe(Effect.provideContext(services)));
+    yield* Effect.addFinalizer(() => mailboxes.stop(options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS));
+    return mailboxes;
+  });
+
+/** Runs `spawn` one at a time (so two asks racing for a new user cannot spawn two actors), with the mailboxes' services. */
+type SpawnGate = <A, E>(spawn: Effect.Effect<A, E>) => Effect.Effect<A, E>;
+
+const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate: SpawnGate): LocalMailboxes => {
   const { store, observer = {} } = options;
-  const now = options.now ?? Date.now;
   const residents = new Map<string, Resident>();
   let stopping = false;
 
@@ -189,13 +213,23 @@ export const makeLocalMailboxes = (options: LocalMailboxesOptions): LocalMailbox
 
   // -- residents: spawned on demand, passivated when idle --------------------
 
-  /** Synchronous, so two asks racing for a new user cannot spawn two actors. */
-  const residentFor = (user: string): Resident => {
-    const existing = residents.get(user);
-    if (existing) return existing;
-    let resident: Resident | undefined;
-    const actor = Effect.runSync(
-      spawnActor<Ask, Reply<unknown>, MailboxError>(
+  const residentFor = (user: string): Effect.Effect<Resident, MailboxUnavailable> =>
+    Effect.suspend(() => {
+      const existing = residents.get(user);
+      if (existing) return Effect.succeed(existing);
+      return gate(Effect.suspend(() => {
+        // Stopped while this ask waited for the gate: an actor spawned now would never be stopped.
+        if (stopping) return Effect.fail(new MailboxUnavailable({ user, detail: "node stopping" }));
+        const spawnedMeanwhile = residents.get(user);
+        return spawnedMeanwhile ? Effect.succeed(spawnedMeanwhile) : spawnResident(user);
+      }));
+    });
+
+  const spawnResident = (user: string) =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make();
+      let resident: Resident | undefined;
+      const actor = yield* spawnActor<Ask, Reply<unknown>, MailboxError>(
         {
           name: `mailbox/${user}`,
           capacity: MAILBOX_CAPACITY,
@@ -203,12 +237,15 @@ export const makeLocalMailboxes = (options: LocalMailboxesOptions): LocalMailbox
           init: Effect.succeed(handlerFor(user, () => resident!)),
         },
         options.supervisor,
-      ),
-    );
-    resident = { actor, lastUsed: now(), lock: undefined };
-    residents.set(user, resident);
-    return resident;
-  };
+      ).pipe(Effect.provideService(Scope.Scope, scope));
+      resident = { actor, scope, lastUsed: now(), lock: undefined };
+      residents.set(user, resident);
+      return resident;
+    });
+
+  /** Stops the actor (waiting up to `graceMs` for its asks) and releases what it opened. */
+  const retire = (resident: Resident, graceMs: number) =>
+    resident.actor.stop(graceMs).pipe(Effect.andThen(Scope.close(resident.scope, Exit.void)));
 
   const asUnavailable = (user: string) => (error: MailboxError | AskError): MailboxError => {
     switch (error._tag) {
@@ -226,9 +263,10 @@ export const makeLocalMailboxes = (options: LocalMailboxesOptions): LocalMailbox
   const ask = (user: string, message: Ask, retries = 1): Effect.Effect<Reply<unknown>, MailboxError> =>
     Effect.suspend(() => {
       if (stopping) return Effect.fail(new MailboxUnavailable({ user, detail: "node stopping" }));
-      const resident = residentFor(user);
-      resident.lastUsed = now();
-      return resident.actor.ask(message, options.askTimeoutMs).pipe(
+      return Effect.flatMap(residentFor(user), (resident) => {
+        resident.lastUsed = now();
+        return resident.actor.ask(message, options.askTimeoutMs);
+      }).pipe(
         Effect.catch((error: MailboxError | AskError): Effect.Effect<Reply<unknown>, MailboxError> =>
           // Passivated between lookup and enqueue: a fresh actor takes the ask.
           error._tag === "ActorStopped" && retries > 0 && !stopping ? ask(user, message, retries - 1) : Effect.fail(asUnavailable(user)(error)),
@@ -242,7 +280,7 @@ export const makeLocalMailboxes = (options: LocalMailboxesOptions): LocalMailbox
       for (const [user, resident] of [...residents]) {
         if (resident.lastUsed > cutoff || resident.actor.load() > 0 || liveLock(resident)) continue;
         residents.delete(user);
-        yield* resident.actor.stop(0);
+        yield* retire(resident, 0);
         observer.passivated?.(user);
       }
     });
@@ -262,14 +300,11 @@ export const makeLocalMailboxes = (options: LocalMailboxesOptions): LocalMailbox
         stopping = true;
         const all = [...residents.values()];
         residents.clear();
-        return Effect.forEach(all, (resident) => resident.actor.stop(graceMs), { concurrency: "unbounded", discard: true });
+        return Effect.forEach(all, (resident) => retire(resident, graceMs), { concurrency: "unbounded", discard: true });
       }),
   };
 };
 
-/** Runs `sweep` every `everyMs` until the returned function is called. */
-export const passivateIdle = (mailboxes: LocalMailboxes, everyMs: number): (() => void) => {
-  const timer = setInterval(() => void Effect.runPromise(mailboxes.sweep()), everyMs);
-  timer.unref();
-  return () => clearInterval(timer);
-};
+/** Passivates idle mailbox actors every `everyMs`, for as long as the scope is open. */
+export const passivateIdle = (mailboxes: LocalMailboxes, everyMs: number): Effect.Effect<void, never, Scope.Scope> =>
+  mailboxes.sweep().pipe(Effect.repeat(Schedule.spaced(everyMs)), Effect.forkScoped, Effect.asVoid);

@@ -2,8 +2,8 @@
 // owns the mailbox, over NATS otherwise (bodies over NATS's max payload take the chunked
 // path). Also serves this node's mailboxes on NATS. Any failure to reach the owner is
 // MailboxUnavailable: the caller defers (delivery) or answers [SYS/TEMP] (POP3), never bounces.
-import { Effect } from "effect";
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { Effect, type Scope } from "effect";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { MailboxOwners } from "../../cluster/ownership.ts";
 import {
   MailboxUnavailable,
@@ -15,7 +15,7 @@ import {
   type ResponseOf,
 } from "../../protocol/mailbox.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
-import { callChunkedEndpoint, serveChunkedEndpoint, type Endpoint, type Reply } from "../runtime/remote.ts";
+import { callChunkedEndpoint, serveChunkedEndpoint, servedInScope, type Endpoint, type Reply } from "../runtime/remote.ts";
 import type { LocalMailboxes } from "./actor.ts";
 
 export interface MailboxRouter {
@@ -27,8 +27,8 @@ export interface MailboxRouter {
     request: RequestOf<K>,
     attachment?: Uint8Array,
   ) => Effect.Effect<Reply<ResponseOf<K>>, MailboxError>;
-  /** Answers asks for the mailboxes this node owns. */
-  readonly serve: () => ReadonlyArray<Subscription>;
+  /** Answers asks for the mailboxes this node owns, for as long as the scope is open. */
+  readonly serve: () => Effect.Effect<void, never, Scope.Scope>;
 }
 
 export interface MailboxRouterOptions {
@@ -120,18 +120,19 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
     );
 
   const serveOne = <K extends MailboxOperationName>(op: K) =>
-    serveChunkedEndpoint(
-      nc,
-      subjects.mailbox(nodeId, op),
-      endpoint(op),
-      (request, attachment) => ownedHere(request.user).pipe(Effect.andThen(onOwner(nodeId, op, request, attachment))),
-      { timeoutMs: options.timeoutMs },
-    );
+    servedInScope((services) =>
+      serveChunkedEndpoint(
+        nc,
+        subjects.mailbox(nodeId, op),
+        endpoint(op),
+        (request, attachment) => ownedHere(request.user).pipe(Effect.andThen(onOwner(nodeId, op, request, attachment))),
+        { timeoutMs: options.timeoutMs, services },
+      ));
 
   return {
     deliver: (user, entryId, body) =>
       call("deliver", { user, entryId }, body).pipe(Effect.map((reply) => reply.value.uid)),
     call,
-    serve: () => OPERATIONS.map(serveOne),
+    serve: () => Effect.forEach(OPERATIONS, serveOne, { discard: true }),
   };
 };

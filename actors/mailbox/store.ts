@@ -15,8 +15,10 @@
 // Writes resolve only after the commit is flushed, so an ack means the mail is safe.
 // Every write is one LMDB transaction; LMDB applies them one at a time in call order, so
 // concurrent writes to one mailbox stay consistent while sharing an fsync.
+// Time (UIDVALIDITY, INTERNALDATE) comes from the Clock of the fiber that writes, read once
+// before each transaction, so TestClock controls it in tests.
 import { createHash } from "node:crypto";
-import { Effect, Schema } from "effect";
+import { Clock, Effect, Schema } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
 import { overQuota, type OverQuota } from "../../protocol/mailbox.ts";
@@ -133,7 +135,7 @@ type CommitOutcome<T, E> = Done<T> | Refused<E>;
 const done = <T>(value: T): Done<T> => ({ _tag: "Done", value });
 const refused = <E>(error: E): Refused<E> => ({ _tag: "Refused", error });
 
-export const openMailboxStore = (root: RootDatabase, now: () => number = Date.now): MailboxStore => {
+export const openMailboxStore = (root: RootDatabase): MailboxStore => {
   const usages: Database<Usage, string> = root.openDB({ name: "mbox.users" });
   const folders: Database<Folder, [string, string]> = root.openDB({ name: "mbox.folders" });
   const messages: Database<StoredMessage, [string, string, number]> = root.openDB({ name: "mbox.messages" });
@@ -141,12 +143,13 @@ export const openMailboxStore = (root: RootDatabase, now: () => number = Date.no
   const bodyRefs: Database<BodyRecord, string> = root.openDB({ name: "mbox.bodyrefs" });
   const deliveries: Database<DeliveryRecord, [string, string]> = root.openDB({ name: "mbox.deliveries" });
 
-  /** Runs `action` as one transaction; a refusal it returns becomes a typed failure. */
-  const commit = <T, E = never>(operation: string, action: () => CommitOutcome<T, E>): Effect.Effect<T, StoreError | E> =>
-    Effect.tryPromise({
-      try: () => root.transaction(action),
-      catch: (error) => new StoreError({ operation, detail: String(error) }),
-    }).pipe(Effect.flatMap((outcome) => (outcome._tag === "Done" ? Effect.succeed(outcome.value) : Effect.fail(outcome.error))));
+  /** Runs `action` as one transaction at the current time; a refusal it returns becomes a typed failure. */
+  const commit = <T, E = never>(operation: string, action: (now: number) => CommitOutcome<T, E>): Effect.Effect<T, StoreError | E> =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.tryPromise({
+        try: () => root.transaction(() => action(now)),
+        catch: (error) => new StoreError({ operation, detail: String(error) }),
+      })).pipe(Effect.flatMap((outcome) => (outcome._tag === "Done" ? Effect.succeed(outcome.value) : Effect.fail(outcome.error))));
 
   // -- pieces used inside transactions ---------------------------------------
 
@@ -158,9 +161,9 @@ export const openMailboxStore = (root: RootDatabase, now: () => number = Date.no
   };
 
   /** A new folder's UIDVALIDITY: the time in seconds, but always above any the user had. */
-  const newFolder = (user: string): Folder => {
+  const newFolder = (user: string, now: number): Folder => {
     const usage = usageOf(user);
-    const uidValidity = Math.max(Math.floor(now() / 1000), usage.lastUidValidity + 1);
+    const uidValidity = Math.max(Math.floor(now / 1000), usage.lastUidValidity + 1);
     usages.put(user, { ...usage, lastUidValidity: uidValidity });
     return { uidValidity, uidNext: 1, messages: 0, bytes: 0 };
   };
@@ -183,8 +186,8 @@ export const openMailboxStore = (root: RootDatabase, now: () => number = Date.no
   };
 
   /** Adds one message record to `folder` (created if missing); bodies and usage are the caller's. */
-  const addMessage = (user: string, folder: string, record: Omit<StoredMessage, "uid">): { uid: number; uidValidity: number } => {
-    const current = folders.get([user, folder]) ?? newFolder(user);
+  const addMessage = (user: string, folder: string, record: Omit<StoredMessage, "uid">, now: number): { uid: number; uidValidity: number } => {
+    const current = folders.get([user, folder]) ?? newFolder(user, now);
     const uid = current.uidNext;
     messages.put([user, folder, uid], { ...record, uid });
     folders.put([user, folder], { ...current, uidNext: uid + 1, messages: current.messages + 1, bytes: current.bytes + record.size });
@@ -208,20 +211,27 @@ export const openMailboxStore = (root: RootDatabase, now: () => number = Date.no
     return used + bytes > quotaBytes ? overQuota(user, used, quotaBytes, bytes) : undefined;
   };
 
-  const storeNew = (user: string, body: Uint8Array, hash: string, entryId: string | undefined, options: StoreOptions): CommitOutcome<Stored, OverQuota> => {
+  const storeNew = (
+    user: string,
+    body: Uint8Array,
+    hash: string,
+    entryId: string | undefined,
+    options: StoreOptions,
+    now: number,
+  ): CommitOutcome<Stored, OverQuota> => {
     const exceeded = wouldExceed(user, body.length, options.quotaBytes);
     if (exceeded) return refused(exceeded);
     const folder = folderName(options.folder ?? INBOX);
     addBodyRef(hash, body);
     const { uid, uidValidity } = addMessage(user, folder, {
       size: body.length,
-      internalDate: options.internalDate ?? now(),
+      internalDate: options.internalDate ?? now,
       flags: sortedFlags(options.flags ?? []),
       body: hash,
       entryId,
-    });
+    }, now);
     adjustUsage(user, body.length, 1);
-    if (entryId !== undefined) deliveries.put([user, entryId], { folder, uid, at: now() });
+    if (entryId !== undefined) deliveries.put([user, entryId], { folder, uid, at: now });
     return done({ folder, uid, uidValidity, duplicate: false });
   };
 
@@ -239,9 +249,9 @@ export const openMailboxStore = (root: RootDatabase, now: () => number = Date.no
     deliver: (user, entryId, body, options = {}) => {
       // Hashing a 50 MB body takes a while: do it before the write transaction, not in it.
       const hash = sha256(body);
-      return commit("mailbox.deliver", (): CommitOutcome<Stored, OverQuota> => {
+      return commit("mailbox.deliver", (now): CommitOutcome<Stored, OverQuota> => {
         const earlier = deliveries.get([user, entryId]);
-        if (earlier === undefined) return storeNew(user, body, hash, entryId, options);
+        if (earlier === undefined) return storeNew(user, body, hash, entryId, options, now);
         const uidValidity = folders.get([user, earlier.folder])?.uidValidity ?? 0;
         return done({ folder: earlier.folder, uid: earlier.uid, uidValidity, duplicate: true });
       });
@@ -249,7 +259,7 @@ export const openMailboxStore = (root: RootDatabase, now: () => number = Date.no
 
     append: (user, body, options = {}) => {
       const hash = sha256(body);
-      return commit("mailbox.append", () => storeNew(user, body, hash, undefined, options));
+      return commit("mailbox.append", (now) => storeNew(user, body, hash, undefined, options, now));
     },
 
     folders: (user) =>
@@ -259,9 +269,9 @@ export const openMailboxStore = (root: RootDatabase, now: () => number = Date.no
 
     createFolder: (user, name) => {
       const folder = folderName(name);
-      return commit("mailbox.createFolder", (): CommitOutcome<FolderStatus, FolderExists> => {
+      return commit("mailbox.createFolder", (now): CommitOutcome<FolderStatus, FolderExists> => {
         if (folders.get([user, folder])) return refused(new FolderExists({ user, folder }));
-        const created = newFolder(user);
+        const created = newFolder(user, now);
         folders.put([user, folder], created);
         return done({ name: folder, ...created });
       });
@@ -310,7 +320,7 @@ export const openMailboxStore = (root: RootDatabase, now: () => number = Date.no
 
     copy: (user, fromName, uids, toName, quotaBytes) => {
       const [from, to] = [folderName(fromName), folderName(toName)];
-      return commit("mailbox.copy", (): CommitOutcome<ReadonlyArray<number>, NoSuchFolder | OverQuota> => {
+      return commit("mailbox.copy", (now): CommitOutcome<ReadonlyArray<number>, NoSuchFolder | OverQuota> => {
         if (!folders.get([user, from])) return refused(new NoSuchFolder({ user, folder: from }));
         if (!folders.get([user, to])) return refused(new NoSuchFolder({ user, folder: to }));
         const sources = uids.flatMap((uid) => messages.get([user, from, uid]) ?? []);
@@ -321,7 +331,7 @@ export const openMailboxStore = (root: RootDatabase, now: () => number = Date.no
             const existing = bodyRefs.get(source.body)!;
             bodyRefs.put(source.body, { ...existing, refs: existing.refs + 1 });
             adjustUsage(user, source.size, 1);
-            return addMessage(user, to, { ...source, entryId: undefined }).uid;
+            return addMessage(user, to, { ...source, entryId: undefined }, now).uid;
           }),
         );
       });

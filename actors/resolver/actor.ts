@@ -1,11 +1,13 @@
 // The resolver actor: stateless, so every node runs one and they share a NATS queue
 // group; any node's delivery can ask "where does mail for this domain go?".
-import { Effect, Schema } from "effect";
+// It lives in the Scope it is started in: closing it leaves the queue group first, then
+// stops the actor (in-flight lookups get a second to finish).
+import { Effect, Schema, type Scope } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { DnsPermanentFailure, DnsTemporaryFailure, MailRoute, ResolveFailure, ResolveRequest } from "../../protocol/route.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
 import { spawnActor, type ActorRef } from "../runtime/actor.ts";
-import { callEndpoint, serveEndpoint, type Endpoint } from "../runtime/remote.ts";
+import { callEndpoint, serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
 import type { Supervisor } from "../runtime/supervisor.ts";
 import type { CachedResolver } from "./resolver.ts";
 
@@ -16,6 +18,7 @@ export const resolveEndpoint: Endpoint<ResolveRequest, MailRoute, ResolveFailure
 };
 
 const RESOLVE_TIMEOUT_MS = 15_000;
+const STOP_GRACE_MS = 1_000;
 
 export interface ResolverActor {
   readonly subscription: Subscription;
@@ -27,29 +30,26 @@ export const startResolverActor = (
   subjects: Subjects,
   resolver: CachedResolver,
   supervisor: Supervisor,
-): Effect.Effect<ResolverActor> =>
+): Effect.Effect<ResolverActor, never, Scope.Scope> =>
   Effect.gen(function* () {
     const actor = yield* spawnActor<string, MailRoute, ResolveFailure>(
       { name: "resolver", capacity: 10_000, concurrency: 64, init: Effect.succeed((domain) => resolver.resolve(domain)) },
       supervisor,
     );
-    const subscription = serveEndpoint(
-      nc,
-      subjects.resolve,
-      resolveEndpoint,
-      (request) =>
-        actor.ask(request.domain.toLowerCase(), RESOLVE_TIMEOUT_MS).pipe(
-          Effect.map((route) => ({ value: route })),
-          Effect.catchTags({
-            MailboxFull: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
-            AskTimeout: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
-            ActorCrashed: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e.reason })),
-            ActorStopped: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
-            ActorEscalated: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: `${e._tag}: ${e.reason}` })),
-          }),
-        ),
-      { queue: subjects.resolverQueueGroup },
-    );
+    yield* Effect.addFinalizer(() => actor.stop(STOP_GRACE_MS));
+    const answer = (request: ResolveRequest) =>
+      actor.ask(request.domain.toLowerCase(), RESOLVE_TIMEOUT_MS).pipe(
+        Effect.map((route) => ({ value: route })),
+        Effect.catchTags({
+          MailboxFull: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
+          AskTimeout: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
+          ActorCrashed: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e.reason })),
+          ActorStopped: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: e._tag })),
+          ActorEscalated: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: `${e._tag}: ${e.reason}` })),
+        }),
+      );
+    const subscription = yield* servedInScope((services) =>
+      serveEndpoint(nc, subjects.resolve, resolveEndpoint, answer, { queue: subjects.resolverQueueGroup, services }));
     return { subscription, actor };
   });
 

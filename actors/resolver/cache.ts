@@ -1,7 +1,9 @@
 // One cache of DNS answers per node, in front of the transport: keyed by (type, name),
 // TTLs clamped to configured bounds, negative answers kept per RFC 2308, LRU-bounded,
 // and concurrent lookups of one question coalesced into a single query.
-import { Deferred, Effect } from "effect";
+// Expiry reads the Clock captured when the cache is made (`peek` is synchronous), so
+// TestClock drives TTLs in tests.
+import { Clock, Deferred, Effect } from "effect";
 import { normalizeName, type DnsQueryType, type QueryOptions } from "./dns-client.ts";
 import type { DnsLookupError, RecordSet, RecordSource } from "./records.ts";
 
@@ -11,8 +13,6 @@ export interface RecordCacheOptions {
   readonly maxTtlSec: number;
   /** Upper bound on negative answers (NXDOMAIN, no data); RFC 2308 suggests hours at most. */
   readonly maxNegativeTtlSec: number;
-  /** Milliseconds clock, for tests. Default Date.now. */
-  readonly now?: () => number;
   readonly observer?: RecordCacheObserver;
 }
 
@@ -33,8 +33,10 @@ interface CacheEntry {
 }
 
 /** Temporary failures are never cached: the next try may work, and coalescing already spares the servers. */
-export const makeRecordCache = (source: RecordSource, options: RecordCacheOptions): RecordCache => {
-  const now = options.now ?? Date.now;
+export const makeRecordCache = (source: RecordSource, options: RecordCacheOptions): Effect.Effect<RecordCache> =>
+  Clock.Clock.useSync((clock) => recordCache(source, options, () => clock.currentTimeMillisUnsafe()));
+
+const recordCache = (source: RecordSource, options: RecordCacheOptions, now: () => number): RecordCache => {
   const observer = options.observer ?? {};
   const entries = new Map<string, CacheEntry>(); // insertion order = least recently used first
   const inFlight = new Map<string, Deferred.Deferred<RecordSet, DnsLookupError>>();

@@ -1,6 +1,6 @@
 // The node's resolver: one cache in front of the DNS client, shared by mail routing and
 // every other lookup, so all of them get the same TTL, negative-caching and coalescing rules.
-import type { Effect } from "effect";
+import { Effect } from "effect";
 import type { DnsTemporaryFailure, MailRoute } from "../../protocol/route.ts";
 import { defaultAddressPolicy, type AddressPolicy } from "./addresses.ts";
 import { makeRecordCache, type RecordCacheObserver } from "./cache.ts";
@@ -20,8 +20,6 @@ export interface CachedResolverOptions {
   /** Per-server budget of a PTR lookup. Default 1000. */
   readonly ptrTimeoutMs?: number;
   readonly observer?: RecordCacheObserver;
-  /** Milliseconds clock, for tests. Default Date.now. */
-  readonly now?: () => number;
 }
 
 export interface CachedResolver {
@@ -36,22 +34,25 @@ export interface CachedResolver {
   size(): number;
 }
 
-export const makeCachedResolver = (client: DnsClient, options: CachedResolverOptions): CachedResolver => {
-  const records = makeRecordCache(recordsFrom(client), {
-    maxEntries: options.maxEntries,
-    minTtlSec: options.minTtlSec,
-    maxTtlSec: options.maxTtlSec,
-    maxNegativeTtlSec: options.maxNegativeTtlSec ?? 900,
-    ...(options.now ? { now: options.now } : {}),
-    ...(options.observer ? { observer: options.observer } : {}),
-  });
-  const ptrTimeoutMs = options.ptrTimeoutMs ?? 1_000;
-  return {
-    resolve: makeMailRouter(records, options.policy ?? defaultAddressPolicy),
-    txt: (name) => lookupTxt(records, name),
-    ptr: (address) => lookupPtr(records, address, ptrTimeoutMs),
-    tlsa: (host, port) => lookupTlsa(records, host, port),
-    records,
-    size: records.size,
-  };
-};
+/** The cache's TTLs run on the Clock of the fiber that makes the resolver. */
+export const makeCachedResolver = (client: DnsClient, options: CachedResolverOptions): Effect.Effect<CachedResolver> =>
+  Effect.map(
+    makeRecordCache(recordsFrom(client), {
+      maxEntries: options.maxEntries,
+      minTtlSec: options.minTtlSec,
+      maxTtlSec: options.maxTtlSec,
+      maxNegativeTtlSec: options.maxNegativeTtlSec ?? 900,
+      ...(options.observer ? { observer: options.observer } : {}),
+    }),
+    (records) => {
+      const ptrTimeoutMs = options.ptrTimeoutMs ?? 1_000;
+      return {
+        resolve: makeMailRouter(records, options.policy ?? defaultAddressPolicy),
+        txt: (name) => lookupTxt(records, name),
+        ptr: (address) => lookupPtr(records, address, ptrTimeoutMs),
+        tlsa: (host, port) => lookupTlsa(records, host, port),
+        records,
+        size: records.size,
+      };
+    },
+  );

@@ -7,6 +7,10 @@
 // IP the user logged in from successfully before ("known good"): there only the pair
 // limit applies, and an attacker elsewhere cannot fill it. Maps are bounded; the oldest
 // entries go first.
+//
+// Checked from socket callbacks, so the methods stay synchronous; time comes from the
+// Clock service captured when the throttle is made (TestClock in tests).
+import { Clock, Effect } from "effect";
 
 export interface LoginThrottleOptions {
   readonly windowMs: number;
@@ -49,7 +53,10 @@ const boundedSet = <V>(map: Map<string, V>, key: string, value: V, max: number) 
   if (map.size > max) map.delete(map.keys().next().value as string);
 };
 
-export const makeLoginThrottle = (options: LoginThrottleOptions = defaultLoginThrottle, now: () => number = Date.now): LoginThrottle => {
+export const makeLoginThrottle = (options: LoginThrottleOptions = defaultLoginThrottle): Effect.Effect<LoginThrottle> =>
+  Clock.Clock.useSync((clock) => loginThrottle(options, () => clock.currentTimeMillisUnsafe()));
+
+const loginThrottle = (options: LoginThrottleOptions, now: () => number): LoginThrottle => {
   const byIp = new Map<string, Window>();
   const byUser = new Map<string, Window>();
   const byPair = new Map<string, Window>();

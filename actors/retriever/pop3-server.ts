@@ -5,6 +5,7 @@
 // in pop3-session.ts; wire parsing in protocol/pop3.ts; mail through MaildropAccess.
 import * as net from "node:net";
 import * as tls from "node:tls";
+import { Context, Effect, type Fiber } from "effect";
 import type { LoginOutcome } from "../../protocol/pop3.ts";
 import { inNetworks } from "../common/networks.ts";
 import { makeConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
@@ -16,7 +17,7 @@ import {
   err,
   initialState,
   keepLockAlive,
-  runAccess,
+  releaseMaildrop,
   type ConnectionView,
   type Reply,
   type SessionConfig,
@@ -24,6 +25,8 @@ import {
 } from "./pop3-session.ts";
 
 export interface Pop3ServerOptions {
+  /** Services the sessions' Effects run with (the node's Clock among them); default: none, the live Clock. */
+  readonly services?: Context.Context<never>;
   readonly host: string;
   readonly port: number;
   /** Name shown in the greeting and sign-off. */
@@ -68,18 +71,24 @@ const MAX_BUFFERED_LINE_OCTETS = 8192;
 
 interface ServerContext {
   readonly options: Pop3ServerOptions;
+  /** Socket callbacks are the edge: they run session Effects with the services the server was given. */
+  readonly run: <A, E>(effect: Effect.Effect<A, E>) => Promise<A>;
+  readonly fork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>;
   readonly config: SessionConfig;
   readonly secureContext: tls.SecureContext | undefined;
   readonly sockets: Set<net.Socket>;
 }
 
 export const startPop3Server = async (options: Pop3ServerOptions): Promise<Pop3Server> => {
+  const services = options.services ?? Context.empty();
   const context: ServerContext = {
     options,
+    run: Effect.runPromiseWith(services),
+    fork: Effect.runForkWith(services),
     config: {
       hostname: options.hostname,
       access: options.access,
-      throttle: makeLoginThrottle(options.throttle ?? defaultLoginThrottle),
+      throttle: Effect.runSyncWith(services)(makeLoginThrottle(options.throttle ?? defaultLoginThrottle)),
       failureDelayMs: options.failureDelayMs ?? 1_000,
       maxFailuresPerConnection: options.maxFailuresPerConnection ?? 3,
       holderPrefix: `${options.nodeId ?? options.hostname}/pop3`,
@@ -155,22 +164,25 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
     if (ended) return;
     ended = true;
     stopKeepAlive();
-    if (state.phase === "transaction") release(state.maildrop);
+    if (state.phase === "transaction") release(context, state.maildrop);
     state = { phase: "closed" };
     log({ event: "close" });
   };
 
   const enter = (next: SessionState) => {
-    if (next.phase === "transaction" && state.phase !== "transaction") stopKeepAlive = keepLockAlive(next, connection);
+    if (next.phase === "transaction" && state.phase !== "transaction") {
+      const renewing = context.fork(keepLockAlive(next, connection));
+      stopKeepAlive = () => renewing.interruptUnsafe();
+    }
     if (next.phase === "closed") stopKeepAlive();
     state = next;
   };
 
   const handleLine = async (line: string): Promise<LineVerdict> => {
-    const outcome = await answerLine(state, line, config, connection);
+    const outcome = await context.run(answerLine(state, line, config, connection));
     if (state.phase === "closed") {
       // The peer left while the maildrop was being asked: undo a login that raced the drop.
-      if (outcome.next?.phase === "transaction") release(outcome.next.maildrop);
+      if (outcome.next?.phase === "transaction") release(context, outcome.next.maildrop);
       return "stop";
     }
     if (outcome.next !== undefined) enter(outcome.next);
@@ -232,7 +244,9 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
   readLines(raw, handleLine, upgrade, onDefect);
 };
 
-const release = (maildrop: OpenMaildrop) => void runAccess(() => maildrop.release());
+
+
+const release = (context: ServerContext, maildrop: OpenMaildrop) => void context.fork(releaseMaildrop(maildrop));
 
 // ---------------------------------------------------------------------------
 // Line reading: pipelined commands are answered strictly one after another.

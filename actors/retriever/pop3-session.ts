@@ -1,7 +1,9 @@
 // One POP3 session's conversation (RFC 1939 with CAPA, RESP-CODES, STLS and AUTH PLAIN):
 // a guard on the session phase, then one handler per verb. No sockets here: the server
-// (pop3-server.ts) reads lines, calls `answerLine`, writes the reply, and performs the TLS
+// (pop3-server.ts) reads lines, runs `answerLine`, writes the reply, and performs the TLS
 // upgrade the outcome asks for. Mailbox work goes through MaildropAccess.
+// Everything here is an Effect, so its waits (the pause after a failed login, the lock's
+// renewal) run on the Clock of whoever runs it: the socket edge, or TestClock in tests.
 import { Cause, Effect, Exit, Result } from "effect";
 import {
   byteStuff,
@@ -91,20 +93,23 @@ const multiLine = (lines: ReadonlyArray<string>): Buffer =>
 export const greeting = (config: SessionConfig): Reply => ok(`${config.hostname} POP3 ready`);
 
 /** Answers one line in the session's current state. */
-export const answerLine = async (state: SessionState, line: string, config: SessionConfig, connection: ConnectionView): Promise<Outcome> => {
-  if (state.phase === "authorization" && state.saslPending) return saslResponse(state, line, config, connection);
-  const parsed = parsePop3Command(line);
-  if (isPop3ParseError(parsed)) return { reply: err(describeParseError(parsed)) };
-  if (parsed._tag === "Capa") return { reply: ok("capability list follows", multiLine(capabilities(state, connection))) };
-  switch (state.phase) {
-    case "authorization":
-      return authorizationCommand(state, parsed, config, connection);
-    case "transaction":
-      return state.lockLost ? { reply: { ...lockLostReply(), close: true } } : transactionCommand(state, parsed, config, connection);
-    case "closed":
-      return { reply: { ...err("session closed"), close: true } };
-  }
-};
+export const answerLine = (state: SessionState, line: string, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> =>
+  Effect.suspend(() => {
+    if (state.phase === "authorization" && state.saslPending) return saslResponse(state, line, config, connection);
+    const parsed = parsePop3Command(line);
+    if (isPop3ParseError(parsed)) return answer({ reply: err(describeParseError(parsed)) });
+    if (parsed._tag === "Capa") return answer({ reply: ok("capability list follows", multiLine(capabilities(state, connection))) });
+    switch (state.phase) {
+      case "authorization":
+        return authorizationCommand(state, parsed, config, connection);
+      case "transaction":
+        return state.lockLost ? answer({ reply: { ...lockLostReply(), close: true } }) : transactionCommand(state, parsed, config, connection);
+      case "closed":
+        return answer({ reply: { ...err("session closed"), close: true } });
+    }
+  });
+
+const answer = (outcome: Outcome): Effect.Effect<Outcome> => Effect.succeed(outcome);
 
 const capabilities = (state: SessionState, connection: ConnectionView): ReadonlyArray<string> => [
   ...(state.phase === "authorization" && connection.tlsAvailable && !connection.secure() ? ["STLS"] : []),
@@ -123,29 +128,29 @@ const canLogIn = (connection: ConnectionView) => connection.secure() || connecti
 
 type AuthorizationState = Extract<SessionState, { phase: "authorization" }>;
 
-const authorizationCommand = async (state: AuthorizationState, command: Pop3Command, config: SessionConfig, connection: ConnectionView): Promise<Outcome> => {
+const authorizationCommand = (state: AuthorizationState, command: Pop3Command, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> => {
   const loginCommand = command._tag === "User" || command._tag === "Pass" || (command._tag === "Auth" && command.mechanism !== undefined);
   if (loginCommand && !canLogIn(connection)) {
     config.onLogin?.("plaintext-refused");
     const hint = connection.tlsAvailable ? ": use STLS first" : "";
-    return { reply: err(`[AUTH] plaintext login is not allowed on this connection${hint}`), next: { ...state, user: undefined } };
+    return answer({ reply: err(`[AUTH] plaintext login is not allowed on this connection${hint}`), next: { ...state, user: undefined } });
   }
   switch (command._tag) {
     case "Stls":
-      return startTls(connection);
+      return answer(startTls(connection));
     case "User":
       // Always +OK: telling unknown users apart here would let a client probe for names.
-      return { reply: ok("send PASS"), next: { ...state, user: command.name } };
+      return answer({ reply: ok("send PASS"), next: { ...state, user: command.name } });
     case "Pass":
-      if (state.user === undefined) return { reply: err("USER first") };
+      if (state.user === undefined) return answer({ reply: err("USER first") });
       // Whatever happens, a new PASS needs a new USER (RFC 1939 §7).
       return logIn({ ...state, user: undefined }, state.user, command.password, config, connection);
     case "Auth":
       return auth(state, command, config, connection);
     case "Quit":
-      return { reply: { ...ok(`${config.hostname} POP3 signing off`), close: true } };
+      return answer({ reply: { ...ok(`${config.hostname} POP3 signing off`), close: true } });
     default:
-      return { reply: err(`${command._tag.toUpperCase()} not allowed before login`) };
+      return answer({ reply: err(`${command._tag.toUpperCase()} not allowed before login`) });
   }
 };
 
@@ -155,116 +160,120 @@ const startTls = (connection: ConnectionView): Outcome => {
   return { reply: { ...ok("begin TLS negotiation"), startTls: true } };
 };
 
-const auth = async (
+const auth = (
   state: AuthorizationState,
   command: Extract<Pop3Command, { _tag: "Auth" }>,
   config: SessionConfig,
   connection: ConnectionView,
-): Promise<Outcome> => {
-  if (command.mechanism === undefined) return { reply: ok("SASL mechanisms follow", multiLine(["PLAIN"])) };
-  if (command.mechanism !== "PLAIN") return { reply: err(`unsupported authentication mechanism ${command.mechanism}`) };
+): Effect.Effect<Outcome> => {
+  if (command.mechanism === undefined) return answer({ reply: ok("SASL mechanisms follow", multiLine(["PLAIN"])) });
+  if (command.mechanism !== "PLAIN") return answer({ reply: err(`unsupported authentication mechanism ${command.mechanism}`) });
   // RFC 5034 §4: "AUTH PLAIN" without a response gets an empty challenge, "+ ".
-  if (command.initialResponse === undefined) return { reply: { text: "+ " }, next: { ...state, user: undefined, saslPending: true } };
+  if (command.initialResponse === undefined) return answer({ reply: { text: "+ " }, next: { ...state, user: undefined, saslPending: true } });
   return plainResponse({ ...state, user: undefined }, command.initialResponse, config, connection);
 };
 
-const saslResponse = (state: AuthorizationState, line: string, config: SessionConfig, connection: ConnectionView): Promise<Outcome> | Outcome => {
+const saslResponse = (state: AuthorizationState, line: string, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> => {
   const next: AuthorizationState = { ...state, saslPending: false };
-  if (line.trim() === SASL_CANCEL) return { reply: err("authentication cancelled"), next };
+  if (line.trim() === SASL_CANCEL) return answer({ reply: err("authentication cancelled"), next });
   return plainResponse(next, line, config, connection);
 };
 
-const plainResponse = async (state: AuthorizationState, response: string, config: SessionConfig, connection: ConnectionView): Promise<Outcome> => {
+const plainResponse = (state: AuthorizationState, response: string, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> => {
   const plain = decodeSaslPlain(response);
-  if (typeof plain === "string") return { reply: err(plain), next: state };
+  if (typeof plain === "string") return answer({ reply: err(plain), next: state });
   // Acting as someone else (a non-empty, different authzid) is not supported.
   const proxying = plain.authzid !== "" && plain.authzid.toLowerCase() !== plain.authcid.toLowerCase();
   if (proxying) return failedLogin(state, plain.authcid, config, connection);
   return logIn(state, plain.authcid, plain.password, config, connection);
 };
 
-const logIn = async (state: AuthorizationState, login: string, password: string, config: SessionConfig, connection: ConnectionView): Promise<Outcome> => {
-  const verdict = config.throttle.check(login, connection.remoteAddress);
-  if (verdict !== "allowed") {
-    connection.log({ event: "login-throttled", user: login, limit: verdict });
-    config.onLogin?.("throttled");
-    await sleep(config.failureDelayMs);
-    return { reply: err("[AUTH] too many failed logins, try again later"), next: state };
-  }
-  const authenticated = await runAccess(() => config.access.authenticate(login, password));
-  if (authenticated._tag !== "Success") {
-    config.onLogin?.("unavailable");
-    return { reply: temporaryFailure(connection, "authenticate", detailOf(authenticated)), next: state };
-  }
-  if (authenticated.value === null) return failedLogin(state, login, config, connection);
-  config.throttle.succeeded(login, connection.remoteAddress);
-  return openMaildrop(state, authenticated.value, config, connection);
-};
+const logIn = (state: AuthorizationState, login: string, password: string, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> =>
+  Effect.gen(function* () {
+    const verdict = config.throttle.check(login, connection.remoteAddress);
+    if (verdict !== "allowed") {
+      connection.log({ event: "login-throttled", user: login, limit: verdict });
+      config.onLogin?.("throttled");
+      yield* Effect.sleep(config.failureDelayMs);
+      return { reply: err("[AUTH] too many failed logins, try again later"), next: state };
+    }
+    const authenticated = yield* access(() => config.access.authenticate(login, password));
+    if (authenticated._tag !== "Success") {
+      config.onLogin?.("unavailable");
+      return { reply: temporaryFailure(connection, "authenticate", detailOf(authenticated)), next: state };
+    }
+    if (authenticated.value === null) return yield* failedLogin(state, login, config, connection);
+    config.throttle.succeeded(login, connection.remoteAddress);
+    return yield* openMaildrop(state, authenticated.value, config, connection);
+  });
 
-const failedLogin = async (state: AuthorizationState, login: string, config: SessionConfig, connection: ConnectionView): Promise<Outcome> => {
-  config.throttle.failed(login, connection.remoteAddress);
-  config.onLogin?.("failed");
-  connection.log({ event: "login-failed", user: login });
-  await sleep(config.failureDelayMs);
-  const failures = state.failures + 1;
-  const reply = err("[AUTH] invalid user name or password");
-  return failures >= config.maxFailuresPerConnection ? { reply: { ...reply, close: true } } : { reply, next: { ...state, failures } };
-};
+const failedLogin = (state: AuthorizationState, login: string, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> =>
+  Effect.gen(function* () {
+    config.throttle.failed(login, connection.remoteAddress);
+    config.onLogin?.("failed");
+    connection.log({ event: "login-failed", user: login });
+    yield* Effect.sleep(config.failureDelayMs);
+    const failures = state.failures + 1;
+    const reply = err("[AUTH] invalid user name or password");
+    return failures >= config.maxFailuresPerConnection ? { reply: { ...reply, close: true } } : { reply, next: { ...state, failures } };
+  });
 
-const openMaildrop = async (state: AuthorizationState, user: string, config: SessionConfig, connection: ConnectionView): Promise<Outcome> => {
-  const opened = await runAccess(() => config.access.open(user, `${config.holderPrefix}/${connection.conn}`));
-  if (opened._tag === "Failure" && opened.error._tag === "MaildropInUse") {
-    config.onLogin?.("in-use");
-    connection.log({ event: "maildrop-in-use", user, holder: opened.error.holder });
-    return { reply: err("[IN-USE] maildrop already locked"), next: state };
-  }
-  if (opened._tag !== "Success") {
-    config.onLogin?.("unavailable");
-    return { reply: temporaryFailure(connection, "open", detailOf(opened)), next: state };
-  }
-  const maildrop = opened.value;
-  const messages = maildrop.messages.map((entry) => ({ uid: entry.uid, size: entry.size, deleted: false, retrieved: false }));
-  config.onLogin?.("ok");
-  connection.log({ event: "login", user, messages: messages.length, tls: connection.secure() });
-  const { count, octets } = totals(messages);
-  return {
-    reply: ok(`maildrop has ${count} messages (${octets} octets)`),
-    next: { phase: "transaction", user, maildrop, messages, lockLost: false },
-  };
-};
+const openMaildrop = (state: AuthorizationState, user: string, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> =>
+  Effect.gen(function* () {
+    const opened = yield* access(() => config.access.open(user, `${config.holderPrefix}/${connection.conn}`));
+    if (opened._tag === "Failure" && opened.error._tag === "MaildropInUse") {
+      config.onLogin?.("in-use");
+      connection.log({ event: "maildrop-in-use", user, holder: opened.error.holder });
+      return { reply: err("[IN-USE] maildrop already locked"), next: state };
+    }
+    if (opened._tag !== "Success") {
+      config.onLogin?.("unavailable");
+      return { reply: temporaryFailure(connection, "open", detailOf(opened)), next: state };
+    }
+    const maildrop = opened.value;
+    const messages = maildrop.messages.map((entry) => ({ uid: entry.uid, size: entry.size, deleted: false, retrieved: false }));
+    config.onLogin?.("ok");
+    connection.log({ event: "login", user, messages: messages.length, tls: connection.secure() });
+    const { count, octets } = totals(messages);
+    return {
+      reply: ok(`maildrop has ${count} messages (${octets} octets)`),
+      next: { phase: "transaction", user, maildrop, messages, lockLost: false } satisfies SessionState,
+    };
+  });
 
 // ---------------------------------------------------------------------------
 // TRANSACTION
 
-const transactionCommand = async (state: TransactionState, command: Pop3Command, config: SessionConfig, connection: ConnectionView): Promise<Outcome> => {
+const transactionCommand = (state: TransactionState, command: Pop3Command, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> => {
+  const replying = (reply: Reply) => answer({ reply });
   switch (command._tag) {
     case "Stat": {
       const { count, octets } = totals(state.messages);
-      return { reply: ok(`${count} ${octets}`) };
+      return replying(ok(`${count} ${octets}`));
     }
     case "List":
-      return { reply: listing(state.messages, command.msg, (message) => String(message.size)) };
+      return replying(listing(state.messages, command.msg, (message) => String(message.size)));
     case "Uidl":
-      return { reply: listing(state.messages, command.msg, (message) => message.uid) };
+      return replying(listing(state.messages, command.msg, (message) => message.uid));
     case "Retr":
-      return { reply: await retrieve(state, command.msg, undefined, connection) };
+      return Effect.map(retrieve(state, command.msg, undefined, connection), (reply) => ({ reply }));
     case "Top":
-      return { reply: await retrieve(state, command.msg, command.lines, connection) };
+      return Effect.map(retrieve(state, command.msg, command.lines, connection), (reply) => ({ reply }));
     case "Dele":
-      return { reply: markDeleted(state.messages, command.msg) };
+      return replying(markDeleted(state.messages, command.msg));
     case "Rset": {
       for (const message of state.messages) message.deleted = false;
       const { count, octets } = totals(state.messages);
-      return { reply: ok(`maildrop has ${count} messages (${octets} octets)`) };
+      return replying(ok(`maildrop has ${count} messages (${octets} octets)`));
     }
     case "Noop":
-      return { reply: ok("") };
+      return replying(ok(""));
     case "Quit":
       return update(state, config, connection);
     case "Stls":
-      return { reply: err("STLS not allowed after login") };
+      return replying(err("STLS not allowed after login"));
     default:
-      return { reply: err(`${command._tag.toUpperCase()} not allowed after login`) };
+      return replying(err(`${command._tag.toUpperCase()} not allowed after login`));
   }
 };
 
@@ -302,29 +311,31 @@ const markDeleted = (messages: ReadonlyArray<MaildropMessage>, msg: number): Rep
   return ok(`message ${msg} deleted`);
 };
 
-const retrieve = async (state: TransactionState, msg: number, topLines: number | undefined, connection: ConnectionView): Promise<Reply> => {
-  const message = findMessage(state.messages, msg);
-  if (isReply(message)) return message;
-  const fetched = await runAccess(() => state.maildrop.retrieve(message.uid, topLines));
-  if (fetched._tag === "Failure" && fetched.error._tag === "NoSuchMessage") return err(`message ${msg} has vanished`);
-  if (fetched._tag === "Failure" && fetched.error._tag === "LockLost") return lockLost(state, connection);
-  if (fetched._tag !== "Success") return temporaryFailure(connection, "retrieve", detailOf(fetched));
-  if (topLines === undefined) message.retrieved = true;
-  return ok(topLines === undefined ? `${message.size} octets` : "top of message follows", byteStuff(fetched.value));
-};
+const retrieve = (state: TransactionState, msg: number, topLines: number | undefined, connection: ConnectionView): Effect.Effect<Reply> =>
+  Effect.gen(function* () {
+    const message = findMessage(state.messages, msg);
+    if (isReply(message)) return message;
+    const fetched = yield* access(() => state.maildrop.retrieve(message.uid, topLines));
+    if (fetched._tag === "Failure" && fetched.error._tag === "NoSuchMessage") return err(`message ${msg} has vanished`);
+    if (fetched._tag === "Failure" && fetched.error._tag === "LockLost") return lockLost(state, connection);
+    if (fetched._tag !== "Success") return temporaryFailure(connection, "retrieve", detailOf(fetched));
+    if (topLines === undefined) message.retrieved = true;
+    return ok(topLines === undefined ? `${message.size} octets` : "top of message follows", byteStuff(fetched.value));
+  });
 
 /** UPDATE state (RFC 1939 §6): remove what was marked and mark what was read, atomically, then sign off. */
-const update = async (state: TransactionState, config: SessionConfig, connection: ConnectionView): Promise<Outcome> => {
-  const remove = state.messages.filter((message) => message.deleted).map((message) => message.uid);
-  const seen = state.messages.filter((message) => message.retrieved && !message.deleted).map((message) => message.uid);
-  const committed = await runAccess(() => state.maildrop.commit({ remove, seen }));
-  if (committed._tag === "Failure" && committed.error._tag === "LockLost") return { reply: lockLost(state, connection) };
-  if (committed._tag !== "Success") return { reply: { ...temporaryFailure(connection, "commit", detailOf(committed)), close: true } };
-  connection.log({ event: "update", user: state.user, removed: remove.length });
-  const left = state.messages.length - remove.length;
-  // The commit released the lock: the session is over.
-  return { reply: { ...ok(`${config.hostname} POP3 signing off (${left} messages left)`), close: true }, next: { phase: "closed" } };
-};
+const update = (state: TransactionState, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> =>
+  Effect.gen(function* () {
+    const remove = state.messages.filter((message) => message.deleted).map((message) => message.uid);
+    const seen = state.messages.filter((message) => message.retrieved && !message.deleted).map((message) => message.uid);
+    const committed = yield* access(() => state.maildrop.commit({ remove, seen }));
+    if (committed._tag === "Failure" && committed.error._tag === "LockLost") return { reply: lockLost(state, connection) };
+    if (committed._tag !== "Success") return { reply: { ...temporaryFailure(connection, "commit", detailOf(committed)), close: true } };
+    connection.log({ event: "update", user: state.user, removed: remove.length });
+    const left = state.messages.length - remove.length;
+    // The commit released the lock: the session is over.
+    return { reply: { ...ok(`${config.hostname} POP3 signing off (${left} messages left)`), close: true }, next: { phase: "closed" } satisfies SessionState };
+  });
 
 const lockLostReply = () => err("[SYS/TEMP] maildrop lock lost (mailbox node restarted?); nothing was changed, log in again");
 
@@ -339,37 +350,41 @@ const temporaryFailure = (connection: ConnectionView, operation: string, detail:
   return err(`[SYS/TEMP] mailbox temporarily unavailable, try again later`);
 };
 
-/** Keeps the maildrop lock's lease alive while the client is idle; stop it when the session ends. */
-export const keepLockAlive = (state: TransactionState, connection: ConnectionView): (() => void) => {
-  const timer = setInterval(() => {
-    void runAccess(() => state.maildrop.keepAlive()).then((renewed) => {
+/**
+ * Keeps the maildrop lock's lease alive while the client is idle: renews it every
+ * `renewEveryMs` until interrupted (when the session ends) or until the lock is found lost,
+ * which marks the state so the next command ends the session.
+ */
+export const keepLockAlive = (state: TransactionState, connection: ConnectionView): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    while (!state.lockLost) {
+      yield* Effect.sleep(state.maildrop.renewEveryMs);
+      const renewed = yield* access(() => state.maildrop.keepAlive());
       if (renewed._tag === "Failure" && renewed.error._tag === "LockLost") state.lockLost = true;
       else if (renewed._tag !== "Success") connection.log({ event: "lock-renewal-failed", detail: detailOf(renewed) });
-    });
-  }, state.maildrop.renewEveryMs);
-  timer.unref();
-  return () => clearInterval(timer);
-};
-
-const sleep = (ms: number) => (ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve());
+    }
+  });
 
 // ---------------------------------------------------------------------------
-// Running MaildropAccess effects at the socket edge.
+// MaildropAccess effects, their failures and defects as values.
 
 type AccessOutcome<A, E> =
   | { readonly _tag: "Success"; readonly value: A }
   | { readonly _tag: "Failure"; readonly error: E }
   | { readonly _tag: "Defect"; readonly detail: string };
 
-export const runAccess = async <A, E>(ask: () => Effect.Effect<A, E>): Promise<AccessOutcome<A, E>> => {
+const access = <A, E>(ask: () => Effect.Effect<A, E>): Effect.Effect<AccessOutcome<A, E>> =>
   // suspend turns an access method that throws instead of failing into a defect we can answer.
-  const exit = await Effect.runPromiseExit(Effect.suspend(ask));
-  if (Exit.isSuccess(exit)) return { _tag: "Success", value: exit.value };
-  const error = Cause.findError(exit.cause);
-  // Defects are bugs or lost peers: the client still gets a temporary -ERR, never a crash.
-  if (Result.isFailure(error)) return { _tag: "Defect", detail: Cause.pretty(exit.cause) };
-  return { _tag: "Failure", error: error.success };
-};
+  Effect.map(Effect.exit(Effect.suspend(ask)), (exit): AccessOutcome<A, E> => {
+    if (Exit.isSuccess(exit)) return { _tag: "Success", value: exit.value };
+    const error = Cause.findError(exit.cause);
+    // Defects are bugs or lost peers: the client still gets a temporary -ERR, never a crash.
+    if (Result.isFailure(error)) return { _tag: "Defect", detail: Cause.pretty(exit.cause) };
+    return { _tag: "Failure", error: error.success };
+  });
+
+/** Gives the lock back without UPDATE (the connection dropped); never fails, whatever the access layer does. */
+export const releaseMaildrop = (maildrop: OpenMaildrop): Effect.Effect<void> => Effect.asVoid(access(() => maildrop.release()));
 
 const detailOf = (outcome: { readonly _tag: "Failure"; readonly error: { readonly _tag: string; readonly detail?: string } } | { readonly _tag: "Defect"; readonly detail: string }): string => {
   if (outcome._tag === "Defect") return outcome.detail;

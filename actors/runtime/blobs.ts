@@ -5,6 +5,8 @@
 // gives flow control for free: nothing arrives faster than the receiver asks, so no
 // slow-consumer drops. Nothing is written to JetStream: a blob lives only as long as
 // the transfer, and a sender that dies simply makes the pull fail (the caller defers).
+// An offer nobody finishes is withdrawn after its TTL by a fiber sleeping on the Clock of
+// the fiber that made the offer (so TestClock drives it in tests).
 import { createHash } from "node:crypto";
 import { Effect, Exit, Schema } from "effect";
 import { createInbox, type NatsConnection, type Subscription } from "@nats-io/transport-node";
@@ -41,30 +43,37 @@ export interface BlobOffer {
  * Serves `bytes` on a fresh inbox until the puller says it is done, `close` is called,
  * or `ttlMs` passes (a puller that vanished must not pin the bytes in memory).
  */
-export const offerBlob = (nc: NatsConnection, bytes: Uint8Array, ttlMs: number): BlobOffer => {
-  const chunkSize = Math.min(MAX_CHUNK_BYTES, inlineLimitOf(nc));
-  const subject = createInbox();
-  let subscription: Subscription | undefined;
-  const close = () => {
-    clearTimeout(timer);
-    subscription?.unsubscribe();
-    subscription = undefined;
-  };
-  const timer = setTimeout(close, ttlMs);
-  timer.unref();
-  subscription = nc.subscribe(subject, {
-    callback: (error, msg) => {
-      if (error || msg.data.length !== 4) return;
-      const seq = Buffer.from(msg.data.buffer, msg.data.byteOffset, 4).readUInt32BE(0);
-      if (seq === DONE) return close();
-      const start = seq * chunkSize;
-      // A request past the end gets an empty reply, which the puller reports as malformed.
-      if (msg.reply) msg.respond(start < bytes.length ? bytes.subarray(start, start + chunkSize) : new Uint8Array());
-    },
+export const offerBlob = (nc: NatsConnection, bytes: Uint8Array, ttlMs: number): Effect.Effect<BlobOffer> =>
+  Effect.gen(function* () {
+    const chunkSize = Math.min(MAX_CHUNK_BYTES, inlineLimitOf(nc));
+    const subject = createInbox();
+    let subscription: Subscription | undefined;
+    const withdraw = () => {
+      subscription?.unsubscribe();
+      subscription = undefined;
+    };
+    // Detached: the offer outlives the fiber that made it (a reply is pulled after its handler returned).
+    const expiry = yield* Effect.forkDetach(Effect.sleep(ttlMs).pipe(Effect.andThen(Effect.sync(withdraw))));
+    const close = () => {
+      withdraw();
+      expiry.interruptUnsafe();
+    };
+    subscription = nc.subscribe(subject, {
+      callback: (error, msg) => {
+        if (error || msg.data.length !== 4) return;
+        const seq = Buffer.from(msg.data.buffer, msg.data.byteOffset, 4).readUInt32BE(0);
+        if (seq === DONE) return close();
+        const start = seq * chunkSize;
+        // A request past the end gets an empty reply, which the puller reports as malformed.
+        if (msg.reply) msg.respond(start < bytes.length ? bytes.subarray(start, start + chunkSize) : new Uint8Array());
+      },
+    });
+    // However the subscription ends (closed, expired, or the connection closed), the timer goes
+    // with it: a pending sleep would otherwise hold the bytes, and the process, until the TTL.
+    void subscription.closed.then(() => expiry.interruptUnsafe());
+    const sha256 = createHash("sha256").update(bytes).digest("hex");
+    return { ref: { subject, size: bytes.length, chunkSize, sha256 }, close };
   });
-  const sha256 = createHash("sha256").update(bytes).digest("hex");
-  return { ref: { subject, size: bytes.length, chunkSize, sha256 }, close };
-};
 
 const seqPayload = (seq: number) => {
   const payload = Buffer.allocUnsafe(4);

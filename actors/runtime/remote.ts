@@ -2,7 +2,11 @@
 // for stateless kinds. Requests and replies are Effect Schema types decoded at the
 // edge; a malformed message gets a typed MalformedMessage reply and never reaches
 // (or crashes) the handler.
-import { Cause, Effect, Exit, Schema } from "effect";
+//
+// A NATS subscription callback is an edge where plain code starts an Effect: it runs the
+// handler with the services given in `ServeOptions` (the Clock, logger and tracer of the
+// node), which `servedInScope` captures from the fiber that starts serving.
+import { Cause, Context, Effect, Exit, Schema, Scope } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { MalformedMessage, RemoteUnavailable } from "../../protocol/errors.ts";
 import { decodeFrame, encodeBlobFrame, encodeFrame } from "../../protocol/wire.ts";
@@ -30,22 +34,38 @@ export type Handle<Req, Res, Err> = (
   attachment: Uint8Array | undefined,
 ) => Effect.Effect<Reply<Res>, Err>;
 
+export interface ServeOptions {
+  /** Queue group: one member answers each request. */
+  readonly queue?: string;
+  /** Services the handler runs with (default: none, so the defaults such as the live Clock). */
+  readonly services?: Context.Context<never>;
+}
+
+/**
+ * Keeps the subscription `subscribe` makes for as long as the scope is open; its handler
+ * runs with the services of the fiber that called this.
+ */
+export const servedInScope = (subscribe: (services: Context.Context<never>) => Subscription): Effect.Effect<Subscription, never, Scope.Scope> =>
+  Effect.acquireRelease(Effect.map(Effect.context<never>(), subscribe), (subscription) => Effect.sync(() => subscription.unsubscribe()));
+
 export const serveEndpoint = <Req, Res, Err>(
   nc: NatsConnection,
   subject: string,
   endpoint: Endpoint<Req, Res, Err>,
   handle: Handle<Req, Res, Err>,
-  options: { readonly queue?: string } = {},
-): Subscription =>
-  nc.subscribe(subject, {
+  options: ServeOptions = {},
+): Subscription => {
+  const run = Effect.runPromiseWith(options.services ?? Context.empty());
+  return nc.subscribe(subject, {
     ...(options.queue ? { queue: options.queue } : {}),
     callback: (error, msg) => {
       if (error) return;
-      void Effect.runPromise(answer(endpoint, handle, msg.data)).then(({ json, attachment }) => {
+      void run(answer(endpoint, handle, msg.data)).then(({ json, attachment }) => {
         if (msg.reply) msg.respond(encodeFrame(json, attachment));
       });
     },
   });
+};
 
 const answer = <Req, Res, Err>(
   endpoint: Endpoint<Req, Res, Err>,
@@ -125,14 +145,15 @@ export const serveChunkedEndpoint = <Req, Res, Err>(
   subject: string,
   endpoint: Endpoint<Req, Res, Err>,
   handle: Handle<Req, Res, Err>,
-  options: { readonly queue?: string; readonly timeoutMs: number },
-): Subscription =>
-  nc.subscribe(subject, {
+  options: ServeOptions & { readonly timeoutMs: number },
+): Subscription => {
+  const run = Effect.runPromiseWith(options.services ?? Context.empty());
+  return nc.subscribe(subject, {
     ...(options.queue ? { queue: options.queue } : {}),
     callback: (error, msg) => {
       if (error) return;
       const reply = msg.reply;
-      void Effect.runPromise(
+      void run(
         receiveFrame(nc, subject, msg.data, options.timeoutMs).pipe(
           Effect.matchEffect({
             onFailure: (failure) =>
@@ -144,12 +165,12 @@ export const serveChunkedEndpoint = <Req, Res, Err>(
               }),
             onSuccess: (frame) => answer(endpoint, handle, frame),
           }),
+          Effect.flatMap(({ json, attachment }) => (reply ? respondFramed(nc, (data) => msg.respond(data), json, attachment) : Effect.void)),
         ),
-      ).then(({ json, attachment }) => {
-        if (reply) respondFramed(nc, (data) => msg.respond(data), json, attachment);
-      });
+      );
     },
   });
+};
 
 export const callChunkedEndpoint = <Req, Res, Err>(
   nc: NatsConnection,
@@ -160,7 +181,7 @@ export const callChunkedEndpoint = <Req, Res, Err>(
 ): Effect.Effect<Reply<Res>, Err | RemoteUnavailable | MalformedMessage> =>
   Effect.gen(function* () {
     const frame = encodeFrame(Schema.encodeSync(endpoint.request)(request), options.attachment);
-    const offer = frame.length > inlineLimitOf(nc) ? offerBlob(nc, frame, options.timeoutMs + transferAllowanceMs(frame.length)) : undefined;
+    const offer = frame.length > inlineLimitOf(nc) ? yield* offerBlob(nc, frame, options.timeoutMs + transferAllowanceMs(frame.length)) : undefined;
     const payload = offer ? encodeBlobFrame(offer.ref) : frame;
     // The callee pulls our blob before it can answer, so the wait grows with its size.
     const timeout = options.timeoutMs + (offer ? transferAllowanceMs(frame.length) : 0);
@@ -192,11 +213,9 @@ const respondFramed = (
   respond: (data: Uint8Array) => boolean,
   json: WireReply,
   attachment: Uint8Array | undefined,
-): void => {
-  const frame = encodeFrame(json, attachment);
-  if (frame.length <= inlineLimitOf(nc)) {
-    respond(frame);
-    return;
-  }
-  respond(encodeBlobFrame(offerBlob(nc, frame, REPLY_OFFER_TTL_MS).ref));
-};
+): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const frame = encodeFrame(json, attachment);
+    if (frame.length <= inlineLimitOf(nc)) return Effect.sync(() => void respond(frame));
+    return Effect.map(offerBlob(nc, frame, REPLY_OFFER_TTL_MS), (offer) => void respond(encodeBlobFrame(offer.ref)));
+  });

@@ -2,6 +2,10 @@
 // and message rate per IP, and failed logins per IP and per (user, IP). Failed logins
 // are never counted per user alone, so an attacker elsewhere cannot lock the real
 // user out. Shared by SMTP AUTH and the POP3/IMAP logins.
+//
+// The guard is asked from smtp-server's socket callbacks, so its methods stay synchronous;
+// it reads time from the Clock service captured when it is made (TestClock in tests).
+import { Clock, Effect } from "effect";
 
 export interface GuardLimits {
   readonly maxConnectionsPerIp: number;
@@ -70,7 +74,10 @@ export interface ClientGuard {
   readonly authFailed: (ip: string, user: string) => void;
 }
 
-export const makeClientGuard = (limits: GuardLimits, now: () => number = Date.now): ClientGuard => {
+export const makeClientGuard = (limits: GuardLimits): Effect.Effect<ClientGuard> =>
+  Clock.Clock.useSync((clock) => clientGuard(limits, () => clock.currentTimeMillisUnsafe()));
+
+const clientGuard = (limits: GuardLimits, now: () => number): ClientGuard => {
   const open = new Map<string, number>();
   const messages = new SlidingCounter(60_000);
   const failuresByIp = new SlidingCounter(limits.authFailureWindowMs);

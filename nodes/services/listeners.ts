@@ -48,7 +48,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
         },
         spool: yield* Spool,
         users,
-        guard: makeClientGuard(config.smtp),
+        guard: yield* makeClientGuard(config.smtp),
         tls,
         spoolHealthy: spoolHealth.healthy,
         spoolFailed: spoolHealth.failed,
@@ -88,6 +88,7 @@ export class Pop3Listener extends Context.Service<Pop3Listener, { readonly port:
       const access = makeMaildropAccess(yield* Users, yield* Mailboxes, { leaseMs: config.pop3.lockLeaseMs });
       const { onLogin } = yield* MailboxMetrics;
       const { pop3Connection } = yield* Metrics;
+      const services = yield* Effect.context<never>();
       const server = yield* Effect.acquireRelease(
         starting("pop3 listener", () =>
           startPop3Server({
@@ -95,6 +96,7 @@ export class Pop3Listener extends Context.Service<Pop3Listener, { readonly port:
             port: config.listen.pop3,
             hostname: config.hostname,
             nodeId: config.nodeId,
+            services,
             access,
             tls: { key: tls.key, cert: tls.cert },
             plaintextLoginNetworks: config.pop3.plaintextLoginNetworks,

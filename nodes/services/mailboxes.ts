@@ -25,7 +25,7 @@ export class LocalMailboxes extends Context.Service<LocalMailboxes, LocalMailbox
       const users = yield* Users;
       const registry = (yield* Metrics).registry;
       const metrics = makeMailboxMetrics(registry);
-      const mailboxes = makeLocalMailboxes({
+      const mailboxes = yield* makeLocalMailboxes({
         store: openMailboxStore(yield* Lmdb),
         supervisor: yield* Supervisor,
         knows: users.exists,
@@ -33,11 +33,10 @@ export class LocalMailboxes extends Context.Service<LocalMailboxes, LocalMailbox
         idleMs: config.mailbox.idleMs,
         askTimeoutMs: config.mailbox.askTimeoutMs,
         observer: withFaults(metrics.observer, process.env),
+        stopGraceMs: STOP_GRACE_MS,
       });
       registerGauge(registry, "tern_mailbox_actors", "Mailbox actors alive on this node", mailboxes.active);
-      yield* Effect.addFinalizer(() => mailboxes.stop(STOP_GRACE_MS));
-      const stopPassivating = passivateIdle(mailboxes, Math.max(1_000, Math.floor(config.mailbox.idleMs / 2)));
-      yield* Effect.addFinalizer(() => Effect.sync(stopPassivating));
+      yield* passivateIdle(mailboxes, Math.max(1_000, Math.floor(config.mailbox.idleMs / 2)));
       return LocalMailboxes.context(mailboxes).pipe(Context.add(MailboxMetrics, metrics));
     }),
   );
@@ -59,10 +58,7 @@ export class Mailboxes extends Context.Service<Mailboxes, MailboxRouter>()("tern
         homeOf: (yield* Users).homeOf,
         timeoutMs: config.mailbox.askTimeoutMs,
       });
-      yield* Effect.acquireRelease(
-        Effect.sync(() => router.serve()),
-        (subscriptions) => Effect.sync(() => subscriptions.forEach((subscription) => subscription.unsubscribe())),
-      );
+      yield* router.serve();
       return router;
     }),
   );

@@ -23,7 +23,7 @@ export class Resolver extends Context.Service<Resolver, ResolverShape>()("tern/R
       const dnsMetrics = makeResolverMetrics((yield* Metrics).registry);
       const dns = makeDnsClient({ servers: config.dns.servers, timeoutMs: config.dns.timeoutMs, tries: config.dns.tries, observer: dnsMetrics.client });
       // One cache per node: routing here, and TXT/PTR/TLSA for the other actors.
-      const cached = makeCachedResolver(dns, {
+      const cached = yield* makeCachedResolver(dns, {
         maxEntries: config.dns.cacheEntries,
         minTtlSec: config.dns.minTtlSec,
         maxTtlSec: config.dns.maxTtlSec,
@@ -33,9 +33,7 @@ export class Resolver extends Context.Service<Resolver, ResolverShape>()("tern/R
         observer: dnsMetrics.cache,
       });
       const supervisor = yield* Supervisor;
-      yield* Effect.acquireRelease(startResolverActor(nc, subjects, cached, supervisor), (running) =>
-        Effect.sync(() => running.subscription.unsubscribe()).pipe(Effect.andThen(running.actor.stop(1_000))),
-      );
+      yield* startResolverActor(nc, subjects, cached, supervisor);
       return { resolve: (domain: string) => resolveOverNats(nc, subjects, domain) };
     }),
   );

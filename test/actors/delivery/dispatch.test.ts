@@ -44,7 +44,7 @@ const mailboxes = (answer: (user: string) => Effect.Effect<string, MailboxError>
   const router: MailboxRouter = {
     deliver: (user, entryId, bytes) => answer(user).pipe(Effect.tap(() => Effect.sync(() => stored.push({ user, entryId, bytes: bytes.length })))),
     call: () => Effect.die("not used by dispatch"),
-    serve: () => [],
+    serve: () => Effect.void,
   };
   return { router, stored };
 };

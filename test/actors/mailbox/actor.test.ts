@@ -1,56 +1,67 @@
 // The mailbox actors of one node: typed answers, the maildrop lock and its lease,
-// passivation when idle (with a controlled clock, no sleeps), concurrent deliveries.
-import { test } from "node:test";
+// passivation when idle (under TestClock, no sleeps), concurrent deliveries, and the
+// mailboxes' scope: closing it stops them.
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Effect, Exit } from "effect";
+import { Effect, Exit, ManagedRuntime, Scope } from "effect";
+import { TestClock } from "effect/testing";
 import { open } from "lmdb";
-import { makeLocalMailboxes, type LocalMailboxes } from "../../../actors/mailbox/actor.ts";
+import { makeLocalMailboxes, passivateIdle, type LocalMailboxes } from "../../../actors/mailbox/actor.ts";
 import { openMailboxStore } from "../../../actors/mailbox/store.ts";
 import { makeSupervisor } from "../../../actors/runtime/supervisor.ts";
 
 interface Harness {
   readonly mailboxes: LocalMailboxes;
-  readonly clock: { now: number };
+  /** The scope the mailboxes were made in; the harness closes it at the end. */
+  readonly scope: Scope.Closeable;
   readonly seen: { passivated: string[]; duplicates: string[]; overQuota: string[]; stored: number };
 }
 
 const IDLE_MS = 60_000;
 
+// Everything runs with a TestClock as the Clock: time moves only when a test says so.
+const runtime = ManagedRuntime.make(TestClock.layer());
+after(() => runtime.dispose());
+const run = <A, E>(effect: Effect.Effect<A, E>) => runtime.runPromise(effect);
+const advance = (ms: number) => run(TestClock.adjust(ms));
+
 const withMailboxes = async (body: (harness: Harness) => Promise<void>) => {
   const dir = await mkdtemp(join(tmpdir(), "tern-mbox-actor-"));
   const root = open({ path: join(dir, "db") });
-  const clock = { now: 1_700_000_000_000 };
+  await run(TestClock.setTime(1_700_000_000_000));
   const seen: Harness["seen"] = { passivated: [], duplicates: [], overQuota: [], stored: 0 };
-  const mailboxes = makeLocalMailboxes({
-    store: openMailboxStore(root, () => clock.now),
-    supervisor: makeSupervisor(),
-    knows: (user) => user.endsWith("@x"),
-    quotaOf: (user) => (user === "small@x" ? 10 : undefined),
-    idleMs: IDLE_MS,
-    askTimeoutMs: 5_000,
-    now: () => clock.now,
-    observer: {
-      stored: () => void seen.stored++,
-      duplicate: (_user, entryId) => void seen.duplicates.push(entryId),
-      overQuota: (user) => void seen.overQuota.push(user),
-      passivated: (user) => void seen.passivated.push(user),
-    },
-  });
+  const scope = Scope.makeUnsafe();
+  const mailboxes = await run(
+    makeLocalMailboxes({
+      store: openMailboxStore(root),
+      supervisor: makeSupervisor(),
+      knows: (user) => user.endsWith("@x"),
+      quotaOf: (user) => (user === "small@x" ? 10 : undefined),
+      idleMs: IDLE_MS,
+      askTimeoutMs: 5_000,
+      stopGraceMs: 1_000,
+      observer: {
+        stored: () => void seen.stored++,
+        duplicate: (_user, entryId) => void seen.duplicates.push(entryId),
+        overQuota: (user) => void seen.overQuota.push(user),
+        passivated: (user) => void seen.passivated.push(user),
+      },
+    }).pipe(Scope.provide(scope)),
+  );
   try {
-    await body({ mailboxes, clock, seen });
+    await body({ mailboxes, scope, seen });
   } finally {
-    await Effect.runPromise(mailboxes.stop(1_000));
+    await run(Scope.close(scope, Exit.void));
     await root.close();
     await rm(dir, { recursive: true, force: true });
   }
 };
 
-const run = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(effect);
 const failure = async <A, E extends { _tag: string }>(effect: Effect.Effect<A, E>): Promise<E> => {
-  const exit = await Effect.runPromiseExit(effect);
+  const exit = await runtime.runPromiseExit(effect);
   assert.ok(Exit.isFailure(exit), "expected a failure");
   const reason = exit.cause.reasons.find((r) => r._tag === "Fail");
   assert.ok(reason && reason._tag === "Fail", "expected a typed failure");
@@ -97,7 +108,7 @@ test("retrieve returns the body, or its header and the first lines for TOP", () 
   }));
 
 test("the maildrop lock: one holder at a time, renewed by use, lost when its lease runs out and another takes it", () =>
-  withMailboxes(async ({ mailboxes, clock }) => {
+  withMailboxes(async ({ mailboxes }) => {
     await deliver(mailboxes, "a@x", "E1", "m1\r\n");
     await deliver(mailboxes, "a@x", "E2", "m2\r\n");
     const first = await run(mailboxes.open({ user: "a@x", holder: "n1/pop3/1", leaseMs: 10_000 }));
@@ -107,13 +118,13 @@ test("the maildrop lock: one holder at a time, renewed by use, lost when its lea
     assert.equal((await failure(mailboxes.renew({ user: "a@x", lock: "not-the-token" })))._tag, "LockLost");
 
     // Use renews the lease: 8 s + 8 s is past the first lease, but the lock is still held.
-    clock.now += 8_000;
+    await advance(8_000);
     await run(mailboxes.retrieve({ user: "a@x", uid: first.value.messages[0]!.uid, lock: first.value.lock }));
-    clock.now += 8_000;
+    await advance(8_000);
     assert.equal((await failure(mailboxes.open({ user: "a@x", holder: "n2/pop3/7", leaseMs: 10_000 })))._tag, "MaildropInUse");
 
     // Left alone past its lease, the lock goes to the next session; the old one can change nothing.
-    clock.now += 10_001;
+    await advance(10_001);
     const second = await run(mailboxes.open({ user: "a@x", holder: "n2/pop3/7", leaseMs: 10_000 }));
     const removeFirst = { user: "a@x", lock: first.value.lock, remove: [first.value.messages[0]!.uid], seen: [] };
     assert.equal((await failure(mailboxes.commit(removeFirst)))._tag, "LockLost");
@@ -129,15 +140,31 @@ test("the maildrop lock: one holder at a time, renewed by use, lost when its lea
     await run(mailboxes.open({ user: "a@x", holder: "n1/pop3/3", leaseMs: 10_000 }));
   }));
 
+test("renew keeps an idle session's lock past its first lease; an unrenewed lock expires and goes to the next session", () =>
+  withMailboxes(async ({ mailboxes }) => {
+    const held = await run(mailboxes.open({ user: "a@x", holder: "n1/pop3/1", leaseMs: 10_000 }));
+    for (let n = 0; n < 5; n++) {
+      await advance(9_000);
+      await run(mailboxes.renew({ user: "a@x", lock: held.value.lock }));
+    }
+    assert.equal((await failure(mailboxes.open({ user: "a@x", holder: "n2/pop3/1", leaseMs: 10_000 })))._tag, "MaildropInUse", "45 s on, still held");
+
+    await advance(9_999);
+    assert.equal((await failure(mailboxes.open({ user: "a@x", holder: "n2/pop3/1", leaseMs: 10_000 })))._tag, "MaildropInUse", "one ms left");
+    await advance(1);
+    await run(mailboxes.open({ user: "a@x", holder: "n2/pop3/1", leaseMs: 10_000 }));
+    assert.equal((await failure(mailboxes.renew({ user: "a@x", lock: held.value.lock })))._tag, "LockLost");
+  }));
+
 test("idle mailbox actors are passivated, but not while a session holds the lock; they come back on demand", () =>
-  withMailboxes(async ({ mailboxes, clock, seen }) => {
+  withMailboxes(async ({ mailboxes, seen }) => {
     await deliver(mailboxes, "a@x", "E1", "m1\r\n");
     const opened = await run(mailboxes.open({ user: "b@x", holder: "t", leaseMs: 120_000 }));
     assert.equal(mailboxes.active(), 2);
     await run(mailboxes.sweep());
     assert.equal(mailboxes.active(), 2, "nothing is idle yet");
 
-    clock.now += IDLE_MS + 1;
+    await advance(IDLE_MS + 1);
     await run(mailboxes.sweep());
     assert.deepEqual(seen.passivated, ["a@x"], "b@x holds a lock and stays");
     assert.equal(mailboxes.active(), 1);
@@ -147,9 +174,36 @@ test("idle mailbox actors are passivated, but not while a session holds the lock
     assert.equal(mailboxes.active(), 2);
 
     await run(mailboxes.release({ user: "b@x", lock: opened.value.lock }));
-    clock.now += IDLE_MS + 1;
+    await advance(IDLE_MS + 1);
     await run(mailboxes.sweep());
     assert.equal(mailboxes.active(), 0);
+  }));
+
+test("passivateIdle sweeps on its schedule for as long as its scope is open", () =>
+  withMailboxes(async ({ mailboxes, seen }) => {
+    const passivating = Scope.makeUnsafe();
+    await run(passivateIdle(mailboxes, 10_000).pipe(Scope.provide(passivating)));
+    await deliver(mailboxes, "a@x", "E1", "m1\r\n");
+    await advance(IDLE_MS - 10_000);
+    assert.equal(mailboxes.active(), 1, "not idle long enough yet");
+    await advance(20_000); // past IDLE_MS, and a sweep came due
+    assert.deepEqual(seen.passivated, ["a@x"]);
+    assert.equal(mailboxes.active(), 0);
+
+    await run(Scope.close(passivating, Exit.void));
+    await deliver(mailboxes, "b@x", "E2", "m2\r\n");
+    await advance(10 * IDLE_MS);
+    assert.equal(mailboxes.active(), 1, "no sweeps after the scope closed");
+  }));
+
+test("closing the mailboxes' scope stops every actor, and asks are answered MailboxUnavailable", () =>
+  withMailboxes(async ({ mailboxes, scope }) => {
+    await deliver(mailboxes, "a@x", "E1", "m1\r\n");
+    await deliver(mailboxes, "b@x", "E2", "m2\r\n");
+    assert.equal(mailboxes.active(), 2);
+    await run(Scope.close(scope, Exit.void));
+    assert.equal(mailboxes.active(), 0);
+    assert.equal((await failure(mailboxes.list({ user: "a@x" })))._tag, "MailboxUnavailable");
   }));
 
 test("concurrent deliveries to one mailbox get distinct UIDs and all land", () =>

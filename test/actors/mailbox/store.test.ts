@@ -1,35 +1,41 @@
 // The LMDB mailbox store on its own: UIDs and UIDVALIDITY, idempotent delivery, bodies
 // stored once, quota, folders and flags (what IMAP will need), atomic expunge.
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { Effect, Exit } from "effect";
+import { Effect, Exit, ManagedRuntime } from "effect";
+import { TestClock } from "effect/testing";
 import { open, type RootDatabase } from "lmdb";
 import { INBOX, openMailboxStore, type MailboxStore } from "../../../actors/mailbox/store.ts";
 
-const withStore = async (body: (store: MailboxStore, root: RootDatabase, clock: { now: number }, reopen: () => MailboxStore) => Promise<void>) => {
+// The store's writes read the time from the Clock: here a TestClock, moved by hand.
+const runtime = ManagedRuntime.make(TestClock.layer());
+after(() => runtime.dispose());
+const run = <A, E>(effect: Effect.Effect<A, E>) => runtime.runPromise(effect);
+const advance = (ms: number) => run(TestClock.adjust(ms));
+
+const withStore = async (body: (store: MailboxStore, root: RootDatabase, reopen: () => MailboxStore) => Promise<void>) => {
   const dir = await mkdtemp(join(tmpdir(), "tern-mbox-"));
-  const clock = { now: 1_700_000_000_000 };
+  await run(TestClock.setTime(1_700_000_000_000));
   let root = open({ path: join(dir, "db") });
   const reopen = () => {
     void root.close();
     root = open({ path: join(dir, "db") });
-    return openMailboxStore(root, () => clock.now);
+    return openMailboxStore(root);
   };
   try {
-    await body(openMailboxStore(root, () => clock.now), root, clock, reopen);
+    await body(openMailboxStore(root), root, reopen);
   } finally {
     await root.close();
     await rm(dir, { recursive: true, force: true });
   }
 };
 
-const run = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(effect);
 const failure = async <A, E>(effect: Effect.Effect<A, E>): Promise<E> => {
-  const exit = await Effect.runPromiseExit(effect);
+  const exit = await runtime.runPromiseExit(effect);
   assert.ok(Exit.isFailure(exit), "expected a failure");
   const error = exit.cause.reasons.find((reason) => reason._tag === "Fail");
   assert.ok(error && error._tag === "Fail", "expected a typed failure");
@@ -41,9 +47,9 @@ const bodyRefCount = (root: RootDatabase) => root.openDB({ name: "mbox.bodyrefs"
 const bodyChunkCount = (root: RootDatabase) => root.openDB({ name: "mbox.bodies", encoding: "binary" }).getKeysCount();
 
 test("deliveries get increasing UIDs under one UIDVALIDITY, with size and internal date", () =>
-  withStore(async (store, _root, clock) => {
+  withStore(async (store) => {
     const first = await run(store.deliver("a@x", "E1.1", text("one\r\n")));
-    clock.now += 5_000;
+    await advance(5_000);
     const second = await run(store.deliver("a@x", "E2.1", text("second\r\n")));
     assert.deepEqual([first.uid, second.uid], [1, 2]);
     assert.equal(first.uidValidity, second.uidValidity);
@@ -61,7 +67,7 @@ test("deliveries get increasing UIDs under one UIDVALIDITY, with size and intern
   }));
 
 test("a redelivered queue entry is not stored twice and reports the first copy", () =>
-  withStore(async (store, _root, _clock, reopen) => {
+  withStore(async (store, _root, reopen) => {
     const first = await run(store.deliver("a@x", "E1.1", text("hello\r\n")));
     const again = await run(store.deliver("a@x", "E1.1", text("hello\r\n")));
     assert.equal(first.duplicate, false);

@@ -4,7 +4,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { Effect } from "effect";
+import { Effect, Exit, Scope } from "effect";
 import { resolveOverNats, startResolverActor, type ResolverActor } from "../../../actors/resolver/actor.ts";
 import { makeDnsClient } from "../../../actors/resolver/dns-client.ts";
 import { makeCachedResolver } from "../../../actors/resolver/resolver.ts";
@@ -19,6 +19,7 @@ let nc: NatsConnection;
 let dnsmasq: RunningDnsmasq;
 let failing: ScriptedDns;
 let actor: ResolverActor;
+const scope = Scope.makeUnsafe();
 
 before(async () => {
   nc = await connect({ servers: ["nats://127.0.0.1:4222"], name: "tern-test-resolver-actor" });
@@ -33,13 +34,12 @@ before(async () => {
   // dnsmasq first; this one answers SERVFAIL for the one zone dnsmasq refuses.
   failing = await startScriptedDns((query) => replyTo(query, { rcode: "SERVFAIL" }));
   const client = makeDnsClient({ servers: [dnsmasq, failing], timeoutMs: 300, tries: 1 });
-  const resolver = makeCachedResolver(client, { maxEntries: 100, minTtlSec: 1, maxTtlSec: 60 });
-  actor = await Effect.runPromise(startResolverActor(nc, subjects, resolver, makeSupervisor()));
+  const resolver = Effect.runSync(makeCachedResolver(client, { maxEntries: 100, minTtlSec: 1, maxTtlSec: 60 }));
+  actor = await Effect.runPromise(startResolverActor(nc, subjects, resolver, makeSupervisor()).pipe(Scope.provide(scope)));
 });
 
 after(async () => {
-  actor.subscription.unsubscribe();
-  await Effect.runPromise(actor.actor.stop(1_000));
+  await Effect.runPromise(Scope.close(scope, Exit.void));
   await nc.close();
   await Promise.all([dnsmasq.stop(), failing.stop()]);
 });
@@ -67,4 +67,13 @@ test("SERVFAIL crosses NATS as a temporary failure naming the server that said i
   assert.ok(failure instanceof DnsTemporaryFailure, String(failure));
   assert.equal(failure.rcode, "SERVFAIL");
   assert.equal(failure.server, `127.0.0.1:${failing.port}`);
+});
+
+test("closing the actor's scope takes it out of the queue group: asks then fail temporary, never permanent", async () => {
+  await Effect.runPromise(Scope.close(scope, Exit.void));
+  await nc.flush();
+  const failure = await Effect.runPromise(Effect.flip(resolveOverNats(nc, subjects, "routed.test")));
+  assert.ok(failure instanceof DnsTemporaryFailure, String(failure));
+  assert.match(failure.detail, /resolver unreachable/);
+  assert.equal(actor.actor.load(), 0);
 });

@@ -1,9 +1,11 @@
 // The node's DNS cache: TTLs and their bounds, negative caching from the SOA (RFC 2308),
 // coalescing, LRU, no caching of temporary failures — and the resolver's metrics.
+// TTLs run on a TestClock: the resolvers are made in `testClock`'s runtime, which sets its time.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import type * as dnsPacket from "dns-packet";
-import { Effect } from "effect";
+import { Effect, ManagedRuntime } from "effect";
+import { TestClock } from "effect/testing";
 import { Registry } from "prom-client";
 import { makeDnsClient, type DnsServer } from "../../../actors/resolver/dns-client.ts";
 import { makeResolverMetrics } from "../../../actors/resolver/metrics.ts";
@@ -11,6 +13,11 @@ import { makeCachedResolver, type CachedResolverOptions } from "../../../actors/
 import { DnsPermanentFailure, DnsTemporaryFailure } from "../../../protocol/route.ts";
 import { startDnsmasq, type RunningDnsmasq } from "../../support/dnsmasq.ts";
 import { replyTo, startScriptedDns, startZoneDns, type ScriptedDns } from "../../support/fake-dns.ts";
+
+const testClock = ManagedRuntime.make(TestClock.layer());
+after(() => testClock.dispose());
+/** Sets the TestClock the cached resolvers were made with. */
+const setClock = (ms: number) => testClock.runPromise(TestClock.setTime(ms));
 
 const clientFor = (...servers: DnsServer[]) => makeDnsClient({ servers, timeoutMs: 300, tries: 1 });
 const failureOf = <E>(effect: Effect.Effect<unknown, E>) => Effect.runPromise(Effect.flip(effect));
@@ -26,7 +33,6 @@ const queriesDuring = async (server: ScriptedDns, action: () => Promise<unknown>
 describe("cache against a scripted server", () => {
   let server: ScriptedDns;
   let withSoa: ScriptedDns;
-  let clockMs = 0;
   const zone = {
     "cached.test": [mx("cached.test", "192.0.2.50")],
     "other.test": [mx("other.test", "192.0.2.51")],
@@ -35,7 +41,7 @@ describe("cache against a scripted server", () => {
     "long.test": [mx("long.test", "192.0.2.54", 86_400)],
   } satisfies Record<string, dnsPacket.Answer[]>;
   const resolverOn = (target: ScriptedDns, options: Partial<CachedResolverOptions> = {}) =>
-    makeCachedResolver(clientFor(target), { maxEntries: 100, minTtlSec: 10, maxTtlSec: 3600, maxNegativeTtlSec: 600, now: () => clockMs, ...options });
+    testClock.runPromise(makeCachedResolver(clientFor(target), { maxEntries: 100, minTtlSec: 10, maxTtlSec: 3600, maxNegativeTtlSec: 600, ...options }));
   before(async () => {
     server = await startZoneDns(zone);
     withSoa = await startZoneDns(zone, { soa: { name: "test", ttl: 100, minimum: 30 } });
@@ -43,34 +49,34 @@ describe("cache against a scripted server", () => {
   after(() => Promise.all([server.stop(), withSoa.stop()]));
 
   test("a second resolve within the TTL sends no query; after it, one", async () => {
-    const resolver = resolverOn(server);
-    clockMs = 0;
+    const resolver = await resolverOn(server);
+    await setClock(0);
     assert.equal(await queriesDuring(server, () => Effect.runPromise(resolver.resolve("cached.test"))), 1);
-    clockMs = 119_000;
+    await setClock(119_000);
     const route = await Effect.runPromise(resolver.resolve("CACHED.test."));
     assert.equal(route.hosts[0]?.name, "192.0.2.50");
     assert.equal(route.dns?.server, `127.0.0.1:${server.port}`, "a cached route still names the server that answered");
     assert.equal(await queriesDuring(server, () => Effect.runPromise(resolver.resolve("cached.test"))), 0);
-    clockMs = 121_000;
+    await setClock(121_000);
     assert.equal(await queriesDuring(server, () => Effect.runPromise(resolver.resolve("cached.test"))), 1);
   });
 
   test("TTLs are raised to the minimum and cut to the maximum", async () => {
-    const resolver = resolverOn(server, { minTtlSec: 10, maxTtlSec: 300 });
-    clockMs = 0;
+    const resolver = await resolverOn(server, { minTtlSec: 10, maxTtlSec: 300 });
+    await setClock(0);
     await Effect.runPromise(Effect.all([resolver.resolve("brief.test"), resolver.resolve("long.test")]));
-    clockMs = 9_000;
+    await setClock(9_000);
     assert.equal(await queriesDuring(server, () => Effect.runPromise(resolver.resolve("brief.test"))), 0, "TTL 0 kept for the 10 s minimum");
-    clockMs = 11_000;
+    await setClock(11_000);
     assert.equal(await queriesDuring(server, () => Effect.runPromise(resolver.resolve("brief.test"))), 1);
-    clockMs = 299_000;
+    await setClock(299_000);
     assert.equal(await queriesDuring(server, () => Effect.runPromise(resolver.resolve("long.test"))), 0);
-    clockMs = 301_000;
+    await setClock(301_000);
     assert.equal(await queriesDuring(server, () => Effect.runPromise(resolver.resolve("long.test"))), 1, "a day's TTL cut to 300 s");
   });
 
   test("concurrent resolves of one domain share one query", async () => {
-    const resolver = resolverOn(server);
+    const resolver = await resolverOn(server);
     const resolveFive = Effect.all(Array.from({ length: 5 }, () => resolver.resolve("cached.test")), { concurrency: "unbounded" });
     let routes: ReadonlyArray<unknown> = [];
     assert.equal(await queriesDuring(server, async () => (routes = await Effect.runPromise(resolveFive))), 1);
@@ -78,27 +84,27 @@ describe("cache against a scripted server", () => {
   });
 
   test("NXDOMAIN is cached for min(SOA TTL, SOA MINIMUM) (RFC 2308)", async () => {
-    const resolver = resolverOn(withSoa);
-    clockMs = 0;
+    const resolver = await resolverOn(withSoa);
+    await setClock(0);
     const first = await failureOf(resolver.resolve("gone.test"));
     assert.ok(first instanceof DnsPermanentFailure);
-    clockMs = 29_000;
+    await setClock(29_000);
     assert.equal(await queriesDuring(withSoa, () => failureOf(resolver.resolve("gone.test"))), 0);
-    clockMs = 31_000;
+    await setClock(31_000);
     assert.equal(await queriesDuring(withSoa, () => failureOf(resolver.resolve("gone.test"))), 1);
   });
 
   test("the negative TTL is capped by maxNegativeTtlSec", async () => {
-    const resolver = resolverOn(withSoa, { maxNegativeTtlSec: 15 });
-    clockMs = 0;
+    const resolver = await resolverOn(withSoa, { maxNegativeTtlSec: 15 });
+    await setClock(0);
     await failureOf(resolver.resolve("gone.test"));
-    clockMs = 16_000;
+    await setClock(16_000);
     assert.equal(await queriesDuring(withSoa, () => failureOf(resolver.resolve("gone.test"))), 1);
   });
 
   test("a negative answer without SOA is not cached (RFC 2308 §5)", async () => {
-    const resolver = resolverOn(server);
-    clockMs = 0;
+    const resolver = await resolverOn(server);
+    await setClock(0);
     await failureOf(resolver.resolve("gone.test"));
     assert.equal(await queriesDuring(server, () => failureOf(resolver.resolve("gone.test"))), 1);
   });
@@ -106,7 +112,7 @@ describe("cache against a scripted server", () => {
   test("temporary failures are not cached", async () => {
     const failing = await startScriptedDns((query) => replyTo(query, { rcode: "SERVFAIL" }));
     try {
-      const resolver = resolverOn(failing);
+      const resolver = await resolverOn(failing);
       const first = await failureOf(resolver.resolve("broken.test"));
       assert.ok(first instanceof DnsTemporaryFailure);
       assert.equal(await queriesDuring(failing, () => failureOf(resolver.resolve("broken.test"))), 1);
@@ -116,8 +122,8 @@ describe("cache against a scripted server", () => {
   });
 
   test("the least recently used entry is evicted beyond maxEntries", async () => {
-    const resolver = resolverOn(server, { maxEntries: 2 });
-    clockMs = 0;
+    const resolver = await resolverOn(server, { maxEntries: 2 });
+    await setClock(0);
     for (const domain of ["cached.test", "other.test", "cached.test", "third.test"]) await Effect.runPromise(resolver.resolve(domain));
     assert.equal(resolver.size(), 2);
     assert.equal(await queriesDuring(server, () => Effect.runPromise(resolver.resolve("cached.test"))), 0);
@@ -127,7 +133,6 @@ describe("cache against a scripted server", () => {
 
 describe("negative caching against dnsmasq serving with an SOA", () => {
   let dnsmasq: RunningDnsmasq;
-  let clockMs = 0;
   before(async () => {
     dnsmasq = await startDnsmasq({ authoritative: true, ttlSec: 40, hosts: [{ name: "mx.neg.test", address: "192.0.2.7" }], mx: [{ domain: "neg.test", host: "mx.neg.test", preference: 10 }] });
   });
@@ -141,16 +146,16 @@ describe("negative caching against dnsmasq serving with an SOA", () => {
       queried.push(`${type} ${outcome}`);
       metrics.client.queried?.(type, outcome, seconds);
     } } });
-    const resolver = makeCachedResolver(client, { maxEntries: 100, minTtlSec: 1, maxTtlSec: 3600, now: () => clockMs });
-    clockMs = 0;
+    const resolver = await testClock.runPromise(makeCachedResolver(client, { maxEntries: 100, minTtlSec: 1, maxTtlSec: 3600 }));
+    await setClock(0);
     assert.ok((await failureOf(resolver.resolve("missing.neg.test"))) instanceof DnsPermanentFailure);
     await Effect.runPromise(resolver.resolve("neg.test"));
     assert.deepEqual(queried.sort(), ["A noerror", "AAAA noerror", "MX noerror", "MX nxdomain"]);
-    clockMs = 39_000;
+    await setClock(39_000);
     await failureOf(resolver.resolve("missing.neg.test"));
     await Effect.runPromise(resolver.resolve("neg.test"));
     assert.equal(queried.length, 4, "nothing asked again within 40 s");
-    clockMs = 41_000;
+    await setClock(41_000);
     await failureOf(resolver.resolve("missing.neg.test"));
     assert.equal(queried.length, 5);
   });
@@ -181,7 +186,7 @@ describe("resolver metrics", () => {
     const registry = new Registry();
     const metrics = makeResolverMetrics(registry);
     const client = makeDnsClient({ servers: [silent, dnsmasq], timeoutMs: 100, tries: 1, observer: metrics.client });
-    const resolver = makeCachedResolver(client, { maxEntries: 100, minTtlSec: 1, maxTtlSec: 3600, observer: metrics.cache });
+    const resolver = Effect.runSync(makeCachedResolver(client, { maxEntries: 100, minTtlSec: 1, maxTtlSec: 3600, observer: metrics.cache }));
     await Effect.runPromise(resolver.resolve("metered.test"));
     await Effect.runPromise(resolver.resolve("metered.test"));
     await failureOf(resolver.resolve("unknown.test"));

@@ -5,7 +5,8 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import * as dgram from "node:dgram";
 import * as dnsPacket from "dns-packet";
-import { Effect } from "effect";
+import { Effect, Fiber } from "effect";
+import { TestClock } from "effect/testing";
 import { makeDnsClient, type DnsServer } from "../../../actors/resolver/dns-client.ts";
 import { resolveMailRoute } from "../../../actors/resolver/mail-route.ts";
 import { DnsTemporaryFailure } from "../../../protocol/route.ts";
@@ -65,6 +66,20 @@ describe("transport against a scripted server", () => {
     assert.ok(failure instanceof DnsTemporaryFailure, String(failure));
     assert.match(failure.detail, /timeout/);
     assert.equal(server.queries.length, 2);
+  });
+
+  test("the per-exchange timeout runs on the Clock: a silent server is given up on after exactly timeoutMs per try (TestClock)", async () => {
+    const server = await start(startScriptedDns(() => "drop"));
+    const client = makeDnsClient({ servers: [server], timeoutMs: 30_000, tries: 2 });
+    await Effect.runPromise(Effect.provide(Effect.gen(function* () {
+      const query = yield* Effect.forkChild(Effect.flip(client.query("silent.test", "MX")));
+      yield* TestClock.adjust(59_999);
+      assert.equal(query.pollUnsafe(), undefined, "the second try is still waiting");
+      yield* TestClock.adjust(1);
+      // Bounded in real time: a timer outside the Clock would only fire after a real minute.
+      const failure = yield* TestClock.withLive(Effect.timeout(Fiber.join(query), "5 seconds"));
+      assert.deepEqual([failure.reason, failure.server], ["timeout", `127.0.0.1:${server.port}`]);
+    }), TestClock.layer()));
   });
 
   test("a silent first server times out, then the second answers; each query starts at the first", async () => {

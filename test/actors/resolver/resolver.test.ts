@@ -83,7 +83,7 @@ describe("mail routing against dnsmasq", () => {
 
   test("equal preferences are shuffled, so every host of the lowest preference gets to be first", async () => {
     // The cache makes the 60 resolutions cheap; the order is drawn afresh on each.
-    const resolver = makeCachedResolver(clientFor(dnsmasq), { maxEntries: 100, minTtlSec: 1, maxTtlSec: 60 });
+    const resolver = Effect.runSync(makeCachedResolver(clientFor(dnsmasq), { maxEntries: 100, minTtlSec: 1, maxTtlSec: 60 }));
     const firsts = new Map<string, number>();
     for (let i = 0; i < 60; i++) {
       const route = await Effect.runPromise(resolver.resolve("equal.test"));

@@ -4,10 +4,11 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { Effect, Exit, Schema } from "effect";
+import { Clock, Effect, Exit, ManagedRuntime, Schema, Scope } from "effect";
+import { TestClock } from "effect/testing";
 import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { fetchBlob, maxPayloadOf, MAX_BLOB_BYTES, offerBlob } from "../../../actors/runtime/blobs.ts";
-import { callChunkedEndpoint, callEndpoint, serveChunkedEndpoint, serveEndpoint, type Endpoint } from "../../../actors/runtime/remote.ts";
+import { callChunkedEndpoint, callEndpoint, serveChunkedEndpoint, serveEndpoint, servedInScope, type Endpoint } from "../../../actors/runtime/remote.ts";
 import { MalformedMessage, StoreError } from "../../../protocol/errors.ts";
 
 let nc: NatsConnection;
@@ -82,6 +83,9 @@ test("small frames stay inline, so chunked and plain endpoints talk to each othe
   }
 });
 
+/** An offer made outside any test clock (the live Clock). */
+const offer = (bytes: Uint8Array, ttlMs: number) => Effect.runSync(offerBlob(nc, bytes, ttlMs));
+
 /** The typed error a failed pull ended with. */
 const pullError = async (ref: unknown) => {
   const exit = await Effect.runPromiseExit(fetchBlob(nc, "test", ref, 1_000));
@@ -93,15 +97,15 @@ const pullError = async (ref: unknown) => {
 
 test("an offer that is gone fails the pull as RemoteUnavailable; a wrong checksum or size as MalformedMessage", async () => {
   const bytes = randomBytes(2_500_000);
-  const gone = offerBlob(nc, bytes, 10_000);
+  const gone = offer(bytes, 10_000);
   gone.close();
   assert.equal((await pullError(gone.ref))._tag, "RemoteUnavailable");
 
   // Each pull ends its offer (the puller says it is done), so each case gets its own.
-  const lying = offerBlob(nc, bytes, 10_000);
+  const lying = offer(bytes, 10_000);
   const corrupt = await pullError({ ...lying.ref, sha256: "0".repeat(64) });
   assert.deepEqual([corrupt._tag, /checksum/.test(corrupt.detail)], ["MalformedMessage", true]);
-  const short = offerBlob(nc, bytes, 10_000);
+  const short = offer(bytes, 10_000);
   const longer = await pullError({ ...short.ref, size: bytes.length + 10 });
   assert.deepEqual([longer._tag, /chunk 2 has/.test(longer.detail)], ["MalformedMessage", true]);
 });
@@ -118,9 +122,48 @@ test("a reference to an absurd size or of the wrong shape is refused before any 
 });
 
 test("the offer stops serving once the puller is done", async () => {
-  const offer = offerBlob(nc, randomBytes(100_000), 10_000);
-  const pulled = await Effect.runPromise(fetchBlob(nc, "test", offer.ref, 1_000));
+  const offered = offer(randomBytes(100_000), 10_000);
+  const pulled = await Effect.runPromise(fetchBlob(nc, "test", offered.ref, 1_000));
   assert.equal(pulled.length, 100_000);
   await nc.flush();
-  await assert.rejects(nc.request(offer.ref.subject, Buffer.alloc(4), { timeout: 1_000 }), /no responders|503|timeout/i);
+  await assert.rejects(nc.request(offered.ref.subject, Buffer.alloc(4), { timeout: 1_000 }), /no responders|503|timeout/i);
+});
+
+// Time under control: a TestClock is the Clock of everything run through `testRuntime`.
+const testRuntime = ManagedRuntime.make(TestClock.layer());
+after(() => testRuntime.dispose());
+
+test("an offer nobody pulls is withdrawn when its TTL runs out (TestClock)", async () => {
+  const offered = await testRuntime.runPromise(offerBlob(nc, randomBytes(10_000), 30_000));
+  const firstChunk = () => nc.request(offered.ref.subject, Buffer.alloc(4), { timeout: 1_000 });
+  await testRuntime.runPromise(TestClock.adjust(29_999));
+  assert.equal((await firstChunk()).data.length, 10_000, "still offered just before the TTL");
+  await testRuntime.runPromise(TestClock.adjust(1));
+  await nc.flush();
+  await assert.rejects(firstChunk(), /no responders|503|timeout/i);
+});
+
+const Clocked: Endpoint<{ tag: string }, { now: number }, StoreError> = {
+  request: Schema.Struct({ tag: Schema.String }),
+  response: Schema.Struct({ now: Schema.Number }),
+  error: StoreError,
+};
+
+test("a handler served in a scope runs with the services of the fiber that served it, until the scope closes", async () => {
+  const subject = createInbox();
+  const scope = Scope.makeUnsafe();
+  const whatTimeIsIt = () => Effect.map(Clock.currentTimeMillis, (now) => ({ value: { now } }));
+  await testRuntime.runPromise(
+    Effect.gen(function* () {
+      yield* TestClock.setTime(1_234_000);
+      yield* servedInScope((services) => serveChunkedEndpoint(nc, subject, Clocked, whatTimeIsIt, { timeoutMs: 5_000, services }));
+    }).pipe(Scope.provide(scope)),
+  );
+  const reply = await Effect.runPromise(callChunkedEndpoint(nc, subject, Clocked, { tag: "t" }, { timeoutMs: 5_000 }));
+  assert.equal(reply.value.now, 1_234_000, "the test clock's time, not the live clock's");
+
+  await Effect.runPromise(Scope.close(scope, Exit.void));
+  await nc.flush();
+  const gone = await Effect.runPromiseExit(callChunkedEndpoint(nc, subject, Clocked, { tag: "t" }, { timeoutMs: 1_000 }));
+  assert.ok(Exit.isFailure(gone), "unsubscribed when the scope closed");
 });

@@ -1,6 +1,8 @@
 // The session's pure parts: line-ending checks, relay and sender policy, client guard.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { Effect } from "effect";
+import { TestClock } from "effect/testing";
 import { hasBareLineEnding, normalizeLineEndings } from "../../../actors/session/ingest.ts";
 import { decideRecipient, decideSender } from "../../../actors/session/policy.ts";
 import { makeClientGuard } from "../../../actors/session/guard.ts";
@@ -76,28 +78,62 @@ test("non-ASCII addresses need SMTPUTF8; authenticated senders only use their ow
   assert.equal(decideSender("anyone@x.test", client(), owns).ok, true); // MX traffic: no owner check
 });
 
-test("the guard limits connections and failed logins per IP and per (user, IP), and forgets with time", () => {
-  let now = 0;
-  const guard = makeClientGuard(
-    { maxConnectionsPerIp: 2, maxMessagesPerIpPerMinute: 2, maxAuthFailuresPerIp: 4, maxAuthFailuresPerUserAndIp: 2, authFailureWindowMs: 1000 },
-    () => now,
-  );
-  assert.equal(guard.connect("1.1.1.1"), true);
-  assert.equal(guard.connect("1.1.1.1"), true);
-  assert.equal(guard.connect("1.1.1.1"), false);
-  guard.disconnect("1.1.1.1");
-  assert.equal(guard.connect("1.1.1.1"), true);
-  assert.equal(guard.message("1.1.1.1") && guard.message("1.1.1.1"), true);
-  assert.equal(guard.message("1.1.1.1"), false);
+/** Runs a test body with a TestClock as the Clock (it starts at 0 and moves only when adjusted). */
+const withTestClock = (body: Effect.Effect<void>) => Effect.runPromise(Effect.provide(body, TestClock.layer()));
 
-  guard.authFailed("1.1.1.1", "bob");
-  guard.authFailed("1.1.1.1", "bob");
-  assert.equal(guard.authBlocked("1.1.1.1", "bob"), true);
-  assert.equal(guard.authBlocked("2.2.2.2", "bob"), false, "bob from elsewhere is not locked out");
-  assert.equal(guard.authBlocked("1.1.1.1", "carol"), false);
-  guard.authFailed("1.1.1.1", "carol");
-  guard.authFailed("1.1.1.1", "dave");
-  assert.equal(guard.authBlocked("1.1.1.1", "erin"), true, "the IP as a whole is over its limit");
-  now = 1500;
-  assert.equal(guard.authBlocked("1.1.1.1", "bob"), false);
-});
+test("the guard limits connections and failed logins per IP and per (user, IP), and forgets with time", () =>
+  withTestClock(Effect.gen(function* () {
+    const guard = yield* makeClientGuard({
+      maxConnectionsPerIp: 2,
+      maxMessagesPerIpPerMinute: 2,
+      maxAuthFailuresPerIp: 4,
+      maxAuthFailuresPerUserAndIp: 2,
+      authFailureWindowMs: 1000,
+    });
+    assert.equal(guard.connect("1.1.1.1"), true);
+    assert.equal(guard.connect("1.1.1.1"), true);
+    assert.equal(guard.connect("1.1.1.1"), false);
+    guard.disconnect("1.1.1.1");
+    assert.equal(guard.connect("1.1.1.1"), true);
+    assert.equal(guard.message("1.1.1.1") && guard.message("1.1.1.1"), true);
+    assert.equal(guard.message("1.1.1.1"), false);
+
+    guard.authFailed("1.1.1.1", "bob");
+    guard.authFailed("1.1.1.1", "bob");
+    assert.equal(guard.authBlocked("1.1.1.1", "bob"), true);
+    assert.equal(guard.authBlocked("2.2.2.2", "bob"), false, "bob from elsewhere is not locked out");
+    assert.equal(guard.authBlocked("1.1.1.1", "carol"), false);
+    guard.authFailed("1.1.1.1", "carol");
+    guard.authFailed("1.1.1.1", "dave");
+    assert.equal(guard.authBlocked("1.1.1.1", "erin"), true, "the IP as a whole is over its limit");
+    yield* TestClock.adjust(1500);
+    assert.equal(guard.authBlocked("1.1.1.1", "bob"), false);
+  })));
+
+test("the guard's windows slide: the message rate frees up as the minute's oldest messages age out", () =>
+  withTestClock(Effect.gen(function* () {
+    const guard = yield* makeClientGuard({
+      maxConnectionsPerIp: 10,
+      maxMessagesPerIpPerMinute: 3,
+      maxAuthFailuresPerIp: 10,
+      maxAuthFailuresPerUserAndIp: 2,
+      authFailureWindowMs: 10_000,
+    });
+    assert.equal(guard.message("1.1.1.1"), true);
+    yield* TestClock.adjust(30_000);
+    assert.equal(guard.message("1.1.1.1") && guard.message("1.1.1.1"), true);
+    assert.equal(guard.message("1.1.1.1"), false, "three in the last minute");
+    yield* TestClock.adjust(30_000);
+    assert.equal(guard.message("1.1.1.1"), true, "the first one left the window");
+    assert.equal(guard.message("1.1.1.1"), false, "the two from 30 s ago still count");
+
+    guard.authFailed("1.1.1.1", "bob");
+    yield* TestClock.adjust(5_000);
+    guard.authFailed("1.1.1.1", "bob");
+    assert.equal(guard.authBlocked("1.1.1.1", "bob"), true);
+    yield* TestClock.adjust(5_000);
+    assert.equal(guard.authBlocked("1.1.1.1", "bob"), false, "the older failure is out of the window");
+    yield* TestClock.adjust(4_000);
+    guard.authFailed("1.1.1.1", "bob");
+    assert.equal(guard.authBlocked("1.1.1.1", "bob"), true, "the newer one still counts");
+  })));
