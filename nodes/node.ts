@@ -24,8 +24,8 @@ export interface NodePorts {
 }
 
 /** Each line provides what the lines above it need. */
-const foundation = Layer.mergeAll(Metrics.layer, Users.layer, Tls.layer);
-const storage = Layer.mergeAll(Spool.layer.pipe(Layer.provideMerge(Lmdb.layer))).pipe(Layer.provideMerge(Supervisor.layer));
+const foundation = Supervisor.layer.pipe(Layer.provideMerge(Layer.mergeAll(Metrics.layer, Users.layer, Tls.layer)));
+const storage = Spool.layer.pipe(Layer.provideMerge(Lmdb.layer));
 const cluster = Layer.mergeAll(MailboxOwnership.layer, Events.layer).pipe(Layer.provideMerge(Nats.layer));
 const actors = Scheduler.layer.pipe(
   Layer.provideMerge(Layer.mergeAll(Sites.layer, Resolver.layer, Mailboxes.layer.pipe(Layer.provideMerge(LocalMailboxes.layer)))),

@@ -7,7 +7,6 @@ import { openMailboxOwners, type MailboxOwners } from "../../cluster/ownership.t
 import { makeSubjects, type Subjects } from "../../protocol/subjects.ts";
 import { Config, Log, starting } from "./core.ts";
 import { Lmdb } from "./storage.ts";
-import { Users } from "./identity.ts";
 
 export interface NatsShape {
   readonly nc: NatsConnection;
@@ -50,7 +49,6 @@ export class MailboxOwnership extends Context.Service<MailboxOwnership, MailboxO
       const config = yield* Config;
       const log = yield* Log;
       const { nc, subjects } = yield* Nats;
-      yield* Users;
       const owners = yield* starting("mailbox ownership", () => openMailboxOwners(nc, subjects.mailboxOwnersBucket));
       for (const user of config.users.filter((u) => u.home === config.nodeId)) {
         const owner = yield* starting("mailbox ownership", () => owners.claim(user.address, config.nodeId));
