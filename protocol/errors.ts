@@ -24,6 +24,13 @@ export class ActorStopped extends Schema.TaggedError<ActorStopped>()("ActorStopp
   actor: Schema.String,
 }) {}
 
+/** The actor spent its restart budget and waits to be rebuilt; asks fail fast meanwhile. */
+export class ActorEscalated extends Schema.TaggedError<ActorEscalated>()("ActorEscalated", {
+  actor: Schema.String,
+  reason: Schema.String,
+  nextRebuildAt: Schema.Number,
+}) {}
+
 /** A message crossing NATS did not match its schema. */
 export class MalformedMessage extends Schema.TaggedError<MalformedMessage>()("MalformedMessage", {
   subject: Schema.String,

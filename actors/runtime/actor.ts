@@ -14,8 +14,8 @@
 // ActorEscalated (callers fail fast instead of queueing behind a broken handler), the
 // supervisor marks the node not-ready, and the actor is rebuilt on the slower
 // `rebuildSchedule`. When a rebuilt incarnation is up again the escalation clears.
-import { Cause, Clock, Deferred, Duration, Effect, Exit, Pull, Queue, Schedule, Schema, Scope } from "effect";
-import { ActorCrashed, ActorStopped, AskTimeout, MailboxFull } from "../../protocol/errors.ts";
+import { Cause, Clock, Deferred, Duration, Effect, Exit, Pull, Queue, Schedule, Scope } from "effect";
+import { ActorCrashed, ActorEscalated, ActorStopped, AskTimeout, MailboxFull } from "../../protocol/errors.ts";
 import type { Supervisor } from "./supervisor.ts";
 
 export interface RestartPolicy {
@@ -38,13 +38,6 @@ export const defaultRestartPolicy: RestartPolicy = {
   rebuildBaseDelayMs: 30_000,
   rebuildMaxDelayMs: 300_000,
 };
-
-/** The actor spent its restart budget and waits to be rebuilt; asks fail fast meanwhile. */
-export class ActorEscalated extends Schema.TaggedError<ActorEscalated>()("ActorEscalated", {
-  actor: Schema.String,
-  reason: Schema.String,
-  nextRebuildAt: Schema.Number,
-}) {}
 
 export type Handler<M, R, E> = (message: M) => Effect.Effect<R, E>;
 
