@@ -205,23 +205,27 @@ export const makeScheduler = (options: SchedulerOptions): Effect.Effect<Schedule
         }
       });
 
-    /** Claims the entries of submitted batches that can go now; the rest wait for the scan. */
-    const claimSubmitted = (batches: ReadonlyArray<ReadonlyArray<QueueEntry>>) => () =>
+    /**
+     * Claims the just-committed entries that can go now; the rest wait for the scan. Runs
+     * synchronously in `submit`, right after the commit: were the claim left to the intake
+     * fiber, the scan could take, send and settle an entry first and the intake would send
+     * its stale copy again.
+     */
+    const claimSubmitted = (entries: ReadonlyArray<QueueEntry>) =>
       claiming((found) => {
         const now = clock.currentTimeMillisUnsafe();
-        for (const batch of batches) {
-          for (const entry of batch) {
-            if (!running) return;
-            if (inFlight.size >= options.maxInFlight) return wake(); // the scan finds the rest
-            const queue = queueOf(entry.route);
-            if (inFlight.has(entry.id) || spool.isSuspended(queue) || isHeld(queue, now) || queueRoom(queue) <= 0) continue;
-            claim(entry);
-            found.push(entry);
-          }
+        for (const entry of entries) {
+          if (!running) return;
+          if (inFlight.size >= options.maxInFlight) return wake(); // the scan finds the rest
+          const queue = queueOf(entry.route);
+          if (inFlight.has(entry.id) || spool.isSuspended(queue) || isHeld(queue, now) || queueRoom(queue) <= 0) continue;
+          claim(entry);
+          found.push(entry);
         }
       });
 
-    const intake = Effect.forever(Effect.flatMap(Queue.takeAll(submitted), (batches) => launch(claimSubmitted(batches))));
+    /** Forks the attempts of entries `submit` claimed. */
+    const intake = Effect.forever(Effect.flatMap(Queue.takeAll(submitted), (batches) => launch(() => batches.flat())));
 
     // After each scan: wait for a wake (a completion, an operator) or the poll interval,
     // then leave at least MIN_SCAN_GAP_MS before the next scan.
@@ -235,8 +239,15 @@ export const makeScheduler = (options: SchedulerOptions): Effect.Effect<Schedule
     const loops = [yield* Effect.forkScoped(intake), yield* Effect.forkScoped(scanner)];
 
     const submit = (entries: ReadonlyArray<QueueEntry>) => {
-      if (running && entries.length > 0) Queue.offerUnsafe(submitted, entries);
+      if (!running || entries.length === 0) return;
+      const claimed = claimSubmitted(entries);
+      if (claimed.length > 0) Queue.offerUnsafe(submitted, claimed);
     };
+
+    /** Claimed by `submit` but never forked (the intake stopped first): no longer in flight, still due. */
+    const unclaimUnlaunched = Effect.flatMap(Queue.clear(submitted), (batches) =>
+      Effect.sync(() => batches.flat().forEach(done)),
+    );
 
     const stop = (graceMs: number) =>
       Effect.gen(function* () {
@@ -245,6 +256,7 @@ export const makeScheduler = (options: SchedulerOptions): Effect.Effect<Schedule
           if (inFlight.size === 0) Deferred.doneUnsafe(drained, Effect.void);
         }
         yield* Fiber.interruptAll(loops);
+        yield* unclaimUnlaunched;
         const recorded = yield* Deferred.await(drained).pipe(Effect.timeoutOption(graceMs));
         if (recorded._tag === "None") hooks.log("queue.stop.interrupted", { inFlight: inFlight.size });
         yield* FiberSet.clear(attempts);
