@@ -54,7 +54,8 @@ export const linkToNats = async (options: {
     nc,
     embedded: child,
     close: async () => {
-      await nc.drain();
+      // Stop the child even when the connection is already gone and cannot drain.
+      await nc.drain().catch(() => undefined);
       child.kill("SIGTERM");
     },
   };

@@ -171,8 +171,9 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
         Effect.suspend(() => {
           if (stopped) return Effect.succeed(deferAll(job, "delivery is stopping"));
           return ask(job).pipe(
-            // A site actor stopped by the idle sweep between lookup and ask: a new one takes the job.
-            Effect.catchTag("ActorStopped", () => ask(job)),
+            // A site actor stopped by the idle sweep between lookup and ask: a new one takes the
+            // job. Not once Sites is stopping: a new actor then would outlive the stop.
+            Effect.catchTag("ActorStopped", (error) => (stopped ? Effect.fail(error) : ask(job))),
             Effect.catch((error) => Effect.succeed(deferAll(job, `delivery actor: ${error._tag}`))),
           );
         }),

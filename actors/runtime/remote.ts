@@ -48,6 +48,15 @@ export interface ServeOptions {
 export const servedInScope = (subscribe: (services: Context.Context<never>) => Subscription): Effect.Effect<Subscription, never, Scope.Scope> =>
   Effect.acquireRelease(Effect.map(Effect.context<never>(), subscribe), (subscription) => Effect.sync(() => subscription.unsubscribe()));
 
+/**
+ * A handler whose reply could not be sent: the connection closed or is draining (the node
+ * stops), or a bug. The asker times out and retries, as with any lost reply; the cause is
+ * written to stderr rather than left as an unhandled rejection that would end the process.
+ */
+const unanswered = (subject: string) => (error: unknown) => {
+  process.stderr.write(`tern: no reply sent on ${subject}: ${String(error)}\n`);
+};
+
 export const serveEndpoint = <Req, Res, Err>(
   nc: NatsConnection,
   subject: string,
@@ -60,9 +69,11 @@ export const serveEndpoint = <Req, Res, Err>(
     ...(options.queue ? { queue: options.queue } : {}),
     callback: (error, msg) => {
       if (error) return;
-      void run(answer(endpoint, handle, msg.data)).then(({ json, attachment }) => {
-        if (msg.reply) msg.respond(encodeFrame(json, attachment));
-      });
+      run(answer(endpoint, handle, msg.data))
+        .then(({ json, attachment }) => {
+          if (msg.reply) msg.respond(encodeFrame(json, attachment));
+        })
+        .catch(unanswered(subject));
     },
   });
 };
@@ -153,7 +164,7 @@ export const serveChunkedEndpoint = <Req, Res, Err>(
     callback: (error, msg) => {
       if (error) return;
       const reply = msg.reply;
-      void run(
+      run(
         receiveFrame(nc, subject, msg.data, options.timeoutMs).pipe(
           Effect.matchEffect({
             onFailure: (failure) =>
@@ -167,7 +178,7 @@ export const serveChunkedEndpoint = <Req, Res, Err>(
           }),
           Effect.flatMap(({ json, attachment }) => (reply ? respondFramed(nc, (data) => msg.respond(data), json, attachment) : Effect.void)),
         ),
-      );
+      ).catch(unanswered(subject));
     },
   });
 };

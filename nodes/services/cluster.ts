@@ -33,7 +33,8 @@ export class Nats extends Context.Service<Nats, NatsShape>()("tern/Nats") {
             clientName: `tern-${config.cluster}-${config.nodeId}`,
           }),
         ),
-        (link) => Effect.promise(() => link.close()),
+        // A connection already closed (NATS went away) has nothing left to drain.
+        (link) => Effect.promise(() => link.close().catch(() => undefined)),
       );
       if (link.embedded) log("nats.embedded.started", { servers: config.nats.servers });
       return { nc: link.nc, subjects: makeSubjects(config.cluster) };

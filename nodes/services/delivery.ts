@@ -48,7 +48,10 @@ export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
           siteConnections: delivery.siteConnections,
           idleMs: delivery.connectionIdleMs,
           maxQueueWaitMs: delivery.maxQueueWaitMs,
-          stopGraceMs: STOP_GRACE_MS,
+          // The scheduler, released first, already waited for the attempts in flight; a job
+          // still running here has no one left to record it, so finishing it would only send
+          // the message twice (once now, once after restart).
+          stopGraceMs: 0,
         },
         budget,
         yield* Supervisor,

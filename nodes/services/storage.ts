@@ -8,7 +8,7 @@ import { open, type RootDatabase } from "lmdb";
 import { makeSpoolHealth, type SpoolHealth as SpoolHealthShape } from "../../actors/queue/spool-health.ts";
 import { openSpool, type Spool as SpoolShape } from "../../actors/queue/spool.ts";
 import { registerGauge } from "../metrics.ts";
-import { Config, Log, Metrics, starting } from "./core.ts";
+import { Config, Log, Metrics, StartFailure, starting } from "./core.ts";
 
 export class Lmdb extends Context.Service<Lmdb, RootDatabase>()("tern/Lmdb") {
   static readonly layer = Layer.effect(
@@ -19,8 +19,11 @@ export class Lmdb extends Context.Service<Lmdb, RootDatabase>()("tern/Lmdb") {
       // Default lmdb-js options: an awaited write resolves only once flushed (never noSync).
       // maxDbs: lmdb-js's default of 12 named databases is too few for the spool's indexes and the mailboxes.
       return yield* Effect.acquireRelease(
-        Effect.sync(() => open({ path: join(config.dataDir, "tern.lmdb"), maxDbs: 64 })),
-        (root) => Effect.promise(() => root.close()),
+        Effect.try({
+          try: () => open({ path: join(config.dataDir, "tern.lmdb"), maxDbs: 64 }),
+          catch: (error) => new StartFailure({ part: "lmdb", detail: String(error) }),
+        }),
+        (root) => Effect.promise(() => root.close().catch(() => undefined)),
       );
     }),
   );
