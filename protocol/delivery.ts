@@ -21,11 +21,12 @@ export type BounceCategory = typeof BounceCategory.Type;
 
 /**
  * Why an entry is (again) waiting: KumoMTA-style requeue reasons, kept for operators.
- * "deferred" and "dispatch-failed" are older, generic spellings still found in spools.
+ * "deferred" is an older, generic spelling still found in spools.
  */
 export const WaitReason = Schema.Literals([
   "received",
   "deferred",
+  /** This node could not make the attempt (its delivery actor was stopped, crashed or too far behind). */
   "dispatch-failed",
   /** The next hop answered 4xx. */
   "temporary-reply",
@@ -121,7 +122,7 @@ const MailboxUnavailable = Schema.TaggedStruct("MailboxUnavailable", {
 });
 
 /** Local delivery: storing the message would take the user over their quota. Defers: the user may make room before the queue lifetime ends. */
-const MailboxFull = Schema.TaggedStruct("MailboxFull", {
+const OverQuota = Schema.TaggedStruct("OverQuota", {
   user: Schema.String,
   usedBytes: Schema.Number,
   quotaBytes: Schema.Number,
@@ -153,7 +154,7 @@ export const RecipientResult = Schema.Union([
   ConversionFailed,
   TooLarge,
   MailboxUnavailable,
-  MailboxFull,
+  OverQuota,
   UnknownUser,
   QueueWaitExceeded,
   Internal,
@@ -264,7 +265,7 @@ export const enhancedStatus = (result: RecipientResult): string => {
       return "5.3.4";
     case "MailboxUnavailable":
       return "4.2.0";
-    case "MailboxFull":
+    case "OverQuota":
       return "4.2.2";
     case "UnknownUser":
       return "4.1.1";
@@ -312,7 +313,7 @@ const describe = (result: Exclude<RecipientResult, Reply>): string => {
       return `message too large: ${result.detail}`;
     case "MailboxUnavailable":
       return `mailbox of ${result.user} unavailable: ${result.error}: ${result.detail}`;
-    case "MailboxFull":
+    case "OverQuota":
       return `mailbox full: ${result.usedBytes} of ${result.quotaBytes} bytes used, message is ${result.messageBytes}`;
     case "UnknownUser":
       return `no mailbox for ${result.user} on its owner node`;

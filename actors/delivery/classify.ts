@@ -112,7 +112,7 @@ export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => {
         return "dns";
       case "DnsPermanent":
         return "bad-domain";
-      case "MailboxFull":
+      case "OverQuota":
         return "quota";
       case "UnknownUser":
         return "bad-mailbox";

@@ -86,7 +86,7 @@ const dispatchOne = (
 const mailboxFailure = (user: string, error: MailboxError): RecipientResult => {
   switch (error._tag) {
     case "OverQuota":
-      return { _tag: "MailboxFull", user, usedBytes: error.usedBytes, quotaBytes: error.quotaBytes, messageBytes: error.messageBytes };
+      return { _tag: "OverQuota", user, usedBytes: error.usedBytes, quotaBytes: error.quotaBytes, messageBytes: error.messageBytes };
     case "UnknownUser":
       return { _tag: "UnknownUser", user };
     default:

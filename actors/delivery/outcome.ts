@@ -119,10 +119,20 @@ const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => 
     case "DnsTemporary":
       return "dns-temporary";
     case "MailboxUnavailable":
-    case "MailboxFull":
+    case "OverQuota":
     case "UnknownUser":
       return "mailbox-unavailable";
-    default:
+    case "Internal":
+    case "QueueWaitExceeded":
+      return "dispatch-failed";
+    case "Reply":
+      return "temporary-reply";
+    // Never deferred: these fail the recipient or deliver it.
+    case "Stored":
+    case "DnsPermanent":
+    case "ConversionFailed":
+    case "TooLarge":
+    case "Returned":
       return "temporary-reply";
   }
 };

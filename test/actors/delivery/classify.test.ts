@@ -70,7 +70,7 @@ test("a failure is classified by its tag; a host that refused the connection by 
     [{ _tag: "ConnectionFailed", detail: "ECONNREFUSED: connect ECONNREFUSED 192.0.2.1:25" }, "other"],
     [{ _tag: "ConnectionFailed", detail: "greeting refused", reply: reply("421 4.7.0 Too many connections from your IP, slow down") }, "rate-limited"],
     [{ _tag: "ConnectionFailed", detail: "greeting refused", reply: reply("554 5.7.1 client host blocked using zen.spamhaus.org") }, "policy"],
-    [{ _tag: "MailboxFull", user: "u@local.test", usedBytes: 3_900, quotaBytes: 4_000, messageBytes: 500 }, "quota"],
+    [{ _tag: "OverQuota", user: "u@local.test", usedBytes: 3_900, quotaBytes: 4_000, messageBytes: 500 }, "quota"],
     [{ _tag: "UnknownUser", user: "u@local.test" }, "bad-mailbox"],
     [{ _tag: "MailboxUnavailable", user: "u@local.test", error: "MailboxUnavailable", detail: "owner node n2 does not answer" }, "other"],
     [{ _tag: "TooLarge", detail: "Message size larger than allowed 1000" }, "too-large"],

@@ -81,7 +81,7 @@ test("a local route stores the body in the user's mailbox and reports its UID", 
 
 test("each typed mailbox error becomes its tagged failure, and every one defers", async () => {
   const cases: Array<[MailboxError, unknown, string]> = [
-    [overQuota("u@local.test", 3_900, 4_000, 500), { _tag: "MailboxFull", user: "u@local.test", usedBytes: 3_900, quotaBytes: 4_000, messageBytes: 500 }, "quota"],
+    [overQuota("u@local.test", 3_900, 4_000, 500), { _tag: "OverQuota", user: "u@local.test", usedBytes: 3_900, quotaBytes: 4_000, messageBytes: 500 }, "quota"],
     [new UnknownUser({ user: "u@local.test" }), { _tag: "UnknownUser", user: "u@local.test" }, "bad-mailbox"],
     [new MailboxUnavailable({ user: "u@local.test", detail: "owner node n2 does not answer" }), { _tag: "MailboxUnavailable", user: "u@local.test", error: "MailboxUnavailable", detail: "owner node n2 does not answer" }, "other"],
     [new NotOwner({ user: "u@local.test", node: "n3" }), { _tag: "MailboxUnavailable", user: "u@local.test", error: "NotOwner", detail: "not the owner node (n3)" }, "other"],

@@ -119,7 +119,7 @@ test("tagged failures: DNS and conversion failures bounce with their own status;
 
 test("a full mailbox defers as mailbox-unavailable with the quota category, and expires into 4.4.7 with the quota in Diagnostic-Code", () => {
   const local = entry({ route: { kind: "local", user: "u@local.test" }, recipients: ["u@local.test"] });
-  const full: Attempt = { server: "mailbox/u@local.test", results: [{ recipient: "u@local.test", result: { _tag: "MailboxFull", user: "u@local.test", usedBytes: 3_900, quotaBytes: 4_000, messageBytes: 500 } }] };
+  const full: Attempt = { server: "mailbox/u@local.test", results: [{ recipient: "u@local.test", result: { _tag: "OverQuota", user: "u@local.test", usedBytes: 3_900, quotaBytes: 4_000, messageBytes: 500 } }] };
   const waiting = decide(local, full, t0 + 1000, 0.5, policy, noDsn);
   assert.deepEqual(waiting.outcomes.map((o) => [o.status, o.category]), [["deferred", "quota"]]);
   assert.equal(waiting.next?.reason, "mailbox-unavailable");
