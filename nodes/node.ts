@@ -33,7 +33,7 @@ const actors = Scheduler.layer.pipe(
 const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, HttpListener.layer, QueueAdminLayer, DescriptorCheck).pipe(Layer.provideMerge(SpoolHealth.layer));
 
 /** The whole node, logging through `log`. */
-export const nodeLayer = (config: NodeConfig, log: LogShape) =>
+const nodeLayer = (config: NodeConfig, log: LogShape) =>
   listeners.pipe(
     Layer.provideMerge(actors),
     Layer.provideMerge(cluster),

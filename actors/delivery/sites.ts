@@ -59,10 +59,10 @@ const SITE_IDLE_MS = 5 * 60_000;
 const SWEEP_EVERY_MS = 60_000;
 const DEFAULT_STOP_GRACE_MS = 10_000;
 
-export const siteKey = (route: MailRoute): string =>
+const siteKey = (route: MailRoute): string =>
   route.hosts.map((host) => host.name.toLowerCase()).sort().join(",") || route.domain;
 
-export const connectionLimit = (route: MailRoute, options: Pick<SiteOptions, "connectionsPerSite" | "siteConnections">): number => {
+const connectionLimit = (route: MailRoute, options: Pick<SiteOptions, "connectionsPerSite" | "siteConnections">): number => {
   for (const [pattern, limit] of Object.entries(options.siteConnections)) {
     if (route.hosts.some((host) => matchesDomain(pattern, host.name))) return limit;
   }

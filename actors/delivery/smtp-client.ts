@@ -232,7 +232,7 @@ interface Group {
  * of RCPT parameters per transaction), up to the recipient limit. Without DSN parameters
  * (the usual case) that is one transaction for the whole message.
  */
-export const transactionsOf = (job: OutboundJob, limit: number): Group[] => {
+const transactionsOf = (job: OutboundJob, limit: number): Group[] => {
   const byParams = new Map<string, { notify: string | undefined; orcpt: string | undefined; recipients: string[] }>();
   for (const recipient of job.recipients) {
     const params = job.dsn.recipient(recipient);

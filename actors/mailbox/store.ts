@@ -124,7 +124,7 @@ export interface MailboxStore {
 }
 
 /** IMAP: INBOX is case-insensitive, every other name is taken as given. */
-export const folderName = (name: string): string => (name.toUpperCase() === INBOX ? INBOX : name);
+const folderName = (name: string): string => (name.toUpperCase() === INBOX ? INBOX : name);
 
 const sortedFlags = (flags: Iterable<string>): ReadonlyArray<string> => [...new Set(flags)].sort();
 

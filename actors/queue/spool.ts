@@ -70,7 +70,7 @@ export interface QueueShape {
   readonly queueCount: number;
 }
 
-export const SHAPE_BUCKETS_MINUTES = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+const SHAPE_BUCKETS_MINUTES = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
 
 /** Which entries an admin operation applies to. */
 export type Selection = { readonly queue?: string | undefined; readonly sender?: string | undefined };

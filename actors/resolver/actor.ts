@@ -11,7 +11,7 @@ import { callEndpoint, serveEndpoint, servedInScope, type Endpoint } from "../ru
 import type { Supervisor } from "../runtime/supervisor.ts";
 import type { CachedResolver } from "./resolver.ts";
 
-export const resolveEndpoint: Endpoint<ResolveRequest, MailRoute, ResolveFailure> = {
+const resolveEndpoint: Endpoint<ResolveRequest, MailRoute, ResolveFailure> = {
   request: ResolveRequest,
   response: MailRoute,
   error: ResolveFailure as Schema.Codec<ResolveFailure, unknown>,

@@ -197,7 +197,7 @@ const frameReader = (onMessage: (message: Buffer) => void) => {
   };
 };
 
-export const serverLabel = (server: DnsServer): string =>
+const serverLabel = (server: DnsServer): string =>
   net.isIPv6(server.host) ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`;
 
 // dgram reports IPv4-mapped senders on udp6 sockets as ::ffff:a.b.c.d.

@@ -96,7 +96,7 @@ const explicitMxRoute = (domain: string, mxRecords: ReadonlyArray<MxRecord>, sou
  * Lowest preference first, in random order among equal preferences (RFC 5321 §5.1) so
  * load spreads over them; duplicates dropped. Shuffling then stable-sorting does both.
  */
-export const byPreference = (mxRecords: ReadonlyArray<MxRecord>): ReadonlyArray<MxRecord> => {
+const byPreference = (mxRecords: ReadonlyArray<MxRecord>): ReadonlyArray<MxRecord> => {
   const lowestFirst = [...mxRecords].sort((a, b) => a.preference - b.preference);
   const unique = lowestFirst.filter((mx, index) => lowestFirst.findIndex((other) => other.exchange === mx.exchange) === index);
   for (let i = unique.length - 1; i > 0; i--) {

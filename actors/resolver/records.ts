@@ -41,7 +41,7 @@ export interface RecordSource {
 
 // Unbound allows 11 restarts and BIND 16; real mail domains use one or two aliases.
 // Eight is generous for them and still stops a long chain from costing many queries.
-export const MAX_CNAME_HOPS = 8;
+const MAX_CNAME_HOPS = 8;
 
 export const recordsFrom = (client: DnsClient): RecordSource => ({
   lookup: (name, type, options) => lookupRecords(client, normalizeName(name), type, options),
@@ -132,7 +132,7 @@ const hasSoa = (answer: DnsAnswer) => answer.authorities.some((record) => record
  * the authority section; without one it SHOULD NOT be cached. An SOA that is not an
  * ancestor of the name is not that zone's and is ignored.
  */
-export const negativeTtl = (answer: DnsAnswer, name: string, chainTtls: ReadonlyArray<number> = []): number | undefined => {
+const negativeTtl = (answer: DnsAnswer, name: string, chainTtls: ReadonlyArray<number> = []): number | undefined => {
   const soa = answer.authorities.find(
     (record) => record.type === "SOA" && (record.name === "" || name === record.name || name.endsWith(`.${record.name}`)),
   );

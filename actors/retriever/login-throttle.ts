@@ -54,7 +54,11 @@ const boundedSet = <V>(map: Map<string, V>, key: string, value: V, max: number) 
 };
 
 export const makeLoginThrottle = (options: LoginThrottleOptions = defaultLoginThrottle): Effect.Effect<LoginThrottle> =>
-  Clock.Clock.useSync((clock) => loginThrottle(options, () => clock.currentTimeMillisUnsafe()));
+  Clock.Clock.useSync((clock) => loginThrottleOn(clock, options));
+
+/** The same, on a Clock the caller already holds (a server built from plain code with its services). */
+export const loginThrottleOn = (clock: Clock.Clock, options: LoginThrottleOptions = defaultLoginThrottle): LoginThrottle =>
+  loginThrottle(options, () => clock.currentTimeMillisUnsafe());
 
 const loginThrottle = (options: LoginThrottleOptions, now: () => number): LoginThrottle => {
   const byIp = new Map<string, Window>();

@@ -5,11 +5,11 @@
 // in pop3-session.ts; wire parsing in protocol/pop3.ts; mail through MaildropAccess.
 import * as net from "node:net";
 import * as tls from "node:tls";
-import { Context, Effect, type Fiber } from "effect";
+import { Clock, Context, Effect, type Fiber } from "effect";
 import type { LoginOutcome } from "../../protocol/pop3.ts";
 import { inNetworks } from "../common/networks.ts";
 import { makeConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
-import { defaultLoginThrottle, makeLoginThrottle, type LoginThrottleOptions } from "./login-throttle.ts";
+import { defaultLoginThrottle, loginThrottleOn, type LoginThrottleOptions } from "./login-throttle.ts";
 import type { MaildropAccess, OpenMaildrop } from "./maildrop.ts";
 import {
   answerLine,
@@ -63,7 +63,7 @@ export interface Pop3Server {
   readonly close: () => Promise<void>;
 }
 
-export const LOOPBACK_NETWORKS: ReadonlyArray<string> = ["127.0.0.0/8", "::1/128"];
+const LOOPBACK_NETWORKS: ReadonlyArray<string> = ["127.0.0.0/8", "::1/128"];
 
 const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60 * 1000;
 /** Far above any legal command (255 octets) or SASL response; a peer sending more is not speaking POP3. */
@@ -88,7 +88,7 @@ export const startPop3Server = async (options: Pop3ServerOptions): Promise<Pop3S
     config: {
       hostname: options.hostname,
       access: options.access,
-      throttle: Effect.runSyncWith(services)(makeLoginThrottle(options.throttle ?? defaultLoginThrottle)),
+      throttle: loginThrottleOn(Context.get(services, Clock.Clock), options.throttle ?? defaultLoginThrottle),
       failureDelayMs: options.failureDelayMs ?? 1_000,
       maxFailuresPerConnection: options.maxFailuresPerConnection ?? 3,
       holderPrefix: `${options.nodeId ?? options.hostname}/pop3`,

@@ -301,7 +301,7 @@ const attributesOf = (session: SMTPServerSession, user: string | undefined) => (
 });
 
 /** One queue entry per local user (each mailbox is its own next hop) and one per remote domain. */
-export const routesFor = (
+const routesFor = (
   recipients: ReadonlyArray<string>,
   isLocalUser: (address: string) => boolean,
 ): Array<{ route: Route; recipients: string[] }> => {

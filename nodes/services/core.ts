@@ -3,7 +3,7 @@
 import { Context, Effect, Layer, Schema } from "effect";
 import { makeSupervisor, type Supervisor as SupervisorShape } from "../../actors/runtime/supervisor.ts";
 import { ConfigError, type NodeConfig } from "../config.ts";
-import { makeLog, type Log as LogShape } from "../log.ts";
+import type { Log as LogShape } from "../log.ts";
 import { makeNodeMetrics, type NodeMetrics } from "../metrics.ts";
 import { NatsUnavailable } from "../../cluster/nats.ts";
 
@@ -30,10 +30,8 @@ export class Config extends Context.Service<Config, NodeConfig>()("tern/Config")
   static readonly layer = (config: NodeConfig) => Layer.succeed(Config, config);
 }
 
-export class Log extends Context.Service<Log, LogShape>()("tern/Log") {
-  /** JSON lines on stdout, named for the node. */
-  static readonly layer = Layer.effect(Log, Config.useSync((config) => makeLog(config.nodeId)));
-}
+/** The node's log; `runNode` provides it (JSON lines on stdout, `nodes/log.ts`), so it outlives the graph and logs the stop. */
+export class Log extends Context.Service<Log, LogShape>()("tern/Log") {}
 
 export class Metrics extends Context.Service<Metrics, NodeMetrics>()("tern/Metrics") {
   static readonly layer = Layer.effect(Metrics, Config.useSync((config) => makeNodeMetrics(config.nodeId)));
