@@ -10,11 +10,11 @@
 // A restart of this node forgets every lock, and sessions holding one get LockLost.
 //
 // Lifetimes: the mailboxes live in the Scope they are made in (closing it stops every
-// actor, letting queued and in-flight asks finish); each actor has a Scope of its own,
-// closed when it is passivated. Time (lease expiry, idleness) comes from the Clock
+// actor, letting queued and in-flight asks finish); an actor is stopped when it is
+// passivated, which closes what its incarnations opened. Time (lease expiry, idleness) comes from the Clock
 // captured when the mailboxes are made, so TestClock drives both in tests.
 import { randomUUID } from "node:crypto";
-import { Clock, Effect, Exit, Schedule, Scope, Semaphore } from "effect";
+import { Clock, Effect, Schedule, type Scope, Semaphore } from "effect";
 import type { ActorRef, AskError } from "../runtime/actor.ts";
 import { spawnActor } from "../runtime/actor.ts";
 import type { Reply } from "../runtime/remote.ts";
@@ -82,8 +82,6 @@ interface Lock {
 
 interface Resident {
   readonly actor: ActorRef<Ask, Reply<unknown>, MailboxError>;
-  /** What the actor opened; closed when it is passivated or the mailboxes stop. */
-  readonly scope: Scope.Closeable;
   lastUsed: number;
   lock: Lock | undefined;
 }
@@ -227,7 +225,6 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
 
   const spawnResident = (user: string) =>
     Effect.gen(function* () {
-      const scope = yield* Scope.make();
       let resident: Resident | undefined;
       const actor = yield* spawnActor<Ask, Reply<unknown>, MailboxError>(
         {
@@ -237,15 +234,14 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
           init: Effect.succeed(handlerFor(user, () => resident!)),
         },
         options.supervisor,
-      ).pipe(Effect.provideService(Scope.Scope, scope));
-      resident = { actor, scope, lastUsed: now(), lock: undefined };
+      );
+      resident = { actor, lastUsed: now(), lock: undefined };
       residents.set(user, resident);
       return resident;
     });
 
-  /** Stops the actor (waiting up to `graceMs` for its asks) and releases what it opened. */
-  const retire = (resident: Resident, graceMs: number) =>
-    resident.actor.stop(graceMs).pipe(Effect.andThen(Scope.close(resident.scope, Exit.void)));
+  /** Stops the actor, waiting up to `graceMs` for its asks; its incarnations release what they opened. */
+  const retire = (resident: Resident, graceMs: number) => resident.actor.stop(graceMs);
 
   const asUnavailable = (user: string) => (error: MailboxError | AskError): MailboxError => {
     switch (error._tag) {
