@@ -87,6 +87,8 @@ interface Site {
  */
 export const makeSites = (options: SiteOptions, budget: ConnectionBudget, supervisor: Supervisor): Effect.Effect<Sites, never, Scope.Scope> =>
   Effect.gen(function* () {
+    // Read synchronously on the per-message path (last use, queue deadline).
+    const clock = yield* Clock.Clock;
     const sites = new Map<string, Site>();
     let stopped: Deferred.Deferred<void> | undefined;
 
@@ -117,10 +119,14 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
       });
 
     const siteFor = (route: MailRoute) =>
-      Effect.gen(function* () {
+      Effect.suspend(() => {
         const key = siteKey(route);
         const existing = sites.get(key);
-        if (existing) return existing;
+        return existing ? Effect.succeed(existing) : spawnAndRegister(key, route);
+      });
+
+    const spawnAndRegister = (key: string, route: MailRoute) =>
+      Effect.gen(function* () {
         const created = yield* spawnSite(key, route);
         const raced = sites.get(key);
         if (raced) {
@@ -148,11 +154,10 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
     const deferAll = (job: DeliveryJob, detail: string): Attempt => ({ server: siteKey(job.route), results: everyone(job.recipients, { _tag: "Internal", detail }) });
 
     const ask = (job: DeliveryJob) =>
-      Effect.gen(function* () {
-        const site = yield* siteFor(job.route);
-        const now = yield* Clock.currentTimeMillis;
+      Effect.flatMap(siteFor(job.route), (site) => {
+        const now = clock.currentTimeMillisUnsafe();
         site.lastUsed = now;
-        return yield* site.actor.ask({ job, deadline: now + options.maxQueueWaitMs }, ASK_TIMEOUT_MS);
+        return site.actor.ask({ job, deadline: now + options.maxQueueWaitMs }, ASK_TIMEOUT_MS);
       });
 
     const stop = (graceMs: number) =>
@@ -196,15 +201,15 @@ interface Slot {
  */
 const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect<Slot, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const scope = yield* Effect.scope;
+    const clock = yield* Clock.Clock;
     let connection: Connection | undefined;
-    let idleTimer: Fiber.Fiber<void> | undefined;
+    /** When the open connection was last left idle; undefined while it is busy or there is none. */
+    let parkedAt: number | undefined;
     let withdrawIdle: (() => void) | undefined;
     let closed = false;
 
     const unpark = () => {
-      idleTimer?.interruptUnsafe();
-      idleTimer = undefined;
+      parkedAt = undefined;
       withdrawIdle?.();
       withdrawIdle = undefined;
     };
@@ -229,18 +234,19 @@ const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect
       else connection = opened;
     };
 
-    const park = Effect.gen(function* () {
-      const timer = Effect.sleep(options.idleMs).pipe(
-        Effect.andThen(
-          Effect.sync(() => {
-            idleTimer = undefined; // it is this fiber: drop must not interrupt it
-            drop();
-          }),
-        ),
-      );
-      idleTimer = yield* Effect.forkIn(timer, scope);
-      withdrawIdle = budget.idle(drop);
+    // One watcher per slot closes a connection idle for `idleMs`: parking is then a field
+    // write, not a timer fiber forked and interrupted for every message.
+    const closeWhenIdle = Effect.suspend(() => {
+      const now = clock.currentTimeMillisUnsafe();
+      if (parkedAt !== undefined && now - parkedAt >= options.idleMs) drop();
+      return Effect.sleep(parkedAt === undefined ? options.idleMs : Math.max(1, parkedAt + options.idleMs - now));
     });
+    yield* Effect.forkScoped(Effect.forever(closeWhenIdle));
+
+    const park = () => {
+      parkedAt = clock.currentTimeMillisUnsafe();
+      withdrawIdle = budget.idle(drop);
+    };
 
     const usable = (job: DeliveryJob, open: Connection) =>
       !open.closed() &&
@@ -250,8 +256,8 @@ const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect
     const sendOn = (open: Connection, job: DeliveryJob) => Effect.promise(() => sendOver(open, job, options));
 
     const finish = (open: Connection, sent: Awaited<ReturnType<typeof sendOver>>) =>
-      Effect.gen(function* () {
-        if (sent.reusable) yield* park;
+      Effect.sync(() => {
+        if (sent.reusable) park();
         else drop();
         return {
           results: sent.results,
@@ -300,16 +306,22 @@ const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect
         return { failure: sawTls ? asTlsFailure(failure) : failure, last };
       });
 
+    /** Sends over the open connection when it can take the job, else opens one. Once per message: no generator on the reuse path. */
     const send = (job: DeliveryJob): Effect.Effect<Attempt> =>
-      Effect.gen(function* () {
+      Effect.suspend(() => {
         if (connection && !usable(job, connection)) drop();
-        if (connection) {
-          unpark();
-          const reused = connection;
-          const sent = yield* sendOn(reused, job);
-          if (!sent.stale) return yield* finish(reused, sent);
+        if (!connection) return sendFresh(job);
+        unpark();
+        const reused = connection;
+        return Effect.flatMap(sendOn(reused, job), (sent) => {
+          if (!sent.stale) return finish(reused, sent);
           drop(); // the host had closed it while it was idle: open a fresh one
-        }
+          return sendFresh(job);
+        });
+      });
+
+    const sendFresh = (job: DeliveryJob): Effect.Effect<Attempt> =>
+      Effect.gen(function* () {
         const first = yield* openFirst(job);
         if ("failure" in first) {
           return {

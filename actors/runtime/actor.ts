@@ -160,38 +160,35 @@ export const spawnActor = <M, R, E>(spec: ActorSpec<M, R, E>, supervisor: Superv
       });
 
     /** Handles one message and answers it. A defect is returned (not raised) so the caller decides to restart. */
-    const handleOne = (handler: Handler<M, R, E>, envelope: Envelope<M, R, E>) =>
+    const handleOne = (handler: Handler<M, R, E>, envelope: Envelope<M, R, E>): Effect.Effect<string | undefined> =>
       Effect.suspend(() => {
         inFlight++;
         let settled = false;
         // Answers and counts the message out in one step: no one sees it done but unanswered (a stop would
-        // interrupt it and lose the reply), or answered but still in flight.
-        const settle = (answer: Exit.Exit<R, E | ActorCrashed | ActorStopped | ActorEscalated>) =>
-          Effect.suspend(() => {
-            if (settled) return Effect.void;
-            settled = true;
-            inFlight--;
-            if (envelope.reply) Deferred.doneUnsafe(envelope.reply, answer);
-            return notifyIfDrained;
-          });
-        return Effect.gen(function* () {
-          const exit = yield* Effect.exit(Effect.suspend(() => handler(envelope.message)));
-          if (Exit.isSuccess(exit)) {
-            yield* settle(exit);
-            return undefined;
-          }
-          const defect = Cause.findDefect(exit.cause);
-          const failure = Cause.findErrorOption(exit.cause);
-          if (defect._tag === "Success" || failure._tag === "None") {
-            const reason = defect._tag === "Success" ? describe(defect.success) : Cause.pretty(exit.cause);
-            yield* settle(Exit.fail(new ActorCrashed({ actor: spec.name, reason })));
-            return reason;
-          }
-          yield* settle(Exit.fail(failure.value));
-          return undefined;
-        }).pipe(
+        // interrupt it and lose the reply), or answered but still in flight. Runs once per message, so
+        // it stays synchronous and only touches the drain waiters when someone waits.
+        const settle = (answer: Exit.Exit<R, E | ActorCrashed | ActorStopped | ActorEscalated>): Effect.Effect<void> => {
+          if (settled) return Effect.void;
+          settled = true;
+          inFlight--;
+          if (envelope.reply) Deferred.doneUnsafe(envelope.reply, answer);
+          return drainWaiters.size === 0 ? Effect.void : notifyIfDrained;
+        };
+        return Effect.suspend(() => handler(envelope.message)).pipe(
+          Effect.matchCauseEffect({
+            onSuccess: (value) => Effect.as(settle(Exit.succeed(value)), undefined),
+            onFailure: (cause) => {
+              const defect = Cause.findDefect(cause);
+              const failure = Cause.findErrorOption(cause);
+              if (defect._tag === "Success" || failure._tag === "None") {
+                const reason = defect._tag === "Success" ? describe(defect.success) : Cause.pretty(cause);
+                return Effect.as(settle(Exit.fail(new ActorCrashed({ actor: spec.name, reason }))), reason);
+              }
+              return Effect.as(settle(Exit.fail(failure.value)), undefined);
+            },
+          }),
           // Interrupted mid-message (the actor stopped, or escalated and the drain ran out): the asker still gets an answer.
-          Effect.onInterrupt(() => settle(Exit.fail(refusal()))),
+          Effect.onInterrupt(() => Effect.suspend(() => settle(Exit.fail(refusal())))),
         );
       });
 
