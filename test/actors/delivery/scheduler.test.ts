@@ -14,9 +14,10 @@ import { makeClassifier } from "../../../actors/delivery/classify.ts";
 import { makeNotices } from "../../../actors/delivery/notices.ts";
 import type { Decision, OutcomePolicy } from "../../../actors/delivery/outcome.ts";
 import { makeScheduler, MIN_SCAN_GAP_MS, type Scheduler, type SchedulerOptions } from "../../../actors/delivery/scheduler.ts";
-import { newMessageId, queueOf, type QueueEntry } from "../../../actors/queue/entry.ts";
+import { queueOf, type QueueEntry } from "../../../actors/queue/entry.ts";
 import { openSpool, type GeneratedMessage, type Spool } from "../../../actors/queue/spool.ts";
 import { parseReply } from "../../../protocol/smtp-reply.ts";
+import { acceptMessage } from "../../support/spool.ts";
 
 const dirs: string[] = [];
 const roots: RootDatabase[] = [];
@@ -43,17 +44,7 @@ const POLL_MS = 1_000;
 const A_SCAN = POLL_MS + MIN_SCAN_GAP_MS;
 
 /** A message accepted now (TestClock time), one entry per recipient domain. */
-const accept = (spool: Spool, sender: string, recipients: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const now = yield* Clock.currentTimeMillis;
-    const id = newMessageId(now);
-    const body = spool.openBody(id);
-    body.append(Buffer.from(`From: ${sender}\r\nSubject: ${id}\r\n\r\nbody\r\n`));
-    const byDomain = new Map<string, string[]>();
-    for (const r of recipients) byDomain.set(r.split("@")[1]!, [...(byDomain.get(r.split("@")[1]!) ?? []), r]);
-    const routes = [...byDomain].map(([domain, rcpts]) => ({ route: { kind: "remote" as const, domain }, recipients: rcpts }));
-    return yield* spool.accept({ id, sender, receivedAt: now, body, routes });
-  });
+const accept = acceptMessage;
 
 /** The next hop's answer to every recipient of `entry`, as a parsed SMTP reply. */
 const reply = (entry: QueueEntry, text: string): Attempt => ({

@@ -18,11 +18,12 @@ import { makeNotices } from "../../../actors/delivery/notices.ts";
 import { makeScheduler, MIN_SCAN_GAP_MS } from "../../../actors/delivery/scheduler.ts";
 import { serveQueueAdmin } from "../../../actors/queue-admin/server.ts";
 import { askQueueAdmin } from "../../../actors/queue-admin/client.ts";
-import { newMessageId, queueOf, type QueueEntry } from "../../../actors/queue/entry.ts";
+import { queueOf, type QueueEntry } from "../../../actors/queue/entry.ts";
 import { openSpool, type Spool } from "../../../actors/queue/spool.ts";
 import type { QueueAdminReply, QueueAdminRequest } from "../../../protocol/queue-admin.ts";
 import { makeSubjects, type Subjects } from "../../../protocol/subjects.ts";
 import { parseReply } from "../../../protocol/smtp-reply.ts";
+import { acceptMessage } from "../../support/spool.ts";
 
 const NODE = "n1";
 const MINUTE = 60_000;
@@ -45,18 +46,9 @@ after(async () => {
 const runTest = <A, E>(program: Effect.Effect<A, E, Scope.Scope>) =>
   Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(TestClock.layer({ warningDelay: "1 minute" }))));
 
+/** One message, one remote destination: its only queue entry. */
 const accept = (spool: Spool, sender: string, recipients: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const now = yield* Clock.currentTimeMillis;
-    const id = newMessageId(now);
-    const body = spool.openBody(id);
-    body.append(Buffer.from(`From: ${sender}\r\nSubject: ${id}\r\n\r\nbody\r\n`));
-    const byDomain = new Map<string, string[]>();
-    for (const r of recipients) byDomain.set(r.split("@")[1]!, [...(byDomain.get(r.split("@")[1]!) ?? []), r]);
-    const routes = [...byDomain].map(([domain, rcpts]) => ({ route: { kind: "remote" as const, domain }, recipients: rcpts }));
-    const [entry] = yield* spool.accept({ id, sender, receivedAt: now, body, routes });
-    return entry!;
-  });
+  Effect.map(acceptMessage(spool, sender, recipients), (entries) => entries[0]!);
 
 const answer = (entry: QueueEntry, text: string): Attempt => ({
   server: `mx.${queueOf(entry.route)}[192.0.2.1]`,
