@@ -120,13 +120,13 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
     );
 
   const serveOne = <K extends MailboxOperationName>(op: K) =>
-    servedInScope((services) =>
+    servedInScope((run) =>
       serveChunkedEndpoint(
         nc,
         subjects.mailbox(nodeId, op),
         endpoint(op),
         (request, attachment) => ownedHere(request.user).pipe(Effect.andThen(onOwner(nodeId, op, request, attachment))),
-        { timeoutMs: options.timeoutMs, services },
+        { timeoutMs: options.timeoutMs, run },
       ));
 
   return {

@@ -12,7 +12,7 @@ import { QueueAdminError, QueueAdminReply, QueueAdminRequest, type EntryView } f
 import type { Subjects } from "../../protocol/subjects.ts";
 import { everyone } from "../delivery/attempt.ts";
 import type { Scheduler } from "../delivery/scheduler.ts";
-import { serveEndpoint, type Endpoint } from "../runtime/remote.ts";
+import { serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
 import { historyOf, queueOf, type QueueEntry } from "../queue/entry.ts";
 import type { Selection, Spool } from "../queue/spool.ts";
 
@@ -32,15 +32,9 @@ export interface QueueAdminDeps {
 /** Answers on the cluster-wide subject and on this node's own, until the scope closes. */
 export const serveQueueAdmin = (nc: NatsConnection, subjects: Subjects, deps: QueueAdminDeps): Effect.Effect<void, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const context = yield* Effect.context<never>();
-    const handle = (request: QueueAdminRequest) => answer(deps, request).pipe(Effect.map((value) => ({ value })), Effect.provideContext(context));
-    yield* Effect.acquireRelease(
-      Effect.sync((): ReadonlyArray<Subscription> => [
-        serveEndpoint(nc, subjects.queueAdmin, queueAdminEndpoint, handle),
-        serveEndpoint(nc, subjects.queueAdminOf(deps.nodeId), queueAdminEndpoint, handle),
-      ]),
-      (subscriptions) => Effect.sync(() => subscriptions.forEach((subscription) => subscription.unsubscribe())),
-    );
+    const handle = (request: QueueAdminRequest) => answer(deps, request).pipe(Effect.map((value) => ({ value })));
+    yield* servedInScope((run) => serveEndpoint(nc, subjects.queueAdmin, queueAdminEndpoint, handle, { run }));
+    yield* servedInScope((run) => serveEndpoint(nc, subjects.queueAdminOf(deps.nodeId), queueAdminEndpoint, handle, { run }));
   });
 
 const DEFAULT_LIST = 100;

@@ -48,8 +48,8 @@ export const startResolverActor = (
           ActorEscalated: (e) => Effect.fail(new DnsTemporaryFailure({ domain: request.domain, detail: `${e._tag}: ${e.reason}` })),
         }),
       );
-    const subscription = yield* servedInScope((services) =>
-      serveEndpoint(nc, subjects.resolve, resolveEndpoint, answer, { queue: subjects.resolverQueueGroup, services }));
+    const subscription = yield* servedInScope((run) =>
+      serveEndpoint(nc, subjects.resolve, resolveEndpoint, answer, { queue: subjects.resolverQueueGroup, run }));
     return { subscription, actor };
   });
 

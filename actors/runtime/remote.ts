@@ -4,9 +4,11 @@
 // (or crashes) the handler.
 //
 // A NATS subscription callback is an edge where plain code starts an Effect: it runs the
-// handler with the services given in `ServeOptions` (the Clock, logger and tracer of the
-// node), which `servedInScope` captures from the fiber that starts serving.
-import { Cause, Context, Effect, Exit, Schema, Scope } from "effect";
+// handler with `ServeOptions.run`. `servedInScope` makes that run the handlers with the
+// services of the fiber that starts serving (the node's Clock among them), as fibers of
+// its scope: when the scope closes, the subscription ends first, then handlers still
+// running are interrupted, so none outlives what it uses (the spool, the mailboxes).
+import { Cause, Effect, Exit, FiberSet, Schema, type Scope } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { MalformedMessage, RemoteUnavailable } from "../../protocol/errors.ts";
 import { decodeFrame, encodeBlobFrame, encodeFrame } from "../../protocol/wire.ts";
@@ -34,19 +36,27 @@ export type Handle<Req, Res, Err> = (
   attachment: Uint8Array | undefined,
 ) => Effect.Effect<Reply<Res>, Err>;
 
+/** Runs a handler's Effect from the subscription callback. */
+export type RunHandler = <A, E>(effect: Effect.Effect<A, E>) => Promise<A>;
+
 export interface ServeOptions {
   /** Queue group: one member answers each request. */
   readonly queue?: string;
-  /** Services the handler runs with (default: none, so the defaults such as the live Clock). */
-  readonly services?: Context.Context<never>;
+  /** How handlers run (default: a fiber of their own with no services, so the live Clock). */
+  readonly run?: RunHandler;
 }
 
 /**
- * Keeps the subscription `subscribe` makes for as long as the scope is open; its handler
- * runs with the services of the fiber that called this.
+ * Keeps the subscription `subscribe` makes for as long as the scope is open. Its handlers
+ * run with the services of the fiber that called this, as fibers of the scope.
  */
-export const servedInScope = (subscribe: (services: Context.Context<never>) => Subscription): Effect.Effect<Subscription, never, Scope.Scope> =>
-  Effect.acquireRelease(Effect.map(Effect.context<never>(), subscribe), (subscription) => Effect.sync(() => subscription.unsubscribe()));
+export const servedInScope = (subscribe: (run: RunHandler) => Subscription): Effect.Effect<Subscription, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const handlers = yield* FiberSet.make();
+    const run: RunHandler = yield* FiberSet.runtimePromise(handlers)<never>();
+    // Added after the FiberSet, so released before it: no new request, then the rest interrupted.
+    return yield* Effect.acquireRelease(Effect.sync(() => subscribe(run)), (subscription) => Effect.sync(() => subscription.unsubscribe()));
+  });
 
 /**
  * A handler whose reply could not be sent: the connection closed or is draining (the node
@@ -64,7 +74,7 @@ export const serveEndpoint = <Req, Res, Err>(
   handle: Handle<Req, Res, Err>,
   options: ServeOptions = {},
 ): Subscription => {
-  const run = Effect.runPromiseWith(options.services ?? Context.empty());
+  const run = options.run ?? Effect.runPromise;
   return nc.subscribe(subject, {
     ...(options.queue ? { queue: options.queue } : {}),
     callback: (error, msg) => {
@@ -158,7 +168,7 @@ export const serveChunkedEndpoint = <Req, Res, Err>(
   handle: Handle<Req, Res, Err>,
   options: ServeOptions & { readonly timeoutMs: number },
 ): Subscription => {
-  const run = Effect.runPromiseWith(options.services ?? Context.empty());
+  const run = options.run ?? Effect.runPromise;
   return nc.subscribe(subject, {
     ...(options.queue ? { queue: options.queue } : {}),
     callback: (error, msg) => {

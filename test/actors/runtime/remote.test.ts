@@ -4,7 +4,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { Clock, Effect, Exit, ManagedRuntime, Schema, Scope } from "effect";
+import { Clock, Deferred, Effect, Exit, ManagedRuntime, Schema, Scope } from "effect";
 import { TestClock } from "effect/testing";
 import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
 import { fetchBlob, maxPayloadOf, MAX_BLOB_BYTES, offerBlob } from "../../../actors/runtime/blobs.ts";
@@ -156,7 +156,7 @@ test("a handler served in a scope runs with the services of the fiber that serve
   await testRuntime.runPromise(
     Effect.gen(function* () {
       yield* TestClock.setTime(1_234_000);
-      yield* servedInScope((services) => serveChunkedEndpoint(nc, subject, Clocked, whatTimeIsIt, { timeoutMs: 5_000, services }));
+      yield* servedInScope((run) => serveChunkedEndpoint(nc, subject, Clocked, whatTimeIsIt, { timeoutMs: 5_000, run }));
     }).pipe(Scope.provide(scope)),
   );
   const reply = await Effect.runPromise(callChunkedEndpoint(nc, subject, Clocked, { tag: "t" }, { timeoutMs: 5_000 }));
@@ -166,4 +166,24 @@ test("a handler served in a scope runs with the services of the fiber that serve
   await nc.flush();
   const gone = await Effect.runPromiseExit(callChunkedEndpoint(nc, subject, Clocked, { tag: "t" }, { timeoutMs: 1_000 }));
   assert.ok(Exit.isFailure(gone), "unsubscribed when the scope closed");
+});
+
+test("closing the scope interrupts a handler still running: it outlives nothing it uses", async () => {
+  const subject = createInbox();
+  const scope = Scope.makeUnsafe();
+  const started = Deferred.makeUnsafe<void>();
+  const interrupted = Deferred.makeUnsafe<void>();
+  // A handler that would wait forever (an hour on the test clock nobody moves).
+  const slow = () =>
+    Deferred.succeed(started, undefined).pipe(
+      Effect.andThen(Effect.sleep(3_600_000)),
+      Effect.as({ value: { now: 0 } }),
+      Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined)),
+    );
+  await testRuntime.runPromise(servedInScope((run) => serveChunkedEndpoint(nc, subject, Clocked, slow, { timeoutMs: 5_000, run })).pipe(Scope.provide(scope)));
+  const asked = Effect.runPromiseExit(callChunkedEndpoint(nc, subject, Clocked, { tag: "t" }, { timeoutMs: 2_000 }));
+  await Effect.runPromise(Deferred.await(started));
+  await Effect.runPromise(Scope.close(scope, Exit.void));
+  await Effect.runPromise(Deferred.await(interrupted).pipe(Effect.timeout(1_000)));
+  assert.ok(Exit.isFailure(await asked), "the asker gets no answer from a handler that was stopped");
 });
