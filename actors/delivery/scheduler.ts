@@ -73,93 +73,220 @@ export interface SchedulerOptions {
 /** Scans triggered by completions are at least this far apart (a scan walks every due queue). */
 export const MIN_SCAN_GAP_MS = 20;
 
+/**
+ * What the scheduler's pieces share. Read and written synchronously by `submit`'s intake,
+ * the scan, `holds` and the attempts' completions (plain code paths, no interruption point).
+ */
+interface State {
+  readonly options: SchedulerOptions;
+  readonly clock: Clock.Clock;
+  /** Batches claimed by `submit`, waiting for the intake fiber to fork their attempts. */
+  readonly submitted: Queue.Queue<ReadonlyArray<QueueEntry>>;
+  // One pending wake is enough: a wake that arrives while the scan is busy makes the next one come sooner.
+  readonly wakes: Queue.Queue<void>;
+  // Completed when the scheduler has stopped and the last attempt in flight is recorded.
+  readonly drained: Deferred.Deferred<void>;
+  readonly inFlight: Set<string>;
+  readonly perQueue: Map<string, number>;
+  readonly held: Map<string, number>;
+  running: boolean;
+}
+
+// ---- holds and wakes ----
+
+const wake = (state: State) => void Queue.offerUnsafe(state.wakes, undefined);
+
+const hold = (state: State, queue: string, ms: number) =>
+  state.held.set(queue, Math.max(state.held.get(queue) ?? 0, state.clock.currentTimeMillisUnsafe() + ms));
+
+const isHeld = (state: State, queue: string, now: number) => {
+  const until = state.held.get(queue);
+  if (until === undefined) return false;
+  if (until > now) return true;
+  state.held.delete(queue);
+  return false;
+};
+
+const currentHolds = (state: State): ReadonlyMap<string, number> => {
+  const now = state.clock.currentTimeMillisUnsafe();
+  for (const queue of [...state.held.keys()]) isHeld(state, queue, now);
+  return state.held;
+};
+
+// ---- claiming: an entry counted in flight always has an attempt that will let it go ----
+
+/** Counts the entry as in flight; its attempt is forked right after. */
+const claim = (state: State, entry: QueueEntry) => {
+  state.inFlight.add(entry.id);
+  const queue = queueOf(entry.route);
+  state.perQueue.set(queue, (state.perQueue.get(queue) ?? 0) + 1);
+};
+
+const left = (state: State, entryId: string) => {
+  state.inFlight.delete(entryId);
+  if (!state.running && state.inFlight.size === 0) Deferred.doneUnsafe(state.drained, Effect.void);
+};
+
+/** The entry's attempt ended (or it was claimed and never launched): it lets go of its claim. */
+const done = (state: State, entry: QueueEntry) => {
+  const queue = queueOf(entry.route);
+  const count = (state.perQueue.get(queue) ?? 1) - 1;
+  if (count > 0) state.perQueue.set(queue, count);
+  else state.perQueue.delete(queue);
+  left(state, entry.id);
+  wake(state); // room again: entries left to the scan need not wait for the poll
+};
+
+const queueRoom = (state: State, queue: string) => state.options.maxInFlightPerQueue - (state.perQueue.get(queue) ?? 0);
+
+/**
+ * Runs a selection that claims entries into `found`. Should a store read throw part
+ * way, what was claimed so far still goes (each claimed entry needs its attempt).
+ */
+const claiming = (state: State, fill: (found: QueueEntry[]) => void): ReadonlyArray<QueueEntry> => {
+  const found: QueueEntry[] = [];
+  try {
+    fill(found);
+  } catch (error) {
+    state.options.hooks.log("queue.scan.failed", { error: String(error) });
+  }
+  return found;
+};
+
+// Visits due queues in order of their earliest entry; in-flight entries keep their due
+// time until recorded, so the scan passes over them.
+const claimDue = (state: State) =>
+  claiming(state, (found) => {
+    const { options, inFlight } = state;
+    let room = options.maxInFlight - inFlight.size;
+    if (room <= 0 || !state.running) return;
+    const now = state.clock.currentTimeMillisUnsafe();
+    for (const { queue } of options.spool.dueQueues(now)) {
+      if (room <= 0) break;
+      const take = Math.min(room, queueRoom(state, queue));
+      if (take <= 0 || isHeld(state, queue, now)) continue;
+      for (const entry of options.spool.dueIn(queue, now, take, (id) => inFlight.has(id))) {
+        claim(state, entry);
+        found.push(entry);
+        room--;
+      }
+    }
+  });
+
+/**
+ * Claims the just-committed entries that can go now; the rest wait for the scan. Runs
+ * synchronously in `submit`, right after the commit: were the claim left to the intake
+ * fiber, the scan could take, send and settle an entry first and the intake would send
+ * its stale copy again.
+ */
+const claimSubmitted = (state: State, entries: ReadonlyArray<QueueEntry>) =>
+  claiming(state, (found) => {
+    const { options, inFlight } = state;
+    const now = state.clock.currentTimeMillisUnsafe();
+    for (const entry of entries) {
+      if (!state.running) return;
+      if (inFlight.size >= options.maxInFlight) return wake(state); // the scan finds the rest
+      const queue = queueOf(entry.route);
+      if (inFlight.has(entry.id) || options.spool.isSuspended(queue) || isHeld(state, queue, now) || queueRoom(state, queue) <= 0) continue;
+      claim(state, entry);
+      found.push(entry);
+    }
+  });
+
+/** `Scheduler.submit`: claims synchronously (see `claimSubmitted`), then hands the batch to the intake. */
+const submit = (state: State, entries: ReadonlyArray<QueueEntry>) => {
+  if (!state.running || entries.length === 0) return;
+  const claimed = claimSubmitted(state, entries);
+  if (claimed.length > 0) Queue.offerUnsafe(state.submitted, claimed);
+};
+
+// ---- recording ----
+
+/** Decides the outcome, commits it with its DSNs, and submits the entries this created. */
+const record = (state: State, entry: QueueEntry, attempt: Attempt) =>
+  Effect.gen(function* () {
+    const { options } = state;
+    const message = options.spool.message(entry.messageId);
+    const now = yield* Clock.currentTimeMillis;
+    const random = yield* Random.next;
+    const decision = decide(entry, attempt, now, random, options.policy, dsnParamsOf(message?.attributes));
+    const notices = message ? options.notices(entry, message, decision.notices, now) : { messages: [], suppressed: false };
+    const created = yield* options.spool.settle(entry, decision.next, notices.messages);
+    if (decision.holdQueue) hold(state, queueOf(entry.route), options.holdMs);
+    options.hooks.recorded(entry, attempt, decision, { queued: notices.messages.filter((m) => created.some((e) => e.messageId === m.id)), suppressed: notices.suppressed });
+    submit(state, created);
+  });
+
+/** One claimed entry's attempt: dispatch and record; whatever happens, it lets go of its claim. */
+const attempt = (state: State, entry: QueueEntry) =>
+  Effect.gen(function* () {
+    const { spool, hooks } = state.options;
+    const message = spool.message(entry.messageId);
+    if (!message) {
+      hooks.log("queue.body.missing", { entry: entry.id, msg: entry.messageId });
+      return yield* spool.finish(entry);
+    }
+    const outcome = yield* state.options.dispatch(entry, message, () => spool.body(entry.messageId) ?? new Uint8Array());
+    yield* record(state, entry, outcome);
+  }).pipe(
+    // Not recorded: the entry is still due. Holding its queue keeps a failing disk from
+    // turning into a loop of repeated deliveries.
+    Effect.catch((error) => Effect.sync(() => attemptFailed(state, entry, "queue.record.failed", error.detail))),
+    Effect.catchDefect((defect) => Effect.sync(() => attemptFailed(state, entry, "queue.attempt.crashed", String(defect)))),
+    Effect.ensuring(Effect.sync(() => done(state, entry))),
+  );
+
+const attemptFailed = (state: State, entry: QueueEntry, event: string, error: string) => {
+  hold(state, queueOf(entry.route), state.options.holdMs);
+  state.options.hooks.log(event, { entry: entry.id, error });
+};
+
+/** `Scheduler.recordNow`: claims the entry (not its queue) while its outcome is recorded. */
+const recordNow = (state: State, entry: QueueEntry, outcome: Attempt) =>
+  Effect.suspend(() => {
+    if (!state.running || state.inFlight.has(entry.id)) return Effect.succeed(false);
+    state.inFlight.add(entry.id);
+    return record(state, entry, outcome).pipe(
+      Effect.as(true),
+      Effect.ensuring(Effect.sync(() => left(state, entry.id))),
+    );
+  });
+
+// ---- the scheduler ----
+
+/** Claimed by `submit` but never forked (the intake stopped first): no longer in flight, still due. */
+const unclaimUnlaunched = (state: State) =>
+  Effect.flatMap(Queue.clear(state.submitted), (batches) => Effect.sync(() => batches.flat().forEach((entry) => done(state, entry))));
+
+/** `Scheduler.stop`: stops taking work, waits up to `graceMs` for attempts in flight to be recorded, interrupts the rest. */
+const stopScheduler = (state: State, loops: ReadonlyArray<Fiber.Fiber<never>>, attempts: FiberSet.FiberSet<void, never>, graceMs: number) =>
+  Effect.gen(function* () {
+    if (state.running) {
+      state.running = false;
+      if (state.inFlight.size === 0) Deferred.doneUnsafe(state.drained, Effect.void);
+    }
+    yield* Fiber.interruptAll(loops);
+    yield* unclaimUnlaunched(state);
+    const recorded = yield* Deferred.await(state.drained).pipe(Effect.timeoutOption(graceMs));
+    if (recorded._tag === "None") state.options.hooks.log("queue.stop.interrupted", { inFlight: state.inFlight.size });
+    yield* FiberSet.clear(attempts);
+  });
+
+
 export const makeScheduler = (options: SchedulerOptions): Effect.Effect<Scheduler, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const { spool, hooks } = options;
-    // Read synchronously by `submit`'s intake, the scan and `holds` (plain code paths).
     const clock = yield* Clock.Clock;
     const attempts = yield* FiberSet.make<void, never>();
-    const submitted = yield* Queue.unbounded<ReadonlyArray<QueueEntry>>();
-    // One pending wake is enough: a wake that arrives while the scan is busy makes the next one come sooner.
-    const wakes = yield* Queue.dropping<void>(1);
-    // Completed when the scheduler has stopped and the last attempt in flight is recorded.
-    const drained = yield* Deferred.make<void>();
-    const inFlight = new Set<string>();
-    const perQueue = new Map<string, number>();
-    const held = new Map<string, number>();
-    let running = true;
-
-    const wake = () => void Queue.offerUnsafe(wakes, undefined);
-
-    const hold = (queue: string, ms: number) => held.set(queue, Math.max(held.get(queue) ?? 0, clock.currentTimeMillisUnsafe() + ms));
-
-    const isHeld = (queue: string, now: number) => {
-      const until = held.get(queue);
-      if (until === undefined) return false;
-      if (until > now) return true;
-      held.delete(queue);
-      return false;
-    };
-
-    const left = (entryId: string) => {
-      inFlight.delete(entryId);
-      if (!running && inFlight.size === 0) Deferred.doneUnsafe(drained, Effect.void);
-    };
-
-    const record = (entry: QueueEntry, attempt: Attempt) =>
-      Effect.gen(function* () {
-        const message = spool.message(entry.messageId);
-        const now = yield* Clock.currentTimeMillis;
-        const random = yield* Random.next;
-        const decision = decide(entry, attempt, now, random, options.policy, dsnParamsOf(message?.attributes));
-        const notices = message ? options.notices(entry, message, decision.notices, now) : { messages: [], suppressed: false };
-        const created = yield* spool.settle(entry, decision.next, notices.messages);
-        if (decision.holdQueue) hold(queueOf(entry.route), options.holdMs);
-        hooks.recorded(entry, attempt, decision, { queued: notices.messages.filter((m) => created.some((e) => e.messageId === m.id)), suppressed: notices.suppressed });
-        submit(created);
-      });
-
-    const attempt = (entry: QueueEntry) =>
-      Effect.gen(function* () {
-        const message = spool.message(entry.messageId);
-        if (!message) {
-          hooks.log("queue.body.missing", { entry: entry.id, msg: entry.messageId });
-          return yield* spool.finish(entry);
-        }
-        const outcome = yield* options.dispatch(entry, message, () => spool.body(entry.messageId) ?? new Uint8Array());
-        yield* record(entry, outcome);
-      }).pipe(
-        // Not recorded: the entry is still due. Holding its queue keeps a failing disk from
-        // turning into a loop of repeated deliveries.
-        Effect.catch((error) =>
-          Effect.sync(() => {
-            hold(queueOf(entry.route), options.holdMs);
-            hooks.log("queue.record.failed", { entry: entry.id, error: error.detail });
-          }),
-        ),
-        Effect.catchDefect((defect) =>
-          Effect.sync(() => {
-            hold(queueOf(entry.route), options.holdMs);
-            hooks.log("queue.attempt.crashed", { entry: entry.id, error: String(defect) });
-          }),
-        ),
-        Effect.ensuring(Effect.sync(() => done(entry))),
-      );
-
-    const done = (entry: QueueEntry) => {
-      const queue = queueOf(entry.route);
-      const count = (perQueue.get(queue) ?? 1) - 1;
-      if (count > 0) perQueue.set(queue, count);
-      else perQueue.delete(queue);
-      left(entry.id);
-      wake(); // room again: entries left to the scan need not wait for the poll
-    };
-
-    /** Counts the entry as in flight; its attempt is forked right after. */
-    const claim = (entry: QueueEntry) => {
-      inFlight.add(entry.id);
-      const queue = queueOf(entry.route);
-      perQueue.set(queue, (perQueue.get(queue) ?? 0) + 1);
+    const state: State = {
+      options,
+      clock,
+      submitted: yield* Queue.unbounded<ReadonlyArray<QueueEntry>>(),
+      wakes: yield* Queue.dropping<void>(1),
+      drained: yield* Deferred.make<void>(),
+      inFlight: new Set(),
+      perQueue: new Map(),
+      held: new Map(),
+      running: true,
     };
 
     // `select` claims the entries it returns; claiming and forking happen without an
@@ -167,128 +294,40 @@ export const makeScheduler = (options: SchedulerOptions): Effect.Effect<Schedule
     // attempt that will let it go.
     const launch = (select: () => ReadonlyArray<QueueEntry>) =>
       Effect.uninterruptible(
-        Effect.suspend(() => Effect.forEach(select(), (entry) => FiberSet.run(attempts, attempt(entry)), { discard: true })),
+        Effect.suspend(() => Effect.forEach(select(), (entry) => FiberSet.run(attempts, attempt(state, entry)), { discard: true })),
       );
 
-    const queueRoom = (queue: string) => options.maxInFlightPerQueue - (perQueue.get(queue) ?? 0);
-
-    /**
-     * Runs a selection that claims entries into `found`. Should a store read throw part
-     * way, what was claimed so far still goes (each claimed entry needs its attempt).
-     */
-    const claiming = (fill: (found: QueueEntry[]) => void): ReadonlyArray<QueueEntry> => {
-      const found: QueueEntry[] = [];
-      try {
-        fill(found);
-      } catch (error) {
-        hooks.log("queue.scan.failed", { error: String(error) });
-      }
-      return found;
-    };
-
-    // Visits due queues in order of their earliest entry; in-flight entries keep their due
-    // time until recorded, so the scan passes over them.
-    const claimDue = () =>
-      claiming((found) => {
-        let room = options.maxInFlight - inFlight.size;
-        if (room <= 0 || !running) return;
-        const now = clock.currentTimeMillisUnsafe();
-        for (const { queue } of spool.dueQueues(now)) {
-          if (room <= 0) break;
-          const take = Math.min(room, queueRoom(queue));
-          if (take <= 0 || isHeld(queue, now)) continue;
-          for (const entry of spool.dueIn(queue, now, take, (id) => inFlight.has(id))) {
-            claim(entry);
-            found.push(entry);
-            room--;
-          }
-        }
-      });
-
-    /**
-     * Claims the just-committed entries that can go now; the rest wait for the scan. Runs
-     * synchronously in `submit`, right after the commit: were the claim left to the intake
-     * fiber, the scan could take, send and settle an entry first and the intake would send
-     * its stale copy again.
-     */
-    const claimSubmitted = (entries: ReadonlyArray<QueueEntry>) =>
-      claiming((found) => {
-        const now = clock.currentTimeMillisUnsafe();
-        for (const entry of entries) {
-          if (!running) return;
-          if (inFlight.size >= options.maxInFlight) return wake(); // the scan finds the rest
-          const queue = queueOf(entry.route);
-          if (inFlight.has(entry.id) || spool.isSuspended(queue) || isHeld(queue, now) || queueRoom(queue) <= 0) continue;
-          claim(entry);
-          found.push(entry);
-        }
-      });
-
     /** Forks the attempts of entries `submit` claimed. */
-    const intake = Effect.forever(Effect.flatMap(Queue.takeAll(submitted), (batches) => launch(() => batches.flat())));
+    const intake = Effect.forever(Effect.flatMap(Queue.takeAll(state.submitted), (batches) => launch(() => batches.flat())));
 
     // After each scan: wait for a wake (a completion, an operator) or the poll interval,
     // then leave at least MIN_SCAN_GAP_MS before the next scan.
     const scanner = Effect.forever(
-      launch(claimDue).pipe(
-        Effect.andThen(Queue.take(wakes).pipe(Effect.timeoutOption(options.pollMs))),
+      launch(() => claimDue(state)).pipe(
+        Effect.andThen(Queue.take(state.wakes).pipe(Effect.timeoutOption(options.pollMs))),
         Effect.andThen(Effect.sleep(MIN_SCAN_GAP_MS)),
       ),
     );
 
     const loops = [yield* Effect.forkScoped(intake), yield* Effect.forkScoped(scanner)];
 
-    const submit = (entries: ReadonlyArray<QueueEntry>) => {
-      if (!running || entries.length === 0) return;
-      const claimed = claimSubmitted(entries);
-      if (claimed.length > 0) Queue.offerUnsafe(submitted, claimed);
-    };
-
-    /** Claimed by `submit` but never forked (the intake stopped first): no longer in flight, still due. */
-    const unclaimUnlaunched = Effect.flatMap(Queue.clear(submitted), (batches) =>
-      Effect.sync(() => batches.flat().forEach(done)),
-    );
-
-    const stop = (graceMs: number) =>
-      Effect.gen(function* () {
-        if (running) {
-          running = false;
-          if (inFlight.size === 0) Deferred.doneUnsafe(drained, Effect.void);
-        }
-        yield* Fiber.interruptAll(loops);
-        yield* unclaimUnlaunched;
-        const recorded = yield* Deferred.await(drained).pipe(Effect.timeoutOption(graceMs));
-        if (recorded._tag === "None") hooks.log("queue.stop.interrupted", { inFlight: inFlight.size });
-        yield* FiberSet.clear(attempts);
-      });
+    const stop = (graceMs: number) => stopScheduler(state, loops, attempts, graceMs);
 
     // Added after the FiberSet and the loops, so it runs before their finalizers interrupt them.
     yield* Effect.addFinalizer(() => stop(options.graceMs));
 
     return {
-      submit,
-      inFlight: () => inFlight.size,
-      isInFlight: (entryId) => inFlight.has(entryId),
-      holds: () => {
-        const now = clock.currentTimeMillisUnsafe();
-        for (const queue of [...held.keys()]) isHeld(queue, now);
-        return held;
-      },
+      submit: (entries) => submit(state, entries),
+      inFlight: () => state.inFlight.size,
+      isInFlight: (entryId) => state.inFlight.has(entryId),
+      holds: () => currentHolds(state),
       release: (queue) => {
-        if (queue === undefined) held.clear();
-        else held.delete(queue);
-        wake();
+        if (queue === undefined) state.held.clear();
+        else state.held.delete(queue);
+        wake(state);
       },
-      wake,
-      recordNow: (entry, outcome) =>
-        Effect.suspend(() => {
-          if (!running || inFlight.has(entry.id)) return Effect.succeed(false);
-          inFlight.add(entry.id);
-          return record(entry, outcome).pipe(
-            Effect.as(true),
-            Effect.ensuring(Effect.sync(() => left(entry.id))),
-          );
-        }),
+      wake: () => wake(state),
+      recordNow: (entry, outcome) => recordNow(state, entry, outcome),
       stop,
     } satisfies Scheduler;
   });

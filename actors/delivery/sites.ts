@@ -194,6 +194,138 @@ interface Slot {
   readonly connected: () => boolean;
 }
 
+type Target = { readonly host: string; readonly ip: string };
+
+/** Whether the open connection can take this job: still open, TLS as required, to one of the route's MX addresses. */
+const usable = (job: DeliveryJob, open: Connection) =>
+  !open.closed() &&
+  (job.tls !== "require" || open.secure) &&
+  job.route.hosts.some((host) => host.name.toLowerCase() === open.host.toLowerCase() && host.addresses.includes(open.ip));
+
+// ---- opening a connection ----
+
+/** What opening needs from its slot: `adopt` takes a connection that opened (or closes it when the slot has closed). */
+interface Opener {
+  readonly options: SiteOptions;
+  readonly budget: ConnectionBudget;
+  readonly adopt: (opened: Connection) => void;
+}
+
+/**
+ * Waits for a permit and opens one connection. Interrupted, it gives up: the open is
+ * aborted, a permit that arrives later is handed back, a connection that opens anyway is closed.
+ */
+const openOne = (opener: Opener, target: Target, tls: TlsPolicy, plaintextOnly: boolean) =>
+  Effect.promise((signal) =>
+    opener.budget
+      .acquire()
+      .then((release): Promise<Connection | OpenFailure> | OpenFailure => {
+        if (!signal.aborted) return openConnection(target, opener.options, tls, release, plaintextOnly, signal);
+        release();
+        return { _tag: "ConnectionFailed", detail: "abandoned" } satisfies OpenFailure;
+      })
+      .then((opened) => {
+        if (!("_tag" in opened)) opener.adopt(opened);
+        return opened;
+      }),
+  );
+
+/** Opens a connection to the first MX address (in MX order) that takes one. */
+const openFirst = (opener: Opener, job: DeliveryJob): Effect.Effect<{ open: Connection } | { failure: OpenFailure; last: Target | undefined }> =>
+  Effect.gen(function* () {
+    let failure: OpenFailure = { _tag: "ConnectionFailed", detail: `no MX host of ${job.route.domain} has an address` };
+    let last: Target | undefined;
+    let sawTls = false;
+    for (const host of job.route.hosts) {
+      for (const ip of host.addresses) {
+        last = { host: host.name, ip };
+        let opened = yield* openOne(opener, last, job.tls, false);
+        // Opportunistic TLS that fails in the handshake: this host gets the mail in plaintext, as Postfix does.
+        if ("_tag" in opened && opened._tag === "TlsFailed" && job.tls === "opportunistic") opened = yield* openOne(opener, last, job.tls, true);
+        if (!("_tag" in opened)) return { open: opened };
+        sawTls ||= opened._tag === "TlsFailed";
+        failure = opened;
+      }
+    }
+    // Required TLS missing anywhere explains more than the last host's refusal.
+    return { failure: sawTls ? asTlsFailure(failure) : failure, last };
+  });
+
+/** Every recipient deferred (or failed) because no connection could be opened. */
+const openFailed = (job: DeliveryJob, failure: OpenFailure, last: Target | undefined): Attempt => ({
+  results: everyone(job.recipients, failure),
+  server: last ? `${last.host}[${last.ip}]` : job.route.domain,
+  mx: last,
+});
+
+const sentOver = (open: Connection, sent: Awaited<ReturnType<typeof sendOver>>): Attempt => ({
+  results: sent.results,
+  server: `${open.host}[${open.ip}]`,
+  mx: { host: open.host, ip: open.ip },
+  peerDsn: open.extensions.has("DSN"),
+});
+
+// ---- the slot: its connection and parking, then sending ----
+
+/** The connection a slot keeps between messages, and whether it sits idle. */
+interface Kept {
+  connection: Connection | undefined;
+  /** When the open connection was last left idle; undefined while it is busy or there is none. */
+  parkedAt: number | undefined;
+  withdrawIdle: (() => void) | undefined;
+  /** The slot's scope has closed: a connection that finishes opening now is closed at once. */
+  closed: boolean;
+  /** Closes the connection. Synchronous, because the connection budget calls it from plain code when it needs room. */
+  readonly drop: () => void;
+}
+
+const unpark = (kept: Kept) => {
+  kept.parkedAt = undefined;
+  kept.withdrawIdle?.();
+  kept.withdrawIdle = undefined;
+};
+
+const park = (kept: Kept, budget: ConnectionBudget, now: number) => {
+  kept.parkedAt = now;
+  kept.withdrawIdle = budget.idle(kept.drop);
+};
+
+/**
+ * The kept connection of one incarnation, in its scope: closing the scope closes the
+ * connection and stops the idle watcher.
+ */
+const makeKept = (options: SiteOptions): Effect.Effect<Kept, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const clock = yield* Clock.Clock;
+    const kept: Kept = {
+      connection: undefined,
+      parkedAt: undefined,
+      withdrawIdle: undefined,
+      closed: false,
+      drop: () => {
+        unpark(kept);
+        kept.connection?.close();
+        kept.connection = undefined;
+      },
+    };
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        kept.closed = true;
+        kept.drop();
+      }),
+    );
+    // One watcher per slot closes a connection idle for `idleMs`: parking is then a field
+    // write, not a timer fiber forked and interrupted for every message.
+    const closeWhenIdle = Effect.suspend(() => {
+      const now = clock.currentTimeMillisUnsafe();
+      const { parkedAt } = kept;
+      if (parkedAt !== undefined && now - parkedAt >= options.idleMs) kept.drop();
+      return Effect.sleep(kept.parkedAt === undefined ? options.idleMs : Math.max(1, kept.parkedAt + options.idleMs - now));
+    });
+    yield* Effect.forkScoped(Effect.forever(closeWhenIdle));
+    return kept;
+  });
+
 /**
  * A slot for one incarnation of a site worker. Its connection and idle timer belong to the
  * incarnation's scope: closing the scope (a crash, a stop) closes the connection, stops the
@@ -202,136 +334,46 @@ interface Slot {
 const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect<Slot, never, Scope.Scope> =>
   Effect.gen(function* () {
     const clock = yield* Clock.Clock;
-    let connection: Connection | undefined;
-    /** When the open connection was last left idle; undefined while it is busy or there is none. */
-    let parkedAt: number | undefined;
-    let withdrawIdle: (() => void) | undefined;
-    let closed = false;
-
-    const unpark = () => {
-      parkedAt = undefined;
-      withdrawIdle?.();
-      withdrawIdle = undefined;
+    const kept = yield* makeKept(options);
+    const opener: Opener = {
+      options,
+      budget,
+      /** A connection just opened for this slot; one that arrives after the slot closed (a crash or stop while opening) is closed at once. */
+      adopt: (opened) => {
+        if (kept.closed) opened.close();
+        else kept.connection = opened;
+      },
     };
-
-    /** Synchronous, because the connection budget calls it from plain code when it needs room. */
-    const drop = () => {
-      unpark();
-      connection?.close();
-      connection = undefined;
-    };
-
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        closed = true;
-        drop();
-      }),
-    );
-
-    /** A connection just opened for this slot; one that arrives after the slot closed (a crash or stop while opening) is closed at once. */
-    const adopt = (opened: Connection) => {
-      if (closed) opened.close();
-      else connection = opened;
-    };
-
-    // One watcher per slot closes a connection idle for `idleMs`: parking is then a field
-    // write, not a timer fiber forked and interrupted for every message.
-    const closeWhenIdle = Effect.suspend(() => {
-      const now = clock.currentTimeMillisUnsafe();
-      if (parkedAt !== undefined && now - parkedAt >= options.idleMs) drop();
-      return Effect.sleep(parkedAt === undefined ? options.idleMs : Math.max(1, parkedAt + options.idleMs - now));
-    });
-    yield* Effect.forkScoped(Effect.forever(closeWhenIdle));
-
-    const park = () => {
-      parkedAt = clock.currentTimeMillisUnsafe();
-      withdrawIdle = budget.idle(drop);
-    };
-
-    const usable = (job: DeliveryJob, open: Connection) =>
-      !open.closed() &&
-      (job.tls !== "require" || open.secure) &&
-      job.route.hosts.some((host) => host.name.toLowerCase() === open.host.toLowerCase() && host.addresses.includes(open.ip));
 
     const sendOn = (open: Connection, job: DeliveryJob) => Effect.promise(() => sendOver(open, job, options));
 
     const finish = (open: Connection, sent: Awaited<ReturnType<typeof sendOver>>) =>
       Effect.sync(() => {
-        if (sent.reusable) park();
-        else drop();
-        return {
-          results: sent.results,
-          server: `${open.host}[${open.ip}]`,
-          mx: { host: open.host, ip: open.ip },
-          peerDsn: open.extensions.has("DSN"),
-        } satisfies Attempt;
-      });
-
-    /**
-     * Waits for a permit and opens one connection. Interrupted, it gives up: the open is
-     * aborted, a permit that arrives later is handed back, a connection that opens anyway is closed.
-     */
-    const openOne = (target: { host: string; ip: string }, tls: TlsPolicy, plaintextOnly: boolean) =>
-      Effect.promise((signal) =>
-        budget
-          .acquire()
-          .then((release): Promise<Connection | OpenFailure> | OpenFailure => {
-            if (!signal.aborted) return openConnection(target, options, tls, release, plaintextOnly, signal);
-            release();
-            return { _tag: "ConnectionFailed", detail: "abandoned" } satisfies OpenFailure;
-          })
-          .then((opened) => {
-            if (!("_tag" in opened)) adopt(opened);
-            return opened;
-          }),
-      );
-
-    const openFirst = (job: DeliveryJob): Effect.Effect<{ open: Connection } | { failure: OpenFailure; last: { host: string; ip: string } | undefined }> =>
-      Effect.gen(function* () {
-        let failure: OpenFailure = { _tag: "ConnectionFailed", detail: `no MX host of ${job.route.domain} has an address` };
-        let last: { host: string; ip: string } | undefined;
-        let sawTls = false;
-        for (const host of job.route.hosts) {
-          for (const ip of host.addresses) {
-            last = { host: host.name, ip };
-            let opened = yield* openOne(last, job.tls, false);
-            // Opportunistic TLS that fails in the handshake: this host gets the mail in plaintext, as Postfix does.
-            if ("_tag" in opened && opened._tag === "TlsFailed" && job.tls === "opportunistic") opened = yield* openOne(last, job.tls, true);
-            if (!("_tag" in opened)) return { open: opened };
-            sawTls ||= opened._tag === "TlsFailed";
-            failure = opened;
-          }
-        }
-        // Required TLS missing anywhere explains more than the last host's refusal.
-        return { failure: sawTls ? asTlsFailure(failure) : failure, last };
+        if (sent.reusable) park(kept, budget, clock.currentTimeMillisUnsafe());
+        else kept.drop();
+        return sentOver(open, sent);
       });
 
     /** Sends over the open connection when it can take the job, else opens one. Once per message: no generator on the reuse path. */
     const send = (job: DeliveryJob): Effect.Effect<Attempt> =>
       Effect.suspend(() => {
-        if (connection && !usable(job, connection)) drop();
-        if (!connection) return sendFresh(job);
-        unpark();
-        const reused = connection;
+        if (kept.connection && !usable(job, kept.connection)) kept.drop();
+        if (!kept.connection) return sendFresh(job);
+        unpark(kept);
+        const reused = kept.connection;
         return Effect.flatMap(sendOn(reused, job), (sent) => {
           if (!sent.stale) return finish(reused, sent);
-          drop(); // the host had closed it while it was idle: open a fresh one
+          kept.drop(); // the host had closed it while it was idle: open a fresh one
           return sendFresh(job);
         });
       });
 
     const sendFresh = (job: DeliveryJob): Effect.Effect<Attempt> =>
       Effect.gen(function* () {
-        const first = yield* openFirst(job);
-        if ("failure" in first) {
-          return {
-            results: everyone(job.recipients, first.failure),
-            server: first.last ? `${first.last.host}[${first.last.ip}]` : job.route.domain,
-            mx: first.last,
-          } satisfies Attempt;
-        }
+        const first = yield* openFirst(opener, job);
+        if ("failure" in first) return openFailed(job, first.failure, first.last);
         return yield* finish(first.open, yield* sendOn(first.open, job));
       });
 
-    return { send, connected: () => connection !== undefined && !connection.closed() };
+    return { send, connected: () => kept.connection !== undefined && !kept.connection.closed() };
   });
