@@ -1,9 +1,8 @@
 // What the outbound half reports for every committed outcome: events on NATS, metrics
 // and log lines. Text is made here, at the edge; the values travel in the events too.
 import { Counter, Gauge, type Registry } from "prom-client";
-import { domainOf } from "../common/domains.ts";
 import { renderResult, type RecipientEvent } from "../../protocol/delivery.ts";
-import type { QueueEntry, Route } from "../queue/entry.ts";
+import type { QueueEntry } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
 import { dsnStatus } from "./outcome.ts";
 import type { Scheduler, SchedulerHooks } from "./scheduler.ts";
@@ -19,10 +18,6 @@ export interface ReportDeps {
   readonly publish: (kind: string, event: Record<string, unknown>) => void;
   readonly log: (event: string, fields: Record<string, unknown>) => void;
 }
-
-/** Where a DSN to `address` goes from here: its mailbox when local, else its domain. */
-export const routeOf = (isLocalUser: (address: string) => boolean) => (address: string): Route =>
-  isLocalUser(address) ? { kind: "local", user: address.toLowerCase() } : { kind: "remote", domain: domainOf(address) };
 
 /** Events on NATS, metrics and log lines for every recorded outcome, after it is committed. */
 export const reporter = (deps: ReportDeps): SchedulerHooks["recorded"] => {

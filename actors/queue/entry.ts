@@ -3,6 +3,7 @@
 // succeed, defer or fail on its own.
 import type { AttemptRecord, BounceCategory, RecipientStatus, WaitReason } from "../../protocol/delivery.ts";
 import { parseReply } from "../../protocol/smtp-reply.ts";
+import { domainOf } from "../common/domains.ts";
 
 /** Where a queue entry goes next. */
 export type Route =
@@ -55,6 +56,10 @@ export interface MessageRecord {
 
 export const newMessageId = (now: number): string =>
   `${now.toString(36).padStart(9, "0")}${Math.floor(Math.random() * 36 ** 8).toString(36).padStart(8, "0")}`.toUpperCase();
+
+/** Where mail for `address` goes from this node: its mailbox when the user is local, else its domain. */
+export const routeOf = (address: string, isLocalUser: (address: string) => boolean): Route =>
+  isLocalUser(address) ? { kind: "local", user: address.toLowerCase() } : { kind: "remote", domain: domainOf(address) };
 
 /**
  * The queue an entry waits in: its destination domain, or `local:<user>` for a mailbox

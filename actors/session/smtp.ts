@@ -5,10 +5,9 @@
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import { Clock, Effect } from "effect";
 import "./enhanced-codes.ts";
-import { domainOf } from "../common/domains.ts";
 import type { UserStore } from "../users/store.ts";
 import type { QueueEntry, Route } from "../queue/entry.ts";
-import { newMessageId } from "../queue/entry.ts";
+import { newMessageId, queueOf, routeOf } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
 import { makeConnectionCap, type ConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
 import type { ClientGuard } from "./guard.ts";
@@ -307,10 +306,8 @@ const routesFor = (
 ): Array<{ route: Route; recipients: string[] }> => {
   const byKey = new Map<string, { route: Route; recipients: string[] }>();
   for (const recipient of recipients) {
-    const route: Route = isLocalUser(recipient)
-      ? { kind: "local", user: recipient.toLowerCase() }
-      : { kind: "remote", domain: domainOf(recipient) };
-    const key = route.kind === "local" ? `local:${route.user}` : `remote:${route.domain}`;
+    const route = routeOf(recipient, isLocalUser);
+    const key = queueOf(route);
     const group = byKey.get(key) ?? { route, recipients: [] };
     if (!group.recipients.includes(recipient)) group.recipients.push(recipient);
     byKey.set(key, group);

@@ -12,7 +12,8 @@ import { makeDispatch } from "../../actors/delivery/dispatch.ts";
 import { domainMatcher } from "../../actors/common/domains.ts";
 import { makeNotices } from "../../actors/delivery/notices.ts";
 import { makeClassifier } from "../../actors/delivery/classify.ts";
-import { registerDeliveryGauges, reporter, routeOf } from "../../actors/delivery/report.ts";
+import { registerDeliveryGauges, reporter } from "../../actors/delivery/report.ts";
+import { routeOf } from "../../actors/queue/entry.ts";
 import { makeScheduler, type Scheduler as SchedulerShape } from "../../actors/delivery/scheduler.ts";
 import { makeSites, type Sites as SitesShape } from "../../actors/delivery/sites.ts";
 import { serveQueueAdmin } from "../../actors/queue-admin/server.ts";
@@ -89,7 +90,7 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
           retry: { baseMs: delivery.retryBaseMs, maxMs: delivery.retryMaxMs },
           classify: makeClassifier(rules),
         },
-        notices: makeNotices({ hostname, routeOf: routeOf(users.exists), maxReturnBytes: delivery.dsnMaxReturnBytes }, spool),
+        notices: makeNotices({ hostname, routeOf: (address) => routeOf(address, users.exists), maxReturnBytes: delivery.dsnMaxReturnBytes }, spool),
         hooks: { recorded: reporter({ registry: metrics.registry, metrics, publish: yield* Events, log }), log },
         graceMs: STOP_GRACE_MS,
       });
