@@ -18,6 +18,14 @@ export interface Subjects {
   readonly queueAdmin: string;
   /** Queue administration of one node. */
   readonly queueAdminOf: (nodeId: string) => string;
+  /**
+   * Inbox prefix of one node's connection: replies to its requests and the blobs it offers
+   * live under it, inside the cluster's subject space, so NATS permissions that keep
+   * non-node users out of `tern.<cluster>.>` keep them out of node-to-node replies too.
+   */
+  readonly nodeInbox: (nodeId: string) => string;
+  /** Every node's inbox (a blob reference must name a subject under it). */
+  readonly nodeInboxes: string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -36,5 +44,7 @@ export const makeSubjects = (cluster: string): Subjects => {
     mailboxOwnersBucket: `tern_${cluster}_mailbox_owners`,
     queueAdmin: `${root}.queue.admin`,
     queueAdminOf: (nodeId) => `${root}.queue.admin.${nodeId}`,
+    nodeInbox: (nodeId) => `${root}.inbox.${nodeId}`,
+    nodeInboxes: `${root}.inbox`,
   };
 };
