@@ -1,11 +1,14 @@
 // Connecting a node to NATS. The embedded default: when nothing answers at the
 // configured URL and `nats-server` is on PATH, start one as a child with JetStream
-// under the data dir, and stop it when the node stops.
+// under the data dir, and stop it when the node stops. That server refuses anonymous
+// clients too: it gets generated node and operator credentials (cluster/embedded-nats.ts).
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
 import { delimiter, join } from "node:path";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
+import type { Subjects } from "../protocol/subjects.ts";
+import { prepareEmbeddedServer, embeddedCredentials } from "./embedded-nats.ts";
+import { securityOptions, type NatsSecurity } from "./nats-auth.ts";
 
 export interface NatsLink {
   readonly nc: NatsConnection;
@@ -18,9 +21,15 @@ export class NatsUnavailable extends Error {
   override readonly name = "NatsUnavailable";
 }
 
-const tryConnect = (servers: ReadonlyArray<string>, name: string) =>
-  connect({ servers: [...servers], name, timeout: 1500, maxReconnectAttempts: -1, reconnectTimeWait: 500 }).catch(
-    () => undefined,
+/** Why the last connect failed, kept to explain a refusal (bad credentials, TLS) rather than "nothing answers". */
+let lastConnectError: string | undefined;
+
+const tryConnect = (servers: ReadonlyArray<string>, options: Partial<ConnectionOptions>) =>
+  connect({ servers: [...servers], timeout: 1500, maxReconnectAttempts: -1, reconnectTimeWait: 500, ...options }).catch(
+    (error: unknown) => {
+      lastConnectError = error instanceof Error ? error.message : String(error);
+      return undefined;
+    },
   );
 
 const findOnPath = (program: string): string | undefined => {
@@ -30,26 +39,33 @@ const findOnPath = (program: string): string | undefined => {
 
 export const linkToNats = async (options: {
   readonly servers: ReadonlyArray<string>;
+  readonly security: NatsSecurity;
   readonly embedded: boolean;
   readonly dataDir: string;
   readonly clientName: string;
+  readonly subjects: Subjects;
+  /** Replies and offered blobs of this connection live under this subject (Subjects.nodeInbox). */
+  readonly inboxPrefix: string;
 }): Promise<NatsLink> => {
-  const direct = await tryConnect(options.servers, options.clientName);
+  const base = { name: options.clientName, inboxPrefix: options.inboxPrefix };
+  const direct = await tryConnect(options.servers, { ...base, ...(await securityOptions(options.security)) });
   if (direct) return { nc: direct, embedded: undefined, close: () => direct.drain() };
 
-  const binary = options.embedded ? findOnPath("nats-server") : undefined;
+  const binary = options.embedded && options.security.auth.kind === "none" ? findOnPath("nats-server") : undefined;
   if (!binary) {
     throw new NatsUnavailable(
-      `no NATS server answers at ${options.servers.join(", ")}; install one (apt-get install nats-server) or set TERN_NATS_URL`,
+      `no NATS server lets this node in at ${options.servers.join(", ")} (${lastConnectError ?? "no answer"}); ` +
+        `check nats credentials and TLS, or install a server (apt-get install nats-server) or set TERN_NATS_URL`,
     );
   }
   const url = new URL(options.servers[0] ?? "nats://127.0.0.1:4222");
-  const storeDir = join(options.dataDir, "nats");
-  await mkdir(storeDir, { recursive: true });
-  const child = spawn(binary, ["-a", url.hostname, "-p", url.port || "4222", "-js", "-sd", storeDir], {
-    stdio: "ignore",
-  });
-  const nc = await waitForNats(options.servers, options.clientName, child);
+  const embedded = await prepareEmbeddedServer({ dataDir: options.dataDir, host: url.hostname, port: Number(url.port || 4222), subjects: options.subjects });
+  const asNode = { ...base, ...(await securityOptions(embeddedCredentials(options.dataDir, "node"))) };
+  // An embedded server left running by an earlier run of this node (its parent was killed) is still ours.
+  const leftOver = await tryConnect(options.servers, asNode);
+  if (leftOver) return { nc: leftOver, embedded: undefined, close: () => leftOver.drain() };
+  const child = spawn(binary, ["-c", embedded.configFile], { stdio: "ignore" });
+  const nc = await waitForNats(options.servers, asNode, child);
   return {
     nc,
     embedded: child,
@@ -61,10 +77,10 @@ export const linkToNats = async (options: {
   };
 };
 
-const waitForNats = async (servers: ReadonlyArray<string>, name: string, child: ChildProcess) => {
+const waitForNats = async (servers: ReadonlyArray<string>, options: Partial<ConnectionOptions>, child: ChildProcess) => {
   for (let attempt = 0; attempt < 40; attempt++) {
     if (child.exitCode !== null) break;
-    const nc = await tryConnect(servers, name);
+    const nc = await tryConnect(servers, options);
     if (nc) return nc;
     await new Promise((resolve) => setTimeout(resolve, 250));
   }

@@ -9,6 +9,7 @@ import { domainOf } from "../actors/common/domains.ts";
 import { parseCidr } from "../actors/common/networks.ts";
 import { isPasswordHash, type UserRecord } from "../actors/users/store.ts";
 import type { DeliveryConfig } from "../actors/delivery/config.ts";
+import { plaintextServers, type NatsAuth, type NatsSecurity, type SecretSource } from "../cluster/nats-auth.ts";
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
 const Positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1));
@@ -36,7 +37,25 @@ const ConfigFile = Schema.Struct({
   hostname: Schema.optional(Schema.String),
   dataDir: Schema.optional(Schema.String),
   nats: Schema.optional(
-    Schema.Struct({ servers: Schema.optional(Schema.Array(Schema.String)), embedded: Schema.optional(Schema.Boolean) }),
+    Schema.Struct({
+      servers: Schema.optional(Schema.Array(Schema.String)),
+      embedded: Schema.optional(Schema.Boolean),
+      /** Credentials: secrets only from files (or the environment, see environmentOverrides), never inline. */
+      user: Schema.optional(Schema.String),
+      passwordFile: Schema.optional(Schema.String),
+      /** Name of the environment variable holding the password (TERN_NATS_PASSWORD sets this). */
+      passwordEnv: Schema.optional(Schema.String),
+      tokenFile: Schema.optional(Schema.String),
+      tokenEnv: Schema.optional(Schema.String),
+      nkeySeedFile: Schema.optional(Schema.String),
+      nkeySeedEnv: Schema.optional(Schema.String),
+      credsFile: Schema.optional(Schema.String),
+      tls: Schema.optional(
+        Schema.Struct({ caFile: Schema.optional(Schema.String), certFile: Schema.optional(Schema.String), keyFile: Schema.optional(Schema.String) }),
+      ),
+      /** The network between nodes and NATS is private (VPN, one host): mail may cross it without TLS. */
+      trustedLink: Schema.optional(Schema.Boolean),
+    }),
   ),
   listen: Schema.optional(
     Schema.Struct({
@@ -157,7 +176,11 @@ export interface NodeConfig {
   readonly cluster: string;
   readonly hostname: string;
   readonly dataDir: string;
-  readonly nats: { readonly servers: ReadonlyArray<string>; readonly embedded: boolean };
+  readonly nats: NatsSecurity & {
+    readonly servers: ReadonlyArray<string>;
+    readonly embedded: boolean;
+    readonly trustedLink: boolean;
+  };
   readonly listen: { readonly host: string; readonly smtp: number; readonly smtps: number; readonly pop3: number; readonly http: number };
   readonly smtp: {
     readonly bareLineEndings: "reject" | "normalize";
@@ -222,7 +245,13 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
   cluster: file.cluster ?? "tern",
   hostname: file.hostname ?? "tern.localhost",
   dataDir: file.dataDir ?? "./data",
-  nats: { servers: file.nats?.servers ?? ["nats://127.0.0.1:4222"], embedded: file.nats?.embedded ?? true },
+  nats: {
+    servers: file.nats?.servers ?? ["nats://127.0.0.1:4222"],
+    embedded: file.nats?.embedded ?? true,
+    auth: natsAuthOf(file.nats ?? {}),
+    tls: file.nats?.tls,
+    trustedLink: file.nats?.trustedLink ?? false,
+  },
   listen: {
     host: file.listen?.host ?? "127.0.0.1",
     smtp: file.listen?.smtp ?? 2525,
@@ -308,6 +337,29 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
   },
 });
 
+type NatsFile = NonNullable<ConfigFile["nats"]>;
+
+/** The one way of authenticating the nats section names; several at once is a config error. */
+const natsAuthOf = (nats: NatsFile): NatsAuth => {
+  const named = [
+    nats.passwordFile !== undefined || nats.passwordEnv !== undefined ? "password" : undefined,
+    nats.tokenFile !== undefined || nats.tokenEnv !== undefined ? "token" : undefined,
+    nats.nkeySeedFile !== undefined || nats.nkeySeedEnv !== undefined ? "nkey seed" : undefined,
+    nats.credsFile !== undefined ? "creds file" : undefined,
+  ].filter((kind) => kind !== undefined);
+  if (named.length > 1) throw new ConfigError(`invalid config: nats names more than one way to authenticate (${named.join(", ")}); keep one`);
+  const source = (file: string | undefined, env: string | undefined): SecretSource => (file !== undefined ? { file } : { env: env! });
+  if (nats.passwordFile !== undefined || nats.passwordEnv !== undefined) {
+    if (nats.user === undefined) throw new ConfigError("invalid config: nats.user is required with a NATS password");
+    return { kind: "user", user: nats.user, password: source(nats.passwordFile, nats.passwordEnv) };
+  }
+  if (nats.user !== undefined) throw new ConfigError("invalid config: nats.user needs nats.passwordFile (or TERN_NATS_PASSWORD)");
+  if (nats.tokenFile !== undefined || nats.tokenEnv !== undefined) return { kind: "token", token: source(nats.tokenFile, nats.tokenEnv) };
+  if (nats.nkeySeedFile !== undefined || nats.nkeySeedEnv !== undefined) return { kind: "nkey", seed: source(nats.nkeySeedFile, nats.nkeySeedEnv) };
+  if (nats.credsFile !== undefined) return { kind: "creds", file: nats.credsFile };
+  return { kind: "none" };
+};
+
 /** The machine's resolvers from /etc/resolv.conf (IPv4 only for now), else 127.0.0.1:53. */
 const systemNameservers = (): string[] => {
   let text = "";
@@ -331,15 +383,29 @@ const environmentOverrides = (env: NodeJS.ProcessEnv): ConfigFile => {
   return {
     ...(env.TERN_NODE_ID ? { nodeId: env.TERN_NODE_ID } : {}),
     ...(env.TERN_DATA_DIR ? { dataDir: env.TERN_DATA_DIR } : {}),
-    ...(env.TERN_NATS_URL ? { nats: { servers: env.TERN_NATS_URL.split(",") } } : {}),
+    nats: {
+      ...(env.TERN_NATS_URL ? { servers: env.TERN_NATS_URL.split(",") } : {}),
+      ...(env.TERN_NATS_USER ? { user: env.TERN_NATS_USER } : {}),
+      // Secrets in the environment stay there: the config records only which variable holds them.
+      ...(env.TERN_NATS_PASSWORD ? { passwordEnv: "TERN_NATS_PASSWORD" } : {}),
+      ...(env.TERN_NATS_TOKEN ? { tokenEnv: "TERN_NATS_TOKEN" } : {}),
+      ...(env.TERN_NATS_NKEY_SEED ? { nkeySeedEnv: "TERN_NATS_NKEY_SEED" } : {}),
+      ...(env.TERN_NATS_CREDS ? { credsFile: env.TERN_NATS_CREDS } : {}),
+    },
     listen: { smtp: port("TERN_SMTP_PORT"), smtps: port("TERN_SMTPS_PORT"), pop3: port("TERN_POP3_PORT"), http: port("TERN_HTTP_PORT") },
   };
 };
 
+const credentialKeys = ["user", "passwordFile", "passwordEnv", "tokenFile", "tokenEnv", "nkeySeedFile", "nkeySeedEnv", "credsFile"] as const;
+const hasCredentials = (nats: NatsFile | undefined) => credentialKeys.some((key) => nats?.[key] !== undefined);
+const withoutCredentials = (nats: NatsFile | undefined): NatsFile =>
+  Object.fromEntries(Object.entries(nats ?? {}).filter(([key]) => !(credentialKeys as ReadonlyArray<string>).includes(key)));
+
 const merge = (file: ConfigFile, overrides: ConfigFile): ConfigFile => ({
   ...file,
   ...Object.fromEntries(Object.entries(overrides).filter(([key]) => key !== "listen" && key !== "nats")),
-  nats: { ...file.nats, ...overrides.nats },
+  // Credentials from the environment replace the file's, rather than adding a second way to log in.
+  nats: { ...(hasCredentials(overrides.nats) ? withoutCredentials(file.nats) : file.nats), ...overrides.nats },
   listen: { ...file.listen, ...Object.fromEntries(Object.entries(overrides.listen ?? {}).filter(([, v]) => v !== undefined)) },
 });
 
@@ -351,6 +417,13 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
   const merged = decode(merge(file.value, environmentOverrides(env)));
   if (Exit.isFailure(merged)) throw new ConfigError(`invalid environment override:\n${describeIssues(schemaMessage(merged.cause), {})}`);
   const config = withDefaults(merged.value);
+  const clear = plaintextServers(config.nats.servers, config.nats.tls);
+  if (clear.length > 0 && !config.nats.trustedLink) {
+    throw new ConfigError(
+      `invalid config: NATS server ${clear[0]} is neither loopback nor TLS, and mail crosses NATS between nodes; ` +
+        `configure nats.tls, or set nats.trustedLink to true if that network is private`,
+    );
+  }
   const homeless = config.users.filter((u) => !config.localDomains.includes(domainOf(u.address)));
   if (homeless.length > 0) {
     throw new ConfigError(`invalid config: users[].address ${JSON.stringify(homeless[0]!.address)} is not in localDomains`);

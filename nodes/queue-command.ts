@@ -6,7 +6,9 @@ import { renderResult, type AttemptRecord } from "../protocol/delivery.ts";
 import type { EntryView, QueueAdminReply, QueueAdminRequest } from "../protocol/queue-admin.ts";
 import { makeSubjects } from "../protocol/subjects.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";
-import { ConfigError, loadConfig } from "./config.ts";
+import { embeddedCredentials } from "../cluster/embedded-nats.ts";
+import { securityOptions, type NatsSecurity } from "../cluster/nats-auth.ts";
+import { ConfigError, loadConfig, type NodeConfig } from "./config.ts";
 
 const queueUsage = `usage: tern queue [--config FILE] [--node ID] [--json] [--timeout MS] COMMAND
   shape [--limit N]                         entries per destination and age, like qshape (alias: summary)
@@ -49,9 +51,7 @@ export const queueCommand = async (args: string[], io: Output): Promise<number> 
   }
   const request = requestOf(positionals, values);
   const config = await loadConfig(values.config, process.env);
-  const nc = await connect({ servers: [...config.nats.servers], name: "tern-queue", timeout: 2_000 }).catch((error: Error) => {
-    throw new NatsUnavailable(`no NATS server answers at ${config.nats.servers.join(", ")}: ${error.message}`);
-  });
+  const nc = await connectAsOperator(config);
   try {
     const answers = await askQueueAdmin(nc, makeSubjects(config.cluster), request, {
       node: values.node,
@@ -72,6 +72,22 @@ export const queueCommand = async (args: string[], io: Output): Promise<number> 
   } finally {
     await nc.close();
   }
+};
+
+/**
+ * Connects with the configured NATS credentials; without any, and when the node runs its
+ * embedded server, with the operator credential that server generated in the data dir.
+ */
+const connectAsOperator = async (config: NodeConfig) => {
+  const attempt = async (security: NatsSecurity) =>
+    connect({ servers: [...config.nats.servers], name: "tern-queue", timeout: 2_000, ...(await securityOptions(security)) });
+  const configured = attempt(config.nats);
+  const connected = config.nats.auth.kind === "none" && config.nats.embedded
+    ? configured.catch(() => attempt(embeddedCredentials(config.dataDir, "operator")))
+    : configured;
+  return connected.catch((error: Error) => {
+    throw new NatsUnavailable(`no NATS server lets tern queue in at ${config.nats.servers.join(", ")}: ${error.message}`);
+  });
 };
 
 const positiveInt = (text: string | undefined, flag: string): number | undefined => {

@@ -24,20 +24,24 @@ export class Nats extends Context.Service<Nats, NatsShape>()("tern/Nats") {
       const config = yield* Config;
       const log = yield* Log;
       yield* Lmdb;
+      const subjects = makeSubjects(config.cluster);
       const link = yield* Effect.acquireRelease(
         starting("nats", () =>
           linkToNats({
             servers: config.nats.servers,
+            security: config.nats,
             embedded: config.nats.embedded,
             dataDir: config.dataDir,
             clientName: `tern-${config.cluster}-${config.nodeId}`,
+            subjects,
+            inboxPrefix: subjects.nodeInbox(config.nodeId),
           }),
         ),
         // A connection already closed (NATS went away) has nothing left to drain.
         (link) => Effect.promise(() => link.close().catch(() => undefined)),
       );
       if (link.embedded) log("nats.embedded.started", { servers: config.nats.servers });
-      return { nc: link.nc, subjects: makeSubjects(config.cluster) };
+      return { nc: link.nc, subjects };
     }),
   );
 }

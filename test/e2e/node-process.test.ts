@@ -48,7 +48,7 @@ test("with no NATS and no embedded server, one line says how to get one", async 
   const result = await tern(["node", "--config", path]);
   assert.equal(result.code, 78);
   assert.equal(result.stderr.trim().split("\n").length, 1);
-  assert.match(result.stderr, /no NATS server answers at nats:\/\/127\.0\.0\.1:\d+; install one \(apt-get install nats-server\) or set TERN_NATS_URL/);
+  assert.match(result.stderr, /no NATS server lets this node in at nats:\/\/127\.0\.0\.1:\d+ \(.+\); check nats credentials and TLS, or install a server \(apt-get install nats-server\) or set TERN_NATS_URL/);
   await removeDataDir(dir);
 });
 

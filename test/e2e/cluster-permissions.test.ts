@@ -1,0 +1,188 @@
+// The cluster plane locked down as the README's "Securing a cluster" says: a real
+// nats-server with the documented users and permissions, two nodes logged in as the
+// node user, and every attack that used to work from an anonymous client tried again,
+// as anonymous, as an application and as an operator. Each attack has a control: the
+// same request made with node credentials is answered, so a refusal proves the
+// permissions, not a wrong subject.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Effect } from "effect";
+import { Kvm } from "@nats-io/kv";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { callEndpoint } from "../../actors/runtime/remote.ts";
+import { mailboxEndpoints } from "../../protocol/mailbox.ts";
+import { makeSubjects } from "../../protocol/subjects.ts";
+import { encodeFrame } from "../../protocol/wire.ts";
+import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { startSecureNats, type SecureNats } from "../support/secure-nats.ts";
+
+const cluster = uniqueCluster();
+const subjects = makeSubjects(cluster);
+const users = [
+  { address: "alice@example.test", password: "alice-pw", home: "a" },
+  { address: "bob@example.test", password: "bob-pw", home: "b" },
+];
+
+let nats: SecureNats;
+let nodeA: TernNode | undefined;
+let nodeB: TernNode | undefined;
+const dirs: string[] = [];
+const clients: NatsConnection[] = [];
+
+const nodeConfig = async (nodeId: string) => {
+  const dataDir = await makeDataDir();
+  dirs.push(dataDir);
+  const node = nats.credentials("node");
+  return {
+    nodeId,
+    cluster,
+    dataDir,
+    localDomains: ["example.test"],
+    users,
+    nats: { servers: [nats.url], embedded: false, user: node.user, passwordFile: node.passwordFile },
+  };
+};
+
+const as = async (role: "node" | "operator" | "application") => {
+  const credentials = nats.credentials(role);
+  // A node's replies come back on the node inbox: it may not subscribe to _INBOX.
+  const nc = await connect({
+    servers: [nats.url],
+    user: credentials.user,
+    pass: credentials.password,
+    ...(role === "node" ? { inboxPrefix: subjects.nodeInbox("probe") } : {}),
+  });
+  clients.push(nc);
+  return nc;
+};
+
+const popList = async (user: string, password: string, node: TernNode) =>
+  (await run("curl", ["-s", "--max-time", "10", `pop3://${encodeURIComponent(user)}:${password}@127.0.0.1:${node.ports.pop3}/`])).stdout;
+
+const sendTo = async (node: TernNode, to: string, body: string) => {
+  // swaks reads a body naming a file from that file (a large one does not fit in argv).
+  const bodyFile = join(dirs[0]!, `body-${Math.random().toString(36).slice(2)}.txt`);
+  await writeFile(bodyFile, body);
+  const sent = await run("swaks", ["--server", `127.0.0.1:${node.ports.smtp}`, "--to", to, "--from", "sender@elsewhere.test", "--body", bodyFile, "--silent", "2"]);
+  assert.equal(sent.code, 0, sent.stdout + sent.stderr);
+};
+
+/** Resolves with the error a subscription ended with (a permissions violation closes it). */
+const subscriptionRefusal = async (nc: NatsConnection, subject: string) => {
+  const sub = nc.subscribe(subject);
+  const closed = await Promise.race([sub.closed.then((error) => error ?? "closed without error"), new Promise((r) => setTimeout(() => r(undefined), 2_000))]);
+  return closed === undefined ? undefined : String(closed);
+};
+
+const callMailbox = (nc: NatsConnection, node: string, op: "list" | "deliver" | "open" | "commit" | "renew" | "release" | "retrieve", request: unknown) =>
+  Effect.runPromise(
+    Effect.result(callEndpoint(nc, subjects.mailbox(node, op), mailboxEndpoints[op] as never, request as never, { timeoutMs: 3_000 })),
+  );
+
+before(async () => {
+  nats = await startSecureNats(cluster);
+  [nodeA, nodeB] = await Promise.all([startTernNode(await nodeConfig("a")), startTernNode(await nodeConfig("b"))]);
+  await sendTo(nodeA, "bob@example.test", "first message for bob");
+  await nodeA.waitForEvent("recipient.delivered", { rcpt: "bob@example.test" });
+});
+
+after(async () => {
+  await Promise.all(clients.map((nc) => nc.close().catch(() => undefined)));
+  await Promise.all([nodeA?.kill("SIGTERM"), nodeB?.kill("SIGTERM")]);
+  await nats.stop();
+  await Promise.all(dirs.map(removeDataDir));
+});
+
+test("anonymous clients and wrong passwords are refused by the server", async () => {
+  await assert.rejects(connect({ servers: [nats.url], reconnect: false }), /Authorization Violation/);
+  await assert.rejects(connect({ servers: [nats.url], user: "node-user", pass: "guess", reconnect: false }), /Authorization Violation/);
+});
+
+test("nodes work under the node permissions: mail crosses nodes, also a body larger than NATS's max payload", async () => {
+  const big = `large body ${"x".repeat(76)}\n`.repeat(20_000); // ≈ 1.8 MB, over the 1 MB max payload
+  await sendTo(nodeA!, "bob@example.test", big);
+  await eventually(async () => ((await popList("bob@example.test", "bob-pw", nodeA!)).trim().split("\n").length === 2 ? true : undefined), 20_000, "two messages for bob");
+  assert.equal(nodeA!.logs().includes("Permissions Violation"), false, nodeA!.logs().slice(-2000));
+  assert.equal(nodeB!.logs().includes("Permissions Violation"), false, nodeB!.logs().slice(-2000));
+});
+
+test("an application or an operator cannot read, forge, lock or delete mail in a mailbox", async () => {
+  const node = await as("node");
+  const control = await callMailbox(node, "b", "list", { user: "bob@example.test" });
+  assert.equal(control._tag, "Success", "a node may list bob's mailbox (the subject is right)");
+
+  for (const role of ["application", "operator"] as const) {
+    const intruder = await as(role);
+    const attempts = {
+      list: { user: "bob@example.test" },
+      retrieve: { user: "bob@example.test", uid: "1" },
+      deliver: { user: "bob@example.test", entryId: "forged" },
+      open: { user: "bob@example.test", holder: "intruder", leaseMs: 3_600_000 },
+      renew: { user: "bob@example.test", lock: "x" },
+      commit: { user: "bob@example.test", lock: "x", remove: [], seen: [] },
+      release: { user: "bob@example.test", lock: "x" },
+    } as const;
+    for (const [op, request] of Object.entries(attempts)) {
+      const result = await callMailbox(intruder, "b", op as keyof typeof attempts, request);
+      assert.equal(result._tag, "Failure", `${role} ${op} was answered`);
+    }
+  }
+  // Nothing was locked: bob still reads his mail at once.
+  assert.match(await popList("bob@example.test", "bob-pw", nodeB!), /^1 \d+/m);
+});
+
+test("an application cannot administer queues; an operator can, with tern queue", async () => {
+  const app = await as("application");
+  await assert.rejects(app.request(subjects.queueAdmin, encodeFrame({ _tag: "List", limit: 10 }), { timeout: 2_000 }));
+
+  const operator = nats.credentials("operator");
+  const configFile = join(dirs[0]!, "operator.json");
+  await writeFile(configFile, JSON.stringify({ cluster, nats: { servers: [nats.url], embedded: false } }));
+  const outcome = await new Promise<{ code: number; out: string }>((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "queue", "--config", configFile, "shape"], {
+      cwd: projectRoot,
+      env: { ...process.env, TERN_NATS_USER: operator.user, TERN_NATS_PASSWORD: operator.password },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+    child.once("exit", (code) => resolve({ code: code ?? -1, out }));
+  });
+  assert.equal(outcome.code, 0, outcome.out);
+});
+
+test("an application cannot rewrite mailbox ownership in KV", async () => {
+  const app = await as("application");
+  await assert.rejects(async () => {
+    const kv = await new Kvm(app).open(subjects.mailboxOwnersBucket);
+    await kv.put(Buffer.from("bob@example.test").toString("base64url"), "evil");
+  });
+  const node = await as("node");
+  const kv = await new Kvm(node).open(subjects.mailboxOwnersBucket);
+  assert.equal((await kv.get(Buffer.from("bob@example.test").toString("base64url")))?.string(), "b");
+});
+
+test("an application or operator cannot answer resolver requests or listen to internal traffic", async () => {
+  for (const role of ["application", "operator"] as const) {
+    const intruder = await as(role);
+    assert.match((await subscriptionRefusal(intruder, subjects.resolve)) ?? "accepted", /Permissions Violation/, `${role} resolver`);
+    assert.match((await subscriptionRefusal(intruder, "tern.>")) ?? "accepted", /Permissions Violation/, `${role} tern.>`);
+    assert.match((await subscriptionRefusal(intruder, `${subjects.nodeInboxes}.>`)) ?? "accepted", /Permissions Violation/, `${role} inboxes`);
+  }
+  const node = await as("node");
+  assert.equal(await subscriptionRefusal(node, subjects.resolve), undefined, "a node may serve the resolver");
+});
+
+test("replies and blobs between nodes never pass through _INBOX, where applications may listen", async () => {
+  const app = await as("application");
+  const seen: string[] = [];
+  const sub = app.subscribe("_INBOX.>", { callback: (_error, msg) => void seen.push(msg.subject) });
+  await sendTo(nodeA!, "bob@example.test", `third ${"y".repeat(80)}\n`.repeat(15_000));
+  await eventually(async () => ((await popList("bob@example.test", "bob-pw", nodeA!)).trim().split("\n").length === 3 ? true : undefined), 20_000, "three messages for bob");
+  sub.unsubscribe();
+  assert.deepEqual(seen, []);
+});
