@@ -7,7 +7,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Subjects } from "../protocol/subjects.ts";
 import type { NatsSecurity } from "./nats-auth.ts";
-import { renderAuthorization, type NatsRole } from "./nats-permissions.ts";
+import { renderServerConfig, type NatsRole } from "./nats-permissions.ts";
 
 type EmbeddedRole = Extract<NatsRole, "node" | "operator">;
 
@@ -43,13 +43,13 @@ export const prepareEmbeddedServer = async (options: {
     (["node", "operator"] as const).map(async (role) => ({ role, user: userOf(role), password: await ensureSecret(options.dataDir, role) })),
   );
   const configFile = join(dir, "server.conf");
-  const text = [
-    `# Written by tern at every start of the embedded server; edits are lost.`,
-    `listen: ${JSON.stringify(`${options.host}:${options.port}`)}`,
-    `jetstream { store_dir: ${JSON.stringify(dir)} }`,
-    renderAuthorization(options.subjects, users),
-    ``,
-  ].join("\n");
+  const text = renderServerConfig({
+    subjects: options.subjects,
+    users,
+    listen: `${options.host}:${options.port}`,
+    storeDir: dir,
+    header: ["Written by tern at every start of the embedded server; edits are lost."],
+  });
   await writeFile(configFile, text, { mode: 0o600 });
   return { configFile };
 };

@@ -86,3 +86,19 @@ export const renderAuthorization = (subjects: Subjects, users: ReadonlyArray<Nat
   });
   return [`authorization {`, `  users: [`, entries.join("\n"), `  ]`, `}`].join("\n");
 };
+
+/** A complete nats-server configuration: where it listens, JetStream's store, and the users. */
+export const renderServerConfig = (options: {
+  readonly subjects: Subjects;
+  readonly users: ReadonlyArray<NatsUser>;
+  readonly listen: string;
+  readonly storeDir: string;
+  readonly header?: ReadonlyArray<string>;
+}): string =>
+  [
+    ...(options.header ?? []).map((line) => `# ${line}`.trimEnd()),
+    `listen: ${quoted(options.listen)}`,
+    `jetstream { store_dir: ${quoted(options.storeDir)} }`,
+    renderAuthorization(options.subjects, options.users),
+    ``,
+  ].join("\n");

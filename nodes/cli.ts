@@ -7,18 +7,24 @@ import { Cause, Effect, Exit, Fiber } from "effect";
 import { runNode, type NodePorts } from "./node.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";
 import { runQueue } from "./queue-command.ts";
+import { runNatsConfig } from "./nats-config-command.ts";
 import { StartFailure } from "./services/core.ts";
 
 const usage = `usage: tern node [--config FILE]
        tern user add --config FILE ADDRESS [--home NODE]   (password on stdin)
        tern user hash                                       (password on stdin)
        tern queue [--config FILE] [--node ID] COMMAND ...    (tern queue --help)
+       tern nats-config [--config FILE] [--listen HOST:PORT] [--store-dir DIR] [--example]
 
 tern node runs one Tern node. Without --config, a one-node cluster on loopback defaults.
 tern user add stores the user with an scrypt hash of the password in the config file;
 tern user hash prints such a hash for a config written by other means.
+tern nats-config prints a nats-server configuration with node, operator and application
+users (fresh passwords) and the permissions of each, for the config's cluster.
 Environment overrides: TERN_NATS_URL, TERN_DATA_DIR, TERN_NODE_ID,
-TERN_SMTP_PORT, TERN_SMTPS_PORT, TERN_POP3_PORT, TERN_HTTP_PORT.`;
+TERN_SMTP_PORT, TERN_SMTPS_PORT, TERN_POP3_PORT, TERN_HTTP_PORT;
+NATS credentials: TERN_NATS_USER with TERN_NATS_PASSWORD, TERN_NATS_TOKEN,
+TERN_NATS_NKEY_SEED, TERN_NATS_CREDS (a creds file).`;
 
 const runNodeCommand = async (args: string[]) => {
   const { values } = parseArgs({ args, options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } } });
@@ -73,6 +79,7 @@ const main = async () => {
   if (command === "node") return runNodeCommand(rest);
   if (command === "user") return runUser(rest);
   if (command === "queue") return void (process.exitCode = await runQueue(rest));
+  if (command === "nats-config") return runNatsConfig(rest);
   console.error(usage);
   process.exit(command === undefined || command === "--help" ? 0 : 2);
 };

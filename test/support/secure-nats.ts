@@ -8,7 +8,7 @@ import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { renderAuthorization, type NatsRole } from "../../cluster/nats-permissions.ts";
+import { renderServerConfig, type NatsRole } from "../../cluster/nats-permissions.ts";
 import { makeSubjects } from "../../protocol/subjects.ts";
 import { findFreePort } from "./dnsmasq.ts";
 
@@ -44,10 +44,7 @@ export const startSecureNats = async (cluster: string): Promise<SecureNats> => {
     }),
   );
   const configFile = join(dir, "server.conf");
-  await writeFile(
-    configFile,
-    [`listen: "127.0.0.1:${port}"`, `jetstream { store_dir: ${JSON.stringify(join(dir, "js"))} }`, renderAuthorization(makeSubjects(cluster), users), ""].join("\n"),
-  );
+  await writeFile(configFile, renderServerConfig({ subjects: makeSubjects(cluster), users, listen: `127.0.0.1:${port}`, storeDir: join(dir, "js") }));
   const child = spawn("/usr/sbin/nats-server", ["-c", configFile], { stdio: "ignore" });
   const stop = async () => {
     if (child.exitCode === null) {
