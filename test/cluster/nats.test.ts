@@ -8,7 +8,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createUser } from "@nats-io/nkeys";
+import { createAccount, createOperator, createUser } from "@nats-io/nkeys";
+import { encodeAccount, encodeOperator, encodeUser, fmtCreds } from "@nats-io/jwt";
 import { linkToNats, NatsUnavailable } from "../../cluster/nats.ts";
 import type { NatsSecurity } from "../../cluster/nats-auth.ts";
 import { makeSubjects } from "../../protocol/subjects.ts";
@@ -107,6 +108,27 @@ test("nkey: the node signs the server's challenge with the seed from a file", as
   const stranger = createUser();
   await writeFile(join(dir, "other-seed"), new TextDecoder().decode(stranger.getSeed()));
   await assert.rejects(link([`nats://127.0.0.1:${port}`], { auth: { kind: "nkey", seed: { file: join(dir, "other-seed") } }, tls: undefined }), NatsUnavailable);
+});
+
+test("creds file: a user JWT signed by its account, in the decentralised (operator) mode", async () => {
+  const dir = await workDir();
+  const operator = createOperator();
+  const account = createAccount();
+  const user = createUser();
+  const operatorJwt = await encodeOperator("test-operator", operator);
+  const unlimited = { subs: -1, data: -1, payload: -1 };
+  const accountJwt = await encodeAccount("tern", account, { limits: { ...unlimited, conn: -1, leaf: -1, imports: -1, exports: -1, wildcards: true } }, { signer: operator });
+  const userJwt = await encodeUser("tern-node", user, account, unlimited);
+  const port = await natsServer(
+    dir,
+    `operator: "${operatorJwt}"\nresolver: MEMORY\nresolver_preload: { ${account.getPublicKey()}: "${accountJwt}" }`,
+  );
+  await writeFile(join(dir, "node.creds"), fmtCreds(userJwt, user), { mode: 0o600 });
+  assert.equal(await roundTrip({ auth: { kind: "creds", file: join(dir, "node.creds") }, tls: undefined }, port), "ping");
+  await assert.rejects(
+    link([`nats://127.0.0.1:${port}`], { auth: { kind: "creds", file: join(dir, "missing.creds") }, tls: undefined }),
+    /cannot read the NATS creds file .*missing\.creds/,
+  );
 });
 
 test("TLS: the server is verified against the configured CA and the node presents its client certificate", async () => {
