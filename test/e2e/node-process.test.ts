@@ -4,7 +4,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { findFreePort } from "../support/dnsmasq.ts";
 import { createConnection } from "node:net";
-import { writeFile } from "node:fs/promises";
+import { stat, writeFile } from "node:fs/promises";
+import { connect } from "@nats-io/transport-node";
 import { join } from "node:path";
 import { makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster } from "../support/tern-node.ts";
 
@@ -71,6 +72,13 @@ test("when nothing answers, the node starts nats-server itself, works, and stops
   await node.waitForEvent("recipient.delivered", { rcpt: "me@example.test" });
   const listed = await run("curl", ["-s", `pop3://me%40example.test:pw@127.0.0.1:${node.ports.pop3}/1`]);
   assert.match(listed.stdout, /via embedded nats/);
+
+  // The embedded server is locked down like a production one: anonymous clients are refused,
+  // the generated credentials are readable by their owner only, and tern queue finds its own.
+  await assert.rejects(connect({ servers: [`nats://127.0.0.1:${natsPort}`], reconnect: false }), /Authorization Violation/);
+  assert.equal((await stat(join(dataDir, "nats", "node.password"))).mode & 0o777, 0o600);
+  const queue = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "queue", "--config", join(dataDir, "config-embedded.json"), "shape"]);
+  assert.equal(queue.code, 0, queue.stdout + queue.stderr);
 
   await node.kill("SIGTERM");
   assert.equal(node.events("node.stopped").length, 1, node.logs());
