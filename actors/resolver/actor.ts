@@ -53,7 +53,11 @@ export const startResolverActor = (
     return { subscription, actor };
   });
 
-/** Asks any node's resolver. Not reaching one is temporary, never a bounce. */
+/**
+ * Asks any node's resolver. Not reaching one is temporary, never a bounce. Whoever can
+ * publish on the subject can answer, so delivery takes the answer through
+ * checked-resolve.ts, never as is.
+ */
 export const resolveOverNats = (
   nc: NatsConnection,
   subjects: Subjects,

@@ -2,11 +2,14 @@
 // the cache only call observers, so they stay free of prom-client and easy to test.
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { RecordCacheObserver } from "./cache.ts";
+import type { CheckedResolveObserver } from "./checked-resolve.ts";
 import type { DnsClientObserver } from "./dns-client.ts";
 
 export interface ResolverMetrics {
   readonly client: DnsClientObserver;
   readonly cache: RecordCacheObserver;
+  /** Answers from other resolvers this node did not take as given. */
+  readonly distrusted: CheckedResolveObserver;
 }
 
 // From a cached-at-the-recursive loopback answer (~0.2 ms) to the default 2 s × tries.
@@ -29,6 +32,11 @@ export const makeResolverMetrics = (registry: Registry): ResolverMetrics => {
     registers,
   });
   const entries = new Gauge({ name: "tern_dns_cache_entries", help: "Answers held in the DNS cache", registers });
+  const distrusted = counter(
+    "tern_resolver_answers_distrusted_total",
+    "Resolver answers over NATS not taken as given: routes rejected, permanent failures this node's own lookup did not confirm",
+    ["kind"],
+  );
   const byResult = { hit: hits, miss: misses, coalesced };
   return {
     client: {
@@ -42,6 +50,10 @@ export const makeResolverMetrics = (registry: Registry): ResolverMetrics => {
     cache: {
       looked: (type, result) => byResult[result].inc({ type }),
       size: (count) => entries.set(count),
+    },
+    distrusted: {
+      rejected: () => distrusted.inc({ kind: "route-rejected" }),
+      unconfirmed: () => distrusted.inc({ kind: "permanent-unconfirmed" }),
     },
   };
 };

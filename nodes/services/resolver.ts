@@ -1,16 +1,24 @@
 // Where mail for a domain goes: this node's DNS client and cache, served to the whole
-// cluster as the resolver actor on a NATS queue group, and the client every delivery uses.
+// cluster as the resolver actor on a NATS queue group, and the client every delivery uses,
+// which re-checks the answers it gets over NATS against this node's own rules.
 import { Context, Effect, Layer } from "effect";
-import type { DnsPermanentFailure, DnsTemporaryFailure, MailRoute } from "../../protocol/route.ts";
+import { DnsTemporaryFailure, type DnsPermanentFailure, type MailRoute } from "../../protocol/route.ts";
 import { resolveOverNats, startResolverActor } from "../../actors/resolver/actor.ts";
+import { makeCheckedResolve, type CheckedResolveObserver } from "../../actors/resolver/checked-resolve.ts";
 import { makeDnsClient } from "../../actors/resolver/dns-client.ts";
 import { makeResolverMetrics } from "../../actors/resolver/metrics.ts";
 import { makeCachedResolver } from "../../actors/resolver/resolver.ts";
+import { makeRouteCheck } from "../../actors/resolver/route-check.ts";
+import type { Log as LogShape } from "../log.ts";
 import { Nats } from "./cluster.ts";
-import { Config, Metrics, Supervisor } from "./core.ts";
+import { Config, Log, Metrics, Supervisor } from "./core.ts";
 
 export interface ResolverShape {
-  /** Asks any node's resolver (this one included) over NATS. */
+  /**
+   * Asks any node's resolver (this one included) over NATS. A route outside this node's
+   * dns.allowedTargetNetworks is a temporary failure; a permanent failure holds only when
+   * this node's own lookup agrees.
+   */
   readonly resolve: (domain: string) => Effect.Effect<MailRoute, DnsTemporaryFailure | DnsPermanentFailure>;
 }
 
@@ -34,7 +42,26 @@ export class Resolver extends Context.Service<Resolver, ResolverShape>()("tern/R
       });
       const supervisor = yield* Supervisor;
       yield* startResolverActor(nc, subjects, cached, supervisor);
-      return { resolve: (domain: string) => resolveOverNats(nc, subjects, domain) };
+      const resolve = makeCheckedResolve({
+        remote: (domain) => resolveOverNats(nc, subjects, domain),
+        local: cached.resolve,
+        check: makeRouteCheck(config.dns.allowedTargetNetworks),
+        observer: loggedAndCounted(yield* Log, dnsMetrics.distrusted),
+      });
+      return { resolve };
     }),
   );
 }
+
+/** Each distrusted answer as a log line with what the responder claimed, and in the metrics. */
+const loggedAndCounted = (log: LogShape, counted: CheckedResolveObserver): CheckedResolveObserver => ({
+  rejected: (domain, claimed, problems) => {
+    counted.rejected(domain, claimed, problems);
+    log("resolver.answer.rejected", { domain, problems, claimed });
+  },
+  unconfirmed: (domain, claimed, local) => {
+    counted.unconfirmed(domain, claimed, local);
+    const found = local instanceof DnsTemporaryFailure ? { temporary: local.detail } : { route: local };
+    log("resolver.answer.unconfirmed", { domain, claimed: { reason: claimed.reason, detail: claimed.detail, server: claimed.server, rcode: claimed.rcode }, ...found });
+  },
+});

@@ -23,7 +23,8 @@ export interface Sink {
 
 const replyError = (code: number, text: string) => Object.assign(new Error(text), { responseCode: code });
 
-export const startSink = (port = 0, script: SinkScript = {}): Promise<Sink> => {
+/** `host` may be any loopback address ("127.0.0.2", "::1"): tests tell MX targets apart by address. */
+export const startSink = (port = 0, script: SinkScript = {}, host = "127.0.0.1"): Promise<Sink> => {
   const received: ReceivedMail[] = [];
   const server = new SMTPServer({
     authOptional: true,
@@ -56,7 +57,7 @@ export const startSink = (port = 0, script: SinkScript = {}): Promise<Sink> => {
   server.on("error", () => undefined);
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, "127.0.0.1", () => {
+    server.listen(port, host, () => {
       const address = server.server.address();
       resolve({
         port: typeof address === "object" && address ? address.port : port,
