@@ -43,6 +43,16 @@ export class RemoteUnavailable extends Schema.TaggedError<RemoteUnavailable>()("
   detail: Schema.String,
 }) {}
 
+/**
+ * The remote side (or this node) is at a cap on work it takes at once, such as the bytes of
+ * large transfers it pulls: nothing was done, and the same request later will likely succeed.
+ * Temporary by nature, like RemoteUnavailable: callers defer, never bounce.
+ */
+export class RemoteBusy extends Schema.TaggedError<RemoteBusy>()("RemoteBusy", {
+  subject: Schema.String,
+  detail: Schema.String,
+}) {}
+
 /** The durable store failed; nothing half-written is visible. */
 export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
   operation: Schema.String,
