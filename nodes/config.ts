@@ -9,6 +9,7 @@ import { domainOf } from "../actors/common/domains.ts";
 import { parseCidr } from "../actors/common/networks.ts";
 import { isPasswordHash, type UserRecord } from "../actors/users/store.ts";
 import type { DeliveryConfig } from "../actors/delivery/config.ts";
+import { MAX_BLOB_BYTES } from "../actors/runtime/blobs.ts";
 import { plaintextServers, type NatsAuth, type NatsSecurity, type SecretSource } from "../cluster/nats-auth.ts";
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
@@ -168,6 +169,16 @@ const ConfigFile = Schema.Struct({
       askTimeoutMs: Schema.optional(Positive),
     }),
   ),
+  transfers: Schema.optional(
+    Schema.Struct({
+      /** Bytes of large frames (bodies over NATS's max payload) this node pulls at once from other nodes. */
+      maxPullBytes: Schema.optional(Positive),
+      /** The same, from any one node. */
+      maxPullBytesPerPeer: Schema.optional(Positive),
+      /** Pulls in progress at once. */
+      maxConcurrentPulls: Schema.optional(Positive),
+    }),
+  ),
 });
 type ConfigFile = typeof ConfigFile.Type;
 
@@ -233,7 +244,12 @@ export interface NodeConfig {
     readonly idleMs: number;
     readonly askTimeoutMs: number;
   };
+  /** Caps on pulling large frames from other nodes (actors/runtime/pull-budget.ts); above them: busy, the asker retries. */
+  readonly transfers: { readonly maxPullBytes: number; readonly maxPullBytesPerPeer: number; readonly maxConcurrentPulls: number };
 }
+
+/** Room for what a mailbox adds to a message (trace headers) and the frame's JSON head. */
+const FRAME_HEADROOM = 1024 * 1024;
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -335,6 +351,11 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     idleMs: file.mailbox?.idleMs ?? 60_000,
     askTimeoutMs: file.mailbox?.askTimeoutMs ?? 30_000,
   },
+  transfers: {
+    maxPullBytes: file.transfers?.maxPullBytes ?? 128 * 1024 * 1024,
+    maxPullBytesPerPeer: file.transfers?.maxPullBytesPerPeer ?? 64 * 1024 * 1024,
+    maxConcurrentPulls: file.transfers?.maxConcurrentPulls ?? 8,
+  },
 });
 
 type NatsFile = NonNullable<ConfigFile["nats"]>;
@@ -422,6 +443,14 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
     throw new ConfigError(
       `invalid config: NATS server ${clear[0]} is neither loopback nor TLS, and mail crosses NATS between nodes; ` +
         `configure nats.tls, or set nats.trustedLink to true if that network is private`,
+    );
+  }
+  const transferable = Math.min(config.transfers.maxPullBytes, config.transfers.maxPullBytesPerPeer, MAX_BLOB_BYTES) - FRAME_HEADROOM;
+  if (config.limits.maxMessageBytes > transferable) {
+    throw new ConfigError(
+      `invalid config: limits.maxMessageBytes (${config.limits.maxMessageBytes}) is more than one node may pull from another ` +
+        `(${transferable}: the lower of transfers.maxPullBytes, transfers.maxPullBytesPerPeer and ${MAX_BLOB_BYTES}, less ${FRAME_HEADROOM} for headers); ` +
+        `such messages could never reach a mailbox on another node`,
     );
   }
   const homeless = config.users.filter((u) => !config.localDomains.includes(domainOf(u.address)));

@@ -1,9 +1,9 @@
 // Routes mailbox asks to the owner node: straight to the local actor when this node
 // owns the mailbox, over NATS otherwise (bodies over NATS's max payload take the chunked
 // path). Also serves this node's mailboxes on NATS. Any failure to reach the owner is
-// MailboxUnavailable: the caller defers (delivery) or answers [SYS/TEMP] (POP3), never bounces.
+// MailboxUnavailable (an owner too busy pulling other bodies among them): the caller
+// defers (delivery) or answers [SYS/TEMP] (POP3), never bounces.
 import { Effect, type Scope } from "effect";
-import type { NatsConnection } from "@nats-io/transport-node";
 import type { MailboxOwners } from "../../cluster/ownership.ts";
 import {
   MailboxUnavailable,
@@ -15,6 +15,7 @@ import {
   type ResponseOf,
 } from "../../protocol/mailbox.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
+import type { BlobTransport } from "../runtime/blobs.ts";
 import { callChunkedEndpoint, serveChunkedEndpoint, servedInScope, type Endpoint, type Reply } from "../runtime/remote.ts";
 import type { LocalMailboxes } from "./actor.ts";
 
@@ -33,7 +34,8 @@ export interface MailboxRouter {
 
 export interface MailboxRouterOptions {
   readonly nodeId: string;
-  readonly nc: NatsConnection;
+  /** The node's NATS connection with its inbox and pull budget (bodies are pulled within it). */
+  readonly transport: BlobTransport;
   readonly subjects: Subjects;
   readonly owners: MailboxOwners;
   readonly local: LocalMailboxes;
@@ -48,7 +50,7 @@ export const UNOWNED_LOCK = "unowned";
 const OPERATIONS: ReadonlyArray<MailboxOperationName> = ["deliver", "list", "retrieve", "open", "renew", "commit", "release"];
 
 export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter => {
-  const { nodeId, nc, subjects, owners, local } = options;
+  const { nodeId, transport, subjects, owners, local } = options;
 
   const unavailable = (user: string, detail: string) => new MailboxUnavailable({ user, detail });
 
@@ -69,10 +71,11 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
     mailboxEndpoints[op] as unknown as Endpoint<RequestOf<K>, ResponseOf<K>, MailboxError>;
 
   const remote = <K extends MailboxOperationName>(owner: string, op: K, request: RequestOf<K>, attachment?: Uint8Array) =>
-    callChunkedEndpoint(nc, subjects.mailbox(owner, op), endpoint(op), request, { timeoutMs: options.timeoutMs, attachment }).pipe(
+    callChunkedEndpoint(transport, subjects.mailbox(owner, op), endpoint(op), request, { timeoutMs: options.timeoutMs, attachment }).pipe(
       Effect.mapError((error): MailboxError => {
         switch (error._tag) {
           case "RemoteUnavailable":
+          case "RemoteBusy":
           case "MalformedMessage":
             return unavailable(request.user, `${error._tag}: node ${owner}: ${error.detail}`);
           case "NotOwner":
@@ -122,7 +125,7 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
   const serveOne = <K extends MailboxOperationName>(op: K) =>
     servedInScope((run) =>
       serveChunkedEndpoint(
-        nc,
+        transport,
         subjects.mailbox(nodeId, op),
         endpoint(op),
         (request, attachment) => ownedHere(request.user).pipe(Effect.andThen(onOwner(nodeId, op, request, attachment))),

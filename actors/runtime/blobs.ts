@@ -7,11 +7,24 @@
 // the transfer, and a sender that dies simply makes the pull fail (the caller defers).
 // An offer nobody finishes is withdrawn after its TTL by a fiber sleeping on the Clock of
 // the fiber that made the offer (so TestClock drives it in tests).
+//
+// A BlobRef comes from whoever sent the request, so the puller trusts none of it blindly:
+// - it only pulls from a node's inbox of this cluster (`tern.<cluster>.inbox.<node>.<token>`,
+//   where every node makes its offers); a reference to any other subject is refused before
+//   anything is published, so nobody can make a node send requests where they choose;
+// - the declared size is reserved in the node's pull budget (actors/runtime/pull-budget.ts)
+//   before anything is allocated, per offering node and overall; over a cap: RemoteBusy;
+// - the buffer is allocated only once the offer has answered with a first chunk of the
+//   right size, and the whole pull has a deadline, so a lying offer holds its reservation
+//   for a bounded time; however the pull ends, its chunk requests stop and its buffer is
+//   dropped.
 import { createHash } from "node:crypto";
-import { Effect, Exit, Schema } from "effect";
+import { Effect, Exit, Schema, type Scope } from "effect";
 import { createInbox, type NatsConnection, type Subscription } from "@nats-io/transport-node";
-import { MalformedMessage, RemoteUnavailable } from "../../protocol/errors.ts";
+import { MalformedMessage, type RemoteBusy, RemoteUnavailable } from "../../protocol/errors.ts";
+import { isSafeToken, type Subjects } from "../../protocol/subjects.ts";
 import { BlobRef } from "../../protocol/wire.ts";
+import type { PullBudget } from "./pull-budget.ts";
 
 /** Room left under the max payload for the frame head, subject and NATS headers. */
 const PAYLOAD_HEADROOM = 4 * 1024;
@@ -33,6 +46,34 @@ export const inlineLimitOf = (nc: NatsConnection): number => maxPayloadOf(nc) - 
 /** Extra time a request may take because its payload of `bytes` is pulled first (1 s per MB). */
 export const transferAllowanceMs = (bytes: number): number => Math.ceil(bytes / (1024 * 1024)) * 1_000;
 
+/** A node's connection as the chunked path uses it: one per node, shared by every endpoint. */
+export interface BlobTransport {
+  readonly nc: NatsConnection;
+  /** This node's inbox prefix (Subjects.nodeInbox): its offers are inboxes under it. */
+  readonly inboxPrefix: string;
+  /** Every node's inbox (Subjects.nodeInboxes): references to subjects outside it are refused. */
+  readonly peerInboxes: string;
+  /** What this node may pull at once. */
+  readonly budget: PullBudget;
+}
+
+export const makeBlobTransport = (nc: NatsConnection, subjects: Subjects, nodeId: string, budget: PullBudget): BlobTransport => ({
+  nc,
+  inboxPrefix: subjects.nodeInbox(nodeId),
+  peerInboxes: subjects.nodeInboxes,
+  budget,
+});
+
+/**
+ * The node offering a blob on `subject`, when the subject is one of the inboxes nodes offer
+ * on (`<peerInboxes>.<node>.<token>`); undefined for any other subject.
+ */
+export const offeringPeer = (peerInboxes: string, subject: string): string | undefined => {
+  if (!subject.startsWith(`${peerInboxes}.`)) return undefined;
+  const tokens = subject.slice(peerInboxes.length + 1).split(".");
+  return tokens.length === 2 && tokens.every(isSafeToken) ? tokens[0] : undefined;
+};
+
 export interface BlobOffer {
   readonly ref: BlobRef;
   /** Stops serving chunks (idempotent). */
@@ -40,13 +81,14 @@ export interface BlobOffer {
 }
 
 /**
- * Serves `bytes` on a fresh inbox until the puller says it is done, `close` is called,
- * or `ttlMs` passes (a puller that vanished must not pin the bytes in memory).
+ * Serves `bytes` on a fresh inbox under `inboxPrefix` (this node's, so pullers accept it)
+ * until the puller says it is done, `close` is called, or `ttlMs` passes (a puller that
+ * vanished must not pin the bytes in memory).
  */
-export const offerBlob = (nc: NatsConnection, bytes: Uint8Array, ttlMs: number): Effect.Effect<BlobOffer> =>
+export const offerBlob = (nc: NatsConnection, inboxPrefix: string, bytes: Uint8Array, ttlMs: number): Effect.Effect<BlobOffer> =>
   Effect.gen(function* () {
     const chunkSize = Math.min(MAX_CHUNK_BYTES, inlineLimitOf(nc));
-    const subject = createInbox();
+    const subject = createInbox(inboxPrefix);
     let subscription: Subscription | undefined;
     const withdraw = () => {
       subscription?.unsubscribe();
@@ -81,64 +123,95 @@ const seqPayload = (seq: number) => {
   return payload;
 };
 
-class PullFailed extends Error {
-  constructor(readonly kind: "unavailable" | "malformed", detail: string) {
-    super(detail);
-  }
-}
-
-/** Pulls every chunk with PULL_WINDOW requests in flight into one buffer. */
-const pull = async (nc: NatsConnection, ref: BlobRef, timeoutMs: number): Promise<Buffer> => {
-  const out = Buffer.allocUnsafe(ref.size);
-  const chunks = Math.ceil(ref.size / ref.chunkSize);
-  let next = 0;
-  const worker = async () => {
-    while (next < chunks) {
-      const seq = next++;
-      const expected = Math.min(ref.chunkSize, ref.size - seq * ref.chunkSize);
-      const reply = await nc.request(ref.subject, seqPayload(seq), { timeout: timeoutMs }).catch((error: unknown) => {
-        throw new PullFailed("unavailable", `chunk ${seq} of ${chunks}: ${error instanceof Error ? error.message : String(error)}`);
-      });
-      if (reply.data.length !== expected) throw new PullFailed("malformed", `chunk ${seq} has ${reply.data.length} bytes, expected ${expected}`);
-      out.set(reply.data, seq * ref.chunkSize);
+/** Tells the offer the puller is done with it, so the offering side lets go of the bytes now. */
+const sayDone = (nc: NatsConnection, offer: string) =>
+  Effect.sync(() => {
+    try {
+      nc.publish(offer, seqPayload(DONE));
+    } catch {
+      // closed or draining connection: the offer ends on its own TTL
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(PULL_WINDOW, chunks) }, worker));
-  const sha256 = createHash("sha256").update(out).digest("hex");
-  if (sha256 !== ref.sha256) throw new PullFailed("malformed", `blob checksum mismatch (${ref.size} bytes)`);
-  return out;
+  });
+
+/**
+ * Pulls every chunk with PULL_WINDOW requests in flight into one buffer. Interrupting it
+ * (a failed chunk interrupts the others, as does the deadline) stops every worker: no
+ * further chunk is asked for, and replies still on their way are dropped on arrival.
+ */
+const pullChunks = (
+  nc: NatsConnection,
+  subject: string,
+  ref: BlobRef,
+  timeoutMs: number,
+): Effect.Effect<Buffer, RemoteUnavailable | MalformedMessage> => {
+  const chunks = Math.ceil(ref.size / ref.chunkSize);
+  // Only `held` references the buffer, and it is emptied however the pull ends: a chunk
+  // request left pending in the NATS client after an interruption holds an empty box until
+  // its own timeout, not the bytes. Allocated on the first good chunk, not on the ref's word.
+  const held: { buffer: Buffer | undefined } = { buffer: undefined };
+  let next = 0;
+  const pullOne = (seq: number) =>
+    Effect.tryPromise({
+      try: () => nc.request(ref.subject, seqPayload(seq), { timeout: timeoutMs }),
+      catch: (error) =>
+        new RemoteUnavailable({ subject, detail: `blob transfer failed: chunk ${seq} of ${chunks}: ${error instanceof Error ? error.message : String(error)}` }),
+    }).pipe(
+      Effect.flatMap((reply) => {
+        const expected = Math.min(ref.chunkSize, ref.size - seq * ref.chunkSize);
+        if (reply.data.length !== expected) {
+          return Effect.fail(new MalformedMessage({ subject, detail: `chunk ${seq} has ${reply.data.length} bytes, expected ${expected}` }));
+        }
+        held.buffer ??= Buffer.allocUnsafe(ref.size);
+        held.buffer.set(reply.data, seq * ref.chunkSize);
+        return Effect.void;
+      }),
+    );
+  const worker = Effect.gen(function* () {
+    while (next < chunks) yield* pullOne(next++);
+  });
+  return Effect.all(Array.from({ length: Math.min(PULL_WINDOW, chunks) }, () => worker), { concurrency: "unbounded", discard: true }).pipe(
+    Effect.flatMap(() => {
+      const out = held.buffer ?? Buffer.alloc(0);
+      const sha256 = createHash("sha256").update(out).digest("hex");
+      if (sha256 !== ref.sha256) return Effect.fail(new MalformedMessage({ subject, detail: `blob checksum mismatch (${ref.size} bytes)` }));
+      return Effect.succeed(out);
+    }),
+    Effect.ensuring(Effect.sync(() => (held.buffer = undefined))),
+  );
 };
 
 /**
- * Pulls the blob `rawRef` names (as found in a blob frame, not yet validated).
- * `subject` names the conversation in errors. The offer is told to stop either way.
+ * Pulls the blob `rawRef` names (as found in a blob frame, not yet validated). Its size is
+ * reserved in the node's pull budget for as long as the caller's scope is open (close it
+ * when done with the bytes); `subject` names the conversation in errors. The offer is told
+ * to stop however the pull ends, unless the reference was refused: nothing is ever sent to
+ * a subject that is not a node's inbox.
  */
 export const fetchBlob = (
-  nc: NatsConnection,
+  transport: BlobTransport,
   subject: string,
   rawRef: unknown,
   timeoutMs: number,
-): Effect.Effect<Buffer, RemoteUnavailable | MalformedMessage> =>
+): Effect.Effect<Buffer, RemoteUnavailable | RemoteBusy | MalformedMessage, Scope.Scope> =>
   Effect.gen(function* () {
     const decoded = Schema.decodeUnknownExit(BlobRef)(rawRef);
     if (Exit.isFailure(decoded)) return yield* new MalformedMessage({ subject, detail: "blob frame without a valid BlobRef" });
     const ref = decoded.value;
-    if (ref.size > MAX_BLOB_BYTES) return yield* new MalformedMessage({ subject, detail: `blob of ${ref.size} bytes is over the limit` });
-    return yield* Effect.tryPromise({
-      try: () => pull(nc, ref, timeoutMs),
-      catch: (error) =>
-        error instanceof PullFailed && error.kind === "malformed"
-          ? new MalformedMessage({ subject, detail: error.message })
-          : new RemoteUnavailable({ subject, detail: `blob transfer failed: ${error instanceof Error ? error.message : String(error)}` }),
-    }).pipe(
-      Effect.ensuring(
-        Effect.sync(() => {
-          try {
-            nc.publish(ref.subject, seqPayload(DONE));
-          } catch {
-            // closed or draining connection: the offer ends on its own TTL
-          }
-        }),
-      ),
+    const peer = offeringPeer(transport.peerInboxes, ref.subject);
+    if (peer === undefined) {
+      return yield* new MalformedMessage({ subject, detail: `blob reference to ${JSON.stringify(ref.subject)}, not a node inbox of this cluster` });
+    }
+    const { limits } = transport.budget;
+    const largest = Math.min(MAX_BLOB_BYTES, limits.maxBytes, limits.maxBytesPerPeer);
+    // Waiting would not help a blob larger than a cap: refused, not busy.
+    if (ref.size > largest) return yield* new MalformedMessage({ subject, detail: `blob of ${ref.size} bytes is over the limit of ${largest}` });
+    const deadline = timeoutMs + transferAllowanceMs(ref.size);
+    return yield* transport.budget.reserve(peer, ref.size, subject).pipe(
+      Effect.andThen(pullChunks(transport.nc, subject, ref, timeoutMs)),
+      Effect.timeoutOrElse({
+        duration: deadline,
+        orElse: () => Effect.fail(new RemoteUnavailable({ subject, detail: `blob transfer of ${ref.size} bytes from ${peer} took over ${deadline} ms` })),
+      }),
+      Effect.ensuring(sayDone(transport.nc, ref.subject)),
     );
   });

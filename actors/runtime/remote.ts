@@ -10,9 +10,9 @@
 // running are interrupted, so none outlives what it uses (the spool, the mailboxes).
 import { Cause, Effect, Exit, FiberSet, Schema, type Scope } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { MalformedMessage, RemoteUnavailable } from "../../protocol/errors.ts";
+import { MalformedMessage, RemoteBusy, RemoteUnavailable } from "../../protocol/errors.ts";
 import { decodeFrame, encodeBlobFrame, encodeFrame } from "../../protocol/wire.ts";
-import { fetchBlob, inlineLimitOf, offerBlob, transferAllowanceMs } from "./blobs.ts";
+import { fetchBlob, inlineLimitOf, offerBlob, transferAllowanceMs, type BlobTransport } from "./blobs.ts";
 
 export interface Endpoint<Req, Res, Err> {
   readonly request: Schema.Codec<Req, unknown>;
@@ -29,6 +29,8 @@ type WireReply =
   | { readonly ok: true; readonly value: unknown }
   | { readonly ok: false; readonly error: unknown }
   | { readonly ok: false; readonly malformed: string }
+  /** The server is at a cap (blob pulls): nothing was done, ask again later. */
+  | { readonly ok: false; readonly busy: string }
   | { readonly ok: false; readonly internal: string };
 
 export type Handle<Req, Res, Err> = (
@@ -123,15 +125,18 @@ export const callEndpoint = <Req, Res, Err>(
     });
     const frame = decodeFrame(msg.data);
     if (typeof frame === "string") return yield* new MalformedMessage({ subject, detail: frame });
-    return yield* interpretReply(subject, endpoint, frame.json as WireReply, frame.attachment);
+    // Only a blob in the request can make a server busy, and this path sends none.
+    const busy = (detail: string) => new RemoteUnavailable({ subject, detail: `busy: ${detail}` });
+    return yield* interpretReply(subject, endpoint, frame.json as WireReply, frame.attachment, busy);
   });
 
-const interpretReply = <Req, Res, Err>(
+const interpretReply = <Req, Res, Err, Busy>(
   subject: string,
   endpoint: Endpoint<Req, Res, Err>,
   reply: WireReply,
   attachment: Uint8Array | undefined,
-): Effect.Effect<Reply<Res>, Err | RemoteUnavailable | MalformedMessage> => {
+  busy: (detail: string) => Busy,
+): Effect.Effect<Reply<Res>, Err | RemoteUnavailable | Busy | MalformedMessage> => {
   if (typeof reply !== "object" || reply === null) {
     return Effect.fail(new MalformedMessage({ subject, detail: "reply is not an object" }));
   }
@@ -143,6 +148,7 @@ const interpretReply = <Req, Res, Err>(
   }
   if ("malformed" in reply) return Effect.fail(new MalformedMessage({ subject, detail: reply.malformed }));
   if ("internal" in reply) return Effect.fail(new RemoteUnavailable({ subject, detail: reply.internal }));
+  if ("busy" in reply) return Effect.fail(busy(reply.busy));
   return Schema.decodeUnknownEffect(endpoint.error)(reply.error).pipe(
     Effect.mapError((error) => new MalformedMessage({ subject, detail: error.message })),
     Effect.flatMap((error) => Effect.fail(error)),
@@ -155,38 +161,47 @@ const describeNatsError = (error: unknown): string =>
 // ---------------------------------------------------------------------------
 // Endpoints whose requests or replies may be larger than NATS's max payload (mail
 // bodies): a frame over the limit is offered as a blob and only its reference crosses
-// NATS; the other side pulls it in chunks (actors/runtime/blobs.ts). Small frames are
-// sent exactly as by serveEndpoint/callEndpoint, so both ends interoperate with them.
+// NATS; the other side pulls it in chunks (actors/runtime/blobs.ts), within the node's
+// pull budget. Small frames are sent exactly as by serveEndpoint/callEndpoint, so both
+// ends interoperate with them. A request whose blob the server cannot pull now (its
+// budget is spent) is answered `busy`, and the caller fails with RemoteBusy.
 
 /** How long an offered reply waits to be pulled before it is dropped. */
 const REPLY_OFFER_TTL_MS = 120_000;
 
+const failureReply = (failure: RemoteUnavailable | RemoteBusy | MalformedMessage): WireReply => {
+  switch (failure._tag) {
+    case "MalformedMessage":
+      return { ok: false, malformed: failure.detail };
+    case "RemoteBusy":
+      return { ok: false, busy: failure.detail };
+    case "RemoteUnavailable":
+      return { ok: false, internal: failure.detail };
+  }
+};
+
 export const serveChunkedEndpoint = <Req, Res, Err>(
-  nc: NatsConnection,
+  transport: BlobTransport,
   subject: string,
   endpoint: Endpoint<Req, Res, Err>,
   handle: Handle<Req, Res, Err>,
   options: ServeOptions & { readonly timeoutMs: number },
 ): Subscription => {
   const run = options.run ?? Effect.runPromise;
-  return nc.subscribe(subject, {
+  return transport.nc.subscribe(subject, {
     ...(options.queue ? { queue: options.queue } : {}),
     callback: (error, msg) => {
       if (error) return;
       const reply = msg.reply;
       run(
-        receiveFrame(nc, subject, msg.data, options.timeoutMs).pipe(
+        receiveFrame(transport, subject, msg.data, options.timeoutMs).pipe(
           Effect.matchEffect({
-            onFailure: (failure) =>
-              Effect.succeed({
-                json: failure._tag === "MalformedMessage"
-                  ? ({ ok: false, malformed: failure.detail } as WireReply)
-                  : ({ ok: false, internal: failure.detail } as WireReply),
-                attachment: undefined,
-              }),
+            onFailure: (failure) => Effect.succeed({ json: failureReply(failure), attachment: undefined }),
             onSuccess: (frame) => answer(endpoint, handle, frame),
           }),
-          Effect.flatMap(({ json, attachment }) => (reply ? respondFramed(nc, (data) => msg.respond(data), json, attachment) : Effect.void)),
+          Effect.flatMap(({ json, attachment }) => (reply ? respondFramed(transport, (data) => msg.respond(data), json, attachment) : Effect.void)),
+          // A pulled request keeps its place in the budget until it is answered: the bytes are held until then.
+          Effect.scoped,
         ),
       ).catch(unanswered(subject));
     },
@@ -194,15 +209,18 @@ export const serveChunkedEndpoint = <Req, Res, Err>(
 };
 
 export const callChunkedEndpoint = <Req, Res, Err>(
-  nc: NatsConnection,
+  transport: BlobTransport,
   subject: string,
   endpoint: Endpoint<Req, Res, Err>,
   request: Req,
   options: { readonly timeoutMs: number; readonly attachment?: Uint8Array | undefined },
-): Effect.Effect<Reply<Res>, Err | RemoteUnavailable | MalformedMessage> =>
+): Effect.Effect<Reply<Res>, Err | RemoteUnavailable | RemoteBusy | MalformedMessage> =>
   Effect.gen(function* () {
+    const { nc } = transport;
     const frame = encodeFrame(Schema.encodeSync(endpoint.request)(request), options.attachment);
-    const offer = frame.length > inlineLimitOf(nc) ? yield* offerBlob(nc, frame, options.timeoutMs + transferAllowanceMs(frame.length)) : undefined;
+    const offer = frame.length > inlineLimitOf(nc)
+      ? yield* offerBlob(nc, transport.inboxPrefix, frame, options.timeoutMs + transferAllowanceMs(frame.length))
+      : undefined;
     const payload = offer ? encodeBlobFrame(offer.ref) : frame;
     // The callee pulls our blob before it can answer, so the wait grows with its size.
     const timeout = options.timeoutMs + (offer ? transferAllowanceMs(frame.length) : 0);
@@ -210,33 +228,35 @@ export const callChunkedEndpoint = <Req, Res, Err>(
       try: () => nc.request(subject, payload, { timeout }),
       catch: (error) => new RemoteUnavailable({ subject, detail: describeNatsError(error) }),
     }).pipe(Effect.ensuring(Effect.sync(() => offer?.close())));
-    const replyFrame = yield* receiveFrame(nc, subject, msg.data, options.timeoutMs);
+    // A pulled reply holds its place in the budget only while it is pulled and decoded:
+    // from here on the bytes are the caller's.
+    const replyFrame = yield* Effect.scoped(receiveFrame(transport, subject, msg.data, options.timeoutMs));
     const decoded = decodeFrame(replyFrame);
     if (typeof decoded === "string") return yield* new MalformedMessage({ subject, detail: decoded });
-    return yield* interpretReply(subject, endpoint, decoded.json as WireReply, decoded.attachment);
+    return yield* interpretReply(subject, endpoint, decoded.json as WireReply, decoded.attachment, (detail) => new RemoteBusy({ subject, detail }));
   });
 
-/** The bytes of the frame `data` stands for: itself, or the blob it references, pulled. */
+/** The bytes of the frame `data` stands for: itself, or the blob it references, pulled (within the scope's reservation). */
 const receiveFrame = (
-  nc: NatsConnection,
+  transport: BlobTransport,
   subject: string,
   data: Uint8Array,
   timeoutMs: number,
-): Effect.Effect<Uint8Array, RemoteUnavailable | MalformedMessage> => {
+): Effect.Effect<Uint8Array, RemoteUnavailable | RemoteBusy | MalformedMessage, Scope.Scope> => {
   const frame = decodeFrame(data);
   if (typeof frame === "string" || !frame.blob) return Effect.succeed(data);
-  return fetchBlob(nc, subject, frame.json, timeoutMs);
+  return fetchBlob(transport, subject, frame.json, timeoutMs);
 };
 
 /** Sends a reply frame inline when it fits, else offers it as a blob and sends the reference. */
 const respondFramed = (
-  nc: NatsConnection,
+  transport: BlobTransport,
   respond: (data: Uint8Array) => boolean,
   json: WireReply,
   attachment: Uint8Array | undefined,
 ): Effect.Effect<void> =>
   Effect.suspend(() => {
     const frame = encodeFrame(json, attachment);
-    if (frame.length <= inlineLimitOf(nc)) return Effect.sync(() => void respond(frame));
-    return Effect.map(offerBlob(nc, frame, REPLY_OFFER_TTL_MS), (offer) => void respond(encodeBlobFrame(offer.ref)));
+    if (frame.length <= inlineLimitOf(transport.nc)) return Effect.sync(() => void respond(frame));
+    return Effect.map(offerBlob(transport.nc, transport.inboxPrefix, frame, REPLY_OFFER_TTL_MS), (offer) => void respond(encodeBlobFrame(offer.ref)));
   });

@@ -1,11 +1,15 @@
 // The node's link to NATS and what lives directly on it: the cluster's subjects,
-// mailbox ownership in KV, and delivery events.
+// mailbox ownership in KV, delivery events, and the budget for pulling large frames.
 import { Clock, Context, Effect, Layer } from "effect";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { Counter } from "prom-client";
 import { linkToNats } from "../../cluster/nats.ts";
 import { openMailboxOwners, type MailboxOwners } from "../../cluster/ownership.ts";
+import { makeBlobTransport, type BlobTransport } from "../../actors/runtime/blobs.ts";
+import { makePullBudget, type PullRefusal } from "../../actors/runtime/pull-budget.ts";
 import { makeSubjects, type Subjects } from "../../protocol/subjects.ts";
-import { Config, Log, starting } from "./core.ts";
+import { registerGauge } from "../metrics.ts";
+import { Config, Log, Metrics, starting } from "./core.ts";
 import { Lmdb } from "./storage.ts";
 
 export interface NatsShape {
@@ -78,6 +82,40 @@ export class Events extends Context.Service<Events, PublishEvent>()("tern/Events
         if (nc.isClosed()) return;
         nc.publish(subjects.event(kind), JSON.stringify({ node: config.nodeId, time: clock.currentTimeMillisUnsafe(), ...event }));
       };
+    }),
+  );
+}
+
+/**
+ * The node's connection as the chunked path uses it (actors/runtime/blobs.ts), with the one
+ * pull budget every endpoint of this node shares: bodies pulled from other nodes count
+ * against `transfers.*`, and above a cap the asker is told to come back later.
+ */
+export class BlobTransfers extends Context.Service<BlobTransfers, BlobTransport>()("tern/BlobTransfers") {
+  static readonly layer = Layer.effect(
+    BlobTransfers,
+    Effect.gen(function* () {
+      const config = yield* Config;
+      const { nc, subjects } = yield* Nats;
+      const { registry } = yield* Metrics;
+      const refused = new Counter<"reason">({
+        name: "tern_blob_pulls_refused_total",
+        help: "Pulls of large frames refused at a cap (bytes, peer-bytes, concurrency); the asker retries",
+        labelNames: ["reason"],
+        registers: [registry],
+      });
+      for (const reason of ["bytes", "peer-bytes", "concurrency"] satisfies PullRefusal[]) refused.inc({ reason }, 0);
+      const budget = makePullBudget(
+        {
+          maxBytes: config.transfers.maxPullBytes,
+          maxBytesPerPeer: config.transfers.maxPullBytesPerPeer,
+          maxConcurrent: config.transfers.maxConcurrentPulls,
+        },
+        { onRefused: (reason) => refused.inc({ reason }) },
+      );
+      registerGauge(registry, "tern_blob_pull_bytes", "Bytes reserved by pulls of large frames in progress", () => budget.inUse().bytes);
+      registerGauge(registry, "tern_blob_pulls", "Pulls of large frames in progress", () => budget.inUse().pulls);
+      return makeBlobTransport(nc, subjects, config.nodeId, budget);
     }),
   );
 }

@@ -6,7 +6,7 @@ import { withFaults } from "../../actors/mailbox/faults.ts";
 import { makeMailboxMetrics, type MailboxMetrics as MailboxMetricsShape } from "../../actors/mailbox/metrics.ts";
 import { makeMailboxRouter, type MailboxRouter } from "../../actors/mailbox/router.ts";
 import { openMailboxStore } from "../../actors/mailbox/store.ts";
-import { MailboxOwnership, Nats } from "./cluster.ts";
+import { BlobTransfers, MailboxOwnership, Nats } from "./cluster.ts";
 import { Config, Metrics, Supervisor } from "./core.ts";
 import { Users } from "./identity.ts";
 import { Lmdb } from "./storage.ts";
@@ -48,10 +48,10 @@ export class Mailboxes extends Context.Service<Mailboxes, MailboxRouter>()("tern
     Mailboxes,
     Effect.gen(function* () {
       const config = yield* Config;
-      const { nc, subjects } = yield* Nats;
+      const { subjects } = yield* Nats;
       const router = makeMailboxRouter({
         nodeId: config.nodeId,
-        nc,
+        transport: yield* BlobTransfers,
         subjects,
         owners: yield* MailboxOwnership,
         local: yield* LocalMailboxes,

@@ -16,6 +16,8 @@ import { openMailboxOwners, type MailboxOwners } from "../../../cluster/ownershi
 import { makeLocalMailboxes } from "../../../actors/mailbox/actor.ts";
 import { makeMailboxRouter, UNOWNED_LOCK, type MailboxRouter } from "../../../actors/mailbox/router.ts";
 import { INBOX, openMailboxStore, type MailboxStore } from "../../../actors/mailbox/store.ts";
+import { makeBlobTransport, type BlobTransport } from "../../../actors/runtime/blobs.ts";
+import { makePullBudget, type PullLimits } from "../../../actors/runtime/pull-budget.ts";
 import { callChunkedEndpoint, type Endpoint } from "../../../actors/runtime/remote.ts";
 import { makeSupervisor } from "../../../actors/runtime/supervisor.ts";
 import { mailboxEndpoints, type MailboxError, type RequestOf, type ResponseOf } from "../../../protocol/mailbox.ts";
@@ -27,6 +29,7 @@ const subjects = makeSubjects(cluster);
 interface TestNode {
   readonly id: string;
   readonly nc: NatsConnection;
+  readonly transport: BlobTransport;
   readonly store: MailboxStore;
   readonly router: MailboxRouter;
   readonly root: RootDatabase;
@@ -41,12 +44,15 @@ let owners: MailboxOwners;
 let n1: TestNode;
 let n2: TestNode;
 
-const startNode = async (id: string): Promise<TestNode> => {
+const roomy: PullLimits = { maxBytes: 128 * 1024 * 1024, maxBytesPerPeer: 64 * 1024 * 1024, maxConcurrent: 8 };
+
+const startNode = async (id: string, limits: PullLimits = roomy): Promise<TestNode> => {
   const nc = await connect({ servers: ["nats://127.0.0.1:4222"], name: `tern-test-router-${id}` });
   const dir = await mkdtemp(join(tmpdir(), `tern-router-${id}-`));
   const root = open({ path: join(dir, "db"), maxDbs: 16 });
   const store = openMailboxStore(root);
   const scope = Scope.makeUnsafe();
+  const transport = makeBlobTransport(nc, subjects, id, makePullBudget(limits));
   const router = await Effect.runPromise(
     Effect.gen(function* () {
       const local = yield* makeLocalMailboxes({
@@ -58,12 +64,12 @@ const startNode = async (id: string): Promise<TestNode> => {
         askTimeoutMs: 5_000,
         stopGraceMs: 1_000,
       });
-      const router = makeMailboxRouter({ nodeId: id, nc, subjects, owners, local, homeOf: (user) => homes[user], timeoutMs: 5_000 });
+      const router = makeMailboxRouter({ nodeId: id, transport, subjects, owners, local, homeOf: (user) => homes[user], timeoutMs: 5_000 });
       yield* router.serve();
       return router;
     }).pipe(Scope.provide(scope)),
   );
-  return { id, nc, store, router, root, dir, scope };
+  return { id, nc, transport, store, router, root, dir, scope };
 };
 
 const stopNode = async (node: TestNode) => {
@@ -159,7 +165,7 @@ test("a mailbox with no home is claimed by the node that first gets mail for it"
 test("a node answers only for mailboxes it owns: a misrouted ask gets NotOwner, and nothing is stored", async () => {
   const deliver = mailboxEndpoints.deliver as unknown as Endpoint<RequestOf<"deliver">, ResponseOf<"deliver">, MailboxError>;
   const exit = await Effect.runPromiseExit(
-    callChunkedEndpoint(n1.nc, subjects.mailbox("n2", "deliver"), deliver, { user: "alice@x", entryId: "E-stray.1" }, {
+    callChunkedEndpoint(n1.transport, subjects.mailbox("n2", "deliver"), deliver, { user: "alice@x", entryId: "E-stray.1" }, {
       timeoutMs: 5_000,
       attachment: Buffer.from("m\r\n"),
     }),
@@ -168,6 +174,29 @@ test("a node answers only for mailboxes it owns: a misrouted ask gets NotOwner, 
   const reason = exit.cause.reasons.find((r) => r._tag === "Fail");
   assert.equal(reason?._tag === "Fail" ? reason.error._tag : undefined, "NotOwner");
   assert.deepEqual(inboxOf(n2, "alice@x"), []);
+});
+
+test("an owner node too busy pulling bodies gives MailboxUnavailable, stores nothing, and holds no budget after", async () => {
+  // A node that may pull at most 1 MB at once: a 2 MB body never fits, so it is refused before any pull.
+  const n5 = await startNode("n5", { maxBytes: 1024 * 1024, maxBytesPerPeer: 1024 * 1024, maxConcurrent: 8 });
+  // A node with no room at all for a pull: a body it could hold is refused as busy.
+  const n6 = await startNode("n6", { ...roomy, maxConcurrent: 0 });
+  try {
+    await owners.claim("fay@x", "n5");
+    await owners.claim("gus@x", "n6");
+    const tooLarge = await failureOf(n1.router.deliver("fay@x", "E-busy.1", randomBytes(2 * 1024 * 1024)));
+    assert.equal(tooLarge._tag, "MailboxUnavailable");
+    const busy = await failureOf(n1.router.deliver("gus@x", "E-busy.2", randomBytes(2 * 1024 * 1024)));
+    assert.equal(busy._tag, "MailboxUnavailable");
+    assert.match(busy._tag === "MailboxUnavailable" ? busy.detail : "", /RemoteBusy: node n6/);
+    assert.deepEqual([inboxOf(n5, "fay@x"), inboxOf(n6, "gus@x")], [[], []]);
+    assert.deepEqual([n5.transport.budget.inUse(), n6.transport.budget.inUse()], [{ bytes: 0, pulls: 0 }, { bytes: 0, pulls: 0 }]);
+    // Small mail needs no pull and still goes through.
+    await Effect.runPromise(n1.router.deliver("gus@x", "E-busy.3", Buffer.from("m\r\n")));
+    assert.deepEqual(inboxOf(n6, "gus@x"), ["E-busy.3"]);
+  } finally {
+    await Promise.all([stopNode(n5), stopNode(n6)]);
+  }
 });
 
 test("the maildrop lock holds across nodes: a session on one node keeps another node's session out", async () => {

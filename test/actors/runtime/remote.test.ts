@@ -4,17 +4,29 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { Clock, Deferred, Effect, Exit, ManagedRuntime, Schema, Scope } from "effect";
+import { Clock, Deferred, Effect, Exit, Fiber, ManagedRuntime, Schema, Scope } from "effect";
 import { TestClock } from "effect/testing";
-import { connect, createInbox, type NatsConnection } from "@nats-io/transport-node";
-import { fetchBlob, maxPayloadOf, MAX_BLOB_BYTES, offerBlob } from "../../../actors/runtime/blobs.ts";
+import { connect, createInbox, type Msg, type NatsConnection } from "@nats-io/transport-node";
+import { fetchBlob, makeBlobTransport, maxPayloadOf, MAX_BLOB_BYTES, offerBlob, type BlobTransport } from "../../../actors/runtime/blobs.ts";
+import { makePullBudget, type PullLimits } from "../../../actors/runtime/pull-budget.ts";
 import { callChunkedEndpoint, callEndpoint, serveChunkedEndpoint, serveEndpoint, servedInScope, type Endpoint } from "../../../actors/runtime/remote.ts";
 import { MalformedMessage, StoreError } from "../../../protocol/errors.ts";
+import { makeSubjects } from "../../../protocol/subjects.ts";
+import { decodeFrame, encodeBlobFrame } from "../../../protocol/wire.ts";
+import { eventually } from "../../support/tern-node.ts";
+
+const subjects = makeSubjects(`t${randomBytes(5).toString("hex")}`);
+const roomy: PullLimits = { maxBytes: 128 * 1024 * 1024, maxBytesPerPeer: 64 * 1024 * 1024, maxConcurrent: 8 };
 
 let nc: NatsConnection;
+/** A node's transport ("t1") with a budget that never gets in the way. */
+let link: BlobTransport;
+/** The transport of a node of this test's cluster, with a budget of its own. */
+const nodeLink = (nodeId: string, limits: PullLimits = roomy) => makeBlobTransport(nc, subjects, nodeId, makePullBudget(limits));
 
 before(async () => {
   nc = await connect({ servers: ["nats://127.0.0.1:4222"], name: "tern-test-chunked" });
+  link = nodeLink("t1");
 });
 
 after(async () => {
@@ -44,10 +56,10 @@ test("the server's max payload is the 1 MB these tests are about", () => {
 
 test("a 12 MB request and its 12 MB reply cross NATS whole", async () => {
   const subject = createInbox();
-  const subscription = serveChunkedEndpoint(nc, subject, Echo, echo, { timeoutMs: 5_000 });
+  const subscription = serveChunkedEndpoint(link, subject, Echo, echo, { timeoutMs: 5_000 });
   try {
     const body = randomBytes(12 * 1024 * 1024 + 3);
-    const reply = await Effect.runPromise(callChunkedEndpoint(nc, subject, Echo, { tag: "big" }, { timeoutMs: 5_000, attachment: body }));
+    const reply = await Effect.runPromise(callChunkedEndpoint(link, subject, Echo, { tag: "big" }, { timeoutMs: 5_000, attachment: body }));
     assert.deepEqual(reply.value, { tag: "big", size: body.length, sha256: sha256(body) });
     assert.equal(sha256(reply.attachment!), sha256(Buffer.from(body).reverse()));
   } finally {
@@ -57,10 +69,10 @@ test("a 12 MB request and its 12 MB reply cross NATS whole", async () => {
 
 test("JSON larger than the max payload travels too", async () => {
   const subject = createInbox();
-  const subscription = serveChunkedEndpoint(nc, subject, Echo, echo, { timeoutMs: 5_000 });
+  const subscription = serveChunkedEndpoint(link, subject, Echo, echo, { timeoutMs: 5_000 });
   try {
     const pad = "x".repeat(3 * 1024 * 1024);
-    const reply = await Effect.runPromise(callChunkedEndpoint(nc, subject, Echo, { tag: "json", pad }, { timeoutMs: 5_000 }));
+    const reply = await Effect.runPromise(callChunkedEndpoint(link, subject, Echo, { tag: "json", pad }, { timeoutMs: 5_000 }));
     assert.equal(reply.value.pad, pad);
   } finally {
     subscription.unsubscribe();
@@ -71,10 +83,10 @@ test("small frames stay inline, so chunked and plain endpoints talk to each othe
   const plainSubject = createInbox();
   const chunkedSubject = createInbox();
   const plain = serveEndpoint(nc, plainSubject, Echo, echo);
-  const chunked = serveChunkedEndpoint(nc, chunkedSubject, Echo, echo, { timeoutMs: 5_000 });
+  const chunked = serveChunkedEndpoint(link, chunkedSubject, Echo, echo, { timeoutMs: 5_000 });
   try {
     const body = Buffer.from("small body");
-    const one = await Effect.runPromise(callChunkedEndpoint(nc, plainSubject, Echo, { tag: "1" }, { timeoutMs: 5_000, attachment: body }));
+    const one = await Effect.runPromise(callChunkedEndpoint(link, plainSubject, Echo, { tag: "1" }, { timeoutMs: 5_000, attachment: body }));
     const two = await Effect.runPromise(callEndpoint(nc, chunkedSubject, Echo, { tag: "2" }, { timeoutMs: 5_000, attachment: body }));
     for (const reply of [one, two]) assert.equal(Buffer.from(reply.attachment!).toString(), "ydob llams");
   } finally {
@@ -84,11 +96,11 @@ test("small frames stay inline, so chunked and plain endpoints talk to each othe
 });
 
 /** An offer made outside any test clock (the live Clock). */
-const offer = (bytes: Uint8Array, ttlMs: number) => Effect.runSync(offerBlob(nc, bytes, ttlMs));
+const offer = (bytes: Uint8Array, ttlMs: number) => Effect.runSync(offerBlob(nc, link.inboxPrefix, bytes, ttlMs));
 
 /** The typed error a failed pull ended with. */
 const pullError = async (ref: unknown) => {
-  const exit = await Effect.runPromiseExit(fetchBlob(nc, "test", ref, 1_000));
+  const exit = await Effect.runPromiseExit(Effect.scoped(fetchBlob(link, "test", ref, 1_000)));
   assert.ok(Exit.isFailure(exit), "the pull should fail");
   const reason = exit.cause.reasons.find((r) => r._tag === "Fail");
   assert.ok(reason?._tag === "Fail", "with a typed failure");
@@ -112,7 +124,8 @@ test("an offer that is gone fails the pull as RemoteUnavailable; a wrong checksu
 
 test("a reference to an absurd size or of the wrong shape is refused before any pull", async () => {
   for (const ref of [
-    { subject: "_INBOX.x", size: MAX_BLOB_BYTES + 1, chunkSize: 1000, sha256: "0".repeat(64) },
+    { subject: `${link.inboxPrefix}.x`, size: MAX_BLOB_BYTES + 1, chunkSize: 1000, sha256: "0".repeat(64) },
+    { subject: `${link.inboxPrefix}.x`, size: roomy.maxBytesPerPeer + 1, chunkSize: 1000, sha256: "0".repeat(64) },
     { subject: "", size: 10, chunkSize: 1000, sha256: "0".repeat(64) },
     { size: 10 },
     "not a ref",
@@ -123,10 +136,149 @@ test("a reference to an absurd size or of the wrong shape is refused before any 
 
 test("the offer stops serving once the puller is done", async () => {
   const offered = offer(randomBytes(100_000), 10_000);
-  const pulled = await Effect.runPromise(fetchBlob(nc, "test", offered.ref, 1_000));
+  const pulled = await Effect.runPromise(Effect.scoped(fetchBlob(link, "test", offered.ref, 1_000)));
   assert.equal(pulled.length, 100_000);
   await nc.flush();
   await assert.rejects(nc.request(offered.ref.subject, Buffer.alloc(4), { timeout: 1_000 }), /no responders|503|timeout/i);
+});
+
+test("a reference to a subject that is not a node inbox of this cluster is refused, and nothing is sent there", async () => {
+  const token = randomBytes(4).toString("hex");
+  const foreign = [
+    `_INBOX.${token}`,
+    `evil.subject.${token}`,
+    `tern.other${token}.inbox.t1.${token}`, // another cluster's node inbox
+    `${subjects.nodeInboxes}.t1.${token}.deeper`,
+    `${subjects.nodeInboxes}.${token}`,
+  ];
+  const heard: string[] = [];
+  const listeners = foreign.map((subject) => nc.subscribe(subject, { callback: (_error, msg) => void heard.push(msg.subject) }));
+  const subject = createInbox();
+  const served = serveChunkedEndpoint(link, subject, Echo, echo, { timeoutMs: 5_000 });
+  try {
+    await nc.flush();
+    for (const offer of foreign) {
+      const ref = { subject: offer, size: 2_000_000, chunkSize: 1_000_000, sha256: "0".repeat(64) };
+      const refused = await pullError(ref);
+      assert.deepEqual([refused._tag, /not a node inbox/.test(refused.detail)], ["MalformedMessage", true], offer);
+      // The same reference as a request to a served endpoint: answered malformed, not followed.
+      const reply = decodeFrame((await nc.request(subject, encodeBlobFrame(ref), { timeout: 5_000 })).data);
+      assert.ok(typeof reply !== "string");
+      assert.match(String((reply.json as { malformed?: string }).malformed), /not a node inbox/);
+    }
+    await nc.flush();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.deepEqual(heard, [], "no chunk request and no 'done' was published on a foreign subject");
+  } finally {
+    served.unsubscribe();
+    for (const listener of listeners) listener.unsubscribe();
+  }
+});
+
+/** What a call ended with: the reply's tag, or the failure's tag and detail. */
+const outcomeOf = (exit: Exit.Exit<{ value: { tag: string } }, unknown>) => {
+  if (Exit.isSuccess(exit)) return { tag: exit.value.value.tag };
+  const reason = exit.cause.reasons.find((r) => r._tag === "Fail");
+  const error = reason?._tag === "Fail" ? (reason.error as { _tag: string; detail?: string }) : { _tag: "defect" };
+  return { error: error._tag, detail: error.detail ?? "" };
+};
+
+/** Serves Echo, but holds every pulled request at a gate: its reservation stays taken until the gate opens. */
+const serveHeld = (server: BlobTransport) => {
+  const gate = Deferred.makeUnsafe<void>();
+  const subject = createInbox();
+  const held = (request: { tag: string }, attachment: Uint8Array | undefined) => Deferred.await(gate).pipe(Effect.andThen(echo(request, attachment)));
+  const subscription = serveChunkedEndpoint(server, subject, Echo, held, { timeoutMs: 5_000 });
+  return { subject, open: () => Effect.runSync(Deferred.succeed(gate, undefined)), close: () => subscription.unsubscribe() };
+};
+
+/** Starts calls with 2 MB bodies (each takes the chunked path); `outcomes` fills as they end. */
+const callMany = (from: BlobTransport, subject: string, count: number, outcomes: Array<ReturnType<typeof outcomeOf>>) =>
+  Array.from({ length: count }, (_, i) =>
+    Effect.runPromiseExit(callChunkedEndpoint(from, subject, Echo, { tag: `${i}` }, { timeoutMs: 10_000, attachment: randomBytes(2 * 1024 * 1024) })).then(
+      (exit) => void outcomes.push(outcomeOf(exit)),
+    ),
+  );
+
+test("concurrent requests with large blobs past the cap are answered busy at once; the others succeed; the budget empties after", async () => {
+  const server = nodeLink("srv", { maxBytes: 64 * 1024 * 1024, maxBytesPerPeer: 64 * 1024 * 1024, maxConcurrent: 3 });
+  const asker = nodeLink("asker");
+  const endpoint = serveHeld(server);
+  try {
+    const outcomes: Array<ReturnType<typeof outcomeOf>> = [];
+    const calls = callMany(asker, endpoint.subject, 10, outcomes);
+    // Three pulls fill the server; the seven others are refused while those three wait at the gate.
+    await eventually(() => (outcomes.length >= 7 ? true : undefined), 10_000, "the refusals");
+    assert.equal(outcomes.length, 7, "nothing past the cap waited");
+    for (const outcome of outcomes) assert.deepEqual([outcome.error, /pulls in progress/.test(outcome.detail ?? "")], ["RemoteBusy", true]);
+    const held = server.budget.inUse();
+    assert.equal(held.pulls, 3);
+    assert.ok(held.bytes > 3 * 2 * 1024 * 1024 && held.bytes < 3 * (2 * 1024 * 1024 + 1024), `${held.bytes} bytes held`);
+
+    endpoint.open();
+    await Promise.all(calls);
+    assert.equal(outcomes.filter((o) => o.tag !== undefined).length, 3, "the three held requests were answered");
+    assert.deepEqual(server.budget.inUse(), { bytes: 0, pulls: 0 }, "nothing left reserved on the server");
+    assert.deepEqual(asker.budget.inUse(), { bytes: 0, pulls: 0 }, "nor on the asker that pulled the replies");
+  } finally {
+    endpoint.close();
+  }
+});
+
+test("one peer cannot take a node's whole budget: over its share it is busy while another peer still gets through", async () => {
+  const server = nodeLink("srv2", { maxBytes: 64 * 1024 * 1024, maxBytesPerPeer: 5 * 1024 * 1024, maxConcurrent: 8 });
+  const greedy = nodeLink("greedy");
+  const other = nodeLink("other");
+  const endpoint = serveHeld(server);
+  try {
+    const outcomes: Array<ReturnType<typeof outcomeOf>> = [];
+    const calls = callMany(greedy, endpoint.subject, 3, outcomes);
+    await eventually(() => (outcomes.length >= 1 ? true : undefined), 10_000, "the refusal");
+    assert.deepEqual([outcomes[0]?.error, /from greedy.*per peer/.test(outcomes[0]?.detail ?? "")], ["RemoteBusy", true]);
+    const others: Array<ReturnType<typeof outcomeOf>> = [];
+    const otherCalls = callMany(other, endpoint.subject, 1, others);
+    await eventually(() => (server.budget.inUseBy("other").pulls === 1 ? true : undefined), 10_000, "the other peer's pull");
+    assert.equal(server.budget.inUseBy("greedy").pulls, 2);
+    endpoint.open();
+    await Promise.all([...calls, ...otherCalls]);
+    assert.deepEqual(others, [{ tag: "0" }]);
+    assert.deepEqual(server.budget.inUse(), { bytes: 0, pulls: 0 });
+  } finally {
+    endpoint.close();
+  }
+});
+
+test("an interrupted pull stops asking for chunks, tells the offer it is done, and gives its reservation back", async () => {
+  // A lying offer: answers the first chunk, then never again.
+  const offerSubject = createInbox(subjects.nodeInbox("liar"));
+  const asked: number[] = [];
+  let done = 0;
+  const liar = nc.subscribe(offerSubject, {
+    callback: (_error, msg: Msg) => {
+      const seq = Buffer.from(msg.data).readUInt32BE(0);
+      if (seq === 0xffff_ffff) return void done++;
+      asked.push(seq);
+      if (seq === 0) msg.respond(new Uint8Array(1_000));
+    },
+  });
+  try {
+    await nc.flush();
+    const puller = nodeLink("puller");
+    const ref = { subject: offerSubject, size: 100_000, chunkSize: 1_000, sha256: "0".repeat(64) };
+    const pulling = Effect.runFork(Effect.scoped(fetchBlob(puller, "test", ref, 30_000)));
+    // Chunk 0 answered, so its worker moved on: four requests waiting, five asked in all.
+    await eventually(() => (asked.length >= 5 ? true : undefined), 5_000, "the chunk requests");
+    assert.deepEqual(puller.budget.inUse(), { bytes: 100_000, pulls: 1 });
+    await Effect.runPromise(Fiber.interrupt(pulling));
+    assert.deepEqual(puller.budget.inUse(), { bytes: 0, pulls: 0 }, "released when interrupted, not when the requests time out");
+    const askedWhenInterrupted = asked.length;
+    await nc.flush();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(asked.length, askedWhenInterrupted, "no chunk asked for after the interruption");
+    assert.equal(done, 1, "the offer was told the puller is done");
+  } finally {
+    liar.unsubscribe();
+  }
 });
 
 // Time under control: a TestClock is the Clock of everything run through `testRuntime`.
@@ -134,7 +286,7 @@ const testRuntime = ManagedRuntime.make(TestClock.layer());
 after(() => testRuntime.dispose());
 
 test("an offer nobody pulls is withdrawn when its TTL runs out (TestClock)", async () => {
-  const offered = await testRuntime.runPromise(offerBlob(nc, randomBytes(10_000), 30_000));
+  const offered = await testRuntime.runPromise(offerBlob(nc, link.inboxPrefix, randomBytes(10_000), 30_000));
   const firstChunk = () => nc.request(offered.ref.subject, Buffer.alloc(4), { timeout: 1_000 });
   await testRuntime.runPromise(TestClock.adjust(29_999));
   assert.equal((await firstChunk()).data.length, 10_000, "still offered just before the TTL");
@@ -156,15 +308,15 @@ test("a handler served in a scope runs with the services of the fiber that serve
   await testRuntime.runPromise(
     Effect.gen(function* () {
       yield* TestClock.setTime(1_234_000);
-      yield* servedInScope((run) => serveChunkedEndpoint(nc, subject, Clocked, whatTimeIsIt, { timeoutMs: 5_000, run }));
+      yield* servedInScope((run) => serveChunkedEndpoint(link, subject, Clocked, whatTimeIsIt, { timeoutMs: 5_000, run }));
     }).pipe(Scope.provide(scope)),
   );
-  const reply = await Effect.runPromise(callChunkedEndpoint(nc, subject, Clocked, { tag: "t" }, { timeoutMs: 5_000 }));
+  const reply = await Effect.runPromise(callChunkedEndpoint(link, subject, Clocked, { tag: "t" }, { timeoutMs: 5_000 }));
   assert.equal(reply.value.now, 1_234_000, "the test clock's time, not the live clock's");
 
   await Effect.runPromise(Scope.close(scope, Exit.void));
   await nc.flush();
-  const gone = await Effect.runPromiseExit(callChunkedEndpoint(nc, subject, Clocked, { tag: "t" }, { timeoutMs: 1_000 }));
+  const gone = await Effect.runPromiseExit(callChunkedEndpoint(link, subject, Clocked, { tag: "t" }, { timeoutMs: 1_000 }));
   assert.ok(Exit.isFailure(gone), "unsubscribed when the scope closed");
 });
 
@@ -180,8 +332,8 @@ test("closing the scope interrupts a handler still running: it outlives nothing 
       Effect.as({ value: { now: 0 } }),
       Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined)),
     );
-  await testRuntime.runPromise(servedInScope((run) => serveChunkedEndpoint(nc, subject, Clocked, slow, { timeoutMs: 5_000, run })).pipe(Scope.provide(scope)));
-  const asked = Effect.runPromiseExit(callChunkedEndpoint(nc, subject, Clocked, { tag: "t" }, { timeoutMs: 2_000 }));
+  await testRuntime.runPromise(servedInScope((run) => serveChunkedEndpoint(link, subject, Clocked, slow, { timeoutMs: 5_000, run })).pipe(Scope.provide(scope)));
+  const asked = Effect.runPromiseExit(callChunkedEndpoint(link, subject, Clocked, { tag: "t" }, { timeoutMs: 2_000 }));
   await Effect.runPromise(Deferred.await(started));
   await Effect.runPromise(Scope.close(scope, Exit.void));
   await Effect.runPromise(Deferred.await(interrupted).pipe(Effect.timeout(1_000)));
