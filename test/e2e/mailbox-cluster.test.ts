@@ -88,6 +88,12 @@ test("a 30 MB message sent to A is stored on B and read back over POP3 on A byte
   const [onB] = await fetchAll(nodeB!);
   assert.equal(onB!.sha256, message!.sha256);
   assert.equal(onB!.uidl, message!.uidl, "UIDL is the same whichever node serves it");
+  // Both pulls (the body by B, the POP3 reply by A) are over: nothing left reserved in either budget.
+  for (const [node, id] of [[nodeA!, "a"], [nodeB!, "b"]] as const) {
+    const metrics = await (await fetch(`http://127.0.0.1:${node.ports.http}/metrics`)).text();
+    assert.match(metrics, new RegExp(`^tern_blob_pull_bytes\\{node="${id}"\\} 0$`, "m"));
+    assert.match(metrics, new RegExp(`^tern_blob_pulls\\{node="${id}"\\} 0$`, "m"));
+  }
 });
 
 test("UIDL is stable across sessions and never reused after a delete", { timeout: 60_000 }, async () => {
