@@ -248,36 +248,38 @@ test("one peer cannot take a node's whole budget: over its share it is busy whil
   }
 });
 
-test("an interrupted pull stops asking for chunks, tells the offer it is done, and gives its reservation back", async () => {
-  // A lying offer: answers the first chunk, then never again.
-  const offerSubject = createInbox(subjects.nodeInbox("liar"));
+test("an interrupted pull stops asking for chunks at once, tells the offer it is done, and gives its reservation back", async () => {
+  // A slow offer: every chunk is answered, 20 ms late, so a pull of 1,000 chunks takes seconds.
+  const offerSubject = createInbox(subjects.nodeInbox("slow"));
   const asked: number[] = [];
   let done = 0;
-  const liar = nc.subscribe(offerSubject, {
+  const slow = nc.subscribe(offerSubject, {
     callback: (_error, msg: Msg) => {
       const seq = Buffer.from(msg.data).readUInt32BE(0);
       if (seq === 0xffff_ffff) return void done++;
       asked.push(seq);
-      if (seq === 0) msg.respond(new Uint8Array(1_000));
+      setTimeout(() => msg.respond(new Uint8Array(1_000)), 20);
     },
   });
   try {
     await nc.flush();
     const puller = nodeLink("puller");
-    const ref = { subject: offerSubject, size: 100_000, chunkSize: 1_000, sha256: "0".repeat(64) };
+    const ref = { subject: offerSubject, size: 1_000_000, chunkSize: 1_000, sha256: "0".repeat(64) };
     const pulling = Effect.runFork(Effect.scoped(fetchBlob(puller, "test", ref, 30_000)));
-    // Chunk 0 answered, so its worker moved on: four requests waiting, five asked in all.
-    await eventually(() => (asked.length >= 5 ? true : undefined), 5_000, "the chunk requests");
-    assert.deepEqual(puller.budget.inUse(), { bytes: 100_000, pulls: 1 });
+    await eventually(() => (asked.length >= 20 ? true : undefined), 5_000, "the chunk requests");
+    assert.deepEqual(puller.budget.inUse(), { bytes: 1_000_000, pulls: 1 });
+    const interrupting = Date.now();
     await Effect.runPromise(Fiber.interrupt(pulling));
-    assert.deepEqual(puller.budget.inUse(), { bytes: 0, pulls: 0 }, "released when interrupted, not when the requests time out");
+    assert.ok(Date.now() - interrupting < 1_000, "the interruption did not wait for the chunks in flight");
+    assert.deepEqual(puller.budget.inUse(), { bytes: 0, pulls: 0 }, "released when interrupted");
     const askedWhenInterrupted = asked.length;
     await nc.flush();
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal(asked.length, askedWhenInterrupted, "no chunk asked for after the interruption");
+    assert.ok(askedWhenInterrupted < 1_000, "the pull was still going when interrupted");
     assert.equal(done, 1, "the offer was told the puller is done");
   } finally {
-    liar.unsubscribe();
+    slow.unsubscribe();
   }
 });
 
