@@ -15,7 +15,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { callEndpoint } from "../../actors/runtime/remote.ts";
 import { mailboxEndpoints } from "../../protocol/mailbox.ts";
 import { makeSubjects } from "../../protocol/subjects.ts";
-import { encodeFrame } from "../../protocol/wire.ts";
+import { encodeBlobFrame, encodeFrame } from "../../protocol/wire.ts";
 import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
 import { startSecureNats, type SecureNats } from "../support/secure-nats.ts";
 
@@ -185,4 +185,18 @@ test("replies and blobs between nodes never pass through _INBOX, where applicati
   await eventually(async () => ((await popList("bob@example.test", "bob-pw", nodeA!)).trim().split("\n").length === 3 ? true : undefined), 20_000, "three messages for bob");
   sub.unsubscribe();
   assert.deepEqual(seen, []);
+});
+
+test("an application cannot make a node pull a large blob from a subject it names", async () => {
+  const app = await as("application");
+  const offer = "_INBOX.bait";
+  const chunkRequests: string[] = [];
+  const bait = app.subscribe(offer, { callback: (_error, msg) => void chunkRequests.push(msg.subject) });
+  const ref = { subject: offer, size: 200 * 1024 * 1024, chunkSize: 1024 * 1024 - 4096, sha256: "0".repeat(64) };
+  for (const node of ["a", "b"]) {
+    await assert.rejects(app.request(subjects.mailbox(node, "deliver"), encodeBlobFrame(ref), { timeout: 2_000 }));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  bait.unsubscribe();
+  assert.deepEqual(chunkRequests, []);
 });

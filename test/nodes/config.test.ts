@@ -37,7 +37,7 @@ test("users must belong to a local domain", () => {
 
 test("environment overrides win over the file", () => {
   const config = parseConfig(
-    { listen: { smtp: 2600, pop3: 1200 }, dataDir: "/from/file" },
+    { listen: { smtp: 2600, pop3: 1200 }, dataDir: "/from/file", nats: { trustedLink: true } },
     { TERN_SMTP_PORT: "2700", TERN_DATA_DIR: "/from/env", TERN_NATS_URL: "nats://a:1,nats://b:2" },
   );
   assert.equal(config.listen.smtp, 2700);
