@@ -63,6 +63,7 @@ export interface LoginAccounts {
   readonly knownGood: (account: string, ip: string) => boolean;
   readonly failed: (account: string) => void;
   readonly succeeded: (account: string, ip: string) => void;
+  /** Time on the Clock the record was made with; each protocol's counters read it too. */
   readonly now: () => number;
 }
 
