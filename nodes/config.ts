@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { Cause, Exit, Schema } from "effect";
 import { isSafeToken } from "../protocol/subjects.ts";
-import { domainOf } from "../actors/common/domains.ts";
+import { domainOf, localPartOf } from "../actors/common/domains.ts";
 import { parseCidr } from "../actors/common/networks.ts";
 import { isPasswordHash, type UserRecord } from "../actors/users/store.ts";
 import type { DeliveryConfig } from "../actors/delivery/config.ts";
@@ -18,8 +18,10 @@ const Token = Schema.String.check(Schema.makeFilter((s: string) => isSafeToken(s
 const HostPort = Schema.String.check(Schema.makeFilter((s: string) => /^[^\s:]+:\d{1,5}$/.test(s) || "expected host:port"));
 const Cidr = Schema.String.check(Schema.makeFilter((s: string) => parseCidr(s) !== undefined || "expected an IPv4 or IPv6 CIDR such as 127.0.0.0/8"));
 
+const Address = Schema.String.check(Schema.makeFilter((s: string) => /^[^@\s]+@[^@\s]+$/.test(s) || "expected local@domain"));
+
 const User = Schema.Struct({
-  address: Schema.String.check(Schema.makeFilter((s: string) => /^[^@\s]+@[^@\s]+$/.test(s) || "expected local@domain")),
+  address: Address,
   /** Plain password: development only; hashed in memory at start. */
   password: Schema.optional(Schema.String),
   /** scrypt hash as written by `tern user hash`. */
@@ -90,6 +92,17 @@ const ConfigFile = Schema.Struct({
   ),
   localDomains: Schema.optional(Schema.Array(Schema.String)),
   users: Schema.optional(Schema.Array(User)),
+  /** Where mail for postmaster goes when no user has that name (RFC 5321 §4.5.1: it must be accepted). */
+  postmaster: Schema.optional(Address),
+  /** Failed logins per account from every IP, all protocols together: past a count, attempts wait. */
+  logins: Schema.optional(
+    Schema.Struct({
+      accountDelayAfterFailures: Schema.optional(Positive),
+      accountDelayMs: Schema.optional(Positive),
+      accountMaxDelayMs: Schema.optional(Positive),
+      accountWindowMs: Schema.optional(Positive),
+    }),
+  ),
   trustedNetworks: Schema.optional(Schema.Array(Cidr)),
   dns: Schema.optional(
     Schema.Struct({
@@ -153,7 +166,6 @@ const ConfigFile = Schema.Struct({
       /** Maildrop lock lease; a session's node renews it every third of this. */
       lockLeaseMs: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 3_000, maximum: 3_600_000 }))),
       maxFailedLoginsPerIp: Schema.optional(Positive),
-      maxFailedLoginsPerUser: Schema.optional(Positive),
       maxFailedLoginsPerUserAndIp: Schema.optional(Positive),
       failedLoginWindowMs: Schema.optional(Positive),
       failedLoginDelayMs: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))),
@@ -212,6 +224,14 @@ export interface NodeConfig {
   readonly tls: { readonly certFile?: string | undefined; readonly keyFile?: string | undefined };
   readonly localDomains: ReadonlyArray<string>;
   readonly users: ReadonlyArray<UserRecord>;
+  /** Where postmaster's mail goes when no user has that name (catch-all first, for postmaster@<domain>); undefined only without users. */
+  readonly postmaster: string | undefined;
+  readonly logins: {
+    readonly accountDelayAfterFailures: number;
+    readonly accountDelayMs: number;
+    readonly accountMaxDelayMs: number;
+    readonly accountWindowMs: number;
+  };
   readonly trustedNetworks: ReadonlyArray<string>;
   readonly dns: {
     readonly servers: ReadonlyArray<{ host: string; port: number }>;
@@ -232,7 +252,6 @@ export interface NodeConfig {
     readonly maxConnections: number;
     readonly lockLeaseMs: number;
     readonly maxFailedLoginsPerIp: number;
-    readonly maxFailedLoginsPerUser: number;
     readonly maxFailedLoginsPerUserAndIp: number;
     readonly failedLoginWindowMs: number;
     readonly failedLoginDelayMs: number;
@@ -294,7 +313,15 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     catchAll: Object.fromEntries(Object.entries(file.smtp?.catchAll ?? {}).map(([d, a]) => [d.toLowerCase(), a.toLowerCase()])),
   },
   localDomains: (file.localDomains ?? ["localhost"]).map((d) => d.toLowerCase()),
-  users: (file.users ?? [{ address: "me@localhost", password: "tern" }]).map((u) => ({ ...u, address: u.address.toLowerCase() })),
+  users: usersOf(file),
+  postmaster: file.postmaster?.toLowerCase() ?? defaultPostmaster(usersOf(file)),
+  logins: {
+    // Five failures are more than a user's typos; from there each attempt waits 1, 2, 4 … 30 s.
+    accountDelayAfterFailures: file.logins?.accountDelayAfterFailures ?? 5,
+    accountDelayMs: file.logins?.accountDelayMs ?? 1_000,
+    accountMaxDelayMs: file.logins?.accountMaxDelayMs ?? 30_000,
+    accountWindowMs: file.logins?.accountWindowMs ?? 15 * 60_000,
+  },
   trustedNetworks: file.trustedNetworks ?? ["127.0.0.0/8", "::1/128"],
   dns: {
     servers: (file.dns?.servers ?? systemNameservers()).map(parseHostPort),
@@ -340,7 +367,6 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     maxConnections: file.pop3?.maxConnections ?? 500,
     lockLeaseMs: file.pop3?.lockLeaseMs ?? 30_000,
     maxFailedLoginsPerIp: file.pop3?.maxFailedLoginsPerIp ?? 20,
-    maxFailedLoginsPerUser: file.pop3?.maxFailedLoginsPerUser ?? 10,
     maxFailedLoginsPerUserAndIp: file.pop3?.maxFailedLoginsPerUserAndIp ?? 5,
     failedLoginWindowMs: file.pop3?.failedLoginWindowMs ?? 15 * 60_000,
     failedLoginDelayMs: file.pop3?.failedLoginDelayMs ?? 1_000,
@@ -357,6 +383,13 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     maxConcurrentPulls: file.transfers?.maxConcurrentPulls ?? 8,
   },
 });
+
+const usersOf = (file: ConfigFile): ReadonlyArray<UserRecord> =>
+  (file.users ?? [{ address: "me@localhost", password: "tern" }]).map((u) => ({ ...u, address: u.address.toLowerCase() }));
+
+/** A user named postmaster if there is one, else the first user: the one an operator lists first is usually the admin. */
+const defaultPostmaster = (users: ReadonlyArray<UserRecord>): string | undefined =>
+  users.find((u) => localPartOf(u.address) === "postmaster")?.address ?? users[0]?.address;
 
 type NatsFile = NonNullable<ConfigFile["nats"]>;
 
@@ -456,6 +489,10 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
   const homeless = config.users.filter((u) => !config.localDomains.includes(domainOf(u.address)));
   if (homeless.length > 0) {
     throw new ConfigError(`invalid config: users[].address ${JSON.stringify(homeless[0]!.address)} is not in localDomains`);
+  }
+  const postmaster = config.postmaster;
+  if (postmaster !== undefined && config.localDomains.includes(domainOf(postmaster)) && !config.users.some((u) => u.address === postmaster)) {
+    throw new ConfigError(`invalid config: postmaster ${JSON.stringify(postmaster)} is in localDomains but is not one of users[].address`);
   }
   return config;
 };

@@ -10,7 +10,7 @@ import { makeLog, type Log as LogShape } from "./log.ts";
 import { BlobTransfers, Events, MailboxOwnership, Nats } from "./services/cluster.ts";
 import { Config, Log, Metrics, Supervisor, type NodeStartError } from "./services/core.ts";
 import { QueueAdminLayer, Scheduler, Sites } from "./services/delivery.ts";
-import { Tls, Users } from "./services/identity.ts";
+import { LoginAccounts, Tls, Users } from "./services/identity.ts";
 import { DescriptorCheck, HttpListener, Pop3Listener, SmtpListener } from "./services/listeners.ts";
 import { LocalMailboxes, Mailboxes } from "./services/mailboxes.ts";
 import { Resolver } from "./services/resolver.ts";
@@ -24,7 +24,7 @@ export interface NodePorts {
 }
 
 /** Each line provides what the lines above it need. */
-const foundation = Supervisor.layer.pipe(Layer.provideMerge(Layer.mergeAll(Metrics.layer, Users.layer, Tls.layer)));
+const foundation = Supervisor.layer.pipe(Layer.provideMerge(Layer.mergeAll(Metrics.layer, LoginAccounts.layer.pipe(Layer.provideMerge(Users.layer)), Tls.layer)));
 const storage = Spool.layer.pipe(Layer.provideMerge(Lmdb.layer));
 const cluster = Layer.mergeAll(MailboxOwnership.layer, Events.layer, BlobTransfers.layer).pipe(Layer.provideMerge(Nats.layer));
 const actors = Scheduler.layer.pipe(

@@ -9,7 +9,7 @@ import { Clock, Context, Effect, type Fiber } from "effect";
 import type { LoginOutcome } from "../../protocol/pop3.ts";
 import { inNetworks } from "../common/networks.ts";
 import { makeConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
-import { defaultLoginThrottle, loginThrottleOn, type LoginThrottleOptions } from "./login-throttle.ts";
+import { loginAccountsOn, makeLoginThrottle, type LoginThrottle } from "../users/login-throttle.ts";
 import type { MaildropAccess, OpenMaildrop } from "./maildrop.ts";
 import {
   answerLine,
@@ -42,7 +42,11 @@ export interface Pop3ServerOptions {
    * nobody can listen in). Everyone else must STLS before USER/PASS or AUTH.
    */
   readonly plaintextLoginNetworks?: ReadonlyArray<string>;
-  readonly throttle?: LoginThrottleOptions;
+  /**
+   * Failed-login limits (the node's, shared with SMTP AUTH). Default: this server's own,
+   * with default limits, counting each login name as given (lower-cased).
+   */
+  readonly throttle?: LoginThrottle;
   /** Pause before answering a failed login (default 1 s). */
   readonly failureDelayMs?: number;
   /** Failed logins on one connection before it is closed (default 3). */
@@ -88,7 +92,7 @@ export const startPop3Server = async (options: Pop3ServerOptions): Promise<Pop3S
     config: {
       hostname: options.hostname,
       access: options.access,
-      throttle: loginThrottleOn(Context.get(services, Clock.Clock), options.throttle ?? defaultLoginThrottle),
+      throttle: options.throttle ?? makeLoginThrottle(loginAccountsOn(Context.get(services, Clock.Clock), () => undefined)),
       failureDelayMs: options.failureDelayMs ?? 1_000,
       maxFailuresPerConnection: options.maxFailuresPerConnection ?? 3,
       holderPrefix: `${options.nodeId ?? options.hostname}/pop3`,

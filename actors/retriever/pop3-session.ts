@@ -15,7 +15,7 @@ import {
   type LoginOutcome,
   type Pop3Command,
 } from "../../protocol/pop3.ts";
-import type { LoginThrottle } from "./login-throttle.ts";
+import type { LoginThrottle } from "../users/login-throttle.ts";
 import type { MaildropAccess, MaildropEntry, OpenMaildrop } from "./maildrop.ts";
 
 export interface SessionConfig {
@@ -191,11 +191,16 @@ const plainResponse = (state: AuthorizationState, response: string, config: Sess
 const logIn = (state: AuthorizationState, login: string, password: string, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> =>
   Effect.gen(function* () {
     const verdict = config.throttle.check(login, connection.remoteAddress);
-    if (verdict !== "allowed") {
-      connection.log({ event: "login-throttled", user: login, limit: verdict });
+    if (verdict._tag === "Refused") {
+      connection.log({ event: "login-throttled", user: verdict.account, limit: verdict.limit });
       config.onLogin?.("throttled");
       yield* Effect.sleep(config.failureDelayMs);
       return { reply: err("[AUTH] too many failed logins, try again later"), next: state };
+    }
+    // The account failed often lately (from any IP): answered later, right password or not.
+    if (verdict.delayMs > 0) {
+      connection.log({ event: "login-delayed", user: verdict.account, delayMs: verdict.delayMs });
+      yield* Effect.sleep(verdict.delayMs);
     }
     const authenticated = yield* access(() => config.access.authenticate(login, password));
     if (authenticated._tag !== "Success") {
@@ -203,7 +208,7 @@ const logIn = (state: AuthorizationState, login: string, password: string, confi
       return { reply: temporaryFailure(connection, "authenticate", detailOf(authenticated)), next: state };
     }
     if (authenticated.value === null) return yield* failedLogin(state, login, config, connection);
-    config.throttle.succeeded(login, connection.remoteAddress);
+    config.throttle.succeeded(authenticated.value, connection.remoteAddress);
     return yield* openMaildrop(state, authenticated.value, config, connection);
   });
 

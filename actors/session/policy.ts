@@ -1,6 +1,6 @@
 // Who may send what to whom: the session's decisions as pure functions returning an
 // SMTP reply (or acceptance), so each rule is testable without a socket.
-import { domainOf } from "../common/domains.ts";
+import { domainOf, localPartOf } from "../common/domains.ts";
 import { inNetworks } from "../common/networks.ts";
 
 export interface Reply {
@@ -19,6 +19,8 @@ export interface RecipientPolicy {
   readonly isLocalUser: (address: string) => boolean;
   /** Domain → address that takes mail for unknown users of that domain. */
   readonly catchAll: Readonly<Record<string, string>>;
+  /** Where postmaster's mail goes when no user has that name and the domain has no catch-all. */
+  readonly postmaster: string | undefined;
   readonly trustedNetworks: ReadonlyArray<string>;
 }
 
@@ -37,6 +39,9 @@ const checkAddressCharset = (address: string, client: ClientFacts): Decision =>
     ? refuse(553, "5.6.7 Non-ASCII address requires the SMTPUTF8 parameter", "utf8-without-smtputf8")
     : accept;
 
+/** RFC 5321 §4.5.1: the name is case-insensitive ("Postmaster", "POSTMASTER"). */
+const isPostmaster = (localPart: string) => localPart.toLowerCase() === "postmaster";
+
 /** Where a recipient's mail goes, or why it is refused. Relaying needs auth or a trusted network (no open relay). */
 export const decideRecipient = (
   address: string,
@@ -45,12 +50,19 @@ export const decideRecipient = (
 ): { readonly decision: Decision; readonly deliverTo: string } => {
   const charset = checkAddressCharset(address, client);
   if (!charset.ok) return { decision: charset, deliverTo: address };
+  const unknownUser = { decision: refuse(550, "5.1.1 No such user here", "unknown-user"), deliverTo: address };
+  // RFC 5321 §4.5.1: "postmaster" without a domain must be accepted (smtp-server lets it through as is).
+  if (!address.includes("@")) {
+    return isPostmaster(address) && policy.postmaster !== undefined ? { decision: accept, deliverTo: policy.postmaster } : unknownUser;
+  }
   const domain = domainOf(address);
   if (policy.localDomains.includes(domain)) {
     if (policy.isLocalUser(address)) return { decision: accept, deliverTo: address };
     const catchAll = policy.catchAll[domain];
     if (catchAll) return { decision: accept, deliverTo: catchAll };
-    return { decision: refuse(550, "5.1.1 No such user here", "unknown-user"), deliverTo: address };
+    // …and so must postmaster@ each domain we take mail for, user of that name or not.
+    if (isPostmaster(localPartOf(address)) && policy.postmaster !== undefined) return { decision: accept, deliverTo: policy.postmaster };
+    return unknownUser;
   }
   if (client.user !== undefined || inNetworks(client.remoteAddress, policy.trustedNetworks)) {
     return { decision: accept, deliverTo: address };

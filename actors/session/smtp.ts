@@ -10,6 +10,7 @@ import type { QueueEntry, Route } from "../queue/entry.ts";
 import { newMessageId, queueOf, routeOf } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
 import { makeConnectionCap, type ConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
+import type { LoginThrottle } from "../users/login-throttle.ts";
 import type { ClientGuard } from "./guard.ts";
 import { missingSubmissionHeaders, receivedHeader } from "./headers.ts";
 import { ingest, type BareLineEndings, type IngestProblem } from "./ingest.ts";
@@ -46,6 +47,8 @@ export interface SessionDeps {
   readonly spool: Spool;
   readonly users: UserStore;
   readonly guard: ClientGuard;
+  /** Failed-login limits and the per-account delay, shared in part with POP3. */
+  readonly throttle: LoginThrottle;
   readonly tls: { readonly key: Buffer; readonly cert: Buffer };
   /** False while the spool cannot commit: new connections get 421. */
   readonly spoolHealthy: () => boolean;
@@ -196,17 +199,10 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     },
 
     onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (error: Error | null | undefined, response?: { user: string }) => void) {
-      const login = auth.username ?? "";
-      if (guard.authBlocked(session.remoteAddress, login)) {
-        hooks.rejected("auth-rate-limited");
-        return callback(replyError(454, "4.7.0 Too many failed authentication attempts, try again later"));
-      }
-      deps.users.verify(login, auth.password ?? "").then((user) => {
-        if (user) return callback(null, { user });
-        guard.authFailed(session.remoteAddress, login);
-        hooks.rejected("auth-failed");
-        callback(replyError(535, "5.7.8 Authentication credentials invalid"));
-      }, (error) => callback(replyError(454, `4.7.0 Temporary authentication failure: ${String(error)}`)));
+      deps.run(authenticate(deps, auth.username ?? "", auth.password ?? "", session)).then(
+        (outcome) => (outcome.ok ? callback(null, { user: outcome.user }) : callback(replyError(outcome.code, outcome.text))),
+        (defect) => callback(replyError(454, `4.7.0 Temporary authentication failure: ${String(defect)}`)),
+      );
     },
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
@@ -237,6 +233,35 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     },
   };
 };
+
+type AuthOutcome = { readonly ok: true; readonly user: string } | { readonly ok: false; readonly code: number; readonly text: string };
+
+/**
+ * One AUTH attempt: refused outright over a per-IP or per-(account, IP) limit; otherwise
+ * answered after the account's delay (zero unless it has failed often lately, from any
+ * IP), whether the password is right or not, so the wait tells a guesser nothing.
+ */
+const authenticate = Effect.fnUntraced(function* (deps: SessionDeps, login: string, password: string, session: SMTPServerSession) {
+  const { throttle, hooks } = deps;
+  const verdict = throttle.check(login, session.remoteAddress);
+  if (verdict._tag === "Refused") {
+    hooks.rejected("auth-rate-limited");
+    hooks.log("auth.throttled", { conn: session.id, user: verdict.account, limit: verdict.limit });
+    return { ok: false, code: 454, text: "4.7.0 Too many failed authentication attempts, try again later" } satisfies AuthOutcome;
+  }
+  if (verdict.delayMs > 0) {
+    hooks.log("auth.delayed", { conn: session.id, user: verdict.account, delayMs: verdict.delayMs });
+    yield* Effect.sleep(verdict.delayMs);
+  }
+  const user = yield* Effect.promise(() => deps.users.verify(login, password));
+  if (user !== undefined) {
+    throttle.succeeded(user, session.remoteAddress);
+    return { ok: true, user } satisfies AuthOutcome;
+  }
+  throttle.failed(login, session.remoteAddress);
+  hooks.rejected("auth-failed");
+  return { ok: false, code: 535, text: "5.7.8 Authentication credentials invalid" } satisfies AuthOutcome;
+});
 
 type DataOutcome = { readonly ok: true; readonly text: string } | { readonly ok: false; readonly code: number; readonly text: string };
 const queued = (text: string): DataOutcome => ({ ok: true, text });

@@ -15,6 +15,8 @@ export interface UserRecord {
 
 export interface UserStore {
   readonly exists: (address: string) => boolean;
+  /** The user address a login name stands for (`alice` → `alice@local.test`), if any: the key failed logins are counted by. */
+  readonly accountOf: (login: string) => string | undefined;
   /** Resolves to the user's address when the password is right, else undefined. A login is a full address, or a local part only one user has. */
   readonly verify: (login: string, password: string) => Promise<string | undefined>;
   /** May `user` use `address` as its MAIL FROM? Its own address or one of its aliases. */
@@ -63,6 +65,7 @@ export const makeUserStore = async (records: ReadonlyArray<UserRecord>): Promise
   };
   return {
     exists: (address) => users.has(address.toLowerCase()),
+    accountOf: canonical,
     verify: async (login, password) => {
       const address = canonical(login);
       const user = address === undefined ? undefined : users.get(address);

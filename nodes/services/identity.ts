@@ -1,6 +1,8 @@
 // Who the node's users are and how it proves who it is: the user store (passwords,
-// aliases, home nodes) and the TLS credentials of its listeners.
+// aliases, home nodes), the failed-login record of their accounts, and the TLS
+// credentials of its listeners.
 import { Context, Effect, Layer } from "effect";
+import { defaultAccountDelay, makeLoginAccounts, type LoginAccounts as LoginAccountsShape } from "../../actors/users/login-throttle.ts";
 import { makeUserStore, type UserStore } from "../../actors/users/store.ts";
 import { loadTlsCredentials, type TlsCredentials } from "../tls.ts";
 import { Config, Log, starting } from "./core.ts";
@@ -11,6 +13,24 @@ export class Users extends Context.Service<Users, UserStore>()("tern/Users") {
     Effect.gen(function* () {
       const config = yield* Config;
       return yield* starting("users", () => makeUserStore(config.users));
+    }),
+  );
+}
+
+/** Failed logins per account and known-good IPs, one record for SMTP AUTH and POP3 together. */
+export class LoginAccounts extends Context.Service<LoginAccounts, LoginAccountsShape>()("tern/LoginAccounts") {
+  static readonly layer = Layer.effect(
+    LoginAccounts,
+    Effect.gen(function* () {
+      const { logins } = yield* Config;
+      const users = yield* Users;
+      return yield* makeLoginAccounts(users.accountOf, {
+        ...defaultAccountDelay,
+        afterFailures: logins.accountDelayAfterFailures,
+        delayMs: logins.accountDelayMs,
+        maxDelayMs: logins.accountMaxDelayMs,
+        windowMs: logins.accountWindowMs,
+      });
     }),
   );
 }

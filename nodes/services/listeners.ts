@@ -4,16 +4,16 @@
 import type { Server } from "node:http";
 import { Context, Effect, Layer } from "effect";
 import { makeMaildropAccess } from "../../actors/retriever/access.ts";
-import { defaultLoginThrottle } from "../../actors/retriever/login-throttle.ts";
 import { startPop3Server } from "../../actors/retriever/pop3-server.ts";
 import { makeClientGuard } from "../../actors/session/guard.ts";
 import { startSmtpListeners, type SessionDeps } from "../../actors/session/smtp.ts";
+import { makeLoginThrottle } from "../../actors/users/login-throttle.ts";
 import { readinessProblems } from "../../actors/runtime/supervisor.ts";
 import { warnIfDescriptorsShort } from "../fd-limit.ts";
 import { startHttp } from "../http.ts";
 import { Events, Nats } from "./cluster.ts";
 import { Config, Log, Metrics, starting, Supervisor } from "./core.ts";
-import { Tls, Users } from "./identity.ts";
+import { LoginAccounts, Tls, Users } from "./identity.ts";
 import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
 import { Scheduler } from "./delivery.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
@@ -37,6 +37,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
           localDomains: config.localDomains,
           isLocalUser: users.exists,
           catchAll: config.smtp.catchAll,
+          postmaster: config.postmaster,
           trustedNetworks: config.trustedNetworks,
           maxMessageBytes: config.limits.maxMessageBytes,
           maxRecipients: config.limits.maxRecipients,
@@ -49,6 +50,11 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
         spool: yield* Spool,
         users,
         guard: yield* makeClientGuard(config.smtp),
+        throttle: makeLoginThrottle(yield* LoginAccounts, {
+          windowMs: config.smtp.authFailureWindowMs,
+          maxFailuresPerIp: config.smtp.maxAuthFailuresPerIp,
+          maxFailuresPerAccountAndIp: config.smtp.maxAuthFailuresPerUserAndIp,
+        }),
         tls,
         spoolHealthy: spoolHealth.healthy,
         spoolFailed: spoolHealth.failed,
@@ -89,6 +95,11 @@ export class Pop3Listener extends Context.Service<Pop3Listener, { readonly port:
       const { onLogin } = yield* MailboxMetrics;
       const { pop3Connection } = yield* Metrics;
       const services = yield* Effect.context<never>();
+      const throttle = makeLoginThrottle(yield* LoginAccounts, {
+        windowMs: config.pop3.failedLoginWindowMs,
+        maxFailuresPerIp: config.pop3.maxFailedLoginsPerIp,
+        maxFailuresPerAccountAndIp: config.pop3.maxFailedLoginsPerUserAndIp,
+      });
       const server = yield* Effect.acquireRelease(
         starting("pop3 listener", () =>
           startPop3Server({
@@ -100,13 +111,7 @@ export class Pop3Listener extends Context.Service<Pop3Listener, { readonly port:
             access,
             tls: { key: tls.key, cert: tls.cert },
             plaintextLoginNetworks: config.pop3.plaintextLoginNetworks,
-            throttle: {
-              ...defaultLoginThrottle,
-              windowMs: config.pop3.failedLoginWindowMs,
-              maxFailuresPerIp: config.pop3.maxFailedLoginsPerIp,
-              maxFailuresPerUser: config.pop3.maxFailedLoginsPerUser,
-              maxFailuresPerUserAndIp: config.pop3.maxFailedLoginsPerUserAndIp,
-            },
+            throttle,
             failureDelayMs: config.pop3.failedLoginDelayMs,
             onLogin,
             maxConnections: config.pop3.maxConnections,

@@ -8,7 +8,7 @@ test("defaults: plaintext POP3 login only from loopback, 30 s lock lease, no quo
   assert.deepEqual(config.pop3.plaintextLoginNetworks, ["127.0.0.0/8", "::1/128"]);
   assert.equal(config.pop3.lockLeaseMs, 30_000);
   assert.equal(config.pop3.failedLoginDelayMs, 1_000);
-  assert.deepEqual([config.pop3.maxFailedLoginsPerIp, config.pop3.maxFailedLoginsPerUser, config.pop3.maxFailedLoginsPerUserAndIp], [20, 10, 5]);
+  assert.deepEqual([config.pop3.maxFailedLoginsPerIp, config.pop3.maxFailedLoginsPerUserAndIp], [20, 5]);
   assert.deepEqual(config.mailbox, { quotaBytes: undefined, quotas: {}, idleMs: 60_000, askTimeoutMs: 30_000 });
 });
 

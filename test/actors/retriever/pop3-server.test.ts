@@ -15,6 +15,7 @@ import { topOfMessage, type LoginOutcome } from "../../../protocol/pop3.ts";
 import { connectPop3, type RawPop3 } from "../../support/pop3.ts";
 import { loadTlsCredentials, type TlsCredentials } from "../../../nodes/tls.ts";
 import { startPop3Server, type Pop3Server, type Pop3ServerOptions } from "../../../actors/retriever/pop3-server.ts";
+import { defaultAccountDelay, makeLoginAccounts, makeLoginThrottle } from "../../../actors/users/login-throttle.ts";
 
 const run = promisify(execFile);
 
@@ -713,35 +714,45 @@ test("curl over STLS logs in with AUTH PLAIN and retrieves", () =>
     await logged((fields) => fields.event === "login" && fields.tls === true);
   }));
 
-test("failed logins: per (user, IP) and per user limits, but a user's known address still gets in", () => {
+test("failed logins: refused per (user, IP); slowed per account from new addresses; a user's known address still gets in at once", () => {
   const outcomes: LoginOutcome[] = [];
-  return withServer(
-    {
-      server: {
-        throttle: { windowMs: 60_000, maxFailuresPerIp: 100, maxFailuresPerUser: 3, maxFailuresPerUserAndIp: 2, rememberGoodIpMs: 60_000, maxEntries: 100 },
-        onLogin: (outcome) => outcomes.push(outcome),
-      },
-    },
-    async ({ server }) => {
-      const attempt = async (from: string, password: string) => {
-        const session = await connectRaw(server.port, from);
-        session.send(`USER alice\r\nPASS ${password}\r\n`);
-        const [, , reply] = await session.lines(3);
-        session.socket.destroy();
-        return reply;
-      };
-      const throttled = "-ERR [AUTH] too many failed logins, try again later";
-      assert.match((await attempt("127.0.0.2", "open sesame"))!, /^\+OK/, "alice's usual address");
-      await new Promise((resolve) => setTimeout(resolve, 50)); // let the lock go
-      assert.equal(await attempt("127.0.0.3", "guess1"), "-ERR [AUTH] invalid user name or password");
-      assert.equal(await attempt("127.0.0.3", "guess2"), "-ERR [AUTH] invalid user name or password");
-      assert.equal(await attempt("127.0.0.3", "open sesame"), throttled, "the pair's limit: even the right password is not checked");
-      assert.equal(await attempt("127.0.0.4", "guess3"), "-ERR [AUTH] invalid user name or password");
-      assert.equal(await attempt("127.0.0.5", "open sesame"), throttled, "the user's limit, from an address alice never used");
-      assert.match((await attempt("127.0.0.2", "open sesame"))!, /^\+OK/, "alice is not locked out where she logged in before");
-      assert.deepEqual(outcomes, ["ok", "failed", "failed", "throttled", "failed", "throttled", "ok"]);
-    },
+  const accounts = Effect.runSync(
+    makeLoginAccounts((login) => (login === "alice" ? "alice@example.test" : undefined), {
+      ...defaultAccountDelay,
+      afterFailures: 3,
+      delayMs: 300,
+      maxDelayMs: 300,
+    }),
   );
+  const throttle = makeLoginThrottle(accounts, { windowMs: 60_000, maxFailuresPerIp: 100, maxFailuresPerAccountAndIp: 2 });
+  return withServer({ server: { throttle, onLogin: (outcome) => outcomes.push(outcome) } }, async ({ server }) => {
+    const attempt = async (from: string, password: string) => {
+      const session = await connectRaw(server.port, from);
+      const started = Date.now();
+      session.send(`USER alice\r\nPASS ${password}\r\n`);
+      const [, , reply] = await session.lines(3);
+      session.socket.destroy();
+      return { reply, ms: Date.now() - started };
+    };
+    const invalid = "-ERR [AUTH] invalid user name or password";
+    assert.match((await attempt("127.0.0.2", "open sesame")).reply!, /^\+OK/, "alice's usual address");
+    await new Promise((resolve) => setTimeout(resolve, 50)); // let the lock go
+    assert.equal((await attempt("127.0.0.3", "guess1")).reply, invalid);
+    assert.equal((await attempt("127.0.0.3", "guess2")).reply, invalid);
+    const pair = await attempt("127.0.0.3", "open sesame");
+    assert.equal(pair.reply, "-ERR [AUTH] too many failed logins, try again later", "the pair's limit: even the right password is not checked");
+    const third = await attempt("127.0.0.4", "guess3");
+    assert.equal(third.reply, invalid);
+    assert.ok(third.ms < 250, `not slowed yet (${third.ms} ms)`);
+    const slowed = await attempt("127.0.0.5", "open sesame");
+    assert.match(slowed.reply!, /^\+OK/, "three failures from anywhere slow the account but never lock it");
+    assert.ok(slowed.ms >= 300, `answered after ${slowed.ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const usual = await attempt("127.0.0.2", "open sesame");
+    assert.match(usual.reply!, /^\+OK/);
+    assert.ok(usual.ms < 250, `alice's known address is not slowed (${usual.ms} ms)`);
+    assert.deepEqual(outcomes, ["ok", "failed", "failed", "throttled", "failed", "ok", "ok"]);
+  });
 });
 
 test("a failed login is answered after a delay; the third on one connection closes it", () =>

@@ -14,7 +14,7 @@ import { makeLocalMailboxes, type LocalMailboxes } from "../../../actors/mailbox
 import type { MailboxRouter } from "../../../actors/mailbox/router.ts";
 import { openMailboxStore } from "../../../actors/mailbox/store.ts";
 import { makeMaildropAccess } from "../../../actors/retriever/access.ts";
-import { makeLoginThrottle } from "../../../actors/retriever/login-throttle.ts";
+import { makeLoginAccounts, makeLoginThrottle } from "../../../actors/users/login-throttle.ts";
 import type { MaildropAccess } from "../../../actors/retriever/maildrop.ts";
 import {
   answerLine,
@@ -80,7 +80,7 @@ const withSession = async (body: (harness: Harness) => Promise<void>) => {
     const config: SessionConfig = {
       hostname: "pop.test",
       access,
-      throttle: await run(makeLoginThrottle()),
+      throttle: makeLoginThrottle(await run(makeLoginAccounts(() => undefined))),
       failureDelayMs: FAILURE_DELAY_MS,
       maxFailuresPerConnection: 3,
       holderPrefix: "n1/pop3",

@@ -28,6 +28,15 @@ test("a login is a full address or a local part that only one user has", async (
   assert.equal(await users.verify("bob@b.test", "other-bob"), "bob@b.test");
 });
 
+test("a login name resolves to its user's address, the key failed logins are counted by", async () => {
+  const users = await store();
+  assert.equal(users.accountOf("alice"), "alice@a.test");
+  assert.equal(users.accountOf("ALICE@a.test"), "alice@a.test");
+  assert.equal(users.accountOf("Carol"), "carol@b.test");
+  assert.equal(users.accountOf("bob"), undefined, "ambiguous: two users are called bob");
+  assert.equal(users.accountOf("mallory"), undefined);
+});
+
 test("unknown users do not exist, have no home and cannot log in", async () => {
   const users = await store();
   assert.equal(users.exists("mallory@a.test"), false);
