@@ -80,7 +80,7 @@ export const startEnvironment = async (options: EnvironmentOptions): Promise<Env
           users: Array.from({ length: options.localUsers }, (_, u) => ({ ...localUser(u), home: `n${u % options.nodes}` })),
           dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2, allowedTargetNetworks: ["127.0.0.0/8"] },
           delivery: { remotePort: sinkPort, pollMs: 50, connectionsPerSite: Number(process.env.BENCH_SITE_CONNECTIONS ?? 4), retryBaseMs: 1000, retryMaxMs: 2000, connectTimeoutMs: 2000, ...options.delivery },
-          limits: { maxMessageBytes: 100 * 1024 * 1024, maxRecipients: 1000 },
+          limits: { maxMessageBytes: 50 * 1024 * 1024, maxRecipients: 1000 },
         };
       }),
     );
