@@ -14,6 +14,8 @@ import { Effect, Exit, Scope } from "effect";
 import { open, type RootDatabase } from "lmdb";
 import { openMailboxOwners, type MailboxOwners } from "../../../cluster/ownership.ts";
 import { makeLocalMailboxes } from "../../../actors/mailbox/actor.ts";
+import { openHoldings } from "../../../actors/mailbox/holdings.ts";
+import { makePlacement } from "../../../actors/mailbox/placement.ts";
 import { makeMailboxRouter, UNOWNED_LOCK, type MailboxRouter } from "../../../actors/mailbox/router.ts";
 import { INBOX, openMailboxStore, type MailboxStore } from "../../../actors/mailbox/store.ts";
 import { makeBlobTransport, type BlobTransport } from "../../../actors/runtime/blobs.ts";
@@ -64,7 +66,9 @@ const startNode = async (id: string, limits: PullLimits = roomy): Promise<TestNo
         askTimeoutMs: 5_000,
         stopGraceMs: 1_000,
       });
-      const router = makeMailboxRouter({ nodeId: id, transport, subjects, owners, local, homeOf: (user) => homes[user], timeoutMs: 5_000 });
+      const holdings = yield* openHoldings(root, 0);
+      const placement = makePlacement({ nodeId: id, nc, subjects, owners, holdings, homeOf: (user) => homes[user], log: () => undefined });
+      const router = makeMailboxRouter({ nodeId: id, transport, subjects, placement, local, timeoutMs: 5_000 });
       yield* router.serve();
       return router;
     }).pipe(Scope.provide(scope)),
@@ -83,10 +87,8 @@ let ownersConnection: NatsConnection;
 
 before(async () => {
   ownersConnection = await connect({ servers: ["nats://127.0.0.1:4222"], name: "tern-test-router-owners" });
-  owners = await openMailboxOwners(ownersConnection, subjects.mailboxOwnersBucket);
-  await owners.claim("alice@x", "n1");
-  await owners.claim("bob@x", "n2");
-  await owners.claim("carol@x", "n9"); // a node that is down
+  owners = await Effect.runPromise(openMailboxOwners(ownersConnection, subjects.mailboxOwnersBucket));
+  for (const [user, node] of [["alice@x", "n1"], ["bob@x", "n2"], ["carol@x", "n9"]] as const) await Effect.runPromise(owners.claim(user, node)); // n9 is down
   [n1, n2] = await Promise.all([startNode("n1"), startNode("n2")]);
 });
 
@@ -148,7 +150,7 @@ test("an owner node that is down gives MailboxUnavailable: temporary, so the mai
 test("a mailbox whose home node has not claimed it yet is not claimed by another: MailboxUnavailable", async () => {
   const failure = await failureOf(n1.router.deliver("dora@x", "E-home.1", Buffer.from("m\r\n")));
   assert.equal(failure._tag, "MailboxUnavailable");
-  assert.equal(await owners.ownerOf("dora@x"), undefined, "still waiting for its home node");
+  assert.equal(await Effect.runPromise(owners.ownerOf("dora@x")), undefined, "still waiting for its home node");
   // Reading it meanwhile is an empty maildrop, not an error.
   assert.deepEqual((await Effect.runPromise(n1.router.call("list", { user: "dora@x" }))).value.messages, []);
   assert.equal((await Effect.runPromise(n1.router.call("open", { user: "dora@x", holder: "t", leaseMs: 1_000 }))).value.lock, UNOWNED_LOCK);
@@ -156,7 +158,7 @@ test("a mailbox whose home node has not claimed it yet is not claimed by another
 
 test("a mailbox with no home is claimed by the node that first gets mail for it", async () => {
   await Effect.runPromise(n2.router.deliver("erin@x", "E-claim.1", Buffer.from("m\r\n")));
-  assert.equal(await owners.ownerOf("erin@x"), "n2");
+  assert.equal(await Effect.runPromise(owners.ownerOf("erin@x")), "n2");
   assert.deepEqual(inboxOf(n2, "erin@x"), ["E-claim.1"]);
   await Effect.runPromise(n1.router.deliver("erin@x", "E-claim.2", Buffer.from("m\r\n")));
   assert.deepEqual(inboxOf(n2, "erin@x"), ["E-claim.1", "E-claim.2"], "later mail follows the claim");
