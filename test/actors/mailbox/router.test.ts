@@ -164,17 +164,34 @@ test("a mailbox with no home is claimed by the node that first gets mail for it"
   assert.deepEqual(inboxOf(n2, "erin@x"), ["E-claim.1", "E-claim.2"], "later mail follows the claim");
 });
 
-test("a node answers only for mailboxes it owns: a misrouted ask gets NotOwner, and nothing is stored", async () => {
+/** Asks node `to` over NATS, as a misrouting (or forging) node would, to store mail for `user`; returns the error tag. */
+const deliverDirectly = async (to: string, user: string, entryId: string) => {
   const deliver = mailboxEndpoints.deliver as unknown as Endpoint<RequestOf<"deliver">, ResponseOf<"deliver">, MailboxError>;
   const exit = await Effect.runPromiseExit(
-    callChunkedEndpoint(n1.transport, subjects.mailbox("n2", "deliver"), deliver, { user: "alice@x", entryId: "E-stray.1" }, {
-      timeoutMs: 5_000,
-      attachment: Buffer.from("m\r\n"),
-    }),
+    callChunkedEndpoint(n1.transport, subjects.mailbox(to, "deliver"), deliver, { user, entryId }, { timeoutMs: 5_000, attachment: Buffer.from("m\r\n") }),
   );
   assert.ok(Exit.isFailure(exit));
   const reason = exit.cause.reasons.find((r) => r._tag === "Fail");
-  assert.equal(reason?._tag === "Fail" ? reason.error._tag : undefined, "NotOwner");
+  return reason?._tag === "Fail" ? reason.error._tag : undefined;
+};
+
+test("a node answers only for mailboxes it owns: a misrouted ask gets NotOwner, and nothing is stored", async () => {
+  assert.equal(await deliverDirectly("n2", "alice@x", "E-stray.1"), "NotOwner");
+  assert.deepEqual(inboxOf(n2, "alice@x"), []);
+});
+
+test("a KV entry naming another node does not move a mailbox: its holder keeps it, the node named refuses", async () => {
+  await Effect.runPromise(owners.assert("alice@x", "n2")); // forged: n1 holds alice
+  // n2's own record does not hold alice, and n1 says it does: n2 refuses to store her mail.
+  assert.equal(await deliverDirectly("n2", "alice@x", "E-forged.0"), "NotOwner");
+  // n2 routes alice's mail to the holder instead of taking the KV's word.
+  await Effect.runPromise(n2.router.deliver("alice@x", "E-forged.1", Buffer.from("m\r\n")));
+  assert.equal(await Effect.runPromise(owners.ownerOf("alice@x")), "n1", "the holder re-asserted its claim");
+  // And n1 keeps delivering locally when the KV names n2, putting the KV right.
+  await Effect.runPromise(owners.assert("alice@x", "n2"));
+  await Effect.runPromise(n1.router.deliver("alice@x", "E-forged.2", Buffer.from("m\r\n")));
+  assert.equal(await Effect.runPromise(owners.ownerOf("alice@x")), "n1");
+  assert.deepEqual(inboxOf(n1, "alice@x"), ["E-local.1", "E-forged.1", "E-forged.2"]);
   assert.deepEqual(inboxOf(n2, "alice@x"), []);
 });
 
