@@ -201,8 +201,8 @@ test("an owner node too busy pulling bodies gives MailboxUnavailable, stores not
   // A node with no room at all for a pull: a body it could hold is refused as busy.
   const n6 = await startNode("n6", { ...roomy, maxConcurrent: 0 });
   try {
-    await owners.claim("fay@x", "n5");
-    await owners.claim("gus@x", "n6");
+    await Effect.runPromise(owners.claim("fay@x", "n5"));
+    await Effect.runPromise(owners.claim("gus@x", "n6"));
     const tooLarge = await failureOf(n1.router.deliver("fay@x", "E-busy.1", randomBytes(2 * 1024 * 1024)));
     assert.equal(tooLarge._tag, "MailboxUnavailable");
     const busy = await failureOf(n1.router.deliver("gus@x", "E-busy.2", randomBytes(2 * 1024 * 1024)));
