@@ -12,7 +12,7 @@
 //
 // Each node also watches the KV bucket: when JetStream lost it, it is created again
 // (cluster/ownership.ts) and every node re-asserts the mailboxes it holds.
-import { Clock, Effect, Schedule, Schema, type Scope } from "effect";
+import { Clock, Effect, FiberSet, Schedule, Schema, type Scope } from "effect";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { MailboxOwners, OwnershipUnavailable } from "../../cluster/ownership.ts";
 import { holdersEndpoint, HoldersReply, MailboxUnavailable, NotOwner } from "../../protocol/mailbox.ts";
@@ -75,15 +75,29 @@ export const makePlacement = (options: PlacementOptions): Placement => {
         Effect.sync(() => (previous !== undefined && previous !== nodeId ? log("mailbox.owner.reasserted", { user, kvOwner: previous, why }) : undefined))),
     );
 
-  /** A mailbox held here: the record wins over a KV that names another node. KV trouble does not stop local mail. */
+  /** Background work of `serve`'s scope; until serve runs, that work runs inline. */
+  let background: FiberSet.FiberSet<unknown, unknown> | undefined;
+  const inBackground = (effect: Effect.Effect<unknown>) => (background ? Effect.asVoid(FiberSet.run(background, effect)) : effect);
+
+  /** Held mailboxes whose KV entry is being compared now: one comparison per mailbox at a time. */
+  const comparing = new Set<string>();
+
+  /**
+   * A mailbox held here is served here: the record wins over a KV that names another
+   * node, and local mail never waits for NATS. The KV is compared (and put right) in the
+   * background, and not at all while the bucket is known to be unusable.
+   */
   const heldHere = (user: string) =>
-    owners.problem() !== undefined
-      ? Effect.succeed(nodeId)
-      : owners.ownerOf(user).pipe(
-          Effect.flatMap((owner) => (owner === nodeId ? Effect.void : Effect.asVoid(reassert(user, "held here")))),
-          Effect.ignore,
-          Effect.as(nodeId),
-        );
+    Effect.suspend(() => {
+      if (owners.problem() !== undefined || comparing.has(user)) return Effect.succeed(nodeId);
+      comparing.add(user);
+      const compare = owners.ownerOf(user).pipe(
+        Effect.flatMap((owner) => (owner === nodeId ? Effect.void : Effect.asVoid(reassert(user, "held here")))),
+        Effect.ignore,
+        Effect.ensuring(Effect.sync(() => comparing.delete(user))),
+      );
+      return inBackground(compare).pipe(Effect.as(nodeId));
+    });
 
   // -- asking every node which holds a mailbox ---------------------------------
 
@@ -180,6 +194,7 @@ export const makePlacement = (options: PlacementOptions): Placement => {
 
   const serve = () =>
     Effect.gen(function* () {
+      background = yield* FiberSet.make();
       yield* servedInScope((run) =>
         serveEndpoint(nc, subjects.mailboxHolders, holdersEndpoint, (request) => answerHolders(request.user), { run }));
       yield* watchBucket.pipe(Effect.repeat(Schedule.spaced(options.bucketCheckMs ?? 3_000)), Effect.forkScoped);
