@@ -7,7 +7,7 @@
 import { Context, Effect, Layer } from "effect";
 import type { NodeConfig } from "./config.ts";
 import { makeLog, type Log as LogShape } from "./log.ts";
-import { BlobTransfers, Events, MailboxOwnership, Nats } from "./services/cluster.ts";
+import { BlobTransfers, ClusterHealth, Events, MailboxOwnership, Nats } from "./services/cluster.ts";
 import { Config, Log, Metrics, Supervisor, type NodeStartError } from "./services/core.ts";
 import { QueueAdminLayer, Scheduler, Sites } from "./services/delivery.ts";
 import { LoginAccounts, Tls, Users } from "./services/identity.ts";
@@ -26,7 +26,10 @@ export interface NodePorts {
 /** Each line provides what the lines above it need. */
 const foundation = Supervisor.layer.pipe(Layer.provideMerge(Layer.mergeAll(Metrics.layer, LoginAccounts.layer.pipe(Layer.provideMerge(Users.layer)), Tls.layer)));
 const storage = Spool.layer.pipe(Layer.provideMerge(Lmdb.layer));
-const cluster = Layer.mergeAll(MailboxOwnership.layer, Events.layer, BlobTransfers.layer).pipe(Layer.provideMerge(Nats.layer));
+const cluster = Layer.mergeAll(ClusterHealth.layer, Events.layer, BlobTransfers.layer).pipe(
+  Layer.provideMerge(MailboxOwnership.layer),
+  Layer.provideMerge(Nats.layer),
+);
 const actors = Scheduler.layer.pipe(
   Layer.provideMerge(Layer.mergeAll(Sites.layer, Resolver.layer, Mailboxes.layer.pipe(Layer.provideMerge(LocalMailboxes.layer)))),
 );

@@ -136,6 +136,14 @@ export const mailboxEndpoints = {
 } as const;
 
 export type MailboxEndpoints = typeof mailboxEndpoints;
+
+/** Does any node hold this mailbox? Asked of every node at once (`Subjects.mailboxHolders`). */
+export const HoldersRequest = Schema.Struct({ user: Schema.String });
+/** One node's answer, from its own durable record of the mailboxes it holds. */
+export const HoldersReply = Schema.Struct({ node: Schema.String, holds: Schema.Boolean });
+export type HoldersReply = typeof HoldersReply.Type;
+export const HoldersError = Schema.Never;
+export const holdersEndpoint = { request: HoldersRequest, response: HoldersReply, error: HoldersError } as const;
 export type MailboxOperationName = keyof MailboxEndpoints;
 export type RequestOf<K extends MailboxOperationName> = MailboxEndpoints[K]["request"]["Type"];
 export type ResponseOf<K extends MailboxOperationName> = MailboxEndpoints[K]["response"]["Type"];

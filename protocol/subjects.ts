@@ -10,6 +10,12 @@ export interface Subjects {
   readonly resolverQueueGroup: string;
   /** Mailbox actors of one node: asks go to the owner node of the mailbox. */
   readonly mailbox: (nodeId: string, operation: MailboxOperation) => string;
+  /**
+   * Which nodes hold a mailbox: every node answers from its own durable record. Asked
+   * before a node claims a mailbox the KV has no owner for, so that mail that lives on
+   * another node (the KV was lost) is not split off to a new one.
+   */
+  readonly mailboxHolders: string;
   /** Delivery events (accepted, delivered, deferred, failed) for watchers. */
   readonly event: (kind: string) => string;
   /** KV bucket holding mailbox owner → node. */
@@ -40,6 +46,7 @@ export const makeSubjects = (cluster: string): Subjects => {
     resolve: `${root}.resolver.resolve`,
     resolverQueueGroup: `${root}.resolver`,
     mailbox: (nodeId, operation) => `${root}.mailbox.${nodeId}.${operation}`,
+    mailboxHolders: `${root}.mailbox.holders`,
     event: (kind) => `${root}.events.${kind}`,
     mailboxOwnersBucket: `tern_${cluster}_mailbox_owners`,
     queueAdmin: `${root}.queue.admin`,

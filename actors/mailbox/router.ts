@@ -3,8 +3,10 @@
 // path). Also serves this node's mailboxes on NATS. Any failure to reach the owner is
 // MailboxUnavailable (an owner too busy pulling other bodies among them): the caller
 // defers (delivery) or answers [SYS/TEMP] (POP3), never bounces.
+// Which node owns a mailbox is placement.ts's decision: this node's own record first, then
+// the KV, then the other nodes' records. An ask that arrives here over NATS is served only
+// for a mailbox this node holds (or may take): anything else gets NotOwner.
 import { Effect, type Scope } from "effect";
-import type { MailboxOwners } from "../../cluster/ownership.ts";
 import {
   MailboxUnavailable,
   mailboxEndpoints,
@@ -18,6 +20,7 @@ import type { Subjects } from "../../protocol/subjects.ts";
 import type { BlobTransport } from "../runtime/blobs.ts";
 import { callChunkedEndpoint, serveChunkedEndpoint, servedInScope, type Endpoint, type Reply } from "../runtime/remote.ts";
 import type { LocalMailboxes } from "./actor.ts";
+import type { Placement } from "./placement.ts";
 
 export interface MailboxRouter {
   /** Stores a queue entry's body in the user's mailbox; resolves to its UID once committed on the owner. */
@@ -37,10 +40,8 @@ export interface MailboxRouterOptions {
   /** The node's NATS connection with its inbox and pull budget (bodies are pulled within it). */
   readonly transport: BlobTransport;
   readonly subjects: Subjects;
-  readonly owners: MailboxOwners;
+  readonly placement: Placement;
   readonly local: LocalMailboxes;
-  /** The node a user's mailbox is configured to live on, if the config says. */
-  readonly homeOf: (user: string) => string | undefined;
   readonly timeoutMs: number;
 }
 
@@ -50,22 +51,9 @@ export const UNOWNED_LOCK = "unowned";
 const OPERATIONS: ReadonlyArray<MailboxOperationName> = ["deliver", "list", "retrieve", "open", "renew", "commit", "release"];
 
 export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter => {
-  const { nodeId, transport, subjects, owners, local } = options;
+  const { nodeId, transport, subjects, placement, local } = options;
 
   const unavailable = (user: string, detail: string) => new MailboxUnavailable({ user, detail });
-
-  const lookUpOwner = (user: string, claimIfFree: boolean) =>
-    Effect.tryPromise({
-      try: async () => {
-        const owner = await owners.ownerOf(user);
-        if (owner !== undefined || !claimIfFree) return owner;
-        const home = options.homeOf(user);
-        // A mailbox configured to live elsewhere waits for its home node to claim it.
-        if (home !== undefined && home !== nodeId) return undefined;
-        return owners.claim(user, nodeId);
-      },
-      catch: (error) => unavailable(user, `owner lookup failed: ${String(error)}`),
-    });
 
   const endpoint = <K extends MailboxOperationName>(op: K) =>
     mailboxEndpoints[op] as unknown as Endpoint<RequestOf<K>, ResponseOf<K>, MailboxError>;
@@ -112,14 +100,8 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
   };
 
   const call = <K extends MailboxOperationName>(op: K, request: RequestOf<K>, attachment?: Uint8Array) =>
-    lookUpOwner(request.user, op === "deliver").pipe(
+    placement.ownerFor(request.user, op === "deliver").pipe(
       Effect.flatMap((owner) => (owner === undefined ? unowned(op, request) : onOwner(owner, op, request, attachment))),
-    );
-
-  /** Only answer for mailboxes this node really owns: a stale route gets NotOwner. */
-  const ownedHere = (user: string) =>
-    Effect.tryPromise({ try: () => owners.ownerOf(user), catch: (error) => unavailable(user, `owner lookup failed: ${String(error)}`) }).pipe(
-      Effect.flatMap((owner) => (owner === nodeId ? Effect.void : Effect.fail(new NotOwner({ user, node: nodeId })))),
     );
 
   const serveOne = <K extends MailboxOperationName>(op: K) =>
@@ -128,7 +110,8 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
         transport,
         subjects.mailbox(nodeId, op),
         endpoint(op),
-        (request, attachment) => ownedHere(request.user).pipe(Effect.andThen(onOwner(nodeId, op, request, attachment))),
+        // Only for mailboxes this node holds: a stale or forged route gets NotOwner.
+        (request, attachment) => placement.servesHere(request.user).pipe(Effect.andThen(onOwner(nodeId, op, request, attachment))),
         { timeoutMs: options.timeoutMs, run },
       ));
 
@@ -136,6 +119,6 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
     deliver: (user, entryId, body) =>
       call("deliver", { user, entryId }, body).pipe(Effect.map((reply) => reply.value.uid)),
     call,
-    serve: () => Effect.forEach(OPERATIONS, serveOne, { discard: true }),
+    serve: () => Effect.forEach(OPERATIONS, serveOne, { discard: true }).pipe(Effect.andThen(placement.serve())),
   };
 };

@@ -7,6 +7,7 @@
 //   mbox.bodies      [sha256, chunk]          → bytes, 256 KB chunks
 //   mbox.bodyrefs    sha256                   → how many messages share the body
 //   mbox.deliveries  [user, queue entry id]   → where that entry was stored
+//   mbox.held        user                     → since when this node holds the mailbox (holdings.ts)
 //
 // A body is stored once, content-addressed: a message copied to another folder, or the
 // same message delivered to two users of this node, shares it; the last reference
@@ -22,6 +23,7 @@ import { Clock, Effect, Schema } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
 import { overQuota, type OverQuota } from "../../protocol/mailbox.ts";
+import { markHeld, openHeldDatabase } from "./holdings.ts";
 
 export const INBOX = "INBOX";
 
@@ -142,6 +144,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
   const bodies: Database<Buffer, [string, number]> = root.openDB({ name: "mbox.bodies", encoding: "binary" });
   const bodyRefs: Database<BodyRecord, string> = root.openDB({ name: "mbox.bodyrefs" });
   const deliveries: Database<DeliveryRecord, [string, string]> = root.openDB({ name: "mbox.deliveries" });
+  const held = openHeldDatabase(root);
 
   /** Runs `action` as one transaction at the current time; a refusal it returns becomes a typed failure. */
   const commit = <T, E = never>(operation: string, action: (now: number) => CommitOutcome<T, E>): Effect.Effect<T, StoreError | E> =>
@@ -160,8 +163,13 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
     usages.put(user, { ...usage, bytes: usage.bytes + bytes, messages: usage.messages + count });
   };
 
-  /** A new folder's UIDVALIDITY: the time in seconds, but always above any the user had. */
+  /**
+   * A new folder's UIDVALIDITY: the time in seconds, but always above any the user had.
+   * Every folder (the first one too) is created here, so the user is marked held in the
+   * same transaction as anything stored for them.
+   */
   const newFolder = (user: string, now: number): Folder => {
+    markHeld(held, user, now);
     const usage = usageOf(user);
     const uidValidity = Math.max(Math.floor(now / 1000), usage.lastUidValidity + 1);
     usages.put(user, { ...usage, lastUidValidity: uidValidity });

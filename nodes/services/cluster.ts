@@ -4,12 +4,13 @@ import { Clock, Context, Effect, Layer } from "effect";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Counter } from "prom-client";
 import { linkToNats } from "../../cluster/nats.ts";
+import { followNatsStatus } from "../../cluster/nats-status.ts";
 import { openMailboxOwners, type MailboxOwners } from "../../cluster/ownership.ts";
 import { makeBlobTransport, type BlobTransport } from "../../actors/runtime/blobs.ts";
 import { makePullBudget, type PullRefusal } from "../../actors/runtime/pull-budget.ts";
 import { makeSubjects, type Subjects } from "../../protocol/subjects.ts";
 import { registerGauge } from "../metrics.ts";
-import { Config, Log, Metrics, starting } from "./core.ts";
+import { Config, Log, Metrics, StartFailure, starting } from "./core.ts";
 import { Lmdb } from "./storage.ts";
 
 export interface NatsShape {
@@ -50,20 +51,41 @@ export class Nats extends Context.Service<Nats, NatsShape>()("tern/Nats") {
   );
 }
 
-/** Which node owns each mailbox; at start this node claims the mailboxes configured to live here. */
+/**
+ * Which node owns each mailbox, in NATS KV. The mailboxes configured to live on this node
+ * are claimed by the Mailboxes layer, which also keeps this node's own record of them.
+ */
 export class MailboxOwnership extends Context.Service<MailboxOwnership, MailboxOwners>()("tern/MailboxOwnership") {
   static readonly layer = Layer.effect(
     MailboxOwnership,
     Effect.gen(function* () {
-      const config = yield* Config;
-      const log = yield* Log;
       const { nc, subjects } = yield* Nats;
-      const owners = yield* starting("mailbox ownership", () => openMailboxOwners(nc, subjects.mailboxOwnersBucket));
-      for (const user of config.users.filter((u) => u.home === config.nodeId)) {
-        const owner = yield* starting("mailbox ownership", () => owners.claim(user.address, config.nodeId));
-        if (owner !== config.nodeId) log("mailbox.claim.refused", { user: user.address, owner });
-      }
-      return owners;
+      return yield* openMailboxOwners(nc, subjects.mailboxOwnersBucket).pipe(
+        Effect.mapError((error) => new StartFailure({ part: "mailbox ownership", detail: error.detail })),
+      );
+    }),
+  );
+}
+
+/** What /readyz reports about the cluster plane: the NATS connection and the ownership bucket. */
+export class ClusterHealth extends Context.Service<ClusterHealth, { readonly problems: () => ReadonlyArray<string> }>()("tern/ClusterHealth") {
+  static readonly layer = Layer.effect(
+    ClusterHealth,
+    Effect.gen(function* () {
+      const { nc } = yield* Nats;
+      const owners = yield* MailboxOwnership;
+      const status = yield* Effect.acquireRelease(
+        Effect.sync(() => followNatsStatus(nc)),
+        (status) => Effect.sync(() => status.stop()),
+      );
+      return {
+        // While NATS is away the bucket cannot be checked either: the connection is the reason to report.
+        problems: () => {
+          const connection = status.problem();
+          const bucket = owners.problem();
+          return connection !== undefined ? [connection] : bucket !== undefined ? [bucket] : [];
+        },
+      };
     }),
   );
 }

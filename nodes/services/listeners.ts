@@ -11,7 +11,7 @@ import { makeLoginThrottle } from "../../actors/users/login-throttle.ts";
 import { readinessProblems } from "../../actors/runtime/supervisor.ts";
 import { warnIfDescriptorsShort } from "../fd-limit.ts";
 import { startHttp } from "../http.ts";
-import { Events, Nats } from "./cluster.ts";
+import { ClusterHealth, Events } from "./cluster.ts";
 import { Config, Log, Metrics, starting, Supervisor } from "./core.ts";
 import { LoginAccounts, Tls, Users } from "./identity.ts";
 import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
@@ -127,20 +127,20 @@ export class Pop3Listener extends Context.Service<Pop3Listener, { readonly port:
 }
 
 export class HttpListener extends Context.Service<HttpListener, { readonly port: number }>()("tern/HttpListener") {
-  /** `/readyz` fails while an actor is escalated or NATS is closed. */
+  /** `/readyz` fails while an actor is escalated, NATS is away or the ownership bucket is unusable. */
   static readonly layer = Layer.effect(
     HttpListener,
     Effect.gen(function* () {
       const config = yield* Config;
       const supervisor = yield* Supervisor;
-      const { nc } = yield* Nats;
+      const cluster = yield* ClusterHealth;
       const { registry } = yield* Metrics;
       const http = yield* Effect.acquireRelease(
         starting("http listener", () =>
           startHttp(config.listen.host, config.listen.http, registry, {
             problems: () => [
               ...readinessProblems(supervisor),
-              ...(nc.isClosed() ? ["NATS connection closed"] : []),
+              ...cluster.problems(),
             ],
           }),
         ),

@@ -1,13 +1,16 @@
 // Mailboxes: the actors for the mailboxes this node owns, and the router that sends
-// every mailbox ask (delivery, POP3) to whichever node owns the mailbox.
-import { Context, Effect, Layer } from "effect";
+// every mailbox ask (delivery, POP3) to whichever node owns the mailbox, as placement
+// decides from this node's own record of what it holds, the KV and the other nodes.
+import { Clock, Context, Effect, Layer } from "effect";
 import { makeLocalMailboxes, passivateIdle, type LocalMailboxes as LocalMailboxesShape } from "../../actors/mailbox/actor.ts";
 import { withFaults } from "../../actors/mailbox/faults.ts";
 import { makeMailboxMetrics, type MailboxMetrics as MailboxMetricsShape } from "../../actors/mailbox/metrics.ts";
+import { openHoldings } from "../../actors/mailbox/holdings.ts";
+import { makePlacement } from "../../actors/mailbox/placement.ts";
 import { makeMailboxRouter, type MailboxRouter } from "../../actors/mailbox/router.ts";
 import { openMailboxStore } from "../../actors/mailbox/store.ts";
 import { BlobTransfers, MailboxOwnership, Nats } from "./cluster.ts";
-import { Config, Metrics, Supervisor } from "./core.ts";
+import { Config, Log, Metrics, StartFailure, Supervisor } from "./core.ts";
 import { Users } from "./identity.ts";
 import { Lmdb } from "./storage.ts";
 import { registerGauge } from "../metrics.ts";
@@ -43,22 +46,45 @@ export class LocalMailboxes extends Context.Service<LocalMailboxes, LocalMailbox
 }
 
 export class Mailboxes extends Context.Service<Mailboxes, MailboxRouter>()("tern/Mailboxes") {
-  /** Serves this node's mailboxes on NATS until the node stops. */
+  /**
+   * Serves this node's mailboxes on NATS until the node stops. At start, claims the
+   * mailboxes configured to live here; a claim the KV refuses (another node took the
+   * mailbox first) is logged, and the mail goes where the mailbox is.
+   */
   static readonly layer = Layer.effect(
     Mailboxes,
     Effect.gen(function* () {
       const config = yield* Config;
-      const { subjects } = yield* Nats;
+      const log = yield* Log;
+      const { nc, subjects } = yield* Nats;
+      const users = yield* Users;
+      const holdings = yield* openHoldings(yield* Lmdb, yield* Clock.currentTimeMillis).pipe(
+        Effect.mapError((error) => new StartFailure({ part: "mailbox holdings", detail: error.detail })),
+      );
+      const placement = makePlacement({
+        nodeId: config.nodeId,
+        nc,
+        subjects,
+        owners: yield* MailboxOwnership,
+        holdings,
+        homeOf: users.homeOf,
+        log,
+      });
       const router = makeMailboxRouter({
         nodeId: config.nodeId,
         transport: yield* BlobTransfers,
         subjects,
-        owners: yield* MailboxOwnership,
+        placement,
         local: yield* LocalMailboxes,
-        homeOf: (yield* Users).homeOf,
         timeoutMs: config.mailbox.askTimeoutMs,
       });
       yield* router.serve();
+      for (const user of config.users.filter((u) => u.home === config.nodeId)) {
+        const owner = yield* placement.claimHome(user.address).pipe(
+          Effect.mapError((error) => new StartFailure({ part: "mailbox ownership", detail: error.detail })),
+        );
+        if (owner !== config.nodeId) log("mailbox.claim.refused", { user: user.address, owner });
+      }
       return router;
     }),
   );

@@ -14,6 +14,8 @@ import { Effect, Exit, Scope } from "effect";
 import { open, type RootDatabase } from "lmdb";
 import { openMailboxOwners, type MailboxOwners } from "../../../cluster/ownership.ts";
 import { makeLocalMailboxes } from "../../../actors/mailbox/actor.ts";
+import { openHoldings } from "../../../actors/mailbox/holdings.ts";
+import { makePlacement } from "../../../actors/mailbox/placement.ts";
 import { makeMailboxRouter, UNOWNED_LOCK, type MailboxRouter } from "../../../actors/mailbox/router.ts";
 import { INBOX, openMailboxStore, type MailboxStore } from "../../../actors/mailbox/store.ts";
 import { makeBlobTransport, type BlobTransport } from "../../../actors/runtime/blobs.ts";
@@ -22,6 +24,7 @@ import { callChunkedEndpoint, type Endpoint } from "../../../actors/runtime/remo
 import { makeSupervisor } from "../../../actors/runtime/supervisor.ts";
 import { mailboxEndpoints, type MailboxError, type RequestOf, type ResponseOf } from "../../../protocol/mailbox.ts";
 import { makeSubjects } from "../../../protocol/subjects.ts";
+import { eventually } from "../../support/tern-node.ts";
 
 const cluster = `t${randomBytes(5).toString("hex")}`;
 const subjects = makeSubjects(cluster);
@@ -64,7 +67,9 @@ const startNode = async (id: string, limits: PullLimits = roomy): Promise<TestNo
         askTimeoutMs: 5_000,
         stopGraceMs: 1_000,
       });
-      const router = makeMailboxRouter({ nodeId: id, transport, subjects, owners, local, homeOf: (user) => homes[user], timeoutMs: 5_000 });
+      const holdings = yield* openHoldings(root, 0);
+      const placement = makePlacement({ nodeId: id, nc, subjects, owners, holdings, homeOf: (user) => homes[user], log: () => undefined });
+      const router = makeMailboxRouter({ nodeId: id, transport, subjects, placement, local, timeoutMs: 5_000 });
       yield* router.serve();
       return router;
     }).pipe(Scope.provide(scope)),
@@ -83,10 +88,8 @@ let ownersConnection: NatsConnection;
 
 before(async () => {
   ownersConnection = await connect({ servers: ["nats://127.0.0.1:4222"], name: "tern-test-router-owners" });
-  owners = await openMailboxOwners(ownersConnection, subjects.mailboxOwnersBucket);
-  await owners.claim("alice@x", "n1");
-  await owners.claim("bob@x", "n2");
-  await owners.claim("carol@x", "n9"); // a node that is down
+  owners = await Effect.runPromise(openMailboxOwners(ownersConnection, subjects.mailboxOwnersBucket));
+  for (const [user, node] of [["alice@x", "n1"], ["bob@x", "n2"], ["carol@x", "n9"]] as const) await Effect.runPromise(owners.claim(user, node)); // n9 is down
   [n1, n2] = await Promise.all([startNode("n1"), startNode("n2")]);
 });
 
@@ -148,7 +151,7 @@ test("an owner node that is down gives MailboxUnavailable: temporary, so the mai
 test("a mailbox whose home node has not claimed it yet is not claimed by another: MailboxUnavailable", async () => {
   const failure = await failureOf(n1.router.deliver("dora@x", "E-home.1", Buffer.from("m\r\n")));
   assert.equal(failure._tag, "MailboxUnavailable");
-  assert.equal(await owners.ownerOf("dora@x"), undefined, "still waiting for its home node");
+  assert.equal(await Effect.runPromise(owners.ownerOf("dora@x")), undefined, "still waiting for its home node");
   // Reading it meanwhile is an empty maildrop, not an error.
   assert.deepEqual((await Effect.runPromise(n1.router.call("list", { user: "dora@x" }))).value.messages, []);
   assert.equal((await Effect.runPromise(n1.router.call("open", { user: "dora@x", holder: "t", leaseMs: 1_000 }))).value.lock, UNOWNED_LOCK);
@@ -156,23 +159,41 @@ test("a mailbox whose home node has not claimed it yet is not claimed by another
 
 test("a mailbox with no home is claimed by the node that first gets mail for it", async () => {
   await Effect.runPromise(n2.router.deliver("erin@x", "E-claim.1", Buffer.from("m\r\n")));
-  assert.equal(await owners.ownerOf("erin@x"), "n2");
+  assert.equal(await Effect.runPromise(owners.ownerOf("erin@x")), "n2");
   assert.deepEqual(inboxOf(n2, "erin@x"), ["E-claim.1"]);
   await Effect.runPromise(n1.router.deliver("erin@x", "E-claim.2", Buffer.from("m\r\n")));
   assert.deepEqual(inboxOf(n2, "erin@x"), ["E-claim.1", "E-claim.2"], "later mail follows the claim");
 });
 
-test("a node answers only for mailboxes it owns: a misrouted ask gets NotOwner, and nothing is stored", async () => {
+/** Asks node `to` over NATS, as a misrouting (or forging) node would, to store mail for `user`; returns the error tag. */
+const deliverDirectly = async (to: string, user: string, entryId: string) => {
   const deliver = mailboxEndpoints.deliver as unknown as Endpoint<RequestOf<"deliver">, ResponseOf<"deliver">, MailboxError>;
   const exit = await Effect.runPromiseExit(
-    callChunkedEndpoint(n1.transport, subjects.mailbox("n2", "deliver"), deliver, { user: "alice@x", entryId: "E-stray.1" }, {
-      timeoutMs: 5_000,
-      attachment: Buffer.from("m\r\n"),
-    }),
+    callChunkedEndpoint(n1.transport, subjects.mailbox(to, "deliver"), deliver, { user, entryId }, { timeoutMs: 5_000, attachment: Buffer.from("m\r\n") }),
   );
   assert.ok(Exit.isFailure(exit));
   const reason = exit.cause.reasons.find((r) => r._tag === "Fail");
-  assert.equal(reason?._tag === "Fail" ? reason.error._tag : undefined, "NotOwner");
+  return reason?._tag === "Fail" ? reason.error._tag : undefined;
+};
+
+test("a node answers only for mailboxes it owns: a misrouted ask gets NotOwner, and nothing is stored", async () => {
+  assert.equal(await deliverDirectly("n2", "alice@x", "E-stray.1"), "NotOwner");
+  assert.deepEqual(inboxOf(n2, "alice@x"), []);
+});
+
+test("a KV entry naming another node does not move a mailbox: its holder keeps it, the node named refuses", async () => {
+  await Effect.runPromise(owners.assert("alice@x", "n2")); // forged: n1 holds alice
+  // n2's own record does not hold alice, and n1 says it does: n2 refuses to store her mail.
+  assert.equal(await deliverDirectly("n2", "alice@x", "E-forged.0"), "NotOwner");
+  // n2 routes alice's mail to the holder instead of taking the KV's word.
+  await Effect.runPromise(n2.router.deliver("alice@x", "E-forged.1", Buffer.from("m\r\n")));
+  assert.equal(await Effect.runPromise(owners.ownerOf("alice@x")), "n1", "the holder re-asserted its claim");
+  // And n1 keeps delivering locally when the KV names n2, putting the KV right.
+  await Effect.runPromise(owners.assert("alice@x", "n2"));
+  await Effect.runPromise(n1.router.deliver("alice@x", "E-forged.2", Buffer.from("m\r\n")));
+  // The KV is put right in the background: local mail does not wait for NATS.
+  await eventually(async () => ((await Effect.runPromise(owners.ownerOf("alice@x"))) === "n1" ? true : undefined), 5_000, "n1 to re-assert alice");
+  assert.deepEqual(inboxOf(n1, "alice@x"), ["E-local.1", "E-forged.1", "E-forged.2"]);
   assert.deepEqual(inboxOf(n2, "alice@x"), []);
 });
 
@@ -182,8 +203,8 @@ test("an owner node too busy pulling bodies gives MailboxUnavailable, stores not
   // A node with no room at all for a pull: a body it could hold is refused as busy.
   const n6 = await startNode("n6", { ...roomy, maxConcurrent: 0 });
   try {
-    await owners.claim("fay@x", "n5");
-    await owners.claim("gus@x", "n6");
+    await Effect.runPromise(owners.claim("fay@x", "n5"));
+    await Effect.runPromise(owners.claim("gus@x", "n6"));
     const tooLarge = await failureOf(n1.router.deliver("fay@x", "E-busy.1", randomBytes(2 * 1024 * 1024)));
     assert.equal(tooLarge._tag, "MailboxUnavailable");
     const busy = await failureOf(n1.router.deliver("gus@x", "E-busy.2", randomBytes(2 * 1024 * 1024)));

@@ -1,0 +1,67 @@
+// The state of the node's NATS connection, as /readyz reports it. `isClosed()` alone says
+// nothing while the client is reconnecting, and in that time every NATS ask of the node
+// fails: remote mailboxes, ownership, the resolver. So the connection's status events
+// (nats.js `nc.status()`) are followed and the latest one is kept.
+import type { NatsConnection } from "@nats-io/transport-node";
+
+export type NatsConnectionState =
+  | { readonly _tag: "Connected" }
+  | { readonly _tag: "Reconnecting"; readonly lost: string | undefined }
+  | { readonly _tag: "Closed" };
+
+export interface NatsStatus {
+  readonly state: () => NatsConnectionState;
+  /** Why the connection is not usable now, or undefined when it is. */
+  readonly problem: () => string | undefined;
+  /** Stops following the connection's events. */
+  readonly stop: () => void;
+}
+
+export const describeNatsState = (state: NatsConnectionState): string | undefined => {
+  switch (state._tag) {
+    case "Connected":
+      return undefined;
+    case "Reconnecting":
+      return `nats: reconnecting${state.lost ? ` (lost ${state.lost})` : ""}`;
+    case "Closed":
+      return "nats: connection closed";
+  }
+};
+
+export const followNatsStatus = (nc: NatsConnection): NatsStatus => {
+  let state: NatsConnectionState = nc.isClosed() ? { _tag: "Closed" } : { _tag: "Connected" };
+  let lost: string | undefined;
+  const events = nc.status()[Symbol.asyncIterator]();
+  const follow = async () => {
+    for (let next = await events.next(); !next.done; next = await events.next()) {
+      const event = next.value;
+      switch (event.type) {
+        case "disconnect":
+          lost = event.server;
+          state = { _tag: "Reconnecting", lost };
+          break;
+        case "reconnecting":
+        case "staleConnection":
+        case "forceReconnect":
+          if (state._tag !== "Closed") state = { _tag: "Reconnecting", lost };
+          break;
+        case "reconnect":
+          state = { _tag: "Connected" };
+          break;
+        case "close":
+          state = { _tag: "Closed" };
+          break;
+      }
+    }
+  };
+  // The iterator ends when the connection closes or `stop` is called; it does not fail.
+  void follow().catch(() => undefined);
+  void nc.closed().then(() => {
+    state = { _tag: "Closed" };
+  });
+  return {
+    state: () => state,
+    problem: () => describeNatsState(state),
+    stop: () => void events.return?.(),
+  };
+};
