@@ -28,7 +28,11 @@ export const describeNatsState = (state: NatsConnectionState): string | undefine
   }
 };
 
-export const followNatsStatus = (nc: NatsConnection): NatsStatus => {
+/**
+ * `onError` hears the errors the server reports on a live connection, above all permission
+ * violations: a node whose NATS permissions are too narrow must say so, not just time out.
+ */
+export const followNatsStatus = (nc: NatsConnection, onError: (detail: string) => void = () => undefined): NatsStatus => {
   let state: NatsConnectionState = nc.isClosed() ? { _tag: "Closed" } : { _tag: "Connected" };
   let lost: string | undefined;
   const events = nc.status()[Symbol.asyncIterator]();
@@ -50,6 +54,9 @@ export const followNatsStatus = (nc: NatsConnection): NatsStatus => {
           break;
         case "close":
           state = { _tag: "Closed" };
+          break;
+        case "error":
+          onError(event.error instanceof Error ? event.error.message : String(event.error));
           break;
       }
     }

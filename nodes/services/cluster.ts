@@ -73,9 +73,10 @@ export class ClusterHealth extends Context.Service<ClusterHealth, { readonly pro
     ClusterHealth,
     Effect.gen(function* () {
       const { nc } = yield* Nats;
+      const log = yield* Log;
       const owners = yield* MailboxOwnership;
       const status = yield* Effect.acquireRelease(
-        Effect.sync(() => followNatsStatus(nc)),
+        Effect.sync(() => followNatsStatus(nc, (detail) => log("nats.error", { level: "warn", detail }))),
         (status) => Effect.sync(() => status.stop()),
       );
       return {

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { followNatsStatus, type NatsStatus } from "../../cluster/nats-status.ts";
 import { startNatsServer, type TestNatsServer } from "../support/nats-server.ts";
+import { startSecureNats } from "../support/secure-nats.ts";
 import { eventually } from "../support/tern-node.ts";
 
 let nats: TestNatsServer;
@@ -40,4 +41,20 @@ test("the connection is closed: closed for good", async () => {
   await nc.close();
   await eventually(() => (status.state()._tag === "Closed" ? true : undefined), 5_000, "closed");
   assert.equal(status.problem(), "nats: connection closed");
+});
+
+test("errors the server reports on a live connection, such as a permissions violation, are heard", async () => {
+  const secure = await startSecureNats("statuscheck");
+  const app = await secure.connectAs("application");
+  const errors: string[] = [];
+  const following = followNatsStatus(app, (detail) => errors.push(detail));
+  try {
+    app.subscribe("tern.statuscheck.mailbox.>");
+    await eventually(() => (errors.length > 0 ? true : undefined), 5_000, "an error event");
+    assert.match(errors[0]!, /Permissions Violation for Subscription to "tern\.statuscheck\.mailbox\.>"/);
+  } finally {
+    following.stop();
+    await app.close();
+    await secure.stop();
+  }
 });
