@@ -31,6 +31,8 @@ export interface Placement {
   readonly servesHere: (user: string) => Effect.Effect<void, NotOwner | MailboxUnavailable>;
   /** Claims a mailbox configured to live on this node; returns its owner (another node when the claim was refused). */
   readonly claimHome: (user: string) => Effect.Effect<string, MailboxUnavailable>;
+  /** A node other than `unreachable` that holds the mailbox, if any answers. */
+  readonly holderOtherThan: (user: string, unreachable: string) => Effect.Effect<string | undefined, MailboxUnavailable>;
   /** Answers holders queries and watches the KV bucket, for as long as the scope is open. */
   readonly serve: () => Effect.Effect<void, never, Scope.Scope>;
 }
@@ -129,9 +131,13 @@ export const makePlacement = (options: PlacementOptions): Placement => {
       Effect.map((holders) => holders[0]),
     );
 
+  /**
+   * Answers at once and re-asserts the KV afterwards: the asker stops listening soon after
+   * the first answers, and a holder that answered late would see its mailbox claimed elsewhere.
+   */
   const answerHolders = (user: string): Effect.Effect<{ value: HoldersReply }> =>
     holdings.holds(user)
-      ? reassert(user, "holders query").pipe(Effect.ignore, Effect.as({ value: { node: nodeId, holds: true } }))
+      ? inBackground(reassert(user, "holders query").pipe(Effect.ignore)).pipe(Effect.as({ value: { node: nodeId, holds: true } }))
       : Effect.succeed({ value: { node: nodeId, holds: false } });
 
   // -- deciding -----------------------------------------------------------------
@@ -163,10 +169,21 @@ export const makePlacement = (options: PlacementOptions): Placement => {
       ? Effect.void
       : Effect.flatMap(ownerFor(user, false), (owner) => (owner === nodeId ? Effect.void : Effect.fail(new NotOwner({ user, node: nodeId }))));
 
-  const claimHome = (user: string) =>
+  /** Like any claim, a home claim first asks whether another node holds the mail (the KV may have been lost). */
+  const claimHome = (user: string): Effect.Effect<string, MailboxUnavailable> =>
     holdings.holds(user)
       ? Effect.mapError(reassert(user, "home"), fromKv).pipe(Effect.as(nodeId))
-      : Effect.mapError(owners.claim(user, nodeId), fromKv).pipe(Effect.tap((owner) => (owner === nodeId ? record(user) : Effect.void)));
+      : ownerFor(user, true).pipe(
+          Effect.flatMap((owner) => (owner === undefined ? Effect.fail(unavailable(user, "home mailbox could not be claimed")) : Effect.succeed(owner))),
+        );
+
+  /**
+   * Another node than `unreachable` that holds the mailbox: asked when the node the KV
+   * names does not serve it (a forged or stale entry, even naming a node that does not
+   * exist). A holder that answers also puts the KV right.
+   */
+  const holderOtherThan = (user: string, unreachable: string) =>
+    otherHolder(user).pipe(Effect.map((holder) => (holder !== unreachable ? holder : undefined)));
 
   // -- watching the bucket ------------------------------------------------------
 
@@ -200,7 +217,7 @@ export const makePlacement = (options: PlacementOptions): Placement => {
       yield* watchBucket.pipe(Effect.repeat(Schedule.spaced(options.bucketCheckMs ?? 3_000)), Effect.forkScoped);
     });
 
-  return { ownerFor, servesHere, claimHome, serve };
+  return { ownerFor, servesHere, claimHome, holderOtherThan, serve };
 };
 
 /** One node's answer to a holders query; anything malformed is ignored (it cannot make us claim). */

@@ -58,8 +58,23 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
   const endpoint = <K extends MailboxOperationName>(op: K) =>
     mailboxEndpoints[op] as unknown as Endpoint<RequestOf<K>, ResponseOf<K>, MailboxError>;
 
+  const ask = <K extends MailboxOperationName>(owner: string, op: K, request: RequestOf<K>, attachment?: Uint8Array) =>
+    callChunkedEndpoint(transport, subjects.mailbox(owner, op), endpoint(op), request, { timeoutMs: options.timeoutMs, attachment });
+
+  /**
+   * Asks the owner; when it does not serve the mailbox (NotOwner) or cannot be reached
+   * (down, or a forged KV entry naming a node that does not exist), the other nodes are
+   * asked whether one holds it, and that holder is asked instead.
+   */
   const remote = <K extends MailboxOperationName>(owner: string, op: K, request: RequestOf<K>, attachment?: Uint8Array) =>
-    callChunkedEndpoint(transport, subjects.mailbox(owner, op), endpoint(op), request, { timeoutMs: options.timeoutMs, attachment }).pipe(
+    ask(owner, op, request, attachment).pipe(
+      Effect.catchIf(
+        (error) => error._tag === "NotOwner" || error._tag === "RemoteUnavailable",
+        (error) =>
+          placement.holderOtherThan(request.user, owner).pipe(
+            Effect.flatMap((holder) => (holder === undefined ? Effect.fail(error) : ask(holder, op, request, attachment))),
+          ),
+      ),
       Effect.mapError((error): MailboxError => {
         switch (error._tag) {
           case "RemoteUnavailable":

@@ -79,12 +79,16 @@ export class Mailboxes extends Context.Service<Mailboxes, MailboxRouter>()("tern
         timeoutMs: config.mailbox.askTimeoutMs,
       });
       yield* router.serve();
-      for (const user of config.users.filter((u) => u.home === config.nodeId)) {
-        const owner = yield* placement.claimHome(user.address).pipe(
-          Effect.mapError((error) => new StartFailure({ part: "mailbox ownership", detail: error.detail })),
-        );
-        if (owner !== config.nodeId) log("mailbox.claim.refused", { user: user.address, owner });
-      }
+      // Each claim of a mailbox not held here first asks the other nodes (a few hundred ms): in parallel.
+      yield* Effect.forEach(
+        config.users.filter((u) => u.home === config.nodeId),
+        (user) =>
+          placement.claimHome(user.address).pipe(
+            Effect.mapError((error) => new StartFailure({ part: "mailbox ownership", detail: error.detail })),
+            Effect.tap((owner) => Effect.sync(() => (owner !== config.nodeId ? log("mailbox.claim.refused", { user: user.address, owner }) : undefined))),
+          ),
+        { concurrency: 16, discard: true },
+      );
       return router;
     }),
   );

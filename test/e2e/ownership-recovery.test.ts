@@ -142,11 +142,20 @@ test("a forged KV entry does not take alice's mailbox from A: A's record wins an
   await sendToAlice(nodeB!, "entry deleted, sent to B");
   assert.equal(await kvOwnerOfAlice(), "a");
 
+  // The entry names a node that does not exist: B's ask finds no one there, so it asks who
+  // holds alice, and A answers.
+  await withKv((kv) => kv.put(aliceKey, "ghost"));
+  await sleep(OWNER_CACHE_MS + 200);
+  await sendToAlice(nodeB!, "forged to a ghost, sent to B");
+  await nodeA!.waitForEvent("mailbox.owner.reasserted", { user: ALICE, kvOwner: "ghost", why: "holders query" });
+  assert.equal(await kvOwnerOfAlice(), "a");
+
   assert.deepEqual(await subjectsInMailbox(nodeA!), [
     "before the loss",
     "after the loss",
     "forged to b, sent to A",
     "forged to b, sent to B",
     "entry deleted, sent to B",
+    "forged to a ghost, sent to B",
   ]);
 });
