@@ -11,7 +11,8 @@
 // [queue, time, entryId] order, and `heads` lists each queue once at its earliest due
 // time, [time, queue]. A suspended queue has no head, so it costs nothing while it waits.
 // Bodies are written in chunks as they arrive, so a large message never sits whole in
-// memory on its way in.
+// memory on its way in. A body whose transaction ends without a commit is removed at once
+// (`discard`, after its in-flight writes); only one a crash left behind waits for the next start.
 import { Clock, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
@@ -49,12 +50,17 @@ export interface GeneratedMessage {
   readonly attributes?: Readonly<Record<string, unknown>> | undefined;
 }
 
-/** Streams one message body into the spool; nothing is visible until `accept` commits. */
+/**
+ * Streams one message body into the spool; nothing is visible until `accept` commits.
+ * A body is receiving, then either committed (by `accept`) or discarded, once: whoever
+ * ends a transaction without a commit calls `discard`, on every path, and a body that
+ * `accept` is committing or has committed is left alone (a failed commit discards it).
+ */
 export interface BodyWriter {
-  /** Returns a promise when too much is waiting for the disk: wait for it before appending more. */
+  /** Returns a promise when too much is waiting for the disk: wait for it before appending more. Ignored once the body is no longer receiving. */
   readonly append: (chunk: Uint8Array) => Promise<void> | undefined;
   readonly size: () => number;
-  /** Drops what was written (the transaction was refused or aborted). */
+  /** Drops what was written (the transaction was refused or aborted); does nothing after the first call or once `accept` took the body. */
   readonly discard: () => void;
   /** Resolves when every chunk written so far is on disk; fails if any write failed. */
   readonly flushed: () => Promise<void>;
@@ -101,6 +107,12 @@ export interface Spool {
   /** The entry is done (delivered, failed for good, or removed): removes it, and the message once no entry needs it. */
   readonly finish: (entry: QueueEntry) => Effect.Effect<void, StoreError>;
   readonly depth: () => number;
+  /** Bodies being received (or left by a crash until the next start): listed as incoming, not yet committed or discarded. */
+  readonly incomingBodies: () => number;
+  /** Disk space the body chunks of every message (queued or being received) take, in bytes of LMDB pages. */
+  readonly bodyBytes: () => number;
+  /** Resolves once every discard started so far is on disk (the node waits for it before closing LMDB). */
+  readonly discardsSettled: () => Promise<void>;
   /** A small durable write, to tell whether the store can commit again after a failure. */
   readonly probe: () => Effect.Effect<void, StoreError>;
 
@@ -233,8 +245,13 @@ export const openSpool = (root: RootDatabase): Spool => {
     incoming.remove(messageId);
   }
 
+  /** The commit side of each body this spool opened: `accept` takes a body through it. */
+  const commits = new WeakMap<BodyWriter, BodyCommit>();
+  const discarding = new Set<Promise<unknown>>();
+
   const openBody = (messageId: string): BodyWriter => {
     const writes: Array<Promise<unknown>> = [observed(incoming.put(messageId, true))];
+    let state: "receiving" | "committing" | "committed" | "discarded" = "receiving";
     let pending: Uint8Array[] = [];
     let pendingBytes = 0;
     let seq = 0;
@@ -256,8 +273,26 @@ export const openSpool = (root: RootDatabase): Spool => {
       pendingBytes = 0;
       if (uncommitted > MAX_UNCOMMITTED_BYTES) waiting = settled;
     };
-    return {
+    const drop = () => {
+      state = "discarded";
+      pending = [];
+      pendingBytes = 0;
+      // After every write this body started has settled, so no chunk lands after the removal.
+      // If the removal fails too (disk full), the chunks stay listed as incoming and go at the next start.
+      const removal = Promise.allSettled(writes)
+        .then(() =>
+          root.transaction(() => {
+            removeChunks(messageId);
+            incoming.remove(messageId);
+          }),
+        )
+        .catch(silence)
+        .finally(() => discarding.delete(removal));
+      discarding.add(removal);
+    };
+    const writer: BodyWriter = {
       append: (chunk) => {
+        if (state !== "receiving") return undefined;
         pending.push(chunk);
         pendingBytes += chunk.length;
         total += chunk.length;
@@ -269,20 +304,24 @@ export const openSpool = (root: RootDatabase): Spool => {
       },
       size: () => total,
       discard: () => {
-        pending = [];
-        // If this fails too (disk full), the chunks stay listed as incoming and go at the next start.
-        void observed(
-          root.transaction(() => {
-            removeChunks(messageId);
-            incoming.remove(messageId);
-          }),
-        );
+        if (state === "receiving") drop();
       },
       flushed: () => {
-        writePending();
+        if (state === "receiving" || state === "committing") writePending();
         return Promise.all(writes).then(() => undefined);
       },
     };
+    commits.set(writer, {
+      begin: () => {
+        if (state !== "receiving") return false;
+        writePending();
+        state = "committing";
+        return true;
+      },
+      committed: () => void (state = "committed"),
+      failed: drop,
+    });
+    return writer;
   };
 
   /** Pages of entries matching a selection: one queue's range, or every queue when none is named. */
@@ -308,6 +347,8 @@ export const openSpool = (root: RootDatabase): Spool => {
 
   return {
     accept: (message) => {
+      const body = commits.get(message.body);
+      if (!body?.begin()) return Effect.fail(new StoreError({ operation: "accept", detail: `the body of ${message.id} was discarded or taken already` }));
       const fresh = entriesFor(message);
       const chunksOnDisk = Effect.tryPromise({
         try: () => message.body.flushed(),
@@ -326,7 +367,8 @@ export const openSpool = (root: RootDatabase): Spool => {
         fresh.forEach(putEntry);
       });
       return Effect.all([chunksOnDisk, record]).pipe(
-        Effect.tapError(() => Effect.sync(() => message.body.discard())),
+        Effect.tapError(() => Effect.sync(body.failed)),
+        Effect.tap(() => Effect.sync(body.committed)),
         Effect.as(fresh),
       );
     },
@@ -391,6 +433,15 @@ export const openSpool = (root: RootDatabase): Spool => {
 
     // LMDB's own count (mdb_stat): getCount() would walk every entry, 150 ms a call at a million.
     depth: () => (entries.getStats() as { entryCount: number }).entryCount,
+
+    incomingBodies: () => (incoming.getStats() as { entryCount: number }).entryCount,
+
+    bodyBytes: () => {
+      const stats = bodies.getStats() as { pageSize: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number };
+      return (stats.treeBranchPageCount + stats.treeLeafPageCount + stats.overflowPages) * stats.pageSize;
+    },
+
+    discardsSettled: () => Promise.all(discarding).then(() => undefined),
 
     probe: () => Effect.flatMap(Clock.currentTimeMillis, (now) => commit("probe", () => health.put("probe", now))).pipe(Effect.asVoid),
 
@@ -475,6 +526,13 @@ export const openSpool = (root: RootDatabase): Spool => {
       }),
   };
 };
+
+/** How `accept` takes a body: `begin` is false when it was discarded or taken already. */
+interface BodyCommit {
+  readonly begin: () => boolean;
+  readonly committed: () => void;
+  readonly failed: () => void;
+}
 
 const bucketOf = (ageMs: number): number => {
   const minutes = ageMs / 60_000;

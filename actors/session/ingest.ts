@@ -68,6 +68,13 @@ const has8bit = (bytes: Uint8Array) => {
   return false;
 };
 
+/** smtp-server's data stream: `sizeExceeded` turns true once more than the SIZE limit arrived. */
+type DataStream = Readable & { sizeExceeded?: boolean };
+
+/**
+ * Resolves once the stream ended (with the problem that refuses it, if any); rejects when
+ * it ends early (the client disconnected). The caller discards the body unless it commits it.
+ */
 export const ingest = (stream: Readable, body: BodyWriter, options: IngestOptions): Promise<IngestResult> =>
   new Promise((resolve, reject) => {
     let problem: IngestProblem | undefined;
@@ -101,10 +108,12 @@ export const ingest = (stream: Readable, body: BodyWriter, options: IngestOption
 
     stream.on("data", (chunk: Buffer) => {
       if (problem) return; // drain the rest; the transaction will be refused
-      if (chunk.indexOf(0) >= 0) problem = "nul";
+      // smtp-server counts bytes as they arrive: past the limit nothing more is kept.
+      if ((stream as DataStream).sizeExceeded === true) problem = "too-large";
+      else if (chunk.indexOf(0) >= 0) problem = "nul";
       else if (!options.allow8bit && has8bit(chunk)) problem = "8bit-without-8bitmime";
       else if (options.bareLineEndings === "reject" && hasBareLineEnding(chunk, carryCR)) problem = "bare-line-ending";
-      if (problem) return;
+      if (problem) return body.discard(); // the transaction is refused: what was written goes now
       if (options.bareLineEndings === "normalize") {
         const normalized = normalizeLineEndings(chunk, carryCR);
         carryCR = normalized.endsInCR;
@@ -114,14 +123,16 @@ export const ingest = (stream: Readable, body: BodyWriter, options: IngestOption
         write(chunk);
       }
     });
+    // The client went away mid-DATA (smtp-server destroys the stream with an error then).
     stream.once("error", reject);
+    stream.once("close", () => reject(new Error("the data stream closed before its end")));
     stream.once("end", () => {
       if (carryCR && options.bareLineEndings === "normalize") write(Buffer.from([CR, LF]));
       if (header) {
         const joined = Buffer.concat(header);
         releaseHeader(joined, joined.length);
       }
-      const sizeExceeded = (stream as Readable & { sizeExceeded?: boolean }).sizeExceeded === true;
+      const sizeExceeded = (stream as DataStream).sizeExceeded === true;
       resolve({ problem: problem ?? (sizeExceeded ? "too-large" : undefined), size: body.size() });
     });
   });

@@ -1,6 +1,6 @@
 // Who may send what to whom: the session's decisions as pure functions returning an
 // SMTP reply (or acceptance), so each rule is testable without a socket.
-import { domainOf, localPartOf } from "../common/domains.ts";
+import { domainOf, domainSyntaxProblem, localPartOf } from "../common/domains.ts";
 import { inNetworks } from "../common/networks.ts";
 
 export interface Reply {
@@ -42,6 +42,19 @@ const checkAddressCharset = (address: string, client: ClientFacts): Decision =>
 /** RFC 5321 §4.5.1: the name is case-insensitive ("Postmaster", "POSTMASTER"). */
 const isPostmaster = (localPart: string) => localPart.toLowerCase() === "postmaster";
 
+/**
+ * A domain that cannot exist (RFC 1035 limits, RFC 5321 syntax) is refused for good here,
+ * rather than queued to wait out DNS timeouts for days. `code` is RFC 3463's X.1.3 (bad
+ * destination mailbox syntax) for recipients, X.1.7 for senders.
+ */
+const checkDomainSyntax = (address: string, who: "recipient" | "sender"): Decision => {
+  const problem = domainSyntaxProblem(domainOf(address));
+  if (problem === undefined) return accept;
+  return who === "recipient"
+    ? refuse(501, `5.1.3 Bad destination mailbox address syntax (${problem})`, "bad-recipient-domain")
+    : refuse(501, `5.1.7 Bad sender mailbox address syntax (${problem})`, "bad-sender-domain");
+};
+
 /** Where a recipient's mail goes, or why it is refused. Relaying needs auth or a trusted network (no open relay). */
 export const decideRecipient = (
   address: string,
@@ -55,6 +68,8 @@ export const decideRecipient = (
   if (!address.includes("@")) {
     return isPostmaster(address) && policy.postmaster !== undefined ? { decision: accept, deliverTo: policy.postmaster } : unknownUser;
   }
+  const syntax = checkDomainSyntax(address, "recipient");
+  if (!syntax.ok) return { decision: syntax, deliverTo: address };
   const domain = domainOf(address);
   if (policy.localDomains.includes(domain)) {
     if (policy.isLocalUser(address)) return { decision: accept, deliverTo: address };
@@ -78,7 +93,10 @@ export const decideSender = (
 ): Decision => {
   const charset = checkAddressCharset(address, client);
   if (!charset.ok) return charset;
-  if (client.user === undefined || address === "") return accept;
+  if (address === "") return accept; // the null sender (bounces)
+  const syntax = checkDomainSyntax(address, "sender");
+  if (!syntax.ok) return syntax;
+  if (client.user === undefined) return accept;
   return mayUseSender(client.user, address)
     ? accept
     : refuse(553, `5.7.1 Sender address rejected: not owned by user ${client.user}`, "sender-not-owned");

@@ -3,12 +3,12 @@
 // (the 465 role). A message is answered 250 only after the spool committed its
 // body, record and queue entries with fsync; the 250 text carries the queue id.
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
-import { Clock, Effect } from "effect";
+import { Clock, Effect, Schema } from "effect";
 import "./enhanced-codes.ts";
 import type { UserStore } from "../users/store.ts";
 import type { QueueEntry, Route } from "../queue/entry.ts";
 import { newMessageId, queueOf, routeOf } from "../queue/entry.ts";
-import type { Spool } from "../queue/spool.ts";
+import type { BodyWriter, Spool } from "../queue/spool.ts";
 import { makeConnectionCap, type ConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
 import type { LoginThrottle } from "../users/login-throttle.ts";
 import type { ClientGuard } from "./guard.ts";
@@ -58,7 +58,10 @@ export interface SessionDeps {
 
 export interface SmtpListeners {
   readonly ports: { readonly smtp: number; readonly smtps: number };
-  /** Stops accepting; open sessions may finish their transaction (10 s at most). */
+  /**
+   * Stops accepting; open sessions may finish their transaction (10 s at most). A DATA still
+   * being received then is cut short, and close resolves once its partial body is discarded.
+   */
   readonly close: () => Promise<void>;
 }
 
@@ -105,7 +108,8 @@ export const startSmtpListeners = async (options: {
       observe: (event) => deps.hooks.connections?.(listener, event),
       onFull: (open) => deps.hooks.log("smtp.connections.full", { listener, open }),
     });
-  const handlers = (listener: SmtpListenerName) => makeHandlers(deps, connectionOf, capOf(listener));
+  const receiving: Receiving = new Map();
+  const handlers = (listener: SmtpListenerName) => makeHandlers(deps, connectionOf, capOf(listener), receiving);
   const common = {
     name: deps.config.hostname,
     banner: "Tern ESMTP",
@@ -138,13 +142,24 @@ export const startSmtpListeners = async (options: {
   const ports = { smtp: await listen(plain, options.ports.smtp), smtps: await listen(implicit, options.ports.smtps) };
   return {
     ports,
-    close: () => Promise.all([plain, implicit].map((server) => new Promise<void>((done) => server.close(() => done())))).then(() => undefined),
+    close: async () => {
+      await Promise.all([plain, implicit].map((server) => new Promise<void>((done) => server.close(() => done()))));
+      // smtp-server answers 421 at the end of the grace period but only half-closes the
+      // socket, so a body still arriving would end after the spool closed: end it here.
+      for (const stream of receiving.keys()) {
+        if (!stream.destroyed && !stream.readableEnded) stream.destroy(stream.listenerCount("error") > 0 ? new Error("the node is stopping") : undefined);
+      }
+      await Promise.all(receiving.values());
+    },
   };
 };
 
 type Callback = (error?: Error | null) => void;
 
-const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSession) => Connection, cap: ConnectionCap) => {
+/** DATA transactions under way, each until its reply is decided (committed, refused or aborted). */
+type Receiving = Map<SMTPServerDataStream, Promise<void>>;
+
+const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSession) => Connection, cap: ConnectionCap, receiving: Receiving) => {
   const { config, hooks, guard } = deps;
 
   const facts = (session: SMTPServerSession): ClientFacts => ({
@@ -223,13 +238,15 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     },
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void) {
-      deps.run(receive(deps, session, connectionOf(session), stream)).then(
+      const done = deps.run(receive(deps, session, connectionOf(session), stream)).then(
         (outcome) => (outcome.ok ? callback(null, outcome.text) : callback(replyError(outcome.code, outcome.text))),
         (defect) => {
           hooks.log("session.data.crashed", { conn: session.id, error: String(defect) });
           callback(replyError(451, "4.3.0 Temporary failure, try again later"));
         },
       );
+      receiving.set(stream, done);
+      void done.finally(() => receiving.delete(stream));
     },
   };
 };
@@ -267,35 +284,69 @@ type DataOutcome = { readonly ok: true; readonly text: string } | { readonly ok:
 const queued = (text: string): DataOutcome => ({ ok: true, text });
 const refused = (reply: { readonly code: number; readonly text: string }): DataOutcome => ({ ok: false, ...reply });
 
+/** The client went away before the end of DATA (disconnect, socket error, idle timeout). */
+class DataAborted extends Schema.TaggedError<DataAborted>()("DataAborted", {
+  detail: Schema.String,
+}) {}
+
 /**
  * Streams DATA into the spool and commits it: the whole life of one accepted message.
+ * Every way it can end without a commit (refused, client gone mid-DATA, commit failed,
+ * a defect) discards the partial body at once; after a commit the discard does nothing.
  * Untraced: it runs once per message, on the hot path.
  */
 const receive = Effect.fnUntraced(function* (deps: SessionDeps, session: SMTPServerSession, connection: Connection, stream: SMTPServerDataStream) {
-  const { config, hooks } = deps;
   const receivedAt = yield* Clock.currentTimeMillis;
   const id = newMessageId(receivedAt);
+  return yield* Effect.acquireUseRelease(
+    Effect.sync(() => deps.spool.openBody(id)),
+    (body) =>
+      receiveInto(deps, session, connection, stream, { id, receivedAt, body }).pipe(
+        Effect.catchTag("DataAborted", (aborted) =>
+          Effect.sync(() => {
+            deps.hooks.rejected("data-aborted");
+            deps.hooks.log("session.data.aborted", { conn: session.id, msg: id, bytes: body.size(), error: aborted.detail });
+            // Nobody reads this reply: the connection is closed.
+            return refused({ code: 421, text: "4.4.2 Connection dropped during DATA" });
+          }),
+        ),
+      ),
+    (body) => Effect.sync(() => body.discard()),
+  );
+});
+
+const receiveInto = Effect.fnUntraced(function* (
+  deps: SessionDeps,
+  session: SMTPServerSession,
+  connection: Connection,
+  stream: SMTPServerDataStream,
+  message: { readonly id: string; readonly receivedAt: number; readonly body: BodyWriter },
+) {
+  const { config, hooks } = deps;
+  const { id, receivedAt, body } = message;
   const user = typeof session.user === "string" ? session.user : undefined;
   const recipients = session.envelope.rcptTo.map((r) => r.address);
-  const body = deps.spool.openBody(id);
-  const result = yield* Effect.promise(() => ingest(stream, body, {
-    bareLineEndings: config.bareLineEndings,
-    allow8bit: config.accept8bitWithoutBodyParameter || session.envelope.bodyType === "8bitmime",
-    prepend: (headerSection) =>
-      receivedHeader({
-        hostname: config.hostname,
-        helo: session.hostNameAppearsAs,
-        clientHostname: session.clientHostname,
-        remoteAddress: session.remoteAddress,
-        secure: session.secure,
-        authenticated: user !== undefined,
-        id,
-        recipients,
-        at: receivedAt,
-      }) + (user !== undefined ? missingSubmissionHeaders(headerSection, { id, hostname: config.hostname, at: receivedAt }) : ""),
-  }));
+  const result = yield* Effect.tryPromise({
+    try: () =>
+      ingest(stream, body, {
+        bareLineEndings: config.bareLineEndings,
+        allow8bit: config.accept8bitWithoutBodyParameter || session.envelope.bodyType === "8bitmime",
+        prepend: (headerSection) =>
+          receivedHeader({
+            hostname: config.hostname,
+            helo: session.hostNameAppearsAs,
+            clientHostname: session.clientHostname,
+            remoteAddress: session.remoteAddress,
+            secure: session.secure,
+            authenticated: user !== undefined,
+            id,
+            recipients,
+            at: receivedAt,
+          }) + (user !== undefined ? missingSubmissionHeaders(headerSection, { id, hostname: config.hostname, at: receivedAt }) : ""),
+      }),
+    catch: (error) => new DataAborted({ detail: error instanceof Error ? error.message : String(error) }),
+  });
   if (result.problem) {
-    body.discard();
     hooks.rejected(result.problem);
     return refused(problemReplies[result.problem]);
   }

@@ -34,7 +34,12 @@ export class Spool extends Context.Service<Spool, SpoolShape>()("tern/Spool") {
     Spool,
     Effect.gen(function* () {
       const spool = openSpool(yield* Lmdb);
-      registerGauge((yield* Metrics).registry, "tern_queue_depth", "Queue entries waiting or in flight on this node", spool.depth);
+      const { registry } = yield* Metrics;
+      registerGauge(registry, "tern_queue_depth", "Queue entries waiting or in flight on this node", spool.depth);
+      registerGauge(registry, "tern_spool_incoming_bodies", "Message bodies being received, not yet committed or discarded", spool.incomingBodies);
+      registerGauge(registry, "tern_spool_body_bytes", "Bytes of LMDB pages holding message bodies (queued and being received)", spool.bodyBytes);
+      // Partial bodies of transactions cut short by the stop are removed before LMDB closes.
+      yield* Effect.addFinalizer(() => Effect.promise(spool.discardsSettled));
       return spool;
     }),
   );

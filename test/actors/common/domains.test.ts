@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { domainMatcher, domainOf, localPartOf, matchesDomain } from "../../../actors/common/domains.ts";
+import { domainMatcher, domainOf, domainSyntaxProblem, localPartOf, matchesDomain } from "../../../actors/common/domains.ts";
 
 test("an address's domain is what follows its last @, lower-cased", () => {
   assert.equal(domainOf("Alice@Example.ORG"), "example.org");
@@ -37,4 +37,37 @@ test("a matcher over several patterns matches a name when any pattern does", () 
   assert.equal(requireTls("www.bank.example"), false);
   assert.equal(requireTls("other.example"), false);
   assert.equal(domainMatcher([])("bank.example"), false);
+});
+
+test("domains that can exist pass the syntax check: names up to the DNS limits, IDNs, single labels", () => {
+  for (const domain of ["example.org", "EXAMPLE.org", "mx-1.example.org", "postmaster", "xn--bcher-kva.example", "bücher.example", "123.example"]) {
+    assert.equal(domainSyntaxProblem(domain), undefined, domain);
+  }
+  assert.equal(domainSyntaxProblem(`${"a".repeat(63)}.org`), undefined, "a label of 63 octets");
+  const longest = [..."abc"].map((c) => c.repeat(63)).join(".") + "." + "d".repeat(61); // 253 characters
+  assert.equal(longest.length, 253);
+  assert.equal(domainSyntaxProblem(longest), undefined);
+});
+
+test("address literals pass when they hold an IP address of the right family, else they cannot exist", () => {
+  for (const literal of ["[192.0.2.1]", "[IPv6:2001:db8::1]", "[ipv6:::1]", "[IPv6:::ffff:192.0.2.1]"]) assert.equal(domainSyntaxProblem(literal), undefined, literal);
+  for (const literal of ["[192.0.2]", "[IPv6:192.0.2.1]", "[2001:db8::1]", "[example.org]", "[192.0.2.1"]) {
+    assert.equal(domainSyntaxProblem(literal), "bad-address-literal", literal);
+  }
+});
+
+test("domains that cannot exist are named with their problem", () => {
+  assert.equal(domainSyntaxProblem("a..b"), "empty-label");
+  assert.equal(domainSyntaxProblem(".example.org"), "empty-label");
+  assert.equal(domainSyntaxProblem("example.org."), "empty-label");
+  assert.equal(domainSyntaxProblem(""), "empty-label");
+  assert.equal(domainSyntaxProblem(`${"a".repeat(64)}.org`), "label-too-long");
+  assert.equal(domainSyntaxProblem(`bü${"c".repeat(62)}.de`), "label-too-long", "the limit applies to the A-label");
+  const tooLong = [..."abc"].map((c) => c.repeat(63)).join(".") + "." + "d".repeat(62);
+  assert.equal(tooLong.length, 254);
+  assert.equal(domainSyntaxProblem(tooLong), "domain-too-long");
+  assert.equal(domainSyntaxProblem("ex_ample.org"), "bad-character");
+  assert.equal(domainSyntaxProblem("ex ample.org"), "bad-character");
+  assert.equal(domainSyntaxProblem("-example.org"), "hyphen-at-label-edge");
+  assert.equal(domainSyntaxProblem("example-.org"), "hyphen-at-label-edge");
 });

@@ -135,3 +135,50 @@ test("shape counts entries per queue and age; walks, lists and retry-now go page
 });
 
 const SHAPE_INDEX_40M = 3;
+
+/** Appends `bytes` in 16 KB pieces, waiting when the writer asks to, as a session does. */
+const write = async (body: ReturnType<Spool["openBody"]>, bytes: number) => {
+  for (let sent = 0; sent < bytes; sent += 16_384) await body.append(Buffer.alloc(Math.min(16_384, bytes - sent), 0x61));
+};
+
+test("a discarded body leaves nothing behind: its chunks and incoming mark go at once, also with writes in flight", async () => {
+  const { spool } = await fresh();
+  assert.deepEqual([spool.incomingBodies(), spool.bodyBytes()], [0, 0]);
+  const bodies = Array.from({ length: 10 }, (_, n) => spool.openBody(newMessageId(4_000_000 + n)));
+  await Promise.all(bodies.map((body) => write(body, 1_000_000)));
+  await Promise.all(bodies.map((body) => body.flushed()));
+  assert.equal(spool.incomingBodies(), 10);
+  assert.ok(spool.bodyBytes() >= 10_000_000, `${spool.bodyBytes()} bytes on disk while receiving`);
+  for (const body of bodies) {
+    body.append(Buffer.alloc(70_000, 0x62)); // a chunk write still in flight when the discard starts
+    body.discard();
+    body.discard(); // a second discard is harmless
+    assert.equal(body.append(Buffer.from("late")), undefined, "appends after the discard are dropped");
+  }
+  await spool.discardsSettled();
+  assert.deepEqual([spool.incomingBodies(), spool.bodyBytes()], [0, 0]);
+});
+
+test("a committed body is never discarded, and a discarded one is never committed", async () => {
+  const { spool } = await fresh();
+  const route = [{ route: { kind: "remote" as const, domain: "a.test" }, recipients: ["r@a.test"] }];
+  const keptId = newMessageId(5_000_000);
+  const kept = spool.openBody(keptId);
+  await write(kept, 200_000);
+  const [entry] = await Effect.runPromise(spool.accept({ id: keptId, sender: "s@x.test", receivedAt: 5_000_000, body: kept, routes: route }));
+  kept.discard(); // the session's release runs after every transaction, committed or not
+  await spool.discardsSettled();
+  assert.equal(spool.body(entry!.messageId)?.length, 200_000);
+  assert.equal(spool.incomingBodies(), 0);
+
+  const droppedId = newMessageId(5_000_001);
+  const dropped = spool.openBody(droppedId);
+  await write(dropped, 100_000);
+  dropped.discard();
+  const refused = await Effect.runPromise(Effect.flip(spool.accept({ id: droppedId, sender: "s@x.test", receivedAt: 5_000_001, body: dropped, routes: route })));
+  assert.equal(refused._tag, "StoreError");
+  await spool.discardsSettled();
+  assert.equal(spool.depth(), 1);
+  assert.equal(spool.hasMessage(droppedId), false);
+  assert.equal(spool.incomingBodies(), 0);
+});

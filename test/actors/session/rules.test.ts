@@ -127,3 +127,16 @@ test("the guard's windows slide: the message rate frees up as the minute's oldes
     assert.equal(guard.message("1.1.1.1"), true, "the first one left the window");
     assert.equal(guard.message("1.1.1.1"), false, "the two from 30 s ago still count");
   })));
+
+test("a recipient or sender domain that cannot exist is refused for good, before relay and user checks", () => {
+  const longLabel = `x@${"a".repeat(64)}.example.test`;
+  for (const address of ["x@a..example.test", longLabel, "x@example.test."]) {
+    const decision = decideRecipient(address, client({ user: "alice@example.test" }), policy).decision;
+    assert.deepEqual(decision.ok ? undefined : [decision.reply.code, decision.reply.text.slice(0, 6), decision.reason], [501, "5.1.3 ", "bad-recipient-domain"], address);
+  }
+  const sender = decideSender(longLabel, client(), () => true);
+  assert.deepEqual(sender.ok ? undefined : [sender.reply.code, sender.reply.text.slice(0, 6), sender.reason], [501, "5.1.7 ", "bad-sender-domain"]);
+  assert.equal(decideSender("", client(), () => false).ok, true, "the null sender has no domain to check");
+  assert.equal(decideRecipient("x@[192.0.2.1]", client({ remoteAddress: "10.1.2.3" }), policy).decision.ok, true, "address literals relay as before");
+  assert.equal(decideRecipient("x@[IPv6:2001:db8::1]", client({ remoteAddress: "10.1.2.3" }), policy).decision.ok, true);
+});
