@@ -1,8 +1,9 @@
 // The resolver as delivery uses it: any node's answer over NATS, re-checked where a
 // forged answer would cost mail. NATS permissions decide who may answer; this holds even
-// when they are wrong (DESIGN.md, "Trust on the cluster plane").
+// when they are wrong (README, "Securing a cluster").
 // - A route is used only when it passes this node's own rules (route-check.ts); one
-//   that does not is a temporary failure: the mail waits, it never goes there.
+//   that does not is never used: this node resolves the domain itself instead, so a
+//   rogue answering every request neither steers mail nor holds it back.
 // - A permanent failure (NXDOMAIN, null MX, no usable address) would bounce the mail, so
 //   it is confirmed by this node's own resolver first, bypassing NATS. Only a permanent
 //   local answer bounces; a local route is used, a local temporary failure defers.
@@ -42,11 +43,11 @@ export const makeCheckedResolve =
       }),
     );
 
-const checkedRoute = (deps: CheckedResolveDeps, domain: string, route: MailRoute): Effect.Effect<MailRoute, DnsTemporaryFailure> => {
+const checkedRoute = (deps: CheckedResolveDeps, domain: string, route: MailRoute): Effect.Effect<MailRoute, ResolveFailure> => {
   const problems = deps.check.problems(domain, route);
   if (problems.length === 0) return Effect.succeed(route);
   deps.observer?.rejected(domain, route, problems);
-  return Effect.fail(new DnsTemporaryFailure({ domain, detail: `resolver answer rejected: ${problems.join("; ")}` }));
+  return deps.local(domain);
 };
 
 const confirmedPermanent = (deps: CheckedResolveDeps, domain: string, claimed: DnsPermanentFailure): Effect.Effect<MailRoute, ResolveFailure> =>

@@ -42,15 +42,19 @@ test("a route within policy is used as answered, without a lookup of this node's
   assert.deepEqual(heard, []);
 });
 
-test("a route to a target outside allowedTargetNetworks is a temporary failure naming what was wrong", async () => {
-  const { resolve, heard, localLookups } = setUp(Effect.succeed(routeTo("127.0.0.1")), Effect.die("not asked"));
+test("a route to a target outside allowedTargetNetworks is not used: this node's own lookup decides", async () => {
+  const { resolve, heard, localLookups } = setUp(Effect.succeed(routeTo("127.0.0.1")), Effect.succeed(routeTo("127.0.0.2")));
   const result = await resolve();
-  assert.equal(result._tag, "Failure");
-  const failure = result._tag === "Failure" ? result.failure : undefined;
-  assert.ok(failure instanceof DnsTemporaryFailure, String(failure));
-  assert.match(failure.detail, /^resolver answer rejected: host "mx\.example\.test": 127\.0\.0\.1 outside dns\.allowedTargetNetworks$/);
-  assert.equal(localLookups(), 0);
+  assert.deepEqual(result._tag === "Success" && result.success, routeTo("127.0.0.2"));
+  assert.equal(localLookups(), 1);
   assert.deepEqual(heard.map((h) => h.kind), ["rejected"]);
+});
+
+test("a rejected route whose domain this node cannot resolve now defers: never a bounce on the rogue's word", async () => {
+  const local = new DnsTemporaryFailure({ domain: "example.test", detail: "timeout" });
+  const { resolve } = setUp(Effect.succeed(routeTo("127.0.0.1")), Effect.fail(local));
+  const result = await resolve();
+  assert.equal(result._tag === "Failure" && result.failure, local);
 });
 
 test("a permanent failure confirmed by this node's own lookup stands (the local one, with its own source)", async () => {
