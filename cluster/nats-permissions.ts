@@ -6,7 +6,8 @@
 // - node: serves and calls the cluster's internal subjects (mailbox, resolver, blob
 //   transfer, queue administration, events) and uses the cluster's KV buckets. Replies
 //   and blobs travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
-// - operator: queue administration (`tern queue`) and watching events.
+// - operator: queue administration (`tern queue`, replies on `tern.<cluster>.operator.inbox`)
+//   and watching events.
 // - application: watching events (the NATS API adds its subjects here).
 // Nobody but nodes may publish on or subscribe to `tern.<cluster>.>` beyond that, so no
 // one else can read mail bodies crossing nodes, answer a resolver request, or forge mail.
@@ -21,16 +22,23 @@ export interface Permissions {
   readonly allowResponses: boolean;
 }
 
-/** JetStream API subjects a client needs to create and use the stream `stream` (a KV bucket is stream `KV_<bucket>`). */
-const jetStreamAccess = (stream: string): string[] => [
-  `$JS.API.*.*.${stream}`, // STREAM.INFO / STREAM.CREATE / STREAM.UPDATE / CONSUMER.CREATE …
-  `$JS.API.*.*.${stream}.>`, // DIRECT.GET, CONSUMER.CREATE with a name and filter
-  `$JS.API.*.*.*.${stream}`, // STREAM.MSG.GET
-  `$JS.ACK.${stream}.>`,
-  `$JS.FC.${stream}.>`,
-];
-
-const kvAccess = (bucket: string): string[] => [...jetStreamAccess(`KV_${bucket}`), `$KV.${bucket}.>`];
+/**
+ * What a node does with a KV bucket, and nothing more (no delete, purge or consumers):
+ * look the stream up, create it (again, when JetStream lost it), read keys directly,
+ * and write keys.
+ */
+const kvAccess = (bucket: string): string[] => {
+  const stream = `KV_${bucket}`;
+  return [
+    `$JS.API.STREAM.INFO.${stream}`,
+    `$JS.API.STREAM.CREATE.${stream}`,
+    `$JS.API.STREAM.UPDATE.${stream}`,
+    `$JS.API.STREAM.MSG.GET.${stream}`,
+    `$JS.API.DIRECT.GET.${stream}`,
+    `$JS.API.DIRECT.GET.${stream}.>`,
+    `$KV.${bucket}.>`,
+  ];
+};
 
 /** The KV buckets nodes of the cluster use. */
 const bucketsOf = (subjects: Subjects): string[] => [subjects.mailboxOwnersBucket];
@@ -49,7 +57,7 @@ export const permissionsOf = (role: NatsRole, subjects: Subjects): Permissions =
     case "operator":
       return {
         publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`],
-        subscribe: ["_INBOX.>", `${root}.events.>`],
+        subscribe: [`${subjects.operatorInbox}.>`, `${root}.events.>`],
         allowResponses: false,
       };
     case "application":

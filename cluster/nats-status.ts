@@ -2,7 +2,7 @@
 // nothing while the client is reconnecting, and in that time every NATS ask of the node
 // fails: remote mailboxes, ownership, the resolver. So the connection's status events
 // (nats.js `nc.status()`) are followed and the latest one is kept.
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection, Status } from "@nats-io/transport-node";
 
 export type NatsConnectionState =
   | { readonly _tag: "Connected" }
@@ -35,7 +35,11 @@ export const describeNatsState = (state: NatsConnectionState): string | undefine
 export const followNatsStatus = (nc: NatsConnection, onError: (detail: string) => void = () => undefined): NatsStatus => {
   let state: NatsConnectionState = nc.isClosed() ? { _tag: "Closed" } : { _tag: "Connected" };
   let lost: string | undefined;
-  const events = nc.status()[Symbol.asyncIterator]();
+  // `return()` on the async iterator is only queued behind the next status event, leaving
+  // the listener registered until then; nats.js's iterator (typed as a plain AsyncIterable)
+  // also has `stop()`, which ends it at once.
+  const statuses = nc.status() as AsyncIterable<Status> & { stop?: () => void };
+  const events = statuses[Symbol.asyncIterator]();
   const follow = async () => {
     for (let next = await events.next(); !next.done; next = await events.next()) {
       const event = next.value;
@@ -69,6 +73,6 @@ export const followNatsStatus = (nc: NatsConnection, onError: (detail: string) =
   return {
     state: () => state,
     problem: () => describeNatsState(state),
-    stop: () => void events.return?.(),
+    stop: () => (statuses.stop ? statuses.stop() : void events.return?.()),
   };
 };

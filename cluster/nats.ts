@@ -21,15 +21,13 @@ export class NatsUnavailable extends Error {
   override readonly name = "NatsUnavailable";
 }
 
-/** Why the last connect failed, kept to explain a refusal (bad credentials, TLS) rather than "nothing answers". */
-let lastConnectError: string | undefined;
+type Attempt = { readonly nc: NatsConnection } | { readonly error: string };
 
-const tryConnect = (servers: ReadonlyArray<string>, options: Partial<ConnectionOptions>) =>
-  connect({ servers: [...servers], timeout: 1500, maxReconnectAttempts: -1, reconnectTimeWait: 500, ...options }).catch(
-    (error: unknown) => {
-      lastConnectError = error instanceof Error ? error.message : String(error);
-      return undefined;
-    },
+/** One connect attempt; a failure keeps why (bad credentials, TLS), to explain a refusal rather than "nothing answers". */
+const tryConnect = (servers: ReadonlyArray<string>, options: Partial<ConnectionOptions>): Promise<Attempt> =>
+  connect({ servers: [...servers], timeout: 1500, maxReconnectAttempts: -1, reconnectTimeWait: 500, ...options }).then(
+    (nc) => ({ nc }),
+    (error: unknown) => ({ error: error instanceof Error ? error.message : String(error) }),
   );
 
 const findOnPath = (program: string): string | undefined => {
@@ -49,12 +47,12 @@ export const linkToNats = async (options: {
 }): Promise<NatsLink> => {
   const base = { name: options.clientName, inboxPrefix: options.inboxPrefix };
   const direct = await tryConnect(options.servers, { ...base, ...(await securityOptions(options.security)) });
-  if (direct) return { nc: direct, embedded: undefined, close: () => direct.drain() };
+  if ("nc" in direct) return { nc: direct.nc, embedded: undefined, close: () => direct.nc.drain() };
 
   const binary = options.embedded && options.security.auth.kind === "none" ? findOnPath("nats-server") : undefined;
   if (!binary) {
     throw new NatsUnavailable(
-      `no NATS server lets this node in at ${options.servers.join(", ")} (${lastConnectError ?? "no answer"}); ` +
+      `no NATS server lets this node in at ${options.servers.join(", ")} (${direct.error}); ` +
         `check nats credentials and TLS, or install a server (apt-get install nats-server) or set TERN_NATS_URL`,
     );
   }
@@ -63,7 +61,7 @@ export const linkToNats = async (options: {
   const asNode = { ...base, ...(await securityOptions(embeddedCredentials(options.dataDir, "node"))) };
   // An embedded server left running by an earlier run of this node (its parent was killed) is still ours.
   const leftOver = await tryConnect(options.servers, asNode);
-  if (leftOver) return { nc: leftOver, embedded: undefined, close: () => leftOver.drain() };
+  if ("nc" in leftOver) return { nc: leftOver.nc, embedded: undefined, close: () => leftOver.nc.drain() };
   const child = spawn(binary, ["-c", embedded.configFile], { stdio: "ignore" });
   const nc = await waitForNats(options.servers, asNode, child);
   return {
@@ -80,8 +78,8 @@ export const linkToNats = async (options: {
 const waitForNats = async (servers: ReadonlyArray<string>, options: Partial<ConnectionOptions>, child: ChildProcess) => {
   for (let attempt = 0; attempt < 40; attempt++) {
     if (child.exitCode !== null) break;
-    const nc = await tryConnect(servers, options);
-    if (nc) return nc;
+    const attempt = await tryConnect(servers, options);
+    if ("nc" in attempt) return attempt.nc;
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
   child.kill("SIGKILL");

@@ -471,6 +471,11 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
   const merged = decode(merge(file.value, environmentOverrides(env)));
   if (Exit.isFailure(merged)) throw new ConfigError(`invalid environment override:\n${describeIssues(schemaMessage(merged.cause), {})}`);
   const config = withDefaults(merged.value);
+  const withCredentials = config.nats.servers.find((server) => /^[a-z]+:\/\/[^/]*@/i.test(server));
+  if (withCredentials !== undefined) {
+    // Not echoed: the URL holds a secret.
+    throw new ConfigError("invalid config: a NATS server URL carries credentials (user:password@); use nats.user and nats.passwordFile, or TERN_NATS_USER and TERN_NATS_PASSWORD");
+  }
   const clear = plaintextServers(config.nats.servers, config.nats.tls);
   if (clear.length > 0 && !config.nats.trustedLink) {
     throw new ConfigError(

@@ -80,7 +80,13 @@ export const queueCommand = async (args: string[], io: Output): Promise<number> 
  */
 const connectAsOperator = async (config: NodeConfig) => {
   const attempt = async (security: NatsSecurity) =>
-    connect({ servers: [...config.nats.servers], name: "tern-queue", timeout: 2_000, ...(await securityOptions(security)) });
+    connect({
+      servers: [...config.nats.servers],
+      name: "tern-queue",
+      timeout: 2_000,
+      inboxPrefix: makeSubjects(config.cluster).operatorInbox,
+      ...(await securityOptions(security)),
+    });
   const configured = attempt(config.nats);
   const connected = config.nats.auth.kind === "none" && config.nats.embedded
     ? configured.catch(() => attempt(embeddedCredentials(config.dataDir, "operator")))

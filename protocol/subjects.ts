@@ -32,6 +32,11 @@ export interface Subjects {
   readonly nodeInbox: (nodeId: string) => string;
   /** Every node's inbox (a blob reference must name a subject under it). */
   readonly nodeInboxes: string;
+  /**
+   * Inbox prefix of `tern queue` (the operator role): its replies name senders and
+   * recipients, so they stay out of `_INBOX`, where applications receive theirs.
+   */
+  readonly operatorInbox: string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -53,5 +58,6 @@ export const makeSubjects = (cluster: string): Subjects => {
     queueAdminOf: (nodeId) => `${root}.queue.admin.${nodeId}`,
     nodeInbox: (nodeId) => `${root}.inbox.${nodeId}`,
     nodeInboxes: `${root}.inbox`,
+    operatorInbox: `${root}.operator.inbox`,
   };
 };

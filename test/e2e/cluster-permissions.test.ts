@@ -134,9 +134,11 @@ test("an application or an operator cannot read, forge, lock or delete mail in a
   assert.match(await popList("bob@example.test", "bob-pw", nodeB!), /^1 \d+/m);
 });
 
-test("an application cannot administer queues; an operator can, with tern queue", async () => {
+test("an application cannot administer queues, nor read the answers; an operator can, with tern queue", async () => {
   const app = await as("application");
   await assert.rejects(app.request(subjects.queueAdmin, encodeFrame({ _tag: "List", limit: 10 }), { timeout: 2_000 }));
+  const overheard: string[] = [];
+  const listening = app.subscribe("_INBOX.>", { callback: (_error, msg) => void overheard.push(msg.subject) });
 
   const operator = nats.credentials("operator");
   const configFile = join(dirs[0]!, "operator.json");
@@ -153,6 +155,8 @@ test("an application cannot administer queues; an operator can, with tern queue"
     child.once("exit", (code) => resolve({ code: code ?? -1, out }));
   });
   assert.equal(outcome.code, 0, outcome.out);
+  listening.unsubscribe();
+  assert.deepEqual(overheard, [], "the operator's replies travel outside _INBOX");
 });
 
 test("an application cannot rewrite mailbox ownership in KV", async () => {

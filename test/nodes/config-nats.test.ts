@@ -48,3 +48,10 @@ test("docs/nats-server.conf is what tern nats-config --example prints, and nats-
   assert.equal(checked.status, 0, checked.stderr);
   assert.match(checked.stdout + checked.stderr, /is valid/);
 });
+
+test("a server URL with credentials in it is refused without echoing them", () => {
+  assert.throws(
+    () => parseConfig({}, { TERN_NATS_URL: "nats://node:hunter2@127.0.0.1:4222" }),
+    (error: Error) => /carries credentials/.test(error.message) && !error.message.includes("hunter2"),
+  );
+});
