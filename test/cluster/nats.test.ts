@@ -3,9 +3,8 @@
 // from files or the environment, and a refusal says why.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createAccount, createOperator, createUser } from "@nats-io/nkeys";
@@ -13,7 +12,7 @@ import { encodeAccount, encodeOperator, encodeUser, fmtCreds } from "@nats-io/jw
 import { linkToNats, NatsUnavailable } from "../../cluster/nats.ts";
 import type { NatsSecurity } from "../../cluster/nats-auth.ts";
 import { makeSubjects } from "../../protocol/subjects.ts";
-import { findFreePort } from "../support/dnsmasq.ts";
+import { spawnNatsServer } from "../support/spawn-nats-server.ts";
 
 const cleanups: Array<() => Promise<void>> = [];
 after(async () => {
@@ -26,30 +25,11 @@ const workDir = async () => {
   return dir;
 };
 
-const answers = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const socket = createConnection({ host: "127.0.0.1", port }, () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-
 /** Starts nats-server with `config` (a config-file body without `listen`) on a free port. */
-const natsServer = async (dir: string, config: string) => {
-  const port = await findFreePort();
-  const file = join(dir, "server.conf");
-  await writeFile(file, `listen: "127.0.0.1:${port}"\n${config}\n`);
-  const child: ChildProcess = spawn("/usr/sbin/nats-server", ["-c", file], { stdio: "ignore" });
-  cleanups.push(async () => {
-    if (child.exitCode === null) {
-      const exited = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGTERM");
-      await exited;
-    }
-  });
-  for (let i = 0; i < 100 && !(await answers(port)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
-  return port;
+const natsServer = async (config: string) => {
+  const server = await spawnNatsServer({ config });
+  cleanups.push(server.dispose);
+  return server.port;
 };
 
 const subjects = makeSubjects("linktest");
@@ -72,7 +52,7 @@ const roundTrip = async (security: NatsSecurity, port: number, scheme = "nats") 
 
 test("user and password: the password is read from a file (its trailing newline is not part of it)", async () => {
   const dir = await workDir();
-  const port = await natsServer(dir, `authorization { users: [ { user: "n", password: "s3cret" } ] }`);
+  const port = await natsServer(`authorization { users: [ { user: "n", password: "s3cret" } ] }`);
   await writeFile(join(dir, "password"), "s3cret\n", { mode: 0o600 });
   assert.equal(await roundTrip({ auth: { kind: "user", user: "n", password: { file: join(dir, "password") } }, tls: undefined }, port), "ping");
 
@@ -85,7 +65,7 @@ test("user and password: the password is read from a file (its trailing newline 
 
 test("token from the environment; a missing variable is reported by name, not guessed", async () => {
   const dir = await workDir();
-  const port = await natsServer(dir, `authorization { token: "tok-123" }`);
+  const port = await natsServer(`authorization { token: "tok-123" }`);
   process.env.TERN_TEST_NATS_TOKEN = "tok-123";
   try {
     assert.equal(await roundTrip({ auth: { kind: "token", token: { env: "TERN_TEST_NATS_TOKEN" } }, tls: undefined }, port), "ping");
@@ -101,7 +81,7 @@ test("token from the environment; a missing variable is reported by name, not gu
 test("nkey: the node signs the server's challenge with the seed from a file", async () => {
   const dir = await workDir();
   const user = createUser();
-  const port = await natsServer(dir, `authorization { users: [ { nkey: "${user.getPublicKey()}" } ] }`);
+  const port = await natsServer(`authorization { users: [ { nkey: "${user.getPublicKey()}" } ] }`);
   await writeFile(join(dir, "seed"), new TextDecoder().decode(user.getSeed()), { mode: 0o600 });
   assert.equal(await roundTrip({ auth: { kind: "nkey", seed: { file: join(dir, "seed") } }, tls: undefined }, port), "ping");
 
@@ -120,7 +100,6 @@ test("creds file: a user JWT signed by its account, in the decentralised (operat
   const accountJwt = await encodeAccount("tern", account, { limits: { ...unlimited, conn: -1, leaf: -1, imports: -1, exports: -1, wildcards: true } }, { signer: operator });
   const userJwt = await encodeUser("tern-node", user, account, unlimited);
   const port = await natsServer(
-    dir,
     `operator: "${operatorJwt}"\nresolver: MEMORY\nresolver_preload: { ${account.getPublicKey()}: "${accountJwt}" }`,
   );
   await writeFile(join(dir, "node.creds"), fmtCreds(userJwt, user), { mode: 0o600 });
@@ -143,7 +122,6 @@ test("TLS: the server is verified against the configured CA and the node present
   issue("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\\n");
   issue("client", "extendedKeyUsage=clientAuth\\n");
   const port = await natsServer(
-    dir,
     `tls { cert_file: "${join(dir, "server.pem")}", key_file: "${join(dir, "server.key")}", ca_file: "${join(dir, "ca.pem")}", verify: true }`,
   );
   const tls = { caFile: join(dir, "ca.pem"), certFile: join(dir, "client.pem"), keyFile: join(dir, "client.key") };

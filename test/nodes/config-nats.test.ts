@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseConfig } from "../../nodes/config.ts";
 import { natsServerConfig } from "../../nodes/nats-config-command.ts";
+import { natsServerBinary } from "../support/spawn-nats-server.ts";
 import { projectRoot } from "../support/tern-node.ts";
 
 test("credentials: a password file with its user, a token, an nkey seed or a creds file", () => {
@@ -44,7 +45,7 @@ test("a remote NATS in plain text is refused unless TLS is configured or the lin
 test("docs/nats-server.conf is what tern nats-config --example prints, and nats-server accepts it", () => {
   const documented = readFileSync(join(projectRoot, "docs/nats-server.conf"), "utf8");
   assert.equal(documented, natsServerConfig({ cluster: "tern", listen: "0.0.0.0:4222", storeDir: "/var/lib/nats", example: true }));
-  const checked = spawnSync("/usr/sbin/nats-server", ["-t", "-c", join(projectRoot, "docs/nats-server.conf")], { encoding: "utf8" });
+  const checked = spawnSync(natsServerBinary(), ["-t", "-c", join(projectRoot, "docs/nats-server.conf")], { encoding: "utf8" });
   assert.equal(checked.status, 0, checked.stderr);
   assert.match(checked.stdout + checked.stderr, /is valid/);
 });
