@@ -167,8 +167,11 @@ export const describeParseError = (error: Pop3ParseError): string => {
 // ---------------------------------------------------------------------------
 // Login outcomes
 
-/** How a login attempt ended: the label of the login counter and of the session's log line. */
-export type LoginOutcome = "ok" | "failed" | "throttled" | "in-use" | "unavailable" | "plaintext-refused";
+/**
+ * How a login attempt ended: the label of the login counter and of the session's log line.
+ * `abandoned`: the client hung up while the attempt waited out its account's delay.
+ */
+export type LoginOutcome = "ok" | "failed" | "throttled" | "abandoned" | "in-use" | "unavailable" | "plaintext-refused";
 
 // ---------------------------------------------------------------------------
 // SASL PLAIN (RFC 4616): base64 of authzid NUL authcid NUL password

@@ -57,6 +57,19 @@ export class SlidingCounter {
     if (this.keys.size > this.maxKeys) this.keys.delete(this.keys.keys().next().value as string);
   }
 
+  /**
+   * Takes back one event added at `at` (a login counted as failed when it was admitted
+   * turned out right). Nothing happens if that event has already left the window.
+   */
+  remove(key: string, at: number, now: number): void {
+    const entry = this.advance(key, now);
+    if (!entry) return;
+    const index = entry.bucket - this.bucketOf(at);
+    if (index < 0 || index >= BUCKETS || entry.counts[index] === 0) return;
+    entry.counts[index]!--;
+    if (entry.counts.every((c) => c === 0)) this.keys.delete(key);
+  }
+
   /** Forgets the key's events (a successful login clears its pair's failures). */
   clear(key: string): void {
     this.keys.delete(key);

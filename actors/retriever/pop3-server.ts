@@ -5,7 +5,7 @@
 // in pop3-session.ts; wire parsing in protocol/pop3.ts; mail through MaildropAccess.
 import * as net from "node:net";
 import * as tls from "node:tls";
-import { Clock, Context, Effect, type Fiber } from "effect";
+import { Clock, Context, Deferred, Effect, type Fiber } from "effect";
 import type { LoginOutcome } from "../../protocol/pop3.ts";
 import { inNetworks } from "../common/networks.ts";
 import { makeConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
@@ -152,6 +152,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
   let state: SessionState = initialState;
   let stopKeepAlive = () => {};
   let ended = false;
+  const left = Deferred.makeUnsafe<void>();
   const log = (fields: Record<string, unknown>) => options.log?.({ actor: "pop3", conn, ...fields });
   const remoteAddress = raw.remoteAddress ?? "";
   const connection: ConnectionView = {
@@ -160,6 +161,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
     secure: () => secure,
     tlsAvailable: context.secureContext !== undefined,
     plaintextLoginAllowed: inNetworks(remoteAddress, options.plaintextLoginNetworks ?? LOOPBACK_NETWORKS),
+    left: Deferred.await(left),
     log,
   };
 
@@ -167,6 +169,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
   const end = () => {
     if (ended) return;
     ended = true;
+    Deferred.doneUnsafe(left, Effect.void);
     stopKeepAlive();
     if (state.phase === "transaction") release(context, state.maildrop);
     state = { phase: "closed" };

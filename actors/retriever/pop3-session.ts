@@ -15,7 +15,7 @@ import {
   type LoginOutcome,
   type Pop3Command,
 } from "../../protocol/pop3.ts";
-import type { LoginThrottle } from "../users/login-throttle.ts";
+import { waitDelay, type LoginThrottle } from "../users/login-throttle.ts";
 import type { MaildropAccess, MaildropEntry, OpenMaildrop } from "./maildrop.ts";
 
 export interface SessionConfig {
@@ -40,6 +40,8 @@ export interface ConnectionView {
   readonly tlsAvailable: boolean;
   /** USER/PASS and AUTH PLAIN send the password as is: only over TLS or from trusted networks. */
   readonly plaintextLoginAllowed: boolean;
+  /** Completes when the client's connection has closed: a login waiting out its delay ends then. */
+  readonly left: Effect.Effect<void>;
   readonly log: (fields: Record<string, unknown>) => void;
 }
 
@@ -141,10 +143,12 @@ const authorizationCommand = (state: AuthorizationState, command: Pop3Command, c
     case "User":
       // Always +OK: telling unknown users apart here would let a client probe for names.
       return answer({ reply: ok("send PASS"), next: { ...state, user: command.name } });
-    case "Pass":
-      if (state.user === undefined) return answer({ reply: err("USER first") });
+    case "Pass": {
+      const login = state.user;
+      if (login === undefined) return answer({ reply: err("USER first") });
       // Whatever happens, a new PASS needs a new USER (RFC 1939 §7).
-      return logIn({ ...state, user: undefined }, state.user, command.password, config, connection);
+      return logIn({ ...state, user: undefined }, login, () => config.access.authenticate(login, command.password), config, connection);
+    }
     case "Auth":
       return auth(state, command, config, connection);
     case "Quit":
@@ -182,39 +186,53 @@ const saslResponse = (state: AuthorizationState, line: string, config: SessionCo
 const plainResponse = (state: AuthorizationState, response: string, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> => {
   const plain = decodeSaslPlain(response);
   if (typeof plain === "string") return answer({ reply: err(plain), next: state });
-  // Acting as someone else (a non-empty, different authzid) is not supported.
+  // Acting as someone else (a non-empty, different authzid) is not supported: it fails like a wrong password.
   const proxying = plain.authzid !== "" && plain.authzid.toLowerCase() !== plain.authcid.toLowerCase();
-  if (proxying) return failedLogin(state, plain.authcid, config, connection);
-  return logIn(state, plain.authcid, plain.password, config, connection);
+  const authenticate = proxying ? () => Effect.succeed(null) : () => config.access.authenticate(plain.authcid, plain.password);
+  return logIn(state, plain.authcid, authenticate, config, connection);
 };
 
-const logIn = (state: AuthorizationState, login: string, password: string, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> =>
+/**
+ * One login attempt: refused over a per-IP or per-(account, IP) limit; otherwise counted
+ * as failed at once (taken back if the password is right) and checked after the account's
+ * delay, unless the client leaves during the delay: then no password is checked.
+ */
+const logIn = (
+  state: AuthorizationState,
+  login: string,
+  authenticate: () => Effect.Effect<string | null>,
+  config: SessionConfig,
+  connection: ConnectionView,
+): Effect.Effect<Outcome> =>
   Effect.gen(function* () {
-    const verdict = config.throttle.check(login, connection.remoteAddress);
-    if (verdict._tag === "Refused") {
-      connection.log({ event: "login-throttled", user: verdict.account, limit: verdict.limit });
+    const attempt = config.throttle.check(login, connection.remoteAddress);
+    if (attempt._tag === "Refused") {
+      connection.log({ event: "login-throttled", user: attempt.account, limit: attempt.limit });
       config.onLogin?.("throttled");
       yield* Effect.sleep(config.failureDelayMs);
       return { reply: err("[AUTH] too many failed logins, try again later"), next: state };
     }
     // The account failed often lately (from any IP): answered later, right password or not.
-    if (verdict.delayMs > 0) {
-      connection.log({ event: "login-delayed", user: verdict.account, delayMs: verdict.delayMs });
-      yield* Effect.sleep(verdict.delayMs);
+    if (attempt.delayMs > 0) connection.log({ event: "login-delayed", user: attempt.account, delayMs: attempt.delayMs });
+    if ((yield* waitDelay(attempt, connection.left)) === "client-left") {
+      connection.log({ event: "login-abandoned", user: attempt.account });
+      config.onLogin?.("abandoned");
+      // Nobody reads this reply: the connection is closed.
+      return { reply: { ...err("[AUTH] connection closed"), close: true } };
     }
-    const authenticated = yield* access(() => config.access.authenticate(login, password));
+    const authenticated = yield* access(authenticate);
     if (authenticated._tag !== "Success") {
       config.onLogin?.("unavailable");
       return { reply: temporaryFailure(connection, "authenticate", detailOf(authenticated)), next: state };
     }
     if (authenticated.value === null) return yield* failedLogin(state, login, config, connection);
-    config.throttle.succeeded(authenticated.value, connection.remoteAddress);
+    config.throttle.succeeded(attempt);
     return yield* openMaildrop(state, authenticated.value, config, connection);
   });
 
+/** The password was wrong (already counted by the throttle): answered after the per-connection pause. */
 const failedLogin = (state: AuthorizationState, login: string, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> =>
   Effect.gen(function* () {
-    config.throttle.failed(login, connection.remoteAddress);
     config.onLogin?.("failed");
     connection.log({ event: "login-failed", user: login });
     yield* Effect.sleep(config.failureDelayMs);

@@ -3,14 +3,14 @@
 // (the 465 role). A message is answered 250 only after the spool committed its
 // body, record and queue entries with fsync; the 250 text carries the queue id.
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
-import { Clock, Effect, Schema } from "effect";
+import { Clock, Deferred, Effect, Schema } from "effect";
 import "./enhanced-codes.ts";
 import type { UserStore } from "../users/store.ts";
 import type { QueueEntry, Route } from "../queue/entry.ts";
 import { newMessageId, queueOf, routeOf } from "../queue/entry.ts";
 import type { BodyWriter, Spool } from "../queue/spool.ts";
 import { makeConnectionCap, type ConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
-import type { LoginThrottle } from "../users/login-throttle.ts";
+import { waitDelay, type LoginThrottle } from "../users/login-throttle.ts";
 import type { ClientGuard } from "./guard.ts";
 import { missingSubmissionHeaders, receivedHeader } from "./headers.ts";
 import { ingest, type BareLineEndings, type IngestProblem } from "./ingest.ts";
@@ -74,6 +74,8 @@ interface Connection {
   errors: number;
   /** Envelope recipient → where it is delivered (differs for catch-all). */
   deliverTo: Map<string, string>;
+  /** Completed when the socket closes: an AUTH waiting out its delay ends then. */
+  readonly left: Deferred.Deferred<void>;
 }
 
 const replyError = (code: number, text: string) => Object.assign(new Error(text), { responseCode: code });
@@ -99,7 +101,7 @@ export const startSmtpListeners = async (options: {
   const connections = new WeakMap<SMTPServerSession, Connection>();
   const connectionOf = (session: SMTPServerSession) => {
     let connection = connections.get(session);
-    if (!connection) connections.set(session, (connection = { admitted: false, counted: false, errors: 0, deliverTo: new Map() }));
+    if (!connection) connections.set(session, (connection = { admitted: false, counted: false, errors: 0, deliverTo: new Map(), left: Deferred.makeUnsafe() }));
     return connection;
   };
   const capOf = (listener: SmtpListenerName) =>
@@ -209,12 +211,13 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
 
     onClose(session: SMTPServerSession) {
       const connection = connectionOf(session);
+      Deferred.doneUnsafe(connection.left, Effect.void);
       if (connection.counted) guard.disconnect(session.remoteAddress);
       if (connection.admitted) cap.release();
     },
 
     onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (error: Error | null | undefined, response?: { user: string }) => void) {
-      deps.run(authenticate(deps, auth.username ?? "", auth.password ?? "", session)).then(
+      deps.run(authenticate(deps, auth.username ?? "", auth.password ?? "", session, connectionOf(session).left)).then(
         (outcome) => (outcome.ok ? callback(null, { user: outcome.user }) : callback(replyError(outcome.code, outcome.text))),
         (defect) => callback(replyError(454, `4.7.0 Temporary authentication failure: ${String(defect)}`)),
       );
@@ -255,27 +258,30 @@ type AuthOutcome = { readonly ok: true; readonly user: string } | { readonly ok:
 
 /**
  * One AUTH attempt: refused outright over a per-IP or per-(account, IP) limit; otherwise
- * answered after the account's delay (zero unless it has failed often lately, from any
- * IP), whether the password is right or not, so the wait tells a guesser nothing.
+ * counted as failed at once and answered after the account's delay (zero unless it has
+ * failed often lately, from any IP), whether the password is right or not, so the wait
+ * tells a guesser nothing. A client that hangs up during the delay gets no password check.
  */
-const authenticate = Effect.fnUntraced(function* (deps: SessionDeps, login: string, password: string, session: SMTPServerSession) {
+const authenticate = Effect.fnUntraced(function* (deps: SessionDeps, login: string, password: string, session: SMTPServerSession, left: Deferred.Deferred<void>) {
   const { throttle, hooks } = deps;
-  const verdict = throttle.check(login, session.remoteAddress);
-  if (verdict._tag === "Refused") {
+  const attempt = throttle.check(login, session.remoteAddress);
+  if (attempt._tag === "Refused") {
     hooks.rejected("auth-rate-limited");
-    hooks.log("auth.throttled", { conn: session.id, user: verdict.account, limit: verdict.limit });
+    hooks.log("auth.throttled", { conn: session.id, user: attempt.account, limit: attempt.limit });
     return { ok: false, code: 454, text: "4.7.0 Too many failed authentication attempts, try again later" } satisfies AuthOutcome;
   }
-  if (verdict.delayMs > 0) {
-    hooks.log("auth.delayed", { conn: session.id, user: verdict.account, delayMs: verdict.delayMs });
-    yield* Effect.sleep(verdict.delayMs);
+  if (attempt.delayMs > 0) hooks.log("auth.delayed", { conn: session.id, user: attempt.account, delayMs: attempt.delayMs });
+  if ((yield* waitDelay(attempt, Deferred.await(left))) === "client-left") {
+    hooks.rejected("auth-abandoned");
+    hooks.log("auth.abandoned", { conn: session.id, user: attempt.account });
+    // Nobody reads this reply: the connection is closed.
+    return { ok: false, code: 421, text: "4.4.2 Connection closed during authentication" } satisfies AuthOutcome;
   }
   const user = yield* Effect.promise(() => deps.users.verify(login, password));
   if (user !== undefined) {
-    throttle.succeeded(user, session.remoteAddress);
+    throttle.succeeded(attempt);
     return { ok: true, user } satisfies AuthOutcome;
   }
-  throttle.failed(login, session.remoteAddress);
   hooks.rejected("auth-failed");
   return { ok: false, code: 535, text: "5.7.8 Authentication credentials invalid" } satisfies AuthOutcome;
 });

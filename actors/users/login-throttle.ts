@@ -2,14 +2,22 @@
 // node, in memory.
 //
 // Failures are counted by account: the user address a login name resolves to, so
-// `alice` and `alice@local.test` share one count; a name that resolves to nobody counts
-// as itself, lower-cased, so guessing unknown names is still counted. Three counts:
+// `alice` and `alice@local.test` share one count. Three counts:
 // - per client IP and per (account, IP), each protocol with its own limits: past one,
 //   further attempts are refused without checking the password;
 // - per account from every IP together, node-wide: past `afterFailures`, each attempt
 //   is answered only after a delay that doubles with every further failure, up to
 //   `maxDelayMs`. It slows a guesser spread over many addresses, yet locks nobody out:
 //   the right password still gets in, only later.
+// An attempt is counted as failed in all three the moment it is admitted, before its
+// delay and its password check, and taken back if the password was right. Counted only
+// afterwards, parallel attempts (or ones whose client hangs up during the delay) would
+// all pass the limits before any of them was counted. An admitted attempt whose client
+// leaves during the delay ends there, still counted, without checking the password.
+// A name that resolves to nobody is counted as itself, lower-cased, in a map of its own:
+// a spray of made-up names then cannot push a real account's failures out of the bounded
+// map (which would reset its delay), and unknown names are still slowed the same way, so
+// the delay does not tell a guesser which names exist.
 // An IP the account logged in from before ("known good") is exempt from the per-IP limit
 // and from the account's delay, so an attacker elsewhere (or behind the same NAT) cannot
 // keep the real user out; there only the (account, IP) limit applies, and an attacker
@@ -18,7 +26,7 @@
 //
 // Asked from socket callbacks, so the methods are synchronous; time comes from the Clock
 // captured when the accounts are made (TestClock in tests), and the caller waits the
-// delay with Effect.sleep.
+// delay with `waitDelay`.
 import { Clock, Effect } from "effect";
 import { SlidingCounter } from "../common/sliding-counter.ts";
 
@@ -54,30 +62,56 @@ export interface LoginLimits {
 
 export const defaultLoginLimits: LoginLimits = { windowMs: 15 * 60_000, maxFailuresPerIp: 20, maxFailuresPerAccountAndIp: 5 };
 
+/** Whom an attempt is counted against: a user's address, or a name that resolves to nobody (lower-cased). */
+export interface Account {
+  readonly key: string;
+  readonly exists: boolean;
+}
+
 /** The node-wide part: which account a name stands for, its failures from every IP, its known-good IPs. */
 export interface LoginAccounts {
-  /** The key an attempt with this login name is counted by. */
-  readonly keyOf: (login: string) => string;
+  readonly accountOf: (login: string) => Account;
   /** How long an attempt for the account from `ip` waits before it is answered. */
-  readonly delayFor: (account: string, ip: string) => number;
+  readonly delayFor: (account: Account, ip: string) => number;
   readonly knownGood: (account: string, ip: string) => boolean;
-  readonly failed: (account: string) => void;
-  readonly succeeded: (account: string, ip: string) => void;
+  /** Counts one failure of the account, at `at`. */
+  readonly failed: (account: Account, at: number) => void;
+  /** The user logged in from `ip`: the failure counted at `at` is taken back and the IP is known good. */
+  readonly succeeded: (user: string, ip: string, at: number) => void;
   /** Time on the Clock the record was made with; each protocol's counters read it too. */
   readonly now: () => number;
 }
 
-/** Before the password is checked: refused by a limit, or allowed after `delayMs`. */
-export type LoginVerdict =
-  | { readonly _tag: "Refused"; readonly limit: "ip" | "account-ip"; readonly account: string }
-  | { readonly _tag: "Allowed"; readonly delayMs: number; readonly account: string };
+/** An attempt past the limits: already counted as failed (at `at`) until `succeeded` takes it back. */
+export interface LoginAttempt {
+  readonly _tag: "Allowed";
+  readonly account: string;
+  readonly ip: string;
+  /** How long to wait before checking the password. */
+  readonly delayMs: number;
+  readonly at: number;
+}
+
+/** Before the password is checked: refused by a limit, or admitted after `delayMs`. */
+export type LoginVerdict = { readonly _tag: "Refused"; readonly limit: "ip" | "account-ip"; readonly account: string } | LoginAttempt;
 
 /** One protocol's view; `login` is the name as the client gave it. */
 export interface LoginThrottle {
+  /** Refuses the attempt, or admits it and counts it as failed (see the top of this file). */
   readonly check: (login: string, ip: string) => LoginVerdict;
-  readonly failed: (login: string, ip: string) => void;
-  readonly succeeded: (login: string, ip: string) => void;
+  /** The password was right: the attempt's failure is taken back, the pair's failures forgotten, the IP known good. */
+  readonly succeeded: (attempt: LoginAttempt) => void;
 }
+
+/**
+ * Waits an admitted attempt's delay, unless the client leaves first (`clientLeft`
+ * completes): then the attempt should end without checking the password, so a client
+ * that asks and hangs up costs no scrypt.
+ */
+export const waitDelay = (attempt: LoginAttempt, clientLeft: Effect.Effect<void>): Effect.Effect<"waited" | "client-left"> =>
+  attempt.delayMs === 0
+    ? Effect.succeed("waited")
+    : Effect.raceFirst(Effect.as(Effect.sleep(attempt.delayMs), "waited" as const), Effect.as(clientLeft, "client-left" as const));
 
 /** `accountOf` resolves a login name to its user's address (the user store's), or undefined. */
 export const makeLoginAccounts = (
@@ -91,25 +125,30 @@ export const loginAccountsOn = (
   options: AccountDelayOptions = defaultAccountDelay,
 ): LoginAccounts => {
   const now = () => clock.currentTimeMillisUnsafe();
-  const failures = new SlidingCounter(options.windowMs, options.maxEntries);
+  const userFailures = new SlidingCounter(options.windowMs, options.maxEntries);
+  const unknownNameFailures = new SlidingCounter(options.windowMs, options.maxEntries);
+  const failuresOf = (account: Account) => (account.exists ? userFailures : unknownNameFailures);
   const goodIps = new Map<string, number>();
-  const pairKey = (account: string, ip: string) => `${account}\n${ip}`;
   const knownGood = (account: string, ip: string) => {
     const at = goodIps.get(pairKey(account, ip));
     return at !== undefined && now() - at < options.rememberGoodIpMs;
   };
   return {
-    keyOf: (login) => accountOf(login) ?? login.toLowerCase(),
+    accountOf: (login) => {
+      const user = accountOf(login);
+      return user === undefined ? { key: login.toLowerCase(), exists: false } : { key: user, exists: true };
+    },
     delayFor: (account, ip) => {
-      if (knownGood(account, ip)) return 0;
-      const over = failures.count(account, now()) - options.afterFailures;
+      if (knownGood(account.key, ip)) return 0;
+      const over = failuresOf(account).count(account.key, now()) - options.afterFailures;
       // The exponent is capped before it can overflow to Infinity.
       return over < 0 ? 0 : Math.min(options.maxDelayMs, options.delayMs * 2 ** Math.min(over, 30));
     },
     knownGood,
-    failed: (account) => failures.add(account, now()),
-    succeeded: (account, ip) => {
-      const key = pairKey(account, ip);
+    failed: (account, at) => failuresOf(account).add(account.key, at),
+    succeeded: (user, ip, at) => {
+      userFailures.remove(user, at, now());
+      const key = pairKey(user, ip);
       goodIps.delete(key);
       goodIps.set(key, now());
       if (goodIps.size > options.maxEntries) goodIps.delete(goodIps.keys().next().value as string);
@@ -118,28 +157,28 @@ export const loginAccountsOn = (
   };
 };
 
+const pairKey = (account: string, ip: string) => `${account}\n${ip}`;
+
 export const makeLoginThrottle = (accounts: LoginAccounts, limits: LoginLimits = defaultLoginLimits, maxEntries = defaultAccountDelay.maxEntries): LoginThrottle => {
   const byIp = new SlidingCounter(limits.windowMs, maxEntries);
   const byPair = new SlidingCounter(limits.windowMs, maxEntries);
-  const pairKey = (account: string, ip: string) => `${account}\n${ip}`;
   return {
     check: (login, ip) => {
-      const account = accounts.keyOf(login);
+      const account = accounts.accountOf(login);
       const now = accounts.now();
-      if (byPair.count(pairKey(account, ip), now) >= limits.maxFailuresPerAccountAndIp) return { _tag: "Refused", limit: "account-ip", account };
-      if (!accounts.knownGood(account, ip) && byIp.count(ip, now) >= limits.maxFailuresPerIp) return { _tag: "Refused", limit: "ip", account };
-      return { _tag: "Allowed", delayMs: accounts.delayFor(account, ip), account };
+      if (byPair.count(pairKey(account.key, ip), now) >= limits.maxFailuresPerAccountAndIp) return { _tag: "Refused", limit: "account-ip", account: account.key };
+      if (!accounts.knownGood(account.key, ip) && byIp.count(ip, now) >= limits.maxFailuresPerIp) return { _tag: "Refused", limit: "ip", account: account.key };
+      // The delay is the one earned before this attempt; then the attempt counts as failed.
+      const delayMs = accounts.delayFor(account, ip);
+      byIp.add(ip, now);
+      byPair.add(pairKey(account.key, ip), now);
+      accounts.failed(account, now);
+      return { _tag: "Allowed", account: account.key, ip, delayMs, at: now };
     },
-    failed: (login, ip) => {
-      const account = accounts.keyOf(login);
-      byIp.add(ip, accounts.now());
-      byPair.add(pairKey(account, ip), accounts.now());
-      accounts.failed(account);
-    },
-    succeeded: (login, ip) => {
-      const account = accounts.keyOf(login);
-      byPair.clear(pairKey(account, ip));
-      accounts.succeeded(account, ip);
+    succeeded: (attempt) => {
+      byIp.remove(attempt.ip, attempt.at, accounts.now());
+      byPair.clear(pairKey(attempt.account, attempt.ip));
+      accounts.succeeded(attempt.account, attempt.ip, attempt.at);
     },
   };
 };

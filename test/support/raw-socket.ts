@@ -14,9 +14,10 @@ export interface RawConversation {
 
 export const openRaw = (port: number, options: { tls?: boolean; host?: string; localAddress?: string } = {}): Promise<RawConversation> =>
   new Promise((resolve, reject) => {
+    const from = options.localAddress ? { localAddress: options.localAddress } : {};
     const socket: Socket = options.tls
-      ? tlsConnect({ host: options.host ?? "127.0.0.1", port, rejectUnauthorized: false })
-      : connect({ host: options.host ?? "127.0.0.1", port, ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
+      ? tlsConnect({ host: options.host ?? "127.0.0.1", port, rejectUnauthorized: false, ...from })
+      : connect({ host: options.host ?? "127.0.0.1", port, ...from });
     let text = "";
     let isClosed = false;
     const listeners = new Set<() => void>();

@@ -755,6 +755,48 @@ test("failed logins: refused per (user, IP); slowed per account from new address
   });
 });
 
+test("parallel logins from one IP that hang up during the account's delay: only the per-IP limit's worth are admitted, and no password is checked", () => {
+  const outcomes: LoginOutcome[] = [];
+  const accounts = Effect.runSync(
+    makeLoginAccounts((login) => (login === "alice" ? "alice@example.test" : undefined), {
+      ...defaultAccountDelay,
+      afterFailures: 1,
+      delayMs: 2_000,
+      maxDelayMs: 2_000,
+    }),
+  );
+  const throttle = makeLoginThrottle(accounts, { windowMs: 60_000, maxFailuresPerIp: 5, maxFailuresPerAccountAndIp: 100 });
+  const memory = makeMemoryMaildrop();
+  let passwordChecks = 0;
+  const access: MaildropAccess = {
+    ...memory,
+    authenticate: (user, password) => {
+      passwordChecks++;
+      return memory.authenticate(user, password);
+    },
+  };
+  return withServer({ server: { access, throttle, onLogin: (outcome) => outcomes.push(outcome) } }, async ({ server }) => {
+    /** USER/PASS, then the PASS reply, or undefined when none came within `waitMs` (the client hangs up then). */
+    const attempt = async (from: string, password: string, waitMs: number) => {
+      const session = await connectRaw(server.port, from);
+      session.send(`USER alice\r\nPASS ${password}\r\n`);
+      const timeout = new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), waitMs));
+      const reply = await Promise.race([session.lines(3).then(([, , pass]) => pass), timeout]);
+      session.socket.destroy();
+      return reply;
+    };
+    assert.equal(await attempt("127.0.0.2", "first guess", 10_000), "-ERR [AUTH] invalid user name or password");
+    assert.equal(passwordChecks, 1);
+    // From now on every attempt for alice waits 2 s; twenty at once from one address, each hanging up after 1 s.
+    const replies = await Promise.all(Array.from({ length: 20 }, (_, n) => attempt("127.0.0.3", `guess ${n}`, 1_000)));
+    assert.equal(replies.filter((reply) => reply === "-ERR [AUTH] too many failed logins, try again later").length, 15, JSON.stringify(replies));
+    assert.equal(replies.filter((reply) => reply === undefined).length, 5, "the admitted ones were still waiting");
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // past the end of every delay
+    assert.equal(passwordChecks, 1, "no password was checked for a client that left");
+    assert.deepEqual(outcomes.filter((outcome) => outcome === "abandoned").length, 5);
+  });
+});
+
 test("a failed login is answered after a delay; the third on one connection closes it", () =>
   withServer({ server: { failureDelayMs: 200 } }, async ({ server }) => {
     const session = await connectRaw(server.port);

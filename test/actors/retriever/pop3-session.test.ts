@@ -51,6 +51,7 @@ const connection = (conn: number): ConnectionView => ({
   secure: () => false,
   tlsAvailable: false,
   plaintextLoginAllowed: true,
+  left: Effect.never,
   log: () => {},
 });
 
