@@ -6,14 +6,14 @@ import { Effect, Schema } from "effect";
 import { lookupStatus } from "../actors/status/client.ts";
 import { MessageId, type RecipientView, type StatusReply } from "../protocol/status.ts";
 import { makeSubjects } from "../protocol/subjects.ts";
-import { ConfigError, loadConfig } from "./config.ts";
+import { loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
 
 const statusUsage = `usage: tern status [--config FILE] [--json] [--timeout MS] MESSAGE_ID
 Shows a message (as queued: "250 ... queued as MESSAGE_ID") and each recipient's state
 (queued, deferred, held, delivered, bounced, expired, removed) with its attempts.
-Exit status: 0 found, 1 not found on any node that answered, 69 no node answered.`;
+Exit status: 0 found, 1 not found on any node that answered, 2 bad usage, 69 no node answered.`;
 
 export const runStatus = (args: string[]): Promise<number> => statusCommand(args, { out: (t) => console.log(t), err: (t) => console.error(t) });
 
@@ -34,9 +34,16 @@ export const statusCommand = async (args: string[], io: Output): Promise<number>
     return values.help ? 0 : 2;
   }
   const messageId = positionals[0]!;
-  if (!Schema.is(MessageId)(messageId)) throw new ConfigError(`${JSON.stringify(messageId)} is not a message id (letters and digits, as in "queued as ID")`);
   const timeoutMs = Number(values.timeout ?? 5_000);
-  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new ConfigError(`--timeout ${values.timeout}: expected milliseconds`);
+  const misuse = !Schema.is(MessageId)(messageId)
+    ? `${JSON.stringify(messageId)} is not a message id (letters and digits, as in "queued as ID")`
+    : !Number.isInteger(timeoutMs) || timeoutMs < 1
+      ? `--timeout ${values.timeout}: expected milliseconds`
+      : undefined;
+  if (misuse) {
+    io.err(`tern: ${misuse}`);
+    return 2;
+  }
   const config = await loadConfig(values.config, process.env);
   const nc = await connectAsOperator(config, "tern-status");
   try {
