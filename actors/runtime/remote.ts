@@ -130,20 +130,6 @@ export const callEndpoint = <Req, Res, Err>(
     return yield* interpretReply(subject, endpoint, frame.json as WireReply, frame.attachment, busy);
   });
 
-/**
- * One reply frame as `callEndpoint` reads it, for askers that gather several replies to
- * one request themselves (a scatter over every node: `requestMany`).
- */
-export const decodeReply = <Req, Res, Err>(
-  subject: string,
-  endpoint: Endpoint<Req, Res, Err>,
-  data: Uint8Array,
-): Effect.Effect<Reply<Res>, Err | RemoteUnavailable | MalformedMessage> => {
-  const frame = decodeFrame(data);
-  if (typeof frame === "string") return Effect.fail(new MalformedMessage({ subject, detail: frame }));
-  return interpretReply(subject, endpoint, frame.json as WireReply, frame.attachment, (detail) => new RemoteUnavailable({ subject, detail: `busy: ${detail}` }));
-};
-
 const interpretReply = <Req, Res, Err, Busy>(
   subject: string,
   endpoint: Endpoint<Req, Res, Err>,

@@ -2,13 +2,11 @@
 // answer is the one from the node holding the message. Answers are gathered until one is
 // found, or until they stop coming for `stallMs` (every node answers, so a NotFound costs
 // about that much), or `timeoutMs` in all.
-import { Effect } from "effect";
+import { Effect, Exit, Schema } from "effect";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { encodeFrame } from "../../protocol/wire.ts";
-import { NotFound, Unavailable, type StatusReply, type StatusRequest } from "../../protocol/status.ts";
+import { decodeFrame, encodeFrame } from "../../protocol/wire.ts";
+import { NotFound, StatusLookupReply, Unavailable, type StatusReply, type StatusRequest } from "../../protocol/status.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
-import { decodeReply } from "../runtime/remote.ts";
-import { statusLookupEndpoint } from "./server.ts";
 
 export interface LookupOptions {
   /** How long to wait for the first answer (and for all of them). */
@@ -42,9 +40,9 @@ const gather = async (nc: NatsConnection, subject: string, request: StatusReques
   const problems: string[] = [];
   try {
     for await (const msg of replies) {
-      const answer = await Effect.runPromise(Effect.result(decodeReply(subject, statusLookupEndpoint, msg.data)));
-      if (answer._tag === "Failure") problems.push(answer.failure.detail);
-      else if (answer.success.value._tag === "Found") return { found: answer.success.value.status };
+      const answer = interpret(msg.data);
+      if (typeof answer === "string") problems.push(answer);
+      else if (answer._tag === "Found") return { found: answer.status };
       else notHere++;
     }
   } catch (error) {
@@ -52,4 +50,14 @@ const gather = async (nc: NatsConnection, subject: string, request: StatusReques
     if (notHere === 0) throw error;
   }
   return { notHere, problems };
+};
+
+/** One node's answer (the frame `serveEndpoint` sends), or what is wrong with it. */
+const interpret = (data: Uint8Array): StatusLookupReply | string => {
+  const frame = decodeFrame(data);
+  if (typeof frame === "string") return `malformed answer: ${frame}`;
+  const wire = frame.json as { ok?: boolean; value?: unknown; malformed?: string; internal?: string } | null;
+  if (wire?.ok !== true) return wire?.malformed ?? wire?.internal ?? "a node failed to answer";
+  const reply = Schema.decodeUnknownExit(StatusLookupReply)(wire.value);
+  return Exit.isSuccess(reply) ? reply.value : "an answer does not match the protocol";
 };

@@ -6,6 +6,9 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
+import { connect } from "@nats-io/transport-node";
+import { makeSubjects } from "../../protocol/subjects.ts";
+import { decodeFrame, encodeFrame } from "../../protocol/wire.ts";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startScriptedSmtp, type ScriptedServer } from "../support/scripted-smtp.ts";
 import { statusCommand } from "../../nodes/status-command.ts";
@@ -14,6 +17,7 @@ import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode
 
 /** Finished messages are forgotten this long after their last change (short, so the test sees it). */
 const KEEP_FINISHED_MS = 2_000;
+const cluster = uniqueCluster();
 
 let dns: RunningDnsmasq;
 let sink: ScriptedServer;
@@ -41,7 +45,7 @@ before(async () => {
   });
   [dirA, dirB] = await Promise.all([makeDataDir(), makeDataDir()]);
   const common = {
-    cluster: uniqueCluster(),
+    cluster,
     localDomains: ["example.test"],
     users: [{ address: "alice@example.test", password: "pw" }],
     dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2, allowedTargetNetworks: ["127.0.0.0/8"] },
@@ -122,6 +126,23 @@ test("a message accepted by A is found from B: deferred with its attempt, bounce
     return answer.code === 1 ? answer : undefined;
   }, KEEP_FINISHED_MS * 3, "the finished record to be pruned");
   assert.match(forgotten.stderr, new RegExp(`message ${id} not found \\(2 nodes of cluster \\S+ answered\\)`));
+});
+
+test("a lookup that is no status request gets a malformed answer from every node, which go on answering", async () => {
+  const nc = await connect({ servers: ["nats://127.0.0.1:4222"], name: "tern-test-status-garbage" });
+  try {
+    const subject = makeSubjects(cluster).statusLookup;
+    for (const payload of [Buffer.from("garbage"), encodeFrame({ messageId: "../../etc" }), encodeFrame({ nope: 1 })]) {
+      const answers = [];
+      for await (const msg of await nc.requestMany(subject, payload, { strategy: "stall", stall: 300, maxWait: 5_000 })) answers.push(decodeFrame(msg.data));
+      assert.equal(answers.length, 2, "both nodes answer");
+      for (const answer of answers) assert.ok(typeof answer !== "string" && typeof (answer.json as { malformed?: unknown }).malformed === "string");
+    }
+  } finally {
+    await nc.close();
+  }
+  const still = await status("0000000000NOSUCH");
+  assert.equal(still.code, 1, still.stderr);
 });
 
 test("tern status exits non-zero with a clear message for an unknown id or a malformed one", async () => {
