@@ -475,20 +475,22 @@ export const openSpool = (root: RootDatabase): Spool => {
     },
 
     settle: (entry, next, created, attempt) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => commit("settle", () => {
-        const fresh: QueueEntry[] = [];
-        const current = entries.get(entry.id);
-        if (!current) return fresh; // removed meanwhile (an operator): nothing to record
-        noteFinished(current, next, attempt, attempt?.at ?? now);
-        if (next) {
-          removeEntry(current);
-          putEntry(next);
-        } else {
-          retire(current);
-        }
-        for (const message of created) writeGenerated(message, fresh);
-        return fresh;
-      })),
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        commit("settle", () => {
+          const fresh: QueueEntry[] = [];
+          const current = entries.get(entry.id);
+          if (!current) return fresh; // removed meanwhile (an operator): nothing to record
+          noteFinished(current, next, attempt, attempt?.at ?? now);
+          if (next) {
+            removeEntry(current);
+            putEntry(next);
+          } else {
+            retire(current);
+          }
+          for (const message of created) writeGenerated(message, fresh);
+          return fresh;
+        }),
+      ),
 
     finish: (entry) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
