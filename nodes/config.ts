@@ -181,6 +181,12 @@ const ConfigFile = Schema.Struct({
       askTimeoutMs: Schema.optional(Positive),
     }),
   ),
+  status: Schema.optional(
+    Schema.Struct({
+      /** How long `tern status` (and the status API) still answers for recipients that left the queue (delivered, bounced…). */
+      keepFinishedMs: Schema.optional(Positive),
+    }),
+  ),
   transfers: Schema.optional(
     Schema.Struct({
       /** Bytes of large frames (bodies over NATS's max payload) this node pulls at once from other nodes. */
@@ -263,6 +269,8 @@ export interface NodeConfig {
     readonly idleMs: number;
     readonly askTimeoutMs: number;
   };
+  /** Message status: finished recipients are remembered this long after their message's last change. */
+  readonly status: { readonly keepFinishedMs: number };
   /** Caps on pulling large frames from other nodes (actors/runtime/pull-budget.ts); above them: busy, the asker retries. */
   readonly transfers: { readonly maxPullBytes: number; readonly maxPullBytesPerPeer: number; readonly maxConcurrentPulls: number };
 }
@@ -377,6 +385,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     idleMs: file.mailbox?.idleMs ?? 60_000,
     askTimeoutMs: file.mailbox?.askTimeoutMs ?? 30_000,
   },
+  status: { keepFinishedMs: file.status?.keepFinishedMs ?? 7 * 24 * 3_600_000 },
   transfers: {
     maxPullBytes: file.transfers?.maxPullBytes ?? 128 * 1024 * 1024,
     maxPullBytesPerPeer: file.transfers?.maxPullBytesPerPeer ?? 64 * 1024 * 1024,

@@ -1,7 +1,7 @@
 // One Tern node as one Effect layer graph: config → storage and NATS → supervised
 // actors → listeners. Starting the node builds the graph; stopping it closes the
 // graph's scope, and the order of the stop follows from the dependencies: listeners
-// (they depend on everything) stop first, then queue administration, the scheduler
+// (they depend on everything) stop first, then queue administration and status, the scheduler
 // (in-flight deliveries are recorded), the site actors and mailboxes, then NATS is
 // drained, and LMDB, which everything writes to, closes last.
 import { Context, Effect, Layer } from "effect";
@@ -14,6 +14,7 @@ import { LoginAccounts, Tls, Users } from "./services/identity.ts";
 import { DescriptorCheck, HttpListener, Pop3Listener, SmtpListener } from "./services/listeners.ts";
 import { LocalMailboxes, Mailboxes } from "./services/mailboxes.ts";
 import { Resolver } from "./services/resolver.ts";
+import { MessageStatus } from "./services/status.ts";
 import { Lmdb, Spool, SpoolHealth } from "./services/storage.ts";
 
 export interface NodePorts {
@@ -33,11 +34,14 @@ const cluster = Layer.mergeAll(ClusterHealth.layer, Events.layer, BlobTransfers.
 const actors = Scheduler.layer.pipe(
   Layer.provideMerge(Layer.mergeAll(Sites.layer, Resolver.layer, Mailboxes.layer.pipe(Layer.provideMerge(LocalMailboxes.layer)))),
 );
+/** What applications and operators ask of the node's mail: message status. */
+const services = MessageStatus.layer;
 const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, HttpListener.layer, QueueAdminLayer, DescriptorCheck).pipe(Layer.provideMerge(SpoolHealth.layer));
 
 /** The whole node, logging through `log`. */
 const nodeLayer = (config: NodeConfig, log: LogShape) =>
   listeners.pipe(
+    Layer.provideMerge(services),
     Layer.provideMerge(actors),
     Layer.provideMerge(cluster),
     Layer.provideMerge(storage),

@@ -1,14 +1,11 @@
 // `tern queue …`: queue administration of running nodes over NATS, without a restart.
 import { parseArgs } from "node:util";
-import { connect } from "@nats-io/transport-node";
 import { askQueueAdmin, type NodeAnswer } from "../actors/queue-admin/client.ts";
 import { renderResult, type AttemptRecord } from "../protocol/delivery.ts";
 import type { EntryView, QueueAdminReply, QueueAdminRequest } from "../protocol/queue-admin.ts";
 import { makeSubjects } from "../protocol/subjects.ts";
-import { NatsUnavailable } from "../cluster/nats.ts";
-import { embeddedCredentials } from "../cluster/embedded-nats.ts";
-import { securityOptions, type NatsSecurity } from "../cluster/nats-auth.ts";
-import { ConfigError, loadConfig, type NodeConfig } from "./config.ts";
+import { ConfigError, loadConfig } from "./config.ts";
+import { connectAsOperator } from "./operator-connection.ts";
 
 const queueUsage = `usage: tern queue [--config FILE] [--node ID] [--json] [--timeout MS] COMMAND
   shape [--limit N]                         entries per destination and age, like qshape (alias: summary)
@@ -51,7 +48,7 @@ export const queueCommand = async (args: string[], io: Output): Promise<number> 
   }
   const request = requestOf(positionals, values);
   const config = await loadConfig(values.config, process.env);
-  const nc = await connectAsOperator(config);
+  const nc = await connectAsOperator(config, "tern-queue");
   try {
     const answers = await askQueueAdmin(nc, makeSubjects(config.cluster), request, {
       node: values.node,
@@ -72,28 +69,6 @@ export const queueCommand = async (args: string[], io: Output): Promise<number> 
   } finally {
     await nc.close();
   }
-};
-
-/**
- * Connects with the configured NATS credentials; without any, and when the node runs its
- * embedded server, with the operator credential that server generated in the data dir.
- */
-const connectAsOperator = async (config: NodeConfig) => {
-  const attempt = async (security: NatsSecurity) =>
-    connect({
-      servers: [...config.nats.servers],
-      name: "tern-queue",
-      timeout: 2_000,
-      inboxPrefix: makeSubjects(config.cluster).operatorInbox,
-      ...(await securityOptions(security)),
-    });
-  const configured = attempt(config.nats);
-  const connected = config.nats.auth.kind === "none" && config.nats.embedded
-    ? configured.catch(() => attempt(embeddedCredentials(config.dataDir, "operator")))
-    : configured;
-  return connected.catch((error: Error) => {
-    throw new NatsUnavailable(`no NATS server lets tern queue in at ${config.nats.servers.join(", ")}: ${error.message}`);
-  });
 };
 
 const positiveInt = (text: string | undefined, flag: string): number | undefined => {

@@ -25,6 +25,11 @@ export interface Subjects {
   /** Queue administration of one node. */
   readonly queueAdminOf: (nodeId: string) => string;
   /**
+   * Which node holds message X, and its status: every node answers from its own spool
+   * (node-to-node scatter; the status API and `tern status` ask through it).
+   */
+  readonly statusLookup: string;
+  /**
    * Inbox prefix of one node's connection: replies to its requests and the blobs it offers
    * live under it, inside the cluster's subject space, so NATS permissions that keep
    * non-node users out of `tern.<cluster>.>` keep them out of node-to-node replies too.
@@ -56,6 +61,7 @@ export const makeSubjects = (cluster: string): Subjects => {
     mailboxOwnersBucket: `tern_${cluster}_mailbox_owners`,
     queueAdmin: `${root}.queue.admin`,
     queueAdminOf: (nodeId) => `${root}.queue.admin.${nodeId}`,
+    statusLookup: `${root}.status.lookup`,
     nodeInbox: (nodeId) => `${root}.inbox.${nodeId}`,
     nodeInboxes: `${root}.inbox`,
     operatorInbox: `${root}.operator.inbox`,

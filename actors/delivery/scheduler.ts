@@ -211,7 +211,7 @@ const record = (state: State, entry: QueueEntry, attempt: Attempt) =>
     const random = yield* Random.next;
     const decision = decide(entry, attempt, now, random, options.policy, dsnParamsOf(message?.attributes));
     const notices = message ? options.notices(entry, message, decision.notices, now) : { messages: [], suppressed: false };
-    const created = yield* options.spool.settle(entry, decision.next, notices.messages);
+    const created = yield* options.spool.settle(entry, decision.next, notices.messages, decision.record);
     if (decision.holdQueue) hold(state, queueOf(entry.route), options.holdMs);
     options.hooks.recorded(entry, attempt, decision, { queued: notices.messages.filter((m) => created.some((e) => e.messageId === m.id)), suppressed: notices.suppressed });
     submit(state, created);

@@ -74,11 +74,11 @@ export const arrivalOf = (id: string): number => parseInt(id.slice(0, 9), 36);
 /**
  * The entry's attempts in the current shape. Spools written before results were values
  * keep a reply string per recipient; it is read here into a Reply, only where history is
- * shown (queue administration), so the delivery path never pays for it. Those versions
+ * shown (queue administration, status), so the delivery path never pays for it. Those versions
  * wrote DNS, mailbox and admin outcomes as SMTP-shaped text too; the only text that is no
  * reply came from connection trouble (ECONNREFUSED, timeouts, TLS), hence ConnectionFailed.
  */
-export const historyOf = (entry: QueueEntry): ReadonlyArray<AttemptRecord> => (entry.history ?? []).map(upgradeRecord);
+export const historyOf = (entry: { readonly history?: ReadonlyArray<StoredAttemptRecord> | undefined }): ReadonlyArray<AttemptRecord> => (entry.history ?? []).map(upgradeRecord);
 
 const upgradeRecord = (record: StoredAttemptRecord): AttemptRecord =>
   record.results.every((r) => "result" in r)

@@ -13,10 +13,15 @@
 // Bodies are written in chunks as they arrive, so a large message never sits whole in
 // memory on its way in. A body whose transaction ends without a commit is removed at once
 // (`discard`, after its in-flight writes); only one a crash left behind waits for the next start.
+// Recipients that leave the queue are noted in `finished` (./finished.ts) in the same
+// transaction, so status can still tell what became of them.
 import { Clock, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
+import type { AttemptRecord } from "../../protocol/delivery.ts";
 import { StoreError } from "../../protocol/errors.ts";
+import type { FinishedState } from "../../protocol/status.ts";
 import { arrivalOf, queueOf, type MessageRecord, type QueueEntry, type Route } from "./entry.ts";
+import { openFinished, type FinishedMessage } from "./finished.ts";
 
 type QueueKey = [string, number, string];
 type HeadKey = [number, string];
@@ -94,18 +99,34 @@ export interface Spool {
   readonly hasMessage: (messageId: string) => boolean;
   readonly message: (messageId: string) => MessageRecord | undefined;
   readonly entry: (entryId: string) => QueueEntry | undefined;
+  /** The queue entries of one message still in the queue (a range of ids, `<messageId>.<n>`). */
+  readonly entriesOf: (messageId: string) => ReadonlyArray<QueueEntry>;
+  /** What became of the message's recipients that left the queue, while kept (see `pruneFinished`). */
+  readonly finished: (messageId: string) => FinishedMessage | undefined;
   /**
    * Records an attempt's outcome in one transaction: the entry waits again as `next`, or is
-   * removed when `next` is undefined; `created` (DSNs) are queued with it. Returns the
-   * created entries (none when the entry was already gone: an operator removed it).
+   * removed when `next` is undefined; `created` (DSNs) are queued with it. Recipients of the
+   * entry that `next` no longer lists are noted as finished, with what `attempt` got for them.
+   * Returns the created entries (none when the entry was already gone: an operator removed it).
    */
   readonly settle: (
     entry: QueueEntry,
     next: QueueEntry | undefined,
     created: ReadonlyArray<GeneratedMessage>,
+    attempt?: AttemptRecord,
   ) => Effect.Effect<ReadonlyArray<QueueEntry>, StoreError>;
-  /** The entry is done (delivered, failed for good, or removed): removes it, and the message once no entry needs it. */
+  /**
+   * The entry is done without an attempt (an operator deleted it, its body is missing):
+   * removes it, and the message once no entry needs it; its recipients are noted as removed.
+   */
   readonly finish: (entry: QueueEntry) => Effect.Effect<void, StoreError>;
+  /**
+   * Forgets finished recipients of messages whose record last changed before `before`, at
+   * most `limit` messages per call; returns how many were forgotten.
+   */
+  readonly pruneFinished: (before: number, limit: number) => Effect.Effect<number, StoreError>;
+  /** Messages with finished recipients on record. */
+  readonly finishedCount: () => number;
   readonly depth: () => number;
   /** Bodies being received (or left by a crash until the next start): listed as incoming, not yet committed or discarded. */
   readonly incomingBodies: () => number;
@@ -144,6 +165,7 @@ export const openSpool = (root: RootDatabase): Spool => {
   const headOf: Database<number, string> = root.openDB({ name: "spool.head-of" });
   const suspendedQueues: Database<{ readonly at: number }, string> = root.openDB({ name: "spool.suspended" });
   const suspendedSet = new Set<string>(suspendedQueues.getKeys());
+  const finishedRecords = openFinished(root);
 
   const commit = <T>(operation: string, action: () => T) =>
     Effect.tryPromise({
@@ -185,6 +207,36 @@ export const openSpool = (root: RootDatabase): Spool => {
   };
 
   const chunkRange = (messageId: string) => ({ start: [messageId, 0] as ChunkKey, end: [messageId, Number.MAX_SAFE_INTEGER] as ChunkKey });
+
+  /**
+   * Notes the recipients of `entry` that `next` no longer lists as finished: as `attempt`
+   * reported them, or removed when no attempt decided. Inside a transaction, before `retire`
+   * (which may remove the message record this reads).
+   */
+  const noteFinished = (entry: QueueEntry, next: QueueEntry | undefined, attempt: AttemptRecord | undefined, now: number) => {
+    const waiting = new Set(next?.recipients ?? []);
+    const done = entry.recipients.filter((rcpt) => !waiting.has(rcpt));
+    if (done.length === 0) return;
+    const stateOf = (rcpt: string): FinishedState => {
+      switch (attempt?.results.find((r) => r.rcpt === rcpt)?.status) {
+        case "delivered":
+          return "delivered";
+        case "failed":
+          return "bounced";
+        case "expired":
+          return "expired";
+        default:
+          return "removed";
+      }
+    };
+    const history = next?.history ?? (attempt ? [...(entry.history ?? []), attempt] : entry.history);
+    finishedRecords.note(
+      messages.get(entry.messageId),
+      entry,
+      { attempts: next?.attempts ?? entry.attempts + (attempt ? 1 : 0), history, recipients: done.map((rcpt) => ({ rcpt, state: stateOf(rcpt), at: now })) },
+      now,
+    );
+  };
 
   const removeChunks = (messageId: string) => {
     for (const key of bodies.getKeys(chunkRange(messageId))) bodies.remove(key);
@@ -398,6 +450,14 @@ export const openSpool = (root: RootDatabase): Spool => {
 
     entry: (entryId) => entries.get(entryId),
 
+    // Entry ids are `<messageId>.<n>`: "/" sorts right after ".", so the range holds exactly them.
+    entriesOf: (messageId) =>
+      [...entries.getRange({ start: `${messageId}.`, end: `${messageId}/` }).map(({ value }) => value)].sort(
+        (a, b) => Number(a.id.slice(messageId.length + 1)) - Number(b.id.slice(messageId.length + 1)),
+      ),
+
+    finished: (messageId) => finishedRecords.get(messageId),
+
     body: (messageId) => {
       const chunks = [...bodies.getRange(chunkRange(messageId)).map(({ value }) => value)];
       return chunks.length === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
@@ -414,22 +474,39 @@ export const openSpool = (root: RootDatabase): Spool => {
       return chunks.length === 0 ? undefined : Buffer.concat(chunks, size);
     },
 
-    settle: (entry, next, created) =>
-      commit("settle", () => {
-        const fresh: QueueEntry[] = [];
-        const current = entries.get(entry.id);
-        if (!current) return fresh; // removed meanwhile (an operator): nothing to record
-        if (next) {
-          removeEntry(current);
-          putEntry(next);
-        } else {
-          retire(current);
-        }
-        for (const message of created) writeGenerated(message, fresh);
-        return fresh;
-      }),
+    settle: (entry, next, created, attempt) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        commit("settle", () => {
+          const fresh: QueueEntry[] = [];
+          const current = entries.get(entry.id);
+          if (!current) return fresh; // removed meanwhile (an operator): nothing to record
+          noteFinished(current, next, attempt, attempt?.at ?? now);
+          if (next) {
+            removeEntry(current);
+            putEntry(next);
+          } else {
+            retire(current);
+          }
+          for (const message of created) writeGenerated(message, fresh);
+          return fresh;
+        }),
+      ),
 
-    finish: (entry) => commit("finish", () => void retire(entry)),
+    finish: (entry) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        commit("finish", () => {
+          const current = entries.get(entry.id);
+          if (current) noteFinished(current, undefined, undefined, now);
+          retire(entry);
+        }),
+      ),
+
+    pruneFinished: (before, limit) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        commit("prune-finished", () => finishedRecords.prune(before, now, limit, (messageId) => messages.doesExist(messageId))),
+      ),
+
+    finishedCount: finishedRecords.count,
 
     // LMDB's own count (mdb_stat): getCount() would walk every entry, 150 ms a call at a million.
     depth: () => (entries.getStats() as { entryCount: number }).entryCount,

@@ -1,0 +1,59 @@
+// The status of a message from what one node holds: entries still queued and the record
+// of finished recipients, merged per recipient; the message's state follows from theirs.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { statusView, type ViewContext } from "../../../actors/status/view.ts";
+import type { QueueEntry } from "../../../actors/queue/entry.ts";
+import type { FinishedMessage } from "../../../actors/queue/finished.ts";
+
+const context: ViewContext = { nodeId: "n1", isSuspended: () => false, isInFlight: (id) => id === "M.1", tenantOf: () => "acme" };
+
+const entry = (n: number, recipients: string[], attempts = 0): QueueEntry => ({
+  id: `M.${n}`,
+  messageId: "M",
+  route: { kind: "remote", domain: `d${n}.test` },
+  sender: "s@acme.test",
+  recipients,
+  createdAt: 1_000,
+  attempts,
+  nextAttemptAt: 2_000,
+  reason: "received",
+});
+
+const finished = (states: Array<[string, "delivered" | "bounced" | "expired" | "removed"]>, labels?: Record<string, unknown>): FinishedMessage => ({
+  id: "M",
+  sender: "s@acme.test",
+  receivedAt: 1_000,
+  size: 10,
+  ...(labels ? { labels } : {}),
+  entries: [{ id: "M.0", route: { kind: "remote", domain: "d0.test" }, attempts: 2, recipients: states.map(([rcpt, state]) => ({ rcpt, state, at: 3_000 })) }],
+  updatedAt: 3_000,
+});
+
+test("nothing held here: no status", () => {
+  assert.equal(statusView("M", { message: undefined, entries: [], finished: undefined }, context), undefined);
+});
+
+test("a recipient not yet attempted is queued, one with an attempt in flight says so; the tenant comes from the sender", () => {
+  const message = { id: "M", sender: "s@acme.test", receivedAt: 1_000, size: 10, openEntries: 2 };
+  const view = statusView("M", { message, entries: [entry(0, ["a@d0.test"]), entry(1, ["b@d1.test"], 3)], finished: undefined }, context)!;
+  assert.equal(view.message.tenant, "acme");
+  assert.equal(view.message.state, "pending");
+  assert.deepEqual(
+    view.recipients.map((r) => [r.recipient, r.state, r.attempts, r.inFlight ?? false, r.nextAttemptAt]),
+    [
+      ["a@d0.test", "queued", 0, false, 2_000],
+      ["b@d1.test", "deferred", 3, true, 2_000],
+    ],
+  );
+});
+
+test("once every recipient finished, the message is delivered, undelivered or partial; labels come from the record", () => {
+  const state = (states: Array<[string, "delivered" | "bounced" | "expired" | "removed"]>) =>
+    statusView("M", { message: undefined, entries: [], finished: finished(states) }, context)!.message.state;
+  assert.equal(state([["a@d0.test", "delivered"], ["b@d0.test", "delivered"]]), "delivered");
+  assert.equal(state([["a@d0.test", "bounced"], ["b@d0.test", "expired"]]), "undelivered");
+  assert.equal(state([["a@d0.test", "delivered"], ["b@d0.test", "removed"]]), "partial");
+  const labelled = statusView("M", { message: undefined, entries: [], finished: finished([["a@d0.test", "delivered"]], { tenant: "beta", tags: ["x"], metadata: { k: "v" } }) }, context)!;
+  assert.deepEqual([labelled.message.tenant, labelled.message.tags, labelled.message.metadata], ["beta", ["x"], { k: "v" }]);
+});
