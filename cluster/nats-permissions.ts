@@ -6,8 +6,8 @@
 // - node: serves and calls the cluster's internal subjects (mailbox, resolver, blob
 //   transfer, queue administration, events) and uses the cluster's KV buckets. Replies
 //   and blobs travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
-// - operator: queue administration (`tern queue`, replies on `tern.<cluster>.operator.inbox`)
-//   and watching events.
+// - operator: queue administration (`tern queue`) and message status (`tern status`),
+//   replies on `tern.<cluster>.operator.inbox`, and watching events.
 // - application: watching events (the NATS API adds its subjects here).
 // Nobody but nodes may publish on or subscribe to `tern.<cluster>.>` beyond that, so no
 // one else can read mail bodies crossing nodes, answer a resolver request, or forge mail.
@@ -56,7 +56,7 @@ export const permissionsOf = (role: NatsRole, subjects: Subjects): Permissions =
       };
     case "operator":
       return {
-        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`],
+        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.statusLookup],
         subscribe: [`${subjects.operatorInbox}.>`, `${root}.events.>`],
         allowResponses: false,
       };

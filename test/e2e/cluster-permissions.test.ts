@@ -62,12 +62,31 @@ const as = async (role: "node" | "operator" | "application") => {
 const popList = async (user: string, password: string, node: TernNode) =>
   (await run("curl", ["-s", "--max-time", "10", `pop3://${encodeURIComponent(user)}:${password}@127.0.0.1:${node.ports.pop3}/`])).stdout;
 
+/** Runs the tern CLI with extra environment; resolves with its exit code and output. */
+const tern = (args: string[], env: Record<string, string>) =>
+  new Promise<{ code: number; out: string }>((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), ...args], {
+      cwd: projectRoot,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+    child.once("exit", (code) => resolve({ code: code ?? -1, out }));
+  });
+
+/** The 250 reply to the first message sent in `before`. */
+let firstQueueReply = "";
+
 const sendTo = async (node: TernNode, to: string, body: string) => {
   // swaks reads a body naming a file from that file (a large one does not fit in argv).
   const bodyFile = join(dirs[0]!, `body-${Math.random().toString(36).slice(2)}.txt`);
   await writeFile(bodyFile, body);
-  const sent = await run("swaks", ["--server", `127.0.0.1:${node.ports.smtp}`, "--to", to, "--from", "sender@elsewhere.test", "--body", bodyFile, "--silent", "2"]);
+  // --suppress-data keeps the body out of the transcript; the replies stay in it.
+  const sent = await run("swaks", ["--server", `127.0.0.1:${node.ports.smtp}`, "--to", to, "--from", "sender@elsewhere.test", "--body", bodyFile, "--suppress-data"]);
   assert.equal(sent.code, 0, sent.stdout + sent.stderr);
+  return sent.stdout;
 };
 
 /** Resolves with the error a subscription ended with (a permissions violation closes it). */
@@ -85,7 +104,7 @@ const callMailbox = (nc: NatsConnection, node: string, op: "list" | "deliver" | 
 before(async () => {
   nats = await startSecureNats(cluster);
   [nodeA, nodeB] = await Promise.all([startTernNode(await nodeConfig("a")), startTernNode(await nodeConfig("b"))]);
-  await sendTo(nodeA, "bob@example.test", "first message for bob");
+  firstQueueReply = await sendTo(nodeA, "bob@example.test", "first message for bob");
   await nodeA.waitForEvent("recipient.delivered", { rcpt: "bob@example.test" });
 });
 
@@ -134,7 +153,7 @@ test("an application or an operator cannot read, forge, lock or delete mail in a
   assert.match(await popList("bob@example.test", "bob-pw", nodeB!), /^1 \d+/m);
 });
 
-test("an application cannot administer queues, nor read the answers; an operator can, with tern queue", async () => {
+test("an application cannot administer queues, nor read the answers; an operator can, with tern queue and tern status", async () => {
   const app = await as("application");
   await assert.rejects(app.request(subjects.queueAdmin, encodeFrame({ _tag: "List", limit: 10 }), { timeout: 2_000 }));
   const overheard: string[] = [];
@@ -143,18 +162,15 @@ test("an application cannot administer queues, nor read the answers; an operator
   const operator = nats.credentials("operator");
   const configFile = join(dirs[0]!, "operator.json");
   await writeFile(configFile, JSON.stringify({ cluster, nats: { servers: [nats.url], embedded: false } }));
-  const outcome = await new Promise<{ code: number; out: string }>((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "queue", "--config", configFile, "shape"], {
-      cwd: projectRoot,
-      env: { ...process.env, TERN_NATS_USER: operator.user, TERN_NATS_PASSWORD: operator.password },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
-    child.stderr.on("data", (c: Buffer) => (out += c.toString()));
-    child.once("exit", (code) => resolve({ code: code ?? -1, out }));
-  });
+  const outcome = await tern(["queue", "--config", configFile, "shape"], { TERN_NATS_USER: operator.user, TERN_NATS_PASSWORD: operator.password });
   assert.equal(outcome.code, 0, outcome.out);
+
+  // tern status too: found on the node that holds the message, asked through any node.
+  const queueId = /queued as ([0-9A-Za-z]+)/.exec(firstQueueReply)?.[1];
+  assert.ok(queueId, firstQueueReply);
+  const status = await tern(["status", "--config", configFile, queueId], { TERN_NATS_USER: operator.user, TERN_NATS_PASSWORD: operator.password });
+  assert.equal(status.code, 0, status.out);
+  assert.match(status.out, /bob@example\.test/);
   listening.unsubscribe();
   assert.deepEqual(overheard, [], "the operator's replies travel outside _INBOX");
 });
