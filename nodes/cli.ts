@@ -7,6 +7,7 @@ import { Cause, Effect, Exit, Fiber } from "effect";
 import { runNode, type NodePorts } from "./node.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";
 import { runQueue } from "./queue-command.ts";
+import { runEvents } from "./events-command.ts";
 import { runNatsConfig } from "./nats-config-command.ts";
 import { StartFailure } from "./services/core.ts";
 
@@ -14,6 +15,7 @@ const usage = `usage: tern node [--config FILE]
        tern user add --config FILE ADDRESS [--home NODE]   (password on stdin)
        tern user hash                                       (password on stdin)
        tern queue [--config FILE] [--node ID] COMMAND ...    (tern queue --help)
+       tern events [--config FILE] [--follow] [--type T] [--tenant T] [--domain D] [--since SEQ|TIME]   (tern events --help)
        tern nats-config [--config FILE] [--listen HOST:PORT] [--store-dir DIR] [--example]
 
 tern node runs one Tern node. Without --config, a one-node cluster on loopback defaults.
@@ -79,6 +81,7 @@ const main = async () => {
   if (command === "node") return runNodeCommand(rest);
   if (command === "user") return runUser(rest);
   if (command === "queue") return void (process.exitCode = await runQueue(rest));
+  if (command === "events") return void (process.exitCode = await runEvents(rest));
   if (command === "nats-config") return runNatsConfig(rest);
   console.error(usage);
   process.exit(command === undefined || command === "--help" ? 0 : 2);

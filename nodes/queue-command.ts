@@ -77,14 +77,15 @@ export const queueCommand = async (args: string[], io: Output): Promise<number> 
 /**
  * Connects with the configured NATS credentials; without any, and when the node runs its
  * embedded server, with the operator credential that server generated in the data dir.
+ * Replies arrive on the operator inbox unless another `inboxPrefix` is named.
  */
-const connectAsOperator = async (config: NodeConfig) => {
+export const connectAsOperator = async (config: NodeConfig, name = "tern-queue", inboxPrefix = makeSubjects(config.cluster).operatorInbox) => {
   const attempt = async (security: NatsSecurity) =>
     connect({
       servers: [...config.nats.servers],
-      name: "tern-queue",
+      name,
       timeout: 2_000,
-      inboxPrefix: makeSubjects(config.cluster).operatorInbox,
+      inboxPrefix,
       ...(await securityOptions(security)),
     });
   const configured = attempt(config.nats);
@@ -92,7 +93,7 @@ const connectAsOperator = async (config: NodeConfig) => {
     ? configured.catch(() => attempt(embeddedCredentials(config.dataDir, "operator")))
     : configured;
   return connected.catch((error: Error) => {
-    throw new NatsUnavailable(`no NATS server lets tern queue in at ${config.nats.servers.join(", ")}: ${error.message}`);
+    throw new NatsUnavailable(`no NATS server lets ${name} in at ${config.nats.servers.join(", ")}: ${error.message}`);
   });
 };
 

@@ -6,6 +6,9 @@
 // Invariant 2: an entry leaves the queue only through `settle`/`finish`, called after
 // the next hop accepted it, it failed permanently or expired, or an operator removed it;
 // a DSN for it is written in the same transaction.
+// Events: accept, settle and finish write the events they are given to the event
+// outbox (actors/queue/outbox.ts) in the same transaction, so an outcome is committed
+// with its events or not at all; settle and finish write none when the entry was gone.
 // Invariant 5: due work is found through indexes sorted by time, never by scanning all
 // entries: each queue (destination domain, or local mailbox) keeps its entries in
 // [queue, time, entryId] order, and `heads` lists each queue once at its earliest due
@@ -16,7 +19,9 @@
 import { Clock, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
-import { arrivalOf, queueOf, type MessageRecord, type QueueEntry, type Route } from "./entry.ts";
+import type { EventDraft } from "../../protocol/events.ts";
+import { openOutbox, type Outbox } from "./outbox.ts";
+import { arrivalOf, entryIdOf, queueOf, type MessageRecord, type QueueEntry, type Route } from "./entry.ts";
 
 type QueueKey = [string, number, string];
 type HeadKey = [number, string];
@@ -83,7 +88,8 @@ export type Selection = { readonly queue?: string | undefined; readonly sender?:
 
 export interface Spool {
   readonly openBody: (messageId: string) => BodyWriter;
-  readonly accept: (message: NewMessage) => Effect.Effect<ReadonlyArray<QueueEntry>, StoreError>;
+  /** Commits the message, its entries (ids `entryIdOf(message.id, n)`, one per route) and `events`. */
+  readonly accept: (message: NewMessage, events?: ReadonlyArray<EventDraft>) => Effect.Effect<ReadonlyArray<QueueEntry>, StoreError>;
   /** Queues with entries due at or before `now`, earliest first (read lazily). */
   readonly dueQueues: (now: number) => Iterable<{ readonly queue: string; readonly at: number }>;
   /** Entries of one queue due at or before `now`, oldest first, at most `limit`, passing over ids `skip` names (read keys only). */
@@ -97,15 +103,20 @@ export interface Spool {
   /**
    * Records an attempt's outcome in one transaction: the entry waits again as `next`, or is
    * removed when `next` is undefined; `created` (DSNs) are queued with it. Returns the
-   * created entries (none when the entry was already gone: an operator removed it).
+   * created entries (none when the entry was already gone: an operator removed it, and
+   * then neither DSNs nor `events` are written).
    */
   readonly settle: (
     entry: QueueEntry,
     next: QueueEntry | undefined,
     created: ReadonlyArray<GeneratedMessage>,
+    events?: ReadonlyArray<EventDraft>,
   ) => Effect.Effect<ReadonlyArray<QueueEntry>, StoreError>;
-  /** The entry is done (delivered, failed for good, or removed): removes it, and the message once no entry needs it. */
-  readonly finish: (entry: QueueEntry) => Effect.Effect<void, StoreError>;
+  /**
+   * The entry is done (delivered, failed for good, or removed): removes it, and the message
+   * once no entry needs it; `events` are written with it unless the entry was already gone.
+   */
+  readonly finish: (entry: QueueEntry, events?: ReadonlyArray<EventDraft>) => Effect.Effect<void, StoreError>;
   readonly depth: () => number;
   /** Bodies being received (or left by a crash until the next start): listed as incoming, not yet committed or discarded. */
   readonly incomingBodies: () => number;
@@ -131,7 +142,8 @@ export interface Spool {
   readonly redate: (entries: ReadonlyArray<QueueEntry>, now: number) => Effect.Effect<{ entries: number; recipients: number }, StoreError>;
 }
 
-export const openSpool = (root: RootDatabase): Spool => {
+/** The event outbox is opened with the spool when none is given (tests). */
+export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, "local")): Spool => {
   const messages: Database<MessageRecord, string> = root.openDB({ name: "spool.messages" });
   const bodies: Database<Buffer, ChunkKey> = root.openDB({ name: "spool.bodies", encoding: "binary" });
   // Bodies being received: chunks of a message still listed here at start belong to a
@@ -150,6 +162,10 @@ export const openSpool = (root: RootDatabase): Spool => {
       try: () => root.transaction(action),
       catch: (error) => new StoreError({ operation, detail: describeStoreError(error) }),
     });
+
+  /** A commit that may write events: the publisher hears of them once they are on disk. */
+  const commitWithEvents = <T>(operation: string, events: ReadonlyArray<EventDraft>, action: () => T) =>
+    events.length === 0 ? commit(operation, action) : Effect.tap(commit(operation, action), () => Effect.sync(outbox.written));
 
   const queueRange = (queue: string, until = Number.MAX_VALUE) => ({
     start: [queue] as unknown as QueueKey,
@@ -208,7 +224,7 @@ export const openSpool = (root: RootDatabase): Spool => {
   const entriesFor = (message: { id: string; sender: string; receivedAt: number; routes: NewMessage["routes"] }) =>
     message.routes.map(
       ({ route, recipients }, n): QueueEntry => ({
-        id: `${message.id}.${n}`,
+        id: entryIdOf(message.id, n),
         messageId: message.id,
         route,
         sender: message.sender,
@@ -346,7 +362,7 @@ export const openSpool = (root: RootDatabase): Spool => {
   }
 
   return {
-    accept: (message) => {
+    accept: (message, events = []) => {
       const body = commits.get(message.body);
       if (!body?.begin()) return Effect.fail(new StoreError({ operation: "accept", detail: `the body of ${message.id} was discarded or taken already` }));
       const fresh = entriesFor(message);
@@ -354,7 +370,7 @@ export const openSpool = (root: RootDatabase): Spool => {
         try: () => message.body.flushed(),
         catch: (error) => new StoreError({ operation: "accept.body", detail: String(error) }),
       });
-      const record = commit("accept", () => {
+      const record = commitWithEvents("accept", events, () => {
         messages.put(message.id, {
           id: message.id,
           sender: message.sender,
@@ -365,6 +381,7 @@ export const openSpool = (root: RootDatabase): Spool => {
         });
         incoming.remove(message.id);
         fresh.forEach(putEntry);
+        outbox.write(events);
       });
       return Effect.all([chunksOnDisk, record]).pipe(
         Effect.tapError(() => Effect.sync(body.failed)),
@@ -414,8 +431,8 @@ export const openSpool = (root: RootDatabase): Spool => {
       return chunks.length === 0 ? undefined : Buffer.concat(chunks, size);
     },
 
-    settle: (entry, next, created) =>
-      commit("settle", () => {
+    settle: (entry, next, created, events = []) =>
+      commitWithEvents("settle", events, () => {
         const fresh: QueueEntry[] = [];
         const current = entries.get(entry.id);
         if (!current) return fresh; // removed meanwhile (an operator): nothing to record
@@ -426,10 +443,14 @@ export const openSpool = (root: RootDatabase): Spool => {
           retire(current);
         }
         for (const message of created) writeGenerated(message, fresh);
+        outbox.write(events);
         return fresh;
       }),
 
-    finish: (entry) => commit("finish", () => void retire(entry)),
+    finish: (entry, events = []) =>
+      commitWithEvents("finish", events, () => {
+        if (retire(entry)) outbox.write(events);
+      }),
 
     // LMDB's own count (mdb_stat): getCount() would walk every entry, 150 ms a call at a million.
     depth: () => (entries.getStats() as { entryCount: number }).entryCount,
