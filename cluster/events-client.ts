@@ -29,6 +29,8 @@ export interface FollowOptions {
   /** Keep waiting for new events; otherwise stop once every stored event (matching the filter) was read. */
   readonly follow?: boolean | undefined;
   readonly onUndecodable?: ((seq: number, problem: string) => void) | undefined;
+  /** JetStream API calls (creating the consumer) fail after this long; default 5 s. */
+  readonly timeoutMs?: number | undefined;
 }
 
 export interface StoredEvent {
@@ -51,7 +53,7 @@ export async function* followEvents(nc: NatsConnection, options: FollowOptions):
   const subjects = makeSubjects(options.cluster);
   const filter = subjects.eventFilter(options);
   const start = options.start ?? (options.follow ? "new" : "first");
-  const consumer = await jetstream(nc).consumers.get(subjects.eventsStream, { filter_subjects: filter, ...startOptions(start) });
+  const consumer = await jetstream(nc, { timeout: options.timeoutMs ?? 5_000 }).consumers.get(subjects.eventsStream, { filter_subjects: filter, ...startOptions(start) });
   if (!options.follow && (await consumer.info(true)).num_pending === 0) return;
   const messages: ConsumerMessages = await consumer.consume({ max_messages: 256 });
   try {
