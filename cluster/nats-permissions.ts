@@ -4,11 +4,23 @@
 // output for the default cluster, so what the README documents is what is tested.
 //
 // - node: serves and calls the cluster's internal subjects (mailbox, resolver, blob
-//   transfer, queue administration, events) and uses the cluster's KV buckets. Replies
-//   and blobs travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
+//   transfer, queue administration, events) and uses the cluster's KV buckets and its
+//   events stream. Replies (JetStream's publish acknowledgements among them) and blobs
+//   travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
 // - operator: queue administration (`tern queue`) and message status (`tern status`),
-//   replies on `tern.<cluster>.operator.inbox`, and watching events.
-// - application: watching events (the NATS API adds its subjects here).
+//   replies on `tern.<cluster>.operator.inbox`, and reading events (`tern events`).
+// - application: reading events (the NATS API adds its subjects here). An application user
+//   of one tenant reads that tenant's events only, and receives its replies on the
+//   tenant's inbox (`tern.<cluster>.tenant.<tenant>.inbox`), not on the shared `_INBOX`.
+//
+// Reading events is JetStream's ordered consumer as nats.js 3.4 drives it on
+// nats-server 2.9: STREAM.INFO of the events stream, CONSUMER.CREATE with the filter
+// subject in the request subject (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`;
+// the server refuses a request whose body names another filter), CONSUMER.MSG.NEXT to
+// pull, CONSUMER.INFO and CONSUMER.DELETE when it resets. Only filters under what the
+// user may read are allowed, so a tenant cannot create a consumer over other tenants'
+// events, and no one but nodes may read a stream message by sequence (STREAM.MSG.GET,
+// DIRECT.GET) or list consumers.
 // Nobody but nodes may publish on or subscribe to `tern.<cluster>.>` beyond that, so no
 // one else can read mail bodies crossing nodes, answer a resolver request, or forge mail.
 import type { Subjects } from "../protocol/subjects.ts";
@@ -40,36 +52,69 @@ const kvAccess = (bucket: string): string[] => {
   ];
 };
 
+/** What a node does with the events stream: look it up, create it (again), put its limits right; it publishes under `tern.<cluster>.>`. */
+const eventsStreamAccess = (subjects: Subjects): string[] =>
+  ["INFO", "CREATE", "UPDATE"].map((action) => `$JS.API.STREAM.${action}.${subjects.eventsStream}`);
+
+/** Reading events through ordered (ephemeral, pull) consumers filtered under `events`. */
+const eventsReadAccess = (subjects: Subjects, events: string): string[] => {
+  const stream = subjects.eventsStream;
+  return [
+    `$JS.API.STREAM.INFO.${stream}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.*.${events}`,
+    `$JS.API.CONSUMER.MSG.NEXT.${stream}.*`,
+    `$JS.API.CONSUMER.INFO.${stream}.*`,
+    `$JS.API.CONSUMER.DELETE.${stream}.*`,
+  ];
+};
+
 /** The KV buckets nodes of the cluster use. */
 const bucketsOf = (subjects: Subjects): string[] => [subjects.mailboxOwnersBucket];
 
 const clusterRoot = (subjects: Subjects) => `tern.${subjects.cluster}`;
 
-export const permissionsOf = (role: NatsRole, subjects: Subjects): Permissions => {
+/**
+ * The allow lists of a role. `tenant` restricts an application user to one tenant: its
+ * events, its part of the API, and its own inbox.
+ */
+export const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: string): Permissions => {
   const root = clusterRoot(subjects);
   switch (role) {
     case "node":
       return {
-        publish: [`${root}.>`, "$JS.API.INFO", ...bucketsOf(subjects).flatMap(kvAccess)],
+        publish: [`${root}.>`, "$JS.API.INFO", ...eventsStreamAccess(subjects), ...bucketsOf(subjects).flatMap(kvAccess)],
         subscribe: [`${root}.>`],
         allowResponses: true,
       };
     case "operator":
       return {
-        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.statusLookup],
-        subscribe: [`${subjects.operatorInbox}.>`, `${root}.events.>`],
+        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.statusLookup, ...eventsReadAccess(subjects, subjects.events)],
+        subscribe: [`${subjects.operatorInbox}.>`, subjects.events],
         allowResponses: false,
       };
-    case "application":
-      // An empty allow list would allow everything: the API's own subject space is reserved here.
-      return { publish: [`${root}.api.>`], subscribe: ["_INBOX.>", `${root}.events.>`], allowResponses: false };
+    case "application": {
+      if (tenant === undefined) {
+        // An empty allow list would allow everything: the API's own subject space is reserved here.
+        return { publish: [`${root}.api.>`, ...eventsReadAccess(subjects, subjects.events)], subscribe: ["_INBOX.>", subjects.events], allowResponses: false };
+      }
+      const events = `${root}.events.${tenant}.>`;
+      return {
+        publish: [`${root}.api.v1.${tenant}.>`, ...eventsReadAccess(subjects, events)],
+        subscribe: [`${subjects.tenantInbox(tenant)}.>`, events],
+        allowResponses: false,
+      };
+    }
   }
 };
 
 /** A user of the NATS server: authenticated by password or by nkey (public key). */
-export type NatsUser =
+export type NatsUser = (
   | { readonly role: NatsRole; readonly user: string; readonly password: string }
-  | { readonly role: NatsRole; readonly nkey: string };
+  | { readonly role: NatsRole; readonly nkey: string }
+) & {
+  /** An application user of one tenant only. */
+  readonly tenant?: string | undefined;
+};
 
 const quoted = (text: string) => JSON.stringify(text);
 const list = (items: ReadonlyArray<string>) => `[${items.map(quoted).join(", ")}]`;
@@ -90,7 +135,8 @@ const renderPermissions = (permissions: Permissions, indent: string) =>
 export const renderAuthorization = (subjects: Subjects, users: ReadonlyArray<NatsUser>): string => {
   const entries = users.map((user) => {
     const identity = "nkey" in user ? `nkey: ${quoted(user.nkey)}` : `user: ${quoted(user.user)}, password: ${quoted(user.password)}`;
-    return [`    {`, `      # ${user.role}`, `      ${identity}`, renderPermissions(permissionsOf(user.role, subjects), "      "), `    }`].join("\n");
+    const comment = user.tenant === undefined ? user.role : `${user.role} of tenant ${user.tenant}`;
+    return [`    {`, `      # ${comment}`, `      ${identity}`, renderPermissions(permissionsOf(user.role, subjects, user.tenant), "      "), `    }`].join("\n");
   });
   return [`authorization {`, `  users: [`, entries.join("\n"), `  ]`, `}`].join("\n");
 };

@@ -8,6 +8,7 @@ import { runNode, type NodePorts } from "./node.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";
 import { runQueue } from "./queue-command.ts";
 import { runStatus } from "./status-command.ts";
+import { runEvents } from "./events-command.ts";
 import { runNatsConfig } from "./nats-config-command.ts";
 import { StartFailure } from "./services/core.ts";
 
@@ -16,6 +17,7 @@ const usage = `usage: tern node [--config FILE]
        tern user hash                                       (password on stdin)
        tern queue [--config FILE] [--node ID] COMMAND ...    (tern queue --help)
        tern status [--config FILE] [--json] MESSAGE_ID        (tern status --help)
+       tern events [--config FILE] [--follow] [--type T] [--tenant T] [--domain D] [--since SEQ|TIME]   (tern events --help)
        tern nats-config [--config FILE] [--listen HOST:PORT] [--store-dir DIR] [--example]
 
 tern node runs one Tern node. Without --config, a one-node cluster on loopback defaults.
@@ -82,6 +84,7 @@ const main = async () => {
   if (command === "user") return runUser(rest);
   if (command === "queue") return void (process.exitCode = await runQueue(rest));
   if (command === "status") return void (process.exitCode = await runStatus(rest));
+  if (command === "events") return void (process.exitCode = await runEvents(rest));
   if (command === "nats-config") return runNatsConfig(rest);
   console.error(usage);
   process.exit(command === undefined || command === "--help" ? 0 : 2);

@@ -197,6 +197,25 @@ const ConfigFile = Schema.Struct({
       maxConcurrentPulls: Schema.optional(Positive),
     }),
   ),
+  /** The JetStream stream of events (every node creates it and puts its limits right: keep these the same on every node). */
+  events: Schema.optional(
+    Schema.Struct({
+      /** Events older than this are dropped from the stream. */
+      maxAgeSec: Schema.optional(Positive),
+      /** The stream drops its oldest events beyond this size. */
+      maxBytes: Schema.optional(Positive),
+      /** A republished event (same id) within this window is dropped by JetStream; at least 120. */
+      duplicateWindowSec: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(120))),
+      /** Stream replicas (a clustered NATS: 3). */
+      replicas: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 5 }))),
+    }),
+  ),
+  api: Schema.optional(
+    Schema.Struct({
+      /** A message belongs to the tenant owning its sender's domain, else to "default". */
+      tenants: Schema.optional(Schema.Array(Schema.Struct({ name: Token, senderDomains: Schema.Array(Schema.String) }))),
+    }),
+  ),
 });
 type ConfigFile = typeof ConfigFile.Type;
 
@@ -273,6 +292,8 @@ export interface NodeConfig {
   readonly status: { readonly keepFinishedMs: number };
   /** Caps on pulling large frames from other nodes (actors/runtime/pull-budget.ts); above them: busy, the asker retries. */
   readonly transfers: { readonly maxPullBytes: number; readonly maxPullBytesPerPeer: number; readonly maxConcurrentPulls: number };
+  readonly events: { readonly maxAgeSec: number; readonly maxBytes: number; readonly duplicateWindowSec: number; readonly replicas: number };
+  readonly api: { readonly tenants: ReadonlyArray<{ readonly name: string; readonly senderDomains: ReadonlyArray<string> }> };
 }
 
 /** Room for what a mailbox adds to a message (trace headers) and the frame's JSON head. */
@@ -391,6 +412,13 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     maxPullBytesPerPeer: file.transfers?.maxPullBytesPerPeer ?? 64 * 1024 * 1024,
     maxConcurrentPulls: file.transfers?.maxConcurrentPulls ?? 8,
   },
+  events: {
+    maxAgeSec: file.events?.maxAgeSec ?? 7 * 24 * 3600,
+    maxBytes: file.events?.maxBytes ?? 1024 * 1024 * 1024,
+    duplicateWindowSec: file.events?.duplicateWindowSec ?? 120,
+    replicas: file.events?.replicas ?? 1,
+  },
+  api: { tenants: file.api?.tenants ?? [] },
 });
 
 const usersOf = (file: ConfigFile): ReadonlyArray<UserRecord> =>
@@ -507,6 +535,16 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
   const postmaster = config.postmaster;
   if (postmaster !== undefined && config.localDomains.includes(domainOf(postmaster)) && !config.users.some((u) => u.address === postmaster)) {
     throw new ConfigError(`invalid config: postmaster ${JSON.stringify(postmaster)} is in localDomains but is not one of users[].address`);
+  }
+  const owners = new Map<string, string>();
+  for (const tenant of config.api.tenants) {
+    for (const domain of tenant.senderDomains.map((d) => d.toLowerCase())) {
+      const other = owners.get(domain);
+      if (other !== undefined && other !== tenant.name) {
+        throw new ConfigError(`invalid config: sender domain ${JSON.stringify(domain)} belongs to two tenants (${other} and ${tenant.name})`);
+      }
+      owners.set(domain, tenant.name);
+    }
   }
   return config;
 };

@@ -33,6 +33,9 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
   const configPath = join(config.dataDir, `config-${String(config.nodeId ?? "node")}.json`);
   const full = {
     nats: { servers: ["nats://127.0.0.1:4222"], embedded: false },
+    // JetStream reserves a stream's max bytes on disk: a small events stream per run, so the
+    // streams runs leave on the shared server never use up its storage.
+    events: { maxBytes: 16 * 1024 * 1024, maxAgeSec: 3600 },
     ...config,
     listen: { host: "127.0.0.1", smtp: 0, smtps: 0, pop3: 0, http: 0, ...(config.listen as object | undefined) },
   };

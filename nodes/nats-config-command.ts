@@ -9,24 +9,35 @@ import { loadConfig } from "./config.ts";
 
 const roles: ReadonlyArray<NatsRole> = ["node", "operator", "application"];
 
-/** The configuration for `cluster`; `example` puts placeholders where passwords go (docs/nats-server.conf). */
-export const natsServerConfig = (options: { readonly cluster: string; readonly listen: string; readonly storeDir: string; readonly example: boolean }): string =>
-  renderServerConfig({
+/**
+ * The configuration for `cluster`; `example` puts placeholders where passwords go
+ * (docs/nats-server.conf). Each tenant (`api.tenants`) gets an application user of its own.
+ */
+export const natsServerConfig = (options: {
+  readonly cluster: string;
+  readonly listen: string;
+  readonly storeDir: string;
+  readonly example: boolean;
+  readonly tenants?: ReadonlyArray<string>;
+}): string => {
+  const password = (name: string) => (options.example ? `CHANGE-ME-${name}-password` : randomBytes(24).toString("base64url"));
+  return renderServerConfig({
     subjects: makeSubjects(options.cluster),
-    users: roles.map((role) => ({
-      role,
-      user: `tern-${role}`,
-      password: options.example ? `CHANGE-ME-${role}-password` : randomBytes(24).toString("base64url"),
-    })),
+    users: [
+      ...roles.map((role) => ({ role, user: `tern-${role}`, password: password(role) })),
+      ...(options.tenants ?? []).map((tenant) => ({ role: "application" as const, tenant, user: `tern-application-${tenant}`, password: password(`application-${tenant}`) })),
+    ],
     listen: options.listen,
     storeDir: options.storeDir,
     header: [
       `nats-server configuration for the Tern cluster "${options.cluster}", written by \`tern nats-config\`.`,
       `Anonymous clients get nothing. Give each node the tern-node password (nats.user + nats.passwordFile),`,
-      `tern queue the tern-operator one, applications the tern-application one. Passwords may be replaced by`,
-      `bcrypt hashes, and users by nkeys ({ nkey: "U…", permissions: … }); see the README.`,
+      `tern queue the tern-operator one, applications the tern-application one (every tenant), or the`,
+      `tern-application-<tenant> one (that tenant only; its inbox prefix is tern.<cluster>.tenant.<tenant>.inbox).`,
+      `Passwords may be replaced by bcrypt hashes, and users by nkeys ({ nkey: "U…", permissions: … }); see the README.`,
     ],
   });
+};
 
 export const runNatsConfig = async (args: string[]): Promise<void> => {
   const { values } = parseArgs({
@@ -45,6 +56,7 @@ export const runNatsConfig = async (args: string[]): Promise<void> => {
       listen: values.listen ?? "0.0.0.0:4222",
       storeDir: values["store-dir"] ?? "/var/lib/nats",
       example: values.example ?? false,
+      tenants: config.api.tenants.map((tenant) => tenant.name),
     }),
   );
 };

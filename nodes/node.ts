@@ -2,20 +2,22 @@
 // actors → listeners. Starting the node builds the graph; stopping it closes the
 // graph's scope, and the order of the stop follows from the dependencies: listeners
 // (they depend on everything) stop first, then queue administration and status, the scheduler
-// (in-flight deliveries are recorded), the site actors and mailboxes, then NATS is
-// drained, and LMDB, which everything writes to, closes last.
+// (in-flight deliveries are recorded), the site actors and mailboxes, then the event
+// publisher (a last round for the final events), then NATS is drained, and LMDB, which
+// everything writes to, closes last.
 import { Context, Effect, Layer } from "effect";
 import type { NodeConfig } from "./config.ts";
 import { makeLog, type Log as LogShape } from "./log.ts";
-import { BlobTransfers, ClusterHealth, Events, MailboxOwnership, Nats } from "./services/cluster.ts";
+import { BlobTransfers, ClusterHealth, MailboxOwnership, Nats } from "./services/cluster.ts";
 import { Config, Log, Metrics, Supervisor, type NodeStartError } from "./services/core.ts";
 import { QueueAdminLayer, Scheduler, Sites } from "./services/delivery.ts";
 import { LoginAccounts, Tls, Users } from "./services/identity.ts";
 import { DescriptorCheck, HttpListener, Pop3Listener, SmtpListener } from "./services/listeners.ts";
 import { LocalMailboxes, Mailboxes } from "./services/mailboxes.ts";
 import { Resolver } from "./services/resolver.ts";
+import { EventPublisherLayer } from "./services/events.ts";
 import { MessageStatus } from "./services/status.ts";
-import { Lmdb, Spool, SpoolHealth } from "./services/storage.ts";
+import { EventOutbox, Lmdb, Spool, SpoolHealth } from "./services/storage.ts";
 
 export interface NodePorts {
   readonly smtp: number;
@@ -26,8 +28,8 @@ export interface NodePorts {
 
 /** Each line provides what the lines above it need. */
 const foundation = Supervisor.layer.pipe(Layer.provideMerge(Layer.mergeAll(Metrics.layer, LoginAccounts.layer.pipe(Layer.provideMerge(Users.layer)), Tls.layer)));
-const storage = Spool.layer.pipe(Layer.provideMerge(Lmdb.layer));
-const cluster = Layer.mergeAll(ClusterHealth.layer, Events.layer, BlobTransfers.layer).pipe(
+const storage = Spool.layer.pipe(Layer.provideMerge(EventOutbox.layer), Layer.provideMerge(Lmdb.layer));
+const cluster = Layer.mergeAll(ClusterHealth.layer, EventPublisherLayer, BlobTransfers.layer).pipe(
   Layer.provideMerge(MailboxOwnership.layer),
   Layer.provideMerge(Nats.layer),
 );

@@ -11,14 +11,16 @@ import type { NodeConfig } from "./config.ts";
 /**
  * Connects with the configured NATS credentials; without any, and when the node runs its
  * embedded server, with the operator credential that server generated in the data dir.
+ * Replies arrive on the operator inbox unless another `inboxPrefix` is named (an
+ * application's `tern events --app` reads on its tenant's inbox).
  */
-export const connectAsOperator = async (config: NodeConfig, clientName: string) => {
+export const connectAsOperator = async (config: NodeConfig, clientName: string, inboxPrefix = makeSubjects(config.cluster).operatorInbox) => {
   const attempt = async (security: NatsSecurity) =>
     connect({
       servers: [...config.nats.servers],
       name: clientName,
       timeout: 2_000,
-      inboxPrefix: makeSubjects(config.cluster).operatorInbox,
+      inboxPrefix,
       ...(await securityOptions(security)),
     });
   const configured = attempt(config.nats);

@@ -1,6 +1,6 @@
 // What delivery reports about each recipient, as values: the SMTP reply the next hop gave,
 // or what went wrong when no reply decided. One set of Schemas for the spool (attempt
-// history), queue administration (`tern queue show`) and events, so every enumeration
+// history), queue administration (`tern queue show`) and events (protocol/events.ts), so every enumeration
 // here is written once and the TypeScript types are derived from it.
 //
 // Text is made from these values only at the edges (DSN body, logs, `tern queue`,
@@ -188,31 +188,6 @@ export const AttemptRecord = Schema.Struct({
   requeued: Schema.optional(WaitReason),
 });
 export type AttemptRecord = typeof AttemptRecord.Type;
-
-// ---------------------------------------------------------------------------
-// The event published for each recipient of each attempt (subject `events.<status>`)
-
-export const RecipientEvent = Schema.Struct({
-  msg: Schema.String,
-  entry: Schema.String,
-  recipient: Schema.String,
-  route: Schema.Literals(["local", "remote"]),
-  status: RecipientStatus,
-  result: RecipientResult,
-  /** RFC 3463 status of the result ("5.1.1"; "4.4.7" once expired), as the DSN reports it. */
-  dsn: Schema.String,
-  /** `renderResult(result)`, for people and grep. */
-  reply: Schema.String,
-  category: Schema.optional(BounceCategory),
-  /** "mx.host[192.0.2.1]", "dns", "mailbox/<user>", "admin". */
-  server: Schema.String,
-  mx: Schema.optional(Schema.String),
-  ip: Schema.optional(Schema.String),
-  attempts: Schema.Int,
-  requeued: Schema.optional(WaitReason),
-  nextAttemptAt: Schema.optional(Schema.Number),
-});
-export type RecipientEvent = typeof RecipientEvent.Type;
 
 // ---------------------------------------------------------------------------
 // Reading the values

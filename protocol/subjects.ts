@@ -1,5 +1,6 @@
 // Every NATS subject and KV bucket name Tern uses is built here, from the cluster name,
 // so two clusters (or two test runs) on one NATS never see each other's traffic.
+import { domainToASCII } from "node:url";
 
 export type MailboxOperation = "deliver" | "list" | "retrieve" | "open" | "renew" | "commit" | "release";
 
@@ -16,8 +17,17 @@ export interface Subjects {
    * another node (the KV was lost) is not split off to a new one.
    */
   readonly mailboxHolders: string;
-  /** Delivery events (accepted, delivered, deferred, failed) for watchers. */
-  readonly event: (kind: string) => string;
+  /**
+   * Where an event is published: `tern.<cluster>.events.<tenant>.<type>.<domain>`, the
+   * destination domain as one token (`eventDomainToken`). Filter with `eventFilter`.
+   */
+  readonly event: (tenant: string, type: string, domain: string) => string;
+  /** Every event subject of the cluster: what the events stream captures. */
+  readonly events: string;
+  /** The JetStream stream holding the cluster's events. */
+  readonly eventsStream: string;
+  /** Event subjects of one tenant, type and domain, each one left out meaning any. */
+  readonly eventFilter: (filter: { readonly tenant?: string | undefined; readonly type?: string | undefined; readonly domain?: string | undefined }) => string;
   /** KV bucket holding mailbox owner → node. */
   readonly mailboxOwnersBucket: string;
   /** Queue administration (`tern queue`): every node answers requests sent here. */
@@ -42,11 +52,28 @@ export interface Subjects {
    * recipients, so they stay out of `_INBOX`, where applications receive theirs.
    */
   readonly operatorInbox: string;
+  /**
+   * Inbox prefix of an application user of one tenant: its replies and the events its
+   * consumers pull arrive here, where no other tenant may subscribe.
+   */
+  readonly tenantInbox: (tenant: string) => string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
 
 export const isSafeToken = (token: string): boolean => safeToken.test(token);
+
+/**
+ * A destination domain as one subject token: IDNs in their ASCII form, dots as
+ * underscores ("mail.example.com" → "mail_example_com"), anything a token cannot hold
+ * (an address literal's brackets) as '-', and "none" when there is no domain.
+ */
+export const eventDomainToken = (domain: string): string => {
+  const lower = domain.toLowerCase();
+  const ascii = domainToASCII(lower) || lower;
+  const token = ascii.replace(/\./g, "_").replace(/[^a-z0-9_-]/g, "-");
+  return token === "" ? "none" : token;
+};
 
 export const makeSubjects = (cluster: string): Subjects => {
   if (!isSafeToken(cluster)) throw new Error(`cluster name must match ${safeToken}: ${JSON.stringify(cluster)}`);
@@ -57,7 +84,10 @@ export const makeSubjects = (cluster: string): Subjects => {
     resolverQueueGroup: `${root}.resolver`,
     mailbox: (nodeId, operation) => `${root}.mailbox.${nodeId}.${operation}`,
     mailboxHolders: `${root}.mailbox.holders`,
-    event: (kind) => `${root}.events.${kind}`,
+    event: (tenant, type, domain) => `${root}.events.${tenant}.${type}.${eventDomainToken(domain)}`,
+    events: `${root}.events.>`,
+    eventsStream: `TERN_${cluster}_EVENTS`,
+    eventFilter: ({ tenant, type, domain }) => `${root}.events.${tenant ?? "*"}.${type ?? "*"}.${domain === undefined ? "*" : eventDomainToken(domain)}`,
     mailboxOwnersBucket: `tern_${cluster}_mailbox_owners`,
     queueAdmin: `${root}.queue.admin`,
     queueAdminOf: (nodeId) => `${root}.queue.admin.${nodeId}`,
@@ -65,5 +95,6 @@ export const makeSubjects = (cluster: string): Subjects => {
     nodeInbox: (nodeId) => `${root}.inbox.${nodeId}`,
     nodeInboxes: `${root}.inbox`,
     operatorInbox: `${root}.operator.inbox`,
+    tenantInbox: (tenant) => `${root}.tenant.${tenant}.inbox`,
   };
 };

@@ -13,6 +13,8 @@ export interface NoticeOptions {
   readonly routeOf: (address: string) => Route;
   /** Messages above this size come back as headers only, whatever RET says. */
   readonly maxReturnBytes: number;
+  /** The original message's tenant: the DSN is that tenant's, and so are its events. */
+  readonly tenantOf?: ((message: MessageRecord) => string) | undefined;
 }
 
 /** Header sections longer than this are cut; enough for any real message. */
@@ -47,7 +49,7 @@ export const makeNotices = (options: NoticeOptions, spool: Pick<Spool, "head" | 
           id,
         }),
         routes: [{ route: options.routeOf(entry.sender), recipients: [entry.sender] }],
-        attributes: { dsnFor: entry.messageId, action: notice.action },
+        attributes: { dsnFor: entry.messageId, action: notice.action, ...(options.tenantOf ? { tenant: options.tenantOf(message) } : {}) },
       };
     });
     return { messages, suppressed: false };

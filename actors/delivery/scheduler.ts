@@ -12,8 +12,9 @@
 // waits up to `graceMs` for attempts in flight to be recorded (their outcome must be
 // committed before the store closes), then interrupts the rest.
 import { Clock, Deferred, Effect, Fiber, FiberSet, Queue, Random, type Scope } from "effect";
-import { queueOf, type QueueEntry } from "../queue/entry.ts";
+import { queueOf, type MessageRecord, type QueueEntry } from "../queue/entry.ts";
 import type { StoreError } from "../../protocol/errors.ts";
+import type { EventDraft } from "../../protocol/events.ts";
 import type { GeneratedMessage, Spool } from "../queue/spool.ts";
 import type { Attempt } from "./attempt.ts";
 import type { Dispatch } from "./dispatch.ts";
@@ -54,6 +55,16 @@ export interface Scheduler {
   readonly stop: (graceMs: number) => Effect.Effect<void>;
 }
 
+/** Builds the events of an outcome before it is recorded (actors/delivery/events.ts). */
+export type OutcomeEvents = (
+  entry: QueueEntry,
+  message: MessageRecord | undefined,
+  attempt: Attempt,
+  decision: Decision,
+  dsns: ReadonlyArray<GeneratedMessage>,
+  now: number,
+) => ReadonlyArray<EventDraft>;
+
 export interface SchedulerOptions {
   readonly spool: Spool;
   readonly dispatch: Dispatch;
@@ -66,6 +77,8 @@ export interface SchedulerOptions {
   readonly holdMs: number;
   readonly notices: Notices;
   readonly hooks: SchedulerHooks;
+  /** The events an outcome reports, committed with it (none when absent). */
+  readonly events?: OutcomeEvents | undefined;
   /** When the scope closes: how long attempts in flight may take to be recorded before they are interrupted. */
   readonly graceMs: number;
 }
@@ -202,7 +215,7 @@ const submit = (state: State, entries: ReadonlyArray<QueueEntry>) => {
 
 // ---- recording ----
 
-/** Decides the outcome, commits it with its DSNs, and submits the entries this created. */
+/** Decides the outcome, commits it with its DSNs and events, and submits the entries this created. */
 const record = (state: State, entry: QueueEntry, attempt: Attempt) =>
   Effect.gen(function* () {
     const { options } = state;
@@ -211,7 +224,8 @@ const record = (state: State, entry: QueueEntry, attempt: Attempt) =>
     const random = yield* Random.next;
     const decision = decide(entry, attempt, now, random, options.policy, dsnParamsOf(message?.attributes));
     const notices = message ? options.notices(entry, message, decision.notices, now) : { messages: [], suppressed: false };
-    const created = yield* options.spool.settle(entry, decision.next, notices.messages, decision.record);
+    const events = options.events?.(entry, message, attempt, decision, notices.messages, now) ?? [];
+    const created = yield* options.spool.settle(entry, decision.next, notices.messages, { attempt: decision.record, events });
     if (decision.holdQueue) hold(state, queueOf(entry.route), options.holdMs);
     options.hooks.recorded(entry, attempt, decision, { queued: notices.messages.filter((m) => created.some((e) => e.messageId === m.id)), suppressed: notices.suppressed });
     submit(state, created);

@@ -54,6 +54,9 @@ export interface MessageRecord {
   readonly attributes?: Readonly<Record<string, unknown>>;
 }
 
+/** The id of a message's `n`th queue entry (its `n`th route). */
+export const entryIdOf = (messageId: string, n: number): string => `${messageId}.${n}`;
+
 export const newMessageId = (now: number): string =>
   `${now.toString(36).padStart(9, "0")}${Math.floor(Math.random() * 36 ** 8).toString(36).padStart(8, "0")}`.toUpperCase();
 

@@ -6,6 +6,9 @@
 // Invariant 2: an entry leaves the queue only through `settle`/`finish`, called after
 // the next hop accepted it, it failed permanently or expired, or an operator removed it;
 // a DSN for it is written in the same transaction.
+// Events: accept, settle and finish write the events they are given to the event
+// outbox (actors/queue/outbox.ts) in the same transaction, so an outcome is committed
+// with its events or not at all; settle and finish write none when the entry was gone.
 // Invariant 5: due work is found through indexes sorted by time, never by scanning all
 // entries: each queue (destination domain, or local mailbox) keeps its entries in
 // [queue, time, entryId] order, and `heads` lists each queue once at its earliest due
@@ -19,9 +22,11 @@ import { Clock, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import type { AttemptRecord } from "../../protocol/delivery.ts";
 import { StoreError } from "../../protocol/errors.ts";
+import type { EventDraft } from "../../protocol/events.ts";
 import type { FinishedState } from "../../protocol/status.ts";
-import { arrivalOf, queueOf, type MessageRecord, type QueueEntry, type Route } from "./entry.ts";
+import { arrivalOf, entryIdOf, queueOf, type MessageRecord, type QueueEntry, type Route } from "./entry.ts";
 import { openFinished, type FinishedMessage } from "./finished.ts";
+import { openOutbox, type Outbox } from "./outbox.ts";
 
 type QueueKey = [string, number, string];
 type HeadKey = [number, string];
@@ -88,7 +93,8 @@ export type Selection = { readonly queue?: string | undefined; readonly sender?:
 
 export interface Spool {
   readonly openBody: (messageId: string) => BodyWriter;
-  readonly accept: (message: NewMessage) => Effect.Effect<ReadonlyArray<QueueEntry>, StoreError>;
+  /** Commits the message, its entries (ids `entryIdOf(message.id, n)`, one per route) and `events`. */
+  readonly accept: (message: NewMessage, events?: ReadonlyArray<EventDraft>) => Effect.Effect<ReadonlyArray<QueueEntry>, StoreError>;
   /** Queues with entries due at or before `now`, earliest first (read lazily). */
   readonly dueQueues: (now: number) => Iterable<{ readonly queue: string; readonly at: number }>;
   /** Entries of one queue due at or before `now`, oldest first, at most `limit`, passing over ids `skip` names (read keys only). */
@@ -107,19 +113,21 @@ export interface Spool {
    * Records an attempt's outcome in one transaction: the entry waits again as `next`, or is
    * removed when `next` is undefined; `created` (DSNs) are queued with it. Recipients of the
    * entry that `next` no longer lists are noted as finished, with what `attempt` got for them.
-   * Returns the created entries (none when the entry was already gone: an operator removed it).
+   * Returns the created entries (none when the entry was already gone: an operator removed it,
+   * and then neither DSNs nor `events` are written).
    */
   readonly settle: (
     entry: QueueEntry,
     next: QueueEntry | undefined,
     created: ReadonlyArray<GeneratedMessage>,
-    attempt?: AttemptRecord,
+    outcome?: { readonly attempt?: AttemptRecord | undefined; readonly events?: ReadonlyArray<EventDraft> | undefined },
   ) => Effect.Effect<ReadonlyArray<QueueEntry>, StoreError>;
   /**
    * The entry is done without an attempt (an operator deleted it, its body is missing):
-   * removes it, and the message once no entry needs it; its recipients are noted as removed.
+   * removes it, and the message once no entry needs it; its recipients are noted as removed,
+   * and `events` are written with it unless the entry was already gone.
    */
-  readonly finish: (entry: QueueEntry) => Effect.Effect<void, StoreError>;
+  readonly finish: (entry: QueueEntry, events?: ReadonlyArray<EventDraft>) => Effect.Effect<void, StoreError>;
   /**
    * Forgets finished recipients of messages whose record last changed before `before`, at
    * most `limit` messages per call; returns how many were forgotten.
@@ -152,7 +160,8 @@ export interface Spool {
   readonly redate: (entries: ReadonlyArray<QueueEntry>, now: number) => Effect.Effect<{ entries: number; recipients: number }, StoreError>;
 }
 
-export const openSpool = (root: RootDatabase): Spool => {
+/** The event outbox is opened with the spool when none is given (tests). */
+export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, "local")): Spool => {
   const messages: Database<MessageRecord, string> = root.openDB({ name: "spool.messages" });
   const bodies: Database<Buffer, ChunkKey> = root.openDB({ name: "spool.bodies", encoding: "binary" });
   // Bodies being received: chunks of a message still listed here at start belong to a
@@ -172,6 +181,10 @@ export const openSpool = (root: RootDatabase): Spool => {
       try: () => root.transaction(action),
       catch: (error) => new StoreError({ operation, detail: describeStoreError(error) }),
     });
+
+  /** A commit that may write events: the publisher hears of them once they are on disk. */
+  const commitWithEvents = <T>(operation: string, events: ReadonlyArray<EventDraft>, action: () => T) =>
+    events.length === 0 ? commit(operation, action) : Effect.tap(commit(operation, action), () => Effect.sync(outbox.written));
 
   const queueRange = (queue: string, until = Number.MAX_VALUE) => ({
     start: [queue] as unknown as QueueKey,
@@ -260,7 +273,7 @@ export const openSpool = (root: RootDatabase): Spool => {
   const entriesFor = (message: { id: string; sender: string; receivedAt: number; routes: NewMessage["routes"] }) =>
     message.routes.map(
       ({ route, recipients }, n): QueueEntry => ({
-        id: `${message.id}.${n}`,
+        id: entryIdOf(message.id, n),
         messageId: message.id,
         route,
         sender: message.sender,
@@ -398,7 +411,7 @@ export const openSpool = (root: RootDatabase): Spool => {
   }
 
   return {
-    accept: (message) => {
+    accept: (message, events = []) => {
       const body = commits.get(message.body);
       if (!body?.begin()) return Effect.fail(new StoreError({ operation: "accept", detail: `the body of ${message.id} was discarded or taken already` }));
       const fresh = entriesFor(message);
@@ -406,7 +419,7 @@ export const openSpool = (root: RootDatabase): Spool => {
         try: () => message.body.flushed(),
         catch: (error) => new StoreError({ operation: "accept.body", detail: String(error) }),
       });
-      const record = commit("accept", () => {
+      const record = commitWithEvents("accept", events, () => {
         messages.put(message.id, {
           id: message.id,
           sender: message.sender,
@@ -417,6 +430,7 @@ export const openSpool = (root: RootDatabase): Spool => {
         });
         incoming.remove(message.id);
         fresh.forEach(putEntry);
+        outbox.write(events);
       });
       return Effect.all([chunksOnDisk, record]).pipe(
         Effect.tapError(() => Effect.sync(body.failed)),
@@ -474,13 +488,13 @@ export const openSpool = (root: RootDatabase): Spool => {
       return chunks.length === 0 ? undefined : Buffer.concat(chunks, size);
     },
 
-    settle: (entry, next, created, attempt) =>
+    settle: (entry, next, created, outcome = {}) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        commit("settle", () => {
+        commitWithEvents("settle", outcome.events ?? [], () => {
           const fresh: QueueEntry[] = [];
           const current = entries.get(entry.id);
           if (!current) return fresh; // removed meanwhile (an operator): nothing to record
-          noteFinished(current, next, attempt, attempt?.at ?? now);
+          noteFinished(current, next, outcome.attempt, outcome.attempt?.at ?? now);
           if (next) {
             removeEntry(current);
             putEntry(next);
@@ -488,16 +502,17 @@ export const openSpool = (root: RootDatabase): Spool => {
             retire(current);
           }
           for (const message of created) writeGenerated(message, fresh);
+          outbox.write(outcome.events ?? []);
           return fresh;
         }),
       ),
 
-    finish: (entry) =>
+    finish: (entry, events = []) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        commit("finish", () => {
+        commitWithEvents("finish", events, () => {
           const current = entries.get(entry.id);
           if (current) noteFinished(current, undefined, undefined, now);
-          retire(entry);
+          if (retire(entry)) outbox.write(events);
         }),
       ),
 

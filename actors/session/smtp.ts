@@ -9,6 +9,7 @@ import type { UserStore } from "../users/store.ts";
 import type { QueueEntry, Route } from "../queue/entry.ts";
 import { newMessageId, queueOf, routeOf } from "../queue/entry.ts";
 import type { BodyWriter, Spool } from "../queue/spool.ts";
+import { acceptedEvents, type EventSource } from "../queue/events.ts";
 import { makeConnectionCap, type ConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
 import { waitDelay, type LoginThrottle } from "../users/login-throttle.ts";
 import type { ClientGuard } from "./guard.ts";
@@ -45,6 +46,8 @@ export interface SessionDeps {
   /** Runs a session's Effect with the node's services (its Clock among them); smtp-server's callbacks are the edge. */
   readonly run: <A, E>(effect: Effect.Effect<A, E>) => Promise<A>;
   readonly spool: Spool;
+  /** Who records the "accepted" events committed with each message. */
+  readonly events: EventSource;
   readonly users: UserStore;
   readonly guard: ClientGuard;
   /** Failed-login limits and the per-account delay, shared in part with POP3. */
@@ -358,9 +361,8 @@ const receiveInto = Effect.fnUntraced(function* (
   }
   const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
   const deliverTo = recipients.map((r) => connection.deliverTo.get(r) ?? r);
-  const committed = yield* Effect.result(
-    deps.spool.accept({ id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes: attributesOf(session, user) }),
-  );
+  const newMessage = { id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes: attributesOf(session, user) };
+  const committed = yield* Effect.result(deps.spool.accept(newMessage, acceptedEvents(deps.events, newMessage, result.size, yield* Clock.currentTimeMillis)));
   if (committed._tag === "Failure") {
     deps.spoolFailed();
     hooks.log("spool.commit.failed", { conn: session.id, msg: id, error: committed.failure.detail });

@@ -1,6 +1,6 @@
 // The node's link to NATS and what lives directly on it: the cluster's subjects,
-// mailbox ownership in KV, delivery events, and the budget for pulling large frames.
-import { Clock, Context, Effect, Layer } from "effect";
+// mailbox ownership in KV, and the budget for pulling large frames.
+import { Context, Effect, Layer } from "effect";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Counter } from "prom-client";
 import { linkToNats } from "../../cluster/nats.ts";
@@ -86,24 +86,6 @@ export class ClusterHealth extends Context.Service<ClusterHealth, { readonly pro
           const bucket = owners.problem();
           return connection !== undefined ? [connection] : bucket !== undefined ? [bucket] : [];
         },
-      };
-    }),
-  );
-}
-
-/** Publishes delivery events (accepted, delivered, deferred, failed, expired, dsn) on NATS. */
-export type PublishEvent = (kind: string, event: Record<string, unknown>) => void;
-
-export class Events extends Context.Service<Events, PublishEvent>()("tern/Events") {
-  static readonly layer = Layer.effect(
-    Events,
-    Effect.gen(function* () {
-      const config = yield* Config;
-      const { nc, subjects } = yield* Nats;
-      const clock = yield* Clock.Clock;
-      return (kind: string, event: Record<string, unknown>) => {
-        if (nc.isClosed()) return;
-        nc.publish(subjects.event(kind), JSON.stringify({ node: config.nodeId, time: clock.currentTimeMillisUnsafe(), ...event }));
       };
     }),
   );

@@ -13,12 +13,15 @@ import { domainMatcher } from "../../actors/common/domains.ts";
 import { makeNotices } from "../../actors/delivery/notices.ts";
 import { makeClassifier } from "../../actors/delivery/classify.ts";
 import { registerDeliveryGauges, reporter } from "../../actors/delivery/report.ts";
+import { outcomeEvents } from "../../actors/delivery/events.ts";
 import { routeOf } from "../../actors/queue/entry.ts";
+import { labelsOf } from "../../actors/queue/events.ts";
 import { makeScheduler, type Scheduler as SchedulerShape } from "../../actors/delivery/scheduler.ts";
 import { makeSites, type Sites as SitesShape } from "../../actors/delivery/sites.ts";
 import { serveQueueAdmin } from "../../actors/queue-admin/server.ts";
 import { registerGauge } from "../metrics.ts";
-import { Events, Nats } from "./cluster.ts";
+import { Nats } from "./cluster.ts";
+import { eventSourceOf } from "./events.ts";
 import { ConfigError } from "../config.ts";
 import { Config, Log, Metrics, Supervisor } from "./core.ts";
 import { Users } from "./identity.ts";
@@ -74,6 +77,7 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
       const { resolve } = yield* Resolver;
       const metrics = yield* Metrics;
       const log = yield* Log;
+      const events = eventSourceOf(config);
       const rules = delivery.bounceRulesFile
         ? yield* loadRules(delivery.bounceRulesFile).pipe(Effect.mapError((e) => new ConfigError(`delivery.bounceRulesFile ${e.path}: ${e.detail}`)))
         : [];
@@ -90,8 +94,12 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
           retry: { baseMs: delivery.retryBaseMs, maxMs: delivery.retryMaxMs },
           classify: makeClassifier(rules),
         },
-        notices: makeNotices({ hostname, routeOf: (address) => routeOf(address, users.exists), maxReturnBytes: delivery.dsnMaxReturnBytes }, spool),
-        hooks: { recorded: reporter({ registry: metrics.registry, metrics, publish: yield* Events, log }), log },
+        notices: makeNotices(
+          { hostname, routeOf: (address) => routeOf(address, users.exists), maxReturnBytes: delivery.dsnMaxReturnBytes, tenantOf: (message) => labelsOf(events, message.sender, message.attributes).tenant },
+          spool,
+        ),
+        hooks: { recorded: reporter({ registry: metrics.registry, metrics, log }), log },
+        events: (entry, message, attempt, decision, dsns, now) => outcomeEvents(events, entry, message?.attributes, attempt, decision, dsns, now),
         graceMs: STOP_GRACE_MS,
       });
       registerGauge(metrics.registry, "tern_queue_in_flight", "Queue entries being delivered now", scheduler.inFlight);

@@ -11,7 +11,8 @@ import { makeLoginThrottle } from "../../actors/users/login-throttle.ts";
 import { readinessProblems } from "../../actors/runtime/supervisor.ts";
 import { warnIfDescriptorsShort } from "../fd-limit.ts";
 import { startHttp } from "../http.ts";
-import { ClusterHealth, Events } from "./cluster.ts";
+import { ClusterHealth } from "./cluster.ts";
+import { eventSourceOf } from "./events.ts";
 import { Config, Log, Metrics, starting, Supervisor } from "./core.ts";
 import { LoginAccounts, Tls, Users } from "./identity.ts";
 import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
@@ -27,7 +28,6 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
       const metrics = yield* Metrics;
       const spoolHealth = yield* SpoolHealth;
       const scheduler = yield* Scheduler;
-      const publish = yield* Events;
       const users = yield* Users;
       const tls = yield* Tls;
       const deps: SessionDeps = {
@@ -48,6 +48,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
           idleTimeoutMs: config.smtp.idleTimeoutMs,
         },
         spool: yield* Spool,
+        events: eventSourceOf(config),
         users,
         guard: yield* makeClientGuard(config.smtp),
         throttle: makeLoginThrottle(yield* LoginAccounts, {
@@ -62,7 +63,6 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
           accepted: (messageId, entries, bytes) => {
             metrics.accepted.inc();
             metrics.acceptedBytes.inc(bytes);
-            publish("accepted", { msg: messageId, entries: entries.map((e) => e.id) });
             scheduler.submit(entries);
           },
           rejected: (reason) => metrics.rejected.inc({ reason }),

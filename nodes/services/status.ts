@@ -41,8 +41,7 @@ export class MessageStatus extends Context.Service<MessageStatus, MessageStatusS
         spool,
         isSuspended: spool.isSuspended,
         isInFlight: scheduler.isInFlight,
-        // Tenants (api.tenants) come with the NATS API; until then every message is tenant "default".
-        tenantOf: (sender) => tenantOf(sender, []),
+        tenantOf: (sender) => tenantOf(sender, config.api.tenants),
       };
       registerGauge((yield* Metrics).registry, "tern_status_finished_messages", "Messages whose finished recipients are kept for status", spool.finishedCount);
       yield* serveStatusLookup(nc, subjects, deps);

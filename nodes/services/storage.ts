@@ -1,12 +1,14 @@
-// The node's LMDB environment and the spool inside it. LMDB closes last: every part
-// that writes to it (sessions, delivery, mailboxes, NATS handlers) depends on it, so
-// each of them is stopped before the environment closes.
+// The node's LMDB environment, the spool inside it and the event outbox its transactions
+// write to. LMDB closes last: every part that writes to it (sessions, delivery,
+// mailboxes, NATS handlers, the event publisher) depends on it, so each of them is
+// stopped before the environment closes.
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Context, Effect, Layer } from "effect";
 import { open, type RootDatabase } from "lmdb";
 import { makeSpoolHealth, type SpoolHealth as SpoolHealthShape } from "../../actors/queue/spool-health.ts";
 import { openSpool, type Spool as SpoolShape } from "../../actors/queue/spool.ts";
+import { openOutbox, type Outbox } from "../../actors/queue/outbox.ts";
 import { registerGauge } from "../metrics.ts";
 import { Config, Log, Metrics, StartFailure, starting } from "./core.ts";
 
@@ -29,11 +31,21 @@ export class Lmdb extends Context.Service<Lmdb, RootDatabase>()("tern/Lmdb") {
   );
 }
 
+/** Events waiting for JetStream, written by the spool's transactions (actors/queue/outbox.ts). */
+export class EventOutbox extends Context.Service<EventOutbox, Outbox>()("tern/EventOutbox") {
+  static readonly layer = Layer.effect(
+    EventOutbox,
+    Effect.gen(function* () {
+      return openOutbox(yield* Lmdb, (yield* Config).nodeId);
+    }),
+  );
+}
+
 export class Spool extends Context.Service<Spool, SpoolShape>()("tern/Spool") {
   static readonly layer = Layer.effect(
     Spool,
     Effect.gen(function* () {
-      const spool = openSpool(yield* Lmdb);
+      const spool = openSpool(yield* Lmdb, yield* EventOutbox);
       const { registry } = yield* Metrics;
       registerGauge(registry, "tern_queue_depth", "Queue entries waiting or in flight on this node", spool.depth);
       registerGauge(registry, "tern_spool_incoming_bodies", "Message bodies being received, not yet committed or discarded", spool.incomingBodies);

@@ -7,7 +7,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import nodemailer from "nodemailer";
 import { simpleParser, type ParsedMail } from "mailparser";
 import { Schema } from "effect";
-import { RecipientEvent } from "../../protocol/delivery.ts";
+import { RecipientEvent } from "../../protocol/events.ts";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startScriptedSmtp, type ScriptedServer } from "../support/scripted-smtp.ts";
 import { makeDataDir, removeDataDir, startTernNode, uniqueCluster, eventually, sleep, type TernNode } from "../support/tern-node.ts";
@@ -181,12 +181,16 @@ test("a rate-limit reply defers with the rate-limited category on events and met
   const logged = await node.waitForEvent("recipient.deferred", { msg: queueId });
   assert.equal(logged.category, "rate-limited");
   assert.equal(logged.requeued, "rate-limited");
-  const event = await eventually(() => events.find((e) => e.subject === `tern.${cluster}.events.deferred` && e.data.msg === queueId), 5_000, "deferred event on NATS");
+  const event = await eventually(
+    () => events.find((e) => e.subject === `tern.${cluster}.events.default.deferred.ratelimited_test` && e.data.msg === queueId),
+    5_000,
+    "deferred event on NATS",
+  );
   assert.equal(event.data.category, "rate-limited");
-  assert.equal(event.data.recipient, "r@ratelimited.test");
+  assert.equal(event.data.rcpt, "r@ratelimited.test");
   // Consumers decode events with the protocol's Schema; the result is the reply as a value.
   const decoded = Schema.decodeUnknownSync(RecipientEvent)(event.data);
-  assert.equal(decoded.status, "deferred");
+  assert.equal(decoded.type, "deferred");
   assert.deepEqual(decoded.result, { _tag: "Reply", code: 421, enhanced: "4.7.28", text: "Our system has detected an unusual rate of mail, slow down" });
   assert.equal(decoded.dsn, "4.7.28");
   assert.equal(decoded.requeued, "rate-limited");

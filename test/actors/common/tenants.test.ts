@@ -1,18 +1,14 @@
-// A message's tenant is the one owning its sender's domain, else "default".
+// A message's tenant is the tenant owning its sender's domain (api.tenants), else "default".
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { tenantOf } from "../../../actors/common/tenants.ts";
 
-const tenants = [
-  { name: "acme", senderDomains: ["acme.test", "Mail.Acme.test"] },
-  { name: "beta", senderDomains: ["beta.test"] },
-];
+const tenants = [{ name: "acme", senderDomains: ["Acme.Example"] }];
 
-test("the tenant owning the sender's domain, case-insensitively; else default", () => {
-  assert.equal(tenantOf("Ann@ACME.test", tenants), "acme");
-  assert.equal(tenantOf("news@mail.acme.TEST", tenants), "acme");
-  assert.equal(tenantOf("b@beta.test", tenants), "beta");
-  assert.equal(tenantOf("x@sub.beta.test", tenants), "default", "a subdomain is not the domain");
-  assert.equal(tenantOf("", tenants), "default", "the null sender");
-  assert.equal(tenantOf("a@acme.test", []), "default");
+test("tenantOf: the tenant owning the sender's domain, in any case, else default", () => {
+  assert.equal(tenantOf("news@ACME.example", tenants), "acme");
+  assert.equal(tenantOf("x@other.example", tenants), "default");
+  assert.equal(tenantOf("", tenants), "default");
+  assert.equal(tenantOf("news@acme.example", []), "default");
 });
+

@@ -73,7 +73,7 @@ test("a recipient delivered while another waits is remembered, and both once the
   const { id, entries } = await accept(spool, t, ["r1@a.test", "r2@a.test"], { tags: ["welcome"], metadata: { user: "42" }, dsn: { ret: "FULL" } });
   const first = attemptAt(t + 100, { "r1@a.test": reply(250, "2.0.0", "ok"), "r2@a.test": reply(451, "4.3.0", "not now") });
   const next = waitingAfter(entries[0]!, first, t + 60_000)!;
-  await Effect.runPromise(spool.settle(entries[0]!, next, [], first));
+  await Effect.runPromise(spool.settle(entries[0]!, next, [], { attempt: first }));
 
   const midway = localStatus(context(spool), id)!;
   assert.equal(midway.message.state, "pending");
@@ -88,7 +88,7 @@ test("a recipient delivered while another waits is remembered, and both once the
   assert.deepEqual(midway.recipients[1]!.history.map((a) => [a.mx, a.status, a.reply]), [["mx.a.test", "deferred", "451 4.3.0 not now"]]);
 
   const second = attemptAt(t + 60_100, { "r2@a.test": reply(550, "5.1.1", "no such user") });
-  await Effect.runPromise(spool.settle(next, undefined, [], second));
+  await Effect.runPromise(spool.settle(next, undefined, [], { attempt: second }));
   assert.equal(spool.hasMessage(id), false, "the spool let go of the message");
   assert.deepEqual(spool.entriesOf(id), []);
 
@@ -130,9 +130,9 @@ test("pruning forgets finished messages older than the cut, and keeps those whos
   const t = 9_000_000;
   const gone = await accept(spool, t, ["r@a.test"]);
   const waiting = await accept(spool, t, ["r1@a.test", "r2@a.test"]);
-  await Effect.runPromise(spool.settle(gone.entries[0]!, undefined, [], attemptAt(t + 10, { "r@a.test": reply(250, "2.0.0", "ok") })));
+  await Effect.runPromise(spool.settle(gone.entries[0]!, undefined, [], { attempt: attemptAt(t + 10, { "r@a.test": reply(250, "2.0.0", "ok") }) }));
   const partly = attemptAt(t + 10, { "r1@a.test": reply(250, "2.0.0", "ok"), "r2@a.test": reply(451, "4.3.0", "later") });
-  await Effect.runPromise(spool.settle(waiting.entries[0]!, waitingAfter(waiting.entries[0]!, partly, t + 1_000), [], partly));
+  await Effect.runPromise(spool.settle(waiting.entries[0]!, waitingAfter(waiting.entries[0]!, partly, t + 1_000), [], { attempt: partly }));
   assert.equal(spool.finishedCount(), 2);
 
   assert.equal(await Effect.runPromise(spool.pruneFinished(t + 5, 10)), 0, "nothing is older than the cut yet");

@@ -1,0 +1,67 @@
+// The events of a recorded attempt, built before the transaction that records it (the
+// spool writes them to the outbox in that transaction), and the fields they share with
+// the log lines. Pure: the node, the time and the tenant resolution come in as arguments.
+import { renderResult } from "../../protocol/delivery.ts";
+import type { EventDraft, RecipientEvent } from "../../protocol/events.ts";
+import { domainOfRoute, labelsOf, type EventSource } from "../queue/events.ts";
+import type { QueueEntry } from "../queue/entry.ts";
+import type { GeneratedMessage } from "../queue/spool.ts";
+import type { Attempt } from "./attempt.ts";
+import { dsnStatus, type Decision, type RecipientOutcome } from "./outcome.ts";
+
+type Attributes = Readonly<Record<string, unknown>> | undefined;
+
+/** What events and log lines say about one recipient's outcome (text made here, at the edge). */
+export const outcomeFields = (entry: QueueEntry, attempt: Attempt, decision: Decision, outcome: RecipientOutcome) => ({
+  msg: entry.messageId,
+  entry: entry.id,
+  dsn: dsnStatus(outcome),
+  reply: renderResult(outcome.result),
+  ...(outcome.category ? { category: outcome.category } : {}),
+  server: attempt.server,
+  ...(attempt.mx ? { mx: attempt.mx.host, ip: attempt.mx.ip } : {}),
+  attempts: entry.attempts + 1,
+  ...(decision.record.requeued && outcome.status === "deferred" && decision.next
+    ? { requeued: decision.record.requeued, nextAttemptAt: decision.next.nextAttemptAt }
+    : {}),
+});
+
+const eventTypeOf = (status: RecipientOutcome["status"]): RecipientEvent["type"] => (status === "failed" ? "bounced" : status);
+
+/**
+ * The events of one recorded attempt: one per recipient (delivered, deferred, bounced,
+ * expired), then one "dsn-queued" per DSN the outcome queues.
+ */
+export const outcomeEvents = (
+  source: EventSource,
+  entry: QueueEntry,
+  attributes: Attributes,
+  attempt: Attempt,
+  decision: Decision,
+  dsns: ReadonlyArray<GeneratedMessage>,
+  now: number,
+): ReadonlyArray<EventDraft> => {
+  const common = { time: now, node: source.node, ...labelsOf(source, entry.sender, attributes), domain: domainOfRoute(entry.route) };
+  const recipients = decision.outcomes.map(
+    (outcome): EventDraft => ({
+      type: eventTypeOf(outcome.status),
+      ...common,
+      ...outcomeFields(entry, attempt, decision, outcome),
+      rcpt: outcome.recipient,
+      route: entry.route.kind,
+      result: outcome.result,
+    }),
+  );
+  const notices = dsns.map(
+    (dsn): EventDraft => ({
+      type: "dsn-queued",
+      ...common,
+      msg: entry.messageId,
+      entry: entry.id,
+      notice: dsn.id,
+      action: String(dsn.attributes?.action),
+      to: entry.sender,
+    }),
+  );
+  return [...recipients, ...notices];
+};

@@ -1,0 +1,93 @@
+// The events a node publishes on JetStream (stream `TERN_<cluster>_EVENTS`, subjects
+// `tern.<cluster>.events.<tenant>.<type>.<domain>`, protocol/subjects.ts). Every event is
+// written to the node's LMDB outbox in the same transaction as the outcome it reports
+// (actors/queue/outbox.ts), so none is lost while NATS is away; its `id` is JetStream's
+// deduplication id (Nats-Msg-Id), and a consumer may use it to drop the rare duplicate
+// published again after the stream's duplicate window.
+//
+// One Schema per kind, told apart by `type`; the fields every event has come first.
+import { Schema } from "effect";
+import { BounceCategory, RecipientResult, WaitReason } from "./delivery.ts";
+
+export const EventType = Schema.Literals(["accepted", "delivered", "deferred", "bounced", "expired", "dsn-queued"]);
+export type EventType = typeof EventType.Type;
+
+export const eventTypes: ReadonlyArray<EventType> = EventType.literals;
+
+/** What every event carries. */
+const common = {
+  /** Unique and stable: `<node>.<boot>.<sequence>`; the JetStream deduplication id. */
+  id: Schema.String,
+  /** When the outcome was recorded, ms since the epoch. */
+  time: Schema.Number,
+  /** The node that recorded it. */
+  node: Schema.String,
+  /** The tenant owning the message's sender domain (`api.tenants`), else "default". */
+  tenant: Schema.String,
+  /** The message's queue id (as in the 250 reply and the logs). */
+  msg: Schema.String,
+  /** The queue entry: one per destination domain or local mailbox. */
+  entry: Schema.String,
+  /** The destination domain of the entry (lower case). */
+  domain: Schema.String,
+  /** Labels given at submit, carried into every event of the message. */
+  tags: Schema.optional(Schema.Array(Schema.String)),
+  metadata: Schema.optional(Schema.Record(Schema.String, Schema.String)),
+};
+
+/** A recipient was committed to the spool (one event per recipient). */
+export const AcceptedEvent = Schema.Struct({
+  type: Schema.Literal("accepted"),
+  ...common,
+  rcpt: Schema.String,
+  /** The envelope sender; "" is the null sender. */
+  sender: Schema.String,
+  /** Message size in bytes. */
+  size: Schema.Number,
+});
+export type AcceptedEvent = typeof AcceptedEvent.Type;
+
+/** What one recipient got from one attempt. "bounced" failed for good; "expired" was still deferred at the queue lifetime. */
+export const RecipientEvent = Schema.Struct({
+  type: Schema.Literals(["delivered", "deferred", "bounced", "expired"]),
+  ...common,
+  rcpt: Schema.String,
+  route: Schema.Literals(["local", "remote"]),
+  /** The value: the next hop's SMTP reply, or a tagged failure. */
+  result: RecipientResult,
+  /** RFC 3463 status of the result ("5.1.1"; "4.4.7" once expired), as the DSN reports it. */
+  dsn: Schema.String,
+  /** `renderResult(result)`, for people and grep. */
+  reply: Schema.String,
+  /** Failure class, on every event but "delivered". */
+  category: Schema.optional(BounceCategory),
+  /** "mx.host[192.0.2.1]", "dns", "mailbox/<user>", "admin". */
+  server: Schema.String,
+  mx: Schema.optional(Schema.String),
+  ip: Schema.optional(Schema.String),
+  /** Attempts made so far, this one included. */
+  attempts: Schema.Int,
+  /** Deferred: why the entry waits again, and when it is tried next. */
+  requeued: Schema.optional(WaitReason),
+  nextAttemptAt: Schema.optional(Schema.Number),
+});
+export type RecipientEvent = typeof RecipientEvent.Type;
+
+/** A delivery status notification about this message was queued to its sender. */
+export const DsnQueuedEvent = Schema.Struct({
+  type: Schema.Literal("dsn-queued"),
+  ...common,
+  /** The DSN's own queue id. */
+  notice: Schema.String,
+  /** RFC 3464 action: "failed" or "delayed". */
+  action: Schema.String,
+  /** Where the DSN goes: the message's envelope sender. */
+  to: Schema.String,
+});
+export type DsnQueuedEvent = typeof DsnQueuedEvent.Type;
+
+export const TernEvent = Schema.Union([AcceptedEvent, RecipientEvent, DsnQueuedEvent]);
+export type TernEvent = typeof TernEvent.Type;
+
+/** An event before the outbox gives it its id. */
+export type EventDraft = TernEvent extends infer E ? (E extends TernEvent ? Omit<E, "id"> : never) : never;

@@ -1,0 +1,117 @@
+// The event outbox is written by the spool's own transactions: an outcome and its events
+// are committed together or not at all, and an outcome recorded for an entry that was
+// already gone writes no event. Keys keep commit order across a restart; ids never repeat.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Effect } from "effect";
+import { open, type RootDatabase } from "lmdb";
+import { newMessageId } from "../../../actors/queue/entry.ts";
+import { openOutbox } from "../../../actors/queue/outbox.ts";
+import { openSpool } from "../../../actors/queue/spool.ts";
+import type { EventDraft } from "../../../protocol/events.ts";
+
+const dirs: string[] = [];
+const roots: RootDatabase[] = [];
+after(async () => {
+  await Promise.all(roots.map((r) => r.close()));
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+});
+
+const openAt = (dir: string) => {
+  const root = open({ path: join(dir, "tern.lmdb"), maxDbs: 64 });
+  roots.push(root);
+  const outbox = openOutbox(root, "n1");
+  return { root, outbox, spool: openSpool(root, outbox) };
+};
+
+const fresh = async () => {
+  const dir = await mkdtemp(join(tmpdir(), "tern-outbox-"));
+  dirs.push(dir);
+  return { dir, ...openAt(dir) };
+};
+
+const draft = (type: "accepted" | "delivered", msg: string, rcpt: string, time: number): EventDraft =>
+  type === "accepted"
+    ? { type, time, node: "n1", tenant: "default", msg, entry: `${msg}.0`, domain: "example.org", rcpt, sender: "s@example.net", size: 10 }
+    : {
+        type,
+        time,
+        node: "n1",
+        tenant: "default",
+        msg,
+        entry: `${msg}.0`,
+        domain: "example.org",
+        rcpt,
+        route: "remote",
+        result: { _tag: "Reply", code: 250, text: "ok" },
+        dsn: "2.0.0",
+        reply: "250 ok",
+        server: "mx",
+        attempts: 1,
+      };
+
+const acceptWith = (spool: ReturnType<typeof openAt>["spool"], at: number, rcpt: string) => {
+  const id = newMessageId(at);
+  const body = spool.openBody(id);
+  body.append(Buffer.from("Subject: x\r\n\r\nbody\r\n"));
+  const routes = [{ route: { kind: "remote" as const, domain: "example.org" }, recipients: [rcpt] }];
+  return Effect.runPromise(spool.accept({ id, sender: "s@example.net", receivedAt: at, body, routes }, [draft("accepted", id, rcpt, at)]));
+};
+
+test("accept and settle commit their events with the outcome, in commit order, each with its own id", async () => {
+  const { spool, outbox } = await fresh();
+  let woken = 0;
+  outbox.onWritten(() => woken++);
+  const [entry] = await acceptWith(spool, 1_000, "a@example.org");
+  assert.equal(woken, 1, "the publisher hears of the commit");
+  await Effect.runPromise(spool.settle(entry!, undefined, [], { events: [draft("delivered", entry!.messageId, "a@example.org", 2_000)] }));
+  const items = outbox.oldest(10);
+  assert.deepEqual(items.map((i) => i.event.type), ["accepted", "delivered"]);
+  assert.ok(items[0]!.key < items[1]!.key);
+  assert.notEqual(items[0]!.event.id, items[1]!.event.id);
+  assert.match(items[0]!.event.id, /^n1\.[0-9a-f]{8}\.[0-9a-z]+$/);
+  assert.equal(outbox.size(), 2);
+  assert.equal(outbox.oldestTime(), 1_000);
+  await outbox.remove(items.map((i) => i.key));
+  assert.equal(outbox.size(), 0);
+  assert.equal(outbox.oldestTime(), undefined);
+});
+
+test("an outcome for an entry already gone (an operator removed it) writes no event", async () => {
+  const { spool, outbox } = await fresh();
+  const [entry] = await acceptWith(spool, 1_000, "a@example.org");
+  await Effect.runPromise(spool.finish(entry!));
+  const before = outbox.size();
+  await Effect.runPromise(spool.settle(entry!, undefined, [], { events: [draft("delivered", entry!.messageId, "a@example.org", 2_000)] }));
+  await Effect.runPromise(spool.finish(entry!, [draft("delivered", entry!.messageId, "a@example.org", 2_000)]));
+  assert.equal(outbox.size(), before);
+});
+
+test("a refused commit writes no event", async () => {
+  const { spool, outbox } = await fresh();
+  const id = newMessageId(1_000);
+  const body = spool.openBody(id);
+  body.discard();
+  const refused = await Effect.runPromise(Effect.result(spool.accept({ id, sender: "", receivedAt: 1_000, body, routes: [] }, [draft("accepted", id, "a@example.org", 1_000)])));
+  assert.equal(refused._tag, "Failure");
+  assert.equal(outbox.size(), 0);
+});
+
+test("after a restart, keys continue after the events left and ids are new", async () => {
+  const { dir, root, spool } = await fresh();
+  await acceptWith(spool, 1_000, "a@example.org");
+  await acceptWith(spool, 1_001, "b@example.org");
+  const first = openOutbox(root, "n1").oldest(10);
+  await root.close();
+  roots.splice(roots.indexOf(root), 1);
+  const again = openAt(dir);
+  await acceptWith(again.spool, 1_002, "c@example.org");
+  const items = again.outbox.oldest(10);
+  assert.deepEqual(items.map((i) => i.event.type === "accepted" && i.event.rcpt), ["a@example.org", "b@example.org", "c@example.org"]);
+  assert.ok(items[2]!.key > items[1]!.key);
+  assert.equal(new Set(items.map((i) => i.event.id)).size, 3);
+  assert.notEqual(items[2]!.event.id.split(".")[1], first[0]!.event.id.split(".")[1], "a new run has a new boot id");
+});
