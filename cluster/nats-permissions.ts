@@ -8,7 +8,8 @@
 //   and blobs travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
 // - operator: queue administration (`tern queue`, replies on `tern.<cluster>.operator.inbox`)
 //   and watching events.
-// - application: watching events (the NATS API adds its subjects here).
+// - application: the NATS API (`tern.<cluster>.api.v1.<tenant>.>`, one tenant's or every
+//   tenant's), its discovery (`$SRV.>`, the NATS micro conventions), and watching events.
 // Nobody but nodes may publish on or subscribe to `tern.<cluster>.>` beyond that, so no
 // one else can read mail bodies crossing nodes, answer a resolver request, or forge mail.
 import type { Subjects } from "../protocol/subjects.ts";
@@ -45,13 +46,17 @@ const bucketsOf = (subjects: Subjects): string[] => [subjects.mailboxOwnersBucke
 
 const clusterRoot = (subjects: Subjects) => `tern.${subjects.cluster}`;
 
-export const permissionsOf = (role: NatsRole, subjects: Subjects): Permissions => {
+/** The micro discovery subjects ($SRV.PING|INFO|STATS, bare, `.<name>` and `.<name>.<id>`) nodes answer. */
+const discovery = (subjects: Subjects): string[] => ["$SRV.*", `$SRV.*.${subjects.apiService}`, `$SRV.*.${subjects.apiService}.*`];
+
+/** `tenant`: an application user of that tenant only (its API subjects); unset: every tenant's. */
+export const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: string): Permissions => {
   const root = clusterRoot(subjects);
   switch (role) {
     case "node":
       return {
         publish: [`${root}.>`, "$JS.API.INFO", ...bucketsOf(subjects).flatMap(kvAccess)],
-        subscribe: [`${root}.>`],
+        subscribe: [`${root}.>`, ...discovery(subjects)],
         allowResponses: true,
       };
     case "operator":
@@ -61,15 +66,18 @@ export const permissionsOf = (role: NatsRole, subjects: Subjects): Permissions =
         allowResponses: false,
       };
     case "application":
-      // An empty allow list would allow everything: the API's own subject space is reserved here.
-      return { publish: [`${root}.api.>`], subscribe: ["_INBOX.>", `${root}.events.>`], allowResponses: false };
+      return {
+        publish: [tenant !== undefined ? subjects.api(tenant, ">") : `${root}.api.>`, "$SRV.>"],
+        subscribe: ["_INBOX.>", `${root}.events.>`],
+        allowResponses: false,
+      };
   }
 };
 
-/** A user of the NATS server: authenticated by password or by nkey (public key). */
-export type NatsUser =
-  | { readonly role: NatsRole; readonly user: string; readonly password: string }
-  | { readonly role: NatsRole; readonly nkey: string };
+/** A user of the NATS server: authenticated by password or by nkey (public key); an application user may be bound to a tenant. */
+export type NatsUser = ({ readonly role: NatsRole; readonly user: string; readonly password: string } | { readonly role: NatsRole; readonly nkey: string }) & {
+  readonly tenant?: string | undefined;
+};
 
 const quoted = (text: string) => JSON.stringify(text);
 const list = (items: ReadonlyArray<string>) => `[${items.map(quoted).join(", ")}]`;
@@ -90,7 +98,8 @@ const renderPermissions = (permissions: Permissions, indent: string) =>
 export const renderAuthorization = (subjects: Subjects, users: ReadonlyArray<NatsUser>): string => {
   const entries = users.map((user) => {
     const identity = "nkey" in user ? `nkey: ${quoted(user.nkey)}` : `user: ${quoted(user.user)}, password: ${quoted(user.password)}`;
-    return [`    {`, `      # ${user.role}`, `      ${identity}`, renderPermissions(permissionsOf(user.role, subjects), "      "), `    }`].join("\n");
+    const comment = user.tenant !== undefined ? `${user.role} of tenant ${user.tenant}` : user.role;
+    return [`    {`, `      # ${comment}`, `      ${identity}`, renderPermissions(permissionsOf(user.role, subjects, user.tenant), "      "), `    }`].join("\n");
   });
   return [`authorization {`, `  users: [`, entries.join("\n"), `  ]`, `}`].join("\n");
 };

@@ -181,6 +181,25 @@ const ConfigFile = Schema.Struct({
       askTimeoutMs: Schema.optional(Positive),
     }),
   ),
+  /** The NATS application API (docs/api.md). */
+  api: Schema.optional(
+    Schema.Struct({
+      /** Tenants and the sender domains each owns; a tenant's applications submit on `api.v1.<name>.…`. */
+      tenants: Schema.optional(Schema.Array(Schema.Struct({ name: Token, senderDomains: Schema.Array(Schema.String) }))),
+      /** Submits per tenant per minute on each node; beyond: RateLimited. */
+      maxSubmitsPerTenantPerMinute: Schema.optional(Positive),
+      /** Submits being committed at once on each node; beyond: Busy. */
+      maxConcurrentSubmits: Schema.optional(Positive),
+      /** Chunked uploads open at once on each node; beyond: Busy. */
+      maxUploads: Schema.optional(Positive),
+      /** An upload without a chunk for this long is discarded. */
+      uploadIdleTimeoutMs: Schema.optional(Positive),
+      /** How far ahead a send-at time may be. */
+      maxSendAtAheadMs: Schema.optional(Positive),
+      /** How long an idempotency key is remembered. */
+      idempotencyTtlMs: Schema.optional(Positive),
+    }),
+  ),
   transfers: Schema.optional(
     Schema.Struct({
       /** Bytes of large frames (bodies over NATS's max payload) this node pulls at once from other nodes. */
@@ -262,6 +281,15 @@ export interface NodeConfig {
     readonly quotas: Readonly<Record<string, number>>;
     readonly idleMs: number;
     readonly askTimeoutMs: number;
+  };
+  readonly api: {
+    readonly tenants: ReadonlyArray<{ readonly name: string; readonly senderDomains: ReadonlyArray<string> }>;
+    readonly maxSubmitsPerTenantPerMinute: number;
+    readonly maxConcurrentSubmits: number;
+    readonly maxUploads: number;
+    readonly uploadIdleTimeoutMs: number;
+    readonly maxSendAtAheadMs: number;
+    readonly idempotencyTtlMs: number;
   };
   /** Caps on pulling large frames from other nodes (actors/runtime/pull-budget.ts); above them: busy, the asker retries. */
   readonly transfers: { readonly maxPullBytes: number; readonly maxPullBytesPerPeer: number; readonly maxConcurrentPulls: number };
@@ -377,6 +405,15 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     idleMs: file.mailbox?.idleMs ?? 60_000,
     askTimeoutMs: file.mailbox?.askTimeoutMs ?? 30_000,
   },
+  api: {
+    tenants: (file.api?.tenants ?? []).map((t) => ({ name: t.name, senderDomains: t.senderDomains.map((d) => d.toLowerCase()) })),
+    maxSubmitsPerTenantPerMinute: file.api?.maxSubmitsPerTenantPerMinute ?? 100_000,
+    maxConcurrentSubmits: file.api?.maxConcurrentSubmits ?? 1_000,
+    maxUploads: file.api?.maxUploads ?? 32,
+    uploadIdleTimeoutMs: file.api?.uploadIdleTimeoutMs ?? 60_000,
+    maxSendAtAheadMs: file.api?.maxSendAtAheadMs ?? 30 * 24 * 3_600_000,
+    idempotencyTtlMs: file.api?.idempotencyTtlMs ?? 24 * 3_600_000,
+  },
   transfers: {
     maxPullBytes: file.transfers?.maxPullBytes ?? 128 * 1024 * 1024,
     maxPullBytesPerPeer: file.transfers?.maxPullBytesPerPeer ?? 64 * 1024 * 1024,
@@ -491,6 +528,12 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
         `such messages could never reach a mailbox on another node`,
     );
   }
+  const tenantNames = config.api.tenants.map((t) => t.name);
+  const repeatedTenant = tenantNames.find((name, n) => tenantNames.indexOf(name) !== n || name === "default");
+  if (repeatedTenant !== undefined) throw new ConfigError(`invalid config: api.tenants names ${JSON.stringify(repeatedTenant)} twice, or uses the reserved name "default"`);
+  const tenantDomains = config.api.tenants.flatMap((t) => t.senderDomains);
+  const sharedDomain = tenantDomains.find((domain, n) => tenantDomains.indexOf(domain) !== n);
+  if (sharedDomain !== undefined) throw new ConfigError(`invalid config: sender domain ${JSON.stringify(sharedDomain)} belongs to more than one of api.tenants`);
   const homeless = config.users.filter((u) => !config.localDomains.includes(domainOf(u.address)));
   if (homeless.length > 0) {
     throw new ConfigError(`invalid config: users[].address ${JSON.stringify(homeless[0]!.address)} is not in localDomains`);

@@ -37,6 +37,15 @@ export interface Subjects {
    * recipients, so they stay out of `_INBOX`, where applications receive theirs.
    */
   readonly operatorInbox: string;
+  /**
+   * The application API (docs/api.md): `tern.<cluster>.api.v1.<tenant>.<endpoint>`, with
+   * endpoints `submit`, `upload.begin`, `upload.<nodeId>.<uploadId>` (and `status`).
+   * Every node serves it in `apiQueueGroup`; the tenant token is `*` in their subscriptions.
+   */
+  readonly api: (tenant: string, endpoint: string) => string;
+  readonly apiQueueGroup: string;
+  /** The API's service name under the NATS micro conventions (`$SRV.PING.<name>`). */
+  readonly apiService: string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -59,5 +68,8 @@ export const makeSubjects = (cluster: string): Subjects => {
     nodeInbox: (nodeId) => `${root}.inbox.${nodeId}`,
     nodeInboxes: `${root}.inbox`,
     operatorInbox: `${root}.operator.inbox`,
+    api: (tenant, endpoint) => `${root}.api.v1.${tenant}.${endpoint}`,
+    apiQueueGroup: `${root}.api`,
+    apiService: `tern-${cluster}`,
   };
 };

@@ -13,6 +13,9 @@
 // Bodies are written in chunks as they arrive, so a large message never sits whole in
 // memory on its way in. A body whose transaction ends without a commit is removed at once
 // (`discard`, after its in-flight writes); only one a crash left behind waits for the next start.
+// Idempotency records (the NATS API's idempotency keys) are written in the same
+// transaction as the message they answer for, so a key is known exactly when its message
+// is committed: a retry after a crash finds either both or neither.
 import { Clock, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
@@ -21,6 +24,8 @@ import { arrivalOf, queueOf, type MessageRecord, type QueueEntry, type Route } f
 type QueueKey = [string, number, string];
 type HeadKey = [number, string];
 type ChunkKey = [string, number];
+type IdempotencyKey = [string, string];
+type ExpiryKey = [number, string, string];
 
 /** Pieces are gathered up to this size before they are written to LMDB as one chunk. */
 const CHUNK_BYTES = 64 * 1024;
@@ -38,6 +43,18 @@ export interface NewMessage {
   readonly routes: ReadonlyArray<{ readonly route: Route; readonly recipients: ReadonlyArray<string> }>;
   /** Extra data kept with the message (DSN parameters, auth user…). */
   readonly attributes?: Readonly<Record<string, unknown>> | undefined;
+  /** Its entries are due at this time, not before (a send-at time); their life starts then too. */
+  readonly notBefore?: number | undefined;
+  /** An idempotency record committed with the message: `recall(scope, key)` returns `value` until `expiresAt`. */
+  readonly remember?: IdempotencyRecord | undefined;
+}
+
+export interface IdempotencyRecord {
+  /** The namespace of the key (the API tenant). */
+  readonly scope: string;
+  readonly key: string;
+  readonly value: unknown;
+  readonly expiresAt: number;
 }
 
 /** A message made by this node (a DSN): small, its body in memory, committed with the outcome that caused it. */
@@ -129,6 +146,11 @@ export interface Spool {
   readonly walk: <E>(selection: Selection, each: (entries: ReadonlyArray<QueueEntry>) => Effect.Effect<void, E>) => Effect.Effect<void, E>;
   /** Makes the entries due at `now` (retry now); returns how many entries (and their recipients) moved. */
   readonly redate: (entries: ReadonlyArray<QueueEntry>, now: number) => Effect.Effect<{ entries: number; recipients: number }, StoreError>;
+
+  /** The value committed with `remember` for this key, unless it has expired by `now`. */
+  readonly recall: (scope: string, key: string, now: number) => unknown;
+  /** Removes idempotency records expired by `now`, at most `limit`; returns how many went. */
+  readonly forgetExpired: (now: number, limit: number) => Effect.Effect<number, StoreError>;
 }
 
 export const openSpool = (root: RootDatabase): Spool => {
@@ -144,6 +166,9 @@ export const openSpool = (root: RootDatabase): Spool => {
   const headOf: Database<number, string> = root.openDB({ name: "spool.head-of" });
   const suspendedQueues: Database<{ readonly at: number }, string> = root.openDB({ name: "spool.suspended" });
   const suspendedSet = new Set<string>(suspendedQueues.getKeys());
+  const idempotency: Database<{ readonly value: unknown; readonly expiresAt: number }, IdempotencyKey> = root.openDB({ name: "spool.idempotency" });
+  // Idempotency records by expiry time, [expiresAt, scope, key], so pruning reads only the expired.
+  const idempotencyExpiry: Database<true, ExpiryKey> = root.openDB({ name: "spool.idempotency-by-expiry" });
 
   const commit = <T>(operation: string, action: () => T) =>
     Effect.tryPromise({
@@ -205,7 +230,7 @@ export const openSpool = (root: RootDatabase): Spool => {
     return true;
   };
 
-  const entriesFor = (message: { id: string; sender: string; receivedAt: number; routes: NewMessage["routes"] }) =>
+  const entriesFor = (message: { id: string; sender: string; receivedAt: number; routes: NewMessage["routes"]; notBefore?: number | undefined }) =>
     message.routes.map(
       ({ route, recipients }, n): QueueEntry => ({
         id: `${message.id}.${n}`,
@@ -213,10 +238,11 @@ export const openSpool = (root: RootDatabase): Spool => {
         route,
         sender: message.sender,
         recipients,
-        createdAt: message.receivedAt,
+        // A scheduled message's queue life (expiry, delay notice) starts when it is due.
+        createdAt: Math.max(message.receivedAt, message.notBefore ?? 0),
         attempts: 0,
-        nextAttemptAt: message.receivedAt,
-        reason: "received",
+        nextAttemptAt: Math.max(message.receivedAt, message.notBefore ?? 0),
+        reason: message.notBefore !== undefined && message.notBefore > message.receivedAt ? "scheduled" : "received",
       }),
     );
 
@@ -365,6 +391,13 @@ export const openSpool = (root: RootDatabase): Spool => {
         });
         incoming.remove(message.id);
         fresh.forEach(putEntry);
+        if (message.remember) {
+          const { scope, key, value, expiresAt } = message.remember;
+          const previous = idempotency.get([scope, key]);
+          if (previous) idempotencyExpiry.remove([previous.expiresAt, scope, key]);
+          idempotency.put([scope, key], { value, expiresAt });
+          idempotencyExpiry.put([expiresAt, scope, key], true);
+        }
       });
       return Effect.all([chunksOnDisk, record]).pipe(
         Effect.tapError(() => Effect.sync(body.failed)),
@@ -523,6 +556,22 @@ export const openSpool = (root: RootDatabase): Spool => {
           moved.recipients += current.recipients.length;
         }
         return moved;
+      }),
+
+    recall: (scope, key, now) => {
+      const record = idempotency.get([scope, key]);
+      return record && record.expiresAt > now ? record.value : undefined;
+    },
+
+    forgetExpired: (now, limit) =>
+      commit("forget-expired", () => {
+        let removed = 0;
+        for (const [expiresAt, scope, key] of idempotencyExpiry.getKeys({ end: [now, "\uffff", "\uffff"], limit })) {
+          idempotencyExpiry.remove([expiresAt, scope, key]);
+          if (idempotency.get([scope, key])?.expiresAt === expiresAt) idempotency.remove([scope, key]);
+          removed++;
+        }
+        return removed;
       }),
   };
 };

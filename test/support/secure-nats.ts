@@ -13,22 +13,29 @@ import { spawnNatsServer } from "./spawn-nats-server.ts";
 export interface SecureNats {
   readonly url: string;
   readonly port: number;
-  /** The NATS user of `role` and the file holding its password (as a node config names it). */
-  readonly credentials: (role: NatsRole) => { readonly user: string; readonly password: string; readonly passwordFile: string };
-  /** A client connected as `role`. */
-  readonly connectAs: (role: NatsRole) => Promise<NatsConnection>;
+  /** The NATS user of `role` (an application user of `tenant`, when named) and the file holding its password (as a node config names it). */
+  readonly credentials: (role: NatsRole, tenant?: string) => { readonly user: string; readonly password: string; readonly passwordFile: string };
+  /** A client connected as `role` (an application user of `tenant`, when named). */
+  readonly connectAs: (role: NatsRole, tenant?: string) => Promise<NatsConnection>;
   readonly stop: () => Promise<void>;
 }
 
-export const startSecureNats = async (cluster: string): Promise<SecureNats> => {
+/** `tenants`: an application user bound to each of them is added beside the one of every tenant. */
+export const startSecureNats = async (cluster: string, options: { readonly tenants?: ReadonlyArray<string> } = {}): Promise<SecureNats> => {
   const dir = await mkdtemp(join(tmpdir(), "tern-secure-nats-"));
-  const roles: NatsRole[] = ["node", "operator", "application"];
+  const roles: Array<{ role: NatsRole; tenant?: string }> = [
+    { role: "node" },
+    { role: "operator" },
+    { role: "application" },
+    ...(options.tenants ?? []).map((tenant) => ({ role: "application" as const, tenant })),
+  ];
   const users = await Promise.all(
-    roles.map(async (role) => {
+    roles.map(async ({ role, tenant }) => {
+      const name = tenant !== undefined ? `${role}-${tenant}` : role;
       const password = randomBytes(12).toString("hex");
-      const passwordFile = join(dir, `${role}.password`);
+      const passwordFile = join(dir, `${name}.password`);
       await writeFile(passwordFile, `${password}\n`, { mode: 0o600 });
-      return { role, user: `${role}-user`, password, passwordFile };
+      return { role, tenant, user: `${name}-user`, password, passwordFile };
     }),
   );
   const server = await spawnNatsServer({
@@ -37,12 +44,13 @@ export const startSecureNats = async (cluster: string): Promise<SecureNats> => {
     await rm(dir, { recursive: true, force: true });
     throw error;
   });
-  const credentials = (role: NatsRole) => users.find((u) => u.role === role)!;
+  const credentials = (role: NatsRole, tenant?: string) => users.find((u) => u.role === role && u.tenant === tenant)!;
   return {
     url: server.url,
     port: server.port,
     credentials,
-    connectAs: (role) => connect({ servers: [server.url], user: credentials(role).user, pass: credentials(role).password, name: `test-${role}` }),
+    connectAs: (role, tenant) =>
+      connect({ servers: [server.url], user: credentials(role, tenant).user, pass: credentials(role, tenant).password, name: `test-${role}` }),
     stop: async () => {
       await server.dispose();
       await rm(dir, { recursive: true, force: true });
