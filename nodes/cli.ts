@@ -8,6 +8,7 @@ import { runNode, type NodePorts } from "./node.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";
 import { runQueue } from "./queue-command.ts";
 import { runNatsConfig } from "./nats-config-command.ts";
+import { runSubmit } from "./submit-command.ts";
 import { StartFailure } from "./services/core.ts";
 
 const usage = `usage: tern node [--config FILE]
@@ -15,6 +16,7 @@ const usage = `usage: tern node [--config FILE]
        tern user hash                                       (password on stdin)
        tern queue [--config FILE] [--node ID] COMMAND ...    (tern queue --help)
        tern nats-config [--config FILE] [--listen HOST:PORT] [--store-dir DIR] [--example]
+       tern submit [--config FILE] [--tenant T] [FILE | - | --from A --to B ...]   (tern submit --help)
 
 tern node runs one Tern node. Without --config, a one-node cluster on loopback defaults.
 tern user add stores the user with an scrypt hash of the password in the config file;
@@ -80,6 +82,7 @@ const main = async () => {
   if (command === "user") return runUser(rest);
   if (command === "queue") return void (process.exitCode = await runQueue(rest));
   if (command === "nats-config") return runNatsConfig(rest);
+  if (command === "submit") return void (process.exitCode = await runSubmit(rest));
   console.error(usage);
   process.exit(command === undefined || command === "--help" ? 0 : 2);
 };
