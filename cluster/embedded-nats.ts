@@ -1,7 +1,8 @@
 // The embedded development NATS server's configuration: JetStream under the data dir and
 // the same permissions as a production cluster (cluster/nats-permissions.ts), with a
-// node and an operator user whose passwords are generated once and kept, readable only by
-// the owner, next to it. `tern queue` on the same machine logs in with the operator's.
+// node, an operator and an application user whose passwords are generated once and kept,
+// readable only by the owner, next to it. `tern queue` on the same machine logs in with
+// the operator's, `tern submit` with the application's.
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -9,7 +10,7 @@ import type { Subjects } from "../protocol/subjects.ts";
 import type { NatsSecurity } from "./nats-auth.ts";
 import { renderServerConfig, type NatsRole } from "./nats-permissions.ts";
 
-type EmbeddedRole = Extract<NatsRole, "node" | "operator">;
+type EmbeddedRole = Extract<NatsRole, "node" | "operator" | "application">;
 
 const userOf = (role: EmbeddedRole) => `tern-${role}`;
 const natsDir = (dataDir: string) => join(dataDir, "nats");
@@ -40,7 +41,7 @@ export const prepareEmbeddedServer = async (options: {
   const dir = natsDir(options.dataDir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const users = await Promise.all(
-    (["node", "operator"] as const).map(async (role) => ({ role, user: userOf(role), password: await ensureSecret(options.dataDir, role) })),
+    (["node", "operator", "application"] as const).map(async (role) => ({ role, user: userOf(role), password: await ensureSecret(options.dataDir, role) })),
   );
   const configFile = join(dir, "server.conf");
   const text = renderServerConfig({

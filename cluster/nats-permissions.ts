@@ -9,9 +9,10 @@
 //   travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
 // - operator: queue administration (`tern queue`) and message status (`tern status`),
 //   replies on `tern.<cluster>.operator.inbox`, and reading events (`tern events`).
-// - application: reading events (the NATS API adds its subjects here). An application user
-//   of one tenant reads that tenant's events only, and receives its replies on the
-//   tenant's inbox (`tern.<cluster>.tenant.<tenant>.inbox`), not on the shared `_INBOX`.
+// - application: the NATS API (`tern.<cluster>.api.v1.<tenant>.>`), its discovery (`$SRV.>`,
+//   the NATS micro conventions) and reading events. An application user of one tenant uses
+//   that tenant's API and reads its events only, and receives its replies on the tenant's
+//   inbox (`tern.<cluster>.tenant.<tenant>.inbox`), not on the shared `_INBOX`.
 //
 // Reading events is JetStream's ordered consumer as nats.js 3.4 drives it on
 // nats-server 2.9: STREAM.INFO of the events stream, CONSUMER.CREATE with the filter
@@ -73,6 +74,9 @@ const bucketsOf = (subjects: Subjects): string[] => [subjects.mailboxOwnersBucke
 
 const clusterRoot = (subjects: Subjects) => `tern.${subjects.cluster}`;
 
+/** The micro discovery subjects ($SRV.PING|INFO|STATS, bare, `.<name>` and `.<name>.<id>`) nodes answer. */
+const discovery = (subjects: Subjects): string[] => ["$SRV.*", `$SRV.*.${subjects.apiService}`, `$SRV.*.${subjects.apiService}.*`];
+
 /**
  * The allow lists of a role. `tenant` restricts an application user to one tenant: its
  * events, its part of the API, and its own inbox.
@@ -83,7 +87,7 @@ export const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: strin
     case "node":
       return {
         publish: [`${root}.>`, "$JS.API.INFO", ...eventsStreamAccess(subjects), ...bucketsOf(subjects).flatMap(kvAccess)],
-        subscribe: [`${root}.>`],
+        subscribe: [`${root}.>`, ...discovery(subjects)],
         allowResponses: true,
       };
     case "operator":
@@ -95,11 +99,11 @@ export const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: strin
     case "application": {
       if (tenant === undefined) {
         // An empty allow list would allow everything: the API's own subject space is reserved here.
-        return { publish: [`${root}.api.>`, ...eventsReadAccess(subjects, subjects.events)], subscribe: ["_INBOX.>", subjects.events], allowResponses: false };
+        return { publish: [`${root}.api.>`, "$SRV.>", ...eventsReadAccess(subjects, subjects.events)], subscribe: ["_INBOX.>", subjects.events], allowResponses: false };
       }
       const events = `${root}.events.${tenant}.>`;
       return {
-        publish: [`${root}.api.v1.${tenant}.>`, ...eventsReadAccess(subjects, events)],
+        publish: [subjects.api(tenant, ">"), "$SRV.>", ...eventsReadAccess(subjects, events)],
         subscribe: [`${subjects.tenantInbox(tenant)}.>`, events],
         allowResponses: false,
       };

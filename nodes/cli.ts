@@ -10,6 +10,7 @@ import { runQueue } from "./queue-command.ts";
 import { runStatus } from "./status-command.ts";
 import { runEvents } from "./events-command.ts";
 import { runNatsConfig } from "./nats-config-command.ts";
+import { runSubmit } from "./submit-command.ts";
 import { StartFailure } from "./services/core.ts";
 
 const usage = `usage: tern node [--config FILE]
@@ -19,6 +20,7 @@ const usage = `usage: tern node [--config FILE]
        tern status [--config FILE] [--json] MESSAGE_ID        (tern status --help)
        tern events [--config FILE] [--follow] [--type T] [--tenant T] [--domain D] [--since SEQ|TIME]   (tern events --help)
        tern nats-config [--config FILE] [--listen HOST:PORT] [--store-dir DIR] [--example]
+       tern submit [--config FILE] [--tenant T] [FILE | - | --from A --to B ...]   (tern submit --help)
 
 tern node runs one Tern node. Without --config, a one-node cluster on loopback defaults.
 tern user add stores the user with an scrypt hash of the password in the config file;
@@ -86,6 +88,7 @@ const main = async () => {
   if (command === "status") return void (process.exitCode = await runStatus(rest));
   if (command === "events") return void (process.exitCode = await runEvents(rest));
   if (command === "nats-config") return runNatsConfig(rest);
+  if (command === "submit") return void (process.exitCode = await runSubmit(rest));
   console.error(usage);
   process.exit(command === undefined || command === "--help" ? 0 : 2);
 };

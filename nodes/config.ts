@@ -187,6 +187,25 @@ const ConfigFile = Schema.Struct({
       keepFinishedMs: Schema.optional(Positive),
     }),
   ),
+  /** The NATS application API (docs/api.md). */
+  api: Schema.optional(
+    Schema.Struct({
+      /** Tenants and the sender domains each owns; a tenant's applications submit on `api.v1.<name>.…`. */
+      tenants: Schema.optional(Schema.Array(Schema.Struct({ name: Token, senderDomains: Schema.Array(Schema.String) }))),
+      /** Submits per tenant per minute on each node; beyond: RateLimited. */
+      maxSubmitsPerTenantPerMinute: Schema.optional(Positive),
+      /** Submits being committed at once on each node; beyond: Busy. */
+      maxConcurrentSubmits: Schema.optional(Positive),
+      /** Chunked uploads open at once on each node; beyond: Busy. */
+      maxUploads: Schema.optional(Positive),
+      /** An upload without a chunk for this long is discarded. */
+      uploadIdleTimeoutMs: Schema.optional(Positive),
+      /** How far ahead a send-at time may be. */
+      maxSendAtAheadMs: Schema.optional(Positive),
+      /** How long an idempotency key is remembered. */
+      idempotencyTtlMs: Schema.optional(Positive),
+    }),
+  ),
   transfers: Schema.optional(
     Schema.Struct({
       /** Bytes of large frames (bodies over NATS's max payload) this node pulls at once from other nodes. */
@@ -208,12 +227,6 @@ const ConfigFile = Schema.Struct({
       duplicateWindowSec: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(120))),
       /** Stream replicas (a clustered NATS: 3). */
       replicas: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 5 }))),
-    }),
-  ),
-  api: Schema.optional(
-    Schema.Struct({
-      /** A message belongs to the tenant owning its sender's domain, else to "default". */
-      tenants: Schema.optional(Schema.Array(Schema.Struct({ name: Token, senderDomains: Schema.Array(Schema.String) }))),
     }),
   ),
 });
@@ -290,10 +303,18 @@ export interface NodeConfig {
   };
   /** Message status: finished recipients are remembered this long after their message's last change. */
   readonly status: { readonly keepFinishedMs: number };
+  readonly api: {
+    readonly tenants: ReadonlyArray<{ readonly name: string; readonly senderDomains: ReadonlyArray<string> }>;
+    readonly maxSubmitsPerTenantPerMinute: number;
+    readonly maxConcurrentSubmits: number;
+    readonly maxUploads: number;
+    readonly uploadIdleTimeoutMs: number;
+    readonly maxSendAtAheadMs: number;
+    readonly idempotencyTtlMs: number;
+  };
   /** Caps on pulling large frames from other nodes (actors/runtime/pull-budget.ts); above them: busy, the asker retries. */
   readonly transfers: { readonly maxPullBytes: number; readonly maxPullBytesPerPeer: number; readonly maxConcurrentPulls: number };
   readonly events: { readonly maxAgeSec: number; readonly maxBytes: number; readonly duplicateWindowSec: number; readonly replicas: number };
-  readonly api: { readonly tenants: ReadonlyArray<{ readonly name: string; readonly senderDomains: ReadonlyArray<string> }> };
 }
 
 /** Room for what a mailbox adds to a message (trace headers) and the frame's JSON head. */
@@ -407,6 +428,15 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     askTimeoutMs: file.mailbox?.askTimeoutMs ?? 30_000,
   },
   status: { keepFinishedMs: file.status?.keepFinishedMs ?? 7 * 24 * 3_600_000 },
+  api: {
+    tenants: (file.api?.tenants ?? []).map((t) => ({ name: t.name, senderDomains: t.senderDomains.map((d) => d.toLowerCase()) })),
+    maxSubmitsPerTenantPerMinute: file.api?.maxSubmitsPerTenantPerMinute ?? 100_000,
+    maxConcurrentSubmits: file.api?.maxConcurrentSubmits ?? 1_000,
+    maxUploads: file.api?.maxUploads ?? 32,
+    uploadIdleTimeoutMs: file.api?.uploadIdleTimeoutMs ?? 60_000,
+    maxSendAtAheadMs: file.api?.maxSendAtAheadMs ?? 30 * 24 * 3_600_000,
+    idempotencyTtlMs: file.api?.idempotencyTtlMs ?? 24 * 3_600_000,
+  },
   transfers: {
     maxPullBytes: file.transfers?.maxPullBytes ?? 128 * 1024 * 1024,
     maxPullBytesPerPeer: file.transfers?.maxPullBytesPerPeer ?? 64 * 1024 * 1024,
@@ -418,7 +448,6 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     duplicateWindowSec: file.events?.duplicateWindowSec ?? 120,
     replicas: file.events?.replicas ?? 1,
   },
-  api: { tenants: file.api?.tenants ?? [] },
 });
 
 const usersOf = (file: ConfigFile): ReadonlyArray<UserRecord> =>
@@ -528,6 +557,12 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
         `such messages could never reach a mailbox on another node`,
     );
   }
+  const tenantNames = config.api.tenants.map((t) => t.name);
+  const repeatedTenant = tenantNames.find((name, n) => tenantNames.indexOf(name) !== n || name === "default");
+  if (repeatedTenant !== undefined) throw new ConfigError(`invalid config: api.tenants names ${JSON.stringify(repeatedTenant)} twice, or uses the reserved name "default"`);
+  const tenantDomains = config.api.tenants.flatMap((t) => t.senderDomains);
+  const sharedDomain = tenantDomains.find((domain, n) => tenantDomains.indexOf(domain) !== n);
+  if (sharedDomain !== undefined) throw new ConfigError(`invalid config: sender domain ${JSON.stringify(sharedDomain)} belongs to more than one of api.tenants`);
   const homeless = config.users.filter((u) => !config.localDomains.includes(domainOf(u.address)));
   if (homeless.length > 0) {
     throw new ConfigError(`invalid config: users[].address ${JSON.stringify(homeless[0]!.address)} is not in localDomains`);
@@ -535,16 +570,6 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
   const postmaster = config.postmaster;
   if (postmaster !== undefined && config.localDomains.includes(domainOf(postmaster)) && !config.users.some((u) => u.address === postmaster)) {
     throw new ConfigError(`invalid config: postmaster ${JSON.stringify(postmaster)} is in localDomains but is not one of users[].address`);
-  }
-  const owners = new Map<string, string>();
-  for (const tenant of config.api.tenants) {
-    for (const domain of tenant.senderDomains.map((d) => d.toLowerCase())) {
-      const other = owners.get(domain);
-      if (other !== undefined && other !== tenant.name) {
-        throw new ConfigError(`invalid config: sender domain ${JSON.stringify(domain)} belongs to two tenants (${other} and ${tenant.name})`);
-      }
-      owners.set(domain, tenant.name);
-    }
   }
   return config;
 };

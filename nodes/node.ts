@@ -1,14 +1,15 @@
 // One Tern node as one Effect layer graph: config → storage and NATS → supervised
 // actors → listeners. Starting the node builds the graph; stopping it closes the
 // graph's scope, and the order of the stop follows from the dependencies: listeners
-// (they depend on everything) stop first, then queue administration and status, the scheduler
-// (in-flight deliveries are recorded), the site actors and mailboxes, then the event
-// publisher (a last round for the final events), then NATS is drained, and LMDB, which
-// everything writes to, closes last.
+// (they depend on everything) and the NATS API stop first, then queue administration and
+// status, the scheduler (in-flight deliveries are recorded), the site actors and mailboxes,
+// then the event publisher (a last round for the final events), then NATS is drained, and
+// LMDB, which everything writes to, closes last.
 import { Context, Effect, Layer } from "effect";
 import type { NodeConfig } from "./config.ts";
 import { makeLog, type Log as LogShape } from "./log.ts";
 import { BlobTransfers, ClusterHealth, MailboxOwnership, Nats } from "./services/cluster.ts";
+import { ApiLayer } from "./services/api.ts";
 import { Config, Log, Metrics, Supervisor, type NodeStartError } from "./services/core.ts";
 import { QueueAdminLayer, Scheduler, Sites } from "./services/delivery.ts";
 import { LoginAccounts, Tls, Users } from "./services/identity.ts";
@@ -38,7 +39,7 @@ const actors = Scheduler.layer.pipe(
 );
 /** What applications and operators ask of the node's mail: message status. */
 const services = MessageStatus.layer;
-const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, HttpListener.layer, QueueAdminLayer, DescriptorCheck).pipe(Layer.provideMerge(SpoolHealth.layer));
+const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, HttpListener.layer, QueueAdminLayer, ApiLayer, DescriptorCheck).pipe(Layer.provideMerge(SpoolHealth.layer));
 
 /** The whole node, logging through `log`. */
 const nodeLayer = (config: NodeConfig, log: LogShape) =>

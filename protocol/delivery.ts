@@ -25,6 +25,8 @@ export type BounceCategory = typeof BounceCategory.Type;
  */
 export const WaitReason = Schema.Literals([
   "received",
+  /** Submitted over the API with a send-at time: due then, not before. */
+  "scheduled",
   "deferred",
   /** This node could not make the attempt (its delivery actor was stopped, crashed or too far behind). */
   "dispatch-failed",

@@ -57,6 +57,15 @@ export interface Subjects {
    * consumers pull arrive here, where no other tenant may subscribe.
    */
   readonly tenantInbox: (tenant: string) => string;
+  /**
+   * The application API (docs/api.md): `tern.<cluster>.api.v1.<tenant>.<endpoint>`, with
+   * endpoints `submit`, `upload.begin`, `upload.<nodeId>.<uploadId>` (and `status`).
+   * Every node serves it in `apiQueueGroup`; the tenant token is `*` in their subscriptions.
+   */
+  readonly api: (tenant: string, endpoint: string) => string;
+  readonly apiQueueGroup: string;
+  /** The API's service name under the NATS micro conventions (`$SRV.PING.<name>`). */
+  readonly apiService: string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -96,5 +105,8 @@ export const makeSubjects = (cluster: string): Subjects => {
     nodeInboxes: `${root}.inbox`,
     operatorInbox: `${root}.operator.inbox`,
     tenantInbox: (tenant) => `${root}.tenant.${tenant}.inbox`,
+    api: (tenant, endpoint) => `${root}.api.v1.${tenant}.${endpoint}`,
+    apiQueueGroup: `${root}.api`,
+    apiService: `tern-${cluster}`,
   };
 };

@@ -64,6 +64,22 @@ export const newMessageId = (now: number): string =>
 export const routeOf = (address: string, isLocalUser: (address: string) => boolean): Route =>
   isLocalUser(address) ? { kind: "local", user: address.toLowerCase() } : { kind: "remote", domain: domainOf(address) };
 
+/** One queue entry per local user (each mailbox is its own next hop) and one per remote domain. */
+export const routesFor = (
+  recipients: ReadonlyArray<string>,
+  isLocalUser: (address: string) => boolean,
+): Array<{ route: Route; recipients: string[] }> => {
+  const byKey = new Map<string, { route: Route; recipients: string[] }>();
+  for (const recipient of recipients) {
+    const route = routeOf(recipient, isLocalUser);
+    const key = queueOf(route);
+    const group = byKey.get(key) ?? { route, recipients: [] };
+    if (!group.recipients.includes(recipient)) group.recipients.push(recipient);
+    byKey.set(key, group);
+  }
+  return [...byKey.values()];
+};
+
 /**
  * The queue an entry waits in: its destination domain, or `local:<user>` for a mailbox
  * (domains never contain ':'). Each queue has its own due order, can be suspended, and

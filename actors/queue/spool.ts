@@ -18,6 +18,9 @@
 // (`discard`, after its in-flight writes); only one a crash left behind waits for the next start.
 // Recipients that leave the queue are noted in `finished` (./finished.ts) in the same
 // transaction, so status can still tell what became of them.
+// Idempotency records (the NATS API's idempotency keys) are written in the same
+// transaction as the message they answer for, so a key is known exactly when its message
+// is committed: a retry after a crash finds either both or neither.
 import { Clock, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import type { AttemptRecord } from "../../protocol/delivery.ts";
@@ -31,6 +34,8 @@ import { openOutbox, type Outbox } from "./outbox.ts";
 type QueueKey = [string, number, string];
 type HeadKey = [number, string];
 type ChunkKey = [string, number];
+type IdempotencyKey = [string, string];
+type ExpiryKey = [number, string, string];
 
 /** Pieces are gathered up to this size before they are written to LMDB as one chunk. */
 const CHUNK_BYTES = 64 * 1024;
@@ -48,6 +53,18 @@ export interface NewMessage {
   readonly routes: ReadonlyArray<{ readonly route: Route; readonly recipients: ReadonlyArray<string> }>;
   /** Extra data kept with the message (DSN parameters, auth user…). */
   readonly attributes?: Readonly<Record<string, unknown>> | undefined;
+  /** Its entries are due at this time, not before (a send-at time); their life starts then too. */
+  readonly notBefore?: number | undefined;
+  /** An idempotency record committed with the message: `recall(scope, key)` returns `value` until `expiresAt`. */
+  readonly remember?: IdempotencyRecord | undefined;
+}
+
+export interface IdempotencyRecord {
+  /** The namespace of the key (the API tenant). */
+  readonly scope: string;
+  readonly key: string;
+  readonly value: unknown;
+  readonly expiresAt: number;
 }
 
 /** A message made by this node (a DSN): small, its body in memory, committed with the outcome that caused it. */
@@ -158,6 +175,11 @@ export interface Spool {
   readonly walk: <E>(selection: Selection, each: (entries: ReadonlyArray<QueueEntry>) => Effect.Effect<void, E>) => Effect.Effect<void, E>;
   /** Makes the entries due at `now` (retry now); returns how many entries (and their recipients) moved. */
   readonly redate: (entries: ReadonlyArray<QueueEntry>, now: number) => Effect.Effect<{ entries: number; recipients: number }, StoreError>;
+
+  /** The value committed with `remember` for this key, unless it has expired by `now`. */
+  readonly recall: (scope: string, key: string, now: number) => unknown;
+  /** Removes idempotency records expired by `now`, at most `limit`; returns how many went. */
+  readonly forgetExpired: (now: number, limit: number) => Effect.Effect<number, StoreError>;
 }
 
 /** The event outbox is opened with the spool when none is given (tests). */
@@ -175,6 +197,9 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
   const suspendedQueues: Database<{ readonly at: number }, string> = root.openDB({ name: "spool.suspended" });
   const suspendedSet = new Set<string>(suspendedQueues.getKeys());
   const finishedRecords = openFinished(root);
+  const idempotency: Database<{ readonly value: unknown; readonly expiresAt: number }, IdempotencyKey> = root.openDB({ name: "spool.idempotency" });
+  // Idempotency records by expiry time, [expiresAt, scope, key], so pruning reads only the expired.
+  const idempotencyExpiry: Database<true, ExpiryKey> = root.openDB({ name: "spool.idempotency-by-expiry" });
 
   const commit = <T>(operation: string, action: () => T) =>
     Effect.tryPromise({
@@ -270,7 +295,7 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     return true;
   };
 
-  const entriesFor = (message: { id: string; sender: string; receivedAt: number; routes: NewMessage["routes"] }) =>
+  const entriesFor = (message: { id: string; sender: string; receivedAt: number; routes: NewMessage["routes"]; notBefore?: number | undefined }) =>
     message.routes.map(
       ({ route, recipients }, n): QueueEntry => ({
         id: entryIdOf(message.id, n),
@@ -278,10 +303,11 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
         route,
         sender: message.sender,
         recipients,
-        createdAt: message.receivedAt,
+        // A scheduled message's queue life (expiry, delay notice) starts when it is due.
+        createdAt: Math.max(message.receivedAt, message.notBefore ?? 0),
         attempts: 0,
-        nextAttemptAt: message.receivedAt,
-        reason: "received",
+        nextAttemptAt: Math.max(message.receivedAt, message.notBefore ?? 0),
+        reason: message.notBefore !== undefined && message.notBefore > message.receivedAt ? "scheduled" : "received",
       }),
     );
 
@@ -431,6 +457,13 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
         incoming.remove(message.id);
         fresh.forEach(putEntry);
         outbox.write(events);
+        if (message.remember) {
+          const { scope, key, value, expiresAt } = message.remember;
+          const previous = idempotency.get([scope, key]);
+          if (previous) idempotencyExpiry.remove([previous.expiresAt, scope, key]);
+          idempotency.put([scope, key], { value, expiresAt });
+          idempotencyExpiry.put([expiresAt, scope, key], true);
+        }
       });
       return Effect.all([chunksOnDisk, record]).pipe(
         Effect.tapError(() => Effect.sync(body.failed)),
@@ -615,6 +648,22 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
           moved.recipients += current.recipients.length;
         }
         return moved;
+      }),
+
+    recall: (scope, key, now) => {
+      const record = idempotency.get([scope, key]);
+      return record && record.expiresAt > now ? record.value : undefined;
+    },
+
+    forgetExpired: (now, limit) =>
+      commit("forget-expired", () => {
+        let removed = 0;
+        for (const [expiresAt, scope, key] of idempotencyExpiry.getKeys({ end: [now, "\uffff", "\uffff"], limit })) {
+          idempotencyExpiry.remove([expiresAt, scope, key]);
+          if (idempotency.get([scope, key])?.expiresAt === expiresAt) idempotency.remove([scope, key]);
+          removed++;
+        }
+        return removed;
       }),
   };
 };

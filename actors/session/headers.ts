@@ -1,5 +1,6 @@
-// Headers the session adds: the Received trace (RFC 5321 §4.4) on every message, and
-// Message-ID and Date on submitted mail that lacks them (RFC 6409 §8).
+// Headers a node adds: the Received trace (RFC 5321 §4.4) on every message, and
+// Message-ID and Date on submitted mail that lacks them (RFC 6409 §8). SMTP sessions and
+// the NATS API write the same trace, each naming where the message came from.
 import { rfc5322Date } from "../common/dates.ts";
 
 export interface TraceFacts {
@@ -17,15 +18,20 @@ export interface TraceFacts {
 /** RFC 3848 protocol names: ESMTP, ESMTPS (TLS), ESMTPA (auth), ESMTPSA (both). */
 const protocolName = (secure: boolean, authenticated: boolean) => `ESMTP${secure ? "S" : ""}${authenticated ? "A" : ""}`;
 
+/** The Received field: `from` is its from clause, `protocol` its with clause. */
+const traceField = (from: string, protocol: string, facts: { hostname: string; id: string; recipients: ReadonlyArray<string>; at: number }) => {
+  const forClause = facts.recipients.length === 1 ? `\r\n\tfor <${facts.recipients[0]}>` : "";
+  return `Received: from ${from}\r\n\tby ${facts.hostname} (Tern) with ${protocol} id ${facts.id}${forClause};\r\n\t${rfc5322Date(facts.at)}\r\n`;
+};
+
 export const receivedHeader = (facts: TraceFacts): string => {
   const client = facts.clientHostname && !facts.clientHostname.startsWith("[") ? `${facts.clientHostname} ` : "";
-  const forClause = facts.recipients.length === 1 ? `\r\n\tfor <${facts.recipients[0]}>` : "";
-  return (
-    `Received: from ${facts.helo || "unknown"} (${client}[${facts.remoteAddress}])\r\n` +
-    `\tby ${facts.hostname} (Tern) with ${protocolName(facts.secure, facts.authenticated)} id ${facts.id}${forClause};\r\n` +
-    `\t${rfc5322Date(facts.at)}\r\n`
-  );
+  return traceField(`${facts.helo || "unknown"} (${client}[${facts.remoteAddress}])`, protocolName(facts.secure, facts.authenticated), facts);
 };
+
+/** The trace of a message submitted over the NATS API: from the tenant, with NATS. */
+export const apiReceivedHeader = (facts: { hostname: string; tenant: string; id: string; recipients: ReadonlyArray<string>; at: number }): string =>
+  traceField(`api (tenant ${facts.tenant})`, "NATS", facts);
 
 const hasHeader = (headerSection: string, name: string) => new RegExp(`^${name}:`, "im").test(headerSection);
 

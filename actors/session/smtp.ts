@@ -6,8 +6,8 @@ import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type
 import { Clock, Deferred, Effect, Schema } from "effect";
 import "./enhanced-codes.ts";
 import type { UserStore } from "../users/store.ts";
-import type { QueueEntry, Route } from "../queue/entry.ts";
-import { newMessageId, queueOf, routeOf } from "../queue/entry.ts";
+import type { QueueEntry } from "../queue/entry.ts";
+import { newMessageId, routesFor } from "../queue/entry.ts";
 import type { BodyWriter, Spool } from "../queue/spool.ts";
 import { acceptedEvents, type EventSource } from "../queue/events.ts";
 import { makeConnectionCap, type ConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
@@ -382,19 +382,3 @@ const attributesOf = (session: SMTPServerSession, user: string | undefined) => (
     : {}),
   client: { address: session.remoteAddress, helo: session.hostNameAppearsAs, secure: session.secure },
 });
-
-/** One queue entry per local user (each mailbox is its own next hop) and one per remote domain. */
-const routesFor = (
-  recipients: ReadonlyArray<string>,
-  isLocalUser: (address: string) => boolean,
-): Array<{ route: Route; recipients: string[] }> => {
-  const byKey = new Map<string, { route: Route; recipients: string[] }>();
-  for (const recipient of recipients) {
-    const route = routeOf(recipient, isLocalUser);
-    const key = queueOf(route);
-    const group = byKey.get(key) ?? { route, recipients: [] };
-    if (!group.recipients.includes(recipient)) group.recipients.push(recipient);
-    byKey.set(key, group);
-  }
-  return [...byKey.values()];
-};

@@ -182,3 +182,33 @@ test("a committed body is never discarded, and a discarded one is never committe
   assert.equal(spool.hasMessage(droppedId), false);
   assert.equal(spool.incomingBodies(), 0);
 });
+
+test("a message with a send-at time is due then, and its idempotency record is committed with it, kept across a reopen and pruned once expired", async () => {
+  const { dir, spool, root } = await fresh();
+  const t = 5_000_000;
+  const id = newMessageId(t);
+  const body = spool.openBody(id);
+  body.append(Buffer.from("Subject: later\r\n\r\nbody\r\n"));
+  const [entry] = await Effect.runPromise(
+    spool.accept({
+      id,
+      sender: "s@x.test",
+      receivedAt: t,
+      body,
+      routes: [{ route: { kind: "remote", domain: "a.test" }, recipients: ["r@a.test"] }],
+      notBefore: t + 60_000,
+      remember: { scope: "acme", key: "order-7", value: { messageId: id }, expiresAt: t + 1_000 },
+    }),
+  );
+  assert.deepEqual([entry!.nextAttemptAt, entry!.createdAt, entry!.reason], [t + 60_000, t + 60_000, "scheduled"]);
+  assert.deepEqual(queues(spool, t + 59_999), []);
+  assert.deepEqual(queues(spool, t + 60_000), ["a.test"]);
+  assert.equal(spool.recall("other", "order-7", t), undefined, "keys are scoped");
+  await root.close();
+  const reopened = openAt(dir).spool;
+  assert.deepEqual(reopened.recall("acme", "order-7", t + 999), { messageId: id });
+  assert.equal(reopened.recall("acme", "order-7", t + 1_000), undefined, "expired records are not answered");
+  assert.equal(await Effect.runPromise(reopened.forgetExpired(t + 500, 100)), 0);
+  assert.equal(await Effect.runPromise(reopened.forgetExpired(t + 1_000, 100)), 1);
+  assert.equal(reopened.recall("acme", "order-7", t), undefined);
+});

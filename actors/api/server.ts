@@ -1,0 +1,99 @@
+// The application API of one node (docs/api.md): submit and the chunked upload, served
+// under the NATS micro conventions in the cluster's API queue group, one subscription per
+// endpoint with the tenant token as a wildcard. Every request gets a reply: the endpoint's
+// JSON, or a typed error (actors/api/micro.ts), never silence.
+import { Clock, Effect, type Scope } from "effect";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  API_VERSION,
+  ApiError,
+  SubmitRequest,
+  UPLOAD_SEQ_HEADER,
+  UploadBeginRequest,
+  UploadCommitRequest,
+  type SubmitReply,
+} from "../../protocol/api.ts";
+import type { Subjects } from "../../protocol/subjects.ts";
+import { decodeJson, serveMicro, type ApiCall, type ApiEndpoint } from "./micro.ts";
+import { compose, decodeBase64, submitWhole, type Submitter } from "./submit.ts";
+import type { Uploads } from "./uploads.ts";
+
+export interface ApiServerDeps {
+  readonly nodeId: string;
+  readonly subjects: Subjects;
+  readonly submitter: Submitter;
+  readonly uploads: Uploads;
+  readonly maxMessageBytes: number;
+}
+
+/** `tern.<cluster>.api.v1.<tenant>.<endpoint…>`: the tenant is the fifth token. */
+export const tenantOfSubject = (subject: string): string => subject.split(".")[4] ?? "";
+
+const lastToken = (subject: string) => subject.slice(subject.lastIndexOf(".") + 1);
+
+export const apiEndpoints = (deps: ApiServerDeps): ReadonlyArray<ApiEndpoint> => {
+  const { subjects, submitter, uploads } = deps;
+  return [
+    {
+      name: "submit",
+      subject: subjects.api("*", "submit"),
+      queue: subjects.apiQueueGroup,
+      metadata: { request: "SubmitRequest", reply: "SubmitReply" },
+      handle: (call) => Effect.flatMap(decodeJson(SubmitRequest, call.data), (request) => submit(deps, tenantOfSubject(call.subject), request)),
+    },
+    {
+      name: "upload-begin",
+      subject: subjects.api("*", "upload.begin"),
+      queue: subjects.apiQueueGroup,
+      metadata: { request: "UploadBeginRequest", reply: "UploadBeginReply" },
+      handle: (call) =>
+        Effect.flatMap(decodeJson(UploadBeginRequest, call.data), (request) =>
+          uploads.begin(tenantOfSubject(call.subject), request, (id) => subjects.api(tenantOfSubject(call.subject), `upload.${deps.nodeId}.${id}`)),
+        ),
+    },
+    {
+      // This node's own uploads: chunks (header Tern-Upload-Seq) and the commit (without it).
+      name: "upload",
+      subject: subjects.api("*", `upload.${deps.nodeId}.*`),
+      queue: undefined,
+      metadata: { chunk: "raw bytes, header Tern-Upload-Seq; reply UploadChunkReply", commit: "UploadCommitRequest; reply SubmitReply" },
+      handle: (call) => upload(uploads, call),
+    },
+  ];
+};
+
+const submit = (deps: ApiServerDeps, tenant: string, request: SubmitRequest): Effect.Effect<SubmitReply, ApiError> =>
+  Effect.gen(function* () {
+    if (request.raw !== undefined) {
+      const bytes = yield* decodeBase64(request.raw, "raw");
+      return yield* submitWhole(deps.submitter, tenant, request.envelope!, request, bytes, deps.maxMessageBytes);
+    }
+    const composed = yield* compose(request.message!, yield* Clock.currentTimeMillis);
+    const envelope = request.envelope ?? { from: composed.envelope.from, to: composed.envelope.to };
+    if (envelope.from === false || envelope.from === "") return yield* new ApiError({ code: "BadMessage", message: "the message has no from address" });
+    if (envelope.to.length === 0) return yield* new ApiError({ code: "BadMessage", message: "the message has no recipients (to, cc or bcc)" });
+    return yield* submitWhole(deps.submitter, tenant, { from: envelope.from, to: envelope.to }, request, composed.bytes, deps.maxMessageBytes);
+  });
+
+const upload = (uploads: Uploads, call: ApiCall): Effect.Effect<unknown, ApiError> => {
+  const tenant = tenantOfSubject(call.subject);
+  const uploadId = lastToken(call.subject);
+  const seq = call.headers?.get(UPLOAD_SEQ_HEADER) ?? "";
+  if (seq === "") return Effect.flatMap(decodeJson(UploadCommitRequest, call.data), (request) => uploads.commit(tenant, uploadId, request));
+  if (!/^\d{1,9}$/.test(seq)) return Effect.fail(new ApiError({ code: "BadRequest", message: `${UPLOAD_SEQ_HEADER} must be a chunk number from 0` }));
+  return uploads.chunk(tenant, uploadId, Number(seq), call.data);
+};
+
+/** Serves the API of this node until the scope closes. */
+export const serveApi = (nc: NatsConnection, deps: ApiServerDeps): Effect.Effect<void, never, Scope.Scope> =>
+  serveMicro(
+    nc,
+    {
+      name: deps.subjects.apiService,
+      id: deps.nodeId,
+      version: API_VERSION,
+      description: `Tern mail API of cluster ${deps.subjects.cluster}: submit messages (docs/api.md)`,
+      metadata: { cluster: deps.subjects.cluster, node: deps.nodeId },
+    },
+    apiEndpoints(deps),
+  );

@@ -1,0 +1,337 @@
+// Submitting a message over the NATS API: the same path as SMTP submission. The request
+// is checked as MAIL FROM and RCPT TO would be (actors/api/policy.ts), the body streams
+// through the session's ingest (line endings, NUL, size) into the spool with the same
+// trace and submission headers, and the reply is built only after `spool.accept`
+// committed message, entries and idempotency record to disk: the API's 250.
+//
+// A body comes whole (raw bytes, or a structured message composed here with nodemailer's
+// MailComposer) or in chunks (actors/api/uploads.ts); both feed a `Submission`, whose
+// partial body is discarded on every path that does not commit it.
+import { PassThrough } from "node:stream";
+import { Clock, Deferred, Effect, Exit } from "effect";
+import MailComposer from "nodemailer/lib/mail-composer";
+import { ApiError, type Envelope, type StructuredMessage, type SubmitReply } from "../../protocol/api.ts";
+import { SlidingCounter } from "../common/sliding-counter.ts";
+import { newMessageId, routesFor, type QueueEntry } from "../queue/entry.ts";
+import { acceptedEvents, type EventSource } from "../queue/events.ts";
+import type { BodyWriter, Spool } from "../queue/spool.ts";
+import { apiReceivedHeader, missingSubmissionHeaders } from "../session/headers.ts";
+import { ingest, type IngestResult } from "../session/ingest.ts";
+import type { RecipientPolicy } from "../session/policy.ts";
+import { checkSender, checkTenant, decideRecipients, dueTimeOf, type SenderPolicy } from "./policy.ts";
+
+export interface SubmitConfig extends SenderPolicy {
+  readonly nodeId: string;
+  readonly hostname: string;
+  readonly recipients: RecipientPolicy;
+  readonly maxMessageBytes: number;
+  readonly maxRecipients: number;
+  readonly maxSubmitsPerTenantPerMinute: number;
+  /** Submits (whole bodies, and upload commits) being committed at once; beyond: Busy. */
+  readonly maxConcurrentSubmits: number;
+  readonly maxSendAtAheadMs: number;
+  /** How long an idempotency key is remembered after its submit. */
+  readonly idempotencyTtlMs: number;
+}
+
+/** What a submitted message carries besides its body, kept in its attributes and every event. */
+export interface Labels {
+  readonly tenant: string;
+  readonly tags: ReadonlyArray<string>;
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+export interface SubmitHooks {
+  /** After the commit: metrics, the accepted event, and the scheduler for entries due now. */
+  readonly accepted: (messageId: string, entries: ReadonlyArray<QueueEntry>, bytes: number, labels: Labels) => void;
+  readonly rejected: (code: string) => void;
+  readonly log: (event: string, fields: Record<string, unknown>) => void;
+}
+
+export interface SubmitDeps {
+  readonly config: SubmitConfig;
+  readonly spool: Spool;
+  /** What the "accepted" events committed with each message say about this node and tenants. */
+  readonly events: EventSource;
+  readonly isLocalUser: (address: string) => boolean;
+  /** False while the spool cannot commit. */
+  readonly spoolHealthy: () => boolean;
+  readonly spoolFailed: () => void;
+  readonly hooks: SubmitHooks;
+}
+
+/** A submit request after its checks: everything but the body. */
+export interface Prepared {
+  readonly tenant: string;
+  readonly sender: string;
+  readonly accepted: ReadonlyArray<{ readonly recipient: string; readonly deliverTo: string }>;
+  readonly refused: SubmitReply["refused"];
+  readonly dueAt: number;
+  readonly labels: Labels;
+  readonly idempotencyKey: string | undefined;
+}
+
+/** A body on its way into the spool: bytes go into `input`; `result` settles when it ended. */
+export interface Submission {
+  readonly id: string;
+  readonly receivedAt: number;
+  readonly body: BodyWriter;
+  readonly input: PassThrough;
+  readonly result: Promise<IngestResult>;
+}
+
+export interface SubmitOptionsInput {
+  readonly idempotencyKey?: string | undefined;
+  readonly sendAt?: number | string | undefined;
+  readonly tags?: ReadonlyArray<string> | undefined;
+  readonly metadata?: Readonly<Record<string, string>> | undefined;
+}
+
+export interface Submitter {
+  /** Checks tenant, sender, recipients, limits and rate; fails with the ApiError that refuses it. */
+  readonly prepare: (tenant: string, envelope: Envelope, options: SubmitOptionsInput) => Effect.Effect<Prepared, ApiError>;
+  /** The first reply of an idempotency key still remembered, marked as a duplicate. */
+  readonly recall: (tenant: string, key: string | undefined) => Effect.Effect<SubmitReply | undefined>;
+  /** Opens the body and starts ingesting whatever is written to `input`. */
+  readonly start: (prepared: Prepared) => Effect.Effect<Submission>;
+  /** Waits for the body's end and commits; one submit per idempotency key at a time on this node. */
+  readonly commit: (prepared: Prepared, submission: Submission) => Effect.Effect<SubmitReply, ApiError>;
+  /** Drops a submission's body (after a commit, does nothing). */
+  readonly discard: (submission: Submission) => void;
+}
+
+const MINUTE = 60_000;
+
+export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
+  Effect.gen(function* () {
+    const { config, spool, hooks } = deps;
+    const rates = new SlidingCounter(MINUTE, 10_000);
+    /** Keys being committed now, per tenant: a second submit with one waits for the first's reply. */
+    const pending = new Map<string, Deferred.Deferred<SubmitReply, ApiError>>();
+    let committing = 0;
+
+    const refuse = (error: ApiError) => {
+      hooks.rejected(error.code);
+      return Effect.fail(error);
+    };
+
+    const prepare: Submitter["prepare"] = (tenant, envelope, options) =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis;
+        const problem = checkTenant(tenant, config.tenants) ?? checkSender(envelope.from, tenant, config);
+        if (problem) return yield* refuse(problem);
+        if (new Set(envelope.to.map((r) => r.toLowerCase())).size > config.maxRecipients) {
+          return yield* refuse(new ApiError({ code: "LimitExceeded", message: `more than ${config.maxRecipients} recipients (limits.maxRecipients)` }));
+        }
+        const dueAt = dueTimeOf(options.sendAt, now, config.maxSendAtAheadMs);
+        if (typeof dueAt !== "number") return yield* refuse(dueAt);
+        const { accepted, refused } = decideRecipients(envelope.to, tenant, config.recipients);
+        if (accepted.length === 0) {
+          return yield* refuse(new ApiError({ code: "AllRecipientsRefused", message: "every recipient was refused; nothing was queued", refused }));
+        }
+        if (rates.count(tenant, now) >= config.maxSubmitsPerTenantPerMinute) {
+          return yield* refuse(new ApiError({ code: "RateLimited", message: `tenant ${tenant} is over ${config.maxSubmitsPerTenantPerMinute} submits a minute on this node; slow down` }));
+        }
+        rates.add(tenant, now);
+        return {
+          tenant,
+          sender: envelope.from,
+          accepted,
+          refused,
+          dueAt,
+          labels: { tenant, tags: options.tags ?? [], metadata: options.metadata ?? {} },
+          idempotencyKey: options.idempotencyKey,
+        } satisfies Prepared;
+      });
+
+    const recall: Submitter["recall"] = (tenant, key) =>
+      key === undefined
+        ? Effect.succeed(undefined)
+        : Effect.map(Clock.currentTimeMillis, (now) => {
+            const first = spool.recall(tenant, key, now) as SubmitReply | undefined;
+            return first ? { ...first, duplicate: true } : undefined;
+          });
+
+    const start: Submitter["start"] = (prepared) =>
+      Effect.map(Clock.currentTimeMillis, (receivedAt) => {
+        const id = newMessageId(receivedAt);
+        const body = spool.openBody(id);
+        const input = new PassThrough();
+        const recipients = prepared.accepted.map((a) => a.recipient);
+        const result = ingest(input, body, {
+          // Applications write files with bare LF: the API makes them CRLF rather than refuse them.
+          bareLineEndings: "normalize",
+          allow8bit: true,
+          prepend: (headerSection) =>
+            apiReceivedHeader({ hostname: config.hostname, tenant: prepared.tenant, id, recipients, at: receivedAt }) +
+            missingSubmissionHeaders(headerSection, { id, hostname: config.hostname, at: receivedAt }),
+        });
+        result.catch(() => undefined); // awaited by commit; an abandoned submission must not leave it unobserved
+        return { id, receivedAt, body, input, result };
+      });
+
+    const discard: Submitter["discard"] = (submission) => {
+      if (!submission.input.destroyed) submission.input.destroy();
+      submission.body.discard();
+    };
+
+    /** The body's end, the commit and its record: the part an idempotency key guards. */
+    const commitOnce = (prepared: Prepared, submission: Submission): Effect.Effect<SubmitReply, ApiError> =>
+      Effect.gen(function* () {
+        const ended = yield* Effect.tryPromise({
+          try: () => submission.result,
+          catch: (error) => new ApiError({ code: "NotFound", message: `the body was abandoned before its end: ${String(error)}` }),
+        });
+        if (ended.problem === "too-large") return yield* refuse(new ApiError({ code: "TooLarge", message: `the message exceeds ${config.maxMessageBytes} bytes (limits.maxMessageBytes)` }));
+        if (ended.problem !== undefined) return yield* refuse(new ApiError({ code: "BadMessage", message: `the message has ${ended.problem === "nul" ? "NUL characters" : ended.problem}` }));
+        if (!deps.spoolHealthy()) return yield* refuse(new ApiError({ code: "Unavailable", message: "the spool cannot commit now; retry later" }));
+        const reply: SubmitReply = {
+          messageId: submission.id,
+          node: config.nodeId,
+          tenant: prepared.tenant,
+          accepted: prepared.accepted.map((a) => a.recipient),
+          refused: prepared.refused,
+          dueAt: prepared.dueAt,
+          duplicate: false,
+        };
+        const { labels } = prepared;
+        const message = {
+          id: submission.id,
+          sender: prepared.sender,
+          receivedAt: submission.receivedAt,
+          body: submission.body,
+          routes: routesFor(prepared.accepted.map((a) => a.deliverTo), deps.isLocalUser),
+          attributes: { api: { tenant: labels.tenant }, tenant: labels.tenant, tags: labels.tags, metadata: labels.metadata },
+          notBefore: prepared.dueAt > submission.receivedAt ? prepared.dueAt : undefined,
+          remember:
+            prepared.idempotencyKey === undefined
+              ? undefined
+              : { scope: prepared.tenant, key: prepared.idempotencyKey, value: reply, expiresAt: submission.receivedAt + config.idempotencyTtlMs },
+        };
+        // The accepted events are committed with the message, as for SMTP.
+        const committed = yield* Effect.exit(spool.accept(message, acceptedEvents(deps.events, message, ended.size, yield* Clock.currentTimeMillis)));
+        if (Exit.isFailure(committed)) {
+          deps.spoolFailed();
+          hooks.log("spool.commit.failed", { msg: submission.id, via: "api", error: String(committed.cause) });
+          return yield* refuse(new ApiError({ code: "Unavailable", message: "temporary storage failure; retry with the same idempotency key" }));
+        }
+        hooks.accepted(submission.id, committed.value, ended.size, labels);
+        hooks.log("message.accepted", {
+          msg: submission.id,
+          via: "api",
+          tenant: labels.tenant,
+          from: prepared.sender,
+          rcpts: reply.accepted.length,
+          refused: reply.refused.length,
+          bytes: ended.size,
+          ...(prepared.dueAt > submission.receivedAt ? { dueAt: prepared.dueAt } : {}),
+        });
+        return reply;
+      });
+
+    /** Runs `commitOnce` unless the key already has a reply (remembered, or being committed now). */
+    const withKey = (prepared: Prepared, submission: Submission): Effect.Effect<SubmitReply, ApiError> =>
+      Effect.gen(function* () {
+        const key = prepared.idempotencyKey;
+        if (key === undefined) return yield* commitOnce(prepared, submission);
+        const remembered = yield* recall(prepared.tenant, key);
+        if (remembered) return remembered;
+        const slot = `${prepared.tenant}\u0000${key}`;
+        const running = pending.get(slot);
+        if (running) {
+          // Another submit with this key is committing: its reply is ours. If it failed, nothing was queued: try again.
+          const first = yield* Effect.exit(Deferred.await(running));
+          return Exit.isSuccess(first) ? { ...first.value, duplicate: true } : yield* withKey(prepared, submission);
+        }
+        const mine = yield* Deferred.make<SubmitReply, ApiError>();
+        pending.set(slot, mine);
+        const outcome = yield* Effect.exit(commitOnce(prepared, submission));
+        pending.delete(slot);
+        yield* Deferred.done(mine, outcome);
+        return yield* outcome;
+      });
+
+    const commit: Submitter["commit"] = (prepared, submission) =>
+      Effect.suspend(() => {
+        if (committing >= config.maxConcurrentSubmits) {
+          return refuse(new ApiError({ code: "Busy", message: `this node is committing ${committing} submits already; retry shortly` }));
+        }
+        committing++;
+        return withKey(prepared, submission).pipe(Effect.ensuring(Effect.sync(() => void committing--)));
+      });
+
+    return { prepare, recall, start, commit, discard };
+  });
+
+// ---------------------------------------------------------------------------
+// Whole bodies: raw bytes, or a structured message composed here.
+
+const BASE64 = /^[A-Za-z0-9+/\r\n]*={0,2}[\r\n]*$/;
+
+export const decodeBase64 = (text: string, what: string): Effect.Effect<Buffer, ApiError> =>
+  BASE64.test(text)
+    ? Effect.succeed(Buffer.from(text, "base64"))
+    : Effect.fail(new ApiError({ code: "BadMessage", message: `${what} is not base64` }));
+
+/** Composes a structured message with MailComposer: its bytes (Bcc removed) and the envelope it implies. */
+export const compose = (message: StructuredMessage, at: number): Effect.Effect<{ readonly bytes: Buffer; readonly envelope: { from: string | false; to: string[] } }, ApiError> =>
+  Effect.gen(function* () {
+    const attachments = yield* Effect.forEach(message.attachments ?? [], (attachment, n) =>
+      Effect.map(decodeBase64(attachment.content, `attachments[${n}].content`), (content) => ({
+        content,
+        ...(attachment.filename !== undefined ? { filename: attachment.filename } : {}),
+        ...(attachment.contentType !== undefined ? { contentType: attachment.contentType } : {}),
+        ...(attachment.cid !== undefined ? { cid: attachment.cid } : {}),
+        ...(attachment.contentDisposition !== undefined ? { contentDisposition: attachment.contentDisposition } : {}),
+      })),
+    );
+    const addresses = (list: string | ReadonlyArray<string> | undefined) => (list === undefined || typeof list === "string" ? list : [...list]);
+    const options = Object.fromEntries(
+      Object.entries({
+        from: message.from,
+        to: addresses(message.to),
+        cc: addresses(message.cc),
+        bcc: addresses(message.bcc),
+        replyTo: addresses(message.replyTo),
+        subject: message.subject,
+        text: message.text,
+        html: message.html,
+        headers: message.headers ? { ...message.headers } : undefined,
+      }).filter(([, value]) => value !== undefined),
+    );
+    const node = yield* Effect.try({
+      try: () => new MailComposer({ ...options, attachments, date: new Date(at) }).compile(),
+      catch: (error) => new ApiError({ code: "BadMessage", message: `the message cannot be composed: ${String(error)}` }),
+    });
+    const envelope = node.getEnvelope() as { from: string | false; to: string[] };
+    const bytes = yield* Effect.callback<Buffer, ApiError>((resume) => {
+      node.build((error, built) =>
+        resume(error ? Effect.fail(new ApiError({ code: "BadMessage", message: `the message cannot be composed: ${error.message}` })) : Effect.succeed(built)),
+      );
+    });
+    return { bytes, envelope };
+  });
+
+/** Submits a whole body: checked, ingested and committed; the body is discarded unless committed. */
+export const submitWhole = (
+  submitter: Submitter,
+  tenant: string,
+  envelope: Envelope,
+  options: SubmitOptionsInput,
+  bytes: Uint8Array,
+  maxMessageBytes: number,
+): Effect.Effect<SubmitReply, ApiError> =>
+  Effect.gen(function* () {
+    const prepared = yield* submitter.prepare(tenant, envelope, options);
+    const remembered = yield* submitter.recall(tenant, options.idempotencyKey);
+    if (remembered) return remembered;
+    if (bytes.length > maxMessageBytes) return yield* new ApiError({ code: "TooLarge", message: `the message exceeds ${maxMessageBytes} bytes (limits.maxMessageBytes)` });
+    return yield* Effect.acquireUseRelease(
+      submitter.start(prepared),
+      (submission) => Effect.suspend(() => {
+        submission.input.end(bytes);
+        return submitter.commit(prepared, submission);
+      }),
+      (submission) => Effect.sync(() => submitter.discard(submission)),
+    );
+  });

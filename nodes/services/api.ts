@@ -1,0 +1,89 @@
+// The NATS application API of the node (docs/api.md): submit and chunked uploads, served
+// in the cluster's API queue group under the NATS micro conventions. A submit commits
+// through the same spool, policy and headers as SMTP submission, and what it commits is
+// handed on as an SMTP commit is (its accepted events are committed with it): metrics, the scheduler (for entries
+// due now; scheduled ones wait for the scheduler's scan). Expired idempotency records are
+// pruned in the background.
+import { Clock, Effect, Layer, Schedule } from "effect";
+import { serveApi } from "../../actors/api/server.ts";
+import { makeSubmitter } from "../../actors/api/submit.ts";
+import { makeUploads } from "../../actors/api/uploads.ts";
+import { Nats } from "./cluster.ts";
+import { Config, Log, Metrics } from "./core.ts";
+import { Scheduler } from "./delivery.ts";
+import { eventSourceOf } from "./events.ts";
+import { Users } from "./identity.ts";
+import { Spool, SpoolHealth } from "./storage.ts";
+
+/** Room left in a chunk message for its headers, below the server's max payload. */
+const CHUNK_HEADROOM = 8 * 1024;
+const PRUNE_EVERY_MS = 60_000;
+const PRUNE_BATCH = 1_000;
+
+export const ApiLayer = Layer.effectDiscard(
+  Effect.gen(function* () {
+    const config = yield* Config;
+    const log = yield* Log;
+    const metrics = yield* Metrics;
+    const { nc, subjects } = yield* Nats;
+    const spool = yield* Spool;
+    const spoolHealth = yield* SpoolHealth;
+    const scheduler = yield* Scheduler;
+    const users = yield* Users;
+    const clock = yield* Clock.Clock;
+    const userAddresses = new Set(config.users.flatMap((u) => [u.address, ...(u.aliases ?? [])].map((a) => a.toLowerCase())));
+    const submitter = yield* makeSubmitter({
+      config: {
+        nodeId: config.nodeId,
+        hostname: config.hostname,
+        tenants: config.api.tenants,
+        localDomains: config.localDomains,
+        isUserAddress: (address) => userAddresses.has(address.toLowerCase()),
+        recipients: {
+          localDomains: config.localDomains,
+          isLocalUser: users.exists,
+          catchAll: config.smtp.catchAll,
+          postmaster: config.postmaster,
+          trustedNetworks: config.trustedNetworks,
+        },
+        maxMessageBytes: config.limits.maxMessageBytes,
+        maxRecipients: config.limits.maxRecipients,
+        maxSubmitsPerTenantPerMinute: config.api.maxSubmitsPerTenantPerMinute,
+        maxConcurrentSubmits: config.api.maxConcurrentSubmits,
+        maxSendAtAheadMs: config.api.maxSendAtAheadMs,
+        idempotencyTtlMs: config.api.idempotencyTtlMs,
+      },
+      spool,
+      events: eventSourceOf(config),
+      isLocalUser: users.exists,
+      spoolHealthy: spoolHealth.healthy,
+      spoolFailed: spoolHealth.failed,
+      hooks: {
+        accepted: (messageId, entries, bytes, labels) => {
+          metrics.accepted.inc();
+          metrics.acceptedBytes.inc(bytes);
+          const now = clock.currentTimeMillisUnsafe();
+          scheduler.submit(entries.filter((entry) => entry.nextAttemptAt <= now));
+        },
+        rejected: (code) => metrics.rejected.inc({ reason: `api-${code}` }),
+        log,
+      },
+    });
+    const uploads = yield* makeUploads(
+      submitter,
+      {
+        maxUploads: config.api.maxUploads,
+        idleTimeoutMs: config.api.uploadIdleTimeoutMs,
+        maxChunkBytes: Math.max(1024, (nc.info?.max_payload ?? 1024 * 1024) - CHUNK_HEADROOM),
+        maxMessageBytes: config.limits.maxMessageBytes,
+      },
+      log,
+    );
+    const prune = Effect.flatMap(Clock.currentTimeMillis, (now) => spool.forgetExpired(now, PRUNE_BATCH)).pipe(
+      Effect.tap((removed) => Effect.sync(() => removed > 0 && log("api.idempotency.pruned", { removed }))),
+      Effect.catch((error) => Effect.sync(() => log("api.idempotency.prune.failed", { error: error.detail }))),
+    );
+    yield* Effect.forkScoped(Effect.repeat(prune, Schedule.spaced(PRUNE_EVERY_MS)));
+    yield* serveApi(nc, { nodeId: config.nodeId, subjects, submitter, uploads, maxMessageBytes: config.limits.maxMessageBytes });
+  }),
+);
