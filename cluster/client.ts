@@ -24,6 +24,7 @@ import {
   type StructuredMessage,
   type SubmitRequest,
 } from "../protocol/api.ts";
+import { StatusReply } from "../protocol/status.ts";
 import { makeSubjects, type Subjects } from "../protocol/subjects.ts";
 
 export interface TernClientOptions {
@@ -81,6 +82,8 @@ export interface TernClient {
   readonly submit: (message: ClientMessage, options?: SubmitOptions) => Promise<SubmitReply>;
   /** Submits RFC 5322 bytes with their envelope. */
   readonly submitRaw: (raw: Uint8Array | string, envelope: Envelope, options?: SubmitOptions) => Promise<SubmitReply>;
+  /** A message's state and each recipient's, with attempts, from whichever node holds it (NotFound for another tenant's). */
+  readonly status: (messageId: string) => Promise<StatusReply>;
   readonly close: () => Promise<void>;
 }
 
@@ -180,6 +183,7 @@ export const connectTern = async (options: TernClientOptions): Promise<TernClien
     tenant,
     submit,
     submitRaw,
+    status: (messageId) => askJson(subjects.api(tenant, "status"), StatusReply, { messageId }),
     close: async () => {
       if (!options.nc) await nc.close();
     },

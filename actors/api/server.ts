@@ -13,6 +13,7 @@ import {
   UploadCommitRequest,
   type SubmitReply,
 } from "../../protocol/api.ts";
+import { NotFound, StatusReply, StatusRequest, Unavailable } from "../../protocol/status.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
 import { decodeJson, serveMicro, type ApiCall, type ApiEndpoint } from "./micro.ts";
 import { compose, decodeBase64, submitWhole, type Submitter } from "./submit.ts";
@@ -24,6 +25,8 @@ export interface ApiServerDeps {
   readonly submitter: Submitter;
   readonly uploads: Uploads;
   readonly maxMessageBytes: number;
+  /** A message's status from whichever node holds it (nodes/services/status.ts). */
+  readonly statusOf: (messageId: string) => Effect.Effect<StatusReply, NotFound | Unavailable>;
 }
 
 /** `tern.<cluster>.api.v1.<tenant>.<endpoint…>`: the tenant is the fifth token. */
@@ -52,6 +55,13 @@ export const apiEndpoints = (deps: ApiServerDeps): ReadonlyArray<ApiEndpoint> =>
         ),
     },
     {
+      name: "status",
+      subject: subjects.api("*", "status"),
+      queue: subjects.apiQueueGroup,
+      metadata: { request: "StatusRequest", reply: "StatusReply" },
+      handle: (call) => Effect.flatMap(decodeJson(StatusRequest, call.data), (request) => status(deps, tenantOfSubject(call.subject), request.messageId)),
+    },
+    {
       // This node's own uploads: chunks (header Tern-Upload-Seq) and the commit (without it).
       name: "upload",
       subject: subjects.api("*", `upload.${deps.nodeId}.*`),
@@ -74,6 +84,23 @@ const submit = (deps: ApiServerDeps, tenant: string, request: SubmitRequest): Ef
     if (envelope.to.length === 0) return yield* new ApiError({ code: "BadMessage", message: "the message has no recipients (to, cc or bcc)" });
     return yield* submitWhole(deps.submitter, tenant, { from: envelope.from, to: envelope.to }, request, composed.bytes, deps.maxMessageBytes);
   });
+
+/**
+ * A message's status, for its own tenant only: another tenant's message is NotFound, the
+ * same answer as for an id that does not exist, so ids of other tenants cannot be probed.
+ */
+const status = (deps: ApiServerDeps, tenant: string, messageId: string): Effect.Effect<StatusReply, ApiError> =>
+  deps.statusOf(messageId).pipe(
+    Effect.mapError((error) =>
+      error._tag === "NotFound"
+        ? new ApiError({ code: "NotFound", message: `no node holds message ${messageId}` })
+        : new ApiError({ code: "Unavailable", message: `status unavailable: ${error.detail}` }),
+    ),
+    Effect.filterOrFail(
+      (reply) => reply.message.tenant === tenant,
+      () => new ApiError({ code: "NotFound", message: `no node holds message ${messageId}` }),
+    ),
+  );
 
 const upload = (uploads: Uploads, call: ApiCall): Effect.Effect<unknown, ApiError> => {
   const tenant = tenantOfSubject(call.subject);

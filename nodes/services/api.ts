@@ -12,6 +12,7 @@ import { Nats } from "./cluster.ts";
 import { Config, Log, Metrics } from "./core.ts";
 import { Scheduler } from "./delivery.ts";
 import { eventSourceOf } from "./events.ts";
+import { MessageStatus } from "./status.ts";
 import { Users } from "./identity.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
 
@@ -84,6 +85,7 @@ export const ApiLayer = Layer.effectDiscard(
       Effect.catch((error) => Effect.sync(() => log("api.idempotency.prune.failed", { error: error.detail }))),
     );
     yield* Effect.forkScoped(Effect.repeat(prune, Schedule.spaced(PRUNE_EVERY_MS)));
-    yield* serveApi(nc, { nodeId: config.nodeId, subjects, submitter, uploads, maxMessageBytes: config.limits.maxMessageBytes });
+    const status = yield* MessageStatus;
+    yield* serveApi(nc, { nodeId: config.nodeId, subjects, submitter, uploads, maxMessageBytes: config.limits.maxMessageBytes, statusOf: status.statusOf });
   }),
 );

@@ -281,3 +281,25 @@ test("tern submit sends a message file and prints its id", async () => {
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /SenderNotAllowed/);
 });
+
+test("status answers for the tenant's own messages: delivered with the MX; another tenant's or an unknown id is NotFound", async () => {
+  const reply = await tern.submitRaw("Subject: watched\r\n\r\nwatch me\r\n", { from: "alice@example.test", to: ["watched@remote.test"] });
+  await arrivedAs(reply.messageId);
+  const status = await eventually(async () => {
+    const answer = await tern.status(reply.messageId);
+    return answer.recipients.some((r) => r.state === "delivered") ? answer : undefined;
+  }, 20_000, "delivered in status");
+  assert.equal(status.message.id, reply.messageId);
+  assert.equal(status.message.tenant, "default");
+  const [recipient] = status.recipients;
+  assert.equal(recipient?.recipient, "watched@remote.test");
+  assert.equal(recipient?.attempts, 1);
+  assert.match(recipient?.history[0]?.mx ?? "", /mx\.remote\.test/);
+  assert.match(recipient?.history[0]?.reply ?? "", /^250 /);
+
+  const acme = await connectTern({ cluster, tenant: "acme", nc });
+  await assert.rejects(acme.status(reply.messageId), (error: unknown) => error instanceof TernApiError && error.code === "NotFound");
+  await assert.rejects(tern.status("0ZZZZZZZZZZZZZZZZ"), (error: unknown) => error instanceof TernApiError && error.code === "NotFound");
+  const garbage = await request("status", "{not json");
+  assert.equal(garbage.status, "400");
+});
