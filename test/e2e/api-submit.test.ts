@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { simpleParser } from "mailparser";
 import { headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { connectTern, TernApiError, type TernClient } from "../../cluster/client.ts";
+import { followEvents } from "../../cluster/events-client.ts";
 import { ERROR_CODE_HEADER, ERROR_HEADER, UPLOAD_SEQ_HEADER } from "../../protocol/api.ts";
 import { makeSubjects } from "../../protocol/subjects.ts";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
@@ -302,4 +303,18 @@ test("status answers for the tenant's own messages: delivered with the MX; anoth
   await assert.rejects(tern.status("0ZZZZZZZZZZZZZZZZ"), (error: unknown) => error instanceof TernApiError && error.code === "NotFound");
   const garbage = await request("status", "{not json");
   assert.equal(garbage.status, "400");
+});
+
+test("a submitted message's events arrive on JetStream in order, accepted then delivered, with its tags and metadata", async () => {
+  const reply = await tern.submitRaw("Subject: followed\r\n\r\nfollow me\r\n", { from: "alice@example.test", to: ["followed@remote.test"] }, { tags: ["campaign-7"], metadata: { user: "u1" } });
+  await arrivedAs(reply.messageId);
+  const seen = await eventually(async () => {
+    const events = [];
+    for await (const { event } of followEvents(nc, { cluster, tenant: "default", domain: "remote.test", start: "first" })) {
+      if (event.msg === reply.messageId) events.push(event);
+    }
+    return events.some((e) => e.type === "delivered") ? events : undefined;
+  }, 20_000, "the delivered event in the stream");
+  assert.deepEqual(seen.map((e) => e.type), ["accepted", "delivered"]);
+  for (const event of seen) assert.deepEqual([event.tenant, event.tags, event.metadata], ["default", ["campaign-7"], { user: "u1" }]);
 });
