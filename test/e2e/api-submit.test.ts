@@ -229,6 +229,7 @@ test("$SRV.PING, INFO and STATS answer as the NATS micro conventions say", async
     [
       ["submit", subjects.api("*", "submit"), subjects.apiQueueGroup],
       ["upload-begin", subjects.api("*", "upload.begin"), subjects.apiQueueGroup],
+      ["status", subjects.api("*", "status"), subjects.apiQueueGroup],
       ["upload", subjects.api("*", "upload.api.*"), ""],
     ],
   );
