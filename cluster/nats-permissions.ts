@@ -70,7 +70,7 @@ const eventsReadAccess = (subjects: Subjects, events: string): string[] => {
 };
 
 /** The KV buckets nodes of the cluster use. */
-const bucketsOf = (subjects: Subjects): string[] => [subjects.mailboxOwnersBucket];
+const bucketsOf = (subjects: Subjects): string[] => [subjects.mailboxOwnersBucket, subjects.apiKeysBucket];
 
 const clusterRoot = (subjects: Subjects) => `tern.${subjects.cluster}`;
 

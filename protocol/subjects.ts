@@ -66,6 +66,17 @@ export interface Subjects {
   readonly apiQueueGroup: string;
   /** The API's service name under the NATS micro conventions (`$SRV.PING.<name>`). */
   readonly apiService: string;
+  /**
+   * KV bucket of idempotency keys, cluster-wide: `<tenant>.<key>` → the node that took the
+   * key first and holds its message (actors/api/idempotency.ts). Entries age out after
+   * `api.idempotencyTtlMs`.
+   */
+  readonly apiKeysBucket: string;
+  /**
+   * The recorded reply of an idempotency key, asked of the node the bucket names
+   * (node-to-node, outside the API's subject space that applications may use).
+   */
+  readonly idempotencyOf: (nodeId: string) => string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -108,5 +119,7 @@ export const makeSubjects = (cluster: string): Subjects => {
     api: (tenant, endpoint) => `${root}.api.v1.${tenant}.${endpoint}`,
     apiQueueGroup: `${root}.api`,
     apiService: `tern-${cluster}`,
+    apiKeysBucket: `tern_${cluster}_api_keys`,
+    idempotencyOf: (nodeId) => `${root}.idempotency.${nodeId}`,
   };
 };

@@ -4,6 +4,10 @@
 // trace and submission headers, and the reply is built only after `spool.accept`
 // committed message, entries and idempotency record to disk: the API's 250.
 //
+// An idempotency key holds across the cluster: before the commit the key is claimed in
+// the cluster's KV (actors/api/idempotency.ts); a key another node took is answered with
+// that node's recorded reply, and nothing is queued here.
+//
 // A body comes whole (raw bytes, or a structured message composed here with nodemailer's
 // MailComposer) or in chunks (actors/api/uploads.ts); both feed a `Submission`, whose
 // partial body is discarded on every path that does not commit it.
@@ -18,6 +22,7 @@ import type { BodyWriter, Spool } from "../queue/spool.ts";
 import { apiReceivedHeader, missingSubmissionHeaders } from "../session/headers.ts";
 import { ingest, type IngestResult } from "../session/ingest.ts";
 import type { RecipientPolicy } from "../session/policy.ts";
+import type { Idempotency } from "./idempotency.ts";
 import { checkSender, checkTenant, decideRecipients, dueTimeOf, type SenderPolicy } from "./policy.ts";
 
 export interface SubmitConfig extends SenderPolicy {
@@ -57,6 +62,8 @@ export interface SubmitDeps {
   /** False while the spool cannot commit. */
   readonly spoolHealthy: () => boolean;
   readonly spoolFailed: () => void;
+  /** Claims idempotency keys cluster-wide before a keyed commit. */
+  readonly idempotency: Idempotency;
   readonly hooks: SubmitHooks;
 }
 
@@ -90,8 +97,13 @@ export interface SubmitOptionsInput {
 export interface Submitter {
   /** Checks tenant, sender, recipients, limits and rate; fails with the ApiError that refuses it. */
   readonly prepare: (tenant: string, envelope: Envelope, options: SubmitOptionsInput) => Effect.Effect<Prepared, ApiError>;
-  /** The first reply of an idempotency key still remembered, marked as a duplicate. */
+  /** The first reply of an idempotency key still remembered on this node, marked as a duplicate. */
   readonly recall: (tenant: string, key: string | undefined) => Effect.Effect<SubmitReply | undefined>;
+  /**
+   * What another node asking about a key this node claimed is told: the reply recorded
+   * here, once a commit of the key under way ended; undefined when nothing was queued here.
+   */
+  readonly recorded: (tenant: string, key: string) => Effect.Effect<SubmitReply | undefined>;
   /** Opens the body and starts ingesting whatever is written to `input`. */
   readonly start: (prepared: Prepared) => Effect.Effect<Submission>;
   /** Waits for the body's end and commits; one submit per idempotency key at a time on this node. */
@@ -108,6 +120,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
     const rates = new SlidingCounter(MINUTE, 10_000);
     /** Keys being committed now, per tenant: a second submit with one waits for the first's reply. */
     const pending = new Map<string, Deferred.Deferred<SubmitReply, ApiError>>();
+    const slotOf = (tenant: string, key: string) => `${tenant}\u0000${key}`;
     let committing = 0;
 
     const refuse = (error: ApiError) => {
@@ -229,14 +242,23 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         return reply;
       });
 
-    /** Runs `commitOnce` unless the key already has a reply (remembered, or being committed now). */
+    /** Claims the key cluster-wide, then commits here, or answers with the reply of the node that has it. */
+    const claimThenCommit = (prepared: Prepared, key: string, submission: Submission): Effect.Effect<SubmitReply, ApiError> =>
+      Effect.gen(function* () {
+        const claim = yield* deps.idempotency.claim(prepared.tenant, key).pipe(Effect.tapError((error) => Effect.sync(() => hooks.rejected(error.code))));
+        if (claim._tag === "Mine") return yield* commitOnce(prepared, submission);
+        hooks.log("api.idempotency.answered", { tenant: prepared.tenant, msg: claim.reply.messageId, holder: claim.reply.node });
+        return { ...claim.reply, duplicate: true };
+      });
+
+    /** Runs `commitOnce` unless the key already has a reply (remembered, being committed now, or on another node). */
     const withKey = (prepared: Prepared, submission: Submission): Effect.Effect<SubmitReply, ApiError> =>
       Effect.gen(function* () {
         const key = prepared.idempotencyKey;
         if (key === undefined) return yield* commitOnce(prepared, submission);
         const remembered = yield* recall(prepared.tenant, key);
         if (remembered) return remembered;
-        const slot = `${prepared.tenant}\u0000${key}`;
+        const slot = slotOf(prepared.tenant, key);
         const running = pending.get(slot);
         if (running) {
           // Another submit with this key is committing: its reply is ours. If it failed, nothing was queued: try again.
@@ -245,7 +267,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         }
         const mine = yield* Deferred.make<SubmitReply, ApiError>();
         pending.set(slot, mine);
-        const outcome = yield* Effect.exit(commitOnce(prepared, submission));
+        const outcome = yield* Effect.exit(claimThenCommit(prepared, key, submission));
         pending.delete(slot);
         yield* Deferred.done(mine, outcome);
         return yield* outcome;
@@ -260,7 +282,18 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         return withKey(prepared, submission).pipe(Effect.ensuring(Effect.sync(() => void committing--)));
       });
 
-    return { prepare, recall, start, commit, discard };
+    const recorded: Submitter["recorded"] = (tenant, key) =>
+      Effect.gen(function* () {
+        const running = pending.get(slotOf(tenant, key));
+        if (running) {
+          const first = yield* Effect.exit(Deferred.await(running));
+          if (Exit.isSuccess(first)) return { ...first.value, duplicate: false };
+        }
+        const remembered = yield* recall(tenant, key);
+        return remembered ? { ...remembered, duplicate: false } : undefined;
+      });
+
+    return { prepare, recall, recorded, start, commit, discard };
   });
 
 // ---------------------------------------------------------------------------

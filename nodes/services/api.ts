@@ -2,12 +2,15 @@
 // in the cluster's API queue group under the NATS micro conventions. A submit commits
 // through the same spool, policy and headers as SMTP submission, and what it commits is
 // handed on as an SMTP commit is (its accepted events are committed with it): metrics, the scheduler (for entries
-// due now; scheduled ones wait for the scheduler's scan). Expired idempotency records are
-// pruned in the background.
+// due now; scheduled ones wait for the scheduler's scan). Idempotency keys are claimed in
+// the cluster's KV bucket and other nodes ask this one for the replies it recorded
+// (actors/api/idempotency.ts); expired records are pruned in the background.
 import { Clock, Effect, Layer, Schedule } from "effect";
+import { askOwnerOverNats, makeIdempotency, serveRecorded } from "../../actors/api/idempotency.ts";
 import { serveApi } from "../../actors/api/server.ts";
 import { makeSubmitter } from "../../actors/api/submit.ts";
 import { makeUploads } from "../../actors/api/uploads.ts";
+import { openApiKeys } from "../../cluster/api-keys.ts";
 import { Nats } from "./cluster.ts";
 import { Config, Log, Metrics } from "./core.ts";
 import { Scheduler } from "./delivery.ts";
@@ -20,6 +23,11 @@ import { Spool, SpoolHealth } from "./storage.ts";
 const CHUNK_HEADROOM = 8 * 1024;
 const PRUNE_EVERY_MS = 60_000;
 const PRUNE_BATCH = 1_000;
+/**
+ * How long a node waits for the node that took an idempotency key first: that node
+ * answers once its commit of the key ended (an fsync), so beyond this it is taken as down.
+ */
+const OWNER_TIMEOUT_MS = 5_000;
 
 export const ApiLayer = Layer.effectDiscard(
   Effect.gen(function* () {
@@ -59,6 +67,11 @@ export const ApiLayer = Layer.effectDiscard(
       isLocalUser: users.exists,
       spoolHealthy: spoolHealth.healthy,
       spoolFailed: spoolHealth.failed,
+      idempotency: makeIdempotency({
+        nodeId: config.nodeId,
+        keys: openApiKeys(nc, subjects.apiKeysBucket, config.api.idempotencyTtlMs),
+        askOwner: askOwnerOverNats(nc, subjects, OWNER_TIMEOUT_MS),
+      }),
       hooks: {
         accepted: (messageId, entries, bytes, labels) => {
           metrics.accepted.inc();
@@ -86,6 +99,7 @@ export const ApiLayer = Layer.effectDiscard(
     );
     yield* Effect.forkScoped(Effect.repeat(prune, Schedule.spaced(PRUNE_EVERY_MS)));
     const status = yield* MessageStatus;
+    yield* serveRecorded(nc, subjects, config.nodeId, submitter.recorded);
     yield* serveApi(nc, { nodeId: config.nodeId, subjects, submitter, uploads, maxMessageBytes: config.limits.maxMessageBytes, statusOf: status.statusOf });
   }),
 );

@@ -49,6 +49,10 @@ test("an application user of tenant alpha submits on alpha's subjects and finds 
   const tern = await connectTern({ cluster, tenant: "alpha", nc });
   const reply = await tern.submitRaw("Subject: alpha\r\n\r\nhi\r\n", { from: "news@alpha.test", to: ["alice@example.test"] });
   assert.equal(reply.tenant, "alpha");
+  // A keyed submit: the node claims the key in its cluster's KV bucket, within its permissions.
+  const keyed = await tern.submitRaw("Subject: keyed\r\n\r\nhi\r\n", { from: "news@alpha.test", to: ["alice@example.test"] }, { idempotencyKey: "alpha-1" });
+  const retried = await tern.submitRaw("Subject: keyed\r\n\r\nhi\r\n", { from: "news@alpha.test", to: ["alice@example.test"] }, { idempotencyKey: "alpha-1" });
+  assert.deepEqual([retried.messageId, retried.duplicate], [keyed.messageId, true]);
   const pings = [];
   for await (const msg of await nc.requestMany(`$SRV.PING.${subjects.apiService}`, "", { maxWait: 1_000 })) pings.push(msg.json<{ id: string }>().id);
   assert.deepEqual(pings, ["n1"]);
