@@ -123,3 +123,27 @@ export const makeSubjects = (cluster: string): Subjects => {
     idempotencyOf: (nodeId) => `${root}.idempotency.${nodeId}`,
   };
 };
+
+/**
+ * Whether a node may publish an answer on `reply`, for a request served under cluster
+ * `cluster`. NATS does not check a request's reply subject against the asker's
+ * permissions, but the node publishes the answer with its own: a reply subject naming a
+ * KV key, the events stream or another node's subjects would make the node write there.
+ * So answers go only to inboxes: node, operator and tenant inboxes inside the cluster's
+ * space, and anything outside Tern's and the server's own (`$…`) space, such as `_INBOX.…`.
+ */
+export const isReplySubject = (cluster: string, reply: string): boolean => {
+  if (reply.startsWith("$")) return false;
+  if (!reply.startsWith("tern.")) return true;
+  const root = `tern.${cluster}.`;
+  if (!reply.startsWith(root)) return false;
+  const rest = reply.slice(root.length).split(".");
+  return (
+    (rest[0] === "inbox" && rest.length >= 3) ||
+    (rest[0] === "operator" && rest[1] === "inbox" && rest.length >= 3) ||
+    (rest[0] === "tenant" && rest[2] === "inbox" && rest.length >= 4)
+  );
+};
+
+/** The cluster of a Tern subject (`tern.<cluster>.…`), if it is one. */
+export const clusterOfSubject = (subject: string): string | undefined => (subject.startsWith("tern.") ? subject.split(".")[1] : undefined);

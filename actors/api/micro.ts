@@ -62,8 +62,17 @@ const VERBS = ["PING", "INFO", "STATS"] as const;
 
 const json = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
 
-/** Serves the endpoints and the discovery subjects until the scope closes. */
-export const serveMicro = (nc: NatsConnection, identity: ServiceIdentity, endpoints: ReadonlyArray<ApiEndpoint>): Effect.Effect<void, never, Scope.Scope> =>
+/**
+ * Serves the endpoints and the discovery subjects until the scope closes. `mayReplyTo`
+ * decides which reply subjects get an answer: the node publishes it with its own rights,
+ * so a forged reply subject (a KV key, the events stream) is never answered.
+ */
+export const serveMicro = (
+  nc: NatsConnection,
+  identity: ServiceIdentity,
+  endpoints: ReadonlyArray<ApiEndpoint>,
+  mayReplyTo: (reply: string) => boolean,
+): Effect.Effect<void, never, Scope.Scope> =>
   Effect.gen(function* () {
     const started = new Date(yield* Clock.currentTimeMillis).toISOString();
     const stats = new Map<string, Stats>(endpoints.map((e) => [e.name, { requests: 0, errors: 0, lastError: "", nanos: 0n }]));
@@ -107,7 +116,7 @@ export const serveMicro = (nc: NatsConnection, identity: ServiceIdentity, endpoi
         yield* servedInScope(() =>
           nc.subscribe(subject, {
             callback: (error, msg) => {
-              if (!error && msg.reply) msg.respond(json(discovery(verb)));
+              if (!error && msg.reply && mayReplyTo(msg.reply)) msg.respond(json(discovery(verb)));
             },
           }),
         );
@@ -120,9 +129,9 @@ export const serveMicro = (nc: NatsConnection, identity: ServiceIdentity, endpoi
         nc.subscribe(endpoint.subject, {
           ...(endpoint.queue !== undefined ? { queue: endpoint.queue } : {}),
           callback: (error, msg) => {
-            if (error) return;
+            if (error || !msg.reply || !mayReplyTo(msg.reply)) return;
             run(answer(endpoint, msg, counted))
-              .then((reply) => void (msg.reply && msg.respond(reply.data, reply.headers ? { headers: reply.headers } : undefined)))
+              .then((reply) => void msg.respond(reply.data, reply.headers ? { headers: reply.headers } : undefined))
               .catch((failure: unknown) => process.stderr.write(`tern: no reply sent on ${msg.subject}: ${String(failure)}\n`));
           },
         }),

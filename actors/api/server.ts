@@ -14,7 +14,7 @@ import {
   type SubmitReply,
 } from "../../protocol/api.ts";
 import { NotFound, StatusReply, StatusRequest, Unavailable } from "../../protocol/status.ts";
-import type { Subjects } from "../../protocol/subjects.ts";
+import { isReplySubject, type Subjects } from "../../protocol/subjects.ts";
 import { decodeJson, serveMicro, type ApiCall, type ApiEndpoint } from "./micro.ts";
 import { compose, decodeBase64, submitWhole, type Submitter } from "./submit.ts";
 import type { Uploads } from "./uploads.ts";
@@ -123,4 +123,5 @@ export const serveApi = (nc: NatsConnection, deps: ApiServerDeps): Effect.Effect
       metadata: { cluster: deps.subjects.cluster, node: deps.nodeId },
     },
     apiEndpoints(deps),
+    (reply) => isReplySubject(deps.subjects.cluster, reply),
   );

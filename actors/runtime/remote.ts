@@ -11,6 +11,7 @@
 import { Cause, Effect, Exit, FiberSet, Schema, type Scope } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { MalformedMessage, RemoteBusy, RemoteUnavailable } from "../../protocol/errors.ts";
+import { clusterOfSubject, isReplySubject } from "../../protocol/subjects.ts";
 import { decodeFrame, encodeBlobFrame, encodeFrame } from "../../protocol/wire.ts";
 import { fetchBlob, inlineLimitOf, offerBlob, transferAllowanceMs, type BlobTransport } from "./blobs.ts";
 
@@ -69,6 +70,13 @@ const unanswered = (subject: string) => (error: unknown) => {
   process.stderr.write(`tern: no reply sent on ${subject}: ${String(error)}\n`);
 };
 
+/** A request is answered only on an inbox of the served subject's cluster (protocol/subjects.ts `isReplySubject`). */
+const mayAnswer = (servedSubject: string, reply: string | undefined): reply is string => {
+  if (!reply) return false;
+  const cluster = clusterOfSubject(servedSubject);
+  return cluster === undefined ? !reply.startsWith("$") : isReplySubject(cluster, reply);
+};
+
 export const serveEndpoint = <Req, Res, Err>(
   nc: NatsConnection,
   subject: string,
@@ -83,7 +91,7 @@ export const serveEndpoint = <Req, Res, Err>(
       if (error) return;
       run(answer(endpoint, handle, msg.data))
         .then(({ json, attachment }) => {
-          if (msg.reply) msg.respond(encodeFrame(json, attachment));
+          if (mayAnswer(subject, msg.reply)) msg.respond(encodeFrame(json, attachment));
         })
         .catch(unanswered(subject));
     },
@@ -199,7 +207,7 @@ export const serveChunkedEndpoint = <Req, Res, Err>(
             onFailure: (failure) => Effect.succeed({ json: failureReply(failure), attachment: undefined }),
             onSuccess: (frame) => answer(endpoint, handle, frame),
           }),
-          Effect.flatMap(({ json, attachment }) => (reply ? respondFramed(transport, (data) => msg.respond(data), json, attachment) : Effect.void)),
+          Effect.flatMap(({ json, attachment }) => (mayAnswer(subject, reply) ? respondFramed(transport, (data) => msg.respond(data), json, attachment) : Effect.void)),
           // A pulled request keeps its place in the budget until it is answered: the bytes are held until then.
           Effect.scoped,
         ),
