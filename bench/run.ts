@@ -1,13 +1,13 @@
 // `npm run bench -- [options]`: runs a benchmark scenario against real Tern nodes,
 // prints a table, and writes result.json and chart.svg under the results folder.
-// Exits 1 when a run lost a message that had been answered 250.
+// Exits 1 when a run lost a message that had been accepted (a 250, or a submit reply).
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { renderChart, ratePoints } from "./lib/chart.ts";
 import { stopEverything } from "./lib/environment.ts";
 import { describeMachine } from "./lib/machine.ts";
-import { acceptOnly, backlog, baseline, local, relay, scale, type BenchOptions, type RunReport } from "./lib/scenarios.ts";
+import { acceptOnly, backlog, baseline, local, relay, scale, submit, type BenchOptions, type RunReport } from "./lib/scenarios.ts";
 import { mailbox } from "./lib/mailbox-scenario.ts";
 import { round } from "./lib/stats.ts";
 import { projectRoot } from "../nodes/launcher.ts";
@@ -19,6 +19,7 @@ const scenarios = {
   mailbox: "one mailbox of --messages: delivery rate, then POP3 RETR rate (owner and other node), for 1 … --nodes nodes",
   scale: "relay with 1, 2 … --nodes nodes, the load spread over them",
   backlog: "queue --messages while the sink is down, then open it and measure the drain",
+  submit: "one node: SMTP injection, then the same messages over the NATS API (submitRaw), a row each",
   kill: "relay, with kill -9 of node n0 a third of the way in and a restart (nothing may be lost)",
   baseline: "only the bare smtp-server ceiling (drain and answer 250)",
 } as const;
@@ -96,23 +97,30 @@ const runScenario = async (scenario: Scenario, options: BenchOptions): Promise<R
     case "mailbox": return mailbox(options);
     case "scale": return scale(options);
     case "backlog": return [await backlog(options)];
+    case "submit": return submit(options);
     case "kill": return [await relay(options, "kill -9", true)];
     case "baseline": return [await baseline(options)];
   }
 };
 
+const nodeProcesses = (r: Pick<RunReport, "processes">) => r.processes.filter((p) => p.name.startsWith("tern") || p.name.startsWith("bare"));
+
+/** Node CPU (every node, over the run's window: intake and delivery) per accepted message, ms. */
+const cpuMsPerAccepted = (r: Pick<RunReport, "accepted" | "processes">) =>
+  r.accepted > 0 ? (nodeProcesses(r).reduce((sum, p) => sum + p.cpuSeconds, 0) * 1000) / r.accepted : undefined;
+
 const cell = (value: number | undefined, digits = 0) => (value === undefined ? "-" : String(round(value, digits)));
 
 const printTable = (reports: ReadonlyArray<RunReport>) => {
-  const header = ["run", "nodes", "accepted", "acc/s", "acc p50", "p90", "p99", "max ms", "delivered", "del/s", "e2e p50", "p99 ms", "lost", "dup", "×ceiling", "node CPU", "node RSS MiB"];
+  const header = ["run", "nodes", "accepted", "acc/s", "acc p50", "p90", "p99", "max ms", "delivered", "del/s", "e2e p50", "p99 ms", "lost", "dup", "×ceiling", "node CPU", "CPU ms/acc", "node RSS MiB"];
   const rows = reports.map((r) => {
-    const nodes = r.processes.filter((p) => p.name.startsWith("tern") || p.name.startsWith("bare"));
+    const nodes = nodeProcesses(r);
     return [
       r.label, String(r.nodes), String(r.accepted), cell(r.acceptedPerSec),
       cell(r.acceptLatencyMs.p50, 1), cell(r.acceptLatencyMs.p90, 1), cell(r.acceptLatencyMs.p99, 1), cell(r.acceptLatencyMs.max, 1),
       cell(r.delivered), cell(r.drainPerSec ?? r.deliveredPerSec), cell(r.endToEndMs?.p50, 1), cell(r.endToEndMs?.p99, 1),
       cell(r.lost), cell(r.duplicates), r.ratioToBaseline === undefined ? "-" : round(r.ratioToBaseline, 2).toFixed(2),
-      nodes.map((p) => p.cores.toFixed(2)).join("+"), nodes.map((p) => Math.round(p.peakRssMiB)).join("+"),
+      nodes.map((p) => p.cores.toFixed(2)).join("+"), cell(cpuMsPerAccepted(r), 2), nodes.map((p) => Math.round(p.peakRssMiB)).join("+"),
     ];
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
@@ -156,13 +164,13 @@ const main = async () => {
 
   const folder = join(parsed.results, `${new Date().toISOString().replace(/[:.]/g, "-")}-${scenario}`);
   await mkdir(folder, { recursive: true });
-  const slim = reports.map(({ acceptTimes, arrivalTimes, ...rest }) => rest);
+  const slim = reports.map(({ acceptTimes, arrivalTimes, ...rest }) => ({ ...rest, cpuMsPerAccepted: cpuMsPerAccepted(rest) }));
   const lost = reports.reduce((sum, r) => sum + (r.lost ?? 0), 0);
   await writeFile(join(folder, "result.json"), JSON.stringify({ scenario, options, machine, passed: lost === 0, reports: slim }, null, 2));
   await writeFile(join(folder, "chart.svg"), chartFor(scenario, reports));
   console.log(`results: ${join(folder, "result.json")} and chart.svg`);
   if (lost > 0) {
-    console.error(`FAILED: ${lost} message(s) answered 250 never arrived`);
+    console.error(`FAILED: ${lost} accepted message(s) (a 250 or a submit reply) never arrived`);
     process.exitCode = 1;
   }
 };

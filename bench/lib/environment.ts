@@ -7,6 +7,8 @@ import { makeDataDir, removeDataDir, startTernNode, uniqueCluster, type TernNode
 
 export const REMOTE_DOMAIN = "remote.bench";
 export const LOCAL_DOMAIN = "local.bench";
+/** The API tenant owning the load's sender domain (load.tern), so the NATS API takes its mail. */
+export const BENCH_TENANT = "bench";
 
 export interface EnvironmentOptions {
   readonly nodes: number;
@@ -17,6 +19,8 @@ export interface EnvironmentOptions {
 }
 
 export interface Environment {
+  /** The cluster name the nodes use on NATS (API clients need it). */
+  readonly cluster: string;
   readonly dns: RunningDnsmasq;
   readonly sink: SinkProcess;
   readonly nodes: TernNode[];
@@ -81,6 +85,7 @@ export const startEnvironment = async (options: EnvironmentOptions): Promise<Env
           dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2, allowedTargetNetworks: ["127.0.0.0/8"] },
           delivery: { remotePort: sinkPort, pollMs: 50, connectionsPerSite: Number(process.env.BENCH_SITE_CONNECTIONS ?? 4), retryBaseMs: 1000, retryMaxMs: 2000, connectTimeoutMs: 2000, ...options.delivery },
           limits: { maxMessageBytes: 50 * 1024 * 1024, maxRecipients: 1000 },
+          api: { tenants: [{ name: BENCH_TENANT, senderDomains: ["load.tern"] }] },
         };
       }),
     );
@@ -94,6 +99,7 @@ export const startEnvironment = async (options: EnvironmentOptions): Promise<Env
     });
 
     return whileRunning({
+      cluster,
       dns,
       sink,
       nodes,

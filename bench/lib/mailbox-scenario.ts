@@ -53,7 +53,7 @@ const oneRun = async (options: BenchOptions, nodes: number): Promise<RunReport> 
       recipientUsers: 1,
       runId: `m${randomBytes(4).toString("hex")}`,
     });
-    const accepted = load.records.filter((r) => r.code === 250);
+    const accepted = load.records.filter((r) => r.outcome === "accepted");
     const lastAccept = accepted.reduce((latest, r) => Math.max(latest, r.acceptedAt ?? 0), load.startedAt);
     const deadline = Date.now() + options.drainTimeoutSec * 1000;
     while ((await deliveredLocally(environment)) < accepted.length && Date.now() < deadline) await sleep(50);
@@ -74,7 +74,7 @@ const oneRun = async (options: BenchOptions, nodes: number): Promise<RunReport> 
       nodes,
       attempted: load.records.length,
       accepted: accepted.length,
-      refused: load.records.filter((r) => r.code !== 250 && r.code !== 0).length,
+      refused: load.records.filter((r) => r.outcome === "refused").length,
       connectionErrors: load.connectionErrors,
       injectSeconds: (lastAccept - load.startedAt) / 1000,
       acceptedPerSec: perSecond(accepted.length, lastAccept - load.startedAt),

@@ -3,10 +3,12 @@
 import { cpus } from "node:os";
 import { sampleUsage, type ProcessUsage } from "./procstats.ts";
 import { percentiles, perSecond, type Percentiles } from "./stats.ts";
-import { runLoad, type LoadOptions, type LoadResult } from "./load.ts";
+import { runLoad, type LoadResult, type SmtpLoadOptions } from "./load.ts";
+import { runApiLoad } from "./api-load.ts";
+import { connectTern } from "../../cluster/client.ts";
 import { startSinkProcess } from "./sink.ts";
 import { readMetric } from "../../nodes/launcher.ts";
-import { LOCAL_DOMAIN, REMOTE_DOMAIN, localUser, startEnvironment, whileRunning, type Environment } from "./environment.ts";
+import { BENCH_TENANT, LOCAL_DOMAIN, REMOTE_DOMAIN, localUser, startEnvironment, whileRunning, type Environment } from "./environment.ts";
 import { Pop3Connection } from "./pop3-client.ts";
 import { benchIdIn } from "./load.ts";
 import { findFreePort } from "../../test/support/dnsmasq.ts";
@@ -52,7 +54,7 @@ export interface RunReport {
 
 const runId = () => `r${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
 
-const loadOptions = (options: BenchOptions, targets: LoadOptions["targets"], domain: string, users: number): LoadOptions => ({
+const loadOptions = (options: BenchOptions, targets: SmtpLoadOptions["targets"], domain: string, users: number): SmtpLoadOptions => ({
   targets,
   connections: options.connections,
   reuse: options.reuse,
@@ -88,14 +90,14 @@ const watchQueueDepth = (environment: Environment, origin: number) => {
 
 type AcceptedRecords = LoadResult["records"];
 
-/** The accept-side figures, and the records that got 250 (what the run owes the sink). */
+/** The accept-side figures, and the records that were accepted (what the run owes the sink). */
 const acceptSide = (load: LoadResult) => {
-  const accepted = load.records.filter((r) => r.code === 250);
+  const accepted = load.records.filter((r) => r.outcome === "accepted");
   const lastAccept = accepted.reduce((latest, r) => Math.max(latest, r.acceptedAt ?? 0), load.startedAt);
   return [accepted, {
     accepted: accepted.length,
     attempted: load.records.length,
-    refused: load.records.filter((r) => r.code !== 250 && r.code !== 0).length,
+    refused: load.records.filter((r) => r.outcome === "refused").length,
     connectionErrors: load.connectionErrors,
     injectSeconds: (lastAccept - load.startedAt) / 1000,
     acceptedPerSec: perSecond(accepted.length, lastAccept - load.startedAt),
@@ -121,7 +123,8 @@ const arrivalSide = async (environment: Environment, load: LoadResult, accepted:
     deliveredPerSec: perSecond(arrivals.length, lastArrival - load.startedAt),
     endToEndMs: percentiles(endToEnd),
     lost: missing(),
-    duplicates: [...environment.sink.arrivals.values()].reduce((sum, times) => sum + times.length - 1, 0),
+    // Over this load's messages only: a scenario may run several loads against one sink.
+    duplicates: load.records.reduce((sum, r) => sum + Math.max(0, (environment.sink.arrivals.get(r.id)?.length ?? 0) - 1), 0),
     arrivalTimes: arrivals,
   };
 };
@@ -160,6 +163,40 @@ export const relay = async (options: BenchOptions, label = "relay", crashMidway 
     const arrival = await arrivalSide(environment, load, acceptedRecords, options.drainTimeoutSec);
     return { label, nodes: options.nodes, ...accept, ...arrival, processes: usage.stop(), queueDepth: await stopDepth(), startedAt: origin, notes };
   } finally {
+    await environment.stop();
+  }
+};
+
+/**
+ * SMTP injection, then NATS API submits, into the same single node in one run, each its own
+ * row: the same number of messages of the same size, relayed to the sink; every accepted
+ * message must arrive. The SMTP phase drains before the API phase starts, so each phase's
+ * CPU and latency are its own (the API phase runs on a node the SMTP phase warmed up).
+ */
+export const submit = async (options: BenchOptions): Promise<RunReport[]> => {
+  const environment = await startEnvironment({ nodes: 1, sink: { record: true }, localUsers: 1 });
+  const client = await connectTern({ cluster: environment.cluster, tenant: BENCH_TENANT });
+  try {
+    const phase = async (label: string, load: () => Promise<LoadResult>, note: string): Promise<RunReport> => {
+      const { usage, origin, stopDepth } = startMeasuring(environment);
+      const loaded = await load();
+      const [acceptedRecords, accept] = acceptSide(loaded);
+      const arrival = await arrivalSide(environment, loaded, acceptedRecords, options.drainTimeoutSec);
+      return { label, nodes: 1, ...accept, ...arrival, processes: usage.stop(), queueDepth: await stopDepth(), startedAt: origin, notes: [note] };
+    };
+    const smtp = await phase(
+      "submit smtp",
+      () => runLoad(loadOptions(options, smtpTargets(environment), REMOTE_DOMAIN, 1_000)),
+      `${options.connections} SMTP connections (${options.reuse ? "reused" : "one per message"}); latency from the final "." to the 250`,
+    );
+    const nats = await phase(
+      "submit nats",
+      () => runApiLoad(loadOptions(options, [], REMOTE_DOMAIN, 1_000), client),
+      `${options.connections} concurrent submitRaw requests on one NATS connection; latency from the request (body included) to the reply`,
+    );
+    return [smtp, nats];
+  } finally {
+    await client.close();
     await environment.stop();
   }
 };

@@ -47,3 +47,21 @@ test("kill smoke run: kill -9 of the node midway loses nothing that was answered
   assert.match(killed.notes.join("\n"), /node n0 killed with SIGKILL and restarted/);
   assert.ok(killed.connectionErrors > 0, "the kill should have broken client connections");
 });
+
+test("submit smoke run: the same messages over SMTP and over the NATS API into one node, each a row, nothing lost", async () => {
+  const { code, stdout, stderr, report } = await bench(["--scenario", "submit", "--messages", "200", "--connections", "4", "--no-baseline"]);
+  assert.equal(code, 0, stdout + stderr);
+  assert.equal(report.passed, true);
+  assert.deepEqual(report.reports.map((r: { label: string }) => r.label), ["submit smtp", "submit nats"]);
+  for (const row of report.reports) {
+    assert.equal(row.nodes, 1);
+    assert.equal(row.accepted, 200, `${row.label}: ${row.refused} refused, ${row.connectionErrors} failed`);
+    assert.equal(row.delivered, 200);
+    assert.equal(row.lost, 0);
+    assert.equal(row.duplicates, 0);
+    assert.ok(row.acceptLatencyMs.p99 > 0 && row.acceptLatencyMs.p99 >= row.acceptLatencyMs.p50, row.label);
+    assert.ok(row.cpuMsPerAccepted > 0, row.label);
+  }
+  assert.match(stdout, /^submit smtp +1 +200 /m);
+  assert.match(stdout, /^submit nats +1 +200 /m);
+});
