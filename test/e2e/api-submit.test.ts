@@ -319,3 +319,23 @@ test("a submitted message's events arrive on JetStream in order, accepted then d
   assert.deepEqual(seen.map((e) => e.type), ["accepted", "delivered"]);
   for (const event of seen) assert.deepEqual([event.tenant, event.tags, event.metadata], ["default", ["campaign-7"], { user: "u1" }]);
 });
+
+test("a request whose reply subject is not an inbox gets no answer: the node never publishes onto KV keys or events for an asker", async () => {
+  const probe = async (subject: string, reply: string) => {
+    const heard: string[] = [];
+    const sub = nc.subscribe(reply, { callback: (_error, msg) => void heard.push(msg.subject) });
+    await nc.flush();
+    nc.publish(subject, new TextEncoder().encode('{"messageId":"0ZZZZZZZZZZZZZZZZ"}'), { reply });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    sub.unsubscribe();
+    return heard.length;
+  };
+  const forged = [`$KV.${subjects.mailboxOwnersBucket}.x`, `${subjects.events}`.replace(">", "default.accepted.none"), `tern.${cluster}.mailbox.api.deliver`];
+  for (const reply of forged) {
+    assert.equal(await probe("$SRV.PING", reply), 0, `discovery answered on ${reply}`);
+    assert.equal(await probe(subjects.api("default", "status"), reply), 0, `status answered on ${reply}`);
+  }
+  // The same requests with an inbox are answered: the probe can hear.
+  assert.equal(await probe("$SRV.PING", `_INBOX.probe.${Date.now()}`), 1);
+  assert.equal(await probe(subjects.api("default", "status"), `_INBOX.probe2.${Date.now()}`), 1);
+});
