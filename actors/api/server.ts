@@ -25,6 +25,8 @@ export interface ApiServerDeps {
   readonly submitter: Submitter;
   readonly uploads: Uploads;
   readonly maxMessageBytes: number;
+  /** Submits handled at once (api.maxConcurrentSubmits); beyond: Busy before anything is decoded. */
+  readonly maxConcurrentSubmits: number;
   /** A message's status from whichever node holds it (nodes/services/status.ts). */
   readonly statusOf: (messageId: string) => Effect.Effect<StatusReply, NotFound | Unavailable>;
 }
@@ -36,13 +38,24 @@ const lastToken = (subject: string) => subject.slice(subject.lastIndexOf(".") + 
 
 export const apiEndpoints = (deps: ApiServerDeps): ReadonlyArray<ApiEndpoint> => {
   const { subjects, submitter, uploads } = deps;
+  // Submits being handled at once, counted from their arrival: decoding and composing a
+  // body take memory before the commit's own limit applies, so the limit holds from here.
+  let handling = 0;
+  const admitted = <A>(handle: Effect.Effect<A, ApiError>): Effect.Effect<A, ApiError> =>
+    Effect.suspend(() => {
+      if (handling >= deps.maxConcurrentSubmits) {
+        return Effect.fail(new ApiError({ code: "Busy", message: `this node is handling ${handling} submits already; retry shortly` }));
+      }
+      handling++;
+      return handle.pipe(Effect.ensuring(Effect.sync(() => void handling--)));
+    });
   return [
     {
       name: "submit",
       subject: subjects.api("*", "submit"),
       queue: subjects.apiQueueGroup,
       metadata: { request: "SubmitRequest", reply: "SubmitReply" },
-      handle: (call) => Effect.flatMap(decodeJson(SubmitRequest, call.data), (request) => submit(deps, tenantOfSubject(call.subject), request)),
+      handle: (call) => admitted(Effect.flatMap(decodeJson(SubmitRequest, call.data), (request) => submit(deps, tenantOfSubject(call.subject), request))),
     },
     {
       name: "upload-begin",

@@ -259,14 +259,21 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         const remembered = yield* recall(prepared.tenant, key);
         if (remembered) return remembered;
         const slot = slotOf(prepared.tenant, key);
-        const running = pending.get(slot);
-        if (running) {
+        // Looking for a running commit and registering ours is one step, with no yield
+        // between them: two submits of one key cannot both find none.
+        const turn = yield* Effect.sync((): { readonly running: boolean; readonly deferred: Deferred.Deferred<SubmitReply, ApiError> } => {
+          const running = pending.get(slot);
+          if (running) return { running: true, deferred: running };
+          const mine = Deferred.makeUnsafe<SubmitReply, ApiError>();
+          pending.set(slot, mine);
+          return { running: false, deferred: mine };
+        });
+        if (turn.running) {
           // Another submit with this key is committing: its reply is ours. If it failed, nothing was queued: try again.
-          const first = yield* Effect.exit(Deferred.await(running));
+          const first = yield* Effect.exit(Deferred.await(turn.deferred));
           return Exit.isSuccess(first) ? { ...first.value, duplicate: true } : yield* withKey(prepared, submission);
         }
-        const mine = yield* Deferred.make<SubmitReply, ApiError>();
-        pending.set(slot, mine);
+        const mine = turn.deferred;
         const outcome = yield* Effect.exit(claimThenCommit(prepared, key, submission));
         pending.delete(slot);
         yield* Deferred.done(mine, outcome);
@@ -355,9 +362,10 @@ export const submitWhole = (
   maxMessageBytes: number,
 ): Effect.Effect<SubmitReply, ApiError> =>
   Effect.gen(function* () {
-    const prepared = yield* submitter.prepare(tenant, envelope, options);
+    // A retry of a remembered key gets its first reply before any check that counts (the rate limit).
     const remembered = yield* submitter.recall(tenant, options.idempotencyKey);
     if (remembered) return remembered;
+    const prepared = yield* submitter.prepare(tenant, envelope, options);
     if (bytes.length > maxMessageBytes) return yield* new ApiError({ code: "TooLarge", message: `the message exceeds ${maxMessageBytes} bytes (limits.maxMessageBytes)` });
     return yield* Effect.acquireUseRelease(
       submitter.start(prepared),

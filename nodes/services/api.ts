@@ -11,6 +11,7 @@ import { serveApi } from "../../actors/api/server.ts";
 import { makeSubmitter } from "../../actors/api/submit.ts";
 import { makeUploads } from "../../actors/api/uploads.ts";
 import { openApiKeys } from "../../cluster/api-keys.ts";
+import type { StoreError } from "../../protocol/errors.ts";
 import { Nats } from "./cluster.ts";
 import { Config, Log, Metrics } from "./core.ts";
 import { Scheduler } from "./delivery.ts";
@@ -93,13 +94,18 @@ export const ApiLayer = Layer.effectDiscard(
       },
       log,
     );
-    const prune = Effect.flatMap(Clock.currentTimeMillis, (now) => spool.forgetExpired(now, PRUNE_BATCH)).pipe(
+    // Batch after batch until one comes back short: a fixed batch a minute would fall behind a busy API.
+    const pruneAll = (now: number, removedSoFar: number): Effect.Effect<number, StoreError> =>
+      Effect.flatMap(spool.forgetExpired(now, PRUNE_BATCH), (removed) =>
+        removed < PRUNE_BATCH ? Effect.succeed(removedSoFar + removed) : pruneAll(now, removedSoFar + removed),
+      );
+    const prune = Effect.flatMap(Clock.currentTimeMillis, (now) => pruneAll(now, 0)).pipe(
       Effect.tap((removed) => Effect.sync(() => removed > 0 && log("api.idempotency.pruned", { removed }))),
       Effect.catch((error) => Effect.sync(() => log("api.idempotency.prune.failed", { error: error.detail }))),
     );
     yield* Effect.forkScoped(Effect.repeat(prune, Schedule.spaced(PRUNE_EVERY_MS)));
     const status = yield* MessageStatus;
     yield* serveRecorded(nc, subjects, config.nodeId, submitter.recorded);
-    yield* serveApi(nc, { nodeId: config.nodeId, subjects, submitter, uploads, maxMessageBytes: config.limits.maxMessageBytes, statusOf: status.statusOf });
+    yield* serveApi(nc, { nodeId: config.nodeId, subjects, submitter, uploads, maxMessageBytes: config.limits.maxMessageBytes, maxConcurrentSubmits: config.api.maxConcurrentSubmits, statusOf: status.statusOf });
   }),
 );
