@@ -3,15 +3,33 @@
 //   const nc = await connect({ servers, user, pass, inboxPrefix });
 //   for await (const { seq, event } of followEvents(nc, { cluster: "tern", type: "bounced", follow: true })) …
 //
-// An ordered consumer (ephemeral, in the server's memory, recreated by nats.js from the
-// last sequence seen after any gap or loss) filtered to the tenant, type and domain
-// asked for, starting at a stream sequence, a time, the first stored event, or only new
-// ones. Events are decoded with the protocol's Schema; one that does not decode (a newer
-// node's event kind) is handed to `onUndecodable` and skipped. An application user of
-// one tenant must ask for that tenant (its NATS permissions allow no other filter) and
-// connect with `inboxPrefix` set to the tenant's inbox (`Subjects.tenantInbox`).
-import { DeliverPolicy, jetstream, type ConsumerMessages } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+// A pull consumer of our own, filtered to the tenant, type and domain asked for, starting
+// at a stream sequence, a time, the first stored event, or only new ones. It is created
+// with CONSUMER.CREATE naming the filter in the request subject (nats-server checks the
+// body against it), so NATS permissions can confine a tenant's filter, and is read with
+// CONSUMER.MSG.NEXT. Nothing here asks for STREAM.INFO: that answer (with
+// `subjects_filter`) lists every subject in the stream, other tenants' included, so
+// tenant users are not allowed it. The consumer lives in the server's memory and goes
+// away once unread for `inactive_threshold` (a reader that died); when it is gone while
+// we read (a server restart, a long disconnection), it is created again from the
+// sequence after the last event read. Events are decoded with the protocol's Schema; one
+// that does not decode (a newer node's event kind) is handed to `onUndecodable` and
+// skipped. An application user of one tenant must ask for that tenant (its NATS
+// permissions allow no other filter) and connect with `inboxPrefix` set to the tenant's
+// inbox (`Subjects.tenantInbox`).
+import { randomBytes } from "node:crypto";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  JetStreamError,
+  jetstream,
+  jetstreamManager,
+  type ConsumerConfig,
+  type ConsumerMessages,
+} from "@nats-io/jetstream";
+import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { Exit, Schema } from "effect";
 import { TernEvent, type EventType } from "../protocol/events.ts";
 import { makeSubjects } from "../protocol/subjects.ts";
@@ -39,32 +57,73 @@ export interface StoredEvent {
   readonly event: TernEvent;
 }
 
+/** A consumer unread this long is removed by the server (its reader is gone). */
+const INACTIVE_THRESHOLD_MS = 5 * 60_000;
+
 const decode = Schema.decodeUnknownExit(Schema.fromJsonString(TernEvent));
 
-const startOptions = (start: EventsStart) => {
+const startOptions = (start: EventsStart): Partial<ConsumerConfig> => {
   if (start === "first") return { deliver_policy: DeliverPolicy.All };
   if (start === "new") return { deliver_policy: DeliverPolicy.New };
   if ("seq" in start) return { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start.seq };
-  return { opt_start_time: start.time.toISOString() };
+  return { deliver_policy: DeliverPolicy.StartTime, opt_start_time: start.time.toISOString() };
 };
+
+/**
+ * `tern-<tenant>-<random>`: an operator listing the stream's consumers sees whose they
+ * are. The random part is unguessable because NATS permissions cannot tell consumer
+ * names apart (a name is one subject token): knowing a name is what it takes to pull
+ * from, look at or delete that consumer.
+ */
+export const eventsConsumerName = (tenant: string | undefined): string =>
+  `tern-${tenant === undefined ? "" : `${tenant}-`}${randomBytes(16).toString("hex")}`;
+
+/** The consumer is gone (inactive too long, or lost with a server restart): read on from a new one. */
+const isConsumerGone = (error: unknown): boolean =>
+  (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) ||
+  // A pull answered 409 "consumer deleted": the only 409 that ends `consume`.
+  (error instanceof JetStreamError && "code" in error && error.code === 409);
 
 /** The events matching `options`, in stream order. Breaking out of the loop deletes the consumer. */
 export async function* followEvents(nc: NatsConnection, options: FollowOptions): AsyncGenerator<StoredEvent> {
   const subjects = makeSubjects(options.cluster);
-  const filter = subjects.eventFilter(options);
-  const start = options.start ?? (options.follow ? "new" : "first");
-  const consumer = await jetstream(nc, { timeout: options.timeoutMs ?? 5_000 }).consumers.get(subjects.eventsStream, { filter_subjects: filter, ...startOptions(start) });
-  if (!options.follow && (await consumer.info(true)).num_pending === 0) return;
-  const messages: ConsumerMessages = await consumer.consume({ max_messages: 256 });
-  try {
-    for await (const message of messages) {
-      const decoded = decode(new TextDecoder().decode(message.data));
-      if (Exit.isSuccess(decoded)) yield { seq: message.seq, event: decoded.value };
-      else options.onUndecodable?.(message.seq, String(decoded.cause));
-      if (!options.follow && message.info.pending === 0) return;
+  const stream = subjects.eventsStream;
+  const timeout = options.timeoutMs ?? 5_000;
+  // No `$JS.API.INFO` check: readers are not allowed it, and creating the consumer tells the same.
+  const jsm = await jetstreamManager(nc, { timeout, checkAPI: false });
+  const js = jetstream(nc, { timeout });
+  const config: Partial<ConsumerConfig> = {
+    filter_subject: subjects.eventFilter(options),
+    ack_policy: AckPolicy.None,
+    inactive_threshold: nanos(INACTIVE_THRESHOLD_MS),
+    mem_storage: true,
+    num_replicas: 1,
+  };
+  let start = options.start ?? (options.follow ? "new" : "first");
+  for (;;) {
+    const name = eventsConsumerName(options.tenant);
+    const info = await jsm.consumers.add(stream, { ...config, name, ...startOptions(start) });
+    try {
+      // Whatever the start asked for, the server placed the consumer just after `delivered.stream_seq`.
+      start = { seq: Math.max(1, info.delivered.stream_seq + 1) };
+      if (!options.follow && info.num_pending === 0) return;
+      const messages: ConsumerMessages = await js.consumers.getConsumerFromInfo(info).consume({ max_messages: 256, abort_on_missing_resource: true });
+      try {
+        for await (const message of messages) {
+          start = { seq: message.seq + 1 };
+          const decoded = decode(new TextDecoder().decode(message.data));
+          if (Exit.isSuccess(decoded)) yield { seq: message.seq, event: decoded.value };
+          else options.onUndecodable?.(message.seq, String(decoded.cause));
+          if (!options.follow && message.info.pending === 0) return;
+        }
+        return;
+      } catch (error) {
+        if (!isConsumerGone(error)) throw error;
+      } finally {
+        await messages.close().catch(() => undefined);
+      }
+    } finally {
+      await jsm.consumers.delete(stream, name).catch(() => undefined);
     }
-  } finally {
-    await messages.close().catch(() => undefined);
-    await consumer.delete().catch(() => undefined);
   }
 }

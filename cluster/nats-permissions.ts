@@ -14,14 +14,18 @@
 //   that tenant's API and reads its events only, and receives its replies on the tenant's
 //   inbox (`tern.<cluster>.tenant.<tenant>.inbox`), not on the shared `_INBOX`.
 //
-// Reading events is JetStream's ordered consumer as nats.js 3.4 drives it on
-// nats-server 2.9: STREAM.INFO of the events stream, CONSUMER.CREATE with the filter
-// subject in the request subject (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`;
-// the server refuses a request whose body names another filter), CONSUMER.MSG.NEXT to
-// pull, CONSUMER.INFO and CONSUMER.DELETE when it resets. Only filters under what the
-// user may read are allowed, so a tenant cannot create a consumer over other tenants'
-// events, and no one but nodes may read a stream message by sequence (STREAM.MSG.GET,
-// DIRECT.GET) or list consumers.
+// Reading events (`followEvents`) is a pull consumer of the reader's own on nats-server
+// 2.9: CONSUMER.CREATE with the filter subject in the request subject
+// (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`; the server refuses a request whose
+// body names another filter), CONSUMER.MSG.NEXT to pull, CONSUMER.INFO and
+// CONSUMER.DELETE. Only filters under what the user may read are allowed, so a tenant
+// cannot create a consumer over other tenants' events. No reader may ask for STREAM.INFO
+// (with `subjects_filter` it lists every subject with its count: other tenants' names,
+// event types, destination domains and volumes), read a stream message by sequence
+// (STREAM.MSG.GET, DIRECT.GET) or list consumers. A consumer name is one subject token,
+// so permissions cannot tie MSG.NEXT, INFO and DELETE to the consumers of one tenant:
+// what keeps tenants off each other's consumers is that a name is unguessable
+// (`tern-<tenant>-<128 random bits>`) and not listed to them.
 // Nobody but nodes may publish on or subscribe to `tern.<cluster>.>` beyond that, so no
 // one else can read mail bodies crossing nodes, answer a resolver request, or forge mail.
 import type { Subjects } from "../protocol/subjects.ts";
@@ -57,11 +61,10 @@ const kvAccess = (bucket: string): string[] => {
 const eventsStreamAccess = (subjects: Subjects): string[] =>
   ["INFO", "CREATE", "UPDATE"].map((action) => `$JS.API.STREAM.${action}.${subjects.eventsStream}`);
 
-/** Reading events through ordered (ephemeral, pull) consumers filtered under `events`. */
+/** Reading events through pull consumers of one's own, filtered under `events` (no STREAM.INFO: see above). */
 const eventsReadAccess = (subjects: Subjects, events: string): string[] => {
   const stream = subjects.eventsStream;
   return [
-    `$JS.API.STREAM.INFO.${stream}`,
     `$JS.API.CONSUMER.CREATE.${stream}.*.${events}`,
     `$JS.API.CONSUMER.MSG.NEXT.${stream}.*`,
     `$JS.API.CONSUMER.INFO.${stream}.*`,
