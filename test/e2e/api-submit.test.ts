@@ -332,10 +332,10 @@ test("a request whose reply subject is not an inbox gets no answer: the node nev
   };
   const forged = [`$KV.${subjects.mailboxOwnersBucket}.x`, `${subjects.events}`.replace(">", "default.accepted.none"), `tern.${cluster}.mailbox.api.deliver`];
   for (const reply of forged) {
-    assert.equal(await probe("$SRV.PING", reply), 0, `discovery answered on ${reply}`);
+    assert.equal(await probe(`$SRV.PING.${subjects.apiService}`, reply), 0, `discovery answered on ${reply}`);
     assert.equal(await probe(subjects.api("default", "status"), reply), 0, `status answered on ${reply}`);
   }
   // The same requests with an inbox are answered: the probe can hear.
-  assert.equal(await probe("$SRV.PING", `_INBOX.probe.${Date.now()}`), 1);
+  assert.equal(await probe(`$SRV.PING.${subjects.apiService}`, `_INBOX.probe.${Date.now()}`), 1);
   assert.equal(await probe(subjects.api("default", "status"), `_INBOX.probe2.${Date.now()}`), 1);
 });
