@@ -13,6 +13,7 @@ import { ApiLayer } from "./services/api.ts";
 import { Config, Log, Metrics, Supervisor, type NodeStartError } from "./services/core.ts";
 import { QueueAdminLayer, Scheduler, Sites } from "./services/delivery.ts";
 import { LoginAccounts, Tls, Users } from "./services/identity.ts";
+import { LoginThrottles } from "./services/logins.ts";
 import { DescriptorCheck, HttpListener, Pop3Listener, SmtpListener } from "./services/listeners.ts";
 import { LocalMailboxes, Mailboxes } from "./services/mailboxes.ts";
 import { Resolver } from "./services/resolver.ts";
@@ -37,8 +38,8 @@ const cluster = Layer.mergeAll(ClusterHealth.layer, EventPublisherLayer, BlobTra
 const actors = Scheduler.layer.pipe(
   Layer.provideMerge(Layer.mergeAll(Sites.layer, Resolver.layer, Mailboxes.layer.pipe(Layer.provideMerge(LocalMailboxes.layer)))),
 );
-/** What applications and operators ask of the node's mail: message status. */
-const services = MessageStatus.layer;
+/** What applications and operators ask of the node's mail (message status), and the cluster-wide login throttles. */
+const services = Layer.mergeAll(MessageStatus.layer, LoginThrottles.layer);
 const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, HttpListener.layer, QueueAdminLayer, ApiLayer, DescriptorCheck).pipe(Layer.provideMerge(SpoolHealth.layer));
 
 /** The whole node, logging through `log`. */

@@ -77,6 +77,8 @@ export interface Subjects {
    * (node-to-node, outside the API's subject space that applications may use).
    */
   readonly idempotencyOf: (nodeId: string) => string;
+  /** Every node publishes each failed and successful login here, and every node merges them (core NATS, no stream). */
+  readonly loginReports: string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -121,6 +123,7 @@ export const makeSubjects = (cluster: string): Subjects => {
     apiService: `tern-${cluster}`,
     apiKeysBucket: `tern_${cluster}_api_keys`,
     idempotencyOf: (nodeId) => `${root}.idempotency.${nodeId}`,
+    loginReports: `${root}.logins.reports`,
   };
 };
 

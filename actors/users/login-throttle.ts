@@ -1,11 +1,11 @@
-// Failed-login limits for every login the node takes (SMTP AUTH, POP3, later IMAP), per
-// node, in memory.
+// Failed-login limits for every login the node takes (SMTP AUTH, POP3, later IMAP), in
+// memory, and shared with the other nodes of the cluster (cluster/login-reports.ts).
 //
 // Failures are counted by account: the user address a login name resolves to, so
 // `alice` and `alice@local.test` share one count. Three counts:
 // - per client IP and per (account, IP), each protocol with its own limits: past one,
 //   further attempts are refused without checking the password;
-// - per account from every IP together, node-wide: past `afterFailures`, each attempt
+// - per account from every IP together, cluster-wide: past `afterFailures`, each attempt
 //   is answered only after a delay that doubles with every further failure, up to
 //   `maxDelayMs`. It slows a guesser spread over many addresses, yet locks nobody out:
 //   the right password still gets in, only later.
@@ -23,6 +23,15 @@
 // keep the real user out; there only the (account, IP) limit applies, and an attacker
 // cannot fill that one without the user's address. Every map is bounded: the least
 // recently touched entries go first.
+//
+// Cluster-wide: each counted failure and each success is told to `report` (the node
+// publishes it to its peers), and what peers report comes in through `merge`, which
+// applies it exactly as if the attempt had been taken here, without reporting it again.
+// Every node thus holds every count, and a check never waits for the network: without
+// NATS a node goes on with what it knows, so a guesser spread over N nodes gets at most
+// N times the limits until NATS is back. A peer's failure is counted at the time it
+// arrives (milliseconds late; no trust in the peer's clock), a success says how long ago
+// its attempt was admitted, so the failure it takes back is found in the right sub-bucket.
 //
 // Asked from socket callbacks, so the methods are synchronous; time comes from the Clock
 // captured when the accounts are made (TestClock in tests), and the caller waits the
@@ -95,12 +104,22 @@ export interface LoginAttempt {
 /** Before the password is checked: refused by a limit, or admitted after `delayMs`. */
 export type LoginVerdict = { readonly _tag: "Refused"; readonly limit: "ip" | "account-ip"; readonly account: string } | LoginAttempt;
 
+/**
+ * What one node tells the others about a login it took, for one protocol: an attempt
+ * counted as failed, or a success (taking back the failure counted `ageMs` ago).
+ */
+export type LoginEvent =
+  | { readonly _tag: "Failed"; readonly account: Account; readonly ip: string }
+  | { readonly _tag: "Succeeded"; readonly account: string; readonly ip: string; readonly ageMs: number };
+
 /** One protocol's view; `login` is the name as the client gave it. */
 export interface LoginThrottle {
   /** Refuses the attempt, or admits it and counts it as failed (see the top of this file). */
   readonly check: (login: string, ip: string) => LoginVerdict;
   /** The password was right: the attempt's failure is taken back, the pair's failures forgotten, the IP known good. */
   readonly succeeded: (attempt: LoginAttempt) => void;
+  /** Applies what a peer node reported, as if the attempt had been taken here (and without reporting it). */
+  readonly merge: (event: LoginEvent) => void;
 }
 
 /**
@@ -159,9 +178,28 @@ export const loginAccountsOn = (
 
 const pairKey = (account: string, ip: string) => `${account}\n${ip}`;
 
-export const makeLoginThrottle = (accounts: LoginAccounts, limits: LoginLimits = defaultLoginLimits, maxEntries = defaultAccountDelay.maxEntries): LoginThrottle => {
+export interface LoginThrottleOptions {
+  /** Entries per map at most. */
+  readonly maxEntries?: number;
+  /** Hears every failure counted and every success here, to tell the other nodes. */
+  readonly report?: (event: LoginEvent) => void;
+}
+
+export const makeLoginThrottle = (accounts: LoginAccounts, limits: LoginLimits = defaultLoginLimits, options: LoginThrottleOptions = {}): LoginThrottle => {
+  const maxEntries = options.maxEntries ?? defaultAccountDelay.maxEntries;
+  const report = options.report ?? (() => undefined);
   const byIp = new SlidingCounter(limits.windowMs, maxEntries);
   const byPair = new SlidingCounter(limits.windowMs, maxEntries);
+  const countFailure = (account: Account, ip: string, at: number) => {
+    byIp.add(ip, at);
+    byPair.add(pairKey(account.key, ip), at);
+    accounts.failed(account, at);
+  };
+  const takeBack = (account: string, ip: string, at: number) => {
+    byIp.remove(ip, at, accounts.now());
+    byPair.clear(pairKey(account, ip));
+    accounts.succeeded(account, ip, at);
+  };
   return {
     check: (login, ip) => {
       const account = accounts.accountOf(login);
@@ -170,15 +208,18 @@ export const makeLoginThrottle = (accounts: LoginAccounts, limits: LoginLimits =
       if (!accounts.knownGood(account.key, ip) && byIp.count(ip, now) >= limits.maxFailuresPerIp) return { _tag: "Refused", limit: "ip", account: account.key };
       // The delay is the one earned before this attempt; then the attempt counts as failed.
       const delayMs = accounts.delayFor(account, ip);
-      byIp.add(ip, now);
-      byPair.add(pairKey(account.key, ip), now);
-      accounts.failed(account, now);
+      countFailure(account, ip, now);
+      report({ _tag: "Failed", account, ip });
       return { _tag: "Allowed", account: account.key, ip, delayMs, at: now };
     },
     succeeded: (attempt) => {
-      byIp.remove(attempt.ip, attempt.at, accounts.now());
-      byPair.clear(pairKey(attempt.account, attempt.ip));
-      accounts.succeeded(attempt.account, attempt.ip, attempt.at);
+      takeBack(attempt.account, attempt.ip, attempt.at);
+      report({ _tag: "Succeeded", account: attempt.account, ip: attempt.ip, ageMs: Math.max(0, accounts.now() - attempt.at) });
+    },
+    merge: (event) => {
+      const now = accounts.now();
+      if (event._tag === "Failed") countFailure(event.account, event.ip, now);
+      else takeBack(event.account, event.ip, now - event.ageMs);
     },
   };
 };

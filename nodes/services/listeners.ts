@@ -7,14 +7,14 @@ import { makeMaildropAccess } from "../../actors/retriever/access.ts";
 import { startPop3Server } from "../../actors/retriever/pop3-server.ts";
 import { makeClientGuard } from "../../actors/session/guard.ts";
 import { startSmtpListeners, type SessionDeps } from "../../actors/session/smtp.ts";
-import { makeLoginThrottle } from "../../actors/users/login-throttle.ts";
 import { readinessProblems } from "../../actors/runtime/supervisor.ts";
 import { warnIfDescriptorsShort } from "../fd-limit.ts";
 import { startHttp } from "../http.ts";
 import { ClusterHealth } from "./cluster.ts";
 import { eventSourceOf } from "./events.ts";
 import { Config, Log, Metrics, starting, Supervisor } from "./core.ts";
-import { LoginAccounts, Tls, Users } from "./identity.ts";
+import { Tls, Users } from "./identity.ts";
+import { LoginThrottles } from "./logins.ts";
 import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
 import { Scheduler } from "./delivery.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
@@ -51,11 +51,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
         events: eventSourceOf(config),
         users,
         guard: yield* makeClientGuard(config.smtp),
-        throttle: makeLoginThrottle(yield* LoginAccounts, {
-          windowMs: config.smtp.authFailureWindowMs,
-          maxFailuresPerIp: config.smtp.maxAuthFailuresPerIp,
-          maxFailuresPerAccountAndIp: config.smtp.maxAuthFailuresPerUserAndIp,
-        }),
+        throttle: (yield* LoginThrottles).smtp,
         tls,
         spoolHealthy: spoolHealth.healthy,
         spoolFailed: spoolHealth.failed,
@@ -95,11 +91,7 @@ export class Pop3Listener extends Context.Service<Pop3Listener, { readonly port:
       const { onLogin } = yield* MailboxMetrics;
       const { pop3Connection } = yield* Metrics;
       const services = yield* Effect.context<never>();
-      const throttle = makeLoginThrottle(yield* LoginAccounts, {
-        windowMs: config.pop3.failedLoginWindowMs,
-        maxFailuresPerIp: config.pop3.maxFailedLoginsPerIp,
-        maxFailuresPerAccountAndIp: config.pop3.maxFailedLoginsPerUserAndIp,
-      });
+      const throttle = (yield* LoginThrottles).pop3;
       const server = yield* Effect.acquireRelease(
         starting("pop3 listener", () =>
           startPop3Server({

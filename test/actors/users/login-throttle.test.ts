@@ -13,6 +13,7 @@ import {
   type AccountDelayOptions,
   type LoginAccounts,
   type LoginAttempt,
+  type LoginEvent,
   type LoginLimits,
   type LoginThrottle,
 } from "../../../actors/users/login-throttle.ts";
@@ -32,7 +33,7 @@ const directory: Record<string, string> = { alice: "alice@local.test", "alice@lo
 const accountOf = (login: string) => directory[login.toLowerCase()];
 
 const makeThrottle = (options: Partial<AccountDelayOptions> = {}, protocolLimits: LoginLimits = limits) =>
-  Effect.map(makeLoginAccounts(accountOf, { ...accountDelay, ...options }), (accounts) => ({ accounts, throttle: makeLoginThrottle(accounts, protocolLimits, 1_000) }));
+  Effect.map(makeLoginAccounts(accountOf, { ...accountDelay, ...options }), (accounts) => ({ accounts, throttle: makeLoginThrottle(accounts, protocolLimits, { maxEntries: 1_000 }) }));
 
 /** Runs a test body with a TestClock as the Clock (it starts at 0 and moves only when adjusted). */
 const withTestClock = <E>(body: Effect.Effect<void, E>) => Effect.runPromise(Effect.provide(body, TestClock.layer()));
@@ -160,7 +161,7 @@ test("two protocols share the account's record (one delay, one set of known-good
 test("memory is bounded: the oldest entries are dropped beyond maxEntries", () =>
   withTestClock(Effect.gen(function* () {
     const accounts = yield* makeLoginAccounts(accountOf, { ...accountDelay, maxEntries: 10 });
-    const throttle = makeLoginThrottle(accounts, limits, 10);
+    const throttle = makeLoginThrottle(accounts, limits, { maxEntries: 10 });
     for (let n = 0; n < 3; n++) fail(throttle, "victim", "10.0.0.1");
     assert.equal(throttle.check("victim", "10.0.0.1")._tag, "Refused");
     for (let n = 0; n < 20; n++) fail(throttle, `spray${n}`, `10.1.0.${n}`);
@@ -230,7 +231,7 @@ test("a success takes its attempt back from the IP's and the account's counts", 
 test("made-up names cannot push a real account's failures out of the bounded record, and are slowed like real ones", () =>
   withTestClock(Effect.gen(function* () {
     const accounts = yield* makeLoginAccounts(accountOf, { ...accountDelay, maxEntries: 10 });
-    const throttle = makeLoginThrottle(accounts, limits, 10);
+    const throttle = makeLoginThrottle(accounts, limits, { maxEntries: 10 });
     for (let n = 0; n < 5; n++) fail(throttle, "alice", `198.51.100.${n}`);
     assert.equal(delayOf(accounts, "alice", "203.0.113.1"), 4_000);
     for (let n = 0; n < 200; n++) fail(throttle, `spray${n}@local.test`, `10.${n >> 8}.${n & 255}.1`);
@@ -240,4 +241,83 @@ test("made-up names cannot push a real account's failures out of the bounded rec
     for (let n = 0; n < 3; n++) fail(throttle, "bob@local.test", `192.0.2.${n}`);
     assert.equal(delayOf(accounts, "nobody@local.test", "203.0.113.1"), 1_000);
     assert.equal(delayOf(accounts, "bob@local.test", "203.0.113.1"), 1_000);
+  })));
+
+/**
+ * Two nodes' records, each protocol's throttle reporting to the other node's throttle of
+ * that protocol, as cluster/login-reports.ts does over NATS (here at once, in order).
+ */
+const makeTwoNodes = (options: Partial<AccountDelayOptions> = {}) =>
+  Effect.gen(function* () {
+    const reported: LoginEvent[] = [];
+    const node = () => Effect.map(makeLoginAccounts(accountOf, { ...accountDelay, ...options }), (accounts) => ({ accounts, smtp: undefined as unknown as LoginThrottle, pop3: undefined as unknown as LoginThrottle }));
+    const a = yield* node();
+    const b = yield* node();
+    const wire = (from: typeof a, to: typeof a) => {
+      const peer = (protocol: "smtp" | "pop3") => (event: LoginEvent) => {
+        reported.push(event);
+        to[protocol].merge(event);
+      };
+      from.smtp = makeLoginThrottle(from.accounts, limits, { report: peer("smtp") });
+      from.pop3 = makeLoginThrottle(from.accounts, limits, { report: peer("pop3") });
+    };
+    wire(a, b);
+    wire(b, a);
+    return { a, b, reported };
+  });
+
+test("merged reports: the per-IP and per-(account, IP) limits reached through one node refuse on the other", () =>
+  withTestClock(Effect.gen(function* () {
+    const { a, b } = yield* makeTwoNodes({ afterFailures: 100 });
+    fail(a.smtp, "alice", "198.51.100.1");
+    fail(b.smtp, "alice@local.test", "198.51.100.1");
+    fail(a.smtp, "alice", "198.51.100.1");
+    assert.deepEqual(b.smtp.check("alice", "198.51.100.1"), { _tag: "Refused", limit: "account-ip", account: "alice@local.test" });
+    assert.equal(a.smtp.check("alice", "198.51.100.1")._tag, "Refused");
+    assert.equal(b.pop3.check("alice", "198.51.100.1")._tag, "Allowed", "POP3 keeps its own per-IP counts");
+    for (let n = 0; n < 6; n++) fail(n % 2 === 0 ? a.smtp : b.smtp, `user${n}`, "203.0.113.5");
+    // Three guesses through each node: the address is at its limit of 6 on both.
+    assert.deepEqual(b.smtp.check("dave", "203.0.113.5"), { _tag: "Refused", limit: "ip", account: "dave" });
+    assert.deepEqual(a.smtp.check("dave", "203.0.113.5"), { _tag: "Refused", limit: "ip", account: "dave" });
+    yield* TestClock.adjust(60_000);
+    assert.equal(b.smtp.check("dave", "203.0.113.5")._tag, "Allowed", "merged failures age out with the window");
+  })));
+
+test("merged reports: SMTP failures on one node and POP3 failures on the other add up to one account delay", () =>
+  withTestClock(Effect.gen(function* () {
+    const { a, b } = yield* makeTwoNodes();
+    fail(a.smtp, "alice", "198.51.100.1");
+    fail(b.pop3, "alice@local.test", "198.51.100.2");
+    fail(a.pop3, "alice", "198.51.100.3");
+    assert.equal(delayOf(a.accounts, "alice", "198.51.100.9"), 1_000);
+    assert.equal(delayOf(b.accounts, "alice", "198.51.100.9"), 1_000);
+    assert.equal(admitted(b.smtp, "alice", "198.51.100.4").delayMs, 1_000);
+    assert.equal(admitted(a.pop3, "alice", "198.51.100.5").delayMs, 2_000, "each node's failures raise the other's delay");
+  })));
+
+test("merged reports: a success on one node takes its failure back on the other, clears the pair and makes the address known good there", () =>
+  withTestClock(Effect.gen(function* () {
+    const { a, b } = yield* makeTwoNodes();
+    for (let n = 0; n < 4; n++) fail(a.smtp, `user${n}`, "203.0.113.5");
+    fail(b.smtp, "alice", "198.51.100.1");
+    fail(b.smtp, "alice", "198.51.100.2");
+    fail(b.smtp, "alice", "203.0.113.5");
+    // Alice logs in on B after a long wait: the failure her attempt counted on A is in an older sub-bucket there.
+    const attempt = admitted(b.smtp, "alice", "203.0.113.5");
+    assert.equal(a.smtp.check("dave", "203.0.113.5")._tag, "Refused", "six failures from the address, on A too");
+    yield* TestClock.adjust(20_000);
+    b.smtp.succeeded(attempt);
+    assert.equal(a.smtp.check("dave", "203.0.113.5")._tag, "Allowed", "the address is at 5 failures again on A, not 6");
+    assert.equal(delayOf(a.accounts, "alice", "192.0.2.1"), 1_000, "alice's three failures stay, her success's attempt is taken back on A too");
+    assert.equal(delayOf(a.accounts, "alice", "203.0.113.5"), 0, "known good on A");
+    assert.equal(a.smtp.check("alice", "203.0.113.5")._tag, "Allowed", "exempt from the address's limit on A, and the pair's failures were cleared");
+  })));
+
+test("merged reports are not reported again (no echo between nodes)", () =>
+  withTestClock(Effect.gen(function* () {
+    const { a, b, reported } = yield* makeTwoNodes();
+    fail(a.smtp, "alice", "198.51.100.1");
+    succeed(b.pop3, "bob@local.test", "198.51.100.2");
+    assert.deepEqual(reported.map((event) => event._tag), ["Failed", "Failed", "Succeeded"]);
+    assert.deepEqual(reported[0], { _tag: "Failed", account: { key: "alice@local.test", exists: true }, ip: "198.51.100.1" });
   })));
