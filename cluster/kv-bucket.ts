@@ -39,7 +39,10 @@ export const openBucket = async (nc: NatsConnection, bucket: string, options: Bu
   const wanted = limitsOf(options);
   if (differingLimits(streamInfo.config, wanted).length > 0) {
     const jsm = await jetstreamManager(nc, { timeout: timeoutMs, checkAPI: false });
-    await jsm.streams.update(streamInfo.config.name, { ...streamInfo.config, ...wanted });
+    // JetStream refuses a duplicate window longer than the max age (a bucket made without a
+    // TTL has the 2-minute default): a shorter TTL shortens the window with it.
+    const window = wanted.max_age !== undefined && wanted.max_age > 0 ? Math.min(streamInfo.config.duplicate_window, wanted.max_age) : streamInfo.config.duplicate_window;
+    await jsm.streams.update(streamInfo.config.name, { ...streamInfo.config, ...wanted, duplicate_window: window });
   }
   return kv;
 };
