@@ -237,6 +237,7 @@ test("killing the NATS server the node is connected to under load loses nothing 
   // The killed server comes back and catches up; the streams keep their 3 replicas.
   await killed.restart();
   const jsm = await jetstreamManager(observer);
-  const info = await jsm.streams.info(`KV_${subjects.mailboxOwnersBucket}`);
+  // Right after the restart the cluster may still be catching up: a timed-out read is tried again.
+  const info = await eventually(() => jsm.streams.info(`KV_${subjects.mailboxOwnersBucket}`).catch(() => undefined), 15_000, "the bucket after the restart");
   assert.equal(info.config.num_replicas, 3);
 });
