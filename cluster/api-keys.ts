@@ -7,10 +7,11 @@
 //
 // The bucket is opened on first use and opened again after a failure: a node starts and
 // serves unkeyed submits while JetStream is away, and keyed ones as soon as it is back.
-import { Kvm, type KV } from "@nats-io/kv";
-import { jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Data, Effect } from "effect";
+import { openBucket } from "./kv-bucket.ts";
 
 /** The bucket did not answer (JetStream down, the bucket lost, the connection reconnecting). */
 export class KeysUnavailable extends Data.TaggedError("KeysUnavailable")<{ readonly detail: string }> {}
@@ -40,20 +41,11 @@ const isWrongLastSequence = (error: unknown) =>
 
 const describe = (error: unknown) => (error instanceof Error ? `${error.name}: ${error.message}` : String(error));
 
-export const openApiKeys = (nc: NatsConnection, bucket: string, ttlMs: number): ApiKeys => {
+export const openApiKeys = (nc: NatsConnection, bucket: string, ttlMs: number, replicas = 1): ApiKeys => {
   let opened: Promise<KV> | undefined;
 
-  /** Opens (creating when missing) the bucket, and puts its TTL right when the configuration changed it. */
-  const open = async (): Promise<KV> => {
-    const kv = await new Kvm(jetstream(nc, { timeout: KV_TIMEOUT_MS })).create(bucket, { history: 1, ttl: ttlMs });
-    const { streamInfo } = await kv.status();
-    const maxAgeNanos = ttlMs * 1_000_000;
-    if (streamInfo.config.max_age !== maxAgeNanos) {
-      const jsm = await jetstreamManager(nc, { timeout: KV_TIMEOUT_MS });
-      await jsm.streams.update(streamInfo.config.name, { ...streamInfo.config, max_age: maxAgeNanos });
-    }
-    return kv;
-  };
+  /** Opens (creating when missing) the bucket, and puts its TTL and replicas right when the configuration changed them. */
+  const open = (): Promise<KV> => openBucket(nc, bucket, { history: 1, replicas, ttlMs }, KV_TIMEOUT_MS);
 
   const bucketCall = <A>(what: string, call: (kv: KV) => Promise<A>): Effect.Effect<A, KeysUnavailable> =>
     Effect.tryPromise({

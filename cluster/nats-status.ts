@@ -28,11 +28,20 @@ export const describeNatsState = (state: NatsConnectionState): string | undefine
   }
 };
 
+/** The connection left one server, or got back to one (on a NATS cluster, often another). */
+export type NatsLinkChange = { readonly _tag: "Lost" | "Reconnected"; readonly server: string };
+
 /**
  * `onError` hears the errors the server reports on a live connection, above all permission
  * violations: a node whose NATS permissions are too narrow must say so, not just time out.
+ * `onLinkChange` hears which server was lost and which one the client reconnected to, so
+ * an operator can tell a node's link moved to another server of a NATS cluster.
  */
-export const followNatsStatus = (nc: NatsConnection, onError: (detail: string) => void = () => undefined): NatsStatus => {
+export const followNatsStatus = (
+  nc: NatsConnection,
+  onError: (detail: string) => void = () => undefined,
+  onLinkChange: (change: NatsLinkChange) => void = () => undefined,
+): NatsStatus => {
   let state: NatsConnectionState = nc.isClosed() ? { _tag: "Closed" } : { _tag: "Connected" };
   let lost: string | undefined;
   // `return()` on the async iterator is only queued behind the next status event, leaving
@@ -47,6 +56,7 @@ export const followNatsStatus = (nc: NatsConnection, onError: (detail: string) =
         case "disconnect":
           lost = event.server;
           state = { _tag: "Reconnecting", lost };
+          onLinkChange({ _tag: "Lost", server: event.server });
           break;
         case "reconnecting":
         case "staleConnection":
@@ -55,6 +65,7 @@ export const followNatsStatus = (nc: NatsConnection, onError: (detail: string) =
           break;
         case "reconnect":
           state = { _tag: "Connected" };
+          onLinkChange({ _tag: "Reconnected", server: event.server });
           break;
         case "close":
           state = { _tag: "Closed" };

@@ -10,10 +10,11 @@
 // again when it is missing. Each creation of the bucket has its own `generation` (the
 // stream's creation time), so every node can tell that the map was emptied, whoever
 // recreated it, and re-assert what it holds.
-import { Kvm, type KV } from "@nats-io/kv";
-import { jetstream, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Clock, Data, Effect, Semaphore } from "effect";
+import { openBucket } from "./kv-bucket.ts";
 
 /** NATS KV could not answer (JetStream down, the bucket lost, the connection reconnecting). */
 export class OwnershipUnavailable extends Data.TaggedError("OwnershipUnavailable")<{
@@ -56,10 +57,9 @@ const isStreamNotFound = (error: unknown) => error instanceof JetStreamApiError 
 
 const describe = (error: unknown) => (error instanceof Error ? `${error.name}: ${error.message}` : String(error));
 
-export const openMailboxOwners = (nc: NatsConnection, bucket: string): Effect.Effect<MailboxOwners, OwnershipUnavailable> =>
+export const openMailboxOwners = (nc: NatsConnection, bucket: string, replicas = 1): Effect.Effect<MailboxOwners, OwnershipUnavailable> =>
   Effect.gen(function* () {
-    const kvm = new Kvm(jetstream(nc, { timeout: KV_TIMEOUT_MS }));
-    const createBucket = () => kvm.create(bucket, { history: 1 });
+    const createBucket = () => openBucket(nc, bucket, { history: 1, replicas }, KV_TIMEOUT_MS);
     const kv: KV = yield* Effect.tryPromise({
       try: createBucket,
       catch: (error) => new OwnershipUnavailable({ user: "", detail: `cannot open bucket ${bucket}: ${describe(error)}` }),

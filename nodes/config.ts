@@ -34,6 +34,9 @@ const User = Schema.Struct({
   quotaBytes: Schema.optional(Positive),
 }).check(Schema.makeFilter((u: { password?: string; passwordHash?: string }) => u.password !== undefined || u.passwordHash !== undefined || "needs password or passwordHash"));
 
+/** JetStream keeps a stream on at most 5 servers; more than 1 needs a clustered NATS. */
+const Replicas = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 5 }));
+
 const ConfigFile = Schema.Struct({
   nodeId: Schema.optional(Token),
   cluster: Schema.optional(Token),
@@ -58,6 +61,8 @@ const ConfigFile = Schema.Struct({
       ),
       /** The network between nodes and NATS is private (VPN, one host): mail may cross it without TLS. */
       trustedLink: Schema.optional(Schema.Boolean),
+      /** Replicas of everything the node creates in JetStream (KV buckets, the events stream): 3 on a three-server NATS cluster. */
+      replicas: Schema.optional(Replicas),
     }),
   ),
   listen: Schema.optional(
@@ -225,8 +230,8 @@ const ConfigFile = Schema.Struct({
       maxBytes: Schema.optional(Positive),
       /** A republished event (same id) within this window is dropped by JetStream; at least 120. */
       duplicateWindowSec: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(120))),
-      /** Stream replicas (a clustered NATS: 3). */
-      replicas: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 5 }))),
+      /** Stream replicas; nats.replicas unless set here. */
+      replicas: Schema.optional(Replicas),
     }),
   ),
 });
@@ -241,6 +246,8 @@ export interface NodeConfig {
     readonly servers: ReadonlyArray<string>;
     readonly embedded: boolean;
     readonly trustedLink: boolean;
+    /** Replicas of the KV buckets the node creates (the events stream has its own, defaulting to this). */
+    readonly replicas: number;
   };
   readonly listen: { readonly host: string; readonly smtp: number; readonly smtps: number; readonly pop3: number; readonly http: number };
   readonly smtp: {
@@ -336,6 +343,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     auth: natsAuthOf(file.nats ?? {}),
     tls: file.nats?.tls,
     trustedLink: file.nats?.trustedLink ?? false,
+    replicas: file.nats?.replicas ?? 1,
   },
   listen: {
     host: file.listen?.host ?? "127.0.0.1",
@@ -446,7 +454,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     maxAgeSec: file.events?.maxAgeSec ?? 7 * 24 * 3600,
     maxBytes: file.events?.maxBytes ?? 1024 * 1024 * 1024,
     duplicateWindowSec: file.events?.duplicateWindowSec ?? 120,
-    replicas: file.events?.replicas ?? 1,
+    replicas: file.events?.replicas ?? file.nats?.replicas ?? 1,
   },
 });
 

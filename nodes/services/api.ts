@@ -70,7 +70,7 @@ export const ApiLayer = Layer.effectDiscard(
       spoolFailed: spoolHealth.failed,
       idempotency: makeIdempotency({
         nodeId: config.nodeId,
-        keys: openApiKeys(nc, subjects.apiKeysBucket, config.api.idempotencyTtlMs),
+        keys: openApiKeys(nc, subjects.apiKeysBucket, config.api.idempotencyTtlMs, config.nats.replicas),
         askOwner: askOwnerOverNats(nc, subjects, OWNER_TIMEOUT_MS),
       }),
       hooks: {

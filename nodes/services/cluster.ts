@@ -46,6 +46,7 @@ export class Nats extends Context.Service<Nats, NatsShape>()("tern/Nats") {
         (link) => Effect.promise(() => link.close().catch(() => undefined)),
       );
       if (link.embedded) log("nats.embedded.started", { servers: config.nats.servers });
+      log("nats.connected", { server: link.nc.getServer() });
       return { nc: link.nc, subjects };
     }),
   );
@@ -60,7 +61,8 @@ export class MailboxOwnership extends Context.Service<MailboxOwnership, MailboxO
     MailboxOwnership,
     Effect.gen(function* () {
       const { nc, subjects } = yield* Nats;
-      return yield* openMailboxOwners(nc, subjects.mailboxOwnersBucket).pipe(
+      const config = yield* Config;
+      return yield* openMailboxOwners(nc, subjects.mailboxOwnersBucket, config.nats.replicas).pipe(
         Effect.mapError((error) => new StartFailure({ part: "mailbox ownership", detail: error.detail })),
       );
     }),
@@ -76,7 +78,12 @@ export class ClusterHealth extends Context.Service<ClusterHealth, { readonly pro
       const log = yield* Log;
       const owners = yield* MailboxOwnership;
       const status = yield* Effect.acquireRelease(
-        Effect.sync(() => followNatsStatus(nc, (detail) => log("nats.error", { level: "warn", detail }))),
+        Effect.sync(() =>
+          followNatsStatus(
+            nc,
+            (detail) => log("nats.error", { level: "warn", detail }),
+            (change) => log(change._tag === "Lost" ? "nats.disconnected" : "nats.reconnected", { level: change._tag === "Lost" ? "warn" : "info", server: change.server }),
+          )),
         (status) => Effect.sync(() => status.stop()),
       );
       return {

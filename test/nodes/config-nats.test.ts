@@ -56,3 +56,15 @@ test("a server URL with credentials in it is refused without echoing them", () =
     (error: Error) => /carries credentials/.test(error.message) && !error.message.includes("hunter2"),
   );
 });
+
+test("nats.replicas sets the replicas of the KV buckets and the events stream; events.replicas still overrides the stream's", () => {
+  assert.equal(parseConfig({}).nats.replicas, 1);
+  assert.equal(parseConfig({}).events.replicas, 1);
+  const clustered = parseConfig({ nats: { replicas: 3 } });
+  assert.equal(clustered.nats.replicas, 3);
+  assert.equal(clustered.events.replicas, 3);
+  assert.equal(parseConfig({ nats: { replicas: 3 }, events: { replicas: 5 } }).events.replicas, 5);
+  assert.equal(parseConfig({ events: { replicas: 3 } }).nats.replicas, 1);
+  assert.throws(() => parseConfig({ nats: { replicas: 6 } }), /replicas/);
+  assert.throws(() => parseConfig({ nats: { replicas: 0 } }), /replicas/);
+});

@@ -18,6 +18,8 @@ export interface SpawnedNatsServer {
   readonly port: number;
   /** Stops the server (SIGTERM, waits for it to exit); `restart` brings it back. */
   readonly stop: () => Promise<void>;
+  /** Kills the server with SIGKILL (no shutdown, as a crash or a pulled plug); `restart` brings it back. */
+  readonly kill: () => Promise<void>;
   /** Starts it again on the same port with the same config and arguments. */
   readonly restart: () => Promise<void>;
   /** Stops it and removes the config file it was given. */
@@ -52,10 +54,10 @@ const answers = (port: number) =>
     socket.once("error", () => resolve(false));
   });
 
-const stopChild = async (child: ChildProcess) => {
+const stopChild = async (child: ChildProcess, signal: NodeJS.Signals = "SIGTERM") => {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
+  child.kill(signal);
   await exited;
 };
 
@@ -92,11 +94,12 @@ export const spawnNatsServer = async (options: SpawnNatsServerOptions = {}): Pro
     child = started;
     await waitUntilAnswering(started, port, () => stderr);
   };
-  const stop = async () => {
+  const stopWith = (signal: NodeJS.Signals) => async () => {
     const running = child;
     child = undefined;
-    if (running !== undefined) await stopChild(running);
+    if (running !== undefined) await stopChild(running, signal);
   };
+  const stop = stopWith("SIGTERM");
   const dispose = async () => {
     await stop();
     if (configDir !== undefined) await rm(configDir, { recursive: true, force: true });
@@ -112,5 +115,5 @@ export const spawnNatsServer = async (options: SpawnNatsServerOptions = {}): Pro
     await stop();
     await start();
   };
-  return { url: `nats://127.0.0.1:${port}`, port, stop, restart, dispose };
+  return { url: `nats://127.0.0.1:${port}`, port, stop, kill: stopWith("SIGKILL"), restart, dispose };
 };
