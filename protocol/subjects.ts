@@ -77,6 +77,11 @@ export interface Subjects {
    * (node-to-node, outside the API's subject space that applications may use).
    */
   readonly idempotencyOf: (nodeId: string) => string;
+  /** KV bucket of cluster members: node id → its heartbeat record (protocol/membership.ts); the bucket's TTL drops silent nodes. */
+  readonly membersBucket: string;
+  /** The member list as a node reads it (`tern cluster status`): one node of the queue group answers. */
+  readonly clusterMembers: string;
+  readonly clusterMembersQueueGroup: string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -121,6 +126,9 @@ export const makeSubjects = (cluster: string): Subjects => {
     apiService: `tern-${cluster}`,
     apiKeysBucket: `tern_${cluster}_api_keys`,
     idempotencyOf: (nodeId) => `${root}.idempotency.${nodeId}`,
+    membersBucket: `tern_${cluster}_members`,
+    clusterMembers: `${root}.cluster.members`,
+    clusterMembersQueueGroup: `${root}.cluster`,
   };
 };
 
