@@ -31,7 +31,7 @@ import {
 } from "@nats-io/jetstream";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { Exit, Schema } from "effect";
-import { TernEvent, type EventType } from "../protocol/events.ts";
+import { StreamEvent, TernEvent, clusterEventsTenant, type EventType } from "../protocol/events.ts";
 import { makeSubjects } from "../protocol/subjects.ts";
 
 /** Where reading starts: a stream sequence, a time, every stored event, or only events published from now on. */
@@ -51,16 +51,15 @@ export interface FollowOptions {
   readonly timeoutMs?: number | undefined;
 }
 
-export interface StoredEvent {
+export interface StoredEvent<E = TernEvent> {
   /** The stream sequence: start here again with `{ seq: seq + 1 }`. */
   readonly seq: number;
-  readonly event: TernEvent;
+  readonly event: E;
 }
 
 /** A consumer unread this long is removed by the server (its reader is gone). */
 const INACTIVE_THRESHOLD_MS = 5 * 60_000;
 
-const decode = Schema.decodeUnknownExit(Schema.fromJsonString(TernEvent));
 
 const startOptions = (start: EventsStart): Partial<ConsumerConfig> => {
   if (start === "first") return { deliver_policy: DeliverPolicy.All };
@@ -84,8 +83,26 @@ const isConsumerGone = (error: unknown): boolean =>
   // A pull answered 409 "consumer deleted": the only 409 that ends `consume`.
   (error instanceof JetStreamError && "code" in error && error.code === 409);
 
-/** The events matching `options`, in stream order. Breaking out of the loop deletes the consumer. */
-export async function* followEvents(nc: NatsConnection, options: FollowOptions): AsyncGenerator<StoredEvent> {
+/**
+ * The mail events matching `options`, in stream order. Breaking out of the loop deletes
+ * the consumer. Cluster events (node-up, node-down) are passed over: `followStreamEvents`
+ * reads those too.
+ */
+export const followEvents = (nc: NatsConnection, options: FollowOptions): AsyncGenerator<StoredEvent> => followAs(TernEvent, nc, options, true);
+
+/** Every event matching `options`, mail and cluster events (`tern events`). */
+export const followStreamEvents = (nc: NatsConnection, options: FollowOptions): AsyncGenerator<StoredEvent<StreamEvent>> =>
+  followAs(StreamEvent, nc, options, false);
+
+const clusterEventSubject = (cluster: string, subject: string) => subject.startsWith(`tern.${cluster}.events.${clusterEventsTenant}.`);
+
+async function* followAs<E>(
+  schema: Schema.Codec<E, unknown>,
+  nc: NatsConnection,
+  options: FollowOptions,
+  skipClusterEvents: boolean,
+): AsyncGenerator<StoredEvent<E>> {
+  const decode = Schema.decodeUnknownExit(Schema.fromJsonString(schema));
   const subjects = makeSubjects(options.cluster);
   const stream = subjects.eventsStream;
   const timeout = options.timeoutMs ?? 5_000;
@@ -111,6 +128,10 @@ export async function* followEvents(nc: NatsConnection, options: FollowOptions):
       try {
         for await (const message of messages) {
           start = { seq: message.seq + 1 };
+          if (skipClusterEvents && clusterEventSubject(options.cluster, message.subject)) {
+            if (!options.follow && message.info.pending === 0) return;
+            continue;
+          }
           const decoded = decode(new TextDecoder().decode(message.data));
           if (Exit.isSuccess(decoded)) yield { seq: message.seq, event: decoded.value };
           else options.onUndecodable?.(message.seq, String(decoded.cause));

@@ -19,7 +19,7 @@ import {
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Data, Effect } from "effect";
-import type { TernEvent } from "../protocol/events.ts";
+import type { StreamEvent, TernEvent } from "../protocol/events.ts";
 import type { Subjects } from "../protocol/subjects.ts";
 
 export interface EventsStreamConfig {
@@ -42,6 +42,8 @@ export interface EventsStream {
   readonly ensure: () => Effect.Effect<"present" | "created" | "updated", EventsUnavailable>;
   /** Publishes the events in order (all sent before any acknowledgement is awaited); one outcome each. */
   readonly publish: (events: ReadonlyArray<TernEvent>) => Effect.Effect<ReadonlyArray<PublishOutcome>>;
+  /** Publishes one event that has no outbox behind it (a cluster event: node-up, node-down). */
+  readonly publishOne: (event: StreamEvent) => Effect.Effect<PublishOutcome>;
 }
 
 /** A publish or API call that gets no answer in this long fails (JetStream's default is 5 s). */
@@ -93,7 +95,7 @@ export const openEventsStream = (nc: NatsConnection, subjects: Subjects, config:
       catch: (error) => new EventsUnavailable({ detail: `events stream ${wanted.name}: ${describe(error)}` }),
     });
 
-  const publishOne = (event: TernEvent): Promise<PublishOutcome> =>
+  const publishOne = (event: StreamEvent): Promise<PublishOutcome> =>
     js
       .publish(subjects.event(event.tenant, event.type, event.domain), JSON.stringify(event), {
         msgID: event.id,
@@ -108,5 +110,6 @@ export const openEventsStream = (nc: NatsConnection, subjects: Subjects, config:
     ensure,
     // Each publish is sent at once, in order, so the stream keeps the outbox's order.
     publish: (events) => Effect.promise(() => Promise.all(events.map(publishOne))),
+    publishOne: (event) => Effect.promise(() => publishOne(event)),
   };
 };

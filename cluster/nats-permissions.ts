@@ -7,7 +7,8 @@
 //   transfer, queue administration, events) and uses the cluster's KV buckets and its
 //   events stream. Replies (JetStream's publish acknowledgements among them) and blobs
 //   travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
-// - operator: queue administration (`tern queue`) and message status (`tern status`),
+// - operator: queue administration (`tern queue`), message status (`tern status`), the
+//   member list as a node reads it (`tern cluster status`; no access to the bucket),
 //   replies on `tern.<cluster>.operator.inbox`, and reading events (`tern events`).
 // - application: the NATS API (`tern.<cluster>.api.v1.<tenant>.>`), its discovery (`$SRV.>`,
 //   the NATS micro conventions) and reading events. An application user of one tenant uses
@@ -73,7 +74,7 @@ const eventsReadAccess = (subjects: Subjects, events: string): string[] => {
 };
 
 /** The KV buckets nodes of the cluster use. */
-const bucketsOf = (subjects: Subjects): string[] => [subjects.mailboxOwnersBucket, subjects.apiKeysBucket];
+const bucketsOf = (subjects: Subjects): string[] => [subjects.mailboxOwnersBucket, subjects.apiKeysBucket, subjects.membersBucket];
 
 const clusterRoot = (subjects: Subjects) => `tern.${subjects.cluster}`;
 
@@ -95,7 +96,7 @@ export const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: strin
       };
     case "operator":
       return {
-        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.statusLookup, ...eventsReadAccess(subjects, subjects.events)],
+        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.statusLookup, subjects.clusterMembers, ...eventsReadAccess(subjects, subjects.events)],
         subscribe: [`${subjects.operatorInbox}.>`, subjects.events],
         allowResponses: false,
       };

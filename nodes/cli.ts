@@ -11,6 +11,7 @@ import { runStatus } from "./status-command.ts";
 import { runEvents } from "./events-command.ts";
 import { runNatsConfig } from "./nats-config-command.ts";
 import { runSubmit } from "./submit-command.ts";
+import { runCluster } from "./cluster-command.ts";
 import { StartFailure } from "./services/core.ts";
 
 const usage = `usage: tern node [--config FILE]
@@ -21,6 +22,8 @@ const usage = `usage: tern node [--config FILE]
        tern events [--config FILE] [--follow] [--type T] [--tenant T] [--domain D] [--since SEQ|TIME]   (tern events --help)
        tern nats-config [--config FILE] [--listen HOST:PORT] [--store-dir DIR] [--example]
        tern submit [--config FILE] [--tenant T] [FILE | - | --from A --to B ...]   (tern submit --help)
+       tern cluster status [--config FILE] [--json]                  (tern cluster --help)
+       tern cluster up --nodes N [--config FILE] [--base-port P] [--data-dir D]
 
 tern node runs one Tern node. Without --config, a one-node cluster on loopback defaults.
 tern user add stores the user with an scrypt hash of the password in the config file;
@@ -89,6 +92,7 @@ const main = async () => {
   if (command === "events") return void (process.exitCode = await runEvents(rest));
   if (command === "nats-config") return runNatsConfig(rest);
   if (command === "submit") return void (process.exitCode = await runSubmit(rest));
+  if (command === "cluster") return void (process.exitCode = await runCluster(rest));
   console.error(usage);
   process.exit(command === undefined || command === "--help" ? 0 : 2);
 };

@@ -186,6 +186,14 @@ const ConfigFile = Schema.Struct({
       askTimeoutMs: Schema.optional(Positive),
     }),
   ),
+  membership: Schema.optional(
+    Schema.Struct({
+      /** How often the node rewrites its record in the members bucket. */
+      heartbeatMs: Schema.optional(Positive),
+      /** The members bucket's TTL: a node silent this long is gone (at least twice heartbeatMs). */
+      ttlMs: Schema.optional(Positive),
+    }),
+  ),
   status: Schema.optional(
     Schema.Struct({
       /** How long `tern status` (and the status API) still answers for recipients that left the queue (delivered, bounced…). */
@@ -308,6 +316,8 @@ export interface NodeConfig {
     readonly idleMs: number;
     readonly askTimeoutMs: number;
   };
+  /** Cluster membership: heartbeats in the members bucket, whose TTL drops silent nodes. */
+  readonly membership: { readonly heartbeatMs: number; readonly ttlMs: number };
   /** Message status: finished recipients are remembered this long after their message's last change. */
   readonly status: { readonly keepFinishedMs: number };
   readonly api: {
@@ -435,6 +445,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     idleMs: file.mailbox?.idleMs ?? 60_000,
     askTimeoutMs: file.mailbox?.askTimeoutMs ?? 30_000,
   },
+  membership: { heartbeatMs: file.membership?.heartbeatMs ?? 2_000, ttlMs: file.membership?.ttlMs ?? 6_000 },
   status: { keepFinishedMs: file.status?.keepFinishedMs ?? 7 * 24 * 3_600_000 },
   api: {
     tenants: (file.api?.tenants ?? []).map((t) => ({ name: t.name, senderDomains: t.senderDomains.map((d) => d.toLowerCase()) })),
@@ -565,9 +576,16 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
         `such messages could never reach a mailbox on another node`,
     );
   }
+  if (config.membership.ttlMs < 2 * config.membership.heartbeatMs) {
+    throw new ConfigError(
+      `invalid config: membership.ttlMs (${config.membership.ttlMs}) must be at least twice membership.heartbeatMs (${config.membership.heartbeatMs}), ` +
+        `or one late heartbeat makes a live node look gone`,
+    );
+  }
   const tenantNames = config.api.tenants.map((t) => t.name);
-  const repeatedTenant = tenantNames.find((name, n) => tenantNames.indexOf(name) !== n || name === "default");
-  if (repeatedTenant !== undefined) throw new ConfigError(`invalid config: api.tenants names ${JSON.stringify(repeatedTenant)} twice, or uses the reserved name "default"`);
+  // "cluster" is the tenant token of cluster events (node-up, node-down) on the events stream.
+  const repeatedTenant = tenantNames.find((name, n) => tenantNames.indexOf(name) !== n || name === "default" || name === "cluster");
+  if (repeatedTenant !== undefined) throw new ConfigError(`invalid config: api.tenants names ${JSON.stringify(repeatedTenant)} twice, or uses a reserved name ("default", "cluster")`);
   const tenantDomains = config.api.tenants.flatMap((t) => t.senderDomains);
   const sharedDomain = tenantDomains.find((domain, n) => tenantDomains.indexOf(domain) !== n);
   if (sharedDomain !== undefined) throw new ConfigError(`invalid config: sender domain ${JSON.stringify(sharedDomain)} belongs to more than one of api.tenants`);

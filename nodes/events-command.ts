@@ -1,8 +1,8 @@
 // `tern events`: the cluster's events from its JetStream stream, stored ones and (with
 // --follow) new ones as they come, filtered by tenant, type and destination domain.
 import { parseArgs } from "node:util";
-import { followEvents, type EventsStart } from "../cluster/events-client.ts";
-import { EventType, eventTypes, type TernEvent } from "../protocol/events.ts";
+import { followStreamEvents, type EventsStart } from "../cluster/events-client.ts";
+import { EventType, eventTypes, type StreamEvent } from "../protocol/events.ts";
 import { isSafeToken, makeSubjects } from "../protocol/subjects.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
@@ -30,8 +30,12 @@ export const parseSince = (text: string, now: number): EventsStart => {
   return { time };
 };
 
-const detailOf = (event: TernEvent): string => {
+const detailOf = (event: StreamEvent): string => {
   switch (event.type) {
+    case "node-up":
+      return `member=${event.member} version=${event.version} started=${new Date(event.startedAt).toISOString()}`;
+    case "node-down":
+      return `member=${event.member} version=${event.version}${event.reason ? ` reason=${event.reason}` : ""}`;
     case "accepted":
       return `from=<${event.sender}> size=${event.size}`;
     case "dsn-queued":
@@ -42,15 +46,15 @@ const detailOf = (event: TernEvent): string => {
 };
 
 /** One event on one line, for people. */
-export const renderEvent = (seq: number, event: TernEvent): string =>
+export const renderEvent = (seq: number, event: StreamEvent): string =>
   [
     `#${seq}`,
     new Date(event.time).toISOString(),
     event.type,
     `tenant=${event.tenant}`,
-    `msg=${event.msg}`,
+    ...("msg" in event ? [`msg=${event.msg}`] : []),
     ...("rcpt" in event ? [`rcpt=<${event.rcpt}>`] : []),
-    ...(event.tags?.length ? [`tags=${event.tags.join(",")}`] : []),
+    ...("tags" in event && event.tags?.length ? [`tags=${event.tags.join(",")}`] : []),
     detailOf(event),
   ].join(" ");
 
@@ -83,7 +87,7 @@ export const eventsCommand = async (args: string[], io: Output): Promise<number>
   const inbox = values.app ? (values.tenant !== undefined ? subjects.tenantInbox(values.tenant) : "_INBOX") : subjects.operatorInbox;
   const nc = await connectAsOperator(config, "tern-events", inbox);
   try {
-    const events = followEvents(nc, {
+    const events = followStreamEvents(nc, {
       cluster: config.cluster,
       tenant: values.tenant,
       type: values.type as EventType | undefined,

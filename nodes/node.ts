@@ -1,6 +1,7 @@
 // One Tern node as one Effect layer graph: config → storage and NATS → supervised
-// actors → listeners. Starting the node builds the graph; stopping it closes the
-// graph's scope, and the order of the stop follows from the dependencies: listeners
+// actors → listeners → the node's announcement in the member list. Starting the node
+// builds the graph; stopping it closes the graph's scope, and the order of the stop
+// follows from the dependencies: the node leaves the member list, then listeners
 // (they depend on everything) and the NATS API stop first, then queue administration and
 // status, the scheduler (in-flight deliveries are recorded), the site actors and mailboxes,
 // then the event publisher (a last round for the final events), then NATS is drained, and
@@ -19,6 +20,7 @@ import { LocalMailboxes, Mailboxes } from "./services/mailboxes.ts";
 import { Resolver } from "./services/resolver.ts";
 import { EventPublisherLayer } from "./services/events.ts";
 import { MessageStatus } from "./services/status.ts";
+import { MemberAnnouncement, Membership } from "./services/membership.ts";
 import { EventOutbox, Lmdb, Spool, SpoolHealth } from "./services/storage.ts";
 
 export interface NodePorts {
@@ -31,7 +33,7 @@ export interface NodePorts {
 /** Each line provides what the lines above it need. */
 const foundation = Supervisor.layer.pipe(Layer.provideMerge(Layer.mergeAll(Metrics.layer, LoginAccounts.layer.pipe(Layer.provideMerge(Users.layer)), Tls.layer)));
 const storage = Spool.layer.pipe(Layer.provideMerge(EventOutbox.layer), Layer.provideMerge(Lmdb.layer));
-const cluster = Layer.mergeAll(ClusterHealth.layer, EventPublisherLayer, BlobTransfers.layer).pipe(
+const cluster = Layer.mergeAll(ClusterHealth.layer, EventPublisherLayer, BlobTransfers.layer, Membership.layer).pipe(
   Layer.provideMerge(MailboxOwnership.layer),
   Layer.provideMerge(Nats.layer),
 );
@@ -42,9 +44,13 @@ const actors = Scheduler.layer.pipe(
 const services = Layer.mergeAll(MessageStatus.layer, LoginThrottles.layer);
 const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, HttpListener.layer, QueueAdminLayer, ApiLayer, DescriptorCheck).pipe(Layer.provideMerge(SpoolHealth.layer));
 
-/** The whole node, logging through `log`. */
+/**
+ * The whole node, logging through `log`. The node announces itself in the member list once
+ * everything serves, so it leaves the list before anything stops.
+ */
 const nodeLayer = (config: NodeConfig, log: LogShape) =>
-  listeners.pipe(
+  MemberAnnouncement.pipe(
+    Layer.provideMerge(listeners),
     Layer.provideMerge(services),
     Layer.provideMerge(actors),
     Layer.provideMerge(cluster),

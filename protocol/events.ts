@@ -9,7 +9,7 @@
 import { Schema } from "effect";
 import { BounceCategory, RecipientResult, WaitReason } from "./delivery.ts";
 
-export const EventType = Schema.Literals(["accepted", "delivered", "deferred", "bounced", "expired", "dsn-queued"]);
+export const EventType = Schema.Literals(["accepted", "delivered", "deferred", "bounced", "expired", "dsn-queued", "node-up", "node-down"]);
 export type EventType = typeof EventType.Type;
 
 export const eventTypes: ReadonlyArray<EventType> = EventType.literals;
@@ -88,6 +88,38 @@ export type DsnQueuedEvent = typeof DsnQueuedEvent.Type;
 
 export const TernEvent = Schema.Union([AcceptedEvent, RecipientEvent, DsnQueuedEvent]);
 export type TernEvent = typeof TernEvent.Type;
+
+/** The tenant token of cluster events (`tern.<cluster>.events.cluster.<type>.none`): reserved, no tenant may take it. */
+export const clusterEventsTenant = "cluster";
+
+/**
+ * A node joined the cluster's member list or left it (cluster/membership.ts), on the same
+ * stream as the mail events, under the reserved tenant `cluster` (so no tenant's
+ * application sees it; operators read it with `tern events --type node-down`). Every node
+ * that sees the change publishes it with the same id (`member.<node>.<startedAt>.<up|down>`),
+ * so JetStream keeps one copy; `node` is the node whose copy was kept. Not about mail: not
+ * part of `TernEvent`, which applications read.
+ */
+export const MemberEvent = Schema.Struct({
+  type: Schema.Literals(["node-up", "node-down"]),
+  id: Schema.String,
+  time: Schema.Number,
+  /** The node that saw the change. */
+  node: Schema.String,
+  tenant: Schema.Literal(clusterEventsTenant),
+  domain: Schema.Literal(""),
+  /** The node that joined or left, its version and when its process started. */
+  member: Schema.String,
+  version: Schema.String,
+  startedAt: Schema.Number,
+  /** node-down: "left" (stopped gracefully) or "expired" (no heartbeat within the bucket's TTL: killed or cut off). */
+  reason: Schema.optional(Schema.Literals(["left", "expired"])),
+});
+export type MemberEvent = typeof MemberEvent.Type;
+
+/** Whatever the events stream holds: mail events and cluster events. */
+export const StreamEvent = Schema.Union([TernEvent, MemberEvent]);
+export type StreamEvent = typeof StreamEvent.Type;
 
 /** An event before the outbox gives it its id. */
 export type EventDraft = TernEvent extends infer E ? (E extends TernEvent ? Omit<E, "id"> : never) : never;

@@ -79,6 +79,11 @@ export interface Subjects {
   readonly idempotencyOf: (nodeId: string) => string;
   /** Every node publishes each failed and successful login here, and every node merges them (core NATS, no stream). */
   readonly loginReports: string;
+  /** KV bucket of cluster members: node id → its heartbeat record (protocol/membership.ts); the bucket's TTL drops silent nodes. */
+  readonly membersBucket: string;
+  /** The member list as a node reads it (`tern cluster status`): one node of the queue group answers. */
+  readonly clusterMembers: string;
+  readonly clusterMembersQueueGroup: string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -124,6 +129,9 @@ export const makeSubjects = (cluster: string): Subjects => {
     apiKeysBucket: `tern_${cluster}_api_keys`,
     idempotencyOf: (nodeId) => `${root}.idempotency.${nodeId}`,
     loginReports: `${root}.logins.reports`,
+    membersBucket: `tern_${cluster}_members`,
+    clusterMembers: `${root}.cluster.members`,
+    clusterMembersQueueGroup: `${root}.cluster`,
   };
 };
 

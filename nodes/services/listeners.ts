@@ -130,10 +130,7 @@ export class HttpListener extends Context.Service<HttpListener, { readonly port:
       const http = yield* Effect.acquireRelease(
         starting("http listener", () =>
           startHttp(config.listen.host, config.listen.http, registry, {
-            problems: () => [
-              ...readinessProblems(supervisor),
-              ...cluster.problems(),
-            ],
+            problems: readinessOf(supervisor, cluster),
           }),
         ),
         ({ server }) => Effect.promise(() => closeHttp(server)),
@@ -142,6 +139,12 @@ export class HttpListener extends Context.Service<HttpListener, { readonly port:
     }),
   );
 }
+
+/** What /readyz reports (and the node's member record): escalated actors, then the cluster plane's problems. */
+export const readinessOf = (supervisor: Context.Service.Shape<typeof Supervisor>, cluster: Context.Service.Shape<typeof ClusterHealth>) => (): ReadonlyArray<string> => [
+  ...readinessProblems(supervisor),
+  ...cluster.problems(),
+];
 
 /** Warns at start when the connection caps cannot fit the process's file-descriptor limit. */
 export const DescriptorCheck = Layer.effectDiscard(
