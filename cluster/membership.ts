@@ -7,8 +7,9 @@
 // buckets): STREAM.INFO with a subjects filter names the keys present, and each is read
 // directly. JetStream can lose the bucket (a wiped store): a failed heartbeat creates it
 // again before the next one.
-import { Kvm, type KV } from "@nats-io/kv";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { openBucket } from "./kv-bucket.ts";
+import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Effect, Exit, Schema } from "effect";
 import { MemberRecord, MembersUnavailable } from "../protocol/membership.ts";
@@ -35,12 +36,15 @@ const describe = (error: unknown) => (error instanceof Error ? `${error.name}: $
 
 const decodeRecord = Schema.decodeUnknownExit(Schema.fromJsonString(MemberRecord));
 
-export const openMembersBucket = (nc: NatsConnection, bucket: string, ttlMs: number): Effect.Effect<MembersBucket, MembersUnavailable> =>
+export const openMembersBucket = (
+  nc: NatsConnection,
+  bucket: string,
+  options: { readonly ttlMs: number; readonly replicas: number },
+): Effect.Effect<MembersBucket, MembersUnavailable> =>
   Effect.gen(function* () {
-    const kvm = new Kvm(jetstream(nc, { timeout: KV_TIMEOUT_MS }));
     const unavailable = (what: string) => (error: unknown) => new MembersUnavailable({ detail: `members bucket ${bucket}: ${what}: ${describe(error)}` });
-    // A bucket made by a node with another TTL is used as it is (creating it with ours is refused).
-    const open = () => kvm.create(bucket, { ttl: ttlMs, history: 1 }).catch(() => kvm.open(bucket));
+    // Created with the cluster's replicas; an existing bucket's TTL and replicas are put right (kv-bucket.ts).
+    const open = () => openBucket(nc, bucket, { history: 1, replicas: options.replicas, ttlMs: options.ttlMs }, KV_TIMEOUT_MS);
     let kv: KV = yield* Effect.tryPromise({ try: open, catch: unavailable("cannot open") });
     let writeFailed = false;
 

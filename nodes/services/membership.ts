@@ -59,7 +59,7 @@ export class Membership extends Context.Service<Membership, MembershipShape>()("
       const log = yield* Log;
       const { nc, subjects } = yield* Nats;
       const startedAt = yield* Clock.currentTimeMillis;
-      const bucket = yield* openMembersBucket(nc, subjects.membersBucket, config.membership.ttlMs).pipe(
+      const bucket = yield* openMembersBucket(nc, subjects.membersBucket, { ttlMs: config.membership.ttlMs, replicas: config.nats.replicas }).pipe(
         Effect.mapError((error) => new StartFailure({ part: "membership", detail: error.detail })),
       );
       const events = openEventsStream(nc, subjects, config.events);
