@@ -332,11 +332,21 @@ export const scale = async (options: BenchOptions): Promise<RunReport[]> => {
   const reports: RunReport[] = [];
   for (let nodes = 1; nodes <= options.nodes; nodes++) {
     const report = await relay({ ...options, nodes }, `relay ×${nodes}`);
-    reports.push(
-      nodes > cpus().length
-        ? { ...report, notes: [...report.notes, `${nodes} nodes on ${cpus().length} cores: this shows overhead, not capacity`] }
-        : report,
-    );
+    const notes = [...report.notes, scalingNote(reports[0], report, nodes)];
+    if (nodes > cpus().length) notes.push(`${nodes} nodes on ${cpus().length} cores: this shows overhead, not capacity`);
+    reports.push({ ...report, notes });
   }
   return reports;
+};
+
+/** Delivered/s against N times the one-node rate, and node CPU per delivered message per node. */
+const scalingNote = (single: RunReport | undefined, report: RunReport, nodes: number): string => {
+  const rate = (r: RunReport) => r.deliveredPerSec ?? 0;
+  const delivered = Math.max(1, report.delivered ?? 0);
+  const perNode = report.processes
+    .filter((p) => p.name.startsWith("tern "))
+    .map((p) => `${p.name.slice(5)} ${((p.cpuSeconds * 1000) / delivered).toFixed(2)} ms`)
+    .join(", ");
+  const efficiency = single && rate(single) > 0 ? ` scaling efficiency ${((100 * rate(report)) / (nodes * rate(single))).toFixed(0)} % of ${nodes}× one node;` : "";
+  return `${nodes} node(s):${efficiency} node CPU per delivered message: ${perNode}`;
 };
