@@ -123,19 +123,24 @@ async function* followAs<E>(
     try {
       // Whatever the start asked for, the server placed the consumer just after `delivered.stream_seq`.
       start = { seq: Math.max(1, info.delivered.stream_seq + 1) };
-      if (!options.follow && info.num_pending === 0) return;
+      // Without `follow`, the read is what was stored when it began: the consumer's pending
+      // count at creation. It ends after that many messages, or when the server says none
+      // is left, whichever comes first (messages arriving meanwhile are not waited for).
+      let unread = info.num_pending;
+      if (!options.follow && unread === 0) return;
       const messages: ConsumerMessages = await js.consumers.getConsumerFromInfo(info).consume({ max_messages: 256, abort_on_missing_resource: true });
+      const readAll = (pending: number) => !options.follow && (--unread <= 0 || pending === 0);
       try {
         for await (const message of messages) {
           start = { seq: message.seq + 1 };
           if (skipClusterEvents && clusterEventSubject(options.cluster, message.subject)) {
-            if (!options.follow && message.info.pending === 0) return;
+            if (readAll(message.info.pending)) return;
             continue;
           }
           const decoded = decode(new TextDecoder().decode(message.data));
           if (Exit.isSuccess(decoded)) yield { seq: message.seq, event: decoded.value };
           else options.onUndecodable?.(message.seq, String(decoded.cause));
-          if (!options.follow && message.info.pending === 0) return;
+          if (readAll(message.info.pending)) return;
         }
         return;
       } catch (error) {
