@@ -2,8 +2,9 @@
 // full address count as one account, and failures from many addresses, over SMTP AUTH and
 // POP3 together, slow the account's logins by a growing delay without locking it out.
 import { after, before, test } from "node:test";
+import { popLoginFrom, smtpAuthFrom } from "../support/python-logins.ts";
 import assert from "node:assert/strict";
-import { makeDataDir, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { makeDataDir, removeDataDir, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
 
 let node: TernNode;
 let dataDir: string;
@@ -37,48 +38,10 @@ after(async () => {
 });
 
 /** One SMTP AUTH PLAIN attempt after STARTTLS, from `source`; the reply code and text, and how long AUTH took. */
-const smtpAuth = async (user: string, password: string, source: string) => {
-  const script = `
-import smtplib, ssl, sys, time, json
-port, source, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-s = smtplib.SMTP("127.0.0.1", port, timeout=20, source_address=(source, 0))
-s.starttls(context=ssl._create_unverified_context())
-s.ehlo()
-s.user, s.password = user, password
-started = time.monotonic()
-try:
-    code, text = s.auth("PLAIN", s.auth_plain)  # one AUTH command per attempt (login() would try several)
-except smtplib.SMTPResponseException as e:
-    code, text = e.smtp_code, e.smtp_error
-ms = (time.monotonic() - started) * 1000
-print(json.dumps({"reply": f"{code} {text.decode()}", "ms": ms}))
-s.close()`;
-  const result = await run("python3", ["-c", script, String(node.ports.smtp), source, user, password]);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as { reply: string; ms: number };
-};
+const smtpAuth = (user: string, password: string, source: string) => smtpAuthFrom(node.ports.smtp, user, password, source);
 
 /** One POP3 USER/PASS attempt with poplib from `source`; the PASS reply, and how long it took. */
-const popLogin = async (user: string, password: string, source: string) => {
-  const script = `
-import poplib, socket, sys, time, json
-port, source, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-class FromSource(poplib.POP3):  # poplib has no source_address of its own
-    def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout, source_address=(source, 0))
-p = FromSource("127.0.0.1", port, timeout=20)
-p.user(user)
-started = time.monotonic()
-try:
-    reply = p.pass_(password).decode()
-    p.quit()
-except poplib.error_proto as e:
-    reply = e.args[0].decode()
-print(json.dumps({"reply": reply, "ms": (time.monotonic() - started) * 1000}))`;
-  const result = await run("python3", ["-c", script, String(node.ports.pop3), source, user, password]);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as { reply: string; ms: number };
-};
+const popLogin = (user: string, password: string, source: string) => popLoginFrom(node.ports.pop3, user, password, source);
 
 test("SMTP AUTH: failures as `alice` and as `alice@local.test` count together", async () => {
   const replies: string[] = [];

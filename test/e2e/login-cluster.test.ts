@@ -3,8 +3,9 @@
 // node A and node B count as one, so limits reached through one node hold on the other,
 // and SMTP and POP3 failures of one account add up across nodes to one growing delay.
 import { after, before, test } from "node:test";
+import { popLoginFrom, smtpAuthFrom } from "../support/python-logins.ts";
 import assert from "node:assert/strict";
-import { eventually, makeDataDir, readMetric, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, readMetric, removeDataDir, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
 
 const DELAY_MS = 2_000;
 const PAIR_LIMIT = 3;
@@ -51,47 +52,10 @@ const reportsSettled = () =>
   }, 5_000, "login reports merged on both nodes");
 
 /** One SMTP AUTH PLAIN attempt after STARTTLS on `node`, from `source`; the reply and how long AUTH took. */
-const smtpAuth = async (node: TernNode, user: string, password: string, source: string) => {
-  const script = `
-import smtplib, ssl, sys, time, json
-port, source, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-s = smtplib.SMTP("127.0.0.1", port, timeout=20, source_address=(source, 0))
-s.starttls(context=ssl._create_unverified_context())
-s.ehlo()
-s.user, s.password = user, password
-started = time.monotonic()
-try:
-    code, text = s.auth("PLAIN", s.auth_plain)  # one AUTH command per attempt (login() would try several)
-except smtplib.SMTPResponseException as e:
-    code, text = e.smtp_code, e.smtp_error
-print(json.dumps({"reply": f"{code} {text.decode()}", "ms": (time.monotonic() - started) * 1000}))
-s.close()`;
-  const result = await run("python3", ["-c", script, String(node.ports.smtp), source, user, password]);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as { reply: string; ms: number };
-};
+const smtpAuth = (node: TernNode, user: string, password: string, source: string) => smtpAuthFrom(node.ports.smtp, user, password, source);
 
-/** One POP3 USER/PASS attempt with poplib on `node`, from `source`; the PASS reply and how long it took. */
-const popLogin = async (node: TernNode, user: string, password: string, source: string) => {
-  const script = `
-import poplib, socket, sys, time, json
-port, source, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-class FromSource(poplib.POP3):  # poplib has no source_address of its own
-    def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout, source_address=(source, 0))
-p = FromSource("127.0.0.1", port, timeout=20)
-p.user(user)
-started = time.monotonic()
-try:
-    reply = p.pass_(password).decode()
-    p.quit()
-except poplib.error_proto as e:
-    reply = e.args[0].decode()
-print(json.dumps({"reply": reply, "ms": (time.monotonic() - started) * 1000}))`;
-  const result = await run("python3", ["-c", script, String(node.ports.pop3), source, user, password]);
-  assert.equal(result.code, 0, result.stderr);
-  return JSON.parse(result.stdout) as { reply: string; ms: number };
-};
+/** One POP3 USER/PASS attempt with poplib from `source`; the PASS reply, and how long it took. */
+const popLogin = (node: TernNode, user: string, password: string, source: string) => popLoginFrom(node.ports.pop3, user, password, source);
 
 const SMTP_REFUSED = /^454 4\.7\.0 Too many failed authentication attempts/;
 const POP3_REFUSED = "-ERR [AUTH] too many failed logins, try again later";
