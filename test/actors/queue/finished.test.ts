@@ -1,33 +1,23 @@
 // Recipients that leave the queue are remembered with their outcome, in the transaction
 // that records it, across a restart, until pruned; status reads them back (actors/status/view.ts).
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Effect } from "effect";
-import { open, type RootDatabase } from "lmdb";
 import type { AttemptRecord } from "../../../protocol/delivery.ts";
 import { newMessageId, type QueueEntry } from "../../../actors/queue/entry.ts";
 import { openSpool, type Spool } from "../../../actors/queue/spool.ts";
+import { temporaryLmdb } from "../../support/lmdb.ts";
 import { localStatus } from "../../../actors/status/server.ts";
 
-const dirs: string[] = [];
-const roots: RootDatabase[] = [];
-after(async () => {
-  await Promise.all(roots.map((r) => r.close()));
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
-});
+const lmdb = temporaryLmdb("tern-finished-");
 
 const openAt = (dir: string) => {
-  const root = open({ path: join(dir, "tern.lmdb"), maxDbs: 64 });
-  roots.push(root);
+  const root = lmdb.openAt(dir);
   return { root, spool: openSpool(root) };
 };
 
 const fresh = async () => {
-  const dir = await mkdtemp(join(tmpdir(), "tern-finished-"));
-  dirs.push(dir);
+  const { dir } = await lmdb.fresh();
   return { dir, ...openAt(dir) };
 };
 

@@ -1,35 +1,25 @@
 // The event outbox is written by the spool's own transactions: an outcome and its events
 // are committed together or not at all, and an outcome recorded for an entry that was
 // already gone writes no event. Keys keep commit order across a restart; ids never repeat.
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Effect } from "effect";
-import { open, type RootDatabase } from "lmdb";
 import { newMessageId } from "../../../actors/queue/entry.ts";
 import { openOutbox } from "../../../actors/queue/outbox.ts";
 import { openSpool } from "../../../actors/queue/spool.ts";
+import { temporaryLmdb } from "../../support/lmdb.ts";
 import type { EventDraft } from "../../../protocol/events.ts";
 
-const dirs: string[] = [];
-const roots: RootDatabase[] = [];
-after(async () => {
-  await Promise.all(roots.map((r) => r.close()));
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
-});
+const lmdb = temporaryLmdb("tern-outbox-");
 
 const openAt = (dir: string) => {
-  const root = open({ path: join(dir, "tern.lmdb"), maxDbs: 64 });
-  roots.push(root);
+  const root = lmdb.openAt(dir);
   const outbox = openOutbox(root, "n1");
   return { root, outbox, spool: openSpool(root, outbox) };
 };
 
 const fresh = async () => {
-  const dir = await mkdtemp(join(tmpdir(), "tern-outbox-"));
-  dirs.push(dir);
+  const { dir } = await lmdb.fresh();
   return { dir, ...openAt(dir) };
 };
 
@@ -105,8 +95,7 @@ test("after a restart, keys continue after the events left and ids are new", asy
   await acceptWith(spool, 1_000, "a@example.org");
   await acceptWith(spool, 1_001, "b@example.org");
   const first = openOutbox(root, "n1").oldest(10);
-  await root.close();
-  roots.splice(roots.indexOf(root), 1);
+  await lmdb.close(root);
   const again = openAt(dir);
   await acceptWith(again.spool, 1_002, "c@example.org");
   const items = again.outbox.oldest(10);

@@ -1,31 +1,21 @@
 // The spool's per-queue indexes: due order per destination, suspension, outcomes
 // committed with their DSNs, and the page-by-page walks queue administration uses.
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Effect } from "effect";
-import { open, type RootDatabase } from "lmdb";
 import { newMessageId, type QueueEntry } from "../../../actors/queue/entry.ts";
+import { temporaryLmdb } from "../../support/lmdb.ts";
 import { openSpool, type Spool } from "../../../actors/queue/spool.ts";
 
-const dirs: string[] = [];
-const roots: RootDatabase[] = [];
-after(async () => {
-  await Promise.all(roots.map((r) => r.close()));
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
-});
+const lmdb = temporaryLmdb("tern-spool-");
 
 const openAt = (dir: string) => {
-  const root = open({ path: join(dir, "tern.lmdb"), maxDbs: 64 });
-  roots.push(root);
+  const root = lmdb.openAt(dir);
   return { root, spool: openSpool(root) };
 };
 
 const fresh = async () => {
-  const dir = await mkdtemp(join(tmpdir(), "tern-spool-"));
-  dirs.push(dir);
+  const { dir } = await lmdb.fresh();
   return { dir, ...openAt(dir) };
 };
 
@@ -85,8 +75,7 @@ test("a suspended queue leaves the due order until resumed, also across a reopen
   await accept(spool, 3_000_000, "s@x.test", ["r@b.test"]);
   await Effect.runPromise(spool.suspend("a.test"));
   assert.deepEqual(queues(spool, 3_000_100), ["b.test"]);
-  await root.close();
-  roots.splice(roots.indexOf(root), 1);
+  await lmdb.close(root);
   const reopened = openAt(dir).spool;
   assert.equal(reopened.isSuspended("a.test"), true);
   assert.deepEqual(queues(reopened, 3_000_100), ["b.test"]);
