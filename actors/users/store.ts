@@ -21,6 +21,8 @@ export interface UserStore {
   readonly verify: (login: string, password: string) => Promise<string | undefined>;
   /** May `user` use `address` as its MAIL FROM? Its own address or one of its aliases. */
   readonly mayUseSender: (user: string, address: string) => boolean;
+  /** Is `address` some user's own address or one of its aliases (a sender the API may use)? */
+  readonly isUserAddress: (address: string) => boolean;
   readonly homeOf: (address: string) => string | undefined;
 }
 
@@ -57,6 +59,7 @@ export const makeUserStore = async (records: ReadonlyArray<UserRecord>): Promise
     const hash = record.passwordHash ?? (await hashPassword(record.password ?? randomBytes(16).toString("hex")));
     users.set(address, { hash, home: record.home, aliases: new Set((record.aliases ?? []).map((a) => a.toLowerCase())) });
   }
+  const aliases = new Set([...users.values()].flatMap((user) => [...user.aliases]));
   const canonical = (login: string) => {
     const lower = login.toLowerCase();
     if (lower.includes("@")) return users.has(lower) ? lower : undefined;
@@ -79,6 +82,7 @@ export const makeUserStore = async (records: ReadonlyArray<UserRecord>): Promise
       const lower = address.toLowerCase();
       return lower === user.toLowerCase() || (users.get(user.toLowerCase())?.aliases.has(lower) ?? false);
     },
+    isUserAddress: (address) => users.has(address.toLowerCase()) || aliases.has(address.toLowerCase()),
     homeOf: (address) => users.get(address.toLowerCase())?.home,
   };
 };

@@ -41,14 +41,13 @@ export const ApiLayer = Layer.effectDiscard(
     const scheduler = yield* Scheduler;
     const users = yield* Users;
     const clock = yield* Clock.Clock;
-    const userAddresses = new Set(config.users.flatMap((u) => [u.address, ...(u.aliases ?? [])].map((a) => a.toLowerCase())));
     const submitter = yield* makeSubmitter({
       config: {
         nodeId: config.nodeId,
         hostname: config.hostname,
         tenants: config.api.tenants,
         localDomains: config.localDomains,
-        isUserAddress: (address) => userAddresses.has(address.toLowerCase()),
+        isUserAddress: users.isUserAddress,
         recipients: {
           localDomains: config.localDomains,
           isLocalUser: users.exists,

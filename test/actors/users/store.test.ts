@@ -91,3 +91,11 @@ test("anything that is not an scrypt hash never verifies", async () => {
     assert.equal(await verifyPassword("pw", stored), false, stored);
   }
 });
+
+test("a user address is any user's own address or alias, in any case", async () => {
+  const users = await store();
+  assert.equal(users.isUserAddress("ALICE@a.test"), true);
+  assert.equal(users.isUserAddress("sales@A.test"), true);
+  assert.equal(users.isUserAddress("ali@b.test"), true);
+  assert.equal(users.isUserAddress("nobody@a.test"), false);
+});
