@@ -28,6 +28,7 @@ import {
   jetstreamManager,
   type ConsumerConfig,
   type ConsumerMessages,
+  type JsMsg,
 } from "@nats-io/jetstream";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { Exit, Schema } from "effect";
@@ -56,6 +57,9 @@ export interface StoredEvent<E = TernEvent> {
   readonly seq: number;
   readonly event: E;
 }
+
+/** Without `follow`, a fetch that waits this long for nothing ends the read. */
+const END_OF_READ_MS = 1_000;
 
 /** A consumer unread this long is removed by the server (its reader is gone). */
 const INACTIVE_THRESHOLD_MS = 5 * 60_000;
@@ -123,30 +127,44 @@ async function* followAs<E>(
     try {
       // Whatever the start asked for, the server placed the consumer just after `delivered.stream_seq`.
       start = { seq: Math.max(1, info.delivered.stream_seq + 1) };
-      // Without `follow`, the read is what was stored when it began: the consumer's pending
-      // count at creation. It ends after that many messages, or when the server says none
-      // is left, whichever comes first (messages arriving meanwhile are not waited for).
-      let unread = info.num_pending;
-      if (!options.follow && unread === 0) return;
-      const messages: ConsumerMessages = await js.consumers.getConsumerFromInfo(info).consume({ max_messages: 256, abort_on_missing_resource: true });
-      const readAll = (pending: number) => !options.follow && (--unread <= 0 || pending === 0);
+      const consumer = js.consumers.getConsumerFromInfo(info);
+      /** The message's event, or undefined when it is passed over (a cluster event, or one that does not decode). */
+      const take = (message: JsMsg): StoredEvent<E> | undefined => {
+        start = { seq: message.seq + 1 };
+        if (skipClusterEvents && clusterEventSubject(options.cluster, message.subject)) return undefined;
+        const decoded = decode(new TextDecoder().decode(message.data));
+        if (Exit.isSuccess(decoded)) return { seq: message.seq, event: decoded.value };
+        options.onUndecodable?.(message.seq, String(decoded.cause));
+        return undefined;
+      };
       try {
-        for await (const message of messages) {
-          start = { seq: message.seq + 1 };
-          if (skipClusterEvents && clusterEventSubject(options.cluster, message.subject)) {
-            if (readAll(message.info.pending)) return;
-            continue;
+        if (options.follow) {
+          const messages: ConsumerMessages = await consumer.consume({ max_messages: 256, abort_on_missing_resource: true });
+          try {
+            for await (const message of messages) {
+              const stored = take(message);
+              if (stored) yield stored;
+            }
+            return;
+          } finally {
+            await messages.close().catch(() => undefined);
           }
-          const decoded = decode(new TextDecoder().decode(message.data));
-          if (Exit.isSuccess(decoded)) yield { seq: message.seq, event: decoded.value };
-          else options.onUndecodable?.(message.seq, String(decoded.cause));
-          if (readAll(message.info.pending)) return;
         }
-        return;
+        // Without `follow`, batches are fetched until one comes back empty: the server had
+        // nothing more for a second. Pending counts are not trusted to end the read: right
+        // after the consumer is made they can be short (the read would stop early) or never
+        // reach zero while events keep coming (the read would never end).
+        for (;;) {
+          let taken = 0;
+          for await (const message of await consumer.fetch({ max_messages: 256, expires: END_OF_READ_MS })) {
+            taken++;
+            const stored = take(message);
+            if (stored) yield stored;
+          }
+          if (taken === 0) return;
+        }
       } catch (error) {
         if (!isConsumerGone(error)) throw error;
-      } finally {
-        await messages.close().catch(() => undefined);
       }
     } finally {
       await jsm.consumers.delete(stream, name).catch(() => undefined);
