@@ -11,9 +11,14 @@ import { isPasswordHash, type UserRecord } from "../actors/users/store.ts";
 import type { DeliveryConfig } from "../actors/delivery/config.ts";
 import { MAX_BLOB_BYTES } from "../actors/runtime/blobs.ts";
 import { plaintextServers, type NatsAuth, type NatsSecurity, type SecretSource } from "../cluster/nats-auth.ts";
+import { BudgetLimits } from "../protocol/site-budget.ts";
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
 const Positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1));
+/** A site budget limits something: at least one of its limits is given. */
+const SiteBudgetLimits = BudgetLimits.check(
+  Schema.makeFilter((limits: BudgetLimits) => Object.values(limits).some((limit) => limit !== undefined) || "a site budget needs connections, messagesPerSecond or messagesPerHour"),
+);
 const Token = Schema.String.check(Schema.makeFilter((s: string) => isSafeToken(s) || "letters, digits, '-' and '_' only"));
 const HostPort = Schema.String.check(Schema.makeFilter((s: string) => /^[^\s:]+:\d{1,5}$/.test(s) || "expected host:port"));
 const Cidr = Schema.String.check(Schema.makeFilter((s: string) => parseCidr(s) !== undefined || "expected an IPv4 or IPv6 CIDR such as 127.0.0.0/8"));
@@ -144,6 +149,10 @@ const ConfigFile = Schema.Struct({
       maxConnections: Schema.optional(Positive),
       /** MX host name (or ".suffix") → connections per node for sites with such a host. */
       siteConnections: Schema.optional(Schema.Record(Schema.String, Positive)),
+      /** MX host name (or ".suffix") → limits the whole cluster keeps together for sites with such a host. */
+      siteBudgets: Schema.optional(Schema.Record(Schema.String, SiteBudgetLimits)),
+      /** How long a node's lease on a share of a site budget lasts unless renewed. */
+      siteBudgetLeaseMs: Schema.optional(Positive),
       /** Domains (".example.org": and subdomains) whose mail is only sent over TLS. */
       requireTls: Schema.optional(Schema.Array(Schema.String)),
       maxInFlightPerQueue: Schema.optional(Positive),
@@ -418,6 +427,8 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     connectionIdleMs: file.delivery?.connectionIdleMs ?? 5_000,
     maxConnections: file.delivery?.maxConnections ?? 200,
     siteConnections: file.delivery?.siteConnections ?? {},
+    siteBudgets: file.delivery?.siteBudgets ?? {},
+    siteBudgetLeaseMs: file.delivery?.siteBudgetLeaseMs ?? 5_000,
     requireTls: file.delivery?.requireTls ?? [],
     maxInFlightPerQueue: file.delivery?.maxInFlightPerQueue ?? 128,
     maxAgeMs: file.delivery?.maxAgeMs ?? 5 * 24 * 3_600_000,

@@ -21,6 +21,7 @@ import { Resolver } from "./services/resolver.ts";
 import { EventPublisherLayer } from "./services/events.ts";
 import { MessageStatus } from "./services/status.ts";
 import { MemberAnnouncement, Membership } from "./services/membership.ts";
+import { SiteBudgets } from "./services/site-budgets.ts";
 import { EventOutbox, Lmdb, Spool, SpoolHealth } from "./services/storage.ts";
 
 export interface NodePorts {
@@ -38,7 +39,7 @@ const cluster = Layer.mergeAll(ClusterHealth.layer, EventPublisherLayer, BlobTra
   Layer.provideMerge(Nats.layer),
 );
 const actors = Scheduler.layer.pipe(
-  Layer.provideMerge(Layer.mergeAll(Sites.layer, Resolver.layer, Mailboxes.layer.pipe(Layer.provideMerge(LocalMailboxes.layer)))),
+  Layer.provideMerge(Layer.mergeAll(Sites.layer.pipe(Layer.provideMerge(SiteBudgets.layer)), Resolver.layer, Mailboxes.layer.pipe(Layer.provideMerge(LocalMailboxes.layer)))),
 );
 /** What applications and operators ask of the node's mail (message status), and the cluster-wide login throttles. */
 const services = Layer.mergeAll(MessageStatus.layer, LoginThrottles.layer);

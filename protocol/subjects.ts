@@ -84,6 +84,8 @@ export interface Subjects {
   /** The member list as a node reads it (`tern cluster status`): one node of the queue group answers. */
   readonly clusterMembers: string;
   readonly clusterMembersQueueGroup: string;
+  /** Leases on the site budgets one node owns (protocol/site-budget.ts): nodes ask the owner here. */
+  readonly siteBudgetOf: (nodeId: string) => string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -132,6 +134,7 @@ export const makeSubjects = (cluster: string): Subjects => {
     membersBucket: `tern_${cluster}_members`,
     clusterMembers: `${root}.cluster.members`,
     clusterMembersQueueGroup: `${root}.cluster`,
+    siteBudgetOf: (nodeId) => `${root}.budget.${nodeId}`,
   };
 };
 

@@ -1,3 +1,4 @@
+import type { BudgetLimits } from "../../protocol/site-budget.ts";
 // The delivery settings a node runs with (the `delivery` section of the node's config).
 export interface DeliveryConfig {
   readonly remotePort: number;
@@ -14,6 +15,9 @@ export interface DeliveryConfig {
   readonly connectionIdleMs: number;
   readonly maxConnections: number;
   readonly siteConnections: Readonly<Record<string, number>>;
+  /** Host pattern → limits kept by the whole cluster (protocol/site-budget.ts). */
+  readonly siteBudgets: Readonly<Record<string, BudgetLimits>>;
+  readonly siteBudgetLeaseMs: number;
   readonly requireTls: ReadonlyArray<string>;
   readonly maxInFlightPerQueue: number;
   readonly maxAgeMs: number;

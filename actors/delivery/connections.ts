@@ -6,7 +6,11 @@
 export interface ConnectionBudget {
   /** Resolves with the permit's release once a connection may be opened. */
   readonly acquire: () => Promise<() => void>;
-  /** Offers an idle connection for closing when room is needed; the returned function withdraws the offer. */
+  /**
+   * Offers an idle connection for closing when room is needed; the returned function
+   * withdraws the offer. A budget may also close it at once, synchronously (a cluster-wide
+   * site lease that shrank while the connection was busy: actors/delivery/site-lease.ts).
+   */
   readonly idle: (close: () => void) => () => void;
   readonly open: () => number;
   readonly waiting: () => number;

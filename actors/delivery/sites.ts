@@ -13,6 +13,7 @@ import { spawnActor, type ActorRef, type RestartPolicy } from "../runtime/actor.
 import type { Supervisor } from "../runtime/supervisor.ts";
 import { everyone, type Attempt } from "./attempt.ts";
 import type { ConnectionBudget } from "./connections.ts";
+import type { SiteLease } from "./site-lease.ts";
 import { asTlsFailure, openConnection, sendOver, type Connection, type OpenFailure, type OutboundJob, type OutboundOptions, type TlsPolicy } from "./smtp-client.ts";
 
 export interface DeliveryJob extends OutboundJob {
@@ -74,8 +75,13 @@ interface Queued {
   readonly deadline: number;
 }
 
+/** The cluster-wide budget of the route's sites, if one applies (nodes/services/site-budgets.ts). */
+export type LeaseFor = (route: MailRoute) => SiteLease | undefined;
+
 interface Site {
   readonly actor: ActorRef<Queued, Attempt, never>;
+  /** Stops reporting this site's backlog to its budget's lease. */
+  readonly detach: () => void;
   /** The slots of the incarnations alive now. */
   readonly slots: Set<Slot>;
   lastUsed: number;
@@ -85,7 +91,7 @@ interface Site {
  * The site actors of this node. Scoped: the idle sweep is a fiber of the scope, and closing
  * the scope stops every site (in-flight deliveries get `stopGraceMs` to finish).
  */
-export const makeSites = (options: SiteOptions, budget: ConnectionBudget, supervisor: Supervisor): Effect.Effect<Sites, never, Scope.Scope> =>
+export const makeSites = (options: SiteOptions, budget: ConnectionBudget, supervisor: Supervisor, leaseFor: LeaseFor = () => undefined): Effect.Effect<Sites, never, Scope.Scope> =>
   Effect.gen(function* () {
     // Read synchronously on the per-message path (last use, queue deadline).
     const clock = yield* Clock.Clock;
@@ -95,27 +101,27 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
     const spawnSite = (key: string, route: MailRoute) =>
       Effect.gen(function* () {
         const slots = new Set<Slot>();
+        const lease = leaseFor(route);
+        const concurrency = connectionLimit(route, options);
+        const waitedTooLong = (queued: Queued): Attempt => ({ server: key, results: everyone(queued.job.recipients, { _tag: "QueueWaitExceeded", limitMs: options.maxQueueWaitMs }) });
         const actor = yield* spawnActor<Queued, Attempt, never>(
           {
             name: `delivery/${key}`,
             capacity: 100_000,
-            concurrency: connectionLimit(route, options),
+            concurrency,
             ...(options.restart ? { restart: options.restart } : {}),
             init: Effect.gen(function* () {
-              const slot = yield* makeSlot(options, budget);
+              const slot = yield* makeSlot(options, lease ? lease.narrow(budget) : budget);
               slots.add(slot);
               yield* Effect.addFinalizer(() => Effect.sync(() => slots.delete(slot)));
-              return (queued: Queued) =>
-                Effect.flatMap(Clock.currentTimeMillis, (now) =>
-                  now > queued.deadline
-                    ? Effect.succeed({ server: key, results: everyone(queued.job.recipients, { _tag: "QueueWaitExceeded", limitMs: options.maxQueueWaitMs }) })
-                    : slot.send(queued.job),
-                );
+              const send = lease ? withMessageOfLease(lease, slot, waitedTooLong) : (queued: Queued) => slot.send(queued.job);
+              return (queued: Queued) => Effect.flatMap(Clock.currentTimeMillis, (now) => (now > queued.deadline ? Effect.succeed(waitedTooLong(queued)) : send(queued)));
             }),
           },
           supervisor,
         );
-        return { actor, slots, lastUsed: yield* Clock.currentTimeMillis } satisfies Site;
+        const detach = lease ? lease.attach(() => actor.load(), concurrency) : () => undefined;
+        return { actor, detach, slots, lastUsed: yield* Clock.currentTimeMillis } satisfies Site;
       });
 
     const siteFor = (route: MailRoute) =>
@@ -130,6 +136,7 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
         const created = yield* spawnSite(key, route);
         const raced = sites.get(key);
         if (raced) {
+          created.detach();
           yield* created.actor.stop(0);
           return raced;
         }
@@ -140,6 +147,7 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
     const stopSite = (key: string, site: Site, graceMs: number) =>
       Effect.suspend(() => {
         if (sites.get(key) === site) sites.delete(key);
+        site.detach();
         return site.actor.stop(graceMs);
       });
 
@@ -186,6 +194,17 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
       stop,
     } satisfies Sites;
   });
+
+/**
+ * Sends once the site's cluster-wide budget allows one more message; a job that waits for
+ * that past its deadline is deferred unsent, like one that waited in the queue too long.
+ */
+const withMessageOfLease = (lease: SiteLease, slot: Slot, waitedTooLong: (queued: Queued) => Attempt) => (queued: Queued) =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    lease.takeMessage.pipe(
+      Effect.timeoutOption(Math.max(0, queued.deadline - now)),
+      Effect.flatMap((taken) => (taken._tag === "Some" ? slot.send(queued.job) : Effect.succeed(waitedTooLong(queued)))),
+    ));
 
 /** One connection slot of a site worker. */
 interface Slot {
@@ -288,6 +307,8 @@ const unpark = (kept: Kept) => {
 const park = (kept: Kept, budget: ConnectionBudget, now: number) => {
   kept.parkedAt = now;
   kept.withdrawIdle = budget.idle(kept.drop);
+  // A site lease that shrank while the connection was busy closes it at once: nothing is parked.
+  if (!kept.connection) unpark(kept);
 };
 
 /**

@@ -27,6 +27,7 @@ import { Config, Log, Metrics, Supervisor } from "./core.ts";
 import { Users } from "./identity.ts";
 import { Mailboxes } from "./mailboxes.ts";
 import { Resolver } from "./resolver.ts";
+import { SiteBudgets } from "./site-budgets.ts";
 import { Spool } from "./storage.ts";
 
 /** Deliveries in flight get this long to finish (and be recorded) when the node stops. */
@@ -59,6 +60,7 @@ export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
         },
         budget,
         yield* Supervisor,
+        (yield* SiteBudgets).leaseFor,
       );
     }),
   );

@@ -1,0 +1,142 @@
+// Site actors under a cluster-wide budget, against a scripted loopback SMTP server: two
+// nodes' site actors (two holders) share one owner's ledger in process; the server counts
+// the connections open at once. Covers the connection limit, the message rate, and a lease
+// that lapses when its owner stops answering.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { performance } from "node:perf_hooks";
+import { Effect, Exit, Scope } from "effect";
+import { BudgetLedger } from "../../../actors/delivery/budget-ledger.ts";
+import { makeConnectionBudget } from "../../../actors/delivery/connections.ts";
+import { dsnParamsOf } from "../../../actors/delivery/dsn.ts";
+import { makeSiteLease, type SiteLease } from "../../../actors/delivery/site-lease.ts";
+import { makeSites, type DeliveryJob, type Sites } from "../../../actors/delivery/sites.ts";
+import { makeSupervisor } from "../../../actors/runtime/supervisor.ts";
+import { statusOfResult } from "../../../protocol/delivery.ts";
+import type { MailRoute } from "../../../protocol/route.ts";
+import type { BudgetLimits, LeaseAsk, LeaseGrant } from "../../../protocol/site-budget.ts";
+import { startScriptedSmtp, type Script, type ScriptedServer } from "../../support/scripted-smtp.ts";
+
+const BUDGET = "mx.remote.test";
+const TTL = 400;
+
+const servers: ScriptedServer[] = [];
+const scopes: Scope.Closeable[] = [];
+after(async () => {
+  await Promise.all(scopes.map((scope) => Effect.runPromise(Scope.close(scope, Exit.void))));
+  await Promise.all(servers.map((s) => s.close()));
+});
+
+const serve = async (script: Script) => {
+  const server = await startScriptedSmtp(script);
+  servers.push(server);
+  return server;
+};
+
+const inScope = <A>(effect: Effect.Effect<A, never, Scope.Scope>): A => {
+  const scope = Scope.makeUnsafe();
+  scopes.push(scope);
+  return Effect.runSync(effect.pipe(Scope.provide(scope)));
+};
+
+/** The owner, in process: `answering` false makes every ask fail as an unreachable owner would. */
+const makeOwner = () => {
+  const ledger = new BudgetLedger(TTL);
+  const owner = {
+    answering: true,
+    ask: (ask: LeaseAsk): Effect.Effect<LeaseGrant, { readonly _tag: "RemoteUnavailable" }> =>
+      Effect.suspend(() =>
+        owner.answering ? Effect.succeed(ledger.grant(ask, Date.now(), { alone: true }).grant) : Effect.fail({ _tag: "RemoteUnavailable" as const }),
+      ),
+  };
+  return owner;
+};
+
+/** One node's site actors, holding a lease on the budget from `owner`. */
+const nodeWith = (holder: string, port: number, limits: BudgetLimits, owner: ReturnType<typeof makeOwner>): { sites: Sites; lease: SiteLease } => {
+  const lease = inScope(makeSiteLease({ budget: BUDGET, holder, limits, ask: owner.ask, renewMs: TTL / 5 }));
+  const sites = inScope(
+    makeSites(
+      {
+        heloName: `${holder}.tern.test`,
+        port,
+        connectTimeoutMs: 1_000,
+        greetingTimeoutMs: 1_000,
+        socketTimeoutMs: 2_000,
+        messagesPerConnection: 100,
+        maxRecipientsPerTransaction: 100,
+        connectionsPerSite: 4,
+        siteConnections: {},
+        idleMs: 10_000,
+        maxQueueWaitMs: 60_000,
+      },
+      makeConnectionBudget(50),
+      makeSupervisor(),
+      (route) => (route.hosts.some((host) => host.name === BUDGET) ? lease : undefined),
+    ),
+  );
+  return { sites, lease };
+};
+
+const route: MailRoute = { domain: "remote.test", implicitMx: false, hosts: [{ name: BUDGET, preference: 10, addresses: ["127.0.0.1"] }] };
+
+const job = (n: number): DeliveryJob => ({
+  route,
+  sender: "sender@origin.test",
+  recipients: [`r${n}@remote.test`],
+  body: () => Buffer.from(`From: sender@origin.test\r\nSubject: ${n}\r\n\r\nhello\r\n`),
+  dsn: dsnParamsOf(undefined),
+  tls: "opportunistic",
+});
+
+const deliverAll = (sites: Sites, from: number, count: number) =>
+  Promise.all(Array.from({ length: count }, (_, i) => Effect.runPromise(sites.deliver(job(from + i)))));
+
+const eventually = async (check: () => boolean, what: string, timeoutMs = 5_000) => {
+  const deadline = performance.now() + timeoutMs;
+  while (!check()) {
+    if (performance.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+};
+
+test("two nodes that could open 4 connections each keep a budget of 3 together, and both send", async () => {
+  const server = await serve({ dataReplyDelayMs: 50 });
+  const owner = makeOwner();
+  const one = nodeWith("one", server.port, { connections: 3 }, owner);
+  const two = nodeWith("two", server.port, { connections: 3 }, owner);
+  const attempts = (await Promise.all([deliverAll(one.sites, 0, 30), deliverAll(two.sites, 100, 30)])).flat();
+  assert.ok(attempts.every((a) => statusOfResult(a.results[0]!.result) === "delivered"));
+  assert.equal(server.accepted.length, 60);
+  assert.ok(server.peakConnections() <= 3, `${server.peakConnections()} connections at once`);
+  assert.ok(server.peakConnections() >= 2, "the budget was hardly used");
+});
+
+test("a message rate: 15 messages at 5 per second take two seconds, whatever the connections allow", async () => {
+  const server = await serve({});
+  const owner = makeOwner();
+  const { sites } = nodeWith("one", server.port, { messagesPerSecond: 5 }, owner);
+  const started = performance.now();
+  await deliverAll(sites, 0, 15);
+  const elapsed = performance.now() - started;
+  assert.equal(server.accepted.length, 15);
+  // One second's worth at once, then five a second: 2 s for the other ten.
+  assert.ok(elapsed >= 1_500, `15 messages in ${Math.round(elapsed)} ms`);
+});
+
+test("a lease whose owner stops answering lapses: idle connections close, and nothing is sent until an owner answers", async () => {
+  const server = await serve({});
+  const owner = makeOwner();
+  const { sites, lease } = nodeWith("one", server.port, { connections: 2 }, owner);
+  await deliverAll(sites, 0, 4);
+  assert.equal(server.open(), 2, "two connections kept for reuse");
+  owner.answering = false;
+  await eventually(() => server.open() === 0, "the lapsed lease's connections are closed");
+  assert.equal(lease.state().granted, 0);
+  const waiting = Effect.runPromise(sites.deliver(job(10)));
+  await new Promise((resolve) => setTimeout(resolve, TTL));
+  assert.equal(server.accepted.length, 4, "sent without a lease");
+  owner.answering = true;
+  assert.equal(statusOfResult((await waiting).results[0]!.result), "delivered");
+  assert.equal(server.accepted.length, 5);
+});
