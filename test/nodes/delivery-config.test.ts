@@ -29,3 +29,12 @@ test("delivery values are checked, and named when refused", () => {
   assert.throws(() => parseConfig({ delivery: { siteConnections: { "mx.example": -1 } } }), /delivery\.siteConnections\.mx\.example = -1/);
   assert.throws(() => parseConfig({ delivery: { requireTls: "bank.example" } }), /delivery\.requireTls = "bank\.example"/);
 });
+
+test("site budgets: limits the whole cluster keeps per host pattern; a budget must limit something", () => {
+  const config = parseConfig({ delivery: { siteBudgets: { ".google.com": { connections: 20, messagesPerHour: 50_000 } } } });
+  assert.deepEqual(config.delivery.siteBudgets, { ".google.com": { connections: 20, messagesPerHour: 50_000 } });
+  assert.equal(config.delivery.siteBudgetLeaseMs, 5_000);
+  assert.deepEqual(parseConfig({}).delivery.siteBudgets, {});
+  assert.throws(() => parseConfig({ delivery: { siteBudgets: { ".google.com": {} } } }), /site budget needs connections, messagesPerSecond or messagesPerHour/);
+  assert.throws(() => parseConfig({ delivery: { siteBudgets: { ".google.com": { connections: 0 } } } }), /delivery\.siteBudgets\.\.google\.com\.connections = 0/);
+});
