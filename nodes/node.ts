@@ -20,7 +20,8 @@ import { LocalMailboxes, Mailboxes } from "./services/mailboxes.ts";
 import { Resolver } from "./services/resolver.ts";
 import { EventPublisherLayer } from "./services/events.ts";
 import { MessageStatus } from "./services/status.ts";
-import { MemberAnnouncement, Membership } from "./services/membership.ts";
+import { Membership } from "./services/membership.ts";
+import { MemberAnnouncement } from "./services/member-announcement.ts";
 import { SiteBudgets } from "./services/site-budgets.ts";
 import { EventOutbox, Lmdb, Spool, SpoolHealth } from "./services/storage.ts";
 

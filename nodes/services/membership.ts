@@ -2,10 +2,7 @@
 // member list, tells subscribers what changed (joins and leaves), logs each change
 // (`cluster.member.up` / `cluster.member.down`) and publishes it as a node-up / node-down
 // event; it also answers `tern cluster status` (any one node, from a fresh reading).
-// `MemberAnnouncement` writes this node's record on the heartbeat and is built after the
-// listeners (their ports are in the record), so it is released first when the node
-// stops: the node deletes its record before it stops serving, and the others see it
-// leave at their next reading.
+// This node's own record is written by `MemberAnnouncement` (member-announcement.ts).
 import { readFileSync } from "node:fs";
 import { Clock, Context, Duration, Effect, Layer, PubSub, Schedule, type Scope } from "effect";
 import { openMembersBucket, type MembersBucket } from "../../cluster/membership.ts";
@@ -20,16 +17,11 @@ import {
   type MemberRecord,
   type MembershipChange,
 } from "../../protocol/membership.ts";
-import { ClusterHealth, Nats } from "./cluster.ts";
-import { Config, Log, StartFailure, Supervisor } from "./core.ts";
-import { Sites } from "./delivery.ts";
-import { HttpListener, Pop3Listener, readinessOf, SmtpListener } from "./listeners.ts";
-import { Spool } from "./storage.ts";
+import { Nats } from "./cluster.ts";
+import { Config, Log, StartFailure } from "./core.ts";
 
 /** How often the bucket is read for joins and leaves. */
 const READ_EVERY_MS = 1_000;
-/** A graceful stop waits this long at most for its record to be deleted. */
-const LEAVE_TIMEOUT_MS = 2_000;
 
 export const ternVersion: string = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
@@ -130,58 +122,3 @@ export class Membership extends Context.Service<Membership, MembershipShape>()("
     }),
   );
 }
-
-/** This node's record on the heartbeat, deleted when the node stops. */
-export const MemberAnnouncement = Layer.effectDiscard(
-  Effect.gen(function* () {
-    const config = yield* Config;
-    const log = yield* Log;
-    const membership = yield* Membership;
-    const spool = yield* Spool;
-    const sites = yield* Sites;
-    const problems = readinessOf(yield* Supervisor, yield* ClusterHealth);
-    const { smtp, smtps } = yield* SmtpListener;
-    const ports = { smtp, smtps, pop3: (yield* Pop3Listener).port, http: (yield* HttpListener).port };
-
-    const record = Effect.map(Clock.currentTimeMillis, (now): MemberRecord => {
-      const reasons = problems();
-      return {
-        node: config.nodeId,
-        version: ternVersion,
-        startedAt: membership.startedAt,
-        heartbeatAt: now,
-        ready: reasons.length === 0,
-        problems: reasons,
-        queueDepth: spool.depth(),
-        outboundConnections: sites.list().reduce((sum, site) => sum + site.connections, 0),
-        host: config.listen.host,
-        ports,
-      };
-    });
-
-    let failing = false;
-    const heartbeat = Effect.flatMap(record, membership.bucket.put).pipe(
-      Effect.tap(() => Effect.sync(() => {
-        if (failing) log("cluster.heartbeat.resumed", {});
-        failing = false;
-      })),
-      Effect.catch((error) =>
-        Effect.sync(() => {
-          if (!failing) log("cluster.heartbeat.failed", { level: "warn", detail: error.detail });
-          failing = true;
-        })),
-    );
-
-    // Added before the heartbeat fiber, so released after it: no heartbeat rewrites the record once deleted.
-    yield* Effect.addFinalizer(() =>
-      membership.bucket.remove(config.nodeId).pipe(
-        Effect.timeout(Duration.millis(LEAVE_TIMEOUT_MS)),
-        Effect.matchEffect({
-          onSuccess: () => Effect.sync(() => log("cluster.member.leaving", {})),
-          onFailure: (error) => Effect.sync(() => log("cluster.member.leave.failed", { level: "warn", detail: "detail" in error ? error.detail : String(error) })),
-        }),
-      ));
-    yield* heartbeat;
-    yield* Effect.forkScoped(Effect.repeat(heartbeat, Schedule.spaced(Duration.millis(config.membership.heartbeatMs))));
-  }),
-);
