@@ -14,6 +14,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { callEndpoint } from "../../actors/runtime/remote.ts";
 import { mailboxEndpoints } from "../../protocol/mailbox.ts";
+import { siteBudgetEndpoint } from "../../nodes/services/site-budgets.ts";
 import { makeSubjects } from "../../protocol/subjects.ts";
 import { encodeBlobFrame, encodeFrame } from "../../protocol/wire.ts";
 import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
@@ -219,4 +220,37 @@ test("an application cannot make a node pull a large blob from a subject it name
   await new Promise((resolve) => setTimeout(resolve, 1_000));
   bait.unsubscribe();
   assert.deepEqual(chunkRequests, []);
+});
+
+test("membership works under the node permissions, and an operator lists it with tern cluster status", async () => {
+  const operator = nats.credentials("operator");
+  const configFile = join(dirs[0]!, "operator-members.json");
+  await writeFile(configFile, JSON.stringify({ cluster, nats: { servers: [nats.url], embedded: false } }));
+  const listed = await eventually(async () => {
+    const status = await tern(["cluster", "status", "--config", configFile, "--json"], { TERN_NATS_USER: operator.user, TERN_NATS_PASSWORD: operator.password });
+    assert.equal(status.code, 0, status.out);
+    const nodes = (JSON.parse(status.out) as { members: Array<{ node: string }> }).members.map((m) => m.node);
+    return nodes.length === 2 ? nodes : undefined;
+  }, 15_000, "both nodes listed");
+  assert.deepEqual(listed, ["a", "b"]);
+});
+
+test("only nodes may ask for a lease on a site budget (a forged ask could starve the nodes of a site's connections)", async () => {
+  const ask = { budget: "mx.example.net", holder: "intruder", limits: { connections: 6 }, wantConnections: 6, heldConnections: 0, openConnections: 0, wantMessages: 0 };
+  const call = (nc: NatsConnection, owner: string) =>
+    Effect.runPromise(Effect.result(callEndpoint(nc, subjects.siteBudgetOf(owner), siteBudgetEndpoint, { ...ask, holder: `probe-${owner}` }, { timeoutMs: 2_000 })));
+  const node = await as("node");
+  // Each node answers: with a lease if it owns the budget, else naming the owner.
+  for (const owner of ["a", "b"]) {
+    const answered = await call(node, owner);
+    assert.ok(answered._tag === "Success" || answered.failure._tag === "NotBudgetOwner", `node ${owner}: ${JSON.stringify(answered)}`);
+  }
+  for (const role of ["application", "operator"] as const) {
+    const intruder = await as(role);
+    for (const owner of ["a", "b"]) {
+      const refused = await call(intruder, owner);
+      assert.equal(refused._tag, "Failure", `${role} got a lease from ${owner}`);
+      assert.equal(refused.failure._tag, "RemoteUnavailable");
+    }
+  }
 });
