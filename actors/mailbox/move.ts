@@ -63,6 +63,7 @@ import type { Subjects } from "../../protocol/subjects.ts";
 import type { BlobTransport } from "../runtime/blobs.ts";
 import { callChunkedEndpoint, serveChunkedEndpoint, serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
 import type { LocalMailboxes } from "./actor.ts";
+import type { MoveCrashPoint } from "./faults.ts";
 import type { Holdings } from "./holdings.ts";
 import type { MoveRecords } from "./move-records.ts";
 import type { Placement } from "./placement.ts";
@@ -95,6 +96,8 @@ export interface MailboxMovesOptions {
   readonly stepTimeoutMs: number;
   /** How long the source waits for asks it took before freezing. */
   readonly freezeGraceMs: number;
+  /** Fault injection for crash tests (faults.ts). */
+  readonly crashAt?: (point: MoveCrashPoint) => void;
   /** How often moves left half done (a node was down) are settled. Default 5 s. */
   readonly recoverEveryMs?: number;
 }
@@ -111,6 +114,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
   const active = new Set<string>();
   /** The source side's steps, one at a time. */
   const sourceSteps = Semaphore.makeUnsafe(1);
+  const crashAt = (point: MoveCrashPoint) => Effect.sync(() => options.crashAt?.(point));
 
   const frozenDetail = (to: string) => `mailbox is moving to node ${to}`;
 
@@ -144,6 +148,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
             Effect.mapError((error) => failed(user, "failed", `cannot record the freeze: ${error.detail}`)),
           );
           log("mailbox.move.frozen", { user, to: freezeFor });
+          yield* crashAt("source-frozen");
         }
         return { value: store.snapshot(user) };
       }),
@@ -257,6 +262,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
       yield* stageFrom(from, user, first.value.messages);
       const frozenAt = yield* Clock.currentTimeMillis;
       const last: MailboxSnapshot = (yield* call(from, "snapshot", snapshotEndpoint, { user, freezeFor: nodeId })).value;
+      yield* crashAt("target-frozen");
       yield* stageFrom(from, user, last.messages);
       const since = yield* Clock.currentTimeMillis;
       yield* store.replace(last, new Map(), () => records.putIncomingNow(user, { from, state: "committed", since })).pipe(
@@ -264,6 +270,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
       );
       const frozenMs = (yield* Clock.currentTimeMillis) - frozenAt;
       log("mailbox.move.committed", { user, from, messages: last.messages.length, frozenMs });
+      yield* crashAt("target-committed");
       return { snapshot: last, frozenMs };
     });
 
@@ -313,13 +320,13 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
 
   // -- settling moves left half done ------------------------------------------------
 
-  const recoverIncoming = Effect.forEach(records.allIncoming(), ([user, record]) => {
+  const recoverIncoming = () => Effect.forEach(records.allIncoming(), ([user, record]) => {
     if (active.has(user)) return Effect.void;
     const settleOne = record.state === "copying" ? rollback(user, record.from) : complete(user, record.from);
     return settleOne.pipe(Effect.catch((error) => Effect.sync(() => log("mailbox.move.recovery.pending", { user, from: record.from, state: record.state, detail: error.detail }))));
   }, { discard: true });
 
-  const recoverOutgoing = Effect.forEach(records.allOutgoing(), ([user, record]) =>
+  const recoverOutgoing = () => Effect.forEach(records.allOutgoing(), ([user, record]) =>
     call(record.to, "status", moveStatusEndpoint, { user, from: nodeId }).pipe(
       Effect.flatMap(({ value }) =>
         value.state === "committed"
@@ -330,7 +337,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
       Effect.catch((error) => Effect.sync(() => log("mailbox.move.recovery.pending", { user, to: record.to, detail: error.detail }))),
     ), { discard: true });
 
-  const recover = Effect.suspend(() => Effect.andThen(recoverIncoming, recoverOutgoing));
+  const recover = Effect.suspend(() => Effect.andThen(recoverIncoming(), recoverOutgoing()));
 
   const serve = () =>
     Effect.gen(function* () {

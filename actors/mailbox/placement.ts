@@ -192,7 +192,7 @@ export const makePlacement = (options: PlacementOptions): Placement => {
   /** Like any claim, a home claim first asks whether another node holds the mail (the KV may have been lost). */
   const claimHome = (user: string): Effect.Effect<string, MailboxUnavailable> =>
     movingTo(user) !== undefined
-      ? Effect.succeed(movingTo(user)!)
+      ? Effect.succeed(nodeId) // held here, frozen: the move decides, nothing is re-asserted
       : holdings.holds(user)
       ? Effect.mapError(reassert(user, "home"), fromKv).pipe(Effect.as(nodeId))
       : ownerFor(user, true).pipe(

@@ -4,7 +4,7 @@
 // mailbox moves between nodes (`tern mailbox move`, actors/mailbox/move.ts).
 import { Clock, Context, Effect, Layer } from "effect";
 import { makeLocalMailboxes, passivateIdle, type LocalMailboxes as LocalMailboxesShape } from "../../actors/mailbox/actor.ts";
-import { withFaults } from "../../actors/mailbox/faults.ts";
+import { moveCrashFrom, withFaults } from "../../actors/mailbox/faults.ts";
 import { makeMailboxMetrics, type MailboxMetrics as MailboxMetricsShape } from "../../actors/mailbox/metrics.ts";
 import { openHoldings } from "../../actors/mailbox/holdings.ts";
 import { makePlacement } from "../../actors/mailbox/placement.ts";
@@ -101,6 +101,7 @@ export class Mailboxes extends Context.Service<Mailboxes, MailboxRouter>()("tern
         log,
         stepTimeoutMs: Math.max(30_000, config.mailbox.askTimeoutMs),
         freezeGraceMs: config.mailbox.askTimeoutMs,
+        crashAt: moveCrashFrom(process.env),
       });
       // Mailboxes left frozen by a move cut short stay frozen until it settles: before anything is served.
       yield* moves.restore();
