@@ -12,6 +12,7 @@ import { runEvents } from "./events-command.ts";
 import { runNatsConfig } from "./nats-config-command.ts";
 import { runSubmit } from "./submit-command.ts";
 import { runCluster } from "./cluster-command.ts";
+import { runMailbox } from "./mailbox-command.ts";
 import { StartFailure } from "./services/core.ts";
 
 const usage = `usage: tern node [--config FILE]
@@ -24,6 +25,7 @@ const usage = `usage: tern node [--config FILE]
        tern submit [--config FILE] [--tenant T] [FILE | - | --from A --to B ...]   (tern submit --help)
        tern cluster status [--config FILE] [--json]                  (tern cluster --help)
        tern cluster up --nodes N [--config FILE] [--base-port P] [--data-dir D]
+       tern mailbox move [--config FILE] [--json] USER NODE          (tern mailbox --help)
 
 tern node runs one Tern node. Without --config, a one-node cluster on loopback defaults.
 tern user add stores the user with an scrypt hash of the password in the config file;
@@ -93,6 +95,7 @@ const main = async () => {
   if (command === "nats-config") return runNatsConfig(rest);
   if (command === "submit") return void (process.exitCode = await runSubmit(rest));
   if (command === "cluster") return void (process.exitCode = await runCluster(rest));
+  if (command === "mailbox") return void (process.exitCode = await runMailbox(rest));
   console.error(usage);
   process.exit(command === undefined || command === "--help" ? 0 : 2);
 };

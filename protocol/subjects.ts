@@ -17,6 +17,12 @@ export interface Subjects {
    * another node (the KV was lost) is not split off to a new one.
    */
   readonly mailboxHolders: string;
+  /** Node-to-node steps of a mailbox move, served by `nodeId` (actors/mailbox/move.ts). */
+  readonly mailboxMove: (nodeId: string, step: "snapshot" | "bodies" | "finish" | "abort" | "status") => string;
+  /** `tern mailbox move`: the operator asks the target node to take a mailbox. */
+  readonly mailboxMoveAdmin: (nodeId: string) => string;
+  /** Every target's `mailboxMoveAdmin` subject (operator permissions). */
+  readonly mailboxMoveAdmins: string;
   /**
    * Where an event is published: `tern.<cluster>.events.<tenant>.<type>.<domain>`, the
    * destination domain as one token (`eventDomainToken`). Filter with `eventFilter`.
@@ -113,6 +119,9 @@ export const makeSubjects = (cluster: string): Subjects => {
     resolverQueueGroup: `${root}.resolver`,
     mailbox: (nodeId, operation) => `${root}.mailbox.${nodeId}.${operation}`,
     mailboxHolders: `${root}.mailbox.holders`,
+    mailboxMove: (nodeId, step) => `${root}.mailbox.${nodeId}.move.${step}`,
+    mailboxMoveAdmin: (nodeId) => `${root}.admin.mailbox.move.${nodeId}`,
+    mailboxMoveAdmins: `${root}.admin.mailbox.move.*`,
     event: (tenant, type, domain) => `${root}.events.${tenant}.${type}.${eventDomainToken(domain)}`,
     events: `${root}.events.>`,
     eventsStream: `TERN_${cluster}_EVENTS`,

@@ -46,6 +46,13 @@ export interface LocalMailboxes extends MailboxService {
   /** Passivates every actor idle for `idleMs` or more that holds no live lock. */
   readonly sweep: () => Effect.Effect<void>;
   readonly stop: (graceMs: number) => Effect.Effect<void>;
+  /**
+   * Refuses every new ask for `user` (MailboxUnavailable with `detail`) and stops its
+   * actor once the asks already taken are done (up to `graceMs`; one cut short gets no
+   * answer, so its sender retries). A mailbox being moved away (actors/mailbox/move.ts).
+   */
+  readonly freeze: (user: string, detail: string, graceMs: number) => Effect.Effect<void>;
+  readonly thaw: (user: string) => void;
 }
 
 export interface MailboxObserver {
@@ -106,6 +113,8 @@ type SpawnGate = <A, E>(spawn: Effect.Effect<A, E>) => Effect.Effect<A, E>;
 const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate: SpawnGate): LocalMailboxes => {
   const { store, observer = {} } = options;
   const residents = new Map<string, Resident>();
+  /** Frozen mailboxes: why their asks are refused. */
+  const frozen = new Map<string, string>();
   let stopping = false;
 
   // -- the operations, run inside the user's actor ---------------------------
@@ -218,6 +227,8 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
       return gate(Effect.suspend(() => {
         // Stopped while this ask waited for the gate: an actor spawned now would never be stopped.
         if (stopping) return Effect.fail(new MailboxUnavailable({ user, detail: "node stopping" }));
+        const freezing = frozen.get(user);
+        if (freezing !== undefined) return Effect.fail(new MailboxUnavailable({ user, detail: freezing }));
         const spawnedMeanwhile = residents.get(user);
         return spawnedMeanwhile ? Effect.succeed(spawnedMeanwhile) : spawnResident(user);
       }));
@@ -259,6 +270,8 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
   const ask = (user: string, message: Ask, retries = 1): Effect.Effect<Reply<unknown>, MailboxError> =>
     Effect.suspend(() => {
       if (stopping) return Effect.fail(new MailboxUnavailable({ user, detail: "node stopping" }));
+      const freezing = frozen.get(user);
+      if (freezing !== undefined) return Effect.fail(new MailboxUnavailable({ user, detail: freezing }));
       return Effect.flatMap(residentFor(user), (resident) => {
         resident.lastUsed = now();
         return resident.actor.ask(message, options.askTimeoutMs);
@@ -291,6 +304,15 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
     ...service,
     active: () => residents.size,
     sweep,
+    freeze: (user, detail, graceMs) =>
+      Effect.suspend(() => {
+        frozen.set(user, detail);
+        const resident = residents.get(user);
+        if (resident === undefined) return Effect.void;
+        residents.delete(user);
+        return retire(resident, graceMs);
+      }),
+    thaw: (user) => void frozen.delete(user),
     stop: (graceMs) =>
       Effect.suspend(() => {
         stopping = true;

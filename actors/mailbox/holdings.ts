@@ -9,7 +9,9 @@
 // - a node that claims a mailbox in KV records it before storing anything;
 // - records kept before this one existed are derived from the store's `mbox.users` when
 //   the record is opened.
-// A mark is never removed: a mailbox emptied by POP3 still has its UIDVALIDITY history here.
+// A mark is removed only when the mailbox moves to another node (actors/mailbox/move.ts),
+// in the transaction that removes the mail, after the new holder committed its copy (the
+// UIDVALIDITY history moves with it); a mailbox emptied by POP3 stays marked.
 import { Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";

@@ -10,6 +10,11 @@
 // When NATS or the KV cannot answer, nothing is claimed: the caller gets
 // MailboxUnavailable and defers (never bounces).
 //
+// A mailbox this node is moving away (actors/mailbox/move.ts: frozen for the target) is
+// still held here but served nowhere until the move settles: asks get MailboxUnavailable
+// (mail defers, POP3 answers [SYS/TEMP]), and this node re-asserts nothing for it, so the
+// KV can name the target once the target committed its copy.
+//
 // Each node also watches the KV bucket: when JetStream lost it, it is created again
 // (cluster/ownership.ts) and every node re-asserts the mailboxes it holds.
 import { Clock, Effect, FiberSet, Schedule, Schema, type Scope } from "effect";
@@ -45,6 +50,8 @@ export interface PlacementOptions {
   readonly holdings: Holdings;
   /** The node a user's mailbox is configured to live on, if the config says. */
   readonly homeOf: (user: string) => string | undefined;
+  /** The node a mailbox held here is being moved to (frozen here until the move settles). */
+  readonly movingTo?: (user: string) => string | undefined;
   readonly log: (event: string, fields: Record<string, unknown>) => void;
   /** A holders query ends this long after the last answer (default 250 ms)… */
   readonly holdersQuietMs?: number;
@@ -58,6 +65,7 @@ const REASSERT_CONCURRENCY = 8;
 
 export const makePlacement = (options: PlacementOptions): Placement => {
   const { nodeId, nc, subjects, owners, holdings, log } = options;
+  const movingTo = options.movingTo ?? (() => undefined);
   const quietMs = options.holdersQuietMs ?? 250;
   const timeoutMs = options.holdersTimeoutMs ?? 2_000;
 
@@ -136,14 +144,24 @@ export const makePlacement = (options: PlacementOptions): Placement => {
    * the first answers, and a holder that answered late would see its mailbox claimed elsewhere.
    */
   const answerHolders = (user: string): Effect.Effect<{ value: HoldersReply }> =>
-    holdings.holds(user)
+    movingTo(user) !== undefined
+      ? Effect.succeed({ value: { node: nodeId, holds: true } })
+      : holdings.holds(user)
       ? inBackground(reassert(user, "holders query").pipe(Effect.ignore)).pipe(Effect.as({ value: { node: nodeId, holds: true } }))
       : Effect.succeed({ value: { node: nodeId, holds: false } });
 
   // -- deciding -----------------------------------------------------------------
 
+  /** A mailbox moving away: nobody serves it until the move settles. */
+  const moving = (user: string) => {
+    const target = movingTo(user);
+    return target === undefined ? undefined : unavailable(user, `mailbox is moving to node ${target}`);
+  };
+
   const ownerFor = (user: string, claimIfFree: boolean): Effect.Effect<string | undefined, MailboxUnavailable> =>
     Effect.gen(function* () {
+      const movingAway = moving(user);
+      if (movingAway) return yield* movingAway;
       if (holdings.holds(user)) return yield* heldHere(user);
       const kvOwner = yield* Effect.mapError(owners.ownerOf(user), fromKv);
       if (kvOwner !== undefined && kvOwner !== nodeId) return kvOwner;
@@ -165,13 +183,17 @@ export const makePlacement = (options: PlacementOptions): Placement => {
     });
 
   const servesHere = (user: string): Effect.Effect<void, NotOwner | MailboxUnavailable> =>
-    holdings.holds(user)
+    moving(user) !== undefined
+      ? Effect.fail(moving(user)!)
+      : holdings.holds(user)
       ? Effect.void
       : Effect.flatMap(ownerFor(user, false), (owner) => (owner === nodeId ? Effect.void : Effect.fail(new NotOwner({ user, node: nodeId }))));
 
   /** Like any claim, a home claim first asks whether another node holds the mail (the KV may have been lost). */
   const claimHome = (user: string): Effect.Effect<string, MailboxUnavailable> =>
-    holdings.holds(user)
+    movingTo(user) !== undefined
+      ? Effect.succeed(nodeId) // held here, frozen: the move decides, nothing is re-asserted
+      : holdings.holds(user)
       ? Effect.mapError(reassert(user, "home"), fromKv).pipe(Effect.as(nodeId))
       : ownerFor(user, true).pipe(
           Effect.flatMap((owner) => (owner === undefined ? Effect.fail(unavailable(user, "home mailbox could not be claimed")) : Effect.succeed(owner))),
@@ -192,7 +214,7 @@ export const makePlacement = (options: PlacementOptions): Placement => {
 
   const reassertAll = (generation: string) =>
     Effect.gen(function* () {
-      const users = holdings.users();
+      const users = holdings.users().filter((user) => movingTo(user) === undefined);
       const failed = yield* Effect.forEach(users, (user) => reassert(user, "bucket recreated").pipe(Effect.as(0), Effect.orElseSucceed(() => 1)), {
         concurrency: REASSERT_CONCURRENCY,
       }).pipe(Effect.map((results) => results.reduce((sum: number, n) => sum + n, 0)));

@@ -8,6 +8,7 @@
 //   mbox.bodyrefs    sha256                   → how many messages share the body
 //   mbox.deliveries  [user, queue entry id]   → where that entry was stored
 //   mbox.held        user                     → since when this node holds the mailbox (holdings.ts)
+//   mbox.moves.in/out user                    → a move of the mailbox under way (move-records.ts)
 //
 // A body is stored once, content-addressed: a message copied to another folder, or the
 // same message delivered to two users of this node, shares it; the last reference
@@ -23,6 +24,7 @@ import { Clock, Effect, Schema } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
 import { overQuota, type OverQuota } from "../../protocol/mailbox.ts";
+import type { MailboxSnapshot, MovedMessage } from "../../protocol/mailbox-move.ts";
 import { markHeld, openHeldDatabase } from "./holdings.ts";
 
 export const INBOX = "INBOX";
@@ -123,6 +125,27 @@ export interface MailboxStore {
   /** Removes messages and, atomically with it, sets flags on others (POP3 UPDATE). Returns how many were removed. */
   readonly expunge: (user: string, folder: string, uids: ReadonlyArray<number>, markSeen?: ReadonlyArray<number>) => Effect.Effect<number, StoreError>;
   readonly usage: (user: string) => { readonly bytes: number; readonly messages: number };
+
+  // -- moving a mailbox between nodes (actors/mailbox/move.ts) --------------------
+  /** Every record of the user's mailbox but the bodies. */
+  readonly snapshot: (user: string) => MailboxSnapshot;
+  /** A stored body by its hash (any user's: bodies are shared). */
+  readonly bodyByHash: (hash: string) => Uint8Array | undefined;
+  readonly hasBody: (hash: string) => boolean;
+  /**
+   * Copies messages in ahead of `replace` (their bodies counted as referenced), leaving
+   * the user's folders and usage alone: staged rows nobody serves, so a big mailbox is
+   * copied in bounded batches while it still takes mail. Rows already there are kept.
+   */
+  readonly stage: (user: string, messages: ReadonlyArray<MovedMessage>, bodies: ReadonlyMap<string, Uint8Array>) => Effect.Effect<void, StoreError>;
+  /**
+   * Makes the user's mailbox exactly `snapshot` (staged rows not in it are dropped), in one
+   * transaction that also runs `within` (the move's own records) and marks the user held.
+   * A body neither stored yet nor in `bodies` fails the whole transaction.
+   */
+  readonly replace: (snapshot: MailboxSnapshot, bodies: ReadonlyMap<string, Uint8Array>, within: () => void) => Effect.Effect<void, StoreError>;
+  /** Removes every record of the user (staged or not), in one transaction that also runs `within`. */
+  readonly remove: (user: string, within: () => void) => Effect.Effect<void, StoreError>;
 }
 
 /** IMAP: INBOX is case-insensitive, every other name is taken as given. */
@@ -253,7 +276,121 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
   const list = (user: string, folder: string) =>
     [...messages.getRange({ start: [user, folder, 0], end: [user, folder, LAST_UID] }).map(({ value }) => value)];
 
+  // -- moving ------------------------------------------------------------------
+
+  const userMessages = (user: string) =>
+    [...messages.getRange({ start: [user, "", 0], end: [user, "\uffff", LAST_UID] }).map(({ value, key }) => ({ folder: key[1], message: value }))];
+
+  /** Drops every row of the user; bodies go when their last reference does. */
+  const clearUser = (user: string) => {
+    for (const { folder, message } of userMessages(user)) {
+      messages.remove([user, folder, message.uid]);
+      dropBodyRef(message.body);
+    }
+    for (const { key } of folders.getRange({ start: [user, ""], end: [user, "\uffff"] })) folders.remove(key);
+    for (const { key } of deliveries.getRange({ start: [user, ""], end: [user, "\uffff"] })) deliveries.remove(key);
+    usages.remove(user);
+  };
+
+  /** References a body for a moved message: stored already, or in `bodies`; else the transaction fails. */
+  const referenceBody = (hash: string, bodies: ReadonlyMap<string, Uint8Array>) => {
+    const body = bodies.get(hash);
+    if (bodyRefs.get(hash) === undefined && body === undefined) throw new Error(`body ${hash} missing`);
+    addBodyRef(hash, body ?? new Uint8Array());
+  };
+
+  const movedRecord = (message: MovedMessage): StoredMessage => ({
+    uid: message.uid,
+    size: message.size,
+    internalDate: message.internalDate,
+    flags: [...message.flags],
+    body: message.body,
+    entryId: message.entryId,
+  });
+
+  const transaction = (operation: string, action: () => void): Effect.Effect<void, StoreError> =>
+    Effect.tryPromise({ try: () => root.transaction(action), catch: (error) => new StoreError({ operation, detail: String(error) }) }).pipe(Effect.asVoid);
+
+  const moving = {
+    snapshot: (user: string): MailboxSnapshot => ({
+      user,
+      lastUidValidity: usageOf(user).lastUidValidity,
+      folders: [...folders.getRange({ start: [user, ""], end: [user, "\uffff"] }).map(({ key, value }) => ({ name: key[1], uidValidity: value.uidValidity, uidNext: value.uidNext }))],
+      messages: userMessages(user).map(({ folder, message }) => ({
+        folder,
+        uid: message.uid,
+        size: message.size,
+        internalDate: message.internalDate,
+        flags: message.flags,
+        body: message.body,
+        ...(message.entryId !== undefined ? { entryId: message.entryId } : {}),
+      })),
+      deliveries: [...deliveries.getRange({ start: [user, ""], end: [user, "\uffff"] }).map(({ key, value }) => ({ entryId: key[1], ...value }))],
+    }),
+
+    bodyByHash: (hash: string) => {
+      const stored = bodyRefs.get(hash);
+      if (!stored) return undefined;
+      const chunks: Buffer[] = [];
+      for (let n = 0; n < stored.chunks; n++) {
+        const chunk = bodies.get([hash, n]);
+        if (chunk === undefined) return undefined;
+        chunks.push(chunk);
+      }
+      return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, stored.size);
+    },
+
+    hasBody: (hash: string) => bodyRefs.get(hash) !== undefined,
+
+    stage: (user: string, staged: ReadonlyArray<MovedMessage>, bodies: ReadonlyMap<string, Uint8Array>) =>
+      transaction("mailbox.move.stage", () => {
+        for (const message of staged) {
+          const existing = messages.get([user, message.folder, message.uid]);
+          if (existing?.body === message.body) continue;
+          referenceBody(message.body, bodies);
+          // A folder deleted and made again reuses UIDs (under a new UIDVALIDITY): the newer row wins.
+          if (existing !== undefined) dropBodyRef(existing.body);
+          messages.put([user, message.folder, message.uid], movedRecord(message));
+        }
+      }),
+
+    replace: (snapshot: MailboxSnapshot, bodies: ReadonlyMap<string, Uint8Array>, within: () => void) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        transaction("mailbox.move.replace", () => {
+          const user = snapshot.user;
+          // New references first: a body the old rows and the snapshot share must not be dropped in between.
+          for (const message of snapshot.messages) referenceBody(message.body, bodies);
+          clearUser(user);
+          const totals = new Map<string, { messages: number; bytes: number }>();
+          for (const message of snapshot.messages) {
+            messages.put([user, message.folder, message.uid], movedRecord(message));
+            const total = totals.get(message.folder) ?? { messages: 0, bytes: 0 };
+            totals.set(message.folder, { messages: total.messages + 1, bytes: total.bytes + message.size });
+          }
+          for (const folder of snapshot.folders) {
+            const total = totals.get(folder.name) ?? { messages: 0, bytes: 0 };
+            folders.put([user, folder.name], { uidValidity: folder.uidValidity, uidNext: folder.uidNext, ...total });
+          }
+          for (const { entryId, ...where } of snapshot.deliveries) deliveries.put([user, entryId], where);
+          usages.put(user, {
+            bytes: snapshot.messages.reduce((sum, m) => sum + m.size, 0),
+            messages: snapshot.messages.length,
+            lastUidValidity: snapshot.lastUidValidity,
+          });
+          markHeld(held, user, now);
+          within();
+        })),
+
+    remove: (user: string, within: () => void) =>
+      transaction("mailbox.move.remove", () => {
+        clearUser(user);
+        held.remove(user);
+        within();
+      }),
+  };
+
   return {
+    ...moving,
     deliver: (user, entryId, body, options = {}) => {
       // Hashing a 50 MB body takes a while: do it before the write transaction, not in it.
       const hash = sha256(body);

@@ -1,12 +1,15 @@
 // Mailboxes: the actors for the mailboxes this node owns, and the router that sends
 // every mailbox ask (delivery, POP3) to whichever node owns the mailbox, as placement
-// decides from this node's own record of what it holds, the KV and the other nodes.
+// decides from this node's own record of what it holds, the KV and the other nodes; and
+// mailbox moves between nodes (`tern mailbox move`, actors/mailbox/move.ts).
 import { Clock, Context, Effect, Layer } from "effect";
 import { makeLocalMailboxes, passivateIdle, type LocalMailboxes as LocalMailboxesShape } from "../../actors/mailbox/actor.ts";
-import { withFaults } from "../../actors/mailbox/faults.ts";
+import { moveCrashFrom, withFaults } from "../../actors/mailbox/faults.ts";
 import { makeMailboxMetrics, type MailboxMetrics as MailboxMetricsShape } from "../../actors/mailbox/metrics.ts";
 import { openHoldings } from "../../actors/mailbox/holdings.ts";
 import { makePlacement } from "../../actors/mailbox/placement.ts";
+import { makeMailboxMoves } from "../../actors/mailbox/move.ts";
+import { openMoveRecords } from "../../actors/mailbox/move-records.ts";
 import { makeMailboxRouter, type MailboxRouter } from "../../actors/mailbox/router.ts";
 import { openMailboxStore } from "../../actors/mailbox/store.ts";
 import { BlobTransfers, MailboxOwnership, Nats } from "./cluster.ts";
@@ -61,24 +64,49 @@ export class Mailboxes extends Context.Service<Mailboxes, MailboxRouter>()("tern
       const holdings = yield* openHoldings(yield* Lmdb, yield* Clock.currentTimeMillis).pipe(
         Effect.mapError((error) => new StartFailure({ part: "mailbox holdings", detail: error.detail })),
       );
+      const lmdb = yield* Lmdb;
+      const records = openMoveRecords(lmdb);
+      const owners = yield* MailboxOwnership;
+      const transport = yield* BlobTransfers;
+      const local = yield* LocalMailboxes;
       const placement = makePlacement({
         nodeId: config.nodeId,
         nc,
         subjects,
-        owners: yield* MailboxOwnership,
+        owners,
         holdings,
         homeOf: users.homeOf,
+        movingTo: (user) => records.outgoing(user)?.to,
         log,
       });
       const router = makeMailboxRouter({
         nodeId: config.nodeId,
-        transport: yield* BlobTransfers,
+        transport,
         subjects,
         placement,
-        local: yield* LocalMailboxes,
+        local,
         timeoutMs: config.mailbox.askTimeoutMs,
       });
+      const moves = makeMailboxMoves({
+        nodeId: config.nodeId,
+        transport,
+        subjects,
+        store: openMailboxStore(lmdb),
+        records,
+        holdings,
+        owners,
+        placement,
+        local,
+        accountOf: users.accountOf,
+        log,
+        stepTimeoutMs: Math.max(30_000, config.mailbox.askTimeoutMs),
+        freezeGraceMs: config.mailbox.askTimeoutMs,
+        crashAt: moveCrashFrom(process.env),
+      });
+      // Mailboxes left frozen by a move cut short stay frozen until it settles: before anything is served.
+      yield* moves.restore();
       yield* router.serve();
+      yield* moves.serve();
       // Each claim of a mailbox not held here first asks the other nodes (a few hundred ms): in parallel.
       yield* Effect.forEach(
         config.users.filter((u) => u.home === config.nodeId),
