@@ -84,6 +84,12 @@ export interface Subjects {
   /** The member list as a node reads it (`tern cluster status`): one node of the queue group answers. */
   readonly clusterMembers: string;
   readonly clusterMembersQueueGroup: string;
+  /** `tern node drain`: the operator starts and follows one node's drain here (protocol/drain.ts). */
+  readonly nodeDrain: (nodeId: string) => string;
+  /** Every node's drain subject (what the operator role may publish to). */
+  readonly nodeDrains: string;
+  /** Where a draining node hands one message with its queue entries to a peer (node-to-node). */
+  readonly handOff: (nodeId: string) => string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -132,6 +138,9 @@ export const makeSubjects = (cluster: string): Subjects => {
     membersBucket: `tern_${cluster}_members`,
     clusterMembers: `${root}.cluster.members`,
     clusterMembersQueueGroup: `${root}.cluster`,
+    nodeDrain: (nodeId) => `${root}.node.drain.${nodeId}`,
+    nodeDrains: `${root}.node.drain.*`,
+    handOff: (nodeId) => `${root}.handoff.${nodeId}`,
   };
 };
 
