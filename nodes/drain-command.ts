@@ -1,9 +1,11 @@
 // `tern node drain ID`: asks node ID over NATS to drain (nodes/services/drain.ts), then
 // follows its progress, printing each change, until its queue is empty and it stopped.
 import { parseArgs } from "node:util";
-import { Effect } from "effect";
+import { Effect, Exit, Schema } from "effect";
+import { createInbox } from "@nats-io/transport-node";
 import { callEndpoint } from "../actors/runtime/remote.ts";
-import type { DrainProgress, DrainRequest } from "../protocol/drain.ts";
+import { DrainProgress, type DrainRequest } from "../protocol/drain.ts";
+import { decodeFrame } from "../protocol/wire.ts";
 import { isSafeToken, makeSubjects } from "../protocol/subjects.ts";
 import { loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
@@ -63,46 +65,67 @@ export const drainCommand = async (args: string[], io: Output): Promise<number> 
   const nc = await connectAsOperator(config, "tern-drain");
   const ask = (request: DrainRequest) => Effect.runPromise(Effect.result(callEndpoint(nc, subject, drainEndpoint, request, { timeoutMs: ASK_TIMEOUT_MS })));
   const show = (progress: DrainProgress) => io.out(values.json ? JSON.stringify(progress) : render(progress));
+  // The node publishes its progress here at each change, the last ("finished") before it stops.
+  let pushed: DrainProgress | undefined;
+  let last: DrainProgress | undefined;
+  const report = (progress: DrainProgress) => {
+    if (last === undefined || changed(last, progress)) show(progress);
+    last = progress;
+  };
+  const inbox = createInbox(makeSubjects(config.cluster).operatorInbox);
+  nc.subscribe(inbox, {
+    callback: (error, msg) => {
+      if (error) return;
+      const frame = decodeFrame(msg.data);
+      const progress = typeof frame === "string" ? undefined : decodeProgress(frame.json);
+      if (progress === undefined) return;
+      if (pushed?.state !== "finished") pushed = progress;
+      report(progress);
+    },
+  });
+  const finished = () => pushed?.state === "finished" || last?.state === "finished";
   try {
-    const started = await ask({ _tag: "Start" });
+    const started = await ask({ _tag: "Start", follow: inbox });
     if (started._tag === "Failure") {
       io.err(`tern: node ${nodeId} of cluster ${config.cluster} did not answer: ${"detail" in started.failure ? started.failure.detail : started.failure.reason}`);
       return 69; // EX_UNAVAILABLE
     }
+    report(started.success.value);
     const deadline = Date.now() + timeoutMs;
-    let last = started.success.value;
-    show(last);
-    let finishedAt: number | undefined = last.state === "finished" ? Date.now() : undefined;
+    let finishedAt: number | undefined;
     for (;;) {
-      if (Date.now() > deadline) {
-        io.err(`tern: --timeout passed; node ${nodeId} goes on draining (${last.queued} entries left)`);
+      if (finished()) finishedAt ??= Date.now();
+      if (finishedAt === undefined && Date.now() > deadline) {
+        io.err(`tern: --timeout passed; node ${nodeId} goes on draining (${last?.queued ?? "?"} entries left)`);
         return 75; // EX_TEMPFAIL
       }
-      await sleep(everyMs);
-      const answer = await ask({ _tag: "Progress" });
-      if (answer._tag === "Failure") {
-        // No answer: the node stopped. Done if it had said its queue was empty.
-        if (finishedAt !== undefined || last.queued === 0) {
-          if (!values.json) io.out(`node ${nodeId}: drained and stopped`);
-          return 0;
-        }
-        io.err(`tern: node ${nodeId} stopped answering with ${last.queued} entries queued (they stay on its disk: start it and drain it again)`);
+      if (finishedAt !== undefined && Date.now() - finishedAt > STOP_WAIT_MS) {
+        io.err(`tern: node ${nodeId} is drained but still answers after ${STOP_WAIT_MS / 1000} s`);
         return 1;
       }
-      const progress = answer.success.value;
-      if (changed(last, progress)) show(progress);
-      last = progress;
-      if (progress.state === "finished") {
-        finishedAt ??= Date.now();
-        if (Date.now() - finishedAt > STOP_WAIT_MS) {
-          io.err(`tern: node ${nodeId} is drained but still answers after ${STOP_WAIT_MS / 1000} s`);
-          return 1;
-        }
+      await sleep(finishedAt !== undefined ? 200 : everyMs);
+      const answer = await ask({ _tag: "Progress" });
+      if (answer._tag === "Success") {
+        report(answer.success.value);
+        continue;
       }
+      // No answer: the node stopped. A "finished" it published just before may still be on its way.
+      await sleep(500);
+      if (finished()) {
+        if (!values.json) io.out(`node ${nodeId}: drained and stopped`);
+        return 0;
+      }
+      io.err(`tern: node ${nodeId} stopped answering with ${last?.queued ?? "?"} entries queued (they stay on its disk: start it and drain it again)`);
+      return 1;
     }
   } finally {
     await nc.close();
   }
+};
+
+const decodeProgress = (json: unknown): DrainProgress | undefined => {
+  const decoded = Schema.decodeUnknownExit(DrainProgress)(json);
+  return Exit.isSuccess(decoded) ? decoded.value : undefined;
 };
 
 const changed = (a: DrainProgress, b: DrainProgress) =>

@@ -1,7 +1,8 @@
 // Draining a node (`tern node drain ID`) and the hand-off of its queue to its peers.
 //
 // Operator → node (`tern.<cluster>.node.drain.<node>`): Start begins the drain (asking
-// again is harmless) and Progress reads how far it got; both answer with DrainProgress.
+// again is harmless) and Progress reads how far it got; both answer with DrainProgress,
+// which the node also publishes at each change to the inbox a Start names (`follow`).
 //
 // Node → node (`tern.<cluster>.handoff.<receiver>`): one message with its entries still
 // queued, the body as the frame's attachment (pulled as a blob when large). The receiver
@@ -16,7 +17,15 @@ import { AttemptRecord, WaitReason } from "./delivery.ts";
 
 const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0));
 
-export const DrainRequest = Schema.Union([Schema.TaggedStruct("Start", {}), Schema.TaggedStruct("Progress", {})]);
+/**
+ * `follow`: an inbox of the operator's (`tern.<cluster>.operator.inbox.…`) where the node
+ * publishes its progress at each change, the last one ("finished") before it stops, so the
+ * operator hears the end even when the drain is over between two questions.
+ */
+export const DrainRequest = Schema.Union([
+  Schema.TaggedStruct("Start", { follow: Schema.optional(Schema.String) }),
+  Schema.TaggedStruct("Progress", {}),
+]);
 export type DrainRequest = typeof DrainRequest.Type;
 
 /**

@@ -37,6 +37,8 @@ export interface DrainerOptions {
     readonly log: (event: string, fields: Record<string, unknown>) => void;
     readonly handedOff: (outcome: "committed" | "duplicate", entries: number) => void;
     readonly failed: () => void;
+    /** Progress changed (a message moved, a hand-off failed, the state changed). */
+    readonly changed: (progress: DrainProgress) => void;
   };
 }
 
@@ -97,6 +99,7 @@ export const makeDrainer = (options: DrainerOptions): Effect.Effect<Drainer, nev
         if (moved.outcome === "duplicate") tally.duplicates++;
         hooks.handedOff(moved.outcome, moved.entries);
         hooks.log("drain.handed-off", { msg: messageId, to: peer, entries: moved.entries, ...(moved.outcome === "duplicate" ? { duplicate: true } : {}) });
+        hooks.changed(progress());
       }).pipe(
         Effect.catch((error) =>
           Effect.sync(() => {
@@ -104,6 +107,7 @@ export const makeDrainer = (options: DrainerOptions): Effect.Effect<Drainer, nev
             tally.problem = `${messageId}: ${error._tag}: ${"reason" in error ? error.reason : error.detail}`;
             hooks.failed();
             hooks.log("drain.handoff.failed", { level: "warn", msg: messageId, error: tally.problem });
+            hooks.changed(progress());
           })),
       );
 
@@ -114,10 +118,14 @@ export const makeDrainer = (options: DrainerOptions): Effect.Effect<Drainer, nev
       if (peers.length === 0) {
         if (tally.state !== "waiting") hooks.log("drain.waiting", { level: "warn", queued: spool.depth(), detail: "no live, ready peer that is not draining" });
         tally.state = "waiting";
+        hooks.changed(progress());
         return false;
       }
-      if (tally.state === "waiting") hooks.log("drain.resumed", { peers });
-      tally.state = "draining";
+      if (tally.state === "waiting") {
+        hooks.log("drain.resumed", { peers });
+        tally.state = "draining";
+        hooks.changed(progress());
+      }
       yield* spool.walk({}, (page) => {
         // A message with several entries appears once per entry; those after the first are gone once it moved.
         const ids = [...new Set(page.map((entry) => entry.messageId))];
@@ -140,6 +148,7 @@ export const makeDrainer = (options: DrainerOptions): Effect.Effect<Drainer, nev
       tally.state = "finished";
       tally.problem = undefined;
       hooks.log("drain.finished", { messages: tally.messages, entries: tally.entries, duplicates: tally.duplicates, failures: tally.failures, byPeer: tally.byPeer });
+      hooks.changed(progress());
       yield* Deferred.succeed(options.signal.finished, undefined);
     });
 

@@ -6,12 +6,14 @@
 // (Unavailable), /readyz and the member record say "draining" (so load balancers and the
 // peers move away), and peers hand it nothing. Once its queue is empty `runNode` sees
 // `Draining.finished` and stops the node gracefully (exit 0).
-import { Clock, Context, Effect, Layer } from "effect";
+import { Clock, Context, Effect, Layer, Schema } from "effect";
 import { Counter } from "prom-client";
 import { makeDrainer, type Drainer as DrainerShape } from "../../actors/drain/drainer.ts";
 import { serveHandOff } from "../../actors/drain/handoff.ts";
 import { serveEndpoint, servedInScope, type Endpoint } from "../../actors/runtime/remote.ts";
 import { DrainProgress, DrainRefused, DrainRequest } from "../../protocol/drain.ts";
+import { isReplySubject } from "../../protocol/subjects.ts";
+import { encodeFrame } from "../../protocol/wire.ts";
 import { BlobTransfers, Nats } from "./cluster.ts";
 import { Config, Draining, Log, Metrics } from "./core.ts";
 import { Scheduler } from "./delivery.ts";
@@ -53,6 +55,11 @@ export class Drainer extends Context.Service<Drainer, DrainerShape>()("tern/Drai
       const failed = new Counter({ name: "tern_handoff_failures_total", help: "Hand-offs that failed and were tried again", registers: [registry] });
       sent.inc({ outcome: "committed" }, 0);
       sent.inc({ outcome: "duplicate" }, 0);
+      // Operators following the drain: only their own inboxes, so a request cannot make the node publish elsewhere.
+      const followers = new Set<string>();
+      const follow = (inbox: string | undefined) => {
+        if (inbox !== undefined && inbox.startsWith(`${subjects.operatorInbox}.`) && isReplySubject(subjects.cluster, inbox)) followers.add(inbox);
+      };
       const drainer = yield* makeDrainer({
         nodeId: config.nodeId,
         transport: yield* BlobTransfers,
@@ -68,10 +75,26 @@ export class Drainer extends Context.Service<Drainer, DrainerShape>()("tern/Drai
           log,
           handedOff: (outcome) => sent.inc({ outcome }),
           failed: () => failed.inc(),
+          changed: (progress) => {
+            const frame = encodeFrame(Schema.encodeSync(DrainProgress)(progress));
+            for (const inbox of followers) {
+              try {
+                nc.publish(inbox, frame);
+              } catch {
+                // the connection is closing: the operator asks again, or sees the node gone
+              }
+            }
+          },
         },
       });
       yield* servedInScope((run) =>
-        serveEndpoint(nc, subjects.nodeDrain(config.nodeId), drainEndpoint, (request) => (request._tag === "Start" ? drainer.start : Effect.sync(drainer.progress)).pipe(Effect.map((value) => ({ value }))), { run }),
+        serveEndpoint(
+          nc,
+          subjects.nodeDrain(config.nodeId),
+          drainEndpoint,
+          (request) => (request._tag === "Start" ? Effect.andThen(Effect.sync(() => follow(request.follow)), drainer.start) : Effect.sync(drainer.progress)).pipe(Effect.map((value) => ({ value }))),
+          { run },
+        ),
       );
       return drainer;
     }),
