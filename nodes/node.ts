@@ -5,7 +5,8 @@
 // (they depend on everything) and the NATS API stop first, then queue administration and
 // status, the scheduler (in-flight deliveries are recorded), the site actors and mailboxes,
 // then the event publisher (a last round for the final events), then NATS is drained, and
-// LMDB, which everything writes to, closes last.
+// LMDB, which everything writes to, closes last. A drained node (`tern node drain`) stops
+// the same way, by itself, once its queue went to the peers.
 import { Context, Deferred, Effect, Layer } from "effect";
 import type { NodeConfig } from "./config.ts";
 import { makeLog, type Log as LogShape } from "./log.ts";
