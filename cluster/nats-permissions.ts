@@ -9,7 +9,8 @@
 //   travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
 // - operator: queue administration (`tern queue`), message status (`tern status`), the
 //   member list as a node reads it (`tern cluster status`; no access to the bucket),
-//   mailbox moves (`tern mailbox move`, asked of the target node),
+//   mailbox moves (`tern mailbox move`, asked of the target node), draining a node
+//   (`tern node drain`),
 //   replies on `tern.<cluster>.operator.inbox`, and reading events (`tern events`).
 // - application: the NATS API (`tern.<cluster>.api.v1.<tenant>.>`), its discovery (`$SRV.>`,
 //   the NATS micro conventions) and reading events. An application user of one tenant uses
@@ -97,7 +98,7 @@ export const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: strin
       };
     case "operator":
       return {
-        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.statusLookup, subjects.clusterMembers, subjects.mailboxMoveAdmins, ...eventsReadAccess(subjects, subjects.events)],
+        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.statusLookup, subjects.clusterMembers, subjects.mailboxMoveAdmins, subjects.nodeDrains, ...eventsReadAccess(subjects, subjects.events)],
         subscribe: [`${subjects.operatorInbox}.>`, subjects.events],
         allowResponses: false,
       };

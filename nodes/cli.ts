@@ -1,4 +1,4 @@
-// `tern node [--config FILE]`: runs one node until SIGTERM/SIGINT, then stops gracefully.
+// `tern node [--config FILE]`: runs one node until SIGTERM/SIGINT (or until drained), then stops gracefully.
 import { parseArgs } from "node:util";
 import { readFile, writeFile } from "node:fs/promises";
 import { ConfigError, loadConfig, parseConfig } from "./config.ts";
@@ -13,9 +13,11 @@ import { runNatsConfig } from "./nats-config-command.ts";
 import { runSubmit } from "./submit-command.ts";
 import { runCluster } from "./cluster-command.ts";
 import { runMailbox } from "./mailbox-command.ts";
+import { runDrain } from "./drain-command.ts";
 import { StartFailure } from "./services/core.ts";
 
 const usage = `usage: tern node [--config FILE]
+       tern node drain [--config FILE] [--json] [--timeout MS] NODE_ID   (tern node drain --help)
        tern user add --config FILE ADDRESS [--home NODE]   (password on stdin)
        tern user hash                                       (password on stdin)
        tern queue [--config FILE] [--node ID] COMMAND ...    (tern queue --help)
@@ -28,6 +30,7 @@ const usage = `usage: tern node [--config FILE]
        tern mailbox move [--config FILE] [--json] USER NODE          (tern mailbox --help)
 
 tern node runs one Tern node. Without --config, a one-node cluster on loopback defaults.
+tern node drain hands a running node's queue to the other nodes and stops it.
 tern user add stores the user with an scrypt hash of the password in the config file;
 tern user hash prints such a hash for a config written by other means.
 tern nats-config prints a nats-server configuration with node, operator and application
@@ -56,7 +59,7 @@ const runNodeCommand = async (args: string[]) => {
   const exit = await Effect.runPromise(Fiber.await(node));
   process.off("SIGTERM", shutdown);
   process.off("SIGINT", shutdown);
-  // Stopped by a signal: exit now, whatever handles (idle sockets, timers) are left.
+  // Stopped by a signal or drained: exit now, whatever handles (idle sockets, timers) are left.
   if (Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause)) process.exit(0);
   const failure = Cause.findErrorOption(exit.cause);
   if (failure._tag === "Some") throw failure.value;
@@ -87,6 +90,7 @@ const runUser = async (args: string[]) => {
 
 const main = async () => {
   const [command, ...rest] = process.argv.slice(2);
+  if (command === "node" && rest[0] === "drain") return void (process.exitCode = await runDrain(rest.slice(1)));
   if (command === "node") return runNodeCommand(rest);
   if (command === "user") return runUser(rest);
   if (command === "queue") return void (process.exitCode = await runQueue(rest));

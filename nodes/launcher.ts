@@ -21,6 +21,8 @@ export interface TernNode {
   readonly waitForEvent: (event: string, where?: Record<string, unknown>, timeoutMs?: number) => Promise<Record<string, unknown>>;
   readonly events: (event: string) => Array<Record<string, unknown>>;
   readonly kill: (signal: NodeJS.Signals) => Promise<void>;
+  /** Resolves when the process ends on its own (a drained node stops), with its exit code. */
+  readonly exited: () => Promise<number | null>;
 }
 
 export const makeDataDir = () => mkdtemp(join(tmpdir(), "tern-test-"));
@@ -65,7 +67,7 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
     waiters.forEach((wake) => wake());
   });
   child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   child.once("exit", () => waiters.forEach((wake) => wake())); // waiters learn the node is gone
 
   const matches = (line: Record<string, unknown>, event: string, where: Record<string, unknown>) =>
@@ -107,6 +109,7 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
       if (child.exitCode === null) child.kill(signal);
       await exited;
     },
+    exited: () => exited,
   };
 };
 

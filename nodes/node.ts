@@ -5,13 +5,14 @@
 // (they depend on everything) and the NATS API stop first, then queue administration and
 // status, the scheduler (in-flight deliveries are recorded), the site actors and mailboxes,
 // then the event publisher (a last round for the final events), then NATS is drained, and
-// LMDB, which everything writes to, closes last.
-import { Context, Effect, Layer } from "effect";
+// LMDB, which everything writes to, closes last. A drained node (`tern node drain`) stops
+// the same way, by itself, once its queue went to the peers.
+import { Context, Deferred, Effect, Layer } from "effect";
 import type { NodeConfig } from "./config.ts";
 import { makeLog, type Log as LogShape } from "./log.ts";
 import { BlobTransfers, ClusterHealth, MailboxOwnership, Nats } from "./services/cluster.ts";
 import { ApiLayer } from "./services/api.ts";
-import { Config, Log, Metrics, Supervisor, type NodeStartError } from "./services/core.ts";
+import { Config, Draining, Log, Metrics, Supervisor, type NodeStartError } from "./services/core.ts";
 import { QueueAdminLayer, Scheduler, Sites } from "./services/delivery.ts";
 import { LoginAccounts, Tls, Users } from "./services/identity.ts";
 import { LoginThrottles } from "./services/logins.ts";
@@ -23,6 +24,7 @@ import { MessageStatus } from "./services/status.ts";
 import { Membership } from "./services/membership.ts";
 import { MemberAnnouncement } from "./services/member-announcement.ts";
 import { SiteBudgets } from "./services/site-budgets.ts";
+import { Drainer, HandOffLayer } from "./services/drain.ts";
 import { EventOutbox, Lmdb, Spool, SpoolHealth } from "./services/storage.ts";
 
 export interface NodePorts {
@@ -33,7 +35,7 @@ export interface NodePorts {
 }
 
 /** Each line provides what the lines above it need. */
-const foundation = Supervisor.layer.pipe(Layer.provideMerge(Layer.mergeAll(Metrics.layer, LoginAccounts.layer.pipe(Layer.provideMerge(Users.layer)), Tls.layer)));
+const foundation = Supervisor.layer.pipe(Layer.provideMerge(Layer.mergeAll(Metrics.layer, LoginAccounts.layer.pipe(Layer.provideMerge(Users.layer)), Tls.layer, Draining.layer)));
 const storage = Spool.layer.pipe(Layer.provideMerge(EventOutbox.layer), Layer.provideMerge(Lmdb.layer));
 const cluster = Layer.mergeAll(ClusterHealth.layer, EventPublisherLayer, BlobTransfers.layer, Membership.layer).pipe(
   Layer.provideMerge(MailboxOwnership.layer),
@@ -42,9 +44,11 @@ const cluster = Layer.mergeAll(ClusterHealth.layer, EventPublisherLayer, BlobTra
 const actors = Scheduler.layer.pipe(
   Layer.provideMerge(Layer.mergeAll(Sites.layer.pipe(Layer.provideMerge(SiteBudgets.layer)), Resolver.layer, Mailboxes.layer.pipe(Layer.provideMerge(LocalMailboxes.layer)))),
 );
-/** What applications and operators ask of the node's mail (message status), and the cluster-wide login throttles. */
-const services = Layer.mergeAll(MessageStatus.layer, LoginThrottles.layer);
-const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, HttpListener.layer, QueueAdminLayer, ApiLayer, DescriptorCheck).pipe(Layer.provideMerge(SpoolHealth.layer));
+/** What applications and operators ask of the node's mail (message status, draining), and the cluster-wide login throttles. */
+const services = Layer.mergeAll(MessageStatus.layer, LoginThrottles.layer, Drainer.layer);
+const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, HttpListener.layer, QueueAdminLayer, ApiLayer, HandOffLayer, DescriptorCheck).pipe(
+  Layer.provideMerge(SpoolHealth.layer),
+);
 
 /**
  * The whole node, logging through `log`. The node announces itself in the member list once
@@ -63,10 +67,11 @@ const nodeLayer = (config: NodeConfig, log: LogShape) =>
   );
 
 /**
- * Runs the node until interrupted (the CLI interrupts on SIGTERM/SIGINT), then stops it
+ * Runs the node until interrupted (the CLI interrupts on SIGTERM/SIGINT) or drained
+ * (`tern node drain`: it succeeds once its queue went to the peers), then stops it
  * gracefully. `started` hears the bound ports once every part is up.
  */
-export const runNode = (config: NodeConfig, started: (ports: NodePorts) => void): Effect.Effect<never, NodeStartError> => {
+export const runNode = (config: NodeConfig, started: (ports: NodePorts) => void): Effect.Effect<void, NodeStartError> => {
   const log = makeLog(config.nodeId);
   return Effect.scoped(
     Effect.gen(function* () {
@@ -79,7 +84,8 @@ export const runNode = (config: NodeConfig, started: (ports: NodePorts) => void)
       log("node.started", { cluster: config.cluster, host: config.listen.host, ...ports, dataDir: config.dataDir, queued: Context.get(context, Spool).depth() });
       started(ports);
       yield* Effect.addFinalizer(() => Effect.sync(() => log("node.stopping", {})));
-      return yield* Effect.never;
+      yield* Deferred.await(Context.get(context, Draining).finished);
+      log("node.drained", {});
     }),
   ).pipe(Effect.onExit(() => Effect.sync(() => log("node.stopped", {}))));
 };

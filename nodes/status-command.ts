@@ -91,7 +91,7 @@ const recipient = (r: RecipientView): string => {
         : r.nextAttemptAt !== undefined
           ? ` next attempt ${time(r.nextAttemptAt)}`
           : "";
-  const head = `  ${r.recipient}: ${r.state}${when}, ${r.attempts} attempt${r.attempts === 1 ? "" : "s"}${r.reason && r.finishedAt === undefined ? `, ${r.reason}` : ""} (queue ${r.queue}, entry ${r.entry})`;
+  const head = `  ${r.recipient}: ${r.state}${r.handedOffTo !== undefined ? ` to node ${r.handedOffTo}` : ""}${when}, ${r.attempts} attempt${r.attempts === 1 ? "" : "s"}${r.reason && r.finishedAt === undefined ? `, ${r.reason}` : ""} (queue ${r.queue}, entry ${r.entry})`;
   const attempts = r.history.map((a) => {
     const hop = a.mx ? `${a.mx}[${a.ip ?? "?"}]` : (a.via ?? "?");
     return `    ${time(a.at)} ${hop} ${a.status}${a.category ? ` (${a.category})` : ""}: ${a.reply}`;

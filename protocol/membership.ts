@@ -20,6 +20,8 @@ export const MemberRecord = Schema.Struct({
   /** What /readyz says: ready when `problems` is empty. */
   ready: Schema.Boolean,
   problems: Schema.Array(Schema.String),
+  /** The node is being drained (`tern node drain`): it takes no mail and hands its queue to the others. Absent: not draining. */
+  draining: Schema.optional(Schema.Boolean),
   /** Queue entries in the node's spool. */
   queueDepth: Count,
   /** Outbound SMTP connections open (busy or idle). */

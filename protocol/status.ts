@@ -22,11 +22,13 @@ export type StatusRequest = typeof StatusRequest.Type;
  * operator: no attempt until resumed).
  * Finished: `delivered` (the next hop took it), `bounced` (failed for good), `expired`
  * (still failing at the end of the queue lifetime), `removed` (deleted by an operator, no DSN).
+ * Moved: `handed-off` (this node was drained and a peer, `handedOffTo`, committed the
+ * recipient into its own queue; that node answers for it from then on).
  */
-export const RecipientState = Schema.Literals(["queued", "deferred", "held", "delivered", "bounced", "expired", "removed"]);
+export const RecipientState = Schema.Literals(["queued", "deferred", "held", "delivered", "bounced", "expired", "removed", "handed-off"]);
 export type RecipientState = typeof RecipientState.Type;
 
-export const FinishedState = Schema.Literals(["delivered", "bounced", "expired", "removed"]);
+export const FinishedState = Schema.Literals(["delivered", "bounced", "expired", "removed", "handed-off"]);
 export type FinishedState = typeof FinishedState.Type;
 
 /** One attempt as one recipient saw it. */
@@ -60,8 +62,10 @@ export const RecipientView = Schema.Struct({
   reason: Schema.optional(WaitReason),
   /** An attempt for it is under way right now. */
   inFlight: Schema.optional(Schema.Boolean),
-  /** When it finished. */
+  /** When it finished (or was handed off). */
   finishedAt: Schema.optional(Schema.Number),
+  /** The node that took it over when this one was drained (state `handed-off`). */
+  handedOffTo: Schema.optional(Schema.String),
   /** The most recent attempts, oldest first. */
   history: Schema.Array(RecipientAttempt),
 });

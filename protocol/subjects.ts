@@ -92,6 +92,12 @@ export interface Subjects {
   readonly clusterMembersQueueGroup: string;
   /** Leases on the site budgets one node owns (protocol/site-budget.ts): nodes ask the owner here. */
   readonly siteBudgetOf: (nodeId: string) => string;
+  /** `tern node drain`: the operator starts and follows one node's drain here (protocol/drain.ts). */
+  readonly nodeDrain: (nodeId: string) => string;
+  /** Every node's drain subject (what the operator role may publish to). */
+  readonly nodeDrains: string;
+  /** Where a draining node hands one message with its queue entries to a peer (node-to-node). */
+  readonly handOff: (nodeId: string) => string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -144,6 +150,9 @@ export const makeSubjects = (cluster: string): Subjects => {
     clusterMembers: `${root}.cluster.members`,
     clusterMembersQueueGroup: `${root}.cluster`,
     siteBudgetOf: (nodeId) => `${root}.budget.${nodeId}`,
+    nodeDrain: (nodeId) => `${root}.node.drain.${nodeId}`,
+    nodeDrains: `${root}.node.drain.*`,
+    handOff: (nodeId) => `${root}.handoff.${nodeId}`,
   };
 };
 

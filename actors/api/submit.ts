@@ -62,6 +62,8 @@ export interface SubmitDeps {
   /** False while the spool cannot commit. */
   readonly spoolHealthy: () => boolean;
   readonly spoolFailed: () => void;
+  /** True while the node drains (`tern node drain`): submits are refused Unavailable, to be retried on another node. */
+  readonly draining?: (() => boolean) | undefined;
   /** Claims idempotency keys cluster-wide before a keyed commit. */
   readonly idempotency: Idempotency;
   readonly hooks: SubmitHooks;
@@ -197,6 +199,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         });
         if (ended.problem === "too-large") return yield* refuse(new ApiError({ code: "TooLarge", message: `the message exceeds ${config.maxMessageBytes} bytes (limits.maxMessageBytes)` }));
         if (ended.problem !== undefined) return yield* refuse(new ApiError({ code: "BadMessage", message: `the message has ${ended.problem === "nul" ? "NUL characters" : ended.problem}` }));
+        if (deps.draining?.()) return yield* refuse(new ApiError({ code: "Unavailable", message: `node ${config.nodeId} is draining; retry (another node of the queue group answers)` }));
         if (!deps.spoolHealthy()) return yield* refuse(new ApiError({ code: "Unavailable", message: "the spool cannot commit now; retry later" }));
         const reply: SubmitReply = {
           messageId: submission.id,

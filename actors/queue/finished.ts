@@ -16,6 +16,8 @@ export interface FinishedRecipient {
   readonly rcpt: string;
   readonly state: FinishedState;
   readonly at: number;
+  /** The peer that took it over (state `handed-off`). */
+  readonly to?: string;
 }
 
 export interface FinishedEntry {

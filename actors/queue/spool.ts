@@ -67,6 +67,15 @@ export interface IdempotencyRecord {
   readonly expiresAt: number;
 }
 
+/** A message a peer hands over: its body whole, in memory (it arrived in one frame or one pulled blob). */
+export interface AdoptedMessage {
+  readonly id: string;
+  readonly sender: string;
+  readonly receivedAt: number;
+  readonly body: Uint8Array;
+  readonly attributes?: Readonly<Record<string, unknown>> | undefined;
+}
+
 /** A message made by this node (a DSN): small, its body in memory, committed with the outcome that caused it. */
 export interface GeneratedMessage {
   readonly id: string;
@@ -175,6 +184,20 @@ export interface Spool {
   readonly walk: <E>(selection: Selection, each: (entries: ReadonlyArray<QueueEntry>) => Effect.Effect<void, E>) => Effect.Effect<void, E>;
   /** Makes the entries due at `now` (retry now); returns how many entries (and their recipients) moved. */
   readonly redate: (entries: ReadonlyArray<QueueEntry>, now: number) => Effect.Effect<{ entries: number; recipients: number }, StoreError>;
+
+  // Draining (nodes/services/drain.ts): a message moves to a peer whole, committed there before it leaves here.
+  /**
+   * Takes over a message a draining peer hands off: record, body and the given entries (ids,
+   * recipients and attempt state as they were), and the idempotency record `remember`, in one
+   * transaction. "duplicate" when that record exists (a retried hand-off) or the message is
+   * here already: then nothing is written.
+   */
+  readonly adopt: (message: AdoptedMessage, entries: ReadonlyArray<QueueEntry>, remember: IdempotencyRecord) => Effect.Effect<"committed" | "duplicate", StoreError>;
+  /**
+   * The entries were committed by the peer `to`: removes them (and the message with its last
+   * entry), noting their recipients as handed off to `to`. Returns how many were still here.
+   */
+  readonly handOver: (entries: ReadonlyArray<QueueEntry>, to: string) => Effect.Effect<number, StoreError>;
 
   /** The value committed with `remember` for this key, unless it has expired by `now`. */
   readonly recall: (scope: string, key: string, now: number) => unknown;
@@ -311,9 +334,8 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
       }),
     );
 
-  /** Writes a generated message whole: record, body chunks and entries. Inside a transaction. */
-  const writeGenerated = (message: GeneratedMessage, created: QueueEntry[]) => {
-    const fresh = entriesFor(message);
+  /** Writes a message whose body is in memory: record, body chunks and `fresh` entries. Inside a transaction. */
+  const writeWhole = (message: GeneratedMessage | AdoptedMessage, fresh: ReadonlyArray<QueueEntry>) => {
     messages.put(message.id, {
       id: message.id,
       sender: message.sender,
@@ -326,7 +348,21 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
       bodies.put([message.id, seq], Buffer.from(message.body.subarray(offset, offset + CHUNK_BYTES)));
     }
     fresh.forEach(putEntry);
+  };
+
+  /** Writes a generated message whole. Inside a transaction. */
+  const writeGenerated = (message: GeneratedMessage, created: QueueEntry[]) => {
+    const fresh = entriesFor(message);
+    writeWhole(message, fresh);
     created.push(...fresh);
+  };
+
+  /** Writes an idempotency record, replacing an older one of the same key. Inside a transaction. */
+  const remember = ({ scope, key, value, expiresAt }: IdempotencyRecord) => {
+    const previous = idempotency.get([scope, key]);
+    if (previous) idempotencyExpiry.remove([previous.expiresAt, scope, key]);
+    idempotency.put([scope, key], { value, expiresAt });
+    idempotencyExpiry.put([expiresAt, scope, key], true);
   };
 
   migrateGlobalDueIndex(root, entries, putEntry);
@@ -457,13 +493,7 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
         incoming.remove(message.id);
         fresh.forEach(putEntry);
         outbox.write(events);
-        if (message.remember) {
-          const { scope, key, value, expiresAt } = message.remember;
-          const previous = idempotency.get([scope, key]);
-          if (previous) idempotencyExpiry.remove([previous.expiresAt, scope, key]);
-          idempotency.put([scope, key], { value, expiresAt });
-          idempotencyExpiry.put([expiresAt, scope, key], true);
-        }
+        if (message.remember) remember(message.remember);
       });
       return Effect.all([chunksOnDisk, record]).pipe(
         Effect.tapError(() => Effect.sync(body.failed)),
@@ -649,6 +679,37 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
         }
         return moved;
       }),
+
+    adopt: (message, list, record) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        commit("adopt", (): "committed" | "duplicate" => {
+          const known = idempotency.get([record.scope, record.key]);
+          if ((known && known.expiresAt > now) || messages.doesExist(message.id)) return "duplicate";
+          writeWhole(message, list);
+          remember(record);
+          return "committed";
+        }),
+      ),
+
+    handOver: (list, to) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        commit("hand-over", () => {
+          let removed = 0;
+          for (const entry of list) {
+            const current = entries.get(entry.id);
+            if (!current) continue; // an operator removed it meanwhile
+            finishedRecords.note(
+              messages.get(current.messageId),
+              current,
+              { attempts: current.attempts, history: current.history, recipients: current.recipients.map((rcpt) => ({ rcpt, state: "handed-off", at: now, to })) },
+              now,
+            );
+            retire(current);
+            removed++;
+          }
+          return removed;
+        }),
+      ),
 
     recall: (scope, key, now) => {
       const record = idempotency.get([scope, key]);

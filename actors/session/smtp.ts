@@ -56,6 +56,11 @@ export interface SessionDeps {
   /** False while the spool cannot commit: new connections get 421. */
   readonly spoolHealthy: () => boolean;
   readonly spoolFailed: () => void;
+  /**
+   * True while the node drains (`tern node drain`): new connections, MAIL and the end of
+   * DATA get 421 4.3.2, so clients take their mail to another node.
+   */
+  readonly draining?: (() => boolean) | undefined;
   readonly hooks: SessionHooks;
 }
 
@@ -82,6 +87,9 @@ interface Connection {
 }
 
 const replyError = (code: number, text: string) => Object.assign(new Error(text), { responseCode: code });
+
+/** What a draining node answers (RFC 3463 4.3.2: system not accepting network messages); 421 closes the connection. */
+const drainingReply = (hostname: string) => ({ code: 421, text: `4.3.2 ${hostname} is draining, try another server` });
 
 const problemReplies: Record<IngestProblem, { code: number; text: string }> = {
   "bare-line-ending": { code: 550, text: "5.6.11 Bare CR or LF in message data is not allowed" },
@@ -187,6 +195,11 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
 
   return {
     onConnect(session: SMTPServerSession, callback: Callback) {
+      if (deps.draining?.()) {
+        hooks.rejected("draining");
+        const reply = drainingReply(config.hostname);
+        return callback(replyError(reply.code, reply.text));
+      }
       if (!deps.spoolHealthy()) {
         hooks.rejected("spool-unhealthy");
         return callback(replyError(421, "4.3.2 Service temporarily unavailable, try again later"));
@@ -228,6 +241,11 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
       connectionOf(session).deliverTo = new Map();
+      if (deps.draining?.()) {
+        hooks.rejected("draining");
+        const reply = drainingReply(config.hostname);
+        return callback(replyError(reply.code, reply.text));
+      }
       if (!guard.message(session.remoteAddress)) {
         return refuse(session, { ok: false, reply: { code: 450, text: "4.7.1 Message rate limit exceeded, slow down" }, reason: "rate-limited" }, callback);
       }
@@ -361,6 +379,11 @@ const receiveInto = Effect.fnUntraced(function* (
   }
   const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
   const deliverTo = recipients.map((r) => connection.deliverTo.get(r) ?? r);
+  // A transaction that began before the drain is not committed after it: the drain ends once nothing is queued.
+  if (deps.draining?.()) {
+    hooks.rejected("draining");
+    return refused(drainingReply(config.hostname));
+  }
   const newMessage = { id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes: attributesOf(session, user) };
   const committed = yield* Effect.result(deps.spool.accept(newMessage, acceptedEvents(deps.events, newMessage, result.size, yield* Clock.currentTimeMillis)));
   if (committed._tag === "Failure") {

@@ -1,5 +1,6 @@
 // The asker's side of the status lookup: the request goes to every node at once, and the
-// answer is the one from the node holding the message. Answers are gathered until one is
+// answer is the one from the node holding the message (a node that handed it over while
+// draining answers too, and is heard only when the holder is not). Answers are gathered until one is
 // found, or until they stop coming for `stallMs` (every node answers, so a NotFound costs
 // about that much), or `timeoutMs` in all.
 import { Effect, Exit, Schema } from "effect";
@@ -7,6 +8,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { decodeFrame, encodeFrame } from "../../protocol/wire.ts";
 import { NotFound, StatusLookupReply, Unavailable, type StatusReply, type StatusRequest } from "../../protocol/status.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
+import { isHandedOff } from "./view.ts";
 
 export interface LookupOptions {
   /** How long to wait for the first answer (and for all of them). */
@@ -38,18 +40,22 @@ const gather = async (nc: NatsConnection, subject: string, request: StatusReques
   const replies = await nc.requestMany(subject, encodeFrame(request), { strategy: "stall", stall: options.stallMs, maxWait: options.timeoutMs });
   let notHere = 0;
   const problems: string[] = [];
+  // A drained node still knows the message but only as handed off: the node that took it
+  // over answers better, so that answer is kept only in case none comes.
+  let handedOff: StatusReply | undefined;
   try {
     for await (const msg of replies) {
       const answer = interpret(msg.data);
       if (typeof answer === "string") problems.push(answer);
-      else if (answer._tag === "Found") return { found: answer.status };
+      else if (answer._tag === "Found" && !isHandedOff(answer.status)) return { found: answer.status };
+      else if (answer._tag === "Found") handedOff = answer.status;
       else notHere++;
     }
   } catch (error) {
     // No responders, or the connection closed: what came before still counts.
-    if (notHere === 0) throw error;
+    if (notHere === 0 && handedOff === undefined) throw error;
   }
-  return { notHere, problems };
+  return handedOff ? { found: handedOff } : { notHere, problems };
 };
 
 /** One node's answer (the frame `serveEndpoint` sends), or what is wrong with it. */

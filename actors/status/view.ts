@@ -34,6 +34,7 @@ export const statusView = (messageId: string, holdings: Holdings, context: ViewC
         state: r.state,
         attempts: entry.attempts,
         finishedAt: r.at,
+        ...(r.to !== undefined ? { handedOffTo: r.to } : {}),
         history: attemptsOf(r.rcpt, historyOf(entry)),
       }),
     ),
@@ -82,7 +83,11 @@ export const statusView = (messageId: string, holdings: Holdings, context: ViewC
 
 const entryNumber = (entryId: string) => Number(entryId.slice(entryId.lastIndexOf(".") + 1));
 
-const WAITING = new Set(["queued", "deferred", "held"]);
+/** A recipient handed to a peer still waits there, as far as this node knows. */
+const WAITING = new Set(["queued", "deferred", "held", "handed-off"]);
+
+/** Every recipient of this view went to peers: the node that took them over has the better answer. */
+export const isHandedOff = (status: StatusReply): boolean => status.recipients.length > 0 && status.recipients.every((r) => r.state === "handed-off");
 
 const messageState = (recipients: ReadonlyArray<RecipientView>): MessageState => {
   if (recipients.some((r) => WAITING.has(r.state))) return "pending";

@@ -13,7 +13,7 @@ import { makeUploads } from "../../actors/api/uploads.ts";
 import { openApiKeys } from "../../cluster/api-keys.ts";
 import type { StoreError } from "../../protocol/errors.ts";
 import { Nats } from "./cluster.ts";
-import { Config, Log, Metrics } from "./core.ts";
+import { Config, Draining, Log, Metrics } from "./core.ts";
 import { Scheduler } from "./delivery.ts";
 import { eventSourceOf } from "./events.ts";
 import { MessageStatus } from "./status.ts";
@@ -67,6 +67,7 @@ export const ApiLayer = Layer.effectDiscard(
       isLocalUser: users.exists,
       spoolHealthy: spoolHealth.healthy,
       spoolFailed: spoolHealth.failed,
+      draining: (yield* Draining).isDraining,
       idempotency: makeIdempotency({
         nodeId: config.nodeId,
         keys: openApiKeys(nc, subjects.apiKeysBucket, config.api.idempotencyTtlMs, config.nats.replicas),

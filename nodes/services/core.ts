@@ -1,6 +1,6 @@
 // The services every other part of a node reads: its configuration, its log, its
 // metrics registry and the supervisor that watches its actors.
-import { Context, Effect, Layer, Schema } from "effect";
+import { Context, Deferred, Effect, Layer, Schema } from "effect";
 import { makeSupervisor, type Supervisor as SupervisorShape } from "../../actors/runtime/supervisor.ts";
 import { ConfigError, type NodeConfig } from "../config.ts";
 import type { Log as LogShape } from "../log.ts";
@@ -52,6 +52,24 @@ export class Supervisor extends Context.Service<Supervisor, SupervisorShape>()("
         onEscalate: (actor, escalation) => log("actor.escalated", { actor, ...escalation }),
         onRecover: (actor) => log("actor.recovered", { actor }),
       });
+    }),
+  );
+}
+
+/**
+ * Whether the node drains (`tern node drain`, nodes/services/drain.ts), read by what takes
+ * mail (SMTP, the API, peers' hand-offs) and what reports readiness; `finished` completes
+ * once the drained queue is empty, and `runNode` then stops the node.
+ */
+export class Draining extends Context.Service<
+  Draining,
+  { readonly isDraining: () => boolean; readonly begin: () => void; readonly finished: Deferred.Deferred<void> }
+>()("tern/Draining") {
+  static readonly layer = Layer.effect(
+    Draining,
+    Effect.map(Deferred.make<void>(), (finished) => {
+      let draining = false;
+      return { isDraining: () => draining, begin: () => void (draining = true), finished };
     }),
   );
 }

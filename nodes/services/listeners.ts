@@ -12,7 +12,7 @@ import { warnIfDescriptorsShort } from "../fd-limit.ts";
 import { startHttp } from "../http.ts";
 import { ClusterHealth } from "./cluster.ts";
 import { eventSourceOf } from "./events.ts";
-import { Config, Log, Metrics, starting, Supervisor } from "./core.ts";
+import { Config, Draining, Log, Metrics, starting, Supervisor } from "./core.ts";
 import { Tls, Users } from "./identity.ts";
 import { LoginThrottles } from "./logins.ts";
 import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
@@ -30,6 +30,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
       const scheduler = yield* Scheduler;
       const users = yield* Users;
       const tls = yield* Tls;
+      const drainer = yield* Draining;
       const deps: SessionDeps = {
         run: Effect.runPromiseWith(yield* Effect.context<never>()),
         config: {
@@ -55,6 +56,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
         tls,
         spoolHealthy: spoolHealth.healthy,
         spoolFailed: spoolHealth.failed,
+        draining: drainer.isDraining,
         hooks: {
           accepted: (messageId, entries, bytes) => {
             metrics.accepted.inc();
@@ -119,18 +121,19 @@ export class Pop3Listener extends Context.Service<Pop3Listener, { readonly port:
 }
 
 export class HttpListener extends Context.Service<HttpListener, { readonly port: number }>()("tern/HttpListener") {
-  /** `/readyz` fails while an actor is escalated, NATS is away or the ownership bucket is unusable. */
+  /** `/readyz` fails while the node drains, an actor is escalated, NATS is away or the ownership bucket is unusable. */
   static readonly layer = Layer.effect(
     HttpListener,
     Effect.gen(function* () {
       const config = yield* Config;
       const supervisor = yield* Supervisor;
       const cluster = yield* ClusterHealth;
+      const drainer = yield* Draining;
       const { registry } = yield* Metrics;
       const http = yield* Effect.acquireRelease(
         starting("http listener", () =>
           startHttp(config.listen.host, config.listen.http, registry, {
-            problems: readinessOf(supervisor, cluster),
+            problems: readinessOf(supervisor, cluster, drainer),
           }),
         ),
         ({ server }) => Effect.promise(() => closeHttp(server)),
@@ -140,11 +143,14 @@ export class HttpListener extends Context.Service<HttpListener, { readonly port:
   );
 }
 
-/** What /readyz reports (and the node's member record): escalated actors, then the cluster plane's problems. */
-export const readinessOf = (supervisor: Context.Service.Shape<typeof Supervisor>, cluster: Context.Service.Shape<typeof ClusterHealth>) => (): ReadonlyArray<string> => [
-  ...readinessProblems(supervisor),
-  ...cluster.problems(),
-];
+/** What /readyz reports (and the node's member record): a drain, escalated actors, then the cluster plane's problems. */
+export const readinessOf =
+  (supervisor: Context.Service.Shape<typeof Supervisor>, cluster: Context.Service.Shape<typeof ClusterHealth>, drainer: Context.Service.Shape<typeof Draining>) =>
+  (): ReadonlyArray<string> => [
+    ...(drainer.isDraining() ? ["draining: handing the queue to other nodes, taking no mail"] : []),
+    ...readinessProblems(supervisor),
+    ...cluster.problems(),
+  ];
 
 /** Warns at start when the connection caps cannot fit the process's file-descriptor limit. */
 export const DescriptorCheck = Layer.effectDiscard(

@@ -5,7 +5,7 @@
 import { Clock, Duration, Effect, Layer, Schedule } from "effect";
 import type { MemberRecord } from "../../protocol/membership.ts";
 import { ClusterHealth } from "./cluster.ts";
-import { Config, Log, Supervisor } from "./core.ts";
+import { Config, Draining, Log, Supervisor } from "./core.ts";
 import { Sites } from "./delivery.ts";
 import { HttpListener, Pop3Listener, readinessOf, SmtpListener } from "./listeners.ts";
 import { Membership, ternVersion } from "./membership.ts";
@@ -22,7 +22,8 @@ export const MemberAnnouncement = Layer.effectDiscard(
     const membership = yield* Membership;
     const spool = yield* Spool;
     const sites = yield* Sites;
-    const problems = readinessOf(yield* Supervisor, yield* ClusterHealth);
+    const drainer = yield* Draining;
+    const problems = readinessOf(yield* Supervisor, yield* ClusterHealth, drainer);
     const { smtp, smtps } = yield* SmtpListener;
     const ports = { smtp, smtps, pop3: (yield* Pop3Listener).port, http: (yield* HttpListener).port };
 
@@ -35,6 +36,7 @@ export const MemberAnnouncement = Layer.effectDiscard(
         heartbeatAt: now,
         ready: reasons.length === 0,
         problems: reasons,
+        ...(drainer.isDraining() ? { draining: true } : {}),
         queueDepth: spool.depth(),
         outboundConnections: sites.list().reduce((sum, site) => sum + site.connections, 0),
         host: config.listen.host,

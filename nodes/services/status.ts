@@ -5,6 +5,7 @@
 import { Clock, Context, Duration, Effect, Layer, Schedule, Schema } from "effect";
 import { lookupStatus } from "../../actors/status/client.ts";
 import { localStatus, serveStatusLookup, type LocalStatusDeps } from "../../actors/status/server.ts";
+import { isHandedOff } from "../../actors/status/view.ts";
 import { tenantOf } from "../../actors/common/tenants.ts";
 import type { Spool as SpoolShape } from "../../actors/queue/spool.ts";
 import type { Log as LogShape } from "../log.ts";
@@ -50,9 +51,10 @@ export class MessageStatus extends Context.Service<MessageStatus, MessageStatusS
         statusOf: (messageId) => {
           if (!isMessageId(messageId)) return Effect.fail(new NotFound({ messageId, nodesAsked: 0 }));
           const here = localStatus(deps, messageId);
-          return here
-            ? Effect.succeed(here)
-            : lookupStatus(nc, subjects, { messageId }, { timeoutMs: LOOKUP_TIMEOUT_MS, stallMs: LOOKUP_STALL_MS });
+          if (here && !isHandedOff(here)) return Effect.succeed(here);
+          const elsewhere = lookupStatus(nc, subjects, { messageId }, { timeoutMs: LOOKUP_TIMEOUT_MS, stallMs: LOOKUP_STALL_MS });
+          // Handed off while this node drained: the node that took it over knows more, when it answers.
+          return here ? elsewhere.pipe(Effect.orElseSucceed(() => here)) : elsewhere;
         },
       };
     }),
