@@ -193,6 +193,8 @@ const ConfigFile = Schema.Struct({
       idleMs: Schema.optional(Positive),
       /** Time allowed for an ask to the owner node (bodies add 1 s per MB). */
       askTimeoutMs: Schema.optional(Positive),
+      /** Time allowed for one step of `tern mailbox move` between the two nodes (a batch of the copy, the freeze). */
+      moveStepTimeoutMs: Schema.optional(Positive),
     }),
   ),
   membership: Schema.optional(
@@ -324,6 +326,7 @@ export interface NodeConfig {
     readonly quotas: Readonly<Record<string, number>>;
     readonly idleMs: number;
     readonly askTimeoutMs: number;
+    readonly moveStepTimeoutMs: number;
   };
   /** Cluster membership: heartbeats in the members bucket, whose TTL drops silent nodes. */
   readonly membership: { readonly heartbeatMs: number; readonly ttlMs: number };
@@ -455,6 +458,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     quotas: Object.fromEntries((file.users ?? []).flatMap((u) => (u.quotaBytes === undefined ? [] : [[u.address.toLowerCase(), u.quotaBytes]]))),
     idleMs: file.mailbox?.idleMs ?? 60_000,
     askTimeoutMs: file.mailbox?.askTimeoutMs ?? 30_000,
+    moveStepTimeoutMs: file.mailbox?.moveStepTimeoutMs ?? 30_000,
   },
   membership: { heartbeatMs: file.membership?.heartbeatMs ?? 2_000, ttlMs: file.membership?.ttlMs ?? 6_000 },
   status: { keepFinishedMs: file.status?.keepFinishedMs ?? 7 * 24 * 3_600_000 },

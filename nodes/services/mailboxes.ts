@@ -99,7 +99,7 @@ export class Mailboxes extends Context.Service<Mailboxes, MailboxRouter>()("tern
         local,
         accountOf: users.accountOf,
         log,
-        stepTimeoutMs: Math.max(30_000, config.mailbox.askTimeoutMs),
+        stepTimeoutMs: config.mailbox.moveStepTimeoutMs,
         freezeGraceMs: config.mailbox.askTimeoutMs,
         crashAt: moveCrashFrom(process.env),
       });

@@ -15,7 +15,7 @@ const common = {
   cluster,
   localDomains: ["example.test"],
   users: addresses.map((address) => ({ address, password: "pw", home: "a" })),
-  mailbox: { askTimeoutMs: 5_000 },
+  mailbox: { askTimeoutMs: 5_000, moveStepTimeoutMs: 8_000 },
   delivery: { retryBaseMs: 200, retryMaxMs: 1_000, pollMs: 50 },
 };
 
