@@ -34,6 +34,11 @@ export const LeaseAsk = Schema.Struct({
   openConnections: Count,
   /** Messages it would send in the next moments. */
   wantMessages: Count,
+  /**
+   * Messages its previous lease allowed that it did not send: given back with this ask (the
+   * holder stops using them), so the owner counts them as not sent.
+   */
+  unusedMessages: Count,
 });
 export type LeaseAsk = typeof LeaseAsk.Type;
 

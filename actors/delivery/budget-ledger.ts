@@ -15,8 +15,8 @@
 //   An owner alone in the cluster skips this: there is no one else to hold a lease.
 // - Messages per second refill a token bucket (burst: one second's worth) that starts
 //   empty; messages per hour are counted in a sliding window of one-minute slots. Each
-//   lease grants a fair share of what is available now; unused messages lapse with the
-//   lease. A new owner does not know the hour's count so far: after ownership moves, up to
+//   lease grants a fair share of what is available now; the holder gives back with its
+//   next ask what it did not send, and the owner counts those as not sent. A new owner does not know the hour's count so far: after ownership moves, up to
 //   one more hour's worth may go out within that hour.
 import type { BudgetLimits, LeaseAsk, LeaseGrant } from "../../protocol/site-budget.ts";
 
@@ -168,6 +168,7 @@ export class BudgetLedger {
   private messagesFor(budget: Budget, ask: LeaseAsk, limits: BudgetLimits, now: number): number | undefined {
     const { messagesPerSecond: perSecond, messagesPerHour: perHour } = limits;
     if (perSecond === undefined && perHour === undefined) return undefined;
+    this.refund(budget, ask.unusedMessages, perSecond, now);
     let available = Infinity;
     if (perSecond !== undefined) {
       budget.tokens = Math.min(perSecond, budget.tokens + ((now - budget.refilledAt) * perSecond) / 1000);
@@ -182,6 +183,19 @@ export class BudgetLedger {
     if (perSecond !== undefined) budget.tokens -= messages;
     budget.hourly[0]! += messages;
     return messages;
+  }
+
+  /** Messages granted but not sent go back: into the bucket (up to its size) and out of the hour's count, newest grants first. */
+  private refund(budget: Budget, unused: number, perSecond: number | undefined, now: number): void {
+    if (unused <= 0) return;
+    if (perSecond !== undefined) budget.tokens = Math.min(perSecond, budget.tokens + unused);
+    this.hourCount(budget, now);
+    let left = unused;
+    for (let i = 0; i < budget.hourly.length && left > 0; i++) {
+      const back = Math.min(left, budget.hourly[i]!);
+      budget.hourly[i]! -= back;
+      left -= back;
+    }
   }
 
   private hourCount(budget: Budget, now: number): number {

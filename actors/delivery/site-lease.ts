@@ -165,6 +165,9 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
       const sentAt = clock.currentTimeMillisUnsafe();
       lastAskAt = sentAt;
       const wanted = demand();
+      // What is left of the last grant goes back with this ask: it is not used meanwhile.
+      const unusedMessages = messages ?? 0;
+      if (messages !== undefined) messages = 0;
       const ask: LeaseAsk = {
         budget: options.budget,
         holder: options.holder,
@@ -173,6 +176,7 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
         heldConnections: sentAt < expiresAt ? (granted ?? 0) : 0,
         openConnections: open,
         wantMessages: limitsMessages ? Math.min(MAX_MESSAGES_ASKED, Math.max(wanted.backlog, messageWaiters.length)) : 0,
+        unusedMessages,
       };
       yield* options.ask(ask).pipe(
         Effect.tap((grant) =>
@@ -192,7 +196,7 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
       (connectionWaiters.length > 0 && granted !== undefined && open >= granted) || (messageWaiters.length > 0 && messages === 0);
     const holding = () => open > 0 || (granted ?? 0) > 0 || (messages ?? 0) > 0;
 
-    const tick = Effect.suspend(() => {
+    const tick: Effect.Effect<void> = Effect.suspend(() => {
       const now = clock.currentTimeMillisUnsafe();
       if (expiresAt > 0 && now >= expiresAt && holding()) {
         expiresAt = 0;
@@ -205,7 +209,9 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
       if (since >= options.renewMs || (starved() && since >= options.renewMs / STARVED_ASK_GAP_DIVISOR)) return askOwner;
       return Effect.void;
     });
-    yield* Effect.forkScoped(Effect.repeat(tick, Schedule.spaced(Math.max(10, Math.floor(options.renewMs / STARVED_ASK_GAP_DIVISOR)))));
+    // A defect in one ask (a bug) must not end the renewals: the lease would lapse for good.
+    const guardedTick = tick.pipe(Effect.catchDefect((defect) => Effect.sync(() => options.report?.({ _tag: "AskFailed", reason: `defect: ${String(defect)}` }))));
+    yield* Effect.forkScoped(Effect.repeat(guardedTick, Schedule.spaced(Math.max(10, Math.floor(options.renewMs / STARVED_ASK_GAP_DIVISOR)))));
 
     const takeMessage: Effect.Effect<void> = Effect.suspend(() => {
       if (messages === undefined) return Effect.void;

@@ -236,7 +236,7 @@ test("membership works under the node permissions, and an operator lists it with
 });
 
 test("only nodes may ask for a lease on a site budget (a forged ask could starve the nodes of a site's connections)", async () => {
-  const ask = { budget: "mx.example.net", holder: "intruder", limits: { connections: 6 }, wantConnections: 6, heldConnections: 0, openConnections: 0, wantMessages: 0 };
+  const ask = { budget: "mx.example.net", holder: "intruder", limits: { connections: 6 }, wantConnections: 6, heldConnections: 0, openConnections: 0, wantMessages: 0, unusedMessages: 0 };
   const call = (nc: NatsConnection, owner: string) =>
     Effect.runPromise(Effect.result(callEndpoint(nc, subjects.siteBudgetOf(owner), siteBudgetEndpoint, { ...ask, holder: `probe-${owner}` }, { timeoutMs: 2_000 })));
   const node = await as("node");

@@ -17,6 +17,7 @@ const ask = (holder: string, fields: Partial<LeaseAsk> = {}): LeaseAsk => ({
   heldConnections: 0,
   openConnections: 0,
   wantMessages: 0,
+  unusedMessages: 0,
   ...fields,
 });
 
@@ -120,4 +121,20 @@ test("messages per hour: a sliding window of the hour's grants", () => {
   assert.equal(messages(60_000), 40);
   assert.equal(messages(30 * 60_000), 0, "the hour's 100 are spent");
   assert.equal(messages(60 * 60_000 + 1), 60, "the first minute's grants left the window");
+});
+
+test("messages a holder did not send come back to the hour's budget and the bucket", () => {
+  const ledger = warmLedger();
+  const perHour: BudgetLimits = { messagesPerHour: 100 };
+  const messages = (at: number, want: number, unused = 0) =>
+    ledger.grant(ask("a", { limits: perHour, wantConnections: 0, wantMessages: want, unusedMessages: unused }), at, settled).grant.messages;
+  assert.equal(messages(0, 100), 100);
+  assert.equal(messages(1_000, 100), 0, "all granted");
+  // 90 of them were never sent (the site was slow): they are the hour's again.
+  assert.equal(messages(2_000, 100, 90), 90);
+  const perSecond: BudgetLimits = { messagesPerSecond: 10 };
+  const fast = (at: number, want: number, unused = 0) =>
+    ledger.grant(ask("b", { budget: "other", limits: perSecond, wantConnections: 0, wantMessages: want, unusedMessages: unused }), at, settled).grant.messages;
+  assert.equal(fast(0, 10), 10);
+  assert.equal(fast(10, 10, 8), 8, "the unsent 8 went back into the bucket");
 });
