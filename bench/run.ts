@@ -1,7 +1,9 @@
 // `npm run bench -- [options]`: runs a benchmark scenario against real Tern nodes,
 // prints a table, and writes result.json and chart.svg under the results folder.
-// Exits 1 when a run lost a message that had been accepted (a 250, or a submit reply).
+// Exits 1 when a run lost a message that had been accepted (a 250, or a submit reply);
+// 2 when it could not run, or a peer asked for with --peers could not be measured.
 import { mkdir, writeFile } from "node:fs/promises";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { renderChart, ratePoints } from "./lib/chart.ts";
@@ -232,13 +234,26 @@ const main = async () => {
   const ceiling = parsed.baseline ? await baseline(options) : undefined;
   if (ceiling) reports.push(ceiling);
   const runs = [...(parsed.peers.length > 0 ? [await sinkCeiling(options)] : []), ...(await runScenario(scenario, options))];
-  for (const name of parsed.peers) runs.push(await peerRelay(options, peers[name]!));
+  // A peer that cannot run here (no root for Postfix, the package missing) is reported, and
+  // the rows already measured are kept.
+  const peerErrors: Record<string, string> = {};
+  for (const name of parsed.peers) {
+    try {
+      runs.push(await peerRelay(options, peers[name]!));
+    } catch (error) {
+      peerErrors[name] = error instanceof Error ? error.message : String(error);
+    }
+  }
   for (const report of runs) {
     if (ceiling && ceiling.acceptedPerSec > 0) report.ratioToBaseline = report.acceptedPerSec / ceiling.acceptedPerSec;
     reports.push(report);
   }
   printTable(reports);
   const comparison = comparePeers(reports);
+  for (const [name, error] of Object.entries(peerErrors)) {
+    console.error(`${name}: not measured: ${error}`);
+    process.exitCode = 2;
+  }
 
   const folder = join(parsed.results, `${new Date().toISOString().replace(/[:.]/g, "-")}-${scenario}`);
   await mkdir(folder, { recursive: true });
@@ -253,7 +268,7 @@ const main = async () => {
   const lost = reports.reduce((sum, r) => sum + (r.lost ?? 0), 0);
   await writeFile(
     join(folder, "result.json"),
-    JSON.stringify({ scenario, options, peers: parsed.peers, machine, passed: lost === 0, reports: slim, comparison }, null, 2),
+    JSON.stringify({ scenario, options, peers: parsed.peers, machine, loadAverageAfter: loadavg(), passed: lost === 0, reports: slim, comparison, peerErrors }, null, 2),
   );
   await writeFile(join(folder, "chart.svg"), chartFor(scenario, reports));
   console.log(`results: ${join(folder, "result.json")} and chart.svg`);
