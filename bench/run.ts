@@ -1,13 +1,18 @@
 // `npm run bench -- [options]`: runs a benchmark scenario against real Tern nodes,
 // prints a table, and writes result.json and chart.svg under the results folder.
-// Exits 1 when a run lost a message that had been accepted (a 250, or a submit reply).
+// Exits 1 when a run lost a message that had been accepted (a 250, or a submit reply);
+// 2 when it could not run, or a peer asked for with --peers could not be measured.
 import { mkdir, writeFile } from "node:fs/promises";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { renderChart, ratePoints } from "./lib/chart.ts";
 import { stopEverything } from "./lib/environment.ts";
 import { describeMachine } from "./lib/machine.ts";
-import { acceptOnly, backlog, baseline, local, relay, scale, submit, type BenchOptions, type RunReport } from "./lib/scenarios.ts";
+import { acceptOnly, backlog, baseline, local, peerRelay, relay, scale, sinkCeiling, submit, type BenchOptions, type RunReport } from "./lib/scenarios.ts";
+import type { Peer, PeerOptions } from "./lib/peers/peer.ts";
+import { startPostfix } from "./lib/peers/postfix.ts";
+import { startHaraka } from "./lib/peers/haraka.ts";
 import { mailbox } from "./lib/mailbox-scenario.ts";
 import { round } from "./lib/stats.ts";
 import { projectRoot } from "../nodes/launcher.ts";
@@ -24,6 +29,9 @@ const scenarios = {
   baseline: "only the bare smtp-server ceiling (drain and answer 250)",
 } as const;
 type Scenario = keyof typeof scenarios;
+
+/** Other MTAs the relay scenario can run beside Tern, in the same run, to the same kind of sink. */
+const peers: Record<string, (options: PeerOptions) => Promise<Peer>> = { postfix: startPostfix, haraka: startHaraka };
 
 const help = `usage: npm run bench -- [options]
 
@@ -42,10 +50,18 @@ options:
   --users N          local mailboxes for the local scenario (default 10)
   --drain S          seconds to wait for deliveries after injection (default 120)
   --no-baseline      skip the bare smtp-server baseline run (default: run it first)
+  --peers LIST       relay only: also run the same load through other MTAs, comma-separated:
+                     postfix (Debian's package, needs root), haraka (the npm devDependency);
+                     adds the sink's own ceiling and a table of rates and ratios
   --results DIR      where result.json and chart.svg go (default bench/results)
 
 Everything runs on loopback on this machine: dnsmasq, a sink, N node processes on the
-NATS at 127.0.0.1:4222. Ctrl-C stops all of it.`;
+NATS at 127.0.0.1:4222. Ctrl-C stops all of it.
+
+CPU ms/msg: user + system CPU of every process of the system measured (all Tern nodes;
+Postfix's or Haraka's whole process tree) over the run, per delivered message (per
+accepted message where nothing is delivered: accept, baseline). The sink and the shared
+nats-server are not in it; NATS's share is noted below the table.`;
 
 const parseSize = (text: string) => {
   const [min, max] = text.split("-").map(Number);
@@ -68,12 +84,16 @@ const parse = () => {
       users: { type: "string", default: "10" },
       drain: { type: "string", default: "120" },
       "no-baseline": { type: "boolean", default: false },
+      peers: { type: "string", default: "" },
       results: { type: "string", default: join(projectRoot, "bench/results") },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) return undefined;
   if (!(values.scenario in scenarios)) throw new Error(`unknown scenario ${values.scenario}; see --help`);
+  const peerNames = values.peers.split(",").map((name) => name.trim()).filter(Boolean);
+  for (const name of peerNames) if (!(name in peers)) throw new Error(`unknown peer ${name}; known: ${Object.keys(peers).join(", ")}`);
+  if (peerNames.length > 0 && values.scenario !== "relay") throw new Error("--peers goes with the relay scenario only");
   const options: BenchOptions = {
     messages: Number(values.messages),
     durationSec: Number(values.duration),
@@ -86,7 +106,7 @@ const parse = () => {
     localUsers: Number(values.users),
     drainTimeoutSec: Number(values.drain),
   };
-  return { scenario: values.scenario as Scenario, options, baseline: !values["no-baseline"] && values.scenario !== "baseline", results: values.results };
+  return { scenario: values.scenario as Scenario, options, peers: peerNames, baseline: !values["no-baseline"] && values.scenario !== "baseline", results: values.results };
 };
 
 const runScenario = async (scenario: Scenario, options: BenchOptions): Promise<RunReport[]> => {
@@ -103,31 +123,88 @@ const runScenario = async (scenario: Scenario, options: BenchOptions): Promise<R
   }
 };
 
-const nodeProcesses = (r: Pick<RunReport, "processes">) => r.processes.filter((p) => p.name.startsWith("tern") || p.name.startsWith("bare"));
+/** The processes of the system measured: Tern's nodes, a peer's process tree, the bare server. */
+const systemProcesses = (r: Pick<RunReport, "processes">) => r.processes.filter((p) => p.role === "system");
 
-/** Node CPU (every node, over the run's window: intake and delivery) per accepted message, ms. */
-const cpuMsPerAccepted = (r: Pick<RunReport, "accepted" | "processes">) =>
-  r.accepted > 0 ? (nodeProcesses(r).reduce((sum, p) => sum + p.cpuSeconds, 0) * 1000) / r.accepted : undefined;
+const cpuMs = (r: Pick<RunReport, "processes">, role: "system" | "shared" = "system") =>
+  r.processes.filter((p) => p.role === role).reduce((sum, p) => sum + p.cpuSeconds, 0) * 1000;
+
+/** System CPU (over the run's window: intake and delivery) per accepted message, ms. */
+const cpuMsPerAccepted = (r: Pick<RunReport, "accepted" | "processes">) => (r.accepted > 0 ? cpuMs(r) / r.accepted : undefined);
+
+/** What CPU per message counts per: delivered messages when the run delivers, else accepted ones. */
+const cpuBasis = (r: Pick<RunReport, "delivered">) => (r.delivered === undefined ? "accepted" : "delivered");
+
+/** The headline: system CPU per delivered message (per accepted one when the run delivers none). */
+const cpuMsPerMessage = (r: Pick<RunReport, "accepted" | "delivered" | "processes">, role: "system" | "shared" = "system") => {
+  const count = r.delivered ?? r.accepted;
+  return count > 0 ? cpuMs(r, role) / count : undefined;
+};
 
 const cell = (value: number | undefined, digits = 0) => (value === undefined ? "-" : String(round(value, digits)));
 
 const printTable = (reports: ReadonlyArray<RunReport>) => {
-  const header = ["run", "nodes", "accepted", "acc/s", "acc p50", "p90", "p99", "max ms", "delivered", "del/s", "e2e p50", "p99 ms", "lost", "dup", "×ceiling", "node CPU", "CPU ms/acc", "node RSS MiB"];
+  const header = ["run", "nodes", "accepted", "acc/s", "acc p50", "p90", "p99", "max ms", "delivered", "del/s", "e2e p50", "p99 ms", "lost", "dup", "×ceiling", "cores", "CPU ms/msg", "RSS MiB"];
   const rows = reports.map((r) => {
-    const nodes = nodeProcesses(r);
+    const nodes = systemProcesses(r);
     return [
       r.label, String(r.nodes), String(r.accepted), cell(r.acceptedPerSec),
       cell(r.acceptLatencyMs.p50, 1), cell(r.acceptLatencyMs.p90, 1), cell(r.acceptLatencyMs.p99, 1), cell(r.acceptLatencyMs.max, 1),
       cell(r.delivered), cell(r.drainPerSec ?? r.deliveredPerSec), cell(r.endToEndMs?.p50, 1), cell(r.endToEndMs?.p99, 1),
       cell(r.lost), cell(r.duplicates), r.ratioToBaseline === undefined ? "-" : round(r.ratioToBaseline, 2).toFixed(2),
-      nodes.map((p) => p.cores.toFixed(2)).join("+"), cell(cpuMsPerAccepted(r), 2), nodes.map((p) => Math.round(p.peakRssMiB)).join("+"),
+      nodes.map((p) => p.cores.toFixed(2)).join("+"), cell(cpuMsPerMessage(r), 2), nodes.map((p) => Math.round(p.peakRssMiB)).join("+"),
     ];
   });
+  printRows(header, rows);
+  for (const r of reports) {
+    const cpu = cpuMsPerMessage(r);
+    const nats = cpuMsPerMessage(r, "shared");
+    if (cpu !== undefined) {
+      const natsNote = r.processes.some((p) => p.role === "shared") && nats !== undefined ? `; nats-server (shared with the machine) ${nats.toFixed(2)} ms more` : "";
+      console.log(`  ${r.label}: CPU ${cpu.toFixed(2)} ms per ${cpuBasis(r)} message (${systemProcesses(r).map((p) => p.name).join(", ")}, user + sys)${natsNote}`);
+    }
+    for (const note of r.notes) console.log(`  ${r.label}: ${note}`);
+  }
+};
+
+const printRows = (header: string[], rows: string[][]) => {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
   console.log(line(header));
   rows.forEach((row) => console.log(line(row)));
-  for (const r of reports) for (const note of r.notes) console.log(`  ${r.label}: ${note}`);
+};
+
+/** Tern's relay row against each peer's, and the sink's ceiling above them. */
+const comparePeers = (reports: ReadonlyArray<RunReport>) => {
+  const tern = reports.find((r) => r.label === "relay");
+  const others = reports.filter((r) => r.label === "sink" || r.label in peers);
+  if (!tern || others.length === 0) return [];
+  const rate = (r: RunReport) => r.deliveredPerSec ?? 0;
+  const rows = [tern, ...others].map((r) => {
+    const cpu = cpuMsPerMessage(r);
+    const ternCpu = cpuMsPerMessage(tern);
+    return {
+      label: r.label,
+      system: r.system ?? "Tern",
+      delivered: r.delivered ?? 0,
+      deliveredPerSec: rate(r),
+      cpuMsPerMessage: cpu,
+      cores: systemProcesses(r).reduce((sum, p) => sum + p.cores, 0),
+      lost: r.lost ?? 0,
+      ternRateRatio: rate(r) > 0 ? rate(tern) / rate(r) : undefined,
+      // How many times the CPU Tern spends per message this system spends.
+      cpuRatioToTern: cpu !== undefined && ternCpu ? cpu / ternCpu : undefined,
+    };
+  });
+  console.log("\nsame load, same run (delivered to a sink; CPU = the system's processes, user + sys):");
+  printRows(
+    ["system", "version", "delivered", "msg/s", "cores", "CPU ms/msg", "lost", "Tern ÷ it (msg/s)", "its CPU ÷ Tern's"],
+    rows.map((r) => [
+      r.label, r.system, String(r.delivered), cell(r.deliveredPerSec), r.cores.toFixed(2), cell(r.cpuMsPerMessage, 2), String(r.lost),
+      r.label === "relay" ? "-" : cell(r.ternRateRatio, 2), r.label === "relay" || r.label === "sink" ? "-" : cell(r.cpuRatioToTern, 2),
+    ]),
+  );
+  return rows;
 };
 
 const chartFor = (scenario: string, reports: ReadonlyArray<RunReport>) => {
@@ -156,17 +233,43 @@ const main = async () => {
   const reports: RunReport[] = [];
   const ceiling = parsed.baseline ? await baseline(options) : undefined;
   if (ceiling) reports.push(ceiling);
-  for (const report of await runScenario(scenario, options)) {
+  const runs = [...(parsed.peers.length > 0 ? [await sinkCeiling(options)] : []), ...(await runScenario(scenario, options))];
+  // A peer that cannot run here (no root for Postfix, the package missing) is reported, and
+  // the rows already measured are kept.
+  const peerErrors: Record<string, string> = {};
+  for (const name of parsed.peers) {
+    try {
+      runs.push(await peerRelay(options, peers[name]!));
+    } catch (error) {
+      peerErrors[name] = error instanceof Error ? error.message : String(error);
+    }
+  }
+  for (const report of runs) {
     if (ceiling && ceiling.acceptedPerSec > 0) report.ratioToBaseline = report.acceptedPerSec / ceiling.acceptedPerSec;
     reports.push(report);
   }
   printTable(reports);
+  const comparison = comparePeers(reports);
+  for (const [name, error] of Object.entries(peerErrors)) {
+    console.error(`${name}: not measured: ${error}`);
+    process.exitCode = 2;
+  }
 
   const folder = join(parsed.results, `${new Date().toISOString().replace(/[:.]/g, "-")}-${scenario}`);
   await mkdir(folder, { recursive: true });
-  const slim = reports.map(({ acceptTimes, arrivalTimes, ...rest }) => ({ ...rest, cpuMsPerAccepted: cpuMsPerAccepted(rest) }));
+  const slim = reports.map(({ acceptTimes, arrivalTimes, ...rest }) => ({
+    ...rest,
+    system: rest.system ?? "Tern",
+    cpuMsPerMessage: cpuMsPerMessage(rest),
+    cpuBasis: cpuBasis(rest),
+    sharedCpuMsPerMessage: rest.processes.some((p) => p.role === "shared") ? cpuMsPerMessage(rest, "shared") : undefined,
+    cpuMsPerAccepted: cpuMsPerAccepted(rest),
+  }));
   const lost = reports.reduce((sum, r) => sum + (r.lost ?? 0), 0);
-  await writeFile(join(folder, "result.json"), JSON.stringify({ scenario, options, machine, passed: lost === 0, reports: slim }, null, 2));
+  await writeFile(
+    join(folder, "result.json"),
+    JSON.stringify({ scenario, options, peers: parsed.peers, machine, loadAverageAfter: loadavg(), passed: lost === 0, reports: slim, comparison, peerErrors }, null, 2),
+  );
   await writeFile(join(folder, "chart.svg"), chartFor(scenario, reports));
   console.log(`results: ${join(folder, "result.json")} and chart.svg`);
   if (lost > 0) {

@@ -1,17 +1,18 @@
 // The benchmark scenarios. Each starts its own environment, drives load, measures,
 // and stops everything it started.
 import { cpus } from "node:os";
-import { sampleUsage, type ProcessUsage } from "./procstats.ts";
+import { findProcess, sampleUsage, type ProcessUsage, type UsageSampler } from "./procstats.ts";
 import { percentiles, perSecond, type Percentiles } from "./stats.ts";
 import { runLoad, type LoadResult, type SmtpLoadOptions } from "./load.ts";
 import { runApiLoad } from "./api-load.ts";
 import { connectTern } from "../../cluster/client.ts";
-import { startSinkProcess } from "./sink.ts";
+import { startSinkProcess, type SinkProcess } from "./sink.ts";
 import { readMetric } from "../../nodes/launcher.ts";
 import { BENCH_TENANT, LOCAL_DOMAIN, REMOTE_DOMAIN, localUser, startEnvironment, whileRunning, type Environment } from "./environment.ts";
 import { Pop3Connection } from "./pop3-client.ts";
 import { benchIdIn } from "./load.ts";
 import { findFreePort } from "../../test/support/dnsmasq.ts";
+import type { Peer, PeerOptions } from "./peers/peer.ts";
 
 export interface BenchOptions {
   readonly messages: number;
@@ -28,6 +29,8 @@ export interface BenchOptions {
 
 export interface RunReport {
   readonly label: string;
+  /** What was measured, with its version where there is one ("Tern", "Postfix 3.7.11"). */
+  readonly system?: string;
   readonly nodes: number;
   readonly attempted: number;
   readonly accepted: number;
@@ -107,14 +110,14 @@ const acceptSide = (load: LoadResult) => {
 };
 
 /** Waits until every accepted id arrived (or the drain timeout), then accounts loss and duplicates. */
-const arrivalSide = async (environment: Environment, load: LoadResult, accepted: AcceptedRecords, timeoutSec: number) => {
+const arrivalSide = async (sink: SinkProcess, load: LoadResult, accepted: AcceptedRecords, timeoutSec: number) => {
   const deadline = Date.now() + timeoutSec * 1000;
-  const missing = () => accepted.filter((r) => !environment.sink.arrivals.has(r.id)).length;
+  const missing = () => accepted.filter((r) => !sink.arrivals.has(r.id)).length;
   while (missing() > 0 && Date.now() < deadline) await sleep(100);
-  await environment.sink.flush();
-  const arrivals = accepted.flatMap((r) => environment.sink.arrivals.get(r.id)?.slice(0, 1) ?? []);
+  await sink.flush();
+  const arrivals = accepted.flatMap((r) => sink.arrivals.get(r.id)?.slice(0, 1) ?? []);
   const endToEnd = accepted.flatMap((r) => {
-    const first = environment.sink.arrivals.get(r.id)?.[0];
+    const first = sink.arrivals.get(r.id)?.[0];
     return first !== undefined && r.acceptedAt !== undefined ? [first - r.acceptedAt] : [];
   });
   const lastArrival = arrivals.reduce((latest, t) => Math.max(latest, t), load.startedAt);
@@ -124,7 +127,7 @@ const arrivalSide = async (environment: Environment, load: LoadResult, accepted:
     endToEndMs: percentiles(endToEnd),
     lost: missing(),
     // Over this load's messages only: a scenario may run several loads against one sink.
-    duplicates: load.records.reduce((sum, r) => sum + Math.max(0, (environment.sink.arrivals.get(r.id)?.length ?? 0) - 1), 0),
+    duplicates: load.records.reduce((sum, r) => sum + Math.max(0, (sink.arrivals.get(r.id)?.length ?? 0) - 1), 0),
     arrivalTimes: arrivals,
   };
 };
@@ -141,8 +144,19 @@ const startMeasuring = (environment: Environment) => {
 const trackAll = (environment: Environment) => {
   const usage = sampleUsage();
   environment.nodes.forEach((node, i) => usage.track(`tern n${i}`, node.pid));
-  usage.track("sink", environment.sink.pid);
+  usage.track("sink", environment.sink.pid, { role: "sink" });
+  trackNats(usage);
   return usage;
+};
+
+/**
+ * The machine's NATS server carries Tern's queue hand-offs and events, so its CPU is part of
+ * what Tern costs; it is shared with anything else on the machine, so it is reported beside
+ * the nodes' figure, not in it.
+ */
+const trackNats = (usage: UsageSampler) => {
+  const nats = findProcess("nats-server");
+  if (nats !== undefined) usage.track("nats-server", nats, { role: "shared" });
 };
 
 /** Relay end to end: SMTP in → spool → resolver → delivery → sink. Optionally kill -9 a node midway. */
@@ -160,7 +174,7 @@ export const relay = async (options: BenchOptions, label = "relay", crashMidway 
     }
     const load = await loading;
     const [acceptedRecords, accept] = acceptSide(load);
-    const arrival = await arrivalSide(environment, load, acceptedRecords, options.drainTimeoutSec);
+    const arrival = await arrivalSide(environment.sink, load, acceptedRecords, options.drainTimeoutSec);
     return { label, nodes: options.nodes, ...accept, ...arrival, processes: usage.stop(), queueDepth: await stopDepth(), startedAt: origin, notes };
   } finally {
     await environment.stop();
@@ -181,7 +195,7 @@ export const submit = async (options: BenchOptions): Promise<RunReport[]> => {
       const { usage, origin, stopDepth } = startMeasuring(environment);
       const loaded = await load();
       const [acceptedRecords, accept] = acceptSide(loaded);
-      const arrival = await arrivalSide(environment, loaded, acceptedRecords, options.drainTimeoutSec);
+      const arrival = await arrivalSide(environment.sink, loaded, acceptedRecords, options.drainTimeoutSec);
       return { label, nodes: 1, ...accept, ...arrival, processes: usage.stop(), queueDepth: await stopDepth(), startedAt: origin, notes: [note] };
     };
     const smtp = await phase(
@@ -244,7 +258,7 @@ export const backlog = async (options: BenchOptions): Promise<RunReport> => {
     const [acceptedRecords, accept] = acceptSide(load);
     const opened = Date.now();
     environment.sink.open();
-    const arrival = await arrivalSide(environment, load, acceptedRecords, options.drainTimeoutSec);
+    const arrival = await arrivalSide(environment.sink, load, acceptedRecords, options.drainTimeoutSec);
     const lastArrival = arrival.arrivalTimes.reduce((latest, t) => Math.max(latest, t), opened);
     return {
       label: "backlog",
@@ -321,7 +335,7 @@ export const baseline = async (options: BenchOptions): Promise<RunReport> => {
     const origin = Date.now();
     const load = await runLoad(loadOptions(options, [{ host: "127.0.0.1", port: sink.port }], REMOTE_DOMAIN, 1_000));
     const [, accept] = acceptSide(load);
-    return { label: "baseline", nodes: 0, ...accept, processes: usage.stop(), queueDepth: [], arrivalTimes: [], startedAt: origin, notes: [] };
+    return { label: "baseline", system: "bare smtp-server", nodes: 0, ...accept, processes: usage.stop(), queueDepth: [], arrivalTimes: [], startedAt: origin, notes: [] };
   } finally {
     await sink.stop();
   }
@@ -349,4 +363,49 @@ const scalingNote = (single: RunReport | undefined, report: RunReport, nodes: nu
     .join(", ");
   const efficiency = single && rate(single) > 0 ? ` scaling efficiency ${((100 * rate(report)) / (nodes * rate(single))).toFixed(0)} % of ${nodes}× one node;` : "";
   return `${nodes} node(s):${efficiency} node CPU per delivered message: ${perNode}`;
+};
+
+/**
+ * Another MTA relaying the same load to a sink of its own, measured like Tern's relay row:
+ * every message answered 250 must arrive, and the CPU of the peer's whole process tree is
+ * its cost.
+ */
+export const peerRelay = async (options: BenchOptions, start: (options: PeerOptions) => Promise<Peer>): Promise<RunReport> => {
+  const sink = whileRunning(await startSinkProcess({ port: await findFreePort(), record: true }));
+  let peer: Peer | undefined;
+  try {
+    peer = whileRunning(await start({ sinkPort: sink.port }));
+    const usage = sampleUsage();
+    usage.track(peer.name, peer.pid, { tree: true });
+    usage.track("sink", sink.pid, { role: "sink" });
+    const origin = Date.now();
+    const load = await runLoad(loadOptions(options, [{ host: "127.0.0.1", port: peer.port }], REMOTE_DOMAIN, 1_000));
+    const [acceptedRecords, accept] = acceptSide(load);
+    const arrival = await arrivalSide(sink, load, acceptedRecords, options.drainTimeoutSec);
+    const notes = [peer.setup];
+    if (arrival.lost > 0) notes.push(`${arrival.lost} accepted messages did not arrive; the end of ${peer.name}'s log:\n${await peer.logTail()}`);
+    return { label: peer.name, system: peer.version, nodes: 1, ...accept, ...arrival, processes: usage.stop(), queueDepth: [], startedAt: origin, notes };
+  } finally {
+    await peer?.stop();
+    await sink.stop();
+  }
+};
+
+/**
+ * The sink alone under the same load generator, recording arrivals as it does behind a
+ * relay: the most any relay row could deliver here. It stores nothing, so disk is not it.
+ */
+export const sinkCeiling = async (options: BenchOptions): Promise<RunReport> => {
+  const sink = whileRunning(await startSinkProcess({ port: 0, record: true }));
+  try {
+    const usage = sampleUsage();
+    usage.track("sink", sink.pid);
+    const origin = Date.now();
+    const load = await runLoad(loadOptions(options, [{ host: "127.0.0.1", port: sink.port }], REMOTE_DOMAIN, 1_000));
+    const [acceptedRecords, accept] = acceptSide(load);
+    const arrival = await arrivalSide(sink, load, acceptedRecords, 10);
+    return { label: "sink", system: "bench sink", nodes: 0, ...accept, ...arrival, processes: usage.stop(), queueDepth: [], startedAt: origin, notes: [] };
+  } finally {
+    await sink.stop();
+  }
 };

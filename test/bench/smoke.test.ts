@@ -30,6 +30,11 @@ test("relay smoke run: every message answered 250 arrives at the sink, with a ba
   assert.equal(relay.lost, 0);
   assert.ok(relay.acceptLatencyMs.p99 > 0 && relay.acceptLatencyMs.p99 >= relay.acceptLatencyMs.p50);
   assert.ok(relay.ratioToBaseline > 0);
+  // The headline CPU figure: the node's CPU per delivered message (the baseline's per accepted one).
+  assert.equal(relay.cpuBasis, "delivered");
+  assert.ok(relay.cpuMsPerMessage > 0);
+  assert.equal(ceiling.cpuBasis, "accepted");
+  assert.match(stdout, /^ {2}relay: CPU [\d.]+ ms per delivered message \(tern n0, user \+ sys\)/m);
   assert.ok(relay.processes.some((p: { name: string; peakRssMiB: number }) => p.name === "tern n0" && p.peakRssMiB > 10));
   assert.ok(report.machine.cores >= 1 && report.machine.nats.includes("nats-server"));
   assert.match(stdout, /^relay +1 +300 /m);
