@@ -45,6 +45,8 @@ export interface SubmitOptions {
   readonly sendAt?: Date | number | string;
   readonly tags?: ReadonlyArray<string>;
   readonly metadata?: Readonly<Record<string, string>>;
+  /** The IP pool to leave from (one of the node's `delivery.pools`). */
+  readonly pool?: string;
 }
 
 /** An attachment as an application has it: bytes, or text. */
@@ -131,6 +133,7 @@ export const connectTern = async (options: TernClientOptions): Promise<TernClien
     ...(options.sendAt !== undefined ? { sendAt: options.sendAt instanceof Date ? options.sendAt.toISOString() : options.sendAt } : {}),
     ...(options.tags !== undefined ? { tags: options.tags } : {}),
     ...(options.metadata !== undefined ? { metadata: options.metadata } : {}),
+    ...(options.pool !== undefined ? { pool: options.pool } : {}),
   });
 
   const upload = async (bytes: Uint8Array, envelope: Envelope, options: SubmitOptions): Promise<SubmitReply> => {

@@ -2,6 +2,7 @@
 // Every field is optional in the file; defaults give a one-node cluster on
 // unprivileged loopback ports with data in ./data.
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { readFile } from "node:fs/promises";
 import { Cause, Exit, Schema } from "effect";
 import { isSafeToken } from "../protocol/subjects.ts";
@@ -20,6 +21,14 @@ const SiteBudgetLimits = BudgetLimits.check(
   Schema.makeFilter((limits: BudgetLimits) => Object.values(limits).some((limit) => limit !== undefined) || "a site budget needs connections, messagesPerSecond or messagesPerHour"),
 );
 const Token = Schema.String.check(Schema.makeFilter((s: string) => isSafeToken(s) || "letters, digits, '-' and '_' only"));
+const IpAddress = Schema.String.check(Schema.makeFilter((s: string) => isIP(s) !== 0 || "expected an IPv4 or IPv6 address"));
+const HostName = Schema.String.check(Schema.makeFilter((s: string) => /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(s) || "expected a host name"));
+const SourceAddressConfig = Schema.Struct({ address: IpAddress, ehlo: HostName, weight: Schema.optional(Positive) });
+const PoolRuleConfig = Schema.Union([
+  Schema.Struct({ pool: Token, senderDomain: Schema.String }),
+  Schema.Struct({ pool: Token, user: Schema.String }),
+  Schema.Struct({ pool: Token, header: Schema.String, value: Schema.String }),
+]);
 const HostPort = Schema.String.check(Schema.makeFilter((s: string) => /^[^\s:]+:\d{1,5}$/.test(s) || "expected host:port"));
 const Cidr = Schema.String.check(Schema.makeFilter((s: string) => parseCidr(s) !== undefined || "expected an IPv4 or IPv6 CIDR such as 127.0.0.0/8"));
 
@@ -153,6 +162,11 @@ const ConfigFile = Schema.Struct({
       siteBudgets: Schema.optional(Schema.Record(Schema.String, SiteBudgetLimits)),
       /** How long a node's lease on a share of a site budget lasts unless renewed. */
       siteBudgetLeaseMs: Schema.optional(Positive),
+      /** IP pools: name → source addresses, each with its EHLO name (actors/delivery/pools.ts). */
+      pools: Schema.optional(Schema.Record(Token, Schema.Array(SourceAddressConfig).check(Schema.isMinLength(1)))),
+      /** Which pool a message leaves from: the first rule that matches, else `defaultPool`. */
+      poolRules: Schema.optional(Schema.Array(PoolRuleConfig)),
+      defaultPool: Schema.optional(Token),
       /** Domains (".example.org": and subdomains) whose mail is only sent over TLS. */
       requireTls: Schema.optional(Schema.Array(Schema.String)),
       maxInFlightPerQueue: Schema.optional(Positive),
@@ -432,6 +446,11 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     siteConnections: file.delivery?.siteConnections ?? {},
     siteBudgets: file.delivery?.siteBudgets ?? {},
     siteBudgetLeaseMs: file.delivery?.siteBudgetLeaseMs ?? 5_000,
+    pools: {
+      pools: Object.fromEntries(Object.entries(file.delivery?.pools ?? {}).map(([name, sources]) => [name, sources.map((s) => ({ address: s.address, ehlo: s.ehlo, weight: s.weight ?? 1 }))])),
+      rules: file.delivery?.poolRules ?? [],
+      defaultPool: file.delivery?.defaultPool,
+    },
     requireTls: file.delivery?.requireTls ?? [],
     maxInFlightPerQueue: file.delivery?.maxInFlightPerQueue ?? 128,
     maxAgeMs: file.delivery?.maxAgeMs ?? 5 * 24 * 3_600_000,
@@ -597,6 +616,9 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
         `or one late heartbeat makes a live node look gone`,
     );
   }
+  const { pools } = config.delivery;
+  const unknownPool = [...pools.rules.map((rule) => rule.pool), ...(pools.defaultPool !== undefined ? [pools.defaultPool] : [])].find((name) => !(name in pools.pools));
+  if (unknownPool !== undefined) throw new ConfigError(`invalid config: pool ${JSON.stringify(unknownPool)} (in delivery.poolRules or delivery.defaultPool) is not one of delivery.pools`);
   const tenantNames = config.api.tenants.map((t) => t.name);
   // "cluster" is the tenant token of cluster events (node-up, node-down) on the events stream.
   const repeatedTenant = tenantNames.find((name, n) => tenantNames.indexOf(name) !== n || name === "default" || name === "cluster");

@@ -79,6 +79,8 @@ export const SubmitOptions = {
   /** A retried submit with the same key (per tenant) returns the first reply and queues nothing. */
   idempotencyKey: Schema.optional(Schema.String.check(Schema.isPattern(Printable), Schema.isMaxLength(LIMITS.idempotencyKeyLength))),
   sendAt: Schema.optional(SendAt),
+  /** The IP pool to leave from (a name of the node's `delivery.pools`); else the pool rules decide. */
+  pool: Schema.optional(Schema.String.check(Schema.isMaxLength(64))),
   tags: Schema.optional(
     Schema.Array(Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(LIMITS.tagLength), NoLineBreak)).check(Schema.isMaxLength(LIMITS.tags)),
   ),

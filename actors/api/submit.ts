@@ -24,6 +24,7 @@ import { ingest, type IngestResult } from "../session/ingest.ts";
 import type { RecipientPolicy } from "../session/policy.ts";
 import type { Idempotency } from "./idempotency.ts";
 import { checkSender, checkTenant, decideRecipients, dueTimeOf, type SenderPolicy } from "./policy.ts";
+import { choosePool, headerValue, type PoolsConfig } from "../delivery/pools.ts";
 
 export interface SubmitConfig extends SenderPolicy {
   readonly nodeId: string;
@@ -37,6 +38,8 @@ export interface SubmitConfig extends SenderPolicy {
   readonly maxSendAtAheadMs: number;
   /** How long an idempotency key is remembered after its submit. */
   readonly idempotencyTtlMs: number;
+  /** IP pools: the request's `pool` must name one; else the pool rules choose. */
+  readonly pools: PoolsConfig;
 }
 
 /** What a submitted message carries besides its body, kept in its attributes and every event. */
@@ -78,6 +81,8 @@ export interface Prepared {
   readonly dueAt: number;
   readonly labels: Labels;
   readonly idempotencyKey: string | undefined;
+  /** The pool the request named. */
+  readonly pool: string | undefined;
 }
 
 /** A body on its way into the spool: bytes go into `input`; `result` settles when it ended. */
@@ -87,11 +92,14 @@ export interface Submission {
   readonly body: BodyWriter;
   readonly input: PassThrough;
   readonly result: Promise<IngestResult>;
+  /** The message's own header section, once ingest has read it (for the pool rules). */
+  readonly headerSection: () => string;
 }
 
 export interface SubmitOptionsInput {
   readonly idempotencyKey?: string | undefined;
   readonly sendAt?: number | string | undefined;
+  readonly pool?: string | undefined;
   readonly tags?: ReadonlyArray<string> | undefined;
   readonly metadata?: Readonly<Record<string, string>> | undefined;
 }
@@ -138,6 +146,9 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         if (new Set(envelope.to.map((r) => r.toLowerCase())).size > config.maxRecipients) {
           return yield* refuse(new ApiError({ code: "LimitExceeded", message: `more than ${config.maxRecipients} recipients (limits.maxRecipients)` }));
         }
+        if (options.pool !== undefined && !Object.hasOwn(config.pools.pools, options.pool)) {
+          return yield* refuse(new ApiError({ code: "BadRequest", message: `no IP pool ${JSON.stringify(options.pool)} on this node (delivery.pools)` }));
+        }
         const dueAt = dueTimeOf(options.sendAt, now, config.maxSendAtAheadMs);
         if (typeof dueAt !== "number") return yield* refuse(dueAt);
         const { accepted, refused } = decideRecipients(envelope.to, tenant, config.recipients);
@@ -156,6 +167,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
           dueAt,
           labels: { tenant, tags: options.tags ?? [], metadata: options.metadata ?? {} },
           idempotencyKey: options.idempotencyKey,
+          pool: options.pool,
         } satisfies Prepared;
       });
 
@@ -173,16 +185,21 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         const body = spool.openBody(id);
         const input = new PassThrough();
         const recipients = prepared.accepted.map((a) => a.recipient);
+        let headerSection = "";
         const result = ingest(input, body, {
           // Applications write files with bare LF: the API makes them CRLF rather than refuse them.
           bareLineEndings: "normalize",
           allow8bit: true,
-          prepend: (headerSection) =>
-            apiReceivedHeader({ hostname: config.hostname, tenant: prepared.tenant, id, recipients, at: receivedAt }) +
-            missingSubmissionHeaders(headerSection, { id, hostname: config.hostname, at: receivedAt }),
+          prepend: (section) => {
+            headerSection = section;
+            return (
+              apiReceivedHeader({ hostname: config.hostname, tenant: prepared.tenant, id, recipients, at: receivedAt }) +
+              missingSubmissionHeaders(section, { id, hostname: config.hostname, at: receivedAt })
+            );
+          },
         });
         result.catch(() => undefined); // awaited by commit; an abandoned submission must not leave it unobserved
-        return { id, receivedAt, body, input, result };
+        return { id, receivedAt, body, input, result, headerSection: () => headerSection };
       });
 
     const discard: Submitter["discard"] = (submission) => {
@@ -211,13 +228,14 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
           duplicate: false,
         };
         const { labels } = prepared;
+        const pool = choosePool(config.pools, { sender: prepared.sender, requested: prepared.pool, header: (name) => headerValue(submission.headerSection(), name) });
         const message = {
           id: submission.id,
           sender: prepared.sender,
           receivedAt: submission.receivedAt,
           body: submission.body,
           routes: routesFor(prepared.accepted.map((a) => a.deliverTo), deps.isLocalUser),
-          attributes: { api: { tenant: labels.tenant }, tenant: labels.tenant, tags: labels.tags, metadata: labels.metadata },
+          attributes: { api: { tenant: labels.tenant }, tenant: labels.tenant, tags: labels.tags, metadata: labels.metadata, ...(pool !== undefined ? { pool } : {}) },
           notBefore: prepared.dueAt > submission.receivedAt ? prepared.dueAt : undefined,
           remember:
             prepared.idempotencyKey === undefined

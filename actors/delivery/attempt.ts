@@ -13,6 +13,8 @@ export interface Attempt {
   readonly server: string;
   /** The MX host and address that answered, or the last one tried. */
   readonly mx?: { readonly host: string; readonly ip: string } | undefined;
+  /** The IP pool address the connection left from (absent: the system's default address). */
+  readonly source?: string | undefined;
   /** The host announced DSN (RFC 3461), so NOTIFY went along with the mail and it reports from here on. */
   readonly peerDsn?: boolean | undefined;
 }

@@ -1,4 +1,5 @@
 import type { BudgetLimits } from "../../protocol/site-budget.ts";
+import type { PoolsConfig } from "./pools.ts";
 // The delivery settings a node runs with (the `delivery` section of the node's config).
 export interface DeliveryConfig {
   readonly remotePort: number;
@@ -18,6 +19,8 @@ export interface DeliveryConfig {
   /** Host pattern → limits kept by the whole cluster (protocol/site-budget.ts). */
   readonly siteBudgets: Readonly<Record<string, BudgetLimits>>;
   readonly siteBudgetLeaseMs: number;
+  /** IP pools, their rules and the default pool (actors/delivery/pools.ts). */
+  readonly pools: PoolsConfig;
   readonly requireTls: ReadonlyArray<string>;
   readonly maxInFlightPerQueue: number;
   readonly maxAgeMs: number;

@@ -2,7 +2,7 @@
 // Local entries go to the owner node's mailbox; remote ones are resolved, then handed
 // to the site's delivery actor. Only permanent answers fail a recipient; everything
 // else (DNS trouble, owner node down, 4xx, no connection) defers it.
-import { Clock, Effect } from "effect";
+import { Clock, Effect, Random } from "effect";
 import type { RecipientResult } from "../../protocol/delivery.ts";
 import type { MailboxError } from "../../protocol/mailbox.ts";
 import type { DnsPermanentFailure, DnsTemporaryFailure, MailRoute, ResolveFailure } from "../../protocol/route.ts";
@@ -10,6 +10,7 @@ import type { MailboxRouter } from "../mailbox/router.ts";
 import type { MessageRecord, QueueEntry } from "../queue/entry.ts";
 import { everyone, type Attempt } from "./attempt.ts";
 import { dsnParamsOf } from "./dsn.ts";
+import { pickSource, poolOf, type PoolsConfig, type SourceAddress } from "./pools.ts";
 import type { Sites } from "./sites.ts";
 
 /** `body` loads the message only when a next hop is ready for it (bodies can be large). */
@@ -21,7 +22,16 @@ export interface DispatchDeps {
   readonly resolve: (domain: string) => Effect.Effect<MailRoute, DnsTemporaryFailure | DnsPermanentFailure>;
   /** Domains whose mail must go over TLS (a leading "." also matches subdomains). */
   readonly requireTls: (domain: string) => boolean;
+  /** IP pools: the message's pool (from its attributes) gives each attempt one of its source addresses. */
+  readonly pools?: PoolsConfig | undefined;
 }
+
+/** The source address of one attempt: one of the message's pool by weight, none without a pool (or one no longer configured). */
+const sourceOf = (pools: PoolsConfig | undefined, message: MessageRecord): Effect.Effect<SourceAddress | undefined> => {
+  const pool = poolOf(message.attributes);
+  const sources = pool === undefined ? undefined : pools?.pools[pool];
+  return sources === undefined ? Effect.succeed(undefined) : Effect.map(Random.next, (random) => pickSource(sources, random));
+};
 
 /** Routes are remembered this long on the delivering node: a backlog for one domain asks the resolver once, not once per message. */
 const ROUTE_MEMO_MS = 5_000;
@@ -70,14 +80,16 @@ const dispatchOne = (
     Effect.matchEffect({
       onFailure: (failure) => Effect.succeed<Attempt>({ server: "dns", results: everyone(entry.recipients, dnsFailure(failure)) }),
       onSuccess: (mailRoute) =>
-        deps.sites.deliver({
-          route: mailRoute,
-          sender: entry.sender,
-          recipients: entry.recipients,
-          body,
-          dsn: dsnParamsOf(message.attributes),
-          tls: deps.requireTls(route.domain) ? "require" : "opportunistic",
-        }),
+        Effect.flatMap(sourceOf(deps.pools, message), (source) =>
+          deps.sites.deliver({
+            route: mailRoute,
+            sender: entry.sender,
+            recipients: entry.recipients,
+            body,
+            dsn: dsnParamsOf(message.attributes),
+            tls: deps.requireTls(route.domain) ? "require" : "opportunistic",
+            source,
+          })),
     }),
   );
 };

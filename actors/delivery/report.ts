@@ -31,7 +31,7 @@ export const reporter = (deps: ReportDeps): SchedulerHooks["recorded"] => {
       else if (outcome.status === "deferred") deps.metrics.deferred.inc({ route, category });
       else deps.metrics.failed.inc({ route, category });
       if (outcome.status === "expired") expired.inc({ route, category });
-      deps.log(`recipient.${outcome.status}`, { ...outcomeFields(entry, attempt, decision, outcome), rcpt: outcome.recipient });
+      deps.log(`recipient.${outcome.status}`, { ...outcomeFields(entry, attempt, decision, outcome), rcpt: outcome.recipient, ...(attempt.source ? { source: attempt.source } : {}) });
     }
     for (const dsn of notices.queued) {
       const action = String(dsn.attributes?.action);

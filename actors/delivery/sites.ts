@@ -14,11 +14,14 @@ import type { Supervisor } from "../runtime/supervisor.ts";
 import { everyone, type Attempt } from "./attempt.ts";
 import type { ConnectionBudget } from "./connections.ts";
 import type { SiteLease } from "./site-lease.ts";
+import type { SourceAddress } from "./pools.ts";
 import { asTlsFailure, openConnection, sendOver, type Connection, type OpenFailure, type OutboundJob, type OutboundOptions, type TlsPolicy } from "./smtp-client.ts";
 
 export interface DeliveryJob extends OutboundJob {
   readonly route: MailRoute;
   readonly tls: TlsPolicy;
+  /** The IP pool address to leave from (its EHLO name with it); the system's default address when absent. */
+  readonly source?: SourceAddress | undefined;
 }
 
 export interface SiteOptions extends OutboundOptions {
@@ -63,6 +66,13 @@ const DEFAULT_STOP_GRACE_MS = 10_000;
 const siteKey = (route: MailRoute): string =>
   route.hosts.map((host) => host.name.toLowerCase()).sort().join(",") || route.domain;
 
+/** One actor per site and source address: a connection is bound to its source, and limits count per source. */
+const actorKey = (job: DeliveryJob): string => (job.source ? `${siteKey(job.route)}@${job.source.address}` : siteKey(job.route));
+
+/** The outbound options of connections from `source`: bound to its address, greeting with its name. */
+const optionsFrom = (options: SiteOptions, source: SourceAddress | undefined): SiteOptions =>
+  source ? { ...options, heloName: source.ehlo, localAddress: source.address } : options;
+
 const connectionLimit = (route: MailRoute, options: Pick<SiteOptions, "connectionsPerSite" | "siteConnections">): number => {
   for (const [pattern, limit] of Object.entries(options.siteConnections)) {
     if (route.hosts.some((host) => matchesDomain(pattern, host.name))) return limit;
@@ -98,8 +108,9 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
     const sites = new Map<string, Site>();
     let stopped: Deferred.Deferred<void> | undefined;
 
-    const spawnSite = (key: string, route: MailRoute) =>
+    const spawnSite = (key: string, { route, source }: DeliveryJob) =>
       Effect.gen(function* () {
+        const siteOptions = optionsFrom(options, source);
         const slots = new Set<Slot>();
         const lease = leaseFor(route);
         const concurrency = connectionLimit(route, options);
@@ -111,10 +122,12 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
             concurrency,
             ...(options.restart ? { restart: options.restart } : {}),
             init: Effect.gen(function* () {
-              const slot = yield* makeSlot(options, lease ? lease.narrow(budget) : budget);
+              const slot = yield* makeSlot(siteOptions, lease ? lease.narrow(budget) : budget);
               slots.add(slot);
               yield* Effect.addFinalizer(() => Effect.sync(() => slots.delete(slot)));
-              const send = lease ? withMessageOfLease(lease, slot, waitedTooLong) : (queued: Queued) => slot.send(queued.job);
+              const sendOne = lease ? withMessageOfLease(lease, slot, waitedTooLong) : (queued: Queued) => slot.send(queued.job);
+              // Attempts from a pool address say which (the delivery log's `source`).
+              const send = source ? (queued: Queued) => Effect.map(sendOne(queued), (attempt): Attempt => ({ ...attempt, source: source.address })) : sendOne;
               return (queued: Queued) => Effect.flatMap(Clock.currentTimeMillis, (now) => (now > queued.deadline ? Effect.succeed(waitedTooLong(queued)) : send(queued)));
             }),
           },
@@ -124,16 +137,16 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
         return { actor, detach, slots, lastUsed: yield* Clock.currentTimeMillis } satisfies Site;
       });
 
-    const siteFor = (route: MailRoute) =>
+    const siteFor = (job: DeliveryJob) =>
       Effect.suspend(() => {
-        const key = siteKey(route);
+        const key = actorKey(job);
         const existing = sites.get(key);
-        return existing ? Effect.succeed(existing) : spawnAndRegister(key, route);
+        return existing ? Effect.succeed(existing) : spawnAndRegister(key, job);
       });
 
-    const spawnAndRegister = (key: string, route: MailRoute) =>
+    const spawnAndRegister = (key: string, job: DeliveryJob) =>
       Effect.gen(function* () {
-        const created = yield* spawnSite(key, route);
+        const created = yield* spawnSite(key, job);
         const raced = sites.get(key);
         if (raced) {
           created.detach();
@@ -162,7 +175,7 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
     const deferAll = (job: DeliveryJob, detail: string): Attempt => ({ server: siteKey(job.route), results: everyone(job.recipients, { _tag: "Internal", detail }) });
 
     const ask = (job: DeliveryJob) =>
-      Effect.flatMap(siteFor(job.route), (site) => {
+      Effect.flatMap(siteFor(job), (site) => {
         const now = clock.currentTimeMillisUnsafe();
         site.lastUsed = now;
         return site.actor.ask({ job, deadline: now + options.maxQueueWaitMs }, ASK_TIMEOUT_MS);

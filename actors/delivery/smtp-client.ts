@@ -20,6 +20,8 @@ export interface OutboundOptions {
   readonly heloName: string;
   /** 25 in production; tests point it at a loopback sink. */
   readonly port: number;
+  /** The local address connections bind to (an IP pool's source address); the system's choice when absent. */
+  readonly localAddress?: string | undefined;
   /** TCP connect. */
   readonly connectTimeoutMs: number;
   /** RFC 5321 §4.5.3.2.1: the 220 greeting (5 minutes). */
@@ -84,6 +86,7 @@ export const openConnection = (
       host: target.ip,
       port: options.port,
       name: options.heloName,
+      ...(options.localAddress !== undefined ? { localAddress: options.localAddress } : {}),
       secure: false,
       requireTLS: tls === "require",
       opportunisticTLS: tls === "opportunistic",

@@ -16,6 +16,7 @@ import type { ClientGuard } from "./guard.ts";
 import { missingSubmissionHeaders, receivedHeader } from "./headers.ts";
 import { ingest, type BareLineEndings, type IngestProblem } from "./ingest.ts";
 import { decideRecipient, decideSender, type ClientFacts, type Decision, type RecipientPolicy } from "./policy.ts";
+import { headerValue, type PoolInputs } from "../delivery/pools.ts";
 
 export interface SessionConfig extends RecipientPolicy {
   readonly hostname: string;
@@ -61,6 +62,8 @@ export interface SessionDeps {
    * DATA get 421 4.3.2, so clients take their mail to another node.
    */
   readonly draining?: (() => boolean) | undefined;
+  /** The IP pool a message leaves from (actors/delivery/pools.ts); none when absent. */
+  readonly choosePool?: ((inputs: PoolInputs) => string | undefined) | undefined;
   readonly hooks: SessionHooks;
 }
 
@@ -353,13 +356,16 @@ const receiveInto = Effect.fnUntraced(function* (
   const { id, receivedAt, body } = message;
   const user = typeof session.user === "string" ? session.user : undefined;
   const recipients = session.envelope.rcptTo.map((r) => r.address);
+  // Kept for the pool rules that read a header.
+  let headerSection = "";
   const result = yield* Effect.tryPromise({
     try: () =>
       ingest(stream, body, {
         bareLineEndings: config.bareLineEndings,
         allow8bit: config.accept8bitWithoutBodyParameter || session.envelope.bodyType === "8bitmime",
-        prepend: (headerSection) =>
-          receivedHeader({
+        prepend: (section) => {
+          headerSection = section;
+          return receivedHeader({
             hostname: config.hostname,
             helo: session.hostNameAppearsAs,
             clientHostname: session.clientHostname,
@@ -369,7 +375,8 @@ const receiveInto = Effect.fnUntraced(function* (
             id,
             recipients,
             at: receivedAt,
-          }) + (user !== undefined ? missingSubmissionHeaders(headerSection, { id, hostname: config.hostname, at: receivedAt }) : ""),
+          }) + (user !== undefined ? missingSubmissionHeaders(section, { id, hostname: config.hostname, at: receivedAt }) : "");
+        },
       }),
     catch: (error) => new DataAborted({ detail: error instanceof Error ? error.message : String(error) }),
   });
@@ -384,7 +391,9 @@ const receiveInto = Effect.fnUntraced(function* (
     hooks.rejected("draining");
     return refused(drainingReply(config.hostname));
   }
-  const newMessage = { id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes: attributesOf(session, user) };
+  const pool = deps.choosePool?.({ sender, user, header: (name) => headerValue(headerSection, name) });
+  const attributes = { ...attributesOf(session, user), ...(pool !== undefined ? { pool } : {}) };
+  const newMessage = { id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes };
   const committed = yield* Effect.result(deps.spool.accept(newMessage, acceptedEvents(deps.events, newMessage, result.size, yield* Clock.currentTimeMillis)));
   if (committed._tag === "Failure") {
     deps.spoolFailed();

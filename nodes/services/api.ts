@@ -60,6 +60,7 @@ export const ApiLayer = Layer.effectDiscard(
         maxSubmitsPerTenantPerMinute: config.api.maxSubmitsPerTenantPerMinute,
         maxConcurrentSubmits: config.api.maxConcurrentSubmits,
         maxSendAtAheadMs: config.api.maxSendAtAheadMs,
+        pools: config.delivery.pools,
         idempotencyTtlMs: config.api.idempotencyTtlMs,
       },
       spool,

@@ -85,7 +85,7 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
         : [];
       const scheduler = yield* makeScheduler({
         spool,
-        dispatch: makeDispatch({ mailboxes, sites: yield* Sites, resolve, requireTls: domainMatcher(delivery.requireTls) }),
+        dispatch: makeDispatch({ mailboxes, sites: yield* Sites, resolve, requireTls: domainMatcher(delivery.requireTls), pools: delivery.pools }),
         maxInFlight: delivery.maxInFlight,
         maxInFlightPerQueue: delivery.maxInFlightPerQueue,
         pollMs: delivery.pollMs,

@@ -18,6 +18,7 @@ import { LoginThrottles } from "./logins.ts";
 import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
 import { Scheduler } from "./delivery.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
+import { choosePool } from "../../actors/delivery/pools.ts";
 
 export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp: number; readonly smtps: number }>()("tern/SmtpListener") {
   static readonly layer = Layer.effect(
@@ -57,6 +58,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
         spoolHealthy: spoolHealth.healthy,
         spoolFailed: spoolHealth.failed,
         draining: drainer.isDraining,
+        choosePool: (inputs) => choosePool(config.delivery.pools, inputs),
         hooks: {
           accepted: (messageId, entries, bytes) => {
             metrics.accepted.inc();

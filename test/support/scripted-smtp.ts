@@ -13,6 +13,8 @@ export interface Transaction {
   readonly to: Array<{ readonly address: string; readonly params: string }>;
   readonly body: Buffer;
   readonly connection: number;
+  /** The client's address and the name it gave in EHLO/HELO on this transaction's connection. */
+  readonly client: { readonly address: string; readonly ehlo: string };
 }
 
 export interface ScriptContext {
@@ -73,6 +75,7 @@ export const startScriptedSmtp = (script: Script = {}, port = 0, host = "127.0.0
     let inData = false;
     let dataBytes = 0;
     let envelope: { from: string; mailParams: string; to: Transaction["to"] } | undefined;
+    let ehlo = "";
 
     const act = (action: Action) => {
       if (typeof action === "string") return void socket.write(`${action}\r\n`);
@@ -83,6 +86,7 @@ export const startScriptedSmtp = (script: Script = {}, port = 0, host = "127.0.0
     const command = (line: string) => {
       commands.push(line);
       const verb = line.slice(0, 4).toUpperCase();
+      if (verb === "EHLO" || verb === "HELO") ehlo = line.slice(5).trim();
       if (verb === "EHLO") {
         const lines = [`scripted.test greets you`, ...(script.extensions ?? DEFAULT_EXTENSIONS)];
         return act(lines.map((l, n) => `250${n === lines.length - 1 ? " " : "-"}${l}`).join("\r\n"));
@@ -121,7 +125,7 @@ export const startScriptedSmtp = (script: Script = {}, port = 0, host = "127.0.0
     const endOfData = (raw: Buffer) => {
       inData = false;
       const body = Buffer.from(raw.toString("latin1").replace(/^\.\./gm, ".").replace(/\r\n$/, "\r\n"), "latin1");
-      const mail: Transaction = { from: envelope?.from ?? "", mailParams: envelope?.mailParams ?? "", to: envelope?.to ?? [], body, connection: index };
+      const mail: Transaction = { from: envelope?.from ?? "", mailParams: envelope?.mailParams ?? "", to: envelope?.to ?? [], body, connection: index, client: { address: socket.remoteAddress ?? "", ehlo } };
       envelope = undefined;
       finished.push(mail);
       const reply = script.data?.(mail, ctx()) ?? "250 2.0.0 Ok: queued";
