@@ -245,29 +245,40 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
 
   /** Keeps `heads` listing the queue at its earliest entry's time (none when empty or suspended). Inside a transaction. */
   const refreshHead = (queue: string) => {
-    const previous = headOf.get(queue);
     const first = suspendedSet.has(queue) ? undefined : [...queued.getKeys({ ...queueRange(queue), limit: 1 })][0];
-    if (previous === first?.[1]) return;
+    moveHead(queue, headOf.get(queue), first?.[1]);
+  };
+
+  /** Lists the queue in `heads` at `time` instead of `previous` (undefined: not listed). Inside a transaction. */
+  const moveHead = (queue: string, previous: number | undefined, time: number | undefined) => {
+    if (previous === time) return;
     if (previous !== undefined) heads.remove([previous, queue]);
-    if (first) {
-      heads.put([first[1], queue], true);
-      headOf.put(queue, first[1]);
+    if (time !== undefined) {
+      heads.put([time, queue], true);
+      headOf.put(queue, time);
     } else {
       headOf.remove(queue);
     }
   };
 
+  // putEntry and removeEntry keep the head without a range read when they can: the head is
+  // the queue's earliest time, so a new entry moves it only when earlier (or the queue was
+  // empty), and a removed one only when it was at the head.
   const putEntry = (entry: QueueEntry) => {
     const queue = queueOf(entry.route);
     entries.put(entry.id, entry);
     queued.put([queue, entry.nextAttemptAt, entry.id], true);
-    refreshHead(queue);
+    if (suspendedSet.has(queue)) return;
+    const head = headOf.get(queue);
+    if (head === undefined || entry.nextAttemptAt < head) moveHead(queue, head, entry.nextAttemptAt);
   };
 
   const removeEntry = (entry: QueueEntry) => {
     const queue = queueOf(entry.route);
     entries.remove(entry.id);
     queued.remove([queue, entry.nextAttemptAt, entry.id]);
+    const head = headOf.get(queue);
+    if (head === undefined || entry.nextAttemptAt > head) return;
     refreshHead(queue);
   };
 
@@ -566,8 +577,10 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
 
     finished: (messageId) => finishedRecords.get(messageId),
 
+    // Read by key, not through a cursor (cheaper): a committed body's chunks are numbered from 0 without a gap.
     body: (messageId) => {
-      const chunks = [...bodies.getRange(chunkRange(messageId)).map(({ value }) => value)];
+      const chunks: Buffer[] = [];
+      for (let chunk = bodies.get([messageId, 0]); chunk !== undefined; chunk = bodies.get([messageId, chunks.length])) chunks.push(chunk);
       return chunks.length === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
     },
 
