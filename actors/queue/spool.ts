@@ -16,6 +16,10 @@
 // Bodies are written in chunks as they arrive, so a large message never sits whole in
 // memory on its way in. A body whose transaction ends without a commit is removed at once
 // (`discard`, after its in-flight writes); only one a crash left behind waits for the next start.
+// A body whose chunks go to disk before the commit is first marked `incoming` (so a crash
+// cannot leave chunks nobody owns); the last chunk, and the whole body of a message smaller
+// than a chunk (most mail), is written by `accept`'s own transaction, so such a message
+// costs one LMDB write transaction to accept rather than three.
 // Recipients that leave the queue are noted in `finished` (./finished.ts) in the same
 // transaction, so status can still tell what became of them.
 // Idempotency records (the NATS API's idempotency keys) are written in the same
@@ -162,7 +166,7 @@ export interface Spool {
   /** Messages with finished recipients on record. */
   readonly finishedCount: () => number;
   readonly depth: () => number;
-  /** Bodies being received (or left by a crash until the next start): listed as incoming, not yet committed or discarded. */
+  /** Bodies opened and not yet committed or discarded (being received, or being committed). */
   readonly incomingBodies: () => number;
   /** Disk space the body chunks of every message (queued or being received) take, in bytes of LMDB pages. */
   readonly bodyBytes: () => number;
@@ -241,29 +245,40 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
 
   /** Keeps `heads` listing the queue at its earliest entry's time (none when empty or suspended). Inside a transaction. */
   const refreshHead = (queue: string) => {
-    const previous = headOf.get(queue);
     const first = suspendedSet.has(queue) ? undefined : [...queued.getKeys({ ...queueRange(queue), limit: 1 })][0];
-    if (previous === first?.[1]) return;
+    moveHead(queue, headOf.get(queue), first?.[1]);
+  };
+
+  /** Lists the queue in `heads` at `time` instead of `previous` (undefined: not listed). Inside a transaction. */
+  const moveHead = (queue: string, previous: number | undefined, time: number | undefined) => {
+    if (previous === time) return;
     if (previous !== undefined) heads.remove([previous, queue]);
-    if (first) {
-      heads.put([first[1], queue], true);
-      headOf.put(queue, first[1]);
+    if (time !== undefined) {
+      heads.put([time, queue], true);
+      headOf.put(queue, time);
     } else {
       headOf.remove(queue);
     }
   };
 
+  // putEntry and removeEntry keep the head without a range read when they can: the head is
+  // the queue's earliest time, so a new entry moves it only when earlier (or the queue was
+  // empty), and a removed one only when it was at the head.
   const putEntry = (entry: QueueEntry) => {
     const queue = queueOf(entry.route);
     entries.put(entry.id, entry);
     queued.put([queue, entry.nextAttemptAt, entry.id], true);
-    refreshHead(queue);
+    if (suspendedSet.has(queue)) return;
+    const head = headOf.get(queue);
+    if (head === undefined || entry.nextAttemptAt < head) moveHead(queue, head, entry.nextAttemptAt);
   };
 
   const removeEntry = (entry: QueueEntry) => {
     const queue = queueOf(entry.route);
     entries.remove(entry.id);
     queued.remove([queue, entry.nextAttemptAt, entry.id]);
+    const head = headOf.get(queue);
+    if (head === undefined || entry.nextAttemptAt > head) return;
     refreshHead(queue);
   };
 
@@ -375,33 +390,50 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
   /** The commit side of each body this spool opened: `accept` takes a body through it. */
   const commits = new WeakMap<BodyWriter, BodyCommit>();
   const discarding = new Set<Promise<unknown>>();
+  /** Bodies receiving or committing: counted in memory, since a small one has nothing on disk yet. */
+  let openBodies = 0;
 
   const openBody = (messageId: string): BodyWriter => {
-    const writes: Array<Promise<unknown>> = [observed(incoming.put(messageId, true))];
+    const writes: Array<Promise<unknown>> = [];
     let state: "receiving" | "committing" | "committed" | "discarded" = "receiving";
+    openBodies++;
+    /** Whether `incoming` lists this body: from its first chunk written before the commit. */
+    let marked = false;
+    /** The last chunk, written by `accept`'s transaction (null: nothing was left over). */
+    let rest: { readonly seq: number; readonly value: Buffer } | null | undefined;
     let pending: Uint8Array[] = [];
     let pendingBytes = 0;
     let seq = 0;
     let total = 0;
     let uncommitted = 0;
     let waiting: Promise<unknown> | undefined;
+    const takePending = () => {
+      const value = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+      return value as Buffer;
+    };
+    /** Writes the gathered pieces as a chunk of their own, ahead of the commit. */
     const writePending = () => {
       if (pendingBytes === 0) return;
+      if (!marked) {
+        // Issued before the chunk, so it is committed no later than the chunk is.
+        writes.push(observed(incoming.put(messageId, true)));
+        marked = true;
+      }
       const bytes = pendingBytes;
-      const value = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-      const written = observed(bodies.put([messageId, seq++], value as Buffer));
+      const written = observed(bodies.put([messageId, seq++], takePending()));
       uncommitted += bytes;
       const settled = written.then(
         () => void (uncommitted -= bytes),
         () => void (uncommitted -= bytes),
       );
       writes.push(written);
-      pending = [];
-      pendingBytes = 0;
       if (uncommitted > MAX_UNCOMMITTED_BYTES) waiting = settled;
     };
     const drop = () => {
       state = "discarded";
+      openBodies--;
       pending = [];
       pendingBytes = 0;
       // After every write this body started has settled, so no chunk lands after the removal.
@@ -433,19 +465,29 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
       discard: () => {
         if (state === "receiving") drop();
       },
+      // While committing, the pieces still gathered belong to `accept`'s transaction.
       flushed: () => {
-        if (state === "receiving" || state === "committing") writePending();
+        if (state === "receiving") writePending();
         return Promise.all(writes).then(() => undefined);
       },
     };
     commits.set(writer, {
       begin: () => {
         if (state !== "receiving") return false;
-        writePending();
         state = "committing";
         return true;
       },
-      committed: () => void (state = "committed"),
+      // Takes the pieces once and writes the same chunk however often it runs, should
+      // LMDB run the transaction's callback again.
+      writeRest: () => {
+        rest ??= pendingBytes > 0 ? { seq: seq++, value: takePending() } : null;
+        if (rest) bodies.put([messageId, rest.seq], rest.value);
+        if (marked) incoming.remove(messageId);
+      },
+      committed: () => {
+        state = "committed";
+        openBodies--;
+      },
       failed: drop,
     });
     return writer;
@@ -490,7 +532,7 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
           openEntries: fresh.length,
           ...(message.attributes ? { attributes: message.attributes } : {}),
         });
-        incoming.remove(message.id);
+        body.writeRest();
         fresh.forEach(putEntry);
         outbox.write(events);
         if (message.remember) remember(message.remember);
@@ -535,8 +577,10 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
 
     finished: (messageId) => finishedRecords.get(messageId),
 
+    // Read by key, not through a cursor (cheaper): a committed body's chunks are numbered from 0 without a gap.
     body: (messageId) => {
-      const chunks = [...bodies.getRange(chunkRange(messageId)).map(({ value }) => value)];
+      const chunks: Buffer[] = [];
+      for (let chunk = bodies.get([messageId, 0]); chunk !== undefined; chunk = bodies.get([messageId, chunks.length])) chunks.push(chunk);
       return chunks.length === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
     },
 
@@ -589,7 +633,7 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     // LMDB's own count (mdb_stat): getCount() would walk every entry, 150 ms a call at a million.
     depth: () => (entries.getStats() as { entryCount: number }).entryCount,
 
-    incomingBodies: () => (incoming.getStats() as { entryCount: number }).entryCount,
+    incomingBodies: () => openBodies,
 
     bodyBytes: () => {
       const stats = bodies.getStats() as { pageSize: number; treeBranchPageCount: number; treeLeafPageCount: number; overflowPages: number };
@@ -732,6 +776,8 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
 /** How `accept` takes a body: `begin` is false when it was discarded or taken already. */
 interface BodyCommit {
   readonly begin: () => boolean;
+  /** Inside `accept`'s transaction: writes the pieces not yet on disk and drops the incoming mark. */
+  readonly writeRest: () => void;
   readonly committed: () => void;
   readonly failed: () => void;
 }
