@@ -9,7 +9,7 @@ test("defaults: plaintext POP3 login only from loopback, 30 s lock lease, no quo
   assert.equal(config.pop3.lockLeaseMs, 30_000);
   assert.equal(config.pop3.failedLoginDelayMs, 1_000);
   assert.deepEqual([config.pop3.maxFailedLoginsPerIp, config.pop3.maxFailedLoginsPerUserAndIp], [20, 5]);
-  assert.deepEqual(config.mailbox, { quotaBytes: undefined, quotas: {}, idleMs: 60_000, askTimeoutMs: 30_000 });
+  assert.deepEqual(config.mailbox, { quotaBytes: undefined, quotas: {}, idleMs: 60_000, askTimeoutMs: 30_000, moveStepTimeoutMs: 30_000 });
 });
 
 test("quotas: a default for everyone and per-user overrides, keyed by the lower-cased address", () => {
