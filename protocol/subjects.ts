@@ -2,7 +2,10 @@
 // so two clusters (or two test runs) on one NATS never see each other's traffic.
 import { domainToASCII } from "node:url";
 
-export type MailboxOperation = "deliver" | "list" | "retrieve" | "open" | "renew" | "commit" | "release";
+export type MailboxOperation =
+  | "deliver" | "list" | "retrieve" | "open" | "renew" | "commit" | "release"
+  // IMAP (actors/retriever/imap-*.ts)
+  | "folders" | "view" | "body" | "flags" | "copy" | "expunge" | "append" | "folder";
 
 export interface Subjects {
   readonly cluster: string;
