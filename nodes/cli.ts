@@ -36,7 +36,7 @@ tern user hash prints such a hash for a config written by other means.
 tern nats-config prints a nats-server configuration with node, operator and application
 users (fresh passwords) and the permissions of each, for the config's cluster.
 Environment overrides: TERN_NATS_URL, TERN_DATA_DIR, TERN_NODE_ID,
-TERN_SMTP_PORT, TERN_SMTPS_PORT, TERN_POP3_PORT, TERN_HTTP_PORT;
+TERN_SMTP_PORT, TERN_SMTPS_PORT, TERN_POP3_PORT, TERN_IMAP_PORT, TERN_IMAPS_PORT, TERN_HTTP_PORT;
 NATS credentials: TERN_NATS_USER with TERN_NATS_PASSWORD, TERN_NATS_TOKEN,
 TERN_NATS_NKEY_SEED, TERN_NATS_CREDS (a creds file).`;
 
