@@ -36,7 +36,7 @@ tern user hash prints such a hash for a config written by other means.
 tern nats-config prints a nats-server configuration with node, operator and application
 users (fresh passwords) and the permissions of each, for the config's cluster.
 Environment overrides: TERN_NATS_URL, TERN_DATA_DIR, TERN_NODE_ID,
-TERN_SMTP_PORT, TERN_SMTPS_PORT, TERN_POP3_PORT, TERN_HTTP_PORT;
+TERN_SMTP_PORT, TERN_SMTPS_PORT, TERN_POP3_PORT, TERN_IMAP_PORT, TERN_IMAPS_PORT, TERN_HTTP_PORT;
 NATS credentials: TERN_NATS_USER with TERN_NATS_PASSWORD, TERN_NATS_TOKEN,
 TERN_NATS_NKEY_SEED, TERN_NATS_CREDS (a creds file).`;
 
@@ -48,7 +48,7 @@ const runNodeCommand = async (args: string[]) => {
     console.error(
       `tern: node ${config.nodeId} of cluster ${config.cluster} is up: smtp ${config.listen.host}:${ports.smtp}, ` +
         `smtps ${config.listen.host}:${ports.smtps}, ` +
-        `pop3 ${config.listen.host}:${ports.pop3}, http http://${config.listen.host}:${ports.http}/metrics`,
+        `pop3 ${config.listen.host}:${ports.pop3}, imap ${config.listen.host}:${ports.imap}, imaps ${config.listen.host}:${ports.imaps}, http http://${config.listen.host}:${ports.http}/metrics`,
     );
   // The edge of the Effect program: the node runs until a signal interrupts it, and the
   // interruption closes its scope, which is the graceful stop.

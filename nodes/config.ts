@@ -85,6 +85,8 @@ const ConfigFile = Schema.Struct({
       smtp: Schema.optional(Port),
       smtps: Schema.optional(Port),
       pop3: Schema.optional(Port),
+      imap: Schema.optional(Port),
+      imaps: Schema.optional(Port),
       http: Schema.optional(Port),
     }),
   ),
@@ -199,6 +201,20 @@ const ConfigFile = Schema.Struct({
       failedLoginDelayMs: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))),
     }),
   ),
+  imap: Schema.optional(
+    Schema.Struct({
+      /** Clients allowed to LOGIN without STARTTLS (default: pop3.plaintextLoginNetworks). */
+      plaintextLoginNetworks: Schema.optional(Schema.Array(Cidr)),
+      /** Open sessions over both listeners; above it `* BYE [UNAVAILABLE]`. */
+      maxConnections: Schema.optional(Positive),
+      maxFailedLoginsPerIp: Schema.optional(Positive),
+      maxFailedLoginsPerUserAndIp: Schema.optional(Positive),
+      failedLoginWindowMs: Schema.optional(Positive),
+      failedLoginDelayMs: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))),
+      /** Autologout after this long without a command (RFC 3501: at least 30 minutes). */
+      idleTimeoutMs: Schema.optional(Positive),
+    }),
+  ),
   mailbox: Schema.optional(
     Schema.Struct({
       /** Default quota in bytes for every user (unset: none). */
@@ -282,7 +298,15 @@ export interface NodeConfig {
     /** Replicas of the KV buckets the node creates (the events stream has its own, defaulting to this). */
     readonly replicas: number;
   };
-  readonly listen: { readonly host: string; readonly smtp: number; readonly smtps: number; readonly pop3: number; readonly http: number };
+  readonly listen: {
+    readonly host: string;
+    readonly smtp: number;
+    readonly smtps: number;
+    readonly pop3: number;
+    readonly imap: number;
+    readonly imaps: number;
+    readonly http: number;
+  };
   readonly smtp: {
     readonly bareLineEndings: "reject" | "normalize";
     readonly accept8bitWithoutBodyParameter: boolean;
@@ -333,6 +357,15 @@ export interface NodeConfig {
     readonly maxFailedLoginsPerUserAndIp: number;
     readonly failedLoginWindowMs: number;
     readonly failedLoginDelayMs: number;
+  };
+  readonly imap: {
+    readonly plaintextLoginNetworks: ReadonlyArray<string>;
+    readonly maxConnections: number;
+    readonly maxFailedLoginsPerIp: number;
+    readonly maxFailedLoginsPerUserAndIp: number;
+    readonly failedLoginWindowMs: number;
+    readonly failedLoginDelayMs: number;
+    readonly idleTimeoutMs: number;
   };
   readonly mailbox: {
     readonly quotaBytes: number | undefined;
@@ -386,6 +419,8 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     smtp: file.listen?.smtp ?? 2525,
     smtps: file.listen?.smtps ?? 4465,
     pop3: file.listen?.pop3 ?? 1110,
+    imap: file.listen?.imap ?? 1143,
+    imaps: file.listen?.imaps ?? 1993,
     http: file.listen?.http ?? 9025,
   },
   tls: { certFile: file.tls?.certFile, keyFile: file.tls?.keyFile },
@@ -471,6 +506,16 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     maxFailedLoginsPerUserAndIp: file.pop3?.maxFailedLoginsPerUserAndIp ?? 5,
     failedLoginWindowMs: file.pop3?.failedLoginWindowMs ?? 15 * 60_000,
     failedLoginDelayMs: file.pop3?.failedLoginDelayMs ?? 1_000,
+  },
+  imap: {
+    // The same rule as POP3's: where POP3 takes a password in the clear, IMAP does.
+    plaintextLoginNetworks: file.imap?.plaintextLoginNetworks ?? file.pop3?.plaintextLoginNetworks ?? ["127.0.0.0/8", "::1/128"],
+    maxConnections: file.imap?.maxConnections ?? 500,
+    maxFailedLoginsPerIp: file.imap?.maxFailedLoginsPerIp ?? 20,
+    maxFailedLoginsPerUserAndIp: file.imap?.maxFailedLoginsPerUserAndIp ?? 5,
+    failedLoginWindowMs: file.imap?.failedLoginWindowMs ?? 15 * 60_000,
+    failedLoginDelayMs: file.imap?.failedLoginDelayMs ?? 1_000,
+    idleTimeoutMs: file.imap?.idleTimeoutMs ?? 30 * 60_000,
   },
   mailbox: {
     quotaBytes: file.mailbox?.quotaBytes,
@@ -565,7 +610,7 @@ const environmentOverrides = (env: NodeJS.ProcessEnv): ConfigFile => {
       ...(env.TERN_NATS_NKEY_SEED ? { nkeySeedEnv: "TERN_NATS_NKEY_SEED" } : {}),
       ...(env.TERN_NATS_CREDS ? { credsFile: env.TERN_NATS_CREDS } : {}),
     },
-    listen: { smtp: port("TERN_SMTP_PORT"), smtps: port("TERN_SMTPS_PORT"), pop3: port("TERN_POP3_PORT"), http: port("TERN_HTTP_PORT") },
+    listen: { smtp: port("TERN_SMTP_PORT"), smtps: port("TERN_SMTPS_PORT"), pop3: port("TERN_POP3_PORT"), imap: port("TERN_IMAP_PORT"), imaps: port("TERN_IMAPS_PORT"), http: port("TERN_HTTP_PORT") },
   };
 };
 

@@ -14,7 +14,7 @@ export const projectRoot = new URL("..", import.meta.url).pathname;
 
 export interface TernNode {
   readonly pid: number;
-  readonly ports: { smtp: number; smtps: number; pop3: number; http: number };
+  readonly ports: { smtp: number; smtps: number; pop3: number; imap: number; imaps: number; http: number };
   readonly dataDir: string;
   readonly logs: () => string;
   /** Resolves with the first log line whose event matches (and whose fields match `where`). */
@@ -39,7 +39,7 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
     // streams runs leave on the shared server never use up its storage.
     events: { maxBytes: 16 * 1024 * 1024, maxAgeSec: 3600 },
     ...config,
-    listen: { host: "127.0.0.1", smtp: 0, smtps: 0, pop3: 0, http: 0, ...(config.listen as object | undefined) },
+    listen: { host: "127.0.0.1", smtp: 0, smtps: 0, pop3: 0, imap: 0, imaps: 0, http: 0, ...(config.listen as object | undefined) },
   };
   await writeFile(configPath, JSON.stringify(full, null, 2));
   // TERN_NODE_EXEC_ARGV passes extra flags to node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
@@ -100,7 +100,7 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
   const started = await waitForEvent("node.started");
   return {
     pid: child.pid!,
-    ports: { smtp: Number(started.smtp), smtps: Number(started.smtps), pop3: Number(started.pop3), http: Number(started.http) },
+    ports: { smtp: Number(started.smtp), smtps: Number(started.smtps), pop3: Number(started.pop3), imap: Number(started.imap), imaps: Number(started.imaps), http: Number(started.http) },
     dataDir: config.dataDir,
     logs: () => output,
     waitForEvent,

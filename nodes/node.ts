@@ -16,7 +16,7 @@ import { Config, Draining, Log, Metrics, Supervisor, type NodeStartError } from 
 import { QueueAdminLayer, Scheduler, Sites } from "./services/delivery.ts";
 import { LoginAccounts, Tls, Users } from "./services/identity.ts";
 import { LoginThrottles } from "./services/logins.ts";
-import { DescriptorCheck, HttpListener, Pop3Listener, SmtpListener } from "./services/listeners.ts";
+import { DescriptorCheck, HttpListener, ImapListener, Pop3Listener, SmtpListener } from "./services/listeners.ts";
 import { LocalMailboxes, Mailboxes } from "./services/mailboxes.ts";
 import { Resolver } from "./services/resolver.ts";
 import { EventPublisherLayer } from "./services/events.ts";
@@ -31,6 +31,8 @@ export interface NodePorts {
   readonly smtp: number;
   readonly smtps: number;
   readonly pop3: number;
+  readonly imap: number;
+  readonly imaps: number;
   readonly http: number;
 }
 
@@ -46,7 +48,7 @@ const actors = Scheduler.layer.pipe(
 );
 /** What applications and operators ask of the node's mail (message status, draining), and the cluster-wide login throttles. */
 const services = Layer.mergeAll(MessageStatus.layer, LoginThrottles.layer, Drainer.layer);
-const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, HttpListener.layer, QueueAdminLayer, ApiLayer, HandOffLayer, DescriptorCheck).pipe(
+const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, ImapListener.layer, HttpListener.layer, QueueAdminLayer, ApiLayer, HandOffLayer, DescriptorCheck).pipe(
   Layer.provideMerge(SpoolHealth.layer),
 );
 
@@ -79,6 +81,8 @@ export const runNode = (config: NodeConfig, started: (ports: NodePorts) => void)
       const ports: NodePorts = {
         ...Context.get(context, SmtpListener),
         pop3: Context.get(context, Pop3Listener).port,
+        imap: Context.get(context, ImapListener).imap,
+        imaps: Context.get(context, ImapListener).imaps,
         http: Context.get(context, HttpListener).port,
       };
       log("node.started", { cluster: config.cluster, host: config.listen.host, ...ports, dataDir: config.dataDir, queued: Context.get(context, Spool).depth() });

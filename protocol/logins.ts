@@ -6,7 +6,7 @@ import { Schema } from "effect";
 const Fields = {
   /** The reporting node: a node skips its own reports, which NATS echoes back to it. */
   node: Schema.String,
-  /** "smtp" or "pop3": each protocol has its own per-IP limits. */
+  /** "smtp", "pop3" or "imap": each protocol has its own per-IP limits. */
   protocol: Schema.String,
   /** The user address, or the lower-cased name when it matches no user. */
   account: Schema.String,

@@ -53,6 +53,16 @@ export class LockLost extends Schema.TaggedError<LockLost>()("LockLost", {
   user: Schema.String,
 }) {}
 
+export class NoSuchFolder extends Schema.TaggedError<NoSuchFolder>()("NoSuchFolder", {
+  user: Schema.String,
+  folder: Schema.String,
+}) {}
+
+export class FolderExists extends Schema.TaggedError<FolderExists>()("FolderExists", {
+  user: Schema.String,
+  folder: Schema.String,
+}) {}
+
 export const MailboxError = Schema.Union([
   StoreError,
   MailboxUnavailable,
@@ -62,6 +72,8 @@ export const MailboxError = Schema.Union([
   OverQuota,
   MaildropInUse,
   LockLost,
+  NoSuchFolder,
+  FolderExists,
 ]);
 export type MailboxError = typeof MailboxError.Type;
 
@@ -125,6 +137,82 @@ export const CommitReply = Schema.Struct({ removed: Schema.Number });
 export const ReleaseRequest = Schema.Struct({ user: Schema.String, lock: Schema.String });
 export const ReleaseReply = Schema.Struct({});
 
+// -- IMAP asks: folders and messages by UID, any folder ------------------------
+
+export const FolderInfo = Schema.Struct({
+  name: Schema.String,
+  uidValidity: Schema.Number,
+  uidNext: Schema.Number,
+  messages: Schema.Number,
+  bytes: Schema.Number,
+  /** Messages without \Seen. */
+  unseen: Schema.Number,
+});
+export type FolderInfo = typeof FolderInfo.Type;
+
+/** One message as IMAP sees it. `body` is the SHA-256 of the stored body: a cache key for its MIME structure. */
+export const MessageInfo = Schema.Struct({
+  uid: Schema.Number,
+  size: Schema.Number,
+  internalDate: Schema.Number,
+  flags: Schema.Array(Schema.String),
+  body: Schema.String,
+});
+export type MessageInfo = typeof MessageInfo.Type;
+
+export const FoldersRequest = Schema.Struct({ user: Schema.String });
+export const FoldersReply = Schema.Struct({ folders: Schema.Array(FolderInfo) });
+
+/** A folder's state and every message in it, in UID order (SELECT, and resyncs of a selected folder). */
+export const ViewRequest = Schema.Struct({ user: Schema.String, folder: Schema.String });
+export const ViewReply = Schema.Struct({ folder: FolderInfo, messages: Schema.Array(MessageInfo) });
+
+/** One message's body, as the attachment. */
+export const BodyRequest = Schema.Struct({ user: Schema.String, folder: Schema.String, uid: Schema.Number });
+export const BodyReply = Schema.Struct({ size: Schema.Number });
+
+export const FlagsRequest = Schema.Struct({
+  user: Schema.String,
+  folder: Schema.String,
+  uids: Schema.Array(Schema.Number),
+  flags: Schema.Array(Schema.String),
+  change: Schema.Literals(["add", "remove", "replace"]),
+});
+/** The messages' flags after the change (messages gone meanwhile are left out). */
+export const FlagsReply = Schema.Struct({ messages: Schema.Array(Schema.Struct({ uid: Schema.Number, flags: Schema.Array(Schema.String) })) });
+
+/** COPY, or with `move` MOVE (RFC 6851): copied and removed from the source in one transaction. */
+export const CopyRequest = Schema.Struct({
+  user: Schema.String,
+  from: Schema.String,
+  uids: Schema.Array(Schema.Number),
+  to: Schema.String,
+  move: Schema.Boolean,
+});
+/** UIDPLUS (RFC 4315): the target's UIDVALIDITY and each source UID with its new UID. */
+export const CopyReply = Schema.Struct({ uidValidity: Schema.Number, source: Schema.Array(Schema.Number), target: Schema.Array(Schema.Number) });
+
+export const ExpungeRequest = Schema.Struct({ user: Schema.String, folder: Schema.String, uids: Schema.Array(Schema.Number) });
+export const ExpungeReply = Schema.Struct({ removed: Schema.Number });
+
+/** APPEND: the message is the attachment. */
+export const AppendRequest = Schema.Struct({
+  user: Schema.String,
+  folder: Schema.String,
+  flags: Schema.Array(Schema.String),
+  internalDate: Schema.optional(Schema.Number),
+});
+export const AppendReply = Schema.Struct({ uidValidity: Schema.Number, uid: Schema.Number });
+
+/** CREATE, DELETE and RENAME (`to`) of a folder. */
+export const FolderRequest = Schema.Struct({
+  user: Schema.String,
+  folder: Schema.String,
+  action: Schema.Literals(["create", "delete", "rename"]),
+  to: Schema.optional(Schema.String),
+});
+export const FolderReply = Schema.Struct({});
+
 export const mailboxEndpoints = {
   deliver: { request: DeliverRequest, response: DeliverReply, error: MailboxError },
   list: { request: ListRequest, response: ListReply, error: MailboxError },
@@ -133,7 +221,18 @@ export const mailboxEndpoints = {
   renew: { request: RenewRequest, response: RenewReply, error: MailboxError },
   commit: { request: CommitRequest, response: CommitReply, error: MailboxError },
   release: { request: ReleaseRequest, response: ReleaseReply, error: MailboxError },
+  folders: { request: FoldersRequest, response: FoldersReply, error: MailboxError },
+  view: { request: ViewRequest, response: ViewReply, error: MailboxError },
+  body: { request: BodyRequest, response: BodyReply, error: MailboxError },
+  flags: { request: FlagsRequest, response: FlagsReply, error: MailboxError },
+  copy: { request: CopyRequest, response: CopyReply, error: MailboxError },
+  expunge: { request: ExpungeRequest, response: ExpungeReply, error: MailboxError },
+  append: { request: AppendRequest, response: AppendReply, error: MailboxError },
+  folder: { request: FolderRequest, response: FolderReply, error: MailboxError },
 } as const;
+
+/** Every mailbox operation, in the order they are served. */
+export const MAILBOX_OPERATIONS = Object.keys(mailboxEndpoints) as ReadonlyArray<keyof typeof mailboxEndpoints>;
 
 export type MailboxEndpoints = typeof mailboxEndpoints;
 

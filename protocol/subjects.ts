@@ -1,8 +1,12 @@
 // Every NATS subject and KV bucket name Tern uses is built here, from the cluster name,
 // so two clusters (or two test runs) on one NATS never see each other's traffic.
+import { createHash } from "node:crypto";
 import { domainToASCII } from "node:url";
 
-export type MailboxOperation = "deliver" | "list" | "retrieve" | "open" | "renew" | "commit" | "release";
+export type MailboxOperation =
+  | "deliver" | "list" | "retrieve" | "open" | "renew" | "commit" | "release"
+  // IMAP (actors/retriever/imap-*.ts)
+  | "folders" | "view" | "body" | "flags" | "copy" | "expunge" | "append" | "folder";
 
 export interface Subjects {
   readonly cluster: string;
@@ -83,6 +87,12 @@ export interface Subjects {
    * (node-to-node, outside the API's subject space that applications may use).
    */
   readonly idempotencyOf: (nodeId: string) => string;
+  /**
+   * The owner node of a mailbox publishes here after every change to it (core NATS, no
+   * payload): IMAP sessions on any node watching that user resync. The token is a hash
+   * of the user's address, so addresses do not appear in subjects.
+   */
+  readonly mailboxChanged: (user: string) => string;
   /** Every node publishes each failed and successful login here, and every node merges them (core NATS, no stream). */
   readonly loginReports: string;
   /** KV bucket of cluster members: node id → its heartbeat record (protocol/membership.ts); the bucket's TTL drops silent nodes. */
@@ -146,6 +156,7 @@ export const makeSubjects = (cluster: string): Subjects => {
     apiKeysBucket: `tern_${cluster}_api_keys`,
     idempotencyOf: (nodeId) => `${root}.idempotency.${nodeId}`,
     loginReports: `${root}.logins.reports`,
+    mailboxChanged: (user) => `${root}.mailboxchanges.${createHash("sha256").update(user.toLowerCase()).digest("hex").slice(0, 32)}`,
     membersBucket: `tern_${cluster}_members`,
     clusterMembers: `${root}.cluster.members`,
     clusterMembersQueueGroup: `${root}.cluster`,

@@ -27,6 +27,7 @@ import {
   UnknownUser,
   parseUidl,
   uidlOf,
+  MAILBOX_OPERATIONS,
   type MailboxError,
   type MailboxOperationName,
   type RequestOf,
@@ -34,6 +35,7 @@ import {
 } from "../../protocol/mailbox.ts";
 import { topOfMessage } from "../../protocol/pop3.ts";
 import { INBOX, type MailboxStore } from "./store.ts";
+import { imapOperations } from "./imap-operations.ts";
 
 /** One handler per mailbox operation: the same shape locally and over NATS. */
 export type MailboxService = {
@@ -60,6 +62,8 @@ export interface MailboxObserver {
   readonly duplicate?: (user: string, entryId: string) => void;
   readonly overQuota?: (user: string) => void;
   readonly passivated?: (user: string) => void;
+  /** Something in the user's mailbox changed (stored, flagged, removed, folders): IMAP sessions resync. */
+  readonly changed?: (user: string) => void;
 }
 
 export interface LocalMailboxesOptions {
@@ -146,7 +150,11 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
       if (!options.knows(user)) return Effect.fail(new UnknownUser({ user }));
       return store.deliver(user, request.entryId, body ?? new Uint8Array(), { quotaBytes: options.quotaOf(user) }).pipe(
         Effect.tap((stored) =>
-          Effect.sync(() => (stored.duplicate ? observer.duplicate?.(user, request.entryId) : observer.stored?.(user, body?.length ?? 0))),
+          Effect.sync(() => {
+            if (stored.duplicate) return observer.duplicate?.(user, request.entryId);
+            observer.stored?.(user, body?.length ?? 0);
+            observer.changed?.(user);
+          }),
         ),
         Effect.tapError((error) => Effect.sync(() => (error._tag === "OverQuota" ? observer.overQuota?.(user) : undefined))),
         Effect.map((stored) => ({ value: { uid: uidlOf(stored.uidValidity, stored.uid), duplicate: stored.duplicate } })),
@@ -181,10 +189,19 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
         yield* holdLock(user, resident, request.lock);
         const uidsOf = (uidls: ReadonlyArray<string>) => uidls.flatMap((uidl) => inboxUidOf(user, uidl) ?? []);
         const removed = yield* store.expunge(user, INBOX, uidsOf(request.remove), uidsOf(request.seen));
+        observer.changed?.(user);
         return { value: { removed } };
       }).pipe(Effect.ensuring(Effect.sync(() => releaseIfHeld(resident, request.lock)))),
 
     release: (request: RequestOf<"release">) => Effect.sync(() => releaseIfHeld(resident, request.lock)).pipe(Effect.as({ value: {} })),
+
+    ...imapOperations({
+      store,
+      user,
+      knows: options.knows,
+      quotaBytes: () => options.quotaOf(user),
+      changed: () => observer.changed?.(user),
+    }),
   });
 
   const releaseIfHeld = (resident: Resident, token: string) => {
@@ -215,6 +232,22 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
         return ops.commit(ask.request);
       case "release":
         return ops.release(ask.request);
+      case "folders":
+        return ops.folders();
+      case "view":
+        return ops.view(ask.request);
+      case "body":
+        return ops.body(ask.request);
+      case "flags":
+        return ops.flags(ask.request);
+      case "copy":
+        return ops.copy(ask.request);
+      case "expunge":
+        return ops.expunge(ask.request);
+      case "append":
+        return ops.append(ask.request, ask.attachment);
+      case "folder":
+        return ops.folder(ask.request);
     }
   };
 
@@ -295,7 +328,7 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
     });
 
   const service = {} as { -readonly [K in keyof MailboxService]: MailboxService[K] };
-  for (const op of ["deliver", "list", "retrieve", "open", "renew", "commit", "release"] as const) {
+  for (const op of MAILBOX_OPERATIONS) {
     service[op] = ((request: { user: string }, attachment?: Uint8Array) =>
       ask(request.user, { op, request, attachment } as Ask)) as never;
   }

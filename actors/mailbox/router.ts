@@ -8,8 +8,10 @@
 // for a mailbox this node holds (or may take): anything else gets NotOwner.
 import { Effect, type Scope } from "effect";
 import {
+  MAILBOX_OPERATIONS,
   MailboxUnavailable,
   mailboxEndpoints,
+  NoSuchFolder,
   NotOwner,
   type MailboxError,
   type MailboxOperationName,
@@ -48,7 +50,11 @@ export interface MailboxRouterOptions {
 /** Lock token of a maildrop that has no owner node yet: empty, nothing to guard. */
 export const UNOWNED_LOCK = "unowned";
 
-const OPERATIONS: ReadonlyArray<MailboxOperationName> = ["deliver", "list", "retrieve", "open", "renew", "commit", "release"];
+/** Operations that store something: a mailbox nobody owns yet is placed (claimed) for them. */
+const CLAIMING: ReadonlySet<MailboxOperationName> = new Set(["deliver", "append", "folder", "copy"]);
+
+/** What a mailbox that never received mail looks like: an empty INBOX. */
+const EMPTY_INBOX = { name: "INBOX", uidValidity: 1, uidNext: 1, messages: 0, bytes: 0, unseen: 0 };
 
 export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter => {
   const { nodeId, transport, subjects, placement, local } = options;
@@ -108,14 +114,25 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
       case "commit":
         return Effect.succeed({ value: { removed: 0 } as ResponseOf<K> });
       case "retrieve":
+      case "body":
         return Effect.fail(unavailable(user, "mailbox has no owner node"));
+      case "folders":
+        return Effect.succeed({ value: { folders: [EMPTY_INBOX] } as ResponseOf<K> });
+      case "view":
+        return (request as RequestOf<"view">).folder.toUpperCase() === "INBOX"
+          ? Effect.succeed({ value: { folder: EMPTY_INBOX, messages: [] } as ResponseOf<K> })
+          : Effect.fail(new NoSuchFolder({ user, folder: (request as RequestOf<"view">).folder }));
+      case "flags":
+        return Effect.succeed({ value: { messages: [] } as ResponseOf<K> });
+      case "expunge":
+        return Effect.succeed({ value: { removed: 0 } as ResponseOf<K> });
       default:
         return Effect.succeed({ value: {} as ResponseOf<K> });
     }
   };
 
   const call = <K extends MailboxOperationName>(op: K, request: RequestOf<K>, attachment?: Uint8Array) =>
-    placement.ownerFor(request.user, op === "deliver").pipe(
+    placement.ownerFor(request.user, CLAIMING.has(op)).pipe(
       Effect.flatMap((owner) => (owner === undefined ? unowned(op, request) : onOwner(owner, op, request, attachment))),
     );
 
@@ -134,6 +151,6 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
     deliver: (user, entryId, body) =>
       call("deliver", { user, entryId }, body).pipe(Effect.map((reply) => reply.value.uid)),
     call,
-    serve: () => Effect.forEach(OPERATIONS, serveOne, { discard: true }).pipe(Effect.andThen(placement.serve())),
+    serve: () => Effect.forEach(MAILBOX_OPERATIONS, serveOne, { discard: true }).pipe(Effect.andThen(placement.serve())),
   };
 };

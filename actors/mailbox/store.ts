@@ -20,10 +20,10 @@
 // Time (UIDVALIDITY, INTERNALDATE) comes from the Clock of the fiber that writes, read once
 // before each transaction, so TestClock controls it in tests.
 import { createHash } from "node:crypto";
-import { Clock, Effect, Schema } from "effect";
+import { Clock, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
-import { overQuota, type OverQuota } from "../../protocol/mailbox.ts";
+import { FolderExists, NoSuchFolder, overQuota, type OverQuota } from "../../protocol/mailbox.ts";
 import type { MailboxSnapshot, MovedMessage } from "../../protocol/mailbox-move.ts";
 import { markHeld, openHeldDatabase } from "./holdings.ts";
 
@@ -84,15 +84,8 @@ export interface Stored {
   readonly duplicate: boolean;
 }
 
-export class NoSuchFolder extends Schema.TaggedError<NoSuchFolder>()("NoSuchFolder", {
-  user: Schema.String,
-  folder: Schema.String,
-}) {}
-
-export class FolderExists extends Schema.TaggedError<FolderExists>()("FolderExists", {
-  user: Schema.String,
-  folder: Schema.String,
-}) {}
+// The folder errors cross NATS (IMAP asks), so they are declared with the other mailbox errors.
+export { FolderExists, NoSuchFolder };
 
 export type FlagChange = "add" | "remove" | "replace";
 
@@ -113,6 +106,11 @@ export interface MailboxStore {
   readonly folders: (user: string) => ReadonlyArray<FolderStatus>;
   readonly status: (user: string, folder: string) => FolderStatus | undefined;
   readonly createFolder: (user: string, folder: string) => Effect.Effect<FolderStatus, StoreError | FolderExists>;
+  /**
+   * Renames a folder, keeping its UIDVALIDITY and UIDs (RFC 3501 §6.3.5). Renaming INBOX
+   * moves its messages to the new folder and leaves an empty INBOX with a new UIDVALIDITY.
+   */
+  readonly renameFolder: (user: string, from: string, to: string) => Effect.Effect<void, StoreError | NoSuchFolder | FolderExists>;
   /** Removes a folder and its messages (INBOX cannot be removed, only emptied). */
   readonly deleteFolder: (user: string, folder: string) => Effect.Effect<void, StoreError | NoSuchFolder>;
   /** Messages of a folder in UID order. */
@@ -428,6 +426,23 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
         if (!folders.get([user, folder])) return refused(new NoSuchFolder({ user, folder }));
         for (const message of list(user, folder)) removeMessage(user, folder, message.uid);
         if (folder !== INBOX) folders.remove([user, folder]);
+        return done(undefined);
+      });
+    },
+
+    renameFolder: (user, fromName, toName) => {
+      const [from, to] = [folderName(fromName), folderName(toName)];
+      return commit("mailbox.renameFolder", (now): CommitOutcome<void, NoSuchFolder | FolderExists> => {
+        const current = folders.get([user, from]);
+        if (!current) return refused(new NoSuchFolder({ user, folder: from }));
+        if (folders.get([user, to])) return refused(new FolderExists({ user, folder: to }));
+        for (const message of list(user, from)) {
+          messages.remove([user, from, message.uid]);
+          messages.put([user, to, message.uid], message);
+        }
+        folders.put([user, to], current);
+        if (from === INBOX) folders.put([user, INBOX], newFolder(user, now));
+        else folders.remove([user, from]);
         return done(undefined);
       });
     },

@@ -1,10 +1,14 @@
-// The node's listeners: SMTP (plain and implicit TLS), POP3 and HTTP (/metrics,
+// The node's listeners: SMTP (plain and implicit TLS), POP3, IMAP (plain and implicit TLS) and HTTP (/metrics,
 // /healthz, /readyz). Each is released first when the node stops, because each
 // depends on what serves it: no new client arrives while the rest winds down.
 import type { Server } from "node:http";
 import { Context, Effect, Layer } from "effect";
 import { makeMaildropAccess } from "../../actors/retriever/access.ts";
 import { startPop3Server } from "../../actors/retriever/pop3-server.ts";
+import { makeImapAccess } from "../../actors/retriever/imap-access.ts";
+import { startImapServer } from "../../actors/retriever/imap-server.ts";
+import { Counter, Gauge } from "prom-client";
+import { Nats } from "./cluster.ts";
 import { makeClientGuard } from "../../actors/session/guard.ts";
 import { startSmtpListeners, type SessionDeps } from "../../actors/session/smtp.ts";
 import { readinessProblems } from "../../actors/runtime/supervisor.ts";
@@ -118,6 +122,55 @@ export class Pop3Listener extends Context.Service<Pop3Listener, { readonly port:
         (server) => Effect.promise(() => server.close()),
       );
       return { port: server.port };
+    }),
+  );
+}
+
+export class ImapListener extends Context.Service<ImapListener, { readonly imap: number; readonly imaps: number }>()("tern/ImapListener") {
+  static readonly layer = Layer.effect(
+    ImapListener,
+    Effect.gen(function* () {
+      const config = yield* Config;
+      const log = yield* Log;
+      const tls = yield* Tls;
+      const { nc, subjects } = yield* Nats;
+      const { registry } = yield* Metrics;
+      const logins = new Counter<"outcome">({ name: "tern_imap_logins_total", help: "IMAP login attempts, by outcome", labelNames: ["outcome"], registers: [registry] });
+      for (const outcome of ["ok", "failed", "throttled", "abandoned", "unavailable", "plaintext-refused"]) logins.inc({ outcome }, 0);
+      const connections = new Gauge({ name: "tern_imap_connections", help: "Open IMAP sessions", registers: [registry] });
+      const refused = new Counter({ name: "tern_imap_connections_refused_total", help: "IMAP connections refused at the connection cap", registers: [registry] });
+      // Change notices from the owner nodes (their mailbox actors publish after each write).
+      const watch = (user: string, onChange: () => void) => {
+        const subscription = nc.subscribe(subjects.mailboxChanged(user), { callback: (error) => (error ? undefined : onChange()) });
+        return () => subscription.unsubscribe();
+      };
+      const access = makeImapAccess(yield* Users, yield* Mailboxes, watch);
+      const services = yield* Effect.context<never>();
+      const throttle = (yield* LoginThrottles).imap;
+      const server = yield* Effect.acquireRelease(
+        starting("imap listener", () =>
+          startImapServer({
+            host: config.listen.host,
+            port: config.listen.imap,
+            tlsPort: config.listen.imaps,
+            hostname: config.hostname,
+            services,
+            access,
+            tls: { key: tls.key, cert: tls.cert },
+            plaintextLoginNetworks: config.imap.plaintextLoginNetworks,
+            throttle,
+            failureDelayMs: config.imap.failedLoginDelayMs,
+            idleTimeoutMs: config.imap.idleTimeoutMs,
+            maxLiteralOctets: config.limits.maxMessageBytes,
+            maxConnections: config.imap.maxConnections,
+            onConnection: (event) => (event === "refused" ? refused.inc() : connections.inc(event === "opened" ? 1 : -1)),
+            onLogin: (outcome) => logins.inc({ outcome }),
+            log: (fields) => log("imap", fields),
+          }),
+        ),
+        (server) => Effect.promise(() => server.close()),
+      );
+      return { imap: server.port, imaps: server.tlsPort ?? 0 };
     }),
   );
 }

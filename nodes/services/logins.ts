@@ -1,4 +1,4 @@
-// The node's login throttles, SMTP AUTH and POP3, over one record of accounts, and shared
+// The node's login throttles, SMTP AUTH, POP3 and IMAP, over one record of accounts, and shared
 // with every node of the cluster (cluster/login-reports.ts): one count whichever node a
 // client tries.
 import { Context, Effect, Layer } from "effect";
@@ -13,6 +13,7 @@ import { LoginAccounts } from "./identity.ts";
 export interface LoginThrottlesShape {
   readonly smtp: LoginThrottle;
   readonly pop3: LoginThrottle;
+  readonly imap: LoginThrottle;
 }
 
 export class LoginThrottles extends Context.Service<LoginThrottles, LoginThrottlesShape>()("tern/LoginThrottles") {
@@ -51,11 +52,16 @@ export class LoginThrottles extends Context.Service<LoginThrottles, LoginThrottl
         { windowMs: config.pop3.failedLoginWindowMs, maxFailuresPerIp: config.pop3.maxFailedLoginsPerIp, maxFailuresPerAccountAndIp: config.pop3.maxFailedLoginsPerUserAndIp },
         { report: publishLoginEvents(link, "pop3") },
       );
+      const imap = makeLoginThrottle(
+        accounts,
+        { windowMs: config.imap.failedLoginWindowMs, maxFailuresPerIp: config.imap.maxFailedLoginsPerIp, maxFailuresPerAccountAndIp: config.imap.maxFailedLoginsPerUserAndIp },
+        { report: publishLoginEvents(link, "imap") },
+      );
       yield* Effect.acquireRelease(
-        Effect.sync(() => followLoginReports(link, new Map([["smtp", smtp], ["pop3", pop3]]), accounts)),
+        Effect.sync(() => followLoginReports(link, new Map([["smtp", smtp], ["pop3", pop3], ["imap", imap]]), accounts)),
         (subscription) => Effect.sync(() => subscription.unsubscribe()),
       );
-      return { smtp, pop3 };
+      return { smtp, pop3, imap };
     }),
   );
 }

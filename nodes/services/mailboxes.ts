@@ -30,6 +30,7 @@ export class LocalMailboxes extends Context.Service<LocalMailboxes, LocalMailbox
       const config = yield* Config;
       const users = yield* Users;
       const registry = (yield* Metrics).registry;
+      const nats = yield* Nats;
       const metrics = makeMailboxMetrics(registry);
       const mailboxes = yield* makeLocalMailboxes({
         store: openMailboxStore(yield* Lmdb),
@@ -38,7 +39,8 @@ export class LocalMailboxes extends Context.Service<LocalMailboxes, LocalMailbox
         quotaOf: (user) => config.mailbox.quotas[user] ?? config.mailbox.quotaBytes,
         idleMs: config.mailbox.idleMs,
         askTimeoutMs: config.mailbox.askTimeoutMs,
-        observer: withFaults(metrics.observer, process.env),
+        // After every change, the owner tells IMAP sessions on every node (fire and forget: a lost notice only delays a resync to the next NOOP).
+        observer: { ...withFaults(metrics.observer, process.env), changed: (user) => nats.nc.publish(nats.subjects.mailboxChanged(user)) },
         stopGraceMs: STOP_GRACE_MS,
       });
       registerGauge(registry, "tern_mailbox_actors", "Mailbox actors alive on this node", mailboxes.active);

@@ -1,0 +1,122 @@
+// The mailbox operations IMAP needs, run inside the user's mailbox actor on the owner
+// node: folders, a folder's messages by UID, bodies, flags, copy/move, expunge, append
+// and folder management. Each write is one store transaction; after it, `changed` tells
+// the node, which lets IMAP sessions on every node know they should resync.
+import { Effect } from "effect";
+import { NoSuchFolder, NoSuchMessage, UnknownUser, type FolderInfo, type MailboxError, type RequestOf, type ResponseOf } from "../../protocol/mailbox.ts";
+import type { Reply } from "../runtime/remote.ts";
+import { INBOX, type FolderStatus, type MailboxStore } from "./store.ts";
+
+export interface ImapOperationsOptions {
+  readonly store: MailboxStore;
+  readonly user: string;
+  readonly knows: (user: string) => boolean;
+  readonly quotaBytes: () => number | undefined;
+  readonly changed: () => void;
+}
+
+type Op<K extends keyof ImapOps> = ImapOps[K];
+export interface ImapOps {
+  readonly folders: () => Effect.Effect<Reply<ResponseOf<"folders">>, MailboxError>;
+  readonly view: (request: RequestOf<"view">) => Effect.Effect<Reply<ResponseOf<"view">>, MailboxError>;
+  readonly body: (request: RequestOf<"body">) => Effect.Effect<Reply<ResponseOf<"body">>, MailboxError>;
+  readonly flags: (request: RequestOf<"flags">) => Effect.Effect<Reply<ResponseOf<"flags">>, MailboxError>;
+  readonly copy: (request: RequestOf<"copy">) => Effect.Effect<Reply<ResponseOf<"copy">>, MailboxError>;
+  readonly expunge: (request: RequestOf<"expunge">) => Effect.Effect<Reply<ResponseOf<"expunge">>, MailboxError>;
+  readonly append: (request: RequestOf<"append">, body: Uint8Array | undefined) => Effect.Effect<Reply<ResponseOf<"append">>, MailboxError>;
+  readonly folder: (request: RequestOf<"folder">) => Effect.Effect<Reply<ResponseOf<"folder">>, MailboxError>;
+}
+
+/** A user with no folder yet (never received mail) still has an empty INBOX. */
+const EMPTY_INBOX: FolderStatus = { name: INBOX, uidValidity: 1, uidNext: 1, messages: 0, bytes: 0 };
+
+export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
+  const { store, user } = options;
+
+  const known = <A>(effect: () => Effect.Effect<A, MailboxError>): Effect.Effect<A, MailboxError> =>
+    Effect.suspend(() => (options.knows(user) ? effect() : Effect.fail(new UnknownUser({ user }))));
+
+  const info = (status: FolderStatus): FolderInfo => ({
+    ...status,
+    unseen: store.list(user, status.name).filter((message) => !message.flags.includes("\\Seen")).length,
+  });
+
+  const statusOf = (folder: string): FolderStatus | undefined =>
+    store.status(user, folder) ?? (folder.toUpperCase() === INBOX ? EMPTY_INBOX : undefined);
+
+  const changing = <A, E>(effect: Effect.Effect<A, E>) => Effect.tap(effect, () => Effect.sync(options.changed));
+
+  const folders: Op<"folders"> = () =>
+    known(() =>
+      Effect.sync(() => {
+        const all = store.folders(user);
+        const withInbox = all.some((folder) => folder.name === INBOX) ? all : [EMPTY_INBOX, ...all];
+        return { value: { folders: withInbox.map(info) } };
+      })),
+
+  view: Op<"view"> = (request) =>
+    known(() => {
+      const status = statusOf(request.folder);
+      if (status === undefined) return Effect.fail(new NoSuchFolder({ user, folder: request.folder }));
+      const messages = store.list(user, status.name).map(({ uid, size, internalDate, flags, body }) => ({ uid, size, internalDate, flags, body }));
+      return Effect.succeed({ value: { folder: info(status), messages } });
+    }),
+
+  body: Op<"body"> = (request) =>
+    known(() => {
+      const body = store.body(user, request.folder, request.uid);
+      if (body === undefined) return Effect.fail(new NoSuchMessage({ user, uid: String(request.uid) }));
+      return Effect.succeed({ value: { size: body.length }, attachment: body });
+    }),
+
+  flags: Op<"flags"> = (request) =>
+    known(() =>
+      changing(store.setFlags(user, request.folder, request.uids, request.flags, request.change)).pipe(
+        Effect.map(() => ({
+          value: { messages: request.uids.flatMap((uid) => { const m = store.message(user, request.folder, uid); return m ? [{ uid, flags: m.flags }] : []; }) },
+        })),
+      )),
+
+  copy: Op<"copy"> = (request) =>
+    known(() =>
+      Effect.gen(function* () {
+        const present = request.uids.filter((uid) => store.message(user, request.from, uid) !== undefined);
+        const target = yield* store.copy(user, request.from, present, request.to, options.quotaBytes());
+        if (request.move) yield* store.expunge(user, request.from, present);
+        options.changed();
+        const uidValidity = store.status(user, request.to)?.uidValidity ?? 0;
+        return { value: { uidValidity, source: present, target } };
+      })),
+
+  expunge: Op<"expunge"> = (request) =>
+    known(() => changing(store.expunge(user, request.folder, request.uids)).pipe(Effect.map((removed) => ({ value: { removed } })))),
+
+  append: Op<"append"> = (request, body) =>
+    known(() =>
+      Effect.gen(function* () {
+        if (request.folder.toUpperCase() !== INBOX && store.status(user, request.folder) === undefined)
+          return yield* new NoSuchFolder({ user, folder: request.folder });
+        const stored = yield* store.append(user, body ?? new Uint8Array(), {
+          folder: request.folder,
+          flags: request.flags,
+          quotaBytes: options.quotaBytes(),
+          ...(request.internalDate !== undefined && { internalDate: request.internalDate }),
+        });
+        options.changed();
+        return { value: { uidValidity: stored.uidValidity, uid: stored.uid } };
+      })),
+
+  folder: Op<"folder"> = (request) =>
+    known(() => {
+      switch (request.action) {
+        case "create":
+          return changing(store.createFolder(user, request.folder)).pipe(Effect.as({ value: {} }));
+        case "delete":
+          return changing(store.deleteFolder(user, request.folder)).pipe(Effect.as({ value: {} }));
+        case "rename":
+          return changing(store.renameFolder(user, request.folder, request.to ?? request.folder)).pipe(Effect.as({ value: {} }));
+      }
+    });
+
+  return { folders, view, body, flags, copy, expunge, append, folder };
+};

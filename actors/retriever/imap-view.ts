@@ -1,0 +1,159 @@
+// A selected folder as one IMAP session sees it: messages in sequence order, resolved
+// sequence sets, the untagged updates (EXPUNGE, EXISTS, FETCH FLAGS) that bring the
+// session up to date with the owner's state, and SEARCH evaluated over messages. Pure.
+import type { SearchKey, SequenceSet } from "../../protocol/imap/command.ts";
+import { headerFields } from "../../protocol/imap/mime.ts";
+import type { FolderInfo, MessageInfo } from "../../protocol/mailbox.ts";
+
+export interface SelectedView {
+  readonly folder: string;
+  readonly readOnly: boolean;
+  uidValidity: number;
+  uidNext: number;
+  /** Sequence number n is messages[n - 1]. */
+  messages: MessageInfo[];
+}
+
+export const viewOf = (folder: FolderInfo, messages: ReadonlyArray<MessageInfo>, readOnly: boolean): SelectedView => ({
+  folder: folder.name,
+  readOnly,
+  uidValidity: folder.uidValidity,
+  uidNext: folder.uidNext,
+  messages: [...messages],
+});
+
+const within = (n: number, from: number, to: number) => n >= Math.min(from, to) && n <= Math.max(from, to);
+
+/** The messages a sequence set names, in sequence order, each with its sequence number. */
+export const resolveSet = (view: SelectedView, set: SequenceSet, byUid: boolean): ReadonlyArray<{ readonly seq: number; readonly message: MessageInfo }> => {
+  const count = view.messages.length;
+  if (count === 0) return [];
+  const largest = byUid ? view.messages[count - 1]!.uid : count;
+  const ranges = set.map(({ from, to }) => [from === "*" ? largest : from, to === "*" ? largest : to] as const);
+  const picked: Array<{ seq: number; message: MessageInfo }> = [];
+  view.messages.forEach((message, index) => {
+    const n = byUid ? message.uid : index + 1;
+    if (ranges.some(([from, to]) => within(n, from, to))) picked.push({ seq: index + 1, message });
+  });
+  return picked;
+};
+
+const flagList = (flags: ReadonlyArray<string>) => `(${flags.join(" ")})`;
+
+/**
+ * The untagged responses that take the session from `view` to `fresh`, and the view
+ * after them. Without `expunges` (during FETCH, STORE, SEARCH: RFC 3501 §7.4.1) messages
+ * removed meanwhile stay in the view and no EXPUNGE is sent.
+ */
+export const syncView = (view: SelectedView, fresh: FolderInfo, latest: ReadonlyArray<MessageInfo>, expunges: boolean): { readonly lines: string[]; readonly view: SelectedView } => {
+  const lines: string[] = [];
+  const byUid = new Map(latest.map((message) => [message.uid, message]));
+  let messages = view.messages;
+  if (fresh.uidValidity !== view.uidValidity) {
+    // The folder was made anew: nothing the client knows holds; it must select again.
+    return { lines: ["* BYE folder was recreated, select it again"], view: { ...view, messages: [] } };
+  }
+  if (expunges) {
+    for (let index = messages.length - 1; index >= 0; index--) if (!byUid.has(messages[index]!.uid)) lines.push(`* ${index + 1} EXPUNGE`);
+    messages = messages.filter((message) => byUid.has(message.uid));
+  }
+  messages = messages.map((message, index) => {
+    const now = byUid.get(message.uid);
+    if (now === undefined) return message;
+    if (now.flags.join(" ") !== message.flags.join(" ")) lines.push(`* ${index + 1} FETCH (UID ${message.uid} FLAGS ${flagList(now.flags)})`);
+    return now;
+  });
+  const last = messages.length > 0 ? messages[messages.length - 1]!.uid : 0;
+  const added = latest.filter((message) => message.uid > last);
+  if (added.length > 0 || lines.some((line) => line.endsWith("EXPUNGE"))) {
+    messages = [...messages, ...added];
+    lines.push(`* ${messages.length} EXISTS`);
+  }
+  return { lines, view: { ...view, uidNext: fresh.uidNext, messages } };
+};
+
+// ---------------------------------------------------------------------------
+// SEARCH
+
+/** Does evaluating `key` need the message's bytes (headers or body)? */
+export const needsBody = (key: SearchKey): boolean => {
+  switch (key._tag) {
+    case "Header":
+    case "Body":
+    case "Text":
+      return true;
+    case "Date":
+      return key.of === "sent";
+    case "Not":
+      return needsBody(key.key);
+    case "Or":
+      return needsBody(key.left) || needsBody(key.right);
+    case "And":
+      return key.keys.some(needsBody);
+    default:
+      return false;
+  }
+};
+
+export interface SearchSubject {
+  readonly seq: number;
+  readonly message: MessageInfo;
+  /** The message's bytes, when the key needs them. */
+  readonly bytes?: Buffer | undefined;
+}
+
+const DAY_MS = 86_400_000;
+const dayOf = (ms: number) => Math.floor(ms / DAY_MS) * DAY_MS;
+
+const compareDay = (ms: number | undefined, relation: "before" | "on" | "since", day: number): boolean => {
+  if (ms === undefined || Number.isNaN(ms)) return false;
+  const d = dayOf(ms);
+  return relation === "before" ? d < day : relation === "on" ? d === day : d >= day;
+};
+
+const headerBlock = (bytes: Buffer): Buffer => {
+  const end = bytes.indexOf("\r\n\r\n");
+  return end === -1 ? bytes : bytes.subarray(0, end + 2);
+};
+
+const contains = (haystack: string, needle: string) => haystack.toLowerCase().includes(needle.toLowerCase());
+
+export const matches = (key: SearchKey, subject: SearchSubject, view: SelectedView): boolean => {
+  const { message } = subject;
+  switch (key._tag) {
+    case "All":
+      return true;
+    case "Flag":
+      // \Recent is never set: Tern does not track which session saw a message first.
+      return message.flags.includes(key.flag) === key.set;
+    case "Size":
+      return key.relation === "larger" ? message.size > key.octets : message.size < key.octets;
+    case "Uid":
+      return resolveSet(view, key.set, true).some((hit) => hit.message.uid === message.uid);
+    case "Sequence":
+      return resolveSet(view, key.set, false).some((hit) => hit.seq === subject.seq);
+    case "ModSeq":
+      return true;
+    case "Date":
+      if (key.of === "internal") return compareDay(message.internalDate, key.relation, key.day);
+      return compareDay(Date.parse(headerFields(headerBlock(subject.bytes ?? Buffer.alloc(0))).find(([name]) => name === "date")?.[1] ?? ""), key.relation, key.day);
+    case "Header": {
+      const field = key.field.toLowerCase();
+      const values = headerFields(headerBlock(subject.bytes ?? Buffer.alloc(0))).filter(([name]) => name === field);
+      return values.some(([, value]) => contains(value, key.value));
+    }
+    case "Body": {
+      const bytes = subject.bytes ?? Buffer.alloc(0);
+      const end = bytes.indexOf("\r\n\r\n");
+      return contains(bytes.toString("utf8", end === -1 ? bytes.length : end + 4), key.value);
+    }
+    case "Text":
+      return contains((subject.bytes ?? Buffer.alloc(0)).toString("utf8"), key.value);
+    case "Not":
+      return !matches(key.key, subject, view);
+    case "Or":
+      return matches(key.left, subject, view) || matches(key.right, subject, view);
+    case "And":
+      return key.keys.every((inner) => matches(inner, subject, view));
+  }
+};
