@@ -13,6 +13,7 @@ import type { DeliveryConfig } from "../actors/delivery/config.ts";
 import { MAX_BLOB_BYTES } from "../actors/runtime/blobs.ts";
 import { plaintextServers, type NatsAuth, type NatsSecurity, type SecretSource } from "../cluster/nats-auth.ts";
 import { BudgetLimits } from "../protocol/site-budget.ts";
+import { patternsOf, starterProviders } from "../actors/delivery/providers.ts";
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
 const Positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1));
@@ -162,6 +163,8 @@ const ConfigFile = Schema.Struct({
       siteConnections: Schema.optional(Schema.Record(Schema.String, Positive)),
       /** MX host name (or ".suffix") → limits the whole cluster keeps together for sites with such a host. */
       siteBudgets: Schema.optional(Schema.Record(Schema.String, SiteBudgetLimits)),
+      /** Mailbox providers by MX host patterns, added to (or replacing entries of) the starter table; site budgets may name them as `provider:<name>`. */
+      providers: Schema.optional(Schema.Record(Token, Schema.Array(Schema.String).check(Schema.isMinLength(1)))),
       /** How long a node's lease on a share of a site budget lasts unless renewed. */
       siteBudgetLeaseMs: Schema.optional(Positive),
       /** IP pools: name → source addresses, each with its EHLO name (actors/delivery/pools.ts). */
@@ -481,6 +484,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     siteConnections: file.delivery?.siteConnections ?? {},
     siteBudgets: file.delivery?.siteBudgets ?? {},
     siteBudgetLeaseMs: file.delivery?.siteBudgetLeaseMs ?? 5_000,
+    providers: { ...starterProviders, ...file.delivery?.providers },
     pools: {
       pools: Object.fromEntries(Object.entries(file.delivery?.pools ?? {}).map(([name, sources]) => [name, sources.map((s) => ({ address: s.address, ehlo: s.ehlo, weight: s.weight ?? 1 }))])),
       rules: file.delivery?.poolRules ?? [],
@@ -660,6 +664,10 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
       `invalid config: membership.ttlMs (${config.membership.ttlMs}) must be at least twice membership.heartbeatMs (${config.membership.heartbeatMs}), ` +
         `or one late heartbeat makes a live node look gone`,
     );
+  }
+  const unknownProvider = Object.keys(config.delivery.siteBudgets).find((key) => patternsOf(key, config.delivery.providers) === undefined);
+  if (unknownProvider !== undefined) {
+    throw new ConfigError(`invalid config: delivery.siteBudgets names ${JSON.stringify(unknownProvider)}, which is not a provider of the table (${Object.keys(config.delivery.providers).join(", ")}; add it under delivery.providers)`);
   }
   const { pools } = config.delivery;
   const unknownPool = [...pools.rules.map((rule) => rule.pool), ...(pools.defaultPool !== undefined ? [pools.defaultPool] : [])].find((name) => !(name in pools.pools));

@@ -1,5 +1,6 @@
 import type { BudgetLimits } from "../../protocol/site-budget.ts";
 import type { PoolsConfig } from "./pools.ts";
+import type { ProviderTable } from "./providers.ts";
 // The delivery settings a node runs with (the `delivery` section of the node's config).
 export interface DeliveryConfig {
   readonly remotePort: number;
@@ -19,6 +20,8 @@ export interface DeliveryConfig {
   /** Host pattern → limits kept by the whole cluster (protocol/site-budget.ts). */
   readonly siteBudgets: Readonly<Record<string, BudgetLimits>>;
   readonly siteBudgetLeaseMs: number;
+  /** Mailbox providers: name → MX host patterns (actors/delivery/providers.ts). */
+  readonly providers: ProviderTable;
   /** IP pools, their rules and the default pool (actors/delivery/pools.ts). */
   readonly pools: PoolsConfig;
   readonly requireTls: ReadonlyArray<string>;

@@ -13,7 +13,7 @@ import { Gauge } from "prom-client";
 import { callEndpoint, serveEndpoint, servedInScope, type Endpoint } from "../../actors/runtime/remote.ts";
 import { BudgetLedger } from "../../actors/delivery/budget-ledger.ts";
 import { makeSiteLease, type LeaseReport, type LeaseState, type SiteLease } from "../../actors/delivery/site-lease.ts";
-import { matchesDomain } from "../../actors/common/domains.ts";
+import { keyMatchesHost } from "../../actors/delivery/providers.ts";
 import type { MailRoute } from "../../protocol/route.ts";
 import { LeaseAsk, LeaseGrant, NotBudgetOwner } from "../../protocol/site-budget.ts";
 import { Nats } from "./cluster.ts";
@@ -27,7 +27,10 @@ export const siteBudgetEndpoint: Endpoint<LeaseAsk, LeaseGrant, NotBudgetOwner> 
 };
 
 export interface SiteBudgetsShape {
-  /** This node's lease on the budget whose host pattern matches one of the route's MX hosts (the first configured), if any. */
+  /**
+   * This node's lease on the budget whose host pattern (or provider, `provider:<name>`)
+   * matches one of the route's MX hosts, the first configured, if any.
+   */
   readonly leaseFor: (route: MailRoute) => SiteLease | undefined;
   readonly leases: () => ReadonlyArray<LeaseState>;
   /** The node that owns a budget, by this node's view of the members. */
@@ -140,7 +143,7 @@ export class SiteBudgets extends Context.Service<SiteBudgets, SiteBudgetsShape>(
       return {
         leaseFor: (route) => {
           for (const [budget] of patterns) {
-            if (route.hosts.some((host) => matchesDomain(budget, host.name))) return leases.get(budget);
+            if (route.hosts.some((host) => keyMatchesHost(budget, config.delivery.providers, host.name))) return leases.get(budget);
           }
           return undefined;
         },

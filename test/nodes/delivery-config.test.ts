@@ -38,3 +38,10 @@ test("site budgets: limits the whole cluster keeps per host pattern; a budget mu
   assert.throws(() => parseConfig({ delivery: { siteBudgets: { ".google.com": {} } } }), /site budget needs connections, messagesPerSecond or messagesPerHour/);
   assert.throws(() => parseConfig({ delivery: { siteBudgets: { ".google.com": { connections: 0 } } } }), /delivery\.siteBudgets\.\.google\.com\.connections = 0/);
 });
+
+test("site budgets may name a mailbox provider of the starter table or of delivery.providers", () => {
+  const config = parseConfig({ delivery: { siteBudgets: { "provider:gmail": { connections: 20 }, "provider:acme": { connections: 2 } }, providers: { acme: [".mx.acme.example"] } } });
+  assert.deepEqual(config.delivery.providers.gmail, [".google.com", ".googlemail.com"]);
+  assert.deepEqual(config.delivery.providers.acme, [".mx.acme.example"]);
+  assert.throws(() => parseConfig({ delivery: { siteBudgets: { "provider:nosuch": { connections: 2 } } } }), /"provider:nosuch", which is not a provider of the table/);
+});
