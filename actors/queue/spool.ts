@@ -14,7 +14,9 @@
 // [queue, time, entryId] order, and `heads` lists each queue once at its earliest due
 // time, [time, queue]. A suspended queue has no head, so it costs nothing while it waits.
 // Bodies are written in chunks as they arrive, so a large message never sits whole in
-// memory on its way in. A body whose transaction ends without a commit is removed at once
+// memory on its way in. A header known only once the whole body passed (a DKIM signature)
+// goes into one chunk that sorts before the first (`prepend`), so whoever reads the body
+// later, every delivery attempt alike, reads the same bytes. A body whose transaction ends without a commit is removed at once
 // (`discard`, after its in-flight writes); only one a crash left behind waits for the next start.
 // Recipients that leave the queue are noted in `finished` (./finished.ts) in the same
 // transaction, so status can still tell what became of them.
@@ -39,6 +41,8 @@ type ExpiryKey = [number, string, string];
 
 /** Pieces are gathered up to this size before they are written to LMDB as one chunk. */
 const CHUNK_BYTES = 64 * 1024;
+/** The chunk number of what `prepend` stores: it sorts before the first appended chunk (0). */
+const PREFIX_SEQ = -1;
 /** Body bytes handed to LMDB but not yet committed, beyond which the sender is paused. */
 const MAX_UNCOMMITTED_BYTES = 2 * 1024 * 1024;
 /** Keys read per page by operations that walk a whole queue (admin), so memory stays bounded. */
@@ -96,6 +100,12 @@ export interface BodyWriter {
   /** Returns a promise when too much is waiting for the disk: wait for it before appending more. Ignored once the body is no longer receiving. */
   readonly append: (chunk: Uint8Array) => Promise<void> | undefined;
   readonly size: () => number;
+  /**
+   * Puts `bytes` before everything appended, before or after this call: a header computed over
+   * the whole body (a DKIM signature). At most once, before `accept`; ignored once the body is
+   * no longer receiving.
+   */
+  readonly prepend: (bytes: Uint8Array) => void;
   /** Drops what was written (the transaction was refused or aborted); does nothing after the first call or once `accept` took the body. */
   readonly discard: () => void;
   /** Resolves when every chunk written so far is on disk; fails if any write failed. */
@@ -267,7 +277,7 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     refreshHead(queue);
   };
 
-  const chunkRange = (messageId: string) => ({ start: [messageId, 0] as ChunkKey, end: [messageId, Number.MAX_SAFE_INTEGER] as ChunkKey });
+  const chunkRange = (messageId: string) => ({ start: [messageId, PREFIX_SEQ] as ChunkKey, end: [messageId, Number.MAX_SAFE_INTEGER] as ChunkKey });
 
   /**
    * Notes the recipients of `entry` that `next` no longer lists as finished: as `attempt`
@@ -430,6 +440,11 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
         return wait;
       },
       size: () => total,
+      prepend: (bytes) => {
+        if (state !== "receiving" || bytes.length === 0) return;
+        writes.push(observed(bodies.put([messageId, PREFIX_SEQ], Buffer.from(bytes))));
+        total += bytes.length;
+      },
       discard: () => {
         if (state === "receiving") drop();
       },
