@@ -11,6 +11,7 @@
 // Who is signed is the caller's decision (see README "DKIM signing"): mail submitted by an
 // authenticated user, from a trusted network or over the API, never inbound MX mail.
 import { PassThrough } from "node:stream";
+import { Effect } from "effect";
 import { dkimSign } from "mailauth/lib/dkim/sign.js";
 import type { DKIMSignOptions } from "mailauth";
 import addressparser from "nodemailer/lib/addressparser";
@@ -25,11 +26,18 @@ export type DkimOutcome =
   /** The signer refused (no From header, for one): the message goes unsigned. */
   | { readonly _tag: "Failed"; readonly domain: string; readonly detail: string };
 
-/** One message being signed: ingest into `body`; after its end, `finish` prepends the signatures. */
+/** One message being signed: ingest into `body`; after its end, `finish` prepends the signatures (it never rejects). */
 export interface DkimSigning {
   readonly body: BodyWriter;
   readonly finish: () => Promise<DkimOutcome>;
 }
+
+/**
+ * Signs a message whose body ended, if it is being signed. Mail whose signing fails is
+ * still accepted, unsigned: a missing signature costs less than a refused message.
+ */
+export const finishSigning = (signing: DkimSigning | undefined): Effect.Effect<DkimOutcome | undefined> =>
+  signing === undefined ? Effect.succeed(undefined) : Effect.promise(() => signing.finish());
 
 export interface DkimSigner {
   /** Wraps `body`: what is appended goes to the spool and through the signer. `at` is the signing time (t=). */
@@ -144,7 +152,12 @@ export const makeDkimSigner = (keys: SigningKeys, options: { readonly headers?: 
         if (!chosen) return { _tag: "NoKey" };
         const { domain, input, result } = chosen;
         input.end();
-        const signed = await result;
+        let signed;
+        try {
+          signed = await result;
+        } catch (error) {
+          return { _tag: "Failed", domain, detail: (error as Error).message };
+        }
         if (signed.signatures === "") {
           const detail = signed.errors.map((e) => (e.err as Error | undefined)?.message ?? String(e.err)).join("; ") || "no signature was made";
           return { _tag: "Failed", domain, detail };
