@@ -3,9 +3,11 @@
 // sink, and Debian's dkimpy verifying what the sink got against the public keys that
 // dnsmasq serves. The signature is made once, at acceptance: the attempt the sink defers
 // and the retry that it takes carry the same bytes. Mail from a domain without keys and
-// mail arriving for a local mailbox are not signed.
+// mail arriving for a local mailbox are not signed. A message composed and submitted over
+// the NATS API is signed the same way.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { connectTern } from "../../cluster/client.ts";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { makeKey, txtRecord, verifyDkim, type TestKey } from "../support/dkim.ts";
 import { startSink, type ReceivedMail, type Sink } from "../support/sink.ts";
@@ -15,6 +17,7 @@ let dns: RunningDnsmasq;
 let sink: Sink;
 let node: TernNode;
 let dataDir: string;
+const cluster = uniqueCluster();
 let rsa: TestKey;
 let ed: TestKey;
 /** Every DATA the sink was offered, the deferred ones too. */
@@ -40,7 +43,7 @@ before(async () => {
   });
   node = await startTernNode({
     nodeId: "dkim",
-    cluster: uniqueCluster(),
+    cluster,
     dataDir,
     localDomains: ["example.test"],
     users: [
@@ -122,4 +125,16 @@ test("inbound mail for a local mailbox is not signed, even with a From in a sign
   );
   assert.match(stored, /Subject: inbound/);
   assert.doesNotMatch(stored, /DKIM-Signature:/i);
+});
+
+test("a message submitted over the NATS API is signed too", async () => {
+  const tern = await connectTern({ cluster });
+  try {
+    const reply = await tern.submit({ from: "Alice <alice@example.test>", to: "api@remote.test", subject: "Composed ✓", text: "composed by the node\n" });
+    const arrived = await eventually(() => sink.received.find((m) => m.body.toString("latin1").includes(` with NATS id ${reply.messageId}`)), 20_000, "API mail");
+    const checks = await verifyDkim(arrived.body, dns);
+    assert.deepEqual(checks.map((c) => `${c.selector} ${c.ok}`).sort(), ["ed2026 true", "rsa2026 true"]);
+  } finally {
+    await tern.close();
+  }
 });
