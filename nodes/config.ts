@@ -6,10 +6,11 @@ import { isIP } from "node:net";
 import { readFile } from "node:fs/promises";
 import { Cause, Exit, Schema } from "effect";
 import { isSafeToken } from "../protocol/subjects.ts";
-import { domainOf, localPartOf } from "../actors/common/domains.ts";
+import { domainOf, domainSyntaxProblem, localPartOf } from "../actors/common/domains.ts";
 import { parseCidr } from "../actors/common/networks.ts";
 import { isPasswordHash, type UserRecord } from "../actors/users/store.ts";
 import type { DeliveryConfig } from "../actors/delivery/config.ts";
+import type { DkimConfig } from "../actors/dkim/keys.ts";
 import { MAX_BLOB_BYTES } from "../actors/runtime/blobs.ts";
 import { plaintextServers, type NatsAuth, type NatsSecurity, type SecretSource } from "../cluster/nats-auth.ts";
 import { BudgetLimits } from "../protocol/site-budget.ts";
@@ -48,6 +49,17 @@ const User = Schema.Struct({
   /** Mailbox quota in bytes (overrides mailbox.quotaBytes); over it, delivery defers with 4.2.2. */
   quotaBytes: Schema.optional(Positive),
 }).check(Schema.makeFilter((u: { password?: string; passwordHash?: string }) => u.password !== undefined || u.passwordHash !== undefined || "needs password or passwordHash"));
+
+/** RFC 6376 §3.1: a selector is one or more DNS labels (`2026-11`, `mail.eu`). */
+const DkimSelector = Schema.String.check(
+  Schema.makeFilter((s: string) => /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*$/i.test(s) || "expected DNS labels: letters, digits, '-' and '_', joined by '.'"),
+);
+const DkimKeyFile = Schema.Struct({
+  selector: DkimSelector,
+  algorithm: Schema.Literals(["rsa-sha256", "ed25519-sha256"]),
+  /** The private key, PEM (PKCS#8 or PKCS#1); read at start, never logged. */
+  keyFile: Schema.String,
+});
 
 /** JetStream keeps a stream on at most 5 servers; more than 1 needs a clustered NATS. */
 const Replicas = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 5 }));
@@ -126,6 +138,15 @@ const ConfigFile = Schema.Struct({
     }),
   ),
   trustedNetworks: Schema.optional(Schema.Array(Cidr)),
+  /** DKIM signing of submitted and relayed mail, per sender domain (README "DKIM signing"). */
+  dkim: Schema.optional(
+    Schema.Struct({
+      /** Signing domain → its selectors and keys; two selectors during a key rotation, each signing every message. */
+      domains: Schema.Record(Schema.String, Schema.Array(DkimKeyFile)),
+      /** Header fields to sign (default: From, To, Cc, Subject, Date, Message-ID, Reply-To, MIME and List-* fields…). */
+      headers: Schema.optional(Schema.Array(Schema.String)),
+    }),
+  ),
   dns: Schema.optional(
     Schema.Struct({
       servers: Schema.optional(Schema.Array(HostPort)),
@@ -338,6 +359,8 @@ export interface NodeConfig {
     readonly accountWindowMs: number;
   };
   readonly trustedNetworks: ReadonlyArray<string>;
+  /** Keys per signing domain (lower case); no domains: nothing is signed. */
+  readonly dkim: DkimConfig;
   readonly dns: {
     readonly servers: ReadonlyArray<{ host: string; port: number }>;
     readonly timeoutMs: number;
@@ -455,6 +478,10 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     accountWindowMs: file.logins?.accountWindowMs ?? 15 * 60_000,
   },
   trustedNetworks: file.trustedNetworks ?? ["127.0.0.0/8", "::1/128"],
+  dkim: {
+    domains: Object.fromEntries(Object.entries(file.dkim?.domains ?? {}).map(([domain, keys]) => [domain.toLowerCase().replace(/\.$/, ""), keys])),
+    headers: file.dkim?.headers,
+  },
   dns: {
     servers: (file.dns?.servers ?? systemNameservers()).map(parseHostPort),
     timeoutMs: file.dns?.timeoutMs ?? 2_000,
@@ -687,7 +714,23 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
   if (postmaster !== undefined && config.localDomains.includes(domainOf(postmaster)) && !config.users.some((u) => u.address === postmaster)) {
     throw new ConfigError(`invalid config: postmaster ${JSON.stringify(postmaster)} is in localDomains but is not one of users[].address`);
   }
+  checkDkim(config.dkim);
   return config;
+};
+
+/** What the schema cannot say about `dkim`: each domain has keys, no selector twice, From is signed. */
+const checkDkim = (dkim: DkimConfig) => {
+  for (const [domain, keys] of Object.entries(dkim.domains)) {
+    if (domainSyntaxProblem(domain) !== undefined) throw new ConfigError(`invalid config: dkim.domains key ${JSON.stringify(domain)} is not a domain name (${domainSyntaxProblem(domain)})`);
+    if (keys.length === 0) throw new ConfigError(`invalid config: dkim.domains[${JSON.stringify(domain)}] lists no key; give at least one, or leave the domain out`);
+    const selectors = keys.map((k) => k.selector.toLowerCase());
+    const repeated = selectors.find((s, n) => selectors.indexOf(s) !== n);
+    if (repeated !== undefined) throw new ConfigError(`invalid config: dkim.domains[${JSON.stringify(domain)}] names selector ${JSON.stringify(repeated)} twice`);
+  }
+  // RFC 6376 §5.4: the From field MUST be signed; a list without it makes signatures every verifier fails.
+  if (dkim.headers !== undefined && !dkim.headers.some((h) => h.trim().toLowerCase() === "from")) {
+    throw new ConfigError("invalid config: dkim.headers must include From (RFC 6376 §5.4: the From field is always signed)");
+  }
 };
 
 export const loadConfig = async (path: string | undefined, env: NodeJS.ProcessEnv): Promise<NodeConfig> => {

@@ -10,7 +10,8 @@
 //
 // A body comes whole (raw bytes, or a structured message composed here with nodemailer's
 // MailComposer) or in chunks (actors/api/uploads.ts); both feed a `Submission`, whose
-// partial body is discarded on every path that does not commit it.
+// partial body is discarded on every path that does not commit it. Every submitted message
+// whose sender domain has a DKIM key is signed on its way in (actors/dkim/signer.ts).
 import { PassThrough } from "node:stream";
 import { Clock, Deferred, Effect, Exit } from "effect";
 import MailComposer from "nodemailer/lib/mail-composer";
@@ -19,6 +20,7 @@ import { SlidingCounter } from "../common/sliding-counter.ts";
 import { newMessageId, routesFor, type QueueEntry } from "../queue/entry.ts";
 import { acceptedEvents, type EventSource } from "../queue/events.ts";
 import type { BodyWriter, Spool } from "../queue/spool.ts";
+import { finishSigning, type DkimSigner, type DkimSigning } from "../dkim/signer.ts";
 import { apiReceivedHeader, missingSubmissionHeaders } from "../session/headers.ts";
 import { ingest, type IngestResult } from "../session/ingest.ts";
 import type { RecipientPolicy } from "../session/policy.ts";
@@ -69,6 +71,8 @@ export interface SubmitDeps {
   readonly draining?: (() => boolean) | undefined;
   /** Claims idempotency keys cluster-wide before a keyed commit. */
   readonly idempotency: Idempotency;
+  /** Signs submitted mail (undefined: no DKIM keys configured). */
+  readonly dkim?: DkimSigner | undefined;
   readonly hooks: SubmitHooks;
 }
 
@@ -90,6 +94,8 @@ export interface Submission {
   readonly id: string;
   readonly receivedAt: number;
   readonly body: BodyWriter;
+  /** The signer the body streams through, when the node has DKIM keys. */
+  readonly signing: DkimSigning | undefined;
   readonly input: PassThrough;
   readonly result: Promise<IngestResult>;
   /** The message's own header section, once ingest has read it (for the pool rules). */
@@ -183,10 +189,11 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
       Effect.map(Clock.currentTimeMillis, (receivedAt) => {
         const id = newMessageId(receivedAt);
         const body = spool.openBody(id);
+        const signing = deps.dkim?.start(body, { envelopeSender: prepared.sender, at: receivedAt });
         const input = new PassThrough();
         const recipients = prepared.accepted.map((a) => a.recipient);
         let headerSection = "";
-        const result = ingest(input, body, {
+        const result = ingest(input, signing?.body ?? body, {
           // Applications write files with bare LF: the API makes them CRLF rather than refuse them.
           bareLineEndings: "normalize",
           allow8bit: true,
@@ -199,12 +206,12 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
           },
         });
         result.catch(() => undefined); // awaited by commit; an abandoned submission must not leave it unobserved
-        return { id, receivedAt, body, input, result, headerSection: () => headerSection };
+        return { id, receivedAt, body, signing, input, result, headerSection: () => headerSection };
       });
 
     const discard: Submitter["discard"] = (submission) => {
       if (!submission.input.destroyed) submission.input.destroy();
-      submission.body.discard();
+      (submission.signing?.body ?? submission.body).discard();
     };
 
     /** The body's end, the commit and its record: the part an idempotency key guards. */
@@ -218,6 +225,9 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         if (ended.problem !== undefined) return yield* refuse(new ApiError({ code: "BadMessage", message: `the message has ${ended.problem === "nul" ? "NUL characters" : ended.problem}` }));
         if (deps.draining?.()) return yield* refuse(new ApiError({ code: "Unavailable", message: `node ${config.nodeId} is draining; retry (another node of the queue group answers)` }));
         if (!deps.spoolHealthy()) return yield* refuse(new ApiError({ code: "Unavailable", message: "the spool cannot commit now; retry later" }));
+        const signed = yield* finishSigning(submission.signing);
+        if (signed?._tag === "Failed") hooks.log("dkim.failed", { msg: submission.id, via: "api", domain: signed.domain, error: signed.detail });
+        const size = submission.body.size();
         const reply: SubmitReply = {
           messageId: submission.id,
           node: config.nodeId,
@@ -243,13 +253,13 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
               : { scope: prepared.tenant, key: prepared.idempotencyKey, value: reply, expiresAt: submission.receivedAt + config.idempotencyTtlMs },
         };
         // The accepted events are committed with the message, as for SMTP.
-        const committed = yield* Effect.exit(spool.accept(message, acceptedEvents(deps.events, message, ended.size, yield* Clock.currentTimeMillis)));
+        const committed = yield* Effect.exit(spool.accept(message, acceptedEvents(deps.events, message, size, yield* Clock.currentTimeMillis)));
         if (Exit.isFailure(committed)) {
           deps.spoolFailed();
           hooks.log("spool.commit.failed", { msg: submission.id, via: "api", error: String(committed.cause) });
           return yield* refuse(new ApiError({ code: "Unavailable", message: "temporary storage failure; retry with the same idempotency key" }));
         }
-        hooks.accepted(submission.id, committed.value, ended.size, labels);
+        hooks.accepted(submission.id, committed.value, size, labels);
         hooks.log("message.accepted", {
           msg: submission.id,
           via: "api",
@@ -257,7 +267,8 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
           from: prepared.sender,
           rcpts: reply.accepted.length,
           refused: reply.refused.length,
-          bytes: ended.size,
+          bytes: size,
+          ...(signed?._tag === "Signed" ? { dkim: `${signed.domain} (${signed.selectors.join(", ")})` } : {}),
           ...(prepared.dueAt > submission.receivedAt ? { dueAt: prepared.dueAt } : {}),
         });
         return reply;

@@ -14,7 +14,10 @@
 // [queue, time, entryId] order, and `heads` lists each queue once at its earliest due
 // time, [time, queue]. A suspended queue has no head, so it costs nothing while it waits.
 // Bodies are written in chunks as they arrive, so a large message never sits whole in
-// memory on its way in. A body whose transaction ends without a commit is removed at once
+// memory on its way in. A header known only once the whole body passed (a DKIM signature)
+// goes into one chunk that sorts before the first (`prepend`, written by `accept`'s
+// transaction), so whoever reads the body later, every delivery attempt alike, reads the
+// same bytes. A body whose transaction ends without a commit is removed at once
 // (`discard`, after its in-flight writes); only one a crash left behind waits for the next start.
 // A body whose chunks go to disk before the commit is first marked `incoming` (so a crash
 // cannot leave chunks nobody owns); the last chunk, and the whole body of a message smaller
@@ -43,6 +46,8 @@ type ExpiryKey = [number, string, string];
 
 /** Pieces are gathered up to this size before they are written to LMDB as one chunk. */
 const CHUNK_BYTES = 64 * 1024;
+/** The chunk number of what `prepend` stores: it sorts before the first appended chunk (0). */
+const PREFIX_SEQ = -1;
 /** Body bytes handed to LMDB but not yet committed, beyond which the sender is paused. */
 const MAX_UNCOMMITTED_BYTES = 2 * 1024 * 1024;
 /** Keys read per page by operations that walk a whole queue (admin), so memory stays bounded. */
@@ -100,6 +105,12 @@ export interface BodyWriter {
   /** Returns a promise when too much is waiting for the disk: wait for it before appending more. Ignored once the body is no longer receiving. */
   readonly append: (chunk: Uint8Array) => Promise<void> | undefined;
   readonly size: () => number;
+  /**
+   * Puts `bytes` before everything appended, before or after this call: a header computed over
+   * the whole body (a DKIM signature). At most once, before `accept`; ignored once the body is
+   * no longer receiving.
+   */
+  readonly prepend: (bytes: Uint8Array) => void;
   /** Drops what was written (the transaction was refused or aborted); does nothing after the first call or once `accept` took the body. */
   readonly discard: () => void;
   /** Resolves when every chunk written so far is on disk; fails if any write failed. */
@@ -282,7 +293,7 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     refreshHead(queue);
   };
 
-  const chunkRange = (messageId: string) => ({ start: [messageId, 0] as ChunkKey, end: [messageId, Number.MAX_SAFE_INTEGER] as ChunkKey });
+  const chunkRange = (messageId: string) => ({ start: [messageId, PREFIX_SEQ] as ChunkKey, end: [messageId, Number.MAX_SAFE_INTEGER] as ChunkKey });
 
   /**
    * Notes the recipients of `entry` that `next` no longer lists as finished: as `attempt`
@@ -401,6 +412,8 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     let marked = false;
     /** The last chunk, written by `accept`'s transaction (null: nothing was left over). */
     let rest: { readonly seq: number; readonly value: Buffer } | null | undefined;
+    /** What `prepend` put before the body (DKIM signatures), written by `accept`'s transaction. */
+    let prefix: Buffer | undefined;
     let pending: Uint8Array[] = [];
     let pendingBytes = 0;
     let seq = 0;
@@ -462,6 +475,12 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
         return wait;
       },
       size: () => total,
+      // Held in memory (a few signature fields) and written by `accept`'s transaction.
+      prepend: (bytes) => {
+        if (state !== "receiving" || bytes.length === 0) return;
+        prefix = prefix ? Buffer.concat([Buffer.from(bytes), prefix]) : Buffer.from(bytes);
+        total += bytes.length;
+      },
       discard: () => {
         if (state === "receiving") drop();
       },
@@ -482,6 +501,7 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
       writeRest: () => {
         rest ??= pendingBytes > 0 ? { seq: seq++, value: takePending() } : null;
         if (rest) bodies.put([messageId, rest.seq], rest.value);
+        if (prefix) bodies.put([messageId, PREFIX_SEQ], prefix);
         if (marked) incoming.remove(messageId);
       },
       committed: () => {
@@ -577,10 +597,13 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
 
     finished: (messageId) => finishedRecords.get(messageId),
 
-    // Read by key, not through a cursor (cheaper): a committed body's chunks are numbered from 0 without a gap.
+    // Read by key, not through a cursor (cheaper): a committed body is its prefix chunk, if
+    // any, then chunks numbered from 0 without a gap.
     body: (messageId) => {
       const chunks: Buffer[] = [];
-      for (let chunk = bodies.get([messageId, 0]); chunk !== undefined; chunk = bodies.get([messageId, chunks.length])) chunks.push(chunk);
+      const prefix = bodies.get([messageId, PREFIX_SEQ]);
+      if (prefix !== undefined) chunks.push(prefix);
+      for (let n = 0, chunk = bodies.get([messageId, 0]); chunk !== undefined; chunk = bodies.get([messageId, ++n])) chunks.push(chunk);
       return chunks.length === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
     },
 

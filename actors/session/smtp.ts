@@ -2,9 +2,13 @@
 // authenticated submission. Listeners: plain SMTP with STARTTLS, and implicit TLS
 // (the 465 role). A message is answered 250 only after the spool committed its
 // body, record and queue entries with fsync; the 250 text carries the queue id.
+// Mail from an authenticated user or a trusted network is DKIM-signed on its way into
+// the spool (actors/dkim/signer.ts), once: retries send the stored, signed bytes.
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import { Clock, Deferred, Effect, Schema } from "effect";
 import "./enhanced-codes.ts";
+import { finishSigning, type DkimSigner, type DkimSigning } from "../dkim/signer.ts";
+import { inNetworks } from "../common/networks.ts";
 import type { UserStore } from "../users/store.ts";
 import type { QueueEntry } from "../queue/entry.ts";
 import { newMessageId, routesFor } from "../queue/entry.ts";
@@ -54,6 +58,8 @@ export interface SessionDeps {
   /** Failed-login limits and the per-account delay, shared in part with POP3. */
   readonly throttle: LoginThrottle;
   readonly tls: { readonly key: Buffer; readonly cert: Buffer };
+  /** Signs what authenticated users and trusted networks send (undefined: no DKIM keys configured). */
+  readonly dkim?: DkimSigner | undefined;
   /** False while the spool cannot commit: new connections get 421. */
   readonly spoolHealthy: () => boolean;
   readonly spoolFailed: () => void;
@@ -328,10 +334,15 @@ class DataAborted extends Schema.TaggedError<DataAborted>()("DataAborted", {
 const receive = Effect.fnUntraced(function* (deps: SessionDeps, session: SMTPServerSession, connection: Connection, stream: SMTPServerDataStream) {
   const receivedAt = yield* Clock.currentTimeMillis;
   const id = newMessageId(receivedAt);
+  const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
   return yield* Effect.acquireUseRelease(
-    Effect.sync(() => deps.spool.openBody(id)),
-    (body) =>
-      receiveInto(deps, session, connection, stream, { id, receivedAt, body }).pipe(
+    Effect.sync(() => {
+      const body = deps.spool.openBody(id);
+      const signing = signs(deps, session) ? deps.dkim?.start(body, { envelopeSender: sender, at: receivedAt }) : undefined;
+      return { body, signing };
+    }),
+    ({ body, signing }) =>
+      receiveInto(deps, session, connection, stream, { id, receivedAt, body, signing }).pipe(
         Effect.catchTag("DataAborted", (aborted) =>
           Effect.sync(() => {
             deps.hooks.rejected("data-aborted");
@@ -341,26 +352,33 @@ const receive = Effect.fnUntraced(function* (deps: SessionDeps, session: SMTPSer
           }),
         ),
       ),
-    (body) => Effect.sync(() => body.discard()),
+    ({ body, signing }) => Effect.sync(() => (signing?.body ?? body).discard()),
   );
 });
+
+/**
+ * Whose mail is signed: what an authenticated user submits or a trusted network relays, as
+ * a submission server or outbound relay signs; never what arrives as an MX from elsewhere.
+ */
+const signs = (deps: SessionDeps, session: SMTPServerSession) =>
+  deps.dkim !== undefined && (typeof session.user === "string" || inNetworks(session.remoteAddress, deps.config.trustedNetworks));
 
 const receiveInto = Effect.fnUntraced(function* (
   deps: SessionDeps,
   session: SMTPServerSession,
   connection: Connection,
   stream: SMTPServerDataStream,
-  message: { readonly id: string; readonly receivedAt: number; readonly body: BodyWriter },
+  message: { readonly id: string; readonly receivedAt: number; readonly body: BodyWriter; readonly signing: DkimSigning | undefined },
 ) {
   const { config, hooks } = deps;
-  const { id, receivedAt, body } = message;
+  const { id, receivedAt, body, signing } = message;
   const user = typeof session.user === "string" ? session.user : undefined;
   const recipients = session.envelope.rcptTo.map((r) => r.address);
   // Kept for the pool rules that read a header.
   let headerSection = "";
   const result = yield* Effect.tryPromise({
     try: () =>
-      ingest(stream, body, {
+      ingest(stream, signing?.body ?? body, {
         bareLineEndings: config.bareLineEndings,
         allow8bit: config.accept8bitWithoutBodyParameter || session.envelope.bodyType === "8bitmime",
         prepend: (section) => {
@@ -391,17 +409,28 @@ const receiveInto = Effect.fnUntraced(function* (
     hooks.rejected("draining");
     return refused(drainingReply(config.hostname));
   }
+  const signed = yield* finishSigning(signing);
+  if (signed?._tag === "Failed") hooks.log("dkim.failed", { conn: session.id, msg: id, domain: signed.domain, error: signed.detail });
   const pool = deps.choosePool?.({ sender, user, header: (name) => headerValue(headerSection, name) });
   const attributes = { ...attributesOf(session, user), ...(pool !== undefined ? { pool } : {}) };
   const newMessage = { id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes };
-  const committed = yield* Effect.result(deps.spool.accept(newMessage, acceptedEvents(deps.events, newMessage, result.size, yield* Clock.currentTimeMillis)));
+  const committed = yield* Effect.result(deps.spool.accept(newMessage, acceptedEvents(deps.events, newMessage, body.size(), yield* Clock.currentTimeMillis)));
   if (committed._tag === "Failure") {
     deps.spoolFailed();
     hooks.log("spool.commit.failed", { conn: session.id, msg: id, error: committed.failure.detail });
     return refused({ code: 451, text: "4.3.0 Temporary storage failure, try again later" });
   }
-  hooks.accepted(id, committed.success, result.size);
-  hooks.log("message.accepted", { conn: session.id, txn: `${session.id}.${session.transaction}`, msg: id, from: sender, rcpts: recipients.length, bytes: result.size, user });
+  hooks.accepted(id, committed.success, body.size());
+  hooks.log("message.accepted", {
+    conn: session.id,
+    txn: `${session.id}.${session.transaction}`,
+    msg: id,
+    from: sender,
+    rcpts: recipients.length,
+    bytes: body.size(),
+    user,
+    ...(signed?._tag === "Signed" ? { dkim: `${signed.domain} (${signed.selectors.join(", ")})` } : {}),
+  });
   return queued(`2.0.0 Ok: queued as ${id}`);
 });
 

@@ -17,7 +17,7 @@ import { Config, Draining, Log, Metrics } from "./core.ts";
 import { Scheduler } from "./delivery.ts";
 import { eventSourceOf } from "./events.ts";
 import { MessageStatus } from "./status.ts";
-import { Users } from "./identity.ts";
+import { Dkim, Users } from "./identity.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
 
 /** Room left in a chunk message for its headers, below the server's max payload. */
@@ -69,6 +69,7 @@ export const ApiLayer = Layer.effectDiscard(
       spoolHealthy: spoolHealth.healthy,
       spoolFailed: spoolHealth.failed,
       draining: (yield* Draining).isDraining,
+      dkim: yield* Dkim,
       idempotency: makeIdempotency({
         nodeId: config.nodeId,
         keys: openApiKeys(nc, subjects.apiKeysBucket, config.api.idempotencyTtlMs, config.nats.replicas),

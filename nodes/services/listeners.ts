@@ -17,7 +17,7 @@ import { startHttp } from "../http.ts";
 import { ClusterHealth } from "./cluster.ts";
 import { eventSourceOf } from "./events.ts";
 import { Config, Draining, Log, Metrics, starting, Supervisor } from "./core.ts";
-import { Tls, Users } from "./identity.ts";
+import { Dkim, Tls, Users } from "./identity.ts";
 import { LoginThrottles } from "./logins.ts";
 import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
 import { Scheduler } from "./delivery.ts";
@@ -59,6 +59,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
         guard: yield* makeClientGuard(config.smtp),
         throttle: (yield* LoginThrottles).smtp,
         tls,
+        dkim: yield* Dkim,
         spoolHealthy: spoolHealth.healthy,
         spoolFailed: spoolHealth.failed,
         draining: drainer.isDraining,
