@@ -242,6 +242,11 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
   /** Gives the move up: the source serves again, then the staging goes. Fails (the record stays, recovery retries) when the source cannot be told. */
   const rollback = (user: string, from: string) =>
     Effect.gen(function* () {
+      // Never once this node holds the mailbox (a commit): the source must not serve it again, nor the mailbox go.
+      if (holdings.holds(user) || records.incoming(user)?.state === "committed") {
+        log("mailbox.move.rollback.refused", { level: "warn", user, from, detail: "this node holds the mailbox" });
+        return;
+      }
       yield* patiently(call(from, "abort", settleEndpoint, { user, to: nodeId }));
       yield* store.remove(user, () => records.removeIncomingNow(user)).pipe(Effect.mapError((error) => failed(user, "failed", error.detail)));
       log("mailbox.move.rolled-back", { user, from });
@@ -279,6 +284,13 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
       const user = options.accountOf(request.user);
       if (user === undefined) return yield* failed(request.user, "unknown-user", `${request.user} is not a local user`);
       if (active.has(user) || records.incoming(user) !== undefined) return yield* failed(user, "moving", `a move of the mailbox to node ${nodeId} is under way`);
+      // Taken before the first wait: a second request for the same user is refused above, not run beside this one.
+      active.add(user);
+      return yield* moveUnderway(user).pipe(Effect.ensuring(Effect.sync(() => active.delete(user))));
+    });
+
+  const moveUnderway = (user: string): Effect.Effect<{ value: MoveReply }, MoveFailed> =>
+    Effect.gen(function* () {
       if (holdings.holds(user)) return yield* failed(user, "already-there", `node ${nodeId} already holds the mailbox`);
       const owner = yield* options.placement.ownerFor(user, false).pipe(Effect.mapError((error) => failed(user, "unavailable", error.detail)));
       if (owner === nodeId) return yield* failed(user, "already-there", `node ${nodeId} already holds the mailbox`);
@@ -289,7 +301,6 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
         yield* holdings.record(user, yield* Clock.currentTimeMillis).pipe(Effect.mapError((error) => failed(user, "failed", error.detail)));
         return { value: { user, from: "", to: nodeId, folders: 0, messages: 0, bytes: 0, frozenMs: 0 } };
       }
-      active.add(user);
       return yield* Effect.gen(function* () {
         yield* records.putIncoming(user, { from: owner, state: "copying", since: yield* Clock.currentTimeMillis }).pipe(
           Effect.mapError((error) => failed(user, "failed", error.detail)),
@@ -315,7 +326,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
             frozenMs,
           },
         };
-      }).pipe(Effect.ensuring(Effect.sync(() => active.delete(user))));
+      });
     });
 
   // -- settling moves left half done ------------------------------------------------
