@@ -27,9 +27,6 @@ export interface ImapOps {
   readonly folder: (request: RequestOf<"folder">) => Effect.Effect<Reply<ResponseOf<"folder">>, MailboxError>;
 }
 
-/** A user with no folder yet (never received mail) still has an empty INBOX. */
-const EMPTY_INBOX: FolderStatus = { name: INBOX, uidValidity: 1, uidNext: 1, messages: 0, bytes: 0 };
-
 export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
   const { store, user } = options;
 
@@ -41,26 +38,29 @@ export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
     unseen: store.list(user, status.name).filter((message) => !message.flags.includes("\\Seen")).length,
   });
 
-  const statusOf = (folder: string): FolderStatus | undefined =>
-    store.status(user, folder) ?? (folder.toUpperCase() === INBOX ? EMPTY_INBOX : undefined);
+  /**
+   * A user who never received mail has no INBOX yet: it is made when a session first looks,
+   * so the UIDVALIDITY a session saw on an empty INBOX still holds when the first message
+   * arrives (a placeholder replaced by the real folder would force every client to resync).
+   */
+  const withInbox = <A>(then: () => Effect.Effect<A, MailboxError>): Effect.Effect<A, MailboxError> =>
+    Effect.suspend(() =>
+      store.status(user, INBOX) !== undefined
+        ? then()
+        : store.createFolder(user, INBOX).pipe(Effect.catchTag("FolderExists", () => Effect.void), Effect.flatMap(then)));
 
   const changing = <A, E>(effect: Effect.Effect<A, E>) => Effect.tap(effect, () => Effect.sync(options.changed));
 
   const folders: Op<"folders"> = () =>
-    known(() =>
-      Effect.sync(() => {
-        const all = store.folders(user);
-        const withInbox = all.some((folder) => folder.name === INBOX) ? all : [EMPTY_INBOX, ...all];
-        return { value: { folders: withInbox.map(info) } };
-      })),
+    known(() => withInbox(() => Effect.sync(() => ({ value: { folders: store.folders(user).map(info) } })))),
 
   view: Op<"view"> = (request) =>
-    known(() => {
-      const status = statusOf(request.folder);
+    known(() => withInbox(() => {
+      const status = store.status(user, request.folder);
       if (status === undefined) return Effect.fail(new NoSuchFolder({ user, folder: request.folder }));
       const messages = store.list(user, status.name).map(({ uid, size, internalDate, flags, body }) => ({ uid, size, internalDate, flags, body }));
       return Effect.succeed({ value: { folder: info(status), messages } });
-    }),
+    })),
 
   body: Op<"body"> = (request) =>
     known(() => {
