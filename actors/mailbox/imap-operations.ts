@@ -5,7 +5,7 @@
 import { Effect } from "effect";
 import { NoSuchFolder, NoSuchMessage, UnknownUser, type FolderInfo, type MailboxError, type RequestOf, type ResponseOf } from "../../protocol/mailbox.ts";
 import type { Reply } from "../runtime/remote.ts";
-import { INBOX, type FolderStatus, type MailboxStore } from "./store.ts";
+import { highestModSeqOf, INBOX, modSeqOf, type FolderStatus, type MailboxStore } from "./store.ts";
 
 export interface ImapOperationsOptions {
   readonly store: MailboxStore;
@@ -35,6 +35,7 @@ export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
 
   const info = (status: FolderStatus): FolderInfo => ({
     ...status,
+    highestModSeq: highestModSeqOf(status),
     unseen: store.list(user, status.name).filter((message) => !message.flags.includes("\\Seen")).length,
   });
 
@@ -58,7 +59,7 @@ export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
     known(() => withInbox(() => {
       const status = store.status(user, request.folder);
       if (status === undefined) return Effect.fail(new NoSuchFolder({ user, folder: request.folder }));
-      const messages = store.list(user, status.name).map(({ uid, size, internalDate, flags, body }) => ({ uid, size, internalDate, flags, body }));
+      const messages = store.list(user, status.name).map((m) => ({ uid: m.uid, size: m.size, internalDate: m.internalDate, flags: m.flags, body: m.body, modSeq: modSeqOf(m) }));
       return Effect.succeed({ value: { folder: info(status), messages } });
     })),
 
@@ -71,9 +72,15 @@ export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
 
   flags: Op<"flags"> = (request) =>
     known(() =>
-      changing(store.setFlags(user, request.folder, request.uids, request.flags, request.change)).pipe(
-        Effect.map(() => ({
-          value: { messages: request.uids.flatMap((uid) => { const m = store.message(user, request.folder, uid); return m ? [{ uid, flags: m.flags }] : []; }) },
+      changing(store.setFlags(user, request.folder, request.uids, request.flags, request.change, request.unchangedSince)).pipe(
+        Effect.map(({ modified }) => ({
+          value: {
+            messages: request.uids.flatMap((uid) => {
+              const m = store.message(user, request.folder, uid);
+              return m ? [{ uid, flags: m.flags, modSeq: modSeqOf(m) }] : [];
+            }),
+            modified,
+          },
         })),
       )),
 
