@@ -7,7 +7,13 @@ import { Schema } from "effect";
 // What a mailbox is, as it crosses nodes: every record but the bodies, which are pulled
 // by hash in batches (`MoveBodies`).
 
-export const MovedFolder = Schema.Struct({ name: Schema.String, uidValidity: Schema.Number, uidNext: Schema.Number });
+export const MovedFolder = Schema.Struct({
+  name: Schema.String,
+  uidValidity: Schema.Number,
+  uidNext: Schema.Number,
+  /** CONDSTORE; absent from nodes that did not keep it yet. */
+  highestModSeq: Schema.optional(Schema.Number),
+});
 export type MovedFolder = typeof MovedFolder.Type;
 
 export const MovedMessage = Schema.Struct({
@@ -18,6 +24,8 @@ export const MovedMessage = Schema.Struct({
   flags: Schema.Array(Schema.String),
   /** SHA-256 of the body. */
   body: Schema.String,
+  /** CONDSTORE; absent from nodes that did not keep it yet. */
+  modSeq: Schema.optional(Schema.Number),
   entryId: Schema.optional(Schema.String),
 });
 export type MovedMessage = typeof MovedMessage.Type;

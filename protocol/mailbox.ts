@@ -147,6 +147,8 @@ export const FolderInfo = Schema.Struct({
   bytes: Schema.Number,
   /** Messages without \Seen. */
   unseen: Schema.Number,
+  /** CONDSTORE (RFC 7162); absent from nodes that do not keep it: 1. */
+  highestModSeq: Schema.optional(Schema.Number),
 });
 export type FolderInfo = typeof FolderInfo.Type;
 
@@ -157,6 +159,8 @@ export const MessageInfo = Schema.Struct({
   internalDate: Schema.Number,
   flags: Schema.Array(Schema.String),
   body: Schema.String,
+  /** CONDSTORE: modification sequence of the message's last change; absent: 1. */
+  modSeq: Schema.optional(Schema.Number),
 });
 export type MessageInfo = typeof MessageInfo.Type;
 
@@ -177,9 +181,17 @@ export const FlagsRequest = Schema.Struct({
   uids: Schema.Array(Schema.Number),
   flags: Schema.Array(Schema.String),
   change: Schema.Literals(["add", "remove", "replace"]),
+  /** CONDSTORE STORE (UNCHANGEDSINCE n): leave messages changed after n alone. */
+  unchangedSince: Schema.optional(Schema.Number),
 });
-/** The messages' flags after the change (messages gone meanwhile are left out). */
-export const FlagsReply = Schema.Struct({ messages: Schema.Array(Schema.Struct({ uid: Schema.Number, flags: Schema.Array(Schema.String) })) });
+/**
+ * The messages' flags after the change (messages gone meanwhile are left out), and the
+ * UIDs left alone because they changed after UNCHANGEDSINCE.
+ */
+export const FlagsReply = Schema.Struct({
+  messages: Schema.Array(Schema.Struct({ uid: Schema.Number, flags: Schema.Array(Schema.String), modSeq: Schema.optional(Schema.Number) })),
+  modified: Schema.optional(Schema.Array(Schema.Number)),
+});
 
 /** COPY, or with `move` MOVE (RFC 6851): copied and removed from the source in one transaction. */
 export const CopyRequest = Schema.Struct({

@@ -5,7 +5,7 @@
 import { Effect } from "effect";
 import { NoSuchFolder, NoSuchMessage, UnknownUser, type FolderInfo, type MailboxError, type RequestOf, type ResponseOf } from "../../protocol/mailbox.ts";
 import type { Reply } from "../runtime/remote.ts";
-import { INBOX, type FolderStatus, type MailboxStore } from "./store.ts";
+import { highestModSeqOf, INBOX, modSeqOf, type FolderStatus, type MailboxStore } from "./store.ts";
 
 export interface ImapOperationsOptions {
   readonly store: MailboxStore;
@@ -27,9 +27,6 @@ export interface ImapOps {
   readonly folder: (request: RequestOf<"folder">) => Effect.Effect<Reply<ResponseOf<"folder">>, MailboxError>;
 }
 
-/** A user with no folder yet (never received mail) still has an empty INBOX. */
-const EMPTY_INBOX: FolderStatus = { name: INBOX, uidValidity: 1, uidNext: 1, messages: 0, bytes: 0 };
-
 export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
   const { store, user } = options;
 
@@ -38,29 +35,33 @@ export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
 
   const info = (status: FolderStatus): FolderInfo => ({
     ...status,
+    highestModSeq: highestModSeqOf(status),
     unseen: store.list(user, status.name).filter((message) => !message.flags.includes("\\Seen")).length,
   });
 
-  const statusOf = (folder: string): FolderStatus | undefined =>
-    store.status(user, folder) ?? (folder.toUpperCase() === INBOX ? EMPTY_INBOX : undefined);
+  /**
+   * A user who never received mail has no INBOX yet: it is made when a session first looks,
+   * so the UIDVALIDITY a session saw on an empty INBOX still holds when the first message
+   * arrives (a placeholder replaced by the real folder would force every client to resync).
+   */
+  const withInbox = <A>(then: () => Effect.Effect<A, MailboxError>): Effect.Effect<A, MailboxError> =>
+    Effect.suspend(() =>
+      store.status(user, INBOX) !== undefined
+        ? then()
+        : store.createFolder(user, INBOX).pipe(Effect.catchTag("FolderExists", () => Effect.void), Effect.flatMap(then)));
 
   const changing = <A, E>(effect: Effect.Effect<A, E>) => Effect.tap(effect, () => Effect.sync(options.changed));
 
   const folders: Op<"folders"> = () =>
-    known(() =>
-      Effect.sync(() => {
-        const all = store.folders(user);
-        const withInbox = all.some((folder) => folder.name === INBOX) ? all : [EMPTY_INBOX, ...all];
-        return { value: { folders: withInbox.map(info) } };
-      })),
+    known(() => withInbox(() => Effect.sync(() => ({ value: { folders: store.folders(user).map(info) } })))),
 
   view: Op<"view"> = (request) =>
-    known(() => {
-      const status = statusOf(request.folder);
+    known(() => withInbox(() => {
+      const status = store.status(user, request.folder);
       if (status === undefined) return Effect.fail(new NoSuchFolder({ user, folder: request.folder }));
-      const messages = store.list(user, status.name).map(({ uid, size, internalDate, flags, body }) => ({ uid, size, internalDate, flags, body }));
+      const messages = store.list(user, status.name).map((m) => ({ uid: m.uid, size: m.size, internalDate: m.internalDate, flags: m.flags, body: m.body, modSeq: modSeqOf(m) }));
       return Effect.succeed({ value: { folder: info(status), messages } });
-    }),
+    })),
 
   body: Op<"body"> = (request) =>
     known(() => {
@@ -71,9 +72,15 @@ export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
 
   flags: Op<"flags"> = (request) =>
     known(() =>
-      changing(store.setFlags(user, request.folder, request.uids, request.flags, request.change)).pipe(
-        Effect.map(() => ({
-          value: { messages: request.uids.flatMap((uid) => { const m = store.message(user, request.folder, uid); return m ? [{ uid, flags: m.flags }] : []; }) },
+      changing(store.setFlags(user, request.folder, request.uids, request.flags, request.change, request.unchangedSince)).pipe(
+        Effect.map(({ modified }) => ({
+          value: {
+            messages: request.uids.flatMap((uid) => {
+              const m = store.message(user, request.folder, uid);
+              return m ? [{ uid, flags: m.flags, modSeq: modSeqOf(m) }] : [];
+            }),
+            modified,
+          },
         })),
       )),
 

@@ -2,8 +2,8 @@
 //
 // Layout (every key sorts so a directory-style range read finds what it needs):
 //   mbox.users       user                     → Usage (bytes and messages over all folders; quota)
-//   mbox.folders     [user, folder]           → Folder (UIDVALIDITY, UIDNEXT, counts)
-//   mbox.messages    [user, folder, uid]      → StoredMessage (size, internal date, flags, body hash)
+//   mbox.folders     [user, folder]           → Folder (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, counts)
+//   mbox.messages    [user, folder, uid]      → StoredMessage (size, internal date, flags, MODSEQ, body hash)
 //   mbox.bodies      [sha256, chunk]          → bytes, 256 KB chunks
 //   mbox.bodyrefs    sha256                   → how many messages share the body
 //   mbox.deliveries  [user, queue entry id]   → where that entry was stored
@@ -17,6 +17,10 @@
 // Writes resolve only after the commit is flushed, so an ack means the mail is safe.
 // Every write is one LMDB transaction; LMDB applies them one at a time in call order, so
 // concurrent writes to one mailbox stay consistent while sharing an fsync.
+// CONDSTORE (RFC 7162): each folder counts modification sequences; every append, flag
+// change and expunge takes the next one, and a message keeps the one of its last change,
+// in the same transaction. Records written before modification sequences were kept have
+// none: they count as 1, the lowest value (RFC 7162 §3.1.1 allows no 0 on a message).
 // Time (UIDVALIDITY, INTERNALDATE) comes from the Clock of the fiber that writes, read once
 // before each transaction, so TestClock controls it in tests.
 import { createHash } from "node:crypto";
@@ -38,6 +42,8 @@ export interface Folder {
   readonly uidNext: number;
   readonly messages: number;
   readonly bytes: number;
+  /** CONDSTORE: the last modification sequence given in the folder (absent on older records: 1). */
+  readonly highestModSeq?: number | undefined;
 }
 
 export interface FolderStatus extends Folder {
@@ -53,6 +59,8 @@ export interface StoredMessage {
   readonly flags: ReadonlyArray<string>;
   /** SHA-256 of the body: the key of its chunks. */
   readonly body: string;
+  /** CONDSTORE: modification sequence of the last change (absent on older records: 1). */
+  readonly modSeq?: number | undefined;
   /** Queue entry that delivered it, when it came through the queue. */
   readonly entryId?: string | undefined;
 }
@@ -89,6 +97,15 @@ export { FolderExists, NoSuchFolder };
 
 export type FlagChange = "add" | "remove" | "replace";
 
+/** What a flag change did: the UIDs it left alone because they changed after UNCHANGEDSINCE. */
+export interface FlagsSet {
+  readonly modified: ReadonlyArray<number>;
+}
+
+/** Modification sequences of records written before they were kept count as 1. */
+export const modSeqOf = (record: { readonly modSeq?: number | undefined }): number => record.modSeq ?? 1;
+export const highestModSeqOf = (folder: { readonly highestModSeq?: number | undefined }): number => folder.highestModSeq ?? 1;
+
 export interface StoreOptions {
   /** Folder to store into (default INBOX; created when missing). */
   readonly folder?: string;
@@ -117,7 +134,18 @@ export interface MailboxStore {
   readonly list: (user: string, folder: string) => ReadonlyArray<StoredMessage>;
   readonly message: (user: string, folder: string, uid: number) => StoredMessage | undefined;
   readonly body: (user: string, folder: string, uid: number) => Uint8Array | undefined;
-  readonly setFlags: (user: string, folder: string, uids: ReadonlyArray<number>, flags: ReadonlyArray<string>, change: FlagChange) => Effect.Effect<void, StoreError>;
+  /**
+   * Changes flags; with `unchangedSince` (CONDSTORE STORE), a message whose modification
+   * sequence is above it is left alone and reported as modified, tested in the same transaction.
+   */
+  readonly setFlags: (
+    user: string,
+    folder: string,
+    uids: ReadonlyArray<number>,
+    flags: ReadonlyArray<string>,
+    change: FlagChange,
+    unchangedSince?: number,
+  ) => Effect.Effect<FlagsSet, StoreError>;
   /** Copies messages (sharing their bodies); returns the new UIDs in order. */
   readonly copy: (user: string, from: string, uids: ReadonlyArray<number>, to: string, quotaBytes?: number) => Effect.Effect<ReadonlyArray<number>, StoreError | NoSuchFolder | OverQuota>;
   /** Removes messages and, atomically with it, sets flags on others (POP3 UPDATE). Returns how many were removed. */
@@ -194,7 +222,15 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
     const usage = usageOf(user);
     const uidValidity = Math.max(Math.floor(now / 1000), usage.lastUidValidity + 1);
     usages.put(user, { ...usage, lastUidValidity: uidValidity });
-    return { uidValidity, uidNext: 1, messages: 0, bytes: 0 };
+    return { uidValidity, uidNext: 1, messages: 0, bytes: 0, highestModSeq: 1 };
+  };
+
+  /** Takes the folder's next modification sequence (the folder must exist). */
+  const nextModSeq = (user: string, folder: string): number => {
+    const current = folders.get([user, folder])!;
+    const modSeq = highestModSeqOf(current) + 1;
+    folders.put([user, folder], { ...current, highestModSeq: modSeq });
+    return modSeq;
   };
 
   const addBodyRef = (hash: string, body: Uint8Array) => {
@@ -218,8 +254,9 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
   const addMessage = (user: string, folder: string, record: Omit<StoredMessage, "uid">, now: number): { uid: number; uidValidity: number } => {
     const current = folders.get([user, folder]) ?? newFolder(user, now);
     const uid = current.uidNext;
-    messages.put([user, folder, uid], { ...record, uid });
-    folders.put([user, folder], { ...current, uidNext: uid + 1, messages: current.messages + 1, bytes: current.bytes + record.size });
+    const modSeq = highestModSeqOf(current) + 1;
+    messages.put([user, folder, uid], { ...record, uid, modSeq });
+    folders.put([user, folder], { ...current, uidNext: uid + 1, messages: current.messages + 1, bytes: current.bytes + record.size, highestModSeq: modSeq });
     return { uid, uidValidity: current.uidValidity };
   };
 
@@ -229,7 +266,8 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
     if (!record || !current) return false;
     messages.remove([user, folder, uid]);
     dropBodyRef(record.body);
-    folders.put([user, folder], { ...current, messages: current.messages - 1, bytes: current.bytes - record.size });
+    // An expunge is a change too: HIGHESTMODSEQ moves so a client resyncing by it looks again.
+    folders.put([user, folder], { ...current, messages: current.messages - 1, bytes: current.bytes - record.size, highestModSeq: highestModSeqOf(current) + 1 });
     adjustUsage(user, -record.size, -1);
     return true;
   };
@@ -303,6 +341,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
     internalDate: message.internalDate,
     flags: [...message.flags],
     body: message.body,
+    modSeq: message.modSeq,
     entryId: message.entryId,
   });
 
@@ -313,7 +352,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
     snapshot: (user: string): MailboxSnapshot => ({
       user,
       lastUidValidity: usageOf(user).lastUidValidity,
-      folders: [...folders.getRange({ start: [user, ""], end: [user, "\uffff"] }).map(({ key, value }) => ({ name: key[1], uidValidity: value.uidValidity, uidNext: value.uidNext }))],
+      folders: [...folders.getRange({ start: [user, ""], end: [user, "\uffff"] }).map(({ key, value }) => ({ name: key[1], uidValidity: value.uidValidity, uidNext: value.uidNext, highestModSeq: highestModSeqOf(value) }))],
       messages: userMessages(user).map(({ folder, message }) => ({
         folder,
         uid: message.uid,
@@ -321,6 +360,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
         internalDate: message.internalDate,
         flags: message.flags,
         body: message.body,
+        modSeq: modSeqOf(message),
         ...(message.entryId !== undefined ? { entryId: message.entryId } : {}),
       })),
       deliveries: [...deliveries.getRange({ start: [user, ""], end: [user, "\uffff"] }).map(({ key, value }) => ({ entryId: key[1], ...value }))],
@@ -367,7 +407,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
           }
           for (const folder of snapshot.folders) {
             const total = totals.get(folder.name) ?? { messages: 0, bytes: 0 };
-            folders.put([user, folder.name], { uidValidity: folder.uidValidity, uidNext: folder.uidNext, ...total });
+            folders.put([user, folder.name], { uidValidity: folder.uidValidity, uidNext: folder.uidNext, highestModSeq: folder.highestModSeq, ...total });
           }
           for (const { entryId, ...where } of snapshot.deliveries) deliveries.put([user, entryId], where);
           usages.put(user, {
@@ -464,17 +504,25 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
       return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, stored.size);
     },
 
-    setFlags: (user, name, uids, flags, change) => {
+    setFlags: (user, name, uids, flags, change, unchangedSince) => {
       const folder = folderName(name);
       return commit("mailbox.setFlags", () => {
+        const modified: number[] = [];
         for (const uid of uids) {
           const record = messages.get([user, folder, uid]);
           if (!record) continue;
-          const next =
-            change === "replace" ? flags : change === "add" ? [...record.flags, ...flags] : record.flags.filter((flag) => !flags.includes(flag));
-          messages.put([user, folder, uid], { ...record, flags: sortedFlags(next) });
+          if (unchangedSince !== undefined && modSeqOf(record) > unchangedSince) {
+            modified.push(uid);
+            continue;
+          }
+          const next = sortedFlags(
+            change === "replace" ? flags : change === "add" ? [...record.flags, ...flags] : record.flags.filter((flag) => !flags.includes(flag)),
+          );
+          // A change that changes nothing keeps the modification sequence (RFC 7162 §3.1).
+          if (next.join(" ") === record.flags.join(" ")) continue;
+          messages.put([user, folder, uid], { ...record, flags: next, modSeq: nextModSeq(user, folder) });
         }
-        return done(undefined);
+        return done({ modified });
       });
     },
 
@@ -502,7 +550,8 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
       return commit("mailbox.expunge", () => {
         for (const uid of markSeen) {
           const record = messages.get([user, folder, uid]);
-          if (record && !record.flags.includes("\\Seen")) messages.put([user, folder, uid], { ...record, flags: sortedFlags([...record.flags, "\\Seen"]) });
+          if (record && !record.flags.includes("\\Seen"))
+            messages.put([user, folder, uid], { ...record, flags: sortedFlags([...record.flags, "\\Seen"]), modSeq: nextModSeq(user, folder) });
         }
         return done(uids.filter((uid) => removeMessage(user, folder, uid)).length);
       });

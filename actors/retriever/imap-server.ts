@@ -1,4 +1,4 @@
-// IMAP retriever (RFC 3501 with IDLE, UIDPLUS, MOVE, LITERAL+, NAMESPACE, ID, ENABLE,
+// IMAP retriever (RFC 3501 with IDLE, UIDPLUS, MOVE, LITERAL+, NAMESPACE, ID, ENABLE, CONDSTORE,
 // UNSELECT, SPECIAL-USE): one TCP connection = one session. This file is the socket
 // side: a listener for plain IMAP (STARTTLS, RFC 2595) and one for implicit TLS (IMAPS,
 // RFC 8314), framing with protocol/imap/framer.ts, the TLS upgrade, idle timeouts and

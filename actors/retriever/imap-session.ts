@@ -12,7 +12,7 @@ import { decodeSaslPlain, SASL_CANCEL, type LoginOutcome } from "../../protocol/
 import type { MailboxError, MessageInfo } from "../../protocol/mailbox.ts";
 import { waitDelay, type LoginThrottle } from "../users/login-throttle.ts";
 import type { ImapAccess } from "./imap-access.ts";
-import { matches, needsBody, resolveSet, syncView, viewOf, type SelectedView } from "./imap-view.ts";
+import { matches, modSeqOf, needsBody, resolveSet, syncView, usesModSeq, viewOf, type SelectedView } from "./imap-view.ts";
 
 export interface ImapSessionConfig {
   readonly hostname: string;
@@ -44,7 +44,7 @@ export type State =
   | { readonly phase: "selected"; readonly user: string; readonly view: SelectedView }
   | { readonly phase: "logout" };
 
-const CAPABILITIES = ["IMAP4rev1", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID", "ENABLE", "UNSELECT", "SPECIAL-USE", "CHILDREN"];
+const CAPABILITIES = ["IMAP4rev1", "LITERAL+", "SASL-IR", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "ID", "ENABLE", "UNSELECT", "SPECIAL-USE", "CHILDREN", "CONDSTORE"];
 
 const SPECIAL_USE: Record<string, string> = { sent: "\\Sent", "sent items": "\\Sent", drafts: "\\Drafts", trash: "\\Trash", junk: "\\Junk", spam: "\\Junk", archive: "\\Archive" };
 
@@ -82,6 +82,12 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
   let stopWatching = () => {};
   /** A change notice arrived since the selected view was last brought up to date. */
   let dirty = false;
+  /**
+   * CONDSTORE is on for the rest of the connection once the client used it (RFC 7162 §3.1:
+   * SELECT (CONDSTORE), ENABLE, FETCH MODSEQ/CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH
+   * MODSEQ, STATUS HIGHESTMODSEQ): from then on untagged FETCHes of flags carry UID and MODSEQ.
+   */
+  let condstore = false;
   const { access } = config;
   const write = connection.write;
 
@@ -169,8 +175,9 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
 
   const user = (): string => (state.phase === "authenticated" || state.phase === "selected" ? state.user : "");
 
-  const select = (tag: string, mailbox: string, readOnly: boolean): Effect.Effect<After> =>
+  const select = (tag: string, mailbox: string, readOnly: boolean, withCondstore: boolean): Effect.Effect<After> =>
     Effect.gen(function* () {
+      if (withCondstore) condstore = true;
       if (state.phase === "selected") {
         write("* OK [CLOSED] previous mailbox closed\r\n");
         state = { phase: "authenticated", user: state.user };
@@ -188,6 +195,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
           ...(firstUnseen >= 0 ? [`* OK [UNSEEN ${firstUnseen + 1}] first unseen`] : []),
           `* OK [UIDVALIDITY ${folder.uidValidity}] UIDs valid`,
           `* OK [UIDNEXT ${folder.uidNext}] predicted next UID`,
+          `* OK [HIGHESTMODSEQ ${folder.highestModSeq ?? 1}] highest modification sequence`,
           `* OK [PERMANENTFLAGS ${readOnly ? "()" : PERMANENT_FLAGS}] flags permitted`,
           "",
         ].join("\r\n"),
@@ -206,7 +214,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       const viewed = yield* attempt(access.call("view", { user: current.user, folder: current.view.folder }));
       if (viewed._tag === "Failed") return;
       dirty = false;
-      const { lines, view } = syncView(current.view, viewed.value.value.folder, viewed.value.value.messages, expunges);
+      const { lines, view } = syncView(current.view, viewed.value.value.folder, viewed.value.value.messages, expunges, condstore);
       if (lines.length > 0) write(`${lines.join("\r\n")}\r\n`);
       if (state === current) state = { ...current, view };
     });
@@ -227,16 +235,21 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       const view = selected(tag);
       if (view === undefined) return "continue" as const;
       if (dirty && command.uid) yield* sync(false);
+      if (command.changedSince !== undefined || command.items.some((item) => item._tag === "ModSeq")) condstore = true;
       const items: FetchItem[] = command.uid && !command.items.some((item) => item._tag === "Uid") ? [{ _tag: "Uid" }, ...command.items] : [...command.items];
+      // CHANGEDSINCE implies MODSEQ (RFC 7162 §3.1.4.1).
+      if (command.changedSince !== undefined && !items.some((item) => item._tag === "ModSeq")) items.push({ _tag: "ModSeq" });
       const wantsBody = items.some((item) => item._tag !== "Flags" && item._tag !== "Uid" && item._tag !== "InternalDate" && item._tag !== "Size" && item._tag !== "ModSeq");
       const marksSeen = !view.readOnly && items.some((item) => (item._tag === "Body" && !item.peek) || (item._tag === "Rfc822" && item.which !== "HEADER"));
-      const hits = resolveSet(view, command.set, command.uid);
+      const changedSince = command.changedSince;
+      const hits = resolveSet(view, command.set, command.uid).filter((hit) => changedSince === undefined || modSeqOf(hit.message) > changedSince);
       if (marksSeen) {
         const unseen = hits.filter((hit) => !hit.message.flags.includes("\\Seen")).map((hit) => hit.message.uid);
         if (unseen.length > 0) {
           const flagged = yield* attempt(access.call("flags", { user: user(), folder: view.folder, uids: unseen, flags: ["\\Seen"], change: "add" }));
           if (flagged._tag === "Ok") applyFlags(view, flagged.value.value.messages);
           if (!items.some((item) => item._tag === "Flags")) items.push({ _tag: "Flags" });
+          if (condstore && !items.some((item) => item._tag === "ModSeq")) items.push({ _tag: "ModSeq" });
         }
       }
       for (const { seq, message: stale } of hits) {
@@ -259,16 +272,34 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       if (view.readOnly) return (tagged(tag, "NO", "[READ-ONLY] mailbox is read-only"), "continue" as const);
       const hits = resolveSet(view, command.set, command.uid);
       const flags = command.flags.filter((flag) => flag !== "\\Recent");
-      const stored = yield* attempt(access.call("flags", { user: user(), folder: view.folder, uids: hits.map((hit) => hit.message.uid), flags, change: command.mode }));
+      const unchangedSince = command.unchangedSince;
+      if (unchangedSince !== undefined) condstore = true;
+      const before = new Map(hits.map((hit) => [hit.message.uid, modSeqOf(hit.message)]));
+      const stored = yield* attempt(
+        access.call("flags", {
+          user: user(),
+          folder: view.folder,
+          uids: hits.map((hit) => hit.message.uid),
+          flags,
+          change: command.mode,
+          ...(unchangedSince !== undefined && { unchangedSince }),
+        }),
+      );
       if (stored._tag === "Failed") return (failed(tag, stored, "store"), "continue" as const);
       applyFlags(view, stored.value.value.messages);
-      if (!command.silent) {
-        for (const { seq } of hits) {
-          const message = view.messages[seq - 1];
-          if (message) write(`* ${seq} FETCH (${command.uid ? `UID ${message.uid} ` : ""}FLAGS (${message.flags.join(" ")}))\r\n`);
-        }
+      const modified = new Set(stored.value.value.modified ?? []);
+      for (const { seq } of hits) {
+        const message = view.messages[seq - 1];
+        if (message === undefined || modified.has(message.uid)) continue;
+        const uid = command.uid || condstore ? `UID ${message.uid} ` : "";
+        const modSeq = condstore ? ` MODSEQ (${modSeqOf(message)})` : "";
+        if (!command.silent) write(`* ${seq} FETCH (${uid}FLAGS (${message.flags.join(" ")})${modSeq})\r\n`);
+        // Under CONDSTORE a client learns each new MODSEQ even from .SILENT (RFC 7162 §3.1.3).
+        else if (condstore && modSeqOf(message) !== before.get(message.uid)) write(`* ${seq} FETCH (${uid.trimEnd()}${modSeq})\r\n`);
       }
-      tagged(tag, "OK", `${command.uid ? "UID " : ""}STORE completed`);
+      const failedTest = hits.filter((hit) => modified.has(hit.message.uid)).map((hit) => (command.uid ? hit.message.uid : hit.seq));
+      const code = failedTest.length > 0 ? `[MODIFIED ${uidSet(failedTest)}] ` : "";
+      tagged(tag, "OK", `${code}${command.uid ? "UID " : ""}STORE ${failedTest.length > 0 ? "conditional " : ""}completed`);
       return "continue" as const;
     });
 
@@ -279,12 +310,19 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       if (command.charset !== undefined && !["UTF-8", "US-ASCII"].includes(command.charset.toUpperCase()))
         return (tagged(tag, "NO", "[BADCHARSET (UTF-8 US-ASCII)] unsupported charset"), "continue" as const);
       const withBody = needsBody(command.key);
+      const byModSeq = usesModSeq(command.key);
+      if (byModSeq) condstore = true;
+      let highest = 0;
       const found: number[] = [];
       for (const [index, message] of view.messages.entries()) {
         const bytes = withBody ? yield* bodyOf(view, message) : undefined;
-        if (matches(command.key, { seq: index + 1, message, bytes }, view)) found.push(command.uid ? message.uid : index + 1);
+        if (!matches(command.key, { seq: index + 1, message, bytes }, view)) continue;
+        found.push(command.uid ? message.uid : index + 1);
+        highest = Math.max(highest, modSeqOf(message));
       }
-      write(`* SEARCH${found.map((n) => ` ${n}`).join("")}\r\n`);
+      // RFC 7162 §3.1.5: a search by MODSEQ also says the highest MODSEQ of what it found.
+      const modSeq = byModSeq && found.length > 0 ? ` (MODSEQ ${highest})` : "";
+      write(`* SEARCH${found.map((n) => ` ${n}`).join("")}${modSeq}\r\n`);
       tagged(tag, "OK", `${command.uid ? "UID " : ""}SEARCH completed`);
       return "continue" as const;
     });
@@ -357,9 +395,11 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       const folder = listed.value.value.folders.find((candidate) => sameFolder(candidate.name, command.mailbox));
       if (folder === undefined) return (tagged(tag, "NO", "[NONEXISTENT] no such mailbox"), "continue" as const);
       const values: Record<string, number> = {
-        MESSAGES: folder.messages, RECENT: 0, UIDNEXT: folder.uidNext, UIDVALIDITY: folder.uidValidity, UNSEEN: folder.unseen, SIZE: folder.bytes, HIGHESTMODSEQ: 0,
+        MESSAGES: folder.messages, RECENT: 0, UIDNEXT: folder.uidNext, UIDVALIDITY: folder.uidValidity, UNSEEN: folder.unseen, SIZE: folder.bytes,
+        HIGHESTMODSEQ: folder.highestModSeq ?? 1,
       };
-      const items = command.items.filter((item) => item !== "HIGHESTMODSEQ").map((item) => `${item} ${values[item]}`);
+      if (command.items.includes("HIGHESTMODSEQ")) condstore = true;
+      const items = command.items.map((item) => `${item} ${values[item]}`);
       write(`* STATUS ${mailboxName(folder.name)} (${items.join(" ")})\r\n`);
       tagged(tag, "OK", "STATUS completed");
       return "continue" as const;
@@ -448,7 +488,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       case "Authenticate":
         return (tagged(tag, "BAD", "already logged in"), Effect.succeed("continue"));
       case "Select":
-        return select(tag, command.mailbox, command.readOnly);
+        return select(tag, command.mailbox, command.readOnly, command.condstore);
       case "Create":
         return folderAction(tag, command.mailbox, "create");
       case "Delete":
@@ -468,10 +508,13 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       case "Namespace":
         write(`* NAMESPACE (("" "/")) NIL NIL\r\n`);
         return ok(tag, "NAMESPACE completed");
-      case "Enable":
-        // None of the capabilities ENABLE can turn on (CONDSTORE, UTF8=ACCEPT…) is served yet.
-        write("* ENABLED\r\n");
+      case "Enable": {
+        // CONDSTORE is the only capability here that ENABLE turns on (RFC 7162 §3.1); others are ignored.
+        const enabling = command.capabilities.some((capability) => capability.toUpperCase() === "CONDSTORE");
+        if (enabling) condstore = true;
+        write(`* ENABLED${enabling ? " CONDSTORE" : ""}\r\n`);
         return ok(tag, "ENABLE completed");
+      }
       case "Idle":
         idleTag = tag;
         write("+ idling\r\n");
@@ -576,11 +619,11 @@ const patternRegex = (pattern: string): RegExp => {
   return new RegExp(`^${/^inbox/i.test(pattern) ? `(?:INBOX|${escaped})` : escaped}$`, /^inbox$/i.test(pattern) ? "i" : "");
 };
 
-const applyFlags = (view: SelectedView, updates: ReadonlyArray<{ readonly uid: number; readonly flags: ReadonlyArray<string> }>) => {
-  const byUid = new Map(updates.map((update) => [update.uid, update.flags]));
+const applyFlags = (view: SelectedView, updates: ReadonlyArray<{ readonly uid: number; readonly flags: ReadonlyArray<string>; readonly modSeq?: number | undefined }>) => {
+  const byUid = new Map(updates.map((update) => [update.uid, update]));
   view.messages = view.messages.map((message) => {
-    const flags = byUid.get(message.uid);
-    return flags === undefined ? message : { ...message, flags: [...flags] };
+    const update = byUid.get(message.uid);
+    return update === undefined ? message : { ...message, flags: [...update.flags], modSeq: update.modSeq ?? modSeqOf(message) };
   });
 };
 
@@ -598,7 +641,7 @@ const fetchItem = (item: FetchItem, message: MessageInfo, body: Buffer | undefin
     case "Size":
       return [`RFC822.SIZE ${message.size}`];
     case "ModSeq":
-      return [];
+      return [`MODSEQ (${modSeqOf(message)})`];
     case "Envelope":
       return tree ? [`ENVELOPE ${envelope(header(tree))}`] : [];
     case "BodyStructure":

@@ -40,12 +40,22 @@ export const resolveSet = (view: SelectedView, set: SequenceSet, byUid: boolean)
 
 const flagList = (flags: ReadonlyArray<string>) => `(${flags.join(" ")})`;
 
+/** CONDSTORE: a message from a node that does not keep modification sequences counts as 1. */
+export const modSeqOf = (message: MessageInfo): number => message.modSeq ?? 1;
+
 /**
  * The untagged responses that take the session from `view` to `fresh`, and the view
  * after them. Without `expunges` (during FETCH, STORE, SEARCH: RFC 3501 §7.4.1) messages
- * removed meanwhile stay in the view and no EXPUNGE is sent.
+ * removed meanwhile stay in the view and no EXPUNGE is sent. With `condstore` (RFC 7162)
+ * a flag update also carries the message's MODSEQ.
  */
-export const syncView = (view: SelectedView, fresh: FolderInfo, latest: ReadonlyArray<MessageInfo>, expunges: boolean): { readonly lines: string[]; readonly view: SelectedView } => {
+export const syncView = (
+  view: SelectedView,
+  fresh: FolderInfo,
+  latest: ReadonlyArray<MessageInfo>,
+  expunges: boolean,
+  condstore = false,
+): { readonly lines: string[]; readonly view: SelectedView } => {
   const lines: string[] = [];
   const byUid = new Map(latest.map((message) => [message.uid, message]));
   let messages = view.messages;
@@ -60,7 +70,8 @@ export const syncView = (view: SelectedView, fresh: FolderInfo, latest: Readonly
   messages = messages.map((message, index) => {
     const now = byUid.get(message.uid);
     if (now === undefined) return message;
-    if (now.flags.join(" ") !== message.flags.join(" ")) lines.push(`* ${index + 1} FETCH (UID ${message.uid} FLAGS ${flagList(now.flags)})`);
+    if (now.flags.join(" ") !== message.flags.join(" "))
+      lines.push(`* ${index + 1} FETCH (UID ${message.uid} FLAGS ${flagList(now.flags)}${condstore ? ` MODSEQ (${modSeqOf(now)})` : ""})`);
     return now;
   });
   const last = messages.length > 0 ? messages[messages.length - 1]!.uid : 0;
@@ -74,6 +85,22 @@ export const syncView = (view: SelectedView, fresh: FolderInfo, latest: Readonly
 
 // ---------------------------------------------------------------------------
 // SEARCH
+
+/** Does `key` search by MODSEQ (so the answer names the highest MODSEQ found)? */
+export const usesModSeq = (key: SearchKey): boolean => {
+  switch (key._tag) {
+    case "ModSeq":
+      return true;
+    case "Not":
+      return usesModSeq(key.key);
+    case "Or":
+      return usesModSeq(key.left) || usesModSeq(key.right);
+    case "And":
+      return key.keys.some(usesModSeq);
+    default:
+      return false;
+  }
+};
 
 /** Does evaluating `key` need the message's bytes (headers or body)? */
 export const needsBody = (key: SearchKey): boolean => {
@@ -133,7 +160,7 @@ export const matches = (key: SearchKey, subject: SearchSubject, view: SelectedVi
     case "Sequence":
       return resolveSet(view, key.set, false).some((hit) => hit.seq === subject.seq);
     case "ModSeq":
-      return true;
+      return modSeqOf(message) >= key.modseq;
     case "Date":
       if (key.of === "internal") return compareDay(message.internalDate, key.relation, key.day);
       return compareDay(Date.parse(headerFields(headerBlock(subject.bytes ?? Buffer.alloc(0))).find(([name]) => name === "date")?.[1] ?? ""), key.relation, key.day);

@@ -61,7 +61,7 @@ test("deliveries get increasing UIDs under one UIDVALIDITY, with size and intern
         [2, 8, 1_700_000_005_000, [], "E2.1"],
       ],
     );
-    assert.deepEqual(store.status("a@x", INBOX), { name: INBOX, uidValidity: 1_700_000_000, uidNext: 3, messages: 2, bytes: 13 });
+    assert.deepEqual(store.status("a@x", INBOX), { name: INBOX, uidValidity: 1_700_000_000, uidNext: 3, messages: 2, bytes: 13, highestModSeq: 3 });
     assert.deepEqual(store.usage("a@x"), { bytes: 13, messages: 2 });
     assert.equal(store.list("b@x", INBOX).length, 0, "another user's mailbox is separate");
   }));
@@ -162,4 +162,49 @@ test("folders: create, flags, copy, delete; a recreated folder gets a new UIDVAL
     assert.ok(recreated.uidValidity > archive.uidValidity, "a recreated folder must not repeat a UIDVALIDITY");
     assert.equal(recreated.uidNext, 1);
     assert.equal((await failure(store.deleteFolder("a@x", "Nowhere")))._tag, "NoSuchFolder");
+  }));
+
+test("CONDSTORE: each append, flag change and expunge takes the folder's next MODSEQ; UNCHANGEDSINCE is tested in the same write", () =>
+  withStore(async (store) => {
+    await run(store.deliver("a@x", "E1", text("m1\r\n")));
+    await run(store.deliver("a@x", "E2", text("m2\r\n")));
+    const modSeqs = () => store.list("a@x", INBOX).map((m) => [m.uid, m.modSeq]);
+    assert.deepEqual(modSeqs(), [[1, 2], [2, 3]]);
+    assert.equal(store.status("a@x", INBOX)!.highestModSeq, 3);
+
+    assert.deepEqual(await run(store.setFlags("a@x", INBOX, [1], ["\\Seen"], "add")), { modified: [] });
+    assert.deepEqual(modSeqs(), [[1, 4], [2, 3]]);
+    // Setting a flag that is already set changes nothing, so no new MODSEQ.
+    await run(store.setFlags("a@x", INBOX, [1], ["\\Seen"], "add"));
+    assert.equal(store.status("a@x", INBOX)!.highestModSeq, 4);
+
+    // UNCHANGEDSINCE 3: message 1 (MODSEQ 4) changed since and is left alone; message 2 is flagged.
+    assert.deepEqual(await run(store.setFlags("a@x", INBOX, [1, 2], ["\\Flagged"], "add", 3)), { modified: [1] });
+    assert.deepEqual(store.list("a@x", INBOX).map((m) => [m.uid, m.flags, m.modSeq]), [[1, ["\\Seen"], 4], [2, ["\\Flagged"], 5]]);
+
+    await run(store.expunge("a@x", INBOX, [2]));
+    assert.equal(store.status("a@x", INBOX)!.highestModSeq, 6, "an expunge moves HIGHESTMODSEQ");
+    // POP3's UPDATE marks \Seen: a flag change like any other.
+    await run(store.deliver("a@x", "E3", text("m3\r\n")));
+    await run(store.expunge("a@x", INBOX, [], [3]));
+    assert.deepEqual(modSeqs(), [[1, 4], [3, 8]]);
+  }));
+
+test("CONDSTORE: records written before MODSEQs were kept count as 1 and go on from there", () =>
+  withStore(async (store, root) => {
+    // A folder and a message as an older Tern wrote them: no highestModSeq, no modSeq.
+    await run(store.deliver("a@x", "E1", text("old\r\n")));
+    const folders = root.openDB<Record<string, unknown>, [string, string]>({ name: "mbox.folders" });
+    const messages = root.openDB<Record<string, unknown>, [string, string, number]>({ name: "mbox.messages" });
+    const { highestModSeq: _h, ...oldFolder } = folders.get(["a@x", INBOX])!;
+    const { modSeq: _m, ...oldMessage } = messages.get(["a@x", INBOX, 1])!;
+    await folders.put(["a@x", INBOX], oldFolder);
+    await messages.put(["a@x", INBOX, 1], oldMessage);
+    assert.equal(store.message("a@x", INBOX, 1)!.modSeq, undefined);
+
+    assert.deepEqual(await run(store.setFlags("a@x", INBOX, [1], ["\\Seen"], "add", 1)), { modified: [] }, "MODSEQ 1 is unchanged since 1");
+    assert.equal(store.message("a@x", INBOX, 1)!.modSeq, 2);
+    await run(store.deliver("a@x", "E2", text("new\r\n")));
+    assert.deepEqual(store.list("a@x", INBOX).map((m) => m.modSeq), [2, 3]);
+    assert.equal(store.status("a@x", INBOX)!.highestModSeq, 3);
   }));
