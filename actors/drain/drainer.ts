@@ -101,15 +101,20 @@ export const makeDrainer = (options: DrainerOptions): Effect.Effect<Drainer, nev
         hooks.log("drain.handed-off", { msg: messageId, to: peer, entries: moved.entries, ...(moved.outcome === "duplicate" ? { duplicate: true } : {}) });
         hooks.changed(progress());
       }).pipe(
-        Effect.catch((error) =>
-          Effect.sync(() => {
-            tally.failures++;
-            tally.problem = `${messageId}: ${error._tag}: ${"reason" in error ? error.reason : error.detail}`;
-            hooks.failed();
-            hooks.log("drain.handoff.failed", { level: "warn", msg: messageId, error: tally.problem });
-            hooks.changed(progress());
-          })),
+        Effect.catch((error) => failedOne(messageId, `${error._tag}: ${"reason" in error ? error.reason : error.detail}`)),
+        // A bug met with one message (odd attributes, a read that threw) fails that message, not the drain.
+        Effect.catchDefect((defect) => failedOne(messageId, `defect: ${String(defect)}`)),
       );
+
+    /** A message that stays here this pass (tried again on the next). */
+    const failedOne = (messageId: string, detail: string) =>
+      Effect.sync(() => {
+        tally.failures++;
+        tally.problem = `${messageId}: ${detail}`;
+        hooks.failed();
+        hooks.log("drain.handoff.failed", { level: "warn", msg: messageId, error: tally.problem });
+        hooks.changed(progress());
+      });
 
     /** One walk over the queue; false when no peer could take anything. */
     const pass = Effect.gen(function* () {
@@ -141,7 +146,17 @@ export const makeDrainer = (options: DrainerOptions): Effect.Effect<Drainer, nev
       hooks.log("drain.deliveries.stopped", { queued: spool.depth() });
       while (!isEmpty()) {
         const failuresBefore = tally.failures;
-        const moved = yield* pass;
+        // A pass that met a bug (a walk that threw) is logged and tried again: the drain never dies silently.
+        const moved = yield* pass.pipe(
+          Effect.catchDefect((defect) =>
+            Effect.sync(() => {
+              tally.failures++;
+              tally.problem = `pass: defect: ${String(defect)}`;
+              hooks.log("drain.pass.failed", { level: "error", error: tally.problem });
+              hooks.changed(progress());
+              return false;
+            })),
+        );
         if (!isEmpty() && (!moved || tally.failures > failuresBefore)) yield* Effect.sleep(options.retryMs);
         else if (!isEmpty()) yield* Effect.sleep(50); // a body still being received (it will be refused) or an entry that came back
       }

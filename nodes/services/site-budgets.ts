@@ -79,8 +79,10 @@ export class SiteBudgets extends Context.Service<SiteBudgets, SiteBudgetsShape>(
         Effect.gen(function* () {
           const owner = ownerOf(ask.budget);
           if (owner !== self) return yield* new NotBudgetOwner({ budget: ask.budget, owner });
-          // Alone in the cluster, nobody can hold a lease from an earlier owner: no warming.
-          const alone = membership.members().every((member) => member.node === self);
+          // Alone in the cluster (its own record read back, no other), nobody can hold a lease
+          // from an earlier owner: no warming. A member list not read yet proves nothing.
+          const members = membership.members();
+          const alone = members.some((member) => member.node === self) && members.every((member) => member.node === self);
           const { grant, excess } = ledger.grant(ask, yield* Clock.currentTimeMillis, { alone });
           if (excess !== (excessReported.get(ask.budget) ?? 0)) {
             // A moving lease or nodes configured with different limits: visible, and bounded by the lease time.
