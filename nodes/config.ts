@@ -107,6 +107,8 @@ const ConfigFile = Schema.Struct({
   smtp: Schema.optional(
     Schema.Struct({
       bareLineEndings: Schema.optional(Schema.Literals(["reject", "normalize"])),
+      /** A line over 998 octets (RFC 5321 §4.5.3.1.6): refuse the message at DATA, or accept it and encode it before relaying. */
+      longLines: Schema.optional(Schema.Literals(["reject", "encode"])),
       accept8bitWithoutBodyParameter: Schema.optional(Schema.Boolean),
       authRequiresTls: Schema.optional(Schema.Boolean),
       idleTimeoutMs: Schema.optional(Positive),
@@ -333,6 +335,7 @@ export interface NodeConfig {
   };
   readonly smtp: {
     readonly bareLineEndings: "reject" | "normalize";
+    readonly longLines: "reject" | "encode";
     readonly accept8bitWithoutBodyParameter: boolean;
     readonly authRequiresTls: boolean;
     readonly idleTimeoutMs: number;
@@ -452,6 +455,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
   tls: { certFile: file.tls?.certFile, keyFile: file.tls?.keyFile },
   smtp: {
     bareLineEndings: file.smtp?.bareLineEndings ?? "reject",
+    longLines: file.smtp?.longLines ?? "reject",
     accept8bitWithoutBodyParameter: file.smtp?.accept8bitWithoutBodyParameter ?? true, // as Postfix: real clients (nodemailer too) send 8-bit without BODY=8BITMIME
     authRequiresTls: file.smtp?.authRequiresTls ?? true,
     idleTimeoutMs: file.smtp?.idleTimeoutMs ?? 5 * 60_000, // RFC 5321 §4.5.3.2.7

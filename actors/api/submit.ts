@@ -27,6 +27,7 @@ import type { RecipientPolicy } from "../session/policy.ts";
 import type { Idempotency } from "./idempotency.ts";
 import { checkSender, checkTenant, decideRecipients, dueTimeOf, type SenderPolicy } from "./policy.ts";
 import { choosePool, headerValue, type PoolsConfig } from "../delivery/pools.ts";
+import { MAX_LINE_OCTETS, type LongLines } from "../delivery/long-lines.ts";
 
 export interface SubmitConfig extends SenderPolicy {
   readonly nodeId: string;
@@ -40,6 +41,8 @@ export interface SubmitConfig extends SenderPolicy {
   readonly maxSendAtAheadMs: number;
   /** How long an idempotency key is remembered after its submit. */
   readonly idempotencyTtlMs: number;
+  /** "reject": a line over 998 octets refuses the message (BadMessage); "encode": folded before it is relayed. */
+  readonly longLines: LongLines;
   /** IP pools: the request's `pool` must name one; else the pool rules choose. */
   readonly pools: PoolsConfig;
 }
@@ -196,6 +199,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         const result = ingest(input, signing?.body ?? body, {
           // Applications write files with bare LF: the API makes them CRLF rather than refuse them.
           bareLineEndings: "normalize",
+          maxLineOctets: config.longLines === "reject" ? MAX_LINE_OCTETS : undefined,
           allow8bit: true,
           prepend: (section) => {
             headerSection = section;
@@ -222,6 +226,9 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
           catch: (error) => new ApiError({ code: "NotFound", message: `the body was abandoned before its end: ${String(error)}` }),
         });
         if (ended.problem === "too-large") return yield* refuse(new ApiError({ code: "TooLarge", message: `the message exceeds ${config.maxMessageBytes} bytes (limits.maxMessageBytes)` }));
+        if (ended.problem === "line-too-long") {
+          return yield* refuse(new ApiError({ code: "BadMessage", message: `the message has a line longer than ${MAX_LINE_OCTETS} octets (RFC 5321 section 4.5.3.1.6); encode it (quoted-printable or base64)` }));
+        }
         if (ended.problem !== undefined) return yield* refuse(new ApiError({ code: "BadMessage", message: `the message has ${ended.problem === "nul" ? "NUL characters" : ended.problem}` }));
         if (deps.draining?.()) return yield* refuse(new ApiError({ code: "Unavailable", message: `node ${config.nodeId} is draining; retry (another node of the queue group answers)` }));
         if (!deps.spoolHealthy()) return yield* refuse(new ApiError({ code: "Unavailable", message: "the spool cannot commit now; retry later" }));

@@ -15,11 +15,14 @@ import { everyone, type RecipientAttempt } from "./attempt.ts";
 import type { DsnParams } from "./dsn.ts";
 import { decodeXtext } from "./dsn.ts";
 import { downgradeTo7bit, hasEightBit, isAscii } from "./downgrade.ts";
+import { foldLongLines } from "./long-lines.ts";
 
 export interface OutboundOptions {
   readonly heloName: string;
   /** 25 in production; tests point it at a loopback sink. */
   readonly port: number;
+  /** Fold lines over 998 octets before sending (`smtp.longLines: "encode"`: such mail was accepted). */
+  readonly foldLongLines?: boolean | undefined;
   /** The local address connections bind to (an IP pool's source address); the system's choice when absent. */
   readonly localAddress?: string | undefined;
   /** TCP connect. */
@@ -198,6 +201,7 @@ export const sendOver = async (connection: Connection, job: OutboundJob, options
     if (!converted.ok) return { results: everyone(job.recipients, { _tag: "ConversionFailed", missing: "8BITMIME", detail: converted.detail }), stale: false, reusable: true };
     body = converted.body;
   }
+  if (options.foldLongLines) body = Buffer.from(foldLongLines(body));
   const results: RecipientAttempt[] = [];
   const groups = transactionsOf(job, options.maxRecipientsPerTransaction);
   // A transaction that ended in a 250 needs no RSET before the next MAIL (RFC 5321 §4.1.1.5); one refused part way does.

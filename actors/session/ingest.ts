@@ -16,9 +16,28 @@ export interface IngestOptions {
   readonly allow8bit: boolean;
   /** Headers to put first, given the message's own header section (Received, Message-ID…). */
   readonly prepend: (headerSection: string) => string;
+  /** Refuse a message with a line longer than this many octets, CRLF not counted (RFC 5321 §4.5.3.1.6: 998); unset: any length. */
+  readonly maxLineOctets?: number | undefined;
 }
 
-export type IngestProblem = "bare-line-ending" | "nul" | "8bit-without-8bitmime" | "too-large";
+export type IngestProblem = "bare-line-ending" | "nul" | "8bit-without-8bitmime" | "too-large" | "line-too-long";
+
+/**
+ * The longest line of a stream read in chunks: `run` is the length of the line still open
+ * at the end of the previous chunk. CR and LF do not count.
+ */
+export const longestLine = (chunk: Uint8Array, run: number): { longest: number; run: number } => {
+  let longest = 0;
+  let current = run;
+  for (let i = 0; i < chunk.length; i++) {
+    const byte = chunk[i]!;
+    if (byte === LF) {
+      longest = Math.max(longest, current);
+      current = 0;
+    } else if (byte !== CR) current++;
+  }
+  return { longest: Math.max(longest, current), run: current };
+};
 
 export interface IngestResult {
   readonly problem: IngestProblem | undefined;
@@ -79,6 +98,7 @@ export const ingest = (stream: Readable, body: BodyWriter, options: IngestOption
   new Promise((resolve, reject) => {
     let problem: IngestProblem | undefined;
     let carryCR = false;
+    let lineRun = 0;
     let header: Buffer[] | undefined = [];
     let headerBytes = 0;
 
@@ -113,6 +133,11 @@ export const ingest = (stream: Readable, body: BodyWriter, options: IngestOption
       else if (chunk.indexOf(0) >= 0) problem = "nul";
       else if (!options.allow8bit && has8bit(chunk)) problem = "8bit-without-8bitmime";
       else if (options.bareLineEndings === "reject" && hasBareLineEnding(chunk, carryCR)) problem = "bare-line-ending";
+      else if (options.maxLineOctets !== undefined) {
+        const lines = longestLine(chunk, lineRun);
+        lineRun = lines.run;
+        if (lines.longest > options.maxLineOctets) problem = "line-too-long";
+      }
       if (problem) return body.discard(); // the transaction is refused: what was written goes now
       if (options.bareLineEndings === "normalize") {
         const normalized = normalizeLineEndings(chunk, carryCR);

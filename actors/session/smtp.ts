@@ -19,6 +19,7 @@ import { waitDelay, type LoginThrottle } from "../users/login-throttle.ts";
 import type { ClientGuard } from "./guard.ts";
 import { missingSubmissionHeaders, receivedHeader } from "./headers.ts";
 import { ingest, type BareLineEndings, type IngestProblem } from "./ingest.ts";
+import { MAX_LINE_OCTETS, type LongLines } from "../delivery/long-lines.ts";
 import { decideRecipient, decideSender, type ClientFacts, type Decision, type RecipientPolicy } from "./policy.ts";
 import { headerValue, type PoolInputs } from "../delivery/pools.ts";
 
@@ -29,6 +30,8 @@ export interface SessionConfig extends RecipientPolicy {
   /** Refused commands tolerated per connection before 421 and close. */
   readonly maxErrors: number;
   readonly bareLineEndings: BareLineEndings;
+  /** "reject": a line over 998 octets refuses the message at DATA; "encode": accepted, re-encoded before it is relayed. */
+  readonly longLines: LongLines;
   readonly accept8bitWithoutBodyParameter: boolean;
   /** AUTH only after STARTTLS (or on the implicit-TLS listener). */
   readonly authRequiresTls: boolean;
@@ -105,6 +108,7 @@ const problemReplies: Record<IngestProblem, { code: number; text: string }> = {
   nul: { code: 554, text: "5.6.0 NUL characters are not allowed in message data" },
   "8bit-without-8bitmime": { code: 554, text: "5.6.1 8-bit message data requires BODY=8BITMIME" },
   "too-large": { code: 552, text: "5.3.4 Message exceeds the maximum size" },
+  "line-too-long": { code: 550, text: "5.6.0 Message has a line longer than 998 octets (RFC 5321 section 4.5.3.1.6); encode it (quoted-printable or base64)" },
 };
 
 export const startSmtpListeners = async (options: {
@@ -380,6 +384,7 @@ const receiveInto = Effect.fnUntraced(function* (
     try: () =>
       ingest(stream, signing?.body ?? body, {
         bareLineEndings: config.bareLineEndings,
+        maxLineOctets: config.longLines === "reject" ? MAX_LINE_OCTETS : undefined,
         allow8bit: config.accept8bitWithoutBodyParameter || session.envelope.bodyType === "8bitmime",
         prepend: (section) => {
           headerSection = section;

@@ -61,6 +61,7 @@ export const ApiLayer = Layer.effectDiscard(
         maxConcurrentSubmits: config.api.maxConcurrentSubmits,
         maxSendAtAheadMs: config.api.maxSendAtAheadMs,
         pools: config.delivery.pools,
+        longLines: config.smtp.longLines,
         idempotencyTtlMs: config.api.idempotencyTtlMs,
       },
       spool,

@@ -37,7 +37,7 @@ export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
   static readonly layer = Layer.effect(
     Sites,
     Effect.gen(function* () {
-      const { delivery, hostname } = yield* Config;
+      const { delivery, hostname, smtp: { longLines } } = yield* Config;
       const budget = makeConnectionBudget(delivery.maxConnections);
       registerGauge((yield* Metrics).registry, "tern_outbound_connections", "Outbound SMTP connections open (busy or idle)", budget.open);
       return yield* makeSites(
@@ -49,6 +49,7 @@ export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
           socketTimeoutMs: delivery.socketTimeoutMs,
           messagesPerConnection: delivery.messagesPerConnection,
           maxRecipientsPerTransaction: delivery.maxRecipientsPerTransaction,
+          foldLongLines: longLines === "encode",
           connectionsPerSite: delivery.connectionsPerSite,
           siteConnections: delivery.siteConnections,
           idleMs: delivery.connectionIdleMs,

@@ -49,6 +49,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
           maxRecipients: config.limits.maxRecipients,
           maxErrors: config.smtp.maxErrors,
           bareLineEndings: config.smtp.bareLineEndings,
+          longLines: config.smtp.longLines,
           accept8bitWithoutBodyParameter: config.smtp.accept8bitWithoutBodyParameter,
           authRequiresTls: config.smtp.authRequiresTls,
           idleTimeoutMs: config.smtp.idleTimeoutMs,
