@@ -6,6 +6,7 @@
 import { Cause, Effect, Exit, Result } from "effect";
 import { describeBad, type FetchItem, type ImapCommand } from "../../protocol/imap/command.ts";
 import { applyPartial, bodyStructure, envelope, sectionBytes, sectionName, type MimePart } from "../../protocol/imap/mime.ts";
+import { listPattern } from "../../protocol/imap/list-pattern.ts";
 import { internalDate, mailboxName, uidSet } from "../../protocol/imap/response.ts";
 import type { Parsed } from "../../protocol/imap/parse.ts";
 import { decodeSaslPlain, SASL_CANCEL, type LoginOutcome } from "../../protocol/pop3.ts";
@@ -376,9 +377,9 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       }
       const listed = yield* attempt(access.call("folders", { user: user() }));
       if (listed._tag === "Failed") return (failed(tag, listed, "list"), "continue" as const);
-      const pattern = patternRegex(command.reference + command.pattern);
+      const pattern = listPattern(command.reference + command.pattern);
       const names = listed.value.value.folders.map((folder) => folder.name);
-      for (const name of names.filter((name) => pattern.test(name))) {
+      for (const name of names.filter(pattern.matches)) {
         const children = names.some((other) => other.startsWith(`${name}/`));
         const use = SPECIAL_USE[name.toLowerCase()];
         const attributes = [children ? "\\HasChildren" : "\\HasNoChildren", ...(use && !command.subscribedOnly ? [use] : [])];
@@ -612,12 +613,6 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
 };
 
 const sameFolder = (a: string, b: string) => (a.toUpperCase() === "INBOX" && b.toUpperCase() === "INBOX") || a === b;
-
-/** LIST patterns: `*` matches anything, `%` anything but the delimiter "/"; INBOX in any case. */
-const patternRegex = (pattern: string): RegExp => {
-  const escaped = pattern.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/%/g, "[^/]*");
-  return new RegExp(`^${/^inbox/i.test(pattern) ? `(?:INBOX|${escaped})` : escaped}$`, /^inbox$/i.test(pattern) ? "i" : "");
-};
 
 const applyFlags = (view: SelectedView, updates: ReadonlyArray<{ readonly uid: number; readonly flags: ReadonlyArray<string>; readonly modSeq?: number | undefined }>) => {
   const byUid = new Map(updates.map((update) => [update.uid, update]));

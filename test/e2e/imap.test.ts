@@ -165,3 +165,20 @@ test("bad input: BAD with a reason, wrong-state commands refused, literals never
   await raw.waitFor(/a13 OK LOGOUT completed\r\n/);
   raw.close();
 });
+
+test("LIST with a pattern of 5,000 wildcards answers promptly (no backtracking) and other sessions stay served", { timeout: 60_000 }, async () => {
+  const raw = await openRaw(node.ports.imap);
+  await raw.waitFor(/^\* OK .*\r\n/);
+  raw.send("l1 LOGIN alice@example.test alice-pw\r\n");
+  await raw.waitFor(/l1 OK /);
+  const started = Date.now();
+  raw.send(`l2 LIST "" "${"*".repeat(5_000)}x"\r\nl3 LIST "" "${"%*".repeat(2_500)}"\r\n`);
+  await raw.waitFor(/l3 OK LIST completed\r\n/, 5_000);
+  assert.doesNotMatch(raw.received(), /\* LIST [^\r]*"?INBOX"?\r\n[^]*l2 OK/, "INBOX does not end in x");
+  assert.match(raw.received(), /l2 OK LIST completed\r\n[^]*\* LIST \([^)]*\) "\/" "?INBOX"?\r\n[^]*l3 OK/);
+  assert.ok(Date.now() - started < 5_000);
+  const other = await openRaw(node.ports.imap);
+  await other.waitFor(/^\* OK .*\r\n/, 2_000);
+  other.close();
+  raw.close();
+});
