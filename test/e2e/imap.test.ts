@@ -182,3 +182,27 @@ test("LIST with a pattern of 5,000 wildcards answers promptly (no backtracking) 
   other.close();
   raw.close();
 });
+
+test("before login only small commands are taken: a 50 MB literal gets no go-ahead, a big non-synchronizing one is dropped; after login APPEND takes large messages", { timeout: 60_000 }, async () => {
+  const raw = await openRaw(node.ports.imap);
+  await raw.waitFor(/^\* OK .*\r\n/);
+  raw.send("p1 LOGIN {52428800}\r\n");
+  await raw.waitFor(/p1 BAD literal of 52428800 octets is over the limit/);
+  assert.doesNotMatch(raw.received(), /\+ go ahead/);
+  // LITERAL+: the client sends the bytes regardless; they are read and dropped, never run as commands.
+  raw.send(`p2 LOGIN {20000+}\r\n${"p9 LOGOUT\r\n".repeat(1_818)}xx\r\np3 NOOP\r\n`);
+  await raw.waitFor(/p3 OK NOOP completed\r\n/);
+  assert.match(raw.received(), /p2 BAD literal of 20000 octets is over the limit/);
+  assert.doesNotMatch(raw.received(), /BYE|p9/);
+  raw.send("p4 LOGIN alice@example.test alice-pw\r\n");
+  await raw.waitFor(/p4 OK /);
+  const message = `Subject: big\r\n\r\n${"0123456789abcdef".repeat(8_192)}\r\n`;
+  raw.send(`p5 APPEND Trash {${message.length}}\r\n`);
+  await raw.waitFor(/p5 (NO|BAD) |\+ go ahead\r\n/);
+  raw.send(`${message}\r\n`);
+  await raw.waitFor(/p5 (OK|NO|BAD) [^\r]*\r\n/);
+  assert.match(raw.received(), /p5 (OK \[APPENDUID|NO \[TRYCREATE\])/);
+  raw.send("p6 LOGOUT\r\n");
+  await raw.waitFor(/p6 OK/);
+  raw.close();
+});
