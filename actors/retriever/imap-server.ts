@@ -166,6 +166,21 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
     write: (data) => {
       if (!io.destroyed && io.writable) io.write(data);
     },
+    writable: Effect.promise(
+      () =>
+        new Promise<boolean>((resolve) => {
+          const socket = io;
+          if (ended || socket.destroyed || !socket.writable) return resolve(false);
+          if (!socket.writableNeedDrain) return resolve(true);
+          const done = () => {
+            socket.off("drain", done);
+            socket.off("close", done);
+            resolve(!ended && !socket.destroyed && socket.writable);
+          };
+          socket.on("drain", done);
+          socket.on("close", done);
+        }),
+    ),
     log,
   });
 

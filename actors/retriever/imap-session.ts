@@ -33,6 +33,13 @@ export interface ImapConnection {
   /** Completes when the client has gone. */
   readonly left: Effect.Effect<void>;
   readonly write: (data: string | Buffer) => void;
+  /**
+   * Waits until what was written has gone out far enough to write more (the socket's
+   * 'drain' when its buffer is full); false once the client has gone. Loops that write
+   * a response per message wait on it, so a slow reader never makes the server hold a
+   * whole mailbox in memory.
+   */
+  readonly writable: Effect.Effect<boolean>;
   readonly log: (fields: Record<string, unknown>) => void;
 }
 
@@ -261,6 +268,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
         const parts: Array<string | Buffer> = [];
         for (const item of items) parts.push(...fetchItem(item, message, body, tree));
         write(Buffer.concat([Buffer.from(`* ${seq} FETCH (`), ...joinParts(parts), Buffer.from(")\r\n")]));
+        if (!(yield* connection.writable)) return "close" as const;
       }
       tagged(tag, "OK", `${command.uid ? "UID " : ""}FETCH completed`);
       return "continue" as const;
@@ -294,6 +302,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
         if (message === undefined || modified.has(message.uid)) continue;
         const uid = command.uid || condstore ? `UID ${message.uid} ` : "";
         const modSeq = condstore ? ` MODSEQ (${modSeqOf(message)})` : "";
+        if (!(yield* connection.writable)) return "close" as const;
         if (!command.silent) write(`* ${seq} FETCH (${uid}FLAGS (${message.flags.join(" ")})${modSeq})\r\n`);
         // Under CONDSTORE a client learns each new MODSEQ even from .SILENT (RFC 7162 §3.1.3).
         else if (condstore && modSeqOf(message) !== before.get(message.uid)) write(`* ${seq} FETCH (${uid.trimEnd()}${modSeq})\r\n`);
@@ -316,6 +325,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       let highest = 0;
       const found: number[] = [];
       for (const [index, message] of view.messages.entries()) {
+        if (withBody && !(yield* connection.writable)) return "close" as const;
         const bytes = withBody ? yield* bodyOf(view, message) : undefined;
         if (!matches(command.key, { seq: index + 1, message, bytes }, view)) continue;
         found.push(command.uid ? message.uid : index + 1);
@@ -384,6 +394,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
         const use = SPECIAL_USE[name.toLowerCase()];
         const attributes = [children ? "\\HasChildren" : "\\HasNoChildren", ...(use && !command.subscribedOnly ? [use] : [])];
         write(`* ${verb} (${attributes.join(" ")}) "/" ${mailboxName(name)}\r\n`);
+        if (!(yield* connection.writable)) return "close" as const;
       }
       tagged(tag, "OK", `${verb} completed`);
       return "continue" as const;
