@@ -242,7 +242,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
     let busy = false;
     const drain = async () => {
       busy = true;
-      while (queue.length > 0) {
+      while (queue.length > 0 && !ended) {
         const event = queue.shift()!;
         const wasLoggedIn = loggedIn();
         const after = await answer(event);
@@ -273,6 +273,10 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
       drain().catch(onDefect);
     };
     socket.on("data", onData);
+    // Commands the client pipelined before it went are not run.
+    socket.once("close", () => {
+      queue = [];
+    });
   };
 
   const upgrade = () => {

@@ -85,6 +85,14 @@ const attempt = <A>(effect: Effect.Effect<A, MailboxError>): Effect.Effect<Attem
 
 export const makeImapSession = (config: ImapSessionConfig, connection: ImapConnection): ImapSession => {
   let state: State = { phase: "unauthenticated", failures: 0 };
+  /**
+   * The connection is over: a command still running when it ended must not bring the
+   * session back to life (a state change, or a change-notice subscription nobody ends).
+   */
+  let ended = false;
+  const setState = (next: State) => {
+    if (!ended) state = next;
+  };
   let saslTag: string | undefined;
   let idleTag: string | undefined;
   let stopWatching = () => {};
@@ -161,13 +169,13 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
           write("* BYE too many failed logins\r\n");
           return "close" as const;
         }
-        state = { phase: "unauthenticated", failures: failures + 1 };
+        setState({ phase: "unauthenticated", failures: failures + 1 });
         return "continue" as const;
       }
       config.throttle.succeeded(verdict);
       config.onLogin?.("ok");
       connection.log({ event: "login", user, tls: connection.secure(), ip: connection.remoteAddress });
-      state = { phase: "authenticated", user };
+      setState({ phase: "authenticated", user });
       tagged(tag, "OK", `[CAPABILITY ${capabilities()}] logged in`);
       return "continue" as const;
     });
@@ -188,7 +196,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       if (withCondstore) condstore = true;
       if (state.phase === "selected") {
         write("* OK [CLOSED] previous mailbox closed\r\n");
-        state = { phase: "authenticated", user: state.user };
+        setState({ phase: "authenticated", user: state.user });
       }
       const viewed = yield* attempt(access.call("view", { user: user(), folder: mailbox }));
       if (viewed._tag === "Failed") return (failed(tag, viewed, "select"), "continue" as const);
@@ -208,7 +216,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
           "",
         ].join("\r\n"),
       );
-      state = { phase: "selected", user: user(), view };
+      setState({ phase: "selected", user: user(), view });
       dirty = false;
       tagged(tag, "OK", `[${readOnly ? "READ-ONLY" : "READ-WRITE"}] ${readOnly ? "EXAMINE" : "SELECT"} completed`);
       return "continue" as const;
@@ -224,7 +232,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       dirty = false;
       const { lines, view } = syncView(current.view, viewed.value.value.folder, viewed.value.value.messages, expunges, condstore);
       if (lines.length > 0) write(`${lines.join("\r\n")}\r\n`);
-      if (state === current) state = { ...current, view };
+      if (state === current) setState({ ...current, view });
     });
 
   const selected = (tag: string): SelectedView | undefined => {
@@ -455,7 +463,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       case "Logout":
         write(`* BYE ${config.hostname} IMAP signing off\r\n`);
         tagged(tag, "OK", "LOGOUT completed");
-        state = { phase: "logout" };
+        setState({ phase: "logout" });
         return Effect.succeed("close");
       case "Id":
         write(`* ID ("name" "Tern")\r\n`);
@@ -541,7 +549,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
         const close = command._tag === "Close" && !current.view.readOnly ? expunge(tag, undefined, true) : Effect.succeed(true);
         return Effect.flatMap(close, (done) => {
           if (!done) return Effect.succeed("continue" as const);
-          state = { phase: "authenticated", user: current.user };
+          setState({ phase: "authenticated", user: current.user });
           return ok(tag, `${command._tag.toUpperCase()} completed`);
         });
       }
@@ -585,6 +593,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
 
   const noop = () => {};
   const watchChanges = () => {
+    if (ended) return;
     stopWatching = access.watch(user(), () => {
       dirty = true;
       if (idleTag !== undefined) void Effect.runPromise(changedNow());
@@ -616,6 +625,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
     },
     changed: changedNow,
     end: () => {
+      ended = true;
       stopWatching();
       stopWatching = noop;
       state = { phase: "logout" };

@@ -129,3 +129,16 @@ test("FETCH stops once the client has gone", async () => {
   assert.equal(h.calls.filter((op) => op === "body").length, 1);
   assert.doesNotMatch(out, /c OK/);
 });
+
+test("a command still running when the connection ends does not revive the session or leave a change subscription", async () => {
+  const h = harness(3, { viewDelayMs: 50 });
+  await h.run("a LOGIN u pw");
+  assert.equal(h.watchers.size, 1);
+  const selecting = h.run("b SELECT INBOX");
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  h.session.end();
+  assert.equal(h.watchers.size, 0);
+  await selecting;
+  assert.equal(h.session.state().phase, "logout");
+  assert.equal(h.watchers.size, 0, "no subscription left behind");
+});
