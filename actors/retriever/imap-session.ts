@@ -3,7 +3,7 @@
 // The socket side (framing, TLS, IDLE's wait, timeouts) is imap-server.ts; the wire
 // grammar is protocol/imap/. Failures of the mailbox layer become NO/BAD replies with a
 // response code, never a crash.
-import { Cause, Effect, Exit, Result } from "effect";
+import { Cause, Effect, Exit, Result, Semaphore } from "effect";
 import { describeBad, type FetchItem, type ImapCommand } from "../../protocol/imap/command.ts";
 import { applyPartial, bodyStructure, envelope, sectionBytes, sectionName, type MimePart } from "../../protocol/imap/mime.ts";
 import { listPattern } from "../../protocol/imap/list-pattern.ts";
@@ -596,34 +596,66 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
     if (ended) return;
     stopWatching = access.watch(user(), () => {
       dirty = true;
-      if (idleTag !== undefined) void Effect.runPromise(changedNow());
+      if (idleTag !== undefined) idleResync();
     });
   };
   stopWatching = noop;
 
-  const changedNow = (): Effect.Effect<void> => (idleTag !== undefined && state.phase === "selected" ? sync(true) : Effect.void);
+  /** Commands and IDLE's resyncs take turns: a resync never interleaves its updates with a command's. */
+  const turn = Semaphore.makeUnsafe(1);
+  const inTurn = <A>(effect: Effect.Effect<A>): Effect.Effect<A> => turn.withPermits(1)(effect);
+
+  const changedNow = (): Effect.Effect<void> => (idleTag !== undefined && state.phase === "selected" && !ended ? sync(true) : Effect.void);
+
+  /**
+   * While idling, a change notice brings the view up to date. Notices come in bursts (a
+   * flag change on 500 messages is 500 notices): at most one resync runs at a time, and
+   * notices during it only mark one more resync to run after it. Whatever a resync ends
+   * with (a failure, a defect) is logged here, never left to reject unhandled.
+   */
+  let resyncing = false;
+  let resyncAgain = false;
+  const idleResync = () => {
+    if (resyncing) {
+      resyncAgain = true;
+      return;
+    }
+    resyncing = true;
+    const round: Effect.Effect<void> = Effect.suspend(() => {
+      resyncAgain = false;
+      return inTurn(changedNow());
+    }).pipe(Effect.flatMap(() => (resyncAgain && !ended ? round : Effect.void)));
+    void Effect.runPromiseExit(round).then((exit) => {
+      resyncing = false;
+      if (Exit.isFailure(exit)) connection.log({ event: "idle-resync-failed", detail: Cause.pretty(exit.cause) });
+    });
+  };
 
   return {
     state: () => state,
     capabilities,
-    handle: (parsed) => Effect.tap(handle(parsed), () => Effect.sync(() => {
+    handle: (parsed) => inTurn(Effect.tap(handle(parsed), () => Effect.sync(() => {
       if (state.phase === "authenticated" || state.phase === "selected") {
         if (stopWatching === noop) watchChanges();
       }
-    })),
+    }))),
     saslLine: (line) => {
       const tag = saslTag ?? "*";
       saslTag = undefined;
       if (line.trim() === SASL_CANCEL) return (tagged(tag, "BAD", "authentication cancelled"), Effect.succeed("continue"));
-      return plainLogin(tag, line);
+      return inTurn(plainLogin(tag, line));
     },
     idleLine: (line) => {
       const tag = idleTag ?? "*";
       idleTag = undefined;
-      if (line.trim().toUpperCase() !== "DONE") return (tagged(tag, "BAD", "expected DONE"), Effect.succeed("continue"));
-      return ok(tag, "IDLE terminated");
+      return inTurn(
+        Effect.suspend(() => {
+          if (line.trim().toUpperCase() !== "DONE") return (tagged(tag, "BAD", "expected DONE"), Effect.succeed("continue" as const));
+          return ok(tag, "IDLE terminated");
+        }),
+      );
     },
-    changed: changedNow,
+    changed: () => Effect.sync(() => (idleTag !== undefined ? idleResync() : undefined)),
     end: () => {
       ended = true;
       stopWatching();

@@ -142,3 +142,20 @@ test("a command still running when the connection ends does not revive the sessi
   assert.equal(h.session.state().phase, "logout");
   assert.equal(h.watchers.size, 0, "no subscription left behind");
 });
+
+test("IDLE: a burst of change notices makes one resync at a time, not one each, and the last change is reported", async () => {
+  const h = harness(3, { viewDelayMs: 20 });
+  await loggedInAndSelected(h);
+  await h.run("c IDLE");
+  h.calls.length = 0;
+  for (let n = 0; n < 50; n++) {
+    if (n === 49) h.messages.push({ uid: 4, size: 10, internalDate: 0, flags: [], body: "h4", modSeq: 2 });
+    h.watchers.forEach((notify) => notify());
+  }
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const views = h.calls.filter((op) => op === "view").length;
+  assert.ok(views >= 1 && views <= 2, `${views} resyncs for 50 notices`);
+  assert.match(h.written.join(""), /\* 4 EXISTS\r\n/);
+  await Effect.runPromise(h.session.idleLine("DONE"));
+  assert.match(h.written.join(""), /c OK IDLE terminated\r\n$/);
+});
