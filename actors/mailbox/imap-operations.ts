@@ -96,7 +96,8 @@ export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
       })),
 
   expunge: Op<"expunge"> = (request) =>
-    known(() => changing(store.expunge(user, request.folder, request.uids)).pipe(Effect.map((removed) => ({ value: { removed } })))),
+    // Only what carries \Deleted now: the session chose the UIDs from flags it saw earlier.
+    known(() => changing(store.expungeDeleted(user, request.folder, request.uids)).pipe(Effect.map((removed) => ({ value: { removed: removed.length } })))),
 
   append: Op<"append"> = (request, body) =>
     known(() =>

@@ -148,6 +148,12 @@ export interface MailboxStore {
   ) => Effect.Effect<FlagsSet, StoreError>;
   /** Copies messages (sharing their bodies); returns the new UIDs in order. */
   readonly copy: (user: string, from: string, uids: ReadonlyArray<number>, to: string, quotaBytes?: number) => Effect.Effect<ReadonlyArray<number>, StoreError | NoSuchFolder | OverQuota>;
+  /**
+   * IMAP EXPUNGE: removes those of `uids` that carry \Deleted now, in one transaction
+   * (a session's view of the flags may be stale: another session may have taken
+   * \Deleted off meanwhile). Returns the UIDs removed.
+   */
+  readonly expungeDeleted: (user: string, folder: string, uids: ReadonlyArray<number>) => Effect.Effect<ReadonlyArray<number>, StoreError>;
   /** Removes messages and, atomically with it, sets flags on others (POP3 UPDATE). Returns how many were removed. */
   readonly expunge: (user: string, folder: string, uids: ReadonlyArray<number>, markSeen?: ReadonlyArray<number>) => Effect.Effect<number, StoreError>;
   readonly usage: (user: string) => { readonly bytes: number; readonly messages: number };
@@ -543,6 +549,13 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
           }),
         );
       });
+    },
+
+    expungeDeleted: (user, name, uids) => {
+      const folder = folderName(name);
+      return commit("mailbox.expunge", () =>
+        done(uids.filter((uid) => messages.get([user, folder, uid])?.flags.includes("\\Deleted") === true && removeMessage(user, folder, uid))),
+      );
     },
 
     expunge: (user, name, uids, markSeen = []) => {
