@@ -221,3 +221,18 @@ test("IMAP EXPUNGE removes only what carries \\Deleted now: a session asking fro
     assert.equal(expunged.value.removed, 1);
     assert.deepEqual(store.list("a@x", INBOX).map((m) => m.uid), [2, 3]);
   }));
+
+test("IMAP MOVE is one transaction: the originals go with the copies, and a move near the quota is not refused", () =>
+  withStore(async (store, root) => {
+    const quotaBytes = 100;
+    const ops = imapOperations({ store, user: "a@x", knows: () => true, quotaBytes: () => quotaBytes, changed: () => undefined });
+    await run(store.deliver("a@x", "E1", Buffer.alloc(40), { quotaBytes }));
+    await run(store.deliver("a@x", "E2", Buffer.alloc(40), { quotaBytes }));
+    await run(store.createFolder("a@x", "Archive"));
+    const moved = await run(ops.copy({ user: "a@x", from: INBOX, uids: [1, 2], to: "Archive", move: true }));
+    assert.deepEqual([moved.value.source, moved.value.target], [[1, 2], [1, 2]]);
+    assert.deepEqual(store.list("a@x", INBOX), []);
+    assert.deepEqual(store.list("a@x", "Archive").map((m) => m.size), [40, 40]);
+    assert.deepEqual(store.usage("a@x"), { bytes: 80, messages: 2 });
+    assert.equal(bodyRefCount(root), 1);
+  }));
