@@ -145,6 +145,18 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
   const liveLock = (resident: Resident): Lock | undefined =>
     resident.lock !== undefined && resident.lock.expiresAt > now() ? resident.lock : undefined;
 
+  /**
+   * The change notice is best effort and comes after the commit: an observer that throws
+   * (NATS closed or draining at shutdown) must not turn a committed write into a defect.
+   */
+  const notifyChanged = (user: string) => {
+    try {
+      observer.changed?.(user);
+    } catch {
+      // A lost notice only delays a session's resync to its next command.
+    }
+  };
+
   const operations = (user: string, resident: Resident) => ({
     deliver: (request: RequestOf<"deliver">, body: Uint8Array | undefined) => {
       if (!options.knows(user)) return Effect.fail(new UnknownUser({ user }));
@@ -153,7 +165,7 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
           Effect.sync(() => {
             if (stored.duplicate) return observer.duplicate?.(user, request.entryId);
             observer.stored?.(user, body?.length ?? 0);
-            observer.changed?.(user);
+            notifyChanged(user);
           }),
         ),
         Effect.tapError((error) => Effect.sync(() => (error._tag === "OverQuota" ? observer.overQuota?.(user) : undefined))),
@@ -189,7 +201,7 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
         yield* holdLock(user, resident, request.lock);
         const uidsOf = (uidls: ReadonlyArray<string>) => uidls.flatMap((uidl) => inboxUidOf(user, uidl) ?? []);
         const removed = yield* store.expunge(user, INBOX, uidsOf(request.remove), uidsOf(request.seen));
-        observer.changed?.(user);
+        notifyChanged(user);
         return { value: { removed } };
       }).pipe(Effect.ensuring(Effect.sync(() => releaseIfHeld(resident, request.lock)))),
 
@@ -200,7 +212,7 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
       user,
       knows: options.knows,
       quotaBytes: () => options.quotaOf(user),
-      changed: () => observer.changed?.(user),
+      changed: () => notifyChanged(user),
     }),
   });
 

@@ -88,15 +88,16 @@ export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
     known(() =>
       Effect.gen(function* () {
         const present = request.uids.filter((uid) => store.message(user, request.from, uid) !== undefined);
-        const target = yield* store.copy(user, request.from, present, request.to, options.quotaBytes());
-        if (request.move) yield* store.expunge(user, request.from, present);
+        // A move is one transaction: the copies and the removal of the originals commit together.
+        const target = yield* store.copy(user, request.from, present, request.to, options.quotaBytes(), { move: request.move === true });
         options.changed();
         const uidValidity = store.status(user, request.to)?.uidValidity ?? 0;
         return { value: { uidValidity, source: present, target } };
       })),
 
   expunge: Op<"expunge"> = (request) =>
-    known(() => changing(store.expunge(user, request.folder, request.uids)).pipe(Effect.map((removed) => ({ value: { removed } })))),
+    // Only what carries \Deleted now: the session chose the UIDs from flags it saw earlier.
+    known(() => changing(store.expungeDeleted(user, request.folder, request.uids)).pipe(Effect.map((removed) => ({ value: { removed: removed.length } })))),
 
   append: Op<"append"> = (request, body) =>
     known(() =>

@@ -146,8 +146,25 @@ export interface MailboxStore {
     change: FlagChange,
     unchangedSince?: number,
   ) => Effect.Effect<FlagsSet, StoreError>;
-  /** Copies messages (sharing their bodies); returns the new UIDs in order. */
-  readonly copy: (user: string, from: string, uids: ReadonlyArray<number>, to: string, quotaBytes?: number) => Effect.Effect<ReadonlyArray<number>, StoreError | NoSuchFolder | OverQuota>;
+  /**
+   * Copies messages (sharing their bodies); returns the new UIDs in order. With `move`
+   * (IMAP MOVE) the originals are removed in the same transaction: a crash leaves the
+   * messages in one folder or the other, never in both or neither.
+   */
+  readonly copy: (
+    user: string,
+    from: string,
+    uids: ReadonlyArray<number>,
+    to: string,
+    quotaBytes?: number,
+    options?: { readonly move?: boolean },
+  ) => Effect.Effect<ReadonlyArray<number>, StoreError | NoSuchFolder | OverQuota>;
+  /**
+   * IMAP EXPUNGE: removes those of `uids` that carry \Deleted now, in one transaction
+   * (a session's view of the flags may be stale: another session may have taken
+   * \Deleted off meanwhile). Returns the UIDs removed.
+   */
+  readonly expungeDeleted: (user: string, folder: string, uids: ReadonlyArray<number>) => Effect.Effect<ReadonlyArray<number>, StoreError>;
   /** Removes messages and, atomically with it, sets flags on others (POP3 UPDATE). Returns how many were removed. */
   readonly expunge: (user: string, folder: string, uids: ReadonlyArray<number>, markSeen?: ReadonlyArray<number>) => Effect.Effect<number, StoreError>;
   readonly usage: (user: string) => { readonly bytes: number; readonly messages: number };
@@ -526,23 +543,32 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
       });
     },
 
-    copy: (user, fromName, uids, toName, quotaBytes) => {
+    copy: (user, fromName, uids, toName, quotaBytes, options = {}) => {
       const [from, to] = [folderName(fromName), folderName(toName)];
-      return commit("mailbox.copy", (now): CommitOutcome<ReadonlyArray<number>, NoSuchFolder | OverQuota> => {
+      return commit(options.move ? "mailbox.move" : "mailbox.copy", (now): CommitOutcome<ReadonlyArray<number>, NoSuchFolder | OverQuota> => {
         if (!folders.get([user, from])) return refused(new NoSuchFolder({ user, folder: from }));
         if (!folders.get([user, to])) return refused(new NoSuchFolder({ user, folder: to }));
-        const sources = uids.flatMap((uid) => messages.get([user, from, uid]) ?? []);
-        const exceeded = wouldExceed(user, sources.reduce((sum, m) => sum + m.size, 0), quotaBytes);
+        const present = uids.filter((uid) => messages.get([user, from, uid]) !== undefined);
+        const sources = present.map((uid) => messages.get([user, from, uid])!);
+        // A move frees what it takes: only a copy can go over the quota.
+        const exceeded = options.move ? undefined : wouldExceed(user, sources.reduce((sum, m) => sum + m.size, 0), quotaBytes);
         if (exceeded) return refused(exceeded);
-        return done(
-          sources.map((source) => {
-            const existing = bodyRefs.get(source.body)!;
-            bodyRefs.put(source.body, { ...existing, refs: existing.refs + 1 });
-            adjustUsage(user, source.size, 1);
-            return addMessage(user, to, { ...source, entryId: undefined }, now).uid;
-          }),
-        );
+        const target = sources.map((source) => {
+          const existing = bodyRefs.get(source.body)!;
+          bodyRefs.put(source.body, { ...existing, refs: existing.refs + 1 });
+          adjustUsage(user, source.size, 1);
+          return addMessage(user, to, { ...source, entryId: undefined }, now).uid;
+        });
+        if (options.move) for (const uid of present) removeMessage(user, from, uid);
+        return done(target);
       });
+    },
+
+    expungeDeleted: (user, name, uids) => {
+      const folder = folderName(name);
+      return commit("mailbox.expunge", () =>
+        done(uids.filter((uid) => messages.get([user, folder, uid])?.flags.includes("\\Deleted") === true && removeMessage(user, folder, uid))),
+      );
     },
 
     expunge: (user, name, uids, markSeen = []) => {

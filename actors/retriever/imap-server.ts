@@ -8,7 +8,7 @@ import * as net from "node:net";
 import * as tls from "node:tls";
 import { Clock, Context, Deferred, Effect } from "effect";
 import { describeBad } from "../../protocol/imap/command.ts";
-import { makeFramer, type FramerEvent } from "../../protocol/imap/framer.ts";
+import { makeFramer, type FramerEvent, type FramerLimits } from "../../protocol/imap/framer.ts";
 import { parseCommand } from "../../protocol/imap/parse.ts";
 import type { LoginOutcome } from "../../protocol/pop3.ts";
 import { inNetworks } from "../common/networks.ts";
@@ -35,6 +35,8 @@ export interface ImapServerOptions {
   readonly maxFailuresPerConnection?: number;
   /** RFC 3501 §5.4: at least 30 minutes of inactivity before an autologout; lower only for tests. */
   readonly idleTimeoutMs?: number;
+  /** Inactivity allowed before the client has logged in (default 60 s, never more than idleTimeoutMs). */
+  readonly loginTimeoutMs?: number;
   /** Largest literal accepted (APPEND's message): the node's message size limit. */
   readonly maxLiteralOctets?: number;
   readonly maxConnections?: number;
@@ -53,6 +55,13 @@ const LOOPBACK_NETWORKS: ReadonlyArray<string> = ["127.0.0.0/8", "::1/128"];
 const DEFAULT_IDLE_TIMEOUT_MS = 30 * 60 * 1000;
 /** Command lines (outside literals) longer than this are refused; long UID sets fit easily. */
 const MAX_LINE_OCTETS = 64 * 1024;
+/**
+ * Before login a client may send only small commands: a stranger must not make the server
+ * hold megabytes per connection (a refused synchronizing literal gets no "+", a refused
+ * non-synchronizing one is read and dropped, never kept).
+ */
+const PRE_LOGIN_LIMITS: FramerLimits = { maxLineOctets: 8 * 1024, maxLiteralOctets: 8 * 1024, maxCommandOctets: 16 * 1024 };
+const DEFAULT_LOGIN_TIMEOUT_MS = 60_000;
 const MIME_CACHE_ENTRIES = 2_000;
 
 interface ServerContext {
@@ -136,12 +145,18 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
   const left = Deferred.makeUnsafe<void>();
   const log = (fields: Record<string, unknown>) => options.log?.({ actor: "imap", conn, ...fields });
   const remoteAddress = raw.remoteAddress ?? "";
-  const framer = () =>
-    makeFramer({
-      maxLineOctets: MAX_LINE_OCTETS,
-      maxLiteralOctets: options.maxLiteralOctets ?? 50 * 1024 * 1024,
-      maxCommandOctets: (options.maxLiteralOctets ?? 50 * 1024 * 1024) + MAX_LINE_OCTETS,
-    });
+  const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  const loginTimeoutMs = Math.min(options.loginTimeoutMs ?? DEFAULT_LOGIN_TIMEOUT_MS, idleTimeoutMs);
+  const loggedInLimits: FramerLimits = {
+    maxLineOctets: MAX_LINE_OCTETS,
+    maxLiteralOctets: options.maxLiteralOctets ?? 50 * 1024 * 1024,
+    maxCommandOctets: (options.maxLiteralOctets ?? 50 * 1024 * 1024) + MAX_LINE_OCTETS,
+  };
+  const loggedIn = () => {
+    const phase = session.state().phase;
+    return phase === "authenticated" || phase === "selected";
+  };
+  const framer = () => makeFramer(loggedIn() ? loggedInLimits : PRE_LOGIN_LIMITS);
   const session = makeImapSession(context.config, {
     remoteAddress,
     secure: () => secure,
@@ -151,6 +166,21 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
     write: (data) => {
       if (!io.destroyed && io.writable) io.write(data);
     },
+    writable: Effect.promise(
+      () =>
+        new Promise<boolean>((resolve) => {
+          const socket = io;
+          if (ended || socket.destroyed || !socket.writable) return resolve(false);
+          if (!socket.writableNeedDrain) return resolve(true);
+          const done = () => {
+            socket.off("drain", done);
+            socket.off("close", done);
+            resolve(!ended && !socket.destroyed && socket.writable);
+          };
+          socket.on("drain", done);
+          socket.on("close", done);
+        }),
+    ),
     log,
   });
 
@@ -193,7 +223,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
 
   const watch = (socket: net.Socket) => {
     context.sockets.add(socket);
-    socket.setTimeout(options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
+    socket.setTimeout(loggedIn() ? idleTimeoutMs : loginTimeoutMs);
     socket.on("timeout", () => {
       log({ event: "idle-timeout" });
       if (!socket.destroyed) socket.end("* BYE autologout, idle too long\r\n");
@@ -212,9 +242,15 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
     let busy = false;
     const drain = async () => {
       busy = true;
-      while (queue.length > 0) {
+      while (queue.length > 0 && !ended) {
         const event = queue.shift()!;
+        const wasLoggedIn = loggedIn();
         const after = await answer(event);
+        if (!wasLoggedIn && loggedIn()) {
+          // Logged in: commands may now be as big as a message, and the session may sit idle for the autologout time.
+          frames.setLimits(loggedInLimits);
+          socket.setTimeout(idleTimeoutMs);
+        }
         if (after === "close") {
           socket.end();
           return;
@@ -237,6 +273,10 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
       drain().catch(onDefect);
     };
     socket.on("data", onData);
+    // Commands the client pipelined before it went are not run.
+    socket.once("close", () => {
+      queue = [];
+    });
   };
 
   const upgrade = () => {

@@ -3,9 +3,10 @@
 // The socket side (framing, TLS, IDLE's wait, timeouts) is imap-server.ts; the wire
 // grammar is protocol/imap/. Failures of the mailbox layer become NO/BAD replies with a
 // response code, never a crash.
-import { Cause, Effect, Exit, Result } from "effect";
+import { Cause, Effect, Exit, Result, Semaphore } from "effect";
 import { describeBad, type FetchItem, type ImapCommand } from "../../protocol/imap/command.ts";
 import { applyPartial, bodyStructure, envelope, sectionBytes, sectionName, type MimePart } from "../../protocol/imap/mime.ts";
+import { listPattern } from "../../protocol/imap/list-pattern.ts";
 import { internalDate, mailboxName, uidSet } from "../../protocol/imap/response.ts";
 import type { Parsed } from "../../protocol/imap/parse.ts";
 import { decodeSaslPlain, SASL_CANCEL, type LoginOutcome } from "../../protocol/pop3.ts";
@@ -32,6 +33,13 @@ export interface ImapConnection {
   /** Completes when the client has gone. */
   readonly left: Effect.Effect<void>;
   readonly write: (data: string | Buffer) => void;
+  /**
+   * Waits until what was written has gone out far enough to write more (the socket's
+   * 'drain' when its buffer is full); false once the client has gone. Loops that write
+   * a response per message wait on it, so a slow reader never makes the server hold a
+   * whole mailbox in memory.
+   */
+  readonly writable: Effect.Effect<boolean>;
   readonly log: (fields: Record<string, unknown>) => void;
 }
 
@@ -77,6 +85,14 @@ const attempt = <A>(effect: Effect.Effect<A, MailboxError>): Effect.Effect<Attem
 
 export const makeImapSession = (config: ImapSessionConfig, connection: ImapConnection): ImapSession => {
   let state: State = { phase: "unauthenticated", failures: 0 };
+  /**
+   * The connection is over: a command still running when it ended must not bring the
+   * session back to life (a state change, or a change-notice subscription nobody ends).
+   */
+  let ended = false;
+  const setState = (next: State) => {
+    if (!ended) state = next;
+  };
   let saslTag: string | undefined;
   let idleTag: string | undefined;
   let stopWatching = () => {};
@@ -153,13 +169,13 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
           write("* BYE too many failed logins\r\n");
           return "close" as const;
         }
-        state = { phase: "unauthenticated", failures: failures + 1 };
+        setState({ phase: "unauthenticated", failures: failures + 1 });
         return "continue" as const;
       }
       config.throttle.succeeded(verdict);
       config.onLogin?.("ok");
       connection.log({ event: "login", user, tls: connection.secure(), ip: connection.remoteAddress });
-      state = { phase: "authenticated", user };
+      setState({ phase: "authenticated", user });
       tagged(tag, "OK", `[CAPABILITY ${capabilities()}] logged in`);
       return "continue" as const;
     });
@@ -180,7 +196,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       if (withCondstore) condstore = true;
       if (state.phase === "selected") {
         write("* OK [CLOSED] previous mailbox closed\r\n");
-        state = { phase: "authenticated", user: state.user };
+        setState({ phase: "authenticated", user: state.user });
       }
       const viewed = yield* attempt(access.call("view", { user: user(), folder: mailbox }));
       if (viewed._tag === "Failed") return (failed(tag, viewed, "select"), "continue" as const);
@@ -200,7 +216,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
           "",
         ].join("\r\n"),
       );
-      state = { phase: "selected", user: user(), view };
+      setState({ phase: "selected", user: user(), view });
       dirty = false;
       tagged(tag, "OK", `[${readOnly ? "READ-ONLY" : "READ-WRITE"}] ${readOnly ? "EXAMINE" : "SELECT"} completed`);
       return "continue" as const;
@@ -216,7 +232,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       dirty = false;
       const { lines, view } = syncView(current.view, viewed.value.value.folder, viewed.value.value.messages, expunges, condstore);
       if (lines.length > 0) write(`${lines.join("\r\n")}\r\n`);
-      if (state === current) state = { ...current, view };
+      if (state === current) setState({ ...current, view });
     });
 
   const selected = (tag: string): SelectedView | undefined => {
@@ -260,6 +276,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
         const parts: Array<string | Buffer> = [];
         for (const item of items) parts.push(...fetchItem(item, message, body, tree));
         write(Buffer.concat([Buffer.from(`* ${seq} FETCH (`), ...joinParts(parts), Buffer.from(")\r\n")]));
+        if (!(yield* connection.writable)) return "close" as const;
       }
       tagged(tag, "OK", `${command.uid ? "UID " : ""}FETCH completed`);
       return "continue" as const;
@@ -293,6 +310,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
         if (message === undefined || modified.has(message.uid)) continue;
         const uid = command.uid || condstore ? `UID ${message.uid} ` : "";
         const modSeq = condstore ? ` MODSEQ (${modSeqOf(message)})` : "";
+        if (!(yield* connection.writable)) return "close" as const;
         if (!command.silent) write(`* ${seq} FETCH (${uid}FLAGS (${message.flags.join(" ")})${modSeq})\r\n`);
         // Under CONDSTORE a client learns each new MODSEQ even from .SILENT (RFC 7162 §3.1.3).
         else if (condstore && modSeqOf(message) !== before.get(message.uid)) write(`* ${seq} FETCH (${uid.trimEnd()}${modSeq})\r\n`);
@@ -315,6 +333,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       let highest = 0;
       const found: number[] = [];
       for (const [index, message] of view.messages.entries()) {
+        if (withBody && !(yield* connection.writable)) return "close" as const;
         const bytes = withBody ? yield* bodyOf(view, message) : undefined;
         if (!matches(command.key, { seq: index + 1, message, bytes }, view)) continue;
         found.push(command.uid ? message.uid : index + 1);
@@ -376,13 +395,14 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       }
       const listed = yield* attempt(access.call("folders", { user: user() }));
       if (listed._tag === "Failed") return (failed(tag, listed, "list"), "continue" as const);
-      const pattern = patternRegex(command.reference + command.pattern);
+      const pattern = listPattern(command.reference + command.pattern);
       const names = listed.value.value.folders.map((folder) => folder.name);
-      for (const name of names.filter((name) => pattern.test(name))) {
+      for (const name of names.filter(pattern.matches)) {
         const children = names.some((other) => other.startsWith(`${name}/`));
         const use = SPECIAL_USE[name.toLowerCase()];
         const attributes = [children ? "\\HasChildren" : "\\HasNoChildren", ...(use && !command.subscribedOnly ? [use] : [])];
         write(`* ${verb} (${attributes.join(" ")}) "/" ${mailboxName(name)}\r\n`);
+        if (!(yield* connection.writable)) return "close" as const;
       }
       tagged(tag, "OK", `${verb} completed`);
       return "continue" as const;
@@ -443,7 +463,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       case "Logout":
         write(`* BYE ${config.hostname} IMAP signing off\r\n`);
         tagged(tag, "OK", "LOGOUT completed");
-        state = { phase: "logout" };
+        setState({ phase: "logout" });
         return Effect.succeed("close");
       case "Id":
         write(`* ID ("name" "Tern")\r\n`);
@@ -529,7 +549,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
         const close = command._tag === "Close" && !current.view.readOnly ? expunge(tag, undefined, true) : Effect.succeed(true);
         return Effect.flatMap(close, (done) => {
           if (!done) return Effect.succeed("continue" as const);
-          state = { phase: "authenticated", user: current.user };
+          setState({ phase: "authenticated", user: current.user });
           return ok(tag, `${command._tag.toUpperCase()} completed`);
         });
       }
@@ -573,37 +593,71 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
 
   const noop = () => {};
   const watchChanges = () => {
+    if (ended) return;
     stopWatching = access.watch(user(), () => {
       dirty = true;
-      if (idleTag !== undefined) void Effect.runPromise(changedNow());
+      if (idleTag !== undefined) idleResync();
     });
   };
   stopWatching = noop;
 
-  const changedNow = (): Effect.Effect<void> => (idleTag !== undefined && state.phase === "selected" ? sync(true) : Effect.void);
+  /** Commands and IDLE's resyncs take turns: a resync never interleaves its updates with a command's. */
+  const turn = Semaphore.makeUnsafe(1);
+  const inTurn = <A>(effect: Effect.Effect<A>): Effect.Effect<A> => turn.withPermits(1)(effect);
+
+  const changedNow = (): Effect.Effect<void> => (idleTag !== undefined && state.phase === "selected" && !ended ? sync(true) : Effect.void);
+
+  /**
+   * While idling, a change notice brings the view up to date. Notices come in bursts (a
+   * flag change on 500 messages is 500 notices): at most one resync runs at a time, and
+   * notices during it only mark one more resync to run after it. Whatever a resync ends
+   * with (a failure, a defect) is logged here, never left to reject unhandled.
+   */
+  let resyncing = false;
+  let resyncAgain = false;
+  const idleResync = () => {
+    if (resyncing) {
+      resyncAgain = true;
+      return;
+    }
+    resyncing = true;
+    const round: Effect.Effect<void> = Effect.suspend(() => {
+      resyncAgain = false;
+      return inTurn(changedNow());
+    }).pipe(Effect.flatMap(() => (resyncAgain && !ended ? round : Effect.void)));
+    void Effect.runPromiseExit(round).then((exit) => {
+      resyncing = false;
+      if (Exit.isFailure(exit)) connection.log({ event: "idle-resync-failed", detail: Cause.pretty(exit.cause) });
+    });
+  };
 
   return {
     state: () => state,
     capabilities,
-    handle: (parsed) => Effect.tap(handle(parsed), () => Effect.sync(() => {
+    handle: (parsed) => inTurn(Effect.tap(handle(parsed), () => Effect.sync(() => {
       if (state.phase === "authenticated" || state.phase === "selected") {
         if (stopWatching === noop) watchChanges();
       }
-    })),
+    }))),
     saslLine: (line) => {
       const tag = saslTag ?? "*";
       saslTag = undefined;
       if (line.trim() === SASL_CANCEL) return (tagged(tag, "BAD", "authentication cancelled"), Effect.succeed("continue"));
-      return plainLogin(tag, line);
+      return inTurn(plainLogin(tag, line));
     },
     idleLine: (line) => {
       const tag = idleTag ?? "*";
       idleTag = undefined;
-      if (line.trim().toUpperCase() !== "DONE") return (tagged(tag, "BAD", "expected DONE"), Effect.succeed("continue"));
-      return ok(tag, "IDLE terminated");
+      return inTurn(
+        Effect.suspend(() => {
+          if (line.trim().toUpperCase() !== "DONE") return (tagged(tag, "BAD", "expected DONE"), Effect.succeed("continue" as const));
+          return ok(tag, "IDLE terminated");
+        }),
+      );
     },
-    changed: changedNow,
+    changed: () => Effect.sync(() => (idleTag !== undefined ? idleResync() : undefined)),
     end: () => {
+      ended = true;
       stopWatching();
       stopWatching = noop;
       state = { phase: "logout" };
@@ -612,12 +666,6 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
 };
 
 const sameFolder = (a: string, b: string) => (a.toUpperCase() === "INBOX" && b.toUpperCase() === "INBOX") || a === b;
-
-/** LIST patterns: `*` matches anything, `%` anything but the delimiter "/"; INBOX in any case. */
-const patternRegex = (pattern: string): RegExp => {
-  const escaped = pattern.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/%/g, "[^/]*");
-  return new RegExp(`^${/^inbox/i.test(pattern) ? `(?:INBOX|${escaped})` : escaped}$`, /^inbox$/i.test(pattern) ? "i" : "");
-};
 
 const applyFlags = (view: SelectedView, updates: ReadonlyArray<{ readonly uid: number; readonly flags: ReadonlyArray<string>; readonly modSeq?: number | undefined }>) => {
   const byUid = new Map(updates.map((update) => [update.uid, update]));

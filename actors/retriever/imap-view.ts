@@ -22,18 +22,48 @@ export const viewOf = (folder: FolderInfo, messages: ReadonlyArray<MessageInfo>,
   messages: [...messages],
 });
 
-const within = (n: number, from: number, to: number) => n >= Math.min(from, to) && n <= Math.max(from, to);
+/**
+ * Membership in a sequence set, for a view: the set's ranges (`*` the largest number in
+ * the view) sorted and merged once, then each number is a binary search. A client may
+ * send thousands of ranges against thousands of messages: never ranges × messages work.
+ */
+export const setMembership = (view: SelectedView, set: SequenceSet, byUid: boolean): ((n: number) => boolean) => {
+  const count = view.messages.length;
+  const largest = count === 0 ? 0 : byUid ? view.messages[count - 1]!.uid : count;
+  const ranges = set
+    .map(({ from, to }) => {
+      const a = from === "*" ? largest : from;
+      const b = to === "*" ? largest : to;
+      return [Math.min(a, b), Math.max(a, b)] as [number, number];
+    })
+    .sort((x, y) => x[0] - y[0]);
+  const merged: Array<[number, number]> = [];
+  for (const range of ranges) {
+    const last = merged[merged.length - 1];
+    if (last !== undefined && range[0] <= last[1] + 1) last[1] = Math.max(last[1], range[1]);
+    else merged.push([range[0], range[1]]);
+  }
+  return (n) => {
+    let low = 0;
+    let high = merged.length - 1;
+    while (low <= high) {
+      const middle = (low + high) >>> 1;
+      const [from, to] = merged[middle]!;
+      if (n < from) high = middle - 1;
+      else if (n > to) low = middle + 1;
+      else return true;
+    }
+    return false;
+  };
+};
 
 /** The messages a sequence set names, in sequence order, each with its sequence number. */
 export const resolveSet = (view: SelectedView, set: SequenceSet, byUid: boolean): ReadonlyArray<{ readonly seq: number; readonly message: MessageInfo }> => {
-  const count = view.messages.length;
-  if (count === 0) return [];
-  const largest = byUid ? view.messages[count - 1]!.uid : count;
-  const ranges = set.map(({ from, to }) => [from === "*" ? largest : from, to === "*" ? largest : to] as const);
+  if (view.messages.length === 0) return [];
+  const has = setMembership(view, set, byUid);
   const picked: Array<{ seq: number; message: MessageInfo }> = [];
   view.messages.forEach((message, index) => {
-    const n = byUid ? message.uid : index + 1;
-    if (ranges.some(([from, to]) => within(n, from, to))) picked.push({ seq: index + 1, message });
+    if (has(byUid ? message.uid : index + 1)) picked.push({ seq: index + 1, message });
   });
   return picked;
 };
@@ -145,6 +175,19 @@ const headerBlock = (bytes: Buffer): Buffer => {
 
 const contains = (haystack: string, needle: string) => haystack.toLowerCase().includes(needle.toLowerCase());
 
+/**
+ * A SEARCH key's sequence set resolved once per command (keys are parsed anew for each
+ * command, and the view does not change while one is evaluated), not once per message.
+ */
+const memberships = new WeakMap<SearchKey, { readonly view: SelectedView; readonly messages: ReadonlyArray<MessageInfo>; readonly has: (n: number) => boolean }>();
+const membershipOf = (key: Extract<SearchKey, { _tag: "Uid" | "Sequence" }>, view: SelectedView, byUid: boolean) => {
+  const known = memberships.get(key);
+  if (known !== undefined && known.view === view && known.messages === view.messages) return known.has;
+  const has = setMembership(view, key.set, byUid);
+  memberships.set(key, { view, messages: view.messages, has });
+  return has;
+};
+
 export const matches = (key: SearchKey, subject: SearchSubject, view: SelectedView): boolean => {
   const { message } = subject;
   switch (key._tag) {
@@ -156,9 +199,9 @@ export const matches = (key: SearchKey, subject: SearchSubject, view: SelectedVi
     case "Size":
       return key.relation === "larger" ? message.size > key.octets : message.size < key.octets;
     case "Uid":
-      return resolveSet(view, key.set, true).some((hit) => hit.message.uid === message.uid);
+      return membershipOf(key, view, true)(message.uid);
     case "Sequence":
-      return resolveSet(view, key.set, false).some((hit) => hit.seq === subject.seq);
+      return membershipOf(key, view, false)(subject.seq);
     case "ModSeq":
       return modSeqOf(message) >= key.modseq;
     case "Date":

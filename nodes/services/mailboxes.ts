@@ -40,7 +40,17 @@ export class LocalMailboxes extends Context.Service<LocalMailboxes, LocalMailbox
         idleMs: config.mailbox.idleMs,
         askTimeoutMs: config.mailbox.askTimeoutMs,
         // After every change, the owner tells IMAP sessions on every node (fire and forget: a lost notice only delays a resync to the next NOOP).
-        observer: { ...withFaults(metrics.observer, process.env), changed: (user) => nats.nc.publish(nats.subjects.mailboxChanged(user)) },
+        observer: {
+          ...withFaults(metrics.observer, process.env),
+          changed: (user) => {
+            // publish throws once the connection is closed or draining; the write is committed regardless.
+            try {
+              nats.nc.publish(nats.subjects.mailboxChanged(user));
+            } catch {
+              // best effort
+            }
+          },
+        },
         stopGraceMs: STOP_GRACE_MS,
       });
       registerGauge(registry, "tern_mailbox_actors", "Mailbox actors alive on this node", mailboxes.active);

@@ -33,6 +33,8 @@ export interface Framer {
   readonly push: (chunk: Uint8Array) => ReadonlyArray<FramerEvent>;
   /** Bytes received but not yet part of a whole command. */
   readonly pending: () => number;
+  /** New limits for the commands that follow (a server raises them once the client logged in). */
+  readonly setLimits: (limits: FramerLimits) => void;
 }
 
 const LITERAL_AT_END = /\{(\d{1,20})(\+?)\}$/;
@@ -45,7 +47,8 @@ type Mode =
   /** Dropping a refused command: `skip` literal octets first, then lines up to one that ends it. */
   | { _tag: "Discard"; skip: number; lineTooLong: boolean };
 
-export const makeFramer = (limits: FramerLimits): Framer => {
+export const makeFramer = (initial: FramerLimits): Framer => {
+  let limits = initial;
   /** The command so far: whole lines and literals. */
   let parts: Buffer[] = [];
   let partsOctets = 0;
@@ -146,7 +149,13 @@ export const makeFramer = (limits: FramerLimits): Framer => {
     return events;
   };
 
-  return { push, pending: () => partsOctets + buffer.length };
+  return {
+    push,
+    pending: () => partsOctets + buffer.length,
+    setLimits: (next) => {
+      limits = next;
+    },
+  };
 };
 
 const CRLF = Buffer.from("\r\n");

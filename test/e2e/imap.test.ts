@@ -165,3 +165,44 @@ test("bad input: BAD with a reason, wrong-state commands refused, literals never
   await raw.waitFor(/a13 OK LOGOUT completed\r\n/);
   raw.close();
 });
+
+test("LIST with a pattern of 5,000 wildcards answers promptly (no backtracking) and other sessions stay served", { timeout: 60_000 }, async () => {
+  const raw = await openRaw(node.ports.imap);
+  await raw.waitFor(/^\* OK .*\r\n/);
+  raw.send("l1 LOGIN alice@example.test alice-pw\r\n");
+  await raw.waitFor(/l1 OK /);
+  const started = Date.now();
+  raw.send(`l2 LIST "" "${"*".repeat(5_000)}x"\r\nl3 LIST "" "${"%*".repeat(2_500)}"\r\n`);
+  await raw.waitFor(/l3 OK LIST completed\r\n/, 5_000);
+  assert.doesNotMatch(raw.received(), /\* LIST [^\r]*"?INBOX"?\r\n[^]*l2 OK/, "INBOX does not end in x");
+  assert.match(raw.received(), /l2 OK LIST completed\r\n[^]*\* LIST \([^)]*\) "\/" "?INBOX"?\r\n[^]*l3 OK/);
+  assert.ok(Date.now() - started < 5_000);
+  const other = await openRaw(node.ports.imap);
+  await other.waitFor(/^\* OK .*\r\n/, 2_000);
+  other.close();
+  raw.close();
+});
+
+test("before login only small commands are taken: a 50 MB literal gets no go-ahead, a big non-synchronizing one is dropped; after login APPEND takes large messages", { timeout: 60_000 }, async () => {
+  const raw = await openRaw(node.ports.imap);
+  await raw.waitFor(/^\* OK .*\r\n/);
+  raw.send("p1 LOGIN {52428800}\r\n");
+  await raw.waitFor(/p1 BAD literal of 52428800 octets is over the limit/);
+  assert.doesNotMatch(raw.received(), /\+ go ahead/);
+  // LITERAL+: the client sends the bytes regardless; they are read and dropped, never run as commands.
+  raw.send(`p2 LOGIN {20000+}\r\n${"p9 LOGOUT\r\n".repeat(1_818)}xx\r\np3 NOOP\r\n`);
+  await raw.waitFor(/p3 OK NOOP completed\r\n/);
+  assert.match(raw.received(), /p2 BAD literal of 20000 octets is over the limit/);
+  assert.doesNotMatch(raw.received(), /BYE|p9/);
+  raw.send("p4 LOGIN alice@example.test alice-pw\r\n");
+  await raw.waitFor(/p4 OK /);
+  const message = `Subject: big\r\n\r\n${"0123456789abcdef".repeat(8_192)}\r\n`;
+  raw.send(`p5 APPEND Trash {${message.length}}\r\n`);
+  await raw.waitFor(/p5 (NO|BAD) |\+ go ahead\r\n/);
+  raw.send(`${message}\r\n`);
+  await raw.waitFor(/p5 (OK|NO|BAD) [^\r]*\r\n/);
+  assert.match(raw.received(), /p5 (OK \[APPENDUID|NO \[TRYCREATE\])/);
+  raw.send("p6 LOGOUT\r\n");
+  await raw.waitFor(/p6 OK/);
+  raw.close();
+});

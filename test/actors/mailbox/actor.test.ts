@@ -28,7 +28,7 @@ after(() => runtime.dispose());
 const run = <A, E>(effect: Effect.Effect<A, E>) => runtime.runPromise(effect);
 const advance = (ms: number) => run(TestClock.adjust(ms));
 
-const withMailboxes = async (body: (harness: Harness) => Promise<void>) => {
+const withMailboxes = async (body: (harness: Harness) => Promise<void>, changed?: (user: string) => void) => {
   const dir = await mkdtemp(join(tmpdir(), "tern-mbox-actor-"));
   const root = open({ path: join(dir, "db") });
   await run(TestClock.setTime(1_700_000_000_000));
@@ -48,6 +48,7 @@ const withMailboxes = async (body: (harness: Harness) => Promise<void>) => {
         duplicate: (_user, entryId) => void seen.duplicates.push(entryId),
         overQuota: (user) => void seen.overQuota.push(user),
         passivated: (user) => void seen.passivated.push(user),
+        ...(changed && { changed }),
       },
     }).pipe(Scope.provide(scope)),
   );
@@ -220,3 +221,16 @@ test("after stop, asks are answered MailboxUnavailable", () =>
     const refused = await failure(mailboxes.list({ user: "a@x" }));
     assert.equal(refused._tag, "MailboxUnavailable");
   }));
+
+test("a change notice that throws (NATS closed at shutdown) does not turn a committed write into a failure", () =>
+  withMailboxes(
+    async ({ mailboxes }) => {
+      const stored = await deliver(mailboxes, "a@x", "E9.1", "Subject: kept\r\n\r\nbody\r\n");
+      assert.equal(stored.value.duplicate, false);
+      const listed = await run(mailboxes.list({ user: "a@x" }));
+      assert.equal(listed.value.messages.length, 1);
+    },
+    () => {
+      throw new Error("CONNECTION_CLOSED");
+    },
+  ));

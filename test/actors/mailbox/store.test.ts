@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { Effect, Exit, ManagedRuntime } from "effect";
 import { TestClock } from "effect/testing";
 import { open, type RootDatabase } from "lmdb";
+import { imapOperations } from "../../../actors/mailbox/imap-operations.ts";
 import { INBOX, openMailboxStore, type MailboxStore } from "../../../actors/mailbox/store.ts";
 
 // The store's writes read the time from the Clock: here a TestClock, moved by hand.
@@ -207,4 +208,31 @@ test("CONDSTORE: records written before MODSEQs were kept count as 1 and go on f
     await run(store.deliver("a@x", "E2", text("new\r\n")));
     assert.deepEqual(store.list("a@x", INBOX).map((m) => m.modSeq), [2, 3]);
     assert.equal(store.status("a@x", INBOX)!.highestModSeq, 3);
+  }));
+
+test("IMAP EXPUNGE removes only what carries \\Deleted now: a session asking from a stale view does not remove a message undeleted meanwhile", () =>
+  withStore(async (store) => {
+    const ops = imapOperations({ store, user: "a@x", knows: () => true, quotaBytes: () => undefined, changed: () => undefined });
+    for (const n of [1, 2, 3]) await run(store.deliver("a@x", `E${n}`, text(`m${n}\r\n`)));
+    // Session A saw 1 and 2 \Deleted; session B took \Deleted off 2 since.
+    await run(store.setFlags("a@x", INBOX, [1, 2], ["\\Deleted"], "add"));
+    await run(store.setFlags("a@x", INBOX, [2], ["\\Deleted"], "remove"));
+    const expunged = await run(ops.expunge({ user: "a@x", folder: INBOX, uids: [1, 2] }));
+    assert.equal(expunged.value.removed, 1);
+    assert.deepEqual(store.list("a@x", INBOX).map((m) => m.uid), [2, 3]);
+  }));
+
+test("IMAP MOVE is one transaction: the originals go with the copies, and a move near the quota is not refused", () =>
+  withStore(async (store, root) => {
+    const quotaBytes = 100;
+    const ops = imapOperations({ store, user: "a@x", knows: () => true, quotaBytes: () => quotaBytes, changed: () => undefined });
+    await run(store.deliver("a@x", "E1", Buffer.alloc(40), { quotaBytes }));
+    await run(store.deliver("a@x", "E2", Buffer.alloc(40), { quotaBytes }));
+    await run(store.createFolder("a@x", "Archive"));
+    const moved = await run(ops.copy({ user: "a@x", from: INBOX, uids: [1, 2], to: "Archive", move: true }));
+    assert.deepEqual([moved.value.source, moved.value.target], [[1, 2], [1, 2]]);
+    assert.deepEqual(store.list("a@x", INBOX), []);
+    assert.deepEqual(store.list("a@x", "Archive").map((m) => m.size), [40, 40]);
+    assert.deepEqual(store.usage("a@x"), { bytes: 80, messages: 2 });
+    assert.equal(bodyRefCount(root), 1);
   }));

@@ -53,3 +53,10 @@ test("a whole command over the limit (many literals) is refused", () => {
   const events = framer.push(Buffer.from("a LOGIN {40+}\r\n" + "u".repeat(40) + " {40+}\r\n" + "p".repeat(40) + "\r\nb NOOP\r\n"));
   assert.deepEqual(texts(events), ["REFUSED a LiteralTooLarge", "CMD b NOOP"]);
 });
+
+test("setLimits applies to the commands that follow (small before login, large after)", () => {
+  const framer = makeFramer({ maxLineOctets: 100, maxLiteralOctets: 10, maxCommandOctets: 200 });
+  assert.deepEqual(texts(framer.push(Buffer.from("a LOGIN {40}\r\n"))), ["REFUSED a LiteralTooLarge"]);
+  framer.setLimits({ maxLineOctets: 100, maxLiteralOctets: 50, maxCommandOctets: 200 });
+  assert.deepEqual(texts(framer.push(Buffer.from("b APPEND INBOX {40}\r\n"))), ["+"]);
+});

@@ -1,0 +1,161 @@
+// One IMAP session against an in-memory mailbox and a connection whose socket the test
+// controls: what the session does while the client reads slowly, after the client has
+// gone, and when change notices arrive. The wire is tested in test/e2e/imap*.test.ts.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Clock, Context, Effect } from "effect";
+import { makeImapSession, type ImapSession } from "../../../actors/retriever/imap-session.ts";
+import type { ImapAccess } from "../../../actors/retriever/imap-access.ts";
+import { makeMimeCache } from "../../../actors/retriever/imap-mime.ts";
+import { loginAccountsOn, makeLoginThrottle } from "../../../actors/users/login-throttle.ts";
+import { parseCommand } from "../../../protocol/imap/parse.ts";
+import type { MessageInfo } from "../../../protocol/mailbox.ts";
+
+interface Harness {
+  readonly session: ImapSession;
+  readonly written: string[];
+  readonly calls: string[];
+  /** The socket's room: while closed, `writable` waits; `gone` makes it answer false. */
+  readonly socket: { full: boolean; gone: boolean; release: () => void };
+  /** The change notice callbacks subscribed and not yet unsubscribed. */
+  readonly watchers: Set<() => void>;
+  readonly messages: MessageInfo[];
+  readonly run: (line: string) => Promise<string>;
+}
+
+const body = (n: number) => Buffer.from(`Subject: m${n}\r\n\r\n${"x".repeat(1_000)}\r\n`);
+
+const harness = (count: number, options: { viewDelayMs?: number } = {}): Harness => {
+  const written: string[] = [];
+  const calls: string[] = [];
+  const watchers = new Set<() => void>();
+  const messages: MessageInfo[] = Array.from({ length: count }, (_, index) => ({
+    uid: index + 1, size: body(index + 1).length, internalDate: 1_700_000_000_000, flags: [], body: `h${index + 1}`, modSeq: 1,
+  }));
+  let waiting: Array<(ok: boolean) => void> = [];
+  const socket = {
+    full: false,
+    gone: false,
+    release: () => {
+      socket.full = false;
+      const now = waiting;
+      waiting = [];
+      now.forEach((resolve) => resolve(!socket.gone));
+    },
+  };
+  const folder = () => ({ name: "INBOX", uidValidity: 7, uidNext: messages.length + 1, messages: messages.length, bytes: 0, unseen: 0, highestModSeq: 1 });
+  const access: ImapAccess = {
+    authenticate: (login, password) => Effect.succeed(login === "u" && password === "pw" ? "u" : null),
+    call: ((op: string, request: { uid?: number }) =>
+      Effect.gen(function* () {
+        calls.push(op);
+        switch (op) {
+          case "view":
+            if (options.viewDelayMs) yield* Effect.sleep(options.viewDelayMs);
+            return { value: { folder: folder(), messages: messages.map((m) => ({ ...m })) } };
+          case "folders":
+            return { value: { folders: [folder()] } };
+          case "body":
+            return { value: { size: 0 }, attachment: body(request.uid!) };
+          default:
+            return { value: {} };
+        }
+      })) as unknown as ImapAccess["call"],
+    watch: (_user, onChange) => {
+      watchers.add(onChange);
+      return () => watchers.delete(onChange);
+    },
+  };
+  const session = makeImapSession(
+    {
+      hostname: "test",
+      access,
+      throttle: makeLoginThrottle(loginAccountsOn(Context.get(Context.empty(), Clock.Clock), () => undefined)),
+      failureDelayMs: 0,
+      maxFailuresPerConnection: 3,
+      mimeTree: makeMimeCache(100),
+    },
+    {
+      remoteAddress: "127.0.0.1",
+      secure: () => false,
+      tlsAvailable: false,
+      plaintextLoginAllowed: true,
+      left: Effect.never,
+      write: (data) => void written.push(data.toString()),
+      writable: Effect.promise(
+        () => new Promise<boolean>((resolve) => (socket.gone ? resolve(false) : socket.full ? waiting.push(resolve) : resolve(true))),
+      ),
+      log: () => undefined,
+    },
+  );
+  const run = async (line: string) => {
+    await Effect.runPromise(session.handle(parseCommand(Buffer.from(line))));
+    return written.join("");
+  };
+  return { session, written, calls, socket, watchers, messages, run };
+};
+
+const loggedInAndSelected = async (h: Harness) => {
+  await h.run("a LOGIN u pw");
+  await h.run("b SELECT INBOX");
+  h.calls.length = 0;
+  h.written.length = 0;
+};
+
+test("FETCH waits for a slow reader: no body is read while the socket is full", async () => {
+  const h = harness(50);
+  await loggedInAndSelected(h);
+  h.socket.full = true;
+  const fetching = h.run("c FETCH 1:* BODY.PEEK[]");
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(h.calls.filter((op) => op === "body").length, 1, "one message read and written, then it waits");
+  assert.equal(h.written.filter((line) => line.includes(" FETCH (")).length, 1);
+  // The reader catches up: each write may fill the socket again; here it does not.
+  h.socket.release();
+  const out = await fetching;
+  assert.equal(h.calls.filter((op) => op === "body").length, 50);
+  assert.match(out, /c OK FETCH completed\r\n$/);
+});
+
+test("FETCH stops once the client has gone", async () => {
+  const h = harness(50);
+  await loggedInAndSelected(h);
+  h.socket.full = true;
+  const fetching = h.run("c FETCH 1:* BODY.PEEK[]");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  h.socket.gone = true;
+  h.socket.release();
+  const out = await fetching;
+  assert.equal(h.calls.filter((op) => op === "body").length, 1);
+  assert.doesNotMatch(out, /c OK/);
+});
+
+test("a command still running when the connection ends does not revive the session or leave a change subscription", async () => {
+  const h = harness(3, { viewDelayMs: 50 });
+  await h.run("a LOGIN u pw");
+  assert.equal(h.watchers.size, 1);
+  const selecting = h.run("b SELECT INBOX");
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  h.session.end();
+  assert.equal(h.watchers.size, 0);
+  await selecting;
+  assert.equal(h.session.state().phase, "logout");
+  assert.equal(h.watchers.size, 0, "no subscription left behind");
+});
+
+test("IDLE: a burst of change notices makes one resync at a time, not one each, and the last change is reported", async () => {
+  const h = harness(3, { viewDelayMs: 20 });
+  await loggedInAndSelected(h);
+  await h.run("c IDLE");
+  h.calls.length = 0;
+  for (let n = 0; n < 50; n++) {
+    if (n === 49) h.messages.push({ uid: 4, size: 10, internalDate: 0, flags: [], body: "h4", modSeq: 2 });
+    h.watchers.forEach((notify) => notify());
+  }
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const views = h.calls.filter((op) => op === "view").length;
+  assert.ok(views >= 1 && views <= 2, `${views} resyncs for 50 notices`);
+  assert.match(h.written.join(""), /\* 4 EXISTS\r\n/);
+  await Effect.runPromise(h.session.idleLine("DONE"));
+  assert.match(h.written.join(""), /c OK IDLE terminated\r\n$/);
+});
