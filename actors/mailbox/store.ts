@@ -36,6 +36,13 @@ export const INBOX = "INBOX";
 /** Stored bodies are split so no single LMDB value gets huge (overflow pages fragment the file). */
 const BODY_CHUNK_BYTES = 256 * 1024;
 const LAST_UID = Number.MAX_SAFE_INTEGER;
+/**
+ * Ends a key range over every folder name (and entry id) of a user. Keys are UTF-8, so
+ * "\uffff" (EF BF BF) would leave out names that begin above U+FFFF (an emoji: F0 …);
+ * U+10FFFF (F4 8F BF BF), the last code point, sorts after every name that does not
+ * begin with it, a noncharacter no client uses.
+ */
+const AFTER_EVERY_NAME = "\u{10FFFF}";
 
 export interface Folder {
   readonly uidValidity: number;
@@ -332,7 +339,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
   // -- moving ------------------------------------------------------------------
 
   const userMessages = (user: string) =>
-    [...messages.getRange({ start: [user, "", 0], end: [user, "\uffff", LAST_UID] }).map(({ value, key }) => ({ folder: key[1], message: value }))];
+    [...messages.getRange({ start: [user, "", 0], end: [user, AFTER_EVERY_NAME, LAST_UID] }).map(({ value, key }) => ({ folder: key[1], message: value }))];
 
   /** Drops every row of the user; bodies go when their last reference does. */
   const clearUser = (user: string) => {
@@ -340,8 +347,8 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
       messages.remove([user, folder, message.uid]);
       dropBodyRef(message.body);
     }
-    for (const { key } of folders.getRange({ start: [user, ""], end: [user, "\uffff"] })) folders.remove(key);
-    for (const { key } of deliveries.getRange({ start: [user, ""], end: [user, "\uffff"] })) deliveries.remove(key);
+    for (const { key } of folders.getRange({ start: [user, ""], end: [user, AFTER_EVERY_NAME] })) folders.remove(key);
+    for (const { key } of deliveries.getRange({ start: [user, ""], end: [user, AFTER_EVERY_NAME] })) deliveries.remove(key);
     usages.remove(user);
   };
 
@@ -369,7 +376,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
     snapshot: (user: string): MailboxSnapshot => ({
       user,
       lastUidValidity: usageOf(user).lastUidValidity,
-      folders: [...folders.getRange({ start: [user, ""], end: [user, "\uffff"] }).map(({ key, value }) => ({ name: key[1], uidValidity: value.uidValidity, uidNext: value.uidNext, highestModSeq: highestModSeqOf(value) }))],
+      folders: [...folders.getRange({ start: [user, ""], end: [user, AFTER_EVERY_NAME] }).map(({ key, value }) => ({ name: key[1], uidValidity: value.uidValidity, uidNext: value.uidNext, highestModSeq: highestModSeqOf(value) }))],
       messages: userMessages(user).map(({ folder, message }) => ({
         folder,
         uid: message.uid,
@@ -380,7 +387,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
         modSeq: modSeqOf(message),
         ...(message.entryId !== undefined ? { entryId: message.entryId } : {}),
       })),
-      deliveries: [...deliveries.getRange({ start: [user, ""], end: [user, "\uffff"] }).map(({ key, value }) => ({ entryId: key[1], ...value }))],
+      deliveries: [...deliveries.getRange({ start: [user, ""], end: [user, AFTER_EVERY_NAME] }).map(({ key, value }) => ({ entryId: key[1], ...value }))],
     }),
 
     bodyByHash: (hash: string) => {
@@ -463,7 +470,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
     },
 
     folders: (user) =>
-      [...folders.getRange({ start: [user, ""], end: [user, "\uffff"] }).map(({ key, value }) => ({ name: key[1], ...value }))],
+      [...folders.getRange({ start: [user, ""], end: [user, AFTER_EVERY_NAME] }).map(({ key, value }) => ({ name: key[1], ...value }))],
 
     status: (user, folder) => statusOf(user, folderName(folder)),
 

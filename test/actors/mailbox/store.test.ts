@@ -236,3 +236,11 @@ test("IMAP MOVE is one transaction: the originals go with the copies, and a move
     assert.deepEqual(store.usage("a@x"), { bytes: 80, messages: 2 });
     assert.equal(bodyRefCount(root), 1);
   }));
+
+test("a folder whose name begins above U+FFFF (an emoji) is listed and snapshotted like any other", () =>
+  withStore(async (store) => {
+    await run(store.createFolder("a@x", "\u{1F4E6} Parcels"));
+    await run(store.deliver("a@x", "E1.1", text("one\r\n")));
+    assert.ok(store.folders("a@x").some((f) => f.name === "\u{1F4E6} Parcels"), "listed");
+    assert.ok(store.snapshot("a@x").folders.some((f) => f.name === "\u{1F4E6} Parcels"), "carried by a move");
+  }));
