@@ -14,9 +14,9 @@ import type { Output } from "./queue-command.ts";
 
 /** Ports of node i (1-based) from the base port: 10 per node, so 2525 gives node2 2535. */
 export const portsOf = (base: number, index: number) => {
-  if (base === 0) return { smtp: 0, smtps: 0, pop3: 0, http: 0 }; // each chosen by the OS
+  if (base === 0) return { smtp: 0, smtps: 0, pop3: 0, http: 0, imap: 0, imaps: 0 }; // each chosen by the OS
   const first = base + 10 * (index - 1);
-  return { smtp: first, smtps: first + 1, pop3: first + 2, http: first + 3 };
+  return { smtp: first, smtps: first + 1, pop3: first + 2, http: first + 3, imap: first + 4, imaps: first + 5 };
 };
 
 const MAX_PORT = 65_535;
@@ -66,6 +66,8 @@ export const runClusterUp = async (args: string[], io: Output): Promise<number> 
       TERN_SMTPS_PORT: String(ports.smtps),
       TERN_POP3_PORT: String(ports.pop3),
       TERN_HTTP_PORT: String(ports.http),
+      TERN_IMAP_PORT: String(ports.imap),
+      TERN_IMAPS_PORT: String(ports.imaps),
     };
     const child = spawn(process.execPath, ["--import", "tsx", cliPath, "node", ...(configPath ? ["--config", configPath] : [])], {
       cwd: projectRoot,
@@ -79,7 +81,7 @@ export const runClusterUp = async (args: string[], io: Output): Promise<number> 
       }));
     children.push({ node, child, exited });
     io.err(`tern: starting ${node} of cluster ${config.cluster}: data ${env.TERN_DATA_DIR}, ` +
-      (base === 0 ? "ports chosen by the OS" : `smtp ${ports.smtp}, smtps ${ports.smtps}, pop3 ${ports.pop3}, http ${ports.http}`));
+      (base === 0 ? "ports chosen by the OS" : `smtp ${ports.smtp}, smtps ${ports.smtps}, pop3 ${ports.pop3}, http ${ports.http}, imap ${ports.imap}, imaps ${ports.imaps}`));
   }
 
   const stop = (signal: NodeJS.Signals) => () => {
