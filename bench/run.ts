@@ -14,6 +14,7 @@ import type { Peer, PeerOptions } from "./lib/peers/peer.ts";
 import { startPostfix } from "./lib/peers/postfix.ts";
 import { startHaraka } from "./lib/peers/haraka.ts";
 import { mailbox } from "./lib/mailbox-scenario.ts";
+import { imapPeers, imapScenario, printImapTable } from "./lib/imap-scenario.ts";
 import { round } from "./lib/stats.ts";
 import { projectRoot } from "../nodes/launcher.ts";
 
@@ -23,6 +24,7 @@ const scenarios = {
   local: "local delivery into mailboxes, then every message read back over POP3",
   mailbox: "one mailbox of --messages: delivery rate, then POP3 RETR rate (owner and other node), for 1 … --nodes nodes",
   scale: "relay with 1, 2 … --nodes nodes, the load spread over them",
+  imap: "one mailbox of --messages: SELECT, header and full FETCH, IDLE latency over IMAP (--peers dovecot beside it)",
   backlog: "queue --messages while the sink is down, then open it and measure the drain",
   submit: "one node: SMTP injection, then the same messages over the NATS API (submitRaw), a row each",
   kill: "relay, with kill -9 of node n0 a third of the way in and a restart (nothing may be lost)",
@@ -50,9 +52,10 @@ options:
   --users N          local mailboxes for the local scenario (default 10)
   --drain S          seconds to wait for deliveries after injection (default 120)
   --no-baseline      skip the bare smtp-server baseline run (default: run it first)
-  --peers LIST       relay only: also run the same load through other MTAs, comma-separated:
+  --peers LIST       relay: also run the same load through other MTAs, comma-separated:
                      postfix (Debian's package, needs root), haraka (the npm devDependency);
-                     adds the sink's own ceiling and a table of rates and ratios
+                     adds the sink's own ceiling and a table of rates and ratios.
+                     imap: dovecot (Debian's dovecot-imapd, needs root), fed the same messages
   --results DIR      where result.json and chart.svg go (default bench/results)
 
 Everything runs on loopback on this machine: dnsmasq, a sink, N node processes on the
@@ -92,8 +95,9 @@ const parse = () => {
   if (values.help) return undefined;
   if (!(values.scenario in scenarios)) throw new Error(`unknown scenario ${values.scenario}; see --help`);
   const peerNames = values.peers.split(",").map((name) => name.trim()).filter(Boolean);
-  for (const name of peerNames) if (!(name in peers)) throw new Error(`unknown peer ${name}; known: ${Object.keys(peers).join(", ")}`);
-  if (peerNames.length > 0 && values.scenario !== "relay") throw new Error("--peers goes with the relay scenario only");
+  const known = values.scenario === "imap" ? imapPeers : peers;
+  for (const name of peerNames) if (!(name in known)) throw new Error(`unknown peer ${name} for ${values.scenario}; known: ${Object.keys(known).join(", ")}`);
+  if (peerNames.length > 0 && values.scenario !== "relay" && values.scenario !== "imap") throw new Error("--peers goes with the relay and imap scenarios only");
   const options: BenchOptions = {
     messages: Number(values.messages),
     durationSec: Number(values.duration),
@@ -106,7 +110,7 @@ const parse = () => {
     localUsers: Number(values.users),
     drainTimeoutSec: Number(values.drain),
   };
-  return { scenario: values.scenario as Scenario, options, peers: peerNames, baseline: !values["no-baseline"] && values.scenario !== "baseline", results: values.results };
+  return { scenario: values.scenario as Scenario, options, peers: peerNames, baseline: !values["no-baseline"] && values.scenario !== "baseline" && values.scenario !== "imap", results: values.results };
 };
 
 const runScenario = async (scenario: Scenario, options: BenchOptions): Promise<RunReport[]> => {
@@ -117,6 +121,7 @@ const runScenario = async (scenario: Scenario, options: BenchOptions): Promise<R
     case "mailbox": return mailbox(options);
     case "scale": return scale(options);
     case "backlog": return [await backlog(options)];
+    case "imap": throw new Error("the imap scenario runs through imapScenario");
     case "submit": return submit(options);
     case "kill": return [await relay(options, "kill -9", true)];
     case "baseline": return [await baseline(options)];
@@ -233,11 +238,12 @@ const main = async () => {
   const reports: RunReport[] = [];
   const ceiling = parsed.baseline ? await baseline(options) : undefined;
   if (ceiling) reports.push(ceiling);
-  const runs = [...(parsed.peers.length > 0 ? [await sinkCeiling(options)] : []), ...(await runScenario(scenario, options))];
   // A peer that cannot run here (no root for Postfix, the package missing) is reported, and
   // the rows already measured are kept.
-  const peerErrors: Record<string, string> = {};
-  for (const name of parsed.peers) {
+  const imap = scenario === "imap" ? await imapScenario(options, parsed.peers) : undefined;
+  const runs = imap ? imap.reports : [...(parsed.peers.length > 0 ? [await sinkCeiling(options)] : []), ...(await runScenario(scenario, options))];
+  const peerErrors: Record<string, string> = { ...imap?.peerErrors };
+  for (const name of imap ? [] : parsed.peers) {
     try {
       runs.push(await peerRelay(options, peers[name]!));
     } catch (error) {
@@ -248,7 +254,8 @@ const main = async () => {
     if (ceiling && ceiling.acceptedPerSec > 0) report.ratioToBaseline = report.acceptedPerSec / ceiling.acceptedPerSec;
     reports.push(report);
   }
-  printTable(reports);
+  if (imap) printImapTable(reports);
+  else printTable(reports);
   const comparison = comparePeers(reports);
   for (const [name, error] of Object.entries(peerErrors)) {
     console.error(`${name}: not measured: ${error}`);
