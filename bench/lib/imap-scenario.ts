@@ -31,35 +31,8 @@ const FILL_APPEND_CONNECTIONS = 4;
 
 export const imapPeers: Record<string, (options: ImapPeerOptions) => Promise<ImapPeer>> = { dovecot: startDovecot };
 
-export interface ReadRound {
-  readonly selectMs: number;
-  readonly headerMs: number;
-  readonly headerBytes: number;
-  readonly fullMs: number;
-  readonly fullBytes: number;
-}
-
-export interface ImapFigures {
-  /** EXISTS at the first SELECT. */
-  readonly messages: number;
-  readonly fill: { readonly how: string; readonly seconds: number; readonly perSec: number };
-  readonly rounds: ReadonlyArray<ReadRound>;
-  /** The median round's figures. */
-  readonly selectMs: number;
-  readonly headerMs: number;
-  readonly headerPerSec: number;
-  readonly fullMs: number;
-  readonly fullMBPerSec: number;
-  /** Start of a delivery → the idling client's EXISTS. */
-  readonly idleMs: Percentiles;
-  /** Deliveries whose EXISTS did not come within IDLE_TIMEOUT_MS. */
-  readonly idleMissed: number;
-  readonly idleHow: string;
-  /** Server CPU seconds over all read rounds, and per round. */
-  readonly readCpuSeconds: number;
-  readonly readCpuSecondsPerRound: number;
-  readonly idleCpuSeconds: number;
-}
+export type { ImapFigures, ReadRound } from "./imap-figures.ts";
+import type { ImapFigures, ReadRound } from "./imap-figures.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -13,7 +13,7 @@ import { Pop3Connection } from "./pop3-client.ts";
 import { benchIdIn } from "./load.ts";
 import { findFreePort } from "../../test/support/dnsmasq.ts";
 import type { Peer, PeerOptions } from "./peers/peer.ts";
-import type { ImapFigures } from "./imap-scenario.ts";
+import type { ImapFigures } from "./imap-figures.ts";
 
 export interface BenchOptions {
   readonly messages: number;
@@ -53,7 +53,7 @@ export interface RunReport {
   readonly arrivalTimes: ReadonlyArray<number>;
   readonly startedAt: number;
   readonly notes: ReadonlyArray<string>;
-  /** The imap scenario's figures (imap-scenario.ts). */
+  /** The imap scenario's figures (imap-figures.ts). */
   readonly imap?: ImapFigures;
   ratioToBaseline?: number;
 }
