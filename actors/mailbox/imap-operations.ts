@@ -161,10 +161,11 @@ export const imapOperations = (options: ImapOperationsOptions): ImapOps => {
           return changing(store.deleteFolder(user, request.folder)).pipe(Effect.as({ value: {} }));
         case "rename":
           return changing(store.renameFolder(user, request.folder, request.to ?? request.folder)).pipe(Effect.as({ value: {} }));
+        // After INBOX exists: a mailbox's first write makes a folder, which marks the mailbox held here (store.ts).
         case "subscribe":
-          return store.subscribe(user, request.folder).pipe(Effect.as({ value: {} }));
+          return withInbox(() => store.subscribe(user, request.folder)).pipe(Effect.as({ value: {} }));
         case "unsubscribe":
-          return store.unsubscribe(user, request.folder).pipe(Effect.as({ value: {} }));
+          return withInbox(() => store.unsubscribe(user, request.folder)).pipe(Effect.as({ value: {} }));
       }
     });
 

@@ -11,6 +11,7 @@ import { TestClock } from "effect/testing";
 import { open, type RootDatabase } from "lmdb";
 import { imapOperations } from "../../../actors/mailbox/imap-operations.ts";
 import { INBOX, openMailboxStore, type MailboxStore } from "../../../actors/mailbox/store.ts";
+import { openHeldDatabase } from "../../../actors/mailbox/holdings.ts";
 
 // The store's writes read the time from the Clock: here a TestClock, moved by hand.
 const runtime = ManagedRuntime.make(TestClock.layer());
@@ -339,4 +340,13 @@ test("asks naming the UIDVALIDITY a session selected are refused once the folder
     assert.equal(store.status("a@x", "Work")!.recentFrom, 1, "and still recent for the next SELECT");
     const fresh = await run(ops.flags({ user: "a@x", folder: "Work", uids: [1], flags: ["\\Seen"], change: "add", uidValidity: store.status("a@x", "Work")!.uidValidity }));
     assert.deepEqual(fresh.value.messages.map((m) => m.flags), [["\\Seen"]], "with the current UIDVALIDITY the ask goes through");
+  }));
+
+test("a SUBSCRIBE as the very first ask of a new mailbox makes its INBOX first, so the mailbox is held here like any other", () =>
+  withStore(async (store, root) => {
+    const ops = imapOperations({ store, user: "new@x", knows: () => true, quotaBytes: () => undefined, changed: () => undefined });
+    await run(ops.folder({ user: "new@x", folder: "inbox", action: "subscribe" }));
+    assert.deepEqual(store.subscriptions("new@x"), [INBOX]);
+    assert.ok(openHeldDatabase(root).get("new@x"), "held");
+    assert.equal((await failure(ops.folder({ user: "new@x", folder: "Nowhere", action: "subscribe" })))._tag, "NoSuchFolder");
   }));
