@@ -13,6 +13,8 @@ export const MovedFolder = Schema.Struct({
   uidNext: Schema.Number,
   /** CONDSTORE; absent from nodes that did not keep it yet. */
   highestModSeq: Schema.optional(Schema.Number),
+  /** The first UID no session was told of as \Recent; absent from nodes that did not keep it yet. */
+  recentFrom: Schema.optional(Schema.Number),
 });
 export type MovedFolder = typeof MovedFolder.Type;
 
@@ -41,6 +43,8 @@ export const MailboxSnapshot = Schema.Struct({
   folders: Schema.Array(MovedFolder),
   messages: Schema.Array(MovedMessage),
   deliveries: Schema.Array(MovedDelivery),
+  /** The names the user subscribed to; absent when none were ever recorded (every folder counts). */
+  subscribed: Schema.optional(Schema.Array(Schema.String)),
 });
 export type MailboxSnapshot = typeof MailboxSnapshot.Type;
 

@@ -63,6 +63,17 @@ export class FolderExists extends Schema.TaggedError<FolderExists>()("FolderExis
   folder: Schema.String,
 }) {}
 
+/**
+ * An ask about a selected folder named the UIDVALIDITY the session selected, and the
+ * folder has another now (deleted and made again): its UIDs name other messages, so
+ * nothing was done. `uidValidity` is the folder's current one.
+ */
+export class UidValidityChanged extends Schema.TaggedError<UidValidityChanged>()("UidValidityChanged", {
+  user: Schema.String,
+  folder: Schema.String,
+  uidValidity: Schema.Number,
+}) {}
+
 export const MailboxError = Schema.Union([
   StoreError,
   MailboxUnavailable,
@@ -74,6 +85,7 @@ export const MailboxError = Schema.Union([
   LockLost,
   NoSuchFolder,
   FolderExists,
+  UidValidityChanged,
 ]);
 export type MailboxError = typeof MailboxError.Type;
 
@@ -149,6 +161,8 @@ export const FolderInfo = Schema.Struct({
   unseen: Schema.Number,
   /** CONDSTORE (RFC 7162); absent from nodes that do not keep it: 1. */
   highestModSeq: Schema.optional(Schema.Number),
+  /** Messages no session has been told of as \Recent yet (STATUS RECENT); absent from older nodes: 0. */
+  recent: Schema.optional(Schema.Number),
 });
 export type FolderInfo = typeof FolderInfo.Type;
 
@@ -165,14 +179,44 @@ export const MessageInfo = Schema.Struct({
 export type MessageInfo = typeof MessageInfo.Type;
 
 export const FoldersRequest = Schema.Struct({ user: Schema.String });
-export const FoldersReply = Schema.Struct({ folders: Schema.Array(FolderInfo) });
+/**
+ * `subscribed`: the names the user subscribed to (IMAP SUBSCRIBE/LSUB), folders or not;
+ * absent from nodes that do not keep subscriptions: every folder counts as subscribed.
+ */
+export const FoldersReply = Schema.Struct({ folders: Schema.Array(FolderInfo), subscribed: Schema.optional(Schema.Array(Schema.String)) });
 
-/** A folder's state and every message in it, in UID order (SELECT, and resyncs of a selected folder). */
-export const ViewRequest = Schema.Struct({ user: Schema.String, folder: Schema.String });
-export const ViewReply = Schema.Struct({ folder: FolderInfo, messages: Schema.Array(MessageInfo) });
+/**
+ * The UIDVALIDITY a session selected, on every ask about its selected folder: the owner
+ * refuses the ask (UidValidityChanged, or NoSuchFolder once it is gone) rather than act on
+ * a folder made anew whose UIDs name other messages. Absent: no check (a new selection).
+ */
+const SelectedUidValidity = Schema.optional(Schema.Number);
+
+/**
+ * A folder's state and every message in it, in UID order (SELECT, and resyncs of a
+ * selected folder). With `claimRecent` (SELECT, not EXAMINE) the session takes the
+ * messages no session was told of yet as its \Recent ones (RFC 3501 §2.3.2): the owner
+ * moves the folder's mark past them in one write, so two sessions never both get one.
+ */
+export const ViewRequest = Schema.Struct({
+  user: Schema.String,
+  folder: Schema.String,
+  uidValidity: SelectedUidValidity,
+  claimRecent: Schema.optional(Schema.Boolean),
+});
+/**
+ * `recent`: UIDs from `from` up to (not including) `to` are \Recent to the session: the
+ * ones it claimed, or without `claimRecent` the ones nobody claimed yet. Absent from older
+ * nodes: none.
+ */
+export const ViewReply = Schema.Struct({
+  folder: FolderInfo,
+  messages: Schema.Array(MessageInfo),
+  recent: Schema.optional(Schema.Struct({ from: Schema.Number, to: Schema.Number })),
+});
 
 /** One message's body, as the attachment. */
-export const BodyRequest = Schema.Struct({ user: Schema.String, folder: Schema.String, uid: Schema.Number });
+export const BodyRequest = Schema.Struct({ user: Schema.String, folder: Schema.String, uid: Schema.Number, uidValidity: SelectedUidValidity });
 export const BodyReply = Schema.Struct({ size: Schema.Number });
 
 export const FlagsRequest = Schema.Struct({
@@ -183,6 +227,7 @@ export const FlagsRequest = Schema.Struct({
   change: Schema.Literals(["add", "remove", "replace"]),
   /** CONDSTORE STORE (UNCHANGEDSINCE n): leave messages changed after n alone. */
   unchangedSince: Schema.optional(Schema.Number),
+  uidValidity: SelectedUidValidity,
 });
 /**
  * The messages' flags after the change (messages gone meanwhile are left out), and the
@@ -200,11 +245,13 @@ export const CopyRequest = Schema.Struct({
   uids: Schema.Array(Schema.Number),
   to: Schema.String,
   move: Schema.Boolean,
+  /** Of `from`, the selected folder. */
+  uidValidity: SelectedUidValidity,
 });
 /** UIDPLUS (RFC 4315): the target's UIDVALIDITY and each source UID with its new UID. */
 export const CopyReply = Schema.Struct({ uidValidity: Schema.Number, source: Schema.Array(Schema.Number), target: Schema.Array(Schema.Number) });
 
-export const ExpungeRequest = Schema.Struct({ user: Schema.String, folder: Schema.String, uids: Schema.Array(Schema.Number) });
+export const ExpungeRequest = Schema.Struct({ user: Schema.String, folder: Schema.String, uids: Schema.Array(Schema.Number), uidValidity: SelectedUidValidity });
 export const ExpungeReply = Schema.Struct({ removed: Schema.Number });
 
 /** APPEND: the message is the attachment. */
@@ -216,11 +263,15 @@ export const AppendRequest = Schema.Struct({
 });
 export const AppendReply = Schema.Struct({ uidValidity: Schema.Number, uid: Schema.Number });
 
-/** CREATE, DELETE and RENAME (`to`) of a folder. */
+/**
+ * CREATE, DELETE and RENAME (`to`) of a folder; SUBSCRIBE and UNSUBSCRIBE of a name. A
+ * folder that does not exist cannot be subscribed to (NoSuchFolder; RFC 3501 §6.3.6 lets
+ * a server refuse); any name can be unsubscribed, so a deleted folder's subscription can go.
+ */
 export const FolderRequest = Schema.Struct({
   user: Schema.String,
   folder: Schema.String,
-  action: Schema.Literals(["create", "delete", "rename"]),
+  action: Schema.Literals(["create", "delete", "rename", "subscribe", "unsubscribe"]),
   to: Schema.optional(Schema.String),
 });
 export const FolderReply = Schema.Struct({});

@@ -117,7 +117,8 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
       case "body":
         return Effect.fail(unavailable(user, "mailbox has no owner node"));
       case "folders":
-        return Effect.succeed({ value: { folders: [EMPTY_INBOX] } as ResponseOf<K> });
+        // A new mailbox starts with INBOX subscribed (store.ts).
+        return Effect.succeed({ value: { folders: [EMPTY_INBOX], subscribed: ["INBOX"] } as ResponseOf<K> });
       case "view":
         return (request as RequestOf<"view">).folder.toUpperCase() === "INBOX"
           ? Effect.succeed({ value: { folder: EMPTY_INBOX, messages: [] } as ResponseOf<K> })

@@ -7,6 +7,7 @@
 //   mbox.bodies      [sha256, chunk]          → bytes, 256 KB chunks
 //   mbox.bodyrefs    sha256                   → how many messages share the body
 //   mbox.deliveries  [user, queue entry id]   → where that entry was stored
+//   mbox.subscribed  user                     → the names the user subscribed to (IMAP SUBSCRIBE), sorted
 //   mbox.held        user                     → since when this node holds the mailbox (holdings.ts)
 //   mbox.moves.in/out user                    → a move of the mailbox under way (move-records.ts)
 //
@@ -21,13 +22,27 @@
 // change and expunge takes the next one, and a message keeps the one of its last change,
 // in the same transaction. Records written before modification sequences were kept have
 // none: they count as 1, the lowest value (RFC 7162 §3.1.1 allows no 0 on a message).
+// \Recent (RFC 3501 §2.3.2): each folder keeps the first UID no session has been told of
+// as recent (`recentFrom`); a SELECT takes the UIDs from there to UIDNEXT as its own and
+// moves the mark to UIDNEXT in one transaction (`claimRecent`), so two sessions never
+// both get a message as recent. Folders written before the mark was kept have none: their
+// next new message sets it to its own UID (everything older counts as announced).
+// Subscriptions: a user's subscribed names are one value, written in the transaction that
+// changes them. A user with no value yet (mailboxes from before subscriptions were kept)
+// counts every folder as subscribed, as LSUB then answered; the value is first written
+// when the user's first folder is made (INBOX alone subscribed, so a new mailbox starts
+// with INBOX subscribed) or on the first SUBSCRIBE/UNSUBSCRIBE (from every folder then).
+// A deleted folder keeps its subscription (RFC 3501 §6.3.4); a renamed one takes it along.
+// Asks about a selected folder may name the UIDVALIDITY the session selected: the write
+// tests it in its own transaction, so a folder deleted and made again (a new UIDVALIDITY,
+// UIDs from 1 again) is never changed through UIDs that named the old one's messages.
 // Time (UIDVALIDITY, INTERNALDATE) comes from the Clock of the fiber that writes, read once
 // before each transaction, so TestClock controls it in tests.
 import { createHash } from "node:crypto";
 import { Clock, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { StoreError } from "../../protocol/errors.ts";
-import { FolderExists, NoSuchFolder, overQuota, type OverQuota } from "../../protocol/mailbox.ts";
+import { FolderExists, NoSuchFolder, overQuota, UidValidityChanged, type OverQuota } from "../../protocol/mailbox.ts";
 import type { MailboxSnapshot, MovedMessage } from "../../protocol/mailbox-move.ts";
 import { markHeld, openHeldDatabase } from "./holdings.ts";
 
@@ -51,6 +66,8 @@ export interface Folder {
   readonly bytes: number;
   /** CONDSTORE: the last modification sequence given in the folder (absent on older records: 1). */
   readonly highestModSeq?: number | undefined;
+  /** \Recent: the first UID no session has been told of as recent (absent on older records: none recent). */
+  readonly recentFrom?: number | undefined;
 }
 
 export interface FolderStatus extends Folder {
@@ -100,7 +117,17 @@ export interface Stored {
 }
 
 // The folder errors cross NATS (IMAP asks), so they are declared with the other mailbox errors.
-export { FolderExists, NoSuchFolder };
+export { FolderExists, NoSuchFolder, UidValidityChanged };
+
+/** An ask about a selected folder fails when the folder is gone or was made anew. */
+export type NotSelectable = NoSuchFolder | UidValidityChanged;
+
+/** UIDs from `from` up to (not including) `to` are \Recent to the session that claimed them. */
+export interface RecentClaim {
+  readonly uidValidity: number;
+  readonly from: number;
+  readonly to: number;
+}
 
 export type FlagChange = "add" | "remove" | "replace";
 
@@ -112,6 +139,8 @@ export interface FlagsSet {
 /** Modification sequences of records written before they were kept count as 1. */
 export const modSeqOf = (record: { readonly modSeq?: number | undefined }): number => record.modSeq ?? 1;
 export const highestModSeqOf = (folder: { readonly highestModSeq?: number | undefined }): number => folder.highestModSeq ?? 1;
+/** Older folder records have no \Recent mark: nothing in them is recent. */
+export const recentFromOf = (folder: Folder): number => folder.recentFrom ?? folder.uidNext;
 
 export interface StoreOptions {
   /** Folder to store into (default INBOX; created when missing). */
@@ -135,8 +164,21 @@ export interface MailboxStore {
    * moves its messages to the new folder and leaves an empty INBOX with a new UIDVALIDITY.
    */
   readonly renameFolder: (user: string, from: string, to: string) => Effect.Effect<void, StoreError | NoSuchFolder | FolderExists>;
-  /** Removes a folder and its messages (INBOX cannot be removed, only emptied). */
+  /** Removes a folder and its messages (INBOX cannot be removed, only emptied); its subscription stays. */
   readonly deleteFolder: (user: string, folder: string) => Effect.Effect<void, StoreError | NoSuchFolder>;
+  /** The names the user subscribed to, sorted (folders or not: a deleted folder's stays). */
+  readonly subscriptions: (user: string) => ReadonlyArray<string>;
+  /** Subscribes to a folder; one that does not exist is refused (RFC 3501 §6.3.6 allows it). INBOX always exists. */
+  readonly subscribe: (user: string, folder: string) => Effect.Effect<void, StoreError | NoSuchFolder>;
+  /** Unsubscribes from a name, folder or not; a name not subscribed is left as it is. */
+  readonly unsubscribe: (user: string, folder: string) => Effect.Effect<void, StoreError>;
+  /**
+   * Takes the folder's messages no session was told of yet as \Recent to the caller:
+   * moves the folder's mark to UIDNEXT and returns the range it passed, in one
+   * transaction (none when there is nothing to take). With `uidValidity`, a folder made
+   * anew since is refused.
+   */
+  readonly claimRecent: (user: string, folder: string, uidValidity?: number) => Effect.Effect<RecentClaim, StoreError | NotSelectable>;
   /** Messages of a folder in UID order. */
   readonly list: (user: string, folder: string) => ReadonlyArray<StoredMessage>;
   readonly message: (user: string, folder: string, uid: number) => StoredMessage | undefined;
@@ -152,11 +194,13 @@ export interface MailboxStore {
     flags: ReadonlyArray<string>,
     change: FlagChange,
     unchangedSince?: number,
-  ) => Effect.Effect<FlagsSet, StoreError>;
+    uidValidity?: number,
+  ) => Effect.Effect<FlagsSet, StoreError | NotSelectable>;
   /**
    * Copies messages (sharing their bodies); returns the new UIDs in order. With `move`
    * (IMAP MOVE) the originals are removed in the same transaction: a crash leaves the
-   * messages in one folder or the other, never in both or neither.
+   * messages in one folder or the other, never in both or neither. With `uidValidity`
+   * (of `from`), a source folder made anew since is refused.
    */
   readonly copy: (
     user: string,
@@ -164,14 +208,15 @@ export interface MailboxStore {
     uids: ReadonlyArray<number>,
     to: string,
     quotaBytes?: number,
-    options?: { readonly move?: boolean },
-  ) => Effect.Effect<ReadonlyArray<number>, StoreError | NoSuchFolder | OverQuota>;
+    options?: { readonly move?: boolean; readonly uidValidity?: number | undefined },
+  ) => Effect.Effect<ReadonlyArray<number>, StoreError | NotSelectable | OverQuota>;
   /**
    * IMAP EXPUNGE: removes those of `uids` that carry \Deleted now, in one transaction
    * (a session's view of the flags may be stale: another session may have taken
-   * \Deleted off meanwhile). Returns the UIDs removed.
+   * \Deleted off meanwhile). Returns the UIDs removed. With `uidValidity`, a folder made
+   * anew since is refused.
    */
-  readonly expungeDeleted: (user: string, folder: string, uids: ReadonlyArray<number>) => Effect.Effect<ReadonlyArray<number>, StoreError>;
+  readonly expungeDeleted: (user: string, folder: string, uids: ReadonlyArray<number>, uidValidity?: number) => Effect.Effect<ReadonlyArray<number>, StoreError | NotSelectable>;
   /** Removes messages and, atomically with it, sets flags on others (POP3 UPDATE). Returns how many were removed. */
   readonly expunge: (user: string, folder: string, uids: ReadonlyArray<number>, markSeen?: ReadonlyArray<number>) => Effect.Effect<number, StoreError>;
   readonly usage: (user: string) => { readonly bytes: number; readonly messages: number };
@@ -202,6 +247,7 @@ export interface MailboxStore {
 const folderName = (name: string): string => (name.toUpperCase() === INBOX ? INBOX : name);
 
 const sortedFlags = (flags: Iterable<string>): ReadonlyArray<string> => [...new Set(flags)].sort();
+const sortedNames = (names: Iterable<string>): ReadonlyArray<string> => [...new Set(names)].sort();
 
 type Done<T> = { readonly _tag: "Done"; readonly value: T };
 type Refused<E> = { readonly _tag: "Refused"; readonly error: E };
@@ -217,6 +263,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
   const bodies: Database<Buffer, [string, number]> = root.openDB({ name: "mbox.bodies", encoding: "binary" });
   const bodyRefs: Database<BodyRecord, string> = root.openDB({ name: "mbox.bodyrefs" });
   const deliveries: Database<DeliveryRecord, [string, string]> = root.openDB({ name: "mbox.deliveries" });
+  const subscribed: Database<ReadonlyArray<string>, string> = root.openDB({ name: "mbox.subscribed" });
   const held = openHeldDatabase(root);
 
   /** Runs `action` as one transaction at the current time; a refusal it returns becomes a typed failure. */
@@ -243,10 +290,32 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
    */
   const newFolder = (user: string, now: number): Folder => {
     markHeld(held, user, now);
+    // Before the new folder is written: a user's first folder starts the list with INBOX alone.
+    if (subscribed.get(user) === undefined) subscribed.put(user, subscriptionsOf(user));
     const usage = usageOf(user);
     const uidValidity = Math.max(Math.floor(now / 1000), usage.lastUidValidity + 1);
     usages.put(user, { ...usage, lastUidValidity: uidValidity });
-    return { uidValidity, uidNext: 1, messages: 0, bytes: 0, highestModSeq: 1 };
+    return { uidValidity, uidNext: 1, messages: 0, bytes: 0, highestModSeq: 1, recentFrom: 1 };
+  };
+
+  /** The user's subscribed names; with none recorded yet, INBOX and every folder (what LSUB answered before they were kept). */
+  const subscriptionsOf = (user: string): ReadonlyArray<string> =>
+    subscribed.get(user) ?? sortedNames([INBOX, ...folderNames(user)]);
+
+  const folderNames = (user: string) => [...folders.getKeys({ start: [user, ""], end: [user, AFTER_EVERY_NAME] })].map((key) => key[1]);
+
+  const changeSubscriptions = (user: string, change: (names: Set<string>) => void) => {
+    const names = new Set(subscriptionsOf(user));
+    change(names);
+    subscribed.put(user, sortedNames(names));
+  };
+
+  /** Is the selected folder still the one the session selected? */
+  const selectable = (user: string, folder: string, uidValidity: number | undefined): NotSelectable | undefined => {
+    if (uidValidity === undefined) return undefined;
+    const current = folders.get([user, folder]);
+    if (current === undefined) return new NoSuchFolder({ user, folder });
+    return current.uidValidity === uidValidity ? undefined : new UidValidityChanged({ user, folder, uidValidity: current.uidValidity });
   };
 
   /** Takes the folder's next modification sequence (the folder must exist). */
@@ -280,7 +349,14 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
     const uid = current.uidNext;
     const modSeq = highestModSeqOf(current) + 1;
     messages.put([user, folder, uid], { ...record, uid, modSeq });
-    folders.put([user, folder], { ...current, uidNext: uid + 1, messages: current.messages + 1, bytes: current.bytes + record.size, highestModSeq: modSeq });
+    folders.put([user, folder], {
+      ...current,
+      uidNext: uid + 1,
+      messages: current.messages + 1,
+      bytes: current.bytes + record.size,
+      highestModSeq: modSeq,
+      recentFrom: recentFromOf(current),
+    });
     return { uid, uidValidity: current.uidValidity };
   };
 
@@ -349,6 +425,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
     }
     for (const { key } of folders.getRange({ start: [user, ""], end: [user, AFTER_EVERY_NAME] })) folders.remove(key);
     for (const { key } of deliveries.getRange({ start: [user, ""], end: [user, AFTER_EVERY_NAME] })) deliveries.remove(key);
+    subscribed.remove(user);
     usages.remove(user);
   };
 
@@ -376,7 +453,13 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
     snapshot: (user: string): MailboxSnapshot => ({
       user,
       lastUidValidity: usageOf(user).lastUidValidity,
-      folders: [...folders.getRange({ start: [user, ""], end: [user, AFTER_EVERY_NAME] }).map(({ key, value }) => ({ name: key[1], uidValidity: value.uidValidity, uidNext: value.uidNext, highestModSeq: highestModSeqOf(value) }))],
+      folders: [...folders.getRange({ start: [user, ""], end: [user, AFTER_EVERY_NAME] }).map(({ key, value }) => ({
+        name: key[1],
+        uidValidity: value.uidValidity,
+        uidNext: value.uidNext,
+        highestModSeq: highestModSeqOf(value),
+        recentFrom: recentFromOf(value),
+      }))],
       messages: userMessages(user).map(({ folder, message }) => ({
         folder,
         uid: message.uid,
@@ -388,6 +471,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
         ...(message.entryId !== undefined ? { entryId: message.entryId } : {}),
       })),
       deliveries: [...deliveries.getRange({ start: [user, ""], end: [user, AFTER_EVERY_NAME] }).map(({ key, value }) => ({ entryId: key[1], ...value }))],
+      ...(subscribed.get(user) !== undefined && { subscribed: [...subscribed.get(user)!] }),
     }),
 
     bodyByHash: (hash: string) => {
@@ -431,8 +515,15 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
           }
           for (const folder of snapshot.folders) {
             const total = totals.get(folder.name) ?? { messages: 0, bytes: 0 };
-            folders.put([user, folder.name], { uidValidity: folder.uidValidity, uidNext: folder.uidNext, highestModSeq: folder.highestModSeq, ...total });
+            folders.put([user, folder.name], {
+              uidValidity: folder.uidValidity,
+              uidNext: folder.uidNext,
+              highestModSeq: folder.highestModSeq,
+              ...(folder.recentFrom !== undefined && { recentFrom: folder.recentFrom }),
+              ...total,
+            });
           }
+          if (snapshot.subscribed !== undefined) subscribed.put(user, sortedNames(snapshot.subscribed));
           for (const { entryId, ...where } of snapshot.deliveries) deliveries.put([user, entryId], where);
           usages.put(user, {
             bytes: snapshot.messages.reduce((sum, m) => sum + m.size, 0),
@@ -507,7 +598,50 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
         folders.put([user, to], current);
         if (from === INBOX) folders.put([user, INBOX], newFolder(user, now));
         else folders.remove([user, from]);
+        // The subscription goes with the folder; INBOX, which stays, keeps its own.
+        if (subscriptionsOf(user).includes(from))
+          changeSubscriptions(user, (names) => {
+            names.add(to);
+            if (from !== INBOX) names.delete(from);
+          });
         return done(undefined);
+      });
+    },
+
+    subscriptions: (user) => subscriptionsOf(user),
+
+    subscribe: (user, name) => {
+      const folder = folderName(name);
+      return commit("mailbox.subscribe", (): CommitOutcome<void, NoSuchFolder> => {
+        if (folder !== INBOX && !folders.get([user, folder])) return refused(new NoSuchFolder({ user, folder }));
+        changeSubscriptions(user, (names) => names.add(folder));
+        return done(undefined);
+      });
+    },
+
+    unsubscribe: (user, name) => {
+      const folder = folderName(name);
+      return commit("mailbox.unsubscribe", () => {
+        changeSubscriptions(user, (names) => names.delete(folder));
+        return done(undefined);
+      });
+    },
+
+    claimRecent: (user, name, uidValidity) => {
+      const folder = folderName(name);
+      const take = (current: Folder): RecentClaim => ({ uidValidity: current.uidValidity, from: recentFromOf(current), to: current.uidNext });
+      // Nothing to take (the usual case on a resync): no write, no fsync.
+      const seen = folders.get([user, folder]);
+      if (seen !== undefined && selectable(user, folder, uidValidity) === undefined && recentFromOf(seen) >= seen.uidNext)
+        return Effect.succeed({ uidValidity: seen.uidValidity, from: seen.uidNext, to: seen.uidNext });
+      return commit("mailbox.claimRecent", (): CommitOutcome<RecentClaim, NotSelectable> => {
+        const current = folders.get([user, folder]);
+        if (current === undefined) return refused(new NoSuchFolder({ user, folder }));
+        const stale = selectable(user, folder, uidValidity);
+        if (stale) return refused(stale);
+        const claim = take(current);
+        if (claim.from < claim.to) folders.put([user, folder], { ...current, recentFrom: claim.to });
+        return done(claim);
       });
     },
 
@@ -528,9 +662,11 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
       return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, stored.size);
     },
 
-    setFlags: (user, name, uids, flags, change, unchangedSince) => {
+    setFlags: (user, name, uids, flags, change, unchangedSince, uidValidity) => {
       const folder = folderName(name);
-      return commit("mailbox.setFlags", () => {
+      return commit("mailbox.setFlags", (): CommitOutcome<FlagsSet, NotSelectable> => {
+        const stale = selectable(user, folder, uidValidity);
+        if (stale) return refused(stale);
         const modified: number[] = [];
         for (const uid of uids) {
           const record = messages.get([user, folder, uid]);
@@ -552,8 +688,10 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
 
     copy: (user, fromName, uids, toName, quotaBytes, options = {}) => {
       const [from, to] = [folderName(fromName), folderName(toName)];
-      return commit(options.move ? "mailbox.move" : "mailbox.copy", (now): CommitOutcome<ReadonlyArray<number>, NoSuchFolder | OverQuota> => {
+      return commit(options.move ? "mailbox.move" : "mailbox.copy", (now): CommitOutcome<ReadonlyArray<number>, NotSelectable | OverQuota> => {
         if (!folders.get([user, from])) return refused(new NoSuchFolder({ user, folder: from }));
+        const stale = selectable(user, from, options.uidValidity);
+        if (stale) return refused(stale);
         if (!folders.get([user, to])) return refused(new NoSuchFolder({ user, folder: to }));
         const present = uids.filter((uid) => messages.get([user, from, uid]) !== undefined);
         const sources = present.map((uid) => messages.get([user, from, uid])!);
@@ -571,11 +709,13 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
       });
     },
 
-    expungeDeleted: (user, name, uids) => {
+    expungeDeleted: (user, name, uids, uidValidity) => {
       const folder = folderName(name);
-      return commit("mailbox.expunge", () =>
-        done(uids.filter((uid) => messages.get([user, folder, uid])?.flags.includes("\\Deleted") === true && removeMessage(user, folder, uid))),
-      );
+      return commit("mailbox.expunge", (): CommitOutcome<ReadonlyArray<number>, NotSelectable> => {
+        const stale = selectable(user, folder, uidValidity);
+        if (stale) return refused(stale);
+        return done(uids.filter((uid) => messages.get([user, folder, uid])?.flags.includes("\\Deleted") === true && removeMessage(user, folder, uid)));
+      });
     },
 
     expunge: (user, name, uids, markSeen = []) => {

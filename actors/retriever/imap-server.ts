@@ -181,6 +181,9 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
           socket.on("close", done);
         }),
     ),
+    close: () => {
+      if (!io.destroyed) io.end();
+    },
     log,
   });
 

@@ -3,17 +3,24 @@
 // The socket side (framing, TLS, IDLE's wait, timeouts) is imap-server.ts; the wire
 // grammar is protocol/imap/. Failures of the mailbox layer become NO/BAD replies with a
 // response code, never a crash.
+//
+// Every ask about the selected folder names the UIDVALIDITY the session selected; when the
+// owner refuses it (the folder was deleted, or deleted and made again, so its UIDs name
+// other messages or none), RFC 3501 offers no way to take the client out of the selected
+// state unasked: the session says BYE and closes, as Dovecot does, and the client
+// reconnects and selects again.
 import { Cause, Effect, Exit, Result, Semaphore } from "effect";
 import { describeBad, type FetchItem, type ImapCommand } from "../../protocol/imap/command.ts";
 import { applyPartial, bodyStructure, envelope, sectionBytes, sectionName, type MimePart } from "../../protocol/imap/mime.ts";
 import { listPattern } from "../../protocol/imap/list-pattern.ts";
+import { lsubEntries } from "../../protocol/imap/lsub.ts";
 import { internalDate, mailboxName, uidSet } from "../../protocol/imap/response.ts";
 import type { Parsed } from "../../protocol/imap/parse.ts";
 import { decodeSaslPlain, SASL_CANCEL, type LoginOutcome } from "../../protocol/pop3.ts";
-import type { MailboxError, MessageInfo } from "../../protocol/mailbox.ts";
+import type { MailboxError, MessageInfo, RequestOf } from "../../protocol/mailbox.ts";
 import { waitDelay, type LoginThrottle } from "../users/login-throttle.ts";
 import type { ImapAccess } from "./imap-access.ts";
-import { matches, modSeqOf, needsBody, resolveSet, syncView, usesModSeq, viewOf, type SelectedView } from "./imap-view.ts";
+import { flagsOf, matches, modSeqOf, needsBody, resolveSet, syncView, usesModSeq, viewOf, type SelectedView } from "./imap-view.ts";
 
 export interface ImapSessionConfig {
   readonly hostname: string;
@@ -40,6 +47,8 @@ export interface ImapConnection {
    * whole mailbox in memory.
    */
   readonly writable: Effect.Effect<boolean>;
+  /** Ends the connection once what was written has gone out (after a BYE the session wrote unasked). */
+  readonly close: () => void;
   readonly log: (fields: Record<string, unknown>) => void;
 }
 
@@ -104,8 +113,12 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
    * MODSEQ, STATUS HIGHESTMODSEQ): from then on untagged FETCHes of flags carry UID and MODSEQ.
    */
   let condstore = false;
+  /** The session said BYE on its own (its selected folder is gone): nothing more is written, the connection closes. */
+  let closing = false;
   const { access } = config;
-  const write = connection.write;
+  const write = (data: string | Buffer) => {
+    if (!closing) connection.write(data);
+  };
 
   const capabilities = () => {
     const caps = [...CAPABILITIES];
@@ -191,6 +204,29 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
 
   const user = (): string => (state.phase === "authenticated" || state.phase === "selected" ? state.user : "");
 
+  /** The selected folder was deleted or made anew: BYE, and the connection closes after this command. */
+  const selectedGone = (detail: string) => {
+    if (closing) return;
+    connection.log({ event: "selected-folder-gone", detail });
+    write("* BYE selected mailbox was deleted or recreated (UIDVALIDITY changed), select it again\r\n");
+    closing = true;
+    setState({ phase: "logout" });
+  };
+
+  /**
+   * An ask about the selected folder: it names the UIDVALIDITY selected, and a refusal
+   * because the folder is gone or was made anew ends the session (selectedGone).
+   * `isSource` tells which NoSuchFolder is the selected folder's (COPY's target may be missing).
+   */
+  const onSelected = <A>(view: SelectedView, effect: Effect.Effect<A, MailboxError>, isSource = (_folder: string) => true): Effect.Effect<Attempt<A>> =>
+    Effect.tap(attempt(effect), (result) =>
+      Effect.sync(() => {
+        if (result._tag !== "Failed") return;
+        const error = result.error;
+        if (error?._tag === "UidValidityChanged" || (error?._tag === "NoSuchFolder" && isSource(error.folder)))
+          selectedGone(`${error._tag} ${view.folder} ${view.uidValidity}`);
+      }));
+
   const select = (tag: string, mailbox: string, readOnly: boolean, withCondstore: boolean): Effect.Effect<After> =>
     Effect.gen(function* () {
       if (withCondstore) condstore = true;
@@ -198,16 +234,17 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
         write("* OK [CLOSED] previous mailbox closed\r\n");
         setState({ phase: "authenticated", user: state.user });
       }
-      const viewed = yield* attempt(access.call("view", { user: user(), folder: mailbox }));
+      // SELECT takes the messages nobody was told of yet as this session's \Recent ones; EXAMINE only looks.
+      const viewed = yield* attempt(access.call("view", { user: user(), folder: mailbox, claimRecent: !readOnly }));
       if (viewed._tag === "Failed") return (failed(tag, viewed, "select"), "continue" as const);
-      const { folder, messages } = viewed.value.value;
-      const view = viewOf(folder, messages, readOnly);
+      const { folder, messages, recent } = viewed.value.value;
+      const view = viewOf(folder, messages, readOnly, recent);
       const firstUnseen = messages.findIndex((message) => !message.flags.includes("\\Seen"));
       write(
         [
           `* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)`,
           `* ${messages.length} EXISTS`,
-          `* 0 RECENT`,
+          `* ${view.recent.size} RECENT`,
           ...(firstUnseen >= 0 ? [`* OK [UNSEEN ${firstUnseen + 1}] first unseen`] : []),
           `* OK [UIDVALIDITY ${folder.uidValidity}] UIDs valid`,
           `* OK [UIDNEXT ${folder.uidNext}] predicted next UID`,
@@ -227,12 +264,16 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
     Effect.gen(function* () {
       if (state.phase !== "selected") return;
       const current = state;
-      const viewed = yield* attempt(access.call("view", { user: current.user, folder: current.view.folder }));
+      const { folder, uidValidity, readOnly } = current.view;
+      // A read-write session claims, as \Recent to it, the messages it is the first to hear of.
+      const viewed = yield* onSelected(current.view, access.call("view", { user: current.user, folder, uidValidity, claimRecent: !readOnly }));
       if (viewed._tag === "Failed") return;
       dirty = false;
-      const { lines, view } = syncView(current.view, viewed.value.value.folder, viewed.value.value.messages, expunges, condstore);
-      if (lines.length > 0) write(`${lines.join("\r\n")}\r\n`);
-      if (state === current) setState({ ...current, view });
+      const { value } = viewed.value;
+      const synced = syncView(current.view, value.folder, value.messages, expunges, condstore, value.recent);
+      if (synced._tag === "Recreated") return selectedGone(`UIDVALIDITY ${uidValidity} → ${value.folder.uidValidity}`);
+      if (synced.lines.length > 0) write(`${synced.lines.join("\r\n")}\r\n`);
+      if (state === current) setState({ ...current, view: synced.view });
     });
 
   const selected = (tag: string): SelectedView | undefined => {
@@ -242,7 +283,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
   };
 
   const bodyOf = (view: SelectedView, message: MessageInfo) =>
-    attempt(access.call("body", { user: user(), folder: view.folder, uid: message.uid })).pipe(
+    onSelected(view, access.call("body", { user: user(), folder: view.folder, uid: message.uid, uidValidity: view.uidValidity })).pipe(
       Effect.map((got) => (got._tag === "Ok" ? Buffer.from(got.value.attachment ?? new Uint8Array()) : undefined)),
     );
 
@@ -262,7 +303,8 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       if (marksSeen) {
         const unseen = hits.filter((hit) => !hit.message.flags.includes("\\Seen")).map((hit) => hit.message.uid);
         if (unseen.length > 0) {
-          const flagged = yield* attempt(access.call("flags", { user: user(), folder: view.folder, uids: unseen, flags: ["\\Seen"], change: "add" }));
+          const flagged = yield* onSelected(view, access.call("flags", { user: user(), folder: view.folder, uids: unseen, flags: ["\\Seen"], change: "add", uidValidity: view.uidValidity }));
+          if (closing) return "close" as const;
           if (flagged._tag === "Ok") applyFlags(view, flagged.value.value.messages);
           if (!items.some((item) => item._tag === "Flags")) items.push({ _tag: "Flags" });
           if (condstore && !items.some((item) => item._tag === "ModSeq")) items.push({ _tag: "ModSeq" });
@@ -271,10 +313,11 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       for (const { seq, message: stale } of hits) {
         const message = view.messages[seq - 1] ?? stale;
         const body = wantsBody ? yield* bodyOf(view, message) : undefined;
+        if (closing) return "close" as const;
         if (wantsBody && body === undefined) continue; // expunged meanwhile on another session
         const tree = body === undefined ? undefined : yield* Effect.promise(() => config.mimeTree(message.body, body));
         const parts: Array<string | Buffer> = [];
-        for (const item of items) parts.push(...fetchItem(item, message, body, tree));
+        for (const item of items) parts.push(...fetchItem(item, message, flagsOf(view, message), body, tree));
         write(Buffer.concat([Buffer.from(`* ${seq} FETCH (`), ...joinParts(parts), Buffer.from(")\r\n")]));
         if (!(yield* connection.writable)) return "close" as const;
       }
@@ -292,7 +335,8 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       const unchangedSince = command.unchangedSince;
       if (unchangedSince !== undefined) condstore = true;
       const before = new Map(hits.map((hit) => [hit.message.uid, modSeqOf(hit.message)]));
-      const stored = yield* attempt(
+      const stored = yield* onSelected(
+        view,
         access.call("flags", {
           user: user(),
           folder: view.folder,
@@ -300,6 +344,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
           flags,
           change: command.mode,
           ...(unchangedSince !== undefined && { unchangedSince }),
+          uidValidity: view.uidValidity,
         }),
       );
       if (stored._tag === "Failed") return (failed(tag, stored, "store"), "continue" as const);
@@ -311,7 +356,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
         const uid = command.uid || condstore ? `UID ${message.uid} ` : "";
         const modSeq = condstore ? ` MODSEQ (${modSeqOf(message)})` : "";
         if (!(yield* connection.writable)) return "close" as const;
-        if (!command.silent) write(`* ${seq} FETCH (${uid}FLAGS (${message.flags.join(" ")})${modSeq})\r\n`);
+        if (!command.silent) write(`* ${seq} FETCH (${uid}FLAGS (${flagsOf(view, message).join(" ")})${modSeq})\r\n`);
         // Under CONDSTORE a client learns each new MODSEQ even from .SILENT (RFC 7162 §3.1.3).
         else if (condstore && modSeqOf(message) !== before.get(message.uid)) write(`* ${seq} FETCH (${uid.trimEnd()}${modSeq})\r\n`);
       }
@@ -335,6 +380,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       for (const [index, message] of view.messages.entries()) {
         if (withBody && !(yield* connection.writable)) return "close" as const;
         const bytes = withBody ? yield* bodyOf(view, message) : undefined;
+        if (closing) return "close" as const;
         if (!matches(command.key, { seq: index + 1, message, bytes }, view)) continue;
         found.push(command.uid ? message.uid : index + 1);
         highest = Math.max(highest, modSeqOf(message));
@@ -352,7 +398,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       const allowed = uids === undefined ? undefined : new Set(resolveSet(view, uids, true).map((hit) => hit.message.uid));
       const doomed = view.messages.filter((message) => message.flags.includes("\\Deleted") && (allowed === undefined || allowed.has(message.uid))).map((message) => message.uid);
       if (doomed.length > 0) {
-        const removed = yield* attempt(access.call("expunge", { user: user(), folder: view.folder, uids: doomed }));
+        const removed = yield* onSelected(view, access.call("expunge", { user: user(), folder: view.folder, uids: doomed, uidValidity: view.uidValidity }));
         if (removed._tag === "Failed") return (failed(tag, removed, "expunge"), false);
       }
       if (!quiet) yield* sync(true);
@@ -366,7 +412,11 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       const move = command._tag === "Move";
       if (move && view.readOnly) return (tagged(tag, "NO", "[READ-ONLY] mailbox is read-only"), "continue" as const);
       const hits = resolveSet(view, command.set, command.uid);
-      const copied = yield* attempt(access.call("copy", { user: user(), from: view.folder, uids: hits.map((hit) => hit.message.uid), to: command.mailbox, move }));
+      const copied = yield* onSelected(
+        view,
+        access.call("copy", { user: user(), from: view.folder, uids: hits.map((hit) => hit.message.uid), to: command.mailbox, move, uidValidity: view.uidValidity }),
+        (missing) => sameFolder(missing, view.folder),
+      );
       if (copied._tag === "Failed") {
         if (copied.error?._tag === "NoSuchFolder") return (tagged(tag, "NO", "[TRYCREATE] no such mailbox"), "continue" as const);
         return (failed(tag, copied, command._tag.toLowerCase()), "continue" as const);
@@ -397,10 +447,16 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       if (listed._tag === "Failed") return (failed(tag, listed, "list"), "continue" as const);
       const pattern = listPattern(command.reference + command.pattern);
       const names = listed.value.value.folders.map((folder) => folder.name);
-      for (const name of names.filter(pattern.matches)) {
-        const children = names.some((other) => other.startsWith(`${name}/`));
-        const use = SPECIAL_USE[name.toLowerCase()];
-        const attributes = [children ? "\\HasChildren" : "\\HasNoChildren", ...(use && !command.subscribedOnly ? [use] : [])];
+      const entries = command.subscribedOnly
+        // An owner that keeps no subscriptions (an older node) counts every folder as subscribed.
+        ? lsubEntries(pattern, listed.value.value.subscribed ?? names, names).map(({ name, noselect, children }) =>
+          ({ name, attributes: [...(noselect ? ["\\Noselect"] : []), children ? "\\HasChildren" : "\\HasNoChildren"] }))
+        : names.filter(pattern.matches).map((name) => {
+          const children = names.some((other) => other.startsWith(`${name}/`));
+          const use = SPECIAL_USE[name.toLowerCase()];
+          return { name, attributes: [children ? "\\HasChildren" : "\\HasNoChildren", ...(use ? [use] : [])] };
+        });
+      for (const { name, attributes } of entries) {
         write(`* ${verb} (${attributes.join(" ")}) "/" ${mailboxName(name)}\r\n`);
         if (!(yield* connection.writable)) return "close" as const;
       }
@@ -415,7 +471,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       const folder = listed.value.value.folders.find((candidate) => sameFolder(candidate.name, command.mailbox));
       if (folder === undefined) return (tagged(tag, "NO", "[NONEXISTENT] no such mailbox"), "continue" as const);
       const values: Record<string, number> = {
-        MESSAGES: folder.messages, RECENT: 0, UIDNEXT: folder.uidNext, UIDVALIDITY: folder.uidValidity, UNSEEN: folder.unseen, SIZE: folder.bytes,
+        MESSAGES: folder.messages, RECENT: folder.recent ?? 0, UIDNEXT: folder.uidNext, UIDVALIDITY: folder.uidValidity, UNSEEN: folder.unseen, SIZE: folder.bytes,
         HIGHESTMODSEQ: folder.highestModSeq ?? 1,
       };
       if (command.items.includes("HIGHESTMODSEQ")) condstore = true;
@@ -425,10 +481,11 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       return "continue" as const;
     });
 
-  const folderAction = (tag: string, folder: string, action: "create" | "delete" | "rename", to?: string): Effect.Effect<After> =>
+  const folderAction = (tag: string, folder: string, action: RequestOf<"folder">["action"], to?: string): Effect.Effect<After> =>
     Effect.gen(function* () {
       const name = folder.endsWith("/") ? folder.slice(0, -1) : folder;
-      if (action !== "rename" && sameFolder(name, "INBOX")) return (tagged(tag, "NO", "[CANNOT] INBOX cannot be created or deleted"), "continue" as const);
+      if ((action === "create" || action === "delete") && sameFolder(name, "INBOX"))
+        return (tagged(tag, "NO", "[CANNOT] INBOX cannot be created or deleted"), "continue" as const);
       if (name === "" || (to !== undefined && to === "")) return (tagged(tag, "NO", "[CANNOT] empty mailbox name"), "continue" as const);
       const done = yield* attempt(access.call("folder", { user: user(), folder: name, action, ...(to !== undefined && { to }) }));
       if (done._tag === "Failed") return (failed(tag, done, action), "continue" as const);
@@ -516,9 +573,9 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       case "Rename":
         return folderAction(tag, command.from, "rename", command.to);
       case "Subscribe":
+        return folderAction(tag, command.mailbox, "subscribe");
       case "Unsubscribe":
-        // Every folder counts as subscribed (LSUB lists them all): nothing to record.
-        return ok(tag, `${command._tag.toUpperCase()} completed`);
+        return folderAction(tag, command.mailbox, "unsubscribe");
       case "List":
         return listFolders(tag, command);
       case "Status":
@@ -588,7 +645,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
     // Changes another session made are reported before the answer; no EXPUNGE during FETCH/STORE/SEARCH.
     const quietExpunges = command._tag === "Fetch" || command._tag === "Store" || command._tag === "Search";
     const before = dirty && state.phase === "selected" && command._tag !== "Noop" && command._tag !== "Idle" ? sync(!quietExpunges || (command as { uid?: boolean }).uid === true) : Effect.void;
-    return Effect.flatMap(before, () => authenticated(tag, command));
+    return Effect.flatMap(before, () => (closing ? Effect.succeed("close" as const) : authenticated(tag, command)));
   };
 
   const noop = () => {};
@@ -624,7 +681,11 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
     const round: Effect.Effect<void> = Effect.suspend(() => {
       resyncAgain = false;
       return inTurn(changedNow());
-    }).pipe(Effect.flatMap(() => (resyncAgain && !ended ? round : Effect.void)));
+    }).pipe(Effect.flatMap(() => {
+      // The selected folder went while idling: the BYE is written, nobody will send DONE.
+      if (closing) return Effect.sync(connection.close);
+      return resyncAgain && !ended ? round : Effect.void;
+    }));
     void Effect.runPromiseExit(round).then((exit) => {
       resyncing = false;
       if (Exit.isFailure(exit)) connection.log({ event: "idle-resync-failed", detail: Cause.pretty(exit.cause) });
@@ -638,7 +699,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       if (state.phase === "authenticated" || state.phase === "selected") {
         if (stopWatching === noop) watchChanges();
       }
-    }))),
+    })).pipe(Effect.map((after): After => (closing ? "close" : after)))),
     saslLine: (line) => {
       const tag = saslTag ?? "*";
       saslTag = undefined;
@@ -676,12 +737,12 @@ const applyFlags = (view: SelectedView, updates: ReadonlyArray<{ readonly uid: n
 };
 
 /** A FETCH item's response text; bodies as literals. */
-const fetchItem = (item: FetchItem, message: MessageInfo, body: Buffer | undefined, tree: MimePart | undefined): Array<string | Buffer> => {
+const fetchItem = (item: FetchItem, message: MessageInfo, flags: ReadonlyArray<string>, body: Buffer | undefined, tree: MimePart | undefined): Array<string | Buffer> => {
   const literal = (name: string, bytes: Buffer): Array<string | Buffer> => [`${name} {${bytes.length}}\r\n`, bytes];
   const header = (part: MimePart) => (body ?? Buffer.alloc(0)).subarray(part.headerStart, part.bodyStart);
   switch (item._tag) {
     case "Flags":
-      return [`FLAGS (${message.flags.join(" ")})`];
+      return [`FLAGS (${flags.join(" ")})`];
     case "Uid":
       return [`UID ${message.uid}`];
     case "InternalDate":

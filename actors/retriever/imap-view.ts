@@ -1,6 +1,12 @@
-// A selected folder as one IMAP session sees it: messages in sequence order, resolved
-// sequence sets, the untagged updates (EXPUNGE, EXISTS, FETCH FLAGS) that bring the
-// session up to date with the owner's state, and SEARCH evaluated over messages. Pure.
+// A selected folder as one IMAP session sees it: messages in sequence order, the ones that
+// are \Recent to this session, resolved sequence sets, the untagged updates (EXPUNGE,
+// EXISTS, FETCH FLAGS) that bring the session up to date with the owner's state, and
+// SEARCH evaluated over messages. Pure.
+//
+// \Recent is the session's, not the message's (RFC 3501 §2.3.2): the owner hands each
+// message to one session as recent (the first SELECT, or the selected session that hears
+// of it first and claims it); the view keeps those UIDs and adds \Recent to their flags
+// wherever flags are shown, and SEARCH RECENT/NEW/OLD test it.
 import type { SearchKey, SequenceSet } from "../../protocol/imap/command.ts";
 import { headerFields } from "../../protocol/imap/mime.ts";
 import type { FolderInfo, MessageInfo } from "../../protocol/mailbox.ts";
@@ -12,15 +18,35 @@ export interface SelectedView {
   uidNext: number;
   /** Sequence number n is messages[n - 1]. */
   messages: MessageInfo[];
+  /** UIDs that are \Recent to this session. */
+  recent: ReadonlySet<number>;
 }
 
-export const viewOf = (folder: FolderInfo, messages: ReadonlyArray<MessageInfo>, readOnly: boolean): SelectedView => ({
+/** UIDs from `from` up to (not including) `to` (the owner's answer to a view ask). */
+export interface RecentRange {
+  readonly from: number;
+  readonly to: number;
+}
+
+/** The UIDs of `messages` in `range`, added to `known`. */
+const recentAmong = (known: ReadonlySet<number>, messages: ReadonlyArray<MessageInfo>, range: RecentRange | undefined): ReadonlySet<number> => {
+  if (range === undefined || range.from >= range.to) return known;
+  const inRange = messages.filter((message) => message.uid >= range.from && message.uid < range.to && !known.has(message.uid));
+  return inRange.length === 0 ? known : new Set([...known, ...inRange.map((message) => message.uid)]);
+};
+
+export const viewOf = (folder: FolderInfo, messages: ReadonlyArray<MessageInfo>, readOnly: boolean, recent?: RecentRange): SelectedView => ({
   folder: folder.name,
   readOnly,
   uidValidity: folder.uidValidity,
   uidNext: folder.uidNext,
   messages: [...messages],
+  recent: recentAmong(new Set(), messages, recent),
 });
+
+/** A message's flags as this session shows them: \Recent added when it is recent here. */
+export const flagsOf = (view: SelectedView, message: MessageInfo): ReadonlyArray<string> =>
+  view.recent.has(message.uid) ? [...message.flags, "\\Recent"] : message.flags;
 
 /**
  * Membership in a sequence set, for a view: the set's ranges (`*` the largest number in
@@ -73,11 +99,17 @@ const flagList = (flags: ReadonlyArray<string>) => `(${flags.join(" ")})`;
 /** CONDSTORE: a message from a node that does not keep modification sequences counts as 1. */
 export const modSeqOf = (message: MessageInfo): number => message.modSeq ?? 1;
 
+export type Synced =
+  | { readonly _tag: "Synced"; readonly lines: string[]; readonly view: SelectedView }
+  /** The folder was made anew (a new UIDVALIDITY): nothing the client knows holds. */
+  | { readonly _tag: "Recreated" };
+
 /**
  * The untagged responses that take the session from `view` to `fresh`, and the view
  * after them. Without `expunges` (during FETCH, STORE, SEARCH: RFC 3501 §7.4.1) messages
  * removed meanwhile stay in the view and no EXPUNGE is sent. With `condstore` (RFC 7162)
- * a flag update also carries the message's MODSEQ.
+ * a flag update also carries the message's MODSEQ. `recent`: the UIDs the owner says are
+ * \Recent to this session now (those it claimed on this resync).
  */
 export const syncView = (
   view: SelectedView,
@@ -85,14 +117,14 @@ export const syncView = (
   latest: ReadonlyArray<MessageInfo>,
   expunges: boolean,
   condstore = false,
-): { readonly lines: string[]; readonly view: SelectedView } => {
+  recent?: RecentRange,
+): Synced => {
   const lines: string[] = [];
   const byUid = new Map(latest.map((message) => [message.uid, message]));
   let messages = view.messages;
-  if (fresh.uidValidity !== view.uidValidity) {
-    // The folder was made anew: nothing the client knows holds; it must select again.
-    return { lines: ["* BYE folder was recreated, select it again"], view: { ...view, messages: [] } };
-  }
+  // Owners that test the UIDVALIDITY an ask names refuse it before this; older ones answer.
+  if (fresh.uidValidity !== view.uidValidity) return { _tag: "Recreated" };
+  const recentNow = recentAmong(view.recent, latest, recent);
   if (expunges) {
     for (let index = messages.length - 1; index >= 0; index--) if (!byUid.has(messages[index]!.uid)) lines.push(`* ${index + 1} EXPUNGE`);
     messages = messages.filter((message) => byUid.has(message.uid));
@@ -100,8 +132,12 @@ export const syncView = (
   messages = messages.map((message, index) => {
     const now = byUid.get(message.uid);
     if (now === undefined) return message;
-    if (now.flags.join(" ") !== message.flags.join(" "))
-      lines.push(`* ${index + 1} FETCH (UID ${message.uid} FLAGS ${flagList(now.flags)}${condstore ? ` MODSEQ (${modSeqOf(now)})` : ""})`);
+    const wasRecent = view.recent.has(message.uid);
+    const isRecent = recentNow.has(message.uid);
+    if (now.flags.join(" ") !== message.flags.join(" ") || wasRecent !== isRecent) {
+      const flags = isRecent ? [...now.flags, "\\Recent"] : now.flags;
+      lines.push(`* ${index + 1} FETCH (UID ${message.uid} FLAGS ${flagList(flags)}${condstore ? ` MODSEQ (${modSeqOf(now)})` : ""})`);
+    }
     return now;
   });
   const last = messages.length > 0 ? messages[messages.length - 1]!.uid : 0;
@@ -109,8 +145,10 @@ export const syncView = (
   if (added.length > 0 || lines.some((line) => line.endsWith("EXPUNGE"))) {
     messages = [...messages, ...added];
     lines.push(`* ${messages.length} EXISTS`);
+    // RECENT goes with EXISTS when the mailbox's size changes (RFC 3501 §7.3.2).
+    lines.push(`* ${messages.filter((message) => recentNow.has(message.uid)).length} RECENT`);
   }
-  return { lines, view: { ...view, uidNext: fresh.uidNext, messages } };
+  return { _tag: "Synced", lines, view: { ...view, uidNext: fresh.uidNext, messages, recent: recentNow } };
 };
 
 // ---------------------------------------------------------------------------
@@ -194,7 +232,7 @@ export const matches = (key: SearchKey, subject: SearchSubject, view: SelectedVi
     case "All":
       return true;
     case "Flag":
-      // \Recent is never set: Tern does not track which session saw a message first.
+      if (key.flag === "\\Recent") return view.recent.has(message.uid) === key.set;
       return message.flags.includes(key.flag) === key.set;
     case "Size":
       return key.relation === "larger" ? message.size > key.octets : message.size < key.octets;

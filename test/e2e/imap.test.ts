@@ -91,11 +91,12 @@ print(json.dumps(out))
   assert.equal(out.seen_after, "1", "BODY[TEXT] (not PEEK) marks \\Seen");
   assert.match(out.envelope, /ENVELOPE \(NIL "first" \(\("Sender" NIL "s" "elsewhere.test"\)\)/);
   assert.match(out.envelope, /BODYSTRUCTURE \("TEXT" "PLAIN" \("CHARSET" "us-ascii"\) NIL NIL "7BIT" 13 1 /);
-  assert.match(out.store[0], /FLAGS \(\\Flagged\)/);
+  // Both messages are \Recent to this session: the first to SELECT INBOX since they arrived.
+  assert.match(out.store[0], /FLAGS \(\\Flagged \\Recent\)/);
   assert.equal(out.flagged, "2");
   assert.equal(out.create, "OK");
   assert.equal(out.copy, "OK");
-  assert.match(out.uid_fetch, /UID \d+ FLAGS \(\\Flagged\)/);
+  assert.match(out.uid_fetch, /UID \d+ FLAGS \(\\Flagged \\Recent\)/);
   assert.equal(out.uid_move, "OK");
   assert.equal(out.after_move, "1");
   assert.match(out.append, /APPENDUID \d+ \d+/);

@@ -1,7 +1,7 @@
 // `tern mailbox move`: bob's mailbox moves from A to B (the real CLI) while a loop keeps
 // sending him mail over SMTP through both nodes. Afterwards every message sent is in the
-// mailbox exactly once, the UIDLs of the messages from before the move are unchanged, B
-// holds the mailbox and A serves POP3 for it through B. Refusals: an unknown user, a
+// mailbox exactly once, the UIDLs of the messages from before the move are unchanged, the
+// IMAP subscriptions came along, B holds the mailbox and A serves POP3 for it through B. Refusals: an unknown user, a
 // node that does not answer, a move to the node that already holds the mailbox.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -60,6 +60,15 @@ const fetchAll = async (node: TernNode): Promise<PoppedMessage[]> => {
   return result.messages;
 };
 
+/** Python imaplib on `node`: runs `body` with `m` logged in as bob; prints what it returns. */
+const imaplib = async (node: TernNode, body: string) => {
+  const script = `import imaplib\nm = imaplib.IMAP4("127.0.0.1", ${node.ports.imap})\nm.login("bob@example.test", "bob-pw")\n${body}\nm.logout()\n`;
+  const result = await run("python3", ["-c", script]);
+  assert.equal(result.code, 0, result.stderr);
+  return result.stdout.trim();
+};
+const LSUB = `print(sorted(d.decode() for d in m.lsub()[1]))`;
+
 const subjectOf = (message: PoppedMessage) => /Subject: (\S+)/.exec(message.head)?.[1] ?? "?";
 
 /** Every message in the mailbox once `expected` are there (fewer: still arriving; errors: the mailbox is settling). */
@@ -78,6 +87,9 @@ test("a mailbox moves from A to B while mail keeps arriving through both: each m
   }
   const beforeMove = await waitForAll(nodeA!, sent.length);
   const uidlBefore = new Map(beforeMove.map((m) => [subjectOf(m), m.uidl]));
+  const lsubBefore = await imaplib(nodeA!, `m.create("Projects")\nm.subscribe("Projects")\nm.create("Unsubscribed")\n${LSUB}`);
+  assert.match(lsubBefore, /Projects/);
+  assert.doesNotMatch(lsubBefore, /Unsubscribed/);
 
   // Mail keeps coming through both nodes during the whole move.
   let sending = true;
@@ -111,6 +123,7 @@ test("a mailbox moves from A to B while mail keeps arriving through both: each m
     if (earlier !== undefined) assert.equal(message.uidl, earlier, `UIDL of ${subjectOf(message)} changed`);
   }
   assert.equal(new Set(onB.map((m) => m.uidl)).size, onB.length, "UIDLs are unique");
+  assert.equal(await imaplib(nodeB!, LSUB), lsubBefore, "the subscriptions moved with the mailbox");
 
   // A gave its copy up; POP3 on A reaches the mailbox on B.
   await nodeA!.waitForEvent("mailbox.move.released", { user: "bob@example.test", to: "b" });

@@ -1,6 +1,7 @@
 // The store's part of a mailbox move, between two real LMDB environments: a snapshot of
 // one, staged and replaced into the other, is the same mailbox (UIDs, UIDVALIDITY, flags,
-// duplicate detection), with each body stored once; removing it leaves nothing behind.
+// duplicate detection, subscriptions, the \Recent mark), with each body stored once;
+// removing it leaves nothing behind.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Effect } from "effect";
@@ -21,6 +22,8 @@ test("snapshot → stage → replace gives the same mailbox on the other node; r
   await run(source.createFolder(user, "Archive"));
   await run(source.copy(user, INBOX, [1], "Archive"));
   await run(source.setFlags(user, INBOX, [2], ["\\Seen"], "add"));
+  await run(source.subscribe(user, "Archive"));
+  await run(source.claimRecent(user, INBOX));
 
   // Pre-copy, then a message arrives and one is expunged before the final snapshot.
   const first = source.snapshot(user);
@@ -39,6 +42,8 @@ test("snapshot → stage → replace gives the same mailbox on the other node; r
   assert.deepEqual(target.list(user, INBOX), source.list(user, INBOX));
   assert.deepEqual(target.list(user, "Archive"), source.list(user, "Archive"));
   assert.deepEqual(target.usage(user), source.usage(user));
+  assert.deepEqual(target.subscriptions(user), ["Archive", INBOX], "subscriptions come along");
+  assert.equal(target.status(user, INBOX)!.recentFrom, 4, "what a session was told of as recent before the move stays told");
   assert.deepEqual(target.body(user, INBOX, 4), source.body(user, INBOX, 4));
   assert.equal(target.body(user, INBOX, 3), undefined, "the message expunged before the freeze did not come along");
   assert.ok(openHeldDatabase(b.root).get(user), "the target holds it");
@@ -48,6 +53,7 @@ test("snapshot → stage → replace gives the same mailbox on the other node; r
 
   await run(source.remove(user, () => undefined));
   assert.deepEqual(source.folders(user), []);
+  assert.deepEqual(source.snapshot(user).subscribed, undefined, "the subscriptions went with the rest");
   assert.equal(source.snapshot(user).messages.length, 0);
   assert.equal(source.snapshot(user).deliveries.length, 0);
   assert.equal(openHeldDatabase(a.root).get(user), undefined);

@@ -11,6 +11,7 @@ import { TestClock } from "effect/testing";
 import { open, type RootDatabase } from "lmdb";
 import { imapOperations } from "../../../actors/mailbox/imap-operations.ts";
 import { INBOX, openMailboxStore, type MailboxStore } from "../../../actors/mailbox/store.ts";
+import { openHeldDatabase } from "../../../actors/mailbox/holdings.ts";
 
 // The store's writes read the time from the Clock: here a TestClock, moved by hand.
 const runtime = ManagedRuntime.make(TestClock.layer());
@@ -62,7 +63,7 @@ test("deliveries get increasing UIDs under one UIDVALIDITY, with size and intern
         [2, 8, 1_700_000_005_000, [], "E2.1"],
       ],
     );
-    assert.deepEqual(store.status("a@x", INBOX), { name: INBOX, uidValidity: 1_700_000_000, uidNext: 3, messages: 2, bytes: 13, highestModSeq: 3 });
+    assert.deepEqual(store.status("a@x", INBOX), { name: INBOX, uidValidity: 1_700_000_000, uidNext: 3, messages: 2, bytes: 13, highestModSeq: 3, recentFrom: 1 });
     assert.deepEqual(store.usage("a@x"), { bytes: 13, messages: 2 });
     assert.equal(store.list("b@x", INBOX).length, 0, "another user's mailbox is separate");
   }));
@@ -243,4 +244,109 @@ test("a folder whose name begins above U+FFFF (an emoji) is listed and snapshott
     await run(store.deliver("a@x", "E1.1", text("one\r\n")));
     assert.ok(store.folders("a@x").some((f) => f.name === "\u{1F4E6} Parcels"), "listed");
     assert.ok(store.snapshot("a@x").folders.some((f) => f.name === "\u{1F4E6} Parcels"), "carried by a move");
+  }));
+
+test("subscriptions: a new mailbox starts with INBOX subscribed; SUBSCRIBE needs a folder, UNSUBSCRIBE does not; RENAME takes it along, DELETE leaves it; a reopened store keeps them", () =>
+  withStore(async (store, _root, reopen) => {
+    await run(store.deliver("a@x", "E1", text("m1\r\n")));
+    assert.deepEqual(store.subscriptions("a@x"), [INBOX]);
+    await run(store.createFolder("a@x", "Archive"));
+    await run(store.createFolder("a@x", "Drafts"));
+    assert.deepEqual(store.subscriptions("a@x"), [INBOX], "CREATE does not subscribe");
+    await run(store.subscribe("a@x", "Archive"));
+    await run(store.subscribe("a@x", "Archive"));
+    await run(store.subscribe("a@x", "inbox"));
+    assert.equal((await failure(store.subscribe("a@x", "Nowhere")))._tag, "NoSuchFolder");
+    assert.deepEqual(store.subscriptions("a@x"), ["Archive", INBOX]);
+
+    await run(store.renameFolder("a@x", "Archive", "Old"));
+    assert.deepEqual(store.subscriptions("a@x"), [INBOX, "Old"]);
+    await run(store.renameFolder("a@x", "Drafts", "Templates"));
+    assert.deepEqual(store.subscriptions("a@x"), [INBOX, "Old"], "an unsubscribed folder renamed stays unsubscribed");
+    await run(store.renameFolder("a@x", INBOX, "Saved"));
+    assert.deepEqual(store.subscriptions("a@x"), [INBOX, "Old", "Saved"], "INBOX keeps its subscription, the renamed copy gets one");
+
+    await run(store.deleteFolder("a@x", "Old"));
+    assert.deepEqual(store.subscriptions("a@x"), [INBOX, "Old", "Saved"], "a deleted folder's subscription stays (RFC 3501 §6.3.4)");
+    await run(store.unsubscribe("a@x", "Old"));
+    await run(store.unsubscribe("a@x", "Never"));
+    assert.deepEqual(reopen().subscriptions("a@x"), [INBOX, "Saved"]);
+  }));
+
+test("subscriptions of a mailbox from before they were kept: every folder counts as subscribed until the first change", () =>
+  withStore(async (store, root) => {
+    await run(store.deliver("a@x", "E1", text("m1\r\n")));
+    await run(store.createFolder("a@x", "Archive"));
+    await run(store.createFolder("a@x", "Sent"));
+    const subscribed = root.openDB({ name: "mbox.subscribed" });
+    await subscribed.remove("a@x");
+    assert.deepEqual(store.subscriptions("a@x"), ["Archive", INBOX, "Sent"]);
+    await run(store.createFolder("a@x", "New"));
+    assert.deepEqual(store.subscriptions("a@x"), ["Archive", INBOX, "Sent"], "the folders there before stay subscribed, the new one is not");
+    await subscribed.remove("a@x");
+    await run(store.unsubscribe("a@x", "Sent"));
+    assert.deepEqual(store.subscriptions("a@x"), ["Archive", INBOX, "New"]);
+  }));
+
+test("\\Recent: a claim takes the UIDs no one claimed and moves the mark to UIDNEXT; concurrent claims never share a message; no write when there is nothing to take", () =>
+  withStore(async (store) => {
+    for (const n of [1, 2, 3]) await run(store.deliver("a@x", `E${n}`, text(`m${n}\r\n`)));
+    const [first, second] = await run(Effect.all([store.claimRecent("a@x", INBOX), store.claimRecent("a@x", "inbox")], { concurrency: "unbounded" }));
+    const ranges = [first, second].map(({ from, to }) => [from, to]);
+    assert.deepEqual(ranges.sort(), [[1, 4], [4, 4]], "one claim got 1..3, the other none");
+    assert.equal(store.status("a@x", INBOX)!.recentFrom, 4);
+    await run(store.deliver("a@x", "E4", text("m4\r\n")));
+    const next = await run(store.claimRecent("a@x", INBOX, first.uidValidity));
+    assert.deepEqual([next.from, next.to], [4, 5]);
+    assert.deepEqual(store.snapshot("a@x").folders.find((f) => f.name === INBOX)?.recentFrom, 5, "a move carries the mark");
+    assert.equal((await failure(store.claimRecent("a@x", INBOX, first.uidValidity - 1)))._tag, "UidValidityChanged");
+    assert.equal((await failure(store.claimRecent("a@x", "Nowhere")))._tag, "NoSuchFolder");
+  }));
+
+test("\\Recent on a folder from before the mark was kept: nothing old is recent, the next new message is", () =>
+  withStore(async (store, root) => {
+    await run(store.deliver("a@x", "E1", text("old\r\n")));
+    const folders = root.openDB<Record<string, unknown>, [string, string]>({ name: "mbox.folders" });
+    const { recentFrom: _r, ...oldFolder } = folders.get(["a@x", INBOX])!;
+    await folders.put(["a@x", INBOX], oldFolder);
+    await run(store.deliver("a@x", "E2", text("new\r\n")));
+    const claim = await run(store.claimRecent("a@x", INBOX));
+    assert.deepEqual([claim.from, claim.to], [2, 3]);
+  }));
+
+test("asks naming the UIDVALIDITY a session selected are refused once the folder was made anew, and act on nothing", () =>
+  withStore(async (store) => {
+    const ops = imapOperations({ store, user: "a@x", knows: () => true, quotaBytes: () => undefined, changed: () => undefined });
+    await run(store.createFolder("a@x", "Work"));
+    await run(store.append("a@x", text("old one\r\n"), { folder: "Work" }));
+    const selected = (await run(ops.view({ user: "a@x", folder: "Work", claimRecent: true }))).value;
+    assert.deepEqual(selected.recent, { from: 1, to: 2 });
+    const old = selected.folder.uidValidity;
+    // Deleted and made again by another session; a new message takes UID 1 again.
+    await run(store.deleteFolder("a@x", "Work"));
+    const uidValidity = old;
+    assert.equal((await failure(ops.view({ user: "a@x", folder: "Work", uidValidity })))._tag, "NoSuchFolder");
+    await run(store.createFolder("a@x", "Work"));
+    await run(store.append("a@x", text("new one\r\n"), { folder: "Work" }));
+    const asks: ReadonlyArray<Effect.Effect<unknown, { readonly _tag: string }>> = [
+      ops.view({ user: "a@x", folder: "Work", uidValidity, claimRecent: true }),
+      ops.body({ user: "a@x", folder: "Work", uid: 1, uidValidity }),
+      ops.flags({ user: "a@x", folder: "Work", uids: [1], flags: ["\\Deleted"], change: "add", uidValidity }),
+      ops.expunge({ user: "a@x", folder: "Work", uids: [1], uidValidity }),
+      ops.copy({ user: "a@x", from: "Work", uids: [1], to: INBOX, move: true, uidValidity }),
+    ];
+    for (const ask of asks) assert.equal((await failure(ask))._tag, "UidValidityChanged");
+    assert.deepEqual(store.list("a@x", "Work").map((m) => [m.uid, m.flags]), [[1, []]], "the new folder's message is untouched");
+    assert.equal(store.status("a@x", "Work")!.recentFrom, 1, "and still recent for the next SELECT");
+    const fresh = await run(ops.flags({ user: "a@x", folder: "Work", uids: [1], flags: ["\\Seen"], change: "add", uidValidity: store.status("a@x", "Work")!.uidValidity }));
+    assert.deepEqual(fresh.value.messages.map((m) => m.flags), [["\\Seen"]], "with the current UIDVALIDITY the ask goes through");
+  }));
+
+test("a SUBSCRIBE as the very first ask of a new mailbox makes its INBOX first, so the mailbox is held here like any other", () =>
+  withStore(async (store, root) => {
+    const ops = imapOperations({ store, user: "new@x", knows: () => true, quotaBytes: () => undefined, changed: () => undefined });
+    await run(ops.folder({ user: "new@x", folder: "inbox", action: "subscribe" }));
+    assert.deepEqual(store.subscriptions("new@x"), [INBOX]);
+    assert.ok(openHeldDatabase(root).get("new@x"), "held");
+    assert.equal((await failure(ops.folder({ user: "new@x", folder: "Nowhere", action: "subscribe" })))._tag, "NoSuchFolder");
   }));

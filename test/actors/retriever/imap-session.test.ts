@@ -1,6 +1,7 @@
 // One IMAP session against an in-memory mailbox and a connection whose socket the test
 // controls: what the session does while the client reads slowly, after the client has
-// gone, and when change notices arrive. The wire is tested in test/e2e/imap*.test.ts.
+// gone, when change notices arrive, with \Recent messages, and when its selected folder
+// is made anew. The wire is tested in test/e2e/imap*.test.ts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Clock, Context, Effect } from "effect";
@@ -9,7 +10,7 @@ import type { ImapAccess } from "../../../actors/retriever/imap-access.ts";
 import { makeMimeCache } from "../../../actors/retriever/imap-mime.ts";
 import { loginAccountsOn, makeLoginThrottle } from "../../../actors/users/login-throttle.ts";
 import { parseCommand } from "../../../protocol/imap/parse.ts";
-import type { MessageInfo } from "../../../protocol/mailbox.ts";
+import { UidValidityChanged, type MessageInfo } from "../../../protocol/mailbox.ts";
 
 interface Harness {
   readonly session: ImapSession;
@@ -20,6 +21,10 @@ interface Harness {
   /** The change notice callbacks subscribed and not yet unsubscribed. */
   readonly watchers: Set<() => void>;
   readonly messages: MessageInfo[];
+  /** The folder as the owner has it: its UIDVALIDITY, and the first UID no session claimed as \Recent. */
+  readonly folderState: { uidValidity: number; recentFrom: number };
+  /** How many times the session asked the connection to close. */
+  readonly closed: boolean[];
   readonly run: (line: string) => Promise<string>;
 }
 
@@ -43,20 +48,36 @@ const harness = (count: number, options: { viewDelayMs?: number } = {}): Harness
       now.forEach((resolve) => resolve(!socket.gone));
     },
   };
-  const folder = () => ({ name: "INBOX", uidValidity: 7, uidNext: messages.length + 1, messages: messages.length, bytes: 0, unseen: 0, highestModSeq: 1 });
+  const closed: boolean[] = [];
+  // Nothing claimed yet: every message starts \Recent to the first SELECT.
+  const folderState = { uidValidity: 7, recentFrom: 1 };
+  const uidNext = () => (messages.length > 0 ? messages[messages.length - 1]!.uid + 1 : 1);
+  const folder = () => ({ name: "INBOX", uidValidity: folderState.uidValidity, uidNext: uidNext(), messages: messages.length, bytes: 0, unseen: 0, highestModSeq: 1 });
   const access: ImapAccess = {
     authenticate: (login, password) => Effect.succeed(login === "u" && password === "pw" ? "u" : null),
-    call: ((op: string, request: { uid?: number }) =>
+    call: ((op: string, request: { uid?: number; uidValidity?: number; claimRecent?: boolean }) =>
       Effect.gen(function* () {
         calls.push(op);
+        if (request.uidValidity !== undefined && request.uidValidity !== folderState.uidValidity)
+          return yield* new UidValidityChanged({ user: "u", folder: "INBOX", uidValidity: folderState.uidValidity });
         switch (op) {
-          case "view":
+          case "view": {
             if (options.viewDelayMs) yield* Effect.sleep(options.viewDelayMs);
-            return { value: { folder: folder(), messages: messages.map((m) => ({ ...m })) } };
+            const recent = { from: folderState.recentFrom, to: uidNext() };
+            if (request.claimRecent) folderState.recentFrom = uidNext();
+            return { value: { folder: folder(), messages: messages.map((m) => ({ ...m })), recent } };
+          }
           case "folders":
             return { value: { folders: [folder()] } };
           case "body":
             return { value: { size: 0 }, attachment: body(request.uid!) };
+          case "flags": {
+            const { uids, flags } = request as unknown as { uids: number[]; flags: string[] };
+            messages.forEach((message, index) => {
+              if (uids.includes(message.uid)) messages[index] = { ...message, flags: [...new Set([...message.flags, ...flags])].sort() };
+            });
+            return { value: { messages: messages.filter((m) => uids.includes(m.uid)).map(({ uid, flags: now }) => ({ uid, flags: now })) } };
+          }
           default:
             return { value: {} };
         }
@@ -85,6 +106,7 @@ const harness = (count: number, options: { viewDelayMs?: number } = {}): Harness
       writable: Effect.promise(
         () => new Promise<boolean>((resolve) => (socket.gone ? resolve(false) : socket.full ? waiting.push(resolve) : resolve(true))),
       ),
+      close: () => void closed.push(true),
       log: () => undefined,
     },
   );
@@ -92,7 +114,7 @@ const harness = (count: number, options: { viewDelayMs?: number } = {}): Harness
     await Effect.runPromise(session.handle(parseCommand(Buffer.from(line))));
     return written.join("");
   };
-  return { session, written, calls, socket, watchers, messages, run };
+  return { session, written, calls, socket, watchers, messages, folderState, closed, run };
 };
 
 const loggedInAndSelected = async (h: Harness) => {
@@ -158,4 +180,57 @@ test("IDLE: a burst of change notices makes one resync at a time, not one each, 
   assert.match(h.written.join(""), /\* 4 EXISTS\r\n/);
   await Effect.runPromise(h.session.idleLine("DONE"));
   assert.match(h.written.join(""), /c OK IDLE terminated\r\n$/);
+});
+
+test("\\Recent: the first SELECT has the new messages as recent (FETCH FLAGS, SEARCH RECENT/NEW/OLD); the next SELECT has none, EXAMINE takes none", async () => {
+  const h = harness(3);
+  await h.run("a LOGIN u pw");
+  assert.match(await h.run("b SELECT INBOX"), /\* 3 EXISTS\r\n\* 3 RECENT\r\n/);
+  h.written.length = 0;
+  assert.match(await h.run("c FETCH 1 FLAGS"), /\* 1 FETCH \(FLAGS \(\\Recent\)\)\r\n/);
+  h.written.length = 0;
+  assert.match(await h.run("d SEARCH RECENT"), /\* SEARCH 1 2 3\r\n/);
+  h.written.length = 0;
+  await h.run("e STORE 2 +FLAGS (\\Seen)");
+  assert.match(h.written.join(""), /\* 2 FETCH \(FLAGS \(\\Seen \\Recent\)\)\r\n/, "\\Recent stays while the session lasts");
+  h.written.length = 0;
+  assert.match(await h.run("f SEARCH NEW"), /\* SEARCH 1 3\r\n/);
+  h.written.length = 0;
+  assert.match(await h.run("g SEARCH OLD"), /\* SEARCH\r\n/);
+
+  // A message arriving while selected is recent to the session that claims it on its resync.
+  h.messages.push({ uid: 4, size: 10, internalDate: 0, flags: [], body: "h4", modSeq: 2 });
+  h.written.length = 0;
+  assert.match(await h.run("h NOOP"), /\* 4 EXISTS\r\n\* 4 RECENT\r\nh OK/);
+
+  h.written.length = 0;
+  assert.match(await h.run("i SELECT INBOX"), /\* 4 EXISTS\r\n\* 0 RECENT\r\n/, "claimed by the first SELECT");
+  h.messages.push({ uid: 5, size: 10, internalDate: 0, flags: [], body: "h5", modSeq: 3 });
+  h.written.length = 0;
+  assert.match(await h.run("j EXAMINE INBOX"), /\* 5 EXISTS\r\n\* 1 RECENT\r\n/, "EXAMINE shows what nobody claimed");
+  h.written.length = 0;
+  assert.match(await h.run("k SELECT INBOX"), /\* 1 RECENT\r\n/, "and leaves it to the next SELECT");
+});
+
+test("the selected folder made anew (new UIDVALIDITY): the ask is refused, the session says BYE and closes instead of acting on the new folder", async () => {
+  const h = harness(3);
+  await loggedInAndSelected(h);
+  h.folderState.uidValidity = 8;
+  const out = await Effect.runPromise(h.session.handle(parseCommand(Buffer.from("c STORE 1 +FLAGS (\\Deleted)"))));
+  assert.equal(out, "close");
+  assert.match(h.written.join(""), /^\* BYE [^\r]*UIDVALIDITY[^\r]*\r\n$/, "BYE and nothing after it, no tagged answer");
+  assert.deepEqual(h.calls, ["flags"], "the store was asked with the old UIDVALIDITY and refused");
+  assert.equal(h.session.state().phase, "logout");
+});
+
+test("the selected folder made anew while idling: BYE, and the connection is closed", async () => {
+  const h = harness(2);
+  await loggedInAndSelected(h);
+  await h.run("c IDLE");
+  h.written.length = 0;
+  h.folderState.uidValidity = 9;
+  h.watchers.forEach((notify) => notify());
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.match(h.written.join(""), /^\* BYE /);
+  assert.equal(h.closed.length, 1);
 });

@@ -1,8 +1,8 @@
 // A selected view's sequence sets: what they name, and in time that does not grow with
-// ranges × messages (a client chooses both).
+// ranges × messages (a client chooses both); resyncs with \Recent and a folder made anew.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { matches, resolveSet, viewOf } from "../../../actors/retriever/imap-view.ts";
+import { flagsOf, matches, resolveSet, syncView, viewOf } from "../../../actors/retriever/imap-view.ts";
 import type { SequenceSet } from "../../../protocol/imap/command.ts";
 
 const viewWith = (count: number) =>
@@ -33,4 +33,19 @@ test("a set of thousands of ranges over thousands of messages, in FETCH and in S
   const bySeq = { _tag: "Sequence", set } as const;
   assert.equal(view.messages.filter((message, index) => matches(bySeq, { seq: index + 1, message }, view)).length, 5_000);
   assert.ok(performance.now() - started < 2_000, `took ${performance.now() - started} ms`);
+});
+
+test("resync: new mail the session claimed comes as EXISTS with RECENT and shows \\Recent; a folder made anew is Recreated", () => {
+  const view = viewWith(2); // UIDs 2 4, none recent
+  const folder = { name: "INBOX", uidValidity: 1, uidNext: 8, messages: 3, bytes: 0, unseen: 0 };
+  const latest = [...view.messages, { uid: 6, size: 1, internalDate: 0, flags: [], body: "" }];
+  const synced = syncView(view, folder, latest, true, false, { from: 5, to: 8 });
+  assert.equal(synced._tag, "Synced");
+  if (synced._tag !== "Synced") return;
+  assert.deepEqual(synced.lines, ["* 3 EXISTS", "* 1 RECENT"]);
+  assert.deepEqual(flagsOf(synced.view, synced.view.messages[2]!), ["\\Recent"]);
+  assert.deepEqual(flagsOf(synced.view, synced.view.messages[0]!), []);
+  const elsewhere = syncView(view, folder, latest, true, false, { from: 8, to: 8 });
+  assert.deepEqual(elsewhere._tag === "Synced" && elsewhere.lines, ["* 3 EXISTS", "* 0 RECENT"], "claimed by another session: not recent here");
+  assert.equal(syncView(view, { ...folder, uidValidity: 2 }, latest, true)._tag, "Recreated");
 });
