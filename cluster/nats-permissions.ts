@@ -7,11 +7,11 @@
 //   transfer, queue administration, events) and uses the cluster's KV buckets and its
 //   events stream. Replies (JetStream's publish acknowledgements among them) and blobs
 //   travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
-// - operator: queue administration (`tern queue`), message status (`tern status`), the
-//   member list as a node reads it (`tern cluster status`; no access to the bucket),
-//   mailbox moves (`tern mailbox move`, asked of the target node), draining a node
-//   (`tern node drain`),
-//   replies on `tern.<cluster>.operator.inbox`, and reading events (`tern events`).
+// - operator: queue administration (`tern queue`), IP pools and their warm-up (`tern pools`),
+//   message status (`tern status`), the member list as a node reads it (`tern cluster
+//   status`; no access to the bucket), mailbox moves (`tern mailbox move`, asked of the
+//   target node), draining a node (`tern node drain`), replies on
+//   `tern.<cluster>.operator.inbox`, and reading events (`tern events`).
 // - application: the NATS API (`tern.<cluster>.api.v1.<tenant>.>`), its discovery (`$SRV.>`,
 //   the NATS micro conventions) and reading events. An application user of one tenant uses
 //   that tenant's API and reads its events only, and receives its replies on the tenant's
@@ -98,7 +98,7 @@ export const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: strin
       };
     case "operator":
       return {
-        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.statusLookup, subjects.clusterMembers, subjects.mailboxMoveAdmins, subjects.nodeDrains, ...eventsReadAccess(subjects, subjects.events)],
+        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.poolsStatus, `${subjects.poolsStatus}.*`, subjects.statusLookup, subjects.clusterMembers, subjects.mailboxMoveAdmins, subjects.nodeDrains, ...eventsReadAccess(subjects, subjects.events)],
         subscribe: [`${subjects.operatorInbox}.>`, subjects.events],
         allowResponses: false,
       };

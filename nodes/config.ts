@@ -14,7 +14,9 @@ import type { DkimConfig } from "../actors/dkim/keys.ts";
 import { MAX_BLOB_BYTES } from "../actors/runtime/blobs.ts";
 import { plaintextServers, type NatsAuth, type NatsSecurity, type SecretSource } from "../cluster/nats-auth.ts";
 import { BudgetLimits } from "../protocol/site-budget.ts";
-import { patternsOf, starterProviders } from "../actors/delivery/providers.ts";
+import { OTHER_PROVIDER, patternsOf, starterProviders } from "../actors/delivery/providers.ts";
+import type { PoolsConfig, SourceAddress } from "../actors/delivery/pools.ts";
+import { parseDay, type SourceWarmup, type WarmupSchedule } from "../actors/delivery/warmup.ts";
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
 const Positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1));
@@ -25,7 +27,24 @@ const SiteBudgetLimits = BudgetLimits.check(
 const Token = Schema.String.check(Schema.makeFilter((s: string) => isSafeToken(s) || "letters, digits, '-' and '_' only"));
 const IpAddress = Schema.String.check(Schema.makeFilter((s: string) => isIP(s) !== 0 || "expected an IPv4 or IPv6 address"));
 const HostName = Schema.String.check(Schema.makeFilter((s: string) => /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(s) || "expected a host name"));
-const SourceAddressConfig = Schema.Struct({ address: IpAddress, ehlo: HostName, weight: Schema.optional(Positive) });
+const WarmupDate = Schema.String.check(Schema.makeFilter((s: string) => parseDay(s) !== undefined || "expected a date YYYY-MM-DD"));
+const SourceAddressConfig = Schema.Struct({
+  address: IpAddress,
+  ehlo: HostName,
+  weight: Schema.optional(Positive),
+  /** A cold address: the schedule (a name of delivery.warmupSchedules) and its first day. */
+  warmup: Schema.optional(Schema.Struct({ schedule: Token, since: WarmupDate })),
+});
+const SourceAddresses = Schema.Array(SourceAddressConfig).check(Schema.isMinLength(1));
+/** A pool: its addresses, or its addresses with what a cold one does at its cap (actors/delivery/pools.ts). */
+const PoolConfig = Schema.Union([SourceAddresses, Schema.Struct({ addresses: SourceAddresses, overflow: Schema.optional(Schema.Literals(["warm", "wait"])) })]);
+/** A warm-up curve (actors/delivery/warmup.ts): daily caps by day, and hourly ones given or derived (`spreadHours`). */
+const WarmupScheduleConfig = Schema.Struct({
+  daily: Schema.Array(Positive).check(Schema.isMinLength(1)),
+  hourly: Schema.optional(Schema.Array(Positive)),
+  /** Hourly cap = the day's cap over this many hours (rounded up). */
+  spreadHours: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 24 }))),
+});
 const PoolRuleConfig = Schema.Union([
   Schema.Struct({ pool: Token, senderDomain: Schema.String }),
   Schema.Struct({ pool: Token, user: Schema.String }),
@@ -191,7 +210,9 @@ const ConfigFile = Schema.Struct({
       /** How long a node's lease on a share of a site budget lasts unless renewed. */
       siteBudgetLeaseMs: Schema.optional(Positive),
       /** IP pools: name → source addresses, each with its EHLO name (actors/delivery/pools.ts). */
-      pools: Schema.optional(Schema.Record(Token, Schema.Array(SourceAddressConfig).check(Schema.isMinLength(1)))),
+      pools: Schema.optional(Schema.Record(Token, PoolConfig)),
+      /** Warm-up curves by name, for the `warmup` of cold pool addresses. */
+      warmupSchedules: Schema.optional(Schema.Record(Token, WarmupScheduleConfig)),
       /** Which pool a message leaves from: the first rule that matches, else `defaultPool`. */
       poolRules: Schema.optional(Schema.Array(PoolRuleConfig)),
       defaultPool: Schema.optional(Token),
@@ -429,6 +450,44 @@ export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
 
+type DeliveryFile = NonNullable<ConfigFile["delivery"]>;
+
+/** A named warm-up curve with its hourly caps worked out. */
+const curveOf = (name: string, schedule: typeof WarmupScheduleConfig.Type): WarmupSchedule => {
+  const { daily, hourly, spreadHours } = schedule;
+  const where = `delivery.warmupSchedules.${name}`;
+  if (hourly !== undefined && spreadHours !== undefined) throw new ConfigError(`invalid config: ${where} gives both hourly and spreadHours; keep one`);
+  if (hourly !== undefined && hourly.length !== daily.length) throw new ConfigError(`invalid config: ${where}.hourly has ${hourly.length} caps for ${daily.length} days of daily; give one per day`);
+  const byHour = hourly ?? (spreadHours === undefined ? undefined : daily.map((cap) => Math.ceil(cap / spreadHours)));
+  return { daily, ...(byHour ? { hourly: byHour } : {}) };
+};
+
+/** Pools with each cold address's warm-up resolved (its curve, its first day). */
+const poolsOf = (delivery: DeliveryFile): PoolsConfig => {
+  const schedules = delivery.warmupSchedules ?? {};
+  const curves = Object.fromEntries(Object.entries(schedules).map(([name, schedule]) => [name, curveOf(name, schedule)]));
+  const warmupOf = (pool: string, warmup: { schedule: string; since: string } | undefined): SourceWarmup | undefined => {
+    if (warmup === undefined) return undefined;
+    const curve = curves[warmup.schedule];
+    if (curve === undefined) throw new ConfigError(`invalid config: pool ${pool} names warm-up schedule ${JSON.stringify(warmup.schedule)}, which is not one of delivery.warmupSchedules`);
+    return { schedule: warmup.schedule, since: warmup.since, startDay: parseDay(warmup.since)!, curve };
+  };
+  const entries = Object.entries(delivery.pools ?? {}).map(([name, pool]) => {
+    const addresses = "addresses" in pool ? pool.addresses : pool;
+    const sources = addresses.map((s): SourceAddress => {
+      const warmup = warmupOf(name, s.warmup);
+      return { address: s.address, ehlo: s.ehlo, weight: s.weight ?? 1, ...(warmup ? { warmup } : {}) };
+    });
+    return { name, sources, overflow: "addresses" in pool ? pool.overflow : undefined };
+  });
+  return {
+    pools: Object.fromEntries(entries.map(({ name, sources }) => [name, sources])),
+    rules: delivery.poolRules ?? [],
+    defaultPool: delivery.defaultPool,
+    overflow: Object.fromEntries(entries.flatMap(({ name, overflow }) => (overflow ? [[name, overflow]] : []))),
+  };
+};
+
 /** Development defaults: loopback only, one local domain, one user (documented in the README). */
 const withDefaults = (file: ConfigFile): NodeConfig => ({
   nodeId: file.nodeId ?? "node1",
@@ -516,11 +575,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     siteBudgets: file.delivery?.siteBudgets ?? {},
     siteBudgetLeaseMs: file.delivery?.siteBudgetLeaseMs ?? 5_000,
     providers: { ...starterProviders, ...file.delivery?.providers },
-    pools: {
-      pools: Object.fromEntries(Object.entries(file.delivery?.pools ?? {}).map(([name, sources]) => [name, sources.map((s) => ({ address: s.address, ehlo: s.ehlo, weight: s.weight ?? 1 }))])),
-      rules: file.delivery?.poolRules ?? [],
-      defaultPool: file.delivery?.defaultPool,
-    },
+    pools: poolsOf(file.delivery ?? {}),
     requireTls: file.delivery?.requireTls ?? [],
     maxInFlightPerQueue: file.delivery?.maxInFlightPerQueue ?? 128,
     maxAgeMs: file.delivery?.maxAgeMs ?? 5 * 24 * 3_600_000,
@@ -700,7 +755,17 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
   if (unknownProvider !== undefined) {
     throw new ConfigError(`invalid config: delivery.siteBudgets names ${JSON.stringify(unknownProvider)}, which is not a provider of the table (${Object.keys(config.delivery.providers).join(", ")}; add it under delivery.providers)`);
   }
+  if (OTHER_PROVIDER in config.delivery.providers) {
+    throw new ConfigError(`invalid config: delivery.providers names "${OTHER_PROVIDER}", which warm-up caps use for destinations of no provider; choose another name`);
+  }
   const { pools } = config.delivery;
+  // An address's usage is counted once, whatever pool sends from it: its warm-up must be the same in each.
+  const warmups = new Map<string, string>();
+  for (const source of Object.values(pools.pools).flat()) {
+    const warmup = JSON.stringify(source.warmup ? [source.warmup.schedule, source.warmup.since] : null);
+    if ((warmups.get(source.address) ?? warmup) !== warmup) throw new ConfigError(`invalid config: source address ${source.address} is in several pools with different warm-ups; give it the same warmup (or none) in each`);
+    warmups.set(source.address, warmup);
+  }
   const unknownPool = [...pools.rules.map((rule) => rule.pool), ...(pools.defaultPool !== undefined ? [pools.defaultPool] : [])].find((name) => !(name in pools.pools));
   if (unknownPool !== undefined) throw new ConfigError(`invalid config: pool ${JSON.stringify(unknownPool)} (in delivery.poolRules or delivery.defaultPool) is not one of delivery.pools`);
   const tenantNames = config.api.tenants.map((t) => t.name);

@@ -2,8 +2,8 @@
 // actors → listeners → the node's announcement in the member list. Starting the node
 // builds the graph; stopping it closes the graph's scope, and the order of the stop
 // follows from the dependencies: the node leaves the member list, then listeners
-// (they depend on everything) and the NATS API stop first, then queue administration and
-// status, the scheduler (in-flight deliveries are recorded), the site actors and mailboxes,
+// (they depend on everything) and the NATS API stop first, then queue administration,
+// pools and status, the scheduler (in-flight deliveries are recorded), the site actors and mailboxes,
 // then the event publisher (a last round for the final events), then NATS is drained, and
 // LMDB, which everything writes to, closes last. A drained node (`tern node drain`) stops
 // the same way, by itself, once its queue went to the peers.
@@ -13,7 +13,7 @@ import { makeLog, type Log as LogShape } from "./log.ts";
 import { BlobTransfers, ClusterHealth, MailboxOwnership, Nats } from "./services/cluster.ts";
 import { ApiLayer } from "./services/api.ts";
 import { Config, Draining, Log, Metrics, Supervisor, type NodeStartError } from "./services/core.ts";
-import { QueueAdminLayer, Scheduler, Sites } from "./services/delivery.ts";
+import { PoolsStatusLayer, QueueAdminLayer, Scheduler, Sites, Warmup } from "./services/delivery.ts";
 import { Dkim, LoginAccounts, Tls, Users } from "./services/identity.ts";
 import { LoginThrottles } from "./services/logins.ts";
 import { DescriptorCheck, HttpListener, ImapListener, Pop3Listener, SmtpListener } from "./services/listeners.ts";
@@ -44,11 +44,11 @@ const cluster = Layer.mergeAll(ClusterHealth.layer, EventPublisherLayer, BlobTra
   Layer.provideMerge(Nats.layer),
 );
 const actors = Scheduler.layer.pipe(
-  Layer.provideMerge(Layer.mergeAll(Sites.layer.pipe(Layer.provideMerge(SiteBudgets.layer)), Resolver.layer, Mailboxes.layer.pipe(Layer.provideMerge(LocalMailboxes.layer)))),
+  Layer.provideMerge(Layer.mergeAll(Sites.layer.pipe(Layer.provideMerge(SiteBudgets.layer)), Resolver.layer, Mailboxes.layer.pipe(Layer.provideMerge(LocalMailboxes.layer)), Warmup.layer)),
 );
 /** What applications and operators ask of the node's mail (message status, draining), and the cluster-wide login throttles. */
 const services = Layer.mergeAll(MessageStatus.layer, LoginThrottles.layer, Drainer.layer);
-const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, ImapListener.layer, HttpListener.layer, QueueAdminLayer, ApiLayer, HandOffLayer, DescriptorCheck).pipe(
+const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, ImapListener.layer, HttpListener.layer, QueueAdminLayer, PoolsStatusLayer, ApiLayer, HandOffLayer, DescriptorCheck).pipe(
   Layer.provideMerge(SpoolHealth.layer),
 );
 

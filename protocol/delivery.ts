@@ -44,6 +44,8 @@ export const WaitReason = Schema.Literals([
   "retry-now",
   /** The operator resumed the entry's suspended queue. */
   "resumed",
+  /** Not attempted: the source address is warming up and has used its cap for the destination's provider (the pool waits). */
+  "warmup-cap",
 ]);
 export type WaitReason = typeof WaitReason.Type;
 
@@ -137,6 +139,21 @@ const UnknownUser = Schema.TaggedStruct("UnknownUser", { user: Schema.String });
 /** The job waited in its site's queue past the limit and was not attempted (the site is too slow for its backlog). Defers. */
 const QueueWaitExceeded = Schema.TaggedStruct("QueueWaitExceeded", { limitMs: Schema.Number });
 
+/**
+ * Not attempted: the message's pool waits when a cold source address has used its warm-up
+ * cap for the destination's provider, and this one has (actors/delivery/warmup.ts). Defers
+ * until the window opens again (`until`); not counted as a delivery attempt.
+ */
+const WarmupCap = Schema.TaggedStruct("WarmupCap", {
+  /** The source address that reached its cap. */
+  source: Schema.String,
+  provider: Schema.String,
+  window: Schema.Literals(["day", "hour"]),
+  cap: Schema.Number,
+  /** When the window opens again (ms since the epoch). */
+  until: Schema.Number,
+});
+
 /** This node could not make the attempt (its delivery actor stopped or crashed). Defers. */
 const Internal = Schema.TaggedStruct("Internal", { detail: Schema.String });
 
@@ -159,6 +176,7 @@ export const RecipientResult = Schema.Union([
   OverQuota,
   UnknownUser,
   QueueWaitExceeded,
+  WarmupCap,
   Internal,
   Returned,
 ]);
@@ -248,6 +266,8 @@ export const enhancedStatus = (result: RecipientResult): string => {
       return "4.1.1";
     case "QueueWaitExceeded":
       return "4.4.5"; // mail system congestion
+    case "WarmupCap":
+      return "4.4.5"; // our own congestion: the address may send no more now
     case "Internal":
       return "4.3.0";
     case "Returned":
@@ -296,6 +316,8 @@ const describe = (result: Exclude<RecipientResult, Reply>): string => {
       return `no mailbox for ${result.user} on its owner node`;
     case "QueueWaitExceeded":
       return `the site's queue is too long, not attempted (waited over ${Math.round(result.limitMs / 1000)} s)`;
+    case "WarmupCap":
+      return `source address ${result.source} is warming up and sent its cap of ${result.cap} this ${result.window} to ${result.provider}; waits until ${new Date(result.until).toISOString()}`;
     case "Internal":
       return result.detail;
     case "Returned":

@@ -44,6 +44,10 @@ export interface Subjects {
   readonly queueAdmin: string;
   /** Queue administration of one node. */
   readonly queueAdminOf: (nodeId: string) => string;
+  /** IP pools with their warm-up caps and usage (`tern pools`): every node answers requests sent here. */
+  readonly poolsStatus: string;
+  /** The pools of one node. */
+  readonly poolsStatusOf: (nodeId: string) => string;
   /**
    * Which node holds message X, and its status: every node answers from its own spool
    * (node-to-node scatter; the status API and `tern status` ask through it).
@@ -145,6 +149,8 @@ export const makeSubjects = (cluster: string): Subjects => {
     mailboxOwnersBucket: `tern_${cluster}_mailbox_owners`,
     queueAdmin: `${root}.queue.admin`,
     queueAdminOf: (nodeId) => `${root}.queue.admin.${nodeId}`,
+    poolsStatus: `${root}.pools.status`,
+    poolsStatusOf: (nodeId) => `${root}.pools.status.${nodeId}`,
     statusLookup: `${root}.status.lookup`,
     nodeInbox: (nodeId) => `${root}.inbox.${nodeId}`,
     nodeInboxes: `${root}.inbox`,

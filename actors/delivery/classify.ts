@@ -121,6 +121,9 @@ export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => {
       // The site's own queue is too long for its pace: hold the destination like a host that rate limits.
       case "QueueWaitExceeded":
         return "rate-limited";
+      // Our own rate limit: the address is warming up (it does not hold the queue, see outcome.ts).
+      case "WarmupCap":
+        return "rate-limited";
       case "Stored":
       case "Timeout":
       case "ConversionFailed":

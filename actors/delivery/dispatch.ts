@@ -2,8 +2,8 @@
 // Local entries go to the owner node's mailbox; remote ones are resolved, then handed
 // to the site's delivery actor. Only permanent answers fail a recipient; everything
 // else (DNS trouble, owner node down, 4xx, no connection) defers it.
-import { Clock, Effect, Random } from "effect";
-import type { RecipientResult } from "../../protocol/delivery.ts";
+import { Clock, Effect, Exit, Random } from "effect";
+import { statusOfResult, type RecipientResult } from "../../protocol/delivery.ts";
 import type { MailboxError } from "../../protocol/mailbox.ts";
 import type { DnsPermanentFailure, DnsTemporaryFailure, MailRoute, ResolveFailure } from "../../protocol/route.ts";
 import type { MailboxRouter } from "../mailbox/router.ts";
@@ -11,7 +11,9 @@ import type { MessageRecord, QueueEntry } from "../queue/entry.ts";
 import { everyone, type Attempt } from "./attempt.ts";
 import { dsnParamsOf } from "./dsn.ts";
 import { pickSource, poolOf, type PoolsConfig, type SourceAddress } from "./pools.ts";
+import { providerOfHosts, type ProviderTable } from "./providers.ts";
 import type { Sites } from "./sites.ts";
+import { chooseSource, type CapReached, type Spend, type WarmupUsage } from "./warmup-usage.ts";
 
 /** `body` loads the message only when a next hop is ready for it (bodies can be large). */
 export type Dispatch = (entry: QueueEntry, message: MessageRecord, body: () => Uint8Array) => Effect.Effect<Attempt>;
@@ -24,14 +26,64 @@ export interface DispatchDeps {
   readonly requireTls: (domain: string) => boolean;
   /** IP pools: the message's pool (from its attributes) gives each attempt one of its source addresses. */
   readonly pools?: PoolsConfig | undefined;
+  /** Warm-up caps of cold pool addresses: their usage, and the provider table that names a destination's provider. */
+  readonly warmup?: { readonly usage: WarmupUsage; readonly providers: ProviderTable } | undefined;
 }
 
-/** The source address of one attempt: one of the message's pool by weight, none without a pool (or one no longer configured). */
-const sourceOf = (pools: PoolsConfig | undefined, message: MessageRecord): Effect.Effect<SourceAddress | undefined> => {
-  const pool = poolOf(message.attributes);
-  const sources = pool === undefined ? undefined : pools?.pools[pool];
-  return sources === undefined ? Effect.succeed(undefined) : Effect.map(Random.next, (random) => pickSource(sources, random));
+/** Where an attempt leaves from: an address (none: the system's default), with the warm-up allowance it took; or a wait for a cap. */
+type Source = { readonly source: SourceAddress | undefined; readonly spend?: Spend | undefined } | { readonly wait: CapReached };
+
+const DEFAULT_SOURCE: Source = { source: undefined };
+
+type SourceOf = (message: MessageRecord, route: MailRoute) => Effect.Effect<Source>;
+
+/**
+ * The source of one attempt: an address of the message's pool by weight; none without a
+ * pool (or one no longer configured). Only pools with a cold address consult the warm-up
+ * ledger (and name the destination's provider), so other mail pays nothing for warm-up.
+ */
+const makeSourceOf = (deps: DispatchDeps): SourceOf => {
+  const { pools, warmup } = deps;
+  const warming = new Set(Object.entries(pools?.pools ?? {}).filter(([, sources]) => sources.some((s) => s.warmup !== undefined)).map(([name]) => name));
+  // Routes come from the resolver memo, the same object for a while: the provider is found once per route.
+  const providers = new WeakMap<MailRoute, string>();
+  const providerOf = (table: ProviderTable, route: MailRoute) => {
+    let provider = providers.get(route);
+    if (provider === undefined) providers.set(route, (provider = providerOfHosts(route.hosts.map((host) => host.name), table)));
+    return provider;
+  };
+  return (message, route) => {
+    const pool = poolOf(message.attributes);
+    const sources = pool === undefined ? undefined : pools?.pools[pool];
+    if (sources === undefined) return Effect.succeed(DEFAULT_SOURCE);
+    if (warmup === undefined || !warming.has(pool!)) return Effect.map(Random.next, (random): Source => ({ source: pickSource(sources, random) }));
+    return Effect.flatMap(Random.next, (random) =>
+      Effect.flatMap(Random.next, (overflowRandom) =>
+        Clock.clockWith((clock) =>
+          Effect.sync((): Source => {
+            const overflow = pools?.overflow?.[pool!] ?? "warm";
+            const provider = providerOf(warmup.providers, route);
+            return chooseSource(warmup.usage, sources, overflow, provider, clock.currentTimeMillisUnsafe(), random, overflowRandom) ?? DEFAULT_SOURCE;
+          }),
+        ),
+      ),
+    );
+  };
 };
+
+/** Not attempted: the pool waits for a cold address's cap. Every recipient defers until the window opens. */
+const waitForCap = (recipients: ReadonlyArray<string>, cap: CapReached): Attempt => ({
+  server: "warm-up",
+  source: cap.source.address,
+  results: everyone(recipients, { _tag: "WarmupCap", source: cap.source.address, provider: cap.provider, window: cap.window, cap: cap.cap, until: cap.until }),
+});
+
+/** The remote server took the message for at least one recipient: it counts against the address's warm-up cap. */
+const tookIt = (attempt: Attempt) => attempt.results.some(({ result }) => statusOfResult(result) === "delivered");
+
+/** Settles the allowance the attempt took, however it ends (an interrupted one spends nothing). */
+const spending = (spend: Spend, attempt: Effect.Effect<Attempt>): Effect.Effect<Attempt> =>
+  Effect.onExit(attempt, (exit) => Effect.map(Clock.currentTimeMillis, (now) => spend.settle(Exit.isSuccess(exit) && tookIt(exit.value), now)));
 
 /** Routes are remembered this long on the delivering node: a backlog for one domain asks the resolver once, not once per message. */
 const ROUTE_MEMO_MS = 5_000;
@@ -58,12 +110,14 @@ const memoized = (resolve: DispatchDeps["resolve"]): DispatchDeps["resolve"] => 
 
 export const makeDispatch = (deps: DispatchDeps): Dispatch => {
   const resolve = memoized(deps.resolve);
-  return (entry, message, body) => dispatchOne(deps, resolve, entry, message, body);
+  const sourceOf = makeSourceOf(deps);
+  return (entry, message, body) => dispatchOne(deps, resolve, sourceOf, entry, message, body);
 };
 
 const dispatchOne = (
   deps: DispatchDeps,
   resolve: DispatchDeps["resolve"],
+  sourceOf: SourceOf,
   entry: QueueEntry,
   message: MessageRecord,
   body: () => Uint8Array,
@@ -80,16 +134,19 @@ const dispatchOne = (
     Effect.matchEffect({
       onFailure: (failure) => Effect.succeed<Attempt>({ server: "dns", results: everyone(entry.recipients, dnsFailure(failure)) }),
       onSuccess: (mailRoute) =>
-        Effect.flatMap(sourceOf(deps.pools, message), (source) =>
-          deps.sites.deliver({
+        Effect.flatMap(sourceOf(message, mailRoute), (chosen) => {
+          if ("wait" in chosen) return Effect.succeed(waitForCap(entry.recipients, chosen.wait));
+          const sent = deps.sites.deliver({
             route: mailRoute,
             sender: entry.sender,
             recipients: entry.recipients,
             body,
             dsn: dsnParamsOf(message.attributes),
             tls: deps.requireTls(route.domain) ? "require" : "opportunistic",
-            source,
-          })),
+            source: chosen.source,
+          });
+          return chosen.spend ? spending(chosen.spend, sent) : sent;
+        }),
     }),
   );
 };

@@ -79,7 +79,10 @@ export const decide = (
     ...(reason ? { requeued: reason } : {}),
   };
   const delayDue = waiting.length > 0 && !entry.delayNotified && now - entry.createdAt >= policy.delayNoticeMs;
-  const attempts = entry.attempts + 1;
+  const capWait = warmupWait(waiting);
+  // A wait for a warm-up cap made no attempt: it neither counts as one nor lengthens the backoff.
+  const attempts = capWait ? entry.attempts : entry.attempts + 1;
+  const due = capWait ? capWait.until + Math.round(random * WARMUP_SPREAD_MS[capWait.window]) : now + retryDelayMs(policy.retry, attempts, random);
   const next: QueueEntry | undefined =
     waiting.length === 0
       ? undefined
@@ -88,7 +91,7 @@ export const decide = (
           recipients: waiting.map((o) => o.recipient),
           attempts,
           // The last attempt falls at the expiry time, so an entry never outlives it by a whole backoff.
-          nextAttemptAt: Math.min(now + retryDelayMs(policy.retry, attempts, random), Math.max(expiresAt(entry, policy), now + 1)),
+          nextAttemptAt: Math.min(due, Math.max(expiresAt(entry, policy), now + 1)),
           reason: reason!,
           history: [...(entry.history ?? []), record].slice(-HISTORY_LIMIT),
           ...(delayDue ? { delayNotified: true } : {}),
@@ -98,7 +101,8 @@ export const decide = (
     record,
     next,
     notices: notices(entry, attempt, outcomes, now, policy, dsn, delayDue),
-    holdQueue: outcomes.some((o) => o.status !== "delivered" && o.category === "rate-limited")
+    // A warm-up cap is one source address's, not the destination's: other pools' mail for it goes on.
+    holdQueue: outcomes.some((o) => o.status !== "delivered" && o.category === "rate-limited" && o.result._tag !== "WarmupCap")
       ? "rate-limited"
       : outcomes.some((o) => o.result._tag === "ConnectionFailed" || o.result._tag === "Timeout")
         ? "unreachable"
@@ -106,9 +110,25 @@ export const decide = (
   };
 };
 
+/**
+ * Entries that wait for a warm-up window come back spread over its first twelfth (5 minutes
+ * of an hour, 2 hours of a day), not all at the instant it opens.
+ */
+const WARMUP_SPREAD_MS = { hour: 5 * 60_000, day: 2 * 3_600_000 } as const;
+
+/** When every recipient left waits for a warm-up cap (one attempt's recipients share it): the cap that opens last. */
+const warmupWait = (waiting: ReadonlyArray<RecipientOutcome>): { readonly until: number; readonly window: "day" | "hour" } | undefined => {
+  let latest: { until: number; window: "day" | "hour" } | undefined;
+  for (const { result } of waiting) {
+    if (result._tag !== "WarmupCap") return undefined;
+    if (latest === undefined || result.until > latest.until) latest = { until: result.until, window: result.window };
+  }
+  return latest;
+};
+
 const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => {
   // A host that says "slow down" (even in its greeting) is rate limiting, whatever else broke.
-  if (waiting.some((o) => o.category === "rate-limited")) return "rate-limited";
+  if (waiting.some((o) => o.category === "rate-limited" && o.result._tag !== "WarmupCap")) return "rate-limited";
   switch (waiting[0]!.result._tag) {
     case "ConnectionFailed":
     case "Timeout":
@@ -125,6 +145,8 @@ const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => 
     case "Internal":
     case "QueueWaitExceeded":
       return "dispatch-failed";
+    case "WarmupCap":
+      return "warmup-cap";
     case "Reply":
       return "temporary-reply";
     // Never deferred: these fail the recipient or deliver it.

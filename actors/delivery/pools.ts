@@ -6,7 +6,10 @@
 //
 // Each delivery attempt then takes one address of the pool, by weight; the site actors
 // keep connections per (site, source address), since a connection is bound to its source.
+// A cold address (one still warming up) has caps per destination provider; what happens
+// when it has used one is the pool's `overflow` (actors/delivery/warmup-usage.ts).
 import { domainOf, matchesDomain } from "../common/domains.ts";
+import type { SourceWarmup } from "./warmup.ts";
 
 export interface SourceAddress {
   /** The local IP address outbound connections bind to. */
@@ -15,7 +18,15 @@ export interface SourceAddress {
   readonly ehlo: string;
   /** Share of the pool's connections relative to the other addresses (default 1). */
   readonly weight: number;
+  /** Still warming up: caps per destination provider that grow by day (absent: warm). */
+  readonly warmup?: SourceWarmup | undefined;
 }
+
+/**
+ * When a cold address of a pool has used its cap: the attempt leaves from another address
+ * of the pool that has room ("warm"), or waits for the cap's window to open ("wait").
+ */
+export type Overflow = "warm" | "wait";
 
 export type PoolRule =
   | { readonly pool: string; readonly senderDomain: string }
@@ -27,6 +38,8 @@ export interface PoolsConfig {
   /** Tried in order; the first that matches names the pool. */
   readonly rules: ReadonlyArray<PoolRule>;
   readonly defaultPool: string | undefined;
+  /** Pool name → what its cold addresses do at their cap (default "warm"). */
+  readonly overflow?: Readonly<Record<string, Overflow>> | undefined;
 }
 
 /** What a pool is chosen by, at acceptance. */

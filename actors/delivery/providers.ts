@@ -33,6 +33,17 @@ export const patternsOf = (key: string, providers: ProviderTable): ReadonlyArray
   return provider === undefined ? [key] : providers[provider];
 };
 
+/** Destinations of no provider of the table: warm-up caps count them together as this one provider. */
+export const OTHER_PROVIDER = "other";
+
+/** The provider of a set of MX hosts (the first of the table with one of them), else OTHER_PROVIDER. */
+export const providerOfHosts = (hosts: ReadonlyArray<string>, providers: ProviderTable): string => {
+  for (const [name, patterns] of Object.entries(providers)) {
+    if (hosts.some((host) => patterns.some((pattern) => matchesDomain(pattern, host)))) return name;
+  }
+  return OTHER_PROVIDER;
+};
+
 /** Whether an MX host name belongs to a budget key (a host pattern, or a provider of the table). */
 export const keyMatchesHost = (key: string, providers: ProviderTable, host: string): boolean =>
   (patternsOf(key, providers) ?? []).some((pattern) => matchesDomain(pattern, host));

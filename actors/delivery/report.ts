@@ -6,6 +6,7 @@ import { outcomeFields } from "./events.ts";
 import type { QueueEntry } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
 import type { Scheduler, SchedulerHooks } from "./scheduler.ts";
+import type { WarmupSeries } from "./pools-status.ts";
 
 /** Where outcomes are reported once committed. */
 export interface ReportDeps {
@@ -51,5 +52,18 @@ export const registerDeliveryGauges = (registry: Registry, sources: { spool: Spo
   } });
   new Gauge({ name: "tern_queue_held", help: "Queues held back after rate limiting or an unreachable destination", registers: [registry], collect() {
     this.set(sources.scheduler.holds().size); // holds() lists only holds still in force
+  } });
+};
+
+/** Warm-up caps and usage of every cold source address, per provider and window ("day": this UTC day, "hour": this hour). */
+export const registerWarmupGauges = (registry: Registry, series: () => ReadonlyArray<WarmupSeries>) => {
+  const labelNames = ["source", "provider", "window"] as const;
+  new Gauge({ name: "tern_warmup_cap", help: "Messages a cold source address may send to a provider in the window (none: no cap in that window)", labelNames, registers: [registry], collect() {
+    this.reset();
+    for (const s of series()) if (s.cap !== undefined) this.set({ source: s.source, provider: s.provider, window: s.window }, s.cap);
+  } });
+  new Gauge({ name: "tern_warmup_used", help: "Messages a cold source address sent to a provider in the window", labelNames, registers: [registry], collect() {
+    this.reset();
+    for (const s of series()) this.set({ source: s.source, provider: s.provider, window: s.window }, s.used);
   } });
 };

@@ -1,18 +1,22 @@
 // The outbound half of a node: the site actors (one per destination site, with the
 // node's connection budget), the scheduler that takes due entries from the spool and
-// records their outcomes, and queue administration over NATS (`tern queue`).
+// records their outcomes, queue administration over NATS (`tern queue`), and the warm-up
+// usage of cold source addresses with its view (`tern pools`).
 //
 // Stop order follows from the graph: queue administration stops answering, then the
 // scheduler stops taking work and lets attempts in flight be recorded, then the site
 // actors close their connections; the spool outlives all three.
-import { Context, Effect, Layer } from "effect";
+import { Clock, Context, Effect, Layer } from "effect";
 import { loadRules } from "../../actors/delivery/classify.ts";
 import { makeConnectionBudget } from "../../actors/delivery/connections.ts";
 import { makeDispatch } from "../../actors/delivery/dispatch.ts";
 import { domainMatcher } from "../../actors/common/domains.ts";
 import { makeNotices } from "../../actors/delivery/notices.ts";
 import { makeClassifier } from "../../actors/delivery/classify.ts";
-import { registerDeliveryGauges, reporter } from "../../actors/delivery/report.ts";
+import { registerDeliveryGauges, registerWarmupGauges, reporter } from "../../actors/delivery/report.ts";
+import { servePoolsStatus, warmupSeries } from "../../actors/delivery/pools-status.ts";
+import { OTHER_PROVIDER } from "../../actors/delivery/providers.ts";
+import { makeWarmupUsage, openUsageStore, type WarmupUsage } from "../../actors/delivery/warmup-usage.ts";
 import { outcomeEvents } from "../../actors/delivery/events.ts";
 import { routeOf } from "../../actors/queue/entry.ts";
 import { labelsOf } from "../../actors/queue/events.ts";
@@ -28,7 +32,7 @@ import { Users } from "./identity.ts";
 import { Mailboxes } from "./mailboxes.ts";
 import { Resolver } from "./resolver.ts";
 import { SiteBudgets } from "./site-budgets.ts";
-import { Spool } from "./storage.ts";
+import { Lmdb, Spool } from "./storage.ts";
 
 /** Deliveries in flight get this long to finish (and be recorded) when the node stops. */
 const STOP_GRACE_MS = 10_000;
@@ -67,6 +71,23 @@ export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
   );
 }
 
+/** What each cold source address sent per provider this UTC day and hour, in the node's LMDB (actors/delivery/warmup-usage.ts). */
+export class Warmup extends Context.Service<Warmup, WarmupUsage>()("tern/Warmup") {
+  static readonly layer = Layer.effect(
+    Warmup,
+    Effect.gen(function* () {
+      const { delivery } = yield* Config;
+      const log = yield* Log;
+      const clock = yield* Clock.Clock;
+      const store = openUsageStore(yield* Lmdb, (error) => log("warmup.usage.write.failed", { error: String(error) }));
+      const usage = makeWarmupUsage(store, clock.currentTimeMillisUnsafe());
+      const providers = [...Object.keys(delivery.providers), OTHER_PROVIDER];
+      registerWarmupGauges((yield* Metrics).registry, () => warmupSeries(delivery.pools, usage, providers, clock.currentTimeMillisUnsafe()));
+      return usage;
+    }),
+  );
+}
+
 export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("tern/Scheduler") {
   /** Fails with ConfigError when the bounce rules file cannot be read or has a bad rule. */
   static readonly layer = Layer.effect(
@@ -86,7 +107,14 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
         : [];
       const scheduler = yield* makeScheduler({
         spool,
-        dispatch: makeDispatch({ mailboxes, sites: yield* Sites, resolve, requireTls: domainMatcher(delivery.requireTls), pools: delivery.pools }),
+        dispatch: makeDispatch({
+          mailboxes,
+          sites: yield* Sites,
+          resolve,
+          requireTls: domainMatcher(delivery.requireTls),
+          pools: delivery.pools,
+          warmup: { usage: yield* Warmup, providers: delivery.providers },
+        }),
         maxInFlight: delivery.maxInFlight,
         maxInFlightPerQueue: delivery.maxInFlightPerQueue,
         pollMs: delivery.pollMs,
@@ -119,5 +147,14 @@ export const QueueAdminLayer = Layer.effectDiscard(
     const { nc, subjects } = yield* Nats;
     const deps = { nodeId: config.nodeId, spool: yield* Spool, scheduler: yield* Scheduler, log: yield* Log };
     yield* serveQueueAdmin(nc, subjects, deps);
+  }),
+);
+
+/** `tern pools` over NATS: answers until the node stops. */
+export const PoolsStatusLayer = Layer.effectDiscard(
+  Effect.gen(function* () {
+    const config = yield* Config;
+    const { nc, subjects } = yield* Nats;
+    yield* servePoolsStatus(nc, subjects, { nodeId: config.nodeId, pools: config.delivery.pools, usage: yield* Warmup });
   }),
 );

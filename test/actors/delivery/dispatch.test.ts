@@ -16,6 +16,10 @@ import type { MessageRecord, QueueEntry } from "../../../actors/queue/entry.ts";
 import { StoreError } from "../../../protocol/errors.ts";
 import { MailboxUnavailable, NotOwner, UnknownUser, overQuota, type MailboxError } from "../../../protocol/mailbox.ts";
 import { DnsPermanentFailure, DnsTemporaryFailure, type MailRoute } from "../../../protocol/route.ts";
+import { renderResult } from "../../../protocol/delivery.ts";
+import { starterProviders } from "../../../actors/delivery/providers.ts";
+import { parseDay } from "../../../actors/delivery/warmup.ts";
+import { makeWarmupUsage, memoryUsageStore } from "../../../actors/delivery/warmup-usage.ts";
 
 const HOUR = 3_600_000;
 const t0 = Date.UTC(2026, 0, 1);
@@ -168,4 +172,66 @@ test("a route is remembered for five seconds of the node's clock: one resolver a
   await run(failing, remoteEntry);
   await run(failing, remoteEntry);
   assert.equal(failures, 2);
+});
+
+// ---- IP pools with a cold address (warm-up caps per provider) ----
+
+const cold = { address: "192.0.2.10", ehlo: "new.example.org", weight: 1_000_000, warmup: { schedule: "test", since: "2026-01-01", startDay: parseDay("2026-01-01")!, curve: { daily: [2] } } };
+const warmSource = { address: "192.0.2.20", ehlo: "old.example.org", weight: 1 };
+const pooled: MessageRecord = { ...message, attributes: { pool: "bulk" } };
+const gmailRoute: MailRoute = { domain: "gmail.test", implicitMx: false, hosts: [{ name: "gmail-smtp-in.l.google.com", preference: 5, addresses: ["192.0.2.5"] }] };
+
+/** Dispatches `count` messages of the bulk pool at 10:00 UTC on warm-up day 1; returns each attempt's source (or "wait"). */
+const warmupRun = async (overflow: "warm" | "wait", count: number, answer?: (job: DeliveryJob) => Attempt) => {
+  const { sites: stub, jobs } = sites(answer);
+  const usage = makeWarmupUsage(memoryUsageStore(), t0);
+  const dispatch = makeDispatch(
+    deps({
+      sites: stub,
+      resolve: () => Effect.succeed(gmailRoute),
+      pools: { pools: { bulk: [cold, warmSource] }, rules: [], defaultPool: undefined, overflow: { bulk: overflow } },
+      warmup: { usage, providers: starterProviders },
+    }),
+  );
+  const attempts: Attempt[] = [];
+  await Effect.runPromise(
+    Effect.gen(function* () {
+      yield* TestClock.setTime(t0 + 10 * HOUR);
+      for (let n = 0; n < count; n++) attempts.push(yield* dispatch(remoteEntry, pooled, () => body));
+    }).pipe(Effect.provide(TestClock.layer())),
+  );
+  return { attempts, usage, jobs };
+};
+
+test("a cold pool address sends its cap for the provider, then the attempt leaves from the warm address (overflow warm)", async () => {
+  const { attempts, usage, jobs } = await warmupRun("warm", 4);
+  assert.deepEqual(attempts.map((a) => a.results[0]!.result._tag), ["Reply", "Reply", "Reply", "Reply"]);
+  assert.deepEqual(jobs.map((job) => job.source?.address), [cold.address, cold.address, warmSource.address, warmSource.address]);
+  assert.deepEqual(usage.used(cold.address, "gmail", t0 + 10 * HOUR), { day: 2, hour: 2 }, "the Google MX host makes it gmail's cap");
+});
+
+test("overflow wait: past the cap every recipient defers with the cap's value, the entry waits for midnight UTC without counting an attempt or holding the queue", async () => {
+  const { attempts, jobs } = await warmupRun("wait", 3);
+  assert.deepEqual(jobs.map((job) => job.source?.address), [cold.address, cold.address], "the third is not sent");
+  const waited = attempts[2]!;
+  const until = t0 + 24 * HOUR;
+  assert.deepEqual(waited, {
+    server: "warm-up",
+    source: cold.address,
+    results: remoteEntry.recipients.map((recipient) => ({ recipient, result: { _tag: "WarmupCap", source: cold.address, provider: "gmail", window: "day", cap: 2, until } })),
+  });
+  const d = decide(remoteEntry, waited, t0 + 10 * HOUR, 0.5, policy, dsnParamsOf(undefined));
+  assert.deepEqual(d.outcomes.map((o) => [o.status, o.category]), [["deferred", "rate-limited"], ["deferred", "rate-limited"]]);
+  assert.equal(d.next?.reason, "warmup-cap");
+  assert.equal(d.next?.attempts, remoteEntry.attempts, "no delivery attempt was made");
+  assert.equal(d.next?.nextAttemptAt, until + 3_600_000, "due once the day opens, spread over its first two hours (random 0.5: one hour in)");
+  assert.equal(d.holdQueue, undefined, "other pools' mail for the destination goes on");
+  assert.equal(d.record.via, "warm-up");
+  assert.match(renderResult(waited.results[0]!.result), /^4\.4\.5 source address 192\.0\.2\.10 is warming up and sent its cap of 2 this day to gmail; waits until 2026-01-02T00:00:00\.000Z$/);
+});
+
+test("an attempt the remote server refused spends nothing of the cap", async () => {
+  const refuse = (job: DeliveryJob): Attempt => ({ server: "mx", results: job.recipients.map((recipient) => ({ recipient, result: { _tag: "Reply", code: 451, enhanced: "4.7.28", text: "slow down" } })) });
+  const { usage } = await warmupRun("wait", 3, refuse);
+  assert.deepEqual(usage.used(cold.address, "gmail", t0 + 10 * HOUR), { day: 0, hour: 0 });
 });
