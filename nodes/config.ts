@@ -20,9 +20,13 @@ import { parseDay, type SourceWarmup, type WarmupSchedule } from "../actors/deli
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
 const Positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1));
-/** A site budget limits something: at least one of its limits is given. */
-const SiteBudgetLimits = BudgetLimits.check(
-  Schema.makeFilter((limits: BudgetLimits) => Object.values(limits).some((limit) => limit !== undefined) || "a site budget needs connections, messagesPerSecond or messagesPerHour"),
+/** A site budget limits something: at least one of its limits is given. `perSource` keeps it per source address. */
+const SiteBudgetRuleConfig = Schema.Struct({ ...BudgetLimits.fields, perSource: Schema.optional(Schema.Boolean) }).check(
+  Schema.makeFilter(
+    ({ perSource: _, ...limits }: { readonly perSource?: boolean | undefined } & BudgetLimits) =>
+      Object.values(limits).some((limit) => limit !== undefined) ||
+      "a site budget needs connections, messagesPerSecond, messagesPerHour, connectionsPerMinute or messagesPerConnection",
+  ),
 );
 const Token = Schema.String.check(Schema.makeFilter((s: string) => isSafeToken(s) || "letters, digits, '-' and '_' only"));
 const IpAddress = Schema.String.check(Schema.makeFilter((s: string) => isIP(s) !== 0 || "expected an IPv4 or IPv6 address"));
@@ -203,8 +207,11 @@ const ConfigFile = Schema.Struct({
       maxConnections: Schema.optional(Positive),
       /** MX host name (or ".suffix") → connections per node for sites with such a host. */
       siteConnections: Schema.optional(Schema.Record(Schema.String, Positive)),
-      /** MX host name (or ".suffix") → limits the whole cluster keeps together for sites with such a host. */
-      siteBudgets: Schema.optional(Schema.Record(Schema.String, SiteBudgetLimits)),
+      /**
+       * MX host name (or ".suffix"), `provider:<name>` or `domain:<recipient domain>` → limits
+       * the whole cluster keeps together for such mail (per source address with `perSource`).
+       */
+      siteBudgets: Schema.optional(Schema.Record(Schema.String, SiteBudgetRuleConfig)),
       /** Mailbox providers by MX host patterns, added to (or replacing entries of) the starter table; site budgets may name them as `provider:<name>`. */
       providers: Schema.optional(Schema.Record(Token, Schema.Array(Schema.String).check(Schema.isMinLength(1)))),
       /** How long a node's lease on a share of a site budget lasts unless renewed. */

@@ -14,6 +14,13 @@ export const BudgetLimits = Schema.Struct({
   connections: Schema.optional(Positive),
   messagesPerSecond: Schema.optional(Positive),
   messagesPerHour: Schema.optional(Positive),
+  /** New connections opened per minute, the whole cluster together. */
+  connectionsPerMinute: Schema.optional(Positive),
+  /**
+   * Messages sent over one connection before it is closed and a new one opened. Kept by
+   * each connection on its own (it needs no owner), but configured with the budget's sites.
+   */
+  messagesPerConnection: Schema.optional(Positive),
 });
 export type BudgetLimits = typeof BudgetLimits.Type;
 
@@ -39,6 +46,10 @@ export const LeaseAsk = Schema.Struct({
    * holder stops using them), so the owner counts them as not sent.
    */
   unusedMessages: Count,
+  /** New connections it would open in the next moments (with `connectionsPerMinute`). Absent from older nodes: 0. */
+  wantOpens: Schema.optional(Count),
+  /** New connections its previous lease allowed that it did not open, given back like `unusedMessages`. */
+  unusedOpens: Schema.optional(Count),
 });
 export type LeaseAsk = typeof LeaseAsk.Type;
 
@@ -47,6 +58,8 @@ export const LeaseGrant = Schema.Struct({
   connections: Schema.optional(Count),
   /** Messages it may send before the lease ends (granted anew with each lease); absent: no rate limit. */
   messages: Schema.optional(Count),
+  /** New connections it may open before the lease ends; absent: no limit on opening. */
+  opens: Schema.optional(Count),
   /** The lease ends this long after the holder sent its ask, unless renewed. */
   ttlMs: Positive,
 });

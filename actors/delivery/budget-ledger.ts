@@ -18,6 +18,9 @@
 //   lease grants a fair share of what is available now; the holder gives back with its
 //   next ask what it did not send, and the owner counts those as not sent. A new owner does not know the hour's count so far: after ownership moves, up to
 //   one more hour's worth may go out within that hour.
+// - New connections per minute are counted in a sliding window of one-second slots: at
+//   most the limit in any minute (by this owner's knowledge), granted and given back like
+//   messages.
 import type { BudgetLimits, LeaseAsk, LeaseGrant } from "../../protocol/site-budget.ts";
 
 interface Lease {
@@ -25,12 +28,54 @@ interface Lease {
   open: number;
   wantConnections: number;
   wantMessages: number;
+  wantOpens: number;
   limits: BudgetLimits;
   expiresAt: number;
 }
 
-const HOUR_SLOTS = 60;
-const SLOT_MS = 60_000;
+/**
+ * Counts in the last `slots × slotMs` milliseconds, by slot: what was granted in each,
+ * newest first. Giving back takes from the newest slots first.
+ */
+class SlidingWindow {
+  private readonly counts: number[];
+  private slot: number;
+
+  constructor(private readonly slotMs: number, slots: number, now: number) {
+    this.counts = new Array<number>(slots).fill(0);
+    this.slot = Math.floor(now / slotMs);
+  }
+
+  total(now: number): number {
+    const current = Math.floor(now / this.slotMs);
+    const shift = Math.min(current - this.slot, this.counts.length);
+    for (let i = 0; i < shift; i++) {
+      this.counts.pop();
+      this.counts.unshift(0);
+    }
+    this.slot = current;
+    return this.counts.reduce((a, b) => a + b, 0);
+  }
+
+  add(now: number, count: number): void {
+    this.total(now);
+    this.counts[0]! += count;
+  }
+
+  giveBack(now: number, count: number): void {
+    this.total(now);
+    let left = count;
+    for (let i = 0; i < this.counts.length && left > 0; i++) {
+      const back = Math.min(left, this.counts[i]!);
+      this.counts[i]! -= back;
+      left -= back;
+    }
+  }
+}
+
+/** An hour in one-minute slots (messages per hour); a minute in one-second slots (new connections per minute). */
+const hourWindow = (now: number) => new SlidingWindow(60_000, 60, now);
+const minuteWindow = (now: number) => new SlidingWindow(1_000, 60, now);
 
 interface Budget {
   readonly startedAt: number;
@@ -38,9 +83,10 @@ interface Budget {
   /** Tokens of the per-second bucket, and when it was last refilled. */
   tokens: number;
   refilledAt: number;
-  /** Messages granted in each of the last HOUR_SLOTS minutes; `slot` is the index of hourly[0]. */
-  slot: number;
-  hourly: number[];
+  /** Messages granted in the last hour. */
+  readonly hour: SlidingWindow;
+  /** New connections granted in the last minute. */
+  readonly opens: SlidingWindow;
   /** The largest excess seen in the current episode (0 when none). */
   excess: number;
 }
@@ -64,17 +110,14 @@ export interface BudgetView {
 
 /** The strictest of each limit among the given ones. */
 export const strictest = (all: Iterable<BudgetLimits>): BudgetLimits => {
-  const min = (a: number | undefined, b: number | undefined) => (a === undefined ? b : b === undefined ? a : Math.min(a, b));
-  let limits: BudgetLimits = {};
+  const limits: { -readonly [K in keyof BudgetLimits]: BudgetLimits[K] } = {};
   for (const l of all) {
-    const connections = min(limits.connections, l.connections);
-    const messagesPerSecond = min(limits.messagesPerSecond, l.messagesPerSecond);
-    const messagesPerHour = min(limits.messagesPerHour, l.messagesPerHour);
-    limits = {
-      ...(connections !== undefined ? { connections } : {}),
-      ...(messagesPerSecond !== undefined ? { messagesPerSecond } : {}),
-      ...(messagesPerHour !== undefined ? { messagesPerHour } : {}),
-    };
+    for (const name of Object.keys(l) as Array<keyof BudgetLimits>) {
+      const value = l[name];
+      if (value === undefined) continue;
+      const known = limits[name];
+      limits[name] = known === undefined ? value : Math.min(known, value);
+    }
   }
   return limits;
 };
@@ -105,10 +148,11 @@ export class BudgetLedger {
   grant(ask: LeaseAsk, now: number, { alone }: { readonly alone: boolean }): Granted {
     const budget = this.budgetOf(ask.budget, alone ? now - this.ttlMs : now);
     this.expire(budget, now);
-    const lease: Lease = budget.leases.get(ask.holder) ?? { connections: ask.heldConnections, open: ask.openConnections, wantConnections: 0, wantMessages: 0, limits: ask.limits, expiresAt: now };
+    const lease: Lease = budget.leases.get(ask.holder) ?? { connections: ask.heldConnections, open: ask.openConnections, wantConnections: 0, wantMessages: 0, wantOpens: 0, limits: ask.limits, expiresAt: now };
     lease.open = ask.openConnections;
     lease.wantConnections = ask.wantConnections;
     lease.wantMessages = ask.wantMessages;
+    lease.wantOpens = ask.wantOpens ?? 0;
     lease.limits = ask.limits;
     budget.leases.set(ask.holder, lease);
     const limits = strictest([...budget.leases.values()].map((l) => l.limits));
@@ -126,11 +170,12 @@ export class BudgetLedger {
     }
 
     const messages = this.messagesFor(budget, ask, limits, now);
+    const opens = this.opensFor(budget, ask, limits, now);
     lease.expiresAt = now + this.ttlMs;
     const excess = limits.connections === undefined ? 0 : Math.max(0, [...budget.leases.values()].reduce((sum, l) => sum + Math.max(l.connections, l.open), 0) - limits.connections);
     budget.excess = excess;
     return {
-      grant: { ...(connections !== undefined ? { connections } : {}), ...(messages !== undefined ? { messages } : {}), ttlMs: this.ttlMs },
+      grant: { ...(connections !== undefined ? { connections } : {}), ...(messages !== undefined ? { messages } : {}), ...(opens !== undefined ? { opens } : {}), ttlMs: this.ttlMs },
       excess,
     };
   }
@@ -156,7 +201,7 @@ export class BudgetLedger {
   private budgetOf(name: string, now: number): Budget {
     const existing = this.budgets.get(name);
     if (existing) return existing;
-    const created: Budget = { startedAt: now, leases: new Map(), tokens: 0, refilledAt: now, slot: Math.floor(now / SLOT_MS), hourly: new Array<number>(HOUR_SLOTS).fill(0), excess: 0 };
+    const created: Budget = { startedAt: now, leases: new Map(), tokens: 0, refilledAt: now, hour: hourWindow(now), opens: minuteWindow(now), excess: 0 };
     this.budgets.set(name, created);
     return created;
   }
@@ -175,37 +220,33 @@ export class BudgetLedger {
       budget.refilledAt = now;
       available = Math.floor(budget.tokens);
     }
-    if (perHour !== undefined) available = Math.min(available, perHour - this.hourCount(budget, now));
+    if (perHour !== undefined) available = Math.min(available, perHour - budget.hour.total(now));
     const askers = [...budget.leases.values()].filter((l) => l.wantMessages > 0).length;
     const rate = Math.min(perSecond ?? Infinity, perHour ?? Infinity);
     const share = Math.ceil(rate / Math.max(1, askers));
     const messages = Math.max(0, Math.min(ask.wantMessages, available, share));
     if (perSecond !== undefined) budget.tokens -= messages;
-    budget.hourly[0]! += messages;
+    budget.hour.add(now, messages);
     return messages;
+  }
+
+  /** New connections: at most the limit in any minute, shared evenly among the holders that want to open some. */
+  private opensFor(budget: Budget, ask: LeaseAsk, limits: BudgetLimits, now: number): number | undefined {
+    const perMinute = limits.connectionsPerMinute;
+    if (perMinute === undefined) return undefined;
+    if ((ask.unusedOpens ?? 0) > 0) budget.opens.giveBack(now, ask.unusedOpens ?? 0);
+    const available = Math.max(0, perMinute - budget.opens.total(now));
+    const askers = [...budget.leases.values()].filter((l) => l.wantOpens > 0).length;
+    const share = Math.ceil(perMinute / Math.max(1, askers));
+    const opens = Math.min(ask.wantOpens ?? 0, available, share);
+    budget.opens.add(now, opens);
+    return opens;
   }
 
   /** Messages granted but not sent go back: into the bucket (up to its size) and out of the hour's count, newest grants first. */
   private refund(budget: Budget, unused: number, perSecond: number | undefined, now: number): void {
     if (unused <= 0) return;
     if (perSecond !== undefined) budget.tokens = Math.min(perSecond, budget.tokens + unused);
-    this.hourCount(budget, now);
-    let left = unused;
-    for (let i = 0; i < budget.hourly.length && left > 0; i++) {
-      const back = Math.min(left, budget.hourly[i]!);
-      budget.hourly[i]! -= back;
-      left -= back;
-    }
-  }
-
-  private hourCount(budget: Budget, now: number): number {
-    const current = Math.floor(now / SLOT_MS);
-    const shift = Math.min(current - budget.slot, HOUR_SLOTS);
-    for (let i = 0; i < shift; i++) {
-      budget.hourly.pop();
-      budget.hourly.unshift(0);
-    }
-    budget.slot = current;
-    return budget.hourly.reduce((a, b) => a + b, 0);
+    budget.hour.giveBack(now, unused);
   }
 }

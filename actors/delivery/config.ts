@@ -1,6 +1,15 @@
 import type { BudgetLimits } from "../../protocol/site-budget.ts";
 import type { PoolsConfig } from "./pools.ts";
 import type { ProviderTable } from "./providers.ts";
+/** A site budget as configured: its limits, and whether they hold per source address (IP pools) or for all together. */
+export interface SiteBudgetRule extends BudgetLimits {
+  /**
+   * Each source address gets the limits on its own (receivers rate and judge each sending IP
+   * apart). Mail without a pool address counts under this node's own address.
+   */
+  readonly perSource?: boolean | undefined;
+}
+
 // The delivery settings a node runs with (the `delivery` section of the node's config).
 export interface DeliveryConfig {
   readonly remotePort: number;
@@ -17,8 +26,8 @@ export interface DeliveryConfig {
   readonly connectionIdleMs: number;
   readonly maxConnections: number;
   readonly siteConnections: Readonly<Record<string, number>>;
-  /** Host pattern → limits kept by the whole cluster (protocol/site-budget.ts). */
-  readonly siteBudgets: Readonly<Record<string, BudgetLimits>>;
+  /** Host pattern, `provider:` or `domain:` key → limits kept by the whole cluster (protocol/site-budget.ts). */
+  readonly siteBudgets: Readonly<Record<string, SiteBudgetRule>>;
   readonly siteBudgetLeaseMs: number;
   /** Mailbox providers: name → MX host patterns (actors/delivery/providers.ts). */
   readonly providers: ProviderTable;

@@ -3,9 +3,15 @@
 // connection's end, so a crashed handler cannot leak one). When the budget is spent,
 // the connection idle the longest is closed to make room; when none is idle, openers wait.
 
+/**
+ * Gives a permit back. `unused`: no connection was opened with it (the opener gave up
+ * first), so a budget that counts openings (site leases) counts this one as not opened.
+ */
+export type Release = (unused?: boolean) => void;
+
 export interface ConnectionBudget {
   /** Resolves with the permit's release once a connection may be opened. */
-  readonly acquire: () => Promise<() => void>;
+  readonly acquire: () => Promise<Release>;
   /**
    * Offers an idle connection for closing when room is needed; the returned function
    * withdraws the offer. A budget may also close it at once, synchronously (a cluster-wide

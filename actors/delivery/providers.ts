@@ -47,3 +47,18 @@ export const providerOfHosts = (hosts: ReadonlyArray<string>, providers: Provide
 /** Whether an MX host name belongs to a budget key (a host pattern, or a provider of the table). */
 export const keyMatchesHost = (key: string, providers: ProviderTable, host: string): boolean =>
   (patternsOf(key, providers) ?? []).some((pattern) => matchesDomain(pattern, host));
+
+const DOMAIN_PREFIX = "domain:";
+
+/** The recipient domain a budget key names ("domain:example.com", or "domain:.example.com": the domain and its subdomains), if it names one. */
+export const domainKeyOf = (key: string): string | undefined => (key.startsWith(DOMAIN_PREFIX) ? key.slice(DOMAIN_PREFIX.length) : undefined);
+
+/**
+ * Whether mail for `domain`, going to MX hosts `hosts`, falls under a budget key: a
+ * recipient domain (`domain:`), a provider of the table (`provider:`), or an MX host pattern.
+ */
+export const keyMatchesRoute = (key: string, providers: ProviderTable, route: { readonly domain: string; readonly hosts: ReadonlyArray<{ readonly name: string }> }): boolean => {
+  const domain = domainKeyOf(key);
+  if (domain !== undefined) return matchesDomain(domain, route.domain) || route.domain.toLowerCase() === domain.slice(1).toLowerCase();
+  return route.hosts.some((host) => keyMatchesHost(key, providers, host.name));
+};

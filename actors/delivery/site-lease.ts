@@ -8,10 +8,11 @@
 // (another node needs its share) the same happens down to the new grant.
 //
 // A connection needs a permit of this lease and one of the node's own budget; both go
-// back when its socket ends (`narrow`).
+// back when its socket ends (`narrow`). With `connectionsPerMinute`, opening one also
+// takes one of the new connections the lease allows (it does not come back).
 import { Clock, Effect, Schedule, type Scope } from "effect";
 import type { BudgetLimits, LeaseAsk, LeaseGrant } from "../../protocol/site-budget.ts";
-import type { ConnectionBudget } from "./connections.ts";
+import type { ConnectionBudget, Release } from "./connections.ts";
 
 export interface LeaseOptions {
   readonly budget: string;
@@ -26,7 +27,7 @@ export interface LeaseOptions {
 }
 
 export type LeaseReport =
-  | { readonly _tag: "Granted"; readonly connections: number | undefined; readonly messages: number | undefined }
+  | { readonly _tag: "Granted"; readonly connections: number | undefined; readonly messages: number | undefined; readonly opens: number | undefined }
   | { readonly _tag: "AskFailed"; readonly reason: string }
   | { readonly _tag: "Lapsed" };
 
@@ -37,12 +38,16 @@ export interface LeaseState {
   readonly open: number;
   /** Messages left to send under this lease; undefined when the budget limits no rate. */
   readonly messages: number | undefined;
+  /** New connections left to open under this lease; undefined when the budget limits none. */
+  readonly opens: number | undefined;
   readonly waitingConnections: number;
   readonly waitingMessages: number;
 }
 
 export interface SiteLease {
   readonly budget: string;
+  /** The limits this node's configuration gives the budget. */
+  readonly limits: BudgetLimits;
   /** The node's connection budget narrowed by this lease: a connection needs a permit of each. */
   readonly narrow: (node: ConnectionBudget) => ConnectionBudget;
   /** Waits until the lease allows one more message (interruptible: a job past its deadline gives up). */
@@ -67,6 +72,8 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
     const limitsMessages = options.limits.messagesPerSecond !== undefined || options.limits.messagesPerHour !== undefined;
     let granted: number | undefined = limitsConnections ? 0 : undefined;
     let messages: number | undefined = limitsMessages ? 0 : undefined;
+    const limitsOpens = options.limits.connectionsPerMinute !== undefined;
+    let opens: number | undefined = limitsOpens ? 0 : undefined;
     let expiresAt = 0;
     let open = 0;
     const connectionWaiters: Array<() => void> = [];
@@ -78,11 +85,17 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
     let failing = false;
 
     const overGrant = () => granted !== undefined && open > granted;
+    /** Whether one more connection may be opened now: a free slot of the grant and, if limited, a new connection left. */
+    const mayOpen = () => (granted === undefined || open < granted) && (opens === undefined || opens > 0);
+    const takeOpen = () => {
+      open++;
+      if (opens !== undefined) opens--;
+    };
 
     /** Hands out what the lease allows now: connection permits, then messages. */
     const pump = () => {
-      while (connectionWaiters.length > 0 && (granted === undefined || open < granted)) {
-        open++;
+      while (connectionWaiters.length > 0 && mayOpen()) {
+        takeOpen();
         connectionWaiters.shift()!();
       }
       while (messageWaiters.length > 0 && (messages === undefined || messages > 0)) {
@@ -100,19 +113,21 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
       }
     };
 
-    const permit = (): (() => void) => {
+    const permit = (): Release => {
       let released = false;
-      return () => {
+      return (unused) => {
         if (released) return;
         released = true;
         open--;
+        // Not opened after all: the new connection it took is still this lease's to open.
+        if (unused && opens !== undefined) opens++;
         pump();
       };
     };
 
-    const acquire = (): Promise<() => void> => {
-      if (connectionWaiters.length === 0 && (granted === undefined || open < granted)) {
-        open++;
+    const acquire = (): Promise<Release> => {
+      if (connectionWaiters.length === 0 && mayOpen()) {
+        takeOpen();
         return Promise.resolve(permit());
       }
       return new Promise((resolve) => connectionWaiters.push(() => resolve(permit())));
@@ -147,16 +162,24 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
     const lapse = () => {
       if (granted !== undefined) granted = 0;
       if (messages !== undefined) messages = 0;
+      if (opens !== undefined) opens = 0;
+      lastGrant = undefined;
       options.report?.({ _tag: "Lapsed" });
       shrink();
     };
 
+    // What the last grant said: reported again only when a grant says something else (what
+    // is left of messages and new connections is given back with every ask, so comparing
+    // with the current counts would report every renewal).
+    let lastGrant: LeaseGrant | undefined;
     const apply = (grant: LeaseGrant, sentAt: number) => {
-      const changed = grant.connections !== granted || (grant.messages ?? undefined) !== messages;
+      const changed = grant.connections !== lastGrant?.connections || grant.messages !== lastGrant?.messages || grant.opens !== lastGrant?.opens;
+      lastGrant = grant;
       if (limitsConnections) granted = grant.connections ?? 0;
       if (limitsMessages) messages = grant.messages ?? 0;
+      if (limitsOpens) opens = grant.opens ?? 0;
       expiresAt = sentAt + grant.ttlMs;
-      if (changed) options.report?.({ _tag: "Granted", connections: granted, messages });
+      if (changed) options.report?.({ _tag: "Granted", connections: granted, messages, opens });
       shrink();
       pump();
     };
@@ -168,6 +191,8 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
       // What is left of the last grant goes back with this ask: it is not used meanwhile.
       const unusedMessages = messages ?? 0;
       if (messages !== undefined) messages = 0;
+      const unusedOpens = opens ?? 0;
+      if (opens !== undefined) opens = 0;
       const ask: LeaseAsk = {
         budget: options.budget,
         holder: options.holder,
@@ -177,6 +202,7 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
         openConnections: open,
         wantMessages: limitsMessages ? Math.min(MAX_MESSAGES_ASKED, Math.max(wanted.backlog, messageWaiters.length)) : 0,
         unusedMessages,
+        ...(limitsOpens ? { wantOpens: Math.max(connectionWaiters.length, wanted.connections - open), unusedOpens } : {}),
       };
       yield* options.ask(ask).pipe(
         Effect.tap((grant) =>
@@ -193,8 +219,8 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
     });
 
     const starved = () =>
-      (connectionWaiters.length > 0 && granted !== undefined && open >= granted) || (messageWaiters.length > 0 && messages === 0);
-    const holding = () => open > 0 || (granted ?? 0) > 0 || (messages ?? 0) > 0;
+      (connectionWaiters.length > 0 && !mayOpen()) || (messageWaiters.length > 0 && messages === 0);
+    const holding = () => open > 0 || (granted ?? 0) > 0 || (messages ?? 0) > 0 || (opens ?? 0) > 0;
 
     const tick: Effect.Effect<void> = Effect.suspend(() => {
       const now = clock.currentTimeMillisUnsafe();
@@ -202,6 +228,8 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
         expiresAt = 0;
         lapse();
       }
+      // A budget of per-connection limits only is kept by each connection: nothing to ask for.
+      if (!limitsConnections && !limitsMessages && !limitsOpens) return Effect.void;
       const wanted = demand();
       const inUse = wanted.backlog > 0 || connectionWaiters.length > 0 || messageWaiters.length > 0 || holding();
       if (!inUse) return Effect.void;
@@ -231,13 +259,14 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
 
     return {
       budget: options.budget,
+      limits: options.limits,
       narrow: (node) => ({
         acquire: async () => {
           const mine = await acquire();
           const theirs = await node.acquire();
-          return () => {
-            theirs();
-            mine();
+          return (unused) => {
+            theirs(unused);
+            mine(unused);
           };
         },
         idle: (close) => {
@@ -263,6 +292,7 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
         granted,
         open,
         messages,
+        opens,
         waitingConnections: connectionWaiters.length,
         waitingMessages: messageWaiters.length,
       }),

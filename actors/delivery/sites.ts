@@ -12,7 +12,7 @@ import { matchesDomain } from "../common/domains.ts";
 import { spawnActor, type ActorRef, type RestartPolicy } from "../runtime/actor.ts";
 import type { Supervisor } from "../runtime/supervisor.ts";
 import { everyone, type Attempt } from "./attempt.ts";
-import type { ConnectionBudget } from "./connections.ts";
+import type { ConnectionBudget, Release } from "./connections.ts";
 import type { SiteLease } from "./site-lease.ts";
 import type { SourceAddress } from "./pools.ts";
 import { asTlsFailure, openConnection, sendOver, type Connection, type OpenFailure, type OutboundJob, type OutboundOptions, type TlsPolicy } from "./smtp-client.ts";
@@ -73,6 +73,12 @@ const actorKey = (job: DeliveryJob): string => (job.source ? `${siteKey(job.rout
 const optionsFrom = (options: SiteOptions, source: SourceAddress | undefined): SiteOptions =>
   source ? { ...options, heloName: source.ehlo, localAddress: source.address } : options;
 
+/** A budget's `messagesPerConnection` lowers the node's own for the budget's sites. */
+const withBudgetOptions = (options: SiteOptions, lease: SiteLease | undefined): SiteOptions => {
+  const perConnection = lease?.limits.messagesPerConnection;
+  return perConnection === undefined || perConnection >= options.messagesPerConnection ? options : { ...options, messagesPerConnection: perConnection };
+};
+
 const connectionLimit = (route: MailRoute, options: Pick<SiteOptions, "connectionsPerSite" | "siteConnections">): number => {
   for (const [pattern, limit] of Object.entries(options.siteConnections)) {
     if (route.hosts.some((host) => matchesDomain(pattern, host.name))) return limit;
@@ -85,8 +91,8 @@ interface Queued {
   readonly deadline: number;
 }
 
-/** The cluster-wide budget of the route's sites, if one applies (nodes/services/site-budgets.ts). */
-export type LeaseFor = (route: MailRoute) => SiteLease | undefined;
+/** The cluster-wide budget of the route's sites for mail from `source` (a pool address, or undefined for the node's own), if one applies (nodes/services/site-budgets.ts). */
+export type LeaseFor = (route: MailRoute, source: string | undefined) => SiteLease | undefined;
 
 interface Site {
   readonly actor: ActorRef<Queued, Attempt, never>;
@@ -110,9 +116,20 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
 
     const spawnSite = (key: string, { route, source }: DeliveryJob) =>
       Effect.gen(function* () {
-        const siteOptions = optionsFrom(options, source);
         const slots = new Set<Slot>();
-        const lease = leaseFor(route);
+        const idleListeners = new Set<() => void>();
+        const siblings: Siblings = {
+          slots: () => slots,
+          onIdle: (listener) => {
+            idleListeners.add(listener);
+            return () => void idleListeners.delete(listener);
+          },
+          idled: () => {
+            for (const listener of [...idleListeners]) listener();
+          },
+        };
+        const lease = leaseFor(route, source?.address);
+        const siteOptions = withBudgetOptions(optionsFrom(options, source), lease);
         const concurrency = connectionLimit(route, options);
         const waitedTooLong = (queued: Queued): Attempt => ({ server: key, results: everyone(queued.job.recipients, { _tag: "QueueWaitExceeded", limitMs: options.maxQueueWaitMs }) });
         const actor = yield* spawnActor<Queued, Attempt, never>(
@@ -122,7 +139,7 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
             concurrency,
             ...(options.restart ? { restart: options.restart } : {}),
             init: Effect.gen(function* () {
-              const slot = yield* makeSlot(siteOptions, lease ? lease.narrow(budget) : budget);
+              const slot = yield* makeSlot(siteOptions, lease ? lease.narrow(budget) : budget, siblings);
               slots.add(slot);
               yield* Effect.addFinalizer(() => Effect.sync(() => slots.delete(slot)));
               const sendOne = lease ? withMessageOfLease(lease, slot, waitedTooLong) : (queued: Queued) => slot.send(queued.job);
@@ -219,11 +236,21 @@ const withMessageOfLease = (lease: SiteLease, slot: Slot, waitedTooLong: (queued
       Effect.flatMap((taken) => (taken._tag === "Some" ? slot.send(queued.job) : Effect.succeed(waitedTooLong(queued)))),
     ));
 
+/** The slots of one site, for taking over each other's idle connections. */
+interface Siblings {
+  readonly slots: () => Iterable<Slot>;
+  /** Calls `listener` whenever a slot of the site leaves a connection idle; returns the unsubscribe. */
+  readonly onIdle: (listener: () => void) => () => void;
+  readonly idled: () => void;
+}
+
 /** One connection slot of a site worker. */
 interface Slot {
-  /** Sends a job over the open connection, or opens one in MX order. */
+  /** Sends a job over the open connection, or an idle one of another slot of the site, or opens one in MX order. */
   readonly send: (job: DeliveryJob) => Effect.Effect<Attempt>;
   readonly connected: () => boolean;
+  /** Gives up this slot's connection if it sits idle and can take the job (another slot of the site sends over it). */
+  readonly takeIdle: (job: DeliveryJob) => Connection | undefined;
 }
 
 type Target = { readonly host: string; readonly ip: string };
@@ -236,24 +263,57 @@ const usable = (job: DeliveryJob, open: Connection) =>
 
 // ---- opening a connection ----
 
-/** What opening needs from its slot: `adopt` takes a connection that opened (or closes it when the slot has closed). */
+/**
+ * What opening needs from its slot: `adopt` takes a connection that opened (or closes it
+ * when the slot has closed); `borrow` takes an idle connection of another slot of the site
+ * that can carry the job, and `onIdle` tells when one may have become idle.
+ */
 interface Opener {
   readonly options: SiteOptions;
   readonly budget: ConnectionBudget;
   readonly adopt: (opened: Connection) => void;
+  readonly borrow: (job: DeliveryJob) => Connection | undefined;
+  readonly onIdle: (listener: () => void) => () => void;
 }
 
 /**
- * Waits for a permit and opens one connection. Interrupted, it gives up: the open is
- * aborted, a permit that arrives later is handed back, a connection that opens anyway is closed.
+ * A permit to open a connection, or, if one becomes idle first, a connection of another
+ * slot of the site: a worker waiting for room (a site budget grants fewer connections than
+ * the site has workers) takes over the connection a sibling just finished with, instead of
+ * waiting until that one's idle timeout closes it. A permit that arrives after a
+ * connection was taken over goes back unused.
  */
-const openOne = (opener: Opener, target: Target, tls: TlsPolicy, plaintextOnly: boolean) =>
+const permitOrIdle = (opener: Opener, job: DeliveryJob, signal: AbortSignal): Promise<{ readonly release: Release } | { readonly borrowed: Connection }> =>
+  new Promise((resolve) => {
+    let settled = false;
+    const stopListening = opener.onIdle(() => {
+      if (settled || signal.aborted) return;
+      const borrowed = opener.borrow(job);
+      if (!borrowed) return;
+      settled = true;
+      stopListening();
+      resolve({ borrowed });
+    });
+    void opener.budget.acquire().then((release) => {
+      if (settled) return release(true);
+      settled = true;
+      stopListening();
+      resolve({ release });
+    });
+  });
+
+/**
+ * Waits for a permit and opens one connection (or takes over a sibling's idle one, see
+ * `permitOrIdle`). Interrupted, it gives up: the open is aborted, a permit that arrives
+ * later is handed back, a connection that opens anyway is closed.
+ */
+const openOne = (opener: Opener, job: DeliveryJob, target: Target, plaintextOnly: boolean) =>
   Effect.promise((signal) =>
-    opener.budget
-      .acquire()
-      .then((release): Promise<Connection | OpenFailure> | OpenFailure => {
-        if (!signal.aborted) return openConnection(target, opener.options, tls, release, plaintextOnly, signal);
-        release();
+    permitOrIdle(opener, job, signal)
+      .then((got): Promise<Connection | OpenFailure> | Connection | OpenFailure => {
+        if ("borrowed" in got) return got.borrowed;
+        if (!signal.aborted) return openConnection(target, opener.options, job.tls, got.release, plaintextOnly, signal);
+        got.release(true);
         return { _tag: "ConnectionFailed", detail: "abandoned" } satisfies OpenFailure;
       })
       .then((opened) => {
@@ -271,9 +331,9 @@ const openFirst = (opener: Opener, job: DeliveryJob): Effect.Effect<{ open: Conn
     for (const host of job.route.hosts) {
       for (const ip of host.addresses) {
         last = { host: host.name, ip };
-        let opened = yield* openOne(opener, last, job.tls, false);
+        let opened = yield* openOne(opener, job, last, false);
         // Opportunistic TLS that fails in the handshake: this host gets the mail in plaintext, as Postfix does.
-        if ("_tag" in opened && opened._tag === "TlsFailed" && job.tls === "opportunistic") opened = yield* openOne(opener, last, job.tls, true);
+        if ("_tag" in opened && opened._tag === "TlsFailed" && job.tls === "opportunistic") opened = yield* openOne(opener, job, last, true);
         if (!("_tag" in opened)) return { open: opened };
         sawTls ||= opened._tag === "TlsFailed";
         failure = opened;
@@ -365,10 +425,25 @@ const makeKept = (options: SiteOptions): Effect.Effect<Kept, never, Scope.Scope>
  * incarnation's scope: closing the scope (a crash, a stop) closes the connection, stops the
  * timer, and closes at once a connection that finishes opening afterwards.
  */
-const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect<Slot, never, Scope.Scope> =>
+const makeSlot = (options: SiteOptions, budget: ConnectionBudget, siblings: Siblings): Effect.Effect<Slot, never, Scope.Scope> =>
   Effect.gen(function* () {
     const clock = yield* Clock.Clock;
     const kept = yield* makeKept(options);
+
+    /**
+     * An idle connection of another slot, taken over. Without it a worker whose site may
+     * keep fewer connections than it has workers (a small budget grant) would wait for a
+     * permit while another worker's connection sits idle until its idle timeout.
+     */
+    const borrow = (job: DeliveryJob): Connection | undefined => {
+      for (const other of siblings.slots()) {
+        if (other === slot) continue;
+        const taken = other.takeIdle(job);
+        if (taken) return taken;
+      }
+      return undefined;
+    };
+
     const opener: Opener = {
       options,
       budget,
@@ -377,14 +452,18 @@ const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect
         if (kept.closed) opened.close();
         else kept.connection = opened;
       },
+      borrow,
+      onIdle: siblings.onIdle,
     };
 
     const sendOn = (open: Connection, job: DeliveryJob) => Effect.promise(() => sendOver(open, job, options));
 
     const finish = (open: Connection, sent: Awaited<ReturnType<typeof sendOver>>) =>
       Effect.sync(() => {
-        if (sent.reusable) park(kept, budget, clock.currentTimeMillisUnsafe());
-        else kept.drop();
+        if (sent.reusable) {
+          park(kept, budget, clock.currentTimeMillisUnsafe());
+          if (kept.connection) siblings.idled();
+        } else kept.drop();
         return sentOver(open, sent);
       });
 
@@ -404,10 +483,24 @@ const makeSlot = (options: SiteOptions, budget: ConnectionBudget): Effect.Effect
 
     const sendFresh = (job: DeliveryJob): Effect.Effect<Attempt> =>
       Effect.gen(function* () {
+        const borrowed = borrow(job);
+        if (borrowed) {
+          opener.adopt(borrowed);
+          return yield* send(job);
+        }
         const first = yield* openFirst(opener, job);
         if ("failure" in first) return openFailed(job, first.failure, first.last);
         return yield* finish(first.open, yield* sendOn(first.open, job));
       });
 
-    return { send, connected: () => kept.connection !== undefined && !kept.connection.closed() };
+    const takeIdle = (job: DeliveryJob): Connection | undefined => {
+      const open = kept.connection;
+      if (!open || kept.parkedAt === undefined || !usable(job, open)) return undefined;
+      unpark(kept);
+      kept.connection = undefined;
+      return open;
+    };
+
+    const slot: Slot = { send, connected: () => kept.connection !== undefined && !kept.connection.closed(), takeIdle };
+    return slot;
   });

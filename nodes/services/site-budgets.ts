@@ -13,7 +13,7 @@ import { Gauge } from "prom-client";
 import { callEndpoint, serveEndpoint, servedInScope, type Endpoint } from "../../actors/runtime/remote.ts";
 import { BudgetLedger } from "../../actors/delivery/budget-ledger.ts";
 import { makeSiteLease, type LeaseReport, type LeaseState, type SiteLease } from "../../actors/delivery/site-lease.ts";
-import { keyMatchesHost } from "../../actors/delivery/providers.ts";
+import { budgetFor, budgetsOf, type BudgetRules } from "../../actors/delivery/budget-rules.ts";
 import type { MailRoute } from "../../protocol/route.ts";
 import { LeaseAsk, LeaseGrant, NotBudgetOwner } from "../../protocol/site-budget.ts";
 import { Nats } from "./cluster.ts";
@@ -28,10 +28,11 @@ export const siteBudgetEndpoint: Endpoint<LeaseAsk, LeaseGrant, NotBudgetOwner> 
 
 export interface SiteBudgetsShape {
   /**
-   * This node's lease on the budget whose host pattern (or provider, `provider:<name>`)
-   * matches one of the route's MX hosts, the first configured, if any.
+   * This node's lease on the first configured budget whose key matches the route (an MX
+   * host pattern, `provider:<name>` or `domain:<name>`), if any. A per-source budget gives
+   * the lease of `source` (the attempt's pool address; this node's own address when none).
    */
-  readonly leaseFor: (route: MailRoute) => SiteLease | undefined;
+  readonly leaseFor: (route: MailRoute, source: string | undefined) => SiteLease | undefined;
   readonly leases: () => ReadonlyArray<LeaseState>;
   /** The node that owns a budget, by this node's view of the members. */
   readonly ownerOf: (budget: string) => string;
@@ -109,9 +110,14 @@ export class SiteBudgets extends Context.Service<SiteBudgets, SiteBudgetsShape>(
         else log("site.budget.granted", { budget, owner: ownerOf(budget), connections: event.connections, messages: event.messages, open: leases.get(budget)?.state().open });
       };
 
-      const patterns = Object.entries(config.delivery.siteBudgets);
+      const rules: BudgetRules = {
+        rules: config.delivery.siteBudgets,
+        providers: config.delivery.providers,
+        poolAddresses: [...new Set(Object.values(config.delivery.pools.pools).flatMap((pool) => pool.map((source) => source.address)))],
+        node: self,
+      };
       const leases = new Map<string, SiteLease>();
-      for (const [budget, limits] of patterns) {
+      for (const { budget, limits } of budgetsOf(rules)) {
         leases.set(budget, yield* makeSiteLease({ budget, holder: self, limits, ask: askOwner, renewMs: Math.max(50, Math.floor(leaseMs / 5)), report: reportOf(budget) }));
       }
 
@@ -143,11 +149,9 @@ export class SiteBudgets extends Context.Service<SiteBudgets, SiteBudgetsShape>(
       });
 
       return {
-        leaseFor: (route) => {
-          for (const [budget] of patterns) {
-            if (route.hosts.some((host) => keyMatchesHost(budget, config.delivery.providers, host.name))) return leases.get(budget);
-          }
-          return undefined;
+        leaseFor: (route, source) => {
+          const budget = budgetFor(rules, route, source);
+          return budget === undefined ? undefined : leases.get(budget);
         },
         leases: states,
         ownerOf,

@@ -35,7 +35,10 @@ test("site budgets: limits the whole cluster keeps per host pattern; a budget mu
   assert.deepEqual(config.delivery.siteBudgets, { ".google.com": { connections: 20, messagesPerHour: 50_000 } });
   assert.equal(config.delivery.siteBudgetLeaseMs, 5_000);
   assert.deepEqual(parseConfig({}).delivery.siteBudgets, {});
-  assert.throws(() => parseConfig({ delivery: { siteBudgets: { ".google.com": {} } } }), /site budget needs connections, messagesPerSecond or messagesPerHour/);
+  assert.throws(() => parseConfig({ delivery: { siteBudgets: { ".google.com": {} } } }), /site budget needs connections, messagesPerSecond, messagesPerHour, connectionsPerMinute or messagesPerConnection/);
+  assert.throws(() => parseConfig({ delivery: { siteBudgets: { ".google.com": { perSource: true } } } }), /site budget needs connections/, "perSource alone limits nothing");
+  const shaped = parseConfig({ delivery: { siteBudgets: { "domain:.example.org": { connectionsPerMinute: 30, messagesPerConnection: 50, perSource: true } } } });
+  assert.deepEqual(shaped.delivery.siteBudgets, { "domain:.example.org": { connectionsPerMinute: 30, messagesPerConnection: 50, perSource: true } });
   assert.throws(() => parseConfig({ delivery: { siteBudgets: { ".google.com": { connections: 0 } } } }), /delivery\.siteBudgets\.\.google\.com\.connections = 0/);
 });
 

@@ -48,8 +48,8 @@ export interface ScriptedServer {
   readonly connections: () => number;
   /** Connections open right now. */
   readonly open: () => number;
-  /** Most connections open at the same time so far. */
-  readonly peakConnections: () => number;
+  /** Most connections open at the same time so far (from one client address, if given). */
+  readonly peakConnections: (from?: string) => number;
   readonly close: () => Promise<void>;
 }
 
@@ -62,13 +62,21 @@ export const startScriptedSmtp = (script: Script = {}, port = 0, host = "127.0.0
   const sockets = new Set<Socket>();
   let connections = 0;
   let peak = 0;
+  const openFrom = new Map<string, number>();
+  const peakFrom = new Map<string, number>();
 
   const server = createServer((socket) => {
     const ctx = () => ({ connection: index, transactions: finished.length });
     const index = connections++;
     sockets.add(socket);
     peak = Math.max(peak, sockets.size);
-    socket.on("close", () => sockets.delete(socket));
+    const client = socket.remoteAddress ?? "";
+    openFrom.set(client, (openFrom.get(client) ?? 0) + 1);
+    peakFrom.set(client, Math.max(peakFrom.get(client) ?? 0, openFrom.get(client)!));
+    socket.on("close", () => {
+      sockets.delete(socket);
+      openFrom.set(client, openFrom.get(client)! - 1);
+    });
     socket.on("error", () => undefined);
     let buffer = Buffer.alloc(0);
     let stalled = false;
@@ -192,7 +200,7 @@ export const startScriptedSmtp = (script: Script = {}, port = 0, host = "127.0.0
         commands,
         connections: () => connections,
         open: () => sockets.size,
-        peakConnections: () => peak,
+        peakConnections: (from?: string) => (from === undefined ? peak : (peakFrom.get(from) ?? 0)),
         close: () =>
           new Promise<void>((done) => {
             sockets.forEach((s) => s.destroy());

@@ -138,3 +138,25 @@ test("messages a holder did not send come back to the hour's budget and the buck
   assert.equal(fast(0, 10), 10);
   assert.equal(fast(10, 10, 8), 8, "the unsent 8 went back into the bucket");
 });
+
+test("new connections per minute: at most the limit in any minute, shared among the holders that want to open some", () => {
+  // Leases longer than the minute, so both holders stay known while the window moves on.
+  const ledger = new BudgetLedger(120_000);
+  const limits: BudgetLimits = { connectionsPerMinute: 6 };
+  const opens = (holder: string, now: number, fields: Partial<LeaseAsk> = {}) =>
+    ledger.grant(ask(holder, { limits, wantConnections: 0, wantOpens: 10, ...fields }), now, settled).grant.opens;
+  assert.equal(opens("a", 0), 6, "alone, a holder may open the minute's whole allowance");
+  assert.equal(opens("a", 1_000), 0, "nothing left this minute");
+  assert.equal(opens("b", 30_000), 0, "nor for another holder");
+  assert.equal(opens("a", 61_000), 3, "a minute later the allowance is back, half each for two holders that want some");
+  assert.equal(opens("b", 61_100), 3);
+  assert.equal(opens("a", 62_000, { unusedOpens: 2 }), 2, "what a holder did not open comes back");
+  assert.equal(ledger.grant(ask("c", { limits: { connections: 6 } }), 62_100, settled).grant.opens, 0, "the strictest limits of the holders apply");
+});
+
+test("limits without a cluster-wide count (messages per connection) grant nothing to count", () => {
+  const ledger = warmLedger();
+  const { grant } = ledger.grant(ask("a", { limits: { messagesPerConnection: 10 } }), 0, settled);
+  assert.deepEqual(grant, { ttlMs: TTL });
+  assert.deepEqual(strictest([{ messagesPerConnection: 10, connectionsPerMinute: 5 }, { messagesPerConnection: 4 }]), { messagesPerConnection: 4, connectionsPerMinute: 5 });
+});

@@ -140,3 +140,27 @@ test("a lease whose owner stops answering lapses: idle connections close, and no
   assert.equal(statusOfResult((await waiting).results[0]!.result), "delivered");
   assert.equal(server.accepted.length, 5);
 });
+
+test("messages per connection of a budget: a connection carries at most that many, then a new one is opened", async () => {
+  const server = await serve({});
+  const { sites } = nodeWith("one", server.port, { messagesPerConnection: 2 }, makeOwner());
+  for (let n = 0; n < 12; n++) await Effect.runPromise(sites.deliver(job(n)));
+  assert.equal(server.accepted.length, 12);
+  const perConnection = new Map<number, number>();
+  for (const mail of server.accepted) perConnection.set(mail.connection, (perConnection.get(mail.connection) ?? 0) + 1);
+  assert.equal(Math.max(...perConnection.values()), 2, `messages per connection: ${[...perConnection.values()].join(", ")}`);
+});
+
+test("new connections per minute: once the minute's allowance is opened, the next connection waits", async () => {
+  const server = await serve({});
+  const { sites, lease } = nodeWith("one", server.port, { connectionsPerMinute: 2, messagesPerConnection: 1 }, makeOwner());
+  // One message per connection: four messages need four connections; two may open this minute.
+  const sending = deliverAll(sites, 0, 4);
+  await eventually(() => server.accepted.length === 2, "two messages sent");
+  await new Promise((resolve) => setTimeout(resolve, 2 * TTL));
+  assert.equal(server.accepted.length, 2, "the other two wait for the next minute");
+  assert.equal(server.connections(), 2);
+  assert.equal(lease.state().opens, 0);
+  assert.ok(lease.state().waitingConnections >= 1, "a connection waits for the allowance");
+  void sending.catch(() => undefined); // deferred when the test's scopes close
+});
