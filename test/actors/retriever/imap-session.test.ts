@@ -3,8 +3,9 @@
 // gone, and when change notices arrive. The wire is tested in test/e2e/imap*.test.ts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Clock, Context, Effect } from "effect";
-import { makeImapSession, type ImapSession } from "../../../actors/retriever/imap-session.ts";
+import { Clock, Context, Effect, ManagedRuntime } from "effect";
+import { TestClock } from "effect/testing";
+import { makeImapSession, type ImapSession, type ImapSessionConfig } from "../../../actors/retriever/imap-session.ts";
 import type { ImapAccess } from "../../../actors/retriever/imap-access.ts";
 import { makeMimeCache } from "../../../actors/retriever/imap-mime.ts";
 import { loginAccountsOn, makeLoginThrottle } from "../../../actors/users/login-throttle.ts";
@@ -25,7 +26,11 @@ interface Harness {
 
 const body = (n: number) => Buffer.from(`Subject: m${n}\r\n\r\n${"x".repeat(1_000)}\r\n`);
 
-const harness = (count: number, options: { viewDelayMs?: number } = {}): Harness => {
+/**
+ * `options.viewDelayMs` is read at each call, so a test may change it between commands;
+ * `fork` is the server's (by default the plain runtime's, with the real clock).
+ */
+const harness = (count: number, options: { viewDelayMs?: number; fork?: ImapSessionConfig["fork"] } = {}): Harness => {
   const written: string[] = [];
   const calls: string[] = [];
   const watchers = new Set<() => void>();
@@ -51,7 +56,7 @@ const harness = (count: number, options: { viewDelayMs?: number } = {}): Harness
         calls.push(op);
         switch (op) {
           case "view":
-            if (options.viewDelayMs) yield* Effect.sleep(options.viewDelayMs);
+            if (options.viewDelayMs) yield* Effect.sleep(options.viewDelayMs).pipe(Effect.onInterrupt(() => Effect.sync(() => calls.push("view-interrupted"))));
             return { value: { folder: folder(), messages: messages.map((m) => ({ ...m })) } };
           case "folders":
             return { value: { folders: [folder()] } };
@@ -74,6 +79,7 @@ const harness = (count: number, options: { viewDelayMs?: number } = {}): Harness
       failureDelayMs: 0,
       maxFailuresPerConnection: 3,
       mimeTree: makeMimeCache(100),
+      fork: options.fork ?? ((effect) => Effect.runFork(effect)),
     },
     {
       remoteAddress: "127.0.0.1",
@@ -158,4 +164,40 @@ test("IDLE: a burst of change notices makes one resync at a time, not one each, 
   assert.match(h.written.join(""), /\* 4 EXISTS\r\n/);
   await Effect.runPromise(h.session.idleLine("DONE"));
   assert.match(h.written.join(""), /c OK IDLE terminated\r\n$/);
+});
+
+/** Lets started fibers run until `done` holds (no timers: a few turns of the event loop). */
+const settled = async (done: () => boolean, what: string) => {
+  for (let turn = 0; turn < 1_000 && !done(); turn++) await new Promise((resolve) => setImmediate(resolve));
+  assert.ok(done(), what);
+};
+
+test("IDLE: a resync runs with the server's services (its Clock), and the session's end interrupts one still running", async () => {
+  const runtime = ManagedRuntime.make(TestClock.layer());
+  try {
+    const options: { viewDelayMs?: number; fork: ImapSessionConfig["fork"] } = { fork: (effect) => runtime.runFork(effect) };
+    const h = harness(3, options);
+    await loggedInAndSelected(h);
+    await h.run("c IDLE");
+    options.viewDelayMs = 60_000; // the owner answers a minute later, by the server's clock
+
+    h.messages.push({ uid: 4, size: 10, internalDate: 0, flags: [], body: "h4", modSeq: 2 });
+    h.watchers.forEach((notify) => notify());
+    await settled(() => h.calls.includes("view"), "the resync asks for the view");
+    assert.doesNotMatch(h.written.join(""), /EXISTS/);
+    await runtime.runPromise(TestClock.adjust(60_000));
+    await settled(() => /\* 4 EXISTS\r\n/.test(h.written.join("")), "the resync reports the new message once the test clock has moved");
+
+    // A second change; the client leaves while its resync waits for the owner.
+    h.calls.length = 0;
+    h.messages.push({ uid: 5, size: 10, internalDate: 0, flags: [], body: "h5", modSeq: 3 });
+    h.watchers.forEach((notify) => notify());
+    await settled(() => h.calls.includes("view"), "the second resync asks for the view");
+    h.session.end();
+    await settled(() => h.calls.includes("view-interrupted"), "the session's end interrupts the resync");
+    await runtime.runPromise(TestClock.adjust(60_000));
+    assert.doesNotMatch(h.written.join(""), /\* 5 EXISTS/);
+  } finally {
+    await runtime.dispose();
+  }
 });
