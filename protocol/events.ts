@@ -7,9 +7,9 @@
 //
 // One Schema per kind, told apart by `type`; the fields every event has come first.
 import { Schema } from "effect";
-import { BounceCategory, RecipientResult, WaitReason } from "./delivery.ts";
+import { BounceCategory, RecipientResult, ReportedStatus, WaitReason } from "./delivery.ts";
 
-export const EventType = Schema.Literals(["accepted", "delivered", "deferred", "bounced", "expired", "dsn-queued", "node-up", "node-down"]);
+export const EventType = Schema.Literals(["accepted", ...ReportedStatus.literals, "dsn-queued", "node-up", "node-down"]);
 export type EventType = typeof EventType.Type;
 
 export const eventTypes: ReadonlyArray<EventType> = EventType.literals;
@@ -49,7 +49,7 @@ export type AcceptedEvent = typeof AcceptedEvent.Type;
 
 /** What one recipient got from one attempt. "bounced" failed for good; "expired" was still deferred at the queue lifetime. */
 export const RecipientEvent = Schema.Struct({
-  type: Schema.Literals(["delivered", "deferred", "bounced", "expired"]),
+  type: ReportedStatus,
   ...common,
   rcpt: Schema.String,
   route: Schema.Literals(["local", "remote"]),

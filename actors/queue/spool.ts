@@ -30,7 +30,7 @@
 // is committed: a retry after a crash finds either both or neither.
 import { Clock, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
-import type { AttemptRecord } from "../../protocol/delivery.ts";
+import { reportedStatus, type AttemptRecord } from "../../protocol/delivery.ts";
 import { StoreError } from "../../protocol/errors.ts";
 import type { EventDraft } from "../../protocol/events.ts";
 import type { FinishedState } from "../../protocol/status.ts";
@@ -305,16 +305,9 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     const done = entry.recipients.filter((rcpt) => !waiting.has(rcpt));
     if (done.length === 0) return;
     const stateOf = (rcpt: string): FinishedState => {
-      switch (attempt?.results.find((r) => r.rcpt === rcpt)?.status) {
-        case "delivered":
-          return "delivered";
-        case "failed":
-          return "bounced";
-        case "expired":
-          return "expired";
-        default:
-          return "removed";
-      }
+      const status = attempt?.results.find((r) => r.rcpt === rcpt)?.status;
+      // Done without a final status from this attempt: an operator removed it.
+      return status === undefined || status === "deferred" ? "removed" : reportedStatus[status];
     };
     const history = next?.history ?? (attempt ? [...(entry.history ?? []), attempt] : entry.history);
     finishedRecords.note(

@@ -2,7 +2,7 @@
 // (recipients waiting, with their attempts so far) and the record of recipients that
 // finished, merged into one list of recipients with their state and attempts.
 import { renderResult, type AttemptRecord } from "../../protocol/delivery.ts";
-import type { MessageState, RecipientAttempt, RecipientView, StatusReply } from "../../protocol/status.ts";
+import { WaitingState, type MessageState, type RecipientAttempt, type RecipientState, type RecipientView, type StatusReply } from "../../protocol/status.ts";
 import { historyOf, queueOf, type MessageRecord, type QueueEntry } from "../queue/entry.ts";
 import type { FinishedMessage } from "../queue/finished.ts";
 
@@ -84,7 +84,7 @@ export const statusView = (messageId: string, holdings: Holdings, context: ViewC
 const entryNumber = (entryId: string) => Number(entryId.slice(entryId.lastIndexOf(".") + 1));
 
 /** A recipient handed to a peer still waits there, as far as this node knows. */
-const WAITING = new Set(["queued", "deferred", "held", "handed-off"]);
+const WAITING = new Set<RecipientState>([...WaitingState.literals, "handed-off"]);
 
 /** Every recipient of this view went to peers: the node that took them over has the better answer. */
 export const isHandedOff = (status: StatusReply): boolean => status.recipients.length > 0 && status.recipients.every((r) => r.state === "handed-off");
