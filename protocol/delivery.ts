@@ -42,15 +42,11 @@ export type BounceCategory = typeof BounceCategory.Type;
 export const QueueHoldReason = Schema.Literals(["rate-limited", "unreachable"]);
 export type QueueHoldReason = typeof QueueHoldReason.Type;
 
-/**
- * Why an entry is (again) waiting: KumoMTA-style requeue reasons, kept for operators.
- * "deferred" is an older, generic spelling still found in spools.
- */
+/** Why an entry is (again) waiting: KumoMTA-style requeue reasons, kept for operators. */
 export const WaitReason = Schema.Literals([
   "received",
   /** Submitted over the API with a send-at time: due then, not before. */
   "scheduled",
-  "deferred",
   /** This node could not make the attempt (its delivery actor was stopped, crashed or too far behind). */
   "dispatch-failed",
   /** The next hop answered 4xx. */

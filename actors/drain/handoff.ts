@@ -14,7 +14,7 @@ import type { Subscription } from "@nats-io/transport-node";
 import { HandOffRefused, HandOffReply, HandOffRequest, HANDOFFS_ATTRIBUTE, generationOf, handOffKey, type HandOffEntry } from "../../protocol/drain.ts";
 import type { MalformedMessage, RemoteBusy, RemoteUnavailable, StoreError } from "../../protocol/errors.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
-import { historyOf, type QueueEntry } from "../queue/entry.ts";
+import type { QueueEntry } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
 import type { BlobTransport } from "../runtime/blobs.ts";
 import { callChunkedEndpoint, serveChunkedEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
@@ -123,7 +123,7 @@ export const prepareHandOff = (spool: Pick<Spool, "message" | "entriesOf" | "bod
       attempts: entry.attempts,
       nextAttemptAt: entry.nextAttemptAt,
       reason: entry.reason,
-      ...(entry.history && entry.history.length > 0 ? { history: historyOf(entry) } : {}),
+      ...(entry.history && entry.history.length > 0 ? { history: entry.history } : {}),
       ...(entry.delayNotified ? { delayNotified: true } : {}),
     }),
   );

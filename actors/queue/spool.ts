@@ -384,8 +384,6 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     idempotencyExpiry.put([expiresAt, scope, key], true);
   };
 
-  migrateGlobalDueIndex(root, entries, putEntry);
-
   for (const messageId of incoming.getKeys()) {
     if (!messages.doesExist(messageId)) removeChunks(messageId);
     incoming.remove(messageId);
@@ -802,22 +800,6 @@ const bucketOf = (ageMs: number): number => {
   const minutes = ageMs / 60_000;
   const index = SHAPE_BUCKETS_MINUTES.findIndex((limit) => minutes < limit);
   return index === -1 ? SHAPE_BUCKETS_MINUTES.length : index;
-};
-
-/**
- * Spools written before per-queue indexes kept one due index, [time, entryId]. Its
- * entries are moved into the queue indexes once, at start, in one transaction.
- */
-const migrateGlobalDueIndex = (root: RootDatabase, entries: Database<QueueEntry, string>, putEntry: (entry: QueueEntry) => void) => {
-  const legacy: Database<true, [number, string]> = root.openDB({ name: "spool.due" });
-  if (legacy.getCount() === 0) return;
-  root.transactionSync(() => {
-    for (const key of legacy.getKeys()) {
-      const entry = entries.get(key[1]);
-      if (entry) putEntry(entry);
-      legacy.remove(key);
-    }
-  });
 };
 
 /**
