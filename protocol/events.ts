@@ -36,7 +36,7 @@ const common = {
 };
 
 /** A recipient was committed to the spool (one event per recipient). */
-export const AcceptedEvent = Schema.Struct({
+const AcceptedEvent = Schema.Struct({
   type: Schema.Literal("accepted"),
   ...common,
   rcpt: Schema.String,
@@ -74,7 +74,7 @@ export const RecipientEvent = Schema.Struct({
 export type RecipientEvent = typeof RecipientEvent.Type;
 
 /** A delivery status notification about this message was queued to its sender. */
-export const DsnQueuedEvent = Schema.Struct({
+const DsnQueuedEvent = Schema.Struct({
   type: Schema.Literal("dsn-queued"),
   ...common,
   /** The DSN's own queue id. */

@@ -55,7 +55,7 @@ export interface Decision {
   readonly holdQueue: QueueHoldReason | undefined;
 }
 
-export const expiresAt = (entry: QueueEntry, policy: OutcomePolicy): number => entry.createdAt + policy.maxAgeMs;
+const expiresAt = (entry: QueueEntry, policy: OutcomePolicy): number => entry.createdAt + policy.maxAgeMs;
 
 export const decide = (
   entry: QueueEntry,

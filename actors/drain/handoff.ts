@@ -58,7 +58,7 @@ const entriesOf = (request: HandOffRequest): ReadonlyArray<QueueEntry> =>
 const ownsEntries = (request: HandOffRequest) =>
   request.entries.every((entry) => entry.id.startsWith(`${request.message.id}.`) && /^\d+$/.test(entry.id.slice(request.message.id.length + 1)));
 
-export const receiveHandOff = (deps: ReceiverDeps, request: HandOffRequest, body: Uint8Array | undefined): Effect.Effect<HandOffReply, HandOffRefused | StoreError> =>
+const receiveHandOff = (deps: ReceiverDeps, request: HandOffRequest, body: Uint8Array | undefined): Effect.Effect<HandOffReply, HandOffRefused | StoreError> =>
   Effect.gen(function* () {
     const refuse = (reason: string) => new HandOffRefused({ node: deps.nodeId, reason });
     const closed = deps.refusal();

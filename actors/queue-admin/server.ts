@@ -16,7 +16,7 @@ import { serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.t
 import { queueOf, type QueueEntry } from "../queue/entry.ts";
 import type { Selection, Spool } from "../queue/spool.ts";
 
-export const queueAdminEndpoint: Endpoint<QueueAdminRequest, QueueAdminReply, QueueAdminError> = {
+const queueAdminEndpoint: Endpoint<QueueAdminRequest, QueueAdminReply, QueueAdminError> = {
   request: QueueAdminRequest,
   response: QueueAdminReply,
   error: QueueAdminError,
