@@ -3,7 +3,7 @@
 // gone, and when change notices arrive. The wire is tested in test/e2e/imap*.test.ts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Clock, Context, Effect, ManagedRuntime } from "effect";
+import { Clock, Context, Effect, Fiber, ManagedRuntime } from "effect";
 import { TestClock } from "effect/testing";
 import { makeImapSession, type ImapSession, type ImapSessionConfig } from "../../../actors/retriever/imap-session.ts";
 import type { ImapAccess } from "../../../actors/retriever/imap-access.ts";
@@ -30,7 +30,7 @@ const body = (n: number) => Buffer.from(`Subject: m${n}\r\n\r\n${"x".repeat(1_00
  * `options.viewDelayMs` is read at each call, so a test may change it between commands;
  * `fork` is the server's (by default the plain runtime's, with the real clock).
  */
-const harness = (count: number, options: { viewDelayMs?: number; fork?: ImapSessionConfig["fork"] } = {}): Harness => {
+const harness = (count: number, options: { viewDelayMs?: number; fork?: ImapSessionConfig["fork"]; failureDelayMs?: number } = {}): Harness => {
   const written: string[] = [];
   const calls: string[] = [];
   const watchers = new Set<() => void>();
@@ -76,7 +76,7 @@ const harness = (count: number, options: { viewDelayMs?: number; fork?: ImapSess
       hostname: "test",
       access,
       throttle: makeLoginThrottle(loginAccountsOn(Context.get(Context.empty(), Clock.Clock), () => undefined)),
-      failureDelayMs: 0,
+      failureDelayMs: options.failureDelayMs ?? 0,
       maxFailuresPerConnection: 3,
       mimeTree: makeMimeCache(100),
       fork: options.fork ?? ((effect) => Effect.runFork(effect)),
@@ -197,6 +197,41 @@ test("IDLE: a resync runs with the server's services (its Clock), and the sessio
     await settled(() => h.calls.includes("view-interrupted"), "the session's end interrupts the resync");
     await runtime.runPromise(TestClock.adjust(60_000));
     assert.doesNotMatch(h.written.join(""), /\* 5 EXISTS/);
+  } finally {
+    await runtime.dispose();
+  }
+});
+
+test("a failed login is answered only after the configured pause, on the server's clock; the third one closes the connection", async () => {
+  const runtime = ManagedRuntime.make(TestClock.layer());
+  try {
+    const DELAY_MS = 1_000;
+    const h = harness(0, { failureDelayMs: DELAY_MS });
+    const login = (line: string) => runtime.runFork(h.session.handle(parseCommand(Buffer.from(line))));
+
+    const first = login("a LOGIN u wrong");
+    await runtime.runPromise(TestClock.adjust(DELAY_MS - 1));
+    assert.equal(first.pollUnsafe(), undefined, "not answered before the pause is over");
+    assert.equal(h.written.join(""), "");
+    await runtime.runPromise(TestClock.adjust(1));
+    assert.equal(await runtime.runPromise(Fiber.join(first)), "continue");
+    assert.equal(h.written.join(""), "a NO [AUTHENTICATIONFAILED] invalid user name or password\r\n");
+
+    const second = login("b LOGIN u wrong");
+    await runtime.runPromise(TestClock.adjust(DELAY_MS));
+    assert.equal(await runtime.runPromise(Fiber.join(second)), "continue");
+    const third = login("c LOGIN u wrong");
+    await runtime.runPromise(TestClock.adjust(DELAY_MS - 1));
+    assert.equal(third.pollUnsafe(), undefined);
+    await runtime.runPromise(TestClock.adjust(1));
+    assert.equal(await runtime.runPromise(Fiber.join(third)), "close", "maxFailuresPerConnection (3) reached");
+    assert.match(h.written.join(""), /c NO \[AUTHENTICATIONFAILED\] [^\r]*\r\n\* BYE too many failed logins\r\n$/);
+
+    // A right password is answered at once: no pause.
+    const other = harness(0, { failureDelayMs: DELAY_MS });
+    const ok = runtime.runFork(other.session.handle(parseCommand(Buffer.from("d LOGIN u pw"))));
+    assert.equal(await runtime.runPromise(Fiber.join(ok)), "continue");
+    assert.match(other.written.join(""), /^d OK \[CAPABILITY [^\]]*\] logged in\r\n$/);
   } finally {
     await runtime.dispose();
   }
