@@ -78,7 +78,7 @@ const startOptions = (start: EventsStart): Partial<ConsumerConfig> => {
  * names apart (a name is one subject token): knowing a name is what it takes to pull
  * from, look at or delete that consumer.
  */
-export const eventsConsumerName = (tenant: string | undefined): string =>
+const eventsConsumerName = (tenant: string | undefined): string =>
   `tern-${tenant === undefined ? "" : `${tenant}-`}${randomBytes(16).toString("hex")}`;
 
 /** The consumer is gone (inactive too long, or lost with a server restart): read on from a new one. */

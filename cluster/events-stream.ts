@@ -52,7 +52,7 @@ const NANOS_PER_SECOND = 1_000_000_000;
 
 const describe = (error: unknown) => (error instanceof Error ? `${error.name}: ${error.message}` : String(error));
 
-export const streamConfigOf = (subjects: Subjects, config: EventsStreamConfig) =>
+const streamConfigOf = (subjects: Subjects, config: EventsStreamConfig) =>
   ({
     name: subjects.eventsStream,
     subjects: [subjects.events],

@@ -56,7 +56,7 @@ export const publishLoginEvents =
   };
 
 /** The event a report stands for, as the throttle merges it. */
-export const eventOfReport = (report: LoginReport): LoginEvent =>
+const eventOfReport = (report: LoginReport): LoginEvent =>
   report._tag === "LoginFailed"
     ? { _tag: "Failed", account: { key: report.account, exists: report.exists }, ip: report.ip }
     : { _tag: "Succeeded", account: report.account, ip: report.ip, ageMs: report.ageMs };
@@ -65,7 +65,7 @@ export const eventOfReport = (report: LoginReport): LoginEvent =>
  * Merges one report from a peer: into the throttle of its protocol, or, for a protocol
  * this node does not serve (a newer peer's), into the account's record only.
  */
-export const mergeLoginReport = (report: LoginReport, throttles: ReadonlyMap<string, LoginThrottle>, accounts: LoginAccounts): void => {
+const mergeLoginReport = (report: LoginReport, throttles: ReadonlyMap<string, LoginThrottle>, accounts: LoginAccounts): void => {
   const throttle = throttles.get(report.protocol);
   if (throttle) return throttle.merge(eventOfReport(report));
   const now = accounts.now();

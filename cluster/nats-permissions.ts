@@ -35,7 +35,7 @@ import type { Subjects } from "../protocol/subjects.ts";
 
 export type NatsRole = "node" | "operator" | "application";
 
-export interface Permissions {
+interface Permissions {
   readonly publish: ReadonlyArray<string>;
   readonly subscribe: ReadonlyArray<string>;
   /** May answer requests it received, whatever their reply subject (a node answering `tern queue`). */
@@ -87,7 +87,7 @@ const discovery = (subjects: Subjects): string[] => ["$SRV.*", `$SRV.*.${subject
  * The allow lists of a role. `tenant` restricts an application user to one tenant: its
  * events, its part of the API, and its own inbox.
  */
-export const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: string): Permissions => {
+const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: string): Permissions => {
   const root = clusterRoot(subjects);
   switch (role) {
     case "node":
@@ -142,7 +142,7 @@ const renderPermissions = (permissions: Permissions, indent: string) =>
  * The `authorization` block of a nats-server configuration for one cluster. There is no
  * `no_auth_user`, so anonymous connections are refused.
  */
-export const renderAuthorization = (subjects: Subjects, users: ReadonlyArray<NatsUser>): string => {
+const renderAuthorization = (subjects: Subjects, users: ReadonlyArray<NatsUser>): string => {
   const entries = users.map((user) => {
     const identity = "nkey" in user ? `nkey: ${quoted(user.nkey)}` : `user: ${quoted(user.user)}, password: ${quoted(user.password)}`;
     const comment = user.tenant === undefined ? user.role : `${user.role} of tenant ${user.tenant}`;

@@ -17,7 +17,7 @@ export interface NatsStatus {
   readonly stop: () => void;
 }
 
-export const describeNatsState = (state: NatsConnectionState): string | undefined => {
+const describeNatsState = (state: NatsConnectionState): string | undefined => {
   switch (state._tag) {
     case "Connected":
       return undefined;

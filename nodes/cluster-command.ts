@@ -22,7 +22,7 @@ smtps +1, pop3 +2, http +3); SIGINT/SIGTERM stops them all gracefully.`;
 
 export const runCluster = (args: string[]): Promise<number> => clusterCommand(args, { out: (t) => console.log(t), err: (t) => console.error(t) });
 
-export const clusterCommand = async (args: string[], io: Output): Promise<number> => {
+const clusterCommand = async (args: string[], io: Output): Promise<number> => {
   const [action, ...rest] = args;
   if (action === "status") return clusterStatus(rest, io);
   if (action === "up") return runClusterUp(rest, io);
@@ -70,7 +70,7 @@ const duration = (ms: number): string => {
 };
 
 /** One line per member under a header, columns aligned. */
-export const renderMembers = (members: ReadonlyArray<MemberRecord>, now: number): string => {
+const renderMembers = (members: ReadonlyArray<MemberRecord>, now: number): string => {
   const rows = [
     ["NODE", "VERSION", "UPTIME", "READY", "QUEUE", "OUTBOUND", "SMTP", "HTTP"],
     ...members.map((m) => [

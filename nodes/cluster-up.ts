@@ -13,7 +13,7 @@ import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
 
 /** Ports of node i (1-based) from the base port: 10 per node, so 2525 gives node2 2535. */
-export const portsOf = (base: number, index: number) => {
+const portsOf = (base: number, index: number) => {
   if (base === 0) return { smtp: 0, smtps: 0, pop3: 0, http: 0, imap: 0, imaps: 0 }; // each chosen by the OS
   const first = base + 10 * (index - 1);
   return { smtp: first, smtps: first + 1, pop3: first + 2, http: first + 3, imap: first + 4, imaps: first + 5 };

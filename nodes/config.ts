@@ -526,7 +526,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     authRequiresTls: file.smtp?.authRequiresTls ?? true,
     idleTimeoutMs: file.smtp?.idleTimeoutMs ?? 5 * 60_000, // RFC 5321 §4.5.3.2.7
     maxErrors: file.smtp?.maxErrors ?? 20,
-    // Caps sized so that the three listeners, outbound delivery and a reserve fit in
+    // Caps sized so that the listeners (SMTP, SMTPS, POP3, IMAP), outbound delivery and a reserve fit in
     // 4096 descriptors (nodes/fd-limit.ts warns at start when they do not fit).
     maxConnections: file.smtp?.maxConnections ?? 1_000,
     maxSmtpsConnections: file.smtp?.maxSmtpsConnections ?? 200,

@@ -29,7 +29,7 @@ const STOP_WAIT_MS = 60_000;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export const drainCommand = async (args: string[], io: Output): Promise<number> => {
+const drainCommand = async (args: string[], io: Output): Promise<number> => {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
@@ -131,7 +131,7 @@ const decodeProgress = (json: unknown): DrainProgress | undefined => {
 const changed = (a: DrainProgress, b: DrainProgress) =>
   a.state !== b.state || a.queued !== b.queued || a.messagesHandedOff !== b.messagesHandedOff || a.failures !== b.failures || a.peers.join() !== b.peers.join();
 
-export const render = (p: DrainProgress): string => {
+const render = (p: DrainProgress): string => {
   const moved = Object.entries(p.byPeer)
     .map(([peer, n]) => `${peer}:${n}`)
     .join(" ");

@@ -21,7 +21,7 @@ const AGE = /^(\d+)(s|m|h|d)$/;
 const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
 /** --since: a sequence, an ISO time, or an age before `now`. */
-export const parseSince = (text: string, now: number): EventsStart => {
+const parseSince = (text: string, now: number): EventsStart => {
   if (/^\d+$/.test(text)) return { seq: Math.max(1, Number(text)) };
   const age = AGE.exec(text);
   if (age) return { time: new Date(now - Number(age[1]) * UNIT_MS[age[2] as keyof typeof UNIT_MS]) };
@@ -46,7 +46,7 @@ const detailOf = (event: StreamEvent): string => {
 };
 
 /** One event on one line, for people. */
-export const renderEvent = (seq: number, event: StreamEvent): string =>
+const renderEvent = (seq: number, event: StreamEvent): string =>
   [
     `#${seq}`,
     new Date(event.time).toISOString(),
@@ -61,7 +61,7 @@ export const renderEvent = (seq: number, event: StreamEvent): string =>
 export const runEvents = (args: string[]): Promise<number> => eventsCommand(args, { out: (t) => console.log(t), err: (t) => console.error(t) });
 
 /** Runs `tern events`; resolves with the exit code once the stored events are printed (never, with --follow). */
-export const eventsCommand = async (args: string[], io: Output): Promise<number> => {
+const eventsCommand = async (args: string[], io: Output): Promise<number> => {
   const { values } = parseArgs({
     args,
     options: {

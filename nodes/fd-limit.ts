@@ -1,5 +1,5 @@
 // Do the configured connection caps fit in the process's file-descriptor limit? Every
-// SMTP, POP3 and outbound connection holds a descriptor, and so do LMDB, NATS, HTTP and
+// SMTP, POP3, IMAP and outbound connection holds a descriptor, and so do LMDB, NATS, HTTP and
 // DNS. When the caps add up to more than the limit, a flood of idle clients can take the
 // descriptors the rest of the node needs and take it offline (SMTP and /readyz too),
 // although every cap is respected. Checked once at start; the result is a warning, not
@@ -34,21 +34,24 @@ export interface DescriptorBudget {
   readonly smtp: number;
   readonly smtps: number;
   readonly pop3: number;
+  /** imap.maxConnections: one cap shared by the IMAP and IMAPS ports. */
+  readonly imap: number;
   /** delivery.maxConnections: outbound SMTP connections. */
   readonly delivery: number;
   readonly reserved: number;
   readonly total: number;
 }
 
-export const descriptorBudget = (config: Pick<NodeConfig, "smtp" | "pop3" | "delivery">): DescriptorBudget => {
+export const descriptorBudget = (config: Pick<NodeConfig, "smtp" | "pop3" | "imap" | "delivery">): DescriptorBudget => {
   const reserved = Object.values(RESERVED_DESCRIPTORS).reduce((sum, n) => sum + n, 0);
   const connections = {
     smtp: config.smtp.maxConnections,
     smtps: config.smtp.maxSmtpsConnections,
     pop3: config.pop3.maxConnections,
+    imap: config.imap.maxConnections,
     delivery: config.delivery.maxConnections,
   };
-  const total = connections.smtp + connections.smtps + connections.pop3 + connections.delivery + reserved;
+  const total = connections.smtp + connections.smtps + connections.pop3 + connections.imap + connections.delivery + reserved;
   return { ...connections, reserved, total };
 };
 
@@ -85,7 +88,7 @@ const readOpenFilesLimit: Effect.Effect<number | undefined> = Effect.tryPromise(
 
 /** Logs `node.fd-limit.low` (level warn) when the caps cannot fit; returns the shortfall, if any. */
 export const warnIfDescriptorsShort = Effect.fn("Node.warnIfDescriptorsShort")(function* (
-  config: Pick<NodeConfig, "smtp" | "pop3" | "delivery">,
+  config: Pick<NodeConfig, "smtp" | "pop3" | "imap" | "delivery">,
   log: Log,
 ) {
   const shortfall = checkDescriptorLimit(descriptorBudget(config), yield* readOpenFilesLimit);
@@ -98,10 +101,11 @@ export const warnIfDescriptorsShort = Effect.fn("Node.warnIfDescriptorsShort")(f
       smtp: budget.smtp,
       smtps: budget.smtps,
       pop3: budget.pop3,
+      imap: budget.imap,
       delivery: budget.delivery,
       reserved: budget.reserved,
       advice:
-        "raise the open-files limit (ulimit -n, systemd LimitNOFILE) or lower smtp.maxConnections, smtp.maxSmtpsConnections, pop3.maxConnections, delivery.maxConnections",
+        "raise the open-files limit (ulimit -n, systemd LimitNOFILE) or lower smtp.maxConnections, smtp.maxSmtpsConnections, pop3.maxConnections, imap.maxConnections, delivery.maxConnections",
     });
   }
   return shortfall;

@@ -20,7 +20,7 @@ failed (nothing changed), 2 bad usage, 69 NODE did not answer (unknown or down).
 
 export const runMailbox = (args: string[]): Promise<number> => mailboxCommand(args, { out: (t) => console.log(t), err: (t) => console.error(t) });
 
-export const mailboxCommand = async (args: string[], io: Output): Promise<number> => {
+const mailboxCommand = async (args: string[], io: Output): Promise<number> => {
   const [action, ...rest] = args;
   if (action === "move") return mailboxMove(rest, io);
   io.out(mailboxUsage);

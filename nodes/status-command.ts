@@ -66,7 +66,7 @@ export const statusCommand = async (args: string[], io: Output): Promise<number>
 
 const time = (at: number) => new Date(at).toISOString().replace(/\.\d+Z$/, "Z");
 
-export const render = (status: StatusReply): string => {
+const render = (status: StatusReply): string => {
   const { message } = status;
   const labels = [
     ...(message.tags && message.tags.length > 0 ? [`tags: ${message.tags.join(", ")}`] : []),

@@ -28,7 +28,7 @@ server and none configured, the application user it generated.`;
 
 export const runSubmit = (args: string[]): Promise<number> => submitCommand(args, { out: (t) => console.log(t), err: (t) => console.error(t) });
 
-export const submitCommand = async (args: string[], io: Output): Promise<number> => {
+const submitCommand = async (args: string[], io: Output): Promise<number> => {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,

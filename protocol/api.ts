@@ -10,7 +10,7 @@ export const API_VERSION = "1.0.0";
 // ---------------------------------------------------------------------------
 // Limits a request is held to (the node's own limits — size, recipients, rate — come from its config)
 
-export const LIMITS = {
+const LIMITS = {
   tags: 16,
   tagLength: 64,
   metadataKeys: 16,
@@ -26,7 +26,7 @@ const Printable = /^[\x21-\x7e]+$/;
 const NoLineBreak = Schema.makeFilter((s: string) => !/[\r\n\0]/.test(s) || "must not contain CR, LF or NUL");
 
 /** An address as the envelope names it: local@domain, no spaces or angle brackets. */
-export const EnvelopeAddress = Schema.String.check(
+const EnvelopeAddress = Schema.String.check(
   Schema.makeFilter((s: string) => /^[^@\s<>,;]+@[^@\s<>,;]+$/.test(s) || "expected local@domain"),
 );
 
@@ -39,7 +39,7 @@ export type Envelope = typeof Envelope.Type;
 /** Address lists as nodemailer takes them: "a@x", "Name <a@x>", or several. */
 const Addresses = Schema.Union([Schema.String, Schema.Array(Schema.String)]);
 
-export const Attachment = Schema.Struct({
+const Attachment = Schema.Struct({
   filename: Schema.optional(Schema.String),
   contentType: Schema.optional(Schema.String),
   /** The attachment's bytes, base64. */
@@ -72,7 +72,7 @@ export const StructuredMessage = Schema.Struct({
 export type StructuredMessage = typeof StructuredMessage.Type;
 
 /** When a message becomes due: epoch milliseconds, or an ISO 8601 date-time ("2030-01-01T09:00:00Z"). */
-export const SendAt = Schema.Union([Schema.Int, Schema.String]);
+const SendAt = Schema.Union([Schema.Int, Schema.String]);
 
 /** What travels with a message besides its body: idempotency key, send-at time and labels. */
 export const SubmitOptions = {
@@ -270,7 +270,7 @@ const ServiceIdentity = {
 export const PingResponse = Schema.Struct({ type: Schema.Literal("io.nats.micro.v1.ping_response"), ...ServiceIdentity });
 export type PingResponse = typeof PingResponse.Type;
 
-export const EndpointInfo = Schema.Struct({
+const EndpointInfo = Schema.Struct({
   name: Schema.String,
   subject: Schema.String,
   queue_group: Schema.String,
@@ -285,7 +285,7 @@ export const InfoResponse = Schema.Struct({
 });
 export type InfoResponse = typeof InfoResponse.Type;
 
-export const EndpointStats = Schema.Struct({
+const EndpointStats = Schema.Struct({
   name: Schema.String,
   subject: Schema.String,
   queue_group: Schema.String,

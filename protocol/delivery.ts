@@ -15,19 +15,38 @@ import { PermanentDnsReason, dnsFailureStatus } from "./route.ts";
 export const RecipientStatus = Schema.Literals(["delivered", "deferred", "failed", "expired"]);
 export type RecipientStatus = typeof RecipientStatus.Type;
 
+/**
+ * The one mapping from an attempt's status to the name events and message status give
+ * it: a permanent failure is "bounced" there (the spool and `tern queue` say "failed");
+ * the others keep their names.
+ */
+export const reportedStatus = {
+  delivered: "delivered",
+  deferred: "deferred",
+  failed: "bounced",
+  expired: "expired",
+} as const satisfies Record<RecipientStatus, string>;
+
+/** Attempt statuses by their reported names: the types of recipient events (protocol/events.ts). */
+export const ReportedStatus = Schema.Literals([reportedStatus.delivered, reportedStatus.deferred, reportedStatus.failed, reportedStatus.expired]);
+export type ReportedStatus = typeof ReportedStatus.Type;
+
 /** Failure classes for bounces and deferrals (see actors/delivery/classify.ts). */
 export const BounceCategory = Schema.Literals(["bad-mailbox", "bad-domain", "policy", "quota", "rate-limited", "tls", "dns", "too-large", "other"]);
 export type BounceCategory = typeof BounceCategory.Type;
 
 /**
- * Why an entry is (again) waiting: KumoMTA-style requeue reasons, kept for operators.
- * "deferred" is an older, generic spelling still found in spools.
+ * Why a destination's whole queue is held a while after an attempt (actors/delivery/outcome.ts):
+ * it rate-limits us, or none of its hosts could be reached.
  */
+export const QueueHoldReason = Schema.Literals(["rate-limited", "unreachable"]);
+export type QueueHoldReason = typeof QueueHoldReason.Type;
+
+/** Why an entry is (again) waiting: KumoMTA-style requeue reasons, kept for operators. */
 export const WaitReason = Schema.Literals([
   "received",
   /** Submitted over the API with a send-at time: due then, not before. */
   "scheduled",
-  "deferred",
   /** This node could not make the attempt (its delivery actor was stopped, crashed or too far behind). */
   "dispatch-failed",
   /** The next hop answered 4xx. */

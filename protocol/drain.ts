@@ -62,7 +62,7 @@ export class DrainRefused extends Schema.TaggedError<DrainRefused>()("DrainRefus
   reason: Schema.String,
 }) {}
 
-export const HandOffRoute = Schema.Union([
+const HandOffRoute = Schema.Union([
   Schema.Struct({ kind: Schema.Literal("remote"), domain: Schema.String }),
   Schema.Struct({ kind: Schema.Literal("local"), user: Schema.String }),
 ]);

@@ -7,9 +7,9 @@
 //
 // One Schema per kind, told apart by `type`; the fields every event has come first.
 import { Schema } from "effect";
-import { BounceCategory, RecipientResult, WaitReason } from "./delivery.ts";
+import { BounceCategory, RecipientResult, ReportedStatus, WaitReason } from "./delivery.ts";
 
-export const EventType = Schema.Literals(["accepted", "delivered", "deferred", "bounced", "expired", "dsn-queued", "node-up", "node-down"]);
+export const EventType = Schema.Literals(["accepted", ...ReportedStatus.literals, "dsn-queued", "node-up", "node-down"]);
 export type EventType = typeof EventType.Type;
 
 export const eventTypes: ReadonlyArray<EventType> = EventType.literals;
@@ -36,7 +36,7 @@ const common = {
 };
 
 /** A recipient was committed to the spool (one event per recipient). */
-export const AcceptedEvent = Schema.Struct({
+const AcceptedEvent = Schema.Struct({
   type: Schema.Literal("accepted"),
   ...common,
   rcpt: Schema.String,
@@ -49,7 +49,7 @@ export type AcceptedEvent = typeof AcceptedEvent.Type;
 
 /** What one recipient got from one attempt. "bounced" failed for good; "expired" was still deferred at the queue lifetime. */
 export const RecipientEvent = Schema.Struct({
-  type: Schema.Literals(["delivered", "deferred", "bounced", "expired"]),
+  type: ReportedStatus,
   ...common,
   rcpt: Schema.String,
   route: Schema.Literals(["local", "remote"]),
@@ -74,7 +74,7 @@ export const RecipientEvent = Schema.Struct({
 export type RecipientEvent = typeof RecipientEvent.Type;
 
 /** A delivery status notification about this message was queued to its sender. */
-export const DsnQueuedEvent = Schema.Struct({
+const DsnQueuedEvent = Schema.Struct({
   type: Schema.Literal("dsn-queued"),
   ...common,
   /** The DSN's own queue id. */

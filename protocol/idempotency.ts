@@ -5,10 +5,10 @@
 import { Schema } from "effect";
 import { SubmitReply } from "./api.ts";
 
-export const RecordedRequest = Schema.Struct({ tenant: Schema.String, key: Schema.String });
+const RecordedRequest = Schema.Struct({ tenant: Schema.String, key: Schema.String });
 export type RecordedRequest = typeof RecordedRequest.Type;
 
-export const RecordedAnswer = Schema.Struct({ reply: Schema.optional(SubmitReply) });
+const RecordedAnswer = Schema.Struct({ reply: Schema.optional(SubmitReply) });
 export type RecordedAnswer = typeof RecordedAnswer.Type;
 
 export const recordedEndpoint = { request: RecordedRequest, response: RecordedAnswer, error: Schema.Never } as const;

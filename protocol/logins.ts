@@ -13,13 +13,13 @@ const Fields = {
   ip: Schema.String,
 };
 
-export const LoginFailedReport = Schema.TaggedStruct("LoginFailed", {
+const LoginFailedReport = Schema.TaggedStruct("LoginFailed", {
   ...Fields,
   /** Whether `account` is a user: names matching nobody are counted apart. */
   exists: Schema.Boolean,
 });
 
-export const LoginSucceededReport = Schema.TaggedStruct("LoginSucceeded", {
+const LoginSucceededReport = Schema.TaggedStruct("LoginSucceeded", {
   ...Fields,
   /** How long before the success its attempt was admitted (and counted as failed). */
   ageMs: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),

@@ -7,7 +7,7 @@ import { Schema } from "effect";
 // What a mailbox is, as it crosses nodes: every record but the bodies, which are pulled
 // by hash in batches (`MoveBodies`).
 
-export const MovedFolder = Schema.Struct({
+const MovedFolder = Schema.Struct({
   name: Schema.String,
   uidValidity: Schema.Number,
   uidNext: Schema.Number,
@@ -33,7 +33,7 @@ export const MovedMessage = Schema.Struct({
 export type MovedMessage = typeof MovedMessage.Type;
 
 /** A queue entry stored before: the target answers its redelivery as a duplicate, like the source would. */
-export const MovedDelivery = Schema.Struct({ entryId: Schema.String, folder: Schema.String, uid: Schema.Number, at: Schema.Number });
+const MovedDelivery = Schema.Struct({ entryId: Schema.String, folder: Schema.String, uid: Schema.Number, at: Schema.Number });
 export type MovedDelivery = typeof MovedDelivery.Type;
 
 export const MailboxSnapshot = Schema.Struct({
@@ -72,7 +72,7 @@ export class MoveFailed extends Schema.TaggedError<MoveFailed>()("MoveFailed", {
 // ---------------------------------------------------------------------------
 // The operator's request, sent to the target node (Subjects.mailboxMoveAdmin).
 
-export const MoveRequest = Schema.Struct({ user: Schema.String });
+const MoveRequest = Schema.Struct({ user: Schema.String });
 export const MoveReply = Schema.Struct({
   user: Schema.String,
   from: Schema.String,
@@ -90,25 +90,25 @@ export const moveEndpoint = { request: MoveRequest, response: MoveReply, error: 
 // Node to node (Subjects.mailboxMove(node, step)).
 
 /** Source: the mailbox's records; with `freezeFor`, after refusing writes for good (until finish or abort). */
-export const SnapshotRequest = Schema.Struct({ user: Schema.String, freezeFor: Schema.optional(Schema.String) });
+const SnapshotRequest = Schema.Struct({ user: Schema.String, freezeFor: Schema.optional(Schema.String) });
 export const snapshotEndpoint = { request: SnapshotRequest, response: MailboxSnapshot, error: MoveFailed } as const;
 
 /** Source: bodies by hash, concatenated in the attachment, `sizes` in the same order. */
-export const BodiesRequest = Schema.Struct({ user: Schema.String, hashes: Schema.Array(Schema.String) });
-export const BodiesReply = Schema.Struct({ sizes: Schema.Array(Schema.Number) });
+const BodiesRequest = Schema.Struct({ user: Schema.String, hashes: Schema.Array(Schema.String) });
+const BodiesReply = Schema.Struct({ sizes: Schema.Array(Schema.Number) });
 export const bodiesEndpoint = { request: BodiesRequest, response: BodiesReply, error: MoveFailed } as const;
 
 /** Source: the target committed: drop the copy (`finish`); or it gave up: serve the mailbox again (`abort`). */
-export const SettleRequest = Schema.Struct({ user: Schema.String, to: Schema.String });
-export const SettleReply = Schema.Struct({});
+const SettleRequest = Schema.Struct({ user: Schema.String, to: Schema.String });
+const SettleReply = Schema.Struct({});
 export const settleEndpoint = { request: SettleRequest, response: SettleReply, error: MoveFailed } as const;
 
 /**
  * Target: where is the move of `user` from `from`? A frozen source asks this after a
  * restart: `committed` → drop the copy, `none` → serve again, `copying` → wait.
  */
-export const MoveStatusRequest = Schema.Struct({ user: Schema.String, from: Schema.String });
-export const MoveStatusReply = Schema.Struct({ state: Schema.Literals(["copying", "committed", "none"]) });
+const MoveStatusRequest = Schema.Struct({ user: Schema.String, from: Schema.String });
+const MoveStatusReply = Schema.Struct({ state: Schema.Literals(["copying", "committed", "none"]) });
 export const moveStatusEndpoint = { request: MoveStatusRequest, response: MoveStatusReply, error: MoveFailed } as const;
 
 export type MoveStep = "snapshot" | "bodies" | "finish" | "abort" | "status";

@@ -109,45 +109,45 @@ export const MaildropEntry = Schema.Struct({
 });
 export type MaildropEntry = typeof MaildropEntry.Type;
 
-export const DeliverRequest = Schema.Struct({ user: Schema.String, entryId: Schema.String });
+const DeliverRequest = Schema.Struct({ user: Schema.String, entryId: Schema.String });
 /** `duplicate`: the entry had been stored before (a redelivery after a lost ack); nothing new was written. */
-export const DeliverReply = Schema.Struct({ uid: Schema.String, duplicate: Schema.optional(Schema.Boolean) });
+const DeliverReply = Schema.Struct({ uid: Schema.String, duplicate: Schema.optional(Schema.Boolean) });
 
-export const ListRequest = Schema.Struct({ user: Schema.String });
-export const ListReply = Schema.Struct({ messages: Schema.Array(MaildropEntry) });
+const ListRequest = Schema.Struct({ user: Schema.String });
+const ListReply = Schema.Struct({ messages: Schema.Array(MaildropEntry) });
 
 /** With `lock`, the session's lease is checked and renewed; `topLines` asks for the header and that many body lines. */
-export const RetrieveRequest = Schema.Struct({
+const RetrieveRequest = Schema.Struct({
   user: Schema.String,
   uid: Schema.String,
   lock: Schema.optional(Schema.String),
   topLines: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))),
 });
-export const RetrieveReply = Schema.Struct({ size: Schema.Number });
+const RetrieveReply = Schema.Struct({ size: Schema.Number });
 
 /** Locks the maildrop for one retrieval session and lists INBOX under the lock. */
-export const OpenRequest = Schema.Struct({
+const OpenRequest = Schema.Struct({
   user: Schema.String,
   /** Who holds the lock, for logs and the [IN-USE] reply: `<node>/pop3/<conn>`. */
   holder: Schema.String,
   leaseMs: Schema.Int.check(Schema.isBetween({ minimum: 1_000, maximum: 3_600_000 })),
 });
-export const OpenReply = Schema.Struct({ lock: Schema.String, messages: Schema.Array(MaildropEntry) });
+const OpenReply = Schema.Struct({ lock: Schema.String, messages: Schema.Array(MaildropEntry) });
 
-export const RenewRequest = Schema.Struct({ user: Schema.String, lock: Schema.String });
-export const RenewReply = Schema.Struct({});
+const RenewRequest = Schema.Struct({ user: Schema.String, lock: Schema.String });
+const RenewReply = Schema.Struct({});
 
 /** POP3 UPDATE: removes `remove` and marks `seen` \Seen in one transaction, then releases the lock. */
-export const CommitRequest = Schema.Struct({
+const CommitRequest = Schema.Struct({
   user: Schema.String,
   lock: Schema.String,
   remove: Schema.Array(Schema.String),
   seen: Schema.Array(Schema.String),
 });
-export const CommitReply = Schema.Struct({ removed: Schema.Number });
+const CommitReply = Schema.Struct({ removed: Schema.Number });
 
-export const ReleaseRequest = Schema.Struct({ user: Schema.String, lock: Schema.String });
-export const ReleaseReply = Schema.Struct({});
+const ReleaseRequest = Schema.Struct({ user: Schema.String, lock: Schema.String });
+const ReleaseReply = Schema.Struct({});
 
 // -- IMAP asks: folders and messages by UID, any folder ------------------------
 
@@ -219,7 +219,7 @@ export const ViewReply = Schema.Struct({
 export const BodyRequest = Schema.Struct({ user: Schema.String, folder: Schema.String, uid: Schema.Number, uidValidity: SelectedUidValidity });
 export const BodyReply = Schema.Struct({ size: Schema.Number });
 
-export const FlagsRequest = Schema.Struct({
+const FlagsRequest = Schema.Struct({
   user: Schema.String,
   folder: Schema.String,
   uids: Schema.Array(Schema.Number),
@@ -233,13 +233,13 @@ export const FlagsRequest = Schema.Struct({
  * The messages' flags after the change (messages gone meanwhile are left out), and the
  * UIDs left alone because they changed after UNCHANGEDSINCE.
  */
-export const FlagsReply = Schema.Struct({
+const FlagsReply = Schema.Struct({
   messages: Schema.Array(Schema.Struct({ uid: Schema.Number, flags: Schema.Array(Schema.String), modSeq: Schema.optional(Schema.Number) })),
   modified: Schema.optional(Schema.Array(Schema.Number)),
 });
 
 /** COPY, or with `move` MOVE (RFC 6851): copied and removed from the source in one transaction. */
-export const CopyRequest = Schema.Struct({
+const CopyRequest = Schema.Struct({
   user: Schema.String,
   from: Schema.String,
   uids: Schema.Array(Schema.Number),
@@ -249,19 +249,19 @@ export const CopyRequest = Schema.Struct({
   uidValidity: SelectedUidValidity,
 });
 /** UIDPLUS (RFC 4315): the target's UIDVALIDITY and each source UID with its new UID. */
-export const CopyReply = Schema.Struct({ uidValidity: Schema.Number, source: Schema.Array(Schema.Number), target: Schema.Array(Schema.Number) });
+const CopyReply = Schema.Struct({ uidValidity: Schema.Number, source: Schema.Array(Schema.Number), target: Schema.Array(Schema.Number) });
 
 export const ExpungeRequest = Schema.Struct({ user: Schema.String, folder: Schema.String, uids: Schema.Array(Schema.Number), uidValidity: SelectedUidValidity });
 export const ExpungeReply = Schema.Struct({ removed: Schema.Number });
 
 /** APPEND: the message is the attachment. */
-export const AppendRequest = Schema.Struct({
+const AppendRequest = Schema.Struct({
   user: Schema.String,
   folder: Schema.String,
   flags: Schema.Array(Schema.String),
   internalDate: Schema.optional(Schema.Number),
 });
-export const AppendReply = Schema.Struct({ uidValidity: Schema.Number, uid: Schema.Number });
+const AppendReply = Schema.Struct({ uidValidity: Schema.Number, uid: Schema.Number });
 
 /**
  * CREATE, DELETE and RENAME (`to`) of a folder; SUBSCRIBE and UNSUBSCRIBE of a name. A
@@ -274,7 +274,7 @@ export const FolderRequest = Schema.Struct({
   action: Schema.Literals(["create", "delete", "rename", "subscribe", "unsubscribe"]),
   to: Schema.optional(Schema.String),
 });
-export const FolderReply = Schema.Struct({});
+const FolderReply = Schema.Struct({});
 
 export const mailboxEndpoints = {
   deliver: { request: DeliverRequest, response: DeliverReply, error: MailboxError },
@@ -300,11 +300,11 @@ export const MAILBOX_OPERATIONS = Object.keys(mailboxEndpoints) as ReadonlyArray
 export type MailboxEndpoints = typeof mailboxEndpoints;
 
 /** Does any node hold this mailbox? Asked of every node at once (`Subjects.mailboxHolders`). */
-export const HoldersRequest = Schema.Struct({ user: Schema.String });
+const HoldersRequest = Schema.Struct({ user: Schema.String });
 /** One node's answer, from its own durable record of the mailboxes it holds. */
 export const HoldersReply = Schema.Struct({ node: Schema.String, holds: Schema.Boolean });
 export type HoldersReply = typeof HoldersReply.Type;
-export const HoldersError = Schema.Never;
+const HoldersError = Schema.Never;
 export const holdersEndpoint = { request: HoldersRequest, response: HoldersReply, error: HoldersError } as const;
 export type MailboxOperationName = keyof MailboxEndpoints;
 export type RequestOf<K extends MailboxOperationName> = MailboxEndpoints[K]["request"]["Type"];

@@ -5,7 +5,7 @@
 // are the delivery protocol's own (protocol/delivery.ts): a reply, a DNS failure, a
 // local store… rendered as text only for people (`reply`).
 import { Schema } from "effect";
-import { BounceCategory, RecipientResult, RecipientStatus, WaitReason } from "./delivery.ts";
+import { BounceCategory, RecipientResult, RecipientStatus, ReportedStatus, reportedStatus, WaitReason } from "./delivery.ts";
 
 const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0));
 
@@ -14,6 +14,14 @@ export const MessageId = Schema.String.check(Schema.isPattern(/^[0-9A-Za-z]{1,64
 
 export const StatusRequest = Schema.Struct({ messageId: MessageId });
 export type StatusRequest = typeof StatusRequest.Type;
+
+/** Still in a queue of this node (see RecipientState). */
+export const WaitingState = Schema.Literals(["queued", reportedStatus.deferred, "held"]);
+export type WaitingState = typeof WaitingState.Type;
+
+/** Out of this node's queue: an attempt's final status by its reported name, or an end no attempt decided. */
+export const FinishedState = Schema.Literals([...ReportedStatus.pick(["delivered", "bounced", "expired"]).literals, "removed", "handed-off"]);
+export type FinishedState = typeof FinishedState.Type;
 
 /**
  * Where one recipient stands.
@@ -25,11 +33,8 @@ export type StatusRequest = typeof StatusRequest.Type;
  * Moved: `handed-off` (this node was drained and a peer, `handedOffTo`, committed the
  * recipient into its own queue; that node answers for it from then on).
  */
-export const RecipientState = Schema.Literals(["queued", "deferred", "held", "delivered", "bounced", "expired", "removed", "handed-off"]);
+export const RecipientState = Schema.Literals([...WaitingState.literals, ...FinishedState.literals]);
 export type RecipientState = typeof RecipientState.Type;
-
-export const FinishedState = Schema.Literals(["delivered", "bounced", "expired", "removed", "handed-off"]);
-export type FinishedState = typeof FinishedState.Type;
 
 /** One attempt as one recipient saw it. */
 export const RecipientAttempt = Schema.Struct({

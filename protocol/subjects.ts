@@ -123,7 +123,7 @@ export const isSafeToken = (token: string): boolean => safeToken.test(token);
  * underscores ("mail.example.com" → "mail_example_com"), anything a token cannot hold
  * (an address literal's brackets) as '-', and "none" when there is no domain.
  */
-export const eventDomainToken = (domain: string): string => {
+const eventDomainToken = (domain: string): string => {
   const lower = domain.toLowerCase();
   const ascii = domainToASCII(lower) || lower;
   const token = ascii.replace(/\./g, "_").replace(/[^a-z0-9_-]/g, "-");

@@ -157,7 +157,7 @@ const answer = (endpoint: ApiEndpoint, msg: Msg, stats: Stats): Effect.Effect<{ 
 
 const firstLine = (text: string) => text.split("\n")[0] ?? text;
 
-export const errorReply = (error: ApiError): { data: Uint8Array; headers: MsgHdrs } => {
+const errorReply = (error: ApiError): { data: Uint8Array; headers: MsgHdrs } => {
   const headers = natsHeaders();
   // Header values are one line: a message naming a schema path may have several.
   headers.set(ERROR_HEADER, `${error.code}: ${error.message}`.replace(/[\r\n]+/g, " ").slice(0, 1024));

@@ -32,11 +32,11 @@ export interface ApiServerDeps {
 }
 
 /** `tern.<cluster>.api.v1.<tenant>.<endpoint…>`: the tenant is the fifth token. */
-export const tenantOfSubject = (subject: string): string => subject.split(".")[4] ?? "";
+const tenantOfSubject = (subject: string): string => subject.split(".")[4] ?? "";
 
 const lastToken = (subject: string) => subject.slice(subject.lastIndexOf(".") + 1);
 
-export const apiEndpoints = (deps: ApiServerDeps): ReadonlyArray<ApiEndpoint> => {
+const apiEndpoints = (deps: ApiServerDeps): ReadonlyArray<ApiEndpoint> => {
   const { subjects, submitter, uploads } = deps;
   // Submits being handled at once, counted from their arrival: decoding and composing a
   // body take memory before the commit's own limit applies, so the limit holds from here.

@@ -1,8 +1,8 @@
 // The events of a recorded attempt, built before the transaction that records it (the
 // spool writes them to the outbox in that transaction), and the fields they share with
 // the log lines. Pure: the node, the time and the tenant resolution come in as arguments.
-import { renderResult } from "../../protocol/delivery.ts";
-import type { EventDraft, RecipientEvent } from "../../protocol/events.ts";
+import { renderResult, reportedStatus } from "../../protocol/delivery.ts";
+import type { EventDraft } from "../../protocol/events.ts";
 import { domainOfRoute, labelsOf, type EventSource } from "../queue/events.ts";
 import type { QueueEntry } from "../queue/entry.ts";
 import type { GeneratedMessage } from "../queue/spool.ts";
@@ -26,8 +26,6 @@ export const outcomeFields = (entry: QueueEntry, attempt: Attempt, decision: Dec
     : {}),
 });
 
-const eventTypeOf = (status: RecipientOutcome["status"]): RecipientEvent["type"] => (status === "failed" ? "bounced" : status);
-
 /**
  * The events of one recorded attempt: one per recipient (delivered, deferred, bounced,
  * expired), then one "dsn-queued" per DSN the outcome queues.
@@ -44,7 +42,7 @@ export const outcomeEvents = (
   const common = { time: now, node: source.node, ...labelsOf(source, entry.sender, attributes), domain: domainOfRoute(entry.route) };
   const recipients = decision.outcomes.map(
     (outcome): EventDraft => ({
-      type: eventTypeOf(outcome.status),
+      type: reportedStatus[outcome.status],
       ...common,
       ...outcomeFields(entry, attempt, decision, outcome),
       rcpt: outcome.recipient,

@@ -10,6 +10,7 @@ import {
   statusOfResult,
   type AttemptRecord,
   type BounceCategory,
+  type QueueHoldReason,
   type RecipientResult,
   type RecipientStatus,
   type WaitReason,
@@ -51,10 +52,10 @@ export interface Decision {
   /** DSNs the recipients' NOTIFY asks for (before the null-sender and Auto-Submitted checks). */
   readonly notices: ReadonlyArray<Notice>;
   /** The destination itself is in trouble (unreachable, rate limiting): hold its queue a while. */
-  readonly holdQueue: "rate-limited" | "unreachable" | undefined;
+  readonly holdQueue: QueueHoldReason | undefined;
 }
 
-export const expiresAt = (entry: QueueEntry, policy: OutcomePolicy): number => entry.createdAt + policy.maxAgeMs;
+const expiresAt = (entry: QueueEntry, policy: OutcomePolicy): number => entry.createdAt + policy.maxAgeMs;
 
 export const decide = (
   entry: QueueEntry,

@@ -25,7 +25,7 @@ export const starterProviders: ProviderTable = {
 const PROVIDER_PREFIX = "provider:";
 
 /** The provider a budget key names ("provider:gmail" → "gmail"), if it names one. */
-export const providerOf = (key: string): string | undefined => (key.startsWith(PROVIDER_PREFIX) ? key.slice(PROVIDER_PREFIX.length) : undefined);
+const providerOf = (key: string): string | undefined => (key.startsWith(PROVIDER_PREFIX) ? key.slice(PROVIDER_PREFIX.length) : undefined);
 
 /** The MX host patterns of a budget key: a provider's from the table, else the key itself; undefined for an unknown provider. */
 export const patternsOf = (key: string, providers: ProviderTable): ReadonlyArray<string> | undefined => {

@@ -52,7 +52,7 @@ const MIN_RSA_BITS = 1024;
 const keyTypeFor: Record<DkimAlgorithm, string> = { "rsa-sha256": "rsa", "ed25519-sha256": "ed25519" };
 
 /** Why this PEM cannot sign with `algorithm`, or undefined when it can. */
-export const keyProblem = (pem: Buffer, algorithm: DkimAlgorithm): string | undefined => {
+const keyProblem = (pem: Buffer, algorithm: DkimAlgorithm): string | undefined => {
   let key;
   try {
     key = createPrivateKey({ key: pem, format: "pem" });

@@ -48,7 +48,7 @@ export interface DkimSigner {
 const HEADER_LIMIT = 64 * 1024;
 
 /** The keys of `domain` or of its nearest configured parent. */
-export const keysFor = (keys: SigningKeys, domain: string): ReadonlyArray<SigningKey> | undefined => {
+const keysFor = (keys: SigningKeys, domain: string): ReadonlyArray<SigningKey> | undefined => {
   const labels = domain.toLowerCase().replace(/\.$/, "").split(".");
   for (let n = 0; n < labels.length - 1; n++) {
     const found = keys.get(labels.slice(n).join("."));

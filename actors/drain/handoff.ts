@@ -14,7 +14,7 @@ import type { Subscription } from "@nats-io/transport-node";
 import { HandOffRefused, HandOffReply, HandOffRequest, HANDOFFS_ATTRIBUTE, generationOf, handOffKey, type HandOffEntry } from "../../protocol/drain.ts";
 import type { MalformedMessage, RemoteBusy, RemoteUnavailable, StoreError } from "../../protocol/errors.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
-import { historyOf, type QueueEntry } from "../queue/entry.ts";
+import type { QueueEntry } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
 import type { BlobTransport } from "../runtime/blobs.ts";
 import { callChunkedEndpoint, serveChunkedEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
@@ -58,7 +58,7 @@ const entriesOf = (request: HandOffRequest): ReadonlyArray<QueueEntry> =>
 const ownsEntries = (request: HandOffRequest) =>
   request.entries.every((entry) => entry.id.startsWith(`${request.message.id}.`) && /^\d+$/.test(entry.id.slice(request.message.id.length + 1)));
 
-export const receiveHandOff = (deps: ReceiverDeps, request: HandOffRequest, body: Uint8Array | undefined): Effect.Effect<HandOffReply, HandOffRefused | StoreError> =>
+const receiveHandOff = (deps: ReceiverDeps, request: HandOffRequest, body: Uint8Array | undefined): Effect.Effect<HandOffReply, HandOffRefused | StoreError> =>
   Effect.gen(function* () {
     const refuse = (reason: string) => new HandOffRefused({ node: deps.nodeId, reason });
     const closed = deps.refusal();
@@ -123,7 +123,7 @@ export const prepareHandOff = (spool: Pick<Spool, "message" | "entriesOf" | "bod
       attempts: entry.attempts,
       nextAttemptAt: entry.nextAttemptAt,
       reason: entry.reason,
-      ...(entry.history && entry.history.length > 0 ? { history: historyOf(entry) } : {}),
+      ...(entry.history && entry.history.length > 0 ? { history: entry.history } : {}),
       ...(entry.delayNotified ? { delayNotified: true } : {}),
     }),
   );

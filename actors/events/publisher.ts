@@ -89,7 +89,7 @@ const round = (options: PublisherOptions, state: { ensured: boolean }): Effect.E
   }).pipe(Effect.catchDefect((defect) => Effect.fail(new RoundFailed({ detail: `outbox: ${String(defect)}` }))));
 
 /** The backoff before retry number `failures` (1, 2, …): doubling from base to max, jittered. */
-export const retryDelayMs = (options: Pick<PublisherOptions, "retryBaseMs" | "retryMaxMs">, failures: number, random: number): number => {
+const retryDelayMs = (options: Pick<PublisherOptions, "retryBaseMs" | "retryMaxMs">, failures: number, random: number): number => {
   const full = Math.min(options.retryMaxMs, options.retryBaseMs * 2 ** Math.min(failures - 1, 30));
   return Math.round(full / 2 + (full / 2) * random);
 };

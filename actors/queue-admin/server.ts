@@ -13,10 +13,10 @@ import type { Subjects } from "../../protocol/subjects.ts";
 import { everyone } from "../delivery/attempt.ts";
 import type { Scheduler } from "../delivery/scheduler.ts";
 import { serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
-import { historyOf, queueOf, type QueueEntry } from "../queue/entry.ts";
+import { queueOf, type QueueEntry } from "../queue/entry.ts";
 import type { Selection, Spool } from "../queue/spool.ts";
 
-export const queueAdminEndpoint: Endpoint<QueueAdminRequest, QueueAdminReply, QueueAdminError> = {
+const queueAdminEndpoint: Endpoint<QueueAdminRequest, QueueAdminReply, QueueAdminError> = {
   request: QueueAdminRequest,
   response: QueueAdminReply,
   error: QueueAdminError,
@@ -55,7 +55,7 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
     reason: entry.reason,
     inFlight: scheduler.isInFlight(entry.id),
     suspended: spool.isSuspended(queueOf(entry.route)),
-    ...(entry.history ? { history: historyOf(entry) } : {}),
+    ...(entry.history ? { history: entry.history } : {}),
   });
   const selection = (r: { queue?: string | undefined; sender?: string | undefined }): Selection => ({ queue: r.queue?.toLowerCase(), sender: r.sender });
   const needsSelection = (r: { queue?: string | undefined; sender?: string | undefined }): Effect.Effect<void, QueueAdminError> =>

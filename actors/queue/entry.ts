@@ -1,22 +1,13 @@
 // What the node's durable queue holds. One message is stored once; each next hop
 // (a remote domain, or a local user's mailbox) gets its own queue entry, so each can
 // succeed, defer or fail on its own.
-import type { AttemptRecord, BounceCategory, RecipientStatus, WaitReason } from "../../protocol/delivery.ts";
-import { parseReply } from "../../protocol/smtp-reply.ts";
+import type { AttemptRecord, WaitReason } from "../../protocol/delivery.ts";
 import { domainOf } from "../common/domains.ts";
 
 /** Where a queue entry goes next. */
 export type Route =
   | { readonly kind: "remote"; readonly domain: string }
   | { readonly kind: "local"; readonly user: string };
-
-/** An attempt record as a spool may hold it: the current shape, or one written before results were values. */
-export type StoredAttemptRecord = AttemptRecord | LegacyAttemptRecord;
-
-/** Attempt records written by Tern before typed results: each recipient's reply as text. */
-export interface LegacyAttemptRecord extends Omit<AttemptRecord, "results"> {
-  readonly results: ReadonlyArray<{ readonly rcpt: string; readonly status: RecipientStatus; readonly reply: string; readonly category?: BounceCategory }>;
-}
 
 export interface QueueEntry {
   /** `<messageId>.<n>`: ids sort by arrival. */
@@ -33,9 +24,9 @@ export interface QueueEntry {
   readonly reason: WaitReason;
   /**
    * The most recent attempts (at most HISTORY_LIMIT; `attempts` counts them all), oldest
-   * first. Copied as stored on each attempt; read through `historyOf`.
+   * first.
    */
-  readonly history?: ReadonlyArray<StoredAttemptRecord>;
+  readonly history?: ReadonlyArray<AttemptRecord>;
   /** A delay notice (RFC 3464 "delayed") went out for this entry; it is sent once. */
   readonly delayNotified?: boolean;
 }
@@ -89,29 +80,3 @@ export const queueOf = (route: Route): string => (route.kind === "remote" ? rout
 
 /** When the message behind a queue id arrived: ids start with the arrival time in base 36. */
 export const arrivalOf = (id: string): number => parseInt(id.slice(0, 9), 36);
-
-/**
- * The entry's attempts in the current shape. Spools written before results were values
- * keep a reply string per recipient; it is read here into a Reply, only where history is
- * shown (queue administration, status), so the delivery path never pays for it. Those versions
- * wrote DNS, mailbox and admin outcomes as SMTP-shaped text too; the only text that is no
- * reply came from connection trouble (ECONNREFUSED, timeouts, TLS), hence ConnectionFailed.
- */
-export const historyOf = (entry: { readonly history?: ReadonlyArray<StoredAttemptRecord> | undefined }): ReadonlyArray<AttemptRecord> => (entry.history ?? []).map(upgradeRecord);
-
-const upgradeRecord = (record: StoredAttemptRecord): AttemptRecord =>
-  record.results.every((r) => "result" in r)
-    ? (record as AttemptRecord)
-    : {
-        ...record,
-        results: record.results.map((r) =>
-          "reply" in r
-            ? {
-                rcpt: r.rcpt,
-                status: r.status,
-                result: parseReply(r.reply) ?? { _tag: "ConnectionFailed", detail: r.reply },
-                ...(r.category ? { category: r.category } : {}),
-              }
-            : r,
-        ),
-      };

@@ -9,8 +9,9 @@
 // finished entry's last attempts; `finished.by-time` orders records by their last change,
 // so pruning reads only what is old (invariant 5), never every record.
 import type { Database, RootDatabase } from "lmdb";
+import type { AttemptRecord } from "../../protocol/delivery.ts";
 import type { FinishedState } from "../../protocol/status.ts";
-import { HISTORY_LIMIT, type MessageRecord, type QueueEntry, type Route, type StoredAttemptRecord } from "./entry.ts";
+import { HISTORY_LIMIT, type MessageRecord, type QueueEntry, type Route } from "./entry.ts";
 
 export interface FinishedRecipient {
   readonly rcpt: string;
@@ -25,7 +26,7 @@ export interface FinishedEntry {
   readonly route: Route;
   readonly attempts: number;
   /** The entry's most recent attempts, the final one included (at most HISTORY_LIMIT). */
-  readonly history?: ReadonlyArray<StoredAttemptRecord>;
+  readonly history?: ReadonlyArray<AttemptRecord>;
   readonly recipients: ReadonlyArray<FinishedRecipient>;
 }
 
@@ -61,7 +62,7 @@ export interface FinishedRecords {
   readonly note: (
     message: MessageSummary | undefined,
     entry: QueueEntry,
-    update: { readonly attempts: number; readonly history: ReadonlyArray<StoredAttemptRecord> | undefined; readonly recipients: ReadonlyArray<FinishedRecipient> },
+    update: { readonly attempts: number; readonly history: ReadonlyArray<AttemptRecord> | undefined; readonly recipients: ReadonlyArray<FinishedRecipient> },
     now: number,
   ) => void;
   /**

@@ -30,7 +30,7 @@
 // is committed: a retry after a crash finds either both or neither.
 import { Clock, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
-import type { AttemptRecord } from "../../protocol/delivery.ts";
+import { reportedStatus, type AttemptRecord } from "../../protocol/delivery.ts";
 import { StoreError } from "../../protocol/errors.ts";
 import type { EventDraft } from "../../protocol/events.ts";
 import type { FinishedState } from "../../protocol/status.ts";
@@ -305,16 +305,9 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     const done = entry.recipients.filter((rcpt) => !waiting.has(rcpt));
     if (done.length === 0) return;
     const stateOf = (rcpt: string): FinishedState => {
-      switch (attempt?.results.find((r) => r.rcpt === rcpt)?.status) {
-        case "delivered":
-          return "delivered";
-        case "failed":
-          return "bounced";
-        case "expired":
-          return "expired";
-        default:
-          return "removed";
-      }
+      const status = attempt?.results.find((r) => r.rcpt === rcpt)?.status;
+      // Done without a final status from this attempt: an operator removed it.
+      return status === undefined || status === "deferred" ? "removed" : reportedStatus[status];
     };
     const history = next?.history ?? (attempt ? [...(entry.history ?? []), attempt] : entry.history);
     finishedRecords.note(
@@ -390,8 +383,6 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     idempotency.put([scope, key], { value, expiresAt });
     idempotencyExpiry.put([expiresAt, scope, key], true);
   };
-
-  migrateGlobalDueIndex(root, entries, putEntry);
 
   for (const messageId of incoming.getKeys()) {
     if (!messages.doesExist(messageId)) removeChunks(messageId);
@@ -809,22 +800,6 @@ const bucketOf = (ageMs: number): number => {
   const minutes = ageMs / 60_000;
   const index = SHAPE_BUCKETS_MINUTES.findIndex((limit) => minutes < limit);
   return index === -1 ? SHAPE_BUCKETS_MINUTES.length : index;
-};
-
-/**
- * Spools written before per-queue indexes kept one due index, [time, entryId]. Its
- * entries are moved into the queue indexes once, at start, in one transaction.
- */
-const migrateGlobalDueIndex = (root: RootDatabase, entries: Database<QueueEntry, string>, putEntry: (entry: QueueEntry) => void) => {
-  const legacy: Database<true, [number, string]> = root.openDB({ name: "spool.due" });
-  if (legacy.getCount() === 0) return;
-  root.transactionSync(() => {
-    for (const key of legacy.getKeys()) {
-      const entry = entries.get(key[1]);
-      if (entry) putEntry(entry);
-      legacy.remove(key);
-    }
-  });
 };
 
 /**

@@ -25,7 +25,7 @@ export const makeRouteCheck = (allowedNetworks: ReadonlyArray<string>): RouteChe
   return { problems: (domain, route) => routeProblems(domain, route, filter) };
 };
 
-export const routeProblems = (domain: string, route: MailRoute, filter: AddressFilter): ReadonlyArray<string> => {
+const routeProblems = (domain: string, route: MailRoute, filter: AddressFilter): ReadonlyArray<string> => {
   const problems: string[] = [];
   if (normalizeName(route.domain) !== normalizeName(domain)) problems.push(`answer is for ${JSON.stringify(route.domain)}`);
   if (route.hosts.length === 0) problems.push("no hosts");

@@ -119,7 +119,7 @@ const containerOf = (current: Building | undefined): Building | undefined => {
  * mailsplit chunks: `node` (a part's header), `body` (a part's content) and `data`
  * (preambles, boundaries with the CRLF before them, epilogues: the multipart's own body).
  */
-export const mimeTreeOf = (message: Uint8Array, base = 0): Promise<MimePart> =>
+const mimeTreeOf = (message: Uint8Array, base = 0): Promise<MimePart> =>
   new Promise((resolve) => {
     const bytes = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
     // Embedded messages are split below, by a tree of their own, whatever their disposition.

@@ -94,6 +94,7 @@ export const startImapServer = async (options: ImapServerOptions): Promise<ImapS
       failureDelayMs: options.failureDelayMs ?? 1_000,
       maxFailuresPerConnection: options.maxFailuresPerConnection ?? 3,
       mimeTree: makeMimeCache(MIME_CACHE_ENTRIES),
+      fork: Effect.runForkWith(services),
       ...(options.onLogin && { onLogin: options.onLogin }),
     },
     secureContext: options.tls ? tls.createSecureContext({ key: options.tls.key, cert: options.tls.cert }) : undefined,

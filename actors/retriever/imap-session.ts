@@ -9,7 +9,7 @@
 // other messages or none), RFC 3501 offers no way to take the client out of the selected
 // state unasked: the session says BYE and closes, as Dovecot does, and the client
 // reconnects and selects again.
-import { Cause, Effect, Exit, Result, Semaphore } from "effect";
+import { Cause, Effect, Exit, Fiber, Result, Semaphore } from "effect";
 import { describeBad, type FetchItem, type ImapCommand } from "../../protocol/imap/command.ts";
 import { applyPartial, bodyStructure, envelope, sectionBytes, sectionName, type MimePart } from "../../protocol/imap/mime.ts";
 import { listPattern } from "../../protocol/imap/list-pattern.ts";
@@ -30,6 +30,11 @@ export interface ImapSessionConfig {
   readonly maxFailuresPerConnection: number;
   readonly mimeTree: (hash: string, body: Uint8Array) => Promise<MimePart>;
   readonly onLogin?: (outcome: LoginOutcome) => void;
+  /**
+   * Starts IDLE's resyncs, which run beside the commands (a change notice is no command):
+   * with the server's services, so they see the node's Clock and logger like the rest.
+   */
+  readonly fork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>;
 }
 
 export interface ImapConnection {
@@ -668,10 +673,12 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
    * While idling, a change notice brings the view up to date. Notices come in bursts (a
    * flag change on 500 messages is 500 notices): at most one resync runs at a time, and
    * notices during it only mark one more resync to run after it. Whatever a resync ends
-   * with (a failure, a defect) is logged here, never left to reject unhandled.
+   * with (a failure, a defect) is logged here, never left to reject unhandled; the
+   * session's end interrupts one still running.
    */
   let resyncing = false;
   let resyncAgain = false;
+  let resync: Fiber.Fiber<void> | undefined;
   const idleResync = () => {
     if (resyncing) {
       resyncAgain = true;
@@ -686,10 +693,14 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       if (closing) return Effect.sync(connection.close);
       return resyncAgain && !ended ? round : Effect.void;
     }));
-    void Effect.runPromiseExit(round).then((exit) => {
-      resyncing = false;
-      if (Exit.isFailure(exit)) connection.log({ event: "idle-resync-failed", detail: Cause.pretty(exit.cause) });
-    });
+    resync = config.fork(
+      Effect.onExit(round, (exit) =>
+        Effect.sync(() => {
+          resyncing = false;
+          if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) connection.log({ event: "idle-resync-failed", detail: Cause.pretty(exit.cause) });
+        }),
+      ),
+    );
   };
 
   return {
@@ -721,6 +732,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       ended = true;
       stopWatching();
       stopWatching = noop;
+      resync?.interruptUnsafe();
       state = { phase: "logout" };
     },
   };

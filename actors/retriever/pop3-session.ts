@@ -80,7 +80,7 @@ export interface Outcome {
 
 export const initialState: SessionState = { phase: "authorization", user: undefined, failures: 0, saslPending: false };
 
-export const ok = (text: string, body?: Buffer): Reply => ({
+const ok = (text: string, body?: Buffer): Reply => ({
   text: text === "" ? "+OK" : `+OK ${printable(text)}`,
   ...(body && { body }),
 });

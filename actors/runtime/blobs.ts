@@ -68,7 +68,7 @@ export const makeBlobTransport = (nc: NatsConnection, subjects: Subjects, nodeId
  * The node offering a blob on `subject`, when the subject is one of the inboxes nodes offer
  * on (`<peerInboxes>.<node>.<token>`); undefined for any other subject.
  */
-export const offeringPeer = (peerInboxes: string, subject: string): string | undefined => {
+const offeringPeer = (peerInboxes: string, subject: string): string | undefined => {
   if (!subject.startsWith(`${peerInboxes}.`)) return undefined;
   const tokens = subject.slice(peerInboxes.length + 1).split(".");
   return tokens.length === 2 && tokens.every(isSafeToken) ? tokens[0] : undefined;

@@ -11,7 +11,7 @@ import type { Spool } from "../queue/spool.ts";
 import { serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
 import { statusView, type ViewContext } from "./view.ts";
 
-export const statusLookupEndpoint: Endpoint<StatusRequest, StatusLookupReply, never> = {
+const statusLookupEndpoint: Endpoint<StatusRequest, StatusLookupReply, never> = {
   request: StatusRequest,
   response: StatusLookupReply,
   error: Schema.Never,

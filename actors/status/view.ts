@@ -2,8 +2,8 @@
 // (recipients waiting, with their attempts so far) and the record of recipients that
 // finished, merged into one list of recipients with their state and attempts.
 import { renderResult, type AttemptRecord } from "../../protocol/delivery.ts";
-import type { MessageState, RecipientAttempt, RecipientView, StatusReply } from "../../protocol/status.ts";
-import { historyOf, queueOf, type MessageRecord, type QueueEntry } from "../queue/entry.ts";
+import { WaitingState, type MessageState, type RecipientAttempt, type RecipientState, type RecipientView, type StatusReply } from "../../protocol/status.ts";
+import { queueOf, type MessageRecord, type QueueEntry } from "../queue/entry.ts";
 import type { FinishedMessage } from "../queue/finished.ts";
 
 export interface Holdings {
@@ -35,7 +35,7 @@ export const statusView = (messageId: string, holdings: Holdings, context: ViewC
         attempts: entry.attempts,
         finishedAt: r.at,
         ...(r.to !== undefined ? { handedOffTo: r.to } : {}),
-        history: attemptsOf(r.rcpt, historyOf(entry)),
+        history: attemptsOf(r.rcpt, entry.history ?? []),
       }),
     ),
   );
@@ -43,7 +43,7 @@ export const statusView = (messageId: string, holdings: Holdings, context: ViewC
   const waiting = entries.flatMap((entry) => {
     const queue = queueOf(entry.route);
     const held = context.isSuspended(queue);
-    const history = historyOf(entry);
+    const history = entry.history ?? [];
     return entry.recipients
       .filter((rcpt) => !finishedKeys.has(`${entry.id} ${rcpt}`))
       .map((rcpt): RecipientView => {
@@ -84,7 +84,7 @@ export const statusView = (messageId: string, holdings: Holdings, context: ViewC
 const entryNumber = (entryId: string) => Number(entryId.slice(entryId.lastIndexOf(".") + 1));
 
 /** A recipient handed to a peer still waits there, as far as this node knows. */
-const WAITING = new Set(["queued", "deferred", "held", "handed-off"]);
+const WAITING = new Set<RecipientState>([...WaitingState.literals, "handed-off"]);
 
 /** Every recipient of this view went to peers: the node that took them over has the better answer. */
 export const isHandedOff = (status: StatusReply): boolean => status.recipients.length > 0 && status.recipients.every((r) => r.state === "handed-off");

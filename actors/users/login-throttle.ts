@@ -69,7 +69,7 @@ export interface LoginLimits {
   readonly maxFailuresPerAccountAndIp: number;
 }
 
-export const defaultLoginLimits: LoginLimits = { windowMs: 15 * 60_000, maxFailuresPerIp: 20, maxFailuresPerAccountAndIp: 5 };
+const defaultLoginLimits: LoginLimits = { windowMs: 15 * 60_000, maxFailuresPerIp: 20, maxFailuresPerAccountAndIp: 5 };
 
 /** Whom an attempt is counted against: a user's address, or a name that resolves to nobody (lower-cased). */
 export interface Account {

@@ -140,7 +140,9 @@ export class ImapListener extends Context.Service<ImapListener, { readonly imap:
       const logins = new Counter<"outcome">({ name: "tern_imap_logins_total", help: "IMAP login attempts, by outcome", labelNames: ["outcome"], registers: [registry] });
       for (const outcome of ["ok", "failed", "throttled", "abandoned", "unavailable", "plaintext-refused"]) logins.inc({ outcome }, 0);
       const connections = new Gauge({ name: "tern_imap_connections", help: "Open IMAP sessions", registers: [registry] });
-      const refused = new Counter({ name: "tern_imap_connections_refused_total", help: "IMAP connections refused at the connection cap", registers: [registry] });
+      // Labelled by reason like the SMTP and POP3 counters, so one query covers every listener.
+      const refused = new Counter<"reason">({ name: "tern_imap_connections_refused_total", help: "IMAP connections refused at the overall cap (IMAP and IMAPS together)", labelNames: ["reason"], registers: [registry] });
+      refused.inc({ reason: "cap" }, 0);
       // Change notices from the owner nodes (their mailbox actors publish after each write).
       const watch = (user: string, onChange: () => void) => {
         const subscription = nc.subscribe(subjects.mailboxChanged(user), { callback: (error) => (error ? undefined : onChange()) });
@@ -165,7 +167,7 @@ export class ImapListener extends Context.Service<ImapListener, { readonly imap:
             idleTimeoutMs: config.imap.idleTimeoutMs,
             maxLiteralOctets: config.limits.maxMessageBytes,
             maxConnections: config.imap.maxConnections,
-            onConnection: (event) => (event === "refused" ? refused.inc() : connections.inc(event === "opened" ? 1 : -1)),
+            onConnection: (event) => (event === "refused" ? refused.inc({ reason: "cap" }) : connections.inc(event === "opened" ? 1 : -1)),
             onLogin: (outcome) => logins.inc({ outcome }),
             log: (fields) => log("imap", fields),
           }),

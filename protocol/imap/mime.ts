@@ -132,7 +132,7 @@ export const bodyStructure = (part: MimePart, header: (part: MimePart) => Buffer
 // Sections
 
 /** The part a section's part numbers name; undefined when there is none. */
-export const partAt = (root: MimePart, path: ReadonlyArray<number>): MimePart | undefined => {
+const partAt = (root: MimePart, path: ReadonlyArray<number>): MimePart | undefined => {
   let part: MimePart | undefined = root;
   for (const n of path) {
     if (part === undefined) return undefined;

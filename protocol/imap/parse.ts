@@ -11,7 +11,7 @@ export type Parsed =
   | { readonly _tag: "Bad"; readonly tag?: string | undefined; readonly bad: ImapBad };
 
 /** Parentheses nested deeper than this (SEARCH, ID) are refused: a bound on the parser's stack. */
-export const MAX_NESTING = 32;
+const MAX_NESTING = 32;
 
 const SP = 0x20;
 const LPAREN = 0x28;
@@ -218,7 +218,7 @@ class Cursor {
 
 /** System flags are case-insensitive: they are kept in their RFC spelling. Keywords as sent. */
 const SYSTEM_FLAGS = new Map(["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent"].map((flag) => [flag.toUpperCase(), flag]));
-export const normalizeFlag = (flag: string): string => SYSTEM_FLAGS.get(flag.toUpperCase()) ?? flag;
+const normalizeFlag = (flag: string): string => SYSTEM_FLAGS.get(flag.toUpperCase()) ?? flag;
 
 /** `1:*`, `*:4`, `2,4:7,9` … as ranges (each range as written; resolving `*` needs the mailbox). */
 export const parseSequenceSet = (text: string): SequenceSet | undefined => {
@@ -703,7 +703,7 @@ const searchKey = (c: Cursor, depth: number): SearchKey => {
 const MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
 
 /** date = 1*2DIGIT "-" Mon "-" 4DIGIT, as UTC midnight in ms. */
-export const parseSearchDate = (text: string): number | undefined => {
+const parseSearchDate = (text: string): number | undefined => {
   const match = /^(\d{1,2})-([A-Za-z]{3})-(\d{4})$/.exec(text);
   if (!match) return undefined;
   const month = MONTHS.indexOf(match[2]!.toUpperCase());

@@ -2,7 +2,7 @@
 // parenthesised lists, dates, and UID sets for UIDPLUS. Pure; the server joins them.
 
 /** A string as a quoted string when it can be one, else as a literal (8-bit, CR/LF, long). */
-export const imapString = (value: string): string => {
+const imapString = (value: string): string => {
   if (value.length < 1024 && /^[\x20-\x7e]*$/.test(value)) return `"${value.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
   return `{${Buffer.byteLength(value, "utf8")}}\r\n${value}`;
 };

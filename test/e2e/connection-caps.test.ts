@@ -1,7 +1,7 @@
 // Overall connection caps on a real node: with each listener full (from loopback, real
 // sockets), the next client is refused cleanly with a temporary reply and disconnected,
 // the count is in /metrics, the node stays ready, and when one client leaves a new one
-// is served. The SMTP listeners each have their own cap.
+// is served. The SMTP listeners each have their own cap; IMAP and IMAPS share one.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -26,6 +26,7 @@ before(async () => {
     users: [{ address: "alice@caps.test", password: "alice-pw" }],
     smtp: { maxConnections: CAP, maxSmtpsConnections: 2 },
     pop3: { maxConnections: CAP },
+    imap: { maxConnections: CAP },
   });
 });
 
@@ -102,6 +103,35 @@ test("POP3: the client over the cap gets -ERR [SYS/TEMP] and is disconnected; wh
   assert.match(await loginPop3(next, "alice@caps.test", "alice-pw"), /^\+OK/);
   assert.match(await next.command("STAT"), /^\+OK 0 0/);
   [...open.slice(1), next].forEach((session) => session.socket.destroy());
+});
+
+const openImap = async (port: number, tls = false): Promise<RawConversation> => {
+  const client = await openRaw(port, { tls });
+  await client.waitFor(/^\* OK .*\r\n/);
+  return client;
+};
+
+test("IMAP: IMAP and IMAPS share one cap; the client over it gets * BYE [UNAVAILABLE] and is disconnected; when one leaves a new one is served", async () => {
+  // The cap is filled from both ports: the sessions of one count against the other.
+  const open = await Promise.all([...Array.from({ length: CAP - 1 }, () => openImap(node.ports.imap)), openImap(node.ports.imaps, true)]);
+
+  const over = await openRaw(node.ports.imap);
+  assert.equal(await over.waitFor(/\r\n/), "* BYE [UNAVAILABLE] too many connections\r\n");
+  await waitClosed(over);
+  const overTls = await openRaw(node.ports.imaps, { tls: true });
+  assert.equal(await overTls.waitFor(/\r\n/), "* BYE [UNAVAILABLE] too many connections\r\n");
+  await waitClosed(overTls);
+
+  assert.equal(await metric("tern_imap_connections", 'node="caps"'), CAP);
+  assert.equal(await metric("tern_imap_connections_refused_total", 'reason="cap"'), 2);
+  assert.equal(await readyz(), 200);
+
+  open[0]!.close();
+  await eventually(async () => ((await metric("tern_imap_connections", 'node="caps"')) === CAP - 1 ? true : undefined), 10_000, "the count to drop");
+  const next = await openImap(node.ports.imap);
+  next.send("n1 LOGIN alice@caps.test alice-pw\r\nn2 SELECT INBOX\r\n");
+  await next.waitFor(/n2 OK /);
+  [...open.slice(1), next].forEach((client) => client.close());
 });
 
 /** Opens a POP3 connection and resolves with its first line ("" when none came within 10 s). */

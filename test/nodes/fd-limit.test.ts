@@ -17,10 +17,15 @@ test("the soft limit is read from /proc/<pid>/limits", () => {
   assert.equal(parseOpenFilesLimit("Max cpu time unlimited unlimited seconds\n"), undefined);
 });
 
-test("the budget adds the three listener caps, outbound connections and the reserve", () => {
-  const config = parseConfig({ smtp: { maxConnections: 100, maxSmtpsConnections: 20 }, pop3: { maxConnections: 50 }, delivery: { maxConnections: 30 } });
+test("the budget adds the listener caps (SMTP, SMTPS, POP3, IMAP), outbound connections and the reserve", () => {
+  const config = parseConfig({
+    smtp: { maxConnections: 100, maxSmtpsConnections: 20 },
+    pop3: { maxConnections: 50 },
+    imap: { maxConnections: 40 },
+    delivery: { maxConnections: 30 },
+  });
   const reserved = RESERVED_DESCRIPTORS.runtime + RESERVED_DESCRIPTORS.lmdb + RESERVED_DESCRIPTORS.nats + RESERVED_DESCRIPTORS.http + RESERVED_DESCRIPTORS.dns;
-  assert.deepEqual(descriptorBudget(config), { smtp: 100, smtps: 20, pop3: 50, delivery: 30, reserved, total: 200 + reserved });
+  assert.deepEqual(descriptorBudget(config), { smtp: 100, smtps: 20, pop3: 50, imap: 40, delivery: 30, reserved, total: 240 + reserved });
 });
 
 test("the defaults fit in 4096 descriptors but not in 1024", () => {
@@ -37,6 +42,12 @@ test("at start, caps beyond this process's real limit are logged as a warning", 
 
   assert.equal(await Effect.runPromise(warnIfDescriptorsShort(parseConfig({ smtp: { maxConnections: 1 }, pop3: { maxConnections: 1 } }), log)), undefined);
   assert.equal(logged.length, 0, "caps that fit are not logged");
+
+  const manyImap = parseConfig({ imap: { maxConnections: 2 ** 40 } });
+  assert.ok((await Effect.runPromise(warnIfDescriptorsShort(manyImap, log))) !== undefined, "the IMAP cap counts too");
+  assert.equal(logged[0]!.fields?.imap, 2 ** 40);
+  assert.match(String(logged[0]!.fields?.advice), /imap\.maxConnections/);
+  logged.length = 0;
 
   const huge = parseConfig({ smtp: { maxConnections: 2 ** 40 } });
   const shortfall = await Effect.runPromise(warnIfDescriptorsShort(huge, log));

@@ -1,11 +1,13 @@
 // Site actors under a cluster-wide budget, against a scripted loopback SMTP server: two
 // nodes' site actors (two holders) share one owner's ledger in process; the server counts
 // the connections open at once. Covers the connection limit, the message rate, and a lease
-// that lapses when its owner stops answering.
+// that lapses when its owner stops answering; the lease's own renewal and lapse timing is
+// driven by TestClock, without sites or sleeps.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
-import { Effect, Exit, Scope } from "effect";
+import { Clock, Effect, Exit, ManagedRuntime, Scope } from "effect";
+import { TestClock } from "effect/testing";
 import { BudgetLedger } from "../../../actors/delivery/budget-ledger.ts";
 import { makeConnectionBudget } from "../../../actors/delivery/connections.ts";
 import { dsnParamsOf } from "../../../actors/delivery/dsn.ts";
@@ -163,4 +165,68 @@ test("new connections per minute: once the minute's allowance is opened, the nex
   assert.equal(lease.state().opens, 0);
   assert.ok(lease.state().waitingConnections >= 1, "a connection waits for the allowance");
   void sending.catch(() => undefined); // deferred when the test's scopes close
+});
+
+test("TestClock: a lease in use is renewed every renewMs and holds; once its owner stops answering it lapses one TTL after the last grant, closing idle connections, and comes back when the owner answers", async () => {
+  const runtime = ManagedRuntime.make(TestClock.layer());
+  const scope = Scope.makeUnsafe();
+  const advance = (ms: number) => runtime.runPromise(TestClock.adjust(ms));
+  try {
+    const RENEW_MS = TTL / 4;
+    const ledger = new BudgetLedger(TTL);
+    const asks: number[] = [];
+    let answering = true;
+    const ask = (request: LeaseAsk) =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis;
+        asks.push(now);
+        if (!answering) return yield* Effect.fail({ _tag: "RemoteUnavailable" as const });
+        return ledger.grant(request, now, { alone: true }).grant;
+      });
+    const lease = await runtime.runPromise(
+      makeSiteLease({ budget: BUDGET, holder: "one", limits: { connections: 2 }, ask, renewMs: RENEW_MS }).pipe(Scope.provide(scope)),
+    );
+    lease.attach(() => 1, 2); // one job waiting for this budget's sites
+
+    await advance(RENEW_MS);
+    assert.deepEqual(asks, [RENEW_MS], "the first ask, at the clock's first renewal");
+    assert.ok((lease.state().granted ?? 0) > 0);
+    const narrowed = lease.narrow(makeConnectionBudget(50));
+    const release = await narrowed.acquire();
+    let closed = false;
+    narrowed.idle(() => {
+      closed = true;
+      release();
+    });
+
+    // Ten lease lifetimes: renewed every RENEW_MS, never lapsing.
+    await advance(10 * TTL);
+    assert.equal(asks.length, 1 + (10 * TTL) / RENEW_MS);
+    assert.ok(asks.every((at, n) => at === (n + 1) * RENEW_MS), "one ask every renewMs");
+    assert.equal(closed, false);
+    assert.ok((lease.state().granted ?? 0) > 0);
+
+    // The last grant was just now: the lease holds for one TTL more, then lapses.
+    answering = false;
+    await advance(TTL - 1);
+    assert.equal(closed, false, "still within the last grant's lifetime");
+    assert.ok((lease.state().granted ?? 0) > 0);
+    await advance(1);
+    assert.equal(closed, true, "the idle connection is closed when the lease lapses");
+    assert.equal(lease.state().granted, 0);
+    assert.equal(lease.state().open, 0);
+
+    // Without a lease no connection opens; the next grant lets the waiting one in.
+    let opened = false;
+    void narrowed.acquire().then(() => (opened = true));
+    await advance(TTL);
+    assert.equal(opened, false);
+    answering = true;
+    await advance(RENEW_MS);
+    await eventually(() => opened, "the waiting connection opens under the new grant");
+    assert.ok((lease.state().granted ?? 0) > 0);
+  } finally {
+    await runtime.runPromise(Scope.close(scope, Exit.void));
+    await runtime.dispose();
+  }
 });

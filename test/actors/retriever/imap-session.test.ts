@@ -4,8 +4,9 @@
 // is made anew. The wire is tested in test/e2e/imap*.test.ts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Clock, Context, Effect } from "effect";
-import { makeImapSession, type ImapSession } from "../../../actors/retriever/imap-session.ts";
+import { Clock, Context, Effect, Fiber, ManagedRuntime } from "effect";
+import { TestClock } from "effect/testing";
+import { makeImapSession, type ImapSession, type ImapSessionConfig } from "../../../actors/retriever/imap-session.ts";
 import type { ImapAccess } from "../../../actors/retriever/imap-access.ts";
 import { makeMimeCache } from "../../../actors/retriever/imap-mime.ts";
 import { loginAccountsOn, makeLoginThrottle } from "../../../actors/users/login-throttle.ts";
@@ -30,7 +31,11 @@ interface Harness {
 
 const body = (n: number) => Buffer.from(`Subject: m${n}\r\n\r\n${"x".repeat(1_000)}\r\n`);
 
-const harness = (count: number, options: { viewDelayMs?: number } = {}): Harness => {
+/**
+ * `options.viewDelayMs` is read at each call, so a test may change it between commands;
+ * `fork` is the server's (by default the plain runtime's, with the real clock).
+ */
+const harness = (count: number, options: { viewDelayMs?: number; fork?: ImapSessionConfig["fork"]; failureDelayMs?: number } = {}): Harness => {
   const written: string[] = [];
   const calls: string[] = [];
   const watchers = new Set<() => void>();
@@ -62,7 +67,7 @@ const harness = (count: number, options: { viewDelayMs?: number } = {}): Harness
           return yield* new UidValidityChanged({ user: "u", folder: "INBOX", uidValidity: folderState.uidValidity });
         switch (op) {
           case "view": {
-            if (options.viewDelayMs) yield* Effect.sleep(options.viewDelayMs);
+            if (options.viewDelayMs) yield* Effect.sleep(options.viewDelayMs).pipe(Effect.onInterrupt(() => Effect.sync(() => calls.push("view-interrupted"))));
             const recent = { from: folderState.recentFrom, to: uidNext() };
             if (request.claimRecent) folderState.recentFrom = uidNext();
             return { value: { folder: folder(), messages: messages.map((m) => ({ ...m })), recent } };
@@ -92,9 +97,10 @@ const harness = (count: number, options: { viewDelayMs?: number } = {}): Harness
       hostname: "test",
       access,
       throttle: makeLoginThrottle(loginAccountsOn(Context.get(Context.empty(), Clock.Clock), () => undefined)),
-      failureDelayMs: 0,
+      failureDelayMs: options.failureDelayMs ?? 0,
       maxFailuresPerConnection: 3,
       mimeTree: makeMimeCache(100),
+      fork: options.fork ?? ((effect) => Effect.runFork(effect)),
     },
     {
       remoteAddress: "127.0.0.1",
@@ -233,4 +239,75 @@ test("the selected folder made anew while idling: BYE, and the connection is clo
   await new Promise((resolve) => setTimeout(resolve, 50));
   assert.match(h.written.join(""), /^\* BYE /);
   assert.equal(h.closed.length, 1);
+});
+
+/** Lets started fibers run until `done` holds (no timers: a few turns of the event loop). */
+const settled = async (done: () => boolean, what: string) => {
+  for (let turn = 0; turn < 1_000 && !done(); turn++) await new Promise((resolve) => setImmediate(resolve));
+  assert.ok(done(), what);
+};
+
+test("IDLE: a resync runs with the server's services (its Clock), and the session's end interrupts one still running", async () => {
+  const runtime = ManagedRuntime.make(TestClock.layer());
+  try {
+    const options: { viewDelayMs?: number; fork: ImapSessionConfig["fork"] } = { fork: (effect) => runtime.runFork(effect) };
+    const h = harness(3, options);
+    await loggedInAndSelected(h);
+    await h.run("c IDLE");
+    options.viewDelayMs = 60_000; // the owner answers a minute later, by the server's clock
+
+    h.messages.push({ uid: 4, size: 10, internalDate: 0, flags: [], body: "h4", modSeq: 2 });
+    h.watchers.forEach((notify) => notify());
+    await settled(() => h.calls.includes("view"), "the resync asks for the view");
+    assert.doesNotMatch(h.written.join(""), /EXISTS/);
+    await runtime.runPromise(TestClock.adjust(60_000));
+    await settled(() => /\* 4 EXISTS\r\n/.test(h.written.join("")), "the resync reports the new message once the test clock has moved");
+
+    // A second change; the client leaves while its resync waits for the owner.
+    h.calls.length = 0;
+    h.messages.push({ uid: 5, size: 10, internalDate: 0, flags: [], body: "h5", modSeq: 3 });
+    h.watchers.forEach((notify) => notify());
+    await settled(() => h.calls.includes("view"), "the second resync asks for the view");
+    h.session.end();
+    await settled(() => h.calls.includes("view-interrupted"), "the session's end interrupts the resync");
+    await runtime.runPromise(TestClock.adjust(60_000));
+    assert.doesNotMatch(h.written.join(""), /\* 5 EXISTS/);
+  } finally {
+    await runtime.dispose();
+  }
+});
+
+test("a failed login is answered only after the configured pause, on the server's clock; the third one closes the connection", async () => {
+  const runtime = ManagedRuntime.make(TestClock.layer());
+  try {
+    const DELAY_MS = 1_000;
+    const h = harness(0, { failureDelayMs: DELAY_MS });
+    const login = (line: string) => runtime.runFork(h.session.handle(parseCommand(Buffer.from(line))));
+
+    const first = login("a LOGIN u wrong");
+    await runtime.runPromise(TestClock.adjust(DELAY_MS - 1));
+    assert.equal(first.pollUnsafe(), undefined, "not answered before the pause is over");
+    assert.equal(h.written.join(""), "");
+    await runtime.runPromise(TestClock.adjust(1));
+    assert.equal(await runtime.runPromise(Fiber.join(first)), "continue");
+    assert.equal(h.written.join(""), "a NO [AUTHENTICATIONFAILED] invalid user name or password\r\n");
+
+    const second = login("b LOGIN u wrong");
+    await runtime.runPromise(TestClock.adjust(DELAY_MS));
+    assert.equal(await runtime.runPromise(Fiber.join(second)), "continue");
+    const third = login("c LOGIN u wrong");
+    await runtime.runPromise(TestClock.adjust(DELAY_MS - 1));
+    assert.equal(third.pollUnsafe(), undefined);
+    await runtime.runPromise(TestClock.adjust(1));
+    assert.equal(await runtime.runPromise(Fiber.join(third)), "close", "maxFailuresPerConnection (3) reached");
+    assert.match(h.written.join(""), /c NO \[AUTHENTICATIONFAILED\] [^\r]*\r\n\* BYE too many failed logins\r\n$/);
+
+    // A right password is answered at once: no pause.
+    const other = harness(0, { failureDelayMs: DELAY_MS });
+    const ok = runtime.runFork(other.session.handle(parseCommand(Buffer.from("d LOGIN u pw"))));
+    assert.equal(await runtime.runPromise(Fiber.join(ok)), "continue");
+    assert.match(other.written.join(""), /^d OK \[CAPABILITY [^\]]*\] logged in\r\n$/);
+  } finally {
+    await runtime.dispose();
+  }
 });
