@@ -38,6 +38,8 @@ export const WaitReason = Schema.Literals([
   /** TLS is required for the domain and the host did not offer it (or the handshake failed). */
   "tls-unavailable",
   "rate-limited",
+  /** The site is paused for the source address after a throttling reply (automatic back-off): not attempted. */
+  "backed-off",
   /** Local delivery: the mailbox's owner node did not take it (down, busy, over quota). */
   "mailbox-unavailable",
   /** The operator asked for an attempt now (`tern queue retry`). */
@@ -137,6 +139,16 @@ const UnknownUser = Schema.TaggedStruct("UnknownUser", { user: Schema.String });
 /** The job waited in its site's queue past the limit and was not attempted (the site is too slow for its backlog). Defers. */
 const QueueWaitExceeded = Schema.TaggedStruct("QueueWaitExceeded", { limitMs: Schema.Number });
 
+/**
+ * Not attempted: the site is paused for this source address after it answered with a
+ * throttling reply (`rule` of the throttle rules, `reply` what it said) until `until`. Defers.
+ */
+const BackedOff = Schema.TaggedStruct("BackedOff", {
+  rule: Schema.String,
+  until: Schema.Number,
+  reply: Reply,
+});
+
 /** This node could not make the attempt (its delivery actor stopped or crashed). Defers. */
 const Internal = Schema.TaggedStruct("Internal", { detail: Schema.String });
 
@@ -159,6 +171,7 @@ export const RecipientResult = Schema.Union([
   OverQuota,
   UnknownUser,
   QueueWaitExceeded,
+  BackedOff,
   Internal,
   Returned,
 ]);
@@ -248,6 +261,8 @@ export const enhancedStatus = (result: RecipientResult): string => {
       return "4.1.1";
     case "QueueWaitExceeded":
       return "4.4.5"; // mail system congestion
+    case "BackedOff":
+      return deferredStatus(result.reply, "4.4.5");
     case "Internal":
       return "4.3.0";
     case "Returned":
@@ -296,6 +311,8 @@ const describe = (result: Exclude<RecipientResult, Reply>): string => {
       return `no mailbox for ${result.user} on its owner node`;
     case "QueueWaitExceeded":
       return `the site's queue is too long, not attempted (waited over ${Math.round(result.limitMs / 1000)} s)`;
+    case "BackedOff":
+      return withReply(`not attempted: the site is paused for this source address until ${new Date(result.until).toISOString()} (throttle rule ${result.rule})`, result.reply);
     case "Internal":
       return result.detail;
     case "Returned":

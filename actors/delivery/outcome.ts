@@ -88,7 +88,7 @@ export const decide = (
           recipients: waiting.map((o) => o.recipient),
           attempts,
           // The last attempt falls at the expiry time, so an entry never outlives it by a whole backoff.
-          nextAttemptAt: Math.min(now + retryDelayMs(policy.retry, attempts, random), Math.max(expiresAt(entry, policy), now + 1)),
+          nextAttemptAt: Math.min(Math.max(now + retryDelayMs(policy.retry, attempts, random), pausedUntil(waiting)), Math.max(expiresAt(entry, policy), now + 1)),
           reason: reason!,
           history: [...(entry.history ?? []), record].slice(-HISTORY_LIMIT),
           ...(delayDue ? { delayNotified: true } : {}),
@@ -106,7 +106,12 @@ export const decide = (
   };
 };
 
+/** A recipient not attempted because its site is paused waits at least until the pause ends. */
+const pausedUntil = (waiting: ReadonlyArray<RecipientOutcome>): number =>
+  waiting.reduce((latest, o) => (o.result._tag === "BackedOff" ? Math.max(latest, o.result.until) : latest), 0);
+
 const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => {
+  if (waiting.some((o) => o.result._tag === "BackedOff")) return "backed-off";
   // A host that says "slow down" (even in its greeting) is rate limiting, whatever else broke.
   if (waiting.some((o) => o.category === "rate-limited")) return "rate-limited";
   switch (waiting[0]!.result._tag) {
@@ -125,6 +130,8 @@ const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => 
     case "Internal":
     case "QueueWaitExceeded":
       return "dispatch-failed";
+    case "BackedOff":
+      return "backed-off";
     case "Reply":
       return "temporary-reply";
     // Never deferred: these fail the recipient or deliver it.
