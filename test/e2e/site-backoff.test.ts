@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import nodemailer from "nodemailer";
 import { followStreamEvents } from "../../cluster/events-client.ts";
+import { renderEvent } from "../../nodes/events-command.ts";
 import { queueCommand } from "../../nodes/queue-command.ts";
 import type { SiteBackoffEvent } from "../../protocol/events.ts";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
@@ -128,6 +129,8 @@ test("421 4.7.28 pauses the site: later mail is held unsent and unbounced, tern 
     assert.equal(events[0]!.rule, "gmail-unusual-rate");
     assert.equal(events[0]!.pausedUntil! - events[0]!.time, PAUSE_MS);
     assert.equal(events[0]!.node, "a");
+    // As `tern events --type site-backoff` prints it.
+    assert.match(renderEvent(1, events[0]!), /site-backoff tenant=cluster paused site=mx\.remote\.test level=1 \(was 0\) connections=2 gap=100ms paused-until=\S+ rule=gmail-unusual-rate reply="421 4\.7\.28 /);
   } finally {
     await nc.close();
   }
