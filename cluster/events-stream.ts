@@ -19,7 +19,7 @@ import {
 } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Data, Effect } from "effect";
-import type { StreamEvent, TernEvent } from "../protocol/events.ts";
+import type { OutboxEvent, StreamEvent } from "../protocol/events.ts";
 import type { Subjects } from "../protocol/subjects.ts";
 
 export interface EventsStreamConfig {
@@ -41,7 +41,7 @@ export interface EventsStream {
   /** Creates the stream, or puts its limits right; "present" when nothing had to change. */
   readonly ensure: () => Effect.Effect<"present" | "created" | "updated", EventsUnavailable>;
   /** Publishes the events in order (all sent before any acknowledgement is awaited); one outcome each. */
-  readonly publish: (events: ReadonlyArray<TernEvent>) => Effect.Effect<ReadonlyArray<PublishOutcome>>;
+  readonly publish: (events: ReadonlyArray<OutboxEvent>) => Effect.Effect<ReadonlyArray<PublishOutcome>>;
   /** Publishes one event that has no outbox behind it (a cluster event: node-up, node-down). */
   readonly publishOne: (event: StreamEvent) => Effect.Effect<PublishOutcome>;
 }

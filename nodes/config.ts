@@ -236,6 +236,12 @@ const ConfigFile = Schema.Struct({
       maxQueueWaitMs: Schema.optional(Positive),
       /** JSON rules file for bounce classification. */
       bounceRulesFile: Schema.optional(Schema.String),
+      /** JSON rules file for automatic back-off: replies that slow or pause a site, added to (or changing) the starter table. */
+      throttleRulesFile: Schema.optional(Schema.String),
+      /** A backed-off site steps back up one level after this long without a throttling reply. */
+      throttleRecoveryMs: Schema.optional(Positive),
+      /** Least time between two messages to a site slowed to level 1 (doubled at each further level). */
+      throttleGapMs: Schema.optional(Positive),
       /** Failure DSNs carry the whole message up to this size, else its headers. */
       dsnMaxReturnBytes: Schema.optional(Positive),
     }),
@@ -591,6 +597,9 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     holdMs: file.delivery?.holdMs ?? file.delivery?.retryBaseMs ?? 60_000,
     maxQueueWaitMs: file.delivery?.maxQueueWaitMs ?? 15 * 60_000,
     bounceRulesFile: file.delivery?.bounceRulesFile,
+    throttleRulesFile: file.delivery?.throttleRulesFile,
+    throttleRecoveryMs: file.delivery?.throttleRecoveryMs ?? 10 * 60_000,
+    throttleGapMs: file.delivery?.throttleGapMs ?? 1_000,
     dsnMaxReturnBytes: file.delivery?.dsnMaxReturnBytes ?? 1024 * 1024,
   },
   limits: { maxMessageBytes: file.limits?.maxMessageBytes ?? 25 * 1024 * 1024, maxRecipients: file.limits?.maxRecipients ?? 100 },

@@ -40,13 +40,21 @@ const detailOf = (event: StreamEvent): string => {
       return `from=<${event.sender}> size=${event.size}`;
     case "dsn-queued":
       return `notice=${event.notice} action=${event.action} to=<${event.to}>`;
+    case "site-backoff":
+      return [
+        `${event.change} site=${event.site}${event.source ? `@${event.source}` : ""} level=${event.level} (was ${event.previousLevel})`,
+        `connections=${event.connections} gap=${event.gapMs}ms`,
+        ...(event.pausedUntil !== undefined ? [`paused-until=${new Date(event.pausedUntil).toISOString()}`] : []),
+        ...(event.rule ? [`rule=${event.rule}`] : []),
+        ...(event.reply ? [`reply="${event.reply}"`] : []),
+      ].join(" ");
     default:
       return `${event.category ? `category=${event.category} ` : ""}${event.reply}`;
   }
 };
 
 /** One event on one line, for people. */
-const renderEvent = (seq: number, event: StreamEvent): string =>
+export const renderEvent = (seq: number, event: StreamEvent): string =>
   [
     `#${seq}`,
     new Date(event.time).toISOString(),

@@ -1,8 +1,8 @@
 // `tern queue …`: queue administration of running nodes over NATS, without a restart.
 import { parseArgs } from "node:util";
 import { askQueueAdmin, type NodeAnswer } from "../actors/queue-admin/client.ts";
-import { renderResult, type AttemptRecord } from "../protocol/delivery.ts";
-import type { EntryView, QueueAdminReply, QueueAdminRequest } from "../protocol/queue-admin.ts";
+import { renderResult, replyLine, type AttemptRecord } from "../protocol/delivery.ts";
+import type { EntryView, QueueAdminReply, QueueAdminRequest, SiteBackoffView } from "../protocol/queue-admin.ts";
 import { makeSubjects } from "../protocol/subjects.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
@@ -15,6 +15,7 @@ const queueUsage = `usage: tern queue [--config FILE] [--node ID] [--json] [--ti
   retry [--domain D] [--sender S]           make entries due now (no selection: all)
   bounce (--domain D | --sender S) [--reason TEXT]   fail them now, with a DSN to the sender
   delete (--domain D | --sender S)          remove them, without a DSN
+  sites                                     sites slowed or paused after throttling replies, and why
 A local mailbox's queue is named local:<address>. Without --node every node answers.`;
 
 export interface Output {
@@ -100,6 +101,8 @@ const requestOf = (positionals: string[], values: Record<string, string | boolea
       return { _tag: "Resume", queue: need("a domain") };
     case "retry":
       return { _tag: "Retry", ...selection };
+    case "sites":
+      return { _tag: "Sites" };
     case "bounce":
     case "delete":
       if (selection.queue === undefined && selection.sender === undefined) throw new ConfigError(`tern queue ${command} needs --domain or --sender`);
@@ -125,8 +128,13 @@ const render = (reply: QueueAdminReply): string => {
         row("TOTAL", [reply.total.entries, ...reply.total.buckets]),
         ...reply.queues.map((q) => row(`${q.suspended ? "(suspended) " : ""}${q.queue}`, [q.entries, ...q.buckets])),
         ...(held.length > 0 ? [`held after trouble: ${held.join(", ")}`] : []),
+        ...(reply.backedOff ?? []).map((site) => `backed off: ${backoffLine(site)}`),
       ].join("\n");
     }
+    case "Sites":
+      return reply.sites.length === 0
+        ? `node ${reply.node}: no site backed off`
+        : [`node ${reply.node}: ${reply.sites.length} site${reply.sites.length === 1 ? "" : "s"} backed off`, ...reply.sites.map((site) => `  ${backoffLine(site)}`)].join("\n");
     case "List":
       return reply.entries.length === 0 ? `node ${reply.node}: no entries` : reply.entries.map((e) => `${reply.node} ${line(e)}`).join("\n");
     case "Show":
@@ -137,6 +145,16 @@ const render = (reply: QueueAdminReply): string => {
       return `node ${reply.node}: ${reply.entries} entries (${reply.recipients} recipients) changed, ${reply.skipped} in flight passed over${reply.notices ? `, ${reply.notices} DSNs queued` : ""}`;
   }
 };
+
+/** "mx.example.org@203.0.113.10 paused until …, level 1 (2 connections, 1000 ms apart) …; rule gmail-unusual-rate: 421 4.7.28 …". */
+const backoffLine = (site: SiteBackoffView) =>
+  [
+    `${site.site}@${site.source ?? "default"}`,
+    site.pausedUntil !== undefined ? `paused until ${time(site.pausedUntil)},` : "slowed,",
+    `level ${site.level} (${site.connections} connection${site.connections === 1 ? "" : "s"}, ${site.gapMs} ms apart)`,
+    `since ${time(site.since)}${site.nextStepAt !== undefined ? `, next step ${time(site.nextStepAt)}` : ""};`,
+    `rule ${site.rule ?? "?"}${site.reply ? `: ${replyLine(site.reply)}` : ""}`,
+  ].join(" ");
 
 const line = (e: EntryView) => {
   const last = lastResult(e);

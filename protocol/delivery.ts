@@ -57,6 +57,8 @@ export const WaitReason = Schema.Literals([
   /** TLS is required for the domain and the host did not offer it (or the handshake failed). */
   "tls-unavailable",
   "rate-limited",
+  /** The site is paused for the source address after a throttling reply (automatic back-off): not attempted. */
+  "backed-off",
   /** Local delivery: the mailbox's owner node did not take it (down, busy, over quota). */
   "mailbox-unavailable",
   /** The operator asked for an attempt now (`tern queue retry`). */
@@ -173,6 +175,16 @@ const WarmupCap = Schema.TaggedStruct("WarmupCap", {
   until: Schema.Number,
 });
 
+/**
+ * Not attempted: the site is paused for this source address after it answered with a
+ * throttling reply (`rule` of the throttle rules, `reply` what it said) until `until`. Defers.
+ */
+const BackedOff = Schema.TaggedStruct("BackedOff", {
+  rule: Schema.String,
+  until: Schema.Number,
+  reply: Reply,
+});
+
 /** This node could not make the attempt (its delivery actor stopped or crashed). Defers. */
 const Internal = Schema.TaggedStruct("Internal", { detail: Schema.String });
 
@@ -196,6 +208,7 @@ export const RecipientResult = Schema.Union([
   UnknownUser,
   QueueWaitExceeded,
   WarmupCap,
+  BackedOff,
   Internal,
   Returned,
 ]);
@@ -287,6 +300,8 @@ export const enhancedStatus = (result: RecipientResult): string => {
       return "4.4.5"; // mail system congestion
     case "WarmupCap":
       return "4.4.5"; // our own congestion: the address may send no more now
+    case "BackedOff":
+      return deferredStatus(result.reply, "4.4.5");
     case "Internal":
       return "4.3.0";
     case "Returned":
@@ -337,6 +352,8 @@ const describe = (result: Exclude<RecipientResult, Reply>): string => {
       return `the site's queue is too long, not attempted (waited over ${Math.round(result.limitMs / 1000)} s)`;
     case "WarmupCap":
       return `source address ${result.source} is warming up and sent its cap of ${result.cap} this ${result.window} to ${result.provider}; waits until ${new Date(result.until).toISOString()}`;
+    case "BackedOff":
+      return withReply(`not attempted: the site is paused for this source address until ${new Date(result.until).toISOString()} (throttle rule ${result.rule})`, result.reply);
     case "Internal":
       return result.detail;
     case "Returned":

@@ -9,7 +9,7 @@
 import { Schema } from "effect";
 import { BounceCategory, RecipientResult, ReportedStatus, WaitReason } from "./delivery.ts";
 
-export const EventType = Schema.Literals(["accepted", ...ReportedStatus.literals, "dsn-queued", "node-up", "node-down"]);
+export const EventType = Schema.Literals(["accepted", ...ReportedStatus.literals, "dsn-queued", "node-up", "node-down", "site-backoff"]);
 export type EventType = typeof EventType.Type;
 
 export const eventTypes: ReadonlyArray<EventType> = EventType.literals;
@@ -117,9 +117,45 @@ export const MemberEvent = Schema.Struct({
 });
 export type MemberEvent = typeof MemberEvent.Type;
 
+/**
+ * Automatic back-off (actors/delivery/throttle.ts): a site's level changed for one source
+ * address on one node. "slowed" and "paused" follow a throttling reply (`rule`, `reply`),
+ * "resumed" ends a pause, "recovered" is one step back up after a quiet period (level 0:
+ * normal again). Under the reserved tenant `cluster`, like node events: a site and a
+ * source address carry every tenant's mail. Written to the outbox like mail events.
+ */
+export const SiteBackoffEvent = Schema.Struct({
+  type: Schema.Literal("site-backoff"),
+  id: Schema.String,
+  time: Schema.Number,
+  node: Schema.String,
+  tenant: Schema.Literal(clusterEventsTenant),
+  domain: Schema.Literal(""),
+  /** The site: its MX host names, comma-separated. */
+  site: Schema.String,
+  /** The source address (an IP pool's); absent for the system's default address. */
+  source: Schema.optional(Schema.String),
+  change: Schema.Literals(["slowed", "paused", "resumed", "recovered"]),
+  level: Schema.Int,
+  previousLevel: Schema.Int,
+  /** Connections the site may use from this node now, and the least time between two messages. */
+  connections: Schema.Int,
+  gapMs: Schema.Number,
+  /** Paused until then (ms since the epoch). */
+  pausedUntil: Schema.optional(Schema.Number),
+  /** The throttle rule that matched the last throttling reply, and that reply as the host sent it. */
+  rule: Schema.optional(Schema.String),
+  reply: Schema.optional(Schema.String),
+});
+export type SiteBackoffEvent = typeof SiteBackoffEvent.Type;
+
 /** Whatever the events stream holds: mail events and cluster events. */
-export const StreamEvent = Schema.Union([TernEvent, MemberEvent]);
+export const StreamEvent = Schema.Union([TernEvent, MemberEvent, SiteBackoffEvent]);
 export type StreamEvent = typeof StreamEvent.Type;
 
 /** An event before the outbox gives it its id. */
 export type EventDraft = TernEvent extends infer E ? (E extends TernEvent ? Omit<E, "id"> : never) : never;
+
+/** What the node's outbox holds and publishes: mail events, and site back-off events. */
+export type OutboxEvent = TernEvent | SiteBackoffEvent;
+export type OutboxDraft = EventDraft | Omit<SiteBackoffEvent, "id">;

@@ -120,6 +120,8 @@ export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => {
         return "too-large";
       // The site's own queue is too long for its pace: hold the destination like a host that rate limits.
       case "QueueWaitExceeded":
+      // Paused after the site's own throttling reply.
+      case "BackedOff":
         return "rate-limited";
       // Our own rate limit: the address is warming up (it does not hold the queue, see outcome.ts).
       case "WarmupCap":

@@ -40,5 +40,10 @@ export interface DeliveryConfig {
   readonly holdMs: number;
   readonly maxQueueWaitMs: number;
   readonly bounceRulesFile: string | undefined;
+  /** Throttle rules added to the starter table (actors/delivery/throttle-rules.ts). */
+  readonly throttleRulesFile: string | undefined;
+  /** Automatic back-off: quiet time per step back up, and the gap between messages at level 1 (actors/delivery/throttle.ts). */
+  readonly throttleRecoveryMs: number;
+  readonly throttleGapMs: number;
   readonly dsnMaxReturnBytes: number;
 }

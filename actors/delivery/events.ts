@@ -1,13 +1,14 @@
 // The events of a recorded attempt, built before the transaction that records it (the
 // spool writes them to the outbox in that transaction), and the fields they share with
 // the log lines. Pure: the node, the time and the tenant resolution come in as arguments.
-import { renderResult, reportedStatus } from "../../protocol/delivery.ts";
-import type { EventDraft } from "../../protocol/events.ts";
+import { renderResult, replyLine, reportedStatus } from "../../protocol/delivery.ts";
+import { clusterEventsTenant, type EventDraft, type OutboxDraft, type RecipientEvent } from "../../protocol/events.ts";
 import { domainOfRoute, labelsOf, type EventSource } from "../queue/events.ts";
 import type { QueueEntry } from "../queue/entry.ts";
 import type { GeneratedMessage } from "../queue/spool.ts";
 import type { Attempt } from "./attempt.ts";
 import { dsnStatus, type Decision, type RecipientOutcome } from "./outcome.ts";
+import type { ThrottleEvent } from "./site-throttle.ts";
 
 type Attributes = Readonly<Record<string, unknown>> | undefined;
 
@@ -63,3 +64,27 @@ export const outcomeEvents = (
   );
   return [...recipients, ...notices];
 };
+
+/** What events and log lines say about a site's back-off change (the level apart: log lines use `level` for severity). */
+export const backoffFields = (change: ThrottleEvent) => ({
+  site: change.site,
+  ...(change.source !== undefined ? { source: change.source } : {}),
+  change: change.change,
+  previousLevel: change.previousLevel,
+  connections: change.connections,
+  gapMs: change.gapMs,
+  ...(change.pausedUntil !== undefined ? { pausedUntil: change.pausedUntil } : {}),
+  ...(change.rule !== undefined ? { rule: change.rule } : {}),
+  ...(change.reply !== undefined ? { reply: replyLine(change.reply) } : {}),
+});
+
+/** The "site-backoff" event of a change, under the reserved tenant `cluster`. */
+export const backoffEvent = (node: string, change: ThrottleEvent): OutboxDraft => ({
+  type: "site-backoff",
+  time: change.at,
+  node,
+  tenant: clusterEventsTenant,
+  domain: "",
+  ...backoffFields(change),
+  level: change.level,
+});

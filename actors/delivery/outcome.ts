@@ -92,7 +92,7 @@ export const decide = (
           recipients: waiting.map((o) => o.recipient),
           attempts,
           // The last attempt falls at the expiry time, so an entry never outlives it by a whole backoff.
-          nextAttemptAt: Math.min(due, Math.max(expiresAt(entry, policy), now + 1)),
+          nextAttemptAt: Math.min(Math.max(due, pausedUntil(waiting)), Math.max(expiresAt(entry, policy), now + 1)),
           reason: reason!,
           history: [...(entry.history ?? []), record].slice(-HISTORY_LIMIT),
           ...(delayDue ? { delayNotified: true } : {}),
@@ -126,8 +126,12 @@ const warmupWait = (waiting: ReadonlyArray<RecipientOutcome>): { readonly until:
   }
   return latest;
 };
+/** A recipient not attempted because its site is paused waits at least until the pause ends. */
+const pausedUntil = (waiting: ReadonlyArray<RecipientOutcome>): number =>
+  waiting.reduce((latest, o) => (o.result._tag === "BackedOff" ? Math.max(latest, o.result.until) : latest), 0);
 
 const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => {
+  if (waiting.some((o) => o.result._tag === "BackedOff")) return "backed-off";
   // A host that says "slow down" (even in its greeting) is rate limiting, whatever else broke.
   if (waiting.some((o) => o.category === "rate-limited" && o.result._tag !== "WarmupCap")) return "rate-limited";
   switch (waiting[0]!.result._tag) {
@@ -148,6 +152,8 @@ const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => 
       return "dispatch-failed";
     case "WarmupCap":
       return "warmup-cap";
+    case "BackedOff":
+      return "backed-off";
     case "Reply":
       return "temporary-reply";
     // Never deferred: these fail the recipient or deliver it.

@@ -2,7 +2,8 @@
 // Events are not made here: they are committed with the outcome (actors/delivery/events.ts,
 // written to the outbox by the spool), and their fields are the log lines' fields.
 import { Counter, Gauge, type Registry } from "prom-client";
-import { outcomeFields } from "./events.ts";
+import { backoffFields, outcomeFields } from "./events.ts";
+import type { ThrottleObserver, ThrottleView } from "./site-throttle.ts";
 import type { QueueEntry } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
 import type { Scheduler, SchedulerHooks } from "./scheduler.ts";
@@ -65,5 +66,38 @@ export const registerWarmupGauges = (registry: Registry, series: () => ReadonlyA
   new Gauge({ name: "tern_warmup_used", help: "Messages a cold source address sent to a provider in the window", labelNames, registers: [registry], collect() {
     this.reset();
     for (const s of series()) this.set({ source: s.source, provider: s.provider, window: s.window }, s.used);
+  } });
+};
+
+/**
+ * Log lines and the counter of throttling replies for automatic back-off; each change is
+ * also handed to `record` (the node writes it to the event outbox).
+ */
+export const backoffReporter = (deps: {
+  readonly registry: Registry;
+  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly record: (change: Parameters<ThrottleObserver["changed"]>[0]) => void;
+}): ThrottleObserver => {
+  const replies = new Counter({ name: "tern_throttle_replies_total", help: "Replies a throttle rule matched (slow or pause), by rule", labelNames: ["rule"], registers: [deps.registry] });
+  return {
+    replied: (rule) => replies.inc({ rule }),
+    changed: (change) => {
+      const stepDown = change.change === "slowed" || change.change === "paused";
+      deps.log(`site.backoff.${change.change}`, { ...(stepDown ? { level: "warn" } : {}), ...backoffFields(change), backoffLevel: change.level });
+      deps.record(change);
+    },
+  };
+};
+
+/** The back-off level and pause of every site not at normal, per source address, read at each scrape. */
+export const registerBackoffGauges = (registry: Registry, throttled: () => ReadonlyArray<ThrottleView>) => {
+  const labels = (view: ThrottleView) => ({ site: view.site, source: view.source ?? "default" });
+  new Gauge({ name: "tern_site_backoff_level", help: "Automatic back-off level of a site for a source address (0 normal, up to 5); sites at normal are not listed", labelNames: ["site", "source"], registers: [registry], collect() {
+    this.reset();
+    for (const view of throttled()) this.set(labels(view), view.level);
+  } });
+  new Gauge({ name: "tern_site_backoff_paused", help: "1 while a site is paused for a source address after a throttling reply", labelNames: ["site", "source"], registers: [registry], collect() {
+    this.reset();
+    for (const view of throttled()) if (view.pausedUntil !== undefined) this.set(labels(view), 1);
   } });
 };

@@ -6,7 +6,16 @@
 // A worker's connection and its idle timer belong to the worker's incarnation (its Scope):
 // when the handler crashes, or the site stops, the scope closes and the connection with it.
 // A site whose actor escalated refuses jobs at once (they defer) until it is rebuilt.
-import { Clock, Deferred, Effect, Fiber, Schedule, Scope } from "effect";
+//
+// Automatic back-off (./throttle.ts, ./site-throttle.ts): a site a throttling reply slowed
+// may use fewer connections than it has workers, and leaves a gap between messages. Its
+// workers then share the site's slots as lanes: a worker takes a free slot (one with an open
+// connection first) while fewer than the allowed number are busy, so the connections still
+// in use are reused and the others close when idle. A paused site sends nothing: its jobs
+// come back at once, deferred with a BackedOff result. A site at normal takes none of this
+// path: each worker sends over its own slot, as before.
+import { Clock, Deferred, Effect, Exit, Fiber, Schedule, Scope } from "effect";
+import type { RecipientResult } from "../../protocol/delivery.ts";
 import type { MailRoute } from "../../protocol/route.ts";
 import { matchesDomain } from "../common/domains.ts";
 import { spawnActor, type ActorRef, type RestartPolicy } from "../runtime/actor.ts";
@@ -15,6 +24,8 @@ import { everyone, type Attempt } from "./attempt.ts";
 import type { ConnectionBudget, Release } from "./connections.ts";
 import type { SiteLease } from "./site-lease.ts";
 import type { SourceAddress } from "./pools.ts";
+import { makeThrottles, type Holder, type ThrottleOptions, type ThrottleView } from "./site-throttle.ts";
+import { connectionsAt, gapAt, isNormal, isPaused, type ThrottleChange, type ThrottlePolicy } from "./throttle.ts";
 import { asTlsFailure, openConnection, sendOver, type Connection, type OpenFailure, type OutboundJob, type OutboundOptions, type TlsPolicy } from "./smtp-client.ts";
 
 export interface DeliveryJob extends OutboundJob {
@@ -37,6 +48,8 @@ export interface SiteOptions extends OutboundOptions {
   readonly stopGraceMs?: number;
   /** Restarts and rebuilds of each site's actor (default: the runtime's defaultRestartPolicy). */
   readonly restart?: RestartPolicy;
+  /** Automatic back-off on throttling replies; none when absent. */
+  readonly throttle?: ThrottleOptions | undefined;
 }
 
 export interface SiteInfo {
@@ -49,12 +62,17 @@ export interface Sites {
   /** Sends through the site's actor; trouble reaching the actor defers every recipient. */
   readonly deliver: (job: DeliveryJob) => Effect.Effect<Attempt>;
   readonly list: () => ReadonlyArray<SiteInfo>;
+  /** Sites backed off now (slowed or paused), per source address. */
+  readonly throttled: () => ReadonlyArray<ThrottleView>;
   /**
    * Stops every site: new jobs are deferred, in-flight ones may finish for `graceMs`, then
    * every connection is closed. Runs once; the Sites scope's finalizer calls it with `stopGraceMs`.
    */
   readonly stop: (graceMs: number) => Effect.Effect<void>;
 }
+
+/** Without throttle options: no reply is a throttling one. */
+const NO_THROTTLE: ThrottleOptions = { match: () => undefined, policy: { recoveryMs: 600_000, gapMs: 1_000 } };
 
 /** An ask outlives any single job (each SMTP step has its own timeout); this only guards against a stuck handler. */
 const ASK_TIMEOUT_MS = 2 * 3_600_000;
@@ -100,6 +118,9 @@ interface Site {
   readonly detach: () => void;
   /** The slots of the incarnations alive now. */
   readonly slots: Set<Slot>;
+  /** The site's back-off, and what the actor does when it changes. */
+  readonly holder: Holder;
+  readonly throttleChanged: (change: ThrottleChange) => void;
   lastUsed: number;
 }
 
@@ -111,6 +132,9 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
   Effect.gen(function* () {
     // Read synchronously on the per-message path (last use, queue deadline).
     const clock = yield* Clock.Clock;
+    const throttleOptions = options.throttle ?? NO_THROTTLE;
+    const throttlePolicy = throttleOptions.policy;
+    const throttles = yield* makeThrottles(throttleOptions);
     const sites = new Map<string, Site>();
     let stopped: Deferred.Deferred<void> | undefined;
 
@@ -131,7 +155,18 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
         const lease = leaseFor(route, source?.address);
         const siteOptions = withBudgetOptions(optionsFrom(options, source), lease);
         const concurrency = connectionLimit(route, options);
-        const waitedTooLong = (queued: Queued): Attempt => ({ server: key, results: everyone(queued.job.recipients, { _tag: "QueueWaitExceeded", limitMs: options.maxQueueWaitMs }) });
+        const holder = throttles.holderFor(key, siteKey(route), source?.address, concurrency);
+        const lanes = makeLanes(slots, () => connectionsAt(holder.state.level, concurrency), clock);
+        // Set once this actor is the key's (spawnAndRegister): a slower site closes its idle
+        // connections now, not after idleMs, and workers waiting for a lane look again.
+        const throttleChanged = (change: ThrottleChange) => {
+          if (change === "slowed" || change === "paused") for (const slot of slots) slot.dropIdle();
+          lanes.wakeAll();
+        };
+        const from = source ? { source: source.address } : {};
+        const waitedTooLong = (queued: Queued): Attempt => ({ server: key, ...from, results: everyone(queued.job.recipients, { _tag: "QueueWaitExceeded", limitMs: options.maxQueueWaitMs }) });
+        const held = (queued: Queued): Attempt => ({ server: key, ...from, results: everyone(queued.job.recipients, backedOff(holder)) });
+        const throttled = throttledSender(holder, lanes, clock, throttlePolicy, throttles.catchUp, { waitedTooLong, held });
         const actor = yield* spawnActor<Queued, Attempt, never>(
           {
             name: `delivery/${key}`,
@@ -139,19 +174,35 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
             concurrency,
             ...(options.restart ? { restart: options.restart } : {}),
             init: Effect.gen(function* () {
-              const slot = yield* makeSlot(siteOptions, lease ? lease.narrow(budget) : budget, siblings);
+              const slot = yield* makeSlot(siteOptions, lease ? lease.narrow(budget) : budget, siblings, (attempt, startedAt) => {
+                if (attempt) throttles.observe(holder, attempt, startedAt);
+                lanes.freed();
+              });
               slots.add(slot);
-              yield* Effect.addFinalizer(() => Effect.sync(() => slots.delete(slot)));
-              const sendOne = lease ? withMessageOfLease(lease, slot, waitedTooLong) : (queued: Queued) => slot.send(queued.job);
-              // Attempts from a pool address say which (the delivery log's `source`).
-              const send = source ? (queued: Queued) => Effect.map(sendOne(queued), (attempt): Attempt => ({ ...attempt, source: source.address })) : sendOne;
-              return (queued: Queued) => Effect.flatMap(Clock.currentTimeMillis, (now) => (now > queued.deadline ? Effect.succeed(waitedTooLong(queued)) : send(queued)));
+              yield* Effect.addFinalizer(() =>
+                Effect.sync(() => {
+                  slots.delete(slot);
+                  lanes.freed();
+                }),
+              );
+              const sendVia = lease ? withMessageOfLease(lease, waitedTooLong) : (via: Slot, queued: Queued) => via.send(queued.job);
+              const backedOffSend = throttled(slot, sendVia);
+              return (queued: Queued) =>
+                Effect.flatMap(Clock.currentTimeMillis, (now) => {
+                  if (now > queued.deadline) return Effect.succeed(waitedTooLong(queued));
+                  // The site at normal and this worker's own slot free (not lent to another worker): send over it.
+                  if (isNormal(holder.state) && !slot.busy) {
+                    slot.busy = true;
+                    return sendVia(slot, queued);
+                  }
+                  return backedOffSend(queued, now);
+                });
             }),
           },
           supervisor,
         );
         const detach = lease ? lease.attach(() => actor.load(), concurrency) : () => undefined;
-        return { actor, detach, slots, lastUsed: yield* Clock.currentTimeMillis } satisfies Site;
+        return { actor, detach, slots, holder, throttleChanged, lastUsed: yield* Clock.currentTimeMillis } satisfies Site;
       });
 
     const siteFor = (job: DeliveryJob) =>
@@ -171,12 +222,16 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
           return raced;
         }
         sites.set(key, created);
+        created.holder.onChange = created.throttleChanged;
         return created;
       });
 
     const stopSite = (key: string, site: Site, graceMs: number) =>
       Effect.suspend(() => {
-        if (sites.get(key) === site) sites.delete(key);
+        if (sites.get(key) === site) {
+          sites.delete(key);
+          throttles.release(key);
+        }
         site.detach();
         return site.actor.stop(graceMs);
       });
@@ -221,20 +276,146 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
           );
         }),
       list: () => [...sites.entries()].map(([site, s]) => ({ site, connections: [...s.slots].filter((slot) => slot.connected()).length, queued: s.actor.load() })),
+      throttled: throttles.list,
       stop,
     } satisfies Sites;
   });
 
 /**
- * Sends once the site's cluster-wide budget allows one more message; a job that waits for
- * that past its deadline is deferred unsent, like one that waited in the queue too long.
+ * Sends over `slot` once the site's cluster-wide budget allows one more message; a job that
+ * waits for that past its deadline is deferred unsent (and the slot let go), like one that
+ * waited in the queue too long.
  */
-const withMessageOfLease = (lease: SiteLease, slot: Slot, waitedTooLong: (queued: Queued) => Attempt) => (queued: Queued) =>
+const withMessageOfLease = (lease: SiteLease, waitedTooLong: (queued: Queued) => Attempt) => (slot: Slot, queued: Queued) =>
   Effect.flatMap(Clock.currentTimeMillis, (now) =>
     lease.takeMessage.pipe(
       Effect.timeoutOption(Math.max(0, queued.deadline - now)),
-      Effect.flatMap((taken) => (taken._tag === "Some" ? slot.send(queued.job) : Effect.succeed(waitedTooLong(queued)))),
+      Effect.flatMap((taken) => {
+        if (taken._tag === "Some") return slot.send(queued.job);
+        slot.release();
+        return Effect.succeed(waitedTooLong(queued));
+      }),
     ));
+
+// ---- back-off: lanes, pace, pause ----
+
+/** The result of every recipient of a paused site: not attempted, with the reply that paused it. */
+const backedOff = (holder: Holder): RecipientResult => {
+  const { cause, pausedUntil } = holder.state;
+  return { _tag: "BackedOff", rule: cause?.rule ?? "", until: pausedUntil, reply: cause?.reply ?? { _tag: "Reply", code: 421, text: "paused" } };
+};
+
+/** The site's slots shared by its workers while it is backed off. */
+interface Lanes {
+  /** A free slot, reserved (busy) for the caller, once fewer than the allowed number are busy; undefined at the deadline. */
+  readonly take: (own: Slot, deadline: number) => Effect.Effect<Slot | undefined>;
+  /** Lets go of a slot taken but not sent over. */
+  readonly give: (lane: Slot) => void;
+  /** A slot came free (or went): one waiting worker looks again. */
+  readonly freed: () => void;
+  /** More slots may be used now: every waiting worker looks again. */
+  readonly wakeAll: () => void;
+}
+
+const makeLanes = (slots: ReadonlySet<Slot>, allowed: () => number, clock: Clock.Clock): Lanes => {
+  const waiters = new Set<Deferred.Deferred<void>>();
+  /** A free slot while fewer than `allowed` are busy: one with an open connection first, then the caller's own. */
+  const tryTake = (own: Slot): Slot | undefined => {
+    let busy = 0;
+    let best: Slot | undefined;
+    let bestScore = -1;
+    for (const slot of slots) {
+      if (slot.busy) {
+        busy++;
+        continue;
+      }
+      const score = (slot.connected() ? 2 : 0) + (slot === own ? 1 : 0);
+      if (score > bestScore) {
+        best = slot;
+        bestScore = score;
+      }
+    }
+    if (best === undefined || busy >= allowed()) return undefined;
+    best.busy = true;
+    return best;
+  };
+  const take = (own: Slot, deadline: number): Effect.Effect<Slot | undefined> =>
+    Effect.suspend(() => {
+      const lane = tryTake(own);
+      if (lane) return Effect.succeed(lane);
+      const left = deadline - clock.currentTimeMillisUnsafe();
+      if (left <= 0) return Effect.succeed(undefined);
+      const woken = Deferred.makeUnsafe<void>();
+      waiters.add(woken);
+      return Deferred.await(woken).pipe(
+        Effect.timeoutOption(left),
+        Effect.ensuring(Effect.sync(() => waiters.delete(woken))),
+        Effect.flatMap((got) => (got._tag === "None" ? Effect.succeed(undefined) : take(own, deadline))),
+      );
+    });
+  const wake = (woken: Deferred.Deferred<void>) => {
+    waiters.delete(woken);
+    Deferred.doneUnsafe(woken, Exit.void);
+  };
+  const freed = () => {
+    if (waiters.size === 0) return;
+    wake(waiters.values().next().value!);
+  };
+  return {
+    take,
+    give: (lane) => {
+      lane.busy = false;
+      freed();
+    },
+    freed,
+    wakeAll: () => [...waiters].forEach(wake),
+  };
+};
+
+/**
+ * How a worker sends while its site is backed off (or its own slot is lent out): a paused
+ * site defers the job unsent; otherwise the worker takes a lane, waits its turn in the
+ * site's pace (one message per gap), and sends over the lane.
+ */
+const throttledSender = (
+  holder: Holder,
+  lanes: Lanes,
+  clock: Clock.Clock,
+  policy: ThrottlePolicy,
+  catchUp: (holder: Holder) => void,
+  results: { readonly waitedTooLong: (queued: Queued) => Attempt; readonly held: (queued: Queued) => Attempt },
+) => {
+  /** When the next message may go (the site's pace, shared by its workers). */
+  let nextAt = 0;
+  return (own: Slot, sendVia: (via: Slot, queued: Queued) => Effect.Effect<Attempt>) => {
+    const paced = (lane: Slot, queued: Queued): Effect.Effect<Attempt> =>
+      Effect.suspend(() => {
+        const now = clock.currentTimeMillisUnsafe();
+        const at = Math.max(now, nextAt);
+        if (at > queued.deadline) {
+          lanes.give(lane);
+          return Effect.succeed(results.waitedTooLong(queued));
+        }
+        nextAt = at + gapAt(holder.state.level, policy);
+        const go = Effect.suspend(() => {
+          // The site may have been paused while this job waited its turn.
+          if (!isPaused(holder.state, clock.currentTimeMillisUnsafe())) return sendVia(lane, queued);
+          lanes.give(lane);
+          return Effect.succeed(results.held(queued));
+        });
+        return at > now ? Effect.andThen(Effect.sleep(at - now), go) : go;
+      }).pipe(
+        // Interrupted or crashed before the slot finished a send: the lane is let go (a finished send lets go of it itself).
+        Effect.onExit((exit) => (Exit.isFailure(exit) && lane.busy ? Effect.sync(() => lanes.give(lane)) : Effect.void)),
+      );
+    return (queued: Queued, now: number): Effect.Effect<Attempt> => {
+      // A pause that ended a moment ago, before the recovery timer ran, holds nothing.
+      catchUp(holder);
+      if (isPaused(holder.state, now)) return Effect.succeed(results.held(queued));
+      return Effect.flatMap(lanes.take(own, queued.deadline), (lane) => (lane ? paced(lane, queued) : Effect.succeed(results.waitedTooLong(queued))));
+    };
+  };
+};
 
 /** The slots of one site, for taking over each other's idle connections. */
 interface Siblings {
@@ -246,12 +427,24 @@ interface Siblings {
 
 /** One connection slot of a site worker. */
 interface Slot {
-  /** Sends a job over the open connection, or an idle one of another slot of the site, or opens one in MX order. */
+  /**
+   * Sends a job over the open connection, or opens one in MX order. Whoever calls it sets
+   * `busy` first; the slot clears it when the send is done.
+   */
   readonly send: (job: DeliveryJob) => Effect.Effect<Attempt>;
   readonly connected: () => boolean;
+  /** A send over this slot is under way, or reserved by a worker (only one at a time). */
+  busy: boolean;
+  /** Clears `busy` without a send (a reservation given up). */
+  readonly release: () => void;
+  /** Closes the connection if it sits idle. */
+  readonly dropIdle: () => void;
   /** Gives up this slot's connection if it sits idle and can take the job (another slot of the site sends over it). */
   readonly takeIdle: (job: DeliveryJob) => Connection | undefined;
 }
+
+/** Called when a slot is no longer busy: with the attempt of a send that started at `startedAt`, or none. */
+type OnFree = (attempt: Attempt | undefined, startedAt: number) => void;
 
 type Target = { readonly host: string; readonly ip: string };
 
@@ -344,17 +537,20 @@ const openFirst = (opener: Opener, job: DeliveryJob): Effect.Effect<{ open: Conn
   });
 
 /** Every recipient deferred (or failed) because no connection could be opened. */
-const openFailed = (job: DeliveryJob, failure: OpenFailure, last: Target | undefined): Attempt => ({
+const openFailed = (job: DeliveryJob, failure: OpenFailure, last: Target | undefined, source: string | undefined): Attempt => ({
   results: everyone(job.recipients, failure),
   server: last ? `${last.host}[${last.ip}]` : job.route.domain,
   mx: last,
+  ...(source !== undefined ? { source } : {}),
 });
 
-const sentOver = (open: Connection, sent: Awaited<ReturnType<typeof sendOver>>): Attempt => ({
+const sentOver = (open: Connection, sent: Awaited<ReturnType<typeof sendOver>>, source: string | undefined): Attempt => ({
   results: sent.results,
   server: `${open.host}[${open.ip}]`,
   mx: { host: open.host, ip: open.ip },
   peerDsn: open.extensions.has("DSN"),
+  // Attempts from a pool address say which (the delivery log's `source`).
+  ...(source !== undefined ? { source } : {}),
 });
 
 // ---- the slot: its connection and parking, then sending ----
@@ -425,10 +621,12 @@ const makeKept = (options: SiteOptions): Effect.Effect<Kept, never, Scope.Scope>
  * incarnation's scope: closing the scope (a crash, a stop) closes the connection, stops the
  * timer, and closes at once a connection that finishes opening afterwards.
  */
-const makeSlot = (options: SiteOptions, budget: ConnectionBudget, siblings: Siblings): Effect.Effect<Slot, never, Scope.Scope> =>
+const makeSlot = (options: SiteOptions, budget: ConnectionBudget, siblings: Siblings, onFree: OnFree): Effect.Effect<Slot, never, Scope.Scope> =>
   Effect.gen(function* () {
     const clock = yield* Clock.Clock;
     const kept = yield* makeKept(options);
+    const source = options.localAddress;
+    let startedAt = 0;
 
     /**
      * An idle connection of another slot, taken over. Without it a worker whose site may
@@ -458,18 +656,26 @@ const makeSlot = (options: SiteOptions, budget: ConnectionBudget, siblings: Sibl
 
     const sendOn = (open: Connection, job: DeliveryJob) => Effect.promise(() => sendOver(open, job, options));
 
+    /** The send is done: the slot is free again, and the site reads what the attempt got. */
+    const done = (attempt: Attempt): Attempt => {
+      slot.busy = false;
+      onFree(attempt, startedAt);
+      return attempt;
+    };
+
     const finish = (open: Connection, sent: Awaited<ReturnType<typeof sendOver>>) =>
       Effect.sync(() => {
-        if (sent.reusable) {
-          park(kept, budget, clock.currentTimeMillisUnsafe());
-          if (kept.connection) siblings.idled();
-        } else kept.drop();
-        return sentOver(open, sent);
+        if (sent.reusable) park(kept, budget, clock.currentTimeMillisUnsafe());
+        else kept.drop();
+        const attempt = done(sentOver(open, sent, source));
+        if (kept.parkedAt !== undefined && kept.connection) siblings.idled();
+        return attempt;
       });
 
     /** Sends over the open connection when it can take the job, else opens one. Once per message: no generator on the reuse path. */
     const send = (job: DeliveryJob): Effect.Effect<Attempt> =>
       Effect.suspend(() => {
+        startedAt = clock.currentTimeMillisUnsafe();
         if (kept.connection && !usable(job, kept.connection)) kept.drop();
         if (!kept.connection) return sendFresh(job);
         unpark(kept);
@@ -489,18 +695,29 @@ const makeSlot = (options: SiteOptions, budget: ConnectionBudget, siblings: Sibl
           return yield* send(job);
         }
         const first = yield* openFirst(opener, job);
-        if ("failure" in first) return openFailed(job, first.failure, first.last);
+        if ("failure" in first) return done(openFailed(job, first.failure, first.last, source));
         return yield* finish(first.open, yield* sendOn(first.open, job));
       });
 
-    const takeIdle = (job: DeliveryJob): Connection | undefined => {
-      const open = kept.connection;
-      if (!open || kept.parkedAt === undefined || !usable(job, open)) return undefined;
-      unpark(kept);
-      kept.connection = undefined;
-      return open;
+    const slot: Slot = {
+      send,
+      connected: () => kept.connection !== undefined && !kept.connection.closed(),
+      busy: false,
+      release: () => {
+        slot.busy = false;
+        onFree(undefined, startedAt);
+      },
+      dropIdle: () => {
+        if (kept.parkedAt !== undefined) kept.drop();
+      },
+      takeIdle: (job) => {
+        const open = kept.connection;
+        // Not one of a slot reserved by a worker (busy): that worker is about to send over it.
+        if (!open || slot.busy || kept.parkedAt === undefined || !usable(job, open)) return undefined;
+        unpark(kept);
+        kept.connection = undefined;
+        return open;
+      },
     };
-
-    const slot: Slot = { send, connected: () => kept.connection !== undefined && !kept.connection.closed(), takeIdle };
     return slot;
   });

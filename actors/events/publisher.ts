@@ -8,7 +8,7 @@
 // that found no stream (JetStream lost it) is how a recreated stream gets its events.
 // Time comes from the Clock and waits are Effect sleeps, so TestClock drives the backoff.
 import { Clock, Data, Effect, Queue, Random, type Scope } from "effect";
-import type { TernEvent } from "../../protocol/events.ts";
+import type { OutboxEvent } from "../../protocol/events.ts";
 import type { Outbox } from "../queue/outbox.ts";
 
 export type PublishOutcome =
@@ -19,7 +19,7 @@ export type PublishOutcome =
 export interface EventSink {
   /** Creates the stream or puts it right: "present", "created" or "updated". */
   readonly ensure: () => Effect.Effect<string, { readonly detail: string }>;
-  readonly publish: (events: ReadonlyArray<TernEvent>) => Effect.Effect<ReadonlyArray<PublishOutcome>>;
+  readonly publish: (events: ReadonlyArray<OutboxEvent>) => Effect.Effect<ReadonlyArray<PublishOutcome>>;
 }
 
 export interface PublisherObserver {

@@ -8,10 +8,11 @@
 // with the services the server was started with (its Clock among them).
 import { Clock, Effect, type Scope } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { QueueAdminError, QueueAdminReply, QueueAdminRequest, type EntryView } from "../../protocol/queue-admin.ts";
+import { QueueAdminError, QueueAdminReply, QueueAdminRequest, type EntryView, type SiteBackoffView } from "../../protocol/queue-admin.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
 import { everyone } from "../delivery/attempt.ts";
 import type { Scheduler } from "../delivery/scheduler.ts";
+import type { ThrottleView } from "../delivery/site-throttle.ts";
 import { serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
 import { queueOf, type QueueEntry } from "../queue/entry.ts";
 import type { Selection, Spool } from "../queue/spool.ts";
@@ -26,8 +27,23 @@ export interface QueueAdminDeps {
   readonly nodeId: string;
   readonly spool: Spool;
   readonly scheduler: Scheduler;
+  /** Sites backed off now (automatic back-off); none listed when absent. */
+  readonly throttled?: (() => ReadonlyArray<ThrottleView>) | undefined;
   readonly log: (event: string, fields: Record<string, unknown>) => void;
 }
+
+const backoffView = (view: ThrottleView): SiteBackoffView => ({
+  site: view.site,
+  ...(view.source !== undefined ? { source: view.source } : {}),
+  level: view.level,
+  connections: view.connections,
+  gapMs: view.gapMs,
+  ...(view.pausedUntil !== undefined ? { pausedUntil: view.pausedUntil } : {}),
+  since: view.since,
+  ...(view.nextStepAt !== undefined ? { nextStepAt: view.nextStepAt } : {}),
+  ...(view.rule !== undefined ? { rule: view.rule } : {}),
+  ...(view.reply !== undefined ? { reply: view.reply } : {}),
+});
 
 /** Answers on the cluster-wide subject and on this node's own, until the scope closes. */
 export const serveQueueAdmin = (nc: NatsConnection, subjects: Subjects, deps: QueueAdminDeps): Effect.Effect<void, never, Scope.Scope> =>
@@ -58,6 +74,7 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
     ...(entry.history ? { history: entry.history } : {}),
   });
   const selection = (r: { queue?: string | undefined; sender?: string | undefined }): Selection => ({ queue: r.queue?.toLowerCase(), sender: r.sender });
+  const backedOff = () => (deps.throttled?.() ?? []).map(backoffView);
   const needsSelection = (r: { queue?: string | undefined; sender?: string | undefined }): Effect.Effect<void, QueueAdminError> =>
     r.queue === undefined && r.sender === undefined ? Effect.fail(failed("name a queue (--domain) or a sender (--sender)")) : Effect.void;
 
@@ -71,8 +88,11 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
           ...shape,
           held: [...scheduler.holds()].map(([queue, until]) => ({ queue, until })),
           inFlight: scheduler.inFlight(),
+          backedOff: backedOff(),
         })),
       );
+    case "Sites":
+      return Effect.sync(() => ({ _tag: "Sites" as const, node: nodeId, sites: backedOff() }));
     case "List":
       return Effect.promise(() => spool.list(selection(request), request.limit ?? DEFAULT_LIST, request.after)).pipe(
         Effect.map((entries) => ({ _tag: "List" as const, node: nodeId, entries: entries.map(view) })),

@@ -12,16 +12,21 @@
 // and the sequence started again, and JetStream's deduplication never drops a new event.
 import { randomBytes } from "node:crypto";
 import type { Database, RootDatabase } from "lmdb";
-import type { EventDraft, TernEvent } from "../../protocol/events.ts";
+import type { OutboxDraft, OutboxEvent } from "../../protocol/events.ts";
 
 export interface OutboxItem {
   readonly key: number;
-  readonly event: TernEvent;
+  readonly event: OutboxEvent;
 }
 
 export interface Outbox {
   /** Inside a write transaction: gives each draft its id and stores it. */
-  readonly write: (drafts: ReadonlyArray<EventDraft>) => void;
+  readonly write: (drafts: ReadonlyArray<OutboxDraft>) => void;
+  /**
+   * Events that report no spool change (a site's back-off), in a transaction of their own;
+   * the publisher hears of them once they are on disk.
+   */
+  readonly append: (drafts: ReadonlyArray<OutboxDraft>) => Promise<void>;
   /** Tells the publisher that a transaction with events has committed. */
   readonly written: () => void;
   /** Registers the publisher's wake-up; returns how to unregister it. */
@@ -36,20 +41,24 @@ export interface Outbox {
 }
 
 export const openOutbox = (root: RootDatabase, nodeId: string): Outbox => {
-  const events: Database<TernEvent, number> = root.openDB({ name: "events.outbox" });
+  const events: Database<OutboxEvent, number> = root.openDB({ name: "events.outbox" });
   const boot = randomBytes(4).toString("hex");
   let last = [...events.getKeys({ reverse: true, limit: 1 })][0] ?? 0;
   let issued = 0;
   const listeners = new Set<() => void>();
 
+  const write = (drafts: ReadonlyArray<OutboxDraft>) => {
+    for (const draft of drafts) {
+      const key = ++last;
+      events.put(key, { ...draft, id: `${nodeId}.${boot}.${(++issued).toString(36)}` } as OutboxEvent);
+    }
+  };
+  const written = () => listeners.forEach((listener) => listener());
+
   return {
-    write: (drafts) => {
-      for (const draft of drafts) {
-        const key = ++last;
-        events.put(key, { ...draft, id: `${nodeId}.${boot}.${(++issued).toString(36)}` } as TernEvent);
-      }
-    },
-    written: () => listeners.forEach((listener) => listener()),
+    write,
+    append: (drafts) => root.transaction(() => write(drafts)).then(written),
+    written,
     onWritten: (listener) => {
       listeners.add(listener);
       return () => void listeners.delete(listener);

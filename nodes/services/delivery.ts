@@ -13,11 +13,12 @@ import { makeDispatch } from "../../actors/delivery/dispatch.ts";
 import { domainMatcher } from "../../actors/common/domains.ts";
 import { makeNotices } from "../../actors/delivery/notices.ts";
 import { makeClassifier } from "../../actors/delivery/classify.ts";
-import { registerDeliveryGauges, registerWarmupGauges, reporter } from "../../actors/delivery/report.ts";
+import { backoffReporter, registerBackoffGauges, registerDeliveryGauges, registerWarmupGauges, reporter } from "../../actors/delivery/report.ts";
 import { servePoolsStatus, warmupSeries } from "../../actors/delivery/pools-status.ts";
 import { OTHER_PROVIDER } from "../../actors/delivery/providers.ts";
 import { makeWarmupUsage, openUsageStore, type WarmupUsage } from "../../actors/delivery/warmup-usage.ts";
-import { outcomeEvents } from "../../actors/delivery/events.ts";
+import { backoffEvent, outcomeEvents } from "../../actors/delivery/events.ts";
+import { loadThrottleRules, makeThrottleMatcher, starterThrottleRules } from "../../actors/delivery/throttle-rules.ts";
 import { routeOf } from "../../actors/queue/entry.ts";
 import { labelsOf } from "../../actors/queue/events.ts";
 import { makeScheduler, type Scheduler as SchedulerShape } from "../../actors/delivery/scheduler.ts";
@@ -32,19 +33,37 @@ import { Users } from "./identity.ts";
 import { Mailboxes } from "./mailboxes.ts";
 import { Resolver } from "./resolver.ts";
 import { SiteBudgets } from "./site-budgets.ts";
-import { Lmdb, Spool } from "./storage.ts";
+import { EventOutbox, Lmdb, Spool } from "./storage.ts";
 
 /** Deliveries in flight get this long to finish (and be recorded) when the node stops. */
 const STOP_GRACE_MS = 10_000;
 
 export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
+  /** Fails with ConfigError when the throttle rules file cannot be read or has a bad rule. */
   static readonly layer = Layer.effect(
     Sites,
     Effect.gen(function* () {
-      const { delivery, hostname, smtp: { longLines } } = yield* Config;
+      const { delivery, hostname, nodeId, smtp: { longLines } } = yield* Config;
+      const { registry } = yield* Metrics;
+      const log = yield* Log;
+      const outbox = yield* EventOutbox;
       const budget = makeConnectionBudget(delivery.maxConnections);
-      registerGauge((yield* Metrics).registry, "tern_outbound_connections", "Outbound SMTP connections open (busy or idle)", budget.open);
-      return yield* makeSites(
+      registerGauge(registry, "tern_outbound_connections", "Outbound SMTP connections open (busy or idle)", budget.open);
+      const rules = delivery.throttleRulesFile
+        ? yield* loadThrottleRules(delivery.throttleRulesFile).pipe(Effect.mapError((e) => new ConfigError(`delivery.throttleRulesFile ${e.path}: ${e.detail}`)))
+        : starterThrottleRules;
+      // Back-off changes go to the event outbox in transactions of their own; the last ones
+      // are on disk before the sites' scope lets LMDB close (this finalizer runs after the sites stop).
+      const writing = new Set<Promise<void>>();
+      const record = (change: Parameters<typeof backoffEvent>[1]) => {
+        const written: Promise<void> = outbox
+          .append([backoffEvent(nodeId, change)])
+          .catch((error: unknown) => log("site.backoff.event.failed", { level: "warn", site: change.site, error: String(error) }))
+          .finally(() => writing.delete(written));
+        writing.add(written);
+      };
+      yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...writing])));
+      const sites = yield* makeSites(
         {
           heloName: hostname,
           port: delivery.remotePort,
@@ -62,11 +81,18 @@ export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
           // still running here has no one left to record it, so finishing it would only send
           // the message twice (once now, once after restart).
           stopGraceMs: 0,
+          throttle: {
+            match: makeThrottleMatcher(rules),
+            policy: { recoveryMs: delivery.throttleRecoveryMs, gapMs: delivery.throttleGapMs },
+            observer: backoffReporter({ registry, log, record }),
+          },
         },
         budget,
         yield* Supervisor,
         (yield* SiteBudgets).leaseFor,
       );
+      registerBackoffGauges(registry, sites.throttled);
+      return sites;
     }),
   );
 }
@@ -145,7 +171,7 @@ export const QueueAdminLayer = Layer.effectDiscard(
   Effect.gen(function* () {
     const config = yield* Config;
     const { nc, subjects } = yield* Nats;
-    const deps = { nodeId: config.nodeId, spool: yield* Spool, scheduler: yield* Scheduler, log: yield* Log };
+    const deps = { nodeId: config.nodeId, spool: yield* Spool, scheduler: yield* Scheduler, throttled: (yield* Sites).throttled, log: yield* Log };
     yield* serveQueueAdmin(nc, subjects, deps);
   }),
 );

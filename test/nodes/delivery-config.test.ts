@@ -16,6 +16,10 @@ test("delivery defaults: 5-day lifetime, delay notice at 4 hours, small per-site
   assert.equal(d.holdMs, d.retryBaseMs);
   assert.deepEqual(d.requireTls, []);
   assert.equal(d.bounceRulesFile, undefined);
+  // Automatic back-off: starter rules only, a step back up per 10 quiet minutes, 1 s between messages at level 1.
+  assert.equal(d.throttleRulesFile, undefined);
+  assert.equal(d.throttleRecoveryMs, 600_000);
+  assert.equal(d.throttleGapMs, 1_000);
   // The default schedule (no jitter): 1, 2, 4, 8, 16, 32 minutes, then hourly.
   const minutes = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => retryDelayMs({ baseMs: d.retryBaseMs, maxMs: d.retryMaxMs }, n, 0.5) / 60_000);
   assert.deepEqual(minutes, [1, 2, 4, 8, 16, 32, 60, 60]);
@@ -28,6 +32,7 @@ test("delivery values are checked, and named when refused", () => {
   assert.throws(() => parseConfig({ delivery: { maxAgeMs: 0 } }), /delivery\.maxAgeMs = 0/);
   assert.throws(() => parseConfig({ delivery: { siteConnections: { "mx.example": -1 } } }), /delivery\.siteConnections\.mx\.example = -1/);
   assert.throws(() => parseConfig({ delivery: { requireTls: "bank.example" } }), /delivery\.requireTls = "bank\.example"/);
+  assert.throws(() => parseConfig({ delivery: { throttleRecoveryMs: 0 } }), /delivery\.throttleRecoveryMs = 0/);
 });
 
 test("site budgets: limits the whole cluster keeps per host pattern; a budget must limit something", () => {

@@ -56,7 +56,7 @@ const mailboxes = (answer: (user: string) => Effect.Effect<string, MailboxError>
 /** Site actors that answer every job with `answer`, and remember the jobs. */
 const sites = (answer: (job: DeliveryJob) => Attempt = (job) => ({ server: "mx.remote.test[192.0.2.1]", mx: { host: "mx.remote.test", ip: "192.0.2.1" }, results: job.recipients.map((recipient) => ({ recipient, result: { _tag: "Reply", code: 250, enhanced: "2.0.0", text: "ok" } })) })) => {
   const jobs: DeliveryJob[] = [];
-  const stub: Sites = { deliver: (job) => Effect.sync(() => (jobs.push(job), answer(job))), list: () => [], stop: () => Effect.void };
+  const stub: Sites = { deliver: (job) => Effect.sync(() => (jobs.push(job), answer(job))), list: () => [], throttled: () => [], stop: () => Effect.void };
   return { sites: stub, jobs };
 };
 

@@ -144,6 +144,28 @@ test("a host that refuses the connection in its greeting: the queue is held as r
   assert.deepEqual(expired.notices[0]!.recipients[0]!.diagnostic, { type: "x-tern", text: "4.7.1 connection failed: greeting refused; the host said: 554 5.7.1 blocked" });
 });
 
+test("a site paused by automatic back-off: not attempted, deferred as backed-off until the pause ends, never bounced before expiry", () => {
+  const until = t0 + 30 * 60_000;
+  const paused: Attempt = {
+    server: "mx.remote.test@203.0.113.10",
+    source: "203.0.113.10",
+    results: ["a@remote.test", "b@remote.test"].map((recipient) => ({
+      recipient,
+      result: { _tag: "BackedOff", rule: "microsoft-ip-reputation", until, reply: reply("451 4.7.650 The mail server [203.0.113.10] has been temporarily rate limited due to IP reputation.") },
+    })),
+  };
+  const decision = decide(entry(), paused, t0, 0.5, policy, noDsn);
+  assert.deepEqual(decision.outcomes.map((o) => [o.status, o.category]), [["deferred", "rate-limited"], ["deferred", "rate-limited"]]);
+  assert.equal(decision.next?.reason, "backed-off");
+  assert.equal(decision.record.requeued, "backed-off");
+  assert.equal(decision.next?.nextAttemptAt, until, "the next attempt waits for the pause's end, beyond the first retry (1 minute)");
+  assert.equal(decision.record.via, "mx.remote.test@203.0.113.10");
+  const expired = decide(entry({ delayNotified: true }), paused, t0 + policy.maxAgeMs, 0.5, policy, noDsn);
+  assert.equal(expired.outcomes[0]!.status, "expired");
+  assert.equal(expired.notices[0]!.recipients[0]!.status, "4.4.7");
+  assert.match(expired.notices[0]!.recipients[0]!.diagnostic!.text, /^4\.7\.650 not attempted: the site is paused .*the host said: 451 4\.7\.650/);
+});
+
 test("an operator's bounce fails every recipient with 5.0.0 and the reason", () => {
   const d = decide(entry(), { server: "admin", results: ["a@remote.test", "b@remote.test"].map((recipient) => ({ recipient, result: { _tag: "Returned", reason: "spam run" } as const })) }, t0, 0.5, policy, noDsn);
   assert.equal(d.next, undefined);

@@ -104,3 +104,17 @@ test("after a restart, keys continue after the events left and ids are new", asy
   assert.equal(new Set(items.map((i) => i.event.id)).size, 3);
   assert.notEqual(items[2]!.event.id.split(".")[1], first[0]!.event.id.split(".")[1], "a new run has a new boot id");
 });
+
+test("append writes events that report no spool change (a site's back-off) in a transaction of their own", async () => {
+  const { outbox } = await fresh();
+  let woken = 0;
+  outbox.onWritten(() => woken++);
+  await outbox.append([
+    { type: "site-backoff", time: 5_000, node: "n1", tenant: "cluster", domain: "", site: "mx.example.org", source: "203.0.113.10", change: "paused", level: 1, previousLevel: 0, connections: 2, gapMs: 1_000, pausedUntil: 905_000, rule: "yahoo-tss04", reply: "421 4.7.0 [TSS04] deferred" },
+  ]);
+  assert.equal(woken, 1, "the publisher hears of it once it is on disk");
+  const [item] = outbox.oldest(10);
+  assert.equal(item?.event.type, "site-backoff");
+  assert.match(item!.event.id, /^n1\.[0-9a-f]{8}\.1$/);
+  assert.equal(outbox.size(), 1);
+});
