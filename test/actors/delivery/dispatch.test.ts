@@ -44,9 +44,9 @@ const route: MailRoute = { domain: "remote.test", implicitMx: false, hosts: [{ n
 
 /** A mailbox router that answers every delivery the same way, and remembers what it stored. */
 const mailboxes = (answer: (user: string) => Effect.Effect<string, MailboxError>) => {
-  const stored: Array<{ user: string; entryId: string; bytes: number }> = [];
+  const stored: Array<{ user: string; entryId: string; text: string }> = [];
   const router: MailboxRouter = {
-    deliver: (user, entryId, bytes) => answer(user).pipe(Effect.tap(() => Effect.sync(() => stored.push({ user, entryId, bytes: bytes.length })))),
+    deliver: (user, entryId, bytes) => answer(user).pipe(Effect.tap(() => Effect.sync(() => stored.push({ user, entryId, text: Buffer.from(bytes).toString("utf8") })))),
     call: () => Effect.die("not used by dispatch"),
     serve: () => Effect.void,
   };
@@ -73,11 +73,11 @@ const run = (dispatch: ReturnType<typeof makeDispatch>, entry: QueueEntry, load:
 
 const decided = (entry: QueueEntry, attempt: Attempt) => decide(entry, attempt, t0 + 1000, 0.5, policy, dsnParamsOf(undefined));
 
-test("a local route stores the body in the user's mailbox and reports its UID", async () => {
+test("a local route stores the body in the user's mailbox, behind Return-Path and Delivered-To, and reports its UID", async () => {
   const { router, stored } = mailboxes(() => Effect.succeed("7.1"));
   const attempt = await run(makeDispatch(deps({ mailboxes: router })), localEntry);
   assert.deepEqual(attempt, { server: "mailbox/u@local.test", results: [{ recipient: "u@local.test", result: { _tag: "Stored", uid: "7.1" } }] });
-  assert.deepEqual(stored, [{ user: "u@local.test", entryId: "M1.0", bytes: body.length }]);
+  assert.deepEqual(stored, [{ user: "u@local.test", entryId: "M1.0", text: "Return-Path: <s@origin.test>\r\nDelivered-To: u@local.test\r\nSubject: x\r\n\r\nhello\r\n" }]);
   const d = decided(localEntry, attempt);
   assert.equal(d.next, undefined, "delivered: the entry is finished");
   assert.deepEqual(d.outcomes.map((o) => o.status), ["delivered"]);
@@ -234,4 +234,10 @@ test("an attempt the remote server refused spends nothing of the cap", async () 
   const refuse = (job: DeliveryJob): Attempt => ({ server: "mx", results: job.recipients.map((recipient) => ({ recipient, result: { _tag: "Reply", code: 451, enhanced: "4.7.28", text: "slow down" } })) });
   const { usage } = await warmupRun("wait", 3, refuse);
   assert.deepEqual(usage.used(cold.address, "gmail", t0 + 10 * HOUR), { day: 0, hour: 0 });
+});
+
+test("mail from the null sender (a DSN) is stored with Return-Path: <>", async () => {
+  const { router, stored } = mailboxes(() => Effect.succeed("7.2"));
+  await run(makeDispatch(deps({ mailboxes: router })), { ...localEntry, sender: "" });
+  assert.match(stored[0]!.text, /^Return-Path: <>\r\nDelivered-To: u@local\.test\r\nSubject: x\r\n/);
 });
