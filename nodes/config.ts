@@ -355,6 +355,8 @@ export interface NodeConfig {
   readonly cluster: string;
   readonly hostname: string;
   readonly dataDir: string;
+  /** The file the config was read from (SIGHUP reads it again); undefined on defaults. */
+  readonly configFile: string | undefined;
   readonly nats: NatsSecurity & {
     readonly servers: ReadonlyArray<string>;
     readonly embedded: boolean;
@@ -511,6 +513,7 @@ const withDefaults = (file: ConfigFile, development: boolean): NodeConfig => ({
   cluster: file.cluster ?? "tern",
   hostname: file.hostname ?? "tern.localhost",
   dataDir: file.dataDir ?? "./data",
+  configFile: undefined,
   nats: {
     servers: file.nats?.servers ?? ["nats://127.0.0.1:4222"],
     embedded: file.nats?.embedded ?? development,
@@ -864,7 +867,7 @@ export const loadConfig = async (path: string | undefined, env: NodeJS.ProcessEn
   } catch (error) {
     throw new ConfigError(`config file ${path} is not valid JSON: ${(error as Error).message}`);
   }
-  return parseConfig(raw, env);
+  return { ...parseConfig(raw, env), configFile: path };
 };
 
 const schemaMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
