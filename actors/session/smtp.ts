@@ -109,6 +109,7 @@ const problemReplies: Record<IngestProblem, { code: number; text: string }> = {
   "8bit-without-8bitmime": { code: 554, text: "5.6.1 8-bit message data requires BODY=8BITMIME" },
   "too-large": { code: 552, text: "5.3.4 Message exceeds the maximum size" },
   "line-too-long": { code: 550, text: "5.6.0 Message has a line longer than 998 octets (RFC 5321 section 4.5.3.1.6); encode it (quoted-printable or base64)" },
+  "header-too-large": { code: 552, text: "5.3.4 Message header section exceeds the maximum size" },
 };
 
 export const startSmtpListeners = async (options: {
