@@ -7,8 +7,8 @@
 // Mail from everyone else (the MX role) is authenticated on its way in (SPF, DKIM, ARC,
 // DMARC: actors/authentication/), and stored with an Authentication-Results field on top;
 // the recipient domain's policy may refuse a DMARC failure at DATA or file it as junk.
-// Authentication-Results fields that claim this node's authserv-id are removed from every
-// message (RFC 8601 §5).
+// Authentication-Results fields that claim this node's authserv-id are removed from MX mail
+// and from what users submit (RFC 8601 §5), not from what trusted networks relay.
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import { Clock, Deferred, Effect, Schema } from "effect";
 import "./enhanced-codes.ts";
@@ -410,6 +410,15 @@ const signs = (deps: SessionDeps, session: SMTPServerSession) =>
 const authenticates = (deps: SessionDeps, session: SMTPServerSession) =>
   deps.inbound !== undefined && typeof session.user !== "string" && !inNetworks(session.remoteAddress, deps.config.trustedNetworks);
 
+/**
+ * Whose Authentication-Results fields naming this node are removed: everyone's outside the
+ * node's domain of trust (RFC 8601 §5), so MX mail, and what users submit (a user is no
+ * authority on authentication). A trusted network's relay is inside it: an internal filter
+ * there may have written the field with the same authserv-id.
+ */
+const removesClaimedResults = (deps: SessionDeps, session: SMTPServerSession) =>
+  deps.inbound !== undefined && (typeof session.user === "string" || !inNetworks(session.remoteAddress, deps.config.trustedNetworks));
+
 const receiveInto = Effect.fnUntraced(function* (
   deps: SessionDeps,
   session: SMTPServerSession,
@@ -437,7 +446,7 @@ const receiveInto = Effect.fnUntraced(function* (
         allow8bit: config.accept8bitWithoutBodyParameter || session.envelope.bodyType === "8bitmime",
         observe: verification?.write,
         maxHeaderBytes: verification ? deps.inbound?.maxHeaderBytes : undefined,
-        rewriteHeader: deps.inbound ? (section) => withoutClaimedResultsOf(deps, session, id, section) : undefined,
+        rewriteHeader: removesClaimedResults(deps, session) ? (section) => withoutClaimedResultsOf(deps, session, id, section) : undefined,
         prepend: (section) => {
           headerSection = section;
           return receivedHeader({
