@@ -12,6 +12,7 @@ import { parseCidr } from "../actors/common/networks.ts";
 import { isPasswordHash, type UserRecord } from "../actors/users/store.ts";
 import type { DeliveryConfig } from "../actors/delivery/config.ts";
 import type { DkimConfig } from "../actors/dkim/keys.ts";
+import type { InboundPolicy } from "../actors/authentication/policy.ts";
 import { MAX_BLOB_BYTES } from "../actors/runtime/blobs.ts";
 import { plaintextServers, type NatsAuth, type NatsSecurity, type SecretSource } from "../cluster/nats-auth.ts";
 import { BudgetLimits } from "../protocol/site-budget.ts";
@@ -174,6 +175,18 @@ const ConfigFile = Schema.Struct({
       domains: Schema.Record(Schema.String, Schema.Array(DkimKeyFile)),
       /** Header fields to sign (default: From, To, Cc, Subject, Date, Message-ID, Reply-To, MIME and List-* fields…). */
       headers: Schema.optional(Schema.Array(Schema.String)),
+    }),
+  ),
+  /** Authentication of inbound (MX) mail: SPF, DKIM, ARC and DMARC, README "Inbound authentication". */
+  inbound: Schema.optional(
+    Schema.Struct({
+      authenticate: Schema.optional(Schema.Boolean),
+      /** RFC 8601 authserv-id of the Authentication-Results fields written (default: hostname). */
+      authservId: Schema.optional(HostName),
+      timeoutMs: Schema.optional(Positive),
+      maxHeaderBytes: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1024))),
+      /** Recipient domain or "*" → how far a failing message's DMARC policy is honoured. */
+      dmarc: Schema.optional(Schema.Record(Schema.String, Schema.Literals(["none", "quarantine", "reject"]))),
     }),
   ),
   dns: Schema.optional(
@@ -404,6 +417,17 @@ export interface NodeConfig {
   readonly trustedNetworks: ReadonlyArray<string>;
   /** Keys per signing domain (lower case); no domains: nothing is signed. */
   readonly dkim: DkimConfig;
+  readonly inbound: {
+    /** False: MX mail is neither checked nor given an Authentication-Results field, and none is removed. */
+    readonly authenticate: boolean;
+    readonly authservId: string;
+    /** How long the checks may still take once a message has ended (DNS lookups after that are temperror). */
+    readonly timeoutMs: number;
+    /** MX mail whose header section is longer is refused (552 5.3.4): the checks hold it in memory. */
+    readonly maxHeaderBytes: number;
+    /** Recipient domain (lower case) or "*" → local DMARC policy. */
+    readonly dmarc: Readonly<Record<string, InboundPolicy>>;
+  };
   readonly dns: {
     readonly servers: ReadonlyArray<{ host: string; port: number }>;
     readonly timeoutMs: number;
@@ -564,6 +588,14 @@ const withDefaults = (file: ConfigFile, development: boolean): NodeConfig => ({
   dkim: {
     domains: Object.fromEntries(Object.entries(file.dkim?.domains ?? {}).map(([domain, keys]) => [domain.toLowerCase().replace(/\.$/, ""), keys])),
     headers: file.dkim?.headers,
+  },
+  inbound: {
+    authenticate: file.inbound?.authenticate ?? true,
+    authservId: file.inbound?.authservId ?? file.hostname ?? "tern.localhost",
+    timeoutMs: file.inbound?.timeoutMs ?? 10_000,
+    // Gmail refuses header sections over about 232 KB; Exim's default limit is 1 MiB.
+    maxHeaderBytes: file.inbound?.maxHeaderBytes ?? 256 * 1024,
+    dmarc: Object.fromEntries(Object.entries(file.inbound?.dmarc ?? {}).map(([domain, policy]) => [domain.toLowerCase().replace(/\.$/, ""), policy])),
   },
   dns: {
     servers: (file.dns?.servers ?? systemNameservers()).map(parseHostPort),
@@ -835,7 +867,17 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}, { develop
   checkDkim(config.dkim);
   const problems = configProblems(config);
   if (problems.length > 0) throw new ConfigError(`invalid config:\n${problems.map((problem) => `  ${problem}`).join("\n")}`);
+  checkInbound(config);
   return config;
+};
+
+/** What the schema cannot say about `inbound`: policies name local domains, the authserv-id is a token (RFC 8601 §2.5). */
+const checkInbound = (config: NodeConfig) => {
+  const stray = Object.keys(config.inbound.dmarc).find((domain) => domain !== "*" && !config.localDomains.includes(domain));
+  if (stray !== undefined) throw new ConfigError(`invalid config: inbound.dmarc names ${JSON.stringify(stray)}, which is not one of localDomains (or "*")`);
+  if (config.inbound.authenticate && !/^[A-Za-z0-9.-]+$/.test(config.inbound.authservId)) {
+    throw new ConfigError(`invalid config: hostname ${JSON.stringify(config.inbound.authservId)} cannot be an authserv-id (RFC 8601); set inbound.authservId to a host name`);
+  }
 };
 
 /** What the schema cannot say about `dkim`: each domain has keys, no selector twice, From is signed. */

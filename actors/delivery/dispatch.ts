@@ -125,7 +125,7 @@ const dispatchOne = (
   const route = entry.route;
   if (route.kind === "local") {
     const via = `mailbox/${route.user}`;
-    return Effect.suspend(() => deps.mailboxes.deliver(route.user, entry.id, withFinalDeliveryHeaders(entry.sender, route.user, body()))).pipe(
+    return Effect.suspend(() => deps.mailboxes.deliver(route.user, entry.id, withFinalDeliveryHeaders(entry.sender, route.user, body()), folderOf(message.attributes))).pipe(
       Effect.map((uid): Attempt => ({ server: via, results: everyone(entry.recipients, { _tag: "Stored", uid }) })),
       Effect.catch((error) => Effect.succeed<Attempt>({ server: via, results: everyone(entry.recipients, mailboxFailure(route.user, error)) })),
     );
@@ -159,6 +159,10 @@ const dispatchOne = (
  */
 export const withFinalDeliveryHeaders = (sender: string, mailbox: string, message: Uint8Array): Uint8Array =>
   Buffer.concat([Buffer.from(`Return-Path: <${sender}>\r\nDelivered-To: ${mailbox}\r\n`, "utf8"), message]);
+
+/** The folder the session chose for the message (Junk when inbound authentication quarantined it); undefined: INBOX. */
+const folderOf = (attributes: Readonly<Record<string, unknown>> | undefined): string | undefined =>
+  typeof attributes?.folder === "string" ? attributes.folder : undefined;
 
 /** Every mailbox trouble defers (the owner may be down, the user may make room); the value keeps the reason. */
 const mailboxFailure = (user: string, error: MailboxError): RecipientResult => {

@@ -44,9 +44,10 @@ const route: MailRoute = { domain: "remote.test", implicitMx: false, hosts: [{ n
 
 /** A mailbox router that answers every delivery the same way, and remembers what it stored. */
 const mailboxes = (answer: (user: string) => Effect.Effect<string, MailboxError>) => {
-  const stored: Array<{ user: string; entryId: string; text: string }> = [];
+  const stored: Array<{ user: string; entryId: string; text: string; folder?: string }> = [];
   const router: MailboxRouter = {
-    deliver: (user, entryId, bytes) => answer(user).pipe(Effect.tap(() => Effect.sync(() => stored.push({ user, entryId, text: Buffer.from(bytes).toString("utf8") })))),
+    deliver: (user, entryId, bytes, folder) =>
+      answer(user).pipe(Effect.tap(() => Effect.sync(() => stored.push({ user, entryId, text: Buffer.from(bytes).toString("utf8"), ...(folder !== undefined ? { folder } : {}) })))),
     call: () => Effect.die("not used by dispatch"),
     serve: () => Effect.void,
   };
@@ -72,6 +73,13 @@ const run = (dispatch: ReturnType<typeof makeDispatch>, entry: QueueEntry, load:
   Effect.runPromise(dispatch(entry, message, load).pipe(Effect.provide(TestClock.layer())));
 
 const decided = (entry: QueueEntry, attempt: Attempt) => decide(entry, attempt, t0 + 1000, 0.5, policy, dsnParamsOf(undefined));
+
+test("a message the session quarantined goes to the folder its attributes name", async () => {
+  const { router, stored } = mailboxes(() => Effect.succeed("7.1"));
+  const quarantined = { ...message, attributes: { ...message.attributes, folder: "Junk" } };
+  await Effect.runPromise(makeDispatch(deps({ mailboxes: router }))(localEntry, quarantined, () => body).pipe(Effect.provide(TestClock.layer())));
+  assert.deepEqual(stored.map(({ user, folder }) => ({ user, folder })), [{ user: "u@local.test", folder: "Junk" }]);
+});
 
 test("a local route stores the body in the user's mailbox, behind Return-Path and Delivered-To, and reports its UID", async () => {
   const { router, stored } = mailboxes(() => Effect.succeed("7.1"));
