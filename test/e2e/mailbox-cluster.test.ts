@@ -83,7 +83,8 @@ test("a 30 MB message sent to A is stored on B and read back over POP3 on A byte
   assert.ok(message!.received?.includes(`with ESMTP id ${id}`), message!.received ?? "no Received header");
   assert.equal(message!.sha256, sha256(raw), "the body read on A differs from what was sent");
   assert.equal(message!.listed, message!.size, "LIST size is not the exact size");
-  assert.equal(message!.size, raw.length + Buffer.byteLength(message!.received!, "latin1"));
+  assert.ok(message!.finalDelivery?.startsWith("Return-Path: <"), message!.finalDelivery ?? "no Return-Path and Delivered-To in front");
+  assert.equal(message!.size, raw.length + Buffer.byteLength(message!.received!, "latin1") + Buffer.byteLength(message!.finalDelivery!, "latin1"));
   // It really lives on B: B serves the same bytes from its own store.
   const [onB] = await fetchAll(nodeB!);
   assert.equal(onB!.sha256, message!.sha256);
