@@ -40,6 +40,10 @@ const detailOf = (event: StreamEvent): string => {
       return `from=<${event.sender}> size=${event.size}`;
     case "dsn-queued":
       return `notice=${event.notice} action=${event.action} to=<${event.to}>`;
+    case "complained":
+      return `feedback=${event.feedbackType}${event.sender !== undefined ? ` from=<${event.sender}>` : ""}`;
+    case "suppressed":
+      return `where=${event.where} scope=${event.scope} reason=${event.reason} from=<${event.sender}>`;
     default:
       return `${event.category ? `category=${event.category} ` : ""}${event.reply}`;
   }
@@ -52,7 +56,7 @@ export const renderEvent = (seq: number, event: StreamEvent): string =>
     new Date(event.time).toISOString(),
     event.type,
     `tenant=${event.tenant}`,
-    ...("msg" in event ? [`msg=${event.msg}`] : []),
+    ...("msg" in event && event.msg ? [`msg=${event.msg}`] : []),
     ...("rcpt" in event ? [`rcpt=<${event.rcpt}>`] : []),
     ...("tags" in event && event.tags?.length ? [`tags=${event.tags.join(",")}`] : []),
     detailOf(event),

@@ -30,7 +30,8 @@ const eventTypeOf = (status: RecipientOutcome["status"]): RecipientEvent["type"]
 
 /**
  * The events of one recorded attempt: one per recipient (delivered, deferred, bounced,
- * expired), then one "dsn-queued" per DSN the outcome queues.
+ * expired; "suppressed" for one the suppression list refused before the attempt), then
+ * one "dsn-queued" per DSN the outcome queues.
  */
 export const outcomeEvents = (
   source: EventSource,
@@ -43,14 +44,28 @@ export const outcomeEvents = (
 ): ReadonlyArray<EventDraft> => {
   const common = { time: now, node: source.node, ...labelsOf(source, entry.sender, attributes), domain: domainOfRoute(entry.route) };
   const recipients = decision.outcomes.map(
-    (outcome): EventDraft => ({
-      type: eventTypeOf(outcome.status),
-      ...common,
-      ...outcomeFields(entry, attempt, decision, outcome),
-      rcpt: outcome.recipient,
-      route: entry.route.kind,
-      result: outcome.result,
-    }),
+    (outcome): EventDraft =>
+      outcome.result._tag === "Suppressed"
+        ? {
+            type: "suppressed",
+            ...common,
+            msg: entry.messageId,
+            entry: entry.id,
+            rcpt: outcome.recipient,
+            sender: entry.sender,
+            where: "delivery",
+            scope: outcome.result.scope,
+            reason: outcome.result.reason,
+          }
+        : {
+            type: eventTypeOf(outcome.status),
+            ...common,
+            ...outcomeFields(entry, attempt, decision, outcome),
+            rcpt: outcome.recipient,
+            sender: entry.sender,
+            route: entry.route.kind,
+            result: outcome.result,
+          },
   );
   const notices = dsns.map(
     (dsn): EventDraft => ({

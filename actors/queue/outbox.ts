@@ -24,6 +24,11 @@ export interface Outbox {
   readonly write: (drafts: ReadonlyArray<EventDraft>) => void;
   /** Tells the publisher that a transaction with events has committed. */
   readonly written: () => void;
+  /**
+   * Events that report no stored outcome (a recipient refused at submission): written in a
+   * transaction of their own, then the publisher is told.
+   */
+  readonly record: (drafts: ReadonlyArray<EventDraft>) => Promise<void>;
   /** Registers the publisher's wake-up; returns how to unregister it. */
   readonly onWritten: (listener: () => void) => () => void;
   /** The oldest events, at most `limit`, in the order they were committed. */
@@ -42,14 +47,18 @@ export const openOutbox = (root: RootDatabase, nodeId: string): Outbox => {
   let issued = 0;
   const listeners = new Set<() => void>();
 
+  const write = (drafts: ReadonlyArray<EventDraft>) => {
+    for (const draft of drafts) {
+      const key = ++last;
+      events.put(key, { ...draft, id: `${nodeId}.${boot}.${(++issued).toString(36)}` } as TernEvent);
+    }
+  };
+  const written = () => listeners.forEach((listener) => listener());
+
   return {
-    write: (drafts) => {
-      for (const draft of drafts) {
-        const key = ++last;
-        events.put(key, { ...draft, id: `${nodeId}.${boot}.${(++issued).toString(36)}` } as TernEvent);
-      }
-    },
-    written: () => listeners.forEach((listener) => listener()),
+    write,
+    written,
+    record: (drafts) => root.transaction(() => write(drafts)).then(written),
     onWritten: (listener) => {
       listeners.add(listener);
       return () => void listeners.delete(listener);

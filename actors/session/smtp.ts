@@ -22,6 +22,8 @@ import { ingest, type BareLineEndings, type IngestProblem } from "./ingest.ts";
 import { MAX_LINE_OCTETS, type LongLines } from "../delivery/long-lines.ts";
 import { decideRecipient, decideSender, type ClientFacts, type Decision, type RecipientPolicy } from "./policy.ts";
 import { headerValue, type PoolInputs } from "../delivery/pools.ts";
+import type { SuppressionCheck } from "../suppression/check.ts";
+import { suppressedReply } from "../../protocol/suppression.ts";
 
 export interface SessionConfig extends RecipientPolicy {
   readonly hostname: string;
@@ -73,6 +75,8 @@ export interface SessionDeps {
   readonly draining?: (() => boolean) | undefined;
   /** The IP pool a message leaves from (actors/delivery/pools.ts); none when absent. */
   readonly choosePool?: ((inputs: PoolInputs) => string | undefined) | undefined;
+  /** The suppression list, checked at RCPT TO for clients we relay for (authenticated or trusted); none: no check. */
+  readonly suppression?: SuppressionCheck | undefined;
   readonly hooks: SessionHooks;
 }
 
@@ -206,6 +210,22 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     callback(replyError(decision.reply.code, decision.reply.text));
   };
 
+  /**
+   * The reply for a recipient on the suppression list, when the client is one we relay for
+   * (authenticated, or on a trusted network): submission, not inbound mail. Not counted
+   * against maxErrors: a list's refusal is no misbehaviour of the client.
+   */
+  const suppressedRecipient = (session: SMTPServerSession, recipient: string) => {
+    const check = deps.suppression;
+    if (check === undefined || (typeof session.user !== "string" && !inNetworks(session.remoteAddress, config.trustedNetworks))) return undefined;
+    const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
+    const match = check.lookup(sender, recipient);
+    if (match === undefined) return undefined;
+    hooks.rejected("suppressed");
+    check.refused({ where: "smtp", sender, recipient, match, conn: session.id });
+    return suppressedReply(match);
+  };
+
   return {
     onConnect(session: SMTPServerSession, callback: Callback) {
       if (deps.draining?.()) {
@@ -270,6 +290,8 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
       const { decision, deliverTo } = decideRecipient(address.address, facts(session), config);
       if (!decision.ok) return refuse(session, decision, callback);
+      const suppressed = suppressedRecipient(session, address.address);
+      if (suppressed) return callback(replyError(suppressed.code, suppressed.text));
       connectionOf(session).deliverTo.set(address.address, deliverTo);
       callback();
     },

@@ -22,6 +22,7 @@ import { LoginThrottles } from "./logins.ts";
 import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
 import { Scheduler } from "./delivery.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
+import { Suppressions } from "./suppression.ts";
 import { choosePool } from "../../actors/delivery/pools.ts";
 
 export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp: number; readonly smtps: number }>()("tern/SmtpListener") {
@@ -65,6 +66,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
         spoolFailed: spoolHealth.failed,
         draining: drainer.isDraining,
         choosePool: (inputs) => choosePool(config.delivery.pools, inputs),
+        suppression: (yield* Suppressions).check,
         hooks: {
           accepted: (messageId, entries, bytes) => {
             metrics.accepted.inc();
