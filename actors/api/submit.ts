@@ -17,6 +17,7 @@ import { Clock, Deferred, Effect, Exit } from "effect";
 import MailComposer from "nodemailer/lib/mail-composer";
 import { ApiError, type Envelope, type RefusedRecipient, type StructuredMessage, type SubmitReply } from "../../protocol/api.ts";
 import { SlidingCounter } from "../common/sliding-counter.ts";
+import { domainOf } from "../common/domains.ts";
 import { newMessageId, routesFor, type QueueEntry } from "../queue/entry.ts";
 import { acceptedEvents, type EventSource } from "../queue/events.ts";
 import type { BodyWriter, Spool } from "../queue/spool.ts";
@@ -139,13 +140,17 @@ const MINUTE = 60_000;
 
 type Accepted = Prepared["accepted"][number];
 
-/** Splits the accepted recipients into those the suppression list lets through and those it refuses (with the refusal the reply lists). */
-const checkSuppressions = (check: SuppressionCheck | undefined, sender: string, accepted: ReadonlyArray<Accepted>) => {
+/**
+ * Splits the accepted recipients into those the suppression list lets through and those it
+ * refuses (with the refusal the reply lists). Local domains' recipients are not checked:
+ * the list is about mail leaving the cluster.
+ */
+const checkSuppressions = (check: SuppressionCheck | undefined, sender: string, accepted: ReadonlyArray<Accepted>, localDomains: ReadonlyArray<string>) => {
   if (check === undefined) return { accepted, suppressed: [] };
   const through: Accepted[] = [];
   const suppressed: Array<{ readonly refused: RefusedRecipient; readonly match: SuppressionMatch }> = [];
   for (const recipient of accepted) {
-    const match = check.lookup(sender, recipient.recipient);
+    const match = localDomains.includes(domainOf(recipient.recipient)) ? undefined : check.lookup(sender, recipient.recipient);
     if (match === undefined) through.push(recipient);
     else {
       const reply = suppressedReply(match);
@@ -184,7 +189,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         if (typeof dueAt !== "number") return yield* refuse(dueAt);
         const decided = decideRecipients(envelope.to, tenant, config.recipients);
         const labels: Labels = { tenant, tags: options.tags ?? [], metadata: options.metadata ?? {} };
-        const { accepted, suppressed } = checkSuppressions(deps.suppression, envelope.from, decided.accepted);
+        const { accepted, suppressed } = checkSuppressions(deps.suppression, envelope.from, decided.accepted, config.localDomains);
         const refused = [...decided.refused, ...suppressed.map(({ refused }) => refused)];
         // Each refusal is recorded once the request is answered with it, not when a later check (the rate) refuses the whole request.
         const recordSuppressed = () =>

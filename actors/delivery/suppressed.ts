@@ -10,8 +10,9 @@ import type { Dispatch } from "./dispatch.ts";
 
 export type Lookup = (sender: string, recipient: string) => SuppressionMatch | undefined;
 
-/** `dispatch` with the list checked first. */
+/** `dispatch` with the list checked first, for mail leaving the cluster (local mailboxes are never refused). */
 export const checkingSuppressions = (dispatch: Dispatch, lookup: Lookup): Dispatch => (entry, message, body) => {
+  if (entry.route.kind === "local") return dispatch(entry, message, body);
   const suppressed: RecipientAttempt[] = [];
   const rest: string[] = [];
   for (const recipient of entry.recipients) {

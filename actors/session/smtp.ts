@@ -9,6 +9,7 @@ import { Clock, Deferred, Effect, Schema } from "effect";
 import "./enhanced-codes.ts";
 import { finishSigning, type DkimSigner, type DkimSigning } from "../dkim/signer.ts";
 import { inNetworks } from "../common/networks.ts";
+import { domainOf } from "../common/domains.ts";
 import type { UserStore } from "../users/store.ts";
 import type { QueueEntry } from "../queue/entry.ts";
 import { newMessageId, routesFor } from "../queue/entry.ts";
@@ -212,12 +213,14 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
 
   /**
    * The reply for a recipient on the suppression list, when the client is one we relay for
-   * (authenticated, or on a trusted network): submission, not inbound mail. Not counted
-   * against maxErrors: a list's refusal is no misbehaviour of the client.
+   * (authenticated, or on a trusted network): submission, not inbound mail. The list is
+   * about mail leaving the cluster: a local domain's recipient is never refused. Not
+   * counted against maxErrors: a list's refusal is no misbehaviour of the client.
    */
   const suppressedRecipient = (session: SMTPServerSession, recipient: string) => {
     const check = deps.suppression;
     if (check === undefined || (typeof session.user !== "string" && !inNetworks(session.remoteAddress, config.trustedNetworks))) return undefined;
+    if (config.localDomains.includes(domainOf(recipient))) return undefined;
     const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
     const match = check.lookup(sender, recipient);
     if (match === undefined) return undefined;

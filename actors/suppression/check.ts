@@ -2,8 +2,9 @@
 // actors/suppression/list.ts), and the record of a refusal (an event, a metric, a log
 // line). Checked at an API submit and at RCPT TO of an authenticated or trusted-network
 // SMTP client: a sender we relay for. Mail arriving as an MX from elsewhere is inbound,
-// addressed to our own users, and never checked. The check before each delivery attempt
-// is actors/delivery/suppressed.ts.
+// addressed to our own users, and never checked; nor is any recipient in a local domain
+// (the list is about mail leaving the cluster). The check before each delivery attempt is
+// actors/delivery/suppressed.ts.
 import type { EventDraft } from "../../protocol/events.ts";
 import type { SuppressionMatch } from "../../protocol/suppression.ts";
 import { domainOf } from "../common/domains.ts";

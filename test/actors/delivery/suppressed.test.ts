@@ -92,3 +92,12 @@ test("a suppressed recipient fails without a DSN and is reported as a suppressed
     ],
   );
 });
+
+test("an entry for a local mailbox is never checked: the list is about mail leaving the cluster", async () => {
+  const hop = nextHop();
+  const list = listed();
+  list.put(suppressionKey("global", "bob@example.test"), "manual");
+  const local: QueueEntry = { ...entry, route: { kind: "local", user: "bob@example.test" }, recipients: ["bob@example.test"] };
+  await Effect.runPromise(checkingSuppressions(hop.dispatch, list.lookup)(local, message, () => new Uint8Array()));
+  assert.deepEqual(hop.given, [["bob@example.test"]]);
+});
