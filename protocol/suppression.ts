@@ -6,7 +6,7 @@
 // Here: the record, how an address and a scope become a KV key, and the requests and
 // replies of the admin endpoints shared by the API (a tenant, its own sender domains) and
 // `tern suppress` (the operator, any scope).
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { domainToASCII } from "node:url";
 import { Schema } from "effect";
 
@@ -81,14 +81,15 @@ export const normalScope = (scope: string): string | undefined => {
 export const scopeToken = (scope: string): string => (scope === GLOBAL_SCOPE ? GLOBAL_SCOPE : `domain.${scope.replace(/\./g, "_")}`);
 
 /**
- * The KV key of a (scope, address): the scope's token and 128 bits of the SHA-256 of the
- * normal address, base64url (no '.'): any address fits the key alphabet, keys stay short
- * for the in-memory view every node keeps, and the address itself is in the value.
+ * The KV key of a (scope, address): the scope's token and the first 22 base64url
+ * characters (132 bits) of the SHA-256 of the normal address (no '.'): any address fits
+ * the key alphabet, keys stay short for the in-memory view every node keeps, and the
+ * address itself is in the value.
  */
-export const suppressionKey = (scope: string, address: string): string =>
-  `${scopeToken(scope)}.${addressHash(address)}`;
+export const suppressionKey = (scope: string, address: string): string => `${scopeToken(scope)}.${addressHash(address)}`;
 
-export const addressHash = (address: string): string => createHash("sha256").update(normalAddress(address)).digest().subarray(0, 16).toString("base64url");
+/** On every recipient's check: `crypto.hash` is several times faster than a Hash object for one short input. */
+export const addressHash = (address: string): string => hash("sha256", normalAddress(address), "base64url").slice(0, 22);
 
 /** The scope token of a key (everything before its last '.'). */
 export const scopeTokenOfKey = (key: string): string => key.slice(0, key.lastIndexOf("."));

@@ -14,7 +14,6 @@ import {
   hashOfKey,
   normalScope,
   scopeToken,
-  scopeTokenOfKey,
   suppressionReasons,
   addressHash,
   type SuppressionMatch,
@@ -60,10 +59,32 @@ export const senderScope = (sender: string): string | undefined => (sender.inclu
 export const makeSuppressionList = (): SuppressionList => {
   let entries = new Map<string, number>();
   let loaded = false;
+  // For pages in key order without sorting the whole map each time: the keys as last
+  // sorted, and the keys put since (unsorted). A key removed since stays in `sorted` and is
+  // skipped (it is no longer in `entries`); the snapshot is sorted again once enough changed.
+  let sorted: string[] = [];
+  let since: string[] = [];
+  let changes = 0;
 
   const match = (key: string, scope: string): SuppressionMatch | undefined => {
     const code = entries.get(key);
     return code === undefined ? undefined : { scope, reason: suppressionReasons[code]! };
+  };
+
+  const put = (key: string, reason: SuppressionReason) => {
+    // Past RESORT_AFTER changes the snapshot is sorted again anyway: `since` stays bounded.
+    if (!entries.has(key) && ++changes <= RESORT_AFTER) since.push(key);
+    entries.set(key, codeOf.get(reason)!);
+  };
+
+  /** The snapshot and the keys put since, both sorted; the snapshot is made again after many changes. */
+  const ordered = (): { readonly sorted: ReadonlyArray<string>; readonly since: ReadonlyArray<string> } => {
+    if (changes > RESORT_AFTER) {
+      sorted = [...entries.keys()].sort();
+      since = [];
+      changes = 0;
+    }
+    return { sorted, since: [...since].sort() };
   };
 
   return {
@@ -76,8 +97,10 @@ export const makeSuppressionList = (): SuppressionList => {
       return scope === undefined ? undefined : match(`${scopeToken(scope)}.${hash}`, scope);
     },
     has: (key) => entries.has(key),
-    put: (key, reason) => void entries.set(key, codeOf.get(reason)!),
-    remove: (key) => void entries.delete(key),
+    put,
+    remove: (key) => {
+      if (entries.delete(key)) changes++;
+    },
     reload: () => {
       const fresh = new Map<string, number>();
       return {
@@ -85,6 +108,10 @@ export const makeSuppressionList = (): SuppressionList => {
         remove: (key) => void fresh.delete(key),
         finish: () => {
           entries = fresh;
+          // Sorted when a page is first asked for, not here: a million keys take a second or more.
+          sorted = [];
+          since = [];
+          changes = Infinity;
           loaded = true;
         },
       };
@@ -92,27 +119,82 @@ export const makeSuppressionList = (): SuppressionList => {
     loaded: () => loaded,
     size: () => entries.size,
     page: ({ scopes, address, after, limit }) => {
-      const hash = address === undefined ? undefined : addressHash(address);
-      const selected: string[] = [];
-      for (const key of entries.keys()) {
-        if (hash !== undefined && hashOfKey(key) !== hash) continue;
-        if (scopes !== undefined && !scopes.has(scopeTokenOfKey(key))) continue;
-        selected.push(key);
+      const live = (key: string) => entries.has(key);
+      if (address !== undefined) {
+        // One address: its key in each scope asked for, or (every scope) a scan for its hash.
+        const hash = addressHash(address);
+        const keys: string[] = [];
+        if (scopes !== undefined) keys.push(...[...scopes].sort().map((token) => `${token}.${hash}`).filter(live));
+        else for (const key of entries.keys()) if (hashOfKey(key) === hash) keys.push(key);
+        keys.sort();
+        const start = after === undefined ? 0 : firstAfter(keys, after);
+        return { keys: keys.slice(start, start + limit), total: keys.length };
       }
-      selected.sort();
-      const start = after === undefined ? 0 : firstAfter(selected, after);
-      return { keys: selected.slice(start, start + limit), total: selected.length };
+      const view = ordered();
+      // A scope's keys are one range of the order: "<token>." up to "<token>/" ('/' follows '.').
+      const ranges = scopes === undefined ? [["", "\uffff"] as const] : [...scopes].sort().map((token) => [`${token}.`, `${token}/`] as const);
+      const keys: string[] = [];
+      let total = 0;
+      for (const [from, to] of ranges) {
+        const old = { list: view.sorted, from: firstAfter(view.sorted, from, true), to: firstAfter(view.sorted, to, true) };
+        const added = { list: view.since, from: firstAfter(view.since, from, true), to: firstAfter(view.since, to, true) };
+        if (scopes !== undefined) total += countLive(old, added, live);
+        if (keys.length >= limit) continue;
+        for (const key of merged(old, added, after)) {
+          if (!live(key)) continue;
+          keys.push(key);
+          if (keys.length >= limit) break;
+        }
+      }
+      return { keys, total: scopes === undefined ? entries.size : total };
     },
   };
 };
 
-/** The index of the first key greater than `after` (binary search over sorted keys). */
-const firstAfter = (sorted: ReadonlyArray<string>, after: string): number => {
+/** Changes (puts of new keys, removals) after which the order is sorted again from the map. */
+const RESORT_AFTER = 10_000;
+
+/** Part of a sorted list: indexes `from` (included) to `to` (excluded). */
+interface Range {
+  readonly list: ReadonlyArray<string>;
+  readonly from: number;
+  readonly to: number;
+}
+
+/** Keys of the two ranges still in the map, each once. */
+const countLive = (old: Range, added: Range, live: (key: string) => boolean) => {
+  let n = 0;
+  for (let i = old.from; i < old.to; i++) if (live(old.list[i]!)) n++;
+  let previous: string | undefined;
+  for (let i = added.from; i < added.to; i++) {
+    const key = added.list[i]!;
+    // Put again after a removal: in the snapshot too (counted there), or twice in `since`.
+    if (key !== previous && live(key) && old.list[firstAfter(old.list, key, true)] !== key) n++;
+    previous = key;
+  }
+  return n;
+};
+
+/** Two sorted ranges as one, in order, each key once, from the first key greater than `after`. */
+function* merged(a: Range, b: Range, after: string | undefined): Generator<string> {
+  let i = after === undefined ? a.from : Math.max(a.from, firstAfter(a.list, after));
+  let j = after === undefined ? b.from : Math.max(b.from, firstAfter(b.list, after));
+  let previous: string | undefined;
+  while (i < a.to || j < b.to) {
+    const next = j >= b.to || (i < a.to && a.list[i]! <= b.list[j]!) ? a.list[i++]! : b.list[j++]!;
+    if (next === previous) continue;
+    previous = next;
+    yield next;
+  }
+}
+
+/** The index of the first key greater than `after` (or, `inclusive`, not less than it): a binary search over sorted keys. */
+const firstAfter = (sorted: ReadonlyArray<string>, after: string, inclusive = false): number => {
   let low = 0;
   let high = sorted.length;
   while (low < high) {
     const mid = (low + high) >>> 1;
-    if (sorted[mid]! <= after) low = mid + 1;
+    if (inclusive ? sorted[mid]! < after : sorted[mid]! <= after) low = mid + 1;
     else high = mid;
   }
   return low;

@@ -78,3 +78,37 @@ test("pages: keys in order after a cursor, by scope and by address, with the tot
   assert.deepEqual(new Set(everywhere.keys), new Set(["global", "example.com", "example.com.au"].map((s) => suppressionKey(s, "user1@dest.test"))));
   assert.equal(list.page({ limit: 1000 }).total, 27);
 });
+
+test("pages stay in order and complete while entries come and go between them", () => {
+  const list = makeSuppressionList();
+  const reload = list.reload();
+  const scope = "example.com";
+  for (let n = 0; n < 300; n++) reload.put(suppressionKey(scope, `old${n}@dest.test`), "import");
+  reload.finish();
+  const token = new Set([scopeTokenOfKey(suppressionKey(scope, "x@y.z"))]);
+  const first = list.page({ scopes: token, limit: 100 });
+  // Between pages: new keys, a removal, a key removed and put back twice, another scope's key.
+  for (let n = 0; n < 50; n++) list.put(suppressionKey(scope, `new${n}@dest.test`), "manual");
+  list.remove(suppressionKey(scope, "old7@dest.test"));
+  for (let n = 0; n < 2; n++) {
+    list.remove(suppressionKey(scope, "old8@dest.test"));
+    list.put(suppressionKey(scope, "old8@dest.test"), "manual");
+  }
+  list.put(suppressionKey("example.org", "old9@dest.test"), "manual");
+  const seen = [...first.keys];
+  let after = first.keys.at(-1);
+  for (;;) {
+    const page = list.page({ scopes: token, after, limit: 100 });
+    assert.equal(page.total, 349);
+    if (page.keys.length === 0) break;
+    seen.push(...page.keys);
+    after = page.keys.at(-1);
+  }
+  assert.deepEqual(seen, [...new Set(seen)].sort(), "in order, each key once");
+  const expected = new Set([...Array.from({ length: 300 }, (_, n) => `old${n}`), ...Array.from({ length: 50 }, (_, n) => `new${n}`)].map((name) => suppressionKey(scope, `${name}@dest.test`)));
+  expected.delete(suppressionKey(scope, "old7@dest.test"));
+  // Keys of the first page were listed before the changes; every later one is as it is now.
+  assert.ok([...expected].filter((key) => key > first.keys.at(-1)!).every((key) => seen.includes(key)));
+  assert.equal(seen.includes(suppressionKey(scope, "old7@dest.test")) && suppressionKey(scope, "old7@dest.test") > first.keys.at(-1)!, false);
+  assert.equal(list.page({ limit: 1000 }).total, 350);
+});
