@@ -25,6 +25,14 @@ import {
   type SubmitRequest,
 } from "../protocol/api.ts";
 import { StatusReply } from "../protocol/status.ts";
+import {
+  SuppressionChangeReply,
+  SuppressionListReply,
+  type SuppressionAddRequest,
+  type SuppressionImportRequest,
+  type SuppressionListRequest,
+  type SuppressionRemoveRequest,
+} from "../protocol/suppression.ts";
 import { makeSubjects, type Subjects } from "../protocol/subjects.ts";
 
 export interface TernClientOptions {
@@ -86,6 +94,13 @@ export interface TernClient {
   readonly submitRaw: (raw: Uint8Array | string, envelope: Envelope, options?: SubmitOptions) => Promise<SubmitReply>;
   /** A message's state and each recipient's, with attempts, from whichever node holds it (NotFound for another tenant's). */
   readonly status: (messageId: string) => Promise<StatusReply>;
+  /** The suppression list in the tenant's own scopes (its sender domains; ScopeNotAllowed for others). */
+  readonly suppressions: {
+    readonly add: (request: SuppressionAddRequest) => Promise<SuppressionChangeReply>;
+    readonly import: (request: SuppressionImportRequest) => Promise<SuppressionChangeReply>;
+    readonly remove: (request: SuppressionRemoveRequest) => Promise<SuppressionChangeReply>;
+    readonly list: (request?: SuppressionListRequest) => Promise<SuppressionListReply>;
+  };
   readonly close: () => Promise<void>;
 }
 
@@ -187,6 +202,12 @@ export const connectTern = async (options: TernClientOptions): Promise<TernClien
     submit,
     submitRaw,
     status: (messageId) => askJson(subjects.api(tenant, "status"), StatusReply, { messageId }),
+    suppressions: {
+      add: (request) => askJson(subjects.api(tenant, "suppressions.add"), SuppressionChangeReply, request),
+      import: (request) => askJson(subjects.api(tenant, "suppressions.import"), SuppressionChangeReply, request),
+      remove: (request) => askJson(subjects.api(tenant, "suppressions.remove"), SuppressionChangeReply, request),
+      list: (request = {}) => askJson(subjects.api(tenant, "suppressions.list"), SuppressionListReply, request),
+    },
     close: async () => {
       if (!options.nc) await nc.close();
     },

@@ -29,8 +29,13 @@ export const differingLimits = (current: Partial<StreamConfig>, wanted: Partial<
     .filter(([key, value]) => current[key as keyof StreamConfig] !== value)
     .map(([key]) => key);
 
-export const openBucket = async (nc: NatsConnection, bucket: string, options: BucketOptions, timeoutMs: number): Promise<KV> => {
-  const kv = await new Kvm(jetstream(nc, { timeout: timeoutMs })).create(bucket, {
+/**
+ * `watcherPrefix`: where a watch of the bucket receives its messages. nats.js puts them
+ * under `_INBOX` otherwise, which a node may not subscribe to: give the node's inbox.
+ */
+export const openBucket = async (nc: NatsConnection, bucket: string, options: BucketOptions, timeoutMs: number, watcherPrefix?: string): Promise<KV> => {
+  const js = jetstream(nc, { timeout: timeoutMs, ...(watcherPrefix !== undefined ? { watcherPrefix } : {}) });
+  const kv = await new Kvm(js).create(bucket, {
     history: options.history,
     replicas: options.replicas,
     ...(options.ttlMs === undefined ? {} : { ttl: options.ttlMs }),

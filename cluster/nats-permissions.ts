@@ -5,9 +5,11 @@
 //
 // - node: serves and calls the cluster's internal subjects (mailbox, resolver, blob
 //   transfer, queue administration, events) and uses the cluster's KV buckets and its
-//   events stream. Replies (JetStream's publish acknowledgements among them) and blobs
-//   travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
+//   events stream; it watches the suppression list's bucket (consumers on that bucket
+//   only). Replies (JetStream's publish acknowledgements among them), blobs and the
+//   watch's messages travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
 // - operator: queue administration (`tern queue`), IP pools and their warm-up (`tern pools`),
+//   the suppression list (`tern suppress`, asked of any node: no access to its bucket),
 //   message status (`tern status`), the member list as a node reads it (`tern cluster
 //   status`; no access to the bucket), mailbox moves (`tern mailbox move`, asked of the
 //   target node), draining a node (`tern node drain`), replies on
@@ -75,8 +77,18 @@ const eventsReadAccess = (subjects: Subjects, events: string): string[] => {
   ];
 };
 
+/**
+ * Watching a KV bucket (the suppression list, which every node keeps in memory): the
+ * ordered push consumer nats.js's `kv.watch` creates, recreates and deletes, and the
+ * answers to its flow-control requests. Its messages arrive on the node's inbox.
+ */
+const kvWatchAccess = (bucket: string): string[] => {
+  const stream = `KV_${bucket}`;
+  return [`$JS.API.CONSUMER.CREATE.${stream}.>`, `$JS.API.CONSUMER.INFO.${stream}.*`, `$JS.API.CONSUMER.DELETE.${stream}.*`, `$JS.FC.${stream}.>`];
+};
+
 /** The KV buckets nodes of the cluster use. */
-const bucketsOf = (subjects: Subjects): string[] => [subjects.mailboxOwnersBucket, subjects.apiKeysBucket, subjects.membersBucket];
+const bucketsOf = (subjects: Subjects): string[] => [subjects.mailboxOwnersBucket, subjects.apiKeysBucket, subjects.membersBucket, subjects.suppressionsBucket];
 
 const clusterRoot = (subjects: Subjects) => `tern.${subjects.cluster}`;
 
@@ -92,13 +104,24 @@ const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: string): Per
   switch (role) {
     case "node":
       return {
-        publish: [`${root}.>`, "$JS.API.INFO", ...eventsStreamAccess(subjects), ...bucketsOf(subjects).flatMap(kvAccess)],
+        publish: [`${root}.>`, "$JS.API.INFO", ...eventsStreamAccess(subjects), ...bucketsOf(subjects).flatMap(kvAccess), ...kvWatchAccess(subjects.suppressionsBucket)],
         subscribe: [`${root}.>`, ...discovery(subjects)],
         allowResponses: true,
       };
     case "operator":
       return {
-        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.poolsStatus, `${subjects.poolsStatus}.*`, subjects.statusLookup, subjects.clusterMembers, subjects.mailboxMoveAdmins, subjects.nodeDrains, ...eventsReadAccess(subjects, subjects.events)],
+        publish: [
+          subjects.queueAdmin,
+          `${subjects.queueAdmin}.*`,
+          subjects.poolsStatus,
+          `${subjects.poolsStatus}.*`,
+          subjects.statusLookup,
+          subjects.clusterMembers,
+          subjects.mailboxMoveAdmins,
+          subjects.nodeDrains,
+          subjects.suppressionAdmin,
+          ...eventsReadAccess(subjects, subjects.events),
+        ],
         subscribe: [`${subjects.operatorInbox}.>`, subjects.events],
         allowResponses: false,
       };

@@ -360,6 +360,19 @@ const ConfigFile = Schema.Struct({
       replicas: Schema.optional(Replicas),
     }),
   ),
+  /** The cluster-wide suppression list (README "Suppression list"). */
+  suppression: Schema.optional(
+    Schema.Struct({
+      /** false: no checks and no automatic adds on this node, and it serves no suppression admin requests. */
+      enabled: Schema.optional(Schema.Boolean),
+      /** Where an automatic add applies: "sender-domain" (mail from the domain that bounced or drew the complaint), or "global". */
+      scope: Schema.optional(Schema.Literals(["global", "sender-domain"])),
+      /** What adds a recipient by itself: hard bounces of a bad mailbox or domain, complaints. */
+      autoAdd: Schema.optional(Schema.Array(Schema.Literals(["bad-mailbox", "bad-domain", "complaint"]))),
+      /** How long a starting node waits for its view of the list before it takes mail without it. */
+      loadTimeoutMs: Schema.optional(Positive),
+    }),
+  ),
 });
 type ConfigFile = typeof ConfigFile.Type;
 
@@ -484,6 +497,12 @@ export interface NodeConfig {
   /** Caps on pulling large frames from other nodes (actors/runtime/pull-budget.ts); above them: busy, the asker retries. */
   readonly transfers: { readonly maxPullBytes: number; readonly maxPullBytesPerPeer: number; readonly maxConcurrentPulls: number };
   readonly events: { readonly maxAgeSec: number; readonly maxBytes: number; readonly duplicateWindowSec: number; readonly replicas: number };
+  readonly suppression: {
+    readonly enabled: boolean;
+    readonly scope: "global" | "sender-domain";
+    readonly autoAdd: ReadonlyArray<"bad-mailbox" | "bad-domain" | "complaint">;
+    readonly loadTimeoutMs: number;
+  };
 }
 
 /** Room for what a mailbox adds to a message (trace headers) and the frame's JSON head. */
@@ -690,6 +709,12 @@ const withDefaults = (file: ConfigFile, development: boolean): NodeConfig => ({
     maxBytes: file.events?.maxBytes ?? 1024 * 1024 * 1024,
     duplicateWindowSec: file.events?.duplicateWindowSec ?? 120,
     replicas: file.events?.replicas ?? file.nats?.replicas ?? 1,
+  },
+  suppression: {
+    enabled: file.suppression?.enabled ?? true,
+    scope: file.suppression?.scope ?? "sender-domain",
+    autoAdd: [...new Set(file.suppression?.autoAdd ?? (["bad-mailbox", "bad-domain", "complaint"] as const))],
+    loadTimeoutMs: file.suppression?.loadTimeoutMs ?? 5_000,
   },
 });
 

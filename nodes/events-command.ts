@@ -48,6 +48,10 @@ const detailOf = (event: StreamEvent): string => {
         ...(event.rule ? [`rule=${event.rule}`] : []),
         ...(event.reply ? [`reply="${event.reply}"`] : []),
       ].join(" ");
+    case "complained":
+      return `feedback=${event.feedbackType}${event.sender !== undefined ? ` from=<${event.sender}>` : ""}`;
+    case "suppressed":
+      return `where=${event.where} scope=${event.scope} reason=${event.reason} from=<${event.sender}>`;
     default:
       return `${event.category ? `category=${event.category} ` : ""}${event.reply}`;
   }
@@ -60,7 +64,7 @@ export const renderEvent = (seq: number, event: StreamEvent): string =>
     new Date(event.time).toISOString(),
     event.type,
     `tenant=${event.tenant}`,
-    ...("msg" in event ? [`msg=${event.msg}`] : []),
+    ...("msg" in event && event.msg ? [`msg=${event.msg}`] : []),
     ...("rcpt" in event ? [`rcpt=<${event.rcpt}>`] : []),
     ...("tags" in event && event.tags?.length ? [`tags=${event.tags.join(",")}`] : []),
     detailOf(event),

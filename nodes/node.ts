@@ -26,6 +26,7 @@ import { MemberAnnouncement } from "./services/member-announcement.ts";
 import { SiteBudgets } from "./services/site-budgets.ts";
 import { Drainer, HandOffLayer } from "./services/drain.ts";
 import { EventOutbox, Lmdb, Spool, SpoolHealth } from "./services/storage.ts";
+import { SuppressionAdminLayer, Suppressions } from "./services/suppression.ts";
 
 export interface NodePorts {
   readonly smtp: number;
@@ -40,6 +41,7 @@ export interface NodePorts {
 const foundation = Supervisor.layer.pipe(Layer.provideMerge(Layer.mergeAll(Metrics.layer, LoginAccounts.layer.pipe(Layer.provideMerge(Users.layer)), Tls.layer, Dkim.layer, Draining.layer)));
 const storage = Spool.layer.pipe(Layer.provideMerge(EventOutbox.layer), Layer.provideMerge(Lmdb.layer));
 const cluster = Layer.mergeAll(ClusterHealth.layer, EventPublisherLayer, BlobTransfers.layer, Membership.layer).pipe(
+  Layer.provideMerge(Suppressions.layer),
   Layer.provideMerge(MailboxOwnership.layer),
   Layer.provideMerge(Nats.layer),
 );
@@ -48,7 +50,7 @@ const actors = Scheduler.layer.pipe(
 );
 /** What applications and operators ask of the node's mail (message status, draining), and the cluster-wide login throttles. */
 const services = Layer.mergeAll(MessageStatus.layer, LoginThrottles.layer, Drainer.layer);
-const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, ImapListener.layer, HttpListener.layer, QueueAdminLayer, PoolsStatusLayer, ApiLayer, HandOffLayer, DescriptorCheck).pipe(
+const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, ImapListener.layer, HttpListener.layer, QueueAdminLayer, PoolsStatusLayer, SuppressionAdminLayer, ApiLayer, HandOffLayer, DescriptorCheck).pipe(
   Layer.provideMerge(SpoolHealth.layer),
 );
 

@@ -4,6 +4,7 @@
 // Bodies are JSON; an error reply also carries the micro headers Nats-Service-Error
 // (the message) and Nats-Service-Error-Code (the HTTP-like status of the code).
 import { Schema } from "effect";
+import { SuppressionReason } from "./suppression.ts";
 
 export const API_VERSION = "1.0.0";
 
@@ -117,10 +118,12 @@ export type SubmitRequest = typeof SubmitRequest.Type;
 /** A recipient the node will not take, and why (the SMTP reply submission would have given). */
 export const RefusedRecipient = Schema.Struct({
   recipient: Schema.String,
-  /** unknown-user, relay-denied, bad-recipient-domain, utf8-without-smtputf8, duplicate… */
+  /** unknown-user, relay-denied, bad-recipient-domain, utf8-without-smtputf8, suppressed… */
   reason: Schema.String,
   /** The SMTP reply submission would have given: "550 5.1.1 No such user here". */
   reply: Schema.String,
+  /** reason "suppressed": the suppression list's entry that refused it. */
+  suppression: Schema.optional(Schema.Struct({ scope: Schema.String, reason: SuppressionReason })),
 });
 export type RefusedRecipient = typeof RefusedRecipient.Type;
 
@@ -211,6 +214,8 @@ export const ApiErrorCode = Schema.Literals([
   "RateLimited",
   /** No such upload (unknown, expired, or of another tenant). */
   "NotFound",
+  /** A suppression list scope the tenant may not manage: "global", or another tenant's domain. */
+  "ScopeNotAllowed",
   /** The node is at a cap on work it takes at once; retry shortly. */
   "Busy",
   /** The node cannot commit now (spool failure, stopping); retry, with the same idempotency key. */
@@ -231,6 +236,7 @@ export const errorStatus: Readonly<Record<ApiErrorCode, number>> = {
   AllRecipientsRefused: 422,
   RateLimited: 429,
   NotFound: 404,
+  ScopeNotAllowed: 403,
   Busy: 503,
   Unavailable: 503,
   Internal: 500,

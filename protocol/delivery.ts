@@ -7,6 +7,7 @@
 // events), by `renderResult`; nothing reads text back.
 import { Schema } from "effect";
 import { PermanentDnsReason, dnsFailureStatus } from "./route.ts";
+import { SuppressionReason } from "./suppression.ts";
 
 // ---------------------------------------------------------------------------
 // Enumerations
@@ -191,6 +192,17 @@ const Internal = Schema.TaggedStruct("Internal", { detail: Schema.String });
 /** An operator failed the recipient (`tern queue bounce`). */
 const Returned = Schema.TaggedStruct("Returned", { reason: Schema.optional(Schema.String) });
 
+/**
+ * Not sent: the recipient is on the suppression list (protocol/suppression.ts), found by the
+ * check made before each attempt. Fails, without a DSN (the sender learns of it from the
+ * "suppressed" event, as at submission).
+ */
+const Suppressed = Schema.TaggedStruct("Suppressed", {
+  /** "global" or the sender domain of the entry that matched. */
+  scope: Schema.String,
+  reason: SuppressionReason,
+});
+
 /** What an attempt got for one recipient: the next hop's reply, local storage, or a tagged failure. */
 export const RecipientResult = Schema.Union([
   Reply,
@@ -211,6 +223,7 @@ export const RecipientResult = Schema.Union([
   BackedOff,
   Internal,
   Returned,
+  Suppressed,
 ]);
 export type RecipientResult = typeof RecipientResult.Type;
 /** What can go wrong with a connection before a reply decides. */
@@ -255,6 +268,7 @@ export const statusOfResult = (result: RecipientResult): "delivered" | "deferred
     case "ConversionFailed":
     case "TooLarge":
     case "Returned":
+    case "Suppressed":
       return "failed";
     default:
       return "deferred";
@@ -306,6 +320,8 @@ export const enhancedStatus = (result: RecipientResult): string => {
       return "4.3.0";
     case "Returned":
       return "5.0.0";
+    case "Suppressed":
+      return "5.7.1"; // delivery not authorized
   }
 };
 
@@ -358,5 +374,7 @@ const describe = (result: Exclude<RecipientResult, Reply>): string => {
       return result.detail;
     case "Returned":
       return `returned by the mail system administrator${result.reason ? `: ${result.reason}` : ""}`;
+    case "Suppressed":
+      return `not sent: the recipient is on the suppression list (${result.reason}, scope ${result.scope})`;
   }
 };

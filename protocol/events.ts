@@ -8,8 +8,9 @@
 // One Schema per kind, told apart by `type`; the fields every event has come first.
 import { Schema } from "effect";
 import { BounceCategory, RecipientResult, ReportedStatus, WaitReason } from "./delivery.ts";
+import { SuppressionReason } from "./suppression.ts";
 
-export const EventType = Schema.Literals(["accepted", ...ReportedStatus.literals, "dsn-queued", "node-up", "node-down", "site-backoff"]);
+export const EventType = Schema.Literals(["accepted", ...ReportedStatus.literals, "dsn-queued", "complained", "suppressed", "node-up", "node-down", "site-backoff"]);
 export type EventType = typeof EventType.Type;
 
 export const eventTypes: ReadonlyArray<EventType> = EventType.literals;
@@ -52,6 +53,8 @@ export const RecipientEvent = Schema.Struct({
   type: ReportedStatus,
   ...common,
   rcpt: Schema.String,
+  /** The envelope sender ("" is the null sender); the suppression list scopes its automatic adds by its domain. */
+  sender: Schema.optional(Schema.String),
   route: Schema.Literals(["local", "remote"]),
   /** The value: the next hop's SMTP reply, or a tagged failure. */
   result: RecipientResult,
@@ -86,7 +89,51 @@ const DsnQueuedEvent = Schema.Struct({
 });
 export type DsnQueuedEvent = typeof DsnQueuedEvent.Type;
 
-export const TernEvent = Schema.Union([AcceptedEvent, RecipientEvent, DsnQueuedEvent]);
+/**
+ * A recipient complained about a message (a feedback report, RFC 5965). Whoever records it
+ * fills `msg`, `entry` and `sender` from the original message when it can be found (else
+ * "" and absent); the suppression list adds `rcpt` (protocol/suppression.ts).
+ */
+export const ComplainedEvent = Schema.Struct({
+  type: Schema.Literal("complained"),
+  ...common,
+  rcpt: Schema.String,
+  /** The original message's envelope sender, when known. */
+  sender: Schema.optional(Schema.String),
+  /** The report's Feedback-Type: "abuse", "fraud", "virus", "other"… */
+  feedbackType: Schema.String,
+});
+export type ComplainedEvent = typeof ComplainedEvent.Type;
+
+/**
+ * A recipient was refused because it is on the suppression list: at an API submit, at RCPT
+ * TO of an authenticated or trusted-network SMTP client, or before a delivery attempt (its
+ * queue entry then fails it, without a DSN). One event per refused recipient. `domain` is
+ * the recipient's; `msg` and `entry` are given at delivery only (a refused submission
+ * queued nothing for it).
+ */
+export const SuppressedEvent = Schema.Struct({
+  type: Schema.Literal("suppressed"),
+  id: Schema.String,
+  time: Schema.Number,
+  node: Schema.String,
+  tenant: Schema.String,
+  domain: Schema.String,
+  tags: Schema.optional(Schema.Array(Schema.String)),
+  metadata: Schema.optional(Schema.Record(Schema.String, Schema.String)),
+  msg: Schema.optional(Schema.String),
+  entry: Schema.optional(Schema.String),
+  rcpt: Schema.String,
+  /** The envelope sender; "" is the null sender. */
+  sender: Schema.String,
+  where: Schema.Literals(["api", "smtp", "delivery"]),
+  /** The entry that matched: "global" or a sender domain, and why it is on the list. */
+  scope: Schema.String,
+  reason: SuppressionReason,
+});
+export type SuppressedEvent = typeof SuppressedEvent.Type;
+
+export const TernEvent = Schema.Union([AcceptedEvent, RecipientEvent, DsnQueuedEvent, ComplainedEvent, SuppressedEvent]);
 export type TernEvent = typeof TernEvent.Type;
 
 /** The tenant token of cluster events (`tern.<cluster>.events.cluster.<type>.none`): reserved, no tenant may take it. */

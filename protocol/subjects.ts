@@ -112,6 +112,14 @@ export interface Subjects {
   readonly nodeDrains: string;
   /** Where a draining node hands one message with its queue entries to a peer (node-to-node). */
   readonly handOff: (nodeId: string) => string;
+  /**
+   * KV bucket of the suppression list: `<scope token>.<address hash>` → the record
+   * (protocol/suppression.ts). Every node watches it into memory.
+   */
+  readonly suppressionsBucket: string;
+  /** `tern suppress`: the operator's add, import, remove and list; one node of the queue group answers. */
+  readonly suppressionAdmin: string;
+  readonly suppressionAdminQueueGroup: string;
 }
 
 const safeToken = /^[A-Za-z0-9_-]+$/;
@@ -170,6 +178,9 @@ export const makeSubjects = (cluster: string): Subjects => {
     nodeDrain: (nodeId) => `${root}.node.drain.${nodeId}`,
     nodeDrains: `${root}.node.drain.*`,
     handOff: (nodeId) => `${root}.handoff.${nodeId}`,
+    suppressionsBucket: `tern_${cluster}_suppressions`,
+    suppressionAdmin: `${root}.suppressions.admin`,
+    suppressionAdminQueueGroup: `${root}.suppressions`,
   };
 };
 

@@ -2,7 +2,7 @@
 // under the NATS micro conventions in the cluster's API queue group, one subscription per
 // endpoint with the tenant token as a wildcard. Every request gets a reply: the endpoint's
 // JSON, or a typed error (actors/api/micro.ts), never silence.
-import { Clock, Effect, type Scope } from "effect";
+import { Clock, Effect, type Schema, type Scope } from "effect";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   API_VERSION,
@@ -18,6 +18,14 @@ import { isReplySubject, type Subjects } from "../../protocol/subjects.ts";
 import { decodeJson, serveMicro, type ApiCall, type ApiEndpoint } from "./micro.ts";
 import { compose, decodeBase64, submitWhole, type Submitter } from "./submit.ts";
 import type { Uploads } from "./uploads.ts";
+import type { Caller, SuppressionAdmin } from "../suppression/admin.ts";
+import {
+  SuppressionAddRequest,
+  SuppressionImportRequest,
+  SuppressionListRequest,
+  SuppressionRemoveRequest,
+  type SuppressionAdminError,
+} from "../../protocol/suppression.ts";
 
 export interface ApiServerDeps {
   readonly nodeId: string;
@@ -29,6 +37,11 @@ export interface ApiServerDeps {
   readonly maxConcurrentSubmits: number;
   /** A message's status from whichever node holds it (nodes/services/status.ts). */
   readonly statusOf: (messageId: string) => Effect.Effect<StatusReply, NotFound | Unavailable>;
+  /**
+   * The suppression list's admin, and the scopes (sender domains) each tenant manages:
+   * undefined for a tenant that is not configured. Absent: no suppression endpoints.
+   */
+  readonly suppressions?: { readonly admin: SuppressionAdmin; readonly scopesOf: (tenant: string) => ReadonlyArray<string> | undefined } | undefined;
 }
 
 /** `tern.<cluster>.api.v1.<tenant>.<endpoint…>`: the tenant is the fifth token. */
@@ -74,6 +87,7 @@ const apiEndpoints = (deps: ApiServerDeps): ReadonlyArray<ApiEndpoint> => {
       metadata: { request: "StatusRequest", reply: "StatusReply" },
       handle: (call) => Effect.flatMap(decodeJson(StatusRequest, call.data), (request) => status(deps, tenantOfSubject(call.subject), request.messageId)),
     },
+    ...(deps.suppressions ? suppressionEndpoints(subjects, deps.suppressions) : []),
     {
       // This node's own uploads: chunks (header Tern-Upload-Seq) and the commit (without it).
       name: "upload",
@@ -82,6 +96,36 @@ const apiEndpoints = (deps: ApiServerDeps): ReadonlyArray<ApiEndpoint> => {
       metadata: { chunk: "raw bytes, header Tern-Upload-Seq; reply UploadChunkReply", commit: "UploadCommitRequest; reply SubmitReply" },
       handle: (call) => upload(uploads, call),
     },
+  ];
+};
+
+/** `suppressions.add|import|remove|list`: a tenant's own scopes (its sender domains). */
+const suppressionEndpoints = (subjects: Subjects, suppressions: NonNullable<ApiServerDeps["suppressions"]>): ReadonlyArray<ApiEndpoint> => {
+  const { admin, scopesOf } = suppressions;
+  const endpoint = <S extends Schema.Codec<unknown, unknown>>(
+    operation: string,
+    schema: S,
+    reply: string,
+    run: (caller: Caller, request: S["Type"]) => Effect.Effect<unknown, SuppressionAdminError>,
+  ): ApiEndpoint => ({
+    name: `suppressions-${operation}`,
+    subject: subjects.api("*", `suppressions.${operation}`),
+    queue: subjects.apiQueueGroup,
+    metadata: { request: `Suppression${operation[0]!.toUpperCase()}${operation.slice(1)}Request`, reply },
+    handle: (call) =>
+      Effect.gen(function* () {
+        const tenant = tenantOfSubject(call.subject);
+        const scopes = scopesOf(tenant);
+        if (scopes === undefined) return yield* new ApiError({ code: "UnknownTenant", message: `no tenant ${JSON.stringify(tenant)} is configured` });
+        const request = yield* decodeJson(schema, call.data);
+        return yield* run({ kind: "tenant", tenant, scopes }, request).pipe(Effect.mapError((error) => new ApiError({ code: error.code, message: error.message })));
+      }),
+  });
+  return [
+    endpoint("add", SuppressionAddRequest, "SuppressionChangeReply", admin.add),
+    endpoint("import", SuppressionImportRequest, "SuppressionChangeReply", admin.import),
+    endpoint("remove", SuppressionRemoveRequest, "SuppressionChangeReply", admin.remove),
+    endpoint("list", SuppressionListRequest, "SuppressionListReply", admin.list),
   ];
 };
 
@@ -132,7 +176,7 @@ export const serveApi = (nc: NatsConnection, deps: ApiServerDeps): Effect.Effect
       name: deps.subjects.apiService,
       id: deps.nodeId,
       version: API_VERSION,
-      description: `Tern mail API of cluster ${deps.subjects.cluster}: submit messages (docs/api.md)`,
+      description: `Tern mail API of cluster ${deps.subjects.cluster}: submit messages, their status, the suppression list (docs/api.md)`,
       metadata: { cluster: deps.subjects.cluster, node: deps.nodeId },
     },
     apiEndpoints(deps),

@@ -15,8 +15,9 @@
 import { PassThrough } from "node:stream";
 import { Clock, Deferred, Effect, Exit } from "effect";
 import MailComposer from "nodemailer/lib/mail-composer";
-import { ApiError, type Envelope, type StructuredMessage, type SubmitReply } from "../../protocol/api.ts";
+import { ApiError, type Envelope, type RefusedRecipient, type StructuredMessage, type SubmitReply } from "../../protocol/api.ts";
 import { SlidingCounter } from "../common/sliding-counter.ts";
+import { domainOf } from "../common/domains.ts";
 import { newMessageId, routesFor, type QueueEntry } from "../queue/entry.ts";
 import { acceptedEvents, type EventSource } from "../queue/events.ts";
 import type { BodyWriter, Spool } from "../queue/spool.ts";
@@ -28,6 +29,8 @@ import type { Idempotency } from "./idempotency.ts";
 import { checkSender, checkTenant, decideRecipients, dueTimeOf, type SenderPolicy } from "./policy.ts";
 import { choosePool, headerValue, type PoolsConfig } from "../delivery/pools.ts";
 import { MAX_LINE_OCTETS, type LongLines } from "../delivery/long-lines.ts";
+import type { SuppressionCheck } from "../suppression/check.ts";
+import { suppressedReply, type SuppressionMatch } from "../../protocol/suppression.ts";
 
 export interface SubmitConfig extends SenderPolicy {
   readonly nodeId: string;
@@ -76,6 +79,8 @@ export interface SubmitDeps {
   readonly idempotency: Idempotency;
   /** Signs submitted mail (undefined: no DKIM keys configured). */
   readonly dkim?: DkimSigner | undefined;
+  /** The suppression list: a listed recipient is refused like an unknown one (none: no check). */
+  readonly suppression?: SuppressionCheck | undefined;
   readonly hooks: SubmitHooks;
 }
 
@@ -133,6 +138,28 @@ export interface Submitter {
 
 const MINUTE = 60_000;
 
+type Accepted = Prepared["accepted"][number];
+
+/**
+ * Splits the accepted recipients into those the suppression list lets through and those it
+ * refuses (with the refusal the reply lists). Local domains' recipients are not checked:
+ * the list is about mail leaving the cluster.
+ */
+const checkSuppressions = (check: SuppressionCheck | undefined, sender: string, accepted: ReadonlyArray<Accepted>, localDomains: ReadonlyArray<string>) => {
+  if (check === undefined) return { accepted, suppressed: [] };
+  const through: Accepted[] = [];
+  const suppressed: Array<{ readonly refused: RefusedRecipient; readonly match: SuppressionMatch }> = [];
+  for (const recipient of accepted) {
+    const match = localDomains.includes(domainOf(recipient.recipient)) ? undefined : check.lookup(sender, recipient.recipient);
+    if (match === undefined) through.push(recipient);
+    else {
+      const reply = suppressedReply(match);
+      suppressed.push({ match, refused: { recipient: recipient.recipient, reason: "suppressed", reply: `${reply.code} ${reply.text}`, suppression: { scope: match.scope, reason: match.reason } } });
+    }
+  }
+  return { accepted: through, suppressed };
+};
+
 export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
   Effect.gen(function* () {
     const { config, spool, hooks } = deps;
@@ -160,21 +187,31 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         }
         const dueAt = dueTimeOf(options.sendAt, now, config.maxSendAtAheadMs);
         if (typeof dueAt !== "number") return yield* refuse(dueAt);
-        const { accepted, refused } = decideRecipients(envelope.to, tenant, config.recipients);
+        const decided = decideRecipients(envelope.to, tenant, config.recipients);
+        const labels: Labels = { tenant, tags: options.tags ?? [], metadata: options.metadata ?? {} };
+        const { accepted, suppressed } = checkSuppressions(deps.suppression, envelope.from, decided.accepted, config.localDomains);
+        const refused = [...decided.refused, ...suppressed.map(({ refused }) => refused)];
+        // Each refusal is recorded once the request is answered with it, not when a later check (the rate) refuses the whole request.
+        const recordSuppressed = () =>
+          suppressed.forEach(({ refused: { recipient }, match }) =>
+            deps.suppression?.refused({ where: "api", sender: envelope.from, recipient, match, tenant, tags: labels.tags, metadata: labels.metadata }),
+          );
         if (accepted.length === 0) {
+          recordSuppressed();
           return yield* refuse(new ApiError({ code: "AllRecipientsRefused", message: "every recipient was refused; nothing was queued", refused }));
         }
         if (rates.count(tenant, now) >= config.maxSubmitsPerTenantPerMinute) {
           return yield* refuse(new ApiError({ code: "RateLimited", message: `tenant ${tenant} is over ${config.maxSubmitsPerTenantPerMinute} submits a minute on this node; slow down` }));
         }
         rates.add(tenant, now);
+        recordSuppressed();
         return {
           tenant,
           sender: envelope.from,
           accepted,
           refused,
           dueAt,
-          labels: { tenant, tags: options.tags ?? [], metadata: options.metadata ?? {} },
+          labels,
           idempotencyKey: options.idempotencyKey,
           pool: options.pool,
         } satisfies Prepared;

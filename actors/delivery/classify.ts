@@ -126,6 +126,9 @@ export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => {
       // Our own rate limit: the address is warming up (it does not hold the queue, see outcome.ts).
       case "WarmupCap":
         return "rate-limited";
+      // Our own list refused it: a policy, and not a bounce category the list reacts to (no loop).
+      case "Suppressed":
+        return "policy";
       case "Stored":
       case "Timeout":
       case "ConversionFailed":

@@ -29,7 +29,8 @@ export const outcomeFields = (entry: QueueEntry, attempt: Attempt, decision: Dec
 
 /**
  * The events of one recorded attempt: one per recipient (delivered, deferred, bounced,
- * expired), then one "dsn-queued" per DSN the outcome queues.
+ * expired; "suppressed" for one the suppression list refused before the attempt), then
+ * one "dsn-queued" per DSN the outcome queues.
  */
 export const outcomeEvents = (
   source: EventSource,
@@ -42,14 +43,28 @@ export const outcomeEvents = (
 ): ReadonlyArray<EventDraft> => {
   const common = { time: now, node: source.node, ...labelsOf(source, entry.sender, attributes), domain: domainOfRoute(entry.route) };
   const recipients = decision.outcomes.map(
-    (outcome): EventDraft => ({
-      type: reportedStatus[outcome.status],
-      ...common,
-      ...outcomeFields(entry, attempt, decision, outcome),
-      rcpt: outcome.recipient,
-      route: entry.route.kind,
-      result: outcome.result,
-    }),
+    (outcome): EventDraft =>
+      outcome.result._tag === "Suppressed"
+        ? {
+            type: "suppressed",
+            ...common,
+            msg: entry.messageId,
+            entry: entry.id,
+            rcpt: outcome.recipient,
+            sender: entry.sender,
+            where: "delivery",
+            scope: outcome.result.scope,
+            reason: outcome.result.reason,
+          }
+        : {
+            type: reportedStatus[outcome.status],
+            ...common,
+            ...outcomeFields(entry, attempt, decision, outcome),
+            rcpt: outcome.recipient,
+            sender: entry.sender,
+            route: entry.route.kind,
+            result: outcome.result,
+          },
   );
   const notices = dsns.map(
     (dsn): EventDraft => ({

@@ -162,6 +162,7 @@ const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => 
     case "ConversionFailed":
     case "TooLarge":
     case "Returned":
+    case "Suppressed":
       return "temporary-reply";
   }
 };
@@ -187,7 +188,9 @@ const notices = (
   });
   const pick = (status: ReadonlyArray<RecipientStatus>, kind: "FAILURE" | "DELAY" | "SUCCESS") =>
     outcomes.filter((o) => status.includes(o.status) && wants(dsn.recipient(o.recipient).notify, kind));
-  const failed = pick(["failed", "expired"], "FAILURE").map((o) => report(o, "failed"));
+  // A suppressed recipient gets no DSN: the list refused it, as submission would have, and
+  // the sender hears of it from the "suppressed" event (a bulk sender wants no bounce mail for it).
+  const failed = pick(["failed", "expired"], "FAILURE").filter((o) => o.result._tag !== "Suppressed").map((o) => report(o, "failed"));
   const delayed = delayDue ? pick(["deferred"], "DELAY").map((o) => report(o, "delayed")) : [];
   // A host that speaks DSN took NOTIFY along: it reports success from here on, not us (RFC 3461 §5.2.2).
   const successAction: DsnAction = entry.route.kind === "local" ? "delivered" : "relayed";

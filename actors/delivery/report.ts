@@ -18,6 +18,8 @@ export interface ReportDeps {
     readonly failed: Counter<"route" | "category">;
   };
   readonly log: (event: string, fields: Record<string, unknown>) => void;
+  /** A recipient the suppression list refused before the attempt (`tern_suppressed_total{where="delivery"}`). */
+  readonly suppressed?: (() => void) | undefined;
 }
 
 /** Metrics and log lines for every recorded outcome, after it is committed. */
@@ -28,6 +30,12 @@ export const reporter = (deps: ReportDeps): SchedulerHooks["recorded"] => {
   return (entry: QueueEntry, attempt, decision, notices) => {
     const route = entry.route.kind;
     for (const outcome of decision.outcomes) {
+      if (outcome.result._tag === "Suppressed") {
+        // Not a bounce: never sent, as if refused at submission.
+        deps.suppressed?.();
+        deps.log("recipient.suppressed", { msg: entry.messageId, entry: entry.id, rcpt: outcome.recipient, where: "delivery", scope: outcome.result.scope, reason: outcome.result.reason });
+        continue;
+      }
       const category = outcome.category ?? "other";
       if (outcome.status === "delivered") deps.metrics.delivered.inc({ route });
       else if (outcome.status === "deferred") deps.metrics.deferred.inc({ route, category });

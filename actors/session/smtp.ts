@@ -32,6 +32,8 @@ import { ingest, type BareLineEndings, type IngestProblem } from "./ingest.ts";
 import { MAX_LINE_OCTETS, type LongLines } from "../delivery/long-lines.ts";
 import { decideRecipient, decideSender, type ClientFacts, type Decision, type RecipientPolicy } from "./policy.ts";
 import { headerValue, type PoolInputs } from "../delivery/pools.ts";
+import type { SuppressionCheck } from "../suppression/check.ts";
+import { suppressedReply } from "../../protocol/suppression.ts";
 
 export interface SessionConfig extends RecipientPolicy {
   readonly hostname: string;
@@ -89,6 +91,8 @@ export interface SessionDeps {
   readonly draining?: (() => boolean) | undefined;
   /** The IP pool a message leaves from (actors/delivery/pools.ts); none when absent. */
   readonly choosePool?: ((inputs: PoolInputs) => string | undefined) | undefined;
+  /** The suppression list, checked at RCPT TO for clients we relay for (authenticated or trusted); none: no check. */
+  readonly suppression?: SuppressionCheck | undefined;
   readonly hooks: SessionHooks;
 }
 
@@ -225,6 +229,24 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     callback(replyError(decision.reply.code, decision.reply.text));
   };
 
+  /**
+   * The reply for a recipient on the suppression list, when the client is one we relay for
+   * (authenticated, or on a trusted network): submission, not inbound mail. The list is
+   * about mail leaving the cluster: a local domain's recipient is never refused. Not
+   * counted against maxErrors: a list's refusal is no misbehaviour of the client.
+   */
+  const suppressedRecipient = (session: SMTPServerSession, recipient: string) => {
+    const check = deps.suppression;
+    if (check === undefined || (typeof session.user !== "string" && !inNetworks(session.remoteAddress, config.trustedNetworks))) return undefined;
+    if (config.localDomains.includes(domainOf(recipient))) return undefined;
+    const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
+    const match = check.lookup(sender, recipient);
+    if (match === undefined) return undefined;
+    hooks.rejected("suppressed");
+    check.refused({ where: "smtp", sender, recipient, match, conn: session.id });
+    return suppressedReply(match);
+  };
+
   return {
     onConnect(session: SMTPServerSession, callback: Callback) {
       if (deps.draining?.()) {
@@ -290,6 +312,8 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
       const { decision, deliverTo } = decideRecipient(address.address, facts(session), config);
       if (!decision.ok) return refuse(session, decision, callback);
+      const suppressed = suppressedRecipient(session, address.address);
+      if (suppressed) return callback(replyError(suppressed.code, suppressed.text));
       const connection = connectionOf(session);
       // One DATA reply answers every recipient, so one transaction has one inbound policy: a
       // recipient whose domain has another waits for the next transaction (RFC 5321 §4.5.3.1.10).

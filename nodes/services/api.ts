@@ -19,6 +19,7 @@ import { eventSourceOf } from "./events.ts";
 import { MessageStatus } from "./status.ts";
 import { Dkim, Users } from "./identity.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
+import { Suppressions, tenantScopes } from "./suppression.ts";
 
 /** Room left in a chunk message for its headers, below the server's max payload. */
 const CHUNK_HEADROOM = 8 * 1024;
@@ -41,6 +42,7 @@ export const ApiLayer = Layer.effectDiscard(
     const scheduler = yield* Scheduler;
     const users = yield* Users;
     const clock = yield* Clock.Clock;
+    const suppressions = yield* Suppressions;
     const submitter = yield* makeSubmitter({
       config: {
         nodeId: config.nodeId,
@@ -71,6 +73,7 @@ export const ApiLayer = Layer.effectDiscard(
       spoolFailed: spoolHealth.failed,
       draining: (yield* Draining).isDraining,
       dkim: yield* Dkim,
+      suppression: suppressions.check,
       idempotency: makeIdempotency({
         nodeId: config.nodeId,
         keys: openApiKeys(nc, subjects.apiKeysBucket, config.api.idempotencyTtlMs, config.nats.replicas),
@@ -109,6 +112,15 @@ export const ApiLayer = Layer.effectDiscard(
     yield* Effect.forkScoped(Effect.repeat(prune, Schedule.spaced(PRUNE_EVERY_MS)));
     const status = yield* MessageStatus;
     yield* serveRecorded(nc, subjects, config.nodeId, submitter.recorded);
-    yield* serveApi(nc, { nodeId: config.nodeId, subjects, submitter, uploads, maxMessageBytes: config.limits.maxMessageBytes, maxConcurrentSubmits: config.api.maxConcurrentSubmits, statusOf: status.statusOf });
+    yield* serveApi(nc, {
+      nodeId: config.nodeId,
+      subjects,
+      submitter,
+      uploads,
+      maxMessageBytes: config.limits.maxMessageBytes,
+      maxConcurrentSubmits: config.api.maxConcurrentSubmits,
+      statusOf: status.statusOf,
+      suppressions: suppressions.admin ? { admin: suppressions.admin, scopesOf: tenantScopes(config.api.tenants, config.localDomains) } : undefined,
+    });
   }),
 );

@@ -34,6 +34,8 @@ import { Mailboxes } from "./mailboxes.ts";
 import { Resolver } from "./resolver.ts";
 import { SiteBudgets } from "./site-budgets.ts";
 import { EventOutbox, Lmdb, Spool } from "./storage.ts";
+import { Suppressions } from "./suppression.ts";
+import { checkingSuppressions } from "../../actors/delivery/suppressed.ts";
 
 /** Deliveries in flight get this long to finish (and be recorded) when the node stops. */
 const STOP_GRACE_MS = 10_000;
@@ -131,16 +133,21 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
       const rules = delivery.bounceRulesFile
         ? yield* loadRules(delivery.bounceRulesFile).pipe(Effect.mapError((e) => new ConfigError(`delivery.bounceRulesFile ${e.path}: ${e.detail}`)))
         : [];
+      const suppressions = yield* Suppressions;
       const scheduler = yield* makeScheduler({
         spool,
-        dispatch: makeDispatch({
-          mailboxes,
-          sites: yield* Sites,
-          resolve,
-          requireTls: domainMatcher(delivery.requireTls),
-          pools: delivery.pools,
-          warmup: { usage: yield* Warmup, providers: delivery.providers },
-        }),
+        // The suppression list is checked again before each attempt: a recipient listed since its message was queued is not sent to.
+        dispatch: checkingSuppressions(
+          makeDispatch({
+            mailboxes,
+            sites: yield* Sites,
+            resolve,
+            requireTls: domainMatcher(delivery.requireTls),
+            pools: delivery.pools,
+            warmup: { usage: yield* Warmup, providers: delivery.providers },
+          }),
+          suppressions.check.lookup,
+        ),
         maxInFlight: delivery.maxInFlight,
         maxInFlightPerQueue: delivery.maxInFlightPerQueue,
         pollMs: delivery.pollMs,
@@ -155,7 +162,7 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
           { hostname, routeOf: (address) => routeOf(address, users.exists), maxReturnBytes: delivery.dsnMaxReturnBytes, tenantOf: (message) => labelsOf(events, message.sender, message.attributes).tenant },
           spool,
         ),
-        hooks: { recorded: reporter({ registry: metrics.registry, metrics, log }), log },
+        hooks: { recorded: reporter({ registry: metrics.registry, metrics, log, suppressed: suppressions.deliverySuppressed }), log },
         events: (entry, message, attempt, decision, dsns, now) => outcomeEvents(events, entry, message?.attributes, attempt, decision, dsns, now),
         graceMs: STOP_GRACE_MS,
       });

@@ -13,6 +13,7 @@ import { registerGauge } from "../metrics.ts";
 import { Nats } from "./cluster.ts";
 import { Config, Log, Metrics } from "./core.ts";
 import { EventOutbox } from "./storage.ts";
+import { Suppressions } from "./suppression.ts";
 
 /** Who records events on this node, and the tenant of each sender. */
 export const eventSourceOf = (config: NodeConfig): EventSource => ({
@@ -36,7 +37,8 @@ export const EventPublisherLayer = Layer.effectDiscard(
     registerGauge(registry, "tern_events_outbox_oldest_age_seconds", "Age of the oldest event in the outbox (0 when empty)", () => oldestAgeSeconds(outbox, clock));
     yield* startPublisher({
       outbox,
-      sink: openEventsStream(nc, subjects, config.events),
+      // Hard bounces and complaints add their recipient to the suppression list as they are published.
+      sink: (yield* Suppressions).withAutoAdds(openEventsStream(nc, subjects, config.events)),
       batch: 256,
       retryBaseMs: 250,
       retryMaxMs: 30_000,

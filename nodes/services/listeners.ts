@@ -24,6 +24,7 @@ import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
 import { Scheduler } from "./delivery.ts";
 import { Resolver } from "./resolver.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
+import { Suppressions } from "./suppression.ts";
 import { choosePool } from "../../actors/delivery/pools.ts";
 
 export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp: number; readonly smtps: number }>()("tern/SmtpListener") {
@@ -70,6 +71,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
         spoolFailed: spoolHealth.failed,
         draining: drainer.isDraining,
         choosePool: (inputs) => choosePool(config.delivery.pools, inputs),
+        suppression: (yield* Suppressions).check,
         hooks: {
           accepted: (messageId, entries, bytes) => {
             metrics.accepted.inc();

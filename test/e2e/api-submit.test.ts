@@ -230,6 +230,7 @@ test("$SRV.PING, INFO and STATS answer as the NATS micro conventions say", async
       ["submit", subjects.api("*", "submit"), subjects.apiQueueGroup],
       ["upload-begin", subjects.api("*", "upload.begin"), subjects.apiQueueGroup],
       ["status", subjects.api("*", "status"), subjects.apiQueueGroup],
+      ...["add", "import", "remove", "list"].map((op) => [`suppressions-${op}`, subjects.api("*", `suppressions.${op}`), subjects.apiQueueGroup]),
       ["upload", subjects.api("*", "upload.api.*"), ""],
     ],
   );

@@ -258,3 +258,39 @@ test("only nodes may ask for a lease on a site budget (a forged ask could starve
     }
   }
 });
+
+test("the suppression list under the permissions: nodes watch its bucket, the operator manages it with tern suppress, an application neither writes the bucket nor reaches the operator's subject", async () => {
+  for (const node of [nodeA!, nodeB!]) await node.waitForEvent("suppression.loaded", {}, 10_000);
+  const operator = nats.credentials("operator");
+  const configFile = join(dirs[0]!, "operator-suppress.json");
+  await writeFile(configFile, JSON.stringify({ cluster, nats: { servers: [nats.url], embedded: false } }));
+  const env = { TERN_NATS_USER: operator.user, TERN_NATS_PASSWORD: operator.password };
+  const added = await tern(["suppress", "--config", configFile, "add", "blocked@remote.test"], env);
+  assert.equal(added.code, 0, added.out);
+  assert.match(added.out, /added 1/);
+  // Both nodes' views have it (the one that wrote it, and the other through its watch): alice may not submit to it.
+  for (const node of [nodeA!, nodeB!]) {
+    const refused = await eventually(async () => {
+      const sent = await run("swaks", [
+        "--server", "127.0.0.1", "--port", String(node.ports.smtp), "--tls", "--auth", "PLAIN", "--auth-user", "alice@example.test", "--auth-password", "alice-pw",
+        "--from", "alice@example.test", "--to", "blocked@remote.test", "--hide-informational", "--quit-after", "RCPT",
+      ]);
+      return /550 5\.7\.1 Recipient address is on the suppression list \(manual, scope global\)/.test(sent.stdout) ? sent : undefined;
+    }, 10_000, "the refusal");
+    assert.ok(refused);
+  }
+  const listed = await tern(["suppress", "--config", configFile, "list", "--json"], env);
+  assert.equal(listed.code, 0, listed.out);
+  assert.match(listed.out, /"address":"blocked@remote\.test","scope":"global","reason":"manual"/);
+
+  const app = await as("application");
+  await assert.rejects(app.request(subjects.suppressionAdmin, encodeFrame({ _tag: "List" }), { timeout: 2_000 }));
+  await assert.rejects(async () => {
+    const kv = await new Kvm(app).open(subjects.suppressionsBucket);
+    await kv.put("global.forged", JSON.stringify({ address: "x@remote.test", scope: "global", reason: "manual", at: 0 }));
+  });
+  for (const node of [nodeA!, nodeB!]) {
+    assert.equal(node.logs().includes("Permissions Violation"), false, node.logs().slice(-2000));
+    assert.equal(node.events("suppression.watch.failed").length, 0, node.logs().slice(-2000));
+  }
+});

@@ -24,7 +24,7 @@ const sent: Record<string, string> = {};
 
 const read = async (nc: NatsConnection, tenant?: string, options: Partial<FollowOptions> = {}) => {
   const found: Array<{ seq: number; tenant: string; msg: string; type: string }> = [];
-  for await (const { seq, event } of followEvents(nc, { cluster, tenant, timeoutMs: 2_000, ...options })) found.push({ seq, tenant: event.tenant, msg: event.msg, type: event.type });
+  for await (const { seq, event } of followEvents(nc, { cluster, tenant, timeoutMs: 2_000, ...options })) found.push({ seq, tenant: event.tenant, msg: event.msg ?? "", type: event.type });
   return found;
 };
 
