@@ -9,7 +9,7 @@
 import { Schema } from "effect";
 import { BounceCategory, RecipientResult, ReportedStatus, WaitReason } from "./delivery.ts";
 
-export const EventType = Schema.Literals(["accepted", ...ReportedStatus.literals, "dsn-queued", "node-up", "node-down", "site-backoff"]);
+export const EventType = Schema.Literals(["accepted", ...ReportedStatus.literals, "dsn-queued", "complained", "node-up", "node-down", "site-backoff"]);
 export type EventType = typeof EventType.Type;
 
 export const eventTypes: ReadonlyArray<EventType> = EventType.literals;
@@ -86,7 +86,29 @@ const DsnQueuedEvent = Schema.Struct({
 });
 export type DsnQueuedEvent = typeof DsnQueuedEvent.Type;
 
-export const TernEvent = Schema.Union([AcceptedEvent, RecipientEvent, DsnQueuedEvent]);
+/**
+ * A recipient complained about a message: a feedback report (ARF, RFC 5965) arrived at a
+ * configured address or a VERP address and was matched to the message and recipient
+ * (actors/feedback/). `entry` and `domain` are the recipient's.
+ */
+export const ComplainedEvent = Schema.Struct({
+  type: Schema.Literal("complained"),
+  ...common,
+  rcpt: Schema.String,
+  /** The original message's envelope sender, when known. */
+  sender: Schema.optional(Schema.String),
+  /** The report's Feedback-Type: "abuse", "fraud", "virus", "other". */
+  feedbackType: Schema.String,
+  /** Who sent the report: its User-Agent ("Yahoo!-Mail-Feedback/2.0"), and the address it came from. */
+  userAgent: Schema.optional(Schema.String),
+  reportedBy: Schema.optional(Schema.String),
+  /** When the reporter received the original message (Arrival-Date, ms since the epoch), and from which IP (Source-IP). */
+  arrivalDate: Schema.optional(Schema.Number),
+  sourceIp: Schema.optional(Schema.String),
+});
+export type ComplainedEvent = typeof ComplainedEvent.Type;
+
+export const TernEvent = Schema.Union([AcceptedEvent, RecipientEvent, DsnQueuedEvent, ComplainedEvent]);
 export type TernEvent = typeof TernEvent.Type;
 
 /** The tenant token of cluster events (`tern.<cluster>.events.cluster.<type>.none`): reserved, no tenant may take it. */

@@ -162,6 +162,7 @@ const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => 
     case "ConversionFailed":
     case "TooLarge":
     case "Returned":
+    case "AsyncBounce":
       return "temporary-reply";
   }
 };
