@@ -28,6 +28,7 @@ import type { Idempotency } from "./idempotency.ts";
 import { checkSender, checkTenant, decideRecipients, dueTimeOf, type SenderPolicy } from "./policy.ts";
 import { choosePool, headerValue, type PoolsConfig } from "../delivery/pools.ts";
 import { MAX_LINE_OCTETS, type LongLines } from "../delivery/long-lines.ts";
+import type { OutboundMarks } from "../feedback/marks.ts";
 
 export interface SubmitConfig extends SenderPolicy {
   readonly nodeId: string;
@@ -76,6 +77,8 @@ export interface SubmitDeps {
   readonly idempotency: Idempotency;
   /** Signs submitted mail (undefined: no DKIM keys configured). */
   readonly dkim?: DkimSigner | undefined;
+  /** Feedback's marks on outbound mail (X-Tern-Id, per-recipient entries); none: nothing. */
+  readonly marks?: OutboundMarks | undefined;
   readonly hooks: SubmitHooks;
 }
 
@@ -205,6 +208,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
             headerSection = section;
             return (
               apiReceivedHeader({ hostname: config.hostname, tenant: prepared.tenant, id, recipients, at: receivedAt }) +
+              (deps.marks !== undefined && prepared.accepted.some((a) => !deps.isLocalUser(a.deliverTo)) ? deps.marks.headers(id) : "") +
               missingSubmissionHeaders(section, { id, hostname: config.hostname, at: receivedAt })
             );
           },
@@ -251,7 +255,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
           sender: prepared.sender,
           receivedAt: submission.receivedAt,
           body: submission.body,
-          routes: routesFor(prepared.accepted.map((a) => a.deliverTo), deps.isLocalUser),
+          routes: routesFor(prepared.accepted.map((a) => a.deliverTo), deps.isLocalUser, { onePerRemoteRecipient: deps.marks?.onePerRemoteRecipient === true }),
           attributes: { api: { tenant: labels.tenant }, tenant: labels.tenant, tags: labels.tags, metadata: labels.metadata, ...(pool !== undefined ? { pool } : {}) },
           notBefore: prepared.dueAt > submission.receivedAt ? prepared.dueAt : undefined,
           remember:

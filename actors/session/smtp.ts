@@ -4,6 +4,9 @@
 // body, record and queue entries with fsync; the 250 text carries the queue id.
 // Mail from an authenticated user or a trusted network is DKIM-signed on its way into
 // the spool (actors/dkim/signer.ts), once: retries send the stored, signed bytes.
+// Reports that come back (bounces to VERP addresses, feedback reports to feedback-loop
+// addresses) are recognised at RCPT, one per transaction, and handed to the feedback
+// intake instead of the spool (actors/feedback/intake.ts, ./report.ts).
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import { Clock, Deferred, Effect, Schema } from "effect";
 import "./enhanced-codes.ts";
@@ -22,6 +25,9 @@ import { ingest, type BareLineEndings, type IngestProblem } from "./ingest.ts";
 import { MAX_LINE_OCTETS, type LongLines } from "../delivery/long-lines.ts";
 import { decideRecipient, decideSender, type ClientFacts, type Decision, type RecipientPolicy } from "./policy.ts";
 import { headerValue, type PoolInputs } from "../delivery/pools.ts";
+import type { FeedbackIntake, FeedbackTarget } from "../feedback/intake.ts";
+import type { OutboundMarks } from "../feedback/marks.ts";
+import { MAX_REPORT_BYTES, memoryBody, reportReply } from "./report.ts";
 
 export interface SessionConfig extends RecipientPolicy {
   readonly hostname: string;
@@ -73,8 +79,13 @@ export interface SessionDeps {
   readonly draining?: (() => boolean) | undefined;
   /** The IP pool a message leaves from (actors/delivery/pools.ts); none when absent. */
   readonly choosePool?: ((inputs: PoolInputs) => string | undefined) | undefined;
+  /** Takes bounces and feedback reports (none: every address is ordinary mail). */
+  readonly feedback?: FeedbackIntake | undefined;
+  /** What outbound mail gets for feedback to find it later (none: nothing). */
+  readonly marks?: OutboundMarks | undefined;
   readonly hooks: SessionHooks;
 }
+
 
 export interface SmtpListeners {
   readonly ports: { readonly smtp: number; readonly smtps: number };
@@ -94,6 +105,8 @@ interface Connection {
   errors: number;
   /** Envelope recipient → where it is delivered (differs for catch-all). */
   deliverTo: Map<string, string>;
+  /** Set when this transaction carries a report (its one recipient is a feedback address). */
+  report: FeedbackTarget | undefined;
   /** Completed when the socket closes: an AUTH waiting out its delay ends then. */
   readonly left: Deferred.Deferred<void>;
 }
@@ -125,7 +138,7 @@ export const startSmtpListeners = async (options: {
   const connections = new WeakMap<SMTPServerSession, Connection>();
   const connectionOf = (session: SMTPServerSession) => {
     let connection = connections.get(session);
-    if (!connection) connections.set(session, (connection = { admitted: false, counted: false, errors: 0, deliverTo: new Map(), left: Deferred.makeUnsafe() }));
+    if (!connection) connections.set(session, (connection = { admitted: false, counted: false, errors: 0, deliverTo: new Map(), report: undefined, left: Deferred.makeUnsafe() }));
     return connection;
   };
   const capOf = (listener: SmtpListenerName) =>
@@ -254,6 +267,7 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
       connectionOf(session).deliverTo = new Map();
+      connectionOf(session).report = undefined;
       if (deps.draining?.()) {
         hooks.rejected("draining");
         const reply = drainingReply(config.hostname);
@@ -268,14 +282,31 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
-      const { decision, deliverTo } = decideRecipient(address.address, facts(session), config);
+      const connection = connectionOf(session);
+      const feedback = deps.feedback?.addressOf(address.address);
+      if (feedback?._tag === "Forged") {
+        deps.feedback!.refused(address.address, feedback.reason, { conn: session.id, client: session.remoteAddress });
+        return refuse(session, { ok: false, reply: { code: 550, text: "5.1.1 No such user here" }, reason: "feedback-token" }, callback);
+      }
+      // A report is read, not stored: it travels alone (RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction).
+      const alone = () => callback(replyError(452, "4.5.3 Too many recipients: a report goes alone, send the others in another transaction"));
+      if (feedback?._tag === "Report") {
+        if (connection.deliverTo.size > 0 || connection.report) return alone();
+        connection.report = feedback.target;
+        return callback();
+      }
+      if (connection.report) return alone();
+      // postmaster@<bounce domain> goes where bare postmaster does.
+      const { decision, deliverTo } = decideRecipient(feedback?._tag === "Postmaster" ? "postmaster" : address.address, facts(session), config);
       if (!decision.ok) return refuse(session, decision, callback);
-      connectionOf(session).deliverTo.set(address.address, deliverTo);
+      connection.deliverTo.set(address.address, deliverTo);
       callback();
     },
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void) {
-      const done = deps.run(receive(deps, session, connectionOf(session), stream)).then(
+      const connection = connectionOf(session);
+      const transaction = connection.report && deps.feedback ? receiveReport(deps, deps.feedback, session, connection.report, stream) : receive(deps, session, connection, stream);
+      const done = deps.run(transaction).then(
         (outcome) => (outcome.ok ? callback(null, outcome.text) : callback(replyError(outcome.code, outcome.text))),
         (defect) => {
           hooks.log("session.data.crashed", { conn: session.id, error: String(defect) });
@@ -361,11 +392,17 @@ const receive = Effect.fnUntraced(function* (deps: SessionDeps, session: SMTPSer
 });
 
 /**
- * Whose mail is signed: what an authenticated user submits or a trusted network relays, as
- * a submission server or outbound relay signs; never what arrives as an MX from elsewhere.
+ * Mail that leaves from here as ours: what an authenticated user submits or a trusted
+ * network relays, never what arrives as an MX from elsewhere. It is DKIM-signed (as a
+ * submission server or outbound relay signs) and gets feedback's marks.
  */
-const signs = (deps: SessionDeps, session: SMTPServerSession) =>
-  deps.dkim !== undefined && (typeof session.user === "string" || inNetworks(session.remoteAddress, deps.config.trustedNetworks));
+const isOutbound = (deps: SessionDeps, session: SMTPServerSession) =>
+  typeof session.user === "string" || inNetworks(session.remoteAddress, deps.config.trustedNetworks);
+
+const signs = (deps: SessionDeps, session: SMTPServerSession) => deps.dkim !== undefined && isOutbound(deps, session);
+
+/** Some recipient of the transaction is on another host: only such mail can come back as a report. */
+const leavesForAnotherHost = (deps: SessionDeps, connection: Connection) => [...connection.deliverTo.values()].some((address) => !deps.users.exists(address));
 
 const receiveInto = Effect.fnUntraced(function* (
   deps: SessionDeps,
@@ -398,7 +435,9 @@ const receiveInto = Effect.fnUntraced(function* (
             id,
             recipients,
             at: receivedAt,
-          }) + (user !== undefined ? missingSubmissionHeaders(section, { id, hostname: config.hostname, at: receivedAt }) : "");
+          }) +
+            (deps.marks !== undefined && isOutbound(deps, session) && leavesForAnotherHost(deps, connection) ? deps.marks.headers(id) : "") +
+            (user !== undefined ? missingSubmissionHeaders(section, { id, hostname: config.hostname, at: receivedAt }) : "");
         },
       }),
     catch: (error) => new DataAborted({ detail: error instanceof Error ? error.message : String(error) }),
@@ -418,7 +457,8 @@ const receiveInto = Effect.fnUntraced(function* (
   if (signed?._tag === "Failed") hooks.log("dkim.failed", { conn: session.id, msg: id, domain: signed.domain, error: signed.detail });
   const pool = deps.choosePool?.({ sender, user, header: (name) => headerValue(headerSection, name) });
   const attributes = { ...attributesOf(session, user), ...(pool !== undefined ? { pool } : {}) };
-  const newMessage = { id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes };
+  const routes = routesFor(deliverTo, deps.users.exists, { onePerRemoteRecipient: deps.marks?.onePerRemoteRecipient === true });
+  const newMessage = { id, sender, receivedAt, body, routes, attributes };
   const committed = yield* Effect.result(deps.spool.accept(newMessage, acceptedEvents(deps.events, newMessage, body.size(), yield* Clock.currentTimeMillis)));
   if (committed._tag === "Failure") {
     deps.spoolFailed();
@@ -437,6 +477,36 @@ const receiveInto = Effect.fnUntraced(function* (
     ...(signed?._tag === "Signed" ? { dkim: `${signed.domain} (${signed.selectors.join(", ")})` } : {}),
   });
   return queued(`2.0.0 Ok: queued as ${id}`);
+});
+
+/**
+ * A report's DATA: read into memory with the same checks as any message, then handed to
+ * the feedback intake, which answers once its events are on disk (or says to try later).
+ */
+const receiveReport = Effect.fnUntraced(function* (
+  deps: SessionDeps,
+  feedback: FeedbackIntake,
+  session: SMTPServerSession,
+  target: FeedbackTarget,
+  stream: SMTPServerDataStream,
+) {
+  const { config, hooks } = deps;
+  const body = memoryBody(MAX_REPORT_BYTES);
+  const result = yield* Effect.tryPromise({
+    try: () => ingest(stream, body, { bareLineEndings: config.bareLineEndings, allow8bit: true, prepend: () => "" }),
+    catch: (error) => new DataAborted({ detail: error instanceof Error ? error.message : String(error) }),
+  }).pipe(Effect.result);
+  if (result._tag === "Failure") {
+    hooks.rejected("data-aborted");
+    return refused({ code: 421, text: "4.4.2 Connection dropped during DATA" });
+  }
+  if (result.success.problem) {
+    hooks.rejected(result.success.problem);
+    return refused(problemReplies[result.success.problem]);
+  }
+  const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
+  const reply = reportReply(yield* feedback.process(target, body.bytes(), { conn: session.id, client: session.remoteAddress, sender }));
+  return reply.ok ? queued(reply.text) : refused(reply);
 });
 
 /** DSN parameters (RFC 3461) and who submitted it, kept with the message for later DSNs. */

@@ -18,6 +18,7 @@ import { Scheduler } from "./delivery.ts";
 import { eventSourceOf } from "./events.ts";
 import { MessageStatus } from "./status.ts";
 import { Dkim, Users } from "./identity.ts";
+import { Feedback } from "./feedback.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
 
 /** Room left in a chunk message for its headers, below the server's max payload. */
@@ -71,6 +72,7 @@ export const ApiLayer = Layer.effectDiscard(
       spoolFailed: spoolHealth.failed,
       draining: (yield* Draining).isDraining,
       dkim: yield* Dkim,
+      marks: (yield* Feedback)?.marks,
       idempotency: makeIdempotency({
         nodeId: config.nodeId,
         keys: openApiKeys(nc, subjects.apiKeysBucket, config.api.idempotencyTtlMs, config.nats.replicas),

@@ -34,6 +34,7 @@ import { Mailboxes } from "./mailboxes.ts";
 import { Resolver } from "./resolver.ts";
 import { SiteBudgets } from "./site-budgets.ts";
 import { EventOutbox, Lmdb, Spool } from "./storage.ts";
+import { Feedback } from "./feedback.ts";
 
 /** Deliveries in flight get this long to finish (and be recorded) when the node stops. */
 const STOP_GRACE_MS = 10_000;
@@ -140,6 +141,7 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
           requireTls: domainMatcher(delivery.requireTls),
           pools: delivery.pools,
           warmup: { usage: yield* Warmup, providers: delivery.providers },
+          envelopeSender: (yield* Feedback)?.envelopeSender,
         }),
         maxInFlight: delivery.maxInFlight,
         maxInFlightPerQueue: delivery.maxInFlightPerQueue,

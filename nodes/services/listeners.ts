@@ -23,6 +23,8 @@ import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
 import { Scheduler } from "./delivery.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
 import { choosePool } from "../../actors/delivery/pools.ts";
+import { Feedback } from "./feedback.ts";
+import { feedbackIntake } from "./feedback-intake.ts";
 
 export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp: number; readonly smtps: number }>()("tern/SmtpListener") {
   static readonly layer = Layer.effect(
@@ -65,6 +67,8 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
         spoolFailed: spoolHealth.failed,
         draining: drainer.isDraining,
         choosePool: (inputs) => choosePool(config.delivery.pools, inputs),
+        feedback: yield* feedbackIntake,
+        marks: (yield* Feedback)?.marks,
         hooks: {
           accepted: (messageId, entries, bytes) => {
             metrics.accepted.inc();
