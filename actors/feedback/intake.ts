@@ -22,6 +22,7 @@ import { renderResult } from "../../protocol/delivery.ts";
 import type { EventDraft, OutboxDraft } from "../../protocol/events.ts";
 import type { NotFound, RecipientView, StatusReply, Unavailable } from "../../protocol/status.ts";
 import { domainOf, localPartOf } from "../common/domains.ts";
+import { arrivalOf } from "../queue/entry.ts";
 import { readBounce, type BouncedRecipient, type BounceReading } from "./bounce.ts";
 import { COMPLAINT_TYPES, readComplaint, type ComplaintReading } from "./complaint.ts";
 import { readReport } from "./report.ts";
@@ -65,6 +66,11 @@ export interface IntakeDeps {
   readonly tokens: FeedbackTokens;
   /** The message's status from whichever node holds it. */
   readonly lookup: (messageId: string) => Effect.Effect<StatusReply, NotFound | Unavailable>;
+  /**
+   * How long nodes remember a message after its last change (`status.keepFinishedMs`): a
+   * younger message that no node answers for is on a node that is down, not forgotten.
+   */
+  readonly keepFinishedMs: number;
   readonly classify: (result: RecipientResult) => BounceCategory;
   /** Appends events to the outbox; resolves once they are on disk. */
   readonly record: (drafts: ReadonlyArray<OutboxDraft>) => Effect.Effect<void, RecordFailed>;
@@ -138,11 +144,21 @@ const remoteRecipients = (status: StatusReply): ReadonlyArray<RecipientView> => 
   return status.recipients.filter((r) => !r.queue.startsWith("local:") && !seen.has(r.recipient.toLowerCase()) && seen.add(r.recipient.toLowerCase()));
 };
 
-/** The message's status, or the outcome that ends the report: unknown (dropped) or unreachable (try later). */
+/**
+ * The message's status, or the outcome that ends the report: forgotten (dropped), or
+ * unreachable (try later): no node answered, or none holds a message too young to have
+ * been forgotten, so the node that holds it is down (a valid token names a message that
+ * was committed, and queue ids start with their arrival time).
+ */
 const lookUp = (deps: IntakeDeps, kind: FeedbackKind, messageId: string): Effect.Effect<StatusReply | IntakeOutcome> =>
   deps.lookup(messageId).pipe(
     Effect.catchTags({
-      NotFound: () => Effect.succeed(dropped(kind, "unmatched", `message ${messageId} is not known to any node (never sent, or forgotten after status.keepFinishedMs)`)),
+      NotFound: (error) =>
+        Effect.map(Clock.currentTimeMillis, (now): IntakeOutcome =>
+          now - arrivalOf(messageId) < deps.keepFinishedMs
+            ? { _tag: "Failed", kind, detail: `none of the ${error.nodesAsked} nodes that answered holds message ${messageId}; the node that does is down` }
+            : dropped(kind, "unmatched", `message ${messageId} is older than status.keepFinishedMs and forgotten`),
+        ),
       Unavailable: (error) => Effect.succeed<IntakeOutcome>({ _tag: "Failed", kind, detail: `cannot look up message ${messageId}: ${error.detail}` }),
     }),
   );

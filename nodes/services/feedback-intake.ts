@@ -39,6 +39,7 @@ export const feedbackIntake = Effect.gen(function* () {
     node: config.nodeId,
     tokens: feedback.tokens,
     lookup: status.statusOf,
+    keepFinishedMs: config.status.keepFinishedMs,
     classify: makeClassifier(rules),
     record: (drafts) => Effect.tryPromise({ try: () => outbox.append(drafts), catch: (error) => new RecordFailed({ detail: String(error) }) }),
     observe: (kind, result) => reports.inc({ kind, result }),

@@ -9,6 +9,7 @@ import { Effect } from "effect";
 import { makeClassifier } from "../../../actors/delivery/classify.ts";
 import { makeFeedbackIntake, RecordFailed, type FeedbackKind, type FeedbackResult, type FeedbackTarget } from "../../../actors/feedback/intake.ts";
 import { makeFeedbackTokens, verpAddress } from "../../../actors/feedback/token.ts";
+import { newMessageId } from "../../../actors/queue/entry.ts";
 import type { OutboxDraft } from "../../../protocol/events.ts";
 import { NotFound, Unavailable, type RecipientView, type StatusReply } from "../../../protocol/status.ts";
 import { arfReport, outOfOffice, postfixBounce, rfc3464Report } from "./samples.ts";
@@ -31,7 +32,7 @@ const statusWith = (recipients: ReadonlyArray<RecipientView>): StatusReply => ({
   recipients,
 });
 
-const setUp = (options: { status?: StatusReply | "not-found" | "unavailable"; recordFails?: boolean } = {}) => {
+const setUp = (options: { status?: StatusReply | "not-found" | "unavailable"; recordFails?: boolean; keepFinishedMs?: number } = {}) => {
   const recorded: OutboxDraft[] = [];
   const observed: Array<[FeedbackKind, FeedbackResult]> = [];
   const status = options.status ?? statusWith([view("carol@relay.test", 0), view("dave@relay.test", 1), view("bob@example.test", 2, "local:bob@example.test")]);
@@ -45,6 +46,7 @@ const setUp = (options: { status?: StatusReply | "not-found" | "unavailable"; re
         : status === "unavailable"
           ? Effect.fail(new Unavailable({ detail: "no node answered" }))
           : Effect.succeed(status),
+    keepFinishedMs: options.keepFinishedMs ?? 7 * 24 * 3_600_000,
     classify: makeClassifier(),
     record: (drafts) => (options.recordFails ? Effect.fail(new RecordFailed({ detail: "disk full" })) : Effect.sync(() => void recorded.push(...drafts))),
     observe: (kind, result) => void observed.push([kind, result]),
@@ -129,15 +131,20 @@ test("an out-of-office reply, a delay notice and a temporary failure are accepte
   assert.deepEqual(observed, [["bounce", "ignored"], ["bounce", "ignored"]]);
 });
 
-test("a message no node knows is unmatched (dropped); no answer from the cluster or a failed write is a failure to retry, nothing recorded", async () => {
-  const unknown = setUp({ status: "not-found" });
-  const dropped = await unknown.processAt(carolVerp, postfixBounce(carolVerp, "carol@relay.test"));
+test("a message no node knows: unmatched when older than the nodes remember, else its node is down (retry); no answer from the cluster or a failed write: retry; nothing recorded", async () => {
+  // The queue id's arrival time is what tells forgotten from held by a node that is down.
+  const age = Date.now() - Date.parse("2026-01-01T00:00:00Z");
+  const unknown = setUp({ status: "not-found", keepFinishedMs: 1_000 });
+  const recent = setUp({ status: "not-found", keepFinishedMs: age + 3_600_000 });
+  const sentVerp = verpAddress(tokens.recipientToken(newMessageId(Date.parse("2026-01-01T00:00:00Z")), "carol@relay.test"), DOMAIN);
+  const dropped = await unknown.processAt(sentVerp, postfixBounce(sentVerp, "carol@relay.test"));
   assert.equal(dropped._tag === "Dropped" && dropped.result, "unmatched");
+  assert.equal((await recent.processAt(sentVerp, postfixBounce(sentVerp, "carol@relay.test")))._tag, "Failed");
   const away = setUp({ status: "unavailable" });
   assert.equal((await away.processAt(carolVerp, postfixBounce(carolVerp, "carol@relay.test")))._tag, "Failed");
   const full = setUp({ recordFails: true });
   assert.equal((await full.processAt(carolVerp, postfixBounce(carolVerp, "carol@relay.test")))._tag, "Failed");
-  assert.deepEqual([...unknown.observed, ...away.observed, ...full.observed], [["bounce", "unmatched"], ["bounce", "failed"], ["bounce", "failed"]]);
+  assert.deepEqual([...unknown.observed, ...recent.observed, ...away.observed, ...full.observed], [["bounce", "unmatched"], ["bounce", "failed"], ["bounce", "failed"], ["bounce", "failed"]]);
 });
 
 const returnedHeaders = (ternId: string, to: string) => [`X-Tern-Id: ${ternId}`, "From: news@acme.test", `To: ${to}`, "Subject: December news"];
