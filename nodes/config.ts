@@ -19,6 +19,7 @@ import { BudgetLimits } from "../protocol/site-budget.ts";
 import { OTHER_PROVIDER, patternsOf, starterProviders } from "../actors/delivery/providers.ts";
 import type { PoolsConfig, SourceAddress } from "../actors/delivery/pools.ts";
 import { parseDay, type SourceWarmup, type WarmupSchedule } from "../actors/delivery/warmup.ts";
+import type { VerpMode } from "../actors/feedback/token.ts";
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
 const Positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1));
@@ -347,6 +348,21 @@ const ConfigFile = Schema.Struct({
       maxConcurrentPulls: Schema.optional(Positive),
     }),
   ),
+  /** Bounces and complaints that come back (README "Bounces and complaints"). */
+  feedback: Schema.optional(
+    Schema.Struct({
+      /** Envelope sender of outbound mail: its own, or a VERP address per message or per recipient at bounceDomain. */
+      verp: Schema.optional(Schema.Literals(["off", "message", "recipient"])),
+      /** The domain of VERP addresses: its MX must be Tern; not a local domain. */
+      bounceDomain: Schema.optional(Schema.String),
+      /** Addresses where feedback-loop reports (ARF) arrive. */
+      fblAddresses: Schema.optional(Schema.Array(Address)),
+      /** The key(s) of VERP tokens and X-Tern-Id: a file, one key per line, the first signs; never inline. */
+      keyFile: Schema.optional(Schema.String),
+      /** Name of the environment variable holding the key(s) (TERN_FEEDBACK_KEY sets this). */
+      keyEnv: Schema.optional(Schema.String),
+    }),
+  ),
   /** The JetStream stream of events (every node creates it and puts its limits right: keep these the same on every node). */
   events: Schema.optional(
     Schema.Struct({
@@ -502,6 +518,16 @@ export interface NodeConfig {
     readonly scope: "global" | "sender-domain";
     readonly autoAdd: ReadonlyArray<"bad-mailbox" | "bad-domain" | "complaint">;
     readonly loadTimeoutMs: number;
+  };
+  /** Bounces and complaints: VERP, the bounce domain, feedback-loop addresses, and where the token key is read from (at start). */
+  readonly feedback: {
+    readonly verp: VerpMode;
+    /** Lower case; unset: no VERP addresses are taken. */
+    readonly bounceDomain: string | undefined;
+    /** Lower case. */
+    readonly fblAddresses: ReadonlyArray<string>;
+    /** Unset only when feedback is off (no bounce domain, no feedback-loop address). */
+    readonly key: SecretSource | undefined;
   };
 }
 
@@ -716,6 +742,12 @@ const withDefaults = (file: ConfigFile, development: boolean): NodeConfig => ({
     autoAdd: [...new Set(file.suppression?.autoAdd ?? (["bad-mailbox", "bad-domain", "complaint"] as const))],
     loadTimeoutMs: file.suppression?.loadTimeoutMs ?? 5_000,
   },
+  feedback: {
+    verp: file.feedback?.verp ?? "off",
+    bounceDomain: file.feedback?.bounceDomain?.toLowerCase().replace(/\.$/, ""),
+    fblAddresses: (file.feedback?.fblAddresses ?? []).map((a) => a.toLowerCase()),
+    key: file.feedback?.keyFile !== undefined ? { file: file.feedback.keyFile } : file.feedback?.keyEnv !== undefined ? { env: file.feedback.keyEnv } : undefined,
+  },
 });
 
 const usersOf = (file: ConfigFile): ReadonlyArray<UserRecord> =>
@@ -799,6 +831,8 @@ const environmentOverrides = (env: NodeJS.ProcessEnv): ConfigFile => {
       ...(env.TERN_NATS_CREDS ? { credsFile: env.TERN_NATS_CREDS } : {}),
     },
     listen: { smtp: port("TERN_SMTP_PORT"), smtps: port("TERN_SMTPS_PORT"), pop3: port("TERN_POP3_PORT"), imap: port("TERN_IMAP_PORT"), imaps: port("TERN_IMAPS_PORT"), http: port("TERN_HTTP_PORT") },
+    // The feedback key stays in the environment too.
+    ...(env.TERN_FEEDBACK_KEY ? { feedback: { keyEnv: "TERN_FEEDBACK_KEY" } } : {}),
   };
 };
 
@@ -807,9 +841,16 @@ const hasCredentials = (nats: NatsFile | undefined) => credentialKeys.some((key)
 const withoutCredentials = (nats: NatsFile | undefined): NatsFile =>
   Object.fromEntries(Object.entries(nats ?? {}).filter(([key]) => !(credentialKeys as ReadonlyArray<string>).includes(key)));
 
+const withoutKeyFile = (feedback: ConfigFile["feedback"]): ConfigFile["feedback"] =>
+  Object.fromEntries(Object.entries(feedback ?? {}).filter(([key]) => key !== "keyFile"));
+
 const merge = (file: ConfigFile, overrides: ConfigFile): ConfigFile => ({
   ...file,
-  ...Object.fromEntries(Object.entries(overrides).filter(([key]) => key !== "listen" && key !== "nats")),
+  ...Object.fromEntries(Object.entries(overrides).filter(([key]) => key !== "listen" && key !== "nats" && key !== "feedback")),
+  // A key from the environment replaces the file's key file; the rest of the section stays.
+  ...(overrides.feedback !== undefined || file.feedback !== undefined
+    ? { feedback: { ...(overrides.feedback?.keyEnv !== undefined ? withoutKeyFile(file.feedback) : file.feedback), ...overrides.feedback } }
+    : {}),
   // Credentials from the environment replace the file's, rather than adding a second way to log in.
   nats: { ...(hasCredentials(overrides.nats) ? withoutCredentials(file.nats) : file.nats), ...overrides.nats },
   listen: { ...file.listen, ...Object.fromEntries(Object.entries(overrides.listen ?? {}).filter(([, v]) => v !== undefined)) },
@@ -893,6 +934,7 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}, { develop
   const problems = configProblems(config);
   if (problems.length > 0) throw new ConfigError(`invalid config:\n${problems.map((problem) => `  ${problem}`).join("\n")}`);
   checkInbound(config);
+  checkFeedback(config, file.value.feedback);
   return config;
 };
 
@@ -903,6 +945,25 @@ const checkInbound = (config: NodeConfig) => {
   if (config.inbound.authenticate && !/^[A-Za-z0-9.-]+$/.test(config.inbound.authservId)) {
     throw new ConfigError(`invalid config: hostname ${JSON.stringify(config.inbound.authservId)} cannot be an authserv-id (RFC 8601); set inbound.authservId to a host name`);
   }
+};
+
+/** What the schema cannot say about `feedback`: a VERP needs a bounce domain, every report address a key, and none is a mailbox. */
+const checkFeedback = (config: NodeConfig, file: ConfigFile["feedback"]) => {
+  const { verp, bounceDomain, fblAddresses, key } = config.feedback;
+  if (file?.keyFile !== undefined && file.keyEnv !== undefined) throw new ConfigError("invalid config: feedback names both keyFile and keyEnv; keep one");
+  if (bounceDomain !== undefined) {
+    const problem = domainSyntaxProblem(bounceDomain);
+    if (problem !== undefined) throw new ConfigError(`invalid config: feedback.bounceDomain ${JSON.stringify(bounceDomain)} is not a domain name (${problem})`);
+    if (config.localDomains.includes(bounceDomain)) {
+      throw new ConfigError(`invalid config: feedback.bounceDomain ${JSON.stringify(bounceDomain)} is one of localDomains; give VERP a domain of its own (no mailboxes), e.g. bounces.${bounceDomain}`);
+    }
+  }
+  if (verp !== "off" && bounceDomain === undefined) throw new ConfigError(`invalid config: feedback.verp "${verp}" needs feedback.bounceDomain (the domain of the return paths)`);
+  if ((bounceDomain !== undefined || fblAddresses.length > 0) && key === undefined) {
+    throw new ConfigError("invalid config: feedback needs a key to sign and check its tokens: feedback.keyFile (one key per line, at least 16 characters) or TERN_FEEDBACK_KEY");
+  }
+  const mailbox = fblAddresses.find((address) => config.users.some((u) => u.address === address));
+  if (mailbox !== undefined) throw new ConfigError(`invalid config: feedback.fblAddresses names ${JSON.stringify(mailbox)}, which is a user's mailbox; reports there are read by Tern, not stored`);
 };
 
 /** What the schema cannot say about `dkim`: each domain has keys, no selector twice, From is signed. */

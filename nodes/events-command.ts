@@ -40,6 +40,13 @@ const detailOf = (event: StreamEvent): string => {
       return `from=<${event.sender}> size=${event.size}`;
     case "dsn-queued":
       return `notice=${event.notice} action=${event.action} to=<${event.to}>`;
+    case "complained":
+      return [
+        `feedback-type=${event.feedbackType}`,
+        ...(event.userAgent ? [`user-agent="${event.userAgent}"`] : []),
+        ...(event.reportedBy ? [`reported-by=<${event.reportedBy}>`] : []),
+        ...(event.sourceIp ? [`source-ip=${event.sourceIp}`] : []),
+      ].join(" ");
     case "site-backoff":
       return [
         `${event.change} site=${event.site}${event.source ? `@${event.source}` : ""} level=${event.level} (was ${event.previousLevel})`,

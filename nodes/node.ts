@@ -15,6 +15,7 @@ import { ApiLayer } from "./services/api.ts";
 import { Config, Draining, Log, Metrics, Supervisor, type NodeStartError } from "./services/core.ts";
 import { PoolsStatusLayer, QueueAdminLayer, Scheduler, Sites, Warmup } from "./services/delivery.ts";
 import { Dkim, LoginAccounts, Tls, Users } from "./services/identity.ts";
+import { Feedback } from "./services/feedback.ts";
 import { LoginThrottles } from "./services/logins.ts";
 import { DescriptorCheck, HttpListener, ImapListener, Pop3Listener, SmtpListener } from "./services/listeners.ts";
 import { LocalMailboxes, Mailboxes } from "./services/mailboxes.ts";
@@ -38,7 +39,7 @@ export interface NodePorts {
 }
 
 /** Each line provides what the lines above it need. */
-const foundation = Supervisor.layer.pipe(Layer.provideMerge(Layer.mergeAll(Metrics.layer, LoginAccounts.layer.pipe(Layer.provideMerge(Users.layer)), Tls.layer, Dkim.layer, Draining.layer)));
+const foundation = Supervisor.layer.pipe(Layer.provideMerge(Layer.mergeAll(Metrics.layer, LoginAccounts.layer.pipe(Layer.provideMerge(Users.layer)), Tls.layer, Dkim.layer, Feedback.layer, Draining.layer)));
 const storage = Spool.layer.pipe(Layer.provideMerge(EventOutbox.layer), Layer.provideMerge(Lmdb.layer));
 const cluster = Layer.mergeAll(ClusterHealth.layer, EventPublisherLayer, BlobTransfers.layer, Membership.layer).pipe(
   Layer.provideMerge(Suppressions.layer),

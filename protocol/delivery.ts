@@ -203,6 +203,23 @@ const Suppressed = Schema.TaggedStruct("Suppressed", {
   reason: SuppressionReason,
 });
 
+/**
+ * A host that had taken the message reported later that it failed for good: a delivery
+ * status notification (RFC 3464, or a non-standard bounce read by its text) arrived at the
+ * message's VERP address (actors/feedback/). Only in "bounced" events, never in a queue entry.
+ */
+const AsyncBounce = Schema.TaggedStruct("AsyncBounce", {
+  /** The RFC 3463 status the report gave (Status:, or found in its text). */
+  status: Schema.String,
+  /** The reply the remote host gave, as the report quotes it (Diagnostic-Code), else one made from the status. */
+  reply: Reply,
+  /** "dsn": a multipart/report with a message/delivery-status part; "text": a bounce read by its wording. */
+  format: Schema.Literals(["dsn", "text"]),
+  /** The host that wrote the report (Reporting-MTA), and the one that refused the message (Remote-MTA). */
+  reportingMta: Schema.optional(Schema.String),
+  remoteMta: Schema.optional(Schema.String),
+});
+
 /** What an attempt got for one recipient: the next hop's reply, local storage, or a tagged failure. */
 export const RecipientResult = Schema.Union([
   Reply,
@@ -224,6 +241,7 @@ export const RecipientResult = Schema.Union([
   Internal,
   Returned,
   Suppressed,
+  AsyncBounce,
 ]);
 export type RecipientResult = typeof RecipientResult.Type;
 /** What can go wrong with a connection before a reply decides. */
@@ -269,6 +287,7 @@ export const statusOfResult = (result: RecipientResult): "delivered" | "deferred
     case "TooLarge":
     case "Returned":
     case "Suppressed":
+    case "AsyncBounce":
       return "failed";
     default:
       return "deferred";
@@ -322,6 +341,8 @@ export const enhancedStatus = (result: RecipientResult): string => {
       return "5.0.0";
     case "Suppressed":
       return "5.7.1"; // delivery not authorized
+    case "AsyncBounce":
+      return result.status;
   }
 };
 
@@ -376,5 +397,7 @@ const describe = (result: Exclude<RecipientResult, Reply>): string => {
       return `returned by the mail system administrator${result.reason ? `: ${result.reason}` : ""}`;
     case "Suppressed":
       return `not sent: the recipient is on the suppression list (${result.reason}, scope ${result.scope})`;
+    case "AsyncBounce":
+      return `bounced after delivery${result.reportingMta ? ` (reported by ${result.reportingMta})` : ""}: ${replyLine(result.reply)}`;
   }
 };

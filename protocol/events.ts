@@ -90,9 +90,11 @@ const DsnQueuedEvent = Schema.Struct({
 export type DsnQueuedEvent = typeof DsnQueuedEvent.Type;
 
 /**
- * A recipient complained about a message (a feedback report, RFC 5965). Whoever records it
- * fills `msg`, `entry` and `sender` from the original message when it can be found (else
- * "" and absent); the suppression list adds `rcpt` (protocol/suppression.ts).
+ * A recipient complained about a message: a feedback report (ARF, RFC 5965) arrived at a
+ * configured address or a VERP address and was matched to the message and recipient
+ * (actors/feedback/). `entry` and `domain` are the recipient's.
+ * Whoever records it fills `msg`, `entry` and `sender` from the original message when it
+ * can be found (else "" and absent); the suppression list adds `rcpt` (protocol/suppression.ts).
  */
 export const ComplainedEvent = Schema.Struct({
   type: Schema.Literal("complained"),
@@ -100,8 +102,14 @@ export const ComplainedEvent = Schema.Struct({
   rcpt: Schema.String,
   /** The original message's envelope sender, when known. */
   sender: Schema.optional(Schema.String),
-  /** The report's Feedback-Type: "abuse", "fraud", "virus", "other"… */
+  /** The report's Feedback-Type: "abuse", "fraud", "virus", "other". */
   feedbackType: Schema.String,
+  /** Who sent the report: its User-Agent ("Yahoo!-Mail-Feedback/2.0"), and the address it came from. */
+  userAgent: Schema.optional(Schema.String),
+  reportedBy: Schema.optional(Schema.String),
+  /** When the reporter received the original message (Arrival-Date, ms since the epoch), and from which IP (Source-IP). */
+  arrivalDate: Schema.optional(Schema.Number),
+  sourceIp: Schema.optional(Schema.String),
 });
 export type ComplainedEvent = typeof ComplainedEvent.Type;
 

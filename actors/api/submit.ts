@@ -31,6 +31,7 @@ import { choosePool, headerValue, type PoolsConfig } from "../delivery/pools.ts"
 import { MAX_LINE_OCTETS, type LongLines } from "../delivery/long-lines.ts";
 import type { SuppressionCheck } from "../suppression/check.ts";
 import { suppressedReply, type SuppressionMatch } from "../../protocol/suppression.ts";
+import type { OutboundMarks } from "../feedback/marks.ts";
 
 export interface SubmitConfig extends SenderPolicy {
   readonly nodeId: string;
@@ -81,6 +82,8 @@ export interface SubmitDeps {
   readonly dkim?: DkimSigner | undefined;
   /** The suppression list: a listed recipient is refused like an unknown one (none: no check). */
   readonly suppression?: SuppressionCheck | undefined;
+  /** Feedback's marks on outbound mail (X-Tern-Id, per-recipient entries); none: nothing. */
+  readonly marks?: OutboundMarks | undefined;
   readonly hooks: SubmitHooks;
 }
 
@@ -242,6 +245,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
             headerSection = section;
             return (
               apiReceivedHeader({ hostname: config.hostname, tenant: prepared.tenant, id, recipients, at: receivedAt }) +
+              (deps.marks !== undefined && prepared.accepted.some((a) => !deps.isLocalUser(a.deliverTo)) ? deps.marks.headers(id) : "") +
               missingSubmissionHeaders(section, { id, hostname: config.hostname, at: receivedAt })
             );
           },
@@ -288,7 +292,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
           sender: prepared.sender,
           receivedAt: submission.receivedAt,
           body: submission.body,
-          routes: routesFor(prepared.accepted.map((a) => a.deliverTo), deps.isLocalUser),
+          routes: routesFor(prepared.accepted.map((a) => a.deliverTo), deps.isLocalUser, { onePerRemoteRecipient: deps.marks?.onePerRemoteRecipient === true }),
           attributes: { api: { tenant: labels.tenant }, tenant: labels.tenant, tags: labels.tags, metadata: labels.metadata, ...(pool !== undefined ? { pool } : {}) },
           notBefore: prepared.dueAt > submission.receivedAt ? prepared.dueAt : undefined,
           remember:

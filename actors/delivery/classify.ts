@@ -78,6 +78,13 @@ const SPECIFIC: Readonly<Record<string, BounceCategory>> = {
   "7.28": "rate-limited", // mail flood detected (Gmail: unusual rate)
 };
 
+/**
+ * Specific codes that some hosts use for something else, so their wording is read first:
+ * Microsoft 365 answers an unknown recipient with 5.1.10 (RESOLVER.ADR.RecipientNotFound),
+ * RFC 7505's null MX code.
+ */
+const AMBIGUOUS = new Set(["1.10"]);
+
 /** What the subject alone suggests, for generic details such as 5.7.1 or 5.2.0. */
 const BY_SUBJECT: Readonly<Record<string, BounceCategory>> = { "1": "bad-mailbox", "7": "policy" };
 
@@ -106,6 +113,9 @@ export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => {
       case "ConnectionFailed":
       case "ProtocolError":
         return result.reply ? classifyReply(result.reply) : "other";
+      // A later bounce quotes the remote host's reply (or stands for it with its status).
+      case "AsyncBounce":
+        return classifyReply(result.reply);
       case "TlsFailed":
         return "tls";
       case "DnsTemporary":
@@ -147,9 +157,10 @@ const replyClassifier = (rules: ReadonlyArray<Rule>) => (reply: Reply): BounceCa
   if (operator) return operator.category;
   const enhanced = reply.enhanced ? subjectDetail(reply.enhanced) : undefined;
   const [subject, detail] = enhanced ? enhanced.split(".") : [];
-  if (enhanced && SPECIFIC[enhanced] && !(enhanced === "7.1")) return SPECIFIC[enhanced];
+  if (enhanced && SPECIFIC[enhanced] && !AMBIGUOUS.has(enhanced)) return SPECIFIC[enhanced];
   const phrase = matching(BUILT_IN);
   if (phrase) return phrase.category;
+  if (enhanced && SPECIFIC[enhanced]) return SPECIFIC[enhanced];
   if (subject && detail && GENERIC_DETAILS.has(detail) && BY_SUBJECT[subject]) return BY_SUBJECT[subject];
   if (subject === "7") return "policy";
   return "other";

@@ -28,6 +28,8 @@ export interface DispatchDeps {
   readonly pools?: PoolsConfig | undefined;
   /** Warm-up caps of cold pool addresses: their usage, and the provider table that names a destination's provider. */
   readonly warmup?: { readonly usage: WarmupUsage; readonly providers: ProviderTable } | undefined;
+  /** The envelope sender a remote attempt uses (VERP, actors/feedback/token.ts); default the entry's own. */
+  readonly envelopeSender?: ((entry: QueueEntry) => string) | undefined;
 }
 
 /** Where an attempt leaves from: an address (none: the system's default), with the warm-up allowance it took; or a wait for a cap. */
@@ -138,7 +140,7 @@ const dispatchOne = (
           if ("wait" in chosen) return Effect.succeed(waitForCap(entry.recipients, chosen.wait));
           const sent = deps.sites.deliver({
             route: mailRoute,
-            sender: entry.sender,
+            sender: deps.envelopeSender?.(entry) ?? entry.sender,
             recipients: entry.recipients,
             body,
             dsn: dsnParamsOf(message.attributes),

@@ -163,6 +163,7 @@ const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => 
     case "TooLarge":
     case "Returned":
     case "Suppressed":
+    case "AsyncBounce":
       return "temporary-reply";
   }
 };

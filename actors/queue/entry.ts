@@ -55,15 +55,20 @@ export const newMessageId = (now: number): string =>
 export const routeOf = (address: string, isLocalUser: (address: string) => boolean): Route =>
   isLocalUser(address) ? { kind: "local", user: address.toLowerCase() } : { kind: "remote", domain: domainOf(address) };
 
-/** One queue entry per local user (each mailbox is its own next hop) and one per remote domain. */
+/**
+ * One queue entry per local user (each mailbox is its own next hop) and one per remote
+ * domain, or with `onePerRemoteRecipient` one per remote recipient (per-recipient VERP:
+ * each recipient's copy leaves with its own envelope sender, so in its own transaction).
+ */
 export const routesFor = (
   recipients: ReadonlyArray<string>,
   isLocalUser: (address: string) => boolean,
+  options: { readonly onePerRemoteRecipient?: boolean } = {},
 ): Array<{ route: Route; recipients: string[] }> => {
   const byKey = new Map<string, { route: Route; recipients: string[] }>();
   for (const recipient of recipients) {
     const route = routeOf(recipient, isLocalUser);
-    const key = queueOf(route);
+    const key = route.kind === "remote" && options.onePerRemoteRecipient === true ? `${queueOf(route)} ${recipient.toLowerCase()}` : queueOf(route);
     const group = byKey.get(key) ?? { route, recipients: [] };
     if (!group.recipients.includes(recipient)) group.recipients.push(recipient);
     byKey.set(key, group);

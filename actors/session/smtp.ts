@@ -9,6 +9,9 @@
 // the recipient domain's policy may refuse a DMARC failure at DATA or file it as junk.
 // Authentication-Results fields that claim this node's authserv-id are removed from MX mail
 // and from what users submit (RFC 8601 §5), not from what trusted networks relay.
+// Reports that come back (bounces to VERP addresses, feedback reports to feedback-loop
+// addresses) are recognised at RCPT, one per transaction, and handed to the feedback
+// intake instead of the spool (actors/feedback/intake.ts, ./report.ts).
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import { Clock, Deferred, Effect, Schema } from "effect";
 import "./enhanced-codes.ts";
@@ -34,6 +37,9 @@ import { decideRecipient, decideSender, type ClientFacts, type Decision, type Re
 import { headerValue, type PoolInputs } from "../delivery/pools.ts";
 import type { SuppressionCheck } from "../suppression/check.ts";
 import { suppressedReply } from "../../protocol/suppression.ts";
+import type { FeedbackIntake, FeedbackTarget } from "../feedback/intake.ts";
+import type { OutboundMarks } from "../feedback/marks.ts";
+import { MAX_REPORT_BYTES, memoryBody, reportReply } from "./report.ts";
 
 export interface SessionConfig extends RecipientPolicy {
   readonly hostname: string;
@@ -93,8 +99,13 @@ export interface SessionDeps {
   readonly choosePool?: ((inputs: PoolInputs) => string | undefined) | undefined;
   /** The suppression list, checked at RCPT TO for clients we relay for (authenticated or trusted); none: no check. */
   readonly suppression?: SuppressionCheck | undefined;
+  /** Takes bounces and feedback reports (none: every address is ordinary mail). */
+  readonly feedback?: FeedbackIntake | undefined;
+  /** What outbound mail gets for feedback to find it later (none: nothing). */
+  readonly marks?: OutboundMarks | undefined;
   readonly hooks: SessionHooks;
 }
+
 
 export interface SmtpListeners {
   readonly ports: { readonly smtp: number; readonly smtps: number };
@@ -116,6 +127,8 @@ interface Connection {
   deliverTo: Map<string, string>;
   /** The inbound DMARC policy of this transaction's recipients (one per transaction); undefined when not authenticated. */
   inboundPolicy: InboundPolicy | undefined;
+  /** Set when this transaction carries a report (its one recipient is a feedback address). */
+  report: FeedbackTarget | undefined;
   /** Completed when the socket closes: an AUTH waiting out its delay ends then. */
   readonly left: Deferred.Deferred<void>;
 }
@@ -148,7 +161,7 @@ export const startSmtpListeners = async (options: {
   const connections = new WeakMap<SMTPServerSession, Connection>();
   const connectionOf = (session: SMTPServerSession) => {
     let connection = connections.get(session);
-    if (!connection) connections.set(session, (connection = { admitted: false, counted: false, errors: 0, deliverTo: new Map(), inboundPolicy: undefined, left: Deferred.makeUnsafe() }));
+    if (!connection) connections.set(session, (connection = { admitted: false, counted: false, errors: 0, deliverTo: new Map(), inboundPolicy: undefined, report: undefined, left: Deferred.makeUnsafe() }));
     return connection;
   };
   const capOf = (listener: SmtpListenerName) =>
@@ -296,6 +309,7 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
       connectionOf(session).deliverTo = new Map();
       connectionOf(session).inboundPolicy = undefined;
+      connectionOf(session).report = undefined;
       if (deps.draining?.()) {
         hooks.rejected("draining");
         const reply = drainingReply(config.hostname);
@@ -310,11 +324,25 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
-      const { decision, deliverTo } = decideRecipient(address.address, facts(session), config);
+      const connection = connectionOf(session);
+      const feedback = deps.feedback?.addressOf(address.address);
+      if (feedback?._tag === "Forged") {
+        deps.feedback!.refused(address.address, feedback.reason, { conn: session.id, client: session.remoteAddress });
+        return refuse(session, { ok: false, reply: { code: 550, text: "5.1.1 No such user here" }, reason: "feedback-token" }, callback);
+      }
+      // A report is read, not stored: it travels alone (RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction).
+      const alone = () => callback(replyError(452, "4.5.3 Too many recipients: a report goes alone, send the others in another transaction"));
+      if (feedback?._tag === "Report") {
+        if (connection.deliverTo.size > 0 || connection.report) return alone();
+        connection.report = feedback.target;
+        return callback();
+      }
+      if (connection.report) return alone();
+      // postmaster@<bounce domain> goes where bare postmaster does.
+      const { decision, deliverTo } = decideRecipient(feedback?._tag === "Postmaster" ? "postmaster" : address.address, facts(session), config);
       if (!decision.ok) return refuse(session, decision, callback);
       const suppressed = suppressedRecipient(session, address.address);
       if (suppressed) return callback(replyError(suppressed.code, suppressed.text));
-      const connection = connectionOf(session);
       // One DATA reply answers every recipient, so one transaction has one inbound policy: a
       // recipient whose domain has another waits for the next transaction (RFC 5321 §4.5.3.1.10).
       const policy = authenticates(deps, session) ? deps.inbound!.policyFor(domainOf(address.address.includes("@") ? address.address : deliverTo)) : undefined;
@@ -328,7 +356,9 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     },
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void) {
-      const done = deps.run(receive(deps, session, connectionOf(session), stream)).then(
+      const connection = connectionOf(session);
+      const transaction = connection.report && deps.feedback ? receiveReport(deps, deps.feedback, session, connection.report, stream) : receive(deps, session, connection, stream);
+      const done = deps.run(transaction).then(
         (outcome) => (outcome.ok ? callback(null, outcome.text) : callback(replyError(outcome.code, outcome.text))),
         (defect) => {
           hooks.log("session.data.crashed", { conn: session.id, error: String(defect) });
@@ -419,11 +449,17 @@ const receive = Effect.fnUntraced(function* (deps: SessionDeps, session: SMTPSer
 });
 
 /**
- * Whose mail is signed: what an authenticated user submits or a trusted network relays, as
- * a submission server or outbound relay signs; never what arrives as an MX from elsewhere.
+ * Mail that leaves from here as ours: what an authenticated user submits or a trusted
+ * network relays, never what arrives as an MX from elsewhere. It is DKIM-signed (as a
+ * submission server or outbound relay signs) and gets feedback's marks.
  */
-const signs = (deps: SessionDeps, session: SMTPServerSession) =>
-  deps.dkim !== undefined && (typeof session.user === "string" || inNetworks(session.remoteAddress, deps.config.trustedNetworks));
+const isOutbound = (deps: SessionDeps, session: SMTPServerSession) =>
+  typeof session.user === "string" || inNetworks(session.remoteAddress, deps.config.trustedNetworks);
+
+const signs = (deps: SessionDeps, session: SMTPServerSession) => deps.dkim !== undefined && isOutbound(deps, session);
+
+/** Some recipient of the transaction is on another host: only such mail can come back as a report. */
+const leavesForAnotherHost = (deps: SessionDeps, connection: Connection) => [...connection.deliverTo.values()].some((address) => !deps.users.exists(address));
 
 /**
  * Whose mail is authenticated: exactly the mail that is never signed, what arrives as an MX
@@ -483,7 +519,9 @@ const receiveInto = Effect.fnUntraced(function* (
             id,
             recipients,
             at: receivedAt,
-          }) + (user !== undefined ? missingSubmissionHeaders(section, { id, hostname: config.hostname, at: receivedAt }) : "");
+          }) +
+            (deps.marks !== undefined && isOutbound(deps, session) && leavesForAnotherHost(deps, connection) ? deps.marks.headers(id) : "") +
+            (user !== undefined ? missingSubmissionHeaders(section, { id, hostname: config.hostname, at: receivedAt }) : "");
         },
       }),
     catch: (error) => new DataAborted({ detail: error instanceof Error ? error.message : String(error) }),
@@ -511,7 +549,8 @@ const receiveInto = Effect.fnUntraced(function* (
     ...(pool !== undefined ? { pool } : {}),
     ...(inbound?.action === "quarantine" ? { folder: QUARANTINE_FOLDER } : {}),
   };
-  const newMessage = { id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes };
+  const routes = routesFor(deliverTo, deps.users.exists, { onePerRemoteRecipient: deps.marks?.onePerRemoteRecipient === true });
+  const newMessage = { id, sender, receivedAt, body, routes, attributes };
   const committed = yield* Effect.result(deps.spool.accept(newMessage, acceptedEvents(deps.events, newMessage, body.size(), yield* Clock.currentTimeMillis)));
   if (committed._tag === "Failure") {
     deps.spoolFailed();
@@ -564,6 +603,36 @@ const concludeAuthentication = Effect.fnUntraced(function* (
 /** One line for the logs: "spf=pass dkim=pass,fail arc=none dmarc=pass". */
 const summaryOf = (verdict: Verdict): string =>
   `spf=${verdict.spf} dkim=${verdict.dkim.join(",")} arc=${verdict.arc} dmarc=${verdict.dmarc.result}`;
+
+/**
+ * A report's DATA: read into memory with the same checks as any message, then handed to
+ * the feedback intake, which answers once its events are on disk (or says to try later).
+ */
+const receiveReport = Effect.fnUntraced(function* (
+  deps: SessionDeps,
+  feedback: FeedbackIntake,
+  session: SMTPServerSession,
+  target: FeedbackTarget,
+  stream: SMTPServerDataStream,
+) {
+  const { config, hooks } = deps;
+  const body = memoryBody(MAX_REPORT_BYTES);
+  const result = yield* Effect.tryPromise({
+    try: () => ingest(stream, body, { bareLineEndings: config.bareLineEndings, allow8bit: true, prepend: () => "" }),
+    catch: (error) => new DataAborted({ detail: error instanceof Error ? error.message : String(error) }),
+  }).pipe(Effect.result);
+  if (result._tag === "Failure") {
+    hooks.rejected("data-aborted");
+    return refused({ code: 421, text: "4.4.2 Connection dropped during DATA" });
+  }
+  if (result.success.problem) {
+    hooks.rejected(result.success.problem);
+    return refused(problemReplies[result.success.problem]);
+  }
+  const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
+  const reply = reportReply(yield* feedback.process(target, body.bytes(), { conn: session.id, client: session.remoteAddress, sender }));
+  return reply.ok ? queued(reply.text) : refused(reply);
+});
 
 /** DSN parameters (RFC 3461) and who submitted it, kept with the message for later DSNs. */
 const attributesOf = (session: SMTPServerSession, user: string | undefined) => ({

@@ -18,6 +18,7 @@ import { Scheduler } from "./delivery.ts";
 import { eventSourceOf } from "./events.ts";
 import { MessageStatus } from "./status.ts";
 import { Dkim, Users } from "./identity.ts";
+import { Feedback } from "./feedback.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
 import { Suppressions, tenantScopes } from "./suppression.ts";
 
@@ -74,6 +75,7 @@ export const ApiLayer = Layer.effectDiscard(
       draining: (yield* Draining).isDraining,
       dkim: yield* Dkim,
       suppression: suppressions.check,
+      marks: (yield* Feedback)?.marks,
       idempotency: makeIdempotency({
         nodeId: config.nodeId,
         keys: openApiKeys(nc, subjects.apiKeysBucket, config.api.idempotencyTtlMs, config.nats.replicas),

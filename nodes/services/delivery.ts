@@ -36,6 +36,7 @@ import { SiteBudgets } from "./site-budgets.ts";
 import { EventOutbox, Lmdb, Spool } from "./storage.ts";
 import { Suppressions } from "./suppression.ts";
 import { checkingSuppressions } from "../../actors/delivery/suppressed.ts";
+import { Feedback } from "./feedback.ts";
 
 /** Deliveries in flight get this long to finish (and be recorded) when the node stops. */
 const STOP_GRACE_MS = 10_000;
@@ -145,6 +146,7 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
             requireTls: domainMatcher(delivery.requireTls),
             pools: delivery.pools,
             warmup: { usage: yield* Warmup, providers: delivery.providers },
+            envelopeSender: (yield* Feedback)?.envelopeSender,
           }),
           suppressions.check.lookup,
         ),

@@ -26,6 +26,8 @@ import { Resolver } from "./resolver.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
 import { Suppressions } from "./suppression.ts";
 import { choosePool } from "../../actors/delivery/pools.ts";
+import { Feedback } from "./feedback.ts";
+import { feedbackIntake } from "./feedback-intake.ts";
 
 export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp: number; readonly smtps: number }>()("tern/SmtpListener") {
   static readonly layer = Layer.effect(
@@ -72,6 +74,8 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
         draining: drainer.isDraining,
         choosePool: (inputs) => choosePool(config.delivery.pools, inputs),
         suppression: (yield* Suppressions).check,
+        feedback: yield* feedbackIntake,
+        marks: (yield* Feedback)?.marks,
         hooks: {
           accepted: (messageId, entries, bytes) => {
             metrics.accepted.inc();

@@ -38,6 +38,7 @@ test("each category from its enhanced code", () => {
     ["550 5.2.1 mailbox disabled", "bad-mailbox"],
     ["550 5.1.2 host not found", "bad-domain"],
     ["556 5.1.10 null MX", "bad-domain"],
+    ["550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup", "bad-mailbox"],
     ["552 5.2.2 mailbox full", "quota"],
     ["552 5.3.4 message too big for system", "too-large"],
     ["550 5.7.1 message rejected as spam", "policy"],
