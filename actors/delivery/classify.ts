@@ -123,8 +123,10 @@ export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => {
       // Paused after the site's own throttling reply.
       case "BackedOff":
         return "rate-limited";
-      // Our own rate limit: the address is warming up (it does not hold the queue, see outcome.ts).
+      // Our own rate limits: the address is warming up, or a reputation threshold holds the
+      // sender domain or source address (neither holds the destination's queue, see outcome.ts).
       case "WarmupCap":
+      case "ReputationHold":
         return "rate-limited";
       case "Stored":
       case "Timeout":
