@@ -8,7 +8,7 @@
 //   events stream. Replies (JetStream's publish acknowledgements among them) and blobs
 //   travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
 // - operator: queue administration (`tern queue`), IP pools and their warm-up (`tern pools`),
-//   message status (`tern status`), the member list as a node reads it (`tern cluster
+//   reputation figures (`tern reputation`), message status (`tern status`), the member list as a node reads it (`tern cluster
 //   status`; no access to the bucket), mailbox moves (`tern mailbox move`, asked of the
 //   target node), draining a node (`tern node drain`), replies on
 //   `tern.<cluster>.operator.inbox`, and reading events (`tern events`).
@@ -98,7 +98,7 @@ const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: string): Per
       };
     case "operator":
       return {
-        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.poolsStatus, `${subjects.poolsStatus}.*`, subjects.statusLookup, subjects.clusterMembers, subjects.mailboxMoveAdmins, subjects.nodeDrains, ...eventsReadAccess(subjects, subjects.events)],
+        publish: [subjects.queueAdmin, `${subjects.queueAdmin}.*`, subjects.poolsStatus, `${subjects.poolsStatus}.*`, subjects.reputationStatus, `${subjects.reputationStatus}.*`, subjects.statusLookup, subjects.clusterMembers, subjects.mailboxMoveAdmins, subjects.nodeDrains, ...eventsReadAccess(subjects, subjects.events)],
         subscribe: [`${subjects.operatorInbox}.>`, subjects.events],
         allowResponses: false,
       };
