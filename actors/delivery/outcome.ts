@@ -80,7 +80,7 @@ export const decide = (
     ...(reason ? { requeued: reason } : {}),
   };
   const delayDue = waiting.length > 0 && !entry.delayNotified && now - entry.createdAt >= policy.delayNoticeMs;
-  const ownWait = notAttemptedWait(waiting);
+  const ownWait = notAttemptedWait(waiting, now);
   // A wait for a warm-up cap or a reputation hold made no attempt: it neither counts as one nor lengthens the backoff.
   const attempts = ownWait ? entry.attempts : entry.attempts + 1;
   const due = ownWait ? ownWait.until + Math.round(random * ownWait.spreadMs) : now + retryDelayMs(policy.retry, attempts, random);
@@ -118,8 +118,9 @@ export const decide = (
 const WARMUP_SPREAD_MS = { hour: 5 * 60_000, day: 2 * 3_600_000 } as const;
 
 /**
- * Entries held by a reputation pause come back spread over a minute after it ends; a
- * slowed sender's entry comes back exactly at its turn (the turn was reserved for it).
+ * Entries held by a reputation pause come back spread over a minute after it ends (over
+ * what is left of the pause when that is shorter); a slowed sender's entry comes back
+ * exactly at its turn (the turn was given to it).
  */
 const PAUSE_SPREAD_MS = 60_000;
 
@@ -130,11 +131,14 @@ const isOwnWait = (result: RecipientResult): boolean => result._tag === "WarmupC
  * When every recipient left waits for a warm-up cap or a reputation hold (one attempt's
  * recipients share it): the wait that ends last, and how widely to spread the comeback.
  */
-const notAttemptedWait = (waiting: ReadonlyArray<RecipientOutcome>): { readonly until: number; readonly spreadMs: number } | undefined => {
+const notAttemptedWait = (waiting: ReadonlyArray<RecipientOutcome>, now: number): { readonly until: number; readonly spreadMs: number } | undefined => {
   let latest: { until: number; spreadMs: number } | undefined;
   for (const { result } of waiting) {
     if (result._tag !== "WarmupCap" && result._tag !== "ReputationHold") return undefined;
-    const spreadMs = result._tag === "WarmupCap" ? WARMUP_SPREAD_MS[result.window] : result.action === "pause" ? PAUSE_SPREAD_MS : 0;
+    const spreadMs =
+      result._tag === "WarmupCap" ? WARMUP_SPREAD_MS[result.window]
+      : result.action === "pause" ? Math.min(PAUSE_SPREAD_MS, Math.max(0, result.until - now))
+      : 0;
     if (latest === undefined || result.until > latest.until) latest = { until: result.until, spreadMs };
   }
   return latest;
