@@ -403,8 +403,9 @@ const makeLanes = (slots: ReadonlySet<Slot>, allowed: () => number, clock: Clock
 
 /**
  * How a worker sends while its site is backed off, its source address is held (or its own
- * slot is lent out): a paused site or source address defers the job unsent; otherwise the worker takes a lane, waits its turn in the
- * site's pace (one message per gap), and sends over the lane.
+ * slot is lent out): a paused site or source address defers the job unsent; otherwise the
+ * worker takes a lane, waits its turn in the site's pace (one message per gap), and sends
+ * over the lane.
  */
 const throttledSender = (
   lanes: Lanes,
