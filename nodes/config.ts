@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { readFile } from "node:fs/promises";
+import { configProblems } from "./config-check.ts";
 import { Cause, Exit, Schema } from "effect";
 import { isSafeToken } from "../protocol/subjects.ts";
 import { domainOf, domainSyntaxProblem, localPartOf } from "../actors/common/domains.ts";
@@ -11,6 +12,7 @@ import { parseCidr } from "../actors/common/networks.ts";
 import { isPasswordHash, type UserRecord } from "../actors/users/store.ts";
 import type { DeliveryConfig } from "../actors/delivery/config.ts";
 import type { DkimConfig } from "../actors/dkim/keys.ts";
+import type { InboundPolicy } from "../actors/authentication/policy.ts";
 import { MAX_BLOB_BYTES } from "../actors/runtime/blobs.ts";
 import { plaintextServers, type NatsAuth, type NatsSecurity, type SecretSource } from "../cluster/nats-auth.ts";
 import { BudgetLimits } from "../protocol/site-budget.ts";
@@ -82,7 +84,10 @@ const ThresholdConfig = Schema.Struct({
       t.bounceRate !== undefined || t.complaintRate !== undefined || t.deferralRate !== undefined || "a threshold needs bounceRate, complaintRate or deferralRate",
   ),
 );
-const HostPort = Schema.String.check(Schema.makeFilter((s: string) => /^[^\s:]+:\d{1,5}$/.test(s) || "expected host:port"));
+/** `host:port`, with an IPv6 address in brackets (`[2001:db8::53]:53`). */
+const HostPort = Schema.String.check(
+  Schema.makeFilter((s: string) => /^[^\s:[\]]+:\d{1,5}$/.test(s) || (/^\[([^\]]+)\]:\d{1,5}$/.test(s) && isIP(s.slice(1, s.indexOf("]"))) === 6) || "expected host:port, or [IPv6 address]:port"),
+);
 const Cidr = Schema.String.check(Schema.makeFilter((s: string) => parseCidr(s) !== undefined || "expected an IPv4 or IPv6 CIDR such as 127.0.0.0/8"));
 
 const Address = Schema.String.check(Schema.makeFilter((s: string) => /^[^@\s]+@[^@\s]+$/.test(s) || "expected local@domain"));
@@ -198,6 +203,18 @@ const ConfigFile = Schema.Struct({
       domains: Schema.Record(Schema.String, Schema.Array(DkimKeyFile)),
       /** Header fields to sign (default: From, To, Cc, Subject, Date, Message-ID, Reply-To, MIME and List-* fields…). */
       headers: Schema.optional(Schema.Array(Schema.String)),
+    }),
+  ),
+  /** Authentication of inbound (MX) mail: SPF, DKIM, ARC and DMARC, README "Inbound authentication". */
+  inbound: Schema.optional(
+    Schema.Struct({
+      authenticate: Schema.optional(Schema.Boolean),
+      /** RFC 8601 authserv-id of the Authentication-Results fields written (default: hostname). */
+      authservId: Schema.optional(HostName),
+      timeoutMs: Schema.optional(Positive),
+      maxHeaderBytes: Schema.optional(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1024))),
+      /** Recipient domain or "*" → how far a failing message's DMARC policy is honoured. */
+      dmarc: Schema.optional(Schema.Record(Schema.String, Schema.Literals(["none", "quarantine", "reject"]))),
     }),
   ),
   dns: Schema.optional(
@@ -387,6 +404,8 @@ export interface NodeConfig {
   readonly cluster: string;
   readonly hostname: string;
   readonly dataDir: string;
+  /** The file the config was read from (SIGHUP reads it again); undefined on defaults. */
+  readonly configFile: string | undefined;
   readonly nats: NatsSecurity & {
     readonly servers: ReadonlyArray<string>;
     readonly embedded: boolean;
@@ -434,6 +453,17 @@ export interface NodeConfig {
   readonly trustedNetworks: ReadonlyArray<string>;
   /** Keys per signing domain (lower case); no domains: nothing is signed. */
   readonly dkim: DkimConfig;
+  readonly inbound: {
+    /** False: MX mail is neither checked nor given an Authentication-Results field, and none is removed. */
+    readonly authenticate: boolean;
+    readonly authservId: string;
+    /** How long the checks may still take once a message has ended (DNS lookups after that are temperror). */
+    readonly timeoutMs: number;
+    /** MX mail whose header section is longer is refused (552 5.3.4): the checks hold it in memory. */
+    readonly maxHeaderBytes: number;
+    /** Recipient domain (lower case) or "*" → local DMARC policy. */
+    readonly dmarc: Readonly<Record<string, InboundPolicy>>;
+  };
   readonly dns: {
     readonly servers: ReadonlyArray<{ host: string; port: number }>;
     readonly timeoutMs: number;
@@ -569,14 +599,15 @@ const thresholdsOf = (file: ConfigFile): ReadonlyArray<Threshold> => {
 };
 
 /** Development defaults: loopback only, one local domain, one user (documented in the README). */
-const withDefaults = (file: ConfigFile): NodeConfig => ({
+const withDefaults = (file: ConfigFile, development: boolean): NodeConfig => ({
   nodeId: file.nodeId ?? "node1",
   cluster: file.cluster ?? "tern",
   hostname: file.hostname ?? "tern.localhost",
   dataDir: file.dataDir ?? "./data",
+  configFile: undefined,
   nats: {
     servers: file.nats?.servers ?? ["nats://127.0.0.1:4222"],
-    embedded: file.nats?.embedded ?? true,
+    embedded: file.nats?.embedded ?? development,
     auth: natsAuthOf(file.nats ?? {}),
     tls: file.nats?.tls,
     trustedLink: file.nats?.trustedLink ?? false,
@@ -624,6 +655,14 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
   dkim: {
     domains: Object.fromEntries(Object.entries(file.dkim?.domains ?? {}).map(([domain, keys]) => [domain.toLowerCase().replace(/\.$/, ""), keys])),
     headers: file.dkim?.headers,
+  },
+  inbound: {
+    authenticate: file.inbound?.authenticate ?? true,
+    authservId: file.inbound?.authservId ?? file.hostname ?? "tern.localhost",
+    timeoutMs: file.inbound?.timeoutMs ?? 10_000,
+    // Gmail refuses header sections over about 232 KB; Exim's default limit is 1 MiB.
+    maxHeaderBytes: file.inbound?.maxHeaderBytes ?? 256 * 1024,
+    dmarc: Object.fromEntries(Object.entries(file.inbound?.dmarc ?? {}).map(([domain, policy]) => [domain.toLowerCase().replace(/\.$/, ""), policy])),
   },
   dns: {
     servers: (file.dns?.servers ?? systemNameservers()).map(parseHostPort),
@@ -766,8 +805,26 @@ const systemNameservers = (): string[] => {
 
 const parseHostPort = (value: string) => {
   const at = value.lastIndexOf(":");
-  return { host: value.slice(0, at), port: Number(value.slice(at + 1)) };
+  const host = value.slice(0, at);
+  return { host: host.startsWith("[") ? host.slice(1, -1) : host, port: Number(value.slice(at + 1)) };
 };
+
+/** The environment variable behind each overridable path, for naming it when its value is bad. */
+const OVERRIDE_VARIABLES: Readonly<Record<string, string>> = {
+  nodeId: "TERN_NODE_ID",
+  dataDir: "TERN_DATA_DIR",
+  "nats.servers": "TERN_NATS_URL",
+  "listen.smtp": "TERN_SMTP_PORT",
+  "listen.smtps": "TERN_SMTPS_PORT",
+  "listen.pop3": "TERN_POP3_PORT",
+  "listen.imap": "TERN_IMAP_PORT",
+  "listen.imaps": "TERN_IMAPS_PORT",
+  "listen.http": "TERN_HTTP_PORT",
+};
+
+/** Path → `VARIABLE="value"` for every override the environment sets. */
+const overrideSources = (env: NodeJS.ProcessEnv): Record<string, string> =>
+  Object.fromEntries(Object.entries(OVERRIDE_VARIABLES).filter(([, name]) => env[name] !== undefined).map(([path, name]) => [path, `${name}=${JSON.stringify(env[name])}`]));
 
 /** Overrides from the environment, for containers and tests. */
 const environmentOverrides = (env: NodeJS.ProcessEnv): ConfigFile => {
@@ -801,14 +858,22 @@ const merge = (file: ConfigFile, overrides: ConfigFile): ConfigFile => ({
   listen: { ...file.listen, ...Object.fromEntries(Object.entries(overrides.listen ?? {}).filter(([, v]) => v !== undefined)) },
 });
 
-/** Validates raw JSON; errors name each bad field and the value found there. */
-export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConfig => {
+/**
+ * Validates raw JSON; errors name each bad field and the value found there. `development`:
+ * the node runs on defaults without a config file (`tern node` alone), where an embedded
+ * NATS server is started when none answers; a config file must ask for that
+ * (`nats.embedded`), since a production node that quietly started its own NATS would form
+ * a cluster of one.
+ */
+export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}, { development = false }: { readonly development?: boolean } = {}): NodeConfig => {
   const decode = Schema.decodeUnknownExit(ConfigFile, { onExcessProperty: "error", errors: "all" });
   const file = decode(raw);
   if (Exit.isFailure(file)) throw new ConfigError(`invalid config:\n${describeIssues(schemaMessage(file.cause), raw)}`);
-  const merged = decode(merge(file.value, environmentOverrides(env)));
-  if (Exit.isFailure(merged)) throw new ConfigError(`invalid environment override:\n${describeIssues(schemaMessage(merged.cause), {})}`);
-  const config = withDefaults(merged.value);
+  const overrides = environmentOverrides(env);
+  const mergedRaw = merge(file.value, overrides);
+  const merged = decode(mergedRaw);
+  if (Exit.isFailure(merged)) throw new ConfigError(`invalid environment override:\n${describeIssues(schemaMessage(merged.cause), mergedRaw, overrideSources(env))}`);
+  const config = withDefaults(merged.value, development);
   const withCredentials = config.nats.servers.find((server) => /^[a-z]+:\/\/[^/]*@/i.test(server));
   if (withCredentials !== undefined) {
     // Not echoed: the URL holds a secret.
@@ -868,7 +933,19 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
     throw new ConfigError(`invalid config: postmaster ${JSON.stringify(postmaster)} is in localDomains but is not one of users[].address`);
   }
   checkDkim(config.dkim);
+  const problems = configProblems(config);
+  if (problems.length > 0) throw new ConfigError(`invalid config:\n${problems.map((problem) => `  ${problem}`).join("\n")}`);
+  checkInbound(config);
   return config;
+};
+
+/** What the schema cannot say about `inbound`: policies name local domains, the authserv-id is a token (RFC 8601 §2.5). */
+const checkInbound = (config: NodeConfig) => {
+  const stray = Object.keys(config.inbound.dmarc).find((domain) => domain !== "*" && !config.localDomains.includes(domain));
+  if (stray !== undefined) throw new ConfigError(`invalid config: inbound.dmarc names ${JSON.stringify(stray)}, which is not one of localDomains (or "*")`);
+  if (config.inbound.authenticate && !/^[A-Za-z0-9.-]+$/.test(config.inbound.authservId)) {
+    throw new ConfigError(`invalid config: hostname ${JSON.stringify(config.inbound.authservId)} cannot be an authserv-id (RFC 8601); set inbound.authservId to a host name`);
+  }
 };
 
 /** What the schema cannot say about `dkim`: each domain has keys, no selector twice, From is signed. */
@@ -887,7 +964,7 @@ const checkDkim = (dkim: DkimConfig) => {
 };
 
 export const loadConfig = async (path: string | undefined, env: NodeJS.ProcessEnv): Promise<NodeConfig> => {
-  if (path === undefined) return parseConfig({}, env);
+  if (path === undefined) return parseConfig({}, env, { development: true });
   let text: string;
   try {
     text = await readFile(path, "utf8");
@@ -900,7 +977,7 @@ export const loadConfig = async (path: string | undefined, env: NodeJS.ProcessEn
   } catch (error) {
     throw new ConfigError(`config file ${path} is not valid JSON: ${(error as Error).message}`);
   }
-  return parseConfig(raw, env);
+  return { ...parseConfig(raw, env), configFile: path };
 };
 
 const schemaMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
@@ -908,8 +985,8 @@ const schemaMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
   return error._tag === "Some" ? error.value.message : Cause.pretty(cause);
 };
 
-/** Rewrites Schema's `at ["a"][0]["b"]` lines as `a[0].b = <value>: <problem>`. */
-const describeIssues = (message: string, raw: unknown): string => {
+/** Rewrites Schema's `at ["a"][0]["b"]` lines as `a[0].b = <value>: <problem>` (naming the environment variable a value came from: `sources`). */
+const describeIssues = (message: string, raw: unknown, sources: Readonly<Record<string, string>> = {}): string => {
   const lines = message.split("\n").map((l) => l.trim()).filter(Boolean);
   const described: string[] = [];
   for (let i = 0; i < lines.length; i++) {
@@ -918,7 +995,9 @@ const describeIssues = (message: string, raw: unknown): string => {
     const path = [...where.matchAll(/\["([^"]*)"\]|\[(\d+)\]/g)].map((m) => m[1] ?? Number(m[2]));
     const value = path.reduce<unknown>((at, key) => (at as Record<string | number, unknown> | undefined)?.[key], raw);
     const name = path.map((k, n) => (typeof k === "number" ? `[${k}]` : n === 0 ? k : `.${k}`)).join("");
-    described.push(`  ${name || "(root)"} = ${JSON.stringify(value)}: ${problem}`);
+    const source = sources[name] ?? sources[name.replace(/\[\d+\]$/, "")];
+    const from = source !== undefined ? ` (from ${source})` : "";
+    described.push(`  ${name || "(root)"} = ${JSON.stringify(value)}${from}: ${problem}`);
   }
   return described.join("\n");
 };

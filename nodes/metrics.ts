@@ -2,6 +2,8 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import type { ConnectionEvent } from "../actors/runtime/connection-cap.ts";
 import type { SmtpListenerName } from "../actors/session/smtp.ts";
+import type { DmarcAction } from "../actors/authentication/policy.ts";
+import { methodResults, type Verdict } from "../actors/authentication/verdict.ts";
 
 export interface NodeMetrics {
   readonly registry: Registry;
@@ -17,6 +19,10 @@ export interface NodeMetrics {
   readonly smtpConnection: (listener: SmtpListenerName, event: ConnectionEvent) => void;
   /** For `onConnection` of the POP3 listener. */
   readonly pop3Connection: (event: ConnectionEvent) => void;
+  /** For `hooks.authenticated` of the SMTP listeners: results per method, and what DMARC made the node do. */
+  readonly inboundAuthenticated: (verdict: Verdict, action: DmarcAction) => void;
+  /** For `hooks.claimedResultsRemoved`: forged Authentication-Results fields removed. */
+  readonly claimedResultsRemoved: (count: number) => void;
 }
 
 export const makeNodeMetrics = (nodeId: string): NodeMetrics => {
@@ -35,6 +41,10 @@ export const makeNodeMetrics = (nodeId: string): NodeMetrics => {
     smtpRefused.inc({ listener, reason: "cap" }, 0);
   }
   pop3Refused.inc({ reason: "cap" }, 0);
+  const authResults = counter("tern_inbound_auth_results_total", "Inbound authentication results, by method (spf, dkim per signature, arc, dmarc) and result", ["method", "result"]);
+  const dmarcActions = counter("tern_inbound_dmarc_actions_total", "Authenticated inbound messages by what their DMARC result made the node do (deliver, quarantine, refuse)", ["action"]);
+  const claimedRemoved = counter("tern_inbound_auth_claimed_results_removed_total", "Authentication-Results fields claiming this node's authserv-id removed from arriving messages");
+  for (const action of ["deliver", "quarantine", "refuse"]) dmarcActions.inc({ action }, 0);
   return {
     registry,
     accepted: counter("tern_messages_accepted_total", "Messages committed to the spool and answered 250"),
@@ -48,6 +58,11 @@ export const makeNodeMetrics = (nodeId: string): NodeMetrics => {
       if (event === "refused") smtpRefused.inc({ listener, reason: "cap" });
       else smtpConnections.inc({ listener }, event === "opened" ? 1 : -1);
     },
+    inboundAuthenticated: (verdict, action) => {
+      for (const { method, result } of methodResults(verdict)) authResults.inc({ method, result });
+      dmarcActions.inc({ action });
+    },
+    claimedResultsRemoved: (count) => claimedRemoved.inc(count),
     pop3Connection: (event) => {
       if (event === "refused") pop3Refused.inc({ reason: "cap" });
       else pop3Connections.inc(event === "opened" ? 1 : -1);

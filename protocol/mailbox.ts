@@ -109,7 +109,8 @@ export const MaildropEntry = Schema.Struct({
 });
 export type MaildropEntry = typeof MaildropEntry.Type;
 
-const DeliverRequest = Schema.Struct({ user: Schema.String, entryId: Schema.String });
+/** `folder`: where it goes (Junk for quarantined mail; created when missing); absent: INBOX. */
+export const DeliverRequest = Schema.Struct({ user: Schema.String, entryId: Schema.String, folder: Schema.optional(Schema.String) });
 /** `duplicate`: the entry had been stored before (a redelivery after a lost ack); nothing new was written. */
 const DeliverReply = Schema.Struct({ uid: Schema.String, duplicate: Schema.optional(Schema.Boolean) });
 

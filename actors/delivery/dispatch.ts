@@ -131,7 +131,7 @@ const dispatchOne = (
   const route = entry.route;
   if (route.kind === "local") {
     const via = `mailbox/${route.user}`;
-    return Effect.suspend(() => deps.mailboxes.deliver(route.user, entry.id, body())).pipe(
+    return Effect.suspend(() => deps.mailboxes.deliver(route.user, entry.id, withFinalDeliveryHeaders(entry.sender, route.user, body()), folderOf(message.attributes))).pipe(
       Effect.map((uid): Attempt => ({ server: via, results: everyone(entry.recipients, { _tag: "Stored", uid }) })),
       Effect.catch((error) => Effect.succeed<Attempt>({ server: via, results: everyone(entry.recipients, mailboxFailure(route.user, error)) })),
     );
@@ -167,6 +167,19 @@ const unlessSenderHeld = (holds: ReputationHolds | undefined, entry: QueueEntry,
     return hold === undefined ? send : Effect.succeed<Attempt>({ server: "reputation", results: everyone(entry.recipients, hold) });
   });
 };
+
+/**
+ * The headers of final delivery, in front of the message as stored in the mailbox:
+ * `Return-Path:` with the envelope sender (RFC 5321 §4.4; `<>` for DSNs and other mail
+ * from the null sender) and `Delivered-To:` with the mailbox's address, as Postfix writes
+ * it (it also lets a user's filters see which of their addresses the mail came by).
+ */
+export const withFinalDeliveryHeaders = (sender: string, mailbox: string, message: Uint8Array): Uint8Array =>
+  Buffer.concat([Buffer.from(`Return-Path: <${sender}>\r\nDelivered-To: ${mailbox}\r\n`, "utf8"), message]);
+
+/** The folder the session chose for the message (Junk when inbound authentication quarantined it); undefined: INBOX. */
+const folderOf = (attributes: Readonly<Record<string, unknown>> | undefined): string | undefined =>
+  typeof attributes?.folder === "string" ? attributes.folder : undefined;
 
 /** Every mailbox trouble defers (the owner may be down, the user may make room); the value keeps the reason. */
 const mailboxFailure = (user: string, error: MailboxError): RecipientResult => {

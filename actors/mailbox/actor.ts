@@ -160,7 +160,8 @@ const localMailboxes = (options: LocalMailboxesOptions, now: () => number, gate:
   const operations = (user: string, resident: Resident) => ({
     deliver: (request: RequestOf<"deliver">, body: Uint8Array | undefined) => {
       if (!options.knows(user)) return Effect.fail(new UnknownUser({ user }));
-      return store.deliver(user, request.entryId, body ?? new Uint8Array(), { quotaBytes: options.quotaOf(user) }).pipe(
+      const into = request.folder !== undefined ? { folder: request.folder } : {};
+      return store.deliver(user, request.entryId, body ?? new Uint8Array(), { quotaBytes: options.quotaOf(user), ...into }).pipe(
         Effect.tap((stored) =>
           Effect.sync(() => {
             if (stored.duplicate) return observer.duplicate?.(user, request.entryId);

@@ -26,7 +26,8 @@ import type { Placement } from "./placement.ts";
 
 export interface MailboxRouter {
   /** Stores a queue entry's body in the user's mailbox; resolves to its UID once committed on the owner. */
-  readonly deliver: (user: string, entryId: string, body: Uint8Array) => Effect.Effect<string, MailboxError>;
+  /** Into `folder` when given (created when missing), else INBOX. */
+  readonly deliver: (user: string, entryId: string, body: Uint8Array, folder?: string) => Effect.Effect<string, MailboxError>;
   /** Any mailbox operation, on whichever node owns the mailbox. */
   readonly call: <K extends MailboxOperationName>(
     op: K,
@@ -149,8 +150,8 @@ export const makeMailboxRouter = (options: MailboxRouterOptions): MailboxRouter 
       ));
 
   return {
-    deliver: (user, entryId, body) =>
-      call("deliver", { user, entryId }, body).pipe(Effect.map((reply) => reply.value.uid)),
+    deliver: (user, entryId, body, folder) =>
+      call("deliver", { user, entryId, ...(folder !== undefined ? { folder } : {}) }, body).pipe(Effect.map((reply) => reply.value.uid)),
     call,
     serve: () => Effect.forEach(MAILBOX_OPERATIONS, serveOne, { discard: true }).pipe(Effect.andThen(placement.serve())),
   };

@@ -389,6 +389,8 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
     const exceeded = wouldExceed(user, body.length, options.quotaBytes);
     if (exceeded) return refused(exceeded);
     const folder = folderName(options.folder ?? INBOX);
+    // A folder the queue makes (Junk, for quarantined mail) is subscribed, so clients that list subscribed folders show it.
+    const subscribe = entryId !== undefined && folder !== INBOX && folders.get([user, folder]) === undefined;
     addBodyRef(hash, body);
     const { uid, uidValidity } = addMessage(user, folder, {
       size: body.length,
@@ -398,6 +400,7 @@ export const openMailboxStore = (root: RootDatabase): MailboxStore => {
       entryId,
     }, now);
     adjustUsage(user, body.length, 1);
+    if (subscribe) changeSubscriptions(user, (names) => names.add(folder));
     if (entryId !== undefined) deliveries.put([user, entryId], { folder, uid, at: now });
     return done({ folder, uid, uidValidity, duplicate: false });
   };

@@ -1,7 +1,9 @@
 // Reads a DATA stream (already dot-unstuffed by smtp-server) into the spool chunk by
 // chunk, checking what RFC 5321 forbids on the way: bare CR or LF (the SMTP smuggling
 // family, CVE-2023-51764), NUL bytes, and 8-bit octets without BODY=8BITMIME. The
-// header section is held back (bounded) so trace and missing headers can go first.
+// header section is held back (bounded) so trace and missing headers can go first, and
+// so it can be rewritten before it is stored (forged Authentication-Results removed). An
+// observer (inbound authentication) sees the message as the client sent it.
 import type { Readable } from "node:stream";
 import type { BodyWriter } from "../queue/spool.ts";
 
@@ -18,9 +20,22 @@ export interface IngestOptions {
   readonly prepend: (headerSection: string) => string;
   /** Refuse a message with a line longer than this many octets, CRLF not counted (RFC 5321 §4.5.3.1.6: 998); unset: any length. */
   readonly maxLineOctets?: number | undefined;
+  /**
+   * Sees the message as the client sent it (line endings repaired, nothing added or removed),
+   * the header section in one piece once it ended; a promise asks the client to wait.
+   */
+  readonly observe?: ((bytes: Buffer) => Promise<void> | undefined) | undefined;
+  /** Rewrites the header section before it is stored; `prepend` sees it as it was sent. */
+  readonly rewriteHeader?: ((headerSection: string) => string) | undefined;
+  /**
+   * The header section must end within this many bytes, or the message is refused
+   * ("header-too-large"). Unset: at most 64 KiB is held back and a longer header section
+   * streams on unchanged (neither rewritten nor refused).
+   */
+  readonly maxHeaderBytes?: number | undefined;
 }
 
-export type IngestProblem = "bare-line-ending" | "nul" | "8bit-without-8bitmime" | "too-large" | "line-too-long";
+export type IngestProblem = "bare-line-ending" | "nul" | "8bit-without-8bitmime" | "too-large" | "line-too-long" | "header-too-large";
 
 /**
  * The longest line of a stream read in chunks: `run` is the length of the line still open
@@ -102,28 +117,42 @@ export const ingest = (stream: Readable, body: BodyWriter, options: IngestOption
     let header: Buffer[] | undefined = [];
     let headerBytes = 0;
 
-    /** Appends, pausing the client while LMDB catches up, so a large body never piles up in memory. */
-    const appendWithBackpressure = (bytes: Buffer) => {
-      const wait = body.append(bytes);
-      if (!wait) return;
+    const headerLimit = options.maxHeaderBytes ?? HEADER_LIMIT;
+
+    /** Pauses the client until every consumer that asked to wait caught up, so a large body never piles up in memory. */
+    const waitFor = (waits: ReadonlyArray<Promise<void> | undefined>) => {
+      const pending = waits.filter((wait) => wait !== undefined);
+      if (pending.length === 0) return;
       stream.pause();
-      void wait.then(() => stream.resume());
+      void Promise.all(pending).then(() => stream.resume());
     };
 
+    /** Stores `stored` and shows `sent` (what the client sent for it) to the observer. */
+    const pass = (stored: ReadonlyArray<Buffer>, sent: Buffer) => waitFor([...stored.map((bytes) => body.append(bytes)), options.observe?.(sent)]);
+
     const write = (bytes: Buffer) => {
-      if (!header) return appendWithBackpressure(bytes);
+      if (!header) return pass([bytes], bytes);
       header.push(bytes);
       headerBytes += bytes.length;
       const joined = Buffer.concat(header);
       // The header section ends at the first empty line (or is empty when the message starts with one).
       const end = joined.subarray(0, 2).toString("latin1") === "\r\n" ? -2 : joined.indexOf("\r\n\r\n");
-      if (end !== -1 || headerBytes >= HEADER_LIMIT) releaseHeader(joined, end !== -1 ? end + 2 : joined.length);
+      if (end === -1 && headerBytes >= headerLimit && options.maxHeaderBytes !== undefined) {
+        header = undefined;
+        problem = "header-too-large";
+        return body.discard();
+      }
+      if (end !== -1 || headerBytes >= headerLimit) releaseHeader(joined, end !== -1 ? end + 2 : joined.length, end !== -1);
     };
 
-    const releaseHeader = (joined: Buffer, headerEnd: number) => {
+    /** `complete`: the whole header section is there; only then is it rewritten (a field may be cut at the limit). */
+    const releaseHeader = (joined: Buffer, headerEnd: number, complete: boolean) => {
       header = undefined;
-      appendWithBackpressure(Buffer.from(options.prepend(joined.subarray(0, headerEnd).toString("latin1")), "latin1"));
-      appendWithBackpressure(joined);
+      const section = joined.subarray(0, headerEnd).toString("latin1");
+      const first = Buffer.from(options.prepend(section), "latin1");
+      const rewritten = complete ? (options.rewriteHeader?.(section) ?? section) : section;
+      if (rewritten === section) return pass([first, joined], joined);
+      pass([first, Buffer.from(rewritten, "latin1"), joined.subarray(headerEnd)], joined);
     };
 
     stream.on("data", (chunk: Buffer) => {
@@ -152,10 +181,10 @@ export const ingest = (stream: Readable, body: BodyWriter, options: IngestOption
     stream.once("error", reject);
     stream.once("close", () => reject(new Error("the data stream closed before its end")));
     stream.once("end", () => {
-      if (carryCR && options.bareLineEndings === "normalize") write(Buffer.from([CR, LF]));
-      if (header) {
+      if (carryCR && options.bareLineEndings === "normalize" && !problem) write(Buffer.from([CR, LF]));
+      if (header && !problem) {
         const joined = Buffer.concat(header);
-        releaseHeader(joined, joined.length);
+        releaseHeader(joined, joined.length, true); // the message ended: it was all header
       }
       const sizeExceeded = (stream as DataStream).sizeExceeded === true;
       resolve({ problem: problem ?? (sizeExceeded ? "too-large" : undefined), size: body.size() });

@@ -4,10 +4,20 @@
 // body, record and queue entries with fsync; the 250 text carries the queue id.
 // Mail from an authenticated user or a trusted network is DKIM-signed on its way into
 // the spool (actors/dkim/signer.ts), once: retries send the stored, signed bytes.
+// Mail from everyone else (the MX role) is authenticated on its way in (SPF, DKIM, ARC,
+// DMARC: actors/authentication/), and stored with an Authentication-Results field on top;
+// the recipient domain's policy may refuse a DMARC failure at DATA or file it as junk.
+// Authentication-Results fields that claim this node's authserv-id are removed from MX mail
+// and from what users submit (RFC 8601 §5), not from what trusted networks relay.
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import { Clock, Deferred, Effect, Schema } from "effect";
 import "./enhanced-codes.ts";
 import { finishSigning, type DkimSigner, type DkimSigning } from "../dkim/signer.ts";
+import type { InboundAuthenticator, Verification } from "../authentication/authenticator.ts";
+import { authenticationResultsField, withoutClaimedResults } from "../authentication/headers.ts";
+import { dmarcAction, QUARANTINE_FOLDER, refusalReply, type DmarcAction, type InboundPolicy } from "../authentication/policy.ts";
+import type { Verdict } from "../authentication/verdict.ts";
+import { domainOf } from "../common/domains.ts";
 import { inNetworks } from "../common/networks.ts";
 import type { UserStore } from "../users/store.ts";
 import type { QueueEntry } from "../queue/entry.ts";
@@ -42,6 +52,10 @@ export interface SessionHooks {
   readonly accepted: (messageId: string, entries: ReadonlyArray<QueueEntry>, bytes: number) => void;
   readonly rejected: (reason: string) => void;
   readonly log: (event: string, fields: Record<string, unknown>) => void;
+  /** Once per message authenticated (refused or not), with what its DMARC result made the node do. */
+  readonly authenticated?: ((verdict: Verdict, action: DmarcAction) => void) | undefined;
+  /** Authentication-Results fields claiming this node's authserv-id, removed from one message. */
+  readonly claimedResultsRemoved?: ((count: number) => void) | undefined;
   /** Sessions opened, ended and refused at the overall cap, per listener (for metrics). */
   readonly connections?: ((listener: SmtpListenerName, event: ConnectionEvent) => void) | undefined;
 }
@@ -63,6 +77,8 @@ export interface SessionDeps {
   readonly tls: { readonly key: Buffer; readonly cert: Buffer };
   /** Signs what authenticated users and trusted networks send (undefined: no DKIM keys configured). */
   readonly dkim?: DkimSigner | undefined;
+  /** Authenticates what everyone else sends (undefined: nothing is checked, no field is added or removed). */
+  readonly inbound?: InboundAuthenticator | undefined;
   /** False while the spool cannot commit: new connections get 421. */
   readonly spoolHealthy: () => boolean;
   readonly spoolFailed: () => void;
@@ -94,6 +110,8 @@ interface Connection {
   errors: number;
   /** Envelope recipient → where it is delivered (differs for catch-all). */
   deliverTo: Map<string, string>;
+  /** The inbound DMARC policy of this transaction's recipients (one per transaction); undefined when not authenticated. */
+  inboundPolicy: InboundPolicy | undefined;
   /** Completed when the socket closes: an AUTH waiting out its delay ends then. */
   readonly left: Deferred.Deferred<void>;
 }
@@ -109,6 +127,7 @@ const problemReplies: Record<IngestProblem, { code: number; text: string }> = {
   "8bit-without-8bitmime": { code: 554, text: "5.6.1 8-bit message data requires BODY=8BITMIME" },
   "too-large": { code: 552, text: "5.3.4 Message exceeds the maximum size" },
   "line-too-long": { code: 550, text: "5.6.0 Message has a line longer than 998 octets (RFC 5321 section 4.5.3.1.6); encode it (quoted-printable or base64)" },
+  "header-too-large": { code: 552, text: "5.3.4 Message header section exceeds the maximum size" },
 };
 
 export const startSmtpListeners = async (options: {
@@ -125,7 +144,7 @@ export const startSmtpListeners = async (options: {
   const connections = new WeakMap<SMTPServerSession, Connection>();
   const connectionOf = (session: SMTPServerSession) => {
     let connection = connections.get(session);
-    if (!connection) connections.set(session, (connection = { admitted: false, counted: false, errors: 0, deliverTo: new Map(), left: Deferred.makeUnsafe() }));
+    if (!connection) connections.set(session, (connection = { admitted: false, counted: false, errors: 0, deliverTo: new Map(), inboundPolicy: undefined, left: Deferred.makeUnsafe() }));
     return connection;
   };
   const capOf = (listener: SmtpListenerName) =>
@@ -254,6 +273,7 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
       connectionOf(session).deliverTo = new Map();
+      connectionOf(session).inboundPolicy = undefined;
       if (deps.draining?.()) {
         hooks.rejected("draining");
         const reply = drainingReply(config.hostname);
@@ -270,7 +290,16 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
       const { decision, deliverTo } = decideRecipient(address.address, facts(session), config);
       if (!decision.ok) return refuse(session, decision, callback);
-      connectionOf(session).deliverTo.set(address.address, deliverTo);
+      const connection = connectionOf(session);
+      // One DATA reply answers every recipient, so one transaction has one inbound policy: a
+      // recipient whose domain has another waits for the next transaction (RFC 5321 §4.5.3.1.10).
+      const policy = authenticates(deps, session) ? deps.inbound!.policyFor(domainOf(address.address.includes("@") ? address.address : deliverTo)) : undefined;
+      if (policy !== undefined && connection.inboundPolicy !== undefined && policy !== connection.inboundPolicy) {
+        hooks.rejected("inbound-policy-split");
+        return callback(replyError(452, "4.5.3 Recipients of another inbound policy: send this one in a separate transaction"));
+      }
+      connection.inboundPolicy ??= policy;
+      connection.deliverTo.set(address.address, deliverTo);
       callback();
     },
 
@@ -343,10 +372,11 @@ const receive = Effect.fnUntraced(function* (deps: SessionDeps, session: SMTPSer
     Effect.sync(() => {
       const body = deps.spool.openBody(id);
       const signing = signs(deps, session) ? deps.dkim?.start(body, { envelopeSender: sender, at: receivedAt }) : undefined;
-      return { body, signing };
+      const verification = authenticates(deps, session) ? deps.inbound!.start({ ip: session.remoteAddress, helo: session.hostNameAppearsAs, sender }) : undefined;
+      return { body, signing, verification };
     }),
-    ({ body, signing }) =>
-      receiveInto(deps, session, connection, stream, { id, receivedAt, body, signing }).pipe(
+    ({ body, signing, verification }) =>
+      receiveInto(deps, session, connection, stream, { id, receivedAt, body, signing, verification }).pipe(
         Effect.catchTag("DataAborted", (aborted) =>
           Effect.sync(() => {
             deps.hooks.rejected("data-aborted");
@@ -356,7 +386,11 @@ const receive = Effect.fnUntraced(function* (deps: SessionDeps, session: SMTPSer
           }),
         ),
       ),
-    ({ body, signing }) => Effect.sync(() => (signing?.body ?? body).discard()),
+    ({ body, signing, verification }) =>
+      Effect.sync(() => {
+        verification?.abandon();
+        (signing?.body ?? body).discard();
+      }),
   );
 });
 
@@ -367,15 +401,39 @@ const receive = Effect.fnUntraced(function* (deps: SessionDeps, session: SMTPSer
 const signs = (deps: SessionDeps, session: SMTPServerSession) =>
   deps.dkim !== undefined && (typeof session.user === "string" || inNetworks(session.remoteAddress, deps.config.trustedNetworks));
 
+/**
+ * Whose mail is authenticated: exactly the mail that is never signed, what arrives as an MX
+ * (no AUTH, not from a trusted network). Its recipients are all in local domains (anything
+ * else is relaying, refused at RCPT). Submitted and relayed mail is the node's own: it is
+ * signed instead, and carries no Authentication-Results field of this node.
+ */
+const authenticates = (deps: SessionDeps, session: SMTPServerSession) =>
+  deps.inbound !== undefined && typeof session.user !== "string" && !inNetworks(session.remoteAddress, deps.config.trustedNetworks);
+
+/**
+ * Whose Authentication-Results fields naming this node are removed: everyone's outside the
+ * node's domain of trust (RFC 8601 §5), so MX mail, and what users submit (a user is no
+ * authority on authentication). A trusted network's relay is inside it: an internal filter
+ * there may have written the field with the same authserv-id.
+ */
+const removesClaimedResults = (deps: SessionDeps, session: SMTPServerSession) =>
+  deps.inbound !== undefined && (typeof session.user === "string" || !inNetworks(session.remoteAddress, deps.config.trustedNetworks));
+
 const receiveInto = Effect.fnUntraced(function* (
   deps: SessionDeps,
   session: SMTPServerSession,
   connection: Connection,
   stream: SMTPServerDataStream,
-  message: { readonly id: string; readonly receivedAt: number; readonly body: BodyWriter; readonly signing: DkimSigning | undefined },
+  message: {
+    readonly id: string;
+    readonly receivedAt: number;
+    readonly body: BodyWriter;
+    readonly signing: DkimSigning | undefined;
+    readonly verification: Verification | undefined;
+  },
 ) {
   const { config, hooks } = deps;
-  const { id, receivedAt, body, signing } = message;
+  const { id, receivedAt, body, signing, verification } = message;
   const user = typeof session.user === "string" ? session.user : undefined;
   const recipients = session.envelope.rcptTo.map((r) => r.address);
   // Kept for the pool rules that read a header.
@@ -386,6 +444,9 @@ const receiveInto = Effect.fnUntraced(function* (
         bareLineEndings: config.bareLineEndings,
         maxLineOctets: config.longLines === "reject" ? MAX_LINE_OCTETS : undefined,
         allow8bit: config.accept8bitWithoutBodyParameter || session.envelope.bodyType === "8bitmime",
+        observe: verification?.write,
+        maxHeaderBytes: verification ? deps.inbound?.maxHeaderBytes : undefined,
+        rewriteHeader: removesClaimedResults(deps, session) ? (section) => withoutClaimedResultsOf(deps, session, id, section) : undefined,
         prepend: (section) => {
           headerSection = section;
           return receivedHeader({
@@ -408,6 +469,10 @@ const receiveInto = Effect.fnUntraced(function* (
     return refused(problemReplies[result.problem]);
   }
   const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
+  const inbound = verification ? yield* concludeAuthentication(deps, session, connection, id, verification) : undefined;
+  if (inbound?.action === "refuse") return refused(refusalReply(inbound.verdict.dmarc));
+  // RFC 8601 §5: on top of the message, above the trace fields; in the stored bytes, so every reader sees it.
+  if (inbound) body.prepend(Buffer.from(authenticationResultsField(deps.inbound!.authservId, inbound.verdict.rows), "utf8"));
   const deliverTo = recipients.map((r) => connection.deliverTo.get(r) ?? r);
   // A transaction that began before the drain is not committed after it: the drain ends once nothing is queued.
   if (deps.draining?.()) {
@@ -417,7 +482,11 @@ const receiveInto = Effect.fnUntraced(function* (
   const signed = yield* finishSigning(signing);
   if (signed?._tag === "Failed") hooks.log("dkim.failed", { conn: session.id, msg: id, domain: signed.domain, error: signed.detail });
   const pool = deps.choosePool?.({ sender, user, header: (name) => headerValue(headerSection, name) });
-  const attributes = { ...attributesOf(session, user), ...(pool !== undefined ? { pool } : {}) };
+  const attributes = {
+    ...attributesOf(session, user),
+    ...(pool !== undefined ? { pool } : {}),
+    ...(inbound?.action === "quarantine" ? { folder: QUARANTINE_FOLDER } : {}),
+  };
   const newMessage = { id, sender, receivedAt, body, routes: routesFor(deliverTo, deps.users.exists), attributes };
   const committed = yield* Effect.result(deps.spool.accept(newMessage, acceptedEvents(deps.events, newMessage, body.size(), yield* Clock.currentTimeMillis)));
   if (committed._tag === "Failure") {
@@ -435,9 +504,42 @@ const receiveInto = Effect.fnUntraced(function* (
     bytes: body.size(),
     user,
     ...(signed?._tag === "Signed" ? { dkim: `${signed.domain} (${signed.selectors.join(", ")})` } : {}),
+    ...(inbound ? { auth: summaryOf(inbound.verdict), ...(inbound.action === "quarantine" ? { quarantined: true } : {}) } : {}),
   });
   return queued(`2.0.0 Ok: queued as ${id}`);
 });
+
+/** The header section without Authentication-Results fields claiming this node's authserv-id (counted and logged). */
+const withoutClaimedResultsOf = (deps: SessionDeps, session: SMTPServerSession, id: string, section: string): string => {
+  const cleaned = withoutClaimedResults(section, deps.inbound!.authservId);
+  if (cleaned.removed > 0) {
+    deps.hooks.claimedResultsRemoved?.(cleaned.removed);
+    deps.hooks.log("inbound.claimed-results.removed", { conn: session.id, msg: id, fields: cleaned.removed, authservId: deps.inbound!.authservId });
+  }
+  return cleaned.section;
+};
+
+/** The verdict of a message that arrived whole, and what the transaction's inbound policy makes of it. */
+const concludeAuthentication = Effect.fnUntraced(function* (
+  deps: SessionDeps,
+  session: SMTPServerSession,
+  connection: Connection,
+  id: string,
+  verification: Verification,
+) {
+  const verdict = yield* verification.finish;
+  const action = dmarcAction(verdict.dmarc, connection.inboundPolicy ?? "none");
+  deps.hooks.authenticated?.(verdict, action);
+  if (action === "refuse") {
+    deps.hooks.rejected("dmarc-reject");
+    deps.hooks.log("inbound.dmarc.refused", { conn: session.id, msg: id, client: session.remoteAddress, from: verdict.dmarc.domain, auth: summaryOf(verdict) });
+  }
+  return { verdict, action };
+});
+
+/** One line for the logs: "spf=pass dkim=pass,fail arc=none dmarc=pass". */
+const summaryOf = (verdict: Verdict): string =>
+  `spf=${verdict.spf} dkim=${verdict.dkim.join(",")} arc=${verdict.arc} dmarc=${verdict.dmarc.result}`;
 
 /** DSN parameters (RFC 3461) and who submitted it, kept with the message for later DSNs. */
 const attributesOf = (session: SMTPServerSession, user: string | undefined) => ({

@@ -11,6 +11,7 @@ import { Counter, Gauge } from "prom-client";
 import { Nats } from "./cluster.ts";
 import { makeClientGuard } from "../../actors/session/guard.ts";
 import { startSmtpListeners, type SessionDeps } from "../../actors/session/smtp.ts";
+import { makeInboundAuthenticator } from "../../actors/authentication/authenticator.ts";
 import { readinessProblems } from "../../actors/runtime/supervisor.ts";
 import { warnIfDescriptorsShort } from "../fd-limit.ts";
 import { startHttp } from "../http.ts";
@@ -21,6 +22,7 @@ import { Dkim, Tls, Users } from "./identity.ts";
 import { LoginThrottles } from "./logins.ts";
 import { MailboxMetrics, Mailboxes } from "./mailboxes.ts";
 import { Scheduler } from "./delivery.ts";
+import { Resolver } from "./resolver.ts";
 import { Spool, SpoolHealth } from "./storage.ts";
 import { choosePool } from "../../actors/delivery/pools.ts";
 
@@ -36,8 +38,10 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
       const users = yield* Users;
       const tls = yield* Tls;
       const drainer = yield* Draining;
+      const run = Effect.runPromiseWith(yield* Effect.context<never>());
+      const { records } = yield* Resolver;
       const deps: SessionDeps = {
-        run: Effect.runPromiseWith(yield* Effect.context<never>()),
+        run,
         config: {
           hostname: config.hostname,
           localDomains: config.localDomains,
@@ -61,6 +65,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
         throttle: (yield* LoginThrottles).smtp,
         tls,
         dkim: yield* Dkim,
+        inbound: config.inbound.authenticate ? makeInboundAuthenticator(config.inbound, { records, run }) : undefined,
         spoolHealthy: spoolHealth.healthy,
         spoolFailed: spoolHealth.failed,
         draining: drainer.isDraining,
@@ -72,6 +77,8 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
             scheduler.submit(entries);
           },
           rejected: (reason) => metrics.rejected.inc({ reason }),
+          authenticated: metrics.inboundAuthenticated,
+          claimedResultsRemoved: metrics.claimedResultsRemoved,
           connections: metrics.smtpConnection,
           log,
         },

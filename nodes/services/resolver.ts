@@ -9,6 +9,7 @@ import { makeDnsClient } from "../../actors/resolver/dns-client.ts";
 import { makeResolverMetrics } from "../../actors/resolver/metrics.ts";
 import { makeCachedResolver } from "../../actors/resolver/resolver.ts";
 import { makeRouteCheck } from "../../actors/resolver/route-check.ts";
+import type { RecordSource } from "../../actors/resolver/records.ts";
 import type { Log as LogShape } from "../log.ts";
 import { Nats } from "./cluster.ts";
 import { Config, Log, Metrics, Supervisor } from "./core.ts";
@@ -20,6 +21,8 @@ export interface ResolverShape {
    * this node's own lookup agrees.
    */
   readonly resolve: (domain: string) => Effect.Effect<MailRoute, DnsTemporaryFailure | DnsPermanentFailure>;
+  /** This node's own lookups through its cache (TXT, A, MX… for inbound authentication), never over NATS. */
+  readonly records: RecordSource;
 }
 
 export class Resolver extends Context.Service<Resolver, ResolverShape>()("tern/Resolver") {
@@ -48,7 +51,7 @@ export class Resolver extends Context.Service<Resolver, ResolverShape>()("tern/R
         check: makeRouteCheck(config.dns.allowedTargetNetworks),
         observer: loggedAndCounted(yield* Log, dnsMetrics.distrusted),
       });
-      return { resolve };
+      return { resolve, records: cached.records };
     }),
   );
 }

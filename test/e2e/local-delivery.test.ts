@@ -62,7 +62,9 @@ test("mail for a local user is accepted with its queue id and read back over POP
   const messages = await popMessages("alice@example.test", "alice-pw");
   assert.equal(messages.length, 1);
   const message = messages[0]!;
-  assert.match(message, /^Received: from .*\r\n\tby .* \(Tern\) with ESMTP id [0-9A-Z]+\r\n\tfor <alice@example\.test>;/);
+  // Final delivery puts the envelope sender and the mailbox's address in front (RFC 5321 §4.4); then, for
+  // inbound (MX) mail, the node's Authentication-Results field, its Received field, and what was sent.
+  assert.match(message, /^Return-Path: <sender@elsewhere\.test>\r\nDelivered-To: alice@example\.test\r\nAuthentication-Results: [^;\r\n]+;(?:\r\n [^\r\n]*)+\r\nReceived: from .*\r\n\tby .* \(Tern\) with ESMTP id [0-9A-Z]+\r\n\tfor <alice@example\.test>;/);
   assert.match(message, /\r\nSubject: first message\r\n/);
   // swaks ends the body with blank lines of its own
   assert.match(message, new RegExp(`\r\n\r\n${body.replace(".", "\\.")}(\r\n)*$`), `body differs: ${JSON.stringify(message.slice(-80))}`);

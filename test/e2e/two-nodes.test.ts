@@ -110,13 +110,15 @@ const popMessages = async (node: TernNode, user: string, password: string) => {
   return result.messages;
 };
 
-/** The stored message is one Received header (naming the queue id) followed by exactly what was sent. */
+/** The stored message is Return-Path and Delivered-To, one Received header (naming the queue id), then exactly what was sent. */
 const assertStored = (message: Popped, queueId: string, raw: string) => {
   const text = message.bytes.toString("latin1");
-  const received = /^Received: [^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n/.exec(text)?.[0];
-  assert.ok(received, `no leading Received header: ${JSON.stringify(text.slice(0, 200))}`);
+  const final = /^Return-Path: <[^>\r\n]*>\r\nDelivered-To: [^\r\n]+\r\n/.exec(text)?.[0];
+  assert.ok(final, `no Return-Path and Delivered-To in front: ${JSON.stringify(text.slice(0, 200))}`);
+  const received = /^Received: [^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n/.exec(text.slice(final.length))?.[0];
+  assert.ok(received, `no Received header after them: ${JSON.stringify(text.slice(0, 200))}`);
   assert.match(received, new RegExp(`\\(Tern\\) with ESMTP id ${queueId}[;\\r]`));
-  assert.equal(message.bytes.subarray(Buffer.byteLength(received, "latin1")).toString("hex"), Buffer.from(raw, "utf8").toString("hex"), "body bytes differ");
+  assert.equal(message.bytes.subarray(Buffer.byteLength(final + received, "latin1")).toString("hex"), Buffer.from(raw, "utf8").toString("hex"), "body bytes differ");
   assert.equal(message.listed, message.bytes.length, "LIST size is not the exact size of the message");
   assert.equal(message.octets, message.bytes.length);
 };

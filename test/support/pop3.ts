@@ -76,9 +76,12 @@ out = []
 for n, size in enumerate(sizes, 1):
     resp, lines, octets = p.retr(n)
     data = b"".join(l + b"\\r\\n" for l in lines)
-    m = re.match(rb"Received: [^\\r\\n]*(?:\\r\\n[ \\t][^\\r\\n]*)*\\r\\n", data)
-    rest = data[m.end():] if m else data
+    final = re.match(rb"Return-Path: [^\\r\\n]*\\r\\nDelivered-To: [^\\r\\n]*\\r\\n", data)
+    stored = data[final.end():] if final else data
+    m = re.match(rb"Received: [^\\r\\n]*(?:\\r\\n[ \\t][^\\r\\n]*)*\\r\\n", stored)
+    rest = stored[m.end():] if m else stored
     out.append({"uidl": uidl[n - 1], "listed": size, "size": len(data), "octets": octets,
+                "finalDelivery": final.group(0).decode("latin-1") if final else None,
                 "received": m.group(0).decode("latin-1") if m else None,
                 "sha256": hashlib.sha256(rest).hexdigest(),
                 "head": rest[:200].decode("latin-1")})
@@ -93,7 +96,9 @@ export interface PoppedMessage {
   /** Size of what RETR returned (dot-unstuffed, CRLFs included). */
   readonly size: number;
   readonly octets: number;
-  /** The leading Received: header Tern added, if any. */
+  /** The Return-Path and Delivered-To fields final delivery put in front, if any. */
+  readonly finalDelivery: string | null;
+  /** The Received: header Tern added at acceptance (after those), if any. */
   readonly received: string | null;
   /** SHA-256 (hex) of the message after that header: what the sender sent. */
   readonly sha256: string;

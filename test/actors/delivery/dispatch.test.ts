@@ -45,9 +45,10 @@ const route: MailRoute = { domain: "remote.test", implicitMx: false, hosts: [{ n
 
 /** A mailbox router that answers every delivery the same way, and remembers what it stored. */
 const mailboxes = (answer: (user: string) => Effect.Effect<string, MailboxError>) => {
-  const stored: Array<{ user: string; entryId: string; bytes: number }> = [];
+  const stored: Array<{ user: string; entryId: string; text: string; folder?: string }> = [];
   const router: MailboxRouter = {
-    deliver: (user, entryId, bytes) => answer(user).pipe(Effect.tap(() => Effect.sync(() => stored.push({ user, entryId, bytes: bytes.length })))),
+    deliver: (user, entryId, bytes, folder) =>
+      answer(user).pipe(Effect.tap(() => Effect.sync(() => stored.push({ user, entryId, text: Buffer.from(bytes).toString("utf8"), ...(folder !== undefined ? { folder } : {}) })))),
     call: () => Effect.die("not used by dispatch"),
     serve: () => Effect.void,
   };
@@ -74,11 +75,18 @@ const run = (dispatch: ReturnType<typeof makeDispatch>, entry: QueueEntry, load:
 
 const decided = (entry: QueueEntry, attempt: Attempt) => decide(entry, attempt, t0 + 1000, 0.5, policy, dsnParamsOf(undefined));
 
-test("a local route stores the body in the user's mailbox and reports its UID", async () => {
+test("a message the session quarantined goes to the folder its attributes name", async () => {
+  const { router, stored } = mailboxes(() => Effect.succeed("7.1"));
+  const quarantined = { ...message, attributes: { ...message.attributes, folder: "Junk" } };
+  await Effect.runPromise(makeDispatch(deps({ mailboxes: router }))(localEntry, quarantined, () => body).pipe(Effect.provide(TestClock.layer())));
+  assert.deepEqual(stored.map(({ user, folder }) => ({ user, folder })), [{ user: "u@local.test", folder: "Junk" }]);
+});
+
+test("a local route stores the body in the user's mailbox, behind Return-Path and Delivered-To, and reports its UID", async () => {
   const { router, stored } = mailboxes(() => Effect.succeed("7.1"));
   const attempt = await run(makeDispatch(deps({ mailboxes: router })), localEntry);
   assert.deepEqual(attempt, { server: "mailbox/u@local.test", results: [{ recipient: "u@local.test", result: { _tag: "Stored", uid: "7.1" } }] });
-  assert.deepEqual(stored, [{ user: "u@local.test", entryId: "M1.0", bytes: body.length }]);
+  assert.deepEqual(stored, [{ user: "u@local.test", entryId: "M1.0", text: "Return-Path: <s@origin.test>\r\nDelivered-To: u@local.test\r\nSubject: x\r\n\r\nhello\r\n" }]);
   const d = decided(localEntry, attempt);
   assert.equal(d.next, undefined, "delivered: the entry is finished");
   assert.deepEqual(d.outcomes.map((o) => o.status), ["delivered"]);
@@ -276,4 +284,10 @@ test("a slowed sender domain's message that is not its turn comes back exactly a
   assert.equal(d.next?.nextAttemptAt, turn);
   assert.equal(d.next?.reason, "reputation-hold");
   assert.match(renderResult(held.results[0]!.result), /not attempted yet: sender domain origin\.test is slowed \(reputation threshold slow\); its turn comes at 2026-01-01T00:02:00\.000Z/);
+});
+
+test("mail from the null sender (a DSN) is stored with Return-Path: <>", async () => {
+  const { router, stored } = mailboxes(() => Effect.succeed("7.2"));
+  await run(makeDispatch(deps({ mailboxes: router })), { ...localEntry, sender: "" });
+  assert.match(stored[0]!.text, /^Return-Path: <>\r\nDelivered-To: u@local\.test\r\nSubject: x\r\n/);
 });

@@ -246,6 +246,18 @@ test("a folder whose name begins above U+FFFF (an emoji) is listed and snapshott
     assert.ok(store.snapshot("a@x").folders.some((f) => f.name === "\u{1F4E6} Parcels"), "carried by a move");
   }));
 
+test("a delivery into a folder that does not exist (Junk, for quarantined mail) makes it, subscribed; one that exists keeps its subscription as it is", () =>
+  withStore(async (store) => {
+    const junk = await run(store.deliver("a@x", "E1", text("m1\r\n"), { folder: "Junk" }));
+    assert.deepEqual(store.list("a@x", "Junk").map((m) => [m.uid, m.entryId]), [[junk.uid, "E1"]]);
+    assert.deepEqual(store.list("a@x", INBOX), []);
+    assert.deepEqual(store.subscriptions("a@x"), [INBOX, "Junk"]);
+    await run(store.unsubscribe("a@x", "Junk"));
+    await run(store.deliver("a@x", "E2", text("m2\r\n"), { folder: "Junk" }));
+    assert.deepEqual(store.subscriptions("a@x"), [INBOX], "the user's choice stands");
+    assert.equal((await run(store.deliver("a@x", "E1", text("m1\r\n"), { folder: "Junk" }))).duplicate, true);
+  }));
+
 test("subscriptions: a new mailbox starts with INBOX subscribed; SUBSCRIBE needs a folder, UNSUBSCRIBE does not; RENAME takes it along, DELETE leaves it; a reopened store keeps them", () =>
   withStore(async (store, _root, reopen) => {
     await run(store.deliver("a@x", "E1", text("m1\r\n")));

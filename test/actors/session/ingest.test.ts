@@ -74,3 +74,63 @@ test("a bare LF refuses the transaction and drops what was written at once", asy
   stream.end(line);
   assert.equal((await received).problem, "bare-line-ending");
 });
+
+/** A BodyWriter keeping what it is given in memory, to read back what would be stored. */
+const memoryBody = () => {
+  const chunks: Buffer[] = [];
+  let discarded = false;
+  return {
+    append: (chunk: Uint8Array) => void chunks.push(Buffer.from(chunk)),
+    size: () => chunks.reduce((n, c) => n + c.length, 0),
+    prepend: () => undefined,
+    discard: () => void (discarded = true),
+    flushed: () => Promise.resolve(),
+    text: () => Buffer.concat(chunks).toString("latin1"),
+    discarded: () => discarded,
+  };
+};
+
+test("the observer sees the message as sent, the store gets the trace first and the header section rewritten", async () => {
+  const stream = dataStream();
+  const body = memoryBody();
+  const seen: Buffer[] = [];
+  let waits = 0;
+  const received = ingest(stream, body, {
+    ...options,
+    observe: (bytes) => {
+      seen.push(Buffer.from(bytes));
+      // Asking to wait now and then: the client is paused, and nothing is lost.
+      return ++waits % 2 === 0 ? new Promise((resolve) => setTimeout(resolve, 5)) : undefined;
+    },
+    rewriteHeader: (section) => section.replace(/^X-Drop: .*\r\n/m, ""),
+  });
+  const message = "X-Drop: me\r\nSubject: kept\r\n\r\n" + "body line\r\n".repeat(2_000);
+  for (let at = 0; at < message.length; at += 1_000) stream.write(Buffer.from(message.slice(at, at + 1_000), "latin1"));
+  stream.end();
+  assert.equal((await received).problem, undefined);
+  assert.equal(Buffer.concat(seen).toString("latin1"), message);
+  assert.equal(body.text(), "Received: test\r\n" + message.replace("X-Drop: me\r\n", ""));
+});
+
+test("with maxHeaderBytes, a header section that does not end within it refuses the message and keeps nothing", async () => {
+  const stream = dataStream();
+  const body = memoryBody();
+  let observed = 0;
+  const received = ingest(stream, body, { ...options, maxHeaderBytes: 4_096, observe: (bytes) => void (observed += bytes.length) });
+  for (let n = 0; n < 100; n++) stream.write(`X-Filler-${n}: ${"y".repeat(60)}\r\n`);
+  stream.end("\r\nbody\r\n");
+  assert.equal((await received).problem, "header-too-large");
+  assert.ok(body.discarded());
+  assert.equal(observed, 0, "the observer never held the oversized header section");
+});
+
+test("without maxHeaderBytes, a long header section still streams on unchanged", async () => {
+  const stream = dataStream();
+  const body = memoryBody();
+  const received = ingest(stream, body, { ...options, rewriteHeader: () => "rewritten\r\n" });
+  const header = Array.from({ length: 1_200 }, (_, n) => `X-Filler-${n}: ${"y".repeat(60)}\r\n`).join("");
+  for (let at = 0; at < header.length; at += 1_000) stream.write(header.slice(at, at + 1_000));
+  stream.end("\r\nbody\r\n");
+  assert.equal((await received).problem, undefined);
+  assert.equal(body.text(), `Received: test\r\n${header}\r\nbody\r\n`, "not rewritten: a field may be cut where the held part ends");
+});
