@@ -10,7 +10,7 @@
 //   watch's messages travel on the node inbox (`tern.<cluster>.inbox.<node>`), inside that space.
 // - operator: queue administration (`tern queue`), IP pools and their warm-up (`tern pools`),
 //   the suppression list (`tern suppress`, asked of any node: no access to its bucket),
-//   message status (`tern status`), the member list as a node reads it (`tern cluster
+//   reputation figures (`tern reputation`), message status (`tern status`), the member list as a node reads it (`tern cluster
 //   status`; no access to the bucket), mailbox moves (`tern mailbox move`, asked of the
 //   target node), draining a node (`tern node drain`), replies on
 //   `tern.<cluster>.operator.inbox`, and reading events (`tern events`).
@@ -115,6 +115,8 @@ const permissionsOf = (role: NatsRole, subjects: Subjects, tenant?: string): Per
           `${subjects.queueAdmin}.*`,
           subjects.poolsStatus,
           `${subjects.poolsStatus}.*`,
+          subjects.reputationStatus,
+          `${subjects.reputationStatus}.*`,
           subjects.statusLookup,
           subjects.clusterMembers,
           subjects.mailboxMoveAdmins,

@@ -8,6 +8,7 @@ import { runNode, type NodePorts } from "./node.ts";
 import { NatsUnavailable } from "../cluster/nats.ts";
 import { runQueue } from "./queue-command.ts";
 import { runPools } from "./pools-command.ts";
+import { runReputation } from "./reputation-command.ts";
 import { runStatus } from "./status-command.ts";
 import { runEvents } from "./events-command.ts";
 import { runNatsConfig } from "./nats-config-command.ts";
@@ -25,6 +26,7 @@ const usage = `usage: tern node [--config FILE]
        tern user hash                                       (password on stdin)
        tern queue [--config FILE] [--node ID] COMMAND ...    (tern queue --help)
        tern pools [--config FILE] [--node ID] [--json]       IP pools, warm-up caps and usage (tern pools --help)
+       tern reputation [--config FILE] [--window 1h|24h] [--by source|sender-domain|provider] [--json]   (tern reputation --help)
        tern status [--config FILE] [--json] MESSAGE_ID        (tern status --help)
        tern events [--config FILE] [--follow] [--type T] [--tenant T] [--domain D] [--since SEQ|TIME]   (tern events --help)
        tern nats-config [--config FILE] [--listen HOST:PORT] [--store-dir DIR] [--example]
@@ -101,6 +103,7 @@ const main = async () => {
   if (command === "user") return runUser(rest);
   if (command === "queue") return void (process.exitCode = await runQueue(rest));
   if (command === "pools") return void (process.exitCode = await runPools(rest));
+  if (command === "reputation") return void (process.exitCode = await runReputation(rest));
   if (command === "status") return void (process.exitCode = await runStatus(rest));
   if (command === "events") return void (process.exitCode = await runEvents(rest));
   if (command === "nats-config") return runNatsConfig(rest);

@@ -20,6 +20,8 @@ import { OTHER_PROVIDER, patternsOf, starterProviders } from "../actors/delivery
 import type { PoolsConfig, SourceAddress } from "../actors/delivery/pools.ts";
 import { parseDay, type SourceWarmup, type WarmupSchedule } from "../actors/delivery/warmup.ts";
 import type { VerpMode } from "../actors/feedback/token.ts";
+import type { Threshold } from "../actors/delivery/reputation-rules.ts";
+import type { RateKind } from "../actors/delivery/reputation-window.ts";
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }));
 const Positive = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1));
@@ -57,6 +59,32 @@ const PoolRuleConfig = Schema.Union([
   Schema.Struct({ pool: Token, user: Schema.String }),
   Schema.Struct({ pool: Token, header: Schema.String, value: Schema.String }),
 ]);
+/** A rate limit: a share of messages, 0.05 for 5 %. */
+const Share = Schema.Number.check(Schema.makeFilter((n: number) => (n > 0 && n <= 1) || "expected a share above 0 and at most 1 (0.05 is 5 %)"));
+/** A reputation threshold (actors/delivery/reputation-rules.ts): at least one rate. */
+const ThresholdConfig = Schema.Struct({
+  /** Names it in events, logs and `tern reputation` (default `<dimension>-<rates>-<window>`). */
+  name: Schema.optional(Token),
+  dimension: Schema.Literals(["source", "sender_domain"]),
+  window: Schema.optional(Schema.Literals(["1h", "24h"])),
+  bounceRate: Schema.optional(Share),
+  complaintRate: Schema.optional(Share),
+  deferralRate: Schema.optional(Share),
+  /** Final outcomes (delivered + bounced) in the window before the threshold acts. */
+  minMessages: Schema.optional(Positive),
+  action: Schema.Literals(["slow", "pause"]),
+  /** How long a pause lasts. */
+  pauseMs: Schema.optional(Positive),
+  /** The back-off level a slow holds (1–5: as a site's, see delivery.throttleGapMs). */
+  level: Schema.optional(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 5 }))),
+  /** A slow ends once every rate is below this share of its limit. */
+  recoverRatio: Schema.optional(Share),
+}).check(
+  Schema.makeFilter(
+    (t: { readonly bounceRate?: number | undefined; readonly complaintRate?: number | undefined; readonly deferralRate?: number | undefined }) =>
+      t.bounceRate !== undefined || t.complaintRate !== undefined || t.deferralRate !== undefined || "a threshold needs bounceRate, complaintRate or deferralRate",
+  ),
+);
 /** `host:port`, with an IPv6 address in brackets (`[2001:db8::53]:53`). */
 const HostPort = Schema.String.check(
   Schema.makeFilter((s: string) => /^[^\s:[\]]+:\d{1,5}$/.test(s) || (/^\[([^\]]+)\]:\d{1,5}$/.test(s) && isIP(s.slice(1, s.indexOf("]"))) === 6) || "expected host:port, or [IPv6 address]:port"),
@@ -363,6 +391,14 @@ const ConfigFile = Schema.Struct({
       keyEnv: Schema.optional(Schema.String),
     }),
   ),
+  /** Reputation figures and the thresholds that slow or pause a source address or sender domain (README "Reputation"). */
+  reputation: Schema.optional(
+    Schema.Struct({
+      /** Sender domains counted by name (in the order first seen); the rest count together as "other". */
+      maxSenderDomains: Schema.optional(Positive),
+      thresholds: Schema.optional(Schema.Array(ThresholdConfig)),
+    }),
+  ),
   /** The JetStream stream of events (every node creates it and puts its limits right: keep these the same on every node). */
   events: Schema.optional(
     Schema.Struct({
@@ -529,6 +565,7 @@ export interface NodeConfig {
     /** Unset only when feedback is off (no bounce domain, no feedback-loop address). */
     readonly key: SecretSource | undefined;
   };
+  readonly reputation: { readonly maxSenderDomains: number; readonly thresholds: ReadonlyArray<Threshold> };
 }
 
 /** Room for what a mailbox adds to a message (trace headers) and the frame's JSON head. */
@@ -574,6 +611,36 @@ const poolsOf = (delivery: DeliveryFile): PoolsConfig => {
     defaultPool: delivery.defaultPool,
     overflow: Object.fromEntries(entries.flatMap(({ name, overflow }) => (overflow ? [[name, overflow]] : []))),
   };
+};
+
+const DEFAULT_PAUSE_MS = 30 * 60_000;
+
+/** Thresholds with their defaults: 1 h window, 100 messages, a 30-minute pause, level 2, recovery below 80 % of the limit. */
+const thresholdsOf = (file: ConfigFile): ReadonlyArray<Threshold> => {
+  const thresholds = (file.reputation?.thresholds ?? []).map((t, n): Threshold => {
+    const where = `reputation.thresholds[${n}]`;
+    if (t.action === "slow" && t.pauseMs !== undefined) throw new ConfigError(`invalid config: ${where} gives pauseMs to a slow; pauseMs is for action "pause"`);
+    if (t.action === "pause" && t.level !== undefined) throw new ConfigError(`invalid config: ${where} gives level to a pause; level is for action "slow"`);
+    const limits: Partial<Record<RateKind, number>> = {
+      ...(t.bounceRate !== undefined ? { bounce: t.bounceRate } : {}),
+      ...(t.complaintRate !== undefined ? { complaint: t.complaintRate } : {}),
+      ...(t.deferralRate !== undefined ? { deferral: t.deferralRate } : {}),
+    };
+    const window = t.window ?? "1h";
+    return {
+      name: t.name ?? `${t.dimension}-${Object.keys(limits).join("-")}-${window}`,
+      dimension: t.dimension,
+      window,
+      limits,
+      minMessages: t.minMessages ?? 100,
+      action: t.action === "slow" ? { _tag: "slow", level: t.level ?? 2 } : { _tag: "pause", ms: t.pauseMs ?? DEFAULT_PAUSE_MS },
+      recoverRatio: t.recoverRatio ?? 0.8,
+    };
+  });
+  const names = thresholds.map((t) => t.name);
+  const repeated = names.find((name, n) => names.indexOf(name) !== n);
+  if (repeated !== undefined) throw new ConfigError(`invalid config: two reputation.thresholds are named ${JSON.stringify(repeated)}; give each a distinct name`);
+  return thresholds;
 };
 
 /** Development defaults: loopback only, one local domain, one user (documented in the README). */
@@ -748,6 +815,7 @@ const withDefaults = (file: ConfigFile, development: boolean): NodeConfig => ({
     fblAddresses: (file.feedback?.fblAddresses ?? []).map((a) => a.toLowerCase()),
     key: file.feedback?.keyFile !== undefined ? { file: file.feedback.keyFile } : file.feedback?.keyEnv !== undefined ? { env: file.feedback.keyEnv } : undefined,
   },
+  reputation: { maxSenderDomains: file.reputation?.maxSenderDomains ?? 100, thresholds: thresholdsOf(file) },
 });
 
 const usersOf = (file: ConfigFile): ReadonlyArray<UserRecord> =>

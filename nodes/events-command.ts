@@ -30,6 +30,9 @@ const parseSince = (text: string, now: number): EventsStart => {
   return { time };
 };
 
+/** A share as a percentage with up to two decimals: 0.25 → "25%", 0.0012 → "0.12%". */
+const percent = (share: number): string => `${Number((share * 100).toFixed(2))}%`;
+
 const detailOf = (event: StreamEvent): string => {
   switch (event.type) {
     case "node-up":
@@ -59,6 +62,13 @@ const detailOf = (event: StreamEvent): string => {
       return `feedback=${event.feedbackType}${event.sender !== undefined ? ` from=<${event.sender}>` : ""}`;
     case "suppressed":
       return `where=${event.where} scope=${event.scope} reason=${event.reason} from=<${event.sender}>`;
+    case "reputation-action":
+      return [
+        `${event.change} ${event.dimension === "source" ? "source" : "sender-domain"}=${event.key} rule=${event.rule}`,
+        `${event.kind}-rate=${percent(event.rate)} limit=${percent(event.limit)} messages=${event.messages} window=${event.window}`,
+        ...(event.level !== undefined ? [`level=${event.level}`] : []),
+        ...(event.pausedUntil !== undefined ? [`paused-until=${new Date(event.pausedUntil).toISOString()}`] : []),
+      ].join(" ");
     default:
       return `${event.category ? `category=${event.category} ` : ""}${event.reply}`;
   }

@@ -3,10 +3,11 @@
 // builds the graph; stopping it closes the graph's scope, and the order of the stop
 // follows from the dependencies: the node leaves the member list, then listeners
 // (they depend on everything) and the NATS API stop first, then queue administration,
-// pools and status, the scheduler (in-flight deliveries are recorded), the site actors and mailboxes,
-// then the event publisher (a last round for the final events), then NATS is drained, and
-// LMDB, which everything writes to, closes last. A drained node (`tern node drain`) stops
-// the same way, by itself, once its queue went to the peers.
+// pools, reputation and status, the scheduler (in-flight deliveries are recorded), the
+// site actors and mailboxes, the reputation figures, then the event publisher (a last
+// round for the final events), then NATS is drained, and LMDB, which everything writes
+// to, closes last. A drained node (`tern node drain`) stops the same way, by itself, once
+// its queue went to the peers.
 import { Context, Deferred, Effect, Layer } from "effect";
 import type { NodeConfig } from "./config.ts";
 import { makeLog, type Log as LogShape } from "./log.ts";
@@ -20,6 +21,7 @@ import { LoginThrottles } from "./services/logins.ts";
 import { DescriptorCheck, HttpListener, ImapListener, Pop3Listener, SmtpListener } from "./services/listeners.ts";
 import { LocalMailboxes, Mailboxes } from "./services/mailboxes.ts";
 import { Resolver } from "./services/resolver.ts";
+import { Reputation, ReputationStatusLayer } from "./services/reputation.ts";
 import { EventPublisherLayer } from "./services/events.ts";
 import { MessageStatus } from "./services/status.ts";
 import { Membership } from "./services/membership.ts";
@@ -48,10 +50,11 @@ const cluster = Layer.mergeAll(ClusterHealth.layer, EventPublisherLayer, BlobTra
 );
 const actors = Scheduler.layer.pipe(
   Layer.provideMerge(Layer.mergeAll(Sites.layer.pipe(Layer.provideMerge(SiteBudgets.layer)), Resolver.layer, Mailboxes.layer.pipe(Layer.provideMerge(LocalMailboxes.layer)), Warmup.layer)),
+  Layer.provideMerge(Reputation.layer),
 );
 /** What applications and operators ask of the node's mail (message status, draining), and the cluster-wide login throttles. */
 const services = Layer.mergeAll(MessageStatus.layer, LoginThrottles.layer, Drainer.layer);
-const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, ImapListener.layer, HttpListener.layer, QueueAdminLayer, PoolsStatusLayer, SuppressionAdminLayer, ApiLayer, HandOffLayer, DescriptorCheck).pipe(
+const listeners = Layer.mergeAll(SmtpListener.layer, Pop3Listener.layer, ImapListener.layer, HttpListener.layer, QueueAdminLayer, PoolsStatusLayer, SuppressionAdminLayer, ReputationStatusLayer, ApiLayer, HandOffLayer, DescriptorCheck).pipe(
   Layer.provideMerge(SpoolHealth.layer),
 );
 

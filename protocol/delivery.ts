@@ -68,6 +68,8 @@ export const WaitReason = Schema.Literals([
   "resumed",
   /** Not attempted: the source address is warming up and has used its cap for the destination's provider (the pool waits). */
   "warmup-cap",
+  /** Not attempted: a reputation threshold paused the sender domain or the source address, or slowed the sender domain and this message waits its turn. */
+  "reputation-hold",
 ]);
 export type WaitReason = typeof WaitReason.Type;
 
@@ -186,6 +188,26 @@ const BackedOff = Schema.TaggedStruct("BackedOff", {
   reply: Reply,
 });
 
+/** What a reputation threshold acts on: a source address (an IP pool's, or "default") or a sender domain. */
+export const HeldDimension = Schema.Literals(["source", "sender_domain"]);
+export type HeldDimension = typeof HeldDimension.Type;
+
+/**
+ * Not attempted: a reputation threshold (actors/delivery/reputation-rules.ts) paused the
+ * message's sender domain or its source address until `until`, or slowed its sender domain
+ * and `until` is the message's turn. Defers; not counted as a delivery attempt.
+ */
+const ReputationHold = Schema.TaggedStruct("ReputationHold", {
+  dimension: HeldDimension,
+  /** The sender domain, or the source address ("default": the system's own). */
+  key: Schema.String,
+  /** The threshold's name. */
+  rule: Schema.String,
+  action: Schema.Literals(["pause", "slow"]),
+  until: Schema.Number,
+});
+export type ReputationHold = typeof ReputationHold.Type;
+
 /** This node could not make the attempt (its delivery actor stopped or crashed). Defers. */
 const Internal = Schema.TaggedStruct("Internal", { detail: Schema.String });
 
@@ -238,6 +260,7 @@ export const RecipientResult = Schema.Union([
   QueueWaitExceeded,
   WarmupCap,
   BackedOff,
+  ReputationHold,
   Internal,
   Returned,
   Suppressed,
@@ -335,6 +358,8 @@ export const enhancedStatus = (result: RecipientResult): string => {
       return "4.4.5"; // our own congestion: the address may send no more now
     case "BackedOff":
       return deferredStatus(result.reply, "4.4.5");
+    case "ReputationHold":
+      return "4.4.5"; // our own congestion, as a warm-up cap
     case "Internal":
       return "4.3.0";
     case "Returned":
@@ -344,6 +369,14 @@ export const enhancedStatus = (result: RecipientResult): string => {
     case "AsyncBounce":
       return result.status;
   }
+};
+
+const describeHold = (hold: ReputationHold): string => {
+  const what = hold.dimension === "source" ? `source address ${hold.key}` : `sender domain ${hold.key}`;
+  const until = new Date(hold.until).toISOString();
+  return hold.action === "pause"
+    ? `not attempted: ${what} is paused until ${until} (reputation threshold ${hold.rule})`
+    : `not attempted yet: ${what} is slowed (reputation threshold ${hold.rule}); its turn comes at ${until}`;
 };
 
 /** A reply on one line, as the host sent it: "550 5.1.1 no such user". */
@@ -391,6 +424,8 @@ const describe = (result: Exclude<RecipientResult, Reply>): string => {
       return `source address ${result.source} is warming up and sent its cap of ${result.cap} this ${result.window} to ${result.provider}; waits until ${new Date(result.until).toISOString()}`;
     case "BackedOff":
       return withReply(`not attempted: the site is paused for this source address until ${new Date(result.until).toISOString()} (throttle rule ${result.rule})`, result.reply);
+    case "ReputationHold":
+      return describeHold(result);
     case "Internal":
       return result.detail;
     case "Returned":

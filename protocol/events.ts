@@ -7,10 +7,10 @@
 //
 // One Schema per kind, told apart by `type`; the fields every event has come first.
 import { Schema } from "effect";
-import { BounceCategory, RecipientResult, ReportedStatus, WaitReason } from "./delivery.ts";
+import { BounceCategory, HeldDimension, RecipientResult, ReportedStatus, WaitReason } from "./delivery.ts";
 import { SuppressionReason } from "./suppression.ts";
 
-export const EventType = Schema.Literals(["accepted", ...ReportedStatus.literals, "dsn-queued", "complained", "suppressed", "node-up", "node-down", "site-backoff"]);
+export const EventType = Schema.Literals(["accepted", ...ReportedStatus.literals, "dsn-queued", "complained", "suppressed", "node-up", "node-down", "site-backoff", "reputation-action"]);
 export type EventType = typeof EventType.Type;
 
 export const eventTypes: ReadonlyArray<EventType> = EventType.literals;
@@ -204,13 +204,49 @@ export const SiteBackoffEvent = Schema.Struct({
 });
 export type SiteBackoffEvent = typeof SiteBackoffEvent.Type;
 
+/**
+ * A reputation threshold (actors/delivery/reputation-rules.ts) acted on one node: it
+ * slowed or paused a source address or a sender domain whose rate over the window crossed
+ * the limit ("slowed", "paused"), or let it go ("recovered": the rates fell back under the
+ * limit's recovery share; "resumed": the pause ended). Under the reserved tenant `cluster`
+ * like site back-off (a tenant sees its own held messages as deferred events with
+ * `requeued: "reputation-hold"`). Written to the outbox like mail events.
+ */
+export const ReputationActionEvent = Schema.Struct({
+  type: Schema.Literal("reputation-action"),
+  id: Schema.String,
+  time: Schema.Number,
+  node: Schema.String,
+  tenant: Schema.Literal(clusterEventsTenant),
+  domain: Schema.Literal(""),
+  dimension: HeldDimension,
+  /** The source address ("default": the system's own) or the sender domain. */
+  key: Schema.String,
+  /** The threshold's name. */
+  rule: Schema.String,
+  window: Schema.Literals(["1h", "24h"]),
+  action: Schema.Literals(["slow", "pause"]),
+  change: Schema.Literals(["slowed", "paused", "resumed", "recovered"]),
+  /** The back-off level of a slow. */
+  level: Schema.optional(Schema.Int),
+  /** Paused until then (ms since the epoch). */
+  pausedUntil: Schema.optional(Schema.Number),
+  /** The rate watched: on slowed and paused the one that crossed, else the same rate now. */
+  kind: Schema.Literals(["bounce", "complaint", "deferral"]),
+  rate: Schema.Number,
+  limit: Schema.Number,
+  /** Final outcomes (delivered + bounced) the rate was taken over. */
+  messages: Schema.Int,
+});
+export type ReputationActionEvent = typeof ReputationActionEvent.Type;
+
 /** Whatever the events stream holds: mail events and cluster events. */
-export const StreamEvent = Schema.Union([TernEvent, MemberEvent, SiteBackoffEvent]);
+export const StreamEvent = Schema.Union([TernEvent, MemberEvent, SiteBackoffEvent, ReputationActionEvent]);
 export type StreamEvent = typeof StreamEvent.Type;
 
 /** An event before the outbox gives it its id. */
 export type EventDraft = TernEvent extends infer E ? (E extends TernEvent ? Omit<E, "id"> : never) : never;
 
-/** What the node's outbox holds and publishes: mail events, and site back-off events. */
-export type OutboxEvent = TernEvent | SiteBackoffEvent;
-export type OutboxDraft = EventDraft | Omit<SiteBackoffEvent, "id">;
+/** What the node's outbox holds and publishes: mail events, site back-off and reputation events. */
+export type OutboxEvent = TernEvent | SiteBackoffEvent | ReputationActionEvent;
+export type OutboxDraft = EventDraft | Omit<SiteBackoffEvent, "id"> | Omit<ReputationActionEvent, "id">;

@@ -48,6 +48,10 @@ export interface Subjects {
   readonly poolsStatus: string;
   /** The pools of one node. */
   readonly poolsStatusOf: (nodeId: string) => string;
+  /** Reputation figures and thresholds acting (`tern reputation`): every node answers requests sent here. */
+  readonly reputationStatus: string;
+  /** The reputation figures of one node. */
+  readonly reputationStatusOf: (nodeId: string) => string;
   /**
    * Which node holds message X, and its status: every node answers from its own spool
    * (node-to-node scatter; the status API and `tern status` ask through it).
@@ -159,6 +163,8 @@ export const makeSubjects = (cluster: string): Subjects => {
     queueAdminOf: (nodeId) => `${root}.queue.admin.${nodeId}`,
     poolsStatus: `${root}.pools.status`,
     poolsStatusOf: (nodeId) => `${root}.pools.status.${nodeId}`,
+    reputationStatus: `${root}.reputation.status`,
+    reputationStatusOf: (nodeId) => `${root}.reputation.status.${nodeId}`,
     statusLookup: `${root}.status.lookup`,
     nodeInbox: (nodeId) => `${root}.inbox.${nodeId}`,
     nodeInboxes: `${root}.inbox`,

@@ -133,8 +133,10 @@ export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => {
       // Paused after the site's own throttling reply.
       case "BackedOff":
         return "rate-limited";
-      // Our own rate limit: the address is warming up (it does not hold the queue, see outcome.ts).
+      // Our own rate limits: the address is warming up, or a reputation threshold holds the
+      // sender domain or source address (neither holds the destination's queue, see outcome.ts).
       case "WarmupCap":
+      case "ReputationHold":
         return "rate-limited";
       // Our own list refused it: a policy, and not a bounce category the list reacts to (no loop).
       case "Suppressed":

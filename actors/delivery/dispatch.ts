@@ -1,17 +1,21 @@
 // Sends one queue entry to its next hop and reports what happened to each recipient.
 // Local entries go to the owner node's mailbox; remote ones are resolved, then handed
 // to the site's delivery actor. Only permanent answers fail a recipient; everything
-// else (DNS trouble, owner node down, 4xx, no connection) defers it.
+// else (DNS trouble, owner node down, 4xx, no connection) defers it. Remote mail of a
+// sender domain a reputation threshold holds is deferred unsent, before anything is asked
+// of DNS or a site.
 import { Clock, Effect, Exit, Random } from "effect";
 import { statusOfResult, type RecipientResult } from "../../protocol/delivery.ts";
 import type { MailboxError } from "../../protocol/mailbox.ts";
 import type { DnsPermanentFailure, DnsTemporaryFailure, MailRoute, ResolveFailure } from "../../protocol/route.ts";
+import { domainOf } from "../common/domains.ts";
 import type { MailboxRouter } from "../mailbox/router.ts";
 import type { MessageRecord, QueueEntry } from "../queue/entry.ts";
 import { everyone, type Attempt } from "./attempt.ts";
 import { dsnParamsOf } from "./dsn.ts";
 import { pickSource, poolOf, type PoolsConfig, type SourceAddress } from "./pools.ts";
 import { providerOfHosts, type ProviderTable } from "./providers.ts";
+import type { ReputationHolds } from "./reputation-holds.ts";
 import type { Sites } from "./sites.ts";
 import { chooseSource, type CapReached, type Spend, type WarmupUsage } from "./warmup-usage.ts";
 
@@ -30,6 +34,8 @@ export interface DispatchDeps {
   readonly warmup?: { readonly usage: WarmupUsage; readonly providers: ProviderTable } | undefined;
   /** The envelope sender a remote attempt uses (VERP, actors/feedback/token.ts); default the entry's own. */
   readonly envelopeSender?: ((entry: QueueEntry) => string) | undefined;
+  /** Sender domains reputation thresholds pause or slow. */
+  readonly holds?: ReputationHolds | undefined;
 }
 
 /** Where an attempt leaves from: an address (none: the system's default), with the warm-up allowance it took; or a wait for a cap. */
@@ -132,7 +138,7 @@ const dispatchOne = (
       Effect.catch((error) => Effect.succeed<Attempt>({ server: via, results: everyone(entry.recipients, mailboxFailure(route.user, error)) })),
     );
   }
-  return resolve(route.domain).pipe(
+  const remote = resolve(route.domain).pipe(
     Effect.matchEffect({
       onFailure: (failure) => Effect.succeed<Attempt>({ server: "dns", results: everyone(entry.recipients, dnsFailure(failure)) }),
       onSuccess: (mailRoute) =>
@@ -151,6 +157,17 @@ const dispatchOne = (
         }),
     }),
   );
+  return unlessSenderHeld(deps.holds, entry, remote);
+};
+
+/** Not attempted when the sender domain is paused, or slowed and this is not its turn; else `send`. */
+const unlessSenderHeld = (holds: ReputationHolds | undefined, entry: QueueEntry, send: Effect.Effect<Attempt>): Effect.Effect<Attempt> => {
+  if (holds === undefined || entry.sender === "") return send;
+  const senderDomain = domainOf(entry.sender);
+  return Clock.clockWith((clock) => {
+    const hold = holds.sender(senderDomain, clock.currentTimeMillisUnsafe());
+    return hold === undefined ? send : Effect.succeed<Attempt>({ server: "reputation", results: everyone(entry.recipients, hold) });
+  });
 };
 
 /**

@@ -8,6 +8,7 @@ import type { QueueEntry } from "../queue/entry.ts";
 import type { GeneratedMessage } from "../queue/spool.ts";
 import type { Attempt } from "./attempt.ts";
 import { dsnStatus, type Decision, type RecipientOutcome } from "./outcome.ts";
+import type { ActionEvent } from "./reputation.ts";
 import type { ThrottleEvent } from "./site-throttle.ts";
 
 type Attributes = Readonly<Record<string, unknown>> | undefined;
@@ -102,4 +103,30 @@ export const backoffEvent = (node: string, change: ThrottleEvent): OutboxDraft =
   domain: "",
   ...backoffFields(change),
   level: change.level,
+});
+
+/** What events and log lines say about a reputation threshold's change (the level apart, as for back-off). */
+export const reputationFields = (change: ActionEvent) => ({
+  dimension: change.dimension,
+  key: change.key,
+  rule: change.rule,
+  window: change.window,
+  action: change.action,
+  change: change.change,
+  ...(change.pausedUntil !== undefined ? { pausedUntil: change.pausedUntil } : {}),
+  kind: change.kind,
+  rate: change.rate,
+  limit: change.limit,
+  messages: change.messages,
+});
+
+/** The "reputation-action" event of a change, under the reserved tenant `cluster`. */
+export const reputationEvent = (node: string, change: ActionEvent): OutboxDraft => ({
+  type: "reputation-action",
+  time: change.at,
+  node,
+  tenant: clusterEventsTenant,
+  domain: "",
+  ...reputationFields(change),
+  ...(change.level !== undefined ? { level: change.level } : {}),
 });

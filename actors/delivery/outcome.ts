@@ -80,10 +80,10 @@ export const decide = (
     ...(reason ? { requeued: reason } : {}),
   };
   const delayDue = waiting.length > 0 && !entry.delayNotified && now - entry.createdAt >= policy.delayNoticeMs;
-  const capWait = warmupWait(waiting);
-  // A wait for a warm-up cap made no attempt: it neither counts as one nor lengthens the backoff.
-  const attempts = capWait ? entry.attempts : entry.attempts + 1;
-  const due = capWait ? capWait.until + Math.round(random * WARMUP_SPREAD_MS[capWait.window]) : now + retryDelayMs(policy.retry, attempts, random);
+  const ownWait = notAttemptedWait(waiting, now);
+  // A wait for a warm-up cap or a reputation hold made no attempt: it neither counts as one nor lengthens the backoff.
+  const attempts = ownWait ? entry.attempts : entry.attempts + 1;
+  const due = ownWait ? ownWait.until + Math.round(random * ownWait.spreadMs) : now + retryDelayMs(policy.retry, attempts, random);
   const next: QueueEntry | undefined =
     waiting.length === 0
       ? undefined
@@ -102,8 +102,8 @@ export const decide = (
     record,
     next,
     notices: notices(entry, attempt, outcomes, now, policy, dsn, delayDue),
-    // A warm-up cap is one source address's, not the destination's: other pools' mail for it goes on.
-    holdQueue: outcomes.some((o) => o.status !== "delivered" && o.category === "rate-limited" && o.result._tag !== "WarmupCap")
+    // A warm-up cap or a reputation hold is one source address's or sender's, not the destination's: other mail for it goes on.
+    holdQueue: outcomes.some((o) => o.status !== "delivered" && o.category === "rate-limited" && !isOwnWait(o.result))
       ? "rate-limited"
       : outcomes.some((o) => o.result._tag === "ConnectionFailed" || o.result._tag === "Timeout")
         ? "unreachable"
@@ -117,12 +117,29 @@ export const decide = (
  */
 const WARMUP_SPREAD_MS = { hour: 5 * 60_000, day: 2 * 3_600_000 } as const;
 
-/** When every recipient left waits for a warm-up cap (one attempt's recipients share it): the cap that opens last. */
-const warmupWait = (waiting: ReadonlyArray<RecipientOutcome>): { readonly until: number; readonly window: "day" | "hour" } | undefined => {
-  let latest: { until: number; window: "day" | "hour" } | undefined;
+/**
+ * Entries held by a reputation pause come back spread over a minute after it ends (over
+ * what is left of the pause when that is shorter); a slowed sender's entry comes back
+ * exactly at its turn (the turn was given to it).
+ */
+const PAUSE_SPREAD_MS = 60_000;
+
+/** Not attempted for a reason of this node's own (a warm-up cap, a reputation hold): no attempt was made. */
+const isOwnWait = (result: RecipientResult): boolean => result._tag === "WarmupCap" || result._tag === "ReputationHold";
+
+/**
+ * When every recipient left waits for a warm-up cap or a reputation hold (one attempt's
+ * recipients share it): the wait that ends last, and how widely to spread the comeback.
+ */
+const notAttemptedWait = (waiting: ReadonlyArray<RecipientOutcome>, now: number): { readonly until: number; readonly spreadMs: number } | undefined => {
+  let latest: { until: number; spreadMs: number } | undefined;
   for (const { result } of waiting) {
-    if (result._tag !== "WarmupCap") return undefined;
-    if (latest === undefined || result.until > latest.until) latest = { until: result.until, window: result.window };
+    if (result._tag !== "WarmupCap" && result._tag !== "ReputationHold") return undefined;
+    const spreadMs =
+      result._tag === "WarmupCap" ? WARMUP_SPREAD_MS[result.window]
+      : result.action === "pause" ? Math.min(PAUSE_SPREAD_MS, Math.max(0, result.until - now))
+      : 0;
+    if (latest === undefined || result.until > latest.until) latest = { until: result.until, spreadMs };
   }
   return latest;
 };
@@ -131,6 +148,7 @@ const pausedUntil = (waiting: ReadonlyArray<RecipientOutcome>): number =>
   waiting.reduce((latest, o) => (o.result._tag === "BackedOff" ? Math.max(latest, o.result.until) : latest), 0);
 
 const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => {
+  if (waiting.some((o) => o.result._tag === "ReputationHold")) return "reputation-hold";
   if (waiting.some((o) => o.result._tag === "BackedOff")) return "backed-off";
   // A host that says "slow down" (even in its greeting) is rate limiting, whatever else broke.
   if (waiting.some((o) => o.category === "rate-limited" && o.result._tag !== "WarmupCap")) return "rate-limited";
@@ -154,6 +172,8 @@ const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => 
       return "warmup-cap";
     case "BackedOff":
       return "backed-off";
+    case "ReputationHold":
+      return "reputation-hold";
     case "Reply":
       return "temporary-reply";
     // Never deferred: these fail the recipient or deliver it.

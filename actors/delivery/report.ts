@@ -2,7 +2,9 @@
 // Events are not made here: they are committed with the outcome (actors/delivery/events.ts,
 // written to the outbox by the spool), and their fields are the log lines' fields.
 import { Counter, Gauge, type Registry } from "prom-client";
-import { backoffFields, outcomeFields } from "./events.ts";
+import { backoffFields, outcomeFields, reputationFields } from "./events.ts";
+import type { Reputation, ReputationObserver } from "./reputation.ts";
+import { RATE_KINDS, rateOf, WINDOW_NAMES } from "./reputation-window.ts";
 import type { ThrottleObserver, ThrottleView } from "./site-throttle.ts";
 import type { QueueEntry } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
@@ -107,5 +109,63 @@ export const registerBackoffGauges = (registry: Registry, throttled: () => Reado
   new Gauge({ name: "tern_site_backoff_paused", help: "1 while a site is paused for a source address after a throttling reply", labelNames: ["site", "source"], registers: [registry], collect() {
     this.reset();
     for (const view of throttled()) if (view.pausedUntil !== undefined) this.set(labels(view), 1);
+  } });
+};
+
+/**
+ * Log lines and the counter of reputation threshold changes; each change is also handed to
+ * `record` (the node writes it to the event outbox).
+ */
+export const reputationReporter = (deps: {
+  readonly registry: Registry;
+  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly record: (change: Parameters<ReputationObserver["changed"]>[0]) => void;
+}): ReputationObserver => {
+  const changes = new Counter({ name: "tern_reputation_actions_total", help: "Reputation thresholds that slowed, paused, resumed or recovered a source address or sender domain", labelNames: ["dimension", "change"], registers: [deps.registry] });
+  return {
+    changed: (change) => {
+      const stepDown = change.change === "slowed" || change.change === "paused";
+      deps.log(`reputation.${change.change}`, { ...(stepDown ? { level: "warn" } : {}), ...reputationFields(change), ...(change.level !== undefined ? { backoffLevel: change.level } : {}) });
+      changes.inc({ dimension: change.dimension, change: change.change });
+      deps.record(change);
+    },
+    full: (limit) => deps.log("reputation.sender-domains.full", { level: "warn", limit, detail: "further sender domains count together as \"other\"" }),
+  };
+};
+
+/**
+ * Reputation figures of every key with outcomes in a window, read at each scrape: counts by
+ * outcome, bounces by category, rates, and the keys thresholds hold. Labels stay bounded:
+ * source addresses come from the config, providers from the table, sender domains from a
+ * table of at most `reputation.maxSenderDomains` (and "other").
+ */
+export const registerReputationGauges = (registry: Registry, reputation: Pick<Reputation, "figures" | "actions">) => {
+  new Gauge({ name: "tern_reputation_messages", help: "Recipient outcomes in the window (delivered, bounced, deferred attempts, complaints) per source address, sender domain or provider", labelNames: ["dimension", "key", "outcome", "window"], registers: [registry], collect() {
+    this.reset();
+    for (const window of WINDOW_NAMES) {
+      for (const { dimension, key, counts } of reputation.figures(window)) {
+        for (const outcome of ["delivered", "bounced", "deferred", "complained"] as const) this.set({ dimension, key, outcome, window }, counts[outcome]);
+      }
+    }
+  } });
+  new Gauge({ name: "tern_reputation_bounces", help: "Bounces in the window by category, per source address, sender domain or provider (categories with none left out)", labelNames: ["dimension", "key", "category", "window"], registers: [registry], collect() {
+    this.reset();
+    for (const window of WINDOW_NAMES) {
+      for (const { dimension, key, counts } of reputation.figures(window)) {
+        for (const [category, n] of Object.entries(counts.bounces)) this.set({ dimension, key, category, window }, n);
+      }
+    }
+  } });
+  new Gauge({ name: "tern_reputation_rate", help: "Rates in the window: bounce = bounced/(delivered+bounced), complaint = complaints/delivered, deferral = deferred/(delivered+bounced+deferred)", labelNames: ["dimension", "key", "kind", "window"], registers: [registry], collect() {
+    this.reset();
+    for (const window of WINDOW_NAMES) {
+      for (const { dimension, key, counts } of reputation.figures(window)) {
+        for (const kind of RATE_KINDS) this.set({ dimension, key, kind, window }, rateOf(counts, kind));
+      }
+    }
+  } });
+  new Gauge({ name: "tern_reputation_held", help: "1 while a reputation threshold slows or pauses a source address or sender domain on this node", labelNames: ["dimension", "key", "action"], registers: [registry], collect() {
+    this.reset();
+    for (const view of reputation.actions()) this.set({ dimension: view.dimension, key: view.key, action: view.action }, 1);
   } });
 };

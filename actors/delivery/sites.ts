@@ -14,6 +14,10 @@
 // in use are reused and the others close when idle. A paused site sends nothing: its jobs
 // come back at once, deferred with a BackedOff result. A site at normal takes none of this
 // path: each worker sends over its own slot, as before.
+//
+// A reputation threshold (./reputation.ts) may hold a source address: every site of that
+// address then runs at least at the threshold's back-off level, or, paused, defers its jobs
+// unsent with a ReputationHold result, whatever the site's own state.
 import { Clock, Deferred, Effect, Exit, Fiber, Schedule, Scope } from "effect";
 import type { RecipientResult } from "../../protocol/delivery.ts";
 import type { MailRoute } from "../../protocol/route.ts";
@@ -24,6 +28,7 @@ import { everyone, type Attempt } from "./attempt.ts";
 import type { ConnectionBudget, Release } from "./connections.ts";
 import type { SiteLease } from "./site-lease.ts";
 import type { SourceAddress } from "./pools.ts";
+import { DEFAULT_SOURCE, NO_HOLDS, sourceKeyOf, sourcePaused, type ReputationHolds } from "./reputation-holds.ts";
 import { makeThrottles, type Holder, type ThrottleOptions, type ThrottleView } from "./site-throttle.ts";
 import { connectionsAt, gapAt, isNormal, isPaused, type ThrottleChange, type ThrottlePolicy } from "./throttle.ts";
 import { asTlsFailure, openConnection, sendOver, type Connection, type OpenFailure, type OutboundJob, type OutboundOptions, type TlsPolicy } from "./smtp-client.ts";
@@ -50,6 +55,8 @@ export interface SiteOptions extends OutboundOptions {
   readonly restart?: RestartPolicy;
   /** Automatic back-off on throttling replies; none when absent. */
   readonly throttle?: ThrottleOptions | undefined;
+  /** Source addresses reputation thresholds hold; none when absent. */
+  readonly holds?: ReputationHolds | undefined;
 }
 
 export interface SiteInfo {
@@ -121,6 +128,8 @@ interface Site {
   /** The site's back-off, and what the actor does when it changes. */
   readonly holder: Holder;
   readonly throttleChanged: (change: ThrottleChange) => void;
+  /** The key of the source address it sends from (reputation holds). */
+  readonly sourceKey: string;
   lastUsed: number;
 }
 
@@ -135,6 +144,7 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
     const throttleOptions = options.throttle ?? NO_THROTTLE;
     const throttlePolicy = throttleOptions.policy;
     const throttles = yield* makeThrottles(throttleOptions);
+    const holds = options.holds ?? NO_HOLDS;
     const sites = new Map<string, Site>();
     let stopped: Deferred.Deferred<void> | undefined;
 
@@ -156,7 +166,10 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
         const siteOptions = withBudgetOptions(optionsFrom(options, source), lease);
         const concurrency = connectionLimit(route, options);
         const holder = throttles.holderFor(key, siteKey(route), source?.address, concurrency);
-        const lanes = makeLanes(slots, () => connectionsAt(holder.state.level, concurrency), clock);
+        const sourceHold = () => holds.source(source?.address);
+        // The site's own back-off, or its source address's reputation hold when that is slower.
+        const level = () => Math.max(holder.state.level, sourceHold()?.level ?? 0);
+        const lanes = makeLanes(slots, () => connectionsAt(level(), concurrency), clock);
         // Set once this actor is the key's (spawnAndRegister): a slower site closes its idle
         // connections now, not after idleMs, and workers waiting for a lane look again.
         const throttleChanged = (change: ThrottleChange) => {
@@ -165,8 +178,14 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
         };
         const from = source ? { source: source.address } : {};
         const waitedTooLong = (queued: Queued): Attempt => ({ server: key, ...from, results: everyone(queued.job.recipients, { _tag: "QueueWaitExceeded", limitMs: options.maxQueueWaitMs }) });
-        const held = (queued: Queued): Attempt => ({ server: key, ...from, results: everyone(queued.job.recipients, backedOff(holder)) });
-        const throttled = throttledSender(holder, lanes, clock, throttlePolicy, throttles.catchUp, { waitedTooLong, held });
+        /** Not sent: the site is paused for this source address, or the source address is paused. */
+        const heldAt = (queued: Queued, now: number): Attempt | undefined => {
+          if (isPaused(holder.state, now)) return { server: key, ...from, results: everyone(queued.job.recipients, backedOff(holder)) };
+          const hold = sourceHold();
+          if (hold !== undefined && hold.pausedUntil > now) return { server: key, ...from, results: everyone(queued.job.recipients, sourcePaused(source?.address, hold)) };
+          return undefined;
+        };
+        const throttled = throttledSender(lanes, clock, throttlePolicy, () => throttles.catchUp(holder), { waitedTooLong, heldAt, level });
         const actor = yield* spawnActor<Queued, Attempt, never>(
           {
             name: `delivery/${key}`,
@@ -190,8 +209,8 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
               return (queued: Queued) =>
                 Effect.flatMap(Clock.currentTimeMillis, (now) => {
                   if (now > queued.deadline) return Effect.succeed(waitedTooLong(queued));
-                  // The site at normal and this worker's own slot free (not lent to another worker): send over it.
-                  if (isNormal(holder.state) && !slot.busy) {
+                  // The site at normal, its source not held, and this worker's own slot free (not lent to another worker): send over it.
+                  if (isNormal(holder.state) && !slot.busy && sourceHold() === undefined) {
                     slot.busy = true;
                     return sendVia(slot, queued);
                   }
@@ -202,7 +221,7 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
           supervisor,
         );
         const detach = lease ? lease.attach(() => actor.load(), concurrency) : () => undefined;
-        return { actor, detach, slots, holder, throttleChanged, lastUsed: yield* Clock.currentTimeMillis } satisfies Site;
+        return { actor, detach, slots, holder, throttleChanged, sourceKey: sourceKeyOf(source?.address), lastUsed: yield* Clock.currentTimeMillis } satisfies Site;
       });
 
     const siteFor = (job: DeliveryJob) =>
@@ -243,6 +262,16 @@ export const makeSites = (options: SiteOptions, budget: ConnectionBudget, superv
       }
     });
     const sweeper = yield* Effect.forkScoped(Effect.repeat(sweepIdle, Schedule.spaced(SWEEP_EVERY_MS)));
+
+    // A source address held, slowed further or let go: its sites close idle connections
+    // they may no longer use, and workers waiting for a lane look again.
+    const unsubscribe = holds.onSourceChange((sourceKey) => {
+      const hold = holds.source(sourceKey === DEFAULT_SOURCE ? undefined : sourceKey);
+      for (const site of sites.values()) {
+        if (site.sourceKey === sourceKey) site.throttleChanged(hold === undefined ? "recovered" : hold.pausedUntil > 0 ? "paused" : "slowed");
+      }
+    });
+    yield* Effect.addFinalizer(() => Effect.sync(unsubscribe));
 
     const deferAll = (job: DeliveryJob, detail: string): Attempt => ({ server: siteKey(job.route), results: everyone(job.recipients, { _tag: "Internal", detail }) });
 
@@ -373,17 +402,23 @@ const makeLanes = (slots: ReadonlySet<Slot>, allowed: () => number, clock: Clock
 };
 
 /**
- * How a worker sends while its site is backed off (or its own slot is lent out): a paused
- * site defers the job unsent; otherwise the worker takes a lane, waits its turn in the
- * site's pace (one message per gap), and sends over the lane.
+ * How a worker sends while its site is backed off, its source address is held (or its own
+ * slot is lent out): a paused site or source address defers the job unsent; otherwise the
+ * worker takes a lane, waits its turn in the site's pace (one message per gap), and sends
+ * over the lane.
  */
 const throttledSender = (
-  holder: Holder,
   lanes: Lanes,
   clock: Clock.Clock,
   policy: ThrottlePolicy,
-  catchUp: (holder: Holder) => void,
-  results: { readonly waitedTooLong: (queued: Queued) => Attempt; readonly held: (queued: Queued) => Attempt },
+  catchUp: () => void,
+  site: {
+    readonly waitedTooLong: (queued: Queued) => Attempt;
+    /** The attempt of a job the site holds now (paused), else undefined. */
+    readonly heldAt: (queued: Queued, now: number) => Attempt | undefined;
+    /** The back-off level the site runs at. */
+    readonly level: () => number;
+  },
 ) => {
   /** When the next message may go (the site's pace, shared by its workers). */
   let nextAt = 0;
@@ -394,14 +429,15 @@ const throttledSender = (
         const at = Math.max(now, nextAt);
         if (at > queued.deadline) {
           lanes.give(lane);
-          return Effect.succeed(results.waitedTooLong(queued));
+          return Effect.succeed(site.waitedTooLong(queued));
         }
-        nextAt = at + gapAt(holder.state.level, policy);
+        nextAt = at + gapAt(site.level(), policy);
         const go = Effect.suspend(() => {
           // The site may have been paused while this job waited its turn.
-          if (!isPaused(holder.state, clock.currentTimeMillisUnsafe())) return sendVia(lane, queued);
+          const held = site.heldAt(queued, clock.currentTimeMillisUnsafe());
+          if (held === undefined) return sendVia(lane, queued);
           lanes.give(lane);
-          return Effect.succeed(results.held(queued));
+          return Effect.succeed(held);
         });
         return at > now ? Effect.andThen(Effect.sleep(at - now), go) : go;
       }).pipe(
@@ -410,9 +446,10 @@ const throttledSender = (
       );
     return (queued: Queued, now: number): Effect.Effect<Attempt> => {
       // A pause that ended a moment ago, before the recovery timer ran, holds nothing.
-      catchUp(holder);
-      if (isPaused(holder.state, now)) return Effect.succeed(results.held(queued));
-      return Effect.flatMap(lanes.take(own, queued.deadline), (lane) => (lane ? paced(lane, queued) : Effect.succeed(results.waitedTooLong(queued))));
+      catchUp();
+      const held = site.heldAt(queued, now);
+      if (held !== undefined) return Effect.succeed(held);
+      return Effect.flatMap(lanes.take(own, queued.deadline), (lane) => (lane ? paced(lane, queued) : Effect.succeed(site.waitedTooLong(queued))));
     };
   };
 };

@@ -1,7 +1,9 @@
 // The outbound half of a node: the site actors (one per destination site, with the
 // node's connection budget), the scheduler that takes due entries from the spool and
 // records their outcomes, queue administration over NATS (`tern queue`), and the warm-up
-// usage of cold source addresses with its view (`tern pools`).
+// usage of cold source addresses with its view (`tern pools`). Both the site actors and the
+// scheduler use the reputation figures (nodes/services/reputation.ts): sites and dispatch
+// read its holds, and every recorded outcome is counted.
 //
 // Stop order follows from the graph: queue administration stops answering, then the
 // scheduler stops taking work and lets attempts in flight be recorded, then the site
@@ -21,7 +23,8 @@ import { backoffEvent, outcomeEvents } from "../../actors/delivery/events.ts";
 import { loadThrottleRules, makeThrottleMatcher, starterThrottleRules } from "../../actors/delivery/throttle-rules.ts";
 import { routeOf } from "../../actors/queue/entry.ts";
 import { labelsOf } from "../../actors/queue/events.ts";
-import { makeScheduler, type Scheduler as SchedulerShape } from "../../actors/delivery/scheduler.ts";
+import { makeScheduler, type Scheduler as SchedulerShape, type SchedulerHooks } from "../../actors/delivery/scheduler.ts";
+import type { Reputation as ReputationShape } from "../../actors/delivery/reputation.ts";
 import { makeSites, type Sites as SitesShape } from "../../actors/delivery/sites.ts";
 import { serveQueueAdmin } from "../../actors/queue-admin/server.ts";
 import { registerGauge } from "../metrics.ts";
@@ -31,12 +34,21 @@ import { ConfigError } from "../config.ts";
 import { Config, Log, Metrics, Supervisor } from "./core.ts";
 import { Users } from "./identity.ts";
 import { Mailboxes } from "./mailboxes.ts";
+import { Reputation } from "./reputation.ts";
 import { Resolver } from "./resolver.ts";
 import { SiteBudgets } from "./site-budgets.ts";
-import { EventOutbox, Lmdb, Spool } from "./storage.ts";
+import { EventOutbox, Lmdb, outboxAppender, Spool } from "./storage.ts";
 import { Suppressions } from "./suppression.ts";
 import { checkingSuppressions } from "../../actors/delivery/suppressed.ts";
 import { Feedback } from "./feedback.ts";
+
+/** Every recorded outcome goes to metrics and logs, then to the reputation figures. */
+const recordedBy =
+  (report: SchedulerHooks["recorded"], count: ReputationShape["recorded"]): SchedulerHooks["recorded"] =>
+  (entry, attempt, decision, notices) => {
+    report(entry, attempt, decision, notices);
+    count(entry, attempt, decision);
+  };
 
 /** Deliveries in flight get this long to finish (and be recorded) when the node stops. */
 const STOP_GRACE_MS = 10_000;
@@ -49,23 +61,15 @@ export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
       const { delivery, hostname, nodeId, smtp: { longLines } } = yield* Config;
       const { registry } = yield* Metrics;
       const log = yield* Log;
-      const outbox = yield* EventOutbox;
       const budget = makeConnectionBudget(delivery.maxConnections);
       registerGauge(registry, "tern_outbound_connections", "Outbound SMTP connections open (busy or idle)", budget.open);
       const rules = delivery.throttleRulesFile
         ? yield* loadThrottleRules(delivery.throttleRulesFile).pipe(Effect.mapError((e) => new ConfigError(`delivery.throttleRulesFile ${e.path}: ${e.detail}`)))
         : starterThrottleRules;
       // Back-off changes go to the event outbox in transactions of their own; the last ones
-      // are on disk before the sites' scope lets LMDB close (this finalizer runs after the sites stop).
-      const writing = new Set<Promise<void>>();
-      const record = (change: Parameters<typeof backoffEvent>[1]) => {
-        const written: Promise<void> = outbox
-          .append([backoffEvent(nodeId, change)])
-          .catch((error: unknown) => log("site.backoff.event.failed", { level: "warn", site: change.site, error: String(error) }))
-          .finally(() => writing.delete(written));
-        writing.add(written);
-      };
-      yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...writing])));
+      // are on disk before the sites' scope lets LMDB close (its finalizer runs after the sites stop).
+      const append = yield* outboxAppender("site.backoff.event.failed");
+      const record = (change: Parameters<typeof backoffEvent>[1]) => append(backoffEvent(nodeId, change));
       const sites = yield* makeSites(
         {
           heloName: hostname,
@@ -89,6 +93,7 @@ export class Sites extends Context.Service<Sites, SitesShape>()("tern/Sites") {
             policy: { recoveryMs: delivery.throttleRecoveryMs, gapMs: delivery.throttleGapMs },
             observer: backoffReporter({ registry, log, record }),
           },
+          holds: (yield* Reputation).holds,
         },
         budget,
         yield* Supervisor,
@@ -130,6 +135,7 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
       const { resolve } = yield* Resolver;
       const metrics = yield* Metrics;
       const log = yield* Log;
+      const reputation = yield* Reputation;
       const events = eventSourceOf(config);
       const rules = delivery.bounceRulesFile
         ? yield* loadRules(delivery.bounceRulesFile).pipe(Effect.mapError((e) => new ConfigError(`delivery.bounceRulesFile ${e.path}: ${e.detail}`)))
@@ -147,6 +153,7 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
             pools: delivery.pools,
             warmup: { usage: yield* Warmup, providers: delivery.providers },
             envelopeSender: (yield* Feedback)?.envelopeSender,
+            holds: reputation.holds,
           }),
           suppressions.check.lookup,
         ),
@@ -164,7 +171,7 @@ export class Scheduler extends Context.Service<Scheduler, SchedulerShape>()("ter
           { hostname, routeOf: (address) => routeOf(address, users.exists), maxReturnBytes: delivery.dsnMaxReturnBytes, tenantOf: (message) => labelsOf(events, message.sender, message.attributes).tenant },
           spool,
         ),
-        hooks: { recorded: reporter({ registry: metrics.registry, metrics, log, suppressed: suppressions.deliverySuppressed }), log },
+        hooks: { recorded: recordedBy(reporter({ registry: metrics.registry, metrics, log, suppressed: suppressions.deliverySuppressed }), reputation.recorded), log },
         events: (entry, message, attempt, decision, dsns, now) => outcomeEvents(events, entry, message?.attributes, attempt, decision, dsns, now),
         graceMs: STOP_GRACE_MS,
       });

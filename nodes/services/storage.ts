@@ -4,11 +4,12 @@
 // stopped before the environment closes.
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { Context, Effect, Layer } from "effect";
+import { Context, Effect, Layer, type Scope } from "effect";
 import { open, type RootDatabase } from "lmdb";
 import { makeSpoolHealth, type SpoolHealth as SpoolHealthShape } from "../../actors/queue/spool-health.ts";
 import { openSpool, type Spool as SpoolShape } from "../../actors/queue/spool.ts";
 import { openOutbox, type Outbox } from "../../actors/queue/outbox.ts";
+import type { OutboxDraft } from "../../protocol/events.ts";
 import { registerGauge } from "../metrics.ts";
 import { Config, Log, Metrics, StartFailure, starting } from "./core.ts";
 
@@ -40,6 +41,27 @@ export class EventOutbox extends Context.Service<EventOutbox, Outbox>()("tern/Ev
     }),
   );
 }
+
+/**
+ * Writes events that report no committed outcome (site back-off, reputation actions) to
+ * the outbox, each in a transaction of its own, without waiting; a failed write is logged
+ * as `failedEvent`. The writes still under way are awaited when the caller's scope closes,
+ * so the last ones are on disk before LMDB closes.
+ */
+export const outboxAppender = (failedEvent: string): Effect.Effect<(draft: OutboxDraft) => void, never, Scope.Scope | EventOutbox | Log> =>
+  Effect.gen(function* () {
+    const outbox = yield* EventOutbox;
+    const log = yield* Log;
+    const writing = new Set<Promise<void>>();
+    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.allSettled([...writing])));
+    return (draft) => {
+      const written: Promise<void> = outbox
+        .append([draft])
+        .catch((error: unknown) => log(failedEvent, { level: "warn", type: draft.type, error: String(error) }))
+        .finally(() => writing.delete(written));
+      writing.add(written);
+    };
+  });
 
 export class Spool extends Context.Service<Spool, SpoolShape>()("tern/Spool") {
   static readonly layer = Layer.effect(

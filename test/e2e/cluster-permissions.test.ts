@@ -154,10 +154,11 @@ test("an application or an operator cannot read, forge, lock or delete mail in a
   assert.match(await popList("bob@example.test", "bob-pw", nodeB!), /^1 \d+/m);
 });
 
-test("an application cannot administer queues, nor read the answers; an operator can, with tern queue, tern pools and tern status", async () => {
+test("an application cannot administer queues, nor read the answers; an operator can, with tern queue, tern pools, tern reputation and tern status", async () => {
   const app = await as("application");
   await assert.rejects(app.request(subjects.queueAdmin, encodeFrame({ _tag: "List", limit: 10 }), { timeout: 2_000 }));
   await assert.rejects(app.request(subjects.poolsStatus, encodeFrame({ _tag: "Pools" }), { timeout: 2_000 }));
+  await assert.rejects(app.request(subjects.reputationStatus, encodeFrame({ _tag: "Reputation", window: "1h" }), { timeout: 2_000 }));
   const overheard: string[] = [];
   const listening = app.subscribe("_INBOX.>", { callback: (_error, msg) => void overheard.push(msg.subject) });
 
@@ -169,6 +170,9 @@ test("an application cannot administer queues, nor read the answers; an operator
   const pools = await tern(["pools", "--config", configFile], { TERN_NATS_USER: operator.user, TERN_NATS_PASSWORD: operator.password });
   assert.equal(pools.code, 0, pools.out);
   assert.match(pools.out, /no IP pools/);
+  const reputation = await tern(["reputation", "--config", configFile, "--window", "24h"], { TERN_NATS_USER: operator.user, TERN_NATS_PASSWORD: operator.password });
+  assert.equal(reputation.code, 0, reputation.out);
+  assert.match(reputation.out, /^last 24h, summed over 2 nodes \(a, b\)/m);
 
   // tern status too: found on the node that holds the message, asked through any node.
   const queueId = /queued as ([0-9A-Za-z]+)/.exec(firstQueueReply)?.[1];

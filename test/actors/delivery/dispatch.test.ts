@@ -20,6 +20,7 @@ import { renderResult } from "../../../protocol/delivery.ts";
 import { starterProviders } from "../../../actors/delivery/providers.ts";
 import { parseDay } from "../../../actors/delivery/warmup.ts";
 import { makeWarmupUsage, memoryUsageStore } from "../../../actors/delivery/warmup-usage.ts";
+import { NO_HOLDS, type ReputationHolds } from "../../../actors/delivery/reputation-holds.ts";
 
 const HOUR = 3_600_000;
 const t0 = Date.UTC(2026, 0, 1);
@@ -242,6 +243,47 @@ test("an attempt the remote server refused spends nothing of the cap", async () 
   const refuse = (job: DeliveryJob): Attempt => ({ server: "mx", results: job.recipients.map((recipient) => ({ recipient, result: { _tag: "Reply", code: 451, enhanced: "4.7.28", text: "slow down" } })) });
   const { usage } = await warmupRun("wait", 3, refuse);
   assert.deepEqual(usage.used(cold.address, "gmail", t0 + 10 * HOUR), { day: 0, hour: 0 });
+});
+
+test("a sender domain a reputation threshold pauses: every recipient defers unsent and unresolved, no attempt counted, no queue held, back once the pause ends", async () => {
+  const { sites: stub, jobs } = sites();
+  const until = t0 + 2 * HOUR;
+  let resolved = 0;
+  const holds: ReputationHolds = {
+    ...NO_HOLDS,
+    sender: (domain, now) => (domain === "origin.test" && now < until ? { _tag: "ReputationHold", dimension: "sender_domain", key: domain, rule: "domain-bounces", action: "pause", until } : undefined),
+  };
+  const dispatch = makeDispatch(deps({ sites: stub, holds, resolve: () => Effect.sync(() => (resolved++, route)) }));
+  const held = await run(dispatch, remoteEntry);
+  assert.deepEqual(held, {
+    server: "reputation",
+    results: remoteEntry.recipients.map((recipient) => ({ recipient, result: { _tag: "ReputationHold", dimension: "sender_domain", key: "origin.test", rule: "domain-bounces", action: "pause", until } })),
+  });
+  assert.deepEqual([jobs.length, resolved], [0, 0], "neither resolved nor sent");
+  const d = decide(remoteEntry, held, t0, 0.5, policy, dsnParamsOf(undefined));
+  assert.deepEqual(d.outcomes.map((o) => [o.status, o.category]), [["deferred", "rate-limited"], ["deferred", "rate-limited"]]);
+  assert.equal(d.next?.reason, "reputation-hold");
+  assert.equal(d.next?.attempts, remoteEntry.attempts, "no delivery attempt was made");
+  assert.equal(d.next?.nextAttemptAt, until + 30_000, "due once the pause ends, spread over a minute (random 0.5)");
+  assert.equal(d.holdQueue, undefined, "other senders' mail for the destination goes on");
+  assert.match(renderResult(held.results[0]!.result), /^4\.4\.5 not attempted: sender domain origin\.test is paused until 2026-01-01T02:00:00\.000Z \(reputation threshold domain-bounces\)$/);
+  // A local route is never held, and once the pause is over the mail goes.
+  assert.equal((await run(dispatch, localEntry)).results[0]!.result._tag, "Stored");
+  const later = await Effect.runPromise(Effect.gen(function* () {
+    yield* TestClock.setTime(until);
+    return yield* dispatch(remoteEntry, message, () => body);
+  }).pipe(Effect.provide(TestClock.layer())));
+  assert.equal(later.results[0]!.result._tag, "Reply");
+  assert.equal(jobs.length, 1);
+});
+
+test("a slowed sender domain's message that is not its turn comes back exactly at its turn", () => {
+  const turn = t0 + 120_000;
+  const held: Attempt = { server: "reputation", results: [{ recipient: "a@remote.test", result: { _tag: "ReputationHold", dimension: "sender_domain", key: "origin.test", rule: "slow", action: "slow", until: turn } }] };
+  const d = decide({ ...remoteEntry, recipients: ["a@remote.test"] }, held, t0, 0.9, policy, dsnParamsOf(undefined));
+  assert.equal(d.next?.nextAttemptAt, turn);
+  assert.equal(d.next?.reason, "reputation-hold");
+  assert.match(renderResult(held.results[0]!.result), /not attempted yet: sender domain origin\.test is slowed \(reputation threshold slow\); its turn comes at 2026-01-01T00:02:00\.000Z/);
 });
 
 test("mail from the null sender (a DSN) is stored with Return-Path: <>", async () => {

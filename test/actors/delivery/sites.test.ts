@@ -10,6 +10,7 @@ import { makeConnectionBudget, type ConnectionBudget } from "../../../actors/del
 import { makeClassifier } from "../../../actors/delivery/classify.ts";
 import { dsnParamsOf } from "../../../actors/delivery/dsn.ts";
 import { makeSites, type DeliveryJob, type SiteOptions } from "../../../actors/delivery/sites.ts";
+import { NO_HOLDS, type ReputationHolds, type SourceHold } from "../../../actors/delivery/reputation-holds.ts";
 import { makeSupervisor } from "../../../actors/runtime/supervisor.ts";
 import { enhancedStatus, renderResult, statusOfResult } from "../../../protocol/delivery.ts";
 import type { MailRoute } from "../../../protocol/route.ts";
@@ -374,3 +375,46 @@ test("an unused connection is closed after idleMs, and an unused site is stopped
       }),
     ).pipe(Effect.provide(TestClock.layer())),
   ));
+
+test("a source address a reputation threshold holds: paused, its jobs come back unsent on every site; slowed, its sites use fewer connections; other addresses go on", async () => {
+  let hold: SourceHold | undefined;
+  const listeners = new Set<(key: string) => void>();
+  const holds: ReputationHolds = {
+    ...NO_HOLDS,
+    source: (address) => (address === "127.0.0.1" ? hold : undefined),
+    onSourceChange: (listener) => (listeners.add(listener), () => void listeners.delete(listener)),
+  };
+  const change = (next: SourceHold | undefined) => {
+    hold = next;
+    for (const listener of listeners) listener("127.0.0.1");
+  };
+  const server = await serve({});
+  const sites = sitesFor(server.port, { connectionsPerSite: 4, holds, throttle: { match: () => undefined, policy: { recoveryMs: 60_000, gapMs: 10 } } });
+  const A = { address: "127.0.0.1", ehlo: "a.tern.test", weight: 1 };
+  const B = { address: "127.0.0.2", ehlo: "b.tern.test", weight: 1 };
+  const remote = route(["mx.remote.test", "127.0.0.1"]);
+  const from = (source: typeof A, n: number) => Effect.runPromise(sites.deliver(job(remote, [`r${n}@remote.test`], { source })));
+
+  assert.equal(statusOfResult((await from(A, 0)).results[0]!.result), "delivered");
+  const until = Date.now() + 3_600_000;
+  change({ pausedUntil: until, level: 0, rule: "ip-bounces" });
+  const mails = server.finished.length;
+  const held = await from(A, 1);
+  assert.deepEqual(held.results[0]!.result, { _tag: "ReputationHold", dimension: "source", key: "127.0.0.1", rule: "ip-bounces", action: "pause", until });
+  assert.equal(held.source, "127.0.0.1");
+  assert.equal(statusOfResult(held.results[0]!.result), "deferred", "held, never bounced");
+  const otherSite = await Effect.runPromise(sites.deliver(job({ ...route(["mx.other.test", "127.0.0.1"]), domain: "other.test" }, ["x@other.test"], { source: A })));
+  assert.equal(otherSite.results[0]!.result._tag, "ReputationHold", "every site of the address");
+  assert.equal(server.finished.length, mails, "nothing was sent from the paused address");
+  assert.equal(statusOfResult((await from(B, 2)).results[0]!.result), "delivered", "another address goes on");
+
+  // Slowed to level 2: a quarter of the site's 4 connections.
+  change({ pausedUntil: 0, level: 2, rule: "ip-bounces" });
+  const slowed = await Promise.all(Array.from({ length: 6 }, (_, n) => from(A, 10 + n)));
+  assert.ok(slowed.every((a) => statusOfResult(a.results[0]!.result) === "delivered"));
+  assert.equal(server.peakConnections("127.0.0.1"), 1, "one connection at level 2");
+
+  change(undefined);
+  const free = await Promise.all(Array.from({ length: 8 }, (_, n) => from(A, 20 + n)));
+  assert.ok(free.every((a) => statusOfResult(a.results[0]!.result) === "delivered"));
+});
