@@ -55,6 +55,13 @@ const PoolRuleConfig = Schema.Union([
   Schema.Struct({ pool: Token, header: Schema.String, value: Schema.String }),
 ]);
 const HostPort = Schema.String.check(Schema.makeFilter((s: string) => /^[^\s:]+:\d{1,5}$/.test(s) || "expected host:port"));
+/** Where a listener binds: `host:port`, `[v6]:port` for an IPv6 address. */
+const ListenAddress = Schema.String.check(
+  Schema.makeFilter((s: string) => {
+    const match = /^(\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(s);
+    return (match !== null && Number(match[2]) <= 65535) || "expected host:port ([address]:port for IPv6)";
+  }),
+);
 const Cidr = Schema.String.check(Schema.makeFilter((s: string) => parseCidr(s) !== undefined || "expected an IPv4 or IPv6 CIDR such as 127.0.0.0/8"));
 
 const Address = Schema.String.check(Schema.makeFilter((s: string) => /^[^@\s]+@[^@\s]+$/.test(s) || "expected local@domain"));
@@ -124,6 +131,14 @@ const ConfigFile = Schema.Struct({
       imap: Schema.optional(Port),
       imaps: Schema.optional(Port),
       http: Schema.optional(Port),
+    }),
+  ),
+  /** The HTTP endpoint (/metrics, /healthz, /readyz) on an address of its own, apart from the mail listeners. */
+  http: Schema.optional(Schema.Struct({ listen: Schema.optional(ListenAddress) })),
+  metrics: Schema.optional(
+    Schema.Struct({
+      /** Destinations `tern_queue_depth` lists by name; the rest are summed under "other". */
+      queueDestinations: Schema.optional(Positive),
     }),
   ),
   tls: Schema.optional(Schema.Struct({ certFile: Schema.optional(Schema.String), keyFile: Schema.optional(Schema.String) })),
@@ -358,6 +373,9 @@ export interface NodeConfig {
     /** Replicas of the KV buckets the node creates (the events stream has its own, defaulting to this). */
     readonly replicas: number;
   };
+  /** Where the HTTP endpoint listens: `http.listen`, else `listen.host` and `listen.http`. */
+  readonly http: { readonly host: string; readonly port: number };
+  readonly metrics: { readonly queueDestinations: number };
   readonly listen: {
     readonly host: string;
     readonly smtp: number;
@@ -524,6 +542,8 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     imaps: file.listen?.imaps ?? 1993,
     http: file.listen?.http ?? 9025,
   },
+  http: file.http?.listen !== undefined ? parseListenAddress(file.http.listen) : { host: file.listen?.host ?? "127.0.0.1", port: file.listen?.http ?? 9025 },
+  metrics: { queueDestinations: file.metrics?.queueDestinations ?? 10 },
   tls: { certFile: file.tls?.certFile, keyFile: file.tls?.keyFile },
   smtp: {
     bareLineEndings: file.smtp?.bareLineEndings ?? "reject",
@@ -696,6 +716,12 @@ const systemNameservers = (): string[] => {
   return servers.length > 0 ? servers : ["127.0.0.1:53"];
 };
 
+/** `host:port` or `[v6]:port` (checked by ListenAddress) as the host to bind and the port. */
+const parseListenAddress = (value: string) => {
+  const { host, port } = parseHostPort(value);
+  return { host: host.replace(/^\[(.*)\]$/, "$1"), port };
+};
+
 const parseHostPort = (value: string) => {
   const at = value.lastIndexOf(":");
   return { host: value.slice(0, at), port: Number(value.slice(at + 1)) };
@@ -731,6 +757,10 @@ const merge = (file: ConfigFile, overrides: ConfigFile): ConfigFile => ({
   // Credentials from the environment replace the file's, rather than adding a second way to log in.
   nats: { ...(hasCredentials(overrides.nats) ? withoutCredentials(file.nats) : file.nats), ...overrides.nats },
   listen: { ...file.listen, ...Object.fromEntries(Object.entries(overrides.listen ?? {}).filter(([, v]) => v !== undefined)) },
+  // TERN_HTTP_PORT moves the HTTP endpoint also when the file gives it an address of its own.
+  ...(file.http?.listen !== undefined && overrides.listen?.http !== undefined
+    ? { http: { ...file.http, listen: `${file.http.listen.slice(0, file.http.listen.lastIndexOf(":"))}:${overrides.listen.http}` } }
+    : {}),
 });
 
 /** Validates raw JSON; errors name each bad field and the value found there. */
