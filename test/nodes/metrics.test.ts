@@ -83,7 +83,7 @@ test("at start: promtool finds the output clean, no series names the node, and t
 
 test("after mail flowed: the new series are counted and promtool still finds nothing", async () => {
   const swaks = (args: string[]) => run("swaks", ["--server", `127.0.0.1:${node.ports.smtp}`, "--hide-informational", "--from", "sender@elsewhere.test", ...args]);
-  const sent = await swaks(["--to", "alice@example.test", "--body", "x".repeat(5_000)]);
+  const sent = await swaks(["--to", "alice@example.test", "--body", `${"x".repeat(70)}\n`.repeat(75)]); // over 5,000 bytes
   assert.equal(sent.code, 0, sent.stdout + sent.stderr);
   const queueId = /queued as ([0-9A-Z]+)/.exec(sent.stdout)![1]!;
   assert.equal((await swaks(["--to", "someone@elsewhere.test", "--quit-after", "RCPT"])).code, 24, "relay refused");
