@@ -15,6 +15,7 @@ import { runSubmit } from "./submit-command.ts";
 import { runCluster } from "./cluster-command.ts";
 import { runMailbox } from "./mailbox-command.ts";
 import { runDrain } from "./drain-command.ts";
+import { runConfig } from "./config-command.ts";
 import { StartFailure } from "./services/core.ts";
 
 const usage = `usage: tern node [--config FILE]
@@ -30,6 +31,7 @@ const usage = `usage: tern node [--config FILE]
        tern cluster status [--config FILE] [--json]                  (tern cluster --help)
        tern cluster up --nodes N [--config FILE] [--base-port P] [--data-dir D]
        tern mailbox move [--config FILE] [--json] USER NODE          (tern mailbox --help)
+       tern config check FILE [--skip-ports]                         validate a config without starting
 
 tern node runs one Tern node. Without --config, a one-node cluster on loopback defaults.
 tern node drain hands a running node's queue to the other nodes and stops it.
@@ -103,6 +105,7 @@ const main = async () => {
   if (command === "submit") return void (process.exitCode = await runSubmit(rest));
   if (command === "cluster") return void (process.exitCode = await runCluster(rest));
   if (command === "mailbox") return void (process.exitCode = await runMailbox(rest));
+  if (command === "config") return void (process.exitCode = await runConfig(rest));
   console.error(usage);
   process.exit(command === undefined || command === "--help" ? 0 : 2);
 };

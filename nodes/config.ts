@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { readFile } from "node:fs/promises";
+import { configProblems } from "./config-check.ts";
 import { Cause, Exit, Schema } from "effect";
 import { isSafeToken } from "../protocol/subjects.ts";
 import { domainOf, domainSyntaxProblem, localPartOf } from "../actors/common/domains.ts";
@@ -54,14 +55,12 @@ const PoolRuleConfig = Schema.Union([
   Schema.Struct({ pool: Token, user: Schema.String }),
   Schema.Struct({ pool: Token, header: Schema.String, value: Schema.String }),
 ]);
-const HostPort = Schema.String.check(Schema.makeFilter((s: string) => /^[^\s:]+:\d{1,5}$/.test(s) || "expected host:port"));
-/** Where a listener binds: `host:port`, `[v6]:port` for an IPv6 address. */
-const ListenAddress = Schema.String.check(
-  Schema.makeFilter((s: string) => {
-    const match = /^(\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(s);
-    return (match !== null && Number(match[2]) <= 65535) || "expected host:port ([address]:port for IPv6)";
-  }),
+/** `host:port`, with an IPv6 address in brackets (`[2001:db8::53]:53`). */
+const HostPort = Schema.String.check(
+  Schema.makeFilter((s: string) => /^[^\s:[\]]+:\d{1,5}$/.test(s) || (/^\[([^\]]+)\]:\d{1,5}$/.test(s) && isIP(s.slice(1, s.indexOf("]"))) === 6) || "expected host:port, or [IPv6 address]:port"),
 );
+/** Where a listener binds: a HostPort whose port is one. */
+const ListenAddress = HostPort.check(Schema.makeFilter((s: string) => Number(s.slice(s.lastIndexOf(":") + 1)) <= 65535 || "expected a port between 0 and 65535"));
 const Cidr = Schema.String.check(Schema.makeFilter((s: string) => parseCidr(s) !== undefined || "expected an IPv4 or IPv6 CIDR such as 127.0.0.0/8"));
 
 const Address = Schema.String.check(Schema.makeFilter((s: string) => /^[^@\s]+@[^@\s]+$/.test(s) || "expected local@domain"));
@@ -366,6 +365,8 @@ export interface NodeConfig {
   readonly cluster: string;
   readonly hostname: string;
   readonly dataDir: string;
+  /** The file the config was read from (SIGHUP reads it again); undefined on defaults. */
+  readonly configFile: string | undefined;
   readonly nats: NatsSecurity & {
     readonly servers: ReadonlyArray<string>;
     readonly embedded: boolean;
@@ -520,14 +521,15 @@ const poolsOf = (delivery: DeliveryFile): PoolsConfig => {
 };
 
 /** Development defaults: loopback only, one local domain, one user (documented in the README). */
-const withDefaults = (file: ConfigFile): NodeConfig => ({
+const withDefaults = (file: ConfigFile, development: boolean): NodeConfig => ({
   nodeId: file.nodeId ?? "node1",
   cluster: file.cluster ?? "tern",
   hostname: file.hostname ?? "tern.localhost",
   dataDir: file.dataDir ?? "./data",
+  configFile: undefined,
   nats: {
     servers: file.nats?.servers ?? ["nats://127.0.0.1:4222"],
-    embedded: file.nats?.embedded ?? true,
+    embedded: file.nats?.embedded ?? development,
     auth: natsAuthOf(file.nats ?? {}),
     tls: file.nats?.tls,
     trustedLink: file.nats?.trustedLink ?? false,
@@ -542,7 +544,7 @@ const withDefaults = (file: ConfigFile): NodeConfig => ({
     imaps: file.listen?.imaps ?? 1993,
     http: file.listen?.http ?? 9025,
   },
-  http: file.http?.listen !== undefined ? parseListenAddress(file.http.listen) : { host: file.listen?.host ?? "127.0.0.1", port: file.listen?.http ?? 9025 },
+  http: file.http?.listen !== undefined ? parseHostPort(file.http.listen) : { host: file.listen?.host ?? "127.0.0.1", port: file.listen?.http ?? 9025 },
   metrics: { queueDestinations: file.metrics?.queueDestinations ?? 10 },
   tls: { certFile: file.tls?.certFile, keyFile: file.tls?.keyFile },
   smtp: {
@@ -716,16 +718,28 @@ const systemNameservers = (): string[] => {
   return servers.length > 0 ? servers : ["127.0.0.1:53"];
 };
 
-/** `host:port` or `[v6]:port` (checked by ListenAddress) as the host to bind and the port. */
-const parseListenAddress = (value: string) => {
-  const { host, port } = parseHostPort(value);
-  return { host: host.replace(/^\[(.*)\]$/, "$1"), port };
-};
-
 const parseHostPort = (value: string) => {
   const at = value.lastIndexOf(":");
-  return { host: value.slice(0, at), port: Number(value.slice(at + 1)) };
+  const host = value.slice(0, at);
+  return { host: host.startsWith("[") ? host.slice(1, -1) : host, port: Number(value.slice(at + 1)) };
 };
+
+/** The environment variable behind each overridable path, for naming it when its value is bad. */
+const OVERRIDE_VARIABLES: Readonly<Record<string, string>> = {
+  nodeId: "TERN_NODE_ID",
+  dataDir: "TERN_DATA_DIR",
+  "nats.servers": "TERN_NATS_URL",
+  "listen.smtp": "TERN_SMTP_PORT",
+  "listen.smtps": "TERN_SMTPS_PORT",
+  "listen.pop3": "TERN_POP3_PORT",
+  "listen.imap": "TERN_IMAP_PORT",
+  "listen.imaps": "TERN_IMAPS_PORT",
+  "listen.http": "TERN_HTTP_PORT",
+};
+
+/** Path → `VARIABLE="value"` for every override the environment sets. */
+const overrideSources = (env: NodeJS.ProcessEnv): Record<string, string> =>
+  Object.fromEntries(Object.entries(OVERRIDE_VARIABLES).filter(([, name]) => env[name] !== undefined).map(([path, name]) => [path, `${name}=${JSON.stringify(env[name])}`]));
 
 /** Overrides from the environment, for containers and tests. */
 const environmentOverrides = (env: NodeJS.ProcessEnv): ConfigFile => {
@@ -763,14 +777,22 @@ const merge = (file: ConfigFile, overrides: ConfigFile): ConfigFile => ({
     : {}),
 });
 
-/** Validates raw JSON; errors name each bad field and the value found there. */
-export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConfig => {
+/**
+ * Validates raw JSON; errors name each bad field and the value found there. `development`:
+ * the node runs on defaults without a config file (`tern node` alone), where an embedded
+ * NATS server is started when none answers; a config file must ask for that
+ * (`nats.embedded`), since a production node that quietly started its own NATS would form
+ * a cluster of one.
+ */
+export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}, { development = false }: { readonly development?: boolean } = {}): NodeConfig => {
   const decode = Schema.decodeUnknownExit(ConfigFile, { onExcessProperty: "error", errors: "all" });
   const file = decode(raw);
   if (Exit.isFailure(file)) throw new ConfigError(`invalid config:\n${describeIssues(schemaMessage(file.cause), raw)}`);
-  const merged = decode(merge(file.value, environmentOverrides(env)));
-  if (Exit.isFailure(merged)) throw new ConfigError(`invalid environment override:\n${describeIssues(schemaMessage(merged.cause), {})}`);
-  const config = withDefaults(merged.value);
+  const overrides = environmentOverrides(env);
+  const mergedRaw = merge(file.value, overrides);
+  const merged = decode(mergedRaw);
+  if (Exit.isFailure(merged)) throw new ConfigError(`invalid environment override:\n${describeIssues(schemaMessage(merged.cause), mergedRaw, overrideSources(env))}`);
+  const config = withDefaults(merged.value, development);
   const withCredentials = config.nats.servers.find((server) => /^[a-z]+:\/\/[^/]*@/i.test(server));
   if (withCredentials !== undefined) {
     // Not echoed: the URL holds a secret.
@@ -830,6 +852,8 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}): NodeConf
     throw new ConfigError(`invalid config: postmaster ${JSON.stringify(postmaster)} is in localDomains but is not one of users[].address`);
   }
   checkDkim(config.dkim);
+  const problems = configProblems(config);
+  if (problems.length > 0) throw new ConfigError(`invalid config:\n${problems.map((problem) => `  ${problem}`).join("\n")}`);
   return config;
 };
 
@@ -849,7 +873,7 @@ const checkDkim = (dkim: DkimConfig) => {
 };
 
 export const loadConfig = async (path: string | undefined, env: NodeJS.ProcessEnv): Promise<NodeConfig> => {
-  if (path === undefined) return parseConfig({}, env);
+  if (path === undefined) return parseConfig({}, env, { development: true });
   let text: string;
   try {
     text = await readFile(path, "utf8");
@@ -862,7 +886,7 @@ export const loadConfig = async (path: string | undefined, env: NodeJS.ProcessEn
   } catch (error) {
     throw new ConfigError(`config file ${path} is not valid JSON: ${(error as Error).message}`);
   }
-  return parseConfig(raw, env);
+  return { ...parseConfig(raw, env), configFile: path };
 };
 
 const schemaMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
@@ -870,8 +894,8 @@ const schemaMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
   return error._tag === "Some" ? error.value.message : Cause.pretty(cause);
 };
 
-/** Rewrites Schema's `at ["a"][0]["b"]` lines as `a[0].b = <value>: <problem>`. */
-const describeIssues = (message: string, raw: unknown): string => {
+/** Rewrites Schema's `at ["a"][0]["b"]` lines as `a[0].b = <value>: <problem>` (naming the environment variable a value came from: `sources`). */
+const describeIssues = (message: string, raw: unknown, sources: Readonly<Record<string, string>> = {}): string => {
   const lines = message.split("\n").map((l) => l.trim()).filter(Boolean);
   const described: string[] = [];
   for (let i = 0; i < lines.length; i++) {
@@ -880,7 +904,9 @@ const describeIssues = (message: string, raw: unknown): string => {
     const path = [...where.matchAll(/\["([^"]*)"\]|\[(\d+)\]/g)].map((m) => m[1] ?? Number(m[2]));
     const value = path.reduce<unknown>((at, key) => (at as Record<string | number, unknown> | undefined)?.[key], raw);
     const name = path.map((k, n) => (typeof k === "number" ? `[${k}]` : n === 0 ? k : `.${k}`)).join("");
-    described.push(`  ${name || "(root)"} = ${JSON.stringify(value)}: ${problem}`);
+    const source = sources[name] ?? sources[name.replace(/\[\d+\]$/, "")];
+    const from = source !== undefined ? ` (from ${source})` : "";
+    described.push(`  ${name || "(root)"} = ${JSON.stringify(value)}${from}: ${problem}`);
   }
   return described.join("\n");
 };

@@ -86,3 +86,25 @@ export const makeUserStore = async (records: ReadonlyArray<UserRecord>): Promise
     homeOf: (address) => users.get(address.toLowerCase())?.home,
   };
 };
+
+/**
+ * A user store whose users can be replaced while the node runs (SIGHUP reads the config
+ * again): every lookup goes to the store of the moment, so a session that started before a
+ * reload answers its next command from the new one.
+ */
+export const reloadableUserStore = (initial: UserStore): { readonly store: UserStore; readonly replace: (next: UserStore) => void } => {
+  let current = initial;
+  return {
+    store: {
+      exists: (address) => current.exists(address),
+      accountOf: (login) => current.accountOf(login),
+      verify: (login, password) => current.verify(login, password),
+      mayUseSender: (user, address) => current.mayUseSender(user, address),
+      isUserAddress: (address) => current.isUserAddress(address),
+      homeOf: (address) => current.homeOf(address),
+    },
+    replace: (next) => {
+      current = next;
+    },
+  };
+};

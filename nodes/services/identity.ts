@@ -3,19 +3,40 @@
 // credentials of its listeners, and the DKIM keys it signs its senders' mail with.
 import { Context, Effect, Layer } from "effect";
 import { defaultAccountDelay, makeLoginAccounts, type LoginAccounts as LoginAccountsShape } from "../../actors/users/login-throttle.ts";
-import { makeUserStore, type UserStore } from "../../actors/users/store.ts";
+import { makeUserStore, reloadableUserStore, type UserStore } from "../../actors/users/store.ts";
 import { loadSigningKeys } from "../../actors/dkim/keys.ts";
 import { makeDkimSigner, type DkimSigner } from "../../actors/dkim/signer.ts";
-import { ConfigError } from "../config.ts";
+import { ConfigError, loadConfig } from "../config.ts";
 import { loadTlsCredentials, type TlsCredentials } from "../tls.ts";
 import { Config, Log, starting } from "./core.ts";
 
+/**
+ * The user store. On SIGHUP the node reads its config file again and, when the file is
+ * valid, replaces its users (passwords, aliases, homes) without a restart; a file it would
+ * refuse at start changes nothing and is logged. Other settings need a restart.
+ */
 export class Users extends Context.Service<Users, UserStore>()("tern/Users") {
   static readonly layer = Layer.effect(
     Users,
     Effect.gen(function* () {
       const config = yield* Config;
-      return yield* starting("users", () => makeUserStore(config.users));
+      const log = yield* Log;
+      const users = reloadableUserStore(yield* starting("users", () => makeUserStore(config.users)));
+      const file = config.configFile;
+      if (file === undefined) return users.store;
+      // A signal handler is an edge of the program: plain promises, nothing to interrupt.
+      const reload = () =>
+        void loadConfig(file, process.env)
+          .then(async (next) => {
+            users.replace(await makeUserStore(next.users));
+            log("config.reloaded", { file, users: next.users.length });
+          })
+          .catch((error: unknown) => log("config.reload.failed", { level: "warn", file, detail: error instanceof Error ? error.message : String(error) }));
+      yield* Effect.acquireRelease(
+        Effect.sync(() => process.on("SIGHUP", reload)),
+        () => Effect.sync(() => process.off("SIGHUP", reload)),
+      );
+      return users.store;
     }),
   );
 }

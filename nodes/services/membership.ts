@@ -41,6 +41,36 @@ export interface MembershipShape {
   readonly bucket: MembersBucket;
 }
 
+/**
+ * A record under this node's id from another start is either a node still running with the
+ * same id (a configuration mistake: two nodes would claim the same mailboxes and spool
+ * identity) or what a crashed earlier run of this node left until the bucket's TTL drops it.
+ * A running node rewrites its record every heartbeat, a crashed one does not: wait until
+ * the next heartbeat is due (a little over one heartbeat after the record was written, at
+ * most that long) and read again. Only a fresh record costs this wait.
+ */
+const refuseTwin = (
+  found: MemberRecord | undefined,
+  startedAt: number,
+  timing: { readonly heartbeatMs: number; readonly ttlMs: number },
+  readAgain: Effect.Effect<MemberRecord | undefined>,
+): Effect.Effect<void, StartFailure> =>
+  Effect.gen(function* () {
+    if (found === undefined || found.startedAt === startedAt) return;
+    const now = yield* Clock.currentTimeMillis;
+    if (now - found.heartbeatAt > timing.ttlMs) return;
+    const nextDue = found.heartbeatAt + timing.heartbeatMs + Math.min(1_000, timing.heartbeatMs / 2);
+    yield* Effect.sleep(Duration.millis(Math.min(Math.max(0, nextDue - now), timing.heartbeatMs * 2)));
+    const again = yield* readAgain;
+    if (again === undefined || again.startedAt !== found.startedAt || again.heartbeatAt === found.heartbeatAt) return;
+    return yield* new StartFailure({
+      part: "membership",
+      detail:
+        `node id ${JSON.stringify(found.node)} is already running in this cluster (host ${found.host}, started ${new Date(found.startedAt).toISOString()}); ` +
+        `give this node another nodeId, or stop the other one first`,
+    });
+  });
+
 const sortedByNode = (members: Iterable<MemberRecord>) => [...members].sort((a, b) => a.node.localeCompare(b.node));
 
 export class Membership extends Context.Service<Membership, MembershipShape>()("tern/Membership") {
@@ -57,8 +87,10 @@ export class Membership extends Context.Service<Membership, MembershipShape>()("
       const events = openEventsStream(nc, subjects, config.events);
       const pubsub = yield* Effect.acquireRelease(PubSub.unbounded<MembershipChange>(), PubSub.shutdown);
       // The first reading is where this node comes in: who is there already is no change.
-      let current = (yield* bucket.read().pipe(Effect.orElseSucceed(() => ({ members: new Map<string, MemberRecord>(), deleted: new Set<string>() })))).members;
+      const readMembers = bucket.read().pipe(Effect.orElseSucceed(() => ({ members: new Map<string, MemberRecord>(), deleted: new Set<string>() })));
+      let current = (yield* readMembers).members;
       log("cluster.members", { members: [...current.keys()] });
+      yield* refuseTwin(current.get(config.nodeId), startedAt, config.membership, Effect.map(readMembers, (reading) => reading.members.get(config.nodeId)));
 
       const publish = (change: MembershipChange) =>
         Effect.gen(function* () {

@@ -59,7 +59,7 @@ test("the HTTP endpoint listens with the mail listeners unless http.listen gives
   assert.deepEqual(parseConfig({ http: { listen: "[::1]:9300" } }).http, { host: "::1", port: 9300 });
   assert.deepEqual(parseConfig({ http: { listen: "10.0.0.5:9200" } }, { TERN_HTTP_PORT: "9400" }).http, { host: "10.0.0.5", port: 9400 }, "TERN_HTTP_PORT still moves it");
   assert.throws(() => parseConfig({ http: { listen: "9200" } }), /http\.listen = "9200": expected host:port/);
-  assert.throws(() => parseConfig({ http: { listen: "0.0.0.0:70000" } }), /http\.listen = "0\.0\.0\.0:70000": expected host:port/);
+  assert.throws(() => parseConfig({ http: { listen: "0.0.0.0:70000" } }), /http\.listen = "0\.0\.0\.0:70000": expected a port between 0 and 65535/);
   assert.equal(parseConfig({}).metrics.queueDestinations, 10);
   assert.equal(parseConfig({ metrics: { queueDestinations: 3 } }).metrics.queueDestinations, 3);
 });
