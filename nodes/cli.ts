@@ -56,7 +56,7 @@ const runNodeCommand = async (args: string[]) => {
     console.error(
       `tern: node ${config.nodeId} of cluster ${config.cluster} is up: smtp ${config.listen.host}:${ports.smtp}, ` +
         `smtps ${config.listen.host}:${ports.smtps}, ` +
-        `pop3 ${config.listen.host}:${ports.pop3}, imap ${config.listen.host}:${ports.imap}, imaps ${config.listen.host}:${ports.imaps}, http http://${config.listen.host}:${ports.http}/metrics`,
+        `pop3 ${config.listen.host}:${ports.pop3}, imap ${config.listen.host}:${ports.imap}, imaps ${config.listen.host}:${ports.imaps}, http http://${urlHost(config.http.host)}:${ports.http}/metrics`,
     );
   // The edge of the Effect program: the node runs until a signal interrupts it, and the
   // interruption closes its scope, which is the graceful stop.
@@ -130,6 +130,9 @@ process.on("unhandledRejection", (reason) => {
   console.error("tern: unhandled rejection", reason);
   process.exit(70); // EX_SOFTWARE
 });
+
+/** A host as it appears in a URL: an IPv6 address in brackets. */
+const urlHost = (host: string) => (host.includes(":") ? `[${host}]` : host);
 
 main().catch((error) => {
   if (error instanceof ConfigError || error instanceof NatsUnavailable) {

@@ -10,6 +10,8 @@ import type { NatsAuth, NatsTls, SecretSource } from "../cluster/nats-auth.ts";
 export interface CheckedConfig {
   readonly hostname: string;
   readonly listen: { readonly host: string } & Readonly<Record<string, string | number>>;
+  /** Where the HTTP endpoint listens (`http.listen`, else listen.host and listen.http). */
+  readonly http: { readonly host: string; readonly port: number };
   readonly tls: { readonly certFile?: string | undefined; readonly keyFile?: string | undefined };
   readonly nats: { readonly tls?: NatsTls | undefined; readonly auth: NatsAuth };
   readonly delivery: { readonly retryBaseMs: number; readonly retryMaxMs: number; readonly bounceRulesFile: string | undefined; readonly throttleRulesFile: string | undefined };
@@ -36,6 +38,9 @@ export const configProblems = (config: CheckedConfig): string[] => {
     isIP(config.listen.host) !== 0 || isHostName(config.listen.host)
       ? undefined
       : `listen.host = ${JSON.stringify(config.listen.host)}: expected an IP address or a host name`,
+    isIP(config.http.host) !== 0 || isHostName(config.http.host)
+      ? undefined
+      : `http.listen = ${JSON.stringify(`${config.http.host}:${config.http.port}`)}: expected an IP address or a host name`,
     config.delivery.retryBaseMs <= config.delivery.retryMaxMs
       ? undefined
       : `delivery.retryBaseMs (${config.delivery.retryBaseMs}) is more than delivery.retryMaxMs (${config.delivery.retryMaxMs})`,
@@ -95,9 +100,16 @@ export const machineProblems = async (config: CheckedConfig): Promise<string[]> 
     }
   }
   for (const [name, port] of Object.entries(config.listen)) {
-    if (name === "host" || typeof port !== "number" || port === 0) continue;
+    if (name === "host" || name === "http" || typeof port !== "number" || port === 0) continue;
     const problem = await portFree(config.listen.host, port);
     if (problem !== undefined) problems.push(`listen.${name} = ${port}: cannot listen on ${config.listen.host} port ${port} (${problem})`);
+  }
+  const http = config.http;
+  if (http.port !== 0) {
+    const own = http.host !== config.listen.host || http.port !== config.listen.http;
+    const problem = await portFree(http.host, http.port);
+    const path = own ? `http.listen = ${JSON.stringify(`${http.host}:${http.port}`)}` : `listen.http = ${http.port}`;
+    if (problem !== undefined) problems.push(`${path}: cannot listen on ${http.host} port ${http.port} (${problem})`);
   }
   return problems;
 };

@@ -29,7 +29,7 @@ export const runConfig = async (args: ReadonlyArray<string>): Promise<number> =>
   }
   try {
     const config = await loadConfig(file, process.env);
-    const problems = (await machineProblems(config)).filter((problem) => !(parsed.values["skip-ports"] && problem.startsWith("listen.")));
+    const problems = (await machineProblems(config)).filter((problem) => !(parsed.values["skip-ports"] && (problem.startsWith("listen.") || problem.startsWith("http.listen"))));
     if (problems.length > 0) {
       console.error(`tern: ${file} cannot be used here:\n${problems.map((problem) => `  ${problem}`).join("\n")}`);
       return 78;

@@ -89,6 +89,8 @@ const ThresholdConfig = Schema.Struct({
 const HostPort = Schema.String.check(
   Schema.makeFilter((s: string) => /^[^\s:[\]]+:\d{1,5}$/.test(s) || (/^\[([^\]]+)\]:\d{1,5}$/.test(s) && isIP(s.slice(1, s.indexOf("]"))) === 6) || "expected host:port, or [IPv6 address]:port"),
 );
+/** Where a listener binds: a HostPort whose port is one. */
+const ListenAddress = HostPort.check(Schema.makeFilter((s: string) => Number(s.slice(s.lastIndexOf(":") + 1)) <= 65535 || "expected a port between 0 and 65535"));
 const Cidr = Schema.String.check(Schema.makeFilter((s: string) => parseCidr(s) !== undefined || "expected an IPv4 or IPv6 CIDR such as 127.0.0.0/8"));
 
 const Address = Schema.String.check(Schema.makeFilter((s: string) => /^[^@\s]+@[^@\s]+$/.test(s) || "expected local@domain"));
@@ -158,6 +160,14 @@ const ConfigFile = Schema.Struct({
       imap: Schema.optional(Port),
       imaps: Schema.optional(Port),
       http: Schema.optional(Port),
+    }),
+  ),
+  /** The HTTP endpoint (/metrics, /healthz, /readyz) on an address of its own, apart from the mail listeners. */
+  http: Schema.optional(Schema.Struct({ listen: Schema.optional(ListenAddress) })),
+  metrics: Schema.optional(
+    Schema.Struct({
+      /** Destinations `tern_queue_depth` lists by name; the rest are summed under "other". */
+      queueDestinations: Schema.optional(Positive),
     }),
   ),
   tls: Schema.optional(Schema.Struct({ certFile: Schema.optional(Schema.String), keyFile: Schema.optional(Schema.String) })),
@@ -442,6 +452,9 @@ export interface NodeConfig {
     /** Replicas of the KV buckets the node creates (the events stream has its own, defaulting to this). */
     readonly replicas: number;
   };
+  /** Where the HTTP endpoint listens: `http.listen`, else `listen.host` and `listen.http`. */
+  readonly http: { readonly host: string; readonly port: number };
+  readonly metrics: { readonly queueDestinations: number };
   readonly listen: {
     readonly host: string;
     readonly smtp: number;
@@ -667,6 +680,8 @@ const withDefaults = (file: ConfigFile, development: boolean): NodeConfig => ({
     imaps: file.listen?.imaps ?? 1993,
     http: file.listen?.http ?? 9025,
   },
+  http: file.http?.listen !== undefined ? parseHostPort(file.http.listen) : { host: file.listen?.host ?? "127.0.0.1", port: file.listen?.http ?? 9025 },
+  metrics: { queueDestinations: file.metrics?.queueDestinations ?? 10 },
   tls: { certFile: file.tls?.certFile, keyFile: file.tls?.keyFile },
   smtp: {
     bareLineEndings: file.smtp?.bareLineEndings ?? "reject",
@@ -922,6 +937,10 @@ const merge = (file: ConfigFile, overrides: ConfigFile): ConfigFile => ({
   // Credentials from the environment replace the file's, rather than adding a second way to log in.
   nats: { ...(hasCredentials(overrides.nats) ? withoutCredentials(file.nats) : file.nats), ...overrides.nats },
   listen: { ...file.listen, ...Object.fromEntries(Object.entries(overrides.listen ?? {}).filter(([, v]) => v !== undefined)) },
+  // TERN_HTTP_PORT moves the HTTP endpoint also when the file gives it an address of its own.
+  ...(file.http?.listen !== undefined && overrides.listen?.http !== undefined
+    ? { http: { ...file.http, listen: `${file.http.listen.slice(0, file.http.listen.lastIndexOf(":"))}:${overrides.listen.http}` } }
+    : {}),
 });
 
 /**

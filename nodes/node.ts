@@ -91,7 +91,7 @@ export const runNode = (config: NodeConfig, started: (ports: NodePorts) => void)
         imaps: Context.get(context, ImapListener).imaps,
         http: Context.get(context, HttpListener).port,
       };
-      log("node.started", { cluster: config.cluster, host: config.listen.host, ...ports, dataDir: config.dataDir, queued: Context.get(context, Spool).depth() });
+      log("node.started", { cluster: config.cluster, host: config.listen.host, ...ports, httpHost: config.http.host, dataDir: config.dataDir, queued: Context.get(context, Spool).depth() });
       started(ports);
       yield* Effect.addFinalizer(() => Effect.sync(() => log("node.stopping", {})));
       yield* Deferred.await(Context.get(context, Draining).finished);

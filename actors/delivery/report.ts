@@ -1,13 +1,14 @@
 // What the outbound half reports for every committed outcome: metrics and log lines.
 // Events are not made here: they are committed with the outcome (actors/delivery/events.ts,
 // written to the outbox by the spool), and their fields are the log lines' fields.
-import { Counter, Gauge, type Registry } from "prom-client";
+import { Counter, Gauge, type Histogram, type Registry } from "prom-client";
 import { backoffFields, outcomeFields, reputationFields } from "./events.ts";
 import type { Reputation, ReputationObserver } from "./reputation.ts";
 import { RATE_KINDS, rateOf, WINDOW_NAMES } from "./reputation-window.ts";
 import type { ThrottleObserver, ThrottleView } from "./site-throttle.ts";
 import type { QueueEntry } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
+import type { Decision } from "./outcome.ts";
 import type { Scheduler, SchedulerHooks } from "./scheduler.ts";
 import type { WarmupSeries } from "./pools-status.ts";
 
@@ -18,6 +19,8 @@ export interface ReportDeps {
     readonly delivered: Counter<"route">;
     readonly deferred: Counter<"route" | "category">;
     readonly failed: Counter<"route" | "category">;
+    /** Seconds per attempt, by `attemptOutcome`. */
+    readonly deliveryDuration: Histogram<"outcome">;
   };
   readonly log: (event: string, fields: Record<string, unknown>) => void;
   /** A recipient the suppression list refused before the attempt (`tern_suppressed_total{where="delivery"}`). */
@@ -29,8 +32,10 @@ export const reporter = (deps: ReportDeps): SchedulerHooks["recorded"] => {
   const dsnQueued = new Counter({ name: "tern_dsn_queued_total", help: "Delivery status notifications queued, by action", labelNames: ["action"], registers: [deps.registry] });
   const dsnSuppressed = new Counter({ name: "tern_dsn_suppressed_total", help: "Notices not sent: null sender or Auto-Submitted mail", registers: [deps.registry] });
   const expired = new Counter({ name: "tern_recipients_expired_total", help: "Recipients failed because they were still deferred at the queue lifetime", labelNames: ["route", "category"], registers: [deps.registry] });
-  return (entry: QueueEntry, attempt, decision, notices) => {
+  for (const action of ["failed", "delayed", "delivered"]) dsnQueued.inc({ action }, 0);
+  return (entry: QueueEntry, attempt, decision, notices, tookMs) => {
     const route = entry.route.kind;
+    if (tookMs !== undefined) deps.metrics.deliveryDuration.observe({ outcome: attemptOutcome(decision) }, tookMs / 1000);
     for (const outcome of decision.outcomes) {
       if (outcome.result._tag === "Suppressed") {
         // Not a bounce: never sent, as if refused at submission.
@@ -56,6 +61,10 @@ export const reporter = (deps: ReportDeps): SchedulerHooks["recorded"] => {
     }
   };
 };
+
+/** What one attempt came to, as a class: recipients left waiting (deferred), else any failed for good (failed), else delivered. */
+export const attemptOutcome = (decision: Decision): "delivered" | "deferred" | "failed" =>
+  decision.next !== undefined ? "deferred" : decision.outcomes.every((o) => o.status === "delivered") ? "delivered" : "failed";
 
 export const registerDeliveryGauges = (registry: Registry, sources: { spool: Spool; scheduler: Scheduler }) => {
   new Gauge({ name: "tern_queue_suspended", help: "Queues suspended by an operator", registers: [registry], collect() {

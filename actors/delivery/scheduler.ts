@@ -23,8 +23,17 @@ import type { Notices } from "./notices.ts";
 import { decide, type Decision, type OutcomePolicy } from "./outcome.ts";
 
 export interface SchedulerHooks {
-  /** After the outcome is committed. */
-  readonly recorded: (entry: QueueEntry, attempt: Attempt, decision: Decision, notices: { readonly queued: ReadonlyArray<GeneratedMessage>; readonly suppressed: boolean }) => void;
+  /**
+   * After the outcome is committed. `tookMs`: how long the attempt (the dispatch) took, by
+   * the Clock; undefined for an outcome reached without one (an operator's bounce).
+   */
+  readonly recorded: (
+    entry: QueueEntry,
+    attempt: Attempt,
+    decision: Decision,
+    notices: { readonly queued: ReadonlyArray<GeneratedMessage>; readonly suppressed: boolean },
+    tookMs?: number,
+  ) => void;
   readonly log: (event: string, fields: Record<string, unknown>) => void;
 }
 
@@ -216,7 +225,7 @@ const submit = (state: State, entries: ReadonlyArray<QueueEntry>) => {
 // ---- recording ----
 
 /** Decides the outcome, commits it with its DSNs and events, and submits the entries this created. */
-const record = (state: State, entry: QueueEntry, attempt: Attempt) =>
+const record = (state: State, entry: QueueEntry, attempt: Attempt, startedAt?: number) =>
   Effect.gen(function* () {
     const { options } = state;
     const message = options.spool.message(entry.messageId);
@@ -227,7 +236,8 @@ const record = (state: State, entry: QueueEntry, attempt: Attempt) =>
     const events = options.events?.(entry, message, attempt, decision, notices.messages, now) ?? [];
     const created = yield* options.spool.settle(entry, decision.next, notices.messages, { attempt: decision.record, events });
     if (decision.holdQueue) hold(state, queueOf(entry.route), options.holdMs);
-    options.hooks.recorded(entry, attempt, decision, { queued: notices.messages.filter((m) => created.some((e) => e.messageId === m.id)), suppressed: notices.suppressed });
+    const queued = notices.messages.filter((m) => created.some((e) => e.messageId === m.id));
+    options.hooks.recorded(entry, attempt, decision, { queued, suppressed: notices.suppressed }, startedAt === undefined ? undefined : now - startedAt);
     submit(state, created);
   });
 
@@ -240,8 +250,9 @@ const attempt = (state: State, entry: QueueEntry) =>
       hooks.log("queue.body.missing", { entry: entry.id, msg: entry.messageId });
       return yield* spool.finish(entry);
     }
+    const startedAt = yield* Clock.currentTimeMillis;
     const outcome = yield* state.options.dispatch(entry, message, () => spool.body(entry.messageId) ?? new Uint8Array());
-    yield* record(state, entry, outcome);
+    yield* record(state, entry, outcome, startedAt);
   }).pipe(
     // Not recorded: the entry is still due. Holding its queue keeps a failing disk from
     // turning into a loop of repeated deliveries.

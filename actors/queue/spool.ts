@@ -25,10 +25,14 @@
 // costs one LMDB write transaction to accept rather than three.
 // Recipients that leave the queue are noted in `finished` (./finished.ts) in the same
 // transaction, so status can still tell what became of them.
+// Entries per queue are counted in memory for metrics: once at open (one walk of the
+// queue index's keys, about a second per million entries), then moved by what each
+// transaction put and removed, once it has committed, so a scrape reads a map and never
+// walks the queue. The oldest entry is the first by id (ids sort by arrival).
 // Idempotency records (the NATS API's idempotency keys) are written in the same
 // transaction as the message they answer for, so a key is known exactly when its message
 // is committed: a retry after a crash finds either both or neither.
-import { Clock, Effect } from "effect";
+import { Clock, Duration, Effect } from "effect";
 import type { Database, RootDatabase } from "lmdb";
 import { reportedStatus, type AttemptRecord } from "../../protocol/delivery.ts";
 import { StoreError } from "../../protocol/errors.ts";
@@ -52,6 +56,8 @@ const PREFIX_SEQ = -1;
 const MAX_UNCOMMITTED_BYTES = 2 * 1024 * 1024;
 /** Keys read per page by operations that walk a whole queue (admin), so memory stays bounded. */
 const PAGE = 1_000;
+/** Entries still waiting for their send-at time that `oldestArrival` passes over, at most, looking for one that is due. */
+const SCHEDULED_SKIP = 1_000;
 
 export interface NewMessage {
   readonly id: string;
@@ -177,6 +183,13 @@ export interface Spool {
   /** Messages with finished recipients on record. */
   readonly finishedCount: () => number;
   readonly depth: () => number;
+  /** Entries per queue (destination domain, or `local:<user>`), queues with none left out; kept in memory, cheap to read. */
+  readonly queueDepths: () => ReadonlyMap<string, number>;
+  /**
+   * When the oldest queued message arrived (ms), leaving out entries whose life has not
+   * started by `now` (a send-at time ahead); undefined when none is queued.
+   */
+  readonly oldestArrival: (now: number) => number | undefined;
   /** Bodies opened and not yet committed or discarded (being received, or being committed). */
   readonly incomingBodies: () => number;
   /** Disk space the body chunks of every message (queued or being received) take, in bytes of LMDB pages. */
@@ -220,8 +233,13 @@ export interface Spool {
   readonly forgetExpired: (now: number, limit: number) => Effect.Effect<number, StoreError>;
 }
 
+export interface SpoolObserver {
+  /** A write transaction committed: which operation (accept, settle…) and how long it took to reach the disk. */
+  readonly committed?: ((operation: string, seconds: number) => void) | undefined;
+}
+
 /** The event outbox is opened with the spool when none is given (tests). */
-export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, "local")): Spool => {
+export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, "local"), observer: SpoolObserver = {}): Spool => {
   const messages: Database<MessageRecord, string> = root.openDB({ name: "spool.messages" });
   const bodies: Database<Buffer, ChunkKey> = root.openDB({ name: "spool.bodies", encoding: "binary" });
   // Bodies being received: chunks of a message still listed here at start belong to a
@@ -239,11 +257,49 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
   // Idempotency records by expiry time, [expiresAt, scope, key], so pruning reads only the expired.
   const idempotencyExpiry: Database<true, ExpiryKey> = root.openDB({ name: "spool.idempotency-by-expiry" });
 
+  const depths = new Map<string, number>();
+  for (const [queue] of queued.getKeys()) depths.set(queue, (depths.get(queue) ?? 0) + 1);
+  /** What the transaction callback running now adds to each queue's count (set only while one runs). */
+  let moving: Map<string, number> | undefined;
+  const countEntry = (queue: string, by: 1 | -1) => {
+    if (moving) moving.set(queue, (moving.get(queue) ?? 0) + by);
+  };
+  const applyDepths = (moved: ReadonlyMap<string, number>) => {
+    for (const [queue, by] of moved) {
+      const count = (depths.get(queue) ?? 0) + by;
+      if (count > 0) depths.set(queue, count);
+      else depths.delete(queue);
+    }
+  };
+
+  // Every write of queue entries goes through here. The counts move only once the
+  // transaction committed, and only by what its last run did (LMDB may run a callback again).
   const commit = <T>(operation: string, action: () => T) =>
     Effect.tryPromise({
-      try: () => root.transaction(action),
+      try: () => {
+        let moved = new Map<string, number>();
+        return root
+          .transaction(() => {
+            moving = moved = new Map();
+            try {
+              return action();
+            } finally {
+              moving = undefined;
+            }
+          })
+          .then((value) => {
+            applyDepths(moved);
+            return value;
+          });
+      },
       catch: (error) => new StoreError({ operation, detail: describeStoreError(error) }),
-    });
+    }).pipe(
+      Effect.timed,
+      Effect.map(([took, value]) => {
+        observer.committed?.(operation, Duration.toMillis(took) / 1000);
+        return value;
+      }),
+    );
 
   /** A commit that may write events: the publisher hears of them once they are on disk. */
   const commitWithEvents = <T>(operation: string, events: ReadonlyArray<EventDraft>, action: () => T) =>
@@ -279,6 +335,7 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     const queue = queueOf(entry.route);
     entries.put(entry.id, entry);
     queued.put([queue, entry.nextAttemptAt, entry.id], true);
+    countEntry(queue, 1);
     if (suspendedSet.has(queue)) return;
     const head = headOf.get(queue);
     if (head === undefined || entry.nextAttemptAt < head) moveHead(queue, head, entry.nextAttemptAt);
@@ -288,6 +345,7 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     const queue = queueOf(entry.route);
     entries.remove(entry.id);
     queued.remove([queue, entry.nextAttemptAt, entry.id]);
+    countEntry(queue, -1);
     const head = headOf.get(queue);
     if (head === undefined || entry.nextAttemptAt > head) return;
     refreshHead(queue);
@@ -646,6 +704,13 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
 
     // LMDB's own count (mdb_stat): getCount() would walk every entry, 150 ms a call at a million.
     depth: () => (entries.getStats() as { entryCount: number }).entryCount,
+
+    queueDepths: () => depths,
+
+    oldestArrival: (now) => {
+      for (const { value } of entries.getRange({ limit: SCHEDULED_SKIP })) if (value.createdAt <= now) return arrivalOf(value.id);
+      return undefined;
+    },
 
     incomingBodies: () => openBodies,
 

@@ -31,6 +31,11 @@ export const makeResolverMetrics = (registry: Registry): ResolverMetrics => {
     buckets: LATENCY_BUCKETS_SEC,
     registers,
   });
+  // There from the start for the lookups every remote delivery makes, so their rates are 0, not missing.
+  for (const type of ["MX", "A", "AAAA"]) {
+    latency.zero({ type });
+    for (const counted of [hits, misses]) counted.inc({ type }, 0);
+  }
   const entries = new Gauge({ name: "tern_dns_cache_entries", help: "Answers held in the DNS cache", registers });
   const distrusted = counter(
     "tern_resolver_answers_distrusted_total",

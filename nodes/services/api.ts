@@ -85,6 +85,7 @@ export const ApiLayer = Layer.effectDiscard(
         accepted: (messageId, entries, bytes, labels) => {
           metrics.accepted.inc();
           metrics.acceptedBytes.inc(bytes);
+          metrics.messageSize.observe(bytes);
           const now = clock.currentTimeMillisUnsafe();
           scheduler.submit(entries.filter((entry) => entry.nextAttemptAt <= now));
         },

@@ -45,8 +45,8 @@ import { Feedback } from "./feedback.ts";
 /** Every recorded outcome goes to metrics and logs, then to the reputation figures. */
 const recordedBy =
   (report: SchedulerHooks["recorded"], count: ReputationShape["recorded"]): SchedulerHooks["recorded"] =>
-  (entry, attempt, decision, notices) => {
-    report(entry, attempt, decision, notices);
+  (entry, attempt, decision, notices, tookMs) => {
+    report(entry, attempt, decision, notices, tookMs);
     count(entry, attempt, decision);
   };
 

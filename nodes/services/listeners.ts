@@ -7,7 +7,7 @@ import { makeMaildropAccess } from "../../actors/retriever/access.ts";
 import { startPop3Server } from "../../actors/retriever/pop3-server.ts";
 import { makeImapAccess } from "../../actors/retriever/imap-access.ts";
 import { startImapServer } from "../../actors/retriever/imap-server.ts";
-import { Counter, Gauge } from "prom-client";
+import { Counter } from "prom-client";
 import { Nats } from "./cluster.ts";
 import { makeClientGuard } from "../../actors/session/guard.ts";
 import { startSmtpListeners, type SessionDeps } from "../../actors/session/smtp.ts";
@@ -80,6 +80,7 @@ export class SmtpListener extends Context.Service<SmtpListener, { readonly smtp:
           accepted: (messageId, entries, bytes) => {
             metrics.accepted.inc();
             metrics.acceptedBytes.inc(bytes);
+            metrics.messageSize.observe(bytes);
             scheduler.submit(entries);
           },
           rejected: (reason) => metrics.rejected.inc({ reason }),
@@ -149,13 +150,9 @@ export class ImapListener extends Context.Service<ImapListener, { readonly imap:
       const log = yield* Log;
       const tls = yield* Tls;
       const { nc, subjects } = yield* Nats;
-      const { registry } = yield* Metrics;
+      const { registry, imapConnection } = yield* Metrics;
       const logins = new Counter<"outcome">({ name: "tern_imap_logins_total", help: "IMAP login attempts, by outcome", labelNames: ["outcome"], registers: [registry] });
       for (const outcome of ["ok", "failed", "throttled", "abandoned", "unavailable", "plaintext-refused"]) logins.inc({ outcome }, 0);
-      const connections = new Gauge({ name: "tern_imap_connections", help: "Open IMAP sessions", registers: [registry] });
-      // Labelled by reason like the SMTP and POP3 counters, so one query covers every listener.
-      const refused = new Counter<"reason">({ name: "tern_imap_connections_refused_total", help: "IMAP connections refused at the overall cap (IMAP and IMAPS together)", labelNames: ["reason"], registers: [registry] });
-      refused.inc({ reason: "cap" }, 0);
       // Change notices from the owner nodes (their mailbox actors publish after each write).
       const watch = (user: string, onChange: () => void) => {
         const subscription = nc.subscribe(subjects.mailboxChanged(user), { callback: (error) => (error ? undefined : onChange()) });
@@ -180,7 +177,7 @@ export class ImapListener extends Context.Service<ImapListener, { readonly imap:
             idleTimeoutMs: config.imap.idleTimeoutMs,
             maxLiteralOctets: config.limits.maxMessageBytes,
             maxConnections: config.imap.maxConnections,
-            onConnection: (event) => (event === "refused" ? refused.inc({ reason: "cap" }) : connections.inc(event === "opened" ? 1 : -1)),
+            onConnection: imapConnection,
             onLogin: (outcome) => logins.inc({ outcome }),
             log: (fields) => log("imap", fields),
           }),
@@ -204,7 +201,7 @@ export class HttpListener extends Context.Service<HttpListener, { readonly port:
       const { registry } = yield* Metrics;
       const http = yield* Effect.acquireRelease(
         starting("http listener", () =>
-          startHttp(config.listen.host, config.listen.http, registry, {
+          startHttp(config.http.host, config.http.port, registry, {
             problems: readinessOf(supervisor, cluster, drainer),
           }),
         ),

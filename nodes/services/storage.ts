@@ -2,15 +2,16 @@
 // write to. LMDB closes last: every part that writes to it (sessions, delivery,
 // mailboxes, NATS handlers, the event publisher) depends on it, so each of them is
 // stopped before the environment closes.
+import { statfsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { Context, Effect, Layer, type Scope } from "effect";
+import { Clock, Context, Effect, Layer, type Scope } from "effect";
 import { open, type RootDatabase } from "lmdb";
 import { makeSpoolHealth, type SpoolHealth as SpoolHealthShape } from "../../actors/queue/spool-health.ts";
 import { openSpool, type Spool as SpoolShape } from "../../actors/queue/spool.ts";
 import { openOutbox, type Outbox } from "../../actors/queue/outbox.ts";
 import type { OutboxDraft } from "../../protocol/events.ts";
-import { registerGauge } from "../metrics.ts";
+import { registerGauge, registerQueueGauges } from "../metrics.ts";
 import { Config, Log, Metrics, StartFailure, starting } from "./core.ts";
 
 export class Lmdb extends Context.Service<Lmdb, RootDatabase>()("tern/Lmdb") {
@@ -67,9 +68,27 @@ export class Spool extends Context.Service<Spool, SpoolShape>()("tern/Spool") {
   static readonly layer = Layer.effect(
     Spool,
     Effect.gen(function* () {
-      const spool = openSpool(yield* Lmdb, yield* EventOutbox);
-      const { registry } = yield* Metrics;
-      registerGauge(registry, "tern_queue_depth", "Queue entries waiting or in flight on this node", spool.depth);
+      const config = yield* Config;
+      const { registry, spoolCommit } = yield* Metrics;
+      const clock = yield* Clock.Clock;
+      const spool = openSpool(yield* Lmdb, yield* EventOutbox, { committed: (operation, seconds) => spoolCommit.observe({ operation }, seconds) });
+      registerQueueGauges(registry, config.metrics.queueDestinations, {
+        depths: spool.queueDepths,
+        oldestAgeSeconds: () => {
+          const now = clock.currentTimeMillisUnsafe();
+          const arrived = spool.oldestArrival(now);
+          return arrived === undefined ? 0 : Math.max(0, (now - arrived) / 1000);
+        },
+      });
+      // statfs on each scrape: one system call, and the disk's state now, not a cached one.
+      registerGauge(registry, "tern_spool_disk_free_bytes", "Bytes free for the node's user on the file system of the data directory (LMDB spool and mailboxes)", () => {
+        const fs = statfsSync(config.dataDir);
+        return fs.bavail * fs.bsize;
+      });
+      registerGauge(registry, "tern_spool_disk_size_bytes", "Size of the file system of the data directory, in bytes", () => {
+        const fs = statfsSync(config.dataDir);
+        return fs.blocks * fs.bsize;
+      });
       registerGauge(registry, "tern_spool_incoming_bodies", "Message bodies being received, not yet committed or discarded", spool.incomingBodies);
       registerGauge(registry, "tern_spool_body_bytes", "Bytes of LMDB pages holding message bodies (queued and being received)", spool.bodyBytes);
       // Partial bodies of transactions cut short by the stop are removed before LMDB closes.

@@ -93,12 +93,12 @@ test("POP3: the client over the cap gets -ERR [SYS/TEMP] and is disconnected; wh
   assert.deepEqual(await over.lines(1), ["-ERR [SYS/TEMP] too many connections"]);
   assert.equal(await over.closed, "");
 
-  assert.equal(await metric("tern_pop3_connections", 'node="caps"'), CAP);
+  assert.equal(await metric("tern_pop3_connections", 'listener="pop3"'), CAP);
   assert.equal(await metric("tern_pop3_connections_refused_total", 'reason="cap"'), 1);
   assert.equal(await readyz(), 200);
 
   open[0]!.socket.destroy();
-  await eventually(async () => ((await metric("tern_pop3_connections", 'node="caps"')) === CAP - 1 ? true : undefined), 10_000, "the count to drop");
+  await eventually(async () => ((await metric("tern_pop3_connections", 'listener="pop3"')) === CAP - 1 ? true : undefined), 10_000, "the count to drop");
   const next = await connectPop3(node.ports.pop3);
   assert.match(await loginPop3(next, "alice@caps.test", "alice-pw"), /^\+OK/);
   assert.match(await next.command("STAT"), /^\+OK 0 0/);
@@ -122,12 +122,12 @@ test("IMAP: IMAP and IMAPS share one cap; the client over it gets * BYE [UNAVAIL
   assert.equal(await overTls.waitFor(/\r\n/), "* BYE [UNAVAILABLE] too many connections\r\n");
   await waitClosed(overTls);
 
-  assert.equal(await metric("tern_imap_connections", 'node="caps"'), CAP);
+  assert.equal(await metric("tern_imap_connections", 'listener="imap"'), CAP);
   assert.equal(await metric("tern_imap_connections_refused_total", 'reason="cap"'), 2);
   assert.equal(await readyz(), 200);
 
   open[0]!.close();
-  await eventually(async () => ((await metric("tern_imap_connections", 'node="caps"')) === CAP - 1 ? true : undefined), 10_000, "the count to drop");
+  await eventually(async () => ((await metric("tern_imap_connections", 'listener="imap"')) === CAP - 1 ? true : undefined), 10_000, "the count to drop");
   const next = await openImap(node.ports.imap);
   next.send("n1 LOGIN alice@caps.test alice-pw\r\nn2 SELECT INBOX\r\n");
   await next.waitFor(/n2 OK /);

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import nodemailer from "nodemailer";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startScriptedSmtp, type ScriptedServer } from "../support/scripted-smtp.ts";
-import { makeDataDir, removeDataDir, startTernNode, uniqueCluster, eventually, type TernNode } from "../support/tern-node.ts";
+import { makeDataDir, readMetric, removeDataDir, startTernNode, uniqueCluster, eventually, type TernNode } from "../support/tern-node.ts";
 
 let dns: RunningDnsmasq;
 let sink: ScriptedServer;
@@ -62,8 +62,5 @@ test("kill -9 during delivery, then restart: every message is delivered, duplica
   t.diagnostic(`${atKill} delivered before kill -9, ${duplicates} duplicate deliveries after restart`);
   // Only transactions whose 250 raced the kill can come twice: at most the site's connections, plus a little.
   assert.ok(duplicates <= 4, `${duplicates} duplicates`);
-  await eventually(async () => {
-    const metrics = await (await fetch(`http://127.0.0.1:${node!.ports.http}/metrics`)).text();
-    return /^tern_queue_depth\{node="crash"\} 0$/m.test(metrics) ? true : undefined;
-  }, 10_000, "an empty queue");
+  await eventually(async () => ((await readMetric(node!, "tern_queue_depth")) === 0 ? true : undefined), 10_000, "an empty queue");
 });

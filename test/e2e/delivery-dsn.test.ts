@@ -196,6 +196,6 @@ test("a rate-limit reply defers with the rate-limited category on events and met
   assert.equal(decoded.dsn, "4.7.28");
   assert.equal(decoded.requeued, "rate-limited");
   const metrics = await (await fetch(`http://127.0.0.1:${node.ports.http}/metrics`)).text();
-  assert.match(metrics, /tern_recipients_deferred_total\{route="remote",category="rate-limited",node="dsn"\} [1-9]/);
-  assert.match(metrics, /tern_recipients_failed_total\{route="remote",category="bad-mailbox",node="dsn"\} [1-9]/);
+  assert.match(metrics, /tern_recipients_deferred_total\{route="remote",category="rate-limited"\} [1-9]/);
+  assert.match(metrics, /tern_recipients_failed_total\{route="remote",category="bad-mailbox"\} [1-9]/);
 });

@@ -7,7 +7,7 @@ import { connect } from "node:net";
 import nodemailer from "nodemailer";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startScriptedSmtp, type ScriptedServer } from "../support/scripted-smtp.ts";
-import { eventually, makeDataDir, removeDataDir, sleep, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, readMetric, removeDataDir, sleep, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
 
 let dns: RunningDnsmasq;
 let sink: ScriptedServer;
@@ -65,8 +65,7 @@ test("SIGTERM: listeners close first, the delivery in flight is recorded, nothin
   assert.ok(order("node.stopping") < order("recipient.delivered") && order("recipient.delivered") < order("node.stopped"));
 
   node = await startTernNode(config);
-  const metrics = await (await fetch(`http://127.0.0.1:${node.ports.http}/metrics`)).text();
-  assert.match(metrics, /^tern_queue_depth\{node="graceful"\} 0$/m);
+  assert.equal(await readMetric(node, "tern_queue_depth"), 0);
   await sleep(500);
   assert.equal(sink.accepted.length, 1, "not delivered a second time");
 });

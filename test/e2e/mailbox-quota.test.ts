@@ -51,8 +51,8 @@ test("over quota defers with 4.2.2 and keeps the mail queued; deleting mail lets
   // It keeps waiting (retried, deferred again), never bounced.
   await eventually(() => (node.events("recipient.deferred").filter((e) => e.msg === second).length >= 2 ? true : undefined), 10_000, "a retry");
   assert.equal(node.events("recipient.failed").length, 0);
-  assert.match(await metrics(), /^tern_queue_depth\{node="solo"\} 1$/m);
-  assert.match(await metrics(), /^tern_mailbox_over_quota_total\{node="solo"\} [2-9]/m);
+  assert.match(await metrics(), /^tern_queue_depth\{destination="local"\} 1$/m, "the mailboxes' queues count as one destination");
+  assert.match(await metrics(), /^tern_mailbox_over_quota_total [2-9]/m);
 
   const session = await connectPop3(node.ports.pop3);
   assert.match(await loginPop3(session, "alice@example.test", "alice-pw"), /^\+OK maildrop has 1 messages/);

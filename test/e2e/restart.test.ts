@@ -6,7 +6,7 @@ import { findFreePort } from "../support/dnsmasq.ts";
 import nodemailer from "nodemailer";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startSink, type Sink } from "../support/sink.ts";
-import { makeDataDir, removeDataDir, startTernNode, uniqueCluster, eventually, type TernNode } from "../support/tern-node.ts";
+import { makeDataDir, readMetric, removeDataDir, startTernNode, uniqueCluster, eventually, type TernNode } from "../support/tern-node.ts";
 
 let dns: RunningDnsmasq;
 let dataDir: string;
@@ -65,8 +65,5 @@ test("queued mail survives kill -9 and is delivered after restart when the sink 
   await eventually(() => (new Set(sink!.received.map((m) => m.to[0])).size === count ? true : undefined), 30_000, "all messages at the sink");
   const arrivedIds = new Set(sink.received.map((m) => /ESMTP id ([0-9A-Z]+)[;\r]/.exec(m.body.toString())?.[1]));
   for (const id of ids) assert.ok(arrivedIds.has(id), `message ${id} was lost`);
-  await eventually(async () => {
-    const metrics = await (await fetch(`http://127.0.0.1:${node!.ports.http}/metrics`)).text();
-    return /tern_queue_depth\{node="crashy"\} 0\b/.test(metrics) ? true : undefined;
-  }, 10_000, "an empty queue");
+  await eventually(async () => ((await readMetric(node!, "tern_queue_depth")) === 0 ? true : undefined), 10_000, "an empty queue");
 });

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import nodemailer from "nodemailer";
 import { makeSubjects } from "../../protocol/subjects.ts";
-import { eventually, makeDataDir, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, readMetric, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
 
 const cluster = uniqueCluster();
 const users = [
@@ -208,8 +208,5 @@ test("with B killed, A accepts and defers bob's mail, POP3 on A answers [SYS/TEM
   assert.equal(a.events("recipient.delivered").filter((e) => e.msg === secondId).length, 1);
   assert.equal(a.events("recipient.delivered").filter((e) => e.msg === firstId).length, 1);
   // The queue on A has drained.
-  await eventually(async () => {
-    const metrics = await (await fetch(`http://127.0.0.1:${a.ports.http}/metrics`)).text();
-    return /^tern_queue_depth\{node="a"\} 0$/m.test(metrics) ? true : undefined;
-  }, 5_000, "A's queue to drain");
+  await eventually(async () => ((await readMetric(a, "tern_queue_depth")) === 0 ? true : undefined), 5_000, "A's queue to drain");
 });

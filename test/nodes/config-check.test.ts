@@ -47,6 +47,22 @@ test("files that cannot be read and ports in use are found before a start", asyn
   }
 });
 
+test("the HTTP endpoint's own address (http.listen) is checked where it listens", async () => {
+  const busy = createServer();
+  await new Promise<void>((resolve) => busy.listen({ host: "127.0.0.1", port: 0 }, resolve));
+  try {
+    const port = (busy.address() as { port: number }).port;
+    const mail = { smtp: 0, smtps: 0, pop3: 0, imap: 0, imaps: 0 };
+    assert.deepEqual(await machineProblems(parseConfig({ listen: { ...mail, http: port } })), [`listen.http = ${port}: cannot listen on 127.0.0.1 port ${port} (in use)`]);
+    assert.deepEqual(await machineProblems(parseConfig({ listen: { ...mail, http: port }, http: { listen: "127.0.0.1:0" } })), [], "listen.http is not used then");
+    assert.deepEqual(await machineProblems(parseConfig({ listen: { ...mail, http: 0 }, http: { listen: `127.0.0.1:${port}` } })), [
+      `http.listen = "127.0.0.1:${port}": cannot listen on 127.0.0.1 port ${port} (in use)`,
+    ]);
+  } finally {
+    busy.close();
+  }
+});
+
 test("tern config check: 0 for a config a node would start with, 78 with every problem for one it would not", async () => {
   const dir = await makeDataDir();
   try {

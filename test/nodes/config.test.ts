@@ -52,3 +52,14 @@ test("network lists must be CIDRs", () => {
   assert.throws(() => parseConfig({ trustedNetworks: ["10.0.0.0/33"] }), /trustedNetworks\[0\] = "10\.0\.0\.0\/33"/);
   assert.throws(() => parseConfig({ dns: { allowedTargetNetworks: ["localhost"] } }), /dns\.allowedTargetNetworks\[0\] = "localhost"/);
 });
+
+test("the HTTP endpoint listens with the mail listeners unless http.listen gives it an address of its own", () => {
+  assert.deepEqual(parseConfig({ listen: { host: "192.0.2.1", http: 9100 } }).http, { host: "192.0.2.1", port: 9100 });
+  assert.deepEqual(parseConfig({ listen: { host: "192.0.2.1" }, http: { listen: "0.0.0.0:9200" } }).http, { host: "0.0.0.0", port: 9200 });
+  assert.deepEqual(parseConfig({ http: { listen: "[::1]:9300" } }).http, { host: "::1", port: 9300 });
+  assert.deepEqual(parseConfig({ http: { listen: "10.0.0.5:9200" } }, { TERN_HTTP_PORT: "9400" }).http, { host: "10.0.0.5", port: 9400 }, "TERN_HTTP_PORT still moves it");
+  assert.throws(() => parseConfig({ http: { listen: "9200" } }), /http\.listen = "9200": expected host:port/);
+  assert.throws(() => parseConfig({ http: { listen: "0.0.0.0:70000" } }), /http\.listen = "0\.0\.0\.0:70000": expected a port between 0 and 65535/);
+  assert.equal(parseConfig({}).metrics.queueDestinations, 10);
+  assert.equal(parseConfig({ metrics: { queueDestinations: 3 } }).metrics.queueDestinations, 3);
+});

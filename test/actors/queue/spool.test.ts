@@ -201,3 +201,48 @@ test("a message with a send-at time is due then, and its idempotency record is c
   assert.equal(await Effect.runPromise(reopened.forgetExpired(t + 1_000, 100)), 1);
   assert.equal(reopened.recall("acme", "order-7", t), undefined);
 });
+
+test("entries per queue are counted as they are committed and settled, and counted again from disk at a reopen", async () => {
+  const { dir, root } = await lmdb.fresh();
+  const commits: string[] = [];
+  const spool = openSpool(root, undefined, { committed: (operation, seconds) => void (seconds >= 0 && commits.push(operation)) });
+  const t = 6_000_000;
+  const depths = (s: Spool) => Object.fromEntries(s.queueDepths());
+  const [a1, b1] = await accept(spool, t, "s@x.test", ["r@a.test", "r@b.test"]);
+  const [a2] = await accept(spool, t + 10, "s@x.test", ["q@a.test"]);
+  assert.deepEqual(depths(spool), { "a.test": 2, "b.test": 1 });
+  assert.deepEqual(commits, ["accept", "accept"], "each commit is timed, by operation");
+
+  // Deferred: still queued, counted once; delivered and removed: gone; an empty queue is not listed.
+  await Effect.runPromise(spool.settle(a1!, { ...a1!, nextAttemptAt: t + 500, attempts: 1, reason: "temporary-reply" }, []));
+  await Effect.runPromise(spool.settle(b1!, undefined, []));
+  await Effect.runPromise(spool.redate([a1!], t + 100));
+  assert.deepEqual(depths(spool), { "a.test": 2 });
+  await Effect.runPromise(spool.suspend("a.test"));
+  assert.deepEqual(depths(spool), { "a.test": 2 }, "a suspended queue still holds its entries");
+  await Effect.runPromise(spool.finish(a2!));
+  await Effect.runPromise(spool.finish(a2!)); // already gone: moves nothing
+  assert.deepEqual(depths(spool), { "a.test": 1 });
+  assert.equal(spool.depth(), 1);
+
+  await root.close();
+  assert.deepEqual(depths(openAt(dir).spool), { "a.test": 1 });
+});
+
+test("the oldest queued message is the first by arrival, not counting those waiting for a send-at time", async () => {
+  const { spool } = await fresh();
+  const t = 7_000_000;
+  assert.equal(spool.oldestArrival(t), undefined);
+  const id = newMessageId(t);
+  const body = spool.openBody(id);
+  body.append(Buffer.from("Subject: later\r\n\r\nbody\r\n"));
+  await Effect.runPromise(
+    spool.accept({ id, sender: "s@x.test", receivedAt: t, body, routes: [{ route: { kind: "remote", domain: "a.test" }, recipients: ["r@a.test"] }], notBefore: t + 60_000 }),
+  );
+  assert.equal(spool.oldestArrival(t + 1_000), undefined, "a scheduled message is not late");
+  const [now] = await accept(spool, t + 2_000, "s@x.test", ["r@b.test"]);
+  assert.equal(spool.oldestArrival(t + 3_000), t + 2_000);
+  assert.equal(spool.oldestArrival(t + 60_000), t, "once its time came, it counts from its arrival");
+  await Effect.runPromise(spool.settle(now!, undefined, []));
+  assert.equal(spool.oldestArrival(t + 3_000), undefined);
+});
