@@ -117,7 +117,8 @@ test("after the garbage the node still serves valid asks and is ready", async ()
   assert.deepEqual(retrieved.json, { ok: true, value: { size: entry!.size } });
   const body = Buffer.from(retrieved.attachment ?? new Uint8Array());
   assert.equal(body.length, entry!.size);
-  assert.ok(body.toString("utf8").startsWith("Received: "), body.toString("utf8").slice(0, 80));
+  // Final delivery's Return-Path and Delivered-To, then the Received field of acceptance.
+  assert.match(body.toString("utf8"), /^Return-Path: <[^>]*>\r\nDelivered-To: alice@example\.test\r\nReceived: /, body.toString("utf8").slice(0, 120));
   assert.ok(body.toString("utf8").endsWith(`\r\n${raw}`), JSON.stringify(body.toString("utf8")));
 
   const ready = await fetch(`http://127.0.0.1:${node!.ports.http}/readyz`);
