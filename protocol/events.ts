@@ -122,13 +122,8 @@ export type ComplainedEvent = typeof ComplainedEvent.Type;
  */
 export const SuppressedEvent = Schema.Struct({
   type: Schema.Literal("suppressed"),
-  id: Schema.String,
-  time: Schema.Number,
-  node: Schema.String,
-  tenant: Schema.String,
-  domain: Schema.String,
-  tags: Schema.optional(Schema.Array(Schema.String)),
-  metadata: Schema.optional(Schema.Record(Schema.String, Schema.String)),
+  ...common,
+  // A refused submission queued nothing: no queue id or entry then.
   msg: Schema.optional(Schema.String),
   entry: Schema.optional(Schema.String),
   rcpt: Schema.String,
