@@ -87,14 +87,34 @@ const runUser = async (args: string[]) => {
   const [action, address] = positionals;
   if (action === "hash") return void console.log(await hashPassword(await readPassword()));
   if (action !== "add" || !values.config || !address) throw new ConfigError(`usage: tern user add --config FILE ADDRESS [--home NODE]`);
-  const raw = JSON.parse(await readFile(values.config, "utf8").catch(() => "{}")) as { users?: Array<Record<string, unknown>> };
+  const existing = await readFile(values.config, "utf8").catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT") return undefined;
+    throw new ConfigError(`tern: cannot read ${values.config}: ${error.message}`);
+  });
+  const raw = existing === undefined ? startingConfig(address) : (JSON.parse(existing) as { users?: Array<Record<string, unknown>> });
   const users = (raw.users ?? []).filter((user) => String(user.address).toLowerCase() !== address.toLowerCase());
   users.push({ address, passwordHash: await hashPassword(await readPassword()), ...(values.home ? { home: values.home } : {}) });
   const updated = { ...raw, users };
   parseConfig(updated); // refuse to write a config the node would refuse
   await writeFile(values.config, `${JSON.stringify(updated, null, 2)}\n`);
+  if (existing === undefined) {
+    console.error(`tern: created ${values.config}, a development config: local domain ${domainOfAddress(address)}, NATS started by the node when none answers (nats.embedded)`);
+  }
   console.error(`tern: ${address} saved in ${values.config}`);
 };
+
+const domainOfAddress = (address: string) => address.slice(address.lastIndexOf("@") + 1).toLowerCase();
+
+/**
+ * The config `user add` writes when the file does not exist yet: the user's domain is local
+ * (else the node would refuse the user) and, as for `tern node` without a config, the node
+ * starts its own NATS when none answers, so the file works at once on a development machine.
+ * A production config sets nats.servers and leaves embedded off.
+ */
+const startingConfig = (address: string): { users?: Array<Record<string, unknown>> } & Record<string, unknown> => ({
+  localDomains: [domainOfAddress(address)],
+  nats: { embedded: true },
+});
 
 const main = async () => {
   const [command, ...rest] = process.argv.slice(2);

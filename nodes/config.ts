@@ -1011,7 +1011,8 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}, { develop
   if (sharedDomain !== undefined) throw new ConfigError(`invalid config: sender domain ${JSON.stringify(sharedDomain)} belongs to more than one of api.tenants`);
   const homeless = config.users.filter((u) => !config.localDomains.includes(domainOf(u.address)));
   if (homeless.length > 0) {
-    throw new ConfigError(`invalid config: users[].address ${JSON.stringify(homeless[0]!.address)} is not in localDomains`);
+    const address = homeless[0]!.address;
+    throw new ConfigError(`invalid config: users[].address ${JSON.stringify(address)} is not in localDomains (add ${JSON.stringify(domainOf(address))} to localDomains)`);
   }
   const postmaster = config.postmaster;
   if (postmaster !== undefined && config.localDomains.includes(domainOf(postmaster)) && !config.users.some((u) => u.address === postmaster)) {

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { findFreePort } from "../support/dnsmasq.ts";
 import { createConnection } from "node:net";
-import { stat, writeFile } from "node:fs/promises";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import { connect } from "@nats-io/transport-node";
 import { join } from "node:path";
 import { makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster } from "../support/tern-node.ts";
@@ -90,6 +90,35 @@ test("when nothing answers, the node starts nats-server itself, works, and stops
     if (!natsGone) await new Promise((r) => setTimeout(r, 100));
   }
   assert.equal(natsGone, true, "the embedded nats-server was left running");
+  await removeDataDir(dataDir);
+});
+
+test("tern user add on a missing file creates a config the node starts with, and names the domain to add to an existing one", async () => {
+  const dataDir = await makeDataDir();
+  const configPath = join(dataDir, "tern.json");
+  const cli = (args: string[], stdin: string) => run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), ...args], stdin);
+  const added = await cli(["user", "add", "--config", configPath, "alice@example.org", "--home", "node1"], "a long secret\n");
+  assert.equal(added.code, 0, added.stderr);
+  assert.match(added.stderr, /created .*tern\.json/);
+  const saved = JSON.parse(await readFile(configPath, "utf8"));
+  assert.deepEqual(saved.localDomains, ["example.org"]);
+  assert.equal(saved.nats.embedded, true);
+
+  const node = await startTernNode({ ...saved, nodeId: "node1", cluster: uniqueCluster(), dataDir });
+  const login = await run("python3", ["-c", `
+import smtplib, ssl
+s = smtplib.SMTP("127.0.0.1", ${node.ports.smtp}, timeout=10)
+s.starttls(context=ssl._create_unverified_context())
+s.login("alice@example.org", "a long secret"); print("ok")
+s.close()`]);
+  assert.equal(login.stdout.trim(), "ok", login.stderr);
+  await node.kill("SIGTERM");
+
+  // A second user of another domain in the same file: refused, naming what to add; the file is unchanged.
+  const refused = await cli(["user", "add", "--config", configPath, "bob@other.test"], "secret two\n");
+  assert.equal(refused.code, 78);
+  assert.match(refused.stderr, /add "other\.test" to localDomains/);
+  assert.deepEqual(JSON.parse(await readFile(configPath, "utf8")), saved);
   await removeDataDir(dataDir);
 });
 
