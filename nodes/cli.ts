@@ -29,7 +29,7 @@ const usage = `usage: tern node [--config FILE]
        tern reputation [--config FILE] [--window 1h|24h] [--by source|sender-domain|provider] [--json]   (tern reputation --help)
        tern status [--config FILE] [--json] MESSAGE_ID        (tern status --help)
        tern events [--config FILE] [--follow] [--type T] [--tenant T] [--domain D] [--since SEQ|TIME]   (tern events --help)
-       tern nats-config [--config FILE] [--listen HOST:PORT] [--store-dir DIR] [--example]
+       tern nats-config [--config FILE] [--listen HOST:PORT] [--store-dir DIR] [--secrets-dir DIR] [--example]
        tern submit [--config FILE] [--tenant T] [FILE | - | --from A --to B ...]   (tern submit --help)
        tern cluster status [--config FILE] [--json]                  (tern cluster --help)
        tern cluster up --nodes N [--config FILE] [--base-port P] [--data-dir D]
