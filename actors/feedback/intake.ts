@@ -255,6 +255,8 @@ const bounced = (deps: IntakeDeps, token: FeedbackToken, reading: BounceReading)
         entry: view.entry,
         domain: domainOf(view.recipient),
         rcpt: view.recipient,
+        // The suppression list scopes its automatic add by the sender's domain.
+        sender: status.message.sender,
         route: "remote",
         result,
         dsn: report.status,

@@ -102,8 +102,8 @@ test("a bounce to a per-recipient VERP address records one bounced event for tha
   assert.equal(event.type, "bounced");
   if (event.type !== "bounced") return;
   assert.deepEqual(
-    { node: event.node, tenant: event.tenant, tags: event.tags, metadata: event.metadata, msg: event.msg, entry: event.entry, domain: event.domain, rcpt: event.rcpt, route: event.route, dsn: event.dsn, category: event.category, server: event.server, attempts: event.attempts },
-    { node: "b", tenant: "acme", tags: ["december"], metadata: { campaign: "42" }, msg: MSG, entry: `${MSG}.0`, domain: "relay.test", rcpt: "carol@relay.test", route: "remote", dsn: "5.1.1", category: "bad-mailbox", server: "dsn", attempts: 1 },
+    { node: event.node, tenant: event.tenant, tags: event.tags, metadata: event.metadata, msg: event.msg, entry: event.entry, domain: event.domain, rcpt: event.rcpt, sender: event.sender, route: event.route, dsn: event.dsn, category: event.category, server: event.server, attempts: event.attempts },
+    { node: "b", tenant: "acme", tags: ["december"], metadata: { campaign: "42" }, msg: MSG, entry: `${MSG}.0`, domain: "relay.test", rcpt: "carol@relay.test", sender: "news@acme.test", route: "remote", dsn: "5.1.1", category: "bad-mailbox", server: "dsn", attempts: 1 },
   );
   assert.equal(event.result._tag, "AsyncBounce");
   assert.match(event.reply, /^5\.1\.1 bounced after delivery \(reported by mail\.example\.net\): 550 5\.1\.1 /);
