@@ -60,7 +60,8 @@ before(async () => {
     },
     feedback: { verp: "recipient", bounceDomain: BOUNCE_DOMAIN, fblAddresses: ["fbl@example.test"], keyFile },
   });
-  [node, other] = await Promise.all([startTernNode(nodeConfig("a", dirs[0]!)), startTernNode(nodeConfig("b", dirs[1]!))]);
+  node = await startTernNode(nodeConfig("a", dirs[0]!));
+  other = await startTernNode(nodeConfig("b", dirs[1]!));
 });
 
 after(async () => {
