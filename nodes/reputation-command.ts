@@ -20,6 +20,7 @@ bounced), delivered, bounced by category, deferred attempts and complaints, with
   complaint rate  complaints / delivered
   deferral rate   deferred / (delivered + bounced + deferred)
 and the reputation thresholds slowing or pausing a source address or sender domain now.
+Complaints and bounces that came back after delivery count on the node that sent the mail.
 Without --node every node answers and the figures are summed; thresholds act on each
 node's own figures, so holds are listed per node.
 Exit status: 0 every node that answered did, 1 one failed, 2 bad usage, 69 no node answered.`;

@@ -287,6 +287,12 @@ export const AttemptRecord = Schema.Struct({
   /** The MX host name and address that answered, or the last one tried when none did. */
   mx: Schema.optional(Schema.String),
   ip: Schema.optional(Schema.String),
+  /**
+   * The IP pool address the connection left from; absent for the system's default address
+   * (and when no MX was reached). A report that comes back later about the mail is counted
+   * for this source address (actors/feedback/reputation-keys.ts).
+   */
+  source: Schema.optional(Schema.String),
   /** The next hop when it was not an MX: "dns" (resolution failed), "mailbox/<user>", "admin". */
   via: Schema.optional(Schema.String),
   results: Schema.Array(RecipientRecord),

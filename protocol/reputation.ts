@@ -4,7 +4,7 @@
 // (actors/delivery/reputation.ts). Asked of every node at once, or of one by name; the
 // command sums the nodes' figures.
 import { Schema } from "effect";
-import { HeldDimension } from "./delivery.ts";
+import { BounceCategory, HeldDimension } from "./delivery.ts";
 
 const Count = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0));
 
@@ -65,3 +65,19 @@ export const ReputationReply = Schema.Struct({
   actions: Schema.Array(ActionView),
 });
 export type ReputationReply = typeof ReputationReply.Type;
+
+/**
+ * Node to node: an outcome learnt after the attempt (a complaint, an asynchronous bounce)
+ * that reached another node, to be counted by the node that sent the message, for the keys
+ * its delivery counted under. A key left out is not counted.
+ */
+export const ReputationCount = Schema.TaggedStruct("ReputationCount", {
+  source: Schema.optional(Schema.String),
+  senderDomain: Schema.optional(Schema.String),
+  provider: Schema.optional(Schema.String),
+  outcome: Schema.Union([Schema.TaggedStruct("complained", {}), Schema.TaggedStruct("bounced", { category: BounceCategory })]),
+});
+export type ReputationCount = typeof ReputationCount.Type;
+
+export const ReputationCounted = Schema.Struct({ node: Schema.String });
+export type ReputationCounted = typeof ReputationCounted.Type;

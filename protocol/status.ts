@@ -42,6 +42,8 @@ export const RecipientAttempt = Schema.Struct({
   /** The MX host and address that answered, or the last one tried. */
   mx: Schema.optional(Schema.String),
   ip: Schema.optional(Schema.String),
+  /** The IP pool address the attempt left from (absent: the system's default address, or no MX reached). */
+  source: Schema.optional(Schema.String),
   /** The next hop when it was not an MX: "dns", "mailbox/<user>", "admin". */
   via: Schema.optional(Schema.String),
   status: RecipientStatus,

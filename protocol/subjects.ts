@@ -53,6 +53,11 @@ export interface Subjects {
   /** The reputation figures of one node. */
   readonly reputationStatusOf: (nodeId: string) => string;
   /**
+   * A bounce or complaint that came back to another node, counted in this node's figures
+   * (it sent the message): node to node only (actors/delivery/reputation-count.ts).
+   */
+  readonly reputationCount: (nodeId: string) => string;
+  /**
    * Which node holds message X, and its status: every node answers from its own spool
    * (node-to-node scatter; the status API and `tern status` ask through it).
    */
@@ -165,6 +170,7 @@ export const makeSubjects = (cluster: string): Subjects => {
     poolsStatusOf: (nodeId) => `${root}.pools.status.${nodeId}`,
     reputationStatus: `${root}.reputation.status`,
     reputationStatusOf: (nodeId) => `${root}.reputation.status.${nodeId}`,
+    reputationCount: (nodeId) => `${root}.reputation.count.${nodeId}`,
     statusLookup: `${root}.status.lookup`,
     nodeInbox: (nodeId) => `${root}.inbox.${nodeId}`,
     nodeInboxes: `${root}.inbox`,

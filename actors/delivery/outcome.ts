@@ -75,7 +75,7 @@ export const decide = (
   const reason = waiting.length > 0 ? requeueReason(waiting) : undefined;
   const record: AttemptRecord = {
     at: now,
-    ...(attempt.mx ? { mx: attempt.mx.host, ip: attempt.mx.ip } : { via: attempt.server }),
+    ...(attempt.mx ? { mx: attempt.mx.host, ip: attempt.mx.ip, ...(attempt.source !== undefined ? { source: attempt.source } : {}) } : { via: attempt.server }),
     results: outcomes.map((o) => ({ rcpt: o.recipient, status: o.status, result: o.result, ...(o.category ? { category: o.category } : {}) })),
     ...(reason ? { requeued: reason } : {}),
   };

@@ -66,6 +66,9 @@ export const choosePool = (config: PoolsConfig, inputs: PoolInputs): string | un
   return config.defaultPool;
 };
 
+/** Every source address of every pool. */
+export const poolAddressesOf = (config: PoolsConfig): ReadonlySet<string> => new Set(Object.values(config.pools).flatMap((pool) => pool.map((source) => source.address)));
+
 /** One address of a pool by weight; `random` in [0, 1). */
 export const pickSource = (pool: ReadonlyArray<SourceAddress>, random: number): SourceAddress | undefined => {
   const total = pool.reduce((sum, source) => sum + source.weight, 0);

@@ -11,7 +11,10 @@
 // not make (a warm-up cap, a paused site or a reputation hold, a site queue too long, an
 // internal failure) and an operator's bounce say nothing about reputation and are not
 // counted; neither is local delivery. A DNS failure reached no host from no source
-// address: it counts for the sender domain only. Complaints come in by `recordComplaint`.
+// address: it counts for the sender domain only. What comes back after the attempt comes in
+// from the feedback intake (actors/feedback/intake.ts) once its event is on disk, for mail
+// this node sent (actors/delivery/reputation-count.ts): a complaint by `recordComplaint`, a
+// bounce by `recordOutcome`.
 //
 // Bounded: source addresses come from the config, providers from the provider table (and
 // "other"); sender domains are tracked by name up to `maxSenderDomains`, in the order they

@@ -9,6 +9,12 @@
 // record of finished recipients) for its tenant, labels and recipients, and the report's
 // recipient is matched against those. Only then is anything recorded.
 //
+// Reputation: once its events are on disk, a complaint counts in the complaint rate and a
+// bounce in the bounce rate (by its category) of the reputation figures, under the keys the
+// delivery it is about counted under (reputation-keys.ts), by the node that sent the
+// message (actors/delivery/reputation-count.ts). The delivery stays counted as delivered:
+// the receiving host did take it.
+//
 // Durability: the events are appended to this node's outbox in a transaction of their own
 // and the report is answered 250 only once that transaction is on disk (as for any
 // accepted mail); when the lookup cannot be made (NATS away) or the write fails, the answer
@@ -22,10 +28,13 @@ import { renderResult } from "../../protocol/delivery.ts";
 import type { EventDraft, OutboxDraft } from "../../protocol/events.ts";
 import type { NotFound, RecipientView, StatusReply, Unavailable } from "../../protocol/status.ts";
 import { domainOf, localPartOf } from "../common/domains.ts";
+import type { LaterOutcome } from "../delivery/reputation-count.ts";
+import type { OutcomeKeys } from "../delivery/reputation.ts";
 import { arrivalOf } from "../queue/entry.ts";
 import { readBounce, type BouncedRecipient, type BounceReading } from "./bounce.ts";
 import { COMPLAINT_TYPES, readComplaint, type ComplaintReading } from "./complaint.ts";
 import { readReport } from "./report.ts";
+import { reputationKeysOf, type KeySources } from "./reputation-keys.ts";
 import { recipientHash, tokenOfVerpAddress, type FeedbackToken, type FeedbackTokens, type TokenReading } from "./token.ts";
 
 /** Where a report was sent: a VERP address (its token checked), or a configured feedback-loop address. */
@@ -74,6 +83,13 @@ export interface IntakeDeps {
   readonly classify: (result: RecipientResult) => BounceCategory;
   /** Appends events to the outbox; resolves once they are on disk. */
   readonly record: (drafts: ReadonlyArray<OutboxDraft>) => Effect.Effect<void, RecordFailed>;
+  /** Where a report's reputation keys come from. */
+  readonly keySources: KeySources;
+  /**
+   * Counts a recorded outcome in the reputation figures of `node`, the node that sent the
+   * message (this one or another); never waits for it.
+   */
+  readonly count: (node: string, about: OutcomeKeys, outcome: LaterOutcome) => void;
   /** Counts each report once by what came of it (metrics). */
   readonly observe: (kind: FeedbackKind, result: FeedbackResult) => void;
   readonly log: (event: string, fields: Record<string, unknown>) => void;
@@ -239,6 +255,8 @@ const bounced = (deps: IntakeDeps, token: FeedbackToken, reading: BounceReading)
         entry: view.entry,
         domain: domainOf(view.recipient),
         rcpt: view.recipient,
+        // The suppression list scopes its automatic add by the sender's domain.
+        sender: status.message.sender,
         route: "remote",
         result,
         dsn: report.status,
@@ -250,9 +268,12 @@ const bounced = (deps: IntakeDeps, token: FeedbackToken, reading: BounceReading)
     });
     const outcome = yield* write(deps, "bounce", status.message.id, drafts);
     if (outcome._tag === "Recorded") {
-      for (const draft of drafts) {
-        if (draft.type === "bounced") deps.log("feedback.bounce.recorded", { msg: draft.msg, entry: draft.entry, rcpt: draft.rcpt, dsn: draft.dsn, category: draft.category, reply: draft.reply });
-      }
+      matches.forEach(({ view }, n) => {
+        const draft = drafts[n]!;
+        if (draft.type !== "bounced") return;
+        deps.count(status.message.node, reputationKeysOf(status.message.sender, view, undefined, deps.keySources), { _tag: "bounced", category: draft.category ?? "other" });
+        deps.log("feedback.bounce.recorded", { msg: draft.msg, entry: draft.entry, rcpt: draft.rcpt, dsn: draft.dsn, category: draft.category, reply: draft.reply });
+      });
     }
     return outcome;
   });
@@ -317,6 +338,7 @@ const complained = (deps: IntakeDeps, target: FeedbackTarget, complaint: Complai
     );
     const outcome = yield* write(deps, "complaint", status.message.id, drafts);
     if (outcome._tag === "Recorded") {
+      for (const view of who) deps.count(status.message.node, reputationKeysOf(status.message.sender, view, complaint.sourceIp, deps.keySources), { _tag: "complained" });
       for (const view of who) deps.log("feedback.complaint.recorded", { msg: status.message.id, entry: view.entry, rcpt: view.recipient, feedbackType: complaint.feedbackType, reportedBy: complaint.reportedBy });
     }
     return outcome;

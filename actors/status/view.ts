@@ -105,6 +105,7 @@ const attemptsOf = (rcpt: string, history: ReadonlyArray<AttemptRecord>): Recipi
         at: attempt.at,
         ...(attempt.mx !== undefined ? { mx: attempt.mx } : {}),
         ...(attempt.ip !== undefined ? { ip: attempt.ip } : {}),
+        ...(attempt.source !== undefined ? { source: attempt.source } : {}),
         ...(attempt.via !== undefined ? { via: attempt.via } : {}),
         status: result.status,
         result: result.result,

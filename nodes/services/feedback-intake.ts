@@ -1,20 +1,31 @@
 // The intake the SMTP listener hands bounces and feedback reports to
 // (actors/feedback/intake.ts): messages are looked up through the cluster-wide status
-// lookup, events go to this node's outbox.
-import { Effect } from "effect";
+// lookup, events go to this node's outbox, and what they report counts in the reputation
+// figures of the node that sent the message: this node's own Reputation, or another's over
+// NATS (actors/delivery/reputation-count.ts), counted here when that one does not answer.
+import { Effect, FiberSet } from "effect";
 import { Counter } from "prom-client";
 import { loadRules, makeClassifier } from "../../actors/delivery/classify.ts";
+import { poolAddressesOf } from "../../actors/delivery/pools.ts";
+import { countLater, sendReputationCount, type LaterOutcome } from "../../actors/delivery/reputation-count.ts";
+import type { OutcomeKeys } from "../../actors/delivery/reputation.ts";
 import { makeFeedbackIntake, RecordFailed, type FeedbackIntake } from "../../actors/feedback/intake.ts";
 import { ConfigError } from "../config.ts";
+import { Nats } from "./cluster.ts";
 import { Config, Log, Metrics } from "./core.ts";
 import { Feedback } from "./feedback.ts";
+import { Reputation } from "./reputation.ts";
 import { MessageStatus } from "./status.ts";
 import { EventOutbox } from "./storage.ts";
+
+/** How long the node that sent a message has to acknowledge a count before this node counts it itself. */
+const COUNT_TIMEOUT_MS = 5_000;
 
 /**
  * The intake the SMTP listener hands reports to (undefined when feedback is off), counting
  * each in `tern_feedback_reports_total{kind,result}`. It classifies bounces with the same
- * rules as delivery (`delivery.bounceRulesFile`).
+ * rules as delivery (`delivery.bounceRulesFile`). Counts sent to other nodes are fibers of
+ * the listener's scope.
  */
 export const feedbackIntake = Effect.gen(function* () {
   const config = yield* Config;
@@ -34,6 +45,22 @@ export const feedbackIntake = Effect.gen(function* () {
     registers: [registry],
   });
   for (const kind of ["bounce", "complaint"]) for (const result of ["matched", "unmatched", "forged", "ignored", "failed"]) reports.inc({ kind, result }, 0);
+  const reputation = yield* Reputation;
+  const { nc, subjects } = yield* Nats;
+  const fork = yield* FiberSet.runtime(yield* FiberSet.make())<never>();
+  const count = (node: string, about: OutcomeKeys, outcome: LaterOutcome) => {
+    if (node === config.nodeId) return countLater(reputation, about, outcome);
+    fork(
+      sendReputationCount(nc, subjects, node, about, outcome, COUNT_TIMEOUT_MS).pipe(
+        Effect.catch((error) =>
+          Effect.sync(() => {
+            log("feedback.count.local", { level: "warn", sentBy: node, outcome: outcome._tag, error: error.detail });
+            countLater(reputation, about, outcome);
+          }),
+        ),
+      ),
+    );
+  };
   return makeFeedbackIntake({
     config: { bounceDomain: config.feedback.bounceDomain, fblAddresses: config.feedback.fblAddresses },
     node: config.nodeId,
@@ -41,6 +68,8 @@ export const feedbackIntake = Effect.gen(function* () {
     lookup: status.statusOf,
     keepFinishedMs: config.status.keepFinishedMs,
     classify: makeClassifier(rules),
+    keySources: { poolAddresses: poolAddressesOf(config.delivery.pools), providers: config.delivery.providers },
+    count,
     record: (drafts) => Effect.tryPromise({ try: () => outbox.append(drafts), catch: (error) => new RecordFailed({ detail: String(error) }) }),
     observe: (kind, result) => reports.inc({ kind, result }),
     log,

@@ -54,6 +54,13 @@ test("2xx and 5xx in one attempt: the entry is finished, the failure is classifi
   });
 });
 
+test("the attempt record keeps the pool address the connection left from (what a report that comes back later is counted under)", () => {
+  const pooled = decide(entry(), remote([{ recipient: "a@remote.test", result: reply("250 2.0.0 ok") }], { source: "198.51.100.7" }), t0, 0.5, policy, noDsn);
+  assert.deepEqual([pooled.record.mx, pooled.record.source], ["mx.remote.test", "198.51.100.7"]);
+  const plain = decide(entry(), remote([{ recipient: "a@remote.test", result: reply("250 2.0.0 ok") }]), t0, 0.5, policy, noDsn);
+  assert.equal("source" in plain.record, false, "the default address: no source");
+});
+
 test("4xx defers on the backoff with the attempt recorded and the reason kept; temporary trouble never bounces", () => {
   const now = t0 + 1000;
   const d = decide(entry(), remote([

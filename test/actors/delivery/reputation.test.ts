@@ -208,3 +208,26 @@ test("complaints over deliveries cross a complaint threshold", () =>
       assert.equal(row(rep, "provider", "gmail", "24h")!.complained, 1);
     }),
   ));
+
+test("what comes back later is judged like the rest: bounces after delivery cross a bounce threshold, complaints a source address's complaint threshold", () =>
+  run(
+    Effect.gen(function* () {
+      const events: ActionEvent[] = [];
+      const bounces: Threshold = { name: "domain-bounces", dimension: "sender_domain", window: "1h", limits: { bounce: 0.1 }, minMessages: 20, action: { _tag: "pause", ms: MINUTE }, recoverRatio: 0.8 };
+      const complaints: Threshold = { name: "ip-complaints", dimension: "source", window: "24h", limits: { complaint: 0.05 }, minMessages: 20, action: { _tag: "slow", level: 3 }, recoverRatio: 0.8 };
+      const rep = yield* make({ thresholds: [bounces, complaints] }, events);
+      yield* Effect.forEach(Array.from({ length: 20 }, (_, n) => n), () => sent(rep, "a@shop.example", [OK], "192.0.2.10"), { discard: true });
+      // Two bounces after delivery: 2 / 22 final outcomes, under 10 %; the third crosses.
+      const later = { senderDomain: "shop.example", source: "192.0.2.10", provider: "gmail" };
+      rep.recordOutcome(later, { _tag: "bounced", category: "bad-mailbox" });
+      rep.recordOutcome(later, { _tag: "bounced", category: "quota" });
+      assert.equal(events.length, 0);
+      rep.recordOutcome(later, { _tag: "bounced", category: "bad-mailbox" });
+      assert.deepEqual(events.map((e) => [e.change, e.dimension, e.key, e.kind, e.messages]), [["paused", "sender_domain", "shop.example", "bounce", 23]]);
+      assert.deepEqual(row(rep, "sender_domain", "shop.example")!.bounces, { "bad-mailbox": 2, quota: 1 });
+      // Complaints over the address's 20 deliveries: the first is 5 %, at the limit.
+      rep.recordComplaint(later);
+      assert.deepEqual(events.slice(1).map((e) => [e.change, e.dimension, e.key, e.kind, e.rate, e.level]), [["slowed", "source", "192.0.2.10", "complaint", 0.05, 3]]);
+      assert.equal(rep.holds.source("192.0.2.10")?.level, 3);
+    }),
+  ));

@@ -2,29 +2,45 @@
 // why it records none) out, against a fake cluster lookup and outbox. Which address is a
 // report address, how a bounce or a complaint is matched to its message and recipient,
 // and that nothing is recorded, and the reporter asked to try again, when the lookup or
-// the write fails.
+// the write fails. What a recorded report counts in the reputation figures, for which
+// keys and on which node.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { makeClassifier } from "../../../actors/delivery/classify.ts";
+import { starterProviders } from "../../../actors/delivery/providers.ts";
+import type { LaterOutcome } from "../../../actors/delivery/reputation-count.ts";
+import type { OutcomeKeys } from "../../../actors/delivery/reputation.ts";
 import { makeFeedbackIntake, RecordFailed, type FeedbackKind, type FeedbackResult, type FeedbackTarget } from "../../../actors/feedback/intake.ts";
 import { makeFeedbackTokens, verpAddress } from "../../../actors/feedback/token.ts";
 import { newMessageId } from "../../../actors/queue/entry.ts";
 import type { OutboxDraft } from "../../../protocol/events.ts";
-import { NotFound, Unavailable, type RecipientView, type StatusReply } from "../../../protocol/status.ts";
+import { parseReply } from "../../../protocol/smtp-reply.ts";
+import { NotFound, Unavailable, type RecipientAttempt, type RecipientView, type StatusReply } from "../../../protocol/status.ts";
 import { arfReport, outOfOffice, postfixBounce, rfc3464Report } from "./samples.ts";
 
 const MSG = "0MX3OL97APEODPECA";
 const DOMAIN = "bounces.example.org";
 const tokens = makeFeedbackTokens([new TextEncoder().encode("the intake test's key, long enough")]);
 
-const view = (recipient: string, entry: number, queue = recipient.slice(recipient.indexOf("@") + 1)): RecipientView => ({
+/** Delivered to relay.test's MX, from a pool address when `source` is given. */
+const delivered = (source?: string): RecipientAttempt => ({
+  at: 1,
+  mx: "mx1.relay.test",
+  ip: "192.0.2.50",
+  ...(source !== undefined ? { source } : {}),
+  status: "delivered",
+  result: parseReply("250 2.0.0 ok")!,
+  reply: "250 2.0.0 ok",
+});
+
+const view = (recipient: string, entry: number, queue = recipient.slice(recipient.indexOf("@") + 1), history: ReadonlyArray<RecipientAttempt> = [delivered("192.0.2.7")]): RecipientView => ({
   recipient,
   queue,
   entry: `${MSG}.${entry}`,
   state: "delivered",
   attempts: 1,
-  history: [],
+  history,
 });
 
 const statusWith = (recipients: ReadonlyArray<RecipientView>): StatusReply => ({
@@ -35,6 +51,7 @@ const statusWith = (recipients: ReadonlyArray<RecipientView>): StatusReply => ({
 const setUp = (options: { status?: StatusReply | "not-found" | "unavailable"; recordFails?: boolean; keepFinishedMs?: number } = {}) => {
   const recorded: OutboxDraft[] = [];
   const observed: Array<[FeedbackKind, FeedbackResult]> = [];
+  const counted: Array<[string, OutcomeKeys, LaterOutcome]> = [];
   const status = options.status ?? statusWith([view("carol@relay.test", 0), view("dave@relay.test", 1), view("bob@example.test", 2, "local:bob@example.test")]);
   const intake = makeFeedbackIntake({
     config: { bounceDomain: DOMAIN, fblAddresses: ["fbl@example.test"] },
@@ -48,6 +65,8 @@ const setUp = (options: { status?: StatusReply | "not-found" | "unavailable"; re
           : Effect.succeed(status),
     keepFinishedMs: options.keepFinishedMs ?? 7 * 24 * 3_600_000,
     classify: makeClassifier(),
+    keySources: { poolAddresses: new Set(["192.0.2.1", "192.0.2.7"]), providers: { ...starterProviders, relay: [".relay.test"] } },
+    count: (node, about, outcome) => void counted.push([node, about, outcome]),
     record: (drafts) => (options.recordFails ? Effect.fail(new RecordFailed({ detail: "disk full" })) : Effect.sync(() => void recorded.push(...drafts))),
     observe: (kind, result) => void observed.push([kind, result]),
     log: () => undefined,
@@ -58,7 +77,7 @@ const setUp = (options: { status?: StatusReply | "not-found" | "unavailable"; re
     const target = (found as { target: FeedbackTarget }).target;
     return Effect.runPromise(intake.process(target, Buffer.from(text), { conn: "c1", client: "192.0.2.9", sender: "" }));
   };
-  return { intake, recorded, observed, processAt };
+  return { intake, recorded, observed, counted, processAt };
 };
 
 const carolVerp = verpAddress(tokens.recipientToken(MSG, "carol@relay.test"), DOMAIN);
@@ -75,7 +94,7 @@ test("which addresses are report addresses: a feedback-loop address, a VERP addr
 });
 
 test("a bounce to a per-recipient VERP address records one bounced event for that recipient, with the message's labels, classified", async () => {
-  const { recorded, observed, processAt } = setUp();
+  const { recorded, observed, counted, processAt } = setUp();
   const outcome = await processAt(carolVerp, postfixBounce(carolVerp, "carol@relay.test"));
   assert.deepEqual(outcome, { _tag: "Recorded", kind: "bounce", messageId: MSG, recipients: ["carol@relay.test"] });
   assert.equal(recorded.length, 1);
@@ -83,12 +102,14 @@ test("a bounce to a per-recipient VERP address records one bounced event for tha
   assert.equal(event.type, "bounced");
   if (event.type !== "bounced") return;
   assert.deepEqual(
-    { node: event.node, tenant: event.tenant, tags: event.tags, metadata: event.metadata, msg: event.msg, entry: event.entry, domain: event.domain, rcpt: event.rcpt, route: event.route, dsn: event.dsn, category: event.category, server: event.server, attempts: event.attempts },
-    { node: "b", tenant: "acme", tags: ["december"], metadata: { campaign: "42" }, msg: MSG, entry: `${MSG}.0`, domain: "relay.test", rcpt: "carol@relay.test", route: "remote", dsn: "5.1.1", category: "bad-mailbox", server: "dsn", attempts: 1 },
+    { node: event.node, tenant: event.tenant, tags: event.tags, metadata: event.metadata, msg: event.msg, entry: event.entry, domain: event.domain, rcpt: event.rcpt, sender: event.sender, route: event.route, dsn: event.dsn, category: event.category, server: event.server, attempts: event.attempts },
+    { node: "b", tenant: "acme", tags: ["december"], metadata: { campaign: "42" }, msg: MSG, entry: `${MSG}.0`, domain: "relay.test", rcpt: "carol@relay.test", sender: "news@acme.test", route: "remote", dsn: "5.1.1", category: "bad-mailbox", server: "dsn", attempts: 1 },
   );
   assert.equal(event.result._tag, "AsyncBounce");
   assert.match(event.reply, /^5\.1\.1 bounced after delivery \(reported by mail\.example\.net\): 550 5\.1\.1 /);
   assert.deepEqual(observed, [["bounce", "matched"]]);
+  // Counted as a bounce of its category by node a, which sent the message, under the keys its delivery counted under.
+  assert.deepEqual(counted, [["a", { senderDomain: "acme.test", source: "192.0.2.7", provider: "relay" }, { _tag: "bounced", category: "bad-mailbox" }]]);
 });
 
 test("the per-recipient token wins over what the report calls the recipient (a forward's address)", async () => {
@@ -145,12 +166,13 @@ test("a message no node knows: unmatched when older than the nodes remember, els
   const full = setUp({ recordFails: true });
   assert.equal((await full.processAt(carolVerp, postfixBounce(carolVerp, "carol@relay.test")))._tag, "Failed");
   assert.deepEqual([...unknown.observed, ...recent.observed, ...away.observed, ...full.observed], [["bounce", "unmatched"], ["bounce", "failed"], ["bounce", "failed"], ["bounce", "failed"]]);
+  assert.deepEqual([...unknown.counted, ...recent.counted, ...away.counted, ...full.counted], [], "nothing counted in the reputation figures either");
 });
 
 const returnedHeaders = (ternId: string, to: string) => [`X-Tern-Id: ${ternId}`, "From: news@acme.test", `To: ${to}`, "Subject: December news"];
 
 test("an ARF report at the feedback-loop address, matched through X-Tern-Id and the returned To: a complained event", async () => {
-  const { recorded, observed, processAt } = setUp();
+  const { recorded, observed, counted, processAt } = setUp();
   const outcome = await processAt("fbl@example.test", arfReport("fbl@example.test", { headers: returnedHeaders(tokens.messageToken(MSG), "Dave <dave@relay.test>") }));
   assert.deepEqual(outcome, { _tag: "Recorded", kind: "complaint", messageId: MSG, recipients: ["dave@relay.test"] });
   assert.deepEqual(recorded, [
@@ -174,6 +196,15 @@ test("an ARF report at the feedback-loop address, matched through X-Tern-Id and 
     },
   ]);
   assert.deepEqual(observed, [["complaint", "matched"]]);
+  // The source address the delivery recorded wins over the report's Source-IP (192.0.2.1, another pool address).
+  assert.deepEqual(counted, [["a", { senderDomain: "acme.test", source: "192.0.2.7", provider: "relay" }, { _tag: "complained" }]]);
+});
+
+test("a complaint about a delivery recorded without its source address: the report's Source-IP if it is a pool address, counted once for the recipient the report names", async () => {
+  const unrecorded = [delivered()];
+  const { counted, processAt } = setUp({ status: statusWith([view("carol@relay.test", 0, "relay.test", unrecorded), view("dave@relay.test", 1, "relay.test", unrecorded)]) });
+  await processAt("fbl@example.test", arfReport("fbl@example.test", { headers: returnedHeaders(tokens.messageToken(MSG), "carol@relay.test, dave@relay.test"), rcptTo: "dave@relay.test" }));
+  assert.deepEqual(counted, [["a", { senderDomain: "acme.test", source: "192.0.2.1", provider: "relay" }, { _tag: "complained" }]]);
 });
 
 test("an ARF report naming the VERP return path (Original-Mail-From) is matched through it; one at a VERP address too", async () => {
@@ -184,7 +215,7 @@ test("an ARF report naming the VERP return path (Original-Mail-From) is matched 
 });
 
 test("ARF reports that record nothing: a forged X-Tern-Id, no token at all, a redacted recipient of a message to several, a not-spam report", async () => {
-  const { recorded, observed, processAt } = setUp();
+  const { recorded, observed, counted, processAt } = setUp();
   const forged = tokens.messageToken(MSG).replace(/.$/, (c) => (c === "a" ? "b" : "a"));
   const cases = [
     arfReport("fbl@example.test", { headers: returnedHeaders(forged, "dave@relay.test") }),
@@ -195,5 +226,6 @@ test("ARF reports that record nothing: a forged X-Tern-Id, no token at all, a re
   ];
   for (const text of cases) assert.equal((await processAt("fbl@example.test", text))._tag, "Dropped");
   assert.deepEqual(recorded, []);
+  assert.deepEqual(counted, []);
   assert.deepEqual(observed, [["complaint", "forged"], ["complaint", "unmatched"], ["complaint", "unmatched"], ["complaint", "ignored"], ["complaint", "ignored"]]);
 });

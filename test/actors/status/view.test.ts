@@ -57,3 +57,10 @@ test("once every recipient finished, the message is delivered, undelivered or pa
   const labelled = statusView("M", { message: undefined, entries: [], finished: finished([["a@d0.test", "delivered"]], { tenant: "beta", tags: ["x"], metadata: { k: "v" } }) }, context)!;
   assert.deepEqual([labelled.message.tenant, labelled.message.tags, labelled.message.metadata], ["beta", ["x"], { k: "v" }]);
 });
+
+test("each attempt shows the MX it reached and the pool address it left from", () => {
+  const record = finished([["a@d0.test", "delivered"]]);
+  const history = [{ at: 2_500, mx: "mx.d0.test", ip: "192.0.2.1", source: "198.51.100.7", results: [{ rcpt: "a@d0.test", status: "delivered" as const, result: { _tag: "Reply" as const, code: 250, enhanced: "2.0.0", text: "ok" } }] }];
+  const view = statusView("M", { message: undefined, entries: [], finished: { ...record, entries: [{ ...record.entries[0]!, history }] } }, context)!;
+  assert.deepEqual(view.recipients[0]!.history.map((a) => [a.mx, a.ip, a.source, a.status, a.reply]), [["mx.d0.test", "192.0.2.1", "198.51.100.7", "delivered", "250 2.0.0 ok"]]);
+});
