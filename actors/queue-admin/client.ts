@@ -1,6 +1,7 @@
 // The caller's side of queue administration: one node by name, or every node of the
-// cluster at once (each answers the shared subject; replies are gathered until they
-// stop coming). Replies are decoded with the protocol's schemas, like any actor reply.
+// cluster at once (each answers the shared subject; replies are gathered until every
+// member named by `members` has answered, or until they stop coming). Replies are
+// decoded with the protocol's schemas, like any actor reply.
 import { Schema } from "effect";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { QueueAdminError, QueueAdminReply, type QueueAdminRequest } from "../../protocol/queue-admin.ts";
@@ -16,6 +17,12 @@ export interface AskOptions {
   readonly timeoutMs: number;
   /** Once answers come, how long a silence ends the gathering. */
   readonly quietMs?: number;
+  /**
+   * The nodes expected to answer (the cluster's member list, asked for at the same time):
+   * once each has answered the gathering ends, without waiting for the silence. Undefined
+   * (the list could not be read): the silence ends it.
+   */
+  readonly members?: Promise<ReadonlySet<string> | undefined> | undefined;
 }
 
 export const askQueueAdmin = async (
@@ -31,9 +38,42 @@ export const askQueueAdmin = async (
   }
   const answers: NodeAnswer[] = [];
   const replies = await nc.requestMany(subjects.queueAdmin, payload, { strategy: "stall", stall: options.quietMs ?? 1_000, maxWait: options.timeoutMs });
-  for await (const msg of replies) answers.push(interpret(msg.data, "?"));
+  const iterator = replies[Symbol.asyncIterator]();
+  let members: ReadonlySet<string> | undefined;
+  let listPending = options.members !== undefined;
+  const listed = (options.members ?? Promise.resolve(undefined)).then(
+    (set) => {
+      members = set;
+      listPending = false;
+      return LISTED;
+    },
+    () => {
+      listPending = false;
+      return LISTED;
+    },
+  );
+  const answered = new Set<string>();
+  const everyoneAnswered = () => members !== undefined && members.size > 0 && [...members].every((node) => answered.has(node));
+  // One `next` at a time: when the member list arrives first, the same pending `next` is awaited again.
+  let pending: Promise<IteratorResult<{ readonly data: Uint8Array }>> | undefined;
+  for (;;) {
+    if (everyoneAnswered()) {
+      void iterator.return?.();
+      break;
+    }
+    pending ??= iterator.next();
+    const woke = listPending ? await Promise.race([pending, listed]) : await pending;
+    if (typeof woke === "symbol") continue;
+    pending = undefined;
+    if (woke.done) break;
+    const answer = interpret(woke.value.data, "?");
+    answers.push(answer);
+    answered.add(answer.ok ? answer.reply.node : answer.node);
+  }
   return answers;
 };
+
+const LISTED: unique symbol = Symbol("listed");
 
 const interpret = (data: Uint8Array, node: string): NodeAnswer => {
   const frame = decodeFrame(data);

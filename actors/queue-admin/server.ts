@@ -1,14 +1,16 @@
 // Queue administration of one node, served over NATS (`tern queue …` talks to it):
 // shape, list, show, suspend/resume a queue, retry now, bounce or delete by queue or
-// sender. Operations that touch many entries go page by page, so memory stays bounded
-// whatever the queue size; entries with an attempt in flight are passed over (and counted),
-// because that attempt's outcome is about to be recorded.
+// sender, and one message (or entry) by id: show, retry, bounce, delete, hold, release.
+// Operations that touch many entries go page by page, so memory stays bounded whatever
+// the queue size; entries with an attempt in flight are passed over (and counted),
+// because that attempt's outcome is about to be recorded. A hold is the exception: it is
+// stored at once, and an attempt in flight is recorded with the entry staying held.
 //
 // Served in a Scope: the NATS subscriptions end when it closes, and each request runs
 // with the services the server was started with (its Clock among them).
 import { Clock, Effect, type Scope } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { QueueAdminError, QueueAdminReply, QueueAdminRequest, type EntryView, type SiteBackoffView } from "../../protocol/queue-admin.ts";
+import { QueueAdminError, QueueAdminReply, QueueAdminRequest, type EntryActOutcome, type EntryView, type SiteBackoffView } from "../../protocol/queue-admin.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
 import { everyone } from "../delivery/attempt.ts";
 import type { Scheduler } from "../delivery/scheduler.ts";
@@ -71,6 +73,7 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
     reason: entry.reason,
     inFlight: scheduler.isInFlight(entry.id),
     suspended: spool.isSuspended(queueOf(entry.route)),
+    ...(entry.heldAt !== undefined ? { heldAt: entry.heldAt } : {}),
     ...(entry.history ? { history: entry.history } : {}),
   });
   const selection = (r: { queue?: string | undefined; sender?: string | undefined }): Selection => ({ queue: r.queue?.toLowerCase(), sender: r.sender });
@@ -98,10 +101,9 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
         Effect.map((entries) => ({ _tag: "List" as const, node: nodeId, entries: entries.map(view) })),
       );
     case "Show":
-      return Effect.sync(() => {
-        const entry = spool.entry(request.id);
-        return { _tag: "Show" as const, node: nodeId, entry: entry ? view(entry) : null };
-      });
+      return Effect.sync(() => ({ _tag: "Show" as const, node: nodeId, id: request.id, entries: entriesNamed(spool, request.id).map(view) }));
+    case "Act":
+      return act(deps, request, stored);
     case "Suspend":
     case "Resume": {
       const queue = request.queue.toLowerCase();
@@ -164,6 +166,98 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
       );
   }
 };
+
+/** The entries an id names here: one entry (`<messageId>.<n>`), or every entry of a message, oldest first. */
+const entriesNamed = (spool: Spool, id: string): ReadonlyArray<QueueEntry> => {
+  if (/\.\d+$/.test(id)) {
+    const entry = spool.entry(id);
+    return entry ? [entry] : [];
+  }
+  return spool.entriesOf(id);
+};
+
+type ActRequest = Extract<QueueAdminRequest, { readonly _tag: "Act" }>;
+type Stored = <A>(effect: Effect.Effect<A, { readonly detail: string }>) => Effect.Effect<A, QueueAdminError>;
+
+/** Carries out an action on the entries the id names here; each entry's outcome is reported. */
+const act = (deps: QueueAdminDeps, request: ActRequest, stored: Stored): Effect.Effect<QueueAdminReply, QueueAdminError> =>
+  Effect.gen(function* () {
+    const { spool, scheduler } = deps;
+    const named = entriesNamed(spool, request.id);
+    const now = yield* Clock.currentTimeMillis;
+    const outcomes = new Map<string, EntryActOutcome>();
+    let notices = 0;
+    const idle = named.filter((entry) => {
+      if (!scheduler.isInFlight(entry.id)) return true;
+      outcomes.set(entry.id, "in-flight");
+      return false;
+    });
+    switch (request.action) {
+      case "hold": {
+        // An entry in flight is held too: its attempt is recorded, and it waits held.
+        const held = new Set(yield* stored(spool.hold(named, now)));
+        for (const entry of named) outcomes.set(entry.id, held.has(entry.id) ? "done" : "held");
+        break;
+      }
+      case "release": {
+        const released = new Set(yield* stored(spool.release(named, now)));
+        for (const entry of named) outcomes.set(entry.id, released.has(entry.id) ? "done" : "not-held");
+        if (released.size > 0) scheduler.wake();
+        break;
+      }
+      case "retry": {
+        // As a retry by domain: the destination is tried now, a hold after trouble on it
+        // lifted; that alone makes an entry already due go now.
+        const troubled = scheduler.holds();
+        const movable: QueueEntry[] = [];
+        const lifted = new Set<string>();
+        for (const entry of idle) {
+          const queue = queueOf(entry.route);
+          if (entry.heldAt !== undefined) outcomes.set(entry.id, "held");
+          else if (entry.nextAttemptAt <= now && !troubled.has(queue)) outcomes.set(entry.id, "due");
+          else {
+            if (entry.nextAttemptAt > now) movable.push(entry);
+            lifted.add(queue);
+            outcomes.set(entry.id, "done");
+          }
+        }
+        yield* stored(spool.redate(movable, now));
+        lifted.forEach((queue) => scheduler.release(queue));
+        break;
+      }
+      case "bounce": {
+        const returned = { _tag: "Returned" as const, ...(request.reason ? { reason: request.reason.replace(/[\r\n]+/g, " ") } : {}) };
+        for (const entry of idle) {
+          const recorded = yield* stored(scheduler.recordNow(entry, { server: "admin", results: everyone(entry.recipients, returned) }));
+          outcomes.set(entry.id, recorded ? "done" : "in-flight");
+          if (recorded && entry.sender !== "") notices++;
+        }
+        break;
+      }
+      case "delete":
+        for (const entry of idle) {
+          yield* stored(spool.finish(entry));
+          outcomes.set(entry.id, "done");
+        }
+        break;
+    }
+    for (const entry of named) {
+      if (outcomes.get(entry.id) !== "done") continue;
+      const fields = { entry: entry.id, msg: entry.messageId };
+      if (request.action === "delete") deps.log("queue.deleted", { ...fields, sender: entry.sender, rcpts: entry.recipients.length });
+      else deps.log(ACTED_EVENT[request.action], fields);
+    }
+    return {
+      _tag: "Acted" as const,
+      node: deps.nodeId,
+      id: request.id,
+      action: request.action,
+      entries: named.map((entry) => ({ id: entry.id, outcome: outcomes.get(entry.id) ?? "in-flight" })),
+      notices,
+    };
+  });
+
+const ACTED_EVENT = { retry: "queue.retry", bounce: "queue.bounced", hold: "queue.held", release: "queue.released" } as const;
 
 interface Tally {
   entries: number;

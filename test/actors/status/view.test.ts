@@ -57,3 +57,18 @@ test("once every recipient finished, the message is delivered, undelivered or pa
   const labelled = statusView("M", { message: undefined, entries: [], finished: finished([["a@d0.test", "delivered"]], { tenant: "beta", tags: ["x"], metadata: { k: "v" } }) }, context)!;
   assert.deepEqual([labelled.message.tenant, labelled.message.tags, labelled.message.metadata], ["beta", ["x"], { k: "v" }]);
 });
+
+test("a recipient whose entry an operator held, or whose queue is suspended, is held, without a next attempt", () => {
+  const message = { id: "M", sender: "s@acme.test", receivedAt: 1_000, size: 10, openEntries: 3 };
+  const held: QueueEntry = { ...entry(0, ["a@d0.test"]), heldAt: 1_500, nextAttemptAt: Number.MAX_SAFE_INTEGER, reason: "held" };
+  const view = statusView("M", { message, entries: [held, entry(2, ["c@d2.test"]), entry(3, ["d@d3.test"])], finished: undefined }, { ...context, isSuspended: (queue) => queue === "d3.test" })!;
+  assert.deepEqual(
+    view.recipients.map((r) => [r.recipient, r.state, r.nextAttemptAt]),
+    [
+      ["a@d0.test", "held", undefined],
+      ["c@d2.test", "queued", 2_000],
+      ["d@d3.test", "held", undefined],
+    ],
+  );
+  assert.equal(view.message.state, "pending");
+});
