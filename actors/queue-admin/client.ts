@@ -1,28 +1,18 @@
 // The caller's side of queue administration: one node by name, or every node of the
-// cluster at once (each answers the shared subject; replies are gathered until every
-// member named by `members` has answered, or until they stop coming). Replies are
-// decoded with the protocol's schemas, like any actor reply.
+// cluster at once (each answers the shared subject; ../runtime/gather.ts gathers the
+// replies). Replies are decoded with the protocol's schemas, like any actor reply.
 import { Schema } from "effect";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { QueueAdminError, QueueAdminReply, type QueueAdminRequest } from "../../protocol/queue-admin.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
 import { decodeFrame, encodeFrame } from "../../protocol/wire.ts";
+import { gatherAnswers, type GatherOptions } from "../runtime/gather.ts";
 
 export type NodeAnswer = { readonly ok: true; readonly reply: QueueAdminReply } | { readonly ok: false; readonly node: string; readonly detail: string };
 
-export interface AskOptions {
-  /** Ask this node only; default every node. */
+export interface AskOptions extends GatherOptions {
+  /** Ask this node only; default every node (see GatherOptions for how their answers are gathered). */
   readonly node?: string | undefined;
-  /** How long to wait for the first answer. */
-  readonly timeoutMs: number;
-  /** Once answers come, how long a silence ends the gathering. */
-  readonly quietMs?: number;
-  /**
-   * The nodes expected to answer (the cluster's member list, asked for at the same time):
-   * once each has answered the gathering ends, without waiting for the silence. Undefined
-   * (the list could not be read): the silence ends it.
-   */
-  readonly members?: Promise<ReadonlySet<string> | undefined> | undefined;
 }
 
 export const askQueueAdmin = async (
@@ -36,44 +26,11 @@ export const askQueueAdmin = async (
     const msg = await nc.request(subjects.queueAdminOf(options.node), payload, { timeout: options.timeoutMs });
     return [interpret(msg.data, options.node)];
   }
-  const answers: NodeAnswer[] = [];
-  const replies = await nc.requestMany(subjects.queueAdmin, payload, { strategy: "stall", stall: options.quietMs ?? 1_000, maxWait: options.timeoutMs });
-  const iterator = replies[Symbol.asyncIterator]();
-  let members: ReadonlySet<string> | undefined;
-  let listPending = options.members !== undefined;
-  const listed = (options.members ?? Promise.resolve(undefined)).then(
-    (set) => {
-      members = set;
-      listPending = false;
-      return LISTED;
-    },
-    () => {
-      listPending = false;
-      return LISTED;
-    },
-  );
-  const answered = new Set<string>();
-  const everyoneAnswered = () => members !== undefined && members.size > 0 && [...members].every((node) => answered.has(node));
-  // One `next` at a time: when the member list arrives first, the same pending `next` is awaited again.
-  let pending: Promise<IteratorResult<{ readonly data: Uint8Array }>> | undefined;
-  for (;;) {
-    if (everyoneAnswered()) {
-      void iterator.return?.();
-      break;
-    }
-    pending ??= iterator.next();
-    const woke = listPending ? await Promise.race([pending, listed]) : await pending;
-    if (typeof woke === "symbol") continue;
-    pending = undefined;
-    if (woke.done) break;
-    const answer = interpret(woke.value.data, "?");
-    answers.push(answer);
-    answered.add(answer.ok ? answer.reply.node : answer.node);
-  }
-  return answers;
+  return gatherAnswers(nc, subjects.queueAdmin, payload, (data) => interpret(data, "?"), nodeOfAnswer, options);
 };
 
-const LISTED: unique symbol = Symbol("listed");
+/** The node that gave an answer (a failure names it when the node said who it is). */
+const nodeOfAnswer = (answer: NodeAnswer) => (answer.ok ? answer.reply.node : answer.node);
 
 const interpret = (data: Uint8Array, node: string): NodeAnswer => {
   const frame = decodeFrame(data);
