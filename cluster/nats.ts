@@ -1,7 +1,8 @@
 // Connecting a node to NATS. The embedded default: when nothing answers at the
 // configured URL and `nats-server` is on PATH, start one as a child with JetStream
-// under the data dir, and stop it when the node stops. That server refuses anonymous
-// clients too: it gets generated node and operator credentials (cluster/embedded-nats.ts).
+// under the data dir, and stop it when the node stops (after draining the connection).
+// That server refuses anonymous clients too: it gets generated node and operator
+// credentials (cluster/embedded-nats.ts).
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { delimiter, join } from "node:path";
@@ -65,7 +66,10 @@ export const linkToNats = async (options: {
   // An embedded server left running by an earlier run of this node (its parent was killed) is still ours.
   const leftOver = await tryConnect(options.servers, asNode);
   if ("nc" in leftOver) return { nc: leftOver.nc, embedded: undefined, close: () => leftOver.nc.drain() };
-  const child = spawn(binary, ["-c", embedded.configFile], { stdio: "ignore" });
+  // In a process group of its own: Ctrl-C in a terminal signals the whole foreground group,
+  // and NATS must outlive the node's graceful stop (which drains the connection), so the
+  // node stops it itself, last.
+  const child = spawn(binary, ["-c", embedded.configFile], { stdio: "ignore", detached: true });
   const nc = await waitForNats(options.servers, asNode, child);
   return {
     nc,

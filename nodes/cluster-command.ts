@@ -10,7 +10,7 @@ import { loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
 import { runClusterUp } from "./cluster-up.ts";
-import { membersEndpoint } from "./services/membership.ts";
+import { membersEndpoint } from "./cluster-members.ts";
 
 const clusterUsage = `usage: tern cluster status [--config FILE] [--json] [--timeout MS]
        tern cluster up --nodes N [--config FILE] [--base-port P] [--data-dir D]

@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "./config.ts";
+import { installRoot, selfCommand } from "./install.ts";
 import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
 
@@ -21,8 +22,6 @@ const portsOf = (base: number, index: number) => {
 
 const MAX_PORT = 65_535;
 
-const cliPath = new URL("./cli.ts", import.meta.url).pathname;
-const projectRoot = new URL("..", import.meta.url).pathname;
 
 const parseCount = (name: string, text: string | undefined, fallback: number | undefined, min: number, max: number): number => {
   const value = text === undefined ? fallback : Number(text);
@@ -69,8 +68,9 @@ export const runClusterUp = async (args: string[], io: Output): Promise<number> 
       TERN_IMAP_PORT: String(ports.imap),
       TERN_IMAPS_PORT: String(ports.imaps),
     };
-    const child = spawn(process.execPath, ["--import", "tsx", cliPath, "node", ...(configPath ? ["--config", configPath] : [])], {
-      cwd: projectRoot,
+    const self = selfCommand(); // this same tern: the bundle, or the sources under tsx
+    const child = spawn(self.command, [...self.args, "node", ...(configPath ? ["--config", configPath] : [])], {
+      cwd: installRoot,
       env,
       stdio: ["ignore", "inherit", "inherit"],
     });

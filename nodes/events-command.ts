@@ -46,6 +46,7 @@ const detailOf = (event: StreamEvent): string => {
     case "complained":
       return [
         `feedback-type=${event.feedbackType}`,
+        ...(event.sender !== undefined ? [`from=<${event.sender}>`] : []),
         ...(event.userAgent ? [`user-agent="${event.userAgent}"`] : []),
         ...(event.reportedBy ? [`reported-by=<${event.reportedBy}>`] : []),
         ...(event.sourceIp ? [`source-ip=${event.sourceIp}`] : []),
@@ -58,8 +59,6 @@ const detailOf = (event: StreamEvent): string => {
         ...(event.rule ? [`rule=${event.rule}`] : []),
         ...(event.reply ? [`reply="${event.reply}"`] : []),
       ].join(" ");
-    case "complained":
-      return `feedback=${event.feedbackType}${event.sender !== undefined ? ` from=<${event.sender}>` : ""}`;
     case "suppressed":
       return `where=${event.where} scope=${event.scope} reason=${event.reason} from=<${event.sender}>`;
     case "reputation-action":

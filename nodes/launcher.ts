@@ -21,6 +21,8 @@ export interface TernNode {
   readonly waitForEvent: (event: string, where?: Record<string, unknown>, timeoutMs?: number) => Promise<Record<string, unknown>>;
   readonly events: (event: string) => Array<Record<string, unknown>>;
   readonly kill: (signal: NodeJS.Signals) => Promise<void>;
+  /** Signals the node's whole process group (started with `ownGroup`), as Ctrl-C in a terminal does; resolves when it ended. */
+  readonly signalGroup: (signal: NodeJS.Signals) => Promise<void>;
   /** Resolves when the process ends on its own (a drained node stops), with its exit code. */
   readonly exited: () => Promise<number | null>;
 }
@@ -29,8 +31,28 @@ export const makeDataDir = () => mkdtemp(join(tmpdir(), "tern-test-"));
 
 export const removeDataDir = (dir: string) => rm(dir, { recursive: true, force: true });
 
+export interface StartOptions {
+  /**
+   * What runs the node: the TypeScript sources under tsx (the default: tests and benchmarks
+   * run what is checked out), the bundle (`node dist/cli.js`, built by scripts/build.mjs), or
+   * `npm start` (which builds the bundle when stale and runs it).
+   */
+  readonly via?: "sources" | "bundle" | "npm-start";
+  /** In a process group of its own, as a terminal starts a command, so `signalGroup` reaches all of it. */
+  readonly ownGroup?: boolean;
+}
+
+/** The command line that runs `tern node --config <configPath>`. */
+const nodeCommand = (via: NonNullable<StartOptions["via"]>, configPath: string): { command: string; args: string[] } => {
+  if (via === "npm-start") return { command: "npm", args: ["start", "--silent", "--", "--config", configPath] };
+  // TERN_NODE_EXEC_ARGV passes extra flags to node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const extra = (process.env.TERN_NODE_EXEC_ARGV ?? "").split(" ").filter(Boolean);
+  const entry = via === "bundle" ? [join(projectRoot, "dist/cli.js")] : ["--import", "tsx", join(projectRoot, "nodes/cli.ts")];
+  return { command: process.execPath, args: [...extra, ...entry, "node", "--config", configPath] };
+};
+
 /** Starts `tern node --config <file>` and waits for its node.started line. */
-export const startTernNode = async (config: Record<string, unknown> & { dataDir: string }): Promise<TernNode> => {
+export const startTernNode = async (config: Record<string, unknown> & { dataDir: string }, options: StartOptions = {}): Promise<TernNode> => {
   await mkdir(config.dataDir, { recursive: true });
   const configPath = join(config.dataDir, `config-${String(config.nodeId ?? "node")}.json`);
   const full = {
@@ -42,12 +64,8 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
     listen: { host: "127.0.0.1", smtp: 0, smtps: 0, pop3: 0, imap: 0, imaps: 0, http: 0, ...(config.listen as object | undefined) },
   };
   await writeFile(configPath, JSON.stringify(full, null, 2));
-  // TERN_NODE_EXEC_ARGV passes extra flags to node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-  const extra = (process.env.TERN_NODE_EXEC_ARGV ?? "").split(" ").filter(Boolean);
-  const child = spawn(process.execPath, [...extra, "--import", "tsx", join(projectRoot, "nodes/cli.ts"), "node", "--config", configPath], {
-    cwd: projectRoot,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const { command, args } = nodeCommand(options.via ?? "sources", configPath);
+  const child = spawn(command, args, { cwd: projectRoot, stdio: ["ignore", "pipe", "pipe"], detached: options.ownGroup === true });
   let output = "";
   const parsed: Array<Record<string, unknown>> = [];
   const waiters = new Set<() => void>();
@@ -107,6 +125,11 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
     events: (event) => parsed.filter((line) => line.event === event),
     kill: async (signal) => {
       if (child.exitCode === null) child.kill(signal);
+      await exited;
+    },
+    signalGroup: async (signal) => {
+      if (options.ownGroup !== true) throw new Error("signalGroup needs a node started with ownGroup");
+      if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, signal);
       await exited;
     },
     exited: () => exited,

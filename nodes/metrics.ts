@@ -6,8 +6,8 @@
 // joins on `instance` when it needs it. Every counter a dashboard or an alert reads is
 // set to zero at start for its known label sets, so a rate exists before the first event.
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { installRoot, ternVersion } from "./install.ts";
 import type { ConnectionEvent } from "../actors/runtime/connection-cap.ts";
 import type { SmtpListenerName } from "../actors/session/smtp.ts";
 import type { DmarcAction } from "../actors/authentication/policy.ts";
@@ -155,16 +155,7 @@ const connectionMetrics =
   };
 
 /** Tern's version (package.json) and commit: TERN_COMMIT, else the checkout's HEAD, else "unknown". */
-const buildInfo = (): { version: string; commit: string } => {
-  const root = new URL("..", import.meta.url).pathname;
-  let version = "unknown";
-  try {
-    version = String((JSON.parse(readFileSync(`${root}package.json`, "utf8")) as { version?: unknown }).version ?? "unknown");
-  } catch {
-    // an installation without package.json: the version stays unknown
-  }
-  return { version, commit: process.env.TERN_COMMIT || gitHead(root) || "unknown" };
-};
+const buildInfo = (): { version: string; commit: string } => ({ version: ternVersion, commit: process.env.TERN_COMMIT || gitHead(installRoot) || "unknown" });
 
 const gitHead = (root: string): string | undefined => {
   try {

@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { askPools, type PoolsAnswer } from "../actors/delivery/pools-status.ts";
 import type { AddressView, PoolsReply, ProviderUsage } from "../protocol/pools.ts";
 import { makeSubjects } from "../protocol/subjects.ts";
+import { memberIds } from "./cluster-members.ts";
 import { loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
@@ -43,7 +44,10 @@ export const poolsCommand = async (args: string[], io: Output): Promise<number> 
   const config = await loadConfig(values.config, process.env);
   const nc = await connectAsOperator(config, "tern-pools");
   try {
-    const answers = await askPools(nc, makeSubjects(config.cluster), { node: values.node, timeoutMs }).catch((error: Error) => {
+    const subjects = makeSubjects(config.cluster);
+    // Every node is asked unless one is named: the member list tells when all have answered.
+    const members = values.node === undefined ? memberIds(nc, subjects, Math.min(timeoutMs, 2_000)) : undefined;
+    const answers = await askPools(nc, subjects, { node: values.node, timeoutMs, members }).catch((error: Error) => {
       io.err(`tern: ${values.node ? `node ${values.node}` : "no node"} answered: ${error.message}`);
       return [] as PoolsAnswer[];
     });

@@ -8,6 +8,7 @@ import { askReputation, type ReputationAnswer } from "../actors/delivery/reputat
 import { rateOf, sumCounts, type Counts } from "../actors/delivery/reputation-window.ts";
 import type { ActionView, KeyFigures, ReputationDimension, ReputationReply, ReputationWindow } from "../protocol/reputation.ts";
 import { makeSubjects } from "../protocol/subjects.ts";
+import { memberIds } from "./cluster-members.ts";
 import { loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
@@ -70,7 +71,10 @@ export const reputationCommand = async (args: string[], io: Output): Promise<num
   const nc = await connectAsOperator(config, "tern-reputation");
   try {
     const request = { _tag: "Reputation" as const, window: window as ReputationWindow, ...(dimension ? { dimension } : {}) };
-    const answers = await askReputation(nc, makeSubjects(config.cluster), request, { node: values.node, timeoutMs }).catch((error: Error) => {
+    const subjects = makeSubjects(config.cluster);
+    // Every node is asked unless one is named: the member list tells when all have answered.
+    const members = values.node === undefined ? memberIds(nc, subjects, Math.min(timeoutMs, 2_000)) : undefined;
+    const answers = await askReputation(nc, subjects, request, { node: values.node, timeoutMs, members }).catch((error: Error) => {
       io.err(`tern: ${values.node ? `node ${values.node}` : "no node"} answered: ${error.message}`);
       return [] as ReputationAnswer[];
     });

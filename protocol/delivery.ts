@@ -66,6 +66,10 @@ export const WaitReason = Schema.Literals([
   "retry-now",
   /** The operator resumed the entry's suspended queue. */
   "resumed",
+  /** The operator put the entry on hold (`tern queue hold`): not attempted until released. */
+  "held",
+  /** The operator released the entry from hold (`tern queue release`): due at once. */
+  "released",
   /** Not attempted: the source address is warming up and has used its cap for the destination's provider (the pool waits). */
   "warmup-cap",
   /** Not attempted: a reputation threshold paused the sender domain or the source address, or slowed the sender domain and this message waits its turn. */

@@ -78,6 +78,10 @@ export const HandOffEntry = Schema.Struct({
   reason: WaitReason,
   history: Schema.optional(Schema.Array(AttemptRecord)),
   delayNotified: Schema.optional(Schema.Boolean),
+  /** An operator's hold goes with the entry: the receiver keeps it held until released there. */
+  heldAt: Schema.optional(Schema.Number),
+  /** Time spent on hold so far, not counted in the entry's queue life. */
+  heldMs: Schema.optional(Schema.Number),
 });
 export type HandOffEntry = typeof HandOffEntry.Type;
 

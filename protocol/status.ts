@@ -26,8 +26,8 @@ export type FinishedState = typeof FinishedState.Type;
 /**
  * Where one recipient stands.
  * Waiting: `queued` (not attempted yet, or due again by an operator's retry), `deferred`
- * (a temporary failure, retried at `nextAttemptAt`), `held` (its queue is suspended by an
- * operator: no attempt until resumed).
+ * (a temporary failure, retried at `nextAttemptAt`), `held` (an operator suspended its
+ * queue or held the message: no attempt until resumed or released).
  * Finished: `delivered` (the next hop took it), `bounced` (failed for good), `expired`
  * (still failing at the end of the queue lifetime), `removed` (deleted by an operator, no DSN).
  * Moved: `handed-off` (this node was drained and a peer, `handedOffTo`, committed the

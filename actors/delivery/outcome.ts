@@ -3,7 +3,8 @@
 // when the entry waits again, and which notices (DSNs) are due.
 //
 // Temporary trouble never bounces: a deferred recipient fails only once the entry is
-// older than the queue lifetime ("expired"), and then reports the last reply it got.
+// older than the queue lifetime ("expired"), and then reports the last reply it got. Time
+// an operator kept the entry on hold does not count (lifeStartOf).
 import {
   enhancedStatus,
   renderResult,
@@ -15,7 +16,7 @@ import {
   type RecipientStatus,
   type WaitReason,
 } from "../../protocol/delivery.ts";
-import { HISTORY_LIMIT, type QueueEntry } from "../queue/entry.ts";
+import { HISTORY_LIMIT, lifeStartOf, type QueueEntry } from "../queue/entry.ts";
 import type { Attempt } from "./attempt.ts";
 import { retryDelayMs, type RetrySchedule } from "./backoff.ts";
 import type { Classifier } from "./classify.ts";
@@ -55,7 +56,7 @@ export interface Decision {
   readonly holdQueue: QueueHoldReason | undefined;
 }
 
-const expiresAt = (entry: QueueEntry, policy: OutcomePolicy): number => entry.createdAt + policy.maxAgeMs;
+const expiresAt = (entry: QueueEntry, policy: OutcomePolicy, now: number): number => lifeStartOf(entry, now) + policy.maxAgeMs;
 
 export const decide = (
   entry: QueueEntry,
@@ -65,7 +66,7 @@ export const decide = (
   policy: OutcomePolicy,
   dsn: DsnParams,
 ): Decision => {
-  const expired = now >= expiresAt(entry, policy);
+  const expired = now >= expiresAt(entry, policy, now);
   const outcomes = attempt.results.map(({ recipient, result }): RecipientOutcome => {
     const own = statusOfResult(result);
     const status: RecipientStatus = own === "deferred" && expired ? "expired" : own;
@@ -79,7 +80,7 @@ export const decide = (
     results: outcomes.map((o) => ({ rcpt: o.recipient, status: o.status, result: o.result, ...(o.category ? { category: o.category } : {}) })),
     ...(reason ? { requeued: reason } : {}),
   };
-  const delayDue = waiting.length > 0 && !entry.delayNotified && now - entry.createdAt >= policy.delayNoticeMs;
+  const delayDue = waiting.length > 0 && !entry.delayNotified && now - lifeStartOf(entry, now) >= policy.delayNoticeMs;
   const ownWait = notAttemptedWait(waiting, now);
   // A wait for a warm-up cap or a reputation hold made no attempt: it neither counts as one nor lengthens the backoff.
   const attempts = ownWait ? entry.attempts : entry.attempts + 1;
@@ -92,7 +93,7 @@ export const decide = (
           recipients: waiting.map((o) => o.recipient),
           attempts,
           // The last attempt falls at the expiry time, so an entry never outlives it by a whole backoff.
-          nextAttemptAt: Math.min(Math.max(due, pausedUntil(waiting)), Math.max(expiresAt(entry, policy), now + 1)),
+          nextAttemptAt: Math.min(Math.max(due, pausedUntil(waiting)), Math.max(expiresAt(entry, policy, now), now + 1)),
           reason: reason!,
           history: [...(entry.history ?? []), record].slice(-HISTORY_LIMIT),
           ...(delayDue ? { delayNotified: true } : {}),
@@ -205,7 +206,7 @@ const notices = (
     remoteMta: attempt.mx?.host,
     diagnostic: diagnosticOf(o.result),
     lastAttemptAt: now,
-    ...(action === "delayed" ? { willRetryUntil: expiresAt(entry, policy) } : {}),
+    ...(action === "delayed" ? { willRetryUntil: expiresAt(entry, policy, now) } : {}),
   });
   const pick = (status: ReadonlyArray<RecipientStatus>, kind: "FAILURE" | "DELAY" | "SUCCESS") =>
     outcomes.filter((o) => status.includes(o.status) && wants(dsn.recipient(o.recipient).notify, kind));

@@ -12,6 +12,7 @@ import { serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.t
 import type { PoolsConfig, SourceAddress } from "./pools.ts";
 import { capsAt, warmupDay, type CapWindow } from "./warmup.ts";
 import type { WarmupUsage } from "./warmup-usage.ts";
+import { gatherAnswers, type GatherOptions } from "../runtime/gather.ts";
 
 export const poolsEndpoint: Endpoint<PoolsRequest, PoolsReply, never> = { request: PoolsRequest, response: PoolsReply, error: Schema.Never };
 
@@ -92,21 +93,18 @@ export const servePoolsStatus = (nc: NatsConnection, subjects: Subjects, deps: P
 
 export type PoolsAnswer = { readonly ok: true; readonly reply: PoolsReply } | { readonly ok: false; readonly node: string; readonly detail: string };
 
-/** Asks one node by name, or every node (answers gathered until they stop coming for `quietMs`). */
+/** Asks one node by name, or every node (answers gathered as ../runtime/gather.ts says). */
 export const askPools = async (
   nc: NatsConnection,
   subjects: Subjects,
-  options: { readonly node?: string | undefined; readonly timeoutMs: number; readonly quietMs?: number },
+  options: GatherOptions & { readonly node?: string | undefined },
 ): Promise<ReadonlyArray<PoolsAnswer>> => {
   const payload = encodeFrame(Schema.encodeSync(PoolsRequest)({ _tag: "Pools" }));
   if (options.node !== undefined) {
     const msg = await nc.request(subjects.poolsStatusOf(options.node), payload, { timeout: options.timeoutMs });
     return [interpret(msg.data, options.node)];
   }
-  const answers: PoolsAnswer[] = [];
-  const replies = await nc.requestMany(subjects.poolsStatus, payload, { strategy: "stall", stall: options.quietMs ?? 1_000, maxWait: options.timeoutMs });
-  for await (const msg of replies) answers.push(interpret(msg.data, "?"));
-  return answers;
+  return gatherAnswers(nc, subjects.poolsStatus, payload, (data) => interpret(data, "?"), (answer) => (answer.ok ? answer.reply.node : answer.node), options);
 };
 
 const interpret = (data: Uint8Array, node: string): PoolsAnswer => {

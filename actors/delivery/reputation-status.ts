@@ -9,6 +9,7 @@ import type { Subjects } from "../../protocol/subjects.ts";
 import { decodeFrame, encodeFrame } from "../../protocol/wire.ts";
 import { serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
 import type { Reputation } from "./reputation.ts";
+import { gatherAnswers, type GatherOptions } from "../runtime/gather.ts";
 
 export const reputationEndpoint: Endpoint<ReputationRequest, ReputationReply, never> = { request: ReputationRequest, response: ReputationReply, error: Schema.Never };
 
@@ -52,22 +53,19 @@ export const serveReputationStatus = (nc: NatsConnection, subjects: Subjects, de
 
 export type ReputationAnswer = { readonly ok: true; readonly reply: ReputationReply } | { readonly ok: false; readonly node: string; readonly detail: string };
 
-/** Asks one node by name, or every node (answers gathered until they stop coming for `quietMs`). */
+/** Asks one node by name, or every node (answers gathered as ../runtime/gather.ts says). */
 export const askReputation = async (
   nc: NatsConnection,
   subjects: Subjects,
   request: ReputationRequest,
-  options: { readonly node?: string | undefined; readonly timeoutMs: number; readonly quietMs?: number },
+  options: GatherOptions & { readonly node?: string | undefined },
 ): Promise<ReadonlyArray<ReputationAnswer>> => {
   const payload = encodeFrame(Schema.encodeSync(ReputationRequest)(request));
   if (options.node !== undefined) {
     const msg = await nc.request(subjects.reputationStatusOf(options.node), payload, { timeout: options.timeoutMs });
     return [interpret(msg.data, options.node)];
   }
-  const answers: ReputationAnswer[] = [];
-  const replies = await nc.requestMany(subjects.reputationStatus, payload, { strategy: "stall", stall: options.quietMs ?? 1_000, maxWait: options.timeoutMs });
-  for await (const msg of replies) answers.push(interpret(msg.data, "?"));
-  return answers;
+  return gatherAnswers(nc, subjects.reputationStatus, payload, (data) => interpret(data, "?"), (answer) => (answer.ok ? answer.reply.node : answer.node), options);
 };
 
 const interpret = (data: Uint8Array, node: string): ReputationAnswer => {

@@ -14,7 +14,7 @@ import type { Subscription } from "@nats-io/transport-node";
 import { HandOffRefused, HandOffReply, HandOffRequest, HANDOFFS_ATTRIBUTE, generationOf, handOffKey, type HandOffEntry } from "../../protocol/drain.ts";
 import type { MalformedMessage, RemoteBusy, RemoteUnavailable, StoreError } from "../../protocol/errors.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
-import type { QueueEntry } from "../queue/entry.ts";
+import { HELD_DUE, type QueueEntry } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
 import type { BlobTransport } from "../runtime/blobs.ts";
 import { callChunkedEndpoint, serveChunkedEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
@@ -38,7 +38,7 @@ export interface ReceiverDeps {
   readonly now: () => number;
 }
 
-/** The entries as the receiver's spool keeps them: ids, recipients and attempt state unchanged. */
+/** The entries as the receiver's spool keeps them: ids, recipients, attempt state and an operator's hold unchanged. */
 const entriesOf = (request: HandOffRequest): ReadonlyArray<QueueEntry> =>
   request.entries.map((entry) => ({
     id: entry.id,
@@ -48,10 +48,13 @@ const entriesOf = (request: HandOffRequest): ReadonlyArray<QueueEntry> =>
     recipients: entry.recipients,
     createdAt: entry.createdAt,
     attempts: entry.attempts,
-    nextAttemptAt: entry.nextAttemptAt,
+    // A held entry waits at HELD_DUE whatever the sender wrote, so the hold holds here too.
+    nextAttemptAt: entry.heldAt !== undefined ? HELD_DUE : entry.nextAttemptAt,
     reason: entry.reason,
     ...(entry.history && entry.history.length > 0 ? { history: entry.history } : {}),
     ...(entry.delayNotified ? { delayNotified: true } : {}),
+    ...(entry.heldAt !== undefined ? { heldAt: entry.heldAt } : {}),
+    ...(entry.heldMs !== undefined ? { heldMs: entry.heldMs } : {}),
   }));
 
 /** Entry ids must be the message's own (`<messageId>.<n>`): a forged id must not land in another message's range. */
@@ -125,6 +128,8 @@ export const prepareHandOff = (spool: Pick<Spool, "message" | "entriesOf" | "bod
       reason: entry.reason,
       ...(entry.history && entry.history.length > 0 ? { history: entry.history } : {}),
       ...(entry.delayNotified ? { delayNotified: true } : {}),
+      ...(entry.heldAt !== undefined ? { heldAt: entry.heldAt } : {}),
+      ...(entry.heldMs !== undefined ? { heldMs: entry.heldMs } : {}),
     }),
   );
   // Attributes are whatever the session or API stored; only what JSON can carry crosses.

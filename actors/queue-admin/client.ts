@@ -1,21 +1,18 @@
 // The caller's side of queue administration: one node by name, or every node of the
-// cluster at once (each answers the shared subject; replies are gathered until they
-// stop coming). Replies are decoded with the protocol's schemas, like any actor reply.
+// cluster at once (each answers the shared subject; ../runtime/gather.ts gathers the
+// replies). Replies are decoded with the protocol's schemas, like any actor reply.
 import { Schema } from "effect";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { QueueAdminError, QueueAdminReply, type QueueAdminRequest } from "../../protocol/queue-admin.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
 import { decodeFrame, encodeFrame } from "../../protocol/wire.ts";
+import { gatherAnswers, type GatherOptions } from "../runtime/gather.ts";
 
 export type NodeAnswer = { readonly ok: true; readonly reply: QueueAdminReply } | { readonly ok: false; readonly node: string; readonly detail: string };
 
-export interface AskOptions {
-  /** Ask this node only; default every node. */
+export interface AskOptions extends GatherOptions {
+  /** Ask this node only; default every node (see GatherOptions for how their answers are gathered). */
   readonly node?: string | undefined;
-  /** How long to wait for the first answer. */
-  readonly timeoutMs: number;
-  /** Once answers come, how long a silence ends the gathering. */
-  readonly quietMs?: number;
 }
 
 export const askQueueAdmin = async (
@@ -29,11 +26,11 @@ export const askQueueAdmin = async (
     const msg = await nc.request(subjects.queueAdminOf(options.node), payload, { timeout: options.timeoutMs });
     return [interpret(msg.data, options.node)];
   }
-  const answers: NodeAnswer[] = [];
-  const replies = await nc.requestMany(subjects.queueAdmin, payload, { strategy: "stall", stall: options.quietMs ?? 1_000, maxWait: options.timeoutMs });
-  for await (const msg of replies) answers.push(interpret(msg.data, "?"));
-  return answers;
+  return gatherAnswers(nc, subjects.queueAdmin, payload, (data) => interpret(data, "?"), nodeOfAnswer, options);
 };
+
+/** The node that gave an answer (a failure names it when the node said who it is). */
+const nodeOfAnswer = (answer: NodeAnswer) => (answer.ok ? answer.reply.node : answer.node);
 
 const interpret = (data: Uint8Array, node: string): NodeAnswer => {
   const frame = decodeFrame(data);

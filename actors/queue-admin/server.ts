@@ -1,14 +1,24 @@
 // Queue administration of one node, served over NATS (`tern queue …` talks to it):
 // shape, list, show, suspend/resume a queue, retry now, bounce or delete by queue or
-// sender. Operations that touch many entries go page by page, so memory stays bounded
-// whatever the queue size; entries with an attempt in flight are passed over (and counted),
-// because that attempt's outcome is about to be recorded.
+// sender, and one message (or entry) by id: show, retry, bounce, delete, hold, release.
+// Operations that touch many entries go page by page, so memory stays bounded whatever
+// the queue size; entries with an attempt in flight are passed over (and counted),
+// because that attempt's outcome is about to be recorded. A hold is the exception: it is
+// stored at once, and an attempt in flight is recorded with the entry staying held.
 //
 // Served in a Scope: the NATS subscriptions end when it closes, and each request runs
 // with the services the server was started with (its Clock among them).
 import { Clock, Effect, type Scope } from "effect";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { QueueAdminError, QueueAdminReply, QueueAdminRequest, type EntryView, type SiteBackoffView } from "../../protocol/queue-admin.ts";
+import {
+  QueueAdminError,
+  QueueAdminReply,
+  QueueAdminRequest,
+  type EntryActOutcome,
+  type EntryView,
+  type MessageAction,
+  type SiteBackoffView,
+} from "../../protocol/queue-admin.ts";
 import type { Subjects } from "../../protocol/subjects.ts";
 import { everyone } from "../delivery/attempt.ts";
 import type { Scheduler } from "../delivery/scheduler.ts";
@@ -71,6 +81,7 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
     reason: entry.reason,
     inFlight: scheduler.isInFlight(entry.id),
     suspended: spool.isSuspended(queueOf(entry.route)),
+    ...(entry.heldAt !== undefined ? { heldAt: entry.heldAt } : {}),
     ...(entry.history ? { history: entry.history } : {}),
   });
   const selection = (r: { queue?: string | undefined; sender?: string | undefined }): Selection => ({ queue: r.queue?.toLowerCase(), sender: r.sender });
@@ -98,10 +109,9 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
         Effect.map((entries) => ({ _tag: "List" as const, node: nodeId, entries: entries.map(view) })),
       );
     case "Show":
-      return Effect.sync(() => {
-        const entry = spool.entry(request.id);
-        return { _tag: "Show" as const, node: nodeId, entry: entry ? view(entry) : null };
-      });
+      return Effect.sync(() => ({ _tag: "Show" as const, node: nodeId, id: request.id, entries: entriesNamed(spool, request.id).map(view) }));
+    case "Act":
+      return act(deps, request, stored);
     case "Suspend":
     case "Resume": {
       const queue = request.queue.toLowerCase();
@@ -164,6 +174,107 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
       );
   }
 };
+
+/** The entries an id names here: one entry (`<messageId>.<n>`), or every entry of a message, oldest first. */
+const entriesNamed = (spool: Spool, id: string): ReadonlyArray<QueueEntry> => {
+  if (/\.\d+$/.test(id)) {
+    const entry = spool.entry(id);
+    return entry ? [entry] : [];
+  }
+  return spool.entriesOf(id);
+};
+
+type ActRequest = Extract<QueueAdminRequest, { readonly _tag: "Act" }>;
+type Stored = <A>(effect: Effect.Effect<A, { readonly detail: string }>) => Effect.Effect<A, QueueAdminError>;
+
+/** What one action by id works on, and where it notes what became of each entry. */
+interface ActContext {
+  readonly deps: QueueAdminDeps;
+  readonly request: ActRequest;
+  readonly stored: Stored;
+  readonly now: number;
+  /** The entries the id names here. */
+  readonly named: ReadonlyArray<QueueEntry>;
+  /** Those without an attempt in flight (the others are noted "in-flight" already). */
+  readonly idle: ReadonlyArray<QueueEntry>;
+  readonly outcomes: Map<string, EntryActOutcome>;
+  notices: number;
+}
+
+/** Each action by id; an entry it notes nothing for was in flight. */
+const ACTIONS: Record<MessageAction, (context: ActContext) => Effect.Effect<void, QueueAdminError>> = {
+  // An entry in flight is held too: its attempt is recorded, and what is left waits held.
+  hold: ({ deps, stored, now, named, outcomes }) =>
+    Effect.map(stored(deps.spool.hold(named, now)), (ids) => {
+      const held = new Set(ids);
+      for (const entry of named) outcomes.set(entry.id, held.has(entry.id) ? "done" : "held");
+    }),
+  release: ({ deps, stored, now, named, outcomes }) =>
+    Effect.map(stored(deps.spool.release(named, now)), (ids) => {
+      const released = new Set(ids);
+      for (const entry of named) outcomes.set(entry.id, released.has(entry.id) ? "done" : "not-held");
+      if (released.size > 0) deps.scheduler.wake();
+    }),
+  // As a retry by domain: the destination is tried now, a hold after trouble on it lifted;
+  // that alone makes an entry already due go now.
+  retry: ({ deps, stored, now, idle, outcomes }) =>
+    Effect.suspend(() => {
+      const troubled = deps.scheduler.holds();
+      const movable: QueueEntry[] = [];
+      const lifted = new Set<string>();
+      for (const entry of idle) {
+        const queue = queueOf(entry.route);
+        if (entry.heldAt !== undefined) outcomes.set(entry.id, "held");
+        else if (entry.nextAttemptAt <= now && !troubled.has(queue)) outcomes.set(entry.id, "due");
+        else {
+          if (entry.nextAttemptAt > now) movable.push(entry);
+          lifted.add(queue);
+          outcomes.set(entry.id, "done");
+        }
+      }
+      return Effect.map(stored(deps.spool.redate(movable, now)), () => lifted.forEach((queue) => deps.scheduler.release(queue)));
+    }),
+  bounce: (context) => {
+    const { deps, request, stored, idle, outcomes } = context;
+    const returned = { _tag: "Returned" as const, ...(request.reason ? { reason: request.reason.replace(/[\r\n]+/g, " ") } : {}) };
+    return Effect.forEach(idle, (entry) =>
+      Effect.map(stored(deps.scheduler.recordNow(entry, { server: "admin", results: everyone(entry.recipients, returned) })), (recorded) => {
+        outcomes.set(entry.id, recorded ? "done" : "in-flight");
+        if (recorded && entry.sender !== "") context.notices++;
+      }),
+    { discard: true });
+  },
+  delete: ({ deps, stored, idle, outcomes }) =>
+    Effect.forEach(idle, (entry) => Effect.map(stored(deps.spool.finish(entry)), () => void outcomes.set(entry.id, "done")), { discard: true }),
+};
+
+const ACTED_EVENT = { retry: "queue.retry", bounce: "queue.bounced", delete: "queue.deleted", hold: "queue.held", release: "queue.released" } as const;
+
+/** Carries out an action on the entries the id names here; each entry's outcome is reported (none: not here). */
+const act = (deps: QueueAdminDeps, request: ActRequest, stored: Stored): Effect.Effect<QueueAdminReply, QueueAdminError> =>
+  Effect.gen(function* () {
+    const named = entriesNamed(deps.spool, request.id);
+    const outcomes = new Map<string, EntryActOutcome>();
+    const idle = named.filter((entry) => {
+      const inFlight = deps.scheduler.isInFlight(entry.id);
+      if (inFlight) outcomes.set(entry.id, "in-flight");
+      return !inFlight;
+    });
+    const context: ActContext = { deps, request, stored, now: yield* Clock.currentTimeMillis, named, idle, outcomes, notices: 0 };
+    yield* ACTIONS[request.action](context);
+    for (const entry of named.filter((e) => outcomes.get(e.id) === "done")) {
+      const extra = request.action === "delete" ? { sender: entry.sender, rcpts: entry.recipients.length } : {};
+      deps.log(ACTED_EVENT[request.action], { entry: entry.id, msg: entry.messageId, ...extra });
+    }
+    return {
+      _tag: "Acted" as const,
+      node: deps.nodeId,
+      id: request.id,
+      action: request.action,
+      entries: named.map((entry) => ({ id: entry.id, outcome: outcomes.get(entry.id) ?? "in-flight" })),
+      notices: context.notices,
+    };
+  });
 
 interface Tally {
   entries: number;

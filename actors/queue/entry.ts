@@ -29,7 +29,43 @@ export interface QueueEntry {
   readonly history?: ReadonlyArray<AttemptRecord>;
   /** A delay notice (RFC 3464 "delayed") went out for this entry; it is sent once. */
   readonly delayNotified?: boolean;
+  /**
+   * An operator put the entry on hold at this time (`tern queue hold`): it is never attempted,
+   * and its `nextAttemptAt` is HELD_DUE, until it is released. Stored with the entry, so a
+   * hold survives a restart and crosses a drain's hand-off.
+   */
+  readonly heldAt?: number;
+  /** Time spent on hold before the last release: not counted in the entry's queue life. */
+  readonly heldMs?: number;
 }
+
+/**
+ * The due time of a held entry: after any real time, so the due index never reaches it
+ * and it sorts last in its queue (its queue's head moves past it).
+ */
+export const HELD_DUE = Number.MAX_SAFE_INTEGER;
+
+/**
+ * When the entry's queue life (its lifetime before expiry, and the age of a delay notice)
+ * started: its creation, moved later by the time it spent on hold, so a hold never eats
+ * into the time the entry has to be delivered. A hold still running is added too.
+ */
+export const lifeStartOf = (entry: QueueEntry, now: number): number =>
+  entry.createdAt + (entry.heldMs ?? 0) + (entry.heldAt !== undefined ? Math.max(0, now - entry.heldAt) : 0);
+
+/**
+ * What an operator decided about an entry and the stored copy keeps over an attempt's
+ * outcome: an attempt decides from the copy it was given, and a hold (or release) may have
+ * been recorded while it was in flight. `next` as it waits again, with `current`'s hold.
+ */
+export const keepingHold = (next: QueueEntry, current: QueueEntry): QueueEntry => {
+  const { heldAt: _heldAt, heldMs: _heldMs, ...rest } = next;
+  return {
+    ...rest,
+    ...(current.heldMs !== undefined ? { heldMs: current.heldMs } : {}),
+    ...(current.heldAt !== undefined ? { heldAt: current.heldAt, nextAttemptAt: HELD_DUE, reason: "held" as const } : {}),
+  };
+};
 
 /** Attempts kept per entry: an entry retried for days must not grow without bound. */
 export const HISTORY_LIMIT = 20;

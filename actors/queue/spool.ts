@@ -29,6 +29,11 @@
 // queue index's keys, about a second per million entries), then moved by what each
 // transaction put and removed, once it has committed, so a scrape reads a map and never
 // walks the queue. The oldest entry is the first by id (ids sort by arrival).
+// An operator's hold (`tern queue hold`) is stored with the entry (`heldAt`), and the entry
+// waits in its queue's index at HELD_DUE, after any real time: the due index never reaches
+// it, so a held entry costs nothing while it waits, and the hold survives a restart. An
+// attempt already in flight when the hold came is recorded, and the entry stays held
+// (`keepingHold`): the stored copy's hold wins over the attempt's copy.
 // Idempotency records (the NATS API's idempotency keys) are written in the same
 // transaction as the message they answer for, so a key is known exactly when its message
 // is committed: a retry after a crash finds either both or neither.
@@ -38,7 +43,7 @@ import { reportedStatus, type AttemptRecord } from "../../protocol/delivery.ts";
 import { StoreError } from "../../protocol/errors.ts";
 import type { EventDraft } from "../../protocol/events.ts";
 import type { FinishedState } from "../../protocol/status.ts";
-import { arrivalOf, entryIdOf, queueOf, type MessageRecord, type QueueEntry, type Route } from "./entry.ts";
+import { arrivalOf, entryIdOf, HELD_DUE, keepingHold, queueOf, type MessageRecord, type QueueEntry, type Route } from "./entry.ts";
 import { openFinished, type FinishedMessage } from "./finished.ts";
 import { openOutbox, type Outbox } from "./outbox.ts";
 
@@ -210,8 +215,18 @@ export interface Spool {
   readonly list: (selection: Selection, limit: number, after?: string) => Promise<ReadonlyArray<QueueEntry>>;
   /** Runs `each` for every entry matching the selection, a page at a time, one page after the other. */
   readonly walk: <E>(selection: Selection, each: (entries: ReadonlyArray<QueueEntry>) => Effect.Effect<void, E>) => Effect.Effect<void, E>;
-  /** Makes the entries due at `now` (retry now); returns how many entries (and their recipients) moved. */
+  /**
+   * Makes the entries due at `now` (retry now), held ones left as they are; returns how many
+   * entries (and their recipients) moved.
+   */
   readonly redate: (entries: ReadonlyArray<QueueEntry>, now: number) => Effect.Effect<{ entries: number; recipients: number }, StoreError>;
+  /** Puts the entries on hold at `now` (those not held already); returns the ids it held. */
+  readonly hold: (entries: ReadonlyArray<QueueEntry>, now: number) => Effect.Effect<ReadonlyArray<string>, StoreError>;
+  /**
+   * Releases the held entries among these: due at `now`, the time they spent on hold added
+   * to `heldMs`; returns the ids it released.
+   */
+  readonly release: (entries: ReadonlyArray<QueueEntry>, now: number) => Effect.Effect<ReadonlyArray<string>, StoreError>;
 
   // Draining (nodes/services/drain.ts): a message moves to a peer whole, committed there before it leaves here.
   /**
@@ -676,7 +691,7 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
           noteFinished(current, next, outcome.attempt, outcome.attempt?.at ?? now);
           if (next) {
             removeEntry(current);
-            putEntry(next);
+            putEntry(keepingHold(next, current));
           } else {
             retire(current);
           }
@@ -794,13 +809,40 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
         const moved = { entries: 0, recipients: 0 };
         for (const entry of list) {
           const current = entries.get(entry.id);
-          if (!current || current.nextAttemptAt <= now) continue;
+          if (!current || current.heldAt !== undefined || current.nextAttemptAt <= now) continue;
           removeEntry(current);
           putEntry({ ...current, nextAttemptAt: now, reason: "retry-now" });
           moved.entries++;
           moved.recipients += current.recipients.length;
         }
         return moved;
+      }),
+
+    hold: (list, now) =>
+      commit("hold", () => {
+        const held: string[] = [];
+        for (const entry of list) {
+          const current = entries.get(entry.id);
+          if (!current || current.heldAt !== undefined) continue;
+          removeEntry(current);
+          putEntry({ ...current, heldAt: now, nextAttemptAt: HELD_DUE, reason: "held" });
+          held.push(current.id);
+        }
+        return held;
+      }),
+
+    release: (list, now) =>
+      commit("release", () => {
+        const released: string[] = [];
+        for (const entry of list) {
+          const current = entries.get(entry.id);
+          if (!current || current.heldAt === undefined) continue;
+          const { heldAt, ...rest } = current;
+          removeEntry(current);
+          putEntry({ ...rest, heldMs: (current.heldMs ?? 0) + Math.max(0, now - heldAt), nextAttemptAt: now, reason: "released" });
+          released.push(current.id);
+        }
+        return released;
       }),
 
     adopt: (message, list, record) =>

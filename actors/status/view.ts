@@ -42,7 +42,7 @@ export const statusView = (messageId: string, holdings: Holdings, context: ViewC
   const finishedKeys = new Set(done.map((r) => `${r.entry} ${r.recipient}`));
   const waiting = entries.flatMap((entry) => {
     const queue = queueOf(entry.route);
-    const held = context.isSuspended(queue);
+    const held = context.isSuspended(queue) || entry.heldAt !== undefined;
     const history = entry.history ?? [];
     return entry.recipients
       .filter((rcpt) => !finishedKeys.has(`${entry.id} ${rcpt}`))

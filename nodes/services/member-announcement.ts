@@ -8,7 +8,8 @@ import { ClusterHealth } from "./cluster.ts";
 import { Config, Draining, Log, Supervisor } from "./core.ts";
 import { Sites } from "./delivery.ts";
 import { HttpListener, Pop3Listener, readinessOf, SmtpListener } from "./listeners.ts";
-import { Membership, ternVersion } from "./membership.ts";
+import { ternVersion } from "../install.ts";
+import { Membership } from "./membership.ts";
 import { Spool } from "./storage.ts";
 
 /** A graceful stop waits this long at most for its record to be deleted. */

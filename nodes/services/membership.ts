@@ -3,33 +3,19 @@
 // (`cluster.member.up` / `cluster.member.down`) and publishes it as a node-up / node-down
 // event; it also answers `tern cluster status` (any one node, from a fresh reading).
 // This node's own record is written by `MemberAnnouncement` (member-announcement.ts).
-import { readFileSync } from "node:fs";
 import { Clock, Context, Duration, Effect, Layer, PubSub, Schedule, type Scope } from "effect";
 import { openMembersBucket, type MembersBucket } from "../../cluster/membership.ts";
 import { openEventsStream } from "../../cluster/events-stream.ts";
-import { serveEndpoint, servedInScope, type Endpoint } from "../../actors/runtime/remote.ts";
+import { serveEndpoint, servedInScope } from "../../actors/runtime/remote.ts";
+import { membersEndpoint } from "../cluster-members.ts";
 import { clusterEventsTenant, type MemberEvent } from "../../protocol/events.ts";
-import {
-  MembersReply,
-  MembersRequest,
-  MembersUnavailable,
-  membershipChanges,
-  type MemberRecord,
-  type MembershipChange,
-} from "../../protocol/membership.ts";
+import { membershipChanges, type MemberRecord, type MembershipChange } from "../../protocol/membership.ts";
 import { Nats } from "./cluster.ts";
 import { Config, Log, StartFailure } from "./core.ts";
 
 /** How often the bucket is read for joins and leaves. */
 const READ_EVERY_MS = 1_000;
 
-export const ternVersion: string = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
-
-export const membersEndpoint: Endpoint<MembersRequest, MembersReply, MembersUnavailable> = {
-  request: MembersRequest,
-  response: MembersReply,
-  error: MembersUnavailable,
-};
 
 export interface MembershipShape {
   /** The members as of the last reading, this node included once it announced itself. */

@@ -1,5 +1,7 @@
 // `tern queue …` against a running node, over NATS: suspend and resume a destination,
-// show an entry's attempts, retry now, bounce by sender (with a DSN), delete by domain.
+// show an entry's attempts, retry now, bounce by sender (with a DSN), delete by domain;
+// one message by the id of its 250 reply: show, hold (across a kill -9), release, retry,
+// bounce, delete, with the exit status of each.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -14,6 +16,7 @@ let dns: RunningDnsmasq;
 let origin: ScriptedServer;
 let node: TernNode;
 let dataDir: string;
+let config: Parameters<typeof startTernNode>[0];
 const refusedOnce = new Set<string>();
 
 before(async () => {
@@ -26,16 +29,17 @@ before(async () => {
     },
   });
   dns = await startDnsmasq({
-    mx: ["origin.test", "held.test", "flaky.test", "dead.test"].map((domain) => ({ domain, host: `mx.${domain}`, preference: 10 })),
+    mx: ["origin.test", "held.test", "flaky.test", "dead.test", "keep.test"].map((domain) => ({ domain, host: `mx.${domain}`, preference: 10 })),
     hosts: [
       { name: "mx.origin.test", address: "127.0.0.1" },
       { name: "mx.held.test", address: "127.0.0.1" },
       { name: "mx.flaky.test", address: "127.0.0.1" },
+      { name: "mx.keep.test", address: "127.0.0.1" },
       { name: "mx.dead.test", address: "127.0.0.9" }, // nothing listens there: refused
     ],
   });
   dataDir = await makeDataDir();
-  node = await startTernNode({
+  config = {
     nodeId: "admin",
     cluster: uniqueCluster(),
     dataDir,
@@ -44,7 +48,8 @@ before(async () => {
     dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2, allowedTargetNetworks: ["127.0.0.0/8"] },
     // A retry an hour away: anything delivered in these tests was asked for.
     delivery: { remotePort: origin.port, retryBaseMs: 3_600_000, retryMaxMs: 3_600_000, pollMs: 50, connectTimeoutMs: 1000, holdMs: 100 },
-  });
+  };
+  node = await startTernNode(config);
 });
 
 after(async () => {
@@ -54,13 +59,15 @@ after(async () => {
 });
 
 /**
- * `tern queue …` in this process (a CLI process costs a second of start-up each time),
- * asking the node by name: asking the whole cluster waits a second for late answers.
+ * `tern queue …` in this process (a CLI process costs a start-up each time), asking the
+ * node by name, or with "--all" first every node, as without --node.
  */
 const queue = async (...args: string[]) => {
   let stdout = "";
   let stderr = "";
-  const code = await queueCommand(["--config", join(dataDir, "config-admin.json"), ...(args.includes("--node") ? [] : ["--node", "admin"]), ...args], { out: (t) => (stdout += `${t}\n`), err: (t) => (stderr += `${t}\n`) }).catch(
+  const all = args[0] === "--all";
+  const rest = all ? args.slice(1) : args;
+  const code = await queueCommand(["--config", join(dataDir, "config-admin.json"), ...(all || rest.includes("--node") ? [] : ["--node", "admin"]), ...rest], { out: (t) => (stdout += `${t}\n`), err: (t) => (stderr += `${t}\n`) }).catch(
     (error: Error) => {
       stderr += error.message;
       return 78;
@@ -99,12 +106,12 @@ test("a suspended destination keeps its mail queued (qshape and list show it) un
 test("show lists every attempt with host, address, reply and requeue reason; retry makes a deferred entry go now", async () => {
   const queueId = await send("s@origin.test", "x@flaky.test", "flaky");
   await node.waitForEvent("recipient.deferred", { msg: queueId });
-  const shown = (await queue("show", `${queueId}.0`, "--json")).json();
-  assert.equal(shown.entry.attempts, 1);
-  assert.equal(shown.entry.reason, "temporary-reply");
-  assert.ok(shown.entry.nextAttemptAt > Date.now() + 30 * 60_000, "the next attempt is far away");
+  const [shown] = (await queue("show", `${queueId}.0`, "--json")).json().entries;
+  assert.equal(shown.attempts, 1);
+  assert.equal(shown.reason, "temporary-reply");
+  assert.ok(shown.nextAttemptAt > Date.now() + 30 * 60_000, "the next attempt is far away");
   assert.deepEqual(
-    { mx: shown.entry.history[0].mx, ip: shown.entry.history[0].ip, requeued: shown.entry.history[0].requeued, result: shown.entry.history[0].results[0].result },
+    { mx: shown.history[0].mx, ip: shown.history[0].ip, requeued: shown.history[0].requeued, result: shown.history[0].results[0].result },
     { mx: "mx.flaky.test", ip: "127.0.0.1", requeued: "temporary-reply", result: { _tag: "Reply", code: 451, enhanced: "4.3.0", text: "not now" } },
   );
   const text = await queue("show", `${queueId}.0`);
@@ -147,8 +154,68 @@ test("the tern CLI runs queue commands: qshape of the running node; usage errors
   assert.match(shape.stdout, /^node admin: \d+ entries in \d+ queues, \d+ in flight/);
   assert.match(shape.stdout, /TOTAL/);
   const usage = await cli("bounce");
-  assert.equal(usage.code, 78);
-  assert.match(usage.stderr, /needs --domain or --sender/);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /needs a message id, --domain or --sender/);
   const nobody = await queue("--node", "ghost", "--timeout", "500", "shape");
   assert.notEqual(nobody.code, 0);
+});
+
+test("by the id of its 250 reply: a held message is never delivered, also after kill -9 and a restart, until released", async () => {
+  assert.equal((await queue("suspend", "keep.test")).code, 0); // it waits for the hold, not delivered first
+  const id = await send("s@origin.test", "k@keep.test", "kept");
+  const held = await queue("hold", id);
+  assert.equal(held.code, 0, held.stderr);
+  assert.match(held.stdout, new RegExp(`node admin: ${id}\\.0 held`));
+  assert.equal((await queue("hold", id)).code, 75, "held already: nothing changed");
+  assert.equal((await queue("retry", id)).code, 75, "a retry leaves it held");
+  assert.equal((await queue("resume", "keep.test")).code, 0);
+  await sleep(800);
+  assert.equal(arrived("k@keep.test").length, 0, "held: not delivered though its queue is resumed");
+
+  await node.kill("SIGKILL");
+  node = await startTernNode(config);
+  // Asked of every node (no --node): the member list says when all have answered.
+  const shown = await queue("--all", "show", id);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.match(shown.stdout, new RegExp(`${id}\\.0 keep\\.test \\(held since \\S+\\) from <s@origin\\.test> to k@keep\\.test attempts=0 next=held reason=held`));
+  await sleep(800);
+  assert.equal(arrived("k@keep.test").length, 0, "still held after the restart");
+
+  const released = await queue("release", id);
+  assert.equal(released.code, 0, released.stderr);
+  assert.match(released.stdout, /released, due now/);
+  await node.waitForEvent("recipient.delivered", { msg: id }, 10_000);
+  assert.equal(arrived("k@keep.test").length, 1);
+  assert.equal((await queue("release", id)).code, 1, "delivered: no queue entry left");
+});
+
+test("by id: show, retry, bounce and delete one message; an unknown id exits 1, a malformed one 2, a release of a message not held 75", async () => {
+  const flaky = await send("s@origin.test", "w@flaky.test", "retry me");
+  await node.waitForEvent("recipient.deferred", { msg: flaky });
+  const retried = await queue("retry", flaky);
+  assert.equal(retried.code, 0, retried.stderr);
+  assert.match(retried.stdout, new RegExp(`${flaky}\\.0 due now`));
+  await node.waitForEvent("recipient.delivered", { msg: flaky }, 10_000);
+
+  const bounced = await send("dave@origin.test", "v@dead.test", "bounce me");
+  const deleted = await send("erin@origin.test", "u@dead.test", "delete me");
+  await node.waitForEvent("recipient.deferred", { msg: bounced });
+  await node.waitForEvent("recipient.deferred", { msg: deleted });
+  assert.equal((await queue("release", deleted)).code, 75, "not held: nothing changed");
+  const bounce = await queue("bounce", bounced, "--reason", "by id");
+  assert.equal(bounce.code, 0, bounce.stderr);
+  assert.match(bounce.stdout, /bounced\nnode admin: 1 DSN queued/);
+  await eventually(() => arrived("dave@origin.test").find((m) => m.from === ""), 10_000, "the DSN for dave");
+  const del = await queue("delete", `${deleted}.0`);
+  assert.equal(del.code, 0, del.stderr);
+  await node.waitForEvent("queue.deleted", { msg: deleted });
+  assert.equal(arrived("erin@origin.test").length, 0, "no DSN for a deletion");
+
+  const unknown = await queue("show", "0NOSUCHMESSAGE000");
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /no queue entry of 0NOSUCHMESSAGE000 on any of the 1 node that answered/);
+  assert.equal((await queue("delete", deleted)).code, 1, "deleted already");
+  const malformed = await queue("show", "not/an/id");
+  assert.equal(malformed.code, 2);
+  assert.equal((await queue("hold", flaky, "--domain", "flaky.test")).code, 2, "an id and a selection at once");
 });

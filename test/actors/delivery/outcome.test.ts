@@ -194,6 +194,24 @@ test("one delay notice after delayNoticeMs, with Will-Retry-Until; not again", (
   assert.equal(early.notices.length, 0);
 });
 
+test("time on hold does not count in the queue life: expiry and the delay notice move by it", () => {
+  const later = reply("451 4.3.0 later");
+  // Released after 10 hours on hold: 5 days and 10 hours after it was queued it is not expired yet.
+  const released = entry({ attempts: 30, heldMs: 10 * HOUR });
+  const late = t0 + policy.maxAgeMs + 5 * HOUR;
+  const d = decide(released, remote([{ recipient: "a@remote.test", result: later }]), late, 0.5, policy, noDsn);
+  assert.deepEqual(d.outcomes.map((o) => o.status), ["deferred"]);
+  assert.ok(d.next!.nextAttemptAt <= t0 + policy.maxAgeMs + 10 * HOUR, "the last attempt falls at the moved expiry");
+  assert.equal(d.next!.heldMs, 10 * HOUR, "the time on hold stays with the entry");
+  const expired = decide(released, remote([{ recipient: "a@remote.test", result: later }]), t0 + policy.maxAgeMs + 10 * HOUR, 0.5, policy, noDsn);
+  assert.deepEqual(expired.outcomes.map((o) => o.status), ["expired"]);
+  // The delay notice comes 4 hours into the queue life, hold left out.
+  assert.equal(decide(entry({ heldMs: 2 * HOUR }), remote([{ recipient: "a@remote.test", result: later }]), t0 + 5 * HOUR, 0.5, policy, noDsn).notices.length, 0);
+  const notice = decide(entry({ heldMs: 2 * HOUR }), remote([{ recipient: "a@remote.test", result: later }]), t0 + 6 * HOUR, 0.5, policy, noDsn).notices[0];
+  assert.equal(notice?.action, "delayed");
+  assert.equal(notice?.recipients[0]?.willRetryUntil, t0 + policy.maxAgeMs + 2 * HOUR);
+});
+
 test("NOTIFY decides who gets which notice; success is reported only where the next hop does not take over", () => {
   const dsn = dsnParamsOf({ recipientDsn: { "a@remote.test": { notify: ["NEVER"] }, "b@remote.test": { notify: ["SUCCESS"] } } });
   const failed = decide(entry(), remote([

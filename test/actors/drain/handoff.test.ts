@@ -90,6 +90,22 @@ test("the receiver commits the message with its entries and attempt state before
   ]);
 });
 
+test("an operator's hold crosses with its entry: held at the receiver, never due, with the time it was held", async () => {
+  const id = await queueAtSender();
+  const [first, second] = sender.entriesOf(id);
+  await Effect.runPromise(sender.hold([first!, second!], 1_000));
+  await Effect.runPromise(sender.release([second!], 6_000)); // held for 5 s, then released
+  await Effect.runPromise(handOff(transportA(), subjects, sender, ready(id), "b", 5_000));
+  const there = receiver.entriesOf(id);
+  assert.deepEqual(there.map((e) => [e.id, e.heldAt, e.heldMs, e.reason]), [
+    [`${id}.0`, 1_000, undefined, "held"],
+    [`${id}.1`, undefined, 5_000, "released"],
+  ]);
+  const due = (queue: string) => receiver.dueIn(queue, Date.now() + 86_400_000, 100).filter((e) => e.messageId === id).map((e) => e.id);
+  assert.deepEqual(due("one.test"), [], "the held entry is not due at the receiver");
+  assert.deepEqual(due("two.test"), [`${id}.1`]);
+});
+
 test("a hand-off retried after the sender crashed before removing its copy is a counted duplicate, not a second copy", async () => {
   const id = await queueAtSender();
   const prepared = ready(id);

@@ -168,7 +168,7 @@ test("list selects by queue and sender and pages on; entries show their attempts
       assert.deepEqual(n.log.map((l) => l.event), ["queue.suspended", "queue.resumed"]);
 
       const missing = yield* ask(n.subjects, { _tag: "Show", id: "nope.0" });
-      assert.deepEqual(missing, { _tag: "Show", node: NODE, entry: null });
+      assert.deepEqual(missing, { _tag: "Show", node: NODE, id: "nope.0", entries: [] });
     }),
   ));
 
@@ -244,5 +244,73 @@ test("bounce fails entries now with a DSN to their sender (none for the null sen
       yield* n.releaseSlow(answer(slow, "250 2.0.0 ok"));
       yield* n.recordedFor(slow.id);
       assert.equal(n.spool.entry(slow.id), undefined);
+    }),
+  ));
+
+const acted = (reply: QueueAdminReply) => {
+  assert.equal(reply._tag, "Acted");
+  return reply._tag === "Acted" ? { entries: reply.entries.map((e) => [e.id, e.outcome]), notices: reply.notices } : undefined;
+};
+
+test("by message id or entry id: hold keeps entries from every attempt until released; retry leaves them held; a message not here names no entry", () =>
+  runTest(
+    Effect.gen(function* () {
+      const n = yield* node;
+      const [a, b] = yield* acceptMessage(n.spool, "s@x.test", ["r1@a.test", "r@b.test"]);
+      const id = a!.messageId;
+      n.scheduler.submit([a!, b!]);
+      yield* n.recordedFor(a!.id);
+      yield* n.recordedFor(b!.id);
+
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "hold", id })), { entries: [[a!.id, "done"], [b!.id, "done"]], notices: 0 });
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "hold", id: b!.id })), { entries: [[b!.id, "held"]], notices: 0 });
+      const shown = yield* ask(n.subjects, { _tag: "Show", id });
+      assert.deepEqual(shown._tag === "Show" ? shown.entries.map((e) => [e.id, e.heldAt !== undefined, e.reason]) : [], [[a!.id, true, "held"], [b!.id, true, "held"]]);
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "retry", id })), { entries: [[a!.id, "held"], [b!.id, "held"]], notices: 0 });
+      assert.deepEqual(changed(yield* ask(n.subjects, { _tag: "Retry" })), { entries: 0, recipients: 0, skipped: 0, notices: 0 }, "a retry of everything leaves held entries held");
+
+      // Their retry time (an hour) passes twice over: no attempt.
+      yield* TestClock.adjust(120 * MINUTE);
+      assert.deepEqual([a!.id, b!.id].map((e) => n.calls.filter((c) => c === e).length), [1, 1]);
+
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "release", id: a!.id })), { entries: [[a!.id, "done"]], notices: 0 });
+      yield* TestClock.adjust(MIN_SCAN_GAP_MS);
+      yield* n.recordedFor(a!.id);
+      assert.deepEqual([a!.id, b!.id].map((e) => n.calls.filter((c) => c === e).length), [2, 1], "the released entry went at once, the held one did not");
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "release", id })), { entries: [[a!.id, "not-held"], [b!.id, "done"]], notices: 0 });
+      assert.equal(n.spool.entry(b!.id)!.heldMs, 120 * MINUTE + MIN_SCAN_GAP_MS, "the time on hold is kept, so it does not count in the queue life");
+
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "delete", id: "0NOTQUEUEDHERE000" })), { entries: [], notices: 0 });
+      const missing = yield* ask(n.subjects, { _tag: "Show", id: "0NOTQUEUEDHERE000" });
+      assert.deepEqual(missing._tag === "Show" ? missing.entries : undefined, []);
+      assert.deepEqual(
+        n.log.filter((l) => l.event === "queue.held" || l.event === "queue.released").map((l) => [l.event, l.fields.entry, l.fields.msg]),
+        [["queue.held", a!.id, id], ["queue.held", b!.id, id], ["queue.released", a!.id, id], ["queue.released", b!.id, id]],
+      );
+    }),
+  ));
+
+test("by id with an attempt in flight: a hold waits for its outcome and keeps the entry held; retry, bounce and delete pass it over until then", () =>
+  runTest(
+    Effect.gen(function* () {
+      const n = yield* node;
+      yield* n.spool.suspend("x.test"); // the DSN waits there
+      const slow = yield* accept(n.spool, "s@x.test", ["r@slow.test"]);
+      n.scheduler.submit([slow]);
+      const id = slow.messageId;
+      for (const action of ["retry", "bounce", "delete"] as const) {
+        assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action, id })), { entries: [[slow.id, "in-flight"]], notices: 0 }, action);
+      }
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "hold", id })), { entries: [[slow.id, "done"]], notices: 0 });
+
+      yield* n.releaseSlow(answer(slow, "451 4.3.0 try later"));
+      yield* n.recordedFor(slow.id);
+      const after = n.spool.entry(slow.id)!;
+      assert.deepEqual({ attempts: after.attempts, held: after.heldAt !== undefined, reason: after.reason }, { attempts: 1, held: true, reason: "held" });
+
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "bounce", id: slow.id, reason: "held too long" })), { entries: [[slow.id, "done"]], notices: 1 });
+      assert.equal(n.spool.entry(slow.id), undefined, "a held entry can be bounced");
+      const [dsn] = entriesOf(yield* ask(n.subjects, { _tag: "List", queue: "x.test" }));
+      assert.match(Buffer.from(n.spool.body(n.spool.entry(dsn!.id)!.messageId)!).toString(), /returned by the mail system administrator: held too long/i);
     }),
   ));

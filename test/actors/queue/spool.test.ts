@@ -86,6 +86,49 @@ test("a suspended queue leaves the due order until resumed, also across a reopen
   assert.equal(reopened.dueIn("a.test", 3_000_100, 10).length, 2);
 });
 
+test("a held entry leaves the due order, also across a reopen; retry-now passes it over; release makes it due now with the hold's time kept", async () => {
+  const { dir, root, spool } = await fresh();
+  const t = 4_000_000;
+  const [held] = await accept(spool, t, "s@x.test", ["r@a.test"]);
+  const [other] = await accept(spool, t + 10, "s@x.test", ["r2@a.test"]);
+  assert.deepEqual(await Effect.runPromise(spool.hold([held!], t + 100)), [held!.id]);
+  assert.deepEqual(await Effect.runPromise(spool.hold([held!], t + 150)), [], "held already: nothing changes");
+  assert.deepEqual(spool.dueIn("a.test", t + 10_000, 10).map((e) => e.id), [other!.id], "the held entry is not due, its neighbour is");
+  await Effect.runPromise(spool.settle(other!, undefined, []));
+  assert.deepEqual(queues(spool, Number.MAX_SAFE_INTEGER - 1), [], "a queue of held entries only has no due head");
+  assert.equal(spool.depth(), 1, "it still counts as queued");
+  assert.equal((await spool.list({ queue: "a.test" }, 10)).length, 1, "and is listed");
+
+  await lmdb.close(root);
+  const reopened = openAt(dir).spool;
+  assert.deepEqual({ heldAt: reopened.entry(held!.id)!.heldAt, reason: reopened.entry(held!.id)!.reason }, { heldAt: t + 100, reason: "held" });
+  assert.deepEqual(queues(reopened, t + 10_000), [], "held after a restart");
+  assert.deepEqual(await Effect.runPromise(reopened.redate([held!], t + 200)), { entries: 0, recipients: 0 }, "retry-now leaves it held");
+
+  assert.deepEqual(await Effect.runPromise(reopened.release([held!], t + 1_100)), [held!.id]);
+  assert.deepEqual(await Effect.runPromise(reopened.release([held!], t + 1_200)), [], "not held any more");
+  const released = reopened.entry(held!.id)!;
+  assert.deepEqual(
+    { heldAt: released.heldAt, heldMs: released.heldMs, nextAttemptAt: released.nextAttemptAt, reason: released.reason },
+    { heldAt: undefined, heldMs: 1_000, nextAttemptAt: t + 1_100, reason: "released" },
+  );
+  assert.deepEqual(reopened.dueIn("a.test", t + 1_100, 10).map((e) => e.id), [held!.id]);
+});
+
+test("an entry held while its attempt was in flight stays held when the attempt defers it, with the attempt recorded", async () => {
+  const { spool } = await fresh();
+  const t = 5_000_000;
+  const [entry] = await accept(spool, t, "s@x.test", ["r@a.test"]);
+  // The attempt took `entry` before the hold; its outcome is decided from that copy.
+  await Effect.runPromise(spool.hold([entry!], t + 50));
+  await Effect.runPromise(spool.settle(entry!, { ...entry!, attempts: 1, nextAttemptAt: t + 60_000, reason: "temporary-reply" }, []));
+  const after = spool.entry(entry!.id)!;
+  assert.deepEqual(
+    { attempts: after.attempts, heldAt: after.heldAt, reason: after.reason, due: spool.dueIn("a.test", t + 120_000, 10).length },
+    { attempts: 1, heldAt: t + 50, reason: "held", due: 0 },
+  );
+});
+
 test("shape counts entries per queue and age; walks, lists and retry-now go page by page", async () => {
   const { spool } = await fresh();
   const now = Date.now();

@@ -64,3 +64,18 @@ test("each attempt shows the MX it reached and the pool address it left from", (
   const view = statusView("M", { message: undefined, entries: [], finished: { ...record, entries: [{ ...record.entries[0]!, history }] } }, context)!;
   assert.deepEqual(view.recipients[0]!.history.map((a) => [a.mx, a.ip, a.source, a.status, a.reply]), [["mx.d0.test", "192.0.2.1", "198.51.100.7", "delivered", "250 2.0.0 ok"]]);
 });
+
+test("a recipient whose entry an operator held, or whose queue is suspended, is held, without a next attempt", () => {
+  const message = { id: "M", sender: "s@acme.test", receivedAt: 1_000, size: 10, openEntries: 3 };
+  const held: QueueEntry = { ...entry(0, ["a@d0.test"]), heldAt: 1_500, nextAttemptAt: Number.MAX_SAFE_INTEGER, reason: "held" };
+  const view = statusView("M", { message, entries: [held, entry(2, ["c@d2.test"]), entry(3, ["d@d3.test"])], finished: undefined }, { ...context, isSuspended: (queue) => queue === "d3.test" })!;
+  assert.deepEqual(
+    view.recipients.map((r) => [r.recipient, r.state, r.nextAttemptAt]),
+    [
+      ["a@d0.test", "held", undefined],
+      ["c@d2.test", "queued", 2_000],
+      ["d@d3.test", "held", undefined],
+    ],
+  );
+  assert.equal(view.message.state, "pending");
+});
