@@ -7,6 +7,12 @@
 // A publish carries the event's id as Nats-Msg-Id: JetStream drops a second copy
 // published within the duplicate window (an acknowledgement lost on the way back, a crash
 // between the acknowledgement and the outbox's removal).
+//
+// A batch (the publisher's round) is published as plain messages with a reply subject
+// each, under one subscription that collects the acknowledgements, with one timer for the
+// batch. nats.js's js.publish is a request per event: a reply-mux entry, a timer and an
+// error object (with its stack) made on every call; that was a good part of the CPU an
+// event cost. JetStream answers such a publish exactly as it answers a request.
 import {
   DiscardPolicy,
   JetStreamApiCodes,
@@ -17,7 +23,7 @@ import {
   jetstreamManager,
   type StreamConfig,
 } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { createInbox, headers, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { Data, Effect } from "effect";
 import type { OutboxEvent, StreamEvent } from "../protocol/events.ts";
 import type { Subjects } from "../protocol/subjects.ts";
@@ -72,9 +78,14 @@ const differs = (current: StreamConfig, wanted: ReturnType<typeof streamConfigOf
   current.duplicate_window !== wanted.duplicate_window ||
   current.num_replicas !== wanted.num_replicas;
 
-export const openEventsStream = (nc: NatsConnection, subjects: Subjects, config: EventsStreamConfig): EventsStream => {
+/**
+ * `inboxPrefix`: where acknowledgements may come back, a subject space the connection may
+ * subscribe to (a node's own inbox; `_INBOX` when absent).
+ */
+export const openEventsStream = (nc: NatsConnection, subjects: Subjects, config: EventsStreamConfig, inboxPrefix?: string): EventsStream => {
   const js = jetstream(nc, { timeout: TIMEOUT_MS });
   const wanted = streamConfigOf(subjects, config);
+  const acks = makeAcks(nc, inboxPrefix);
 
   const ensure = () =>
     Effect.tryPromise({
@@ -106,10 +117,95 @@ export const openEventsStream = (nc: NatsConnection, subjects: Subjects, config:
         (error: unknown): PublishOutcome => ({ _tag: "Failed", detail: describe(error) }),
       );
 
+  const publishBatch = (events: ReadonlyArray<OutboxEvent>): Promise<ReadonlyArray<PublishOutcome>> =>
+    acks.await(events.length, (n, reply) => {
+      const event = events[n]!;
+      const h = headers();
+      h.set("Nats-Msg-Id", event.id);
+      h.set("Nats-Expected-Stream", wanted.name);
+      nc.publish(subjects.event(event.tenant, event.type, event.domain), JSON.stringify(event), { reply, headers: h });
+    });
+
   return {
     ensure,
     // Each publish is sent at once, in order, so the stream keeps the outbox's order.
-    publish: (events) => Effect.promise(() => Promise.all(events.map(publishOne))),
+    publish: (events) => Effect.promise(() => publishBatch(events)),
     publishOne: (event) => Effect.promise(() => publishOne(event)),
   };
+};
+
+/** JetStream's answer to a publish: its acknowledgement, or an API error. */
+interface PubAckReply {
+  readonly seq?: number;
+  readonly duplicate?: boolean;
+  readonly error?: { readonly code?: number; readonly err_code?: number; readonly description?: string };
+}
+
+const outcomeOf = (msg: Msg): PublishOutcome => {
+  // A status without a body: 503 when no stream listens on the subject (JetStream lost it).
+  if (msg.headers?.hasError) return { _tag: "Failed", detail: `${msg.headers.code} ${msg.headers.description || "no responders"}` };
+  try {
+    const ack = msg.json<PubAckReply>();
+    if (ack.error) return { _tag: "Failed", detail: `JetStream ${ack.error.code ?? ""} ${ack.error.err_code ?? ""}: ${ack.error.description ?? "error"}` };
+    if (typeof ack.seq === "number") return { _tag: "Acked", seq: ack.seq, duplicate: ack.duplicate === true };
+    return { _tag: "Failed", detail: `not a JetStream acknowledgement: ${msg.string().slice(0, 200)}` };
+  } catch (error) {
+    return { _tag: "Failed", detail: `not a JetStream acknowledgement: ${describe(error)}` };
+  }
+};
+
+/**
+ * Acknowledgements of publishes, each awaited by the token of its reply subject, on one
+ * subscription (made at the first batch; nats.js makes it again after a reconnect).
+ */
+const makeAcks = (nc: NatsConnection, inboxPrefix: string | undefined) => {
+  const inbox = createInbox(inboxPrefix);
+  const waiting = new Map<string, (outcome: PublishOutcome) => void>();
+  let subscription: Subscription | undefined;
+  let issued = 0;
+  const subscribe = () => {
+    if (subscription && !subscription.isClosed()) return;
+    subscription = nc.subscribe(`${inbox}.*`, {
+      callback: (error, msg) => {
+        if (error) return; // the subscription ended (refused, the connection closed): the batch's timer fails what waits, the next batch subscribes again
+        const token = msg.subject.slice(inbox.length + 1);
+        const settle = waiting.get(token);
+        waiting.delete(token);
+        settle?.(outcomeOf(msg));
+      },
+    });
+  };
+
+  /** Sends `count` publishes (`send(n, reply)`, in order) and resolves with their outcomes, each Failed that is not answered within the timeout. */
+  const awaitAll = (count: number, send: (n: number, reply: string) => void): Promise<ReadonlyArray<PublishOutcome>> =>
+    new Promise((resolve) => {
+      const outcomes = new Array<PublishOutcome | undefined>(count);
+      const tokens: string[] = [];
+      let left = count;
+      const finish = () => {
+        clearTimeout(timer);
+        for (const token of tokens) waiting.delete(token);
+        resolve(outcomes.map((outcome) => outcome ?? { _tag: "Failed", detail: `no acknowledgement within ${TIMEOUT_MS} ms` }));
+      };
+      const timer = setTimeout(finish, TIMEOUT_MS);
+      if (count === 0) return finish();
+      try {
+        subscribe();
+        for (let n = 0; n < count; n++) {
+          const token = (issued++).toString(36);
+          tokens.push(token);
+          waiting.set(token, (outcome) => {
+            outcomes[n] = outcome;
+            if (--left === 0) finish();
+          });
+          send(n, `${inbox}.${token}`);
+        }
+      } catch (error) {
+        // The connection is closed or draining: what was not sent fails now.
+        for (let n = 0; n < count; n++) outcomes[n] ??= { _tag: "Failed", detail: describe(error) };
+        finish();
+      }
+    });
+
+  return { await: awaitAll };
 };

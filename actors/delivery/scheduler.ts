@@ -224,11 +224,13 @@ const submit = (state: State, entries: ReadonlyArray<QueueEntry>) => {
 
 // ---- recording ----
 
-/** Decides the outcome, commits it with its DSNs and events, and submits the entries this created. */
-const record = (state: State, entry: QueueEntry, attempt: Attempt, startedAt?: number) =>
+/**
+ * Decides the outcome, commits it with its DSNs and events, and submits the entries this
+ * created. `message`: the record as the attempt read it (read here when there was none).
+ */
+const record = (state: State, entry: QueueEntry, attempt: Attempt, startedAt?: number, message = state.options.spool.message(entry.messageId)) =>
   Effect.gen(function* () {
     const { options } = state;
-    const message = options.spool.message(entry.messageId);
     const now = yield* Clock.currentTimeMillis;
     const random = yield* Random.next;
     const decision = decide(entry, attempt, now, random, options.policy, dsnParamsOf(message?.attributes));
@@ -252,7 +254,7 @@ const attempt = (state: State, entry: QueueEntry) =>
     }
     const startedAt = yield* Clock.currentTimeMillis;
     const outcome = yield* state.options.dispatch(entry, message, () => spool.body(entry.messageId) ?? new Uint8Array());
-    yield* record(state, entry, outcome, startedAt);
+    yield* record(state, entry, outcome, startedAt, message);
   }).pipe(
     // Not recorded: the entry is still due. Holding its queue keeps a failing disk from
     // turning into a loop of repeated deliveries.

@@ -8,6 +8,7 @@
 //
 // Replies are parsed here, where they arrive, into Reply values; trouble without a reply
 // becomes a tagged failure. Nothing later reads reply text.
+import type { Socket } from "node:net";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { ConnectionTrouble, RecipientResult, Reply } from "../../protocol/delivery.ts";
 import { parseReply } from "../../protocol/smtp-reply.ts";
@@ -127,6 +128,7 @@ export const openConnection = (
     conn.connect(() => {
       if (settled) return;
       settled = true;
+      if (conn._socket) batchWrites(conn._socket);
       resolve({
         host: target.host,
         ip: target.ip,
@@ -143,6 +145,30 @@ export const openConnection = (
       } as Connection);
     });
   });
+
+/**
+ * Writes made in one go leave in one write: nodemailer sends a message as the dot-stuffed
+ * body, then the final dot from a stream callback a tick later, each a write (a system call,
+ * a TCP segment) of its own. The first write corks the socket and a microtask uncorks it,
+ * after the ticks of that run, so they leave together and nothing waits for the event loop.
+ * `end` (QUIT, close) flushes whatever is corked.
+ */
+const batchWrites = (socket: Socket) => {
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
+  const write = socket.write;
+  socket.write = function (this: Socket, ...args: Parameters<Socket["write"]>) {
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      queueMicrotask(uncork);
+    }
+    return write.apply(this, args);
+  } as Socket["write"];
+};
 
 const CONN = Symbol("smtp-connection");
 const rawOf = (connection: Connection): SMTPConnection => (connection as unknown as { [CONN]: SMTPConnection })[CONN];

@@ -373,7 +373,13 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
    * reported them, or removed when no attempt decided. Inside a transaction, before `retire`
    * (which may remove the message record this reads).
    */
-  const noteFinished = (entry: QueueEntry, next: QueueEntry | undefined, attempt: AttemptRecord | undefined, now: number) => {
+  const noteFinished = (
+    entry: QueueEntry,
+    next: QueueEntry | undefined,
+    attempt: AttemptRecord | undefined,
+    now: number,
+    message: MessageRecord | undefined = messages.get(entry.messageId),
+  ) => {
     const waiting = new Set(next?.recipients ?? []);
     const done = entry.recipients.filter((rcpt) => !waiting.has(rcpt));
     if (done.length === 0) return;
@@ -384,7 +390,7 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
     };
     const history = next?.history ?? (attempt ? [...(entry.history ?? []), attempt] : entry.history);
     finishedRecords.note(
-      messages.get(entry.messageId),
+      message,
       entry,
       { attempts: next?.attempts ?? entry.attempts + (attempt ? 1 : 0), history, recipients: done.map((rcpt) => ({ rcpt, state: stateOf(rcpt), at: now })) },
       now,
@@ -399,15 +405,19 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
   const retire = (entry: QueueEntry): boolean => {
     const current = entries.get(entry.id);
     if (!current) return false; // already finished: a duplicate completion is harmless
-    removeEntry(current);
-    const message = messages.get(entry.messageId);
-    if (!message || message.openEntries <= 1) {
-      messages.remove(entry.messageId);
-      removeChunks(entry.messageId);
-    } else {
-      messages.put(entry.messageId, { ...message, openEntries: message.openEntries - 1 });
-    }
+    retireCurrent(current, messages.get(entry.messageId));
     return true;
+  };
+
+  /** `retire` of an entry read in this transaction, with its message record as read there too (each record decoded once). */
+  const retireCurrent = (current: QueueEntry, message: MessageRecord | undefined) => {
+    removeEntry(current);
+    if (!message || message.openEntries <= 1) {
+      messages.remove(current.messageId);
+      removeChunks(current.messageId);
+    } else {
+      messages.put(current.messageId, { ...message, openEntries: message.openEntries - 1 });
+    }
   };
 
   const entriesFor = (message: { id: string; sender: string; receivedAt: number; routes: NewMessage["routes"]; notBefore?: number | undefined }) =>
@@ -688,12 +698,13 @@ export const openSpool = (root: RootDatabase, outbox: Outbox = openOutbox(root, 
           const fresh: QueueEntry[] = [];
           const current = entries.get(entry.id);
           if (!current) return fresh; // removed meanwhile (an operator): nothing to record
-          noteFinished(current, next, outcome.attempt, outcome.attempt?.at ?? now);
+          const message = messages.get(current.messageId);
+          noteFinished(current, next, outcome.attempt, outcome.attempt?.at ?? now, message);
           if (next) {
             removeEntry(current);
             putEntry(keepingHold(next, current));
           } else {
-            retire(current);
+            retireCurrent(current, message);
           }
           for (const message of created) writeGenerated(message, fresh);
           outbox.write(outcome.events ?? []);

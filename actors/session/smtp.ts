@@ -15,6 +15,7 @@
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
 import { Clock, Deferred, Effect, Schema } from "effect";
 import "./enhanced-codes.ts";
+import "./reply-batching.ts";
 import { finishSigning, type DkimSigner, type DkimSigning } from "../dkim/signer.ts";
 import type { InboundAuthenticator, Verification } from "../authentication/authenticator.ts";
 import { authenticationResultsField, withoutClaimedResults } from "../authentication/headers.ts";

@@ -75,19 +75,30 @@ export const addingSuppressions = (
   add: (add: SuppressionAdd) => Effect.Effect<void, { readonly detail: string }>,
 ): EventSink => ({
   ensure: sink.ensure,
+  // Most batches call for no add at all: their outcomes pass through as they are, without a
+  // fiber per event (Effect.forEach with concurrency forks one for each element).
   publish: (events) =>
-    Effect.flatMap(sink.publish(events), (outcomes) =>
-      Effect.forEach(
-        outcomes,
-        (outcome, n): Effect.Effect<PublishOutcome> => {
-          const wanted = outcome._tag === "Acked" ? autoAddOf(events[n]!, policy) : undefined;
-          if (wanted === undefined) return Effect.succeed(outcome);
-          return add(wanted).pipe(
-            Effect.as(outcome),
-            Effect.catch((error) => Effect.succeed<PublishOutcome>({ _tag: "Failed", detail: `suppression list: ${error.detail}` })),
-          );
+    Effect.flatMap(sink.publish(events), (outcomes) => {
+      const adds = outcomes.flatMap((outcome, n) => {
+        const wanted = outcome._tag === "Acked" ? autoAddOf(events[n]!, policy) : undefined;
+        return wanted === undefined ? [] : [{ n, wanted }];
+      });
+      if (adds.length === 0) return Effect.succeed(outcomes);
+      return Effect.map(
+        Effect.forEach(
+          adds,
+          ({ n, wanted }) =>
+            add(wanted).pipe(
+              Effect.as([n, outcomes[n]!] as const),
+              Effect.catch((error) => Effect.succeed([n, { _tag: "Failed", detail: `suppression list: ${error.detail}` }] as const)),
+            ),
+          { concurrency: ADD_CONCURRENCY },
+        ),
+        (added) => {
+          const merged: PublishOutcome[] = [...outcomes];
+          for (const [n, outcome] of added) merged[n] = outcome;
+          return merged;
         },
-        { concurrency: ADD_CONCURRENCY },
-      ),
-    ),
+      );
+    }),
 });

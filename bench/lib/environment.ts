@@ -1,6 +1,8 @@
 // Everything a benchmark run needs, started and stopped by the harness itself:
 // DNS (dnsmasq) pointing the bench domain at the sink, the sink process, and N Tern
 // nodes as separate processes on one NATS, each with its own data dir and fixed ports.
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { startDnsmasq, findFreePort, type RunningDnsmasq } from "../../test/support/dnsmasq.ts";
 import { startSinkProcess, type SinkOptions, type SinkProcess } from "./sink.ts";
 import { makeDataDir, removeDataDir, startTernNode, uniqueCluster, type TernNode } from "../../nodes/launcher.ts";
@@ -96,6 +98,12 @@ export const startEnvironment = async (options: EnvironmentOptions): Promise<Env
     }
     cleanups.push(async () => {
       await Promise.all(nodes.map(stopGracefully));
+      // BENCH_NODE_LOGS=DIR keeps each node's output (its log lines and any crash) for a look after the run.
+      const logDir = process.env.BENCH_NODE_LOGS;
+      if (logDir) {
+        await mkdir(logDir, { recursive: true });
+        await Promise.all(nodes.map((node, i) => writeFile(join(logDir, `n${i}-${node.pid}.log`), node.logs())));
+      }
     });
 
     return whileRunning({

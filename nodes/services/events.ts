@@ -38,7 +38,7 @@ export const EventPublisherLayer = Layer.effectDiscard(
     yield* startPublisher({
       outbox,
       // Hard bounces and complaints add their recipient to the suppression list as they are published.
-      sink: (yield* Suppressions).withAutoAdds(openEventsStream(nc, subjects, config.events)),
+      sink: (yield* Suppressions).withAutoAdds(openEventsStream(nc, subjects, config.events, subjects.nodeInbox(config.nodeId))),
       batch: 256,
       retryBaseMs: 250,
       retryMaxMs: 30_000,

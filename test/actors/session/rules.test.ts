@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Effect } from "effect";
 import { TestClock } from "effect/testing";
-import { hasBareLineEnding, normalizeLineEndings } from "../../../actors/session/ingest.ts";
+import { hasBareLineEnding, longestLine, normalizeLineEndings } from "../../../actors/session/ingest.ts";
 import { decideRecipient, decideSender } from "../../../actors/session/policy.ts";
 import { makeClientGuard } from "../../../actors/session/guard.ts";
 
@@ -139,4 +139,37 @@ test("a recipient or sender domain that cannot exist is refused for good, before
   assert.equal(decideSender("", client(), () => false).ok, true, "the null sender has no domain to check");
   assert.equal(decideRecipient("x@[192.0.2.1]", client({ remoteAddress: "10.1.2.3" }), policy).decision.ok, true, "address literals relay as before");
   assert.equal(decideRecipient("x@[IPv6:2001:db8::1]", client({ remoteAddress: "10.1.2.3" }), policy).decision.ok, true);
+});
+
+test("the indexOf scans agree with a byte-by-byte reading on random chunks of CR, LF and text", () => {
+  // The reference: every byte looked at, as the scans were first written.
+  const bareReference = (chunk: Uint8Array, carryCR: boolean) => {
+    for (let i = 0; i < chunk.length; i++) {
+      const previous = i === 0 ? (carryCR ? 13 : -1) : chunk[i - 1]!;
+      if (chunk[i] === 10 && previous !== 13) return true;
+      if (previous === 13 && chunk[i] !== 10) return true;
+    }
+    return false;
+  };
+  const longestReference = (chunk: Uint8Array, run: number) => {
+    let longest = 0;
+    let current = run;
+    for (const byte of chunk) {
+      if (byte === 10) {
+        longest = Math.max(longest, current);
+        current = 0;
+      } else if (byte !== 13) current++;
+    }
+    return { longest: Math.max(longest, current), run: current };
+  };
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const alphabet = [13, 10, 13, 10, 120, 120, 120, 46];
+  for (let n = 0; n < 5_000; n++) {
+    const chunk = Buffer.from(Array.from({ length: Math.floor(random() * 24) }, () => alphabet[Math.floor(random() * alphabet.length)]!));
+    const carry = random() < 0.5;
+    const run = Math.floor(random() * 5);
+    assert.equal(hasBareLineEnding(chunk, carry), bareReference(chunk, carry), `bare: ${JSON.stringify(chunk.toString("latin1"))} carry ${carry}`);
+    assert.deepEqual(longestLine(chunk, run), longestReference(chunk, run), `longest: ${JSON.stringify(chunk.toString("latin1"))} run ${run}`);
+  }
 });
