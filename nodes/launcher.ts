@@ -27,15 +27,27 @@ export interface TernNode {
   readonly exited: () => Promise<number | null>;
 }
 
+/**
+ * How tests and benchmarks run Tern by default: the compiled bundle (`npm test` builds it
+ * first when a source is newer), as `npm start` and production do, and it starts in a
+ * fraction of tsx's time and CPU. TERN_RUN_SOURCES=1 runs the TypeScript sources under tsx
+ * instead, with no build (for a quick edit-and-test loop, or profiles that name .ts lines).
+ */
+const defaultVia = (): "sources" | "bundle" => (process.env.TERN_RUN_SOURCES === "1" ? "sources" : "bundle");
+
+/** The node arguments that run the `tern` command line the default way: `[...ternCli, "queue", "list"]`. */
+export const ternCli: ReadonlyArray<string> =
+  defaultVia() === "bundle" ? [join(projectRoot, "dist/cli.js")] : ["--import", "tsx", join(projectRoot, "nodes/cli.ts")];
+
 export const makeDataDir = () => mkdtemp(join(tmpdir(), "tern-test-"));
 
 export const removeDataDir = (dir: string) => rm(dir, { recursive: true, force: true });
 
 export interface StartOptions {
   /**
-   * What runs the node: the TypeScript sources under tsx (the default: tests and benchmarks
-   * run what is checked out), the bundle (`node dist/cli.js`, built by scripts/build.mjs), or
-   * `npm start` (which builds the bundle when stale and runs it).
+   * What runs the node: the bundle (`node dist/cli.js`, built by scripts/build.mjs; the
+   * default unless TERN_RUN_SOURCES=1), the TypeScript sources under tsx, or `npm start`
+   * (which builds the bundle when stale and runs it).
    */
   readonly via?: "sources" | "bundle" | "npm-start";
   /** In a process group of its own, as a terminal starts a command, so `signalGroup` reaches all of it. */
@@ -64,7 +76,7 @@ export const startTernNode = async (config: Record<string, unknown> & { dataDir:
     listen: { host: "127.0.0.1", smtp: 0, smtps: 0, pop3: 0, imap: 0, imaps: 0, http: 0, ...(config.listen as object | undefined) },
   };
   await writeFile(configPath, JSON.stringify(full, null, 2));
-  const { command, args } = nodeCommand(options.via ?? "sources", configPath);
+  const { command, args } = nodeCommand(options.via ?? defaultVia(), configPath);
   const child = spawn(command, args, { cwd: projectRoot, stdio: ["ignore", "pipe", "pipe"], detached: options.ownGroup === true });
   let output = "";
   const parsed: Array<Record<string, unknown>> = [];

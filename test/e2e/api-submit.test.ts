@@ -16,7 +16,7 @@ import { ERROR_CODE_HEADER, ERROR_HEADER, UPLOAD_SEQ_HEADER } from "../../protoc
 import { makeSubjects } from "../../protocol/subjects.ts";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startSink, type Sink } from "../support/sink.ts";
-import { eventually, makeDataDir, projectRoot, readMetric, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, projectRoot, readMetric, removeDataDir, run, startTernNode, uniqueCluster, type TernNode, ternCli } from "../support/tern-node.ts";
 
 const cluster = uniqueCluster();
 const subjects = makeSubjects(cluster);
@@ -272,7 +272,7 @@ test("an abandoned upload is discarded, body and all, after its idle timeout; an
 test("tern submit sends a message file and prints its id", async () => {
   const file = join(dataDir, "message.eml");
   await writeFile(file, "From: Alice <alice@example.test>\nTo: cli@remote.test\nSubject: from the cli\n\nsent by tern submit\n");
-  const outcome = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "submit", "--config", join(dataDir, "config-api.json"), "--tag", "cli", "--meta", "source=test", file]);
+  const outcome = await run(process.execPath, [...ternCli, "submit", "--config", join(dataDir, "config-api.json"), "--tag", "cli", "--meta", "source=test", file]);
   assert.equal(outcome.code, 0, outcome.stdout + outcome.stderr);
   const messageId = /queued as ([0-9A-Z]+)/.exec(outcome.stdout)?.[1];
   assert.ok(messageId, outcome.stdout);
@@ -280,7 +280,7 @@ test("tern submit sends a message file and prints its id", async () => {
   const mail = await arrivedAs(messageId);
   assert.match(mail.body.toString("latin1"), /Subject: from the cli\r\n\r\nsent by tern submit\r\n$/);
 
-  const refused = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "submit", "--config", join(dataDir, "config-api.json"), "--from", "x@elsewhere.test", "--to", "y@remote.test", "--subject", "s", "--text", "t"]);
+  const refused = await run(process.execPath, [...ternCli, "submit", "--config", join(dataDir, "config-api.json"), "--from", "x@elsewhere.test", "--to", "y@remote.test", "--subject", "s", "--text", "t"]);
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /SenderNotAllowed/);
 });

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { followStreamEvents } from "../../cluster/events-client.ts";
-import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, type TernNode, ternCli } from "../support/tern-node.ts";
 
 const HEARTBEAT_MS = 1_000;
 const TTL_MS = 3_000;
@@ -25,7 +25,7 @@ test("members see joins, graceful leaves at once and killed nodes within the TTL
     for (const member of ["a", "b", "c"]) await a.waitForEvent("cluster.member.up", { member }, 10_000);
     await c.waitForEvent("cluster.member.up", { member: "c" }, 10_000);
 
-    const cli = (...args: string[]) => run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "cluster", "status", "--config", join(dir, "a", "config-a.json"), ...args]);
+    const cli = (...args: string[]) => run(process.execPath, [...ternCli, "cluster", "status", "--config", join(dir, "a", "config-a.json"), ...args]);
     const listed = await eventually(async () => {
       const result = await cli("--json");
       assert.equal(result.code, 0, result.stderr);

@@ -17,7 +17,7 @@ import { mailboxEndpoints } from "../../protocol/mailbox.ts";
 import { siteBudgetEndpoint } from "../../nodes/services/site-budgets.ts";
 import { makeSubjects } from "../../protocol/subjects.ts";
 import { encodeBlobFrame, encodeFrame } from "../../protocol/wire.ts";
-import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, type TernNode, ternCli } from "../support/tern-node.ts";
 import { startSecureNats, type SecureNats } from "../support/secure-nats.ts";
 
 const cluster = uniqueCluster();
@@ -66,7 +66,7 @@ const popList = async (user: string, password: string, node: TernNode) =>
 /** Runs the tern CLI with extra environment; resolves with its exit code and output. */
 const tern = (args: string[], env: Record<string, string>) =>
   new Promise<{ code: number; out: string }>((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), ...args], {
+    const child = spawn(process.execPath, [...ternCli, ...args], {
       cwd: projectRoot,
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"],

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { createConnection, createServer } from "node:net";
 import { join } from "node:path";
-import { eventually, makeDataDir, projectRoot, removeDataDir, run, uniqueCluster } from "../support/tern-node.ts";
+import { eventually, makeDataDir, projectRoot, removeDataDir, run, uniqueCluster, ternCli } from "../support/tern-node.ts";
 
 /** A base port with 20 free ports after it (two nodes, 10 apart). */
 const freeBase = async (): Promise<number> => {
@@ -37,7 +37,7 @@ test("tern cluster up --nodes 2 runs two nodes on derived ports and stops both o
   const base = await freeBase();
   const configPath = join(dir, "config.json");
   await writeFile(configPath, JSON.stringify({ cluster, listen: { host: "127.0.0.1" }, nats: { servers: ["nats://127.0.0.1:4222"], embedded: false }, events: { maxBytes: 16 * 1024 * 1024 } }));
-  const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "cluster", "up", "--nodes", "2", "--config", configPath, "--base-port", String(base), "--data-dir", join(dir, "nodes")], {
+  const child = spawn(process.execPath, [...ternCli, "cluster", "up", "--nodes", "2", "--config", configPath, "--base-port", String(base), "--data-dir", join(dir, "nodes")], {
     cwd: projectRoot,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -53,7 +53,7 @@ test("tern cluster up --nodes 2 runs two nodes on derived ports and stops both o
     for (const port of [base, base + 10]) assert.match(await greeting(port), /^220 /);
     // Each has its own data dir and node id, and both are members of the one cluster.
     const members = await eventually(async () => {
-      const status = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "cluster", "status", "--json", "--config", configPath]);
+      const status = await run(process.execPath, [...ternCli, "cluster", "status", "--json", "--config", configPath]);
       const listed = status.code === 0 ? (JSON.parse(status.stdout) as { members: Array<{ node: string }> }).members.map((m) => m.node) : [];
       return listed.length === 2 ? listed : undefined;
     }, 10_000, "both nodes members");

@@ -11,7 +11,7 @@ import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnNatsServer, type SpawnedNatsServer } from "../support/spawn-nats-server.ts";
-import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode, type TernNode, ternCli } from "../support/tern-node.ts";
 
 const deployDir = join(projectRoot, "docs/deploy");
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -85,7 +85,7 @@ test("the compose cluster's wiring: setup writes the NATS config and password fi
   const work = await mkdtemp(join(tmpdir(), "tern-deploy-compose-"));
   cleanups.push(() => rm(work, { recursive: true, force: true }));
   const secrets = join(work, "secrets");
-  const written = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "nats-config", "--config", join(deployDir, "compose-tern.json"), "--listen", "127.0.0.1:4222", "--store-dir", join(work, "jetstream"), "--secrets-dir", secrets]);
+  const written = await run(process.execPath, [...ternCli, "nats-config", "--config", join(deployDir, "compose-tern.json"), "--listen", "127.0.0.1:4222", "--store-dir", join(work, "jetstream"), "--secrets-dir", secrets]);
   assert.equal(written.code, 0, written.stderr);
   assert.match(written.stdout, /tern-node/);
   const nodePassword = (await readFile(join(secrets, "tern-node.password"), "utf8")).trim();

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { followEvents, type FollowOptions } from "../../cluster/events-client.ts";
 import { makeSubjects } from "../../protocol/subjects.ts";
-import { makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, type TernNode, ternCli } from "../support/tern-node.ts";
 import { startSecureNats, type SecureNats } from "../support/secure-nats.ts";
 
 const cluster = uniqueCluster();
@@ -163,14 +163,14 @@ test("tern events --app --tenant acme prints acme's events from a sequence", asy
   const app = await as("application", "acme");
   const stored = await read(app, "acme", { start: "first" });
   const tern = async (...args: string[]) => {
-    const out = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "events", "--config", config, "--app", "--tenant", "acme", "--json", ...args]);
+    const out = await run(process.execPath, [...ternCli, "events", "--config", config, "--app", "--tenant", "acme", "--json", ...args]);
     assert.equal(out.code, 0, out.stderr);
     return out.stdout.trim().split("\n").filter(Boolean).map((line) => JSON.parse(line) as { seq: number; tenant: string; msg: string });
   };
   const printed = await tern("--since", String(stored[1]!.seq));
   assert.deepEqual(printed.map((e) => e.seq), stored.slice(1).map((e) => e.seq));
   assert.ok(printed.every((e) => e.tenant === "acme"));
-  const refused = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "events", "--config", config, "--app", "--tenant", "default"]);
+  const refused = await run(process.execPath, [...ternCli, "events", "--config", config, "--app", "--tenant", "default"]);
   assert.equal(refused.code, 69, refused.stdout + refused.stderr);
 });
 

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startNatsServer, type TestNatsServer } from "../support/nats-server.ts";
 import { startSink, type Sink } from "../support/sink.ts";
-import { eventually, makeDataDir, projectRoot, readMetric, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, projectRoot, readMetric, removeDataDir, run, startTernNode, uniqueCluster, type TernNode, ternCli } from "../support/tern-node.ts";
 
 const cluster = uniqueCluster();
 let nats: TestNatsServer;
@@ -58,7 +58,7 @@ const send = async (from: string, to: string) => {
 };
 
 const ternEvents = async (...args: string[]): Promise<Printed[]> => {
-  const out = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "events", "--config", cliConfig, "--json", ...args]);
+  const out = await run(process.execPath, [...ternCli, "events", "--config", cliConfig, "--json", ...args]);
   assert.equal(out.code, 0, out.stderr);
   return out.stdout.trim().split("\n").filter(Boolean).map((line) => JSON.parse(line) as Printed);
 };

@@ -6,7 +6,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
-import { eventually, makeDataDir, projectRoot, removeDataDir, run, sleep, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, projectRoot, removeDataDir, run, sleep, startTernNode, uniqueCluster, type TernNode, ternCli } from "../support/tern-node.ts";
 import { poplibFetch, type PoppedMessage } from "../support/pop3.ts";
 
 const cluster = uniqueCluster();
@@ -45,7 +45,7 @@ after(async () => {
 });
 
 const moveTo = (user: string, node: string, timeoutMs = 15_000) =>
-  run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "mailbox", "move", "--config", join(dirA, "config-a.json"), "--timeout", String(timeoutMs), user, node]);
+  run(process.execPath, [...ternCli, "mailbox", "move", "--config", join(dirA, "config-a.json"), "--timeout", String(timeoutMs), user, node]);
 
 const send = async (node: TernNode, user: string, tag: string) => {
   const transport = nodemailer.createTransport({ host: "127.0.0.1", port: node.ports.smtp, secure: false, ignoreTLS: true });

@@ -7,7 +7,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
-import { eventually, makeDataDir, projectRoot, removeDataDir, run, sleep, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, projectRoot, removeDataDir, run, sleep, startTernNode, uniqueCluster, type TernNode, ternCli } from "../support/tern-node.ts";
 import { poplibFetch, type PoppedMessage } from "../support/pop3.ts";
 
 const cluster = uniqueCluster();
@@ -40,7 +40,7 @@ after(async () => {
 
 /** The real CLI, as an operator runs it, with node A's config file. */
 const tern = (...args: string[]) =>
-  run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), ...args.slice(0, 2), "--config", join(dirA, "config-a.json"), ...args.slice(2)]);
+  run(process.execPath, [...ternCli, ...args.slice(0, 2), "--config", join(dirA, "config-a.json"), ...args.slice(2)]);
 
 const send = async (node: TernNode, tag: string) => {
   const transport = nodemailer.createTransport({ host: "127.0.0.1", port: node.ports.smtp, secure: false, ignoreTLS: true });

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startScriptedSmtp, type ScriptedServer } from "../support/scripted-smtp.ts";
-import { eventually, makeDataDir, projectRoot, readMetric, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, projectRoot, readMetric, removeDataDir, run, startTernNode, uniqueCluster, type TernNode, ternCli } from "../support/tern-node.ts";
 
 const MESSAGES = 20;
 const cluster = uniqueCluster();
@@ -88,7 +88,7 @@ test("tern node drain: A refuses mail, waits for peers, hands its queue to B and
   await nodes.a.waitForEvent("recipient.deferred", {}, 10_000);
 
   // Drain A while it is alone: it stops taking mail and waits, saying so.
-  const drain = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "node", "drain", "--config", join(dirs.a!, "config-a.json"), "a"], {
+  const drain = spawn(process.execPath, [...ternCli, "node", "drain", "--config", join(dirs.a!, "config-a.json"), "a"], {
     cwd: projectRoot,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -138,7 +138,7 @@ test("tern node drain: A refuses mail, waits for peers, hands its queue to B and
   assert.ok(big.body.length > 1_500_000, "the large body arrived whole");
 
   // Status by message id: the node that took the message over answers.
-  const status = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "status", "--config", join(dirs.b!, "config-b.json"), ids[0]!]);
+  const status = await run(process.execPath, [...ternCli, "status", "--config", join(dirs.b!, "config-b.json"), ids[0]!]);
   assert.equal(status.code, 0, status.stderr);
   assert.match(status.stdout, new RegExp(`message ${ids[0]} on node [bc]: delivered`));
 });

@@ -7,12 +7,12 @@ import { createConnection } from "node:net";
 import { readFile, stat, writeFile } from "node:fs/promises";
 import { connect } from "@nats-io/transport-node";
 import { join } from "node:path";
-import { makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster } from "../support/tern-node.ts";
+import { makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, ternCli } from "../support/tern-node.ts";
 
 const tern = (args: string[], env: Record<string, string> = {}) =>
   new Promise<{ code: number; stderr: string }>((resolve) => {
     import("node:child_process").then(({ spawn }) => {
-      const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), ...args], {
+      const child = spawn(process.execPath, [...ternCli, ...args], {
         cwd: projectRoot,
         env: { ...process.env, ...env },
         stdio: ["ignore", "ignore", "pipe"],
@@ -77,7 +77,7 @@ test("when nothing answers, the node starts nats-server itself, works, and stops
   // the generated credentials are readable by their owner only, and tern queue finds its own.
   await assert.rejects(connect({ servers: [`nats://127.0.0.1:${natsPort}`], reconnect: false }), /Authorization Violation/);
   assert.equal((await stat(join(dataDir, "nats", "node.password"))).mode & 0o777, 0o600);
-  const queue = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "queue", "--config", join(dataDir, "config-embedded.json"), "shape"]);
+  const queue = await run(process.execPath, [...ternCli, "queue", "--config", join(dataDir, "config-embedded.json"), "shape"]);
   assert.equal(queue.code, 0, queue.stdout + queue.stderr);
 
   await node.kill("SIGTERM");
@@ -96,7 +96,7 @@ test("when nothing answers, the node starts nats-server itself, works, and stops
 test("tern user add on a missing file creates a config the node starts with, and names the domain to add to an existing one", async () => {
   const dataDir = await makeDataDir();
   const configPath = join(dataDir, "tern.json");
-  const cli = (args: string[], stdin: string) => run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), ...args], stdin);
+  const cli = (args: string[], stdin: string) => run(process.execPath, [...ternCli, ...args], stdin);
   const added = await cli(["user", "add", "--config", configPath, "alice@example.org", "--home", "node1"], "a long secret\n");
   assert.equal(added.code, 0, added.stderr);
   assert.match(added.stderr, /created .*tern\.json/);
@@ -126,7 +126,7 @@ test("tern user add stores an scrypt hash that SMTP AUTH then accepts", async ()
   const dataDir = await makeDataDir();
   const configPath = join(dataDir, "users.json");
   await writeFile(configPath, JSON.stringify({ localDomains: ["example.test"], users: [] }));
-  const added = await run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "user", "add", "--config", configPath, "carol@example.test"], "correct horse\n");
+  const added = await run(process.execPath, [...ternCli, "user", "add", "--config", configPath, "carol@example.test"], "correct horse\n");
   assert.equal(added.code, 0, added.stderr);
   const saved = JSON.parse(await import("node:fs/promises").then((fs) => fs.readFile(configPath, "utf8")));
   assert.match(saved.users[0].passwordHash, /^scrypt\$16384\$8\$1\$/);

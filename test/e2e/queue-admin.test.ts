@@ -10,7 +10,7 @@ import { simpleParser } from "mailparser";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startScriptedSmtp, type ScriptedServer } from "../support/scripted-smtp.ts";
 import { queueCommand } from "../../nodes/queue-command.ts";
-import { makeDataDir, projectRoot, removeDataDir, run, sleep, startTernNode, uniqueCluster, eventually, type TernNode } from "../support/tern-node.ts";
+import { makeDataDir, projectRoot, removeDataDir, run, sleep, startTernNode, uniqueCluster, eventually, type TernNode, ternCli } from "../support/tern-node.ts";
 
 let dns: RunningDnsmasq;
 let origin: ScriptedServer;
@@ -148,7 +148,7 @@ test("bounce by sender fails the entries now with a DSN; delete by domain remove
 });
 
 test("the tern CLI runs queue commands: qshape of the running node; usage errors and unknown nodes exit non-zero", async () => {
-  const cli = (...args: string[]) => run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "queue", "--config", join(dataDir, "config-admin.json"), ...args]);
+  const cli = (...args: string[]) => run(process.execPath, [...ternCli, "queue", "--config", join(dataDir, "config-admin.json"), ...args]);
   const shape = await cli("shape"); // every node of the cluster: here, one
   assert.equal(shape.code, 0, shape.stderr);
   assert.match(shape.stdout, /^node admin: \d+ entries in \d+ queues, \d+ in flight/);

@@ -17,7 +17,7 @@ import { queueCommand } from "../../nodes/queue-command.ts";
 import type { SiteBackoffEvent } from "../../protocol/events.ts";
 import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startScriptedSmtp, type ScriptedServer } from "../support/scripted-smtp.ts";
-import { eventually, makeDataDir, projectRoot, readMetric, removeDataDir, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, projectRoot, readMetric, removeDataDir, startTernNode, uniqueCluster, type TernNode, ternCli } from "../support/tern-node.ts";
 
 const UNUSUAL_RATE = "421 4.7.28 [127.0.0.1] Our system has detected an unusual rate of unsolicited mail originating from your IP address.";
 const PAUSE_MS = 4_000;
@@ -144,7 +144,7 @@ test("a bad throttle rules file stops the node at start, naming the rule and fie
     const config = join(dir, "config.json");
     await writeFile(config, JSON.stringify({ dataDir: dir, cluster: uniqueCluster(), nats: { servers: ["nats://127.0.0.1:4222"], embedded: false }, listen: { host: "127.0.0.1", smtp: 0, smtps: 0, pop3: 0, imap: 0, imaps: 0, http: 0 }, delivery: { throttleRulesFile: rules } }));
     const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "node", "--config", config], { cwd: projectRoot, stdio: ["ignore", "ignore", "pipe"] });
+      const child = spawn(process.execPath, [...ternCli, "node", "--config", config], { cwd: projectRoot, stdio: ["ignore", "ignore", "pipe"] });
       let stderr = "";
       child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
       child.once("exit", (code) => resolve({ code, stderr }));

@@ -13,7 +13,7 @@ import { startDnsmasq, type RunningDnsmasq } from "../support/dnsmasq.ts";
 import { startScriptedSmtp, type ScriptedServer } from "../support/scripted-smtp.ts";
 import { statusCommand } from "../../nodes/status-command.ts";
 import type { StatusReply } from "../../protocol/status.ts";
-import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, type TernNode } from "../support/tern-node.ts";
+import { eventually, makeDataDir, projectRoot, removeDataDir, run, startTernNode, uniqueCluster, type TernNode, ternCli } from "../support/tern-node.ts";
 
 /** Finished messages are forgotten this long after their last change (short, so the test sees it). */
 const KEEP_FINISHED_MS = 2_000;
@@ -146,7 +146,7 @@ test("a lookup that is no status request gets a malformed answer from every node
 });
 
 test("tern status exits non-zero with a clear message for an unknown id or a malformed one", async () => {
-  const cli = (...args: string[]) => run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "status", "--config", join(dirB, "config-b.json"), ...args]);
+  const cli = (...args: string[]) => run(process.execPath, [...ternCli, "status", "--config", join(dirB, "config-b.json"), ...args]);
   const unknown = await cli("0000000000NOSUCH");
   assert.equal(unknown.code, 1, unknown.stderr);
   assert.match(unknown.stderr, /^tern: message 0000000000NOSUCH not found \(2 nodes of cluster \S+ answered\)/);

@@ -8,7 +8,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { parseConfig } from "../../nodes/config.ts";
 import { machineProblems } from "../../nodes/config-check.ts";
-import { makeDataDir, projectRoot, removeDataDir, run } from "../support/tern-node.ts";
+import { makeDataDir, projectRoot, removeDataDir, run, ternCli } from "../support/tern-node.ts";
 
 test("contradicting values are refused with their paths", () => {
   assert.throws(() => parseConfig({ tls: { certFile: "/etc/tern/cert.pem" } }), /tls\.certFile is set without tls\.keyFile/);
@@ -66,7 +66,7 @@ test("the HTTP endpoint's own address (http.listen) is checked where it listens"
 test("tern config check: 0 for a config a node would start with, 78 with every problem for one it would not", async () => {
   const dir = await makeDataDir();
   try {
-    const cli = (...args: string[]) => run(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "config", "check", ...args]);
+    const cli = (...args: string[]) => run(process.execPath, [...ternCli, "config", "check", ...args]);
     await writeFile(join(dir, "good.json"), JSON.stringify({ nodeId: "n1", cluster: "c1", listen: { smtp: 0, smtps: 0, pop3: 0, imap: 0, imaps: 0, http: 0 } }));
     const good = await cli(join(dir, "good.json"));
     assert.equal(good.code, 0, good.stderr);

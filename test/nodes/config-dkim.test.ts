@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseConfig } from "../../nodes/config.ts";
-import { makeDataDir, projectRoot, removeDataDir, uniqueCluster } from "../support/tern-node.ts";
+import { makeDataDir, projectRoot, removeDataDir, uniqueCluster, ternCli } from "../support/tern-node.ts";
 
 const key = (selector: string, algorithm = "rsa-sha256") => ({ selector, algorithm, keyFile: `/etc/tern/dkim/${selector}.pem` });
 
@@ -41,7 +41,7 @@ test("a node whose DKIM key file is missing stops at start naming the domain, se
     JSON.stringify({ dataDir: dir, cluster: uniqueCluster(), listen: { smtp: 0, smtps: 0, pop3: 0, http: 0 }, dkim: { domains: { "example.test": [{ selector: "s2026", algorithm: "rsa-sha256", keyFile }] } } }),
   );
   const result = await new Promise<{ code: number; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "node", "--config", path], { cwd: projectRoot, stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(process.execPath, [...ternCli, "node", "--config", path], { cwd: projectRoot, stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
     child.once("exit", (code) => resolve({ code: code ?? -1, stderr }));

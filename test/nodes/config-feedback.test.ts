@@ -7,7 +7,7 @@ import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseConfig } from "../../nodes/config.ts";
-import { makeDataDir, projectRoot, removeDataDir, uniqueCluster } from "../support/tern-node.ts";
+import { makeDataDir, projectRoot, removeDataDir, uniqueCluster, ternCli } from "../support/tern-node.ts";
 
 test("no feedback section: VERP off, no bounce domain, no feedback-loop address, no key", () => {
   assert.deepEqual(parseConfig({}).feedback, { verp: "off", bounceDomain: undefined, fblAddresses: [], key: undefined });
@@ -46,7 +46,7 @@ const startWith = async (feedback: Record<string, unknown>, env: NodeJS.ProcessE
   await writeFile(path, JSON.stringify({ dataDir: dir, cluster: uniqueCluster(), nats: { embedded: false }, listen: { smtp: 0, smtps: 0, pop3: 0, imap: 0, imaps: 0, http: 0 }, feedback: withDir }));
   await writeFile(join(dir, "short.key"), "short\n");
   const result = await new Promise<{ code: number; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(projectRoot, "nodes/cli.ts"), "node", "--config", path], { cwd: projectRoot, stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, [...ternCli, "node", "--config", path], { cwd: projectRoot, stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, ...env } });
     let stderr = "";
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
     child.once("exit", (code) => resolve({ code: code ?? -1, stderr }));
