@@ -16,6 +16,7 @@ import type { ThrottleView } from "../delivery/site-throttle.ts";
 import { serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
 import { queueOf, type QueueEntry } from "../queue/entry.ts";
 import type { Selection, Spool } from "../queue/spool.ts";
+import type { Log } from "../../protocol/log.ts";
 
 const queueAdminEndpoint: Endpoint<QueueAdminRequest, QueueAdminReply, QueueAdminError> = {
   request: QueueAdminRequest,
@@ -29,7 +30,7 @@ export interface QueueAdminDeps {
   readonly scheduler: Scheduler;
   /** Sites backed off now (automatic back-off); none listed when absent. */
   readonly throttled?: (() => ReadonlyArray<ThrottleView>) | undefined;
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
 }
 
 const backoffView = (view: ThrottleView): SiteBackoffView => ({
@@ -155,7 +156,7 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
                 Effect.map(() => {
                   tally.entries++;
                   tally.recipients += entry.recipients.length;
-                  deps.log("queue.deleted", { entry: entry.id, msg: entry.messageId, sender: entry.sender, rcpts: entry.recipients.length });
+                  deps.log("queue.deleted", { entry: entry.id, queueId: entry.messageId, sender: entry.sender, recipients: entry.recipients });
                 }),
               ),
             ),

@@ -98,7 +98,7 @@ test("a suspended destination keeps its mail queued (qshape and list show it) un
 
 test("show lists every attempt with host, address, reply and requeue reason; retry makes a deferred entry go now", async () => {
   const queueId = await send("s@origin.test", "x@flaky.test", "flaky");
-  await node.waitForEvent("recipient.deferred", { msg: queueId });
+  await node.waitForEvent("recipient.deferred", { queueId });
   const shown = (await queue("show", `${queueId}.0`, "--json")).json();
   assert.equal(shown.entry.attempts, 1);
   assert.equal(shown.entry.reason, "temporary-reply");
@@ -112,15 +112,15 @@ test("show lists every attempt with host, address, reply and requeue reason; ret
   const retried = await queue("retry", "--domain", "flaky.test");
   assert.equal(retried.code, 0, retried.stderr);
   assert.match(retried.stdout, /1 entries \(1 recipients\) changed/);
-  await node.waitForEvent("recipient.delivered", { msg: queueId }, 10_000);
+  await node.waitForEvent("recipient.delivered", { queueId }, 10_000);
   assert.equal(arrived("x@flaky.test").length, 1);
 });
 
 test("bounce by sender fails the entries now with a DSN; delete by domain removes them without one", async () => {
   const bounced = await send("bob@origin.test", "y@dead.test", "to bounce");
   const deleted = await send("carol@origin.test", "z@dead.test", "to delete");
-  await node.waitForEvent("recipient.deferred", { msg: bounced });
-  await node.waitForEvent("recipient.deferred", { msg: deleted });
+  await node.waitForEvent("recipient.deferred", { queueId: bounced });
+  await node.waitForEvent("recipient.deferred", { queueId: deleted });
 
   const bounce = await queue("bounce", "--sender", "bob@origin.test", "--reason", "cleanup after outage");
   assert.equal(bounce.code, 0, bounce.stderr);
@@ -137,7 +137,7 @@ test("bounce by sender fails the entries now with a DSN; delete by domain remove
   assert.match((await queue("list", "--domain", "dead.test")).stdout, /no entries/);
   await sleep(500);
   assert.equal(arrived("carol@origin.test").length, 0, "no DSN for a deletion");
-  await node.waitForEvent("queue.deleted", { msg: deleted });
+  await node.waitForEvent("queue.deleted", { queueId: deleted });
 });
 
 test("the tern CLI runs queue commands: qshape of the running node; usage errors and unknown nodes exit non-zero", async () => {
