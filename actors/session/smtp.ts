@@ -263,7 +263,7 @@ type Stage = "connect" | "mail" | "rcpt" | "data";
 const ENHANCED_CODE = /^([245]\.\d{1,3}\.\d{1,3}) /;
 
 /** A reply's fields on a log line: the code, the enhanced code (as `dsn`) and the whole reply. */
-export const replyFields = (reply: { readonly code: number; readonly text: string }) => {
+const replyFields = (reply: { readonly code: number; readonly text: string }) => {
   const enhanced = ENHANCED_CODE.exec(reply.text)?.[1];
   return { code: reply.code, ...(enhanced !== undefined ? { dsn: enhanced } : {}), reply: `${reply.code} ${reply.text}` };
 };

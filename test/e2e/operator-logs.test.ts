@@ -4,7 +4,8 @@
 // recipient once. Checked: a line per connection, rejection, failed login, accepted
 // message and delivery attempt, with the fields the docs promise; every line's level,
 // time and names; and the fail2ban filter of docs/ops/fail2ban/, run over this log by
-// Python's re (as fail2ban runs it) and, where fail2ban is installed, by fail2ban-regex.
+// Python's re (as fail2ban runs it) and, where fail2ban is installed (CI installs it), by
+// fail2ban-regex, with the jail read by fail2ban-client.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -217,4 +218,13 @@ print(json.dumps(found))`;
     const hosts = [...checked.stdout.matchAll(/^\|\s+(\S+)\s{2}\w{3} \w{3} \d\d \d\d:\d\d:\d\d \d{4}$/gm)].map((m) => m[1]);
     assert.deepEqual(hosts, expected, checked.stdout);
   }
+  // The jail as fail2ban reads it, beside the filter, in a copy of the system's configuration.
+  const conf = join(dataDir, "fail2ban");
+  await run("cp", ["-r", "/etc/fail2ban", conf]);
+  await run("cp", [join(projectRoot, "docs/ops/fail2ban/tern.conf"), join(conf, "filter.d/tern.conf")]);
+  await run("cp", [join(projectRoot, "docs/ops/fail2ban/tern.jail.conf"), join(conf, "jail.d/tern.conf")]);
+  const dump = await run("fail2ban-client", ["-c", conf, "-d"]);
+  assert.equal(dump.code, 0, dump.stdout + dump.stderr);
+  assert.match(dump.stdout, /\['add', 'tern', 'systemd'\]/);
+  assert.match(dump.stdout, /\['set', 'tern', 'addjournalmatch', '_SYSTEMD_UNIT=tern\.service'\]/);
 });
