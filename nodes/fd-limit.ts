@@ -104,7 +104,7 @@ export const warnIfDescriptorsShort = Effect.fn("Node.warnIfDescriptorsShort")(f
       imap: budget.imap,
       delivery: budget.delivery,
       reserved: budget.reserved,
-      advice:
+      text:
         "raise the open-files limit (ulimit -n, systemd LimitNOFILE) or lower smtp.maxConnections, smtp.maxSmtpsConnections, pop3.maxConnections, imap.maxConnections, delivery.maxConnections",
     });
   }

@@ -4,6 +4,7 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { generate } from "selfsigned";
+import type { Log } from "../protocol/log.ts";
 
 export interface TlsCredentials {
   readonly key: Buffer;
@@ -26,7 +27,7 @@ export const loadTlsCredentials = async (
   tls: TlsConfig,
   dataDir: string,
   hostname: string,
-  log: (event: string, fields: Record<string, unknown>) => void,
+  log: Log,
 ): Promise<TlsCredentials> => {
   if (tls.certFile && tls.keyFile) return { ...(await readPair(tls.certFile, tls.keyFile)), selfSigned: false };
   const dir = join(dataDir, "tls");
@@ -51,6 +52,6 @@ export const loadTlsCredentials = async (
   await mkdir(dir, { recursive: true });
   await writeFile(keyFile, pems.private, { mode: 0o600 });
   await writeFile(certFile, pems.cert);
-  log("tls.dev-certificate.generated", { certFile, note: "self-signed development certificate; configure tls.certFile and tls.keyFile for production" });
+  log("tls.dev-certificate.generated", { certFile, level: "warn", text: "self-signed development certificate; configure tls.certFile and tls.keyFile for production" });
   return { cert: Buffer.from(pems.cert), key: Buffer.from(pems.private), selfSigned: true };
 };

@@ -22,7 +22,7 @@ import { newMessageId, routesFor, type QueueEntry } from "../queue/entry.ts";
 import { acceptedEvents, type EventSource } from "../queue/events.ts";
 import type { BodyWriter, Spool } from "../queue/spool.ts";
 import { finishSigning, type DkimSigner, type DkimSigning } from "../dkim/signer.ts";
-import { apiReceivedHeader, missingSubmissionHeaders } from "../session/headers.ts";
+import { apiReceivedHeader, missingSubmissionHeaders, submissionMessageId } from "../session/headers.ts";
 import { ingest, type IngestResult } from "../session/ingest.ts";
 import type { RecipientPolicy } from "../session/policy.ts";
 import type { Idempotency } from "./idempotency.ts";
@@ -32,6 +32,7 @@ import { MAX_LINE_OCTETS, type LongLines } from "../delivery/long-lines.ts";
 import type { SuppressionCheck } from "../suppression/check.ts";
 import { suppressedReply, type SuppressionMatch } from "../../protocol/suppression.ts";
 import type { OutboundMarks } from "../feedback/marks.ts";
+import type { Log } from "../../protocol/log.ts";
 
 export interface SubmitConfig extends SenderPolicy {
   readonly nodeId: string;
@@ -62,7 +63,7 @@ export interface SubmitHooks {
   /** After the commit: metrics, the accepted event, and the scheduler for entries due now. */
   readonly accepted: (messageId: string, entries: ReadonlyArray<QueueEntry>, bytes: number, labels: Labels) => void;
   readonly rejected: (code: string) => void;
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
 }
 
 export interface SubmitDeps {
@@ -274,7 +275,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         if (deps.draining?.()) return yield* refuse(new ApiError({ code: "Unavailable", message: `node ${config.nodeId} is draining; retry (another node of the queue group answers)` }));
         if (!deps.spoolHealthy()) return yield* refuse(new ApiError({ code: "Unavailable", message: "the spool cannot commit now; retry later" }));
         const signed = yield* finishSigning(submission.signing);
-        if (signed?._tag === "Failed") hooks.log("dkim.failed", { msg: submission.id, via: "api", domain: signed.domain, error: signed.detail });
+        if (signed?._tag === "Failed") hooks.log("dkim.failed", { level: "warn", queueId: submission.id, via: "api", domain: signed.domain, error: signed.detail });
         const size = submission.body.size();
         const reply: SubmitReply = {
           messageId: submission.id,
@@ -304,20 +305,21 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
         const committed = yield* Effect.exit(spool.accept(message, acceptedEvents(deps.events, message, size, yield* Clock.currentTimeMillis)));
         if (Exit.isFailure(committed)) {
           deps.spoolFailed();
-          hooks.log("spool.commit.failed", { msg: submission.id, via: "api", error: String(committed.cause) });
+          hooks.log("spool.commit.failed", { level: "error", queueId: submission.id, via: "api", error: String(committed.cause) });
           return yield* refuse(new ApiError({ code: "Unavailable", message: "temporary storage failure; retry with the same idempotency key" }));
         }
         hooks.accepted(submission.id, committed.value, size, labels);
         hooks.log("message.accepted", {
-          msg: submission.id,
+          queueId: submission.id,
           via: "api",
           tenant: labels.tenant,
-          from: prepared.sender,
-          rcpts: reply.accepted.length,
+          messageId: headerValue(submission.headerSection(), "message-id") ?? submissionMessageId(submission.id, config.hostname),
+          sender: prepared.sender,
+          recipients: reply.accepted,
           refused: reply.refused.length,
-          bytes: size,
+          size,
           ...(signed?._tag === "Signed" ? { dkim: `${signed.domain} (${signed.selectors.join(", ")})` } : {}),
-          ...(prepared.dueAt > submission.receivedAt ? { dueAt: prepared.dueAt } : {}),
+          ...(prepared.dueAt > submission.receivedAt ? { dueAt: new Date(prepared.dueAt).toISOString() } : {}),
         });
         return reply;
       });
@@ -327,7 +329,7 @@ export const makeSubmitter = (deps: SubmitDeps): Effect.Effect<Submitter> =>
       Effect.gen(function* () {
         const claim = yield* deps.idempotency.claim(prepared.tenant, key).pipe(Effect.tapError((error) => Effect.sync(() => hooks.rejected(error.code))));
         if (claim._tag === "Mine") return yield* commitOnce(prepared, submission);
-        hooks.log("api.idempotency.answered", { tenant: prepared.tenant, msg: claim.reply.messageId, holder: claim.reply.node });
+        hooks.log("api.idempotency.answered", { tenant: prepared.tenant, queueId: claim.reply.messageId, holder: claim.reply.node });
         return { ...claim.reply, duplicate: true };
       });
 

@@ -16,6 +16,7 @@ import {
   type UploadCommitRequest,
 } from "../../protocol/api.ts";
 import type { Prepared, Submission, Submitter } from "./submit.ts";
+import type { Log } from "../../protocol/log.ts";
 
 export interface UploadConfig {
   /** Uploads open at once on this node; beyond: Busy. */
@@ -50,7 +51,7 @@ export interface Uploads {
 const SWEEP_EVERY_MS = 1_000;
 
 /** Uploads of this node; the idle sweeper runs, and every unfinished body is discarded, until the scope closes. */
-export const makeUploads = (submitter: Submitter, config: UploadConfig, log: (event: string, fields: Record<string, unknown>) => void): Effect.Effect<Uploads, never, Scope.Scope> =>
+export const makeUploads = (submitter: Submitter, config: UploadConfig, log: Log): Effect.Effect<Uploads, never, Scope.Scope> =>
   Effect.gen(function* () {
     const uploads = new Map<string, Upload>();
 
@@ -58,7 +59,7 @@ export const makeUploads = (submitter: Submitter, config: UploadConfig, log: (ev
       uploads.delete(upload.id);
       if (upload.state !== "done") {
         submitter.discard(upload.submission);
-        log("api.upload.discarded", { upload: upload.id, msg: upload.submission.id, tenant: upload.tenant, bytes: upload.bytes, why });
+        log("api.upload.discarded", { upload: upload.id, queueId: upload.submission.id, tenant: upload.tenant, size: upload.bytes, reason: why });
       }
     };
 

@@ -1,6 +1,6 @@
 // The events of a recorded attempt, built before the transaction that records it (the
-// spool writes them to the outbox in that transaction), and the fields they share with
-// the log lines. Pure: the node, the time and the tenant resolution come in as arguments.
+// spool writes them to the outbox in that transaction). The log lines of the same outcomes
+// are made in ./report.ts, in the log's own vocabulary. Pure: the node, the time and the tenant resolution come in as arguments.
 import { renderResult, replyLine, reportedStatus } from "../../protocol/delivery.ts";
 import { clusterEventsTenant, type EventDraft, type OutboxDraft, type RecipientEvent } from "../../protocol/events.ts";
 import { domainOfRoute, labelsOf, type EventSource } from "../queue/events.ts";
@@ -13,7 +13,7 @@ import type { ThrottleEvent } from "./site-throttle.ts";
 
 type Attributes = Readonly<Record<string, unknown>> | undefined;
 
-/** What events and log lines say about one recipient's outcome (text made here, at the edge). */
+/** What events say about one recipient's outcome (text made here, at the edge). */
 export const outcomeFields = (entry: QueueEntry, attempt: Attempt, decision: Decision, outcome: RecipientOutcome) => ({
   msg: entry.messageId,
   entry: entry.id,

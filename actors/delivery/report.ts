@@ -1,16 +1,21 @@
-// What the outbound half reports for every committed outcome: metrics and log lines.
-// Events are not made here: they are committed with the outcome (actors/delivery/events.ts,
-// written to the outbox by the spool), and their fields are the log lines' fields.
+// What the outbound half reports for every committed outcome: metrics and log lines, one
+// line per recipient and attempt (the accounting log). Events are not made here: they are
+// committed with the outcome (actors/delivery/events.ts, written to the outbox by the
+// spool), and keep the names of the events API; the log lines use the log's vocabulary
+// (protocol/log.ts).
 import { Counter, Gauge, type Histogram, type Registry } from "prom-client";
-import { backoffFields, outcomeFields, reputationFields } from "./events.ts";
+import { renderResult } from "../../protocol/delivery.ts";
+import { backoffFields, reputationFields } from "./events.ts";
 import type { Reputation, ReputationObserver } from "./reputation.ts";
 import { RATE_KINDS, rateOf, WINDOW_NAMES } from "./reputation-window.ts";
 import type { ThrottleObserver, ThrottleView } from "./site-throttle.ts";
 import type { QueueEntry } from "../queue/entry.ts";
 import type { Spool } from "../queue/spool.ts";
-import type { Decision } from "./outcome.ts";
+import type { Attempt } from "./attempt.ts";
+import { dsnStatus, type Decision, type RecipientOutcome } from "./outcome.ts";
 import type { Scheduler, SchedulerHooks } from "./scheduler.ts";
 import type { WarmupSeries } from "./pools-status.ts";
+import type { Log, LogFields } from "../../protocol/log.ts";
 
 /** Where outcomes are reported once committed. */
 export interface ReportDeps {
@@ -22,7 +27,7 @@ export interface ReportDeps {
     /** Seconds per attempt, by `attemptOutcome`. */
     readonly deliveryDuration: Histogram<"outcome">;
   };
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
   /** A recipient the suppression list refused before the attempt (`tern_suppressed_total{where="delivery"}`). */
   readonly suppressed?: (() => void) | undefined;
 }
@@ -40,7 +45,7 @@ export const reporter = (deps: ReportDeps): SchedulerHooks["recorded"] => {
       if (outcome.result._tag === "Suppressed") {
         // Not a bounce: never sent, as if refused at submission.
         deps.suppressed?.();
-        deps.log("recipient.suppressed", { msg: entry.messageId, entry: entry.id, rcpt: outcome.recipient, where: "delivery", scope: outcome.result.scope, reason: outcome.result.reason });
+        deps.log("recipient.suppressed", { queueId: entry.messageId, entry: entry.id, sender: entry.sender, recipient: outcome.recipient, where: "delivery", scope: outcome.result.scope, reason: outcome.result.reason });
         continue;
       }
       const category = outcome.category ?? "other";
@@ -48,19 +53,43 @@ export const reporter = (deps: ReportDeps): SchedulerHooks["recorded"] => {
       else if (outcome.status === "deferred") deps.metrics.deferred.inc({ route, category });
       else deps.metrics.failed.inc({ route, category });
       if (outcome.status === "expired") expired.inc({ route, category });
-      deps.log(`recipient.${outcome.status}`, { ...outcomeFields(entry, attempt, decision, outcome), rcpt: outcome.recipient, ...(attempt.source ? { source: attempt.source } : {}) });
+      deps.log(`recipient.${outcome.status}`, outcomeLine(entry, attempt, decision, outcome));
     }
     for (const dsn of notices.queued) {
       const action = String(dsn.attributes?.action);
       dsnQueued.inc({ action });
-      deps.log("dsn.queued", { msg: dsn.id, for: entry.messageId, entry: entry.id, action, rcpt: entry.sender });
+      // About the original message; the notice (its own queue id) goes to the original sender.
+      deps.log("dsn.queued", { queueId: entry.messageId, entry: entry.id, notice: dsn.id, action, sender: entry.sender });
     }
     if (notices.suppressed) {
       dsnSuppressed.inc();
-      deps.log("dsn.suppressed", { msg: entry.messageId, entry: entry.id, from: entry.sender });
+      deps.log("dsn.suppressed", { queueId: entry.messageId, entry: entry.id, sender: entry.sender });
     }
   };
 };
+
+/**
+ * One recipient's outcome of one attempt, as the accounting log has it: the message and
+ * recipient, where the attempt went (MX host and address, or the next hop as `server`),
+ * what was answered, how long since the message was queued, and which attempt it was.
+ */
+export const outcomeLine = (entry: QueueEntry, attempt: Attempt, decision: Decision, outcome: RecipientOutcome): LogFields => ({
+  queueId: entry.messageId,
+  entry: entry.id,
+  sender: entry.sender,
+  recipient: outcome.recipient,
+  ...(attempt.mx ? { mx: attempt.mx.host, ip: attempt.mx.ip } : {}),
+  server: attempt.server,
+  ...(attempt.source ? { source: attempt.source } : {}),
+  reply: renderResult(outcome.result),
+  dsn: dsnStatus(outcome),
+  ...(outcome.category ? { category: outcome.category } : {}),
+  attempt: entry.attempts + 1,
+  delayMs: decision.record.at - entry.createdAt,
+  ...(decision.record.requeued && outcome.status === "deferred" && decision.next
+    ? { requeued: decision.record.requeued, nextAttemptAt: new Date(decision.next.nextAttemptAt).toISOString() }
+    : {}),
+});
 
 /** What one attempt came to, as a class: recipients left waiting (deferred), else any failed for good (failed), else delivered. */
 export const attemptOutcome = (decision: Decision): "delivered" | "deferred" | "failed" =>
@@ -88,13 +117,16 @@ export const registerWarmupGauges = (registry: Registry, series: () => ReadonlyA
   } });
 };
 
+/** A pause's end as the log writes times (ISO-8601, UTC); events keep the number. */
+const isoPause = (pausedUntil: number | undefined) => (pausedUntil !== undefined ? { pausedUntil: new Date(pausedUntil).toISOString() } : {});
+
 /**
  * Log lines and the counter of throttling replies for automatic back-off; each change is
  * also handed to `record` (the node writes it to the event outbox).
  */
 export const backoffReporter = (deps: {
   readonly registry: Registry;
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
   readonly record: (change: Parameters<ThrottleObserver["changed"]>[0]) => void;
 }): ThrottleObserver => {
   const replies = new Counter({ name: "tern_throttle_replies_total", help: "Replies a throttle rule matched (slow or pause), by rule", labelNames: ["rule"], registers: [deps.registry] });
@@ -102,7 +134,7 @@ export const backoffReporter = (deps: {
     replied: (rule) => replies.inc({ rule }),
     changed: (change) => {
       const stepDown = change.change === "slowed" || change.change === "paused";
-      deps.log(`site.backoff.${change.change}`, { ...(stepDown ? { level: "warn" } : {}), ...backoffFields(change), backoffLevel: change.level });
+      deps.log(`site.backoff.${change.change}`, { ...(stepDown ? { level: "warn" } : {}), ...backoffFields(change), ...isoPause(change.pausedUntil), backoffLevel: change.level });
       deps.record(change);
     },
   };
@@ -127,18 +159,18 @@ export const registerBackoffGauges = (registry: Registry, throttled: () => Reado
  */
 export const reputationReporter = (deps: {
   readonly registry: Registry;
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
   readonly record: (change: Parameters<ReputationObserver["changed"]>[0]) => void;
 }): ReputationObserver => {
   const changes = new Counter({ name: "tern_reputation_actions_total", help: "Reputation thresholds that slowed, paused, resumed or recovered a source address or sender domain", labelNames: ["dimension", "change"], registers: [deps.registry] });
   return {
     changed: (change) => {
       const stepDown = change.change === "slowed" || change.change === "paused";
-      deps.log(`reputation.${change.change}`, { ...(stepDown ? { level: "warn" } : {}), ...reputationFields(change), ...(change.level !== undefined ? { backoffLevel: change.level } : {}) });
+      deps.log(`reputation.${change.change}`, { ...(stepDown ? { level: "warn" } : {}), ...reputationFields(change), ...isoPause(change.pausedUntil), ...(change.level !== undefined ? { backoffLevel: change.level } : {}) });
       changes.inc({ dimension: change.dimension, change: change.change });
       deps.record(change);
     },
-    full: (limit) => deps.log("reputation.sender-domains.full", { level: "warn", limit, detail: "further sender domains count together as \"other\"" }),
+    full: (limit) => deps.log("reputation.sender-domains.full", { level: "warn", limit, text: "further sender domains count together as \"other\"" }),
   };
 };
 

@@ -21,6 +21,7 @@ import type { Dispatch } from "./dispatch.ts";
 import { dsnParamsOf } from "./dsn.ts";
 import type { Notices } from "./notices.ts";
 import { decide, type Decision, type OutcomePolicy } from "./outcome.ts";
+import type { Log } from "../../protocol/log.ts";
 
 export interface SchedulerHooks {
   /**
@@ -34,7 +35,7 @@ export interface SchedulerHooks {
     notices: { readonly queued: ReadonlyArray<GeneratedMessage>; readonly suppressed: boolean },
     tookMs?: number,
   ) => void;
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
 }
 
 export interface Scheduler {
@@ -170,7 +171,7 @@ const claiming = (state: State, fill: (found: QueueEntry[]) => void): ReadonlyAr
   try {
     fill(found);
   } catch (error) {
-    state.options.hooks.log("queue.scan.failed", { error: String(error) });
+    state.options.hooks.log("queue.scan.failed", { level: "error", error: String(error) });
   }
   return found;
 };
@@ -249,7 +250,7 @@ const attempt = (state: State, entry: QueueEntry) =>
     const { spool, hooks } = state.options;
     const message = spool.message(entry.messageId);
     if (!message) {
-      hooks.log("queue.body.missing", { entry: entry.id, msg: entry.messageId });
+      hooks.log("queue.body.missing", { level: "error", entry: entry.id, queueId: entry.messageId });
       return yield* spool.finish(entry);
     }
     const startedAt = yield* Clock.currentTimeMillis;
@@ -265,7 +266,7 @@ const attempt = (state: State, entry: QueueEntry) =>
 
 const attemptFailed = (state: State, entry: QueueEntry, event: string, error: string) => {
   hold(state, queueOf(entry.route), state.options.holdMs);
-  state.options.hooks.log(event, { entry: entry.id, error });
+  state.options.hooks.log(event, { level: "error", entry: entry.id, queueId: entry.messageId, error });
 };
 
 /** `Scheduler.recordNow`: claims the entry (not its queue) while its outcome is recorded. */
@@ -295,7 +296,7 @@ const stopScheduler = (state: State, loops: ReadonlyArray<Fiber.Fiber<never>>, a
     yield* Fiber.interruptAll(loops);
     yield* unclaimUnlaunched(state);
     const recorded = yield* Deferred.await(state.drained).pipe(Effect.timeoutOption(graceMs));
-    if (recorded._tag === "None") state.options.hooks.log("queue.stop.interrupted", { inFlight: state.inFlight.size });
+    if (recorded._tag === "None") state.options.hooks.log("queue.stop.interrupted", { level: "warn", inFlight: state.inFlight.size });
     yield* FiberSet.clear(attempts);
   });
 

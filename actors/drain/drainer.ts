@@ -15,6 +15,7 @@ import type { Subjects } from "../../protocol/subjects.ts";
 import type { Spool } from "../queue/spool.ts";
 import type { BlobTransport } from "../runtime/blobs.ts";
 import { handOff, peerFor, prepareHandOff } from "./handoff.ts";
+import type { Log } from "../../protocol/log.ts";
 
 export interface DrainerOptions {
   readonly nodeId: string;
@@ -34,7 +35,7 @@ export interface DrainerOptions {
   /** The node's signal: raised when the drain begins, `finished` completed when the queue is empty. */
   readonly signal: { readonly begin: () => void; readonly finished: Deferred.Deferred<void> };
   readonly hooks: {
-    readonly log: (event: string, fields: Record<string, unknown>) => void;
+    readonly log: Log;
     readonly handedOff: (outcome: "committed" | "duplicate", entries: number) => void;
     readonly failed: () => void;
     /** Progress changed (a message moved, a hand-off failed, the state changed). */
@@ -87,7 +88,7 @@ export const makeDrainer = (options: DrainerOptions): Effect.Effect<Drainer, nev
         const prepared = prepareHandOff(spool, options.nodeId, messageId);
         if (prepared._tag === "Gone") return;
         if (prepared._tag === "Missing") {
-          hooks.log("drain.body.missing", { level: "warn", msg: messageId, entries: prepared.entries.length });
+          hooks.log("drain.body.missing", { level: "warn", queueId: messageId, entries: prepared.entries.length });
           yield* Effect.forEach(prepared.entries, (entry) => spool.finish(entry), { discard: true });
           return;
         }
@@ -98,7 +99,7 @@ export const makeDrainer = (options: DrainerOptions): Effect.Effect<Drainer, nev
         tally.byPeer[peer] = (tally.byPeer[peer] ?? 0) + 1;
         if (moved.outcome === "duplicate") tally.duplicates++;
         hooks.handedOff(moved.outcome, moved.entries);
-        hooks.log("drain.handed-off", { msg: messageId, to: peer, entries: moved.entries, ...(moved.outcome === "duplicate" ? { duplicate: true } : {}) });
+        hooks.log("drain.handed-off", { queueId: messageId, peer, entries: moved.entries, ...(moved.outcome === "duplicate" ? { duplicate: true } : {}) });
         hooks.changed(progress());
       }).pipe(
         Effect.catch((error) => failedOne(messageId, `${error._tag}: ${"reason" in error ? error.reason : error.detail}`)),
@@ -112,7 +113,7 @@ export const makeDrainer = (options: DrainerOptions): Effect.Effect<Drainer, nev
         tally.failures++;
         tally.problem = `${messageId}: ${detail}`;
         hooks.failed();
-        hooks.log("drain.handoff.failed", { level: "warn", msg: messageId, error: tally.problem });
+        hooks.log("drain.handoff.failed", { level: "warn", queueId: messageId, error: tally.problem });
         hooks.changed(progress());
       });
 
@@ -121,7 +122,7 @@ export const makeDrainer = (options: DrainerOptions): Effect.Effect<Drainer, nev
       const peers = options.peers();
       tally.peers = peers;
       if (peers.length === 0) {
-        if (tally.state !== "waiting") hooks.log("drain.waiting", { level: "warn", queued: spool.depth(), detail: "no live, ready peer that is not draining" });
+        if (tally.state !== "waiting") hooks.log("drain.waiting", { level: "warn", queued: spool.depth(), text: "no live, ready peer that is not draining" });
         tally.state = "waiting";
         hooks.changed(progress());
         return false;

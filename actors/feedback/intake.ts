@@ -36,6 +36,7 @@ import { COMPLAINT_TYPES, readComplaint, type ComplaintReading } from "./complai
 import { readReport } from "./report.ts";
 import { reputationKeysOf, type KeySources } from "./reputation-keys.ts";
 import { recipientHash, tokenOfVerpAddress, type FeedbackToken, type FeedbackTokens, type TokenReading } from "./token.ts";
+import type { Log } from "../../protocol/log.ts";
 
 /** Where a report was sent: a VERP address (its token checked), or a configured feedback-loop address. */
 export type FeedbackTarget =
@@ -92,7 +93,7 @@ export interface IntakeDeps {
   readonly count: (node: string, about: OutcomeKeys, outcome: LaterOutcome) => void;
   /** Counts each report once by what came of it (metrics). */
   readonly observe: (kind: FeedbackKind, result: FeedbackResult) => void;
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
 }
 
 /** What the SMTP session knows of the report's transaction. */
@@ -128,7 +129,7 @@ export const makeFeedbackIntake = (deps: IntakeDeps): FeedbackIntake => {
 
   const finish = (outcome: IntakeOutcome, facts: ReportFacts, target: FeedbackTarget): IntakeOutcome => {
     deps.observe(outcome.kind, outcome._tag === "Recorded" ? "matched" : outcome._tag === "Failed" ? "failed" : outcome.result);
-    const common = { conn: facts.conn, client: facts.client, to: target.address, kind: outcome.kind };
+    const common = { conn: facts.conn, client: facts.client, recipient: target.address, kind: outcome.kind };
     if (outcome._tag === "Dropped") deps.log("feedback.dropped", { ...common, result: outcome.result, reason: outcome.reason });
     if (outcome._tag === "Failed") deps.log("feedback.failed", { ...common, level: "warn", error: outcome.detail });
     return outcome;
@@ -146,7 +147,7 @@ export const makeFeedbackIntake = (deps: IntakeDeps): FeedbackIntake => {
 
   const refused: FeedbackIntake["refused"] = (address, reason, facts) => {
     deps.observe("bounce", "forged");
-    deps.log("feedback.refused", { conn: facts.conn, client: facts.client, to: address, reason });
+    deps.log("feedback.refused", { conn: facts.conn, client: facts.client, recipient: address, reason });
   };
 
   return { addressOf, refused, process };
@@ -272,7 +273,7 @@ const bounced = (deps: IntakeDeps, token: FeedbackToken, reading: BounceReading)
         const draft = drafts[n]!;
         if (draft.type !== "bounced") return;
         deps.count(status.message.node, reputationKeysOf(status.message.sender, view, undefined, deps.keySources), { _tag: "bounced", category: draft.category ?? "other" });
-        deps.log("feedback.bounce.recorded", { msg: draft.msg, entry: draft.entry, rcpt: draft.rcpt, dsn: draft.dsn, category: draft.category, reply: draft.reply });
+        deps.log("feedback.bounce.recorded", { queueId: draft.msg, entry: draft.entry, recipient: draft.rcpt, dsn: draft.dsn, category: draft.category, reply: draft.reply });
       });
     }
     return outcome;
@@ -339,7 +340,7 @@ const complained = (deps: IntakeDeps, target: FeedbackTarget, complaint: Complai
     const outcome = yield* write(deps, "complaint", status.message.id, drafts);
     if (outcome._tag === "Recorded") {
       for (const view of who) deps.count(status.message.node, reputationKeysOf(status.message.sender, view, complaint.sourceIp, deps.keySources), { _tag: "complained" });
-      for (const view of who) deps.log("feedback.complaint.recorded", { msg: status.message.id, entry: view.entry, rcpt: view.recipient, feedbackType: complaint.feedbackType, reportedBy: complaint.reportedBy });
+      for (const view of who) deps.log("feedback.complaint.recorded", { queueId: status.message.id, entry: view.entry, recipient: view.recipient, feedbackType: complaint.feedbackType, reportedBy: complaint.reportedBy });
     }
     return outcome;
   });

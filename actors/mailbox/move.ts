@@ -68,6 +68,7 @@ import type { Holdings } from "./holdings.ts";
 import type { MoveRecords } from "./move-records.ts";
 import type { Placement } from "./placement.ts";
 import type { MailboxStore } from "./store.ts";
+import type { Log } from "../../protocol/log.ts";
 
 export interface MailboxMoves {
   /** The node a mailbox held here is being moved to, while it is frozen here. */
@@ -91,7 +92,7 @@ export interface MailboxMovesOptions {
   readonly local: LocalMailboxes;
   /** The user's mailbox address, if they are a local user. */
   readonly accountOf: (user: string) => string | undefined;
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
   /** One node-to-node step's timeout (a snapshot of a big mailbox may take a while). */
   readonly stepTimeoutMs: number;
   /** How long the source waits for asks it took before freezing. */
@@ -147,7 +148,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
             Effect.tapError(() => Effect.sync(() => local.thaw(user))),
             Effect.mapError((error) => failed(user, "failed", `cannot record the freeze: ${error.detail}`)),
           );
-          log("mailbox.move.frozen", { user, to: freezeFor });
+          log("mailbox.move.frozen", { user, peer: freezeFor });
           yield* crashAt("source-frozen");
         }
         return { value: store.snapshot(user) };
@@ -172,7 +173,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
       if (out.to !== to) return yield* failed(user, "moving", `the mailbox is moving to node ${out.to}`);
       yield* store.remove(user, () => records.removeOutgoingNow(user)).pipe(Effect.mapError((error) => failed(user, "failed", error.detail)));
       local.thaw(user);
-      log("mailbox.move.released", { user, to });
+      log("mailbox.move.released", { user, peer: to });
     });
 
   /** The target gave up: serve the mailbox again (idempotent). */
@@ -182,7 +183,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
       if (out !== undefined && out.to !== to) return;
       if (out !== undefined) yield* records.removeOutgoing(user).pipe(Effect.mapError((error) => failed(user, "failed", error.detail)));
       local.thaw(user);
-      if (out !== undefined) log("mailbox.move.thawed", { user, to });
+      if (out !== undefined) log("mailbox.move.thawed", { user, peer: to });
     });
 
   const settle = (step: "finish" | "abort") => (request: { user: string; to: string }) =>
@@ -244,12 +245,12 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
     Effect.gen(function* () {
       // Never once this node holds the mailbox (a commit): the source must not serve it again, nor the mailbox go.
       if (holdings.holds(user) || records.incoming(user)?.state === "committed") {
-        log("mailbox.move.rollback.refused", { level: "warn", user, from, detail: "this node holds the mailbox" });
+        log("mailbox.move.rollback.refused", { level: "warn", user, peer: from, text: "this node holds the mailbox" });
         return;
       }
       yield* patiently(call(from, "abort", settleEndpoint, { user, to: nodeId }));
       yield* store.remove(user, () => records.removeIncomingNow(user)).pipe(Effect.mapError((error) => failed(user, "failed", error.detail)));
-      log("mailbox.move.rolled-back", { user, from });
+      log("mailbox.move.rolled-back", { user, peer: from });
     });
 
   /** After the commit: the KV names this node, the source drops its copy, the record goes. */
@@ -258,7 +259,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
       yield* owners.assert(user, nodeId).pipe(Effect.mapError((error) => failed(user, "unavailable", `ownership: ${error.detail}`)));
       yield* patiently(call(from, "finish", settleEndpoint, { user, to: nodeId }));
       yield* records.removeIncoming(user).pipe(Effect.mapError((error) => failed(user, "failed", error.detail)));
-      log("mailbox.move.completed", { user, from });
+      log("mailbox.move.completed", { user, peer: from });
     });
 
   const copyFrom = (user: string, from: string) =>
@@ -274,7 +275,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
         Effect.mapError((error) => failed(user, "failed", `commit: ${error.detail}`)),
       );
       const frozenMs = (yield* Clock.currentTimeMillis) - frozenAt;
-      log("mailbox.move.committed", { user, from, messages: last.messages.length, frozenMs });
+      log("mailbox.move.committed", { user, peer: from, messages: last.messages.length, frozenMs });
       yield* crashAt("target-committed");
       return { snapshot: last, frozenMs };
     });
@@ -305,15 +306,15 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
         yield* records.putIncoming(user, { from: owner, state: "copying", since: yield* Clock.currentTimeMillis }).pipe(
           Effect.mapError((error) => failed(user, "failed", error.detail)),
         );
-        log("mailbox.move.started", { user, from: owner });
+        log("mailbox.move.started", { user, peer: owner });
         const copied = yield* copyFrom(user, owner).pipe(
           Effect.tapError((error) =>
-            Effect.sync(() => log("mailbox.move.failed", { level: "warn", user, from: owner, code: error.code, detail: error.detail })).pipe(
-              Effect.andThen(rollback(user, owner).pipe(Effect.catch((again) => Effect.sync(() => log("mailbox.move.rollback.pending", { level: "warn", user, detail: again.detail }))))),
+            Effect.sync(() => log("mailbox.move.failed", { level: "warn", user, peer: owner, reason: error.code, error: error.detail })).pipe(
+              Effect.andThen(rollback(user, owner).pipe(Effect.catch((again) => Effect.sync(() => log("mailbox.move.rollback.pending", { level: "warn", user, error: again.detail }))))),
             )),
         );
         // Committed: whatever fails from here, the mailbox is this node's; the recovery finishes the rest.
-        yield* complete(user, owner).pipe(Effect.catch((error) => Effect.sync(() => log("mailbox.move.completion.pending", { level: "warn", user, detail: error.detail }))));
+        yield* complete(user, owner).pipe(Effect.catch((error) => Effect.sync(() => log("mailbox.move.completion.pending", { level: "warn", user, error: error.detail }))));
         const { snapshot: moved, frozenMs } = copied;
         return {
           value: {
@@ -334,7 +335,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
   const recoverIncoming = () => Effect.forEach(records.allIncoming(), ([user, record]) => {
     if (active.has(user)) return Effect.void;
     const settleOne = record.state === "copying" ? rollback(user, record.from) : complete(user, record.from);
-    return settleOne.pipe(Effect.catch((error) => Effect.sync(() => log("mailbox.move.recovery.pending", { user, from: record.from, state: record.state, detail: error.detail }))));
+    return settleOne.pipe(Effect.catch((error) => Effect.sync(() => log("mailbox.move.recovery.pending", { level: "warn", user, direction: "in", peer: record.from, state: record.state, error: error.detail }))));
   }, { discard: true });
 
   const recoverOutgoing = () => Effect.forEach(records.allOutgoing(), ([user, record]) =>
@@ -345,7 +346,7 @@ export const makeMailboxMoves = (options: MailboxMovesOptions): MailboxMoves => 
           : value.state === "none"
             ? sourceSteps.withPermits(1)(abortHere(user, record.to))
             : Effect.void),
-      Effect.catch((error) => Effect.sync(() => log("mailbox.move.recovery.pending", { user, to: record.to, detail: error.detail }))),
+      Effect.catch((error) => Effect.sync(() => log("mailbox.move.recovery.pending", { level: "warn", user, direction: "out", peer: record.to, error: error.detail }))),
     ), { discard: true });
 
   const recover = Effect.suspend(() => Effect.andThen(recoverIncoming(), recoverOutgoing()));

@@ -25,6 +25,7 @@ import type { Subjects } from "../../protocol/subjects.ts";
 import { decodeFrame, encodeFrame } from "../../protocol/wire.ts";
 import { serveEndpoint, servedInScope } from "../runtime/remote.ts";
 import type { Holdings } from "./holdings.ts";
+import type { Log } from "../../protocol/log.ts";
 
 export interface Placement {
   /**
@@ -52,7 +53,7 @@ export interface PlacementOptions {
   readonly homeOf: (user: string) => string | undefined;
   /** The node a mailbox held here is being moved to (frozen here until the move settles). */
   readonly movingTo?: (user: string) => string | undefined;
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
   /** A holders query ends this long after the last answer (default 250 ms)… */
   readonly holdersQuietMs?: number;
   /** …or after this long in all (default 2 s). */
@@ -82,7 +83,7 @@ export const makePlacement = (options: PlacementOptions): Placement => {
   const reassert = (user: string, why: string) =>
     owners.assert(user, nodeId).pipe(
       Effect.tap((previous) =>
-        Effect.sync(() => (previous !== undefined && previous !== nodeId ? log("mailbox.owner.reasserted", { user, kvOwner: previous, why }) : undefined))),
+        Effect.sync(() => (previous !== undefined && previous !== nodeId ? log("mailbox.owner.reasserted", { user, kvOwner: previous, reason: why }) : undefined))),
     );
 
   /** Background work of `serve`'s scope; until serve runs, that work runs inline. */
@@ -135,7 +136,7 @@ export const makePlacement = (options: PlacementOptions): Placement => {
   /** The holder to route to, when another node holds the mailbox. */
   const otherHolder = (user: string) =>
     askHolders(user).pipe(
-      Effect.tap((holders) => Effect.sync(() => (holders.length > 1 ? log("mailbox.holders.split", { user, holders }) : undefined))),
+      Effect.tap((holders) => Effect.sync(() => (holders.length > 1 ? log("mailbox.holders.split", { level: "warn", user, holders }) : undefined))),
       Effect.map((holders) => holders[0]),
     );
 

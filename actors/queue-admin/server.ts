@@ -26,6 +26,7 @@ import type { ThrottleView } from "../delivery/site-throttle.ts";
 import { serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
 import { queueOf, type QueueEntry } from "../queue/entry.ts";
 import type { Selection, Spool } from "../queue/spool.ts";
+import type { Log } from "../../protocol/log.ts";
 
 const queueAdminEndpoint: Endpoint<QueueAdminRequest, QueueAdminReply, QueueAdminError> = {
   request: QueueAdminRequest,
@@ -39,7 +40,7 @@ export interface QueueAdminDeps {
   readonly scheduler: Scheduler;
   /** Sites backed off now (automatic back-off); none listed when absent. */
   readonly throttled?: (() => ReadonlyArray<ThrottleView>) | undefined;
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
 }
 
 const backoffView = (view: ThrottleView): SiteBackoffView => ({
@@ -165,7 +166,7 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
                 Effect.map(() => {
                   tally.entries++;
                   tally.recipients += entry.recipients.length;
-                  deps.log("queue.deleted", { entry: entry.id, msg: entry.messageId, sender: entry.sender, rcpts: entry.recipients.length });
+                  deps.log("queue.deleted", { entry: entry.id, queueId: entry.messageId, sender: entry.sender, recipients: entry.recipients });
                 }),
               ),
             ),
@@ -263,8 +264,8 @@ const act = (deps: QueueAdminDeps, request: ActRequest, stored: Stored): Effect.
     const context: ActContext = { deps, request, stored, now: yield* Clock.currentTimeMillis, named, idle, outcomes, notices: 0 };
     yield* ACTIONS[request.action](context);
     for (const entry of named.filter((e) => outcomes.get(e.id) === "done")) {
-      const extra = request.action === "delete" ? { sender: entry.sender, rcpts: entry.recipients.length } : {};
-      deps.log(ACTED_EVENT[request.action], { entry: entry.id, msg: entry.messageId, ...extra });
+      const extra = request.action === "delete" ? { sender: entry.sender, recipients: entry.recipients } : {};
+      deps.log(ACTED_EVENT[request.action], { queueId: entry.messageId, entry: entry.id, ...extra });
     }
     return {
       _tag: "Acted" as const,

@@ -4,6 +4,7 @@
 // every PROBE_INTERVAL_MS on a fiber of the caller's scope, only while unhealthy.
 import { Effect, Queue, Schedule, type Scope } from "effect";
 import type { Spool } from "./spool.ts";
+import type { Log } from "../../protocol/log.ts";
 
 export interface SpoolHealth {
   /** False from a failed commit until a probe write succeeds. Synchronous: asked for each new SMTP connection. */
@@ -16,7 +17,7 @@ export const PROBE_INTERVAL_MS = 2_000;
 
 export const makeSpoolHealth = (
   spool: Pick<Spool, "probe">,
-  log: (event: string, fields: Record<string, unknown>) => void,
+  log: Log,
 ): Effect.Effect<SpoolHealth, never, Scope.Scope> =>
   Effect.gen(function* () {
     let healthy = true;

@@ -17,6 +17,7 @@ import { loginAccountsOn, makeLoginThrottle, type LoginThrottle } from "../users
 import type { ImapAccess } from "./imap-access.ts";
 import { makeMimeCache } from "./imap-mime.ts";
 import { makeImapSession, type After, type ImapSessionConfig } from "./imap-session.ts";
+import type { Log } from "../../protocol/log.ts";
 
 export interface ImapServerOptions {
   readonly services?: Context.Context<never>;
@@ -42,7 +43,7 @@ export interface ImapServerOptions {
   readonly maxConnections?: number;
   readonly onConnection?: (event: ConnectionEvent) => void;
   readonly onLogin?: (outcome: LoginOutcome) => void;
-  readonly log?: (fields: Record<string, unknown>) => void;
+  readonly log?: Log;
 }
 
 export interface ImapServer {
@@ -104,7 +105,7 @@ export const startImapServer = async (options: ImapServerOptions): Promise<ImapS
   const cap = makeConnectionCap({
     max: options.maxConnections ?? Infinity,
     observe: options.onConnection,
-    onFull: (open) => options.log?.({ actor: "imap", event: "connections-full", open }),
+    onFull: (open) => options.log?.("imap.connections.full", { level: "warn", open }),
   });
   const admit = (socket: net.Socket, secure: boolean) => {
     if (!cap.admit()) {
@@ -144,8 +145,10 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
   let ended = false;
   let mode: Mode = "command";
   const left = Deferred.makeUnsafe<void>();
-  const log = (fields: Record<string, unknown>) => options.log?.({ actor: "imap", conn, ...fields });
   const remoteAddress = raw.remoteAddress ?? "";
+  const openedAt = performance.now(); // a duration for the log, not a timer
+  // Every line of the connection says whose it is, first (one shape with SMTP and POP3).
+  const log: Log = (event, fields) => options.log?.(event, { protocol: "imap", conn: `imap-${conn}`, client: remoteAddress, ...fields });
   const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
   const loginTimeoutMs = Math.min(options.loginTimeoutMs ?? DEFAULT_LOGIN_TIMEOUT_MS, idleTimeoutMs);
   const loggedInLimits: FramerLimits = {
@@ -193,12 +196,13 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
     ended = true;
     Deferred.doneUnsafe(left, Effect.void);
     session.end();
-    log({ event: "close" });
+    const state = session.state();
+    log("connection.closed", { durationMs: Math.round(performance.now() - openedAt), tls: secure, ...("user" in state ? { user: state.user } : {}) });
   };
 
   const onDefect = (error: unknown) => {
     // A bug in this session ends this connection, not the server.
-    log({ event: "session-defect", detail: String(error) });
+    log("imap.session.crashed", { level: "error", error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
     io.destroy();
   };
 
@@ -229,11 +233,11 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
     context.sockets.add(socket);
     socket.setTimeout(loggedIn() ? idleTimeoutMs : loginTimeoutMs);
     socket.on("timeout", () => {
-      log({ event: "idle-timeout" });
+      log("imap.idle-timeout");
       if (!socket.destroyed) socket.end("* BYE autologout, idle too long\r\n");
       socket.destroy();
     });
-    socket.on("error", (error) => log({ event: "socket-error", detail: error.message }));
+    socket.on("error", (error) => log("imap.socket-error", { error: error.message }));
     socket.on("close", () => {
       context.sockets.delete(socket);
       end();
@@ -291,7 +295,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
     secureSocket.once("secure", () => {
       secure = true;
       io = secureSocket;
-      log({ event: "tls", protocol: secureSocket.getProtocol() });
+      log("imap.tls", { tlsVersion: secureSocket.getProtocol() ?? undefined });
       read(secureSocket);
     });
     secureSocket.on("error", () => {
@@ -301,7 +305,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
   };
 
   watch(raw);
-  log({ event: "connect", remote: remoteAddress, tls: secure });
+  log("connection.opened", { tls: secure });
   io.write(`* OK [CAPABILITY ${session.capabilities()}] ${options.hostname} Tern IMAP ready\r\n`);
   read(raw);
 };

@@ -21,6 +21,7 @@ import type { MailboxError, MessageInfo, RequestOf } from "../../protocol/mailbo
 import { waitDelay, type LoginThrottle } from "../users/login-throttle.ts";
 import type { ImapAccess } from "./imap-access.ts";
 import { flagsOf, matches, modSeqOf, needsBody, resolveSet, syncView, usesModSeq, viewOf, type SelectedView } from "./imap-view.ts";
+import type { Log } from "../../protocol/log.ts";
 
 export interface ImapSessionConfig {
   readonly hostname: string;
@@ -54,7 +55,8 @@ export interface ImapConnection {
   readonly writable: Effect.Effect<boolean>;
   /** Ends the connection once what was written has gone out (after a BYE the session wrote unasked). */
   readonly close: () => void;
-  readonly log: (fields: Record<string, unknown>) => void;
+  /** Lines about this connection (protocol, conn and client are added). */
+  readonly log: Log;
 }
 
 /** What the server does after a command: go on, start TLS, wait for IDLE's DONE or a SASL line, or close. */
@@ -147,7 +149,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       case "NoSuchMessage":
         return tagged(tag, "NO", "message no longer exists");
       default:
-        connection.log({ event: "mailbox-unavailable", operation, detail: failure.detail });
+        connection.log("imap.mailbox.unavailable", { level: "warn", operation, error: failure.detail });
         return tagged(tag, "NO", "[UNAVAILABLE] mailbox temporarily unavailable, try again later");
     }
   };
@@ -166,21 +168,22 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       const failures = state.failures;
       const verdict = config.throttle.check(login, connection.remoteAddress);
       if (verdict._tag === "Refused") {
-        connection.log({ event: "login-throttled", user: verdict.account, limit: verdict.limit, ip: connection.remoteAddress });
+        connection.log("auth.throttled", { user: verdict.account, limit: verdict.limit });
         config.onLogin?.("throttled");
         yield* Effect.sleep(config.failureDelayMs);
         tagged(tag, "NO", "[UNAVAILABLE] too many failed logins, try again later");
         return "continue" as const;
       }
+      if (verdict.delayMs > 0) connection.log("auth.delayed", { user: verdict.account, delayMs: verdict.delayMs });
       if ((yield* waitDelay(verdict, connection.left)) === "client-left") {
-        connection.log({ event: "login-abandoned", user: verdict.account });
+        connection.log("auth.abandoned", { user: verdict.account });
         config.onLogin?.("abandoned");
         return "close" as const;
       }
       const user = yield* authenticate();
       if (user === null) {
         config.onLogin?.("failed");
-        connection.log({ event: "login-failed", user: login, ip: connection.remoteAddress });
+        connection.log("auth.failed", { user: login });
         yield* Effect.sleep(config.failureDelayMs);
         tagged(tag, "NO", "[AUTHENTICATIONFAILED] invalid user name or password");
         if (failures + 1 >= config.maxFailuresPerConnection) {
@@ -192,7 +195,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       }
       config.throttle.succeeded(verdict);
       config.onLogin?.("ok");
-      connection.log({ event: "login", user, tls: connection.secure(), ip: connection.remoteAddress });
+      connection.log("auth.succeeded", { user, tls: connection.secure() });
       setState({ phase: "authenticated", user });
       tagged(tag, "OK", `[CAPABILITY ${capabilities()}] logged in`);
       return "continue" as const;
@@ -212,7 +215,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
   /** The selected folder was deleted or made anew: BYE, and the connection closes after this command. */
   const selectedGone = (detail: string) => {
     if (closing) return;
-    connection.log({ event: "selected-folder-gone", detail });
+    connection.log("imap.selected-folder.gone", { user: user(), error: detail });
     write("* BYE selected mailbox was deleted or recreated (UIDVALIDITY changed), select it again\r\n");
     closing = true;
     setState({ phase: "logout" });
@@ -697,7 +700,7 @@ export const makeImapSession = (config: ImapSessionConfig, connection: ImapConne
       Effect.onExit(round, (exit) =>
         Effect.sync(() => {
           resyncing = false;
-          if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) connection.log({ event: "idle-resync-failed", detail: Cause.pretty(exit.cause) });
+          if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) connection.log("imap.idle.resync-failed", { level: "warn", error: Cause.pretty(exit.cause) });
         }),
       ),
     );

@@ -11,6 +11,7 @@ import { inNetworks } from "../common/networks.ts";
 import { makeConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
 import { loginAccountsOn, makeLoginThrottle, type LoginThrottle } from "../users/login-throttle.ts";
 import type { MaildropAccess, OpenMaildrop } from "./maildrop.ts";
+import type { Log } from "../../protocol/log.ts";
 import {
   answerLine,
   greeting,
@@ -32,7 +33,7 @@ export interface Pop3ServerOptions {
   /** Name shown in the greeting and sign-off. */
   readonly hostname: string;
   readonly access: MaildropAccess;
-  readonly log?: (fields: Record<string, unknown>) => void;
+  readonly log?: Log;
   /** RFC 1939 §3: the autologout timer must be at least 10 minutes; lower only for tests. */
   readonly idleTimeoutMs?: number;
   /** Key and certificate for STLS; without them STLS is not offered. */
@@ -105,7 +106,7 @@ export const startPop3Server = async (options: Pop3ServerOptions): Promise<Pop3S
   const cap = makeConnectionCap({
     max: options.maxConnections ?? Infinity,
     observe: options.onConnection,
-    onFull: (open) => options.log?.({ actor: "pop3", event: "connections-full", open }),
+    onFull: (open) => options.log?.("pop3.connections.full", { level: "warn", open }),
   });
   const server = net.createServer((socket) => {
     if (!cap.admit()) return refuseOverCap(socket);
@@ -153,8 +154,10 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
   let stopKeepAlive = () => {};
   let ended = false;
   const left = Deferred.makeUnsafe<void>();
-  const log = (fields: Record<string, unknown>) => options.log?.({ actor: "pop3", conn, ...fields });
   const remoteAddress = raw.remoteAddress ?? "";
+  const openedAt = performance.now(); // a duration for the log, not a timer
+  // Every line of the connection says whose it is, first (one shape with SMTP and IMAP).
+  const log: Log = (event, fields) => options.log?.(event, { protocol: "pop3", conn: `pop3-${conn}`, client: remoteAddress, ...fields });
   const connection: ConnectionView = {
     conn,
     remoteAddress,
@@ -172,8 +175,9 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
     Deferred.doneUnsafe(left, Effect.void);
     stopKeepAlive();
     if (state.phase === "transaction") release(context, state.maildrop);
+    const user = state.phase === "transaction" ? state.user : undefined;
     state = { phase: "closed" };
-    log({ event: "close" });
+    log("connection.closed", { durationMs: Math.round(performance.now() - openedAt), tls: secure, ...(user !== undefined ? { user } : {}) });
   };
 
   const enter = (next: SessionState) => {
@@ -207,7 +211,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
 
   const onDefect = (error: unknown) => {
     // A bug in this session (or a MaildropAccess that throws) ends this connection, not the server.
-    log({ event: "session-defect", detail: String(error) });
+    log("pop3.session.crashed", { level: "error", error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
     io.destroy();
   };
 
@@ -216,10 +220,10 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
     socket.setTimeout(options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
     // RFC 1939 §3: on autologout, close without UPDATE and without a reply.
     socket.on("timeout", () => {
-      log({ event: "idle-timeout" });
+      log("pop3.idle-timeout");
       socket.destroy();
     });
-    socket.on("error", (error) => log({ event: "socket-error", detail: error.message }));
+    socket.on("error", (error) => log("pop3.socket-error", { error: error.message }));
     socket.on("close", () => {
       context.sockets.delete(socket);
       end();
@@ -236,7 +240,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
     secureSocket.once("secure", () => {
       secure = true;
       io = secureSocket;
-      log({ event: "tls", protocol: secureSocket.getProtocol() });
+      log("pop3.tls", { tlsVersion: secureSocket.getProtocol() ?? undefined });
       readLines(secureSocket, handleLine, upgrade, onDefect);
     });
     secureSocket.on("error", () => {
@@ -246,7 +250,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
   };
 
   watch(raw);
-  log({ event: "connect", remote: remoteAddress });
+  log("connection.opened", { tls: false });
   void writeReply(raw, greeting(config));
   readLines(raw, handleLine, upgrade, onDefect);
 };

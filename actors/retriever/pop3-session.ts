@@ -17,6 +17,7 @@ import {
 } from "../../protocol/pop3.ts";
 import { waitDelay, type LoginThrottle } from "../users/login-throttle.ts";
 import type { MaildropAccess, MaildropEntry, OpenMaildrop } from "./maildrop.ts";
+import type { Log } from "../../protocol/log.ts";
 
 export interface SessionConfig {
   /** Name shown in the greeting and sign-off. */
@@ -42,7 +43,8 @@ export interface ConnectionView {
   readonly plaintextLoginAllowed: boolean;
   /** Completes when the client's connection has closed: a login waiting out its delay ends then. */
   readonly left: Effect.Effect<void>;
-  readonly log: (fields: Record<string, unknown>) => void;
+  /** Lines about this connection (protocol, conn and client are added). */
+  readonly log: Log;
 }
 
 interface MaildropMessage extends MaildropEntry {
@@ -207,15 +209,15 @@ const logIn = (
   Effect.gen(function* () {
     const attempt = config.throttle.check(login, connection.remoteAddress);
     if (attempt._tag === "Refused") {
-      connection.log({ event: "login-throttled", user: attempt.account, limit: attempt.limit });
+      connection.log("auth.throttled", { user: attempt.account, limit: attempt.limit });
       config.onLogin?.("throttled");
       yield* Effect.sleep(config.failureDelayMs);
       return { reply: err("[AUTH] too many failed logins, try again later"), next: state };
     }
     // The account failed often lately (from any IP): answered later, right password or not.
-    if (attempt.delayMs > 0) connection.log({ event: "login-delayed", user: attempt.account, delayMs: attempt.delayMs });
+    if (attempt.delayMs > 0) connection.log("auth.delayed", { user: attempt.account, delayMs: attempt.delayMs });
     if ((yield* waitDelay(attempt, connection.left)) === "client-left") {
-      connection.log({ event: "login-abandoned", user: attempt.account });
+      connection.log("auth.abandoned", { user: attempt.account });
       config.onLogin?.("abandoned");
       // Nobody reads this reply: the connection is closed.
       return { reply: { ...err("[AUTH] connection closed"), close: true } };
@@ -234,7 +236,7 @@ const logIn = (
 const failedLogin = (state: AuthorizationState, login: string, config: SessionConfig, connection: ConnectionView): Effect.Effect<Outcome> =>
   Effect.gen(function* () {
     config.onLogin?.("failed");
-    connection.log({ event: "login-failed", user: login });
+    connection.log("auth.failed", { user: login });
     yield* Effect.sleep(config.failureDelayMs);
     const failures = state.failures + 1;
     const reply = err("[AUTH] invalid user name or password");
@@ -246,7 +248,7 @@ const openMaildrop = (state: AuthorizationState, user: string, config: SessionCo
     const opened = yield* access(() => config.access.open(user, `${config.holderPrefix}/${connection.conn}`));
     if (opened._tag === "Failure" && opened.error._tag === "MaildropInUse") {
       config.onLogin?.("in-use");
-      connection.log({ event: "maildrop-in-use", user, holder: opened.error.holder });
+      connection.log("pop3.maildrop.in-use", { user, holder: opened.error.holder });
       return { reply: err("[IN-USE] maildrop already locked"), next: state };
     }
     if (opened._tag !== "Success") {
@@ -256,7 +258,7 @@ const openMaildrop = (state: AuthorizationState, user: string, config: SessionCo
     const maildrop = opened.value;
     const messages = maildrop.messages.map((entry) => ({ uid: entry.uid, size: entry.size, deleted: false, retrieved: false }));
     config.onLogin?.("ok");
-    connection.log({ event: "login", user, messages: messages.length, tls: connection.secure() });
+    connection.log("auth.succeeded", { user, tls: connection.secure(), messages: messages.length });
     const { count, octets } = totals(messages);
     return {
       reply: ok(`maildrop has ${count} messages (${octets} octets)`),
@@ -354,7 +356,7 @@ const update = (state: TransactionState, config: SessionConfig, connection: Conn
     const committed = yield* access(() => state.maildrop.commit({ remove, seen }));
     if (committed._tag === "Failure" && committed.error._tag === "LockLost") return { reply: lockLost(state, connection) };
     if (committed._tag !== "Success") return { reply: { ...temporaryFailure(connection, "commit", detailOf(committed)), close: true } };
-    connection.log({ event: "update", user: state.user, removed: remove.length });
+    connection.log("pop3.update", { user: state.user, removed: remove.length });
     const left = state.messages.length - remove.length;
     // The commit released the lock: the session is over.
     return { reply: { ...ok(`${config.hostname} POP3 signing off (${left} messages left)`), close: true }, next: { phase: "closed" } satisfies SessionState };
@@ -364,12 +366,12 @@ const lockLostReply = () => err("[SYS/TEMP] maildrop lock lost (mailbox node res
 
 const lockLost = (state: TransactionState, connection: ConnectionView): Reply => {
   state.lockLost = true;
-  connection.log({ event: "lock-lost", user: state.user });
+  connection.log("pop3.lock.lost", { level: "warn", user: state.user });
   return { ...lockLostReply(), close: true };
 };
 
 const temporaryFailure = (connection: ConnectionView, operation: string, detail: string): Reply => {
-  connection.log({ event: "maildrop-unavailable", operation, detail });
+  connection.log("pop3.maildrop.unavailable", { level: "warn", operation, error: detail });
   return err(`[SYS/TEMP] mailbox temporarily unavailable, try again later`);
 };
 
@@ -384,7 +386,7 @@ export const keepLockAlive = (state: TransactionState, connection: ConnectionVie
       yield* Effect.sleep(state.maildrop.renewEveryMs);
       const renewed = yield* access(() => state.maildrop.keepAlive());
       if (renewed._tag === "Failure" && renewed.error._tag === "LockLost") state.lockLost = true;
-      else if (renewed._tag !== "Success") connection.log({ event: "lock-renewal-failed", detail: detailOf(renewed) });
+      else if (renewed._tag !== "Success") connection.log("pop3.lock.renewal-failed", { level: "warn", error: detailOf(renewed) });
     }
   });
 

@@ -35,7 +35,10 @@ export const apiReceivedHeader = (facts: { hostname: string; tenant: string; id:
 
 const hasHeader = (headerSection: string, name: string) => new RegExp(`^${name}:`, "im").test(headerSection);
 
+/** The Message-ID a submitted message without one gets: its queue id at the node's name. */
+export const submissionMessageId = (id: string, hostname: string) => `<${id}@${hostname}>`;
+
 /** Message-ID and Date for submitted mail that has none. */
 export const missingSubmissionHeaders = (headerSection: string, facts: { id: string; hostname: string; at: number }): string =>
-  (hasHeader(headerSection, "message-id") ? "" : `Message-ID: <${facts.id}@${facts.hostname}>\r\n`) +
+  (hasHeader(headerSection, "message-id") ? "" : `Message-ID: ${submissionMessageId(facts.id, facts.hostname)}\r\n`) +
   (hasHeader(headerSection, "date") ? "" : `Date: ${rfc5322Date(facts.at)}\r\n`);

@@ -13,7 +13,7 @@
 // addresses) are recognised at RCPT, one per transaction, and handed to the feedback
 // intake instead of the spool (actors/feedback/intake.ts, ./report.ts).
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from "smtp-server";
-import { Clock, Deferred, Effect, Schema } from "effect";
+import { Cause, Clock, Deferred, Effect, Exit, Schema } from "effect";
 import "./enhanced-codes.ts";
 import "./reply-batching.ts";
 import { finishSigning, type DkimSigner, type DkimSigning } from "../dkim/signer.ts";
@@ -31,7 +31,7 @@ import { acceptedEvents, type EventSource } from "../queue/events.ts";
 import { makeConnectionCap, type ConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
 import { waitDelay, type LoginThrottle } from "../users/login-throttle.ts";
 import type { ClientGuard } from "./guard.ts";
-import { missingSubmissionHeaders, receivedHeader } from "./headers.ts";
+import { missingSubmissionHeaders, receivedHeader, submissionMessageId } from "./headers.ts";
 import { ingest, type BareLineEndings, type IngestProblem } from "./ingest.ts";
 import { MAX_LINE_OCTETS, type LongLines } from "../delivery/long-lines.ts";
 import { decideRecipient, decideSender, type ClientFacts, type Decision, type RecipientPolicy } from "./policy.ts";
@@ -41,6 +41,7 @@ import { suppressedReply } from "../../protocol/suppression.ts";
 import type { FeedbackIntake, FeedbackTarget } from "../feedback/intake.ts";
 import type { OutboundMarks } from "../feedback/marks.ts";
 import { MAX_REPORT_BYTES, memoryBody, reportReply } from "./report.ts";
+import type { Log, LogFields } from "../../protocol/log.ts";
 
 export interface SessionConfig extends RecipientPolicy {
   readonly hostname: string;
@@ -60,7 +61,7 @@ export interface SessionConfig extends RecipientPolicy {
 export interface SessionHooks {
   readonly accepted: (messageId: string, entries: ReadonlyArray<QueueEntry>, bytes: number) => void;
   readonly rejected: (reason: string) => void;
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
   /** Once per message authenticated (refused or not), with what its DMARC result made the node do. */
   readonly authenticated?: ((verdict: Verdict, action: DmarcAction) => void) | undefined;
   /** Authentication-Results fields claiming this node's authserv-id, removed from one message. */
@@ -132,7 +133,31 @@ interface Connection {
   report: FeedbackTarget | undefined;
   /** Completed when the socket closes: an AUTH waiting out its delay ends then. */
   readonly left: Deferred.Deferred<void>;
+  /** Set when the socket closed. */
+  closed: boolean;
+  /** When the client connected (performance.now(): a duration for the log, not a timer). */
+  readonly openedAt: number;
+  /** Messages accepted and refusals answered, for the connection's last line. */
+  accepted: number;
+  rejections: number;
+  /** The DATA transaction under way, until its reply is decided. */
+  receiving: Promise<void> | undefined;
 }
+
+const newConnection = (): Connection => ({
+  admitted: false,
+  counted: false,
+  errors: 0,
+  deliverTo: new Map(),
+  inboundPolicy: undefined,
+  report: undefined,
+  left: Deferred.makeUnsafe(),
+  closed: false,
+  openedAt: performance.now(),
+  accepted: 0,
+  rejections: 0,
+  receiving: undefined,
+});
 
 const replyError = (code: number, text: string) => Object.assign(new Error(text), { responseCode: code });
 
@@ -162,7 +187,7 @@ export const startSmtpListeners = async (options: {
   const connections = new WeakMap<SMTPServerSession, Connection>();
   const connectionOf = (session: SMTPServerSession) => {
     let connection = connections.get(session);
-    if (!connection) connections.set(session, (connection = { admitted: false, counted: false, errors: 0, deliverTo: new Map(), inboundPolicy: undefined, report: undefined, left: Deferred.makeUnsafe() }));
+    if (!connection) connections.set(session, (connection = newConnection()));
     return connection;
   };
   const capOf = (listener: SmtpListenerName) =>
@@ -172,7 +197,7 @@ export const startSmtpListeners = async (options: {
       onFull: (open) => deps.hooks.log("smtp.connections.full", { listener, open }),
     });
   const receiving: Receiving = new Map();
-  const handlers = (listener: SmtpListenerName) => makeHandlers(deps, connectionOf, capOf(listener), receiving);
+  const handlers = (listener: SmtpListenerName) => makeHandlers(deps, listener, connectionOf, capOf(listener), receiving);
   const common = {
     name: deps.config.hostname,
     banner: "Tern ESMTP",
@@ -193,7 +218,7 @@ export const startSmtpListeners = async (options: {
   };
   const plain = new SMTPServer({ ...common, ...handlers("smtp"), secure: false });
   const implicit = new SMTPServer({ ...common, ...handlers("smtps"), secure: true });
-  for (const server of [plain, implicit]) server.on("error", (error) => deps.hooks.log("smtp.error", { error: error.message }));
+  for (const server of [plain, implicit]) server.on("error", (error: Error & { code?: string; remoteAddress?: string }) => deps.hooks.log("smtp.error", errorFields(error)));
   const listen = (server: SMTPServer, port: number) =>
     new Promise<number>((resolve, reject) => {
       server.once("error", reject);
@@ -217,12 +242,34 @@ export const startSmtpListeners = async (options: {
   };
 };
 
+/**
+ * A connection's error as a log line. A client that resets, times out or fails its TLS
+ * handshake (scanners do, all day) is ordinary traffic: info. Anything else is an error.
+ */
+const errorFields = (error: Error & { code?: string; remoteAddress?: string }): LogFields => {
+  const ordinary = error.code !== undefined && (CLIENT_NETWORK_ERRORS.has(error.code) || error.code.startsWith("ERR_SSL_"));
+  return { level: ordinary ? "info" : "error", client: error.remoteAddress, error: error.message, ...(error.code !== undefined ? { errorCode: error.code } : {}) };
+};
+
+const CLIENT_NETWORK_ERRORS = new Set(["ECONNRESET", "EPIPE", "ETIMEDOUT", "ECONNABORTED", "EHOSTUNREACH", "ENETUNREACH"]);
+
 type Callback = (error?: Error | null) => void;
 
 /** DATA transactions under way, each until its reply is decided (committed, refused or aborted). */
 type Receiving = Map<SMTPServerDataStream, Promise<void>>;
 
-const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSession) => Connection, cap: ConnectionCap, receiving: Receiving) => {
+/** Where in the conversation a client was refused. */
+type Stage = "connect" | "mail" | "rcpt" | "data";
+
+const ENHANCED_CODE = /^([245]\.\d{1,3}\.\d{1,3}) /;
+
+/** A reply's fields on a log line: the code, the enhanced code (as `dsn`) and the whole reply. */
+const replyFields = (reply: { readonly code: number; readonly text: string }) => {
+  const enhanced = ENHANCED_CODE.exec(reply.text)?.[1];
+  return { code: reply.code, ...(enhanced !== undefined ? { dsn: enhanced } : {}), reply: `${reply.code} ${reply.text}` };
+};
+
+const makeHandlers = (deps: SessionDeps, listener: SmtpListenerName, connectionOf: (session: SMTPServerSession) => Connection, cap: ConnectionCap, receiving: Receiving) => {
   const { config, hooks, guard } = deps;
 
   const facts = (session: SMTPServerSession): ClientFacts => ({
@@ -231,16 +278,36 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     smtpUtf8: session.envelope.smtpUtf8 === true,
   });
 
+  /**
+   * Every refusal of the session goes through here: counted by reason, logged with its
+   * stage, reply and what the client had said so far, then answered.
+   */
+  const reject = (session: SMTPServerSession, stage: Stage, reason: string, reply: { readonly code: number; readonly text: string }, callback: Callback, fields: LogFields = {}) => {
+    hooks.rejected(reason);
+    connectionOf(session).rejections++;
+    const sender = session.envelope.mailFrom === false ? undefined : session.envelope.mailFrom.address;
+    hooks.log("smtp.rejected", {
+      conn: session.id,
+      client: session.remoteAddress,
+      stage,
+      reason,
+      ...replyFields(reply),
+      ...(typeof session.user === "string" ? { user: session.user } : {}),
+      ...(sender !== undefined && stage !== "mail" ? { sender } : {}),
+      ...fields,
+    });
+    callback(replyError(reply.code, reply.text));
+  };
+
   /** Refuses with the decision's reply; too many refusals end the connection (421). */
-  const refuse = (session: SMTPServerSession, decision: Extract<Decision, { ok: false }>, callback: Callback) => {
-    hooks.rejected(decision.reason);
+  const refuse = (session: SMTPServerSession, stage: Stage, decision: Extract<Decision, { ok: false }>, callback: Callback, fields: LogFields = {}) => {
     const connection = connectionOf(session);
     connection.errors++;
     if (connection.errors > config.maxErrors) {
-      hooks.rejected("too-many-errors");
-      return callback(replyError(421, "4.7.0 Too many errors, closing connection"));
+      hooks.rejected(decision.reason);
+      return reject(session, stage, "too-many-errors", { code: 421, text: "4.7.0 Too many errors, closing connection" }, callback, { ...fields, last: decision.reason });
     }
-    callback(replyError(decision.reply.code, decision.reply.text));
+    reject(session, stage, decision.reason, decision.reply, callback, fields);
   };
 
   /**
@@ -256,31 +323,21 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
     const match = check.lookup(sender, recipient);
     if (match === undefined) return undefined;
-    hooks.rejected("suppressed");
     check.refused({ where: "smtp", sender, recipient, match, conn: session.id });
     return suppressedReply(match);
   };
 
   return {
     onConnect(session: SMTPServerSession, callback: Callback) {
-      if (deps.draining?.()) {
-        hooks.rejected("draining");
-        const reply = drainingReply(config.hostname);
-        return callback(replyError(reply.code, reply.text));
-      }
-      if (!deps.spoolHealthy()) {
-        hooks.rejected("spool-unhealthy");
-        return callback(replyError(421, "4.3.2 Service temporarily unavailable, try again later"));
-      }
+      connectionOf(session);
+      hooks.log("connection.opened", { protocol: "smtp", listener, conn: session.id, client: session.remoteAddress, tls: session.secure });
+      if (deps.draining?.()) return reject(session, "connect", "draining", drainingReply(config.hostname), callback);
+      if (!deps.spoolHealthy()) return reject(session, "connect", "spool-unhealthy", { code: 421, text: "4.3.2 Service temporarily unavailable, try again later" }, callback);
       // Checked before the per-IP guard: a client refused here must not use up its IP's places.
-      if (!cap.admit()) {
-        hooks.rejected("connection-cap");
-        return callback(replyError(421, `4.7.0 ${config.hostname} too many connections, try again later`));
-      }
+      if (!cap.admit()) return reject(session, "connect", "connection-cap", { code: 421, text: `4.7.0 ${config.hostname} too many connections, try again later` }, callback);
       connectionOf(session).admitted = true;
       if (!guard.connect(session.remoteAddress)) {
-        hooks.rejected("too-many-connections");
-        return callback(replyError(421, "4.7.0 Too many connections from your address, try again later"));
+        return reject(session, "connect", "too-many-connections", { code: 421, text: "4.7.0 Too many connections from your address, try again later" }, callback);
       }
       connectionOf(session).counted = true;
       // AUTH is not even offered before TLS unless configured (RFC 4954 §4: no plaintext passwords).
@@ -295,15 +352,33 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
 
     onClose(session: SMTPServerSession) {
       const connection = connectionOf(session);
+      connection.closed = true;
       Deferred.doneUnsafe(connection.left, Effect.void);
       if (connection.counted) guard.disconnect(session.remoteAddress);
       if (connection.admitted) cap.release();
+      // A client may hang up while its last message commits: the line waits for that outcome.
+      const closed = () =>
+        hooks.log("connection.closed", {
+          protocol: "smtp",
+          listener,
+          conn: session.id,
+          client: session.remoteAddress,
+          durationMs: Math.round(performance.now() - connection.openedAt),
+          tls: session.secure,
+          accepted: connection.accepted,
+          rejections: connection.rejections,
+          ...(typeof session.user === "string" ? { user: session.user } : {}),
+        });
+      void Promise.resolve(connection.receiving).then(closed, closed);
     },
 
     onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (error: Error | null | undefined, response?: { user: string }) => void) {
       deps.run(authenticate(deps, auth.username ?? "", auth.password ?? "", session, connectionOf(session).left)).then(
         (outcome) => (outcome.ok ? callback(null, { user: outcome.user }) : callback(replyError(outcome.code, outcome.text))),
-        (defect) => callback(replyError(454, `4.7.0 Temporary authentication failure: ${String(defect)}`)),
+        (defect) => {
+          hooks.log("session.auth.crashed", { level: "error", conn: session.id, client: session.remoteAddress, error: String(defect) });
+          callback(replyError(454, "4.7.0 Temporary authentication failure"));
+        },
       );
     },
 
@@ -311,28 +386,26 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
       connectionOf(session).deliverTo = new Map();
       connectionOf(session).inboundPolicy = undefined;
       connectionOf(session).report = undefined;
-      if (deps.draining?.()) {
-        hooks.rejected("draining");
-        const reply = drainingReply(config.hostname);
-        return callback(replyError(reply.code, reply.text));
-      }
+      const fields = { sender: address.address };
+      if (deps.draining?.()) return reject(session, "mail", "draining", drainingReply(config.hostname), callback, fields);
       if (!guard.message(session.remoteAddress)) {
-        return refuse(session, { ok: false, reply: { code: 450, text: "4.7.1 Message rate limit exceeded, slow down" }, reason: "rate-limited" }, callback);
+        return refuse(session, "mail", { ok: false, reply: { code: 450, text: "4.7.1 Message rate limit exceeded, slow down" }, reason: "rate-limited" }, callback, fields);
       }
       const decision = decideSender(address.address, facts(session), deps.users.mayUseSender);
-      if (!decision.ok) return refuse(session, decision, callback);
+      if (!decision.ok) return refuse(session, "mail", decision, callback, fields);
       callback();
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
       const connection = connectionOf(session);
+      const fields = { recipient: address.address };
       const feedback = deps.feedback?.addressOf(address.address);
       if (feedback?._tag === "Forged") {
         deps.feedback!.refused(address.address, feedback.reason, { conn: session.id, client: session.remoteAddress });
-        return refuse(session, { ok: false, reply: { code: 550, text: "5.1.1 No such user here" }, reason: "feedback-token" }, callback);
+        return refuse(session, "rcpt", { ok: false, reply: { code: 550, text: "5.1.1 No such user here" }, reason: "feedback-token" }, callback, fields);
       }
       // A report is read, not stored: it travels alone (RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction).
-      const alone = () => callback(replyError(452, "4.5.3 Too many recipients: a report goes alone, send the others in another transaction"));
+      const alone = () => reject(session, "rcpt", "report-alone", { code: 452, text: "4.5.3 Too many recipients: a report goes alone, send the others in another transaction" }, callback, fields);
       if (feedback?._tag === "Report") {
         if (connection.deliverTo.size > 0 || connection.report) return alone();
         connection.report = feedback.target;
@@ -341,15 +414,14 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
       if (connection.report) return alone();
       // postmaster@<bounce domain> goes where bare postmaster does.
       const { decision, deliverTo } = decideRecipient(feedback?._tag === "Postmaster" ? "postmaster" : address.address, facts(session), config);
-      if (!decision.ok) return refuse(session, decision, callback);
+      if (!decision.ok) return refuse(session, "rcpt", decision, callback, fields);
       const suppressed = suppressedRecipient(session, address.address);
-      if (suppressed) return callback(replyError(suppressed.code, suppressed.text));
+      if (suppressed) return reject(session, "rcpt", "suppressed", suppressed, callback, fields);
       // One DATA reply answers every recipient, so one transaction has one inbound policy: a
       // recipient whose domain has another waits for the next transaction (RFC 5321 §4.5.3.1.10).
       const policy = authenticates(deps, session) ? deps.inbound!.policyFor(domainOf(address.address.includes("@") ? address.address : deliverTo)) : undefined;
       if (policy !== undefined && connection.inboundPolicy !== undefined && policy !== connection.inboundPolicy) {
-        hooks.rejected("inbound-policy-split");
-        return callback(replyError(452, "4.5.3 Recipients of another inbound policy: send this one in a separate transaction"));
+        return reject(session, "rcpt", "inbound-policy-split", { code: 452, text: "4.5.3 Recipients of another inbound policy: send this one in a separate transaction" }, callback, fields);
       }
       connection.inboundPolicy ??= policy;
       connection.deliverTo.set(address.address, deliverTo);
@@ -359,16 +431,43 @@ const makeHandlers = (deps: SessionDeps, connectionOf: (session: SMTPServerSessi
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void) {
       const connection = connectionOf(session);
       const transaction = connection.report && deps.feedback ? receiveReport(deps, deps.feedback, session, connection.report, stream) : receive(deps, session, connection, stream);
-      const done = deps.run(transaction).then(
-        (outcome) => (outcome.ok ? callback(null, outcome.text) : callback(replyError(outcome.code, outcome.text))),
-        (defect) => {
-          hooks.log("session.data.crashed", { conn: session.id, error: String(defect) });
-          callback(replyError(451, "4.3.0 Temporary failure, try again later"));
-        },
-      );
+      const txn = `${session.id}.${session.transaction}`;
+      const crashed = (cause: Cause.Cause<unknown>) => {
+        failed(session, connection, stream, txn, cause);
+        callback(replyError(451, "4.3.0 Temporary failure, try again later"));
+      };
+      const done = deps.run(Effect.exit(transaction)).then((exit) => {
+        if (Exit.isFailure(exit)) return crashed(exit.cause);
+        const outcome = exit.value;
+        if (outcome._tag === "Queued") {
+          connection.accepted++;
+          return callback(null, outcome.text);
+        }
+        if (outcome._tag === "Refused") return reject(session, "data", outcome.reason, outcome, callback, { txn, ...outcome.fields });
+        // The client left in the middle of DATA (logged where it was seen): nobody reads this reply.
+        hooks.rejected("data-aborted");
+        callback(replyError(421, "4.4.2 Connection dropped during DATA"));
+      }, (error: unknown) => crashed(Cause.die(error)));
       receiving.set(stream, done);
+      connection.receiving = done;
       void done.finally(() => receiving.delete(stream));
     },
+  };
+
+  /**
+   * A transaction that ended in neither a reply nor a client's departure. When the client
+   * is gone by then (it hung up, the node stops), that departure is what ended it: an
+   * ordinary event, logged as an aborted DATA. Anything else is a bug in the session and is
+   * logged as an error, with the whole cause.
+   */
+  const failed = (session: SMTPServerSession, connection: Connection, stream: SMTPServerDataStream, txn: string, cause: Cause.Cause<unknown>) => {
+    const interrupted = Cause.hasInterruptsOnly(cause);
+    if (interrupted || connection.closed || (stream.destroyed && !stream.readableEnded)) {
+      hooks.rejected("data-aborted");
+      const error = interrupted ? "interrupted" : Cause.squash(cause);
+      return hooks.log("session.data.aborted", { conn: session.id, txn, client: session.remoteAddress, error: error instanceof Error ? error.message : String(error) });
+    }
+    hooks.log("session.data.crashed", { level: "error", conn: session.id, txn, client: session.remoteAddress, error: Cause.pretty(cause) });
   };
 };
 
@@ -382,31 +481,45 @@ type AuthOutcome = { readonly ok: true; readonly user: string } | { readonly ok:
  */
 const authenticate = Effect.fnUntraced(function* (deps: SessionDeps, login: string, password: string, session: SMTPServerSession, left: Deferred.Deferred<void>) {
   const { throttle, hooks } = deps;
+  // One shape for the three protocols' login lines (protocol, conn, client, user), so one filter reads them all.
+  const who = { protocol: "smtp", conn: session.id, client: session.remoteAddress } as const;
   const attempt = throttle.check(login, session.remoteAddress);
   if (attempt._tag === "Refused") {
     hooks.rejected("auth-rate-limited");
-    hooks.log("auth.throttled", { conn: session.id, user: attempt.account, limit: attempt.limit });
-    return { ok: false, code: 454, text: "4.7.0 Too many failed authentication attempts, try again later" } satisfies AuthOutcome;
+    const reply = { code: 454, text: "4.7.0 Too many failed authentication attempts, try again later" };
+    hooks.log("auth.throttled", { ...who, user: attempt.account, limit: attempt.limit, ...replyFields(reply) });
+    return { ok: false, ...reply } satisfies AuthOutcome;
   }
-  if (attempt.delayMs > 0) hooks.log("auth.delayed", { conn: session.id, user: attempt.account, delayMs: attempt.delayMs });
+  if (attempt.delayMs > 0) hooks.log("auth.delayed", { ...who, user: attempt.account, delayMs: attempt.delayMs });
   if ((yield* waitDelay(attempt, Deferred.await(left))) === "client-left") {
     hooks.rejected("auth-abandoned");
-    hooks.log("auth.abandoned", { conn: session.id, user: attempt.account });
+    hooks.log("auth.abandoned", { ...who, user: attempt.account });
     // Nobody reads this reply: the connection is closed.
     return { ok: false, code: 421, text: "4.4.2 Connection closed during authentication" } satisfies AuthOutcome;
   }
   const user = yield* Effect.promise(() => deps.users.verify(login, password));
   if (user !== undefined) {
     throttle.succeeded(attempt);
+    hooks.log("auth.succeeded", { ...who, user, tls: session.secure });
     return { ok: true, user } satisfies AuthOutcome;
   }
   hooks.rejected("auth-failed");
-  return { ok: false, code: 535, text: "5.7.8 Authentication credentials invalid" } satisfies AuthOutcome;
+  const reply = { code: 535, text: "5.7.8 Authentication credentials invalid" };
+  hooks.log("auth.failed", { ...who, user: login, ...replyFields(reply) });
+  return { ok: false, ...reply } satisfies AuthOutcome;
 });
 
-type DataOutcome = { readonly ok: true; readonly text: string } | { readonly ok: false; readonly code: number; readonly text: string };
-const queued = (text: string): DataOutcome => ({ ok: true, text });
-const refused = (reply: { readonly code: number; readonly text: string }): DataOutcome => ({ ok: false, ...reply });
+/**
+ * How a DATA transaction ends: queued (250), refused (a reply, with the reason it is counted
+ * and logged under), or the client gone before the end (nobody reads a reply).
+ */
+type DataOutcome =
+  | { readonly _tag: "Queued"; readonly text: string }
+  | { readonly _tag: "Refused"; readonly reason: string; readonly code: number; readonly text: string; readonly fields: LogFields }
+  | { readonly _tag: "Gone" };
+const queued = (text: string): DataOutcome => ({ _tag: "Queued", text });
+const refused = (reason: string, reply: { readonly code: number; readonly text: string }, fields: LogFields = {}): DataOutcome => ({ _tag: "Refused", reason, code: reply.code, text: reply.text, fields });
+const gone: DataOutcome = { _tag: "Gone" };
 
 /** The client went away before the end of DATA (disconnect, socket error, idle timeout). */
 class DataAborted extends Schema.TaggedError<DataAborted>()("DataAborted", {
@@ -434,10 +547,8 @@ const receive = Effect.fnUntraced(function* (deps: SessionDeps, session: SMTPSer
       receiveInto(deps, session, connection, stream, { id, receivedAt, body, signing, verification }).pipe(
         Effect.catchTag("DataAborted", (aborted) =>
           Effect.sync(() => {
-            deps.hooks.rejected("data-aborted");
-            deps.hooks.log("session.data.aborted", { conn: session.id, msg: id, bytes: body.size(), error: aborted.detail });
-            // Nobody reads this reply: the connection is closed.
-            return refused({ code: 421, text: "4.4.2 Connection dropped during DATA" });
+            deps.hooks.log("session.data.aborted", { conn: session.id, txn: `${session.id}.${session.transaction}`, client: session.remoteAddress, queueId: id, size: body.size(), error: aborted.detail });
+            return gone;
           }),
         ),
       ),
@@ -527,23 +638,19 @@ const receiveInto = Effect.fnUntraced(function* (
       }),
     catch: (error) => new DataAborted({ detail: error instanceof Error ? error.message : String(error) }),
   });
-  if (result.problem) {
-    hooks.rejected(result.problem);
-    return refused(problemReplies[result.problem]);
-  }
+  if (result.problem) return refused(result.problem, problemReplies[result.problem], { queueId: id });
   const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
-  const inbound = verification ? yield* concludeAuthentication(deps, session, connection, id, verification) : undefined;
-  if (inbound?.action === "refuse") return refused(refusalReply(inbound.verdict.dmarc));
+  const inbound = verification ? yield* concludeAuthentication(deps, connection, verification) : undefined;
+  if (inbound?.action === "refuse") {
+    return refused("dmarc-reject", refusalReply(inbound.verdict.dmarc), { queueId: id, fromDomain: inbound.verdict.dmarc.domain, auth: summaryOf(inbound.verdict) });
+  }
   // RFC 8601 §5: on top of the message, above the trace fields; in the stored bytes, so every reader sees it.
   if (inbound) body.prepend(Buffer.from(authenticationResultsField(deps.inbound!.authservId, inbound.verdict.rows), "utf8"));
   const deliverTo = recipients.map((r) => connection.deliverTo.get(r) ?? r);
   // A transaction that began before the drain is not committed after it: the drain ends once nothing is queued.
-  if (deps.draining?.()) {
-    hooks.rejected("draining");
-    return refused(drainingReply(config.hostname));
-  }
+  if (deps.draining?.()) return refused("draining", drainingReply(config.hostname), { queueId: id });
   const signed = yield* finishSigning(signing);
-  if (signed?._tag === "Failed") hooks.log("dkim.failed", { conn: session.id, msg: id, domain: signed.domain, error: signed.detail });
+  if (signed?._tag === "Failed") hooks.log("dkim.failed", { level: "warn", conn: session.id, queueId: id, domain: signed.domain, error: signed.detail });
   const pool = deps.choosePool?.({ sender, user, header: (name) => headerValue(headerSection, name) });
   const attributes = {
     ...attributesOf(session, user),
@@ -555,18 +662,21 @@ const receiveInto = Effect.fnUntraced(function* (
   const committed = yield* Effect.result(deps.spool.accept(newMessage, acceptedEvents(deps.events, newMessage, body.size(), yield* Clock.currentTimeMillis)));
   if (committed._tag === "Failure") {
     deps.spoolFailed();
-    hooks.log("spool.commit.failed", { conn: session.id, msg: id, error: committed.failure.detail });
-    return refused({ code: 451, text: "4.3.0 Temporary storage failure, try again later" });
+    hooks.log("spool.commit.failed", { level: "error", conn: session.id, queueId: id, error: committed.failure.detail });
+    return refused("spool-failed", { code: 451, text: "4.3.0 Temporary storage failure, try again later" }, { queueId: id });
   }
   hooks.accepted(id, committed.success, body.size());
   hooks.log("message.accepted", {
     conn: session.id,
     txn: `${session.id}.${session.transaction}`,
-    msg: id,
-    from: sender,
-    rcpts: recipients.length,
-    bytes: body.size(),
+    client: session.remoteAddress,
+    queueId: id,
+    messageId: headerValue(headerSection, "message-id") ?? (user !== undefined ? submissionMessageId(id, config.hostname) : undefined),
+    sender,
+    recipients,
+    size: body.size(),
     user,
+    tls: session.secure,
     ...(signed?._tag === "Signed" ? { dkim: `${signed.domain} (${signed.selectors.join(", ")})` } : {}),
     ...(inbound ? { auth: summaryOf(inbound.verdict), ...(inbound.action === "quarantine" ? { quarantined: true } : {}) } : {}),
   });
@@ -578,26 +688,16 @@ const withoutClaimedResultsOf = (deps: SessionDeps, session: SMTPServerSession, 
   const cleaned = withoutClaimedResults(section, deps.inbound!.authservId);
   if (cleaned.removed > 0) {
     deps.hooks.claimedResultsRemoved?.(cleaned.removed);
-    deps.hooks.log("inbound.claimed-results.removed", { conn: session.id, msg: id, fields: cleaned.removed, authservId: deps.inbound!.authservId });
+    deps.hooks.log("inbound.claimed-results.removed", { conn: session.id, queueId: id, fields: cleaned.removed, authservId: deps.inbound!.authservId });
   }
   return cleaned.section;
 };
 
 /** The verdict of a message that arrived whole, and what the transaction's inbound policy makes of it. */
-const concludeAuthentication = Effect.fnUntraced(function* (
-  deps: SessionDeps,
-  session: SMTPServerSession,
-  connection: Connection,
-  id: string,
-  verification: Verification,
-) {
+const concludeAuthentication = Effect.fnUntraced(function* (deps: SessionDeps, connection: Connection, verification: Verification) {
   const verdict = yield* verification.finish;
   const action = dmarcAction(verdict.dmarc, connection.inboundPolicy ?? "none");
   deps.hooks.authenticated?.(verdict, action);
-  if (action === "refuse") {
-    deps.hooks.rejected("dmarc-reject");
-    deps.hooks.log("inbound.dmarc.refused", { conn: session.id, msg: id, client: session.remoteAddress, from: verdict.dmarc.domain, auth: summaryOf(verdict) });
-  }
   return { verdict, action };
 });
 
@@ -623,16 +723,13 @@ const receiveReport = Effect.fnUntraced(function* (
     catch: (error) => new DataAborted({ detail: error instanceof Error ? error.message : String(error) }),
   }).pipe(Effect.result);
   if (result._tag === "Failure") {
-    hooks.rejected("data-aborted");
-    return refused({ code: 421, text: "4.4.2 Connection dropped during DATA" });
+    hooks.log("session.data.aborted", { conn: session.id, txn: `${session.id}.${session.transaction}`, client: session.remoteAddress, size: body.size(), error: result.failure.detail });
+    return gone;
   }
-  if (result.success.problem) {
-    hooks.rejected(result.success.problem);
-    return refused(problemReplies[result.success.problem]);
-  }
+  if (result.success.problem) return refused(result.success.problem, problemReplies[result.success.problem]);
   const sender = session.envelope.mailFrom === false ? "" : session.envelope.mailFrom.address;
   const reply = reportReply(yield* feedback.process(target, body.bytes(), { conn: session.id, client: session.remoteAddress, sender }));
-  return reply.ok ? queued(reply.text) : refused(reply);
+  return reply.ok ? queued(reply.text) : refused("report-refused", reply);
 });
 
 /** DSN parameters (RFC 3461) and who submitted it, kept with the message for later DSNs. */

@@ -24,6 +24,7 @@ import {
 } from "../../protocol/suppression.ts";
 import type { Endpoint } from "../runtime/remote.ts";
 import type { SuppressionList } from "./list.ts";
+import type { Log } from "../../protocol/log.ts";
 
 /** `tern suppress` to any node (`tern.<cluster>.suppressions.admin`, queue group). */
 export const suppressionAdminEndpoint: Endpoint<SuppressionAdminRequest, SuppressionAdminReply, SuppressionAdminError> = {
@@ -51,7 +52,7 @@ export interface SuppressionAdminDeps {
   readonly now: () => number;
   /** A record was written (for `tern_suppressions_added_total`). */
   readonly added: (reason: SuppressionReason) => void;
-  readonly log: (event: string, fields: Record<string, unknown>) => void;
+  readonly log: Log;
 }
 
 export interface SuppressionAdmin {

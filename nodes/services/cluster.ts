@@ -81,7 +81,7 @@ export class ClusterHealth extends Context.Service<ClusterHealth, { readonly pro
         Effect.sync(() =>
           followNatsStatus(
             nc,
-            (detail) => log("nats.error", { level: "warn", detail }),
+            (detail) => log("nats.error", { level: "warn", error: detail }),
             (change) => log(change._tag === "Lost" ? "nats.disconnected" : "nats.reconnected", { level: change._tag === "Lost" ? "warn" : "info", server: change.server }),
           )),
         (status) => Effect.sync(() => status.stop()),

@@ -3,7 +3,7 @@
 import { Context, Deferred, Effect, Layer, Schema } from "effect";
 import { makeSupervisor, type Supervisor as SupervisorShape } from "../../actors/runtime/supervisor.ts";
 import { ConfigError, type NodeConfig } from "../config.ts";
-import type { Log as LogShape } from "../log.ts";
+import type { Log as LogShape } from "../../protocol/log.ts";
 import { makeNodeMetrics, type NodeMetrics } from "../metrics.ts";
 import { NatsUnavailable } from "../../cluster/nats.ts";
 
@@ -47,9 +47,10 @@ export class Supervisor extends Context.Service<Supervisor, SupervisorShape>()("
       return makeSupervisor({
         onRestart: (actor, reason) => {
           metrics.actorRestarts.inc({ actor: actor.split("/")[0] });
-          log("actor.restarted", { actor, reason });
+          log("actor.restarted", { level: "warn", actor, reason });
         },
-        onEscalate: (actor, escalation) => log("actor.escalated", { actor, ...escalation }),
+        onEscalate: (actor, escalation) =>
+          log("actor.escalated", { level: "error", actor, reason: escalation.reason, since: new Date(escalation.since).toISOString(), nextRebuildAt: new Date(escalation.nextRebuildAt).toISOString() }),
         onRecover: (actor) => log("actor.recovered", { actor }),
       });
     }),

@@ -132,7 +132,7 @@ export const HandOffLayer = Layer.effectDiscard(
         now: () => clock.currentTimeMillisUnsafe(),
         received: (outcome, request, entries) => {
           received.inc({ outcome });
-          log("handoff.received", { msg: request.message.id, from: request.from, entries: entries.length, ...(outcome === "duplicate" ? { duplicate: true } : {}) });
+          log("handoff.received", { queueId: request.message.id, peer: request.from, entries: entries.length, ...(outcome === "duplicate" ? { duplicate: true } : {}) });
           if (outcome === "committed") {
             const now = clock.currentTimeMillisUnsafe();
             scheduler.submit(entries.filter((entry) => entry.nextAttemptAt <= now));

@@ -51,7 +51,7 @@ export const EventPublisherLayer = Layer.effectDiscard(
           duplicates.inc(dropped);
         },
         failed: (count) => failed.inc(count),
-        stalled: (detail) => log("events.publish.stalled", { level: "warn", detail, waiting: outbox.size() }),
+        stalled: (detail) => log("events.publish.stalled", { level: "warn", error: detail, waiting: outbox.size() }),
         resumed: (failures) => log("events.publish.resumed", { failures, waiting: outbox.size() }),
       },
     });

@@ -31,7 +31,7 @@ export class Users extends Context.Service<Users, UserStore>()("tern/Users") {
             users.replace(await makeUserStore(next.users));
             log("config.reloaded", { file, users: next.users.length });
           })
-          .catch((error: unknown) => log("config.reload.failed", { level: "warn", file, detail: error instanceof Error ? error.message : String(error) }));
+          .catch((error: unknown) => log("config.reload.failed", { level: "warn", file, error: error instanceof Error ? error.message : String(error) }));
       yield* Effect.acquireRelease(
         Effect.sync(() => process.on("SIGHUP", reload)),
         () => Effect.sync(() => process.off("SIGHUP", reload)),

@@ -53,7 +53,7 @@ export const MemberAnnouncement = Layer.effectDiscard(
       })),
       Effect.catch((error) =>
         Effect.sync(() => {
-          if (!failing) log("cluster.heartbeat.failed", { level: "warn", detail: error.detail });
+          if (!failing) log("cluster.heartbeat.failed", { level: "warn", error: error.detail });
           failing = true;
         })),
     );
@@ -64,7 +64,7 @@ export const MemberAnnouncement = Layer.effectDiscard(
         Effect.timeout(Duration.millis(LEAVE_TIMEOUT_MS)),
         Effect.matchEffect({
           onSuccess: () => Effect.sync(() => log("cluster.member.leaving", {})),
-          onFailure: (error) => Effect.sync(() => log("cluster.member.leave.failed", { level: "warn", detail: "detail" in error ? error.detail : String(error) })),
+          onFailure: (error) => Effect.sync(() => log("cluster.member.leave.failed", { level: "warn", error: "detail" in error ? error.detail : String(error) })),
         }),
       ));
     yield* heartbeat;

@@ -96,13 +96,13 @@ export class Membership extends Context.Service<Membership, MembershipShape>()("
             ...(change._tag === "Left" ? { reason: change.reason } : {}),
           };
           const outcome = yield* events.publishOne(event);
-          if (outcome._tag === "Failed") log("cluster.member.event.failed", { level: "warn", member: member.node, type: event.type, detail: outcome.detail });
+          if (outcome._tag === "Failed") log("cluster.member.event.failed", { level: "warn", member: member.node, type: event.type, error: outcome.detail });
         });
 
       const report = (change: MembershipChange) =>
         Effect.gen(function* () {
           const { member } = change;
-          if (change._tag === "Joined") log("cluster.member.up", { member: member.node, version: member.version, startedAt: member.startedAt });
+          if (change._tag === "Joined") log("cluster.member.up", { member: member.node, version: member.version, startedAt: new Date(member.startedAt).toISOString() });
           else log("cluster.member.down", { level: "warn", member: member.node, reason: change.reason });
           yield* PubSub.publish(pubsub, change);
           yield* publish(change);
@@ -121,7 +121,7 @@ export class Membership extends Context.Service<Membership, MembershipShape>()("
         // Nobody is declared gone while the bucket cannot be read: the list stays as it was.
         Effect.catch((error) =>
           Effect.sync(() => {
-            if (!unreadable) log("cluster.members.unreadable", { level: "warn", detail: error.detail });
+            if (!unreadable) log("cluster.members.unreadable", { level: "warn", error: error.detail });
             unreadable = true;
           })),
       );

@@ -86,7 +86,7 @@ export class Suppressions extends Context.Service<Suppressions, SuppressionsShap
           log("suppression.loaded", { entries });
           Deferred.doneUnsafe(firstLoad, Effect.void);
         },
-        failed: (detail, retryInMs) => log("suppression.watch.failed", { level: "warn", detail, retryInMs }),
+        failed: (detail, retryInMs) => log("suppression.watch.failed", { level: "warn", error: detail, retryInMs }),
         malformed: (key) => log("suppression.malformed", { level: "warn", key }),
       });
       const loaded = yield* Deferred.await(firstLoad).pipe(Effect.timeoutOption(config.suppression.loadTimeoutMs));
@@ -99,14 +99,14 @@ export class Suppressions extends Context.Service<Suppressions, SuppressionsShap
           log("recipient.suppressed", {
             ...(refusal.conn !== undefined ? { conn: refusal.conn } : {}),
             where: refusal.where,
-            from: refusal.sender,
-            rcpt: refusal.recipient,
+            sender: refusal.sender,
+            recipient: refusal.recipient,
             scope: refusal.match.scope,
             reason: refusal.match.reason,
           });
           // Its own small transaction, not awaited: the client's answer does not wait for a disk write.
           outbox.append([refusalEvent(source, refusal, clock.currentTimeMillisUnsafe())]).catch((error: unknown) =>
-            log("suppression.event.failed", { level: "warn", rcpt: refusal.recipient, error: String(error) }),
+            log("suppression.event.failed", { level: "warn", recipient: refusal.recipient, error: String(error) }),
           );
         },
       };
@@ -117,7 +117,7 @@ export class Suppressions extends Context.Service<Suppressions, SuppressionsShap
           if (!created) return;
           list.put(wanted.key, wanted.record.reason);
           added.inc({ reason: wanted.record.reason });
-          log("suppression.added", { rcpt: wanted.record.address, scope: wanted.record.scope, reason: wanted.record.reason, msg: wanted.record.msg });
+          log("suppression.added", { recipient: wanted.record.address, scope: wanted.record.scope, reason: wanted.record.reason, queueId: wanted.record.msg });
         });
       const policy = { scope: config.suppression.scope, kinds: new Set(config.suppression.autoAdd) };
 

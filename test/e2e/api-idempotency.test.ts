@@ -90,7 +90,7 @@ test("a retry on another node gets the first reply; while the first node is down
   assert.ok(nodeB.events("api.idempotency.answered").length > 0, "a retry reached B and B answered it");
   for (const reply of replies) assert.deepEqual(reply, { ...first, duplicate: true });
   await exactlyOneCopy("order1@remote.test");
-  assert.deepEqual(nodeB.events("message.accepted").map((line) => line.msg), [unkeyed.messageId], "B committed only the unkeyed message");
+  assert.deepEqual(nodeB.events("message.accepted").map((line) => line.queueId), [unkeyed.messageId], "B committed only the unkeyed message");
 });
 
 test("concurrent submits with one key racing on two nodes queue one message, and every reply names it", async () => {
@@ -102,7 +102,7 @@ test("concurrent submits with one key racing on two nodes queue one message, and
   assert.equal(replies.filter((r) => !r.duplicate).length, 1, "one reply is the commit, the others duplicates");
   // The other node took some of the submits and answered them from the first node's reply.
   const committed = replies.find((r) => !r.duplicate)!;
-  await (committed.node === "a" ? nodeB : nodeA).waitForEvent("api.idempotency.answered", { msg: committed.messageId }, 5_000);
+  await (committed.node === "a" ? nodeB : nodeA).waitForEvent("api.idempotency.answered", { queueId: committed.messageId }, 5_000);
   await exactlyOneCopy("race@remote.test");
 });
 

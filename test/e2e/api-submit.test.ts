@@ -263,7 +263,7 @@ test("an abandoned upload is discarded, body and all, after its idle timeout; an
   const chunk = await nc.request(uploadSubject, Buffer.from(`${"z".repeat(98)}\r\n`.repeat(2_000)), { timeout: 5_000, headers: (() => { const h = natsHeaders(); h.set(UPLOAD_SEQ_HEADER, "0"); return h; })() });
   assert.deepEqual(chunk.json(), { chunks: 1, bytes: 200_000 });
   assert.equal(await readMetric(node, "tern_spool_incoming_bodies"), 1);
-  await node.waitForEvent("api.upload.discarded", { upload: begun.body.upload.id, why: "idle" }, 10_000);
+  await node.waitForEvent("api.upload.discarded", { upload: begun.body.upload.id, reason: "idle" }, 10_000);
   await eventually(async () => ((await readMetric(node, "tern_spool_incoming_bodies")) === 0 ? true : undefined), 5_000, "the partial body removed");
   const late = await nc.request(uploadSubject, JSON.stringify({ chunks: 1, bytes: 200_000 }), { timeout: 5_000 });
   assert.equal(late.json<Record<string, any>>().error.code, "NotFound");

@@ -90,7 +90,7 @@ test("npm start runs the bundle with plain node; queue commands by message id; a
   assert.equal(sink.accepted.length, 0, "held: not delivered though its queue is resumed");
   const released = await q("release", id);
   assert.equal(released.code, 0, released.stderr);
-  await node.waitForEvent("recipient.delivered", { msg: id }, 10_000);
+  await node.waitForEvent("recipient.delivered", { queueId: id }, 10_000);
   assert.equal(sink.accepted.length, 1);
 
   // Ctrl-C: the terminal signals the whole group (npm, which passes it on as well, and the node).

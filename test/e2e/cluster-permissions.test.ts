@@ -106,7 +106,7 @@ before(async () => {
   nats = await startSecureNats(cluster);
   [nodeA, nodeB] = await Promise.all([startTernNode(await nodeConfig("a")), startTernNode(await nodeConfig("b"))]);
   firstQueueReply = await sendTo(nodeA, "bob@example.test", "first message for bob");
-  await nodeA.waitForEvent("recipient.delivered", { rcpt: "bob@example.test" });
+  await nodeA.waitForEvent("recipient.delivered", { recipient: "bob@example.test" });
 });
 
 after(async () => {

@@ -49,6 +49,6 @@ test("SIGHUP: a user added to the config file can log in; a bad file changes not
   await writeFile(configFile, JSON.stringify({ ...config, delivery: { retryBaseMs: 10, retryMaxMs: 1 } }));
   process.kill(node.pid, "SIGHUP");
   const failed = await node.waitForEvent("config.reload.failed");
-  assert.match(String(failed.detail), /retryBaseMs/);
+  assert.match(String(failed.error), /retryBaseMs/);
   assert.equal(await popLogin("bob@example.test", "bob-pw"), true, "the users stay as they were");
 });

@@ -104,8 +104,8 @@ const waitForDsn = (address: string, action: string, timeoutMs = 15_000) =>
 test("a recipient refused with 5xx bounces at once: the other is delivered, and the sender gets a DSN with the status and the whole message", async () => {
   const raw = "From: s1@origin.test\r\nTo: nobody@remote.test\r\nSubject: bounce me\r\nMessage-ID: <m1@origin.test>\r\n\r\nfirst body\r\n";
   const queueId = await send({ from: "s1@origin.test", to: ["nobody@remote.test", "fine@remote.test"] }, raw);
-  const failed = await node.waitForEvent("recipient.failed", { msg: queueId });
-  assert.equal(failed.rcpt, "nobody@remote.test");
+  const failed = await node.waitForEvent("recipient.failed", { queueId });
+  assert.equal(failed.recipient, "nobody@remote.test");
   assert.equal(failed.category, "bad-mailbox");
   assert.equal(failed.mx, "mx.remote.test");
   assert.equal(failed.ip, "127.0.0.1");
@@ -125,7 +125,7 @@ test("a recipient refused with 5xx bounces at once: the other is delivered, and 
 test("mail that stays deferred gets one delay notice, then expires into a DSN with the original headers, ENVID, ORCPT and 4.4.7", async () => {
   const raw = "From: s2@origin.test\r\nTo: a@never.test\r\nSubject: expiring\r\nMessage-ID: <m2@origin.test>\r\n\r\nsecond body\r\n";
   const queueId = await send({ from: "s2@origin.test", to: ["a@never.test", "b@never.test"] }, raw, { id: "ENV-7", return: "headers", notify: ["failure", "delay"], recipient: "first@never.test" });
-  const deferred = await node.waitForEvent("recipient.deferred", { msg: queueId });
+  const deferred = await node.waitForEvent("recipient.deferred", { queueId });
   assert.match(String(deferred.reply), /^451 4\.3\.0/);
   assert.equal(deferred.requeued, "temporary-reply");
 
@@ -143,7 +143,7 @@ test("mail that stays deferred gets one delay notice, then expires into a DSN wi
   assert.match(headers, /Subject: expiring/);
   assert.match(headers, /Message-ID: <m2@origin\.test>/);
   assert.doesNotMatch(headers, /second body/, "RET=HDRS: headers only");
-  const expiredEvent = await node.waitForEvent("recipient.expired", { msg: queueId });
+  const expiredEvent = await node.waitForEvent("recipient.expired", { queueId });
   assert.equal(expiredEvent.category, "other");
   await sleep(500);
   assert.equal((await dsnsFor("s2@origin.test")).filter((m) => /Action: delayed/.test(part(m, "message/delivery-status"))).length, 1, "one delay notice only");
@@ -154,32 +154,32 @@ test("NOTIFY=NEVER, the null sender and Auto-Submitted mail are never answered w
   const never1 = await send({ from: "s3@origin.test", to: ["nobody-quiet@remote.test"] }, "Subject: quiet\r\n\r\nx\r\n", { notify: "never" });
   const nullSender = await send({ from: "", to: ["nobody@remote.test"] }, "Subject: a bounce itself\r\n\r\nx\r\n");
   const auto = await send({ from: "s4@origin.test", to: ["nobody-auto@remote.test"] }, "Subject: vacation\r\nAuto-Submitted: auto-replied\r\n\r\nx\r\n");
-  for (const msg of [never1, nullSender, auto]) await node.waitForEvent("recipient.failed", { msg });
-  await node.waitForEvent("dsn.suppressed", { msg: nullSender });
-  await node.waitForEvent("dsn.suppressed", { msg: auto });
+  for (const msg of [never1, nullSender, auto]) await node.waitForEvent("recipient.failed", { queueId: msg });
+  await node.waitForEvent("dsn.suppressed", { queueId: nullSender });
+  await node.waitForEvent("dsn.suppressed", { queueId: auto });
   const control = await send({ from: "s9@origin.test", to: ["nobody-control@remote.test"] }, "Subject: control\r\n\r\nx\r\n");
-  await node.waitForEvent("dsn.queued", { for: control });
+  await node.waitForEvent("dsn.queued", { queueId: control });
   await waitForDsn("s9@origin.test", "failed");
   assert.equal((await dsnsFor("s3@origin.test")).length, 0);
   assert.equal((await dsnsFor("s4@origin.test")).length, 0);
-  assert.ok(!node.events("dsn.queued").some((e) => [never1, nullSender, auto].includes(String(e.for))));
+  assert.ok(!node.events("dsn.queued").some((e) => [never1, nullSender, auto].includes(String(e.queueId))));
 });
 
 test("a domain that requires TLS is not sent to a host without STARTTLS: deferred as TLS trouble, then bounced as such", async () => {
   const queueId = await send({ from: "s5@origin.test", to: ["x@secure.test"] }, "Subject: secret\r\n\r\nx\r\n");
-  const deferred = await node.waitForEvent("recipient.deferred", { msg: queueId });
+  const deferred = await node.waitForEvent("recipient.deferred", { queueId });
   assert.equal(deferred.category, "tls");
   assert.equal(deferred.requeued, "tls-unavailable");
   assert.ok(!plain.commands.some((c) => c.startsWith("MAIL")), "nothing sent in plaintext");
   const dsn = await waitForDsn("s5@origin.test", "failed", MAX_AGE_MS + 10_000);
   assert.match(part(dsn, "message/delivery-status"), /Status: 4\.4\.7\r\nRemote-MTA: dns; mx\.secure\.test\r\nDiagnostic-Code: x-tern; /);
-  const expired = await node.waitForEvent("recipient.expired", { msg: queueId });
+  const expired = await node.waitForEvent("recipient.expired", { queueId });
   assert.equal(expired.category, "tls");
 });
 
 test("a rate-limit reply defers with the rate-limited category on events and metrics", async () => {
   const queueId = await send({ from: "s6@origin.test", to: ["r@ratelimited.test"] }, "Subject: many\r\n\r\nx\r\n");
-  const logged = await node.waitForEvent("recipient.deferred", { msg: queueId });
+  const logged = await node.waitForEvent("recipient.deferred", { queueId });
   assert.equal(logged.category, "rate-limited");
   assert.equal(logged.requeued, "rate-limited");
   const event = await eventually(

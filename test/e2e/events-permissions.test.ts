@@ -31,8 +31,8 @@ const read = async (nc: NatsConnection, tenant?: string, options: Partial<Follow
 const sendFrom = async (from: string) => {
   const out = await run("swaks", ["--server", `127.0.0.1:${node!.ports.smtp}`, "--from", from, "--to", "bob@example.test", "--silent", "2"]);
   assert.equal(out.code, 0, out.stderr);
-  const msg = String((await node!.waitForEvent("message.accepted", { from })).msg);
-  await node!.waitForEvent("recipient.delivered", { msg });
+  const msg = String((await node!.waitForEvent("message.accepted", { sender: from })).queueId);
+  await node!.waitForEvent("recipient.delivered", { queueId: msg });
   return msg;
 };
 

@@ -54,7 +54,7 @@ after(async () => {
 const send = async (from: string, to: string) => {
   const sent = await run("swaks", ["--server", `127.0.0.1:${node.ports.smtp}`, "--from", from, "--to", to, "--body", "hello", "--silent", "2"]);
   assert.equal(sent.code, 0, sent.stdout + sent.stderr);
-  return /queued as ([0-9A-Z]+)/.exec(sent.stdout + sent.stderr)?.[1] ?? (await node.waitForEvent("message.accepted", { from })).msg as string;
+  return /queued as ([0-9A-Z]+)/.exec(sent.stdout + sent.stderr)?.[1] ?? (await node.waitForEvent("message.accepted", { sender: from })).queueId as string;
 };
 
 const ternEvents = async (...args: string[]): Promise<Printed[]> => {
@@ -65,7 +65,7 @@ const ternEvents = async (...args: string[]): Promise<Printed[]> => {
 
 test("a relayed message's events arrive in order, accepted then delivered, with its tenant and destination domain", async () => {
   const msg = await send("news@acme.test", "carol@relay.test");
-  await node.waitForEvent("recipient.delivered", { msg });
+  await node.waitForEvent("recipient.delivered", { queueId: msg });
   const events = await eventually(async () => {
     const found = (await ternEvents()).filter((e) => e.msg === msg);
     return found.length >= 2 ? found : undefined;
@@ -85,7 +85,7 @@ test("events recorded while NATS is down wait in the outbox and all arrive once 
   await eventually(async () => ((await readMetric(node, "tern_events_outbox_oldest_age_seconds")) > 0.5 ? true : undefined), 10_000, "outbox age");
   await node.waitForEvent("events.publish.stalled", {}, 15_000);
   await nats.restart();
-  for (const msg of msgs) await node.waitForEvent("recipient.delivered", { msg }, 30_000);
+  for (const msg of msgs) await node.waitForEvent("recipient.delivered", { queueId: msg }, 30_000);
   await eventually(async () => ((await readMetric(node, "tern_events_outbox_entries")) === 0 ? true : undefined), 15_000, "outbox drained");
   assert.equal(await readMetric(node, "tern_events_outbox_oldest_age_seconds"), 0);
   const events = await ternEvents();
@@ -107,7 +107,7 @@ test("tern events replays from a stream sequence and from a time, and filters by
   await new Promise((resolve) => setTimeout(resolve, 50));
   const since = new Date().toISOString();
   const msg = await send("late@elsewhere.test", "bob@example.test");
-  await node.waitForEvent("recipient.delivered", { msg });
+  await node.waitForEvent("recipient.delivered", { queueId: msg });
   const fromTime = await eventually(async () => {
     const found = await ternEvents("--since", since);
     return found.some((e) => e.msg === msg && e.type === "delivered") ? found : undefined;

@@ -179,7 +179,7 @@ test("a bounce that arrives later at carol's return path is a bounced event (bad
     { rcpt: "carol@relay.test", route: "remote", category: "bad-mailbox", dsn: "5.1.1", domain: "relay.test", server: "dsn", tag: "AsyncBounce" },
   );
   assert.match(bounced!.reply, /^5\.1\.1 bounced after delivery \(reported by mail\.example\.net\): 550 5\.1\.1/);
-  await node.waitForEvent("feedback.bounce.recorded", { msg: messageId, rcpt: "carol@relay.test" });
+  await node.waitForEvent("feedback.bounce.recorded", { queueId: messageId, recipient: "carol@relay.test" });
   assert.equal(await readMetric(node, "tern_feedback_reports_total", 'kind="bounce",result="matched"'), 1);
 
   // A bad mailbox: carol is suppressed for acme.test's mail once the event is published.
@@ -243,7 +243,7 @@ test("a made-up return path is refused at RCPT and counted; a report travels alo
   ]);
   assert.equal(refused.data, undefined);
   assert.equal(await readMetric(node, "tern_feedback_reports_total", 'kind="bounce",result="forged"'), 2);
-  await node.waitForEvent("feedback.refused", { to: forged.toLowerCase(), reason: "forged" });
+  await node.waitForEvent("feedback.refused", { recipient: forged.toLowerCase(), reason: "forged" });
 
   const mixed = await smtp("", [real, "postmaster@example.test"], postfixBounce(real, "carol@relay.test"));
   assert.deepEqual(mixed.rcpts.map(([code]) => code), [250, 452]);

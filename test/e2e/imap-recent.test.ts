@@ -17,7 +17,7 @@ const send = async (subject: string) => {
   const raw = `From: s@elsewhere.test\r\nTo: erin@example.test\r\nSubject: ${subject}\r\n\r\nbody of ${subject}\r\n`;
   const info = await transport.sendMail({ envelope: { from: "s@elsewhere.test", to: "erin@example.test" }, raw });
   transport.close();
-  await node.waitForEvent("recipient.delivered", { msg: /queued as ([0-9A-Za-z]+)/.exec(info.response)![1] });
+  await node.waitForEvent("recipient.delivered", { queueId: /queued as ([0-9A-Za-z]+)/.exec(info.response)![1] });
 };
 
 before(async () => {

@@ -14,7 +14,7 @@ const send = async (subject: string, body: string) => {
   const raw = `From: Sender <s@elsewhere.test>\r\nTo: alice@example.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@elsewhere.test>\r\n\r\n${body}\r\n`;
   const info = await transport.sendMail({ envelope: { from: "s@elsewhere.test", to: "alice@example.test" }, raw });
   transport.close();
-  await node.waitForEvent("recipient.delivered", { msg: /queued as ([0-9A-Za-z]+)/.exec(info.response)![1] });
+  await node.waitForEvent("recipient.delivered", { queueId: /queued as ([0-9A-Za-z]+)/.exec(info.response)![1] });
 };
 
 before(async () => {

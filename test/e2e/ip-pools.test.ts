@@ -78,7 +78,7 @@ test("each message leaves from an address of the pool its rule names, greeting w
   }
   assert.deepEqual(from(await arrived("by sender domain")), BULK);
   // The delivery log names the source address of each attempt.
-  const delivered = await node.waitForEvent("recipient.delivered", { rcpt: "r1@remote.test" });
+  const delivered = await node.waitForEvent("recipient.delivered", { recipient: "r1@remote.test" });
   assert.equal(delivered.source, BULK.address);
   assert.deepEqual(from(await arrived("by header")), BULK);
   for (const subject of ["by default", "by user"]) {

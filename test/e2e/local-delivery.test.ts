@@ -57,7 +57,7 @@ test("mail for a local user is accepted with its queue id and read back over POP
   assert.equal(sent.code, 0, sent.stdout + sent.stderr);
   const queueId = /250 2\.0\.0 Ok: queued as ([0-9A-Z]+)/.exec(sent.stdout)?.[1];
   assert.ok(queueId, `no queue id in: ${sent.stdout}`);
-  await node.waitForEvent("recipient.delivered", { msg: queueId });
+  await node.waitForEvent("recipient.delivered", { queueId });
 
   const messages = await popMessages("alice@example.test", "alice-pw");
   assert.equal(messages.length, 1);

@@ -75,7 +75,7 @@ const small = (tag: string) => `From: s@elsewhere.test\r\nTo: bob@example.test\r
 test("a 30 MB message sent to A is stored on B and read back over POP3 on A byte for byte", { timeout: 120_000 }, async () => {
   const raw = largeMessage(30 * 1024 * 1024);
   const id = await send(nodeA!, raw);
-  const delivered = await nodeA!.waitForEvent("recipient.delivered", { msg: id }, 60_000);
+  const delivered = await nodeA!.waitForEvent("recipient.delivered", { queueId: id }, 60_000);
   assert.equal(delivered.server, "mailbox/bob@example.test");
 
   const [message, ...others] = await fetchAll(nodeA!);
@@ -98,7 +98,7 @@ test("a 30 MB message sent to A is stored on B and read back over POP3 on A byte
 });
 
 test("UIDL is stable across sessions and never reused after a delete", { timeout: 60_000 }, async () => {
-  await nodeA!.waitForEvent("recipient.delivered", { msg: await send(nodeA!, small("uidl-1")) });
+  await nodeA!.waitForEvent("recipient.delivered", { queueId: await send(nodeA!, small("uidl-1")) });
   const before = await fetchAll(nodeA!);
   assert.equal(before.length, 2);
   assert.deepEqual((await fetchAll(nodeB!)).map((m) => m.uidl), before.map((m) => m.uidl));
@@ -108,7 +108,7 @@ test("UIDL is stable across sessions and never reused after a delete", { timeout
   assert.match(await loginPop3(session, "bob@example.test", "bob-pw"), /^\+OK maildrop has 2 messages/);
   assert.match(await session.command("DELE 2"), /^\+OK/);
   assert.match(await session.command("QUIT"), /^\+OK .* \(1 messages left\)$/);
-  await nodeA!.waitForEvent("recipient.delivered", { msg: await send(nodeA!, small("uidl-2")) });
+  await nodeA!.waitForEvent("recipient.delivered", { queueId: await send(nodeA!, small("uidl-2")) });
   const after = await fetchAll(nodeA!);
   assert.equal(after.length, 2);
   assert.equal(after[0]!.uidl, before[0]!.uidl);

@@ -60,10 +60,10 @@ test("one node: killed after the mailbox commit, restarted, it redelivers into t
   };
   const doomed = await start(config, true);
   const id = await send(doomed, "alice@example.test", raw("solo"));
-  await assert.rejects(doomed.waitForEvent("recipient.delivered", { msg: id }), /node exited \(SIGKILL\)/);
+  await assert.rejects(doomed.waitForEvent("recipient.delivered", { queueId: id }), /node exited \(SIGKILL\)/);
 
   const node = await start(config);
-  const delivered = await node.waitForEvent("recipient.delivered", { msg: id });
+  const delivered = await node.waitForEvent("recipient.delivered", { queueId: id });
   assert.match(String(delivered.reply), /^2\.0\.0 stored as uid \d+\.1$/);
   assert.equal(await metric(node, "tern_mailbox_duplicate_deliveries_total"), 1);
   assert.equal(await metric(node, "tern_mailbox_messages_stored_total"), 0, "the redelivery stored nothing new");
@@ -89,13 +89,13 @@ test("two nodes: the owner dies after committing, the sender's ask times out and
     start(configB, true),
   ]);
   const id = await send(a, "alice@example.test", raw("pair"));
-  const deferred = await a.waitForEvent("recipient.deferred", { msg: id });
+  const deferred = await a.waitForEvent("recipient.deferred", { queueId: id });
   assert.match(String(deferred.reply), /^4\.\d\.\d mailbox of \S+ unavailable: MailboxUnavailable: /);
   await doomedB.kill("SIGKILL"); // already dead; waits for the exit
 
   const b = await start(configB);
-  const delivered = await a.waitForEvent("recipient.delivered", { msg: id }, 20_000);
-  assert.equal(delivered.rcpt, "alice@example.test");
+  const delivered = await a.waitForEvent("recipient.delivered", { queueId: id }, 20_000);
+  assert.equal(delivered.recipient, "alice@example.test");
   assert.equal(await metric(b, "tern_mailbox_duplicate_deliveries_total"), 1);
   const fetched = await poplibFetch(a.ports.pop3, "alice@example.test", "alice-pw");
   assert.ok("messages" in fetched, JSON.stringify(fetched));

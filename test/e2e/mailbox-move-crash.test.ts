@@ -102,7 +102,7 @@ test("target killed right after its commit: restarted, it finishes the move; not
   assert.notEqual(moved.code, 0, "the target died before answering");
   await sleep(1_000);
   nodeB = await start("b");
-  await nodeA!.waitForEvent("mailbox.move.released", { user, to: "b" }, 60_000);
+  await nodeA!.waitForEvent("mailbox.move.released", { user, peer: "b" }, 60_000);
   const sent = [...(await stop()), ...before.map(subjectOf)];
 
   const onB = await mailbox(nodeB, user, sent.length);
@@ -122,8 +122,8 @@ test("target killed after the source froze, before its commit: the move rolls ba
   assert.notEqual((await moveTo(user, "b")).code, 0);
   await sleep(1_000);
   nodeB = await start("b");
-  await nodeA!.waitForEvent("mailbox.move.thawed", { user, to: "b" }, 60_000);
-  await nodeB.waitForEvent("mailbox.move.rolled-back", { user, from: "a" }, 60_000);
+  await nodeA!.waitForEvent("mailbox.move.thawed", { user, peer: "b" }, 60_000);
+  await nodeB.waitForEvent("mailbox.move.rolled-back", { user, peer: "a" }, 60_000);
   const sent = [...(await stop()), ...before.map(subjectOf)];
   assertExactlyOnce(await mailbox(nodeA!, user, sent.length), sent);
 
@@ -146,7 +146,7 @@ test("source killed after it froze: the target gives up, and the restarted sourc
   assert.equal(moved.code, 1, moved.stderr);
   assert.match(moved.stderr, /not moved \(unavailable\)/);
   nodeA = await start("a");
-  await nodeA.waitForEvent("mailbox.move.thawed", { user, to: "b" }, 60_000);
+  await nodeA.waitForEvent("mailbox.move.thawed", { user, peer: "b" }, 60_000);
   const sent = [...(await stop()), ...before.map(subjectOf)];
   const onA = await mailbox(nodeA, user, sent.length);
   assertExactlyOnce(onA, sent);

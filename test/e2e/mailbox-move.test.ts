@@ -126,8 +126,8 @@ test("a mailbox moves from A to B while mail keeps arriving through both: each m
   assert.equal(await imaplib(nodeB!, LSUB), lsubBefore, "the subscriptions moved with the mailbox");
 
   // A gave its copy up; POP3 on A reaches the mailbox on B.
-  await nodeA!.waitForEvent("mailbox.move.released", { user: "bob@example.test", to: "b" });
-  await nodeB!.waitForEvent("mailbox.move.completed", { user: "bob@example.test", from: "a" });
+  await nodeA!.waitForEvent("mailbox.move.released", { user: "bob@example.test", peer: "b" });
+  await nodeB!.waitForEvent("mailbox.move.completed", { user: "bob@example.test", peer: "a" });
   const onA = await fetchAll(nodeA!);
   assert.deepEqual(onA.map((m) => m.uidl), onB.map((m) => m.uidl));
   assert.deepEqual(onA.map((m) => m.sha256), onB.map((m) => m.sha256));

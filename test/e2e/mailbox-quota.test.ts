@@ -42,14 +42,14 @@ const message = (tag: string) => `Subject: ${tag}\r\n\r\n` + `${"y".repeat(76)}\
 
 test("over quota defers with 4.2.2 and keeps the mail queued; deleting mail lets it in", { timeout: 30_000 }, async () => {
   const first = await send(message("first"));
-  await node.waitForEvent("recipient.delivered", { msg: first });
+  await node.waitForEvent("recipient.delivered", { queueId: first });
 
   const second = await send(message("second"));
-  const deferred = await node.waitForEvent("recipient.deferred", { msg: second });
+  const deferred = await node.waitForEvent("recipient.deferred", { queueId: second });
   assert.equal(deferred.dsn, "4.2.2");
   assert.match(String(deferred.reply), /^4\.2\.2 mailbox full: \d+ of 4000 bytes used, message is \d+$/);
   // It keeps waiting (retried, deferred again), never bounced.
-  await eventually(() => (node.events("recipient.deferred").filter((e) => e.msg === second).length >= 2 ? true : undefined), 10_000, "a retry");
+  await eventually(() => (node.events("recipient.deferred").filter((e) => e.queueId === second).length >= 2 ? true : undefined), 10_000, "a retry");
   assert.equal(node.events("recipient.failed").length, 0);
   assert.match(await metrics(), /^tern_queue_depth\{destination="local"\} 1$/m, "the mailboxes' queues count as one destination");
   assert.match(await metrics(), /^tern_mailbox_over_quota_total [2-9]/m);
@@ -59,7 +59,7 @@ test("over quota defers with 4.2.2 and keeps the mail queued; deleting mail lets
   assert.match(await session.command("DELE 1"), /^\+OK/);
   assert.match(await session.command("QUIT"), /^\+OK/);
 
-  await node.waitForEvent("recipient.delivered", { msg: second }, 10_000);
+  await node.waitForEvent("recipient.delivered", { queueId: second }, 10_000);
   const fetched = await poplibFetch(node.ports.pop3, "alice@example.test", "alice-pw");
   assert.ok("messages" in fetched);
   assert.deepEqual(fetched.messages.map((m) => /Subject: (\w+)/.exec(m.head)?.[1]), ["second"]);

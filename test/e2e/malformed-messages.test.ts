@@ -103,7 +103,7 @@ test("after the garbage the node still serves valid asks and is ready", async ()
     transport.close();
   }
   assert.ok(queueId, "no queue id in the 250 reply");
-  await node!.waitForEvent("recipient.delivered", { msg: queueId });
+  await node!.waitForEvent("recipient.delivered", { queueId });
 
   const listed = await ask(listSubject, encodeFrame({ user: "alice@example.test" }));
   const json = listed.json as { ok: boolean; value: { messages: Array<{ uid: string; size: number }> } };

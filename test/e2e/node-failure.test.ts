@@ -178,9 +178,9 @@ test("kill -9 of one node of three under load: the others keep going, its mail w
   const forCAfterKill = accepted.filter((a) => a.node !== "c" && a.rcpt.kind === "local" && a.rcpt.home === "c" && a.startedAt > killedAt);
   assert.ok(forCAfterKill.length > 5);
   for (const a of forCAfterKill) {
-    const deferred = await nodes[a.node].waitForEvent("recipient.deferred", { msg: a.id }, 10_000);
+    const deferred = await nodes[a.node].waitForEvent("recipient.deferred", { queueId: a.id }, 10_000);
     assert.match(String(deferred.reply), /^4\.\d\.\d /);
-    assert.equal(nodes[a.node].events("recipient.delivered").filter((e) => e.msg === a.id).length, 0, `${a.id} delivered while C is down`);
+    assert.equal(nodes[a.node].events("recipient.delivered").filter((e) => e.queueId === a.id).length, 0, `${a.id} delivered while C is down`);
   }
   // The mail others hold for C waits; mailboxes homed elsewhere stay readable.
   for (const via of ["a", "b"] as const) {
@@ -192,14 +192,14 @@ test("kill -9 of one node of three under load: the others keep going, its mail w
 
   // What C had accepted but not yet delivered when it died: its queue, waiting for it.
   const firstLife = nodes.c;
-  const deliveredByC = new Set(firstLife.events("recipient.delivered").map((e) => e.msg));
+  const deliveredByC = new Set(firstLife.events("recipient.delivered").map((e) => e.queueId));
   const queuedAtDeath = accepted.filter((a) => a.node === "c" && !deliveredByC.has(a.id));
   assert.ok(queuedAtDeath.length > 0, "C died with an empty queue: the test proves nothing about its resumption");
 
   // Restart C on the same data: its queue resumes, the deferred mail drains to it.
   const restartedAt = Date.now();
   await start("c");
-  for (const a of queuedAtDeath) await nodes.c.waitForEvent("recipient.delivered", { msg: a.id }, 20_000);
+  for (const a of queuedAtDeath) await nodes.c.waitForEvent("recipient.delivered", { queueId: a.id }, 20_000);
   const expectedAt = (a: Attempt): "sink" | NodeId => (a.rcpt.kind === "remote" ? "sink" : a.rcpt.home);
   const arrivals = async () => {
     const at = { sink: sinkTags() } as Record<"sink" | NodeId, Map<string, number>>;

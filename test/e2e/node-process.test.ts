@@ -69,7 +69,7 @@ test("when nothing answers, the node starts nats-server itself, works, and stops
 
   const sent = await run("swaks", ["--server", `127.0.0.1:${node.ports.smtp}`, "--to", "me@example.test", "--from", "x@y.test", "--body", "via embedded nats"]);
   assert.equal(sent.code, 0, sent.stdout);
-  await node.waitForEvent("recipient.delivered", { rcpt: "me@example.test" });
+  await node.waitForEvent("recipient.delivered", { recipient: "me@example.test" });
   const listed = await run("curl", ["-s", `pop3://me%40example.test:pw@127.0.0.1:${node.ports.pop3}/1`]);
   assert.match(listed.stdout, /via embedded nats/);
 

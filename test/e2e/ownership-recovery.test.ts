@@ -64,7 +64,7 @@ const sendToAlice = async (node: TernNode, subject: string) => {
     const info = await transport.sendMail({ envelope: { from: "s@elsewhere.test", to: ALICE }, raw });
     const id = /queued as ([0-9A-Za-z]+)/.exec(info.response)?.[1];
     assert.ok(id, `no queue id in: ${info.response}`);
-    await node.waitForEvent("recipient.delivered", { msg: id }, 30_000);
+    await node.waitForEvent("recipient.delivered", { queueId: id }, 30_000);
   } finally {
     transport.close();
   }
@@ -125,7 +125,7 @@ test("a forged KV entry does not take alice's mailbox from A: A's record wins an
   await withKv((kv) => kv.put(aliceKey, "b"));
   await sleep(OWNER_CACHE_MS + 200);
   await sendToAlice(nodeA!, "forged to b, sent to A");
-  await nodeA!.waitForEvent("mailbox.owner.reasserted", { user: ALICE, kvOwner: "b", why: "held here" });
+  await nodeA!.waitForEvent("mailbox.owner.reasserted", { user: ALICE, kvOwner: "b", reason: "held here" });
   assert.equal(await kvOwnerOfAlice(), "a");
 
   // The KV names B again; now B gets the mail. B has no record of alice, so it does not
@@ -133,7 +133,7 @@ test("a forged KV entry does not take alice's mailbox from A: A's record wins an
   await withKv((kv) => kv.put(aliceKey, "b"));
   await sleep(OWNER_CACHE_MS + 200);
   await sendToAlice(nodeB!, "forged to b, sent to B");
-  await nodeA!.waitForEvent("mailbox.owner.reasserted", { user: ALICE, kvOwner: "b", why: "holders query" });
+  await nodeA!.waitForEvent("mailbox.owner.reasserted", { user: ALICE, kvOwner: "b", reason: "holders query" });
   assert.equal(await kvOwnerOfAlice(), "a");
 
   // The entry is gone altogether: B asks before it claims, and A answers.
@@ -147,7 +147,7 @@ test("a forged KV entry does not take alice's mailbox from A: A's record wins an
   await withKv((kv) => kv.put(aliceKey, "ghost"));
   await sleep(OWNER_CACHE_MS + 200);
   await sendToAlice(nodeB!, "forged to a ghost, sent to B");
-  await nodeA!.waitForEvent("mailbox.owner.reasserted", { user: ALICE, kvOwner: "ghost", why: "holders query" });
+  await nodeA!.waitForEvent("mailbox.owner.reasserted", { user: ALICE, kvOwner: "ghost", reason: "holders query" });
   assert.equal(await kvOwnerOfAlice(), "a");
 
   assert.deepEqual(await subjectsInMailbox(nodeA!), [

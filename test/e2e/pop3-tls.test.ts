@@ -24,7 +24,7 @@ before(async () => {
   const transport = nodemailer.createTransport({ host: "127.0.0.1", port: node.ports.smtp, secure: false, ignoreTLS: true });
   const info = await transport.sendMail({ envelope: { from: "s@elsewhere.test", to: "alice@example.test" }, raw });
   transport.close();
-  await node.waitForEvent("recipient.delivered", { msg: /queued as ([0-9A-Za-z]+)/.exec(info.response)![1] });
+  await node.waitForEvent("recipient.delivered", { queueId: /queued as ([0-9A-Za-z]+)/.exec(info.response)![1] });
 });
 
 after(async () => {

@@ -67,7 +67,7 @@ test("RCPT TO:<postmaster>, <postmaster@local.test> and <PostMaster@LOCAL.TEST> 
     assert.match(reply.rcpt, /^250 /);
     assert.match(reply.data, /^250 2\.0\.0 Ok: queued as [0-9A-Z]+/);
   }
-  for (const reply of sent) await node.waitForEvent("recipient.delivered", { msg: /queued as ([0-9A-Z]+)/.exec(reply.data)![1] });
+  for (const reply of sent) await node.waitForEvent("recipient.delivered", { queueId: /queued as ([0-9A-Z]+)/.exec(reply.data)![1] });
   assert.deepEqual(await subjectsIn("admin@local.test", "admin-pw"), ["any case", "at domain", "bare"]);
   assert.deepEqual(await subjectsIn("alice@local.test", "alice-pw"), []);
 });

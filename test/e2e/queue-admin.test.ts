@@ -105,7 +105,7 @@ test("a suspended destination keeps its mail queued (qshape and list show it) un
 
 test("show lists every attempt with host, address, reply and requeue reason; retry makes a deferred entry go now", async () => {
   const queueId = await send("s@origin.test", "x@flaky.test", "flaky");
-  await node.waitForEvent("recipient.deferred", { msg: queueId });
+  await node.waitForEvent("recipient.deferred", { queueId });
   const [shown] = (await queue("show", `${queueId}.0`, "--json")).json().entries;
   assert.equal(shown.attempts, 1);
   assert.equal(shown.reason, "temporary-reply");
@@ -119,15 +119,15 @@ test("show lists every attempt with host, address, reply and requeue reason; ret
   const retried = await queue("retry", "--domain", "flaky.test");
   assert.equal(retried.code, 0, retried.stderr);
   assert.match(retried.stdout, /1 entries \(1 recipients\) changed/);
-  await node.waitForEvent("recipient.delivered", { msg: queueId }, 10_000);
+  await node.waitForEvent("recipient.delivered", { queueId }, 10_000);
   assert.equal(arrived("x@flaky.test").length, 1);
 });
 
 test("bounce by sender fails the entries now with a DSN; delete by domain removes them without one", async () => {
   const bounced = await send("bob@origin.test", "y@dead.test", "to bounce");
   const deleted = await send("carol@origin.test", "z@dead.test", "to delete");
-  await node.waitForEvent("recipient.deferred", { msg: bounced });
-  await node.waitForEvent("recipient.deferred", { msg: deleted });
+  await node.waitForEvent("recipient.deferred", { queueId: bounced });
+  await node.waitForEvent("recipient.deferred", { queueId: deleted });
 
   const bounce = await queue("bounce", "--sender", "bob@origin.test", "--reason", "cleanup after outage");
   assert.equal(bounce.code, 0, bounce.stderr);
@@ -144,7 +144,7 @@ test("bounce by sender fails the entries now with a DSN; delete by domain remove
   assert.match((await queue("list", "--domain", "dead.test")).stdout, /no entries/);
   await sleep(500);
   assert.equal(arrived("carol@origin.test").length, 0, "no DSN for a deletion");
-  await node.waitForEvent("queue.deleted", { msg: deleted });
+  await node.waitForEvent("queue.deleted", { queueId: deleted });
 });
 
 test("the tern CLI runs queue commands: qshape of the running node; usage errors and unknown nodes exit non-zero", async () => {
@@ -184,23 +184,23 @@ test("by the id of its 250 reply: a held message is never delivered, also after 
   const released = await queue("release", id);
   assert.equal(released.code, 0, released.stderr);
   assert.match(released.stdout, /released, due now/);
-  await node.waitForEvent("recipient.delivered", { msg: id }, 10_000);
+  await node.waitForEvent("recipient.delivered", { queueId: id }, 10_000);
   assert.equal(arrived("k@keep.test").length, 1);
   assert.equal((await queue("release", id)).code, 1, "delivered: no queue entry left");
 });
 
 test("by id: show, retry, bounce and delete one message; an unknown id exits 1, a malformed one 2, a release of a message not held 75", async () => {
   const flaky = await send("s@origin.test", "w@flaky.test", "retry me");
-  await node.waitForEvent("recipient.deferred", { msg: flaky });
+  await node.waitForEvent("recipient.deferred", { queueId: flaky });
   const retried = await queue("retry", flaky);
   assert.equal(retried.code, 0, retried.stderr);
   assert.match(retried.stdout, new RegExp(`${flaky}\\.0 due now`));
-  await node.waitForEvent("recipient.delivered", { msg: flaky }, 10_000);
+  await node.waitForEvent("recipient.delivered", { queueId: flaky }, 10_000);
 
   const bounced = await send("dave@origin.test", "v@dead.test", "bounce me");
   const deleted = await send("erin@origin.test", "u@dead.test", "delete me");
-  await node.waitForEvent("recipient.deferred", { msg: bounced });
-  await node.waitForEvent("recipient.deferred", { msg: deleted });
+  await node.waitForEvent("recipient.deferred", { queueId: bounced });
+  await node.waitForEvent("recipient.deferred", { queueId: deleted });
   assert.equal((await queue("release", deleted)).code, 75, "not held: nothing changed");
   const bounce = await queue("bounce", bounced, "--reason", "by id");
   assert.equal(bounce.code, 0, bounce.stderr);
@@ -208,7 +208,7 @@ test("by id: show, retry, bounce and delete one message; an unknown id exits 1, 
   await eventually(() => arrived("dave@origin.test").find((m) => m.from === ""), 10_000, "the DSN for dave");
   const del = await queue("delete", `${deleted}.0`);
   assert.equal(del.code, 0, del.stderr);
-  await node.waitForEvent("queue.deleted", { msg: deleted });
+  await node.waitForEvent("queue.deleted", { queueId: deleted });
   assert.equal(arrived("erin@origin.test").length, 0, "no DSN for a deletion");
 
   const unknown = await queue("show", "0NOSUCHMESSAGE000");

@@ -73,7 +73,7 @@ test("a relayed message reaches the remote MX with its envelope and body byte fo
   assert.equal(arrived.from, "a@example.test");
   assert.deepEqual([...arrived.to].sort(), ["b@remote.test", "c@remote.test"]);
   assert.equal(withoutOurReceived(arrived.body), raw);
-  const delivered = await node.waitForEvent("recipient.delivered", { msg: queueId });
+  const delivered = await node.waitForEvent("recipient.delivered", { queueId });
   assert.match(String(delivered.server), /^mx2\.remote\.test\[127\.0\.0\.1\]$/);
 });
 
@@ -84,8 +84,8 @@ test("a domain without MX is delivered to its A record", async () => {
 
 test("a 5xx for one recipient fails only that one; the other is delivered", async () => {
   const queueId = await send({ from: "a@example.test", to: ["refused@remote.test", "fine@remote.test"] }, "Subject: mixed\r\n\r\nx\r\n");
-  const failed = await node.waitForEvent("recipient.failed", { msg: queueId });
-  assert.equal(failed.rcpt, "refused@remote.test");
+  const failed = await node.waitForEvent("recipient.failed", { queueId });
+  assert.equal(failed.recipient, "refused@remote.test");
   assert.match(String(failed.reply), /^550 5\.1\.1/);
   const arrived = await eventually(() => sink.received.find((m) => carries(m.body, queueId)), 15_000, "mixed mail");
   assert.deepEqual(arrived.to, ["fine@remote.test"]);
@@ -93,15 +93,15 @@ test("a 5xx for one recipient fails only that one; the other is delivered", asyn
 
 test("a 4xx defers the message and a later attempt delivers it", async () => {
   const queueId = await send({ from: "a@example.test", to: ["flaky@remote.test"] }, "Subject: flaky\r\n\r\nretry me\r\n");
-  const deferred = await node.waitForEvent("recipient.deferred", { msg: queueId });
+  const deferred = await node.waitForEvent("recipient.deferred", { queueId });
   assert.match(String(deferred.reply), /^451 4\.3\.0/);
   await eventually(() => sink.received.find((m) => carries(m.body, queueId)), 15_000, "retried mail");
-  await node.waitForEvent("recipient.delivered", { msg: queueId });
+  await node.waitForEvent("recipient.delivered", { queueId });
 });
 
 test("a domain that does not exist fails permanently instead of waiting", async () => {
   const queueId = await send({ from: "a@example.test", to: ["x@nowhere.test"] }, "Subject: nx\r\n\r\nx\r\n");
-  const failed = await node.waitForEvent("recipient.failed", { msg: queueId });
+  const failed = await node.waitForEvent("recipient.failed", { queueId });
   assert.equal(failed.dsn, "5.1.2");
   assert.match(String(failed.reply), /^5\.1\.2 DNS: /);
 });

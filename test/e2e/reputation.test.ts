@@ -124,18 +124,18 @@ test("a host that bounces every 4th recipient: 25 % for the source address, send
   rcpts = 0; // the next recipient the host sees is not a 4th
   const tried = sink.finished.length;
   await send("letters@news.example", "held@remote.test");
-  const held = await node.waitForEvent("recipient.deferred", { rcpt: "held@remote.test" }, 10_000);
+  const held = await node.waitForEvent("recipient.deferred", { recipient: "held@remote.test" }, 10_000);
   assert.equal(held.requeued, "reputation-hold");
   assert.match(String(held.reply), /^4\.4\.5 not attempted: sender domain news\.example is paused until \S+ \(reputation threshold domain-bounces\)$/);
   await send("orders@shop.example", "other@remote.test");
-  await node.waitForEvent("recipient.delivered", { rcpt: "other@remote.test" }, 10_000);
+  await node.waitForEvent("recipient.delivered", { recipient: "other@remote.test" }, 10_000);
   assert.deepEqual(sink.finished.slice(tried).map((mail) => mail.to[0]?.address), ["other@remote.test"], "only the other sender's message reached the host");
 
   // The pause ends: the held message goes, from the (still slowed) pool address.
   const resumed = await node.waitForEvent("reputation.resumed", { key: "news.example" }, PAUSE_MS + 5_000);
   assert.equal(resumed.rule, "domain-bounces");
   // Due once the pause ends, spread over at most what was left of it when it was held.
-  await node.waitForEvent("recipient.delivered", { rcpt: "held@remote.test" }, PAUSE_MS + 5_000);
+  await node.waitForEvent("recipient.delivered", { recipient: "held@remote.test" }, PAUSE_MS + 5_000);
   assert.equal(sink.finished.at(-1)!.client.address, SOURCE);
   assert.equal(node.events("recipient.failed").length, 5, "nothing held was bounced");
   assert.equal(await readMetric(node, "tern_reputation_held", 'dimension="sender_domain"'), 0);

@@ -93,7 +93,7 @@ for (const [domain, address] of [["stolen4.test", "127.0.0.1"], ["stolen6.test",
   test(`a forged route to ${address}, outside allowedTargetNetworks, is not used: this node resolves the domain itself and delivers to the real MX`, async () => {
     const rcpt = `bob@${domain}`;
     const queueId = await send(rcpt);
-    const delivered = await node.waitForEvent("recipient.delivered", { msg: queueId });
+    const delivered = await node.waitForEvent("recipient.delivered", { queueId });
     assert.equal(delivered.server, `mx.${domain}[127.0.0.2]`);
     assert.ok(rogueAnswered.includes(domain), "the rogue answered first");
     const rejected = await node.waitForEvent("resolver.answer.rejected", { domain });
@@ -105,13 +105,13 @@ for (const [domain, address] of [["stolen4.test", "127.0.0.1"], ["stolen6.test",
 
 test("a forged null MX for a domain that really takes mail is not believed: this node resolves it itself and delivers, no bounce", async () => {
   const queueId = await send("carol@real.test");
-  const delivered = await node.waitForEvent("recipient.delivered", { msg: queueId });
+  const delivered = await node.waitForEvent("recipient.delivered", { queueId });
   assert.equal(delivered.server, "mx.real.test[127.0.0.2]");
   await eventually(() => (received([realMx], "carol@real.test").length === 1 ? true : undefined), 5_000, "mail at the real MX");
   assert.ok(rogueAnswered.includes("real.test"), "the rogue answered first");
   const unconfirmed = await node.waitForEvent("resolver.answer.unconfirmed", { domain: "real.test" });
   assert.equal((unconfirmed.claimed as { reason: string }).reason, "null-mx");
   assert.deepEqual((unconfirmed.route as { hosts: unknown }).hosts, [{ name: "mx.real.test", preference: 10, addresses: ["127.0.0.2"] }]);
-  assert.equal(node.events("recipient.failed").filter((line) => line.msg === queueId).length, 0);
-  assert.equal(node.events("dsn.queued").filter((line) => line.for === queueId).length, 0, "no bounce");
+  assert.equal(node.events("recipient.failed").filter((line) => line.queueId === queueId).length, 0);
+  assert.equal(node.events("dsn.queued").filter((line) => line.queueId === queueId).length, 0, "no bounce");
 });

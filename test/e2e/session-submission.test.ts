@@ -130,7 +130,7 @@ s.sendmail("alice@example.test", ["waiting@unresolvable.example"], b"Subject: ds
 print("ok")
 s.quit()`]);
   assert.equal(sent.stdout.trim(), "ok", sent.stderr);
-  await node.waitForEvent("recipient.deferred", { rcpt: "waiting@unresolvable.example" });
+  await node.waitForEvent("recipient.deferred", { recipient: "waiting@unresolvable.example" });
   await node.kill("SIGTERM");
   const root = open({ path: join(dataDir, "tern.lmdb"), readOnly: true });
   const messages = root.openDB<{ sender: string; attributes?: Record<string, any> }, string>({ name: "spool.messages" });

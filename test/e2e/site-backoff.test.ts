@@ -85,7 +85,7 @@ test("421 4.7.28 pauses the site: later mail is held unsent and unbounced, tern 
   throttling = false;
   const tried = mails();
   await send("second@remote.test", "second");
-  const held = await node.waitForEvent("recipient.deferred", { rcpt: "second@remote.test" }, 10_000);
+  const held = await node.waitForEvent("recipient.deferred", { recipient: "second@remote.test" }, 10_000);
   assert.equal(held.requeued, "backed-off");
   assert.equal(held.category, "rate-limited");
   assert.match(String(held.reply), /not attempted: the site is paused for this source address until .*gmail-unusual-rate.*421 4\.7\.28/);

@@ -96,10 +96,10 @@ test("a 550 5.1.1 from the remote MX adds the recipient for the sender's domain,
   const reply = await acme.submitRaw("Subject: first\r\n\r\nhello\r\n", { from: "news@acme.test", to: ["gone@remote.test", "fine@remote.test"] });
   assert.deepEqual(reply.accepted, ["gone@remote.test", "fine@remote.test"]);
   const holder = nodeNamed(reply.node);
-  const failed = await holder.waitForEvent("recipient.failed", { msg: reply.messageId, rcpt: "gone@remote.test" });
+  const failed = await holder.waitForEvent("recipient.failed", { queueId: reply.messageId, recipient: "gone@remote.test" });
   assert.equal(failed.category, "bad-mailbox");
-  const added = await holder.waitForEvent("suppression.added", { rcpt: "gone@remote.test" }, 10_000);
-  assert.deepEqual([added.scope, added.reason, added.msg], ["acme.test", "bad-mailbox", reply.messageId]);
+  const added = await holder.waitForEvent("suppression.added", { recipient: "gone@remote.test" }, 10_000);
+  assert.deepEqual([added.scope, added.reason, added.queueId], ["acme.test", "bad-mailbox", reply.messageId]);
   adder = reply.node;
 
   const listed = await suppress("list", "--scope", "acme.test", "--json");
@@ -139,7 +139,7 @@ test("an authenticated SMTP submission gets 550 5.7.1 at RCPT, on the node that 
   // The entry is acme.test's: alice's own domain still sends to the address, and its bounce lists it for example.test.
   const fromAlice = await submitSmtp(other, "alice@example.test", "gone@remote.test");
   assert.equal(fromAlice.code, 0, fromAlice.stdout);
-  await other.waitForEvent("suppression.added", { rcpt: "gone@remote.test", scope: "example.test" }, 10_000);
+  await other.waitForEvent("suppression.added", { recipient: "gone@remote.test", scope: "example.test" }, 10_000);
 });
 
 test("a message queued before its recipient was listed is not sent when it falls due, and draws no DSN", async () => {
@@ -149,10 +149,10 @@ test("a message queued before its recipient was listed is not sent when it falls
   assert.equal(added.code, 0, added.stderr);
   assert.match(added.stdout, /added 1, already on the list 0/);
   const holder = nodeNamed(reply.node);
-  const suppressed = await holder.waitForEvent("recipient.suppressed", { msg: reply.messageId, where: "delivery" }, 15_000);
+  const suppressed = await holder.waitForEvent("recipient.suppressed", { queueId: reply.messageId, where: "delivery" }, 15_000);
   assert.deepEqual([suppressed.scope, suppressed.reason], ["acme.test", "manual"]);
   assert.equal(mx.commands.some((command) => /RCPT TO:<later@remote\.test>/i.test(command)), false, "never offered to the MX");
-  assert.equal(holder.events("dsn.queued").some((line) => line.for === reply.messageId), false);
+  assert.equal(holder.events("dsn.queued").some((line) => line.queueId === reply.messageId), false);
   assert.equal(await readMetric(holder, "tern_suppressed_total", 'where="delivery"'), 1);
   const status = await acme.status(reply.messageId);
   assert.match(JSON.stringify(status), /suppression list/);
@@ -226,5 +226,5 @@ test("a local mailbox is never refused: the list is about mail leaving the clust
   const sent = await submitSmtp(nodes[0]!, "alice@example.test", "bob@example.test");
   assert.equal(sent.code, 0, sent.stdout);
   const queueId = /queued as ([0-9A-Z]+)/.exec(sent.stdout)![1]!;
-  await nodes[0]!.waitForEvent("recipient.delivered", { msg: queueId, rcpt: "bob@example.test" });
+  await nodes[0]!.waitForEvent("recipient.delivered", { queueId, recipient: "bob@example.test" });
 });

@@ -134,8 +134,8 @@ test("mail for bob sent to A is stored on B and readable over POP3 on both nodes
   const a = nodeA!;
   const b = nodeB!;
   firstId = await send(a, "bob@example.test", rawOne);
-  const delivered = await a.waitForEvent("recipient.delivered", { msg: firstId });
-  assert.equal(delivered.rcpt, "bob@example.test");
+  const delivered = await a.waitForEvent("recipient.delivered", { queueId: firstId });
+  assert.equal(delivered.recipient, "bob@example.test");
   assert.equal(delivered.server, "mailbox/bob@example.test");
   assert.match(String(delivered.reply), /^2\.0\.0 stored as uid \S+$/);
 
@@ -176,23 +176,23 @@ test("with B killed, A accepts and defers bob's mail, POP3 on A answers [SYS/TEM
 
   const secondId = await send(a, "bob@example.test", rawTwo);
   assert.notEqual(secondId, firstId);
-  const deferred = await a.waitForEvent("recipient.deferred", { msg: secondId });
-  assert.equal(deferred.rcpt, "bob@example.test");
+  const deferred = await a.waitForEvent("recipient.deferred", { queueId: secondId });
+  assert.equal(deferred.recipient, "bob@example.test");
   assert.match(String(deferred.reply), /^4\.2\.0 mailbox of bob@example\.test unavailable: MailboxUnavailable: /);
-  assert.equal(a.events("recipient.delivered").filter((e) => e.msg === secondId).length, 0, "delivered while B is down");
+  assert.equal(a.events("recipient.delivered").filter((e) => e.queueId === secondId).length, 0, "delivered while B is down");
 
   const whileDown = await pop(a, "bob@example.test", "bob-pw");
   assert.ok("error" in whileDown, `POP3 login on A succeeded with B down: ${JSON.stringify(whileDown)}`);
   assert.match(whileDown.error, /^-ERR \[SYS\/TEMP\] /);
 
   // Still queued: A keeps retrying (quickly, per its delivery config) and keeps deferring.
-  await eventually(() => (a.events("recipient.deferred").filter((e) => e.msg === secondId).length >= 2 ? true : undefined), 10_000, "a retry");
-  assert.equal(a.events("recipient.delivered").filter((e) => e.msg === secondId).length, 0);
+  await eventually(() => (a.events("recipient.deferred").filter((e) => e.queueId === secondId).length >= 2 ? true : undefined), 10_000, "a retry");
+  assert.equal(a.events("recipient.delivered").filter((e) => e.queueId === secondId).length, 0);
 
   nodeB = await startTernNode(configB());
   const b = nodeB;
-  const delivered = await a.waitForEvent("recipient.delivered", { msg: secondId }, 20_000);
-  assert.equal(delivered.rcpt, "bob@example.test");
+  const delivered = await a.waitForEvent("recipient.delivered", { queueId: secondId }, 20_000);
+  assert.equal(delivered.recipient, "bob@example.test");
 
   const onB = await popMessages(b, "bob@example.test", "bob-pw");
   assert.equal(onB.length, 2, "B should hold both messages (the first survived SIGKILL, the second arrived after restart)");
@@ -205,8 +205,8 @@ test("with B killed, A accepts and defers bob's mail, POP3 on A answers [SYS/TEM
   assertStored(onA[1]!, secondId, rawTwo);
 
   // Delivered exactly once: one delivered event per message on A.
-  assert.equal(a.events("recipient.delivered").filter((e) => e.msg === secondId).length, 1);
-  assert.equal(a.events("recipient.delivered").filter((e) => e.msg === firstId).length, 1);
+  assert.equal(a.events("recipient.delivered").filter((e) => e.queueId === secondId).length, 1);
+  assert.equal(a.events("recipient.delivered").filter((e) => e.queueId === firstId).length, 1);
   // The queue on A has drained.
   await eventually(async () => ((await readMetric(a, "tern_queue_depth")) === 0 ? true : undefined), 5_000, "A's queue to drain");
 });

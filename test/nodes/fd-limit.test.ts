@@ -46,7 +46,7 @@ test("at start, caps beyond this process's real limit are logged as a warning", 
   const manyImap = parseConfig({ imap: { maxConnections: 2 ** 40 } });
   assert.ok((await Effect.runPromise(warnIfDescriptorsShort(manyImap, log))) !== undefined, "the IMAP cap counts too");
   assert.equal(logged[0]!.fields?.imap, 2 ** 40);
-  assert.match(String(logged[0]!.fields?.advice), /imap\.maxConnections/);
+  assert.match(String(logged[0]!.fields?.text), /imap\.maxConnections/);
   logged.length = 0;
 
   const huge = parseConfig({ smtp: { maxConnections: 2 ** 40 } });

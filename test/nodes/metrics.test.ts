@@ -87,7 +87,7 @@ test("after mail flowed: the new series are counted and promtool still finds not
   assert.equal(sent.code, 0, sent.stdout + sent.stderr);
   const queueId = /queued as ([0-9A-Z]+)/.exec(sent.stdout)![1]!;
   assert.equal((await swaks(["--to", "someone@elsewhere.test", "--quit-after", "RCPT"])).code, 24, "relay refused");
-  await node.waitForEvent("recipient.delivered", { msg: queueId });
+  await node.waitForEvent("recipient.delivered", { queueId });
 
   const text = await eventually(async () => {
     const current = await scrape();

@@ -1,4 +1,4 @@
-// One login attempt by Python's own clients (smtplib, poplib) from a chosen loopback
+// One login attempt by Python's own clients (smtplib, poplib, imaplib) from a chosen loopback
 // source address, so tests can spread attempts over "IPs": the reply and how long the
 // password step took.
 import assert from "node:assert/strict";
@@ -40,6 +40,21 @@ except poplib.error_proto as e:
     reply = e.args[0].decode()
 print(json.dumps({"reply": reply, "ms": (time.monotonic() - started) * 1000}))`;
 
+const IMAP_LOGIN = `
+import imaplib, socket, sys, time, json
+port, source, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+class FromSource(imaplib.IMAP4):  # imaplib has no source_address of its own
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=(source, 0))
+m = FromSource("127.0.0.1", port, timeout=20)
+started = time.monotonic()
+try:
+    reply = "OK " + m.login(user, password)[1][0].decode()
+    m.logout()
+except imaplib.IMAP4.error as e:
+    reply = "NO " + str(e)
+print(json.dumps({"reply": reply, "ms": (time.monotonic() - started) * 1000}))`;
+
 const attempt = async (script: string, port: number, user: string, password: string, source: string): Promise<LoginAttempt> => {
   const result = await run("python3", ["-c", script, String(port), source, user, password]);
   assert.equal(result.code, 0, result.stderr);
@@ -51,3 +66,6 @@ export const smtpAuthFrom = (port: number, user: string, password: string, sourc
 
 /** One POP3 USER/PASS attempt on `port`, from `source`; the PASS reply. */
 export const popLoginFrom = (port: number, user: string, password: string, source: string) => attempt(POP3_LOGIN, port, user, password, source);
+
+/** One IMAP LOGIN attempt on `port`, from `source`: "OK …" or "NO …". */
+export const imapLoginFrom = (port: number, user: string, password: string, source: string) => attempt(IMAP_LOGIN, port, user, password, source);

@@ -106,7 +106,7 @@ const harness = (
       notices: makeNotices({ hostname: "tern.test", routeOf: (a) => ({ kind: "remote", domain: a.split("@")[1]! }), maxReturnBytes: 1_000_000 }, spool),
       hooks: {
         recorded: (entry, _attempt, decision, notices) => void Queue.offerUnsafe(recorded, { entry, decision, queued: notices.queued }),
-        log: (event, fields) => void logs.push({ event, fields }),
+        log: (event, fields = {}) => void logs.push({ event, fields }),
       },
       graceMs: 10_000,
       ...options,

@@ -91,7 +91,7 @@ const node = Effect.gen(function* () {
     graceMs: 0,
   });
   const log: Array<{ event: string; fields: Record<string, unknown> }> = [];
-  yield* serveQueueAdmin(nc, subjects, { nodeId: NODE, spool, scheduler, log: (event, fields) => void log.push({ event, fields }) });
+  yield* serveQueueAdmin(nc, subjects, { nodeId: NODE, spool, scheduler, log: (event, fields = {}) => void log.push({ event, fields }) });
   const recordedFor = (id: string): Effect.Effect<void> => Effect.flatMap(Queue.take(recorded), (r) => (r === id ? Effect.void : recordedFor(id)));
   return { spool, subjects, scheduler, calls, recordedFor, log, releaseSlow: (attempt: Attempt) => Deferred.succeed(slow, attempt) };
 });

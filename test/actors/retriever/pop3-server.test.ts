@@ -141,8 +141,8 @@ const withServer = async (
     failureDelayMs: 0,
     ...(setup.idleTimeoutMs !== undefined && { idleTimeoutMs: setup.idleTimeoutMs }),
     ...setup.server,
-    log: (fields) => {
-      entries.push(fields);
+    log: (event, fields) => {
+      entries.push({ event, ...fields });
       for (const watcher of watchers) watcher();
     },
   });
@@ -466,7 +466,7 @@ test("raw: a dropped connection after DELE deletes nothing", () =>
     session.send("DELE 1\r\nDELE 2\r\n");
     assert.deepEqual(await session.lines(2), ["+OK message 1 deleted", "+OK message 2 deleted"]);
     session.socket.destroy();
-    await logged((fields) => fields.event === "close");
+    await logged((fields) => fields.event === "connection.closed");
     assert.deepEqual(maildrop.commitCalls, []);
     assert.deepEqual(maildrop.messagesOf("alice@example.test"), ["a-1", "a-2", "a-3"]);
     // The lock died with the connection, so a new session gets in and sees everything.
@@ -539,7 +539,7 @@ test("raw: a MaildropAccess that throws is answered like a defect", () =>
       "-ERR [SYS/TEMP] mailbox temporarily unavailable, try again later",
       "+OK pop.example.test POP3 signing off",
     ]);
-    await logged((fields) => fields.event === "maildrop-unavailable" && fields.operation === "authenticate");
+    await logged((fields) => fields.event === "pop3.maildrop.unavailable" && fields.operation === "authenticate");
   }));
 
 test("raw: an idle session is closed silently", () =>
@@ -548,7 +548,7 @@ test("raw: an idle session is closed silently", () =>
     session.send("DELE 1\r\n");
     assert.deepEqual(await session.lines(1), ["+OK message 1 deleted"]);
     assert.equal(await session.closed, "", "RFC 1939 §3: no reply on autologout");
-    await logged((fields) => fields.event === "idle-timeout");
+    await logged((fields) => fields.event === "pop3.idle-timeout");
   }));
 
 test("close() ends open sessions", () =>
@@ -711,7 +711,7 @@ test("curl over STLS logs in with AUTH PLAIN and retrieves", () =>
     assert.equal(stdout.toString("latin1"), messageText(ALICE_MESSAGES, 1));
     assert.match(stderr.toString(), /> STLS/);
     assert.match(stderr.toString(), /> AUTH PLAIN/);
-    await logged((fields) => fields.event === "login" && fields.tls === true);
+    await logged((fields) => fields.event === "auth.succeeded" && fields.protocol === "pop3" && fields.tls === true);
   }));
 
 test("failed logins: refused per (user, IP); slowed per account from new addresses; a user's known address still gets in at once", () => {
@@ -840,7 +840,7 @@ test("the lock is renewed while the session idles; a renewal that finds it lost 
     session.send("NOOP\r\n");
     assert.deepEqual(await session.lines(1), ["-ERR [SYS/TEMP] maildrop lock lost (mailbox node restarted?); nothing was changed, log in again"]);
     await session.closed;
-    await logged((fields) => fields.event === "close");
+    await logged((fields) => fields.event === "connection.closed");
   });
 });
 
@@ -851,6 +851,6 @@ test("a client that stalls in the TLS handshake after STLS is timed out like an 
     session.send("STLS\r\n");
     assert.deepEqual(await session.lines(2), ["+OK pop.example.test POP3 ready", "+OK begin TLS negotiation"]);
     await session.closed;
-    await logged((fields) => fields.event === "idle-timeout");
+    await logged((fields) => fields.event === "pop3.idle-timeout");
   });
 });
