@@ -14,6 +14,9 @@ export const run = (command: string, args: string[], input?: string) =>
     child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
     child.once("error", reject);
     child.once("exit", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    // A command that exits without reading its input (cp, sh -c …) closes the pipe first:
+    // EPIPE then is no failure of the command.
+    child.stdin.once("error", () => undefined);
     child.stdin.end(input ?? "");
   });
 

@@ -284,7 +284,7 @@ test("by message id or entry id: hold keeps entries from every attempt until rel
       const missing = yield* ask(n.subjects, { _tag: "Show", id: "0NOTQUEUEDHERE000" });
       assert.deepEqual(missing._tag === "Show" ? missing.entries : undefined, []);
       assert.deepEqual(
-        n.log.filter((l) => l.event === "queue.held" || l.event === "queue.released").map((l) => [l.event, l.fields.entry, l.fields.msg]),
+        n.log.filter((l) => l.event === "queue.held" || l.event === "queue.released").map((l) => [l.event, l.fields.entry, l.fields.queueId]),
         [["queue.held", a!.id, id], ["queue.held", b!.id, id], ["queue.released", a!.id, id], ["queue.released", b!.id, id]],
       );
     }),
