@@ -11,10 +11,6 @@ import { loadConfig } from "./config.ts";
 
 const roles: ReadonlyArray<NatsRole> = ["node", "operator", "application"];
 
-/**
- * The configuration for `cluster`; `example` puts placeholders where passwords go
- * (docs/nats-server.conf). Each tenant (`api.tenants`) gets an application user of its own.
- */
 /** A NATS user of the generated configuration and its password. */
 interface GeneratedUser {
   readonly role: NatsRole;

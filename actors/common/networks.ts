@@ -69,3 +69,14 @@ export const inNetworks = (address: string, cidrs: ReadonlyArray<string>): boole
   }
   return networks.has(address);
 };
+
+/**
+ * A client's address as people and tools write it: an IPv4 client of a dual-stack ("::")
+ * listener is reported as ::ffff:a.b.c.d, which smtp-server already shortens. POP3 and
+ * IMAP shorten it the same way, so logs (and fail2ban, which bans what they name) and the
+ * per-IP login limits see one address per client whatever the listener.
+ */
+export const clientAddress = (address: string): string => {
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
+  return mapped ? mapped[1]! : address;
+};

@@ -3,8 +3,9 @@
 // sender, and one message (or entry) by id: show, retry, bounce, delete, hold, release.
 // Operations that touch many entries go page by page, so memory stays bounded whatever
 // the queue size; entries with an attempt in flight are passed over (and counted),
-// because that attempt's outcome is about to be recorded. A hold is the exception: it is
-// stored at once, and an attempt in flight is recorded with the entry staying held.
+// because that attempt's outcome is about to be recorded. Hold and release are the
+// exceptions: they are stored at once, and an attempt in flight is recorded with the entry
+// staying as they left it.
 //
 // Served in a Scope: the NATS subscriptions end when it closes, and each request runs
 // with the services the server was started with (its Clock among them).

@@ -11,7 +11,7 @@ import { describeBad } from "../../protocol/imap/command.ts";
 import { makeFramer, type FramerEvent, type FramerLimits } from "../../protocol/imap/framer.ts";
 import { parseCommand } from "../../protocol/imap/parse.ts";
 import type { LoginOutcome } from "../../protocol/pop3.ts";
-import { inNetworks } from "../common/networks.ts";
+import { clientAddress, inNetworks } from "../common/networks.ts";
 import { makeConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
 import { loginAccountsOn, makeLoginThrottle, type LoginThrottle } from "../users/login-throttle.ts";
 import type { ImapAccess } from "./imap-access.ts";
@@ -145,7 +145,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext, start
   let ended = false;
   let mode: Mode = "command";
   const left = Deferred.makeUnsafe<void>();
-  const remoteAddress = raw.remoteAddress ?? "";
+  const remoteAddress = clientAddress(raw.remoteAddress ?? "");
   const openedAt = performance.now(); // a duration for the log, not a timer
   // Every line of the connection says whose it is, first (one shape with SMTP and POP3).
   const log: Log = (event, fields) => options.log?.(event, { protocol: "imap", conn: `imap-${conn}`, client: remoteAddress, ...fields });

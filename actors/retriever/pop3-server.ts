@@ -7,7 +7,7 @@ import * as net from "node:net";
 import * as tls from "node:tls";
 import { Clock, Context, Deferred, Effect, type Fiber } from "effect";
 import type { LoginOutcome } from "../../protocol/pop3.ts";
-import { inNetworks } from "../common/networks.ts";
+import { clientAddress, inNetworks } from "../common/networks.ts";
 import { makeConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
 import { loginAccountsOn, makeLoginThrottle, type LoginThrottle } from "../users/login-throttle.ts";
 import type { MaildropAccess, OpenMaildrop } from "./maildrop.ts";
@@ -154,7 +154,7 @@ const runSession = (raw: net.Socket, conn: number, context: ServerContext): void
   let stopKeepAlive = () => {};
   let ended = false;
   const left = Deferred.makeUnsafe<void>();
-  const remoteAddress = raw.remoteAddress ?? "";
+  const remoteAddress = clientAddress(raw.remoteAddress ?? "");
   const openedAt = performance.now(); // a duration for the log, not a timer
   // Every line of the connection says whose it is, first (one shape with SMTP and IMAP).
   const log: Log = (event, fields) => options.log?.(event, { protocol: "pop3", conn: `pop3-${conn}`, client: remoteAddress, ...fields });

@@ -60,9 +60,11 @@ export const longestLine = (chunk: Uint8Array, run: number): { longest: number; 
 /** Octets of bytes[start, end) that are not CR: one CR ending the line is the usual case, more are counted one by one. */
 const octetsBetween = (bytes: Buffer, start: number, end: number): number => {
   let length = end - start;
-  const cr = bytes.indexOf(CR, start);
-  if (cr === -1 || cr >= end) return length;
-  for (let i = cr; i < end; i++) if (bytes[i] === CR) length--;
+  // The search stays within the line: searching on to the chunk's end would make a chunk of
+  // short CR-less lines (bare LF) cost quadratic time.
+  const cr = bytes.subarray(start, end).indexOf(CR);
+  if (cr === -1) return length;
+  for (let i = start + cr; i < end; i++) if (bytes[i] === CR) length--;
   return length;
 };
 

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { inNetworks, networksOf, parseCidr } from "../../../actors/common/networks.ts";
+import { clientAddress, inNetworks, networksOf, parseCidr } from "../../../actors/common/networks.ts";
 
 test("IPv4 networks match by prefix", () => {
   const networks = networksOf(["127.0.0.0/8", "192.168.1.0/25"]);
@@ -70,4 +70,12 @@ test("inNetworks answers for a list of CIDR strings, the same list or a new one"
   assert.equal(inNetworks("10.0.0.1", trusted), false);
   assert.equal(inNetworks("10.0.0.1", ["10.0.0.0/8"]), true);
   assert.equal(inNetworks("10.0.0.1", []), false);
+});
+
+test("a client's IPv4-mapped address is written as IPv4; other addresses stay as they are", () => {
+  assert.equal(clientAddress("::ffff:192.0.2.7"), "192.0.2.7");
+  assert.equal(clientAddress("::FFFF:127.0.0.1"), "127.0.0.1");
+  assert.equal(clientAddress("192.0.2.7"), "192.0.2.7");
+  assert.equal(clientAddress("2001:db8::1"), "2001:db8::1");
+  assert.equal(clientAddress("::ffff:2001:db8::1"), "::ffff:2001:db8::1");
 });

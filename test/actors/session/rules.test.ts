@@ -173,3 +173,12 @@ test("the indexOf scans agree with a byte-by-byte reading on random chunks of CR
     assert.deepEqual(longestLine(chunk, run), longestReference(chunk, run), `longest: ${JSON.stringify(chunk.toString("latin1"))} run ${run}`);
   }
 });
+
+test("a chunk of empty bare-LF lines is measured in one pass: a megabyte of them does not stall the session", { timeout: 10_000 }, () => {
+  // Searching each line's CR to the chunk's end would take about 5·10^11 steps here (minutes);
+  // within the line it is a million short lines (milliseconds).
+  const chunk = Buffer.alloc(1024 * 1024, 0x0a);
+  assert.deepEqual(longestLine(chunk, 0), { longest: 0, run: 0 });
+  const withText = Buffer.concat([Buffer.from("abc\r"), chunk, Buffer.from("de")]);
+  assert.deepEqual(longestLine(withText, 2), { longest: 5, run: 2 });
+});
