@@ -7,7 +7,7 @@ import { Effect, FiberSet } from "effect";
 import { Counter } from "prom-client";
 import { loadRules, makeClassifier } from "../../actors/delivery/classify.ts";
 import { poolAddressesOf } from "../../actors/delivery/pools.ts";
-import { countLater, sendReputationCount, type LaterOutcome } from "../../actors/delivery/reputation-count.ts";
+import { countLater, knownKeys, sendReputationCount, type LaterOutcome } from "../../actors/delivery/reputation-count.ts";
 import type { OutcomeKeys } from "../../actors/delivery/reputation.ts";
 import { makeFeedbackIntake, RecordFailed, type FeedbackIntake } from "../../actors/feedback/intake.ts";
 import { ConfigError } from "../config.ts";
@@ -48,14 +48,18 @@ export const feedbackIntake = Effect.gen(function* () {
   const reputation = yield* Reputation;
   const { nc, subjects } = yield* Nats;
   const fork = yield* FiberSet.runtime(yield* FiberSet.make())<never>();
+  // Counted here (the message was ours, or its sender does not answer): only under keys this
+  // node knows, as a count arriving over NATS is, so metric labels stay bounded.
+  const known = { sources: poolAddressesOf(config.delivery.pools), providers: config.delivery.providers };
+  const countHere = (about: OutcomeKeys, outcome: LaterOutcome) => countLater(reputation, knownKeys(about, known), outcome);
   const count = (node: string, about: OutcomeKeys, outcome: LaterOutcome) => {
-    if (node === config.nodeId) return countLater(reputation, about, outcome);
+    if (node === config.nodeId) return countHere(about, outcome);
     fork(
       sendReputationCount(nc, subjects, node, about, outcome, COUNT_TIMEOUT_MS).pipe(
         Effect.catch((error) =>
           Effect.sync(() => {
             log("feedback.count.local", { level: "warn", sentBy: node, outcome: outcome._tag, error: error.detail });
-            countLater(reputation, about, outcome);
+            countHere(about, outcome);
           }),
         ),
       ),
