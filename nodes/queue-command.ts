@@ -88,7 +88,7 @@ const byId = (id: string, replies: ReadonlyArray<QueueAdminReply>, asked: number
   }
   for (const reply of holding) io.out(json ? JSON.stringify(reply) : render(reply));
   const acted = holding.flatMap((reply) => (reply._tag === "Acted" ? reply.entries : []));
-  if (acted.length > 0 && acted.every((entry) => entry.outcome !== "done")) {
+  if (acted.length > 0 && acted.every((entry) => entry.outcome !== "done" && entry.outcome !== "held-after-attempt")) {
     io.err(`tern: nothing changed`);
     return 75; // EX_TEMPFAIL
   }
@@ -231,6 +231,7 @@ const backoffLine = (site: SiteBackoffView) =>
 /** What an action by id did to one entry, in words. */
 const ACT_OUTCOME: Record<EntryActOutcome, (action: MessageAction) => string> = {
   done: (action) => ({ retry: "due now", bounce: "bounced", delete: "deleted", hold: "held", release: "released, due now" })[action],
+  "held-after-attempt": () => "held after the attempt under way, which still goes out (it may be waiting for a connection)",
   "in-flight": () => "passed over: an attempt is in flight (its outcome is recorded first)",
   held: (action) => (action === "hold" ? "held already" : "on hold: release it"),
   "not-held": () => "not held",

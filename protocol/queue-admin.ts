@@ -29,11 +29,13 @@ export const MessageAction = Schema.Literals([
 export type MessageAction = typeof MessageAction.Type;
 
 /**
- * What became of one entry: `done`; or nothing, because an attempt is in flight (its outcome
- * is recorded first), it is `held` (a retry; a hold of an entry held already), `not-held`
- * (a release), or `due` already (a retry).
+ * What became of one entry: `done`; `held-after-attempt` (a hold given while an attempt is
+ * under way, waiting for a connection included: the hold is stored, and that attempt still
+ * goes out); or nothing, because an attempt is in flight (its outcome is recorded first), it
+ * is `held` (a retry; a hold of an entry held already), `not-held` (a release), or `due`
+ * already (a retry).
  */
-export const EntryActOutcome = Schema.Literals(["done", "in-flight", "held", "not-held", "due"]);
+export const EntryActOutcome = Schema.Literals(["done", "held-after-attempt", "in-flight", "held", "not-held", "due"]);
 export type EntryActOutcome = typeof EntryActOutcome.Type;
 
 /** Which entries an operation applies to: a queue, a sender, or both. */

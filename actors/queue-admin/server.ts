@@ -205,11 +205,14 @@ interface ActContext {
 
 /** Each action by id; an entry it notes nothing for was in flight. */
 const ACTIONS: Record<MessageAction, (context: ActContext) => Effect.Effect<void, QueueAdminError>> = {
-  // An entry in flight is held too: its attempt is recorded, and what is left waits held.
-  hold: ({ deps, stored, now, named, outcomes }) =>
+  // An entry in flight is held too: its attempt still goes out (it may be waiting for a
+  // connection or the site's budget) and is recorded, and what is left waits held. The
+  // answer says so, so the operator is not told a message is held that is about to leave.
+  hold: ({ deps, stored, now, named, idle, outcomes }) =>
     Effect.map(stored(deps.spool.hold(named, now)), (ids) => {
       const held = new Set(ids);
-      for (const entry of named) outcomes.set(entry.id, held.has(entry.id) ? "done" : "held");
+      const waiting = new Set(idle.map((entry) => entry.id));
+      for (const entry of named) outcomes.set(entry.id, !held.has(entry.id) ? "held" : waiting.has(entry.id) ? "done" : "held-after-attempt");
     }),
   release: ({ deps, stored, now, named, outcomes }) =>
     Effect.map(stored(deps.spool.release(named, now)), (ids) => {

@@ -301,7 +301,9 @@ test("by id with an attempt in flight: a hold waits for its outcome and keeps th
       for (const action of ["retry", "bounce", "delete"] as const) {
         assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action, id })), { entries: [[slow.id, "in-flight"]], notices: 0 }, action);
       }
-      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "hold", id })), { entries: [[slow.id, "done"]], notices: 0 });
+      // Stored, and said to be held only after the attempt under way, which still goes out.
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "hold", id })), { entries: [[slow.id, "held-after-attempt"]], notices: 0 });
+      assert.notEqual(n.spool.entry(slow.id)!.heldAt, undefined);
 
       yield* n.releaseSlow(answer(slow, "451 4.3.0 try later"));
       yield* n.recordedFor(slow.id);
