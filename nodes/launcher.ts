@@ -35,9 +35,12 @@ export interface TernNode {
  */
 const defaultVia = (): "sources" | "bundle" => (process.env.TERN_RUN_SOURCES === "1" ? "sources" : "bundle");
 
+/** The node arguments that run the `tern` command line from the bundle or from the sources. */
+const cliEntry = (via: "sources" | "bundle"): string[] =>
+  via === "bundle" ? [join(projectRoot, "dist/cli.js")] : ["--import", "tsx", join(projectRoot, "nodes/cli.ts")];
+
 /** The node arguments that run the `tern` command line the default way: `[...ternCli, "queue", "list"]`. */
-export const ternCli: ReadonlyArray<string> =
-  defaultVia() === "bundle" ? [join(projectRoot, "dist/cli.js")] : ["--import", "tsx", join(projectRoot, "nodes/cli.ts")];
+export const ternCli: ReadonlyArray<string> = cliEntry(defaultVia());
 
 export const makeDataDir = () => mkdtemp(join(tmpdir(), "tern-test-"));
 
@@ -59,8 +62,7 @@ const nodeCommand = (via: NonNullable<StartOptions["via"]>, configPath: string):
   if (via === "npm-start") return { command: "npm", args: ["start", "--silent", "--", "--config", configPath] };
   // TERN_NODE_EXEC_ARGV passes extra flags to node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   const extra = (process.env.TERN_NODE_EXEC_ARGV ?? "").split(" ").filter(Boolean);
-  const entry = via === "bundle" ? [join(projectRoot, "dist/cli.js")] : ["--import", "tsx", join(projectRoot, "nodes/cli.ts")];
-  return { command: process.execPath, args: [...extra, ...entry, "node", "--config", configPath] };
+  return { command: process.execPath, args: [...extra, ...cliEntry(via), "node", "--config", configPath] };
 };
 
 /** Starts `tern node --config <file>` and waits for its node.started line. */

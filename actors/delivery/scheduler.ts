@@ -227,9 +227,9 @@ const submit = (state: State, entries: ReadonlyArray<QueueEntry>) => {
 
 /**
  * Decides the outcome, commits it with its DSNs and events, and submits the entries this
- * created. `message`: the record as the attempt read it (read here when there was none).
+ * created. `message`: the entry's message record, as its caller read it (once per attempt).
  */
-const record = (state: State, entry: QueueEntry, attempt: Attempt, startedAt?: number, message = state.options.spool.message(entry.messageId)) =>
+const record = (state: State, entry: QueueEntry, attempt: Attempt, message: MessageRecord | undefined, startedAt?: number) =>
   Effect.gen(function* () {
     const { options } = state;
     const now = yield* Clock.currentTimeMillis;
@@ -255,7 +255,7 @@ const attempt = (state: State, entry: QueueEntry) =>
     }
     const startedAt = yield* Clock.currentTimeMillis;
     const outcome = yield* state.options.dispatch(entry, message, () => spool.body(entry.messageId) ?? new Uint8Array());
-    yield* record(state, entry, outcome, startedAt, message);
+    yield* record(state, entry, outcome, message, startedAt);
   }).pipe(
     // Not recorded: the entry is still due. Holding its queue keeps a failing disk from
     // turning into a loop of repeated deliveries.
@@ -274,7 +274,7 @@ const recordNow = (state: State, entry: QueueEntry, outcome: Attempt) =>
   Effect.suspend(() => {
     if (!state.running || state.inFlight.has(entry.id)) return Effect.succeed(false);
     state.inFlight.add(entry.id);
-    return record(state, entry, outcome).pipe(
+    return record(state, entry, outcome, state.options.spool.message(entry.messageId)).pipe(
       Effect.as(true),
       Effect.ensuring(Effect.sync(() => left(state, entry.id))),
     );

@@ -51,11 +51,16 @@ const entriesOf = (request: HandOffRequest): ReadonlyArray<QueueEntry> =>
     // A held entry waits at HELD_DUE whatever the sender wrote, so the hold holds here too.
     nextAttemptAt: entry.heldAt !== undefined ? HELD_DUE : entry.nextAttemptAt,
     reason: entry.reason,
-    ...(entry.history && entry.history.length > 0 ? { history: entry.history } : {}),
-    ...(entry.delayNotified ? { delayNotified: true } : {}),
-    ...(entry.heldAt !== undefined ? { heldAt: entry.heldAt } : {}),
-    ...(entry.heldMs !== undefined ? { heldMs: entry.heldMs } : {}),
+    ...optionalState(entry),
   }));
+
+/** The optional parts of an entry's state, present only when set: the same on the wire as in the spool. */
+const optionalState = (entry: Pick<QueueEntry, "history" | "delayNotified" | "heldAt" | "heldMs">) => ({
+  ...(entry.history && entry.history.length > 0 ? { history: entry.history } : {}),
+  ...(entry.delayNotified ? { delayNotified: true as const } : {}),
+  ...(entry.heldAt !== undefined ? { heldAt: entry.heldAt } : {}),
+  ...(entry.heldMs !== undefined ? { heldMs: entry.heldMs } : {}),
+});
 
 /** Entry ids must be the message's own (`<messageId>.<n>`): a forged id must not land in another message's range. */
 const ownsEntries = (request: HandOffRequest) =>
@@ -126,10 +131,7 @@ export const prepareHandOff = (spool: Pick<Spool, "message" | "entriesOf" | "bod
       attempts: entry.attempts,
       nextAttemptAt: entry.nextAttemptAt,
       reason: entry.reason,
-      ...(entry.history && entry.history.length > 0 ? { history: entry.history } : {}),
-      ...(entry.delayNotified ? { delayNotified: true } : {}),
-      ...(entry.heldAt !== undefined ? { heldAt: entry.heldAt } : {}),
-      ...(entry.heldMs !== undefined ? { heldMs: entry.heldMs } : {}),
+      ...optionalState(entry),
     }),
   );
   // Attributes are whatever the session or API stored; only what JSON can carry crosses.
