@@ -60,6 +60,7 @@ export const startScriptedSmtp = (script: Script = {}, port = 0, host = "127.0.0
   const finished: Transaction[] = [];
   const commands: string[] = [];
   const sockets = new Set<Socket>();
+  let openNow = 0;
   let connections = 0;
   let peak = 0;
   const openFrom = new Map<string, number>();
@@ -69,13 +70,25 @@ export const startScriptedSmtp = (script: Script = {}, port = 0, host = "127.0.0
     const ctx = () => ({ connection: index, transactions: finished.length });
     const index = connections++;
     sockets.add(socket);
-    peak = Math.max(peak, sockets.size);
+    peak = Math.max(peak, ++openNow);
     const client = socket.remoteAddress ?? "";
     openFrom.set(client, (openFrom.get(client) ?? 0) + 1);
     peakFrom.set(client, Math.max(peakFrom.get(client) ?? 0, openFrom.get(client)!));
+    // A connection counts as open until the client has said QUIT or the socket is gone, whichever
+    // comes first. After the 221 a client may rightly open its next connection, and this server
+    // can accept that one before it reads the FIN of the old one (both arrive in the same turn of
+    // the event loop), so counting until "close" alone would see two connections where the
+    // client had one.
+    let counted = true;
+    const uncount = () => {
+      if (!counted) return;
+      counted = false;
+      openNow--;
+      openFrom.set(client, openFrom.get(client)! - 1);
+    };
     socket.on("close", () => {
       sockets.delete(socket);
-      openFrom.set(client, openFrom.get(client)! - 1);
+      uncount();
     });
     socket.on("error", () => undefined);
     let buffer = Buffer.alloc(0);
@@ -124,6 +137,7 @@ export const startScriptedSmtp = (script: Script = {}, port = 0, host = "127.0.0
       }
       if (verb === "NOOP") return act("250 2.0.0 Ok");
       if (verb === "QUIT") {
+        uncount();
         socket.end("221 2.0.0 Bye\r\n");
         return;
       }
@@ -199,7 +213,7 @@ export const startScriptedSmtp = (script: Script = {}, port = 0, host = "127.0.0
         finished,
         commands,
         connections: () => connections,
-        open: () => sockets.size,
+        open: () => openNow,
         peakConnections: (from?: string) => (from === undefined ? peak : (peakFrom.get(from) ?? 0)),
         close: () =>
           new Promise<void>((done) => {
