@@ -70,14 +70,14 @@ const round = (options: PublisherOptions, state: { ensured: boolean }): Effect.E
     const acked = items.filter((_, n) => outcomes[n]?._tag === "Acked");
     const duplicates = outcomes.filter((o) => o._tag === "Acked" && o.duplicate).length;
     if (acked.length > 0) {
-      // Not interrupted half way: LMDB closes after the publisher stops, never under its write.
+      // Not interrupted half way: LMDB closes after the publisher stops, never under its write;
+      // and what left the outbox is always counted (a stop right after the removal used to skip the count).
       yield* Effect.uninterruptible(
         Effect.tryPromise({
           try: () => options.outbox.remove(acked.map((item) => item.key)),
           catch: (error) => new RoundFailed({ detail: `outbox: ${String(error)}` }),
-        }),
+        }).pipe(Effect.tap(() => Effect.sync(() => options.observer.published(acked.length, duplicates)))),
       );
-      options.observer.published(acked.length, duplicates);
     }
     const failure = outcomes.find((o) => o._tag === "Failed");
     if (failure?._tag === "Failed") {
