@@ -4,6 +4,7 @@
 // (one block per message, one per recipient), and the original message (RET=FULL) or its
 // header section (RET=HDRS, and always for delay notices). It goes from the null sender,
 // so it is never answered by another DSN.
+import { isAscii } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import { rfc5322Date } from "../common/dates.ts";
 
@@ -16,6 +17,8 @@ export interface DsnParams {
   /** ENVID, xtext-decoded. */
   readonly envid: string | undefined;
   readonly recipient: (rcpt: string) => { readonly notify: ReadonlyArray<string> | undefined; readonly orcpt: string | undefined };
+  /** Whether any recipient has NOTIFY or ORCPT (most mail has none, and goes in one transaction without asking each). */
+  readonly anyRecipientParams?: boolean;
 }
 
 /**
@@ -33,6 +36,7 @@ export const dsnParamsOf = (attributes: Readonly<Record<string, unknown>> | unde
   const perRecipient = (attributes?.recipientDsn ?? {}) as Record<string, { notify?: unknown; orcpt?: unknown } | undefined>;
   const lowered = new Map(Object.entries(perRecipient).map(([rcpt, params]) => [rcpt.toLowerCase(), params]));
   return {
+    anyRecipientParams: lowered.size > 0,
     ret: dsn.ret === "FULL" || dsn.ret === "HDRS" ? dsn.ret : undefined,
     envid: typeof dsn.envid === "string" ? decodeXtext(dsn.envid) : undefined,
     recipient: (rcpt) => {
@@ -123,7 +127,7 @@ export const composeDsn = (report: DsnReport): Buffer => {
     `MIME-Version: 1.0`,
     `Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary="${boundary}"`,
   ];
-  const eightBit = hasEightBit(returned);
+  const eightBit = !isAscii(returned);
   const parts = [
     `${head.join("\r\n")}\r\n\r\nThis is a MIME-encapsulated message.\r\n\r\n`,
     `--${boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n${humanText(report, action)}\r\n`,
@@ -180,11 +184,6 @@ const originalRecipient = (orcpt: string): string => {
 
 /** Header fields of the report are ASCII, one line each: anything else is replaced. */
 const ascii = (text: string): string => text.replace(/[\r\n]+/g, " ").replace(/[^\x20-\x7e]/g, "?");
-
-const hasEightBit = (bytes: Buffer): boolean => {
-  for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) return true;
-  return false;
-};
 
 const boundaryNotIn = (content: Buffer): string => {
   for (;;) {

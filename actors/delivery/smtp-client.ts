@@ -266,6 +266,7 @@ interface Group {
  * (the usual case) that is one transaction for the whole message.
  */
 const transactionsOf = (job: OutboundJob, limit: number): Group[] => {
+  if (job.dsn.anyRecipientParams === false && job.recipients.length <= limit) return [{ recipients: job.recipients, notify: undefined, orcpt: undefined }];
   const byParams = new Map<string, { notify: string | undefined; orcpt: string | undefined; recipients: string[] }>();
   for (const recipient of job.recipients) {
     const params = job.dsn.recipient(recipient);
