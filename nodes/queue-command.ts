@@ -231,7 +231,7 @@ const backoffLine = (site: SiteBackoffView) =>
 /** What an action by id did to one entry, in words. */
 const ACT_OUTCOME: Record<EntryActOutcome, (action: MessageAction) => string> = {
   done: (action) => ({ retry: "due now", bounce: "bounced", delete: "deleted", hold: "held", release: "released, due now" })[action],
-  "held-after-attempt": () => "held after the attempt under way, which still goes out (it may be waiting for a connection)",
+  "held-after-attempt": () => "held after the attempt under way, whose transaction had begun (it finishes and is recorded)",
   "in-flight": () => "passed over: an attempt is in flight (its outcome is recorded first)",
   held: (action) => (action === "hold" ? "held already" : "on hold: release it"),
   "not-held": () => "not held",

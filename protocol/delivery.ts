@@ -212,6 +212,13 @@ const ReputationHold = Schema.TaggedStruct("ReputationHold", {
 });
 export type ReputationHold = typeof ReputationHold.Type;
 
+/**
+ * Not sent: an operator held the entry (`tern queue hold`) after the scheduler had claimed
+ * it, and the hold was seen before its transaction began (while it waited for a connection
+ * or the site's budget). Defers, held; not counted as a delivery attempt.
+ */
+const OperatorHold = Schema.TaggedStruct("OperatorHold", {});
+
 /** This node could not make the attempt (its delivery actor stopped or crashed). Defers. */
 const Internal = Schema.TaggedStruct("Internal", { detail: Schema.String });
 
@@ -265,6 +272,7 @@ export const RecipientResult = Schema.Union([
   WarmupCap,
   BackedOff,
   ReputationHold,
+  OperatorHold,
   Internal,
   Returned,
   Suppressed,
@@ -370,6 +378,8 @@ export const enhancedStatus = (result: RecipientResult): string => {
       return deferredStatus(result.reply, "4.4.5");
     case "ReputationHold":
       return "4.4.5"; // our own congestion, as a warm-up cap
+    case "OperatorHold":
+      return "4.3.0"; // held by the mail system's operator
     case "Internal":
       return "4.3.0";
     case "Returned":
@@ -436,6 +446,8 @@ const describe = (result: Exclude<RecipientResult, Reply>): string => {
       return withReply(`not attempted: the site is paused for this source address until ${new Date(result.until).toISOString()} (throttle rule ${result.rule})`, result.reply);
     case "ReputationHold":
       return describeHold(result);
+    case "OperatorHold":
+      return "not sent: held by an operator (tern queue hold) before its transaction began";
     case "Internal":
       return result.detail;
     case "Returned":

@@ -29,9 +29,9 @@ export const MessageAction = Schema.Literals([
 export type MessageAction = typeof MessageAction.Type;
 
 /**
- * What became of one entry: `done`; `held-after-attempt` (a hold given while an attempt is
- * under way, waiting for a connection included: the hold is stored, and that attempt still
- * goes out); or nothing, because an attempt is in flight (its outcome is recorded first), it
+ * What became of one entry: `done` (for a hold of an entry in flight: its transaction had
+ * not begun, and will not); `held-after-attempt` (a hold given once an attempt's transaction
+ * had begun: the hold is stored, and that attempt finishes); or nothing, because an attempt is in flight (its outcome is recorded first), it
  * is `held` (a retry; a hold of an entry held already), `not-held` (a release), or `due`
  * already (a retry).
  */

@@ -141,6 +141,8 @@ export const makeClassifier = (rules: ReadonlyArray<Rule> = []): Classifier => {
       // Our own list refused it: a policy, and not a bounce category the list reacts to (no loop).
       case "Suppressed":
         return "policy";
+      // An operator's hold: nothing was sent, nothing about the destination was learned.
+      case "OperatorHold":
       case "Stored":
       case "Timeout":
       case "ConversionFailed":

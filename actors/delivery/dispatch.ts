@@ -19,8 +19,12 @@ import type { ReputationHolds } from "./reputation-holds.ts";
 import type { Sites } from "./sites.ts";
 import { chooseSource, type CapReached, type Spend, type WarmupUsage } from "./warmup-usage.ts";
 
-/** `body` loads the message only when a next hop is ready for it (bodies can be large). */
-export type Dispatch = (entry: QueueEntry, message: MessageRecord, body: () => Uint8Array) => Effect.Effect<Attempt>;
+/**
+ * `body` loads the message only when a next hop is ready for it (bodies can be large).
+ * `mayStart` is asked at that moment too: false (an operator held the entry meanwhile)
+ * and nothing is sent; the recipients get an OperatorHold result.
+ */
+export type Dispatch = (entry: QueueEntry, message: MessageRecord, body: () => Uint8Array, mayStart: () => boolean) => Effect.Effect<Attempt>;
 
 export interface DispatchDeps {
   readonly mailboxes: MailboxRouter;
@@ -119,7 +123,7 @@ const memoized = (resolve: DispatchDeps["resolve"]): DispatchDeps["resolve"] => 
 export const makeDispatch = (deps: DispatchDeps): Dispatch => {
   const resolve = memoized(deps.resolve);
   const sourceOf = makeSourceOf(deps);
-  return (entry, message, body) => dispatchOne(deps, resolve, sourceOf, entry, message, body);
+  return (entry, message, body, mayStart) => dispatchOne(deps, resolve, sourceOf, entry, message, body, mayStart);
 };
 
 const dispatchOne = (
@@ -129,12 +133,17 @@ const dispatchOne = (
   entry: QueueEntry,
   message: MessageRecord,
   body: () => Uint8Array,
+  mayStart: () => boolean,
 ): Effect.Effect<Attempt> => {
   const route = entry.route;
   if (route.kind === "local") {
     const via = `mailbox/${route.user}`;
-    return Effect.suspend(() => deps.mailboxes.deliver(route.user, entry.id, withFinalDeliveryHeaders(entry.sender, route.user, body()), folderOf(message.attributes))).pipe(
-      Effect.map((uid): Attempt => ({ server: via, results: everyone(entry.recipients, { _tag: "Stored", uid }) })),
+    return Effect.suspend(() =>
+      !mayStart()
+        ? Effect.succeed<string | undefined>(undefined)
+        : deps.mailboxes.deliver(route.user, entry.id, withFinalDeliveryHeaders(entry.sender, route.user, body()), folderOf(message.attributes)),
+    ).pipe(
+      Effect.map((uid): Attempt => ({ server: via, results: everyone(entry.recipients, uid === undefined ? { _tag: "OperatorHold" } : { _tag: "Stored", uid }) })),
       Effect.catch((error) => Effect.succeed<Attempt>({ server: via, results: everyone(entry.recipients, mailboxFailure(route.user, error)) })),
     );
   }
@@ -149,6 +158,7 @@ const dispatchOne = (
             sender: deps.envelopeSender?.(entry) ?? entry.sender,
             recipients: entry.recipients,
             body,
+            mayStart,
             dsn: dsnParamsOf(message.attributes),
             tls: deps.requireTls(route.domain) ? "require" : "opportunistic",
             source: chosen.source,

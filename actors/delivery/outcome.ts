@@ -69,7 +69,8 @@ export const decide = (
   const expired = now >= expiresAt(entry, policy, now);
   const outcomes = attempt.results.map(({ recipient, result }): RecipientOutcome => {
     const own = statusOfResult(result);
-    const status: RecipientStatus = own === "deferred" && expired ? "expired" : own;
+    // Time on hold does not count toward the lifetime: a held entry never expires here.
+    const status: RecipientStatus = own === "deferred" && expired && result._tag !== "OperatorHold" ? "expired" : own;
     return { recipient, status, result, ...(status === "delivered" ? {} : { category: policy.classify(result) }) };
   });
   const waiting = outcomes.filter((o) => o.status === "deferred");
@@ -125,8 +126,8 @@ const WARMUP_SPREAD_MS = { hour: 5 * 60_000, day: 2 * 3_600_000 } as const;
  */
 const PAUSE_SPREAD_MS = 60_000;
 
-/** Not attempted for a reason of this node's own (a warm-up cap, a reputation hold): no attempt was made. */
-const isOwnWait = (result: RecipientResult): boolean => result._tag === "WarmupCap" || result._tag === "ReputationHold";
+/** Not attempted for a reason of this node's own (a warm-up cap, a reputation hold, an operator's hold): no attempt was made. */
+const isOwnWait = (result: RecipientResult): boolean => result._tag === "WarmupCap" || result._tag === "ReputationHold" || result._tag === "OperatorHold";
 
 /**
  * When every recipient left waits for a warm-up cap or a reputation hold (one attempt's
@@ -135,6 +136,12 @@ const isOwnWait = (result: RecipientResult): boolean => result._tag === "WarmupC
 const notAttemptedWait = (waiting: ReadonlyArray<RecipientOutcome>, now: number): { readonly until: number; readonly spreadMs: number } | undefined => {
   let latest: { until: number; spreadMs: number } | undefined;
   for (const { result } of waiting) {
+    if (!isOwnWait(result)) return undefined;
+    // Held: the spool keeps the entry held (its due time is the hold's); due now should the hold be gone already.
+    if (result._tag === "OperatorHold") {
+      if (latest === undefined) latest = { until: now, spreadMs: 0 };
+      continue;
+    }
     if (result._tag !== "WarmupCap" && result._tag !== "ReputationHold") return undefined;
     const spreadMs =
       result._tag === "WarmupCap" ? WARMUP_SPREAD_MS[result.window]
@@ -149,6 +156,7 @@ const pausedUntil = (waiting: ReadonlyArray<RecipientOutcome>): number =>
   waiting.reduce((latest, o) => (o.result._tag === "BackedOff" ? Math.max(latest, o.result.until) : latest), 0);
 
 const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => {
+  if (waiting.some((o) => o.result._tag === "OperatorHold")) return "held";
   if (waiting.some((o) => o.result._tag === "ReputationHold")) return "reputation-hold";
   if (waiting.some((o) => o.result._tag === "BackedOff")) return "backed-off";
   // A host that says "slow down" (even in its greeting) is rate limiting, whatever else broke.
@@ -175,6 +183,8 @@ const requeueReason = (waiting: ReadonlyArray<RecipientOutcome>): WaitReason => 
       return "backed-off";
     case "ReputationHold":
       return "reputation-hold";
+    case "OperatorHold":
+      return "held";
     case "Reply":
       return "temporary-reply";
     // Never deferred: these fail the recipient or deliver it.

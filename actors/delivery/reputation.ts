@@ -111,7 +111,7 @@ export interface Reputation {
 }
 
 /** Results of attempts this node did not make, or whose failure it decided itself: no receiver's verdict. */
-const NOT_JUDGED: ReadonlySet<RecipientResult["_tag"]> = new Set(["WarmupCap", "BackedOff", "ReputationHold", "QueueWaitExceeded", "Internal", "Returned", "Suppressed"]);
+const NOT_JUDGED: ReadonlySet<RecipientResult["_tag"]> = new Set(["WarmupCap", "BackedOff", "ReputationHold", "OperatorHold", "QueueWaitExceeded", "Internal", "Returned", "Suppressed"]);
 
 /** What an outcome counts as, or undefined when it is not counted. */
 export const countedAs = (outcome: RecipientOutcome): Outcome | undefined => {

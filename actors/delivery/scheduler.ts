@@ -47,6 +47,15 @@ export interface Scheduler {
   readonly submit: (entries: ReadonlyArray<QueueEntry>) => void;
   readonly inFlight: () => number;
   readonly isInFlight: (entryId: string) => boolean;
+  /**
+   * An operator's hold of an entry in flight, after the spool stored it: "stopped" when its
+   * transaction has not begun (waiting for a connection or the site's budget; it will not
+   * begin, and the entry goes back held and unsent), "sending" when it has (or the attempt
+   * ended meanwhile): that attempt still goes out.
+   */
+  readonly holdInFlight: (entryId: string) => "stopped" | "sending";
+  /** An operator's release of an entry in flight: its transaction may begin after all. */
+  readonly releaseInFlight: (entryId: string) => void;
   /** Queues held back now after trouble (rate limiting, unreachable), with the time they are released. */
   readonly holds: () => ReadonlyMap<string, number>;
   /** Lifts a hold (an operator's retry) and scans at once. */
@@ -110,10 +119,35 @@ interface State {
   // Completed when the scheduler has stopped and the last attempt in flight is recorded.
   readonly drained: Deferred.Deferred<void>;
   readonly inFlight: Set<string>;
+  /** Entries in flight that an operator held, or whose transaction began (see SendGate). */
+  readonly gates: Map<string, SendGate>;
   readonly perQueue: Map<string, number>;
   readonly held: Map<string, number>;
   running: boolean;
 }
+
+/**
+ * Whether a claimed entry's transaction may begin. The attempt asks once its next hop is
+ * ready (`mayStart`, right before MAIL FROM or the mailbox write): a hold seen then stops
+ * it; once begun, a hold waits for the attempt's outcome.
+ */
+interface SendGate {
+  held: boolean;
+  begun: boolean;
+}
+
+const gateOf = (state: State, entryId: string): SendGate => {
+  let gate = state.gates.get(entryId);
+  if (!gate) state.gates.set(entryId, (gate = { held: false, begun: false }));
+  return gate;
+};
+
+const mayStartFor = (state: State, entryId: string) => () => {
+  const gate = gateOf(state, entryId);
+  if (gate.held) return false;
+  gate.begun = true;
+  return true;
+};
 
 // ---- holds and wakes ----
 
@@ -147,6 +181,7 @@ const claim = (state: State, entry: QueueEntry) => {
 
 const left = (state: State, entryId: string) => {
   state.inFlight.delete(entryId);
+  state.gates.delete(entryId);
   if (!state.running && state.inFlight.size === 0) Deferred.doneUnsafe(state.drained, Effect.void);
 };
 
@@ -254,7 +289,7 @@ const attempt = (state: State, entry: QueueEntry) =>
       return yield* spool.finish(entry);
     }
     const startedAt = yield* Clock.currentTimeMillis;
-    const outcome = yield* state.options.dispatch(entry, message, () => spool.body(entry.messageId) ?? new Uint8Array());
+    const outcome = yield* state.options.dispatch(entry, message, () => spool.body(entry.messageId) ?? new Uint8Array(), mayStartFor(state, entry.id));
     yield* record(state, entry, outcome, message, startedAt);
   }).pipe(
     // Not recorded: the entry is still due. Holding its queue keeps a failing disk from
@@ -312,6 +347,7 @@ export const makeScheduler = (options: SchedulerOptions): Effect.Effect<Schedule
       wakes: yield* Queue.dropping<void>(1),
       drained: yield* Deferred.make<void>(),
       inFlight: new Set(),
+      gates: new Map(),
       perQueue: new Map(),
       held: new Map(),
       running: true,
@@ -348,6 +384,16 @@ export const makeScheduler = (options: SchedulerOptions): Effect.Effect<Schedule
       submit: (entries) => submit(state, entries),
       inFlight: () => state.inFlight.size,
       isInFlight: (entryId) => state.inFlight.has(entryId),
+      holdInFlight: (entryId) => {
+        if (!state.inFlight.has(entryId)) return "sending"; // the attempt ended meanwhile: it was made
+        const gate = gateOf(state, entryId);
+        gate.held = true;
+        return gate.begun ? "sending" : "stopped";
+      },
+      releaseInFlight: (entryId) => {
+        const gate = state.gates.get(entryId);
+        if (gate) gate.held = false;
+      },
       holds: () => currentHolds(state),
       release: (queue) => {
         if (queue === undefined) state.held.clear();

@@ -43,6 +43,8 @@ export interface OutboundJob {
   readonly recipients: ReadonlyArray<string>;
   /** Loaded once a host is ready for it. */
   readonly body: () => Uint8Array;
+  /** Asked once a host is ready, before MAIL FROM: false and the message is not sent (an operator held it meanwhile). */
+  readonly mayStart?: () => boolean;
   readonly dsn: DsnParams;
 }
 
@@ -215,6 +217,7 @@ export interface Sent {
 /** Sends one message to its recipients over an open connection, in as many transactions as its DSN parameters and the recipient limit need. */
 export const sendOver = async (connection: Connection, job: OutboundJob, options: OutboundOptions): Promise<Sent> => {
   const conn = rawOf(connection);
+  if (job.mayStart?.() === false) return { results: everyone(job.recipients, { _tag: "OperatorHold" }), stale: false, reusable: true };
   const original = job.body();
   const utf8 = !isAscii(job.sender) || job.recipients.some((r) => !isAscii(r));
   if (utf8 && !connection.extensions.has("SMTPUTF8")) {

@@ -11,8 +11,8 @@ import type { Dispatch } from "./dispatch.ts";
 export type Lookup = (sender: string, recipient: string) => SuppressionMatch | undefined;
 
 /** `dispatch` with the list checked first, for mail leaving the cluster (local mailboxes are never refused). */
-export const checkingSuppressions = (dispatch: Dispatch, lookup: Lookup): Dispatch => (entry, message, body) => {
-  if (entry.route.kind === "local") return dispatch(entry, message, body);
+export const checkingSuppressions = (dispatch: Dispatch, lookup: Lookup): Dispatch => (entry, message, body, mayStart) => {
+  if (entry.route.kind === "local") return dispatch(entry, message, body, mayStart);
   const suppressed: RecipientAttempt[] = [];
   const rest: string[] = [];
   for (const recipient of entry.recipients) {
@@ -20,7 +20,7 @@ export const checkingSuppressions = (dispatch: Dispatch, lookup: Lookup): Dispat
     if (match === undefined) rest.push(recipient);
     else suppressed.push({ recipient, result: { _tag: "Suppressed", scope: match.scope, reason: match.reason } });
   }
-  if (suppressed.length === 0) return dispatch(entry, message, body);
+  if (suppressed.length === 0) return dispatch(entry, message, body, mayStart);
   if (rest.length === 0) return Effect.succeed({ server: "suppression-list", results: suppressed });
-  return Effect.map(dispatch({ ...entry, recipients: rest }, message, body), (attempt) => ({ ...attempt, results: [...suppressed, ...attempt.results] }));
+  return Effect.map(dispatch({ ...entry, recipients: rest }, message, body, mayStart), (attempt) => ({ ...attempt, results: [...suppressed, ...attempt.results] }));
 };

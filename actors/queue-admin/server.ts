@@ -205,17 +205,24 @@ interface ActContext {
 
 /** Each action by id; an entry it notes nothing for was in flight. */
 const ACTIONS: Record<MessageAction, (context: ActContext) => Effect.Effect<void, QueueAdminError>> = {
-  // An entry in flight is held too: its attempt still goes out (it may be waiting for a
-  // connection or the site's budget) and is recorded, and what is left waits held. The
-  // answer says so, so the operator is not told a message is held that is about to leave.
+  // An entry in flight is held too. One still waiting for a connection or the site's
+  // budget is stopped before its transaction begins and goes back held, unsent; one whose
+  // transaction has begun finishes that attempt, which is recorded, and what is left waits
+  // held. The answer says which, so the operator is never told a message is held that is
+  // about to leave.
   hold: ({ deps, stored, now, named, idle, outcomes }) =>
     Effect.map(stored(deps.spool.hold(named, now)), (ids) => {
       const held = new Set(ids);
       const waiting = new Set(idle.map((entry) => entry.id));
-      for (const entry of named) outcomes.set(entry.id, !held.has(entry.id) ? "held" : waiting.has(entry.id) ? "done" : "held-after-attempt");
+      for (const entry of named) {
+        if (!held.has(entry.id)) outcomes.set(entry.id, "held");
+        else if (waiting.has(entry.id)) outcomes.set(entry.id, "done");
+        else outcomes.set(entry.id, deps.scheduler.holdInFlight(entry.id) === "stopped" ? "done" : "held-after-attempt");
+      }
     }),
   release: ({ deps, stored, now, named, outcomes }) =>
     Effect.map(stored(deps.spool.release(named, now)), (ids) => {
+      for (const entry of named) deps.scheduler.releaseInFlight(entry.id);
       const released = new Set(ids);
       for (const entry of named) outcomes.set(entry.id, released.has(entry.id) ? "done" : "not-held");
       if (released.size > 0) deps.scheduler.wake();

@@ -14,6 +14,8 @@ import { makeDataDir, projectRoot, removeDataDir, run, sleep, startTernNode, uni
 
 let dns: RunningDnsmasq;
 let origin: ScriptedServer;
+/** mx.busy.test: one connection at a time, each message answered 3 s after its final dot. */
+let busy: ScriptedServer;
 let node: TernNode;
 let dataDir: string;
 let config: Parameters<typeof startTernNode>[0];
@@ -28,13 +30,15 @@ before(async () => {
       return "451 4.3.0 not now";
     },
   });
+  busy = await startScriptedSmtp({ dataReplyDelayMs: 3_000 }, origin.port, "127.0.0.2");
   dns = await startDnsmasq({
-    mx: ["origin.test", "held.test", "flaky.test", "dead.test", "keep.test"].map((domain) => ({ domain, host: `mx.${domain}`, preference: 10 })),
+    mx: ["origin.test", "held.test", "flaky.test", "dead.test", "keep.test", "busy.test"].map((domain) => ({ domain, host: `mx.${domain}`, preference: 10 })),
     hosts: [
       { name: "mx.origin.test", address: "127.0.0.1" },
       { name: "mx.held.test", address: "127.0.0.1" },
       { name: "mx.flaky.test", address: "127.0.0.1" },
       { name: "mx.keep.test", address: "127.0.0.1" },
+      { name: "mx.busy.test", address: "127.0.0.2" },
       { name: "mx.dead.test", address: "127.0.0.9" }, // nothing listens there: refused
     ],
   });
@@ -47,7 +51,7 @@ before(async () => {
     users: [{ address: "alice@example.test", password: "pw" }],
     dns: { servers: [`${dns.host}:${dns.port}`], timeoutMs: 1000, tries: 2, allowedTargetNetworks: ["127.0.0.0/8"] },
     // A retry an hour away: anything delivered in these tests was asked for.
-    delivery: { remotePort: origin.port, retryBaseMs: 3_600_000, retryMaxMs: 3_600_000, pollMs: 50, connectTimeoutMs: 1000, holdMs: 100 },
+    delivery: { remotePort: origin.port, retryBaseMs: 3_600_000, retryMaxMs: 3_600_000, pollMs: 50, connectTimeoutMs: 1000, holdMs: 100, siteConnections: { "mx.busy.test": 1 } },
   };
   node = await startTernNode(config);
 });
@@ -55,6 +59,7 @@ before(async () => {
 after(async () => {
   await node?.kill("SIGTERM");
   await origin?.close();
+  await busy?.close();
   await Promise.all([dns?.stop(), removeDataDir(dataDir)]);
 });
 
@@ -187,6 +192,26 @@ test("by the id of its 250 reply: a held message is never delivered, also after 
   await node.waitForEvent("recipient.delivered", { queueId: id }, 10_000);
   assert.equal(arrived("k@keep.test").length, 1);
   assert.equal((await queue("release", id)).code, 1, "delivered: no queue entry left");
+});
+
+test("by id, a message waiting for its site's one connection: a hold stops it before it is sent, and a release sends it", async () => {
+  const first = await send("s@origin.test", "one@busy.test", "takes the connection");
+  await eventually(() => busy.finished.length === 1 || undefined, 10_000, "the first message's final dot at mx.busy.test");
+  const second = await send("s@origin.test", "two@busy.test", "waits for the connection");
+  const held = await queue("hold", second);
+  assert.equal(held.code, 0, held.stderr);
+  assert.match(held.stdout, new RegExp(`node admin: ${second}\\.0 held$`, "m"), "held before its transaction: it will not be sent");
+
+  await node.waitForEvent("recipient.delivered", { queueId: first }, 10_000);
+  await node.waitForEvent("recipient.deferred", { queueId: second }, 10_000);
+  await sleep(500);
+  assert.deepEqual(busy.commands.filter((c) => c.startsWith("RCPT")), ["RCPT TO:<one@busy.test>"], "the held message never reached the host");
+  const shown = await queue("show", second);
+  assert.match(shown.stdout, new RegExp(`${second}\\.0 busy\\.test \\(held since \\S+\\) from <s@origin\\.test> to two@busy\\.test attempts=0 next=held reason=held`));
+
+  assert.equal((await queue("release", second)).code, 0);
+  await node.waitForEvent("recipient.delivered", { queueId: second }, 10_000);
+  assert.deepEqual(busy.accepted.map((m) => m.to[0]!.address), ["one@busy.test", "two@busy.test"]);
 });
 
 test("by id: show, retry, bounce and delete one message; an unknown id exits 1, a malformed one 2, a release of a message not held 75", async () => {

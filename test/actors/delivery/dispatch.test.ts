@@ -22,6 +22,9 @@ import { parseDay } from "../../../actors/delivery/warmup.ts";
 import { makeWarmupUsage, memoryUsageStore } from "../../../actors/delivery/warmup-usage.ts";
 import { NO_HOLDS, type ReputationHolds } from "../../../actors/delivery/reputation-holds.ts";
 
+/** The scheduler's gate, open: no operator's hold. */
+const mayStart = () => true;
+
 const HOUR = 3_600_000;
 const t0 = Date.UTC(2026, 0, 1);
 const policy: OutcomePolicy = { maxAgeMs: 120 * HOUR, delayNoticeMs: 4 * HOUR, retry: { baseMs: 60_000, maxMs: HOUR }, classify: makeClassifier() };
@@ -71,14 +74,14 @@ const deps = (extra: Partial<DispatchDeps>): DispatchDeps => ({
 });
 
 const run = (dispatch: ReturnType<typeof makeDispatch>, entry: QueueEntry, load: () => Uint8Array = () => body) =>
-  Effect.runPromise(dispatch(entry, message, load).pipe(Effect.provide(TestClock.layer())));
+  Effect.runPromise(dispatch(entry, message, load, mayStart).pipe(Effect.provide(TestClock.layer())));
 
 const decided = (entry: QueueEntry, attempt: Attempt) => decide(entry, attempt, t0 + 1000, 0.5, policy, dsnParamsOf(undefined));
 
 test("a message the session quarantined goes to the folder its attributes name", async () => {
   const { router, stored } = mailboxes(() => Effect.succeed("7.1"));
   const quarantined = { ...message, attributes: { ...message.attributes, folder: "Junk" } };
-  await Effect.runPromise(makeDispatch(deps({ mailboxes: router }))(localEntry, quarantined, () => body).pipe(Effect.provide(TestClock.layer())));
+  await Effect.runPromise(makeDispatch(deps({ mailboxes: router }))(localEntry, quarantined, () => body, mayStart).pipe(Effect.provide(TestClock.layer())));
   assert.deepEqual(stored.map(({ user, folder }) => ({ user, folder })), [{ user: "u@local.test", folder: "Junk" }]);
 });
 
@@ -164,14 +167,14 @@ test("a route is remembered for five seconds of the node's clock: one resolver a
   const dispatch = makeDispatch(deps({ resolve: () => Effect.sync(() => (asks++, route)) }));
   await Effect.runPromise(
     Effect.gen(function* () {
-      yield* dispatch(remoteEntry, message, () => body);
-      yield* dispatch(remoteEntry, message, () => body);
+      yield* dispatch(remoteEntry, message, () => body, mayStart);
+      yield* dispatch(remoteEntry, message, () => body, mayStart);
       assert.equal(asks, 1, "the second message uses the remembered route");
       yield* TestClock.adjust("4999 millis");
-      yield* dispatch(remoteEntry, message, () => body);
+      yield* dispatch(remoteEntry, message, () => body, mayStart);
       assert.equal(asks, 1);
       yield* TestClock.adjust("1 second");
-      yield* dispatch(remoteEntry, message, () => body);
+      yield* dispatch(remoteEntry, message, () => body, mayStart);
       assert.equal(asks, 2, "asked again once the memo is stale");
     }).pipe(Effect.provide(TestClock.layer())),
   );
@@ -206,7 +209,7 @@ const warmupRun = async (overflow: "warm" | "wait", count: number, answer?: (job
   await Effect.runPromise(
     Effect.gen(function* () {
       yield* TestClock.setTime(t0 + 10 * HOUR);
-      for (let n = 0; n < count; n++) attempts.push(yield* dispatch(remoteEntry, pooled, () => body));
+      for (let n = 0; n < count; n++) attempts.push(yield* dispatch(remoteEntry, pooled, () => body, mayStart));
     }).pipe(Effect.provide(TestClock.layer())),
   );
   return { attempts, usage, jobs };
@@ -271,7 +274,7 @@ test("a sender domain a reputation threshold pauses: every recipient defers unse
   assert.equal((await run(dispatch, localEntry)).results[0]!.result._tag, "Stored");
   const later = await Effect.runPromise(Effect.gen(function* () {
     yield* TestClock.setTime(until);
-    return yield* dispatch(remoteEntry, message, () => body);
+    return yield* dispatch(remoteEntry, message, () => body, mayStart);
   }).pipe(Effect.provide(TestClock.layer())));
   assert.equal(later.results[0]!.result._tag, "Reply");
   assert.equal(jobs.length, 1);

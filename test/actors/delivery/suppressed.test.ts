@@ -15,6 +15,9 @@ import type { QueueEntry } from "../../../actors/queue/entry.ts";
 import { enhancedStatus, renderResult } from "../../../protocol/delivery.ts";
 import { suppressionKey } from "../../../protocol/suppression.ts";
 
+/** The scheduler's gate, open: no operator's hold. */
+const mayStart = () => true;
+
 const entry: QueueEntry = {
   id: "M1.0",
   messageId: "M1",
@@ -49,7 +52,7 @@ const nextHop = () => {
 
 test("listed recipients are not sent; the others are, in one attempt", async () => {
   const hop = nextHop();
-  const attempt = await Effect.runPromise(checkingSuppressions(hop.dispatch, listed().lookup)(entry, message, () => new Uint8Array()));
+  const attempt = await Effect.runPromise(checkingSuppressions(hop.dispatch, listed().lookup)(entry, message, () => new Uint8Array(), mayStart));
   assert.deepEqual(hop.given, [["ok@dest.test"]]);
   assert.deepEqual(
     attempt.results.map((r) => [r.recipient, r.result._tag]),
@@ -63,17 +66,17 @@ test("listed recipients are not sent; the others are, in one attempt", async () 
 test("an entry whose every recipient is listed makes no attempt; one with none is dispatched untouched", async () => {
   const hop = nextHop();
   const check = checkingSuppressions(hop.dispatch, listed().lookup);
-  const all = await Effect.runPromise(check({ ...entry, recipients: ["gone@dest.test"] }, message, () => new Uint8Array()));
+  const all = await Effect.runPromise(check({ ...entry, recipients: ["gone@dest.test"] }, message, () => new Uint8Array(), mayStart));
   assert.deepEqual(hop.given, []);
   assert.equal(all.server, "suppression-list");
   // Another sender's mail to the complaint's recipient goes: that entry was scoped to acme.example.
-  await Effect.runPromise(check({ ...entry, sender: "shop@other.example", recipients: ["angry@dest.test"] }, message, () => new Uint8Array()));
+  await Effect.runPromise(check({ ...entry, sender: "shop@other.example", recipients: ["angry@dest.test"] }, message, () => new Uint8Array(), mayStart));
   assert.deepEqual(hop.given, [["angry@dest.test"]]);
 });
 
 test("a suppressed recipient fails without a DSN and is reported as a suppressed event, not a bounce", async () => {
   const hop = nextHop();
-  const attempt = await Effect.runPromise(checkingSuppressions(hop.dispatch, listed().lookup)(entry, message, () => new Uint8Array()));
+  const attempt = await Effect.runPromise(checkingSuppressions(hop.dispatch, listed().lookup)(entry, message, () => new Uint8Array(), mayStart));
   const decision = decide(entry, attempt, 2_000, 0.5, policy, dsnParamsOf(undefined));
   assert.equal(decision.next, undefined);
   assert.deepEqual(decision.outcomes.map((o) => [o.recipient, o.status, o.category]), [
@@ -98,6 +101,6 @@ test("an entry for a local mailbox is never checked: the list is about mail leav
   const list = listed();
   list.put(suppressionKey("global", "bob@example.test"), "manual");
   const local: QueueEntry = { ...entry, route: { kind: "local", user: "bob@example.test" }, recipients: ["bob@example.test"] };
-  await Effect.runPromise(checkingSuppressions(hop.dispatch, list.lookup)(local, message, () => new Uint8Array()));
+  await Effect.runPromise(checkingSuppressions(hop.dispatch, list.lookup)(local, message, () => new Uint8Array(), mayStart));
   assert.deepEqual(hop.given, [["bob@example.test"]]);
 });

@@ -58,8 +58,10 @@ const answer = (entry: QueueEntry, text: string): Attempt => ({
 
 /**
  * One node's queue administration on NATS, over a scheduler whose stand-in next hops:
- * slow.test answers only when the test lets it (its entry stays in flight), held.test
- * rate-limits us, everything else says "try later" (for an hour).
+ * slow.test begins its transaction at once and answers only when the test lets it (its
+ * entry stays in flight); waiting.test waits for a connection until the test gives it one,
+ * then asks whether it may begin; held.test rate-limits us; everything else says "try
+ * later" (for an hour).
  */
 const node = Effect.gen(function* () {
   const dir = yield* Effect.promise(() => mkdtemp(join(tmpdir(), "tern-queue-admin-")));
@@ -69,14 +71,20 @@ const node = Effect.gen(function* () {
   const spool = openSpool(root);
   const subjects = makeSubjects(`admin_${randomBytes(6).toString("hex")}`);
   const slow = yield* Deferred.make<Attempt>();
+  const connection = yield* Deferred.make<void>();
   const calls: string[] = [];
   const recorded = yield* Queue.unbounded<string>();
   const scheduler = yield* makeScheduler({
     spool,
-    dispatch: (entry) => {
+    dispatch: (entry, _message, _body, mayStart) => {
       calls.push(entry.id);
       const queue = queueOf(entry.route);
-      if (queue === "slow.test") return Deferred.await(slow);
+      if (queue === "slow.test") return Effect.suspend(() => (mayStart?.(), Deferred.await(slow)));
+      if (queue === "waiting.test") {
+        return Effect.flatMap(Deferred.await(connection), () =>
+          Effect.sync(() => (mayStart?.() === false ? { server: "mx.waiting.test", results: everyone(entry.recipients, { _tag: "OperatorHold" as const }) } : answer(entry, "250 2.0.0 sent"))),
+        );
+      }
       if (queue === "held.test") return Effect.succeed(answer(entry, "421 4.7.28 rate limited, slow down"));
       return Effect.succeed(answer(entry, "451 4.3.0 try later"));
     },
@@ -93,7 +101,7 @@ const node = Effect.gen(function* () {
   const log: Array<{ event: string; fields: Record<string, unknown> }> = [];
   yield* serveQueueAdmin(nc, subjects, { nodeId: NODE, spool, scheduler, log: (event, fields = {}) => void log.push({ event, fields }) });
   const recordedFor = (id: string): Effect.Effect<void> => Effect.flatMap(Queue.take(recorded), (r) => (r === id ? Effect.void : recordedFor(id)));
-  return { spool, subjects, scheduler, calls, recordedFor, log, releaseSlow: (attempt: Attempt) => Deferred.succeed(slow, attempt) };
+  return { spool, subjects, scheduler, calls, recordedFor, log, releaseSlow: (attempt: Attempt) => Deferred.succeed(slow, attempt), connect: () => Deferred.succeed(connection, undefined) };
 });
 
 /** Asks node n1, as `tern queue --node n1` does; returns its reply or fails the test with its error. */
@@ -287,6 +295,33 @@ test("by message id or entry id: hold keeps entries from every attempt until rel
         n.log.filter((l) => l.event === "queue.held" || l.event === "queue.released").map((l) => [l.event, l.fields.entry, l.fields.queueId]),
         [["queue.held", a!.id, id], ["queue.held", b!.id, id], ["queue.released", a!.id, id], ["queue.released", b!.id, id]],
       );
+    }),
+  ));
+
+test("by id, an attempt still waiting for a connection: a hold stops it before its transaction, and it goes back held, unsent and not counted; a release lets it go", () =>
+  runTest(
+    Effect.gen(function* () {
+      const n = yield* node;
+      const waiting = yield* accept(n.spool, "s@x.test", ["r@waiting.test"]);
+      n.scheduler.submit([waiting]);
+      yield* Effect.yieldNow;
+      assert.ok(n.scheduler.isInFlight(waiting.id), "claimed, waiting for its connection");
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "hold", id: waiting.messageId })), { entries: [[waiting.id, "done"]], notices: 0 });
+
+      yield* n.connect();
+      yield* n.recordedFor(waiting.id);
+      const after = n.spool.entry(waiting.id)!;
+      assert.deepEqual(
+        { attempts: after.attempts, held: after.heldAt !== undefined, reason: after.reason, result: after.history?.at(-1)?.results[0]?.result._tag },
+        { attempts: 0, held: true, reason: "held", result: "OperatorHold" },
+        "not sent, not counted, still held",
+      );
+
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "release", id: waiting.messageId })), { entries: [[waiting.id, "done"]], notices: 0 });
+      yield* TestClock.adjust(MIN_SCAN_GAP_MS);
+      yield* n.recordedFor(waiting.id);
+      assert.equal(n.spool.entry(waiting.id), undefined, "sent once released");
+      assert.equal(n.calls.filter((id) => id === waiting.id).length, 2);
     }),
   ));
 
