@@ -28,6 +28,12 @@ export interface Environment {
   readonly nodes: TernNode[];
   /** kill -9 node i, then start it again on the same data dir and ports. */
   readonly crashAndRestart: (i: number) => Promise<TernNode>;
+  /**
+   * Nodes that exited during the run without the harness asking (a crash, a fatal error),
+   * each described with its exit status, when, and the end of its log: a run that lost mail
+   * says why.
+   */
+  readonly unexpectedExits: () => ReadonlyArray<string>;
   readonly stop: () => Promise<void>;
 }
 
@@ -92,11 +98,23 @@ export const startEnvironment = async (options: EnvironmentOptions): Promise<Env
       }),
     );
     const nodes: TernNode[] = [];
-    for (const config of configs) {
+    const exits: string[] = [];
+    const startedAt = Date.now();
+    /** Nodes the harness stops or kills itself. */
+    const stopped = new Set<TernNode>();
+    const watch = (node: TernNode, i: number) =>
+      void node.exited().then((code) => {
+        if (stopped.has(node)) return;
+        const tail = node.logs().trimEnd().split("\n").slice(-20).join("\n");
+        exits.push(`node n${i} (pid ${node.pid}) exited on its own (${code === null ? "killed by a signal" : `status ${code}`}) at ${((Date.now() - startedAt) / 1000).toFixed(1)} s; the end of its log:\n${tail}`);
+      });
+    for (const [i, config] of configs.entries()) {
       const node = await startTernNode(config);
       nodes.push(node);
+      watch(node, i);
     }
     cleanups.push(async () => {
+      nodes.forEach((node) => stopped.add(node));
       await Promise.all(nodes.map(stopGracefully));
       // BENCH_NODE_LOGS=DIR keeps each node's output (its log lines and any crash) for a look after the run.
       const logDir = process.env.BENCH_NODE_LOGS;
@@ -112,10 +130,13 @@ export const startEnvironment = async (options: EnvironmentOptions): Promise<Env
       sink,
       nodes,
       crashAndRestart: async (i: number) => {
+        stopped.add(nodes[i]!);
         await nodes[i]!.kill("SIGKILL");
         nodes[i] = await startTernNode(configs[i]!);
+        watch(nodes[i]!, i);
         return nodes[i]!;
       },
+      unexpectedExits: () => exits,
       stop,
     });
   } catch (error) {

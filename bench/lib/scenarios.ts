@@ -178,7 +178,7 @@ export const relay = async (options: BenchOptions, label = "relay", crashMidway 
     const load = await loading;
     const [acceptedRecords, accept] = acceptSide(load);
     const arrival = await arrivalSide(environment.sink, load, acceptedRecords, options.drainTimeoutSec);
-    return { label, nodes: options.nodes, ...accept, ...arrival, processes: usage.stop(), queueDepth: await stopDepth(), startedAt: origin, notes };
+    return { label, nodes: options.nodes, ...accept, ...arrival, processes: usage.stop(), queueDepth: await stopDepth(), startedAt: origin, notes: [...notes, ...environment.unexpectedExits()] };
   } finally {
     await environment.stop();
   }
@@ -199,7 +199,7 @@ export const submit = async (options: BenchOptions): Promise<RunReport[]> => {
       const loaded = await load();
       const [acceptedRecords, accept] = acceptSide(loaded);
       const arrival = await arrivalSide(environment.sink, loaded, acceptedRecords, options.drainTimeoutSec);
-      return { label, nodes: 1, ...accept, ...arrival, processes: usage.stop(), queueDepth: await stopDepth(), startedAt: origin, notes: [note] };
+      return { label, nodes: 1, ...accept, ...arrival, processes: usage.stop(), queueDepth: await stopDepth(), startedAt: origin, notes: [note, ...environment.unexpectedExits()] };
     };
     const smtp = await phase(
       "submit smtp",
@@ -240,7 +240,7 @@ export const acceptOnly = async (options: BenchOptions): Promise<RunReport> => {
       queueDepth: await stopDepth(),
       arrivalTimes: [],
       startedAt: origin,
-      notes: [`${queued} entries queued after the run for ${accept.accepted} accepted messages`],
+      notes: [`${queued} entries queued after the run for ${accept.accepted} accepted messages`, ...environment.unexpectedExits()],
     };
   } finally {
     await environment.stop();
@@ -272,7 +272,7 @@ export const backlog = async (options: BenchOptions): Promise<RunReport> => {
       processes: usage.stop(),
       queueDepth: await stopDepth(),
       startedAt: origin,
-      notes: [`sink opened at ${((opened - origin) / 1000).toFixed(1)} s with ${accept.accepted} messages queued`],
+      notes: [`sink opened at ${((opened - origin) / 1000).toFixed(1)} s with ${accept.accepted} messages queued`, ...environment.unexpectedExits()],
     };
   } finally {
     await environment.stop();
@@ -322,7 +322,7 @@ export const local = async (options: BenchOptions): Promise<RunReport> => {
       queueDepth: await stopDepth(),
       arrivalTimes: [],
       startedAt: origin,
-      notes: [`${retrieved} messages retrieved over POP3 from node n0 in ${(retrievalMs / 1000).toFixed(2)} s`],
+      notes: [`${retrieved} messages retrieved over POP3 from node n0 in ${(retrievalMs / 1000).toFixed(2)} s`, ...environment.unexpectedExits()],
     };
   } finally {
     await environment.stop();
