@@ -144,6 +144,11 @@ export const makeDrainer = (options: DrainerOptions): Effect.Effect<Drainer, nev
 
     const drain = Effect.gen(function* () {
       yield* options.stopDeliveries;
+      // A write barrier: an operator's change (a hold, a delete) accepted just before the drain
+      // began may still be committing, and the first hand-off must read it. LMDB commits in the
+      // order transactions were begun, so once this one is on disk, so is that change; those
+      // asked after the drain began are refused (the queue admin checks isDraining).
+      yield* Effect.ignore(spool.probe());
       hooks.log("drain.deliveries.stopped", { queued: spool.depth() });
       while (!isEmpty()) {
         const failuresBefore = tally.failures;

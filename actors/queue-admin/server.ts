@@ -41,8 +41,17 @@ export interface QueueAdminDeps {
   readonly scheduler: Scheduler;
   /** Sites backed off now (automatic back-off); none listed when absent. */
   readonly throttled?: (() => ReadonlyArray<ThrottleView>) | undefined;
+  /** Whether this node is draining (handing its queue to peers); never when absent. */
+  readonly draining?: (() => boolean) | undefined;
   readonly log: Log;
 }
+
+/**
+ * Requests that change entries. A draining node refuses them: a message it is handing to a
+ * peer would be changed here after its copy left (a hold lost, a deleted message delivered
+ * by the peer, a bounce beside a delivery). Once moved, the peer takes them.
+ */
+const CHANGES_ENTRIES: ReadonlySet<QueueAdminRequest["_tag"]> = new Set(["Act", "Retry", "Bounce", "Delete"]);
 
 const backoffView = (view: ThrottleView): SiteBackoffView => ({
   site: view.site,
@@ -90,6 +99,10 @@ export const answer = (deps: QueueAdminDeps, request: QueueAdminRequest): Effect
   const backedOff = () => (deps.throttled?.() ?? []).map(backoffView);
   const needsSelection = (r: { queue?: string | undefined; sender?: string | undefined }): Effect.Effect<void, QueueAdminError> =>
     r.queue === undefined && r.sender === undefined ? Effect.fail(failed("name a queue (--domain) or a sender (--sender)")) : Effect.void;
+
+  if (CHANGES_ENTRIES.has(request._tag) && deps.draining?.()) {
+    return Effect.fail(failed("draining: this node is handing its queue to other nodes; ask again in a moment, when the peer holding the message answers (tern queue show ID says which)"));
+  }
 
   switch (request._tag) {
     case "Shape":

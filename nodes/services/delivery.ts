@@ -31,7 +31,7 @@ import { registerGauge } from "../metrics.ts";
 import { Nats } from "./cluster.ts";
 import { eventSourceOf } from "./events.ts";
 import { ConfigError } from "../config.ts";
-import { Config, Log, Metrics, Supervisor } from "./core.ts";
+import { Config, Draining, Log, Metrics, Supervisor } from "./core.ts";
 import { Users } from "./identity.ts";
 import { Mailboxes } from "./mailboxes.ts";
 import { Reputation } from "./reputation.ts";
@@ -187,7 +187,7 @@ export const QueueAdminLayer = Layer.effectDiscard(
   Effect.gen(function* () {
     const config = yield* Config;
     const { nc, subjects } = yield* Nats;
-    const deps = { nodeId: config.nodeId, spool: yield* Spool, scheduler: yield* Scheduler, throttled: (yield* Sites).throttled, log: yield* Log };
+    const deps = { nodeId: config.nodeId, spool: yield* Spool, scheduler: yield* Scheduler, throttled: (yield* Sites).throttled, draining: (yield* Draining).isDraining, log: yield* Log };
     yield* serveQueueAdmin(nc, subjects, deps);
   }),
 );

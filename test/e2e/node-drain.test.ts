@@ -102,6 +102,13 @@ test("tern node drain: A refuses mail, waits for peers, hands its queue to B and
   assert.equal(ready.status, 503);
   assert.match(await ready.text(), /draining/);
   assert.equal(await readMetric(nodes.a, "tern_queue_depth"), entries, "nothing left A while no peer could take it");
+  // An operator's change to a message that is about to move is refused, not lost with the copy that leaves.
+  const hold = await run(process.execPath, [...ternCli, "queue", "--config", join(dirs.a!, "config-a.json"), "--node", "a", "hold", ids[0]!]);
+  assert.equal(hold.code, 1, hold.stderr);
+  assert.match(hold.stderr, /node a: draining: this node is handing its queue to other nodes; ask again in a moment/);
+  const shown = await run(process.execPath, [...ternCli, "queue", "--config", join(dirs.a!, "config-a.json"), "--node", "a", "show", ids[0]!]);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.doesNotMatch(shown.stdout, /held since/, "not held");
 
   // B and C join: A's queue goes to them and A stops by itself.
   [nodes.b, nodes.c] = await Promise.all([startTernNode(configOf("b")), startTernNode(configOf("c"))]);

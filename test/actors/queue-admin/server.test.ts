@@ -99,9 +99,10 @@ const node = Effect.gen(function* () {
     graceMs: 0,
   });
   const log: Array<{ event: string; fields: Record<string, unknown> }> = [];
-  yield* serveQueueAdmin(nc, subjects, { nodeId: NODE, spool, scheduler, log: (event, fields = {}) => void log.push({ event, fields }) });
+  const drain = { draining: false };
+  yield* serveQueueAdmin(nc, subjects, { nodeId: NODE, spool, scheduler, draining: () => drain.draining, log: (event, fields = {}) => void log.push({ event, fields }) });
   const recordedFor = (id: string): Effect.Effect<void> => Effect.flatMap(Queue.take(recorded), (r) => (r === id ? Effect.void : recordedFor(id)));
-  return { spool, subjects, scheduler, calls, recordedFor, log, releaseSlow: (attempt: Attempt) => Deferred.succeed(slow, attempt), connect: () => Deferred.succeed(connection, undefined) };
+  return { spool, subjects, scheduler, calls, recordedFor, log, drain, releaseSlow: (attempt: Attempt) => Deferred.succeed(slow, attempt), connect: () => Deferred.succeed(connection, undefined) };
 });
 
 /** Asks node n1, as `tern queue --node n1` does; returns its reply or fails the test with its error. */
@@ -322,6 +323,31 @@ test("by id, an attempt still waiting for a connection: a hold stops it before i
       yield* n.recordedFor(waiting.id);
       assert.equal(n.spool.entry(waiting.id), undefined, "sent once released");
       assert.equal(n.calls.filter((id) => id === waiting.id).length, 2);
+    }),
+  ));
+
+test("a draining node refuses what would change its entries (by id and by selection) and still answers what only reads them", () =>
+  runTest(
+    Effect.gen(function* () {
+      const n = yield* node;
+      const queued = yield* accept(n.spool, "s@x.test", ["r@later.test"]);
+      n.drain.draining = true;
+      for (const request of [
+        { _tag: "Act", action: "hold", id: queued.messageId },
+        { _tag: "Act", action: "delete", id: queued.messageId },
+        { _tag: "Retry", queue: "later.test" },
+        { _tag: "Bounce", queue: "later.test" },
+        { _tag: "Delete", sender: "s@x.test" },
+      ] as const) {
+        const refused = yield* askFailing(n.subjects, request);
+        assert.match(refused.ok ? "" : refused.detail, /^draining: this node is handing its queue to other nodes/, request._tag);
+      }
+      const shown = yield* ask(n.subjects, { _tag: "Show", id: queued.messageId });
+      assert.deepEqual(shown._tag === "Show" ? shown.entries.map((e) => [e.id, e.heldAt]) : undefined, [[queued.id, undefined]], "shown, and not held");
+      assert.equal(entriesOf(yield* ask(n.subjects, { _tag: "List", queue: "later.test" })).length, 1);
+
+      n.drain.draining = false;
+      assert.deepEqual(acted(yield* ask(n.subjects, { _tag: "Act", action: "hold", id: queued.messageId })), { entries: [[queued.id, "done"]], notices: 0 });
     }),
   ));
 
