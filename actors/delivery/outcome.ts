@@ -130,8 +130,9 @@ const PAUSE_SPREAD_MS = 60_000;
 const isOwnWait = (result: RecipientResult): boolean => result._tag === "WarmupCap" || result._tag === "ReputationHold" || result._tag === "OperatorHold";
 
 /**
- * When every recipient left waits for a warm-up cap or a reputation hold (one attempt's
- * recipients share it): the wait that ends last, and how widely to spread the comeback.
+ * When every recipient left waits for a warm-up cap, a reputation hold or an operator's
+ * hold (one attempt's recipients share it): the wait that ends last, and how widely to
+ * spread the comeback.
  */
 const notAttemptedWait = (waiting: ReadonlyArray<RecipientOutcome>, now: number): { readonly until: number; readonly spreadMs: number } | undefined => {
   let latest: { until: number; spreadMs: number } | undefined;
