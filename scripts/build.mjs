@@ -1,5 +1,5 @@
-// Builds the runtime: one esbuild bundle of the TypeScript sources, `dist/cli.js` (ESM for
-// Node 20), with a chunk per command (nodes/cli.ts loads each command by a dynamic import),
+// Builds the runtime: one esbuild bundle of the TypeScript sources, in dist/build-…/ with
+// the entry dist/cli.js (ESM for Node 20), with a chunk per command (nodes/cli.ts loads each command by a dynamic import),
 // so `tern queue list` loads the queue command and what it shares with the rest, not the
 // node. Dependencies are bundled too (fewer files to resolve and read at start), except
 // those esbuild cannot carry: native addons and packages that find files next to themselves
@@ -10,7 +10,7 @@
 //
 // Plain JavaScript, so it runs with node alone, before anything is built. Also imported by
 // bin/tern.js (`ensureBuilt`), so `npx tern` in a checkout being edited runs what is there.
-import { existsSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -57,9 +57,15 @@ export const build = async ({ quiet = false } = {}) => {
   } catch {
     throw new Error("esbuild is not installed: `npm ci` (with dev dependencies) installs it, then `npm run build` builds dist/");
   }
-  // Built aside and swapped in whole: a tern starting meanwhile (or a second build) never
-  // sees half a dist/, nor a cli.js beside chunks of another build.
-  const building = `${dist}.building-${process.pid}`;
+  // Each build goes to a directory of its own, dist/build-<time>-<pid>/, and dist/cli.js is
+  // a one-line entry that imports the current one. The entry is replaced by a rename, which
+  // is atomic: a tern starting meanwhile runs the old build or the new one, never half of
+  // one, and never finds dist/cli.js missing. A tern already running keeps loading its
+  // lazily imported chunks from its own build's directory, so the previous build is kept
+  // (older ones are removed).
+  mkdirSync(dist, { recursive: true });
+  const name = `build-${Date.now().toString(36)}-${process.pid}`;
+  const building = join(dist, `${name}.partial`);
   rmSync(building, { recursive: true, force: true });
   const result = await esbuild.build({
     absWorkingDir: root,
@@ -85,16 +91,34 @@ export const build = async ({ quiet = false } = {}) => {
     logLevel: "warning",
     metafile: true,
   });
-  writeFileSync(join(building, ".built"), `${new Date().toISOString()}\n`);
-  const previous = `${dist}.previous-${process.pid}`;
-  if (existsSync(dist)) renameSync(dist, previous);
-  renameSync(building, dist);
-  rmSync(previous, { recursive: true, force: true });
+  renameSync(building, join(dist, name));
+  const entry = join(dist, `cli.js.${process.pid}`);
+  writeFileSync(entry, `// The current build (scripts/build.mjs replaces this file when it builds).\nawait import("./${name}/cli.js");\n`);
+  renameSync(entry, join(dist, "cli.js"));
+  writeFileSync(stamp, `${new Date().toISOString()} ${name}\n`);
+  removeOldBuilds(name);
   if (!quiet) {
     const outputs = Object.entries(result.metafile.outputs).filter(([path]) => path.endsWith(".js"));
     const bytes = outputs.reduce((sum, [, output]) => sum + output.bytes, 0);
     console.error(`tern: built dist/cli.js (${outputs.length} files, ${(bytes / 1024 / 1024).toFixed(1)} MB) in ${Date.now() - started} ms`);
   }
+};
+
+/**
+ * Removes the builds before the previous one, keeping `current` and the newest other (a tern
+ * started before this build may still load chunks from it), and what a build that failed
+ * more than 10 minutes ago left (a younger one may be a build still running).
+ */
+const removeOldBuilds = (current) => {
+  const builds = readdirSync(dist)
+    .filter((entry) => entry.startsWith("build-") && entry !== current)
+    .map((entry) => ({ entry, time: statSync(join(dist, entry)).mtimeMs }))
+    .sort((a, b) => b.time - a.time);
+  const [, ...older] = builds.filter((b) => !b.entry.endsWith(".partial"));
+  const abandoned = builds.filter((b) => b.entry.endsWith(".partial") && Date.now() - b.time > 10 * 60_000);
+  for (const { entry } of [...older, ...abandoned]) rmSync(join(dist, entry), { recursive: true, force: true });
+  // What the single-directory layout of earlier versions left at the top.
+  for (const legacy of ["chunks", "cli.js.map"]) rmSync(join(dist, legacy), { recursive: true, force: true });
 };
 
 /** Builds when dist/ is missing or stale; true when it built. */
