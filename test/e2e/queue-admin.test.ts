@@ -14,7 +14,7 @@ import { makeDataDir, projectRoot, removeDataDir, run, sleep, startTernNode, uni
 
 let dns: RunningDnsmasq;
 let origin: ScriptedServer;
-/** mx.busy.test: one connection at a time, each message answered 3 s after its final dot. */
+/** mx.busy.test: one connection at a time, each message answered 5 s after its final dot. */
 let busy: ScriptedServer;
 let node: TernNode;
 let dataDir: string;
@@ -30,7 +30,7 @@ before(async () => {
       return "451 4.3.0 not now";
     },
   });
-  busy = await startScriptedSmtp({ dataReplyDelayMs: 3_000 }, origin.port, "127.0.0.2");
+  busy = await startScriptedSmtp({ dataReplyDelayMs: 5_000 }, origin.port, "127.0.0.2");
   dns = await startDnsmasq({
     mx: ["origin.test", "held.test", "flaky.test", "dead.test", "keep.test", "busy.test"].map((domain) => ({ domain, host: `mx.${domain}`, preference: 10 })),
     hosts: [
@@ -202,7 +202,7 @@ test("by id, a message waiting for its site's one connection: a hold stops it be
   assert.equal(held.code, 0, held.stderr);
   assert.match(held.stdout, new RegExp(`node admin: ${second}\\.0 held$`, "m"), "held before its transaction: it will not be sent");
 
-  await node.waitForEvent("recipient.delivered", { queueId: first }, 10_000);
+  await node.waitForEvent("recipient.delivered", { queueId: first }, 20_000);
   await node.waitForEvent("recipient.deferred", { queueId: second }, 10_000);
   await sleep(500);
   assert.deepEqual(busy.commands.filter((c) => c.startsWith("RCPT")), ["RCPT TO:<one@busy.test>"], "the held message never reached the host");
@@ -210,7 +210,7 @@ test("by id, a message waiting for its site's one connection: a hold stops it be
   assert.match(shown.stdout, new RegExp(`${second}\\.0 busy\\.test \\(held since \\S+\\) from <s@origin\\.test> to two@busy\\.test attempts=0 next=held reason=held`));
 
   assert.equal((await queue("release", second)).code, 0);
-  await node.waitForEvent("recipient.delivered", { queueId: second }, 10_000);
+  await node.waitForEvent("recipient.delivered", { queueId: second }, 20_000);
   assert.deepEqual(busy.accepted.map((m) => m.to[0]!.address), ["one@busy.test", "two@busy.test"]);
 });
 
