@@ -11,6 +11,7 @@ import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
 import { runClusterUp } from "./cluster-up.ts";
 import { membersEndpoint } from "./cluster-members.ts";
+import { badTimeout, timeoutOption } from "./timeout-option.ts";
 
 const clusterUsage = `usage: tern cluster status [--config FILE] [--json] [--timeout MS]
        tern cluster up --nodes N [--config FILE] [--base-port P] [--data-dir D]
@@ -39,9 +40,9 @@ const clusterStatus = async (args: string[], io: Output): Promise<number> => {
     io.out(clusterUsage);
     return 0;
   }
-  const timeoutMs = Number(values.timeout ?? 5_000);
-  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
-    io.err(`tern: --timeout ${values.timeout}: expected milliseconds`);
+  const timeoutMs = timeoutOption(values.timeout, 5_000);
+  if (timeoutMs === undefined) {
+    io.err(`tern: ${badTimeout(values.timeout)}`);
     return 2;
   }
   const config = await loadConfig(values.config, process.env);

@@ -9,6 +9,7 @@ import { isSafeToken, makeSubjects } from "../protocol/subjects.ts";
 import { loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
+import { badTimeout, timeoutOption } from "./timeout-option.ts";
 
 const mailboxUsage = `usage: tern mailbox move [--config FILE] [--json] [--timeout MS] USER NODE
 move copies USER's mailbox (every folder, message, flag, UIDVALIDITY and UIDNEXT, so
@@ -47,9 +48,9 @@ const mailboxMove = async (args: string[], io: Output): Promise<number> => {
     return 2;
   }
   // A big mailbox takes a while to copy; the move goes on if we stop waiting.
-  const timeoutMs = Number(values.timeout ?? 600_000);
-  if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
-    io.err(`tern: --timeout ${values.timeout}: expected milliseconds`);
+  const timeoutMs = timeoutOption(values.timeout, 600_000);
+  if (timeoutMs === undefined) {
+    io.err(`tern: ${badTimeout(values.timeout)}`);
     return 2;
   }
   const config = await loadConfig(values.config, process.env);

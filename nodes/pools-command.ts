@@ -9,6 +9,7 @@ import { memberIds } from "./cluster-members.ts";
 import { loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
+import { badTimeout, timeoutOption } from "./timeout-option.ts";
 
 const poolsUsage = `usage: tern pools [--config FILE] [--node ID] [--json] [--timeout MS]
 Shows each node's IP pools and their source addresses. For an address still warming up:
@@ -36,9 +37,9 @@ export const poolsCommand = async (args: string[], io: Output): Promise<number> 
     io.out(poolsUsage);
     return 0;
   }
-  const timeoutMs = Number(values.timeout ?? 10_000);
-  if (positionals.length > 0 || !Number.isInteger(timeoutMs) || timeoutMs < 1) {
-    io.err(`tern: ${positionals.length > 0 ? `unexpected ${JSON.stringify(positionals[0])}` : `--timeout ${values.timeout}: expected milliseconds`}\n${poolsUsage}`);
+  const timeoutMs = timeoutOption(values.timeout, 10_000);
+  if (positionals.length > 0 || timeoutMs === undefined) {
+    io.err(`tern: ${positionals.length > 0 ? `unexpected ${JSON.stringify(positionals[0])}` : badTimeout(values.timeout)}\n${poolsUsage}`);
     return 2;
   }
   const config = await loadConfig(values.config, process.env);

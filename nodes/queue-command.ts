@@ -9,6 +9,7 @@ import { makeSubjects } from "../protocol/subjects.ts";
 import { memberIds } from "./cluster-members.ts";
 import { loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
+import { badTimeout, timeoutOption } from "./timeout-option.ts";
 
 const queueUsage = `usage: tern queue [--config FILE] [--node ID] [--json] [--timeout MS] COMMAND
   shape [--limit N]                         entries per destination and age, like qshape (alias: summary)
@@ -116,7 +117,7 @@ const parseQueueArgs = (args: string[]) => {
         help: { type: "boolean", short: "h" },
       },
     });
-    if (values.timeout !== undefined && !(Number.isInteger(Number(values.timeout)) && Number(values.timeout) > 0)) throw new UsageError(`--timeout ${values.timeout}: expected milliseconds`);
+    if (timeoutOption(values.timeout, 1) === undefined) throw new UsageError(badTimeout(values.timeout));
     return { values, request: values.help || positionals.length === 0 ? undefined : requestOf(positionals, values) };
   } catch (error) {
     // parseArgs throws TypeErrors with a code for unknown options and missing values.

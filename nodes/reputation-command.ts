@@ -12,6 +12,7 @@ import { memberIds } from "./cluster-members.ts";
 import { loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
+import { badTimeout, timeoutOption } from "./timeout-option.ts";
 
 const reputationUsage = `usage: tern reputation [--config FILE] [--window 1h|24h] [--by source|sender-domain|provider] [--node ID] [--json] [--timeout MS]
 Shows what receiving hosts said to the mail sent over the last hour (default) or day,
@@ -54,16 +55,16 @@ export const reputationCommand = async (args: string[], io: Output): Promise<num
     io.out(reputationUsage);
     return 0;
   }
-  const timeoutMs = Number(values.timeout ?? 10_000);
+  const timeoutMs = timeoutOption(values.timeout, 10_000);
   const window = values.window ?? "1h";
   const dimension = values.by === undefined ? undefined : DIMENSION_NAMES[values.by];
   const problem =
     positionals.length > 0 ? `unexpected ${JSON.stringify(positionals[0])}`
-    : !Number.isInteger(timeoutMs) || timeoutMs < 1 ? `--timeout ${values.timeout}: expected milliseconds`
+    : timeoutMs === undefined ? badTimeout(values.timeout)
     : window !== "1h" && window !== "24h" ? `--window ${window}: expected 1h or 24h`
     : values.by !== undefined && dimension === undefined ? `--by ${values.by}: expected source, sender-domain or provider`
     : undefined;
-  if (problem !== undefined) {
+  if (problem !== undefined || timeoutMs === undefined) {
     io.err(`tern: ${problem}\n${reputationUsage}`);
     return 2;
   }

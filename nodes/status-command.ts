@@ -9,6 +9,7 @@ import { makeSubjects } from "../protocol/subjects.ts";
 import { loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
+import { badTimeout, timeoutOption } from "./timeout-option.ts";
 
 const statusUsage = `usage: tern status [--config FILE] [--json] [--timeout MS] MESSAGE_ID
 Shows a message (as queued: "250 ... queued as MESSAGE_ID") and each recipient's state
@@ -34,13 +35,13 @@ export const statusCommand = async (args: string[], io: Output): Promise<number>
     return values.help ? 0 : 2;
   }
   const messageId = positionals[0]!;
-  const timeoutMs = Number(values.timeout ?? 5_000);
+  const timeoutMs = timeoutOption(values.timeout, 5_000);
   const misuse = !Schema.is(MessageId)(messageId)
     ? `${JSON.stringify(messageId)} is not a message id (letters and digits, as in "queued as ID")`
-    : !Number.isInteger(timeoutMs) || timeoutMs < 1
-      ? `--timeout ${values.timeout}: expected milliseconds`
+    : timeoutMs === undefined
+      ? badTimeout(values.timeout)
       : undefined;
-  if (misuse) {
+  if (misuse !== undefined || timeoutMs === undefined) {
     io.err(`tern: ${misuse}`);
     return 2;
   }

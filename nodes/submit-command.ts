@@ -13,6 +13,7 @@ import type { SubmitReply } from "../protocol/api.ts";
 import { connect } from "@nats-io/transport-node";
 import { ConfigError, loadConfig, type NodeConfig } from "./config.ts";
 import type { Output } from "./queue-command.ts";
+import { badTimeout, timeoutOption } from "./timeout-option.ts";
 
 const submitUsage = `usage: tern submit [--config FILE] [--tenant T] [--json] [--timeout MS] [options] [FILE | -]
   FILE or - (stdin): an RFC 5322 message, sent as is; the envelope is --from/--to, else
@@ -58,6 +59,11 @@ const submitCommand = async (args: string[], io: Output): Promise<number> => {
     io.out(submitUsage);
     return 0;
   }
+  const timeoutMs = timeoutOption(values.timeout, 60_000);
+  if (timeoutMs === undefined) {
+    io.err(`tern: ${badTimeout(values.timeout)}\n${submitUsage}`);
+    return 2;
+  }
   const options: SubmitOptions = {
     ...(values["idempotency-key"] !== undefined ? { idempotencyKey: values["idempotency-key"] } : {}),
     ...(values["send-at"] !== undefined ? { sendAt: /^\d+$/.test(values["send-at"]) ? Number(values["send-at"]) : values["send-at"] } : {}),
@@ -70,7 +76,7 @@ const submitCommand = async (args: string[], io: Output): Promise<number> => {
     cluster: config.cluster,
     tenant: values.tenant ?? "default",
     nc: await connectAsApplication(config),
-    timeoutMs: Number(values.timeout ?? 60_000),
+    timeoutMs,
   });
   try {
     const reply =

@@ -10,6 +10,7 @@ import { makeSubjects } from "../protocol/subjects.ts";
 import { loadConfig } from "./config.ts";
 import { connectAsOperator } from "./operator-connection.ts";
 import type { Output } from "./queue-command.ts";
+import { badTimeout, timeoutOption } from "./timeout-option.ts";
 
 const suppressUsage = `usage: tern suppress [--config FILE] [--json] [--timeout MS] COMMAND
   add [--scope S] [--detail TEXT] ADDRESS...      put addresses on the list (reason "manual")
@@ -58,7 +59,11 @@ export const suppressCommand = async (args: string[], io: Output): Promise<numbe
     io.err(`tern: ${error.message}\n${suppressUsage}`);
     return 2;
   }
-  const timeoutMs = Number(values.timeout ?? 30_000);
+  const timeoutMs = timeoutOption(values.timeout, 30_000);
+  if (timeoutMs === undefined) {
+    io.err(`tern: ${badTimeout(values.timeout)}\n${suppressUsage}`);
+    return 2;
+  }
   const config = await loadConfig(values.config, process.env);
   const subjects = makeSubjects(config.cluster);
   const nc = await connectAsOperator(config, "tern-suppress");
