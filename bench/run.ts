@@ -13,6 +13,7 @@ import { acceptOnly, backlog, baseline, local, peerRelay, relay, scale, sinkCeil
 import type { Peer, PeerOptions } from "./lib/peers/peer.ts";
 import { startPostfix } from "./lib/peers/postfix.ts";
 import { startHaraka } from "./lib/peers/haraka.ts";
+import { startFloor } from "./lib/peers/floor.ts";
 import { mailbox } from "./lib/mailbox-scenario.ts";
 import { imapPeers, imapScenario, printImapTable } from "./lib/imap-scenario.ts";
 import { round } from "./lib/stats.ts";
@@ -33,7 +34,7 @@ const scenarios = {
 type Scenario = keyof typeof scenarios;
 
 /** Other MTAs the relay scenario can run beside Tern, in the same run, to the same kind of sink. */
-const peers: Record<string, (options: PeerOptions) => Promise<Peer>> = { postfix: startPostfix, haraka: startHaraka };
+const peers: Record<string, (options: PeerOptions) => Promise<Peer>> = { postfix: startPostfix, haraka: startHaraka, floor: startFloor };
 
 const help = `usage: npm run bench -- [options]
 
@@ -53,8 +54,10 @@ options:
   --drain S          seconds to wait for deliveries after injection (default 120)
   --no-baseline      skip the bare smtp-server baseline run (default: run it first)
   --peers LIST       relay: also run the same load through other MTAs, comma-separated:
-                     postfix (Debian's package, needs root), haraka (the npm devDependency);
-                     adds the sink's own ceiling and a table of rates and ratios.
+                     postfix (Debian's package, needs root), haraka (the npm devDependency),
+                     floor (smtp-server + nodemailer relaying in memory: not an MTA, the
+                     least a relay on Tern's libraries costs); adds the sink's own ceiling
+                     and a table of rates and ratios.
                      imap: dovecot (Debian's dovecot-imapd, needs root), fed the same messages
   --results DIR      where result.json and chart.svg go (default bench/results)
 

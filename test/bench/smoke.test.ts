@@ -41,6 +41,20 @@ test("relay smoke run: every message answered 250 arrives at the sink, with a ba
   assert.match(chart, /^<svg .*queue depth/s);
 });
 
+test("relay with the floor peer: the same load relayed by bare smtp-server + nodemailer, a row beside Tern's, nothing lost by either", async () => {
+  const { code, stdout, stderr, report } = await bench(["--messages", "300", "--connections", "5", "--no-baseline", "--peers", "floor"]);
+  assert.equal(code, 0, stdout + stderr);
+  assert.equal(report.passed, true);
+  const labels = report.comparison.map((row: { label: string }) => row.label);
+  assert.deepEqual(labels, ["relay", "sink", "floor"]);
+  const floor = report.comparison.find((row: { label: string }) => row.label === "floor");
+  assert.equal(floor.delivered, 300);
+  assert.equal(floor.lost, 0);
+  assert.ok(floor.cpuMsPerMessage > 0);
+  assert.match(floor.system, /^smtp-server [\d.]+ \+ nodemailer [\d.]+, in memory$/);
+  assert.match(stdout, /^ {2}floor: CPU [\d.]+ ms per delivered message \(floor, user \+ sys\)/m);
+});
+
 test("kill smoke run: kill -9 of the node midway loses nothing that was answered 250", async () => {
   const { code, stdout, stderr, report } = await bench(["--scenario", "kill", "--messages", "100000", "--duration", "6", "--connections", "4", "--no-baseline", "--rate", "150"]);
   assert.equal(code, 0, stdout + stderr);

@@ -11,7 +11,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { findFreePort } from "../../../test/support/dnsmasq.ts";
-import { waitForGreeting, type Peer, type PeerOptions } from "./peer.ts";
+import { stopChild, waitForGreeting, type Peer, type PeerOptions } from "./peer.ts";
 
 const MX_PLUGIN = `// Written by the Tern bench: every outbound domain's MX is the bench sink.
 exports.hook_get_mx = function (next, hmail, domain) {
@@ -26,17 +26,6 @@ const harakaPackage = () => {
     throw new Error("the haraka peer needs the Haraka package (a devDependency: run npm install)");
   }
 };
-
-const stopChild = (child: ChildProcess, timeoutMs: number) =>
-  new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const killer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.once("exit", () => {
-      clearTimeout(killer);
-      resolve();
-    });
-    child.kill("SIGTERM");
-  });
 
 export const startHaraka = async (options: PeerOptions): Promise<Peer> => {
   const packageJson = harakaPackage();

@@ -1,5 +1,7 @@
 // What the harness needs of another MTA run beside Tern: where to send, which process tree
-// to measure, and how to stop it. Each peer relays to the bench sink with a durable queue.
+// to measure, and how to stop it. Each MTA peer relays to the bench sink with a durable queue;
+// the floor peer (floor.ts) holds its queue in memory, being the libraries alone.
+import type { ChildProcess } from "node:child_process";
 import { connect } from "node:net";
 
 export interface Peer {
@@ -42,3 +44,15 @@ export const waitForGreeting = async (port: number, timeoutMs: number, alive: ()
     await sleep(100);
   }
 };
+
+/** SIGTERM, then SIGKILL when it is still running after `timeoutMs`. */
+export const stopChild = (child: ChildProcess, timeoutMs: number) =>
+  new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    const killer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.once("exit", () => {
+      clearTimeout(killer);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
