@@ -59,6 +59,10 @@ options:
                      least a relay on Tern's libraries costs); adds the sink's own ceiling
                      and a table of rates and ratios.
                      imap: dovecot (Debian's dovecot-imapd, needs root), fed the same messages
+  --rounds N         measure everything N times over, one round after another (each round
+                     the baseline, the scenario and every peer), then print each row's median
+                     and range, and the median of each round's ratios (default 1). On a
+                     shared or virtual machine one run's CPU figure moves by 10 % or more.
   --results DIR      where result.json and chart.svg go (default bench/results)
 
 Everything runs on loopback on this machine: dnsmasq, a sink, N node processes on the
@@ -91,6 +95,7 @@ const parse = () => {
       drain: { type: "string", default: "120" },
       "no-baseline": { type: "boolean", default: false },
       peers: { type: "string", default: "" },
+      rounds: { type: "string", default: "1" },
       results: { type: "string", default: join(projectRoot, "bench/results") },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -101,6 +106,9 @@ const parse = () => {
   const known = values.scenario === "imap" ? imapPeers : peers;
   for (const name of peerNames) if (!(name in known)) throw new Error(`unknown peer ${name} for ${values.scenario}; known: ${Object.keys(known).join(", ")}`);
   if (peerNames.length > 0 && values.scenario !== "relay" && values.scenario !== "imap") throw new Error("--peers goes with the relay and imap scenarios only");
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds: expected a whole number of at least 1, got ${values.rounds}`);
+  if (rounds > 1 && values.scenario === "imap") throw new Error("--rounds goes with every scenario but imap (its table has its own rounds)");
   const options: BenchOptions = {
     messages: Number(values.messages),
     durationSec: Number(values.duration),
@@ -113,7 +121,7 @@ const parse = () => {
     localUsers: Number(values.users),
     drainTimeoutSec: Number(values.drain),
   };
-  return { scenario: values.scenario as Scenario, options, peers: peerNames, baseline: !values["no-baseline"] && values.scenario !== "baseline" && values.scenario !== "imap", results: values.results };
+  return { scenario: values.scenario as Scenario, options, peers: peerNames, rounds, baseline: !values["no-baseline"] && values.scenario !== "baseline" && values.scenario !== "imap", results: values.results };
 };
 
 const runScenario = async (scenario: Scenario, options: BenchOptions): Promise<RunReport[]> => {
@@ -230,22 +238,19 @@ const chartFor = (scenario: string, reports: ReadonlyArray<RunReport>) => {
   ]);
 };
 
-const main = async () => {
-  const parsed = parse();
-  if (!parsed) return void console.log(help);
-  const { scenario, options } = parsed;
-  const machine = describeMachine();
-  console.log(`tern bench ${scenario}: ${options.messages} messages × ${options.recipients} rcpt, ${options.size.min === options.size.max ? options.size.min : `${options.size.min}-${options.size.max}`} B, ${options.connections} connections (${options.reuse ? "reused" : "one per message"}), ${options.rate ? `${options.rate} msg/s open loop` : "closed loop"}`);
-  console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, load ${machine.loadAverage.join(" ")}, node ${machine.node}, ${machine.nats}`);
+type Parsed = NonNullable<ReturnType<typeof parse>>;
 
+/** One round: the baseline, the scenario, then each peer under the same load. A peer that cannot run is noted in `peerErrors`. */
+const measureRound = async (parsed: Parsed, peerErrors: Record<string, string>): Promise<RunReport[]> => {
+  const { scenario, options } = parsed;
   const reports: RunReport[] = [];
   const ceiling = parsed.baseline ? await baseline(options) : undefined;
   if (ceiling) reports.push(ceiling);
   // A peer that cannot run here (no root for Postfix, the package missing) is reported, and
   // the rows already measured are kept.
   const imap = scenario === "imap" ? await imapScenario(options, parsed.peers) : undefined;
+  Object.assign(peerErrors, imap?.peerErrors);
   const runs = imap ? imap.reports : [...(parsed.peers.length > 0 ? [await sinkCeiling(options)] : []), ...(await runScenario(scenario, options))];
-  const peerErrors: Record<string, string> = { ...imap?.peerErrors };
   for (const name of imap ? [] : parsed.peers) {
     try {
       runs.push(await peerRelay(options, peers[name]!));
@@ -257,9 +262,86 @@ const main = async () => {
     if (ceiling && ceiling.acceptedPerSec > 0) report.ratioToBaseline = report.acceptedPerSec / ceiling.acceptedPerSec;
     reports.push(report);
   }
-  if (imap) printImapTable(reports);
-  else printTable(reports);
-  const comparison = comparePeers(reports);
+  return reports;
+};
+
+const median = (values: ReadonlyArray<number>) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+
+interface Spread {
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+const spreadOf = (values: ReadonlyArray<number | undefined>): Spread | undefined => {
+  const known = values.filter((v): v is number => v !== undefined && Number.isFinite(v));
+  return known.length === 0 ? undefined : { median: median(known), min: Math.min(...known), max: Math.max(...known) };
+};
+
+/**
+ * Each row (by label) over the rounds: CPU per message and rate as median and range, and
+ * against Tern's relay row of the same round, the ratios paired round by round, so a slow
+ * moment of the machine moves both sides of a ratio.
+ */
+const summarise = (reports: ReadonlyArray<RunReport & { round: number }>, rounds: number) => {
+  const rate = (r: RunReport) => r.deliveredPerSec ?? r.acceptedPerSec;
+  const labels = [...new Set(reports.map((r) => r.label))];
+  return labels.map((label) => {
+    const rows = reports.filter((r) => r.label === label);
+    const ternOf = (round: number) => reports.find((r) => r.label === "relay" && r.round === round);
+    const paired = rows.map((r) => ({ row: r, tern: ternOf(r.round) })).filter(({ row, tern }) => tern && row !== tern);
+    return {
+      label,
+      system: rows[0]!.system ?? "Tern",
+      rounds: rows.length,
+      cpuMsPerMessage: spreadOf(rows.map((r) => cpuMsPerMessage(r))),
+      perSec: spreadOf(rows.map(rate)),
+      lost: rows.reduce((sum, r) => sum + (r.lost ?? 0), 0),
+      ternRateRatio: spreadOf(paired.map(({ row, tern }) => (rate(row) > 0 ? rate(tern!) / rate(row) : undefined))),
+      cpuRatioToTern: spreadOf(paired.map(({ row, tern }) => {
+        const ternCpu = cpuMsPerMessage(tern!);
+        const cpu = cpuMsPerMessage(row);
+        return cpu !== undefined && ternCpu ? cpu / ternCpu : undefined;
+      })),
+      complete: rows.length === rounds,
+    };
+  });
+};
+
+const printSummary = (summary: ReturnType<typeof summarise>, rounds: number) => {
+  const spread = (s: Spread | undefined, digits: number) => (s === undefined ? "-" : `${cell(s.median, digits)} (${cell(s.min, digits)}–${cell(s.max, digits)})`);
+  console.log(`\nmedian of ${rounds} rounds (range in brackets; ratios paired with Tern's relay row of the same round):`);
+  printRows(
+    ["run", "system", "rounds", "CPU ms/msg", "msg/s", "lost", "Tern ÷ it (msg/s)", "its CPU ÷ Tern's"],
+    summary.map((r) => [r.label, r.system, String(r.rounds), spread(r.cpuMsPerMessage, 2), spread(r.perSec, 0), String(r.lost), spread(r.ternRateRatio, 2), spread(r.cpuRatioToTern, 2)]),
+  );
+};
+
+const main = async () => {
+  const parsed = parse();
+  if (!parsed) return void console.log(help);
+  const { scenario, options } = parsed;
+  const machine = describeMachine();
+  console.log(`tern bench ${scenario}: ${options.messages} messages × ${options.recipients} rcpt, ${options.size.min === options.size.max ? options.size.min : `${options.size.min}-${options.size.max}`} B, ${options.connections} connections (${options.reuse ? "reused" : "one per message"}), ${options.rate ? `${options.rate} msg/s open loop` : "closed loop"}`);
+  console.log(`machine: ${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB} GiB, load ${machine.loadAverage.join(" ")}, node ${machine.node}, ${machine.nats}`);
+
+  const reports: Array<RunReport & { readonly round: number }> = [];
+  const comparisons: Array<ReturnType<typeof comparePeers>> = [];
+  const peerErrors: Record<string, string> = {};
+  for (let round = 1; round <= parsed.rounds; round++) {
+    if (parsed.rounds > 1) console.log(`\nround ${round} of ${parsed.rounds}`);
+    const measured = await measureRound(parsed, peerErrors);
+    if (scenario === "imap") printImapTable(measured);
+    else printTable(measured);
+    comparisons.push(comparePeers(measured));
+    reports.push(...measured.map((report) => ({ ...report, round })));
+  }
+  const summary = summarise(reports, parsed.rounds);
+  if (parsed.rounds > 1) printSummary(summary, parsed.rounds);
   for (const [name, error] of Object.entries(peerErrors)) {
     console.error(`${name}: not measured: ${error}`);
     process.exitCode = 2;
@@ -278,9 +360,13 @@ const main = async () => {
   const lost = reports.reduce((sum, r) => sum + (r.lost ?? 0), 0);
   await writeFile(
     join(folder, "result.json"),
-    JSON.stringify({ scenario, options, peers: parsed.peers, machine, loadAverageAfter: loadavg(), passed: lost === 0, reports: slim, comparison, peerErrors }, null, 2),
+    JSON.stringify(
+      { scenario, options, peers: parsed.peers, rounds: parsed.rounds, machine, loadAverageAfter: loadavg(), passed: lost === 0, reports: slim, comparison: comparisons.at(-1), comparisons, summary, peerErrors },
+      null,
+      2,
+    ),
   );
-  await writeFile(join(folder, "chart.svg"), chartFor(scenario, reports));
+  await writeFile(join(folder, "chart.svg"), chartFor(scenario, reports.filter((r) => r.round === parsed.rounds)));
   console.log(`results: ${join(folder, "result.json")} and chart.svg`);
   if (lost > 0) {
     console.error(`FAILED: ${lost} accepted message(s) (a 250 or a submit reply) never arrived`);

@@ -41,17 +41,28 @@ test("relay smoke run: every message answered 250 arrives at the sink, with a ba
   assert.match(chart, /^<svg .*queue depth/s);
 });
 
-test("relay with the floor peer: the same load relayed by bare smtp-server + nodemailer, a row beside Tern's, nothing lost by either", async () => {
-  const { code, stdout, stderr, report } = await bench(["--messages", "300", "--connections", "5", "--no-baseline", "--peers", "floor"]);
+test("relay with the floor peer over two rounds: bare smtp-server + nodemailer relay the same load beside Tern, each round a row, then the medians", async () => {
+  const { code, stdout, stderr, report } = await bench(["--messages", "300", "--connections", "5", "--no-baseline", "--peers", "floor", "--rounds", "2"]);
   assert.equal(code, 0, stdout + stderr);
   assert.equal(report.passed, true);
-  const labels = report.comparison.map((row: { label: string }) => row.label);
-  assert.deepEqual(labels, ["relay", "sink", "floor"]);
-  const floor = report.comparison.find((row: { label: string }) => row.label === "floor");
-  assert.equal(floor.delivered, 300);
+  assert.equal(report.comparisons.length, 2);
+  for (const comparison of report.comparisons) {
+    assert.deepEqual(comparison.map((row: { label: string }) => row.label), ["relay", "sink", "floor"]);
+    const floor = comparison.find((row: { label: string }) => row.label === "floor");
+    assert.equal(floor.delivered, 300);
+    assert.equal(floor.lost, 0);
+    assert.ok(floor.cpuMsPerMessage > 0);
+    assert.match(floor.system, /^smtp-server [\d.]+ \+ nodemailer [\d.]+, in memory$/);
+  }
+  assert.deepEqual(report.reports.map((r: { label: string; round: number }) => `${r.label}@${r.round}`), ["sink@1", "relay@1", "floor@1", "sink@2", "relay@2", "floor@2"]);
+  const floor = report.summary.find((row: { label: string }) => row.label === "floor");
+  assert.equal(floor.rounds, 2);
   assert.equal(floor.lost, 0);
-  assert.ok(floor.cpuMsPerMessage > 0);
-  assert.match(floor.system, /^smtp-server [\d.]+ \+ nodemailer [\d.]+, in memory$/);
+  const cpu = report.reports.filter((r: { label: string }) => r.label === "floor").map((r: { cpuMsPerMessage: number }) => r.cpuMsPerMessage);
+  assert.equal(floor.cpuMsPerMessage.median, (cpu[0] + cpu[1]) / 2);
+  assert.ok(floor.cpuRatioToTern.median > 0);
+  assert.match(stdout, /^round 2 of 2$/m);
+  assert.match(stdout, /^median of 2 rounds/m);
   assert.match(stdout, /^ {2}floor: CPU [\d.]+ ms per delivered message \(floor, user \+ sys\)/m);
 });
 
