@@ -1,11 +1,17 @@
 // Summarises a V8 .cpuprofile (from `node --cpu-prof`) by function and by file: self time
 // (where the CPU was) and inclusive time (what was running under a frame), so a profile of
 // a bench run reads as a short table instead of a flame graph.
-//   npx tsx bench/cpu-profile.ts FILE.cpuprofile [--top N] [--by function|file|package] [--skip S]
+//   npx tsx bench/cpu-profile.ts FILE.cpuprofile [--top N] [--by function|file|package|owner] [--skip S]
 //     [--under PATTERN | --callers PATTERN [--depth N]]
 // --skip leaves out the first S seconds (the node's start); --under shows what the time
 // below matching frames went to, --callers where matching frames were called from.
+// --by owner charges each sample to the innermost module of Tern's own (actors/, nodes/,
+// cluster/, protocol/) on its stack: what that module costs with the libraries it calls.
 // Run a bench with TERN_NODE_EXEC_ARGV="--cpu-prof --cpu-prof-dir=DIR" to get profiles.
+//
+// The samples are wall time of the node's main thread: time the thread spent descheduled
+// inside a system call (a write that woke the sink, which then ran on this core) counts
+// for that call. Pin the node to a core of its own (taskset) for figures closer to CPU time.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
@@ -20,7 +26,7 @@ interface Profile {
   readonly endTime: number;
 }
 
-type Grouping = "function" | "file" | "package";
+type Grouping = "function" | "file" | "package" | "owner";
 
 const shortUrl = (url: string) =>
   url
@@ -35,6 +41,43 @@ const packageOf = (url: string) => {
   if (match) return match[1]!;
   return shortUrl(url).split("/").slice(0, 2).join("/");
 };
+
+// A node runs from the bundle (dist/build-…/chunks/*.js), where esbuild starts each module
+// it inlined with a comment naming its source ("// actors/queue/spool.ts",
+// "// node_modules/effect/dist/internal/effect.js"): a frame's line in a chunk maps back to
+// the module it came from.
+const bundleModules = new Map<string, ReadonlyArray<readonly [number, string]>>();
+const MODULE_COMMENT = /^\/\/ (\S+\.(?:ts|js|mjs|cjs|json))$/;
+
+/** The source module of a frame in a bundle chunk, or undefined when the frame is not in one. */
+const bundleModuleOf = (frame: CallFrame): string | undefined => {
+  if (!frame.url.startsWith("file://") || !/\/dist\/(?:build-[^/]+\/)?(?:chunks\/)?[^/]+\.js$/.test(frame.url)) return undefined;
+  const path = frame.url.slice("file://".length);
+  let starts = bundleModules.get(path);
+  if (!starts) {
+    const found: Array<readonly [number, string]> = [];
+    try {
+      readFileSync(path, "utf8")
+        .split("\n")
+        .forEach((text, line) => {
+          const match = MODULE_COMMENT.exec(text);
+          if (match) found.push([line, match[1]!]);
+        });
+    } catch {
+      // a build removed since the run: chunk names only
+    }
+    bundleModules.set(path, (starts = found));
+  }
+  let module: string | undefined;
+  for (const [line, name] of starts) {
+    if (line > frame.lineNumber) break;
+    module = name;
+  }
+  return module;
+};
+
+/** Tern's own source modules (not a library's). */
+const OWN_MODULE = /^(?:actors|nodes|cluster|protocol)\//;
 
 // tsx compiles each .ts file to one line of JS, so a profile's positions in our own code
 // say nothing until mapped back: its cache (tmpdir/tsx-UID) keeps each compiled file with
@@ -148,15 +191,28 @@ const ownFrame = (frame: CallFrame) => {
   return `${nameAt(mapping.source, line)} ${shortUrl(frame.url)}:${line + 1}`;
 };
 
-const keyOf = (frame: CallFrame, by: Grouping) => {
+const keyOf = (frame: CallFrame, by: Exclude<Grouping, "owner">) => {
+  const module = bundleModuleOf(frame);
   switch (by) {
     case "function":
+      if (module !== undefined) return `${frame.functionName || "(anonymous)"} ${module.replace(/^node_modules\//, "~/")} (${shortUrl(frame.url).split("/").pop()}:${frame.lineNumber + 1})`;
       return ownFrame(frame) ?? `${frame.functionName || "(anonymous)"} ${shortUrl(frame.url)}${frame.url ? `:${frame.lineNumber + 1}` : ""}`;
     case "file":
+      if (module !== undefined) return module.replace(/^node_modules\//, "~/");
       return frame.url ? shortUrl(frame.url) : frame.functionName;
     case "package":
+      if (module !== undefined) return packageOf(module);
       return frame.url ? packageOf(frame.url) : frame.functionName;
   }
+};
+
+/** The innermost of Tern's own modules on a sample's stack, or "(no own frame)". */
+const ownerOf = (byId: ReadonlyMap<number, ProfileNode>, parent: ReadonlyMap<number, number>, id: number) => {
+  for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+    const file = keyOf(byId.get(at)!.callFrame, "file");
+    if (OWN_MODULE.test(file)) return file;
+  }
+  return "(no own frame)";
 };
 
 export const summarise = (profile: Profile, by: Grouping) => {
@@ -175,6 +231,13 @@ export const summarise = (profile: Profile, by: Grouping) => {
   for (const [id, micros] of selfMicros) {
     total += micros;
     const node = byId.get(id)!;
+    if (by === "owner") {
+      // Idle and the profiler's own frames stay apart from "(no own frame)".
+      const key = node.callFrame.url === "" && node.callFrame.functionName.startsWith("(") ? node.callFrame.functionName : ownerOf(byId, parent, id);
+      self.set(key, (self.get(key) ?? 0) + micros);
+      inclusive.set(key, (inclusive.get(key) ?? 0) + micros);
+      continue;
+    }
     const key = keyOf(node.callFrame, by);
     self.set(key, (self.get(key) ?? 0) + micros);
     // Each key counts once per stack, however often it recurses.
@@ -202,7 +265,7 @@ export const under = (profile: Profile, pattern: string, by: Grouping) => {
     for (let at: number | undefined = profile.samples[i]!; at !== undefined && !inside; at = parent.get(at))
       inside = keyOf(byId.get(at)!.callFrame, "function").includes(pattern);
     if (!inside) continue;
-    const key = keyOf(byId.get(profile.samples[i]!)!.callFrame, by);
+    const key = by === "owner" ? ownerOf(byId, parent, profile.samples[i]!) : keyOf(byId.get(profile.samples[i]!)!.callFrame, by);
     self.set(key, (self.get(key) ?? 0) + delta);
     total += delta;
   }
@@ -249,6 +312,11 @@ const withoutStart = (profile: Profile, seconds: number): Profile => {
 };
 
 const main = () => {
+  // `| head` closes the pipe early: that ends the output, not with a stack trace.
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code === "EPIPE") process.exit(0);
+    throw error;
+  });
   const args = process.argv.slice(2);
   const option = (name: string) => {
     const at = args.indexOf(name);
