@@ -287,7 +287,7 @@ const spreadOf = (values: ReadonlyArray<number | undefined>): Spread | undefined
  * against Tern's relay row of the same round, the ratios paired round by round, so a slow
  * moment of the machine moves both sides of a ratio.
  */
-const summarise = (reports: ReadonlyArray<RunReport & { round: number }>, rounds: number) => {
+const summarise = (reports: ReadonlyArray<RunReport & { round: number }>) => {
   const rate = (r: RunReport) => r.deliveredPerSec ?? r.acceptedPerSec;
   const labels = [...new Set(reports.map((r) => r.label))];
   return labels.map((label) => {
@@ -307,7 +307,6 @@ const summarise = (reports: ReadonlyArray<RunReport & { round: number }>, rounds
         const cpu = cpuMsPerMessage(row);
         return cpu !== undefined && ternCpu ? cpu / ternCpu : undefined;
       })),
-      complete: rows.length === rounds,
     };
   });
 };
@@ -340,7 +339,7 @@ const main = async () => {
     comparisons.push(comparePeers(measured));
     reports.push(...measured.map((report) => ({ ...report, round })));
   }
-  const summary = summarise(reports, parsed.rounds);
+  const summary = summarise(reports);
   if (parsed.rounds > 1) printSummary(summary, parsed.rounds);
   for (const [name, error] of Object.entries(peerErrors)) {
     console.error(`${name}: not measured: ${error}`);
