@@ -235,7 +235,6 @@ export const summarise = (profile: Profile, by: Grouping) => {
       // Idle and the profiler's own frames stay apart from "(no own frame)".
       const key = node.callFrame.url === "" && node.callFrame.functionName.startsWith("(") ? node.callFrame.functionName : ownerOf(byId, parent, id);
       self.set(key, (self.get(key) ?? 0) + micros);
-      inclusive.set(key, (inclusive.get(key) ?? 0) + micros);
       continue;
     }
     const key = keyOf(node.callFrame, by);
@@ -351,9 +350,12 @@ const main = () => {
     console.log(`\n  self ms   self%  (by ${by})`);
     for (const [key, micros] of [...self].filter(([k]) => !k.startsWith("(idle)")).sort((a, b) => b[1] - a[1]).slice(0, top))
       console.log(`  ${ms(micros)}  ${pct(micros)}  ${key}`);
-    console.log(`\n  incl ms  incl%  (by ${by})`);
-    for (const [key, micros] of [...inclusive].filter(([k]) => !k.startsWith("(idle)") && !k.startsWith("(root)")).sort((a, b) => b[1] - a[1]).slice(0, top))
-      console.log(`  ${ms(micros)}  ${pct(micros)}  ${key}`);
+    // By owner each sample has one key, so its inclusive table would repeat the self one.
+    if (by !== "owner") {
+      console.log(`\n  incl ms  incl%  (by ${by})`);
+      for (const [key, micros] of [...inclusive].filter(([k]) => !k.startsWith("(idle)") && !k.startsWith("(root)")).sort((a, b) => b[1] - a[1]).slice(0, top))
+        console.log(`  ${ms(micros)}  ${pct(micros)}  ${key}`);
+    }
     console.log("");
   }
 };
