@@ -350,7 +350,9 @@ test("closing the Sites scope lets in-flight deliveries finish, then closes ever
   const attempts = await inFlight;
   assert.deepEqual(attempts.map((a) => status(a.results[0]!)), ["delivered", "delivered"]);
   await eventually(() => server.open() === 0, "every connection is closed");
-  assert.equal(budget.open(), 0);
+  // The server counts a connection closed at QUIT; Tern gives its permit back once its own
+  // socket has closed, which may be a moment later.
+  await eventually(() => budget.open() === 0, "every connection permit is back");
   const late = await Effect.runPromise(sites.deliver(job(r, ["c@remote.test"])));
   assert.equal(status(late.results[0]!), "deferred", "after the stop, jobs defer");
 });
