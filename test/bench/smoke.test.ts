@@ -95,3 +95,12 @@ test("submit smoke run: the same messages over SMTP and over the NATS API into o
   assert.match(stdout, /^submit smtp +1 +200 /m);
   assert.match(stdout, /^submit nats +1 +200 /m);
 });
+
+test("lmdb-floor: the two durable transactions per message, timed, leave no data directory behind", async () => {
+  const before = new Set((await readdir(tmpdir())).filter((name) => name.startsWith("tern-lmdb-floor-")));
+  const { code, stdout, stderr } = await run(process.execPath, ["--import", "tsx", join(projectRoot, "bench/lmdb-floor.ts"), "--messages", "300", "--writers", "5"]);
+  assert.equal(code, 0, stdout + stderr);
+  assert.match(stdout, /^300 messages, 5 writers, 5120 B: \d+ msg\/s, CPU [\d.]+ ms per message \(user [\d.]+, sys [\d.]+\)$/m);
+  const left = (await readdir(tmpdir())).filter((name) => name.startsWith("tern-lmdb-floor-") && !before.has(name));
+  assert.deepEqual(left, []);
+});
