@@ -16,7 +16,7 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 
-interface CallFrame { readonly functionName: string; readonly url: string; readonly lineNumber: number; readonly columnNumber: number }
+export interface CallFrame { readonly functionName: string; readonly url: string; readonly lineNumber: number; readonly columnNumber: number }
 interface ProfileNode { readonly id: number; readonly callFrame: CallFrame; readonly children?: ReadonlyArray<number> }
 interface Profile {
   readonly nodes: ReadonlyArray<ProfileNode>;
@@ -77,7 +77,7 @@ const bundleModuleOf = (frame: CallFrame): string | undefined => {
 };
 
 /** Tern's own source modules (not a library's). */
-const OWN_MODULE = /^(?:actors|nodes|cluster|protocol)\//;
+export const OWN_MODULE = /^(?:actors|nodes|cluster|protocol)\//;
 
 // tsx compiles each .ts file to one line of JS, so a profile's positions in our own code
 // say nothing until mapped back: its cache (tmpdir/tsx-UID) keeps each compiled file with
@@ -191,7 +191,7 @@ const ownFrame = (frame: CallFrame) => {
   return `${nameAt(mapping.source, line)} ${shortUrl(frame.url)}:${line + 1}`;
 };
 
-const keyOf = (frame: CallFrame, by: Exclude<Grouping, "owner">) => {
+export const keyOf = (frame: CallFrame, by: Exclude<Grouping, "owner">) => {
   const module = bundleModuleOf(frame);
   switch (by) {
     case "function":
