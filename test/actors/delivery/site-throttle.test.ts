@@ -121,8 +121,12 @@ test("a slowing reply halves the site's connections and spaces its messages; oth
   assert.ok(peak <= 2, `at most 2 connections at level 1, saw ${peak}`);
   assert.ok(new Set(server.accepted.map((mail) => mail.connection)).size <= 2, "two connections carried the six messages");
   const gaps = arrivals.slice(1).map((at, n) => at - arrivals[n]!);
-  // Sends start a gap apart; arrivals also carry each connection's set-up, so allow some jitter.
-  assert.ok(gaps.every((gap) => gap >= 90), `messages about the gap apart: ${gaps.map(Math.round).join(", ")} ms`);
+  // Sends start a gap apart (150 ms); an arrival also carries its connection's set-up and
+  // whatever held up that one send, so one gap can shrink by as much as the one before it
+  // grew (167 then 86 ms on a loaded CI machine). Unthrottled, the six arrive within a few ms
+  // of each other: every gap over a third of the interval still shows them spaced, and the
+  // next check shows the whole run takes five gaps.
+  assert.ok(gaps.every((gap) => gap >= 50), `messages about the gap apart: ${gaps.map(Math.round).join(", ")} ms`);
   assert.ok(arrivals.at(-1)! - arrivals[0]! >= 4.5 * 150 && performance.now() - started >= 5 * 150, "six messages take five gaps");
 });
 
