@@ -310,12 +310,15 @@ const withoutStart = (profile: Profile, seconds: number): Profile => {
   return { ...profile, timeDeltas };
 };
 
-const main = () => {
-  // `| head` closes the pipe early: that ends the output, not with a stack trace.
+/** `| head` closes the pipe early: that ends the output, not with a stack trace. */
+export const quietOnClosedPipe = () =>
   process.stdout.on("error", (error: NodeJS.ErrnoException) => {
     if (error.code === "EPIPE") process.exit(0);
     throw error;
   });
+
+const main = () => {
+  quietOnClosedPipe();
   const args = process.argv.slice(2);
   const option = (name: string) => {
     const at = args.indexOf(name);

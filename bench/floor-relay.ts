@@ -5,6 +5,7 @@
 // queued), only what the two libraries cost per message, used plainly.
 //   argv[2]: {"port": P, "sinkPort": S, "connections": N}
 import { SMTPServer } from "smtp-server";
+import { bareServerOptions } from "./lib/bare-smtp.ts";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 
 interface FloorOptions {
@@ -65,11 +66,7 @@ const sender = async () => {
 };
 
 const server = new SMTPServer({
-  authOptional: true,
-  disabledCommands: ["AUTH", "STARTTLS"],
-  disableReverseLookup: true,
-  logger: false,
-  size: 100 * 1024 * 1024,
+  ...bareServerOptions,
   onData(stream, session, callback) {
     const chunks: Buffer[] = [];
     stream.on("data", (chunk: Buffer) => chunks.push(chunk));

@@ -6,7 +6,7 @@
 // module, as bench/cpu-profile.ts does), and by the innermost function of Tern's own
 // (actors/, nodes/, cluster/, protocol/) on the allocating stack.
 import { readFileSync } from "node:fs";
-import { OWN_MODULE, keyOf, type CallFrame } from "./cpu-profile.ts";
+import { OWN_MODULE, keyOf, quietOnClosedPipe, type CallFrame } from "./cpu-profile.ts";
 
 interface HeapNode {
   readonly id: number;
@@ -51,10 +51,7 @@ export const summariseAllocations = (profile: HeapProfile) => {
 };
 
 const main = () => {
-  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
-    if (error.code === "EPIPE") process.exit(0);
-    throw error;
-  });
+  quietOnClosedPipe();
   const args = process.argv.slice(2);
   const at = args.indexOf("--top");
   const top = at >= 0 ? Number(args.splice(at, 2)[1]) : 25;

@@ -3,6 +3,7 @@
 // the parent over IPC in batches. With `record: false` it is the bare smtp-server
 // baseline: drain and answer 250, nothing else.
 import { SMTPServer } from "smtp-server";
+import { bareServerOptions } from "./lib/bare-smtp.ts";
 import type { SinkCommand, SinkOptions, SinkReport } from "./lib/sink.ts";
 import { benchIdIn } from "./lib/load.ts";
 
@@ -24,11 +25,7 @@ const scriptedReply = (): Error | undefined => {
 };
 
 const server = new SMTPServer({
-  authOptional: true,
-  disabledCommands: ["AUTH", "STARTTLS"],
-  disableReverseLookup: true,
-  logger: false,
-  size: 100 * 1024 * 1024,
+  ...bareServerOptions,
   onData(stream, _session, callback) {
     let head = "";
     stream.on("data", (chunk: Buffer) => {
