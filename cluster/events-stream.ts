@@ -185,7 +185,8 @@ const makeAcks = (nc: NatsConnection, inboxPrefix: string | undefined) => {
       const finish = () => {
         clearTimeout(timer);
         for (const token of tokens) waiting.delete(token);
-        resolve(outcomes.map((outcome) => outcome ?? { _tag: "Failed", detail: `no acknowledgement within ${TIMEOUT_MS} ms` }));
+        // Array.from, not map: map skips the holes of what was never answered and leaves them holes.
+        resolve(Array.from(outcomes, (outcome) => outcome ?? { _tag: "Failed", detail: `no acknowledgement within ${TIMEOUT_MS} ms` }));
       };
       const timer = setTimeout(finish, TIMEOUT_MS);
       if (count === 0) return finish();

@@ -40,8 +40,10 @@ export const EventPublisherLayer = Layer.effectDiscard(
       // Hard bounces and complaints add their recipient to the suppression list as they are published.
       sink: (yield* Suppressions).withAutoAdds(openEventsStream(nc, subjects, config.events, subjects.nodeInbox(config.nodeId))),
       batch: 256,
+      // Capped low: events follow mail within seconds of JetStream answering again (a stream's
+      // new leader elected, NATS back), and a retry costs one stream-info request.
       retryBaseMs: 250,
-      retryMaxMs: 30_000,
+      retryMaxMs: 5_000,
       idlePollMs: 1_000,
       stopGraceMs: 2_000,
       observer: {

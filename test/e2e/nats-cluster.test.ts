@@ -210,14 +210,24 @@ test("killing the NATS server the node is connected to under load loses nothing 
   }, 30_000, "every local message in bob's mailbox");
 
   // Every accepted message has its accepted and delivered events in the stream, none twice.
+  // Events wait for the stream's new leader (seconds; longer on a loaded machine) and the
+  // publisher's next retry: how long they take is logged, not bounded here.
+  let lastRead = "no read of the stream succeeded";
   const events = await eventually(async () => {
     // The test's own connection may be moving off the killed server too: a failed read is tried again.
-    const all = await streamEvents().catch(() => undefined);
+    const all = await streamEvents().catch((error: unknown) => void (lastRead = `the last read failed: ${String(error)}`));
     if (all === undefined) return undefined;
     const ofType = (type: string) => new Set(all.filter((e) => e.type === type).map((e) => e.msg));
     const [acceptedEvents, deliveredEvents] = [ofType("accepted"), ofType("delivered")];
-    return accepted.every((sent) => acceptedEvents.has(sent.queueId) && deliveredEvents.has(sent.queueId)) ? all : undefined;
-  }, 30_000, "every message's accepted and delivered events in the stream");
+    const missing = (events: Set<string>) => accepted.filter((sent) => !events.has(sent.queueId)).length;
+    lastRead = `the last read had ${all.length} events: ${missing(acceptedEvents)} accepted and ${missing(deliveredEvents)} delivered missing`;
+    return missing(acceptedEvents) + missing(deliveredEvents) === 0 ? all : undefined;
+  }, 60_000, "every message's accepted and delivered events in the stream").catch((error: unknown) => {
+    // Says what was missing and what the node's publisher logged (stalls, resumptions), for a run that fails.
+    const publisher = [...node.events("events.publish.stalled"), ...node.events("events.publish.resumed")];
+    throw new Error(`${String(error)}; ${lastRead}; the node's publisher: ${JSON.stringify(publisher)}`);
+  });
+  console.log(`# events complete ${Date.now() - loadEnded} ms after the load; publisher: ${JSON.stringify([...node.events("events.publish.stalled"), ...node.events("events.publish.resumed")])}`);
   assert.equal(new Set(events.map((e) => e.id)).size, events.length, "no event stored twice");
 
   // The longest pause in accepted and in delivered traffic, from the kill to the end of the load.

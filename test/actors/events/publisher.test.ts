@@ -151,3 +151,32 @@ test("while NATS is down events wait in the outbox; when it is back without its 
   const jsm = await jetstreamManager(nc);
   assert.equal((await jsm.streams.info(makeSubjects(cluster).eventsStream)).config.max_bytes, streamConfig.maxBytes);
 });
+
+test("a batch nobody acknowledges: each event fails after the publish timeout and waits in the outbox; once a stream takes them they all arrive", async () => {
+  const cluster = uniqueCluster();
+  const subjects = makeSubjects(cluster);
+  const outbox = openOutbox(root, `d${cluster}`);
+  const real = openEventsStream(nc, subjects, streamConfig);
+  // Something that is not JetStream takes the publishes and never answers (a stream whose
+  // leader is being elected looks like this): no "no responders" comes back, only silence.
+  const silent = nc.subscribe(subjects.events);
+  await nc.flush();
+  let streamAway = true;
+  const sink: EventSink = { ensure: () => (streamAway ? Effect.succeed("present") : real.ensure()), publish: real.publish };
+  const { seen, observer } = observed();
+  await write(outbox, [accepted("M1", 0), accepted("M1", 1), accepted("M1", 2)]);
+  const stop = await run({ outbox, sink, observer });
+  try {
+    await eventually(() => (seen.stalled.length > 0 ? true : undefined), 10_000, "publisher stalled");
+    assert.deepEqual(seen.stalled, ["no acknowledgement within 5000 ms"]);
+    assert.equal(seen.failed, 3, "every unanswered event is counted failed");
+    assert.equal(outbox.size(), 3, "nothing unanswered leaves the outbox");
+    silent.unsubscribe();
+    streamAway = false;
+    await eventually(() => (outbox.size() === 0 ? true : undefined), 15_000, "outbox drained once the stream is there");
+  } finally {
+    await stop();
+  }
+  const events = await stored(cluster);
+  assert.deepEqual(events.map((e) => e.rcpt), ["r0@example.org", "r1@example.org", "r2@example.org"]);
+});
