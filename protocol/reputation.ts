@@ -72,6 +72,11 @@ export type ReputationReply = typeof ReputationReply.Type;
  * its delivery counted under. A key left out is not counted.
  */
 export const ReputationCount = Schema.TaggedStruct("ReputationCount", {
+  /**
+   * The count's own id, the same on every try: a node that counted it already answers again
+   * without counting (its answer was lost). Absent from older nodes: counted every time.
+   */
+  id: Schema.optional(Schema.String),
   source: Schema.optional(Schema.String),
   senderDomain: Schema.optional(Schema.String),
   provider: Schema.optional(Schema.String),

@@ -8,11 +8,14 @@
 //
 // Best effort, as the figures are (in memory, started afresh at a restart): the report's
 // event is already on disk when the count is sent, and a count the sending node does not
-// acknowledge is counted here instead, so the cluster's sums still hold it.
+// acknowledge is counted here instead, so the cluster's sums still hold it. An answer lost
+// on the way back is why a count is tried again before that: each count carries an id, the
+// same on every try, and the sending node counts an id once, so only a count whose every
+// answer was lost is counted on both nodes.
 //
 // The keys stay bounded on the receiving side as they are for its own outcomes: a source
 // address it does not know and a provider not in its table are not counted.
-import { Effect, Schema, type Scope } from "effect";
+import { Duration, Effect, Schedule, Schema, type Scope } from "effect";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { MalformedMessage, RemoteUnavailable } from "../../protocol/errors.ts";
 import { ReputationCount, ReputationCounted } from "../../protocol/reputation.ts";
@@ -47,43 +50,89 @@ export const countLater = (reputation: Pick<Reputation, "recordComplaint" | "rec
   else reputation.recordOutcome(about, outcome);
 };
 
-/** Counts what other nodes send on this node's subject, until the scope closes. */
+/**
+ * The ids of the counts made lately, so that a count tried again is not made twice. Past
+ * `limit` the oldest are forgotten: the tries of one count span seconds, and a node
+ * receiving more than `limit` counts in those seconds is far beyond any feedback volume.
+ */
+export const makeRecentIds = (limit: number) => {
+  const ids = new Set<string>();
+  return {
+    /** True the first time `id` is seen (it is remembered then). */
+    first: (id: string): boolean => {
+      if (ids.has(id)) return false;
+      ids.add(id);
+      if (ids.size > limit) ids.delete(ids.values().next().value!);
+      return true;
+    },
+  };
+};
+
+/** Count ids remembered by the counting node (a few MB at most). */
+const RECENT_COUNT_IDS = 20_000;
+
+/** Counts what other nodes send on this node's subject, each id once, until the scope closes. */
 export const serveReputationCounts = (
   nc: NatsConnection,
   subjects: Subjects,
   deps: { readonly nodeId: string; readonly reputation: Reputation; readonly known: KnownKeys },
-): Effect.Effect<void, never, Scope.Scope> =>
-  Effect.asVoid(
+): Effect.Effect<void, never, Scope.Scope> => {
+  const recent = makeRecentIds(RECENT_COUNT_IDS);
+  return Effect.asVoid(
     servedInScope((run) =>
       serveEndpoint(
         nc,
         subjects.reputationCount(deps.nodeId),
         reputationCountEndpoint,
-        ({ outcome, ...about }) =>
+        ({ id, outcome, ...about }) =>
           Effect.sync(() => {
-            countLater(deps.reputation, knownKeys(about, deps.known), outcome);
+            if (id === undefined || recent.first(id)) countLater(deps.reputation, knownKeys(about, deps.known), outcome);
             return { value: { node: deps.nodeId } };
           }),
         { run },
       ),
     ),
   );
+};
 
-/** Sends one count to the node that sent the message; fails when it does not acknowledge it within `timeoutMs`. */
+/** One count for the node that sent the message: its id (unique, kept over the tries), the keys and the outcome. */
+export interface CountForNode {
+  readonly id: string;
+  readonly about: OutcomeKeys;
+  readonly outcome: LaterOutcome;
+}
+
+/** How a count is sent: each try waits `timeoutMs` for the answer; a try without one is made again after `pauseMs`, `tries` in all. */
+export interface CountSending {
+  readonly timeoutMs: number;
+  readonly tries: number;
+  readonly pauseMs: number;
+}
+
+/** Sends one count to the node that sent the message; fails when no try was acknowledged. */
 export const sendReputationCount = (
   nc: NatsConnection,
   subjects: Subjects,
   node: string,
-  about: OutcomeKeys,
-  outcome: LaterOutcome,
-  timeoutMs: number,
+  count: CountForNode,
+  sending: CountSending,
 ): Effect.Effect<void, RemoteUnavailable | MalformedMessage> => {
+  const { about } = count;
   const request: ReputationCount = {
     _tag: "ReputationCount",
+    id: count.id,
     ...(about.source !== undefined ? { source: about.source } : {}),
     ...(about.senderDomain !== undefined ? { senderDomain: about.senderDomain } : {}),
     ...(about.provider !== undefined ? { provider: about.provider } : {}),
-    outcome,
+    outcome: count.outcome,
   };
-  return Effect.asVoid(callEndpoint(nc, subjects.reputationCount(node), reputationCountEndpoint, request, { timeoutMs }));
+  return callEndpoint(nc, subjects.reputationCount(node), reputationCountEndpoint, request, { timeoutMs: sending.timeoutMs }).pipe(
+    // Only silence is tried again: a malformed answer would come back the same.
+    Effect.retry({
+      times: sending.tries - 1,
+      schedule: Schedule.spaced(Duration.millis(sending.pauseMs)),
+      while: (error) => error._tag === "RemoteUnavailable",
+    }),
+    Effect.asVoid,
+  );
 };

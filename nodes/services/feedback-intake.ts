@@ -3,6 +3,7 @@
 // lookup, events go to this node's outbox, and what they report counts in the reputation
 // figures of the node that sent the message: this node's own Reputation, or another's over
 // NATS (actors/delivery/reputation-count.ts), counted here when that one does not answer.
+import { randomUUID } from "node:crypto";
 import { Effect, FiberSet } from "effect";
 import { Counter } from "prom-client";
 import { loadRules, makeClassifier } from "../../actors/delivery/classify.ts";
@@ -18,8 +19,11 @@ import { Reputation } from "./reputation.ts";
 import { MessageStatus } from "./status.ts";
 import { EventOutbox } from "./storage.ts";
 
-/** How long the node that sent a message has to acknowledge a count before this node counts it itself. */
-const COUNT_TIMEOUT_MS = 5_000;
+/**
+ * How a count goes to the node that sent the message: three tries of 5 s, a second apart,
+ * before this node counts it itself (about 17 s when that node is slow, 2 s when it is gone).
+ */
+const COUNT_SENDING = { timeoutMs: 5_000, tries: 3, pauseMs: 1_000 };
 
 /**
  * The intake the SMTP listener hands reports to (undefined when feedback is off), counting
@@ -55,7 +59,7 @@ export const feedbackIntake = Effect.gen(function* () {
   const count = (node: string, about: OutcomeKeys, outcome: LaterOutcome) => {
     if (node === config.nodeId) return countHere(about, outcome);
     fork(
-      sendReputationCount(nc, subjects, node, about, outcome, COUNT_TIMEOUT_MS).pipe(
+      sendReputationCount(nc, subjects, node, { id: randomUUID(), about, outcome }, COUNT_SENDING).pipe(
         Effect.catch((error) =>
           Effect.sync(() => {
             log("feedback.count.local", { level: "warn", sentBy: node, outcome: outcome._tag, error: error.detail });
