@@ -29,6 +29,12 @@ export const LeaseAsk = Schema.Struct({
   budget: Schema.String,
   holder: Schema.String,
   /**
+   * This ask's id. An ask whose answer did not come is sent again as it was, id included,
+   * and an owner that granted it already answers with the same grant instead of counting
+   * it again. Absent from older nodes: every ask is granted anew.
+   */
+  askId: Schema.optional(Schema.String),
+  /**
    * The limits as the holder's configuration says. Every node should say the same; where
    * they differ, the owner applies the strictest among the live holders.
    */

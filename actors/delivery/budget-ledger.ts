@@ -21,6 +21,9 @@
 // - New connections per minute are counted in a sliding window of one-second slots: at
 //   most the limit in any minute (by this owner's knowledge), granted and given back like
 //   messages.
+// - An ask carries an id; the same ask again (the holder heard no answer) gets the grant
+//   made for it, and nothing is counted again: a lost answer must not spend the hour's
+//   messages on a grant that never arrived, nor refund twice what was given back.
 import type { BudgetLimits, LeaseAsk, LeaseGrant } from "../../protocol/site-budget.ts";
 
 interface Lease {
@@ -31,6 +34,8 @@ interface Lease {
   wantOpens: number;
   limits: BudgetLimits;
   expiresAt: number;
+  /** The holder's last ask and what it was granted: the same ask again (its answer was lost) gets the same grant. */
+  last?: { readonly askId: string; readonly grant: LeaseGrant };
 }
 
 /**
@@ -148,7 +153,11 @@ export class BudgetLedger {
   grant(ask: LeaseAsk, now: number, { alone }: { readonly alone: boolean }): Granted {
     const budget = this.budgetOf(ask.budget, alone ? now - this.ttlMs : now);
     this.expire(budget, now);
-    const lease: Lease = budget.leases.get(ask.holder) ?? { connections: ask.heldConnections, open: ask.openConnections, wantConnections: 0, wantMessages: 0, wantOpens: 0, limits: ask.limits, expiresAt: now };
+    const known = budget.leases.get(ask.holder);
+    // Granted already, and the answer lost: the same grant again, nothing counted twice (the
+    // messages it gave back refunded twice, or its grant spent without reaching the holder).
+    if (ask.askId !== undefined && known?.last?.askId === ask.askId) return { grant: known.last.grant, excess: budget.excess };
+    const lease: Lease = known ?? { connections: ask.heldConnections, open: ask.openConnections, wantConnections: 0, wantMessages: 0, wantOpens: 0, limits: ask.limits, expiresAt: now };
     lease.open = ask.openConnections;
     lease.wantConnections = ask.wantConnections;
     lease.wantMessages = ask.wantMessages;
@@ -174,10 +183,14 @@ export class BudgetLedger {
     lease.expiresAt = now + this.ttlMs;
     const excess = limits.connections === undefined ? 0 : Math.max(0, [...budget.leases.values()].reduce((sum, l) => sum + Math.max(l.connections, l.open), 0) - limits.connections);
     budget.excess = excess;
-    return {
-      grant: { ...(connections !== undefined ? { connections } : {}), ...(messages !== undefined ? { messages } : {}), ...(opens !== undefined ? { opens } : {}), ttlMs: this.ttlMs },
-      excess,
+    const grant: LeaseGrant = {
+      ...(connections !== undefined ? { connections } : {}),
+      ...(messages !== undefined ? { messages } : {}),
+      ...(opens !== undefined ? { opens } : {}),
+      ttlMs: this.ttlMs,
     };
+    lease.last = ask.askId !== undefined ? { askId: ask.askId, grant } : undefined;
+    return { grant, excess };
   }
 
   /** Forgets leases that lapsed and budgets left with none. */

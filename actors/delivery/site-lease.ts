@@ -10,6 +10,7 @@
 // A connection needs a permit of this lease and one of the node's own budget; both go
 // back when its socket ends (`narrow`). With `connectionsPerMinute`, opening one also
 // takes one of the new connections the lease allows (it does not come back).
+import { randomBytes } from "node:crypto";
 import { Clock, Effect, Schedule, type Scope } from "effect";
 import type { BudgetLimits, LeaseAsk, LeaseGrant } from "../../protocol/site-budget.ts";
 import type { ConnectionBudget, Release } from "./connections.ts";
@@ -83,6 +84,17 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
     const sites = new Set<{ readonly demand: () => number; readonly cap: number }>();
     let lastAskAt = 0;
     let failing = false;
+    // Ask ids: unique to this lease in this process, so a restarted node's first ask is never
+    // taken for one the owner answered before the restart.
+    const askIdPrefix = randomBytes(6).toString("hex");
+    let asksMade = 0;
+    // An ask whose answer did not come (lost, late, the owner unreachable). The owner may have
+    // granted it and counted what it granted and what it took back; it is sent again as it was
+    // until answered, so the owner answers with that grant instead of counting it again. Only
+    // within the last grant's lease time: past it, the owner has forgotten the lease, and a
+    // fresh ask counts what the lost one gave back as sent (never more than the limit).
+    let unanswered: { readonly ask: LeaseAsk; readonly sentAt: number } | undefined;
+    let leaseTtlMs: number | undefined;
 
     const overGrant = () => granted !== undefined && open > granted;
     /** Whether one more connection may be opened now: a free slot of the grant and, if limited, a new connection left. */
@@ -179,35 +191,48 @@ export const makeSiteLease = (options: LeaseOptions): Effect.Effect<SiteLease, n
       if (limitsMessages) messages = grant.messages ?? 0;
       if (limitsOpens) opens = grant.opens ?? 0;
       expiresAt = sentAt + grant.ttlMs;
+      leaseTtlMs = grant.ttlMs;
       if (changed) options.report?.({ _tag: "Granted", connections: granted, messages, opens });
       shrink();
       pump();
     };
 
-    const askOwner = Effect.gen(function* () {
-      const sentAt = clock.currentTimeMillisUnsafe();
-      lastAskAt = sentAt;
+    /** A new ask: what this node wants now, and what is left of the last grant given back. */
+    const newAsk = (now: number): LeaseAsk => {
       const wanted = demand();
       // What is left of the last grant goes back with this ask: it is not used meanwhile.
       const unusedMessages = messages ?? 0;
       if (messages !== undefined) messages = 0;
       const unusedOpens = opens ?? 0;
       if (opens !== undefined) opens = 0;
-      const ask: LeaseAsk = {
+      return {
         budget: options.budget,
         holder: options.holder,
+        askId: `${askIdPrefix}-${(asksMade++).toString(36)}`,
         limits: options.limits,
         wantConnections: limitsConnections ? Math.max(wanted.connections, connectionWaiters.length) : 0,
-        heldConnections: sentAt < expiresAt ? (granted ?? 0) : 0,
+        heldConnections: now < expiresAt ? (granted ?? 0) : 0,
         openConnections: open,
         wantMessages: limitsMessages ? Math.min(MAX_MESSAGES_ASKED, Math.max(wanted.backlog, messageWaiters.length)) : 0,
         unusedMessages,
         ...(limitsOpens ? { wantOpens: Math.max(connectionWaiters.length, wanted.connections - open), unusedOpens } : {}),
       };
+    };
+
+    const askOwner = Effect.gen(function* () {
+      const now = clock.currentTimeMillisUnsafe();
+      lastAskAt = now;
+      if (unanswered !== undefined && leaseTtlMs !== undefined && now >= unanswered.sentAt + leaseTtlMs) unanswered = undefined;
+      // Sent again, the ask keeps its time: a grant for it runs from when it was first sent.
+      const { ask, sentAt } = unanswered ?? { ask: newAsk(now), sentAt: now };
+      unanswered = { ask, sentAt };
       yield* options.ask(ask).pipe(
         Effect.tap((grant) =>
           Effect.sync(() => {
             failing = false;
+            unanswered = undefined;
+            // Renewed on time for the grant's lease, which runs from when the ask was first sent.
+            lastAskAt = sentAt;
             apply(grant, sentAt);
           })),
         Effect.catch((error) =>

@@ -139,6 +139,19 @@ test("messages a holder did not send come back to the hour's budget and the buck
   assert.equal(fast(10, 10, 8), 8, "the unsent 8 went back into the bucket");
 });
 
+test("an ask sent again with its id (its answer was lost) gets the same grant, and nothing is counted twice", () => {
+  const ledger = warmLedger();
+  const perHour: BudgetLimits = { messagesPerHour: 100 };
+  const messages = (holder: string, askId: string, want: number, unused = 0) =>
+    ledger.grant(ask(holder, { askId, limits: perHour, wantConnections: 0, wantMessages: want, unusedMessages: unused }), 1_000, settled).grant.messages;
+  assert.equal(messages("a", "a-1", 60), 60);
+  assert.equal(messages("a", "a-1", 60), 60, "the same grant, not what is left of the hour");
+  // The 60 were never used: given back with the next ask, the whole hour is there again.
+  assert.equal(messages("a", "a-2", 100, 60), 100);
+  assert.equal(messages("a", "a-2", 100, 60), 100);
+  assert.equal(messages("b", "b-1", 100), 0, "what a-2 gave back was refunded once");
+});
+
 test("new connections per minute: at most the limit in any minute, shared among the holders that want to open some", () => {
   // Leases longer than the minute, so both holders stay known while the window moves on.
   const ledger = new BudgetLedger(120_000);

@@ -230,3 +230,44 @@ test("TestClock: a lease in use is renewed every renewMs and holds; once its own
     await runtime.dispose();
   }
 });
+
+test("TestClock: an ask granted whose answer is lost is sent again with its id, and the owner answers with the same grant", async () => {
+  const runtime = ManagedRuntime.make(TestClock.layer());
+  const scope = Scope.makeUnsafe();
+  const advance = (ms: number) => runtime.runPromise(TestClock.adjust(ms));
+  try {
+    const RENEW_MS = TTL / 4;
+    const ledger = new BudgetLedger(TTL);
+    const asked: LeaseAsk[] = [];
+    const ask = (request: LeaseAsk) =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis;
+        asked.push(request);
+        const grant = ledger.grant(request, now, { alone: true }).grant;
+        // The first answer is lost on the way back: the owner granted and counted it.
+        if (asked.length === 1) return yield* Effect.fail({ _tag: "RemoteUnavailable" as const });
+        return grant;
+      });
+    const lease = await runtime.runPromise(
+      makeSiteLease({ budget: BUDGET, holder: "one", limits: { messagesPerHour: 100 }, ask, renewMs: RENEW_MS }).pipe(Scope.provide(scope)),
+    );
+    lease.attach(() => 100, 1); // a hundred messages waiting for this budget's sites
+
+    await advance(RENEW_MS);
+    assert.equal(asked.length, 1);
+    assert.equal(lease.state().messages, 0, "the grant never arrived");
+    await advance(RENEW_MS);
+    assert.equal(asked.length, 2);
+    assert.equal(asked[1], asked[0], "the same ask, sent again");
+    assert.equal(lease.state().messages, 100, "the hour's 100, granted once");
+    // Renewed later: a new ask, and the hour has nothing more.
+    await advance(RENEW_MS);
+    assert.equal(asked.length, 3);
+    assert.notEqual(asked[2]!.askId, asked[0]!.askId);
+    assert.equal(asked[2]!.unusedMessages, 100, "what is left of the grant goes back");
+    assert.equal(lease.state().messages, 100);
+  } finally {
+    await runtime.runPromise(Scope.close(scope, Exit.void));
+    await runtime.dispose();
+  }
+});
