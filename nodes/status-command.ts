@@ -58,7 +58,8 @@ export const statusCommand = async (args: string[], io: Output): Promise<number>
       io.err(`tern: message ${messageId} not found (${failure.nodesAsked} node${failure.nodesAsked === 1 ? "" : "s"} of cluster ${config.cluster} answered)`);
       return 1;
     }
-    io.err(`tern: no node of cluster ${config.cluster} answered: ${failure.detail}`);
+    // No node answered, or one that did could not say (it may hold the message).
+    io.err(`tern: status of ${messageId} unavailable in cluster ${config.cluster}: ${failure.detail}`);
     return 69; // EX_UNAVAILABLE
   } finally {
     await nc.close();

@@ -73,7 +73,7 @@ export const RecipientView = Schema.Struct({
   finishedAt: Schema.optional(Schema.Number),
   /** The node that took it over when this one was drained (state `handed-off`). */
   handedOffTo: Schema.optional(Schema.String),
-  /** The most recent attempts, oldest first. */
+  /** The most recent attempts, oldest first (fewer when the whole status would not fit in one NATS message). */
   history: Schema.Array(RecipientAttempt),
 });
 export type RecipientView = typeof RecipientView.Type;

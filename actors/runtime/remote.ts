@@ -70,6 +70,16 @@ const unanswered = (subject: string) => (error: unknown) => {
   process.stderr.write(`tern: no reply sent on ${subject}: ${String(error)}\n`);
 };
 
+/**
+ * The reply frame, or when NATS would refuse it (over the server's max payload) an internal
+ * error saying so: the asker hears at once why, instead of waiting out its timeout for a
+ * reply that was never sent (a scatter-gather asker would take the silence for "not here").
+ */
+const fitted = (nc: NatsConnection, frame: Uint8Array): Uint8Array => {
+  const limit = inlineLimitOf(nc);
+  return frame.length <= limit ? frame : encodeFrame({ ok: false, internal: `the reply of ${frame.length} bytes is larger than NATS takes (${limit})` });
+};
+
 /** A request is answered only on an inbox of the served subject's cluster (protocol/subjects.ts `isReplySubject`). */
 const mayAnswer = (servedSubject: string, reply: string | undefined): reply is string => {
   if (!reply) return false;
@@ -91,7 +101,7 @@ export const serveEndpoint = <Req, Res, Err>(
       if (error) return;
       run(answer(endpoint, handle, msg.data))
         .then(({ json, attachment }) => {
-          if (mayAnswer(subject, msg.reply)) msg.respond(encodeFrame(json, attachment));
+          if (mayAnswer(subject, msg.reply)) msg.respond(fitted(nc, encodeFrame(json, attachment)));
         })
         .catch(unanswered(subject));
     },

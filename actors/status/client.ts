@@ -31,7 +31,8 @@ export const lookupStatus = (
   }).pipe(
     Effect.flatMap((gathered): Effect.Effect<StatusReply, NotFound | Unavailable> => {
       if ("found" in gathered) return Effect.succeed(gathered.found);
-      if (gathered.notHere > 0) return Effect.fail(new NotFound({ messageId: request.messageId, nodesAsked: gathered.notHere }));
+      // Not found only when no node failed to say: the one that failed may hold the message.
+      if (gathered.notHere > 0 && gathered.problems.length === 0) return Effect.fail(new NotFound({ messageId: request.messageId, nodesAsked: gathered.notHere }));
       return Effect.fail(new Unavailable({ detail: gathered.problems.length > 0 ? gathered.problems.join("; ") : `no node of cluster ${subjects.cluster} answered` }));
     }),
   );

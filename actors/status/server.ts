@@ -9,7 +9,7 @@ import { StatusLookupReply, StatusRequest, type StatusReply } from "../../protoc
 import type { Subjects } from "../../protocol/subjects.ts";
 import type { Spool } from "../queue/spool.ts";
 import { serveEndpoint, servedInScope, type Endpoint } from "../runtime/remote.ts";
-import { statusView, type ViewContext } from "./view.ts";
+import { fitStatus, statusView, type ViewContext } from "./view.ts";
 
 const statusLookupEndpoint: Endpoint<StatusRequest, StatusLookupReply, never> = {
   request: StatusRequest,
@@ -19,15 +19,25 @@ const statusLookupEndpoint: Endpoint<StatusRequest, StatusLookupReply, never> = 
 
 export interface LocalStatusDeps extends ViewContext {
   readonly spool: Pick<Spool, "message" | "entriesOf" | "finished">;
+  /** The largest status answered, in bytes of JSON: what one NATS message carries, less room for the reply around it. */
+  readonly maxStatusBytes: number;
 }
 
-/** The message's status from this node's spool, or undefined when it holds nothing of it. */
-export const localStatus = (deps: LocalStatusDeps, messageId: string): StatusReply | undefined =>
-  statusView(
+/** Room in a reply for what wraps the status (the frame, `Found`, an API reply's fields). */
+export const STATUS_REPLY_HEADROOM = 4 * 1024;
+
+/**
+ * The message's status from this node's spool, or undefined when it holds nothing of it;
+ * its histories cut when it would not fit in one NATS message (fitStatus).
+ */
+export const localStatus = (deps: LocalStatusDeps, messageId: string): StatusReply | undefined => {
+  const status = statusView(
     messageId,
     { message: deps.spool.message(messageId), entries: deps.spool.entriesOf(messageId), finished: deps.spool.finished(messageId) },
     deps,
   );
+  return status && fitStatus(status, deps.maxStatusBytes);
+};
 
 export const serveStatusLookup = (nc: NatsConnection, subjects: Subjects, deps: LocalStatusDeps): Effect.Effect<void, never, Scope.Scope> =>
   Effect.asVoid(

@@ -122,3 +122,26 @@ const stringRecordOf = (value: unknown): Readonly<Record<string, string>> | unde
   typeof value === "object" && value !== null && !Array.isArray(value) && Object.values(value).every((v) => typeof v === "string")
     ? (value as Record<string, string>)
     : undefined;
+
+/** How many of its most recent attempts each recipient keeps when a status is cut to fit, tried in turn. */
+const HISTORY_CUTS = [10, 5, 2, 1, 0];
+
+/**
+ * The status cut to at most `maxBytes` of JSON: each recipient's history keeps fewer of its
+ * most recent attempts (its `attempts` still counts them all) until the status fits, down
+ * to none. A message with recipients many enough that even that does not fit is returned
+ * cut to none (its reply then fails as too large, rather than never coming).
+ */
+export const fitStatus = (status: StatusReply, maxBytes: number): StatusReply => {
+  const fits = (candidate: StatusReply) => Buffer.byteLength(JSON.stringify(candidate)) <= maxBytes;
+  if (fits(status)) return status;
+  let cut = status;
+  for (const keep of HISTORY_CUTS) {
+    cut = {
+      ...status,
+      recipients: status.recipients.map((r) => (r.history.length <= keep ? r : { ...r, history: r.history.slice(r.history.length - keep) })),
+    };
+    if (fits(cut)) return cut;
+  }
+  return cut;
+};

@@ -4,7 +4,8 @@
 // `status.keepFinishedMs` after their message's last change, on the Effect clock.
 import { Clock, Context, Duration, Effect, Layer, Schedule, Schema } from "effect";
 import { lookupStatus } from "../../actors/status/client.ts";
-import { localStatus, serveStatusLookup, type LocalStatusDeps } from "../../actors/status/server.ts";
+import { localStatus, serveStatusLookup, STATUS_REPLY_HEADROOM, type LocalStatusDeps } from "../../actors/status/server.ts";
+import { inlineLimitOf } from "../../actors/runtime/blobs.ts";
 import { isHandedOff } from "../../actors/status/view.ts";
 import { tenantOf } from "../../actors/common/tenants.ts";
 import type { Spool as SpoolShape } from "../../actors/queue/spool.ts";
@@ -43,6 +44,7 @@ export class MessageStatus extends Context.Service<MessageStatus, MessageStatusS
         isSuspended: spool.isSuspended,
         isInFlight: scheduler.isInFlight,
         tenantOf: (sender) => tenantOf(sender, config.api.tenants),
+        maxStatusBytes: inlineLimitOf(nc) - STATUS_REPLY_HEADROOM,
       };
       registerGauge((yield* Metrics).registry, "tern_status_finished_messages", "Messages whose finished recipients are kept for status", spool.finishedCount);
       yield* serveStatusLookup(nc, subjects, deps);

@@ -55,7 +55,7 @@ const waitingAfter = (entry: QueueEntry, attempt: AttemptRecord, nextAt: number)
     : { ...entry, recipients: waiting, attempts: entry.attempts + 1, nextAttemptAt: nextAt, reason: "temporary-reply", history: [...(entry.history ?? []), attempt] };
 };
 
-const context = (spool: Spool) => ({ nodeId: "n1", spool, isSuspended: spool.isSuspended, isInFlight: () => false, tenantOf: () => "default" });
+const context = (spool: Spool) => ({ nodeId: "n1", spool, isSuspended: spool.isSuspended, isInFlight: () => false, tenantOf: () => "default", maxStatusBytes: 1024 * 1024 });
 
 test("a recipient delivered while another waits is remembered, and both once the message is gone, with labels and attempts", async () => {
   const { dir, root, spool } = await fresh();

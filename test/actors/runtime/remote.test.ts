@@ -95,6 +95,23 @@ test("small frames stay inline, so chunked and plain endpoints talk to each othe
   }
 });
 
+test("a plain endpoint whose reply is over the max payload answers at once that it is too large, instead of leaving the asker to time out", async () => {
+  const subject = createInbox();
+  // A small request, a reply padded past what NATS takes.
+  const padded = (request: { tag: string }) => Effect.succeed({ value: { tag: request.tag, size: 0, sha256: "", pad: "x".repeat(maxPayloadOf(nc)) } });
+  const plain = serveEndpoint(nc, subject, Echo, padded);
+  try {
+    const started = Date.now();
+    const exit = await Effect.runPromiseExit(callEndpoint(nc, subject, Echo, { tag: "big" }, { timeoutMs: 10_000 }).pipe(Effect.flip));
+    assert.ok(Exit.isSuccess(exit), "the call failed");
+    assert.equal(exit.value._tag, "RemoteUnavailable");
+    assert.match(String((exit.value as { detail?: string }).detail), /larger than NATS takes/);
+    assert.ok(Date.now() - started < 5_000, `answered after ${Date.now() - started} ms`);
+  } finally {
+    plain.unsubscribe();
+  }
+});
+
 /** An offer made outside any test clock (the live Clock). */
 const offer = (bytes: Uint8Array, ttlMs: number) => Effect.runSync(offerBlob(nc, link.inboxPrefix, bytes, ttlMs));
 

@@ -2,7 +2,7 @@
 // of finished recipients, merged per recipient; the message's state follows from theirs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { statusView, type ViewContext } from "../../../actors/status/view.ts";
+import { fitStatus, statusView, type ViewContext } from "../../../actors/status/view.ts";
 import type { QueueEntry } from "../../../actors/queue/entry.ts";
 import type { FinishedMessage } from "../../../actors/queue/finished.ts";
 
@@ -78,4 +78,30 @@ test("a recipient whose entry an operator held, or whose queue is suspended, is 
     ],
   );
   assert.equal(view.message.state, "pending");
+});
+
+test("a status too large for one NATS message keeps fewer of each recipient's most recent attempts until it fits; a small one is left whole", () => {
+  // 100 recipients, each deferred 20 times with a long reply (a provider's rate-limit text): about 2 MB.
+  const text = `4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP address. ${"x".repeat(300)}`;
+  const history = Array.from({ length: 20 }, (_, n) => ({
+    at: 10_000 + n,
+    mx: "mx.d0.test",
+    ip: "192.0.2.1",
+    results: Array.from({ length: 100 }, (_, r) => ({ rcpt: `r${r}@d0.test`, status: "deferred" as const, result: { _tag: "Reply" as const, code: 421, enhanced: "4.7.28", text: `${text} ${n}` } })),
+  }));
+  const recipients = Array.from({ length: 100 }, (_, r) => `r${r}@d0.test`);
+  const message = { id: "M", sender: "s@acme.test", receivedAt: 1_000, size: 10, openEntries: 1 };
+  const whole = statusView("M", { message, entries: [{ ...entry(0, recipients, 20), history }], finished: undefined }, context)!;
+  const size = (status: object) => Buffer.byteLength(JSON.stringify(status));
+  assert.ok(size(whole) > 1024 * 1024, `the whole status is ${size(whole)} bytes`);
+
+  const fitted = fitStatus(whole, 1024 * 1024);
+  assert.ok(size(fitted) <= 1024 * 1024, `${size(fitted)} bytes`);
+  for (const r of fitted.recipients) {
+    assert.equal(r.attempts, 20, "the count still says how many attempts there were");
+    assert.ok(r.history.length > 0 && r.history.length < 20, `${r.history.length} attempts kept`);
+    assert.deepEqual(r.history.map((a) => a.at), whole.recipients[0]!.history.slice(20 - r.history.length).map((a) => a.at), "the most recent ones");
+  }
+  assert.deepEqual(fitted.message, whole.message);
+  assert.equal(fitStatus(fitted, 1024 * 1024), fitted, "a status that fits is returned as it is");
 });
