@@ -20,11 +20,12 @@ import type { Sites } from "./sites.ts";
 import { chooseSource, type CapReached, type Spend, type WarmupUsage } from "./warmup-usage.ts";
 
 /**
- * `body` loads the message only when a next hop is ready for it (bodies can be large).
- * `mayStart` is asked at that moment too: false (an operator held the entry meanwhile)
- * and nothing is sent; the recipients get an OperatorHold result.
+ * `body` loads the message only when a next hop is ready for it (bodies can be large);
+ * undefined when it is gone, and nothing is sent. `mayStart` is asked at that moment too:
+ * false (an operator held the entry meanwhile, or it left the queue) and nothing is sent;
+ * the recipients get an OperatorHold result.
  */
-export type Dispatch = (entry: QueueEntry, message: MessageRecord, body: () => Uint8Array, mayStart: () => boolean) => Effect.Effect<Attempt>;
+export type Dispatch = (entry: QueueEntry, message: MessageRecord, body: () => Uint8Array | undefined, mayStart: () => boolean) => Effect.Effect<Attempt>;
 
 export interface DispatchDeps {
   readonly mailboxes: MailboxRouter;
@@ -132,18 +133,22 @@ const dispatchOne = (
   sourceOf: SourceOf,
   entry: QueueEntry,
   message: MessageRecord,
-  body: () => Uint8Array,
+  body: () => Uint8Array | undefined,
   mayStart: () => boolean,
 ): Effect.Effect<Attempt> => {
   const route = entry.route;
   if (route.kind === "local") {
     const via = `mailbox/${route.user}`;
-    return Effect.suspend(() =>
-      !mayStart()
-        ? Effect.succeed<string | undefined>(undefined)
-        : deps.mailboxes.deliver(route.user, entry.id, withFinalDeliveryHeaders(entry.sender, route.user, body()), folderOf(message.attributes)),
-    ).pipe(
-      Effect.map((uid): Attempt => ({ server: via, results: everyone(entry.recipients, uid === undefined ? { _tag: "OperatorHold" } : { _tag: "Stored", uid }) })),
+    const gone: RecipientResult = { _tag: "Internal", detail: "the message body is gone from the spool" };
+    return Effect.suspend((): Effect.Effect<RecipientResult, MailboxError> => {
+      if (!mayStart()) return Effect.succeed({ _tag: "OperatorHold" });
+      const bytes = body();
+      if (bytes === undefined) return Effect.succeed(gone);
+      return deps.mailboxes
+        .deliver(route.user, entry.id, withFinalDeliveryHeaders(entry.sender, route.user, bytes), folderOf(message.attributes))
+        .pipe(Effect.map((uid): RecipientResult => ({ _tag: "Stored", uid })));
+    }).pipe(
+      Effect.map((result): Attempt => ({ server: via, results: everyone(entry.recipients, result) })),
       Effect.catch((error) => Effect.succeed<Attempt>({ server: via, results: everyone(entry.recipients, mailboxFailure(route.user, error)) })),
     );
   }

@@ -143,6 +143,9 @@ const gateOf = (state: State, entryId: string): SendGate => {
 };
 
 const mayStartFor = (state: State, entryId: string) => () => {
+  // Left the queue while its attempt waited for a connection: an operator deleted it (its
+  // body may be gone with it) or a drain handed it to a peer, which sends it now.
+  if (state.options.spool.entry(entryId) === undefined) return false;
   const gate = gateOf(state, entryId);
   if (gate.held) return false;
   gate.begun = true;
@@ -289,7 +292,7 @@ const attempt = (state: State, entry: QueueEntry) =>
       return yield* spool.finish(entry);
     }
     const startedAt = yield* Clock.currentTimeMillis;
-    const outcome = yield* state.options.dispatch(entry, message, () => spool.body(entry.messageId) ?? new Uint8Array(), mayStartFor(state, entry.id));
+    const outcome = yield* state.options.dispatch(entry, message, () => spool.body(entry.messageId), mayStartFor(state, entry.id));
     yield* record(state, entry, outcome, message, startedAt);
   }).pipe(
     // Not recorded: the entry is still due. Holding its queue keeps a failing disk from

@@ -41,9 +41,9 @@ export interface OutboundOptions {
 export interface OutboundJob {
   readonly sender: string;
   readonly recipients: ReadonlyArray<string>;
-  /** Loaded once a host is ready for it. */
-  readonly body: () => Uint8Array;
-  /** Asked once a host is ready, before MAIL FROM: false and the message is not sent (an operator held it meanwhile). */
+  /** Loaded once a host is ready for it; undefined when it is gone (nothing is sent then). */
+  readonly body: () => Uint8Array | undefined;
+  /** Asked once a host is ready, before MAIL FROM: false and the message is not sent (an operator held it meanwhile, or it left the queue). */
   readonly mayStart?: () => boolean;
   readonly dsn: DsnParams;
 }
@@ -219,6 +219,8 @@ export const sendOver = async (connection: Connection, job: OutboundJob, options
   const conn = rawOf(connection);
   if (job.mayStart?.() === false) return { results: everyone(job.recipients, { _tag: "OperatorHold" }), stale: false, reusable: true };
   const original = job.body();
+  // Never an empty message in its place: the attempt fails before MAIL FROM, and is retried.
+  if (original === undefined) return { results: everyone(job.recipients, { _tag: "Internal", detail: "the message body is gone from the spool" }), stale: false, reusable: true };
   const utf8 = !isAscii(job.sender) || job.recipients.some((r) => !isAscii(r));
   if (utf8 && !connection.extensions.has("SMTPUTF8")) {
     return { results: everyone(job.recipients, { _tag: "ConversionFailed", missing: "SMTPUTF8", detail: "UTF-8 addresses" }), stale: false, reusable: true };

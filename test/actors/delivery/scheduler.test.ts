@@ -81,10 +81,10 @@ const policyOf = (policy: Partial<Omit<OutcomePolicy, "classify">>): OutcomePoli
   classify: makeClassifier(),
 });
 
-/** A scheduler in the current scope over `spool`, dispatching through `respond`. */
+/** A scheduler in the current scope over `spool`, dispatching through `respond` (given the body loader and the gate too). */
 const harness = (
   spool: Spool,
-  respond: (entry: QueueEntry) => Effect.Effect<Attempt>,
+  respond: (entry: QueueEntry, body: () => Uint8Array | undefined, mayStart: () => boolean) => Effect.Effect<Attempt>,
   options: Partial<Omit<SchedulerOptions, "spool" | "dispatch" | "hooks" | "notices">> = {},
 ) =>
   Effect.gen(function* () {
@@ -93,10 +93,10 @@ const harness = (
     const recorded = yield* Queue.unbounded<Recorded>();
     const scheduler = yield* makeScheduler({
       spool,
-      dispatch: (entry) =>
+      dispatch: (entry, _message, body, mayStart) =>
         Effect.flatMap(Clock.currentTimeMillis, (at) => {
           calls.push({ id: entry.id, at });
-          return respond(entry);
+          return respond(entry, body, mayStart);
         }),
       maxInFlight: 100,
       maxInFlightPerQueue: 10,
@@ -315,5 +315,33 @@ test("an attempt still running after the grace period is interrupted; its entry 
       assert.deepEqual(h.logs.map((l) => l.event), ["queue.stop.interrupted"]);
       const kept = spool.entry(entry!.id);
       assert.equal(kept?.attempts, 0, "not recorded, still queued (invariant 2)");
+    }),
+  ));
+
+test("an entry deleted while its attempt waits for a connection is not sent: the attempt may not start, and its body reads as gone, never as empty", () =>
+  runTest(
+    Effect.gen(function* () {
+      const spool = yield* Effect.promise(freshSpool);
+      const [entry] = yield* accept(spool, "s@x.test", ["r@a.test"]);
+      const waiting = yield* Deferred.make<void>();
+      const connected = yield* Deferred.make<void>();
+      const seen = yield* Deferred.make<{ readonly started: boolean; readonly body: number | "gone" }>();
+      yield* harness(spool, (queued, body, mayStart) =>
+        Effect.gen(function* () {
+          yield* Deferred.succeed(waiting, undefined);
+          yield* Deferred.await(connected); // a connection or the site's budget comes free
+          const started = mayStart();
+          const bytes = body();
+          const read: number | "gone" = bytes === undefined ? "gone" : bytes.length;
+          yield* Deferred.succeed(seen, { started, body: read });
+          return started ? delivered(queued) : { server: "mx.a.test", results: everyone(queued.recipients, { _tag: "OperatorHold" as const }) };
+        }),
+      );
+      yield* Deferred.await(waiting);
+      // tern queue delete: the message's last entry, so its record and body go too.
+      yield* spool.finish(entry!);
+      yield* Deferred.succeed(connected, undefined);
+      assert.deepEqual(yield* Deferred.await(seen), { started: false, body: "gone" });
+      assert.equal(spool.entry(entry!.id), undefined, "nothing recorded brings it back");
     }),
   ));

@@ -276,6 +276,19 @@ test("8-bit mail to a host without 8BITMIME: a single-part message is sent as qu
   assert.equal(server.accepted.length, 1);
 });
 
+test("a body gone from the spool when the host is ready: no transaction, the recipient deferred, the connection kept", async () => {
+  const server = await serve({});
+  const sites = sitesFor(server.port);
+  const r = route(["mx.remote.test", "127.0.0.1"]);
+  const gone = await Effect.runPromise(sites.deliver(job(r, ["a@remote.test"], { body: () => undefined })));
+  assert.equal(status(gone.results[0]!), "deferred");
+  assert.deepEqual(gone.results[0]!.result, { _tag: "Internal", detail: "the message body is gone from the spool" });
+  assert.equal(server.accepted.length, 0, "no message, not even an empty one");
+  const next = await Effect.runPromise(sites.deliver(job(r, ["b@remote.test"])));
+  assert.equal(status(next.results[0]!), "delivered");
+  assert.equal(server.connections(), 1, "the same connection carried the next message");
+});
+
 /** A job whose body cannot be produced: the site handler dies in the middle of sending it. */
 const crashing = (r: MailRoute) =>
   job(r, ["boom@remote.test"], {
