@@ -1003,9 +1003,12 @@ export const parseConfig = (raw: unknown, env: NodeJS.ProcessEnv = {}, { develop
   const unknownPool = [...pools.rules.map((rule) => rule.pool), ...(pools.defaultPool !== undefined ? [pools.defaultPool] : [])].find((name) => !(name in pools.pools));
   if (unknownPool !== undefined) throw new ConfigError(`invalid config: pool ${JSON.stringify(unknownPool)} (in delivery.poolRules or delivery.defaultPool) is not one of delivery.pools`);
   const tenantNames = config.api.tenants.map((t) => t.name);
-  // "cluster" is the tenant token of cluster events (node-up, node-down) on the events stream.
-  const repeatedTenant = tenantNames.find((name, n) => tenantNames.indexOf(name) !== n || name === "default" || name === "cluster");
-  if (repeatedTenant !== undefined) throw new ConfigError(`invalid config: api.tenants names ${JSON.stringify(repeatedTenant)} twice, or uses a reserved name ("default", "cluster")`);
+  // "cluster" is the tenant token of cluster events (node-up, node-down) on the events stream;
+  // "handoff" the scope of a drain's hand-off records beside the tenants' idempotency keys
+  // (a tenant of that name could make a hand-off look done and its mail be dropped).
+  const reservedTenants = ["default", "cluster", "handoff"];
+  const repeatedTenant = tenantNames.find((name, n) => tenantNames.indexOf(name) !== n || reservedTenants.includes(name));
+  if (repeatedTenant !== undefined) throw new ConfigError(`invalid config: api.tenants names ${JSON.stringify(repeatedTenant)} twice, or uses a reserved name ("default", "cluster", "handoff")`);
   const tenantDomains = config.api.tenants.flatMap((t) => t.senderDomains);
   const sharedDomain = tenantDomains.find((domain, n) => tenantDomains.indexOf(domain) !== n);
   if (sharedDomain !== undefined) throw new ConfigError(`invalid config: sender domain ${JSON.stringify(sharedDomain)} belongs to more than one of api.tenants`);

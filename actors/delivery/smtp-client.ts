@@ -335,6 +335,17 @@ const replyOf = (response: string | undefined, code: number | undefined, fallbac
   return { _tag: "ProtocolError", detail: `not an SMTP reply: ${JSON.stringify(text.slice(0, 200))}` };
 };
 
+/**
+ * A host's reply to one RCPT. 552 there means too many recipients, which a client SHOULD
+ * take as the temporary 452 (RFC 5321 §4.5.3.1.10, as Postfix does): an older host with a
+ * lower recipient limit must not bounce the rest of a large transaction.
+ */
+const rcptReplyOf = (error: SmtpError): RecipientResult => {
+  const reply = replyOf(error.response, error.responseCode, error.message);
+  if (reply._tag !== "Reply" || reply.code !== 552) return reply;
+  return { ...reply, code: 452, ...(reply.enhanced !== undefined ? { enhanced: `4${reply.enhanced.slice(1)}` } : {}) };
+};
+
 const fromSuccess = (
   recipients: ReadonlyArray<string>,
   info: { rejectedErrors?: SmtpError[] | undefined; response?: string | undefined },
@@ -343,7 +354,7 @@ const fromSuccess = (
   const accepted = replyOf(info.response, 250, "250");
   return recipients.map((recipient) => {
     const error = rejected.get(recipient);
-    return { recipient, result: error ? replyOf(error.response, error.responseCode, error.message) : accepted };
+    return { recipient, result: error ? rcptReplyOf(error) : accepted };
   });
 };
 
@@ -357,7 +368,7 @@ const fromError = (recipients: ReadonlyArray<string>, error: SmtpError, unanswer
       refused: true,
       results: recipients.map((recipient) => {
         const specific = perRecipient.get(recipient);
-        return { recipient, result: specific ? replyOf(specific.response, specific.responseCode, specific.message) : reply };
+        return { recipient, result: specific ? rcptReplyOf(specific) : reply };
       }),
     };
   }

@@ -63,3 +63,10 @@ test("the HTTP endpoint listens with the mail listeners unless http.listen gives
   assert.equal(parseConfig({}).metrics.queueDestinations, 10);
   assert.equal(parseConfig({ metrics: { queueDestinations: 3 } }).metrics.queueDestinations, 3);
 });
+
+test("api.tenants refuses a reserved name: default, cluster (cluster events) and handoff (a drain's hand-off records)", () => {
+  for (const name of ["default", "cluster", "handoff"]) {
+    assert.throws(() => parseConfig({ api: { tenants: [{ name, senderDomains: [`${name}.example`] }] } }), /uses a reserved name \("default", "cluster", "handoff"\)/, name);
+  }
+  assert.equal(parseConfig({ api: { tenants: [{ name: "acme", senderDomains: ["acme.example"] }] } }).api.tenants[0]!.name, "acme");
+});

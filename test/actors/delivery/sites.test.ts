@@ -276,6 +276,26 @@ test("8-bit mail to a host without 8BITMIME: a single-part message is sent as qu
   assert.equal(server.accepted.length, 1);
 });
 
+test("552 to RCPT (too many recipients) defers as 452, as RFC 5321 asks; 552 to DATA still fails", async () => {
+  const server = await serve({
+    // A host that takes one recipient per transaction, and has no room for mail to "big@".
+    rcpt: (to) => (to.startsWith("a@") || to.startsWith("big@") ? undefined : "552 5.5.3 Too many recipients"),
+    data: (mail) => (mail.to.some((t) => t.address.startsWith("big@")) ? "552 5.3.4 Message too big for system" : undefined),
+  });
+  const sites = sitesFor(server.port);
+  const r = route(["mx.remote.test", "127.0.0.1"]);
+  const attempt = await Effect.runPromise(sites.deliver(job(r, ["a@remote.test", "b@remote.test", "c@remote.test"])));
+  const byRcpt = Object.fromEntries(attempt.results.map((one) => [one.recipient, one.result]));
+  assert.equal(statusOfResult(byRcpt["a@remote.test"]!), "delivered");
+  for (const over of ["b@remote.test", "c@remote.test"]) {
+    assert.equal(statusOfResult(byRcpt[over]!), "deferred", over);
+    assert.deepEqual(byRcpt[over], { _tag: "Reply", code: 452, enhanced: "4.5.3", text: "Too many recipients" });
+  }
+  const big = await Effect.runPromise(sites.deliver(job(r, ["big@remote.test"])));
+  assert.equal(status(big.results[0]!), "failed", "552 to DATA: the message is refused for good");
+  assert.equal(big.results[0]!.result._tag === "Reply" && big.results[0]!.result.code, 552);
+});
+
 test("a body gone from the spool when the host is ready: no transaction, the recipient deferred, the connection kept", async () => {
   const server = await serve({});
   const sites = sitesFor(server.port);
