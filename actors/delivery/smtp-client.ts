@@ -312,9 +312,20 @@ const transaction = (conn: SMTPConnection, group: Group, job: OutboundJob, body:
     conn.lastServerResponse = false;
     conn.send(envelope as Parameters<SMTPConnection["send"]>[0], body, (error, info) => {
       if (!error) return resolve({ results: fromSuccess(group.recipients, info ?? { rejectedErrors: undefined, response: undefined }) });
-      resolve(fromError(group.recipients, error as SmtpError, conn.lastServerResponse === false));
+      resolve(fromError(group.recipients, withRcptRefusals(conn, error as SmtpError), conn.lastServerResponse === false));
     });
   });
+
+/**
+ * A failure at DATA with the RCPT refusals of its transaction: nodemailer leaves them off
+ * that error (it keeps them on its envelope), and a recipient the host refused at RCPT has
+ * its own outcome, not the DATA reply (a 452 to RCPT must not bounce with a 554 to DATA).
+ */
+const withRcptRefusals = (conn: SMTPConnection, error: SmtpError): SmtpError => {
+  if (error.command !== "DATA" || error.rejectedErrors !== undefined) return error;
+  const refused = (conn as unknown as { readonly _envelope?: { readonly rejectedErrors?: SmtpError[] } })._envelope?.rejectedErrors;
+  return refused && refused.length > 0 ? Object.assign(error, { rejectedErrors: refused }) : error;
+};
 
 /** nodemailer xtext-encodes ORCPT itself: hand it the decoded address, keeping the type. */
 const orcptForNodemailer = (orcpt: string): string => {

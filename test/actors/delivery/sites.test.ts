@@ -296,6 +296,20 @@ test("552 to RCPT (too many recipients) defers as 452, as RFC 5321 asks; 552 to 
   assert.equal(big.results[0]!.result._tag === "Reply" && big.results[0]!.result.code, 552);
 });
 
+test("a refusal at DATA is the outcome of the recipients the host took at RCPT; one it refused at RCPT keeps its own reply", async () => {
+  const server = await serve({
+    rcpt: (to) => (to.startsWith("busy@") ? "452 4.2.1 Mailbox busy, try later" : to.startsWith("nobody@") ? "550 5.1.1 No such user" : undefined),
+    data: () => "554 5.7.1 Message refused",
+  });
+  const sites = sitesFor(server.port);
+  const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test", "busy@remote.test", "nobody@remote.test"])));
+  const byRcpt = Object.fromEntries(attempt.results.map((one) => [one.recipient, one.result]));
+  assert.deepEqual(byRcpt["a@remote.test"], { _tag: "Reply", code: 554, enhanced: "5.7.1", text: "Message refused" });
+  assert.deepEqual(byRcpt["busy@remote.test"], { _tag: "Reply", code: 452, enhanced: "4.2.1", text: "Mailbox busy, try later" });
+  assert.equal(statusOfResult(byRcpt["busy@remote.test"]!), "deferred", "never part of the refused message");
+  assert.deepEqual(byRcpt["nobody@remote.test"], { _tag: "Reply", code: 550, enhanced: "5.1.1", text: "No such user" });
+});
+
 test("a body gone from the spool when the host is ready: no transaction, the recipient deferred, the connection kept", async () => {
   const server = await serve({});
   const sites = sitesFor(server.port);
