@@ -3,8 +3,8 @@
 // local or over NATS), the maildrop lock held by that actor for the whole cluster.
 import { Effect } from "effect";
 import type { UserStore } from "../users/store.ts";
-import type { MailboxRouter } from "../mailbox/router.ts";
-import { MailboxUnavailable, type LockLost, type MailboxError, type MaildropInUse, type NoSuchMessage } from "../../protocol/mailbox.ts";
+import { UNOWNED_LOCK, type MailboxRouter } from "../mailbox/router.ts";
+import { MailboxUnavailable, NoSuchMessage, type LockLost, type MailboxError, type MaildropInUse } from "../../protocol/mailbox.ts";
 import type { MaildropAccess, OpenMaildrop } from "./maildrop.ts";
 
 export interface MaildropAccessOptions {
@@ -56,11 +56,28 @@ const openMaildrop = (
   release: () => mailboxes.call("release", { user, lock }).pipe(Effect.ignore),
 });
 
+/**
+ * The maildrop of a mailbox that had never received mail when the session opened it: no
+ * node owns it, so no lock guards it, and the session sees no message to read or delete.
+ * Mail that arrives meanwhile gives the mailbox an owner whose lock this session never
+ * held; the session keeps its empty view to the end (RFC 1939), and its QUIT changes nothing.
+ */
+const emptyMaildrop = (user: string, leaseMs: number): OpenMaildrop => ({
+  messages: [],
+  renewEveryMs: Math.floor(leaseMs / 3),
+  retrieve: (uid) => Effect.fail(new NoSuchMessage({ user, uid })),
+  keepAlive: () => Effect.void,
+  commit: () => Effect.void,
+  release: () => Effect.void,
+});
+
 export const makeMaildropAccess = (users: UserStore, mailboxes: MailboxRouter, options: MaildropAccessOptions): MaildropAccess => ({
   authenticate: (login, password) => Effect.promise(() => users.verify(login, password)).pipe(Effect.map((user) => user ?? null)),
   open: (user, holder) =>
     mailboxes.call("open", { user, holder, leaseMs: options.leaseMs }).pipe(
-      Effect.map((reply) => openMaildrop(mailboxes, user, reply.value.lock, reply.value.messages, options.leaseMs)),
+      Effect.map((reply) =>
+        reply.value.lock === UNOWNED_LOCK ? emptyMaildrop(user, options.leaseMs) : openMaildrop(mailboxes, user, reply.value.lock, reply.value.messages, options.leaseMs),
+      ),
       Effect.mapError((error) => inUseOrUnavailable(user, error)),
     ),
 });

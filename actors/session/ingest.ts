@@ -180,7 +180,9 @@ export const ingest = (stream: Readable, body: BodyWriter, options: IngestOption
     const releaseHeader = (joined: Buffer, headerEnd: number, complete: boolean) => {
       header = undefined;
       const section = joined.subarray(0, headerEnd).toString("latin1");
-      const first = Buffer.from(options.prepend(section), "latin1");
+      // UTF-8: the node's own fields are ASCII but for an SMTPUTF8 recipient (latin1 would keep the
+      // low byte of each character, and a character's low byte can be a CR or LF).
+      const first = Buffer.from(options.prepend(section), "utf8");
       const rewritten = complete ? (options.rewriteHeader?.(section) ?? section) : section;
       if (rewritten === section) return pass([first, joined], joined);
       pass([first, Buffer.from(rewritten, "latin1"), joined.subarray(headerEnd)], joined);

@@ -31,7 +31,7 @@ import { acceptedEvents, type EventSource } from "../queue/events.ts";
 import { makeConnectionCap, type ConnectionCap, type ConnectionEvent } from "../runtime/connection-cap.ts";
 import { waitDelay, type LoginThrottle } from "../users/login-throttle.ts";
 import type { ClientGuard } from "./guard.ts";
-import { missingSubmissionHeaders, receivedHeader, submissionMessageId } from "./headers.ts";
+import { missingSubmissionHeaders, printable, receivedHeader, submissionMessageId } from "./headers.ts";
 import { ingest, type BareLineEndings, type IngestProblem } from "./ingest.ts";
 import { MAX_LINE_OCTETS, type LongLines } from "../delivery/long-lines.ts";
 import { decideRecipient, decideSender, type ClientFacts, type Decision, type RecipientPolicy } from "./policy.ts";
@@ -540,7 +540,7 @@ const receive = Effect.fnUntraced(function* (deps: SessionDeps, session: SMTPSer
     Effect.sync(() => {
       const body = deps.spool.openBody(id);
       const signing = signs(deps, session) ? deps.dkim?.start(body, { envelopeSender: sender, at: receivedAt }) : undefined;
-      const verification = authenticates(deps, session) ? deps.inbound!.start({ ip: session.remoteAddress, helo: session.hostNameAppearsAs, sender }) : undefined;
+      const verification = authenticates(deps, session) ? deps.inbound!.start({ ip: session.remoteAddress, helo: printable(session.hostNameAppearsAs), sender }) : undefined;
       return { body, signing, verification };
     }),
     ({ body, signing, verification }) =>

@@ -1,6 +1,7 @@
 // swaks → session → spool → mailbox → read back with Python's poplib and curl.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { openRaw } from "../support/raw-socket.ts";
 import { makeDataDir, readMetric, removeDataDir, run, startTernNode, uniqueCluster, eventually, type TernNode } from "../support/tern-node.ts";
 
 let node: TernNode;
@@ -16,6 +17,8 @@ before(async () => {
     users: [
       { address: "alice@example.test", password: "alice-pw" },
       { address: "bob@example.test", password: "bob-pw" },
+      { address: "carol@example.test", password: "carol-pw" },
+      { address: "dave@example.test", password: "dave-pw" },
     ],
     trustedNetworks: ["192.0.2.0/24"], // loopback is NOT trusted here: relaying must be refused
   });
@@ -71,6 +74,57 @@ test("mail for a local user is accepted with its queue id and read back over POP
 
   // bob's mailbox is his alone
   assert.deepEqual(await popMessages("bob@example.test", "bob-pw"), []);
+});
+
+test("an EHLO name cannot add header fields: what is not printable ASCII is written as '?' in the Received field", async () => {
+  // 不 is U+4E0D and 上 U+4E0A: written byte by byte (latin1) their low bytes are CR and LF.
+  const raw = await openRaw(node.ports.smtp);
+  try {
+    await raw.waitFor(/^220 /m);
+    raw.send(Buffer.from("EHLO a不上X-Injected:yes\r\n", "utf8"));
+    await raw.waitFor(/^250 /m);
+    raw.send("MAIL FROM:<sender@elsewhere.test>\r\nRCPT TO:<dave@example.test>\r\nDATA\r\n");
+    await raw.waitFor(/^354 /m);
+    raw.send("Subject: injected?\r\n\r\nhello\r\n.\r\nQUIT\r\n");
+    await raw.waitFor(/^250 2\.0\.0 Ok: queued as/m);
+  } finally {
+    raw.close();
+  }
+  const message = await eventually(async () => (await popMessages("dave@example.test", "dave-pw")).find((m) => m.includes("Subject: injected?")));
+  // (smtp-server lowercases the name.) The Authentication-Results field names the HELO the same way.
+  assert.match(message, /\r\nReceived: from a\?\?x-injected:yes \(/);
+  assert.match(message, /smtp\.helo="?a\?\?x-injected:yes/);
+  assert.doesNotMatch(message.split("\r\n\r\n")[0]!, /[^\x00-\x7f]/, "the header section is ASCII");
+  assert.doesNotMatch(message, /\r\nX-Injected/i, "no field of the client's making");
+});
+
+test("a POP3 session on a mailbox that never had mail ends with +OK though its first mail arrived meanwhile; the next session sees it", async () => {
+  const script = `
+import poplib, subprocess, time, json
+def login():
+    p = poplib.POP3("127.0.0.1", ${node.ports.pop3}, timeout=10)
+    p.user("carol@example.test"); p.pass_("carol-pw")
+    return p
+first = login()
+before = first.stat()[0]
+sent = subprocess.run(["swaks", "--server", "127.0.0.1:${node.ports.smtp}", "--to", "carol@example.test", "--from", "s@elsewhere.test", "--hide-all"]).returncode
+arrived = 0
+for _ in range(100):
+    other = login(); arrived = other.stat()[0]; other.quit()
+    if arrived: break
+    time.sleep(0.1)
+during = first.stat()[0]
+quit = first.quit().decode()
+last = login(); after = last.stat()[0]; last.quit()
+print(json.dumps([before, sent, arrived, during, quit, after]))
+`;
+  const result = await run("python3", ["-c", script]);
+  assert.equal(result.code, 0, result.stderr);
+  const [before, sent, arrived, during, quit, after] = JSON.parse(result.stdout) as [number, number, number, number, string, number];
+  assert.deepEqual([before, sent, arrived], [0, 0, 1], "empty at login; the mail arrived while the session was open");
+  assert.equal(during, 0, "the session keeps the view it opened with (RFC 1939)");
+  assert.match(quit, /^\+OK /);
+  assert.equal(after, 1);
 });
 
 test("curl lists and retrieves the same mailbox", async () => {
