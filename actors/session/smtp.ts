@@ -373,6 +373,9 @@ const makeHandlers = (deps: SessionDeps, listener: SmtpListenerName, connectionO
     },
 
     onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, callback: (error: Error | null | undefined, response?: { user: string }) => void) {
+      // Not inside a transaction (RFC 4954 §4): the sender was checked at MAIL against who was
+      // logged in then, and a login now would let its RCPTs relay under a sender never checked.
+      if (session.envelope.mailFrom) return callback(replyError(503, "5.5.1 AUTH not permitted during a mail transaction"));
       deps.run(authenticate(deps, auth.username ?? "", auth.password ?? "", session, connectionOf(session).left)).then(
         (outcome) => (outcome.ok ? callback(null, { user: outcome.user }) : callback(replyError(outcome.code, outcome.text))),
         (defect) => {

@@ -96,6 +96,29 @@ test("an authenticated user may not send as someone else (553 5.7.1)", async () 
   assert.match(sent.stdout, /<~\* +553 5\.7\.1 Sender address rejected: not owned by user alice@example\.test/);
 });
 
+test("AUTH inside a mail transaction is refused (503 5.5.1): a sender given before the login is never taken as the user's", async () => {
+  const client = await openRaw(node.ports.smtps, { tls: true });
+  try {
+    await client.waitFor(/^220 /);
+    client.send("EHLO c.test\r\n");
+    await client.waitFor(/250 [^\r\n]*\r\n$/);
+    client.send("MAIL FROM:<ceo@bank.example>\r\n");
+    await client.waitFor(/250 [^\r\n]*\r\n$/);
+    client.send(`AUTH PLAIN ${Buffer.from("\0alice@example.test\0alice-secret").toString("base64")}\r\n`);
+    assert.match(await client.waitFor(/\r\n5\d\d [^\r\n]*\r\n$/), /503 5\.5\.1 AUTH not permitted during a mail transaction\r\n$/);
+    // Still not logged in: relaying is refused.
+    client.send("RCPT TO:<victim@remote.test>\r\n");
+    assert.match(await client.waitFor(/\r\n(?:250|554) [^\r\n]*\r\n$/), /\r\n554 5\.7\.1 [^\r\n]*\r\n$/);
+    // After RSET the same login works, and the sender is checked against the user.
+    client.send(`RSET\r\nAUTH PLAIN ${Buffer.from("\0alice@example.test\0alice-secret").toString("base64")}\r\n`);
+    await client.waitFor(/\r\n235 [^\r\n]*\r\n$/);
+    client.send("MAIL FROM:<ceo@bank.example>\r\n");
+    assert.match(await client.waitFor(/\r\n553 [^\r\n]*\r\n$/), /553 5\.7\.1 Sender address rejected: not owned by user alice@example\.test/);
+  } finally {
+    client.close();
+  }
+});
+
 test("failed logins are limited per (user, IP) and per IP, but the real user on another address still gets in", async () => {
   const attempt = (password: string, source: string) => `
 import smtplib, ssl
