@@ -28,9 +28,10 @@ export interface DsnParams {
 export const wants = (notify: ReadonlyArray<string> | undefined, kind: NotifyKind): boolean =>
   notify === undefined || notify.length === 0 ? kind !== "SUCCESS" : notify.includes(kind) && !notify.includes("NEVER");
 
-/** RFC 3461 §4: xtext ("+" followed by two upper-case hex digits). */
-export const decodeXtext = (text: string): string => text.replace(/\+([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
-
+/**
+ * The DSN parameters of a message, as stored: ENVID and ORCPT decoded from xtext (RFC 3461
+ * §4), as smtp-server hands them over; they are encoded again only on the wire.
+ */
 export const dsnParamsOf = (attributes: Readonly<Record<string, unknown>> | undefined): DsnParams => {
   const dsn = (attributes?.dsn ?? {}) as { ret?: unknown; envid?: unknown };
   const perRecipient = (attributes?.recipientDsn ?? {}) as Record<string, { notify?: unknown; orcpt?: unknown } | undefined>;
@@ -38,7 +39,7 @@ export const dsnParamsOf = (attributes: Readonly<Record<string, unknown>> | unde
   return {
     anyRecipientParams: lowered.size > 0,
     ret: dsn.ret === "FULL" || dsn.ret === "HDRS" ? dsn.ret : undefined,
-    envid: typeof dsn.envid === "string" ? decodeXtext(dsn.envid) : undefined,
+    envid: typeof dsn.envid === "string" ? dsn.envid : undefined,
     recipient: (rcpt) => {
       const params = perRecipient[rcpt] ?? lowered.get(rcpt.toLowerCase());
       return {
@@ -176,10 +177,10 @@ const deliveryStatus = (report: DsnReport): string => {
   return [perMessage.join("\r\n"), ...perRecipient].join("\r\n\r\n") + "\r\n";
 };
 
-/** "rfc822;a+2Bb@x" → "rfc822; a+b@x" (RFC 3464 §2.3.1 carries it decoded). */
+/** "rfc822;a+b@x" → "rfc822; a+b@x" (RFC 3464 §2.3.1 carries it decoded, as it is stored). */
 const originalRecipient = (orcpt: string): string => {
   const semicolon = orcpt.indexOf(";");
-  return semicolon === -1 ? `rfc822; ${ascii(decodeXtext(orcpt))}` : `${orcpt.slice(0, semicolon)}; ${ascii(decodeXtext(orcpt.slice(semicolon + 1)))}`;
+  return semicolon === -1 ? `rfc822; ${ascii(orcpt)}` : `${orcpt.slice(0, semicolon)}; ${ascii(orcpt.slice(semicolon + 1))}`;
 };
 
 /** Header fields of the report are ASCII, one line each: anything else is replaced. */

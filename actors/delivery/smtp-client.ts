@@ -14,7 +14,6 @@ import type { ConnectionTrouble, RecipientResult, Reply } from "../../protocol/d
 import { parseReply } from "../../protocol/smtp-reply.ts";
 import { everyone, type RecipientAttempt } from "./attempt.ts";
 import type { DsnParams } from "./dsn.ts";
-import { decodeXtext } from "./dsn.ts";
 import { downgradeTo7bit, hasEightBit, isAscii } from "./downgrade.ts";
 import { foldLongLines } from "./long-lines.ts";
 
@@ -299,7 +298,8 @@ const transaction = (conn: SMTPConnection, group: Group, job: OutboundJob, body:
       ...(job.dsn.ret ? { ret: job.dsn.ret } : {}),
       ...(job.dsn.envid ? { envid: job.dsn.envid } : {}),
       ...(group.notify ? { notify: group.notify } : {}),
-      ...(group.orcpt ? { orcpt: orcptForNodemailer(group.orcpt) } : {}),
+      // Stored decoded (smtp-server decodes xtext); nodemailer encodes it again on the wire.
+      ...(group.orcpt ? { orcpt: group.orcpt } : {}),
     };
     const envelope = {
       from: job.sender === "" ? false : job.sender,
@@ -325,12 +325,6 @@ const withRcptRefusals = (conn: SMTPConnection, error: SmtpError): SmtpError => 
   if (error.command !== "DATA" || error.rejectedErrors !== undefined) return error;
   const refused = (conn as unknown as { readonly _envelope?: { readonly rejectedErrors?: SmtpError[] } })._envelope?.rejectedErrors;
   return refused && refused.length > 0 ? Object.assign(error, { rejectedErrors: refused }) : error;
-};
-
-/** nodemailer xtext-encodes ORCPT itself: hand it the decoded address, keeping the type. */
-const orcptForNodemailer = (orcpt: string): string => {
-  const semicolon = orcpt.indexOf(";");
-  return semicolon === -1 ? decodeXtext(orcpt) : `${orcpt.slice(0, semicolon)};${decodeXtext(orcpt.slice(semicolon + 1))}`;
 };
 
 /**

@@ -17,7 +17,8 @@ let dataDir: string;
 let config: Parameters<typeof startTernNode>[0];
 
 before(async () => {
-  sink = await startSink();
+  // "nobody…" at remote.test does not exist: its failure comes back as a DSN.
+  sink = await startSink(0, { rcpt: (address) => (address.startsWith("nobody") ? { code: 550, text: "5.1.1 no such user" } : undefined) });
   dns = await startDnsmasq({
     mx: [{ domain: "remote.test", host: "mx.remote.test", preference: 10 }],
     hosts: [{ name: "mx.remote.test", address: "127.0.0.1" }],
@@ -166,6 +167,30 @@ s.quit()`]);
   assert.deepEqual(attributes.recipientDsn["waiting@unresolvable.example"].notify, ["SUCCESS", "FAILURE"]);
   assert.match(attributes.recipientDsn["waiting@unresolvable.example"].orcpt, /waiting@unresolvable\.example/);
   node = await startTernNode(config); // for the hooks that follow
+});
+
+test("ENVID and ORCPT come back in the failure DSN as the client meant them: decoded from xtext once", async () => {
+  const sent = await run("python3", ["-c", `
+import smtplib, ssl
+s = smtplib.SMTP("127.0.0.1", ${node.ports.smtp}, timeout=10)
+s.starttls(context=ssl._create_unverified_context())
+s.login("alice@example.test", "alice-secret")
+s.sendmail("alice@example.test", ["nobody+2024@remote.test"], b"Subject: to nobody\\r\\n\\r\\nhello\\r\\n",
+  mail_options=["ENVID=id+2B4142"], rcpt_options=["ORCPT=rfc822;nobody+2B2024@remote.test"])
+s.quit()
+print("ok")`]);
+  assert.equal(sent.stdout.trim(), "ok", sent.stderr);
+  const dsn = await eventually(async () => {
+    const read = await run("python3", ["-c", `
+import poplib, json
+p = poplib.POP3("127.0.0.1", ${node.ports.pop3}, timeout=10)
+p.user("alice@example.test"); p.pass_("alice-secret")
+print(json.dumps([b"\\r\\n".join(p.retr(n + 1)[1]).decode("latin-1") for n in range(p.stat()[0])]))
+p.quit()`]);
+    return (JSON.parse(read.stdout || "[]") as string[]).find((m) => m.includes("Original-Envelope-Id"));
+  }, 20_000, "the failure DSN in alice's mailbox");
+  assert.match(dsn, /\r\nOriginal-Envelope-Id: id\+4142\r\n/);
+  assert.match(dsn, /\r\nOriginal-Recipient: rfc822; nobody\+2024@remote\.test\r\n/);
 });
 
 test("swaks with PIPELINING (and 8-bit text) is accepted in one go", async () => {

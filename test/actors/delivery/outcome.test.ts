@@ -262,7 +262,7 @@ test("a failure DSN is a multipart/report that mailparser reads back: per-recipi
     envid: "ENV-42",
     arrivalDate: t0,
     recipients: [
-      { finalRecipient: "a@remote.test", orcpt: "rfc822;A+2Bx@remote.test", action: "failed", status: "5.1.1", remoteMta: "mx.remote.test", diagnostic: { type: "smtp", text: "550 5.1.1 no such user" }, lastAttemptAt: t0 + 1000 },
+      { finalRecipient: "a@remote.test", orcpt: "rfc822;A+x@remote.test", action: "failed", status: "5.1.1", remoteMta: "mx.remote.test", diagnostic: { type: "smtp", text: "550 5.1.1 no such user" }, lastAttemptAt: t0 + 1000 },
       { finalRecipient: "b@remote.test", action: "failed", status: "4.4.7", diagnostic: { type: "x-tern", text: "ECONNREFUSED" }, lastAttemptAt: t0 + 1000 },
     ],
     original,

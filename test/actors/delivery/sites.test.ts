@@ -238,8 +238,9 @@ test("ENVID, RET, NOTIFY and ORCPT go to a host that speaks DSN; recipients with
   const server = await serve({});
   const sites = sitesFor(server.port);
   const dsn = dsnParamsOf({
-    dsn: { ret: "HDRS", envid: "env+2B1" },
-    recipientDsn: { "a@remote.test": { notify: ["SUCCESS", "FAILURE"], orcpt: "rfc822;orig+2Ba@remote.test" }, "b@remote.test": { notify: ["NEVER"] } },
+    // As stored: decoded from xtext (smtp-server decodes it); encoded again on the wire.
+    dsn: { ret: "HDRS", envid: "env+1" },
+    recipientDsn: { "a@remote.test": { notify: ["SUCCESS", "FAILURE"], orcpt: "rfc822;orig+a@remote.test" }, "b@remote.test": { notify: ["NEVER"] } },
   });
   const attempt = await Effect.runPromise(sites.deliver(job(route(["mx.remote.test", "127.0.0.1"]), ["a@remote.test", "b@remote.test", "c@remote.test"], { dsn })));
   assert.ok(attempt.results.every((r) => status(r) === "delivered"));
