@@ -13,6 +13,18 @@ export const localPartOf = (address: string): string => {
   return at === -1 ? address : address.slice(0, at);
 };
 
+/**
+ * `local@domain` with the domain as its A-label ("xn--…"), when the local part is ASCII:
+ * then the address needs no SMTPUTF8 (RFC 6531 asks it only of non-ASCII addresses). An
+ * address it cannot convert comes back as it was.
+ */
+export const withAsciiDomain = (address: string): string => {
+  const at = address.lastIndexOf("@");
+  if (at === -1 || /[^\x00-\x7f]/.test(address.slice(0, at)) || !/[^\x00-\x7f]/.test(address.slice(at + 1))) return address;
+  const ascii = domainToASCII(address.slice(at + 1));
+  return ascii === "" ? address : `${address.slice(0, at)}@${ascii}`;
+};
+
 /** Does `name` (a domain or host name) match `pattern`: the same name, or under a ".suffix" pattern? */
 export const matchesDomain = (pattern: string, name: string): boolean => {
   const p = pattern.toLowerCase();

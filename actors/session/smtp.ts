@@ -21,7 +21,7 @@ import type { InboundAuthenticator, Verification } from "../authentication/authe
 import { authenticationResultsField, withoutClaimedResults } from "../authentication/headers.ts";
 import { dmarcAction, QUARANTINE_FOLDER, refusalReply, type DmarcAction, type InboundPolicy } from "../authentication/policy.ts";
 import type { Verdict } from "../authentication/verdict.ts";
-import { domainOf } from "../common/domains.ts";
+import { domainOf, withAsciiDomain } from "../common/domains.ts";
 import { inNetworks } from "../common/networks.ts";
 import type { UserStore } from "../users/store.ts";
 import type { QueueEntry } from "../queue/entry.ts";
@@ -269,6 +269,15 @@ const replyFields = (reply: { readonly code: number; readonly text: string }) =>
   return { code: reply.code, ...(enhanced !== undefined ? { dsn: enhanced } : {}), reply: `${reply.code} ${reply.text}` };
 };
 
+/**
+ * smtp-server turns every "xn--" domain into Unicode. Without SMTPUTF8 the client sent an
+ * ASCII address, so its domain goes back to the A-label it was: it needs no SMTPUTF8, and
+ * DNS wants that form anyway. The address object is the one smtp-server keeps in the envelope.
+ */
+const asSent = (address: SMTPServerAddress, session: SMTPServerSession) => {
+  if (session.envelope.smtpUtf8 !== true) address.address = withAsciiDomain(address.address);
+};
+
 const makeHandlers = (deps: SessionDeps, listener: SmtpListenerName, connectionOf: (session: SMTPServerSession) => Connection, cap: ConnectionCap, receiving: Receiving) => {
   const { config, hooks, guard } = deps;
 
@@ -386,6 +395,7 @@ const makeHandlers = (deps: SessionDeps, listener: SmtpListenerName, connectionO
     },
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
+      asSent(address, session);
       connectionOf(session).deliverTo = new Map();
       connectionOf(session).inboundPolicy = undefined;
       connectionOf(session).report = undefined;
@@ -400,6 +410,7 @@ const makeHandlers = (deps: SessionDeps, listener: SmtpListenerName, connectionO
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
+      asSent(address, session);
       const connection = connectionOf(session);
       const fields = { recipient: address.address };
       const feedback = deps.feedback?.addressOf(address.address);
@@ -610,7 +621,8 @@ const receiveInto = Effect.fnUntraced(function* (
   const { config, hooks } = deps;
   const { id, receivedAt, body, signing, verification } = message;
   const user = typeof session.user === "string" ? session.user : undefined;
-  const recipients = session.envelope.rcptTo.map((r) => r.address);
+  // Once each: smtp-server keeps a repeated RCPT once, but compares it as it decoded it (see asSent).
+  const recipients = [...new Set(session.envelope.rcptTo.map((r) => r.address))];
   // Kept for the pool rules that read a header.
   let headerSection = "";
   const result = yield* Effect.tryPromise({

@@ -13,12 +13,13 @@ before(async () => {
     nodeId: "solo",
     cluster: uniqueCluster(),
     dataDir,
-    localDomains: ["example.test"],
+    localDomains: ["example.test", "xn--bcher-kva.test"],
     users: [
       { address: "alice@example.test", password: "alice-pw" },
       { address: "bob@example.test", password: "bob-pw" },
       { address: "carol@example.test", password: "carol-pw" },
       { address: "dave@example.test", password: "dave-pw" },
+      { address: "anna@xn--bcher-kva.test", password: "anna-pw" },
     ],
     trustedNetworks: ["192.0.2.0/24"], // loopback is NOT trusted here: relaying must be refused
   });
@@ -125,6 +126,16 @@ print(json.dumps([before, sent, arrived, during, quit, after]))
   assert.equal(during, 0, "the session keeps the view it opened with (RFC 1939)");
   assert.match(quit, /^\+OK /);
   assert.equal(after, 1);
+});
+
+test("IDN domains written as A-labels (xn--) need no SMTPUTF8: accepted, delivered and kept in that form", async () => {
+  const sent = await swaks(["--to", "anna@xn--bcher-kva.test", "--from", "jo@xn--mnchen-3ya.example", "--header", "Subject: idn"]);
+  assert.equal(sent.code, 0, sent.stdout + sent.stderr);
+  const queueId = /250 2\.0\.0 Ok: queued as ([0-9A-Z]+)/.exec(sent.stdout)?.[1];
+  assert.ok(queueId, sent.stdout);
+  await node.waitForEvent("recipient.delivered", { queueId });
+  const [message] = await popMessages("anna@xn--bcher-kva.test", "anna-pw");
+  assert.match(message!, /^Return-Path: <jo@xn--mnchen-3ya\.example>\r\nDelivered-To: anna@xn--bcher-kva\.test\r\n/);
 });
 
 test("curl lists and retrieves the same mailbox", async () => {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { domainMatcher, domainOf, domainSyntaxProblem, localPartOf, matchesDomain } from "../../../actors/common/domains.ts";
+import { domainMatcher, domainOf, domainSyntaxProblem, localPartOf, matchesDomain, withAsciiDomain } from "../../../actors/common/domains.ts";
 
 test("an address's domain is what follows its last @, lower-cased", () => {
   assert.equal(domainOf("Alice@Example.ORG"), "example.org");
@@ -70,4 +70,13 @@ test("domains that cannot exist are named with their problem", () => {
   assert.equal(domainSyntaxProblem("ex ample.org"), "bad-character");
   assert.equal(domainSyntaxProblem("-example.org"), "hyphen-at-label-edge");
   assert.equal(domainSyntaxProblem("example-.org"), "hyphen-at-label-edge");
+});
+
+test("withAsciiDomain writes a Unicode domain as its A-label when the local part is ASCII, and leaves everything else", () => {
+  assert.equal(withAsciiDomain("anna@bücher.test"), "anna@xn--bcher-kva.test");
+  assert.equal(withAsciiDomain("Anna@München.example"), "Anna@xn--mnchen-3ya.example", "the local part keeps its case");
+  assert.equal(withAsciiDomain("anna@example.test"), "anna@example.test");
+  assert.equal(withAsciiDomain("jörg@bücher.test"), "jörg@bücher.test", "a non-ASCII local part needs SMTPUTF8 whatever the domain");
+  assert.equal(withAsciiDomain(""), "", "the null sender");
+  assert.equal(withAsciiDomain("postmaster"), "postmaster");
 });
