@@ -11,7 +11,7 @@ import { TestClock } from "effect/testing";
 import { BudgetLedger } from "../../../actors/delivery/budget-ledger.ts";
 import { makeConnectionBudget } from "../../../actors/delivery/connections.ts";
 import { dsnParamsOf } from "../../../actors/delivery/dsn.ts";
-import { makeSiteLease, type SiteLease } from "../../../actors/delivery/site-lease.ts";
+import { makeSiteLease, type LeaseOptions, type SiteLease } from "../../../actors/delivery/site-lease.ts";
 import { makeSites, type DeliveryJob, type Sites } from "../../../actors/delivery/sites.ts";
 import { makeSupervisor } from "../../../actors/runtime/supervisor.ts";
 import { statusOfResult } from "../../../protocol/delivery.ts";
@@ -167,11 +167,25 @@ test("new connections per minute: once the minute's allowance is opened, the nex
   void sending.catch(() => undefined); // deferred when the test's scopes close
 });
 
-test("TestClock: a lease in use is renewed every renewMs and holds; once its owner stops answering it lapses one TTL after the last grant, closing idle connections, and comes back when the owner answers", async () => {
+/** Runs `body` on a TestClock: `lease` makes a lease in a scope closed afterwards, `advance` moves the clock. */
+const onTestClock = async (
+  body: (clock: { readonly lease: (options: LeaseOptions) => Promise<SiteLease>; readonly advance: (ms: number) => Promise<void> }) => Promise<void>,
+) => {
   const runtime = ManagedRuntime.make(TestClock.layer());
   const scope = Scope.makeUnsafe();
-  const advance = (ms: number) => runtime.runPromise(TestClock.adjust(ms));
   try {
+    await body({
+      lease: (options) => runtime.runPromise(makeSiteLease(options).pipe(Scope.provide(scope))),
+      advance: (ms) => runtime.runPromise(TestClock.adjust(ms)),
+    });
+  } finally {
+    await runtime.runPromise(Scope.close(scope, Exit.void));
+    await runtime.dispose();
+  }
+};
+
+test("TestClock: a lease in use is renewed every renewMs and holds; once its owner stops answering it lapses one TTL after the last grant, closing idle connections, and comes back when the owner answers", async () => {
+  await onTestClock(async ({ lease: leaseOf, advance }) => {
     const RENEW_MS = TTL / 4;
     const ledger = new BudgetLedger(TTL);
     const asks: number[] = [];
@@ -183,9 +197,7 @@ test("TestClock: a lease in use is renewed every renewMs and holds; once its own
         if (!answering) return yield* Effect.fail({ _tag: "RemoteUnavailable" as const });
         return ledger.grant(request, now, { alone: true }).grant;
       });
-    const lease = await runtime.runPromise(
-      makeSiteLease({ budget: BUDGET, holder: "one", limits: { connections: 2 }, ask, renewMs: RENEW_MS }).pipe(Scope.provide(scope)),
-    );
+    const lease = await leaseOf({ budget: BUDGET, holder: "one", limits: { connections: 2 }, ask, renewMs: RENEW_MS });
     lease.attach(() => 1, 2); // one job waiting for this budget's sites
 
     await advance(RENEW_MS);
@@ -225,17 +237,11 @@ test("TestClock: a lease in use is renewed every renewMs and holds; once its own
     await advance(RENEW_MS);
     await eventually(() => opened, "the waiting connection opens under the new grant");
     assert.ok((lease.state().granted ?? 0) > 0);
-  } finally {
-    await runtime.runPromise(Scope.close(scope, Exit.void));
-    await runtime.dispose();
-  }
+  });
 });
 
 test("TestClock: an ask granted whose answer is lost is sent again with its id, and the owner answers with the same grant", async () => {
-  const runtime = ManagedRuntime.make(TestClock.layer());
-  const scope = Scope.makeUnsafe();
-  const advance = (ms: number) => runtime.runPromise(TestClock.adjust(ms));
-  try {
+  await onTestClock(async ({ lease: leaseOf, advance }) => {
     const RENEW_MS = TTL / 4;
     const ledger = new BudgetLedger(TTL);
     const asked: LeaseAsk[] = [];
@@ -248,9 +254,7 @@ test("TestClock: an ask granted whose answer is lost is sent again with its id, 
         if (asked.length === 1) return yield* Effect.fail({ _tag: "RemoteUnavailable" as const });
         return grant;
       });
-    const lease = await runtime.runPromise(
-      makeSiteLease({ budget: BUDGET, holder: "one", limits: { messagesPerHour: 100 }, ask, renewMs: RENEW_MS }).pipe(Scope.provide(scope)),
-    );
+    const lease = await leaseOf({ budget: BUDGET, holder: "one", limits: { messagesPerHour: 100 }, ask, renewMs: RENEW_MS });
     lease.attach(() => 100, 1); // a hundred messages waiting for this budget's sites
 
     await advance(RENEW_MS);
@@ -266,8 +270,5 @@ test("TestClock: an ask granted whose answer is lost is sent again with its id, 
     assert.notEqual(asked[2]!.askId, asked[0]!.askId);
     assert.equal(asked[2]!.unusedMessages, 100, "what is left of the grant goes back");
     assert.equal(lease.state().messages, 100);
-  } finally {
-    await runtime.runPromise(Scope.close(scope, Exit.void));
-    await runtime.dispose();
-  }
+  });
 });
